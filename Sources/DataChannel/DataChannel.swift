@@ -1,0 +1,2 @@
+/// DTLS (OpenSSL) + SCTP (usrsctp) + DCEP + SDP. See docs/datachannel.md.
+public enum DataChannelModule {}

@@ -1,0 +1,2 @@
+/// ICE agents over libnice. See docs/ice.md.
+public enum ICEModule {}

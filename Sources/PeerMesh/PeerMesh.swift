@@ -1,0 +1,2 @@
+/// Node identity, mesh transports and WebPush signaling. See docs/peermesh.md.
+public enum PeerMeshModule {}

@@ -1,0 +1,8 @@
+import XCTest
+@testable import DataChannel
+
+final class DataChannelLinkTests: XCTestCase {
+    func testModuleLinks() {
+        _ = DataChannelModule.self
+    }
+}
