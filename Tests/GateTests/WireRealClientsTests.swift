@@ -16,7 +16,7 @@ final class LoopbackListener {
     let port: UInt16
 
     init() throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw LoopbackError(description: "socket: errno \(errno)") }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
@@ -31,7 +31,8 @@ final class LoopbackListener {
             close(fd)
             throw LoopbackError(description: "bind/listen on 127.0.0.1:0: errno \(errno)")
         }
-        port = UInt16(bigEndian: address.sin_port)
+        self.fd = fd
+        self.port = UInt16(bigEndian: address.sin_port)
     }
 
     deinit { close(fd) }

@@ -151,7 +151,7 @@ private struct HeadParser {
                 var end = index
                 if end > start && buffer[end - 1] == Self.cr { end -= 1 }
                 if let bare = (start..<end).first(where: { buffer[$0] == Self.cr }) {
-                    return .failure(WireError(.malformed, "bare CR at byte \(bare) of the HTTP head"))
+                    return .failure(WireError(.malformed, "bare CR (0x0d) at byte \(bare) of the HTTP head"))
                 }
                 return .success((start..<end, index + 1))
             }
