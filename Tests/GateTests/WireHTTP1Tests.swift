@@ -64,7 +64,7 @@ final class WireHTTP1Tests: XCTestCase {
 
     func testMalformedRequestsNameTheProblem() {
         assertError("GET  / HTTP/1.1\r\n\r\n", .badRequestLine, status: 400, message: "request-target is empty")
-        assertError("GET /a b HTTP/1.1\r\n\r\n", .badRequestLine, status: 400, message: "where \"HTTP/\" belongs")
+        assertError("GET /a b HTTP/1.1\r\n\r\n", .badRequestLine, status: 400, message: "\"b HTTP/1\" is not HTTP/DIGIT.DIGIT")
         assertError("G@T / HTTP/1.1\r\n\r\n", .badRequestLine, status: 400, message: "byte 0x40")
         assertError("GET / HTTP/1.1 \r\n\r\n", .badRequestLine, status: 400, message: "followed by byte 0x20")
         assertError("GET / HTTP/x.1\r\n\r\n", .badRequestLine, status: 400, message: "not HTTP/DIGIT.DIGIT")
