@@ -98,6 +98,17 @@ final class Tool {
         return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
     }
 
+    /// Reads the tool's stdout up to the first newline (bounded: the tool prints it at start).
+    func readLine() -> String {
+        var line: [UInt8] = []
+        while !line.contains(UInt8(ascii: "\n")) {
+            let data = stdout.fileHandleForReading.availableData
+            if data.isEmpty { break }
+            line += data
+        }
+        return String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
     /// Stops the tool by its PID (it has served its purpose) and reaps it.
     func stop() {
         if process.isRunning { kill(process.processIdentifier, SIGTERM) }
@@ -392,5 +403,118 @@ final class WireRealClientsTests: XCTestCase {
         let (status, _, err) = tool.finish()
         XCTAssertEqual(status, 56, "CURLE_RECV_ERROR for a failed CONNECT: \(err)")
         XCTAssertTrue(err.contains("502"), err)
+    }
+
+    // MARK: Chunked bodies and response heads from real peers
+
+    /// Decodes a complete chunked body (test-side, to check the scanner's boundary).
+    func dechunk(_ body: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        var index = 0
+        while let lineEnd = body[index...].firstIndex(of: UInt8(ascii: "\r")) {
+            let sizeText = String(decoding: body[index..<lineEnd], as: UTF8.self).split(separator: ";")[0]
+            let size = Int(sizeText, radix: 16) ?? 0
+            index = lineEnd + 2
+            if size == 0 { break }
+            out += body[index..<(index + size)]
+            index += size + 2
+        }
+        return out
+    }
+
+    func testCurlChunkedUploadEndsWhereTheScannerSays() throws {
+        let payload = (0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("wire-chunked-\(getpid()).bin")
+        try Data(payload).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let listener = try LoopbackListener()
+        let tool = try Tool(["curl", "-sS", "--max-time", "30", "-x", "http://127.0.0.1:\(listener.port)", "-H", "Transfer-Encoding: chunked",
+                             "-H", "Expect:", "--data-binary", "@\(file.path)", "http://upload.example/u"])
+        let fd = try listener.accept()
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var parsed: (HTTPRequestHead, Int)?
+        while parsed == nil, let chunk = readChunk(fd) {
+            bytes += chunk
+            if case .done(let head, let consumed) = HTTPRequestHead.parse(bytes) { parsed = (head, consumed) }
+        }
+        guard let (head, consumed) = parsed else { return XCTFail("no head from curl") }
+        XCTAssertEqual(head.bodyFraming, .chunked)
+        var scanner = HTTPChunkedScanner()
+        var body: [UInt8] = []
+        var pending = Array(bytes[consumed...])
+        scanning: while true {
+            switch scanner.scan(pending) {
+            case .needMore:
+                body += pending
+            case .end(let used):
+                body += pending[..<used]
+                XCTAssertEqual(used, pending.count, "curl sent nothing after its body")
+                break scanning
+            case .invalid(let error):
+                return XCTFail("\(error)")
+            }
+            guard let chunk = readChunk(fd) else { return XCTFail("curl closed inside the chunked body") }
+            pending = chunk
+        }
+        XCTAssertEqual(dechunk(body), payload)
+        writeAll(fd, Array("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".utf8))
+        close(fd)
+        let (status, out, err) = tool.finish()
+        XCTAssertEqual(status, 0, err)
+        XCTAssertEqual(out, "ok")
+    }
+
+    func testPythonHTTPServerResponsesOnOneKeptAliveConnection() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("wire-www-\(getpid())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try Data("first file\n".utf8).write(to: directory.appendingPathComponent("a.txt"))
+        try Data(String(repeating: "second ", count: 5000).utf8).write(to: directory.appendingPathComponent("b.txt"))
+        let script = """
+            import functools, http.server, sys
+            class Handler(http.server.SimpleHTTPRequestHandler):
+                protocol_version = "HTTP/1.1"
+                def log_message(self, *args):
+                    pass
+            server = http.server.HTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=sys.argv[1]))
+            print(server.server_address[1], flush=True)
+            server.handle_request()
+            """
+        let tool = try Tool(["python3", "-c", script, directory.path])
+        defer { tool.stop() }
+        guard let port = UInt16(tool.readLine()) else { return XCTFail("python server printed no port") }
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        XCTAssertEqual(connected, 0)
+        // Two absolute-form proxy requests, rewritten for the upstream and pipelined.
+        for path in ["a.txt", "b.txt"] {
+            let request = Array("GET http://127.0.0.1:\(port)/\(path) HTTP/1.1\r\nHost: x\r\nProxy-Connection: keep-alive\r\n\r\n".utf8)
+            guard let head = HTTPRequestHead.parse(request).value else { return XCTFail() }
+            writeAll(fd, try head.forwardHead())
+        }
+        var buffer: [UInt8] = []
+        var bodies: [String] = []
+        while bodies.count < 2 {
+            if case .done(let head, let consumed) = HTTPResponseHead.parse(buffer) {
+                XCTAssertEqual(head.status, 200)
+                guard case .contentLength(let length) = try head.bodyFraming(requestMethod: "GET") else { return XCTFail("\(head)") }
+                if buffer.count >= consumed + length {
+                    bodies.append(String(decoding: buffer[consumed..<(consumed + length)], as: UTF8.self))
+                    buffer.removeFirst(consumed + length)
+                    continue
+                }
+            }
+            guard let chunk = readChunk(fd) else { return XCTFail("server closed after \(bodies.count) responses") }
+            buffer += chunk
+        }
+        XCTAssertEqual(bodies, ["first file\n", String(repeating: "second ", count: 5000)])
     }
 }

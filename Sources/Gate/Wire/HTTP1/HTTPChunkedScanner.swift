@@ -146,6 +146,7 @@ public struct HTTPChunkedScanner: Sendable, Hashable {
                 }
             case .trailerLF(let empty):
                 guard byte == lf else { return fail("trailer line has CR followed by \(hex(byte)), expected LF") }
+                trailerBytes += 1
                 state = empty ? .done : .trailerLineStart
             case .data, .done, .failed:
                 break
