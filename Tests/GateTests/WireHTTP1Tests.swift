@@ -183,6 +183,15 @@ final class WireHTTP1Tests: XCTestCase {
             "GET /p?q=1 HTTP/1.1\r\nHost: example.com:8080\r\nAccept: */*\r\nTransfer-Encoding: chunked\r\nConnection: close\r\nVia: 1.1 ugate\r\n\r\n")
     }
 
+    func testConnectionCannotRemoveFramingOrHost() throws {
+        XCTAssertEqual(
+            try forwarded("POST /p HTTP/1.1\r\nHost: h\r\nConnection: Content-Length, Host, X-A\r\nContent-Length: 2\r\nX-A: 1\r\n\r\n"),
+            "POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n")
+        XCTAssertEqual(
+            try forwarded("POST /p HTTP/1.1\r\nHost: h\r\nConnection: transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            "POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+    }
+
     func testForwardHeadAddsHostAndKeepsOrderAndVersion() throws {
         XCTAssertEqual(try forwarded("GET http://[2001:db8::2]/ HTTP/1.0\r\nAccept: a\r\nX-B: b\r\n\r\n"),
                        "GET / HTTP/1.0\r\nHost: [2001:db8::2]\r\nAccept: a\r\nX-B: b\r\n\r\n")
