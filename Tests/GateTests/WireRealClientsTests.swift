@@ -38,30 +38,56 @@ final class LoopbackListener {
     deinit { close(fd) }
 
     /// Waits (bounded) for one connection.
-    func accept(timeoutSeconds: Int32 = 30) throws -> Int32 {
+    func accept(timeoutSeconds: Int32 = 30) throws -> Connection {
         var pollfd = Glibc.pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         guard poll(&pollfd, 1, timeoutSeconds * 1000) == 1 else {
             throw LoopbackError(description: "no client connected to port \(port) within \(timeoutSeconds) s")
         }
         let client = Glibc.accept(fd, nil, nil)
         guard client >= 0 else { throw LoopbackError(description: "accept: errno \(errno)") }
-        return client
+        return Connection(client)
+    }
+}
+
+/// A connected socket, closed exactly once: by `close()` (the EOF a client waits for) or at deinit.
+final class Connection {
+    let fd: Int32
+    private var isClosed = false
+
+    init(_ fd: Int32) { self.fd = fd }
+
+    func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        Glibc.close(fd)
+    }
+
+    deinit { close() }
+}
+
+/// Reads from `connection` until an HTTP request head parses; returns it and the bytes after it.
+func readRequestHead(_ connection: Connection, buffered: [UInt8] = []) -> (head: HTTPRequestHead, rest: [UInt8])? {
+    var bytes = buffered
+    while true {
+        if case .done(let head, let consumed) = HTTPRequestHead.parse(bytes) { return (head, Array(bytes[consumed...])) }
+        guard let chunk = readChunk(connection) else { return nil }
+        bytes += chunk
     }
 }
 
 /// Reads what is available within a bounded wait; nil at EOF, error or timeout.
-func readChunk(_ fd: Int32, timeoutSeconds: Int32 = 30) -> [UInt8]? {
-    var pollfd = Glibc.pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+func readChunk(_ connection: Connection, timeoutSeconds: Int32 = 30) -> [UInt8]? {
+    var pollfd = Glibc.pollfd(fd: connection.fd, events: Int16(POLLIN), revents: 0)
     guard poll(&pollfd, 1, timeoutSeconds * 1000) == 1 else { return nil }
     var buffer = [UInt8](repeating: 0, count: 65536)
-    let count = read(fd, &buffer, buffer.count)
+    let count = read(connection.fd, &buffer, buffer.count)
     return count > 0 ? Array(buffer[..<count]) : nil
 }
 
-func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
+func writeAll(_ connection: Connection, _ bytes: [UInt8]) {
     var offset = 0
     while offset < bytes.count {
-        let written = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        let written = bytes[offset...].withUnsafeBytes { write(connection.fd, $0.baseAddress, $0.count) }
         guard written > 0 else { return }
         offset += written
     }
@@ -131,13 +157,13 @@ final class WireRealClientsTests: XCTestCase {
     func sniffRealClient(_ arguments: (UInt16) -> [String]) throws -> (SniffResult, [UInt8]) {
         let listener = try LoopbackListener()
         let tool = try Tool(arguments(listener.port))
-        let fd = try listener.accept()
+        let connection = try listener.accept()
         defer {
-            close(fd)
+            connection.close()
             tool.stop()
         }
         var bytes: [UInt8] = []
-        while let chunk = readChunk(fd) {
+        while let chunk = readChunk(connection) {
             bytes += chunk
             let result = Sniffer.sniff(bytes, maxBytes: 64 * 1024)
             if case .needMore = result { continue }
@@ -242,45 +268,37 @@ final class WireRealClientsTests: XCTestCase {
     ) throws -> SOCKS5Run {
         let listener = try LoopbackListener()
         let tool = try Tool(["curl", "-sS", "--max-time", "30", "-x", proxyURL(listener.port), url])
-        let fd = try listener.accept()
+        let connection = try listener.accept()
         var machine = SOCKS5ServerMachine(authMode: mode)
         var all: [SOCKS5ServerMachine.Action] = []
         var head: HTTPRequestHead?
-        dialog: while let chunk = readChunk(fd) {
+        dialog: while let chunk = readChunk(connection) {
             var pending = machine.receive(chunk)
             while !pending.isEmpty {
                 let action = pending.removeFirst()
                 all.append(action)
                 switch action {
-                case .send(let bytes): writeAll(fd, bytes)
+                case .send(let bytes): writeAll(connection, bytes)
                 case .verifyCredentials(let user, let password): pending += machine.credentialsVerified(accept(user, password))
                 case .refuse(_, _, let reply):
-                    writeAll(fd, reply)
+                    writeAll(connection, reply)
                     break dialog
                 case .close: break dialog
                 case .udpAssociate: break dialog
                 case .connect(let destination):
                     if let dialFailure {
-                        writeAll(fd, machine.failed(dialFailure))
+                        writeAll(connection, machine.failed(dialFailure))
                         break dialog
                     }
-                    writeAll(fd, machine.connected(bound: Destination(host: "127.0.0.1", port: 40000)))
-                    var payload = machine.takeBufferedPayload()
-                    while true {
-                        if case .done(let parsed, _) = HTTPRequestHead.parse(payload) {
-                            head = parsed
-                            break
-                        }
-                        guard let more = readChunk(fd) else { break }
-                        payload += more
-                    }
+                    writeAll(connection, machine.connected(bound: Destination(host: "127.0.0.1", port: 40000)))
+                    head = readRequestHead(connection, buffered: machine.takeBufferedPayload())?.head
                     let body = "hello from \(destination)"
-                    writeAll(fd, Array("HTTP/1.1 200 OK\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)".utf8))
+                    writeAll(connection, Array("HTTP/1.1 200 OK\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)".utf8))
                     break dialog
                 }
             }
         }
-        close(fd)
+        connection.close()
         let (status, out, err) = tool.finish()
         return SOCKS5Run(machine: machine, actions: all, forwardedHead: head, status: status, out: out, err: err)
     }
@@ -339,23 +357,16 @@ final class WireRealClientsTests: XCTestCase {
         let listener = try LoopbackListener()
         let tool = try Tool(["curl", "-sS", "--max-time", "30", "-x", "http://127.0.0.1:\(listener.port)", "-H", "Connection: X-Hop", "-H", "X-Hop: 1",
                              "http://origin.example:8080/path?q=1"])
-        let fd = try listener.accept()
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var head: HTTPRequestHead?
-        while head == nil, let chunk = readChunk(fd) {
-            bytes += chunk
-            head = HTTPRequestHead.parse(bytes).value
-        }
-        guard let head else { return XCTFail("no request head from curl: \(bytes)") }
+        let connection = try listener.accept()
+        guard let (head, _) = readRequestHead(connection) else { return XCTFail("no request head from curl") }
         XCTAssertEqual(try head.proxyTarget(), .absolute(Destination(host: "origin.example", port: 8080), originForm: "/path?q=1"))
         let forward = String(decoding: try head.forwardHead(), as: UTF8.self)
         XCTAssertTrue(forward.hasPrefix("GET /path?q=1 HTTP/1.1\r\nHost: origin.example:8080\r\n"), forward)
         XCTAssertFalse(forward.lowercased().contains("proxy-connection"), forward)
         XCTAssertFalse(forward.lowercased().contains("x-hop"), forward)
         XCTAssertTrue(forward.contains("User-Agent: curl/"), forward)
-        writeAll(fd, Array("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\norigin".utf8))
-        close(fd)
+        writeAll(connection, Array("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\norigin".utf8))
+        connection.close()
         let (status, out, err) = tool.finish()
         XCTAssertEqual(status, 0, err)
         XCTAssertEqual(out, "origin")
@@ -364,28 +375,15 @@ final class WireRealClientsTests: XCTestCase {
     func testCurlCONNECTTunnel() throws {
         let listener = try LoopbackListener()
         let tool = try Tool(["curl", "-sS", "--max-time", "30", "-p", "-x", "http://127.0.0.1:\(listener.port)", "http://tunnel.example:9090/t"])
-        let fd = try listener.accept()
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var connect: (HTTPRequestHead, Int)?
-        while connect == nil, let chunk = readChunk(fd) {
-            bytes += chunk
-            if case .done(let head, let consumed) = HTTPRequestHead.parse(bytes) { connect = (head, consumed) }
-        }
-        guard let (head, consumed) = connect else { return XCTFail("no CONNECT from curl") }
+        let connection = try listener.accept()
+        guard let (head, rest) = readRequestHead(connection) else { return XCTFail("no CONNECT from curl") }
         XCTAssertEqual(head.method, "CONNECT")
         XCTAssertEqual(try head.proxyTarget(), .connect(Destination(host: "tunnel.example", port: 9090)))
-        writeAll(fd, HTTPResponseWriter.connectEstablished())
-        var inner = Array(bytes[consumed...])
-        var request: HTTPRequestHead?
-        while request == nil {
-            if let parsed = HTTPRequestHead.parse(inner).value { request = parsed; break }
-            guard let chunk = readChunk(fd) else { break }
-            inner += chunk
-        }
+        writeAll(connection, HTTPResponseWriter.connectEstablished())
+        let request = readRequestHead(connection, buffered: rest)?.head
         XCTAssertEqual(try request?.proxyTarget(), .origin(Destination(host: "tunnel.example", port: 9090), path: "/t"))
-        writeAll(fd, Array("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\ntunnel".utf8))
-        close(fd)
+        writeAll(connection, Array("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\ntunnel".utf8))
+        connection.close()
         let (status, out, err) = tool.finish()
         XCTAssertEqual(status, 0, err)
         XCTAssertEqual(out, "tunnel")
@@ -394,12 +392,10 @@ final class WireRealClientsTests: XCTestCase {
     func testCurlReadsTheErrorResponse() throws {
         let listener = try LoopbackListener()
         let tool = try Tool(["curl", "-sS", "--max-time", "30", "-p", "-x", "http://127.0.0.1:\(listener.port)", "http://refused.example:1/"])
-        let fd = try listener.accept()
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        while HTTPRequestHead.parse(bytes).value == nil, let chunk = readChunk(fd) { bytes += chunk }
-        writeAll(fd, HTTPResponseWriter.error(status: HTTPResponseWriter.status(errno: ECONNREFUSED), message: "connect to refused.example:1: connection refused"))
-        close(fd)
+        let connection = try listener.accept()
+        XCTAssertNotNil(readRequestHead(connection))
+        writeAll(connection, HTTPResponseWriter.error(status: HTTPResponseWriter.status(errno: ECONNREFUSED), message: "connect to refused.example:1: connection refused"))
+        connection.close()
         let (status, _, err) = tool.finish()
         XCTAssertEqual(status, 56, "CURLE_RECV_ERROR for a failed CONNECT: \(err)")
         XCTAssertTrue(err.contains("502"), err)
@@ -430,19 +426,12 @@ final class WireRealClientsTests: XCTestCase {
         let listener = try LoopbackListener()
         let tool = try Tool(["curl", "-sS", "--max-time", "30", "-x", "http://127.0.0.1:\(listener.port)", "-H", "Transfer-Encoding: chunked",
                              "-H", "Expect:", "--data-binary", "@\(file.path)", "http://upload.example/u"])
-        let fd = try listener.accept()
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var parsed: (HTTPRequestHead, Int)?
-        while parsed == nil, let chunk = readChunk(fd) {
-            bytes += chunk
-            if case .done(let head, let consumed) = HTTPRequestHead.parse(bytes) { parsed = (head, consumed) }
-        }
-        guard let (head, consumed) = parsed else { return XCTFail("no head from curl") }
+        let connection = try listener.accept()
+        guard let (head, rest) = readRequestHead(connection) else { return XCTFail("no head from curl") }
         XCTAssertEqual(head.bodyFraming, .chunked)
         var scanner = HTTPChunkedScanner()
         var body: [UInt8] = []
-        var pending = Array(bytes[consumed...])
+        var pending = rest
         scanning: while true {
             switch scanner.scan(pending) {
             case .needMore:
@@ -454,12 +443,12 @@ final class WireRealClientsTests: XCTestCase {
             case .invalid(let error):
                 return XCTFail("\(error)")
             }
-            guard let chunk = readChunk(fd) else { return XCTFail("curl closed inside the chunked body") }
+            guard let chunk = readChunk(connection) else { return XCTFail("curl closed inside the chunked body") }
             pending = chunk
         }
         XCTAssertEqual(dechunk(body), payload)
-        writeAll(fd, Array("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".utf8))
-        close(fd)
+        writeAll(connection, Array("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".utf8))
+        connection.close()
         let (status, out, err) = tool.finish()
         XCTAssertEqual(status, 0, err)
         XCTAssertEqual(out, "ok")
@@ -484,21 +473,20 @@ final class WireRealClientsTests: XCTestCase {
         let tool = try Tool(["python3", "-c", script, directory.path])
         defer { tool.stop() }
         guard let port = UInt16(tool.readLine()) else { return XCTFail("python server printed no port") }
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
+        let connection = Connection(socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0))
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = port.bigEndian
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(connection.fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         XCTAssertEqual(connected, 0)
         // Two absolute-form proxy requests, rewritten for the upstream and pipelined.
         for path in ["a.txt", "b.txt"] {
             let request = Array("GET http://127.0.0.1:\(port)/\(path) HTTP/1.1\r\nHost: x\r\nProxy-Connection: keep-alive\r\n\r\n".utf8)
             guard let head = HTTPRequestHead.parse(request).value else { return XCTFail() }
-            writeAll(fd, try head.forwardHead())
+            writeAll(connection, try head.forwardHead())
         }
         var buffer: [UInt8] = []
         var bodies: [String] = []
@@ -512,7 +500,7 @@ final class WireRealClientsTests: XCTestCase {
                     continue
                 }
             }
-            guard let chunk = readChunk(fd) else { return XCTFail("server closed after \(bodies.count) responses") }
+            guard let chunk = readChunk(connection) else { return XCTFail("server closed after \(bodies.count) responses") }
             buffer += chunk
         }
         XCTAssertEqual(bodies, ["first file\n", String(repeating: "second ", count: 5000)])
