@@ -29,6 +29,11 @@ public enum SOCKS5AddressType: UInt8, Hashable, Sendable {
 /// Decoded into a `Destination`: IP addresses become their text form (`192.0.2.1`, `2001:db8::1`),
 /// domain names stay as sent.
 enum SOCKS5Address {
+    /// The error for a VER byte other than 5 (RFC 1928 messages all start with VER = 5).
+    static func versionError(_ version: UInt8) -> WireError? {
+        version == 5 ? nil : WireError(.unsupportedVersion, "SOCKS version \(version) not supported")
+    }
+
     /// Reads ATYP, address and port. Returns `nil` when the bytes run out (need more),
     /// throws for an unknown ATYP or a malformed domain name.
     static func read(_ reader: inout ByteReader, what: String) throws(WireError) -> (SOCKS5AddressType, Destination)? {
