@@ -353,11 +353,23 @@ final class WireRealClientsTests: XCTestCase {
 
     // MARK: curl through the HTTP proxy codecs
 
-    func testCurlAbsoluteURIProxyRequest() throws {
+    /// Starts curl with `-x http://127.0.0.1:<fresh listener>` and `arguments`; returns it and
+    /// the connection it opened to the "proxy".
+    func curlViaHTTPProxy(_ arguments: [String]) throws -> (Tool, Connection) {
         let listener = try LoopbackListener()
-        let tool = try Tool(["curl", "-sS", "--max-time", "30", "-x", "http://127.0.0.1:\(listener.port)", "-H", "Connection: X-Hop", "-H", "X-Hop: 1",
-                             "http://origin.example:8080/path?q=1"])
-        let connection = try listener.accept()
+        let tool = try Tool(["curl", "-sS", "--max-time", "30", "-x", "http://127.0.0.1:\(listener.port)"] + arguments)
+        return (tool, try listener.accept())
+    }
+
+    /// Sends `response`, closes the connection and waits for curl to exit.
+    func answer(_ connection: Connection, _ response: [UInt8], _ tool: Tool) -> (status: Int32, out: String, err: String) {
+        writeAll(connection, response)
+        connection.close()
+        return tool.finish()
+    }
+
+    func testCurlAbsoluteURIProxyRequest() throws {
+        let (tool, connection) = try curlViaHTTPProxy(["-H", "Connection: X-Hop", "-H", "X-Hop: 1", "http://origin.example:8080/path?q=1"])
         guard let (head, _) = readRequestHead(connection) else { return XCTFail("no request head from curl") }
         XCTAssertEqual(try head.proxyTarget(), .absolute(Destination(host: "origin.example", port: 8080), originForm: "/path?q=1"))
         let forward = String(decoding: try head.forwardHead(), as: UTF8.self)
@@ -365,38 +377,29 @@ final class WireRealClientsTests: XCTestCase {
         XCTAssertFalse(forward.lowercased().contains("proxy-connection"), forward)
         XCTAssertFalse(forward.lowercased().contains("x-hop"), forward)
         XCTAssertTrue(forward.contains("User-Agent: curl/"), forward)
-        writeAll(connection, Array("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\norigin".utf8))
-        connection.close()
-        let (status, out, err) = tool.finish()
+        let (status, out, err) = answer(connection, Array("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\norigin".utf8), tool)
         XCTAssertEqual(status, 0, err)
         XCTAssertEqual(out, "origin")
     }
 
     func testCurlCONNECTTunnel() throws {
-        let listener = try LoopbackListener()
-        let tool = try Tool(["curl", "-sS", "--max-time", "30", "-p", "-x", "http://127.0.0.1:\(listener.port)", "http://tunnel.example:9090/t"])
-        let connection = try listener.accept()
+        let (tool, connection) = try curlViaHTTPProxy(["-p", "http://tunnel.example:9090/t"])
         guard let (head, rest) = readRequestHead(connection) else { return XCTFail("no CONNECT from curl") }
         XCTAssertEqual(head.method, "CONNECT")
         XCTAssertEqual(try head.proxyTarget(), .connect(Destination(host: "tunnel.example", port: 9090)))
         writeAll(connection, HTTPResponseWriter.connectEstablished())
         let request = readRequestHead(connection, buffered: rest)?.head
         XCTAssertEqual(try request?.proxyTarget(), .origin(Destination(host: "tunnel.example", port: 9090), path: "/t"))
-        writeAll(connection, Array("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\ntunnel".utf8))
-        connection.close()
-        let (status, out, err) = tool.finish()
+        let (status, out, err) = answer(connection, Array("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\ntunnel".utf8), tool)
         XCTAssertEqual(status, 0, err)
         XCTAssertEqual(out, "tunnel")
     }
 
     func testCurlReadsTheErrorResponse() throws {
-        let listener = try LoopbackListener()
-        let tool = try Tool(["curl", "-sS", "--max-time", "30", "-p", "-x", "http://127.0.0.1:\(listener.port)", "http://refused.example:1/"])
-        let connection = try listener.accept()
+        let (tool, connection) = try curlViaHTTPProxy(["-p", "http://refused.example:1/"])
         XCTAssertNotNil(readRequestHead(connection))
-        writeAll(connection, HTTPResponseWriter.error(status: HTTPResponseWriter.status(errno: ECONNREFUSED), message: "connect to refused.example:1: connection refused"))
-        connection.close()
-        let (status, _, err) = tool.finish()
+        let refused = HTTPResponseWriter.error(status: HTTPResponseWriter.status(errno: ECONNREFUSED), message: "connect to refused.example:1: connection refused")
+        let (status, _, err) = answer(connection, refused, tool)
         XCTAssertEqual(status, 56, "CURLE_RECV_ERROR for a failed CONNECT: \(err)")
         XCTAssertTrue(err.contains("502"), err)
     }
@@ -423,10 +426,7 @@ final class WireRealClientsTests: XCTestCase {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("wire-chunked-\(getpid()).bin")
         try Data(payload).write(to: file)
         defer { try? FileManager.default.removeItem(at: file) }
-        let listener = try LoopbackListener()
-        let tool = try Tool(["curl", "-sS", "--max-time", "30", "-x", "http://127.0.0.1:\(listener.port)", "-H", "Transfer-Encoding: chunked",
-                             "-H", "Expect:", "--data-binary", "@\(file.path)", "http://upload.example/u"])
-        let connection = try listener.accept()
+        let (tool, connection) = try curlViaHTTPProxy(["-H", "Transfer-Encoding: chunked", "-H", "Expect:", "--data-binary", "@\(file.path)", "http://upload.example/u"])
         guard let (head, rest) = readRequestHead(connection) else { return XCTFail("no head from curl") }
         XCTAssertEqual(head.bodyFraming, .chunked)
         var scanner = HTTPChunkedScanner()
@@ -447,9 +447,7 @@ final class WireRealClientsTests: XCTestCase {
             pending = chunk
         }
         XCTAssertEqual(dechunk(body), payload)
-        writeAll(connection, Array("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".utf8))
-        connection.close()
-        let (status, out, err) = tool.finish()
+        let (status, out, err) = answer(connection, Array("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".utf8), tool)
         XCTAssertEqual(status, 0, err)
         XCTAssertEqual(out, "ok")
     }
