@@ -41,7 +41,7 @@ final class WireFuzzTests: XCTestCase {
         checkContract("reply", bytes, extra: extra) { SOCKS5Reply.parse($0) }
         checkContract("http1", bytes, extra: extra) { HTTPRequestHead.parse($0, limits: .init(maxHeadBytes: 512, maxHeaderCount: 8)) }
         checkContract("tls", bytes, extra: extra) { TLSClientHello.parse($0) }
-        checkContract("http1-response", bytes, extra: extra) { HTTPResponseHead.parse($0, limits: .init(maxHeadBytes: 512, maxHeaderCount: 8)) }
+        checkContract("http1-response", bytes, extra: extra) { HTTP1ResponseHead.parse($0, limits: .init(maxHeadBytes: 512, maxHeaderCount: 8)) }
         checkChunked(bytes, extra: extra)
         if case .done(let header, let offset) = SOCKS5UDPHeader.parse(bytes) {
             XCTAssertTrue(offset <= bytes.count)

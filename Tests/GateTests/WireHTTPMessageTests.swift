@@ -11,17 +11,17 @@ final class WireHTTPMessageTests: XCTestCase {
 
     func testResponseHeadDecodesWholeSplitAndDripFed() {
         let text = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n"
-        let expected = HTTPResponseHead(status: 200, reason: "OK", headers: [HTTPField("Content-Type", "text/plain"), HTTPField("Content-Length", "5")])
-        assertDecodesCollections(bytes(text), as: expected) { HTTPResponseHead.parse($0) }
+        let expected = HTTP1ResponseHead(status: 200, reason: "OK", headers: [HTTPField("Content-Type", "text/plain"), HTTPField("Content-Length", "5")])
+        assertDecodesCollections(bytes(text), as: expected) { HTTP1ResponseHead.parse($0) }
         XCTAssertEqual(try expected.bodyFraming(requestMethod: "GET"), .contentLength(5))
         XCTAssertEqual(try expected.bodyFraming(requestMethod: "HEAD"), HTTPBodyFraming.none)
         XCTAssertTrue(expected.keepsConnection)
     }
 
     func testStatusLineForms() {
-        XCTAssertEqual(HTTPResponseHead.parse(bytes("HTTP/1.0 404\r\n\r\n")).value?.status, 404)
-        XCTAssertEqual(HTTPResponseHead.parse(bytes("HTTP/1.1 502 Bad  Gateway (upstream)\r\n\r\n")).value?.reason, "Bad  Gateway (upstream)")
-        XCTAssertEqual(HTTPResponseHead.parse(bytes("HTTP/1.1 200 ")).self, .needMore)
+        XCTAssertEqual(HTTP1ResponseHead.parse(bytes("HTTP/1.0 404\r\n\r\n")).value?.status, 404)
+        XCTAssertEqual(HTTP1ResponseHead.parse(bytes("HTTP/1.1 502 Bad  Gateway (upstream)\r\n\r\n")).value?.reason, "Bad  Gateway (upstream)")
+        XCTAssertEqual(HTTP1ResponseHead.parse(bytes("HTTP/1.1 200 ")).self, .needMore)
         let cases: [(String, WireError.Code, String)] = [
             ("HTTP/1.1 20x OK\r\n\r\n", .badStatusLine, "expected a digit"),
             ("HTTP/1.1 099 Low\r\n\r\n", .badStatusLine, "outside 100…599"),
@@ -35,13 +35,13 @@ final class WireHTTPMessageTests: XCTestCase {
             ("HTTP/1.1 200 OK\r\nX : y\r\n\r\n", .badHeader, "whitespace between"),
         ]
         for (text, code, message) in cases {
-            assertInvalid(bytes(text), code: code, message: message) { HTTPResponseHead.parse($0) }
+            assertInvalid(bytes(text), code: code, message: message) { HTTP1ResponseHead.parse($0) }
         }
     }
 
     func testResponseBodyFraming() throws {
         func framing(_ head: String, method: String = "GET") throws -> HTTPBodyFraming {
-            guard let parsed = HTTPResponseHead.parse(bytes(head + "\r\n")).value else { throw WireError(.malformed, "unparsed \(head)") }
+            guard let parsed = HTTP1ResponseHead.parse(bytes(head + "\r\n")).value else { throw WireError(.malformed, "unparsed \(head)") }
             return try parsed.bodyFraming(requestMethod: method)
         }
         XCTAssertEqual(try framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"), .chunked)
@@ -56,10 +56,10 @@ final class WireHTTPMessageTests: XCTestCase {
         XCTAssertEqual(try framing("HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 3\r\n", method: "CONNECT"), .contentLength(3))
         XCTAssertThrowsError(try framing("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n"))
         XCTAssertThrowsError(try framing("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n"))
-        XCTAssertEqual(HTTPResponseHead(status: 103, reason: "", headers: []).isInterim, true)
-        XCTAssertEqual(HTTPResponseHead(status: 101, reason: "", headers: []).isInterim, false)
-        XCTAssertEqual(HTTPResponseHead(version: .http1_0, status: 200, reason: "", headers: [HTTPField("Connection", "keep-alive")]).keepsConnection, true)
-        XCTAssertEqual(HTTPResponseHead(status: 200, reason: "", headers: [HTTPField("Connection", "close")]).keepsConnection, false)
+        XCTAssertEqual(HTTP1ResponseHead(status: 103, reason: "", headers: []).isInterim, true)
+        XCTAssertEqual(HTTP1ResponseHead(status: 101, reason: "", headers: []).isInterim, false)
+        XCTAssertEqual(HTTP1ResponseHead(version: .http1_0, status: 200, reason: "", headers: [HTTPField("Connection", "keep-alive")]).keepsConnection, true)
+        XCTAssertEqual(HTTP1ResponseHead(status: 200, reason: "", headers: [HTTPField("Connection", "close")]).keepsConnection, false)
     }
 
     // MARK: Chunked bodies

@@ -489,7 +489,7 @@ final class WireRealClientsTests: XCTestCase {
         var buffer: [UInt8] = []
         var bodies: [String] = []
         while bodies.count < 2 {
-            if case .done(let head, let consumed) = HTTPResponseHead.parse(buffer) {
+            if case .done(let head, let consumed) = HTTP1ResponseHead.parse(buffer) {
                 XCTAssertEqual(head.status, 200)
                 guard case .contentLength(let length) = try head.bodyFraming(requestMethod: "GET") else { return XCTFail("\(head)") }
                 if buffer.count >= consumed + length {

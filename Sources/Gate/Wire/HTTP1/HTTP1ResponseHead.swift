@@ -9,7 +9,7 @@
 /// parser and relays the body by its `bodyFraming(requestMethod:)`. Field rules and limits
 /// are those of `HTTPRequestHead`; a missing `SP reason-phrase` after the code is tolerated.
 /// Errors in a response are the upstream's fault: answer the client with 502.
-public struct HTTPResponseHead: HTTPHeaderLookup, Hashable, Sendable {
+public struct HTTP1ResponseHead: HTTPHeaderLookup, Hashable, Sendable {
     public var version: HTTPVersion
     /// The three-digit status code, 100…599.
     public var status: Int
@@ -25,7 +25,7 @@ public struct HTTPResponseHead: HTTPHeaderLookup, Hashable, Sendable {
     }
 
     /// Parses a response head from the front of `bytes`; the body starts after `consumed`.
-    public static func parse(_ bytes: some Collection<UInt8>, limits: HTTPHeadLimits = HTTPHeadLimits()) -> ParseResult<HTTPResponseHead> {
+    public static func parse(_ bytes: some Collection<UInt8>, limits: HTTPHeadLimits = HTTPHeadLimits()) -> ParseResult<HTTP1ResponseHead> {
         withContiguousBytes(bytes) { buffer in
             let scanner = HTTPHeadScanner(buffer: buffer, limits: limits)
             let startLine = HTTPHeadScanner.StartLine(
@@ -38,7 +38,7 @@ public struct HTTPResponseHead: HTTPHeaderLookup, Hashable, Sendable {
                 guard version.major == 1, version.minor <= 1 else {
                     return .invalid(WireError(.httpVersionNotSupported, "HTTP response version \(version) not supported (1.0 and 1.1 are)"))
                 }
-                return .done(HTTPResponseHead(version: version, status: status, reason: reason, headers: scanned.headers), consumed: consumed)
+                return .done(HTTP1ResponseHead(version: version, status: status, reason: reason, headers: scanned.headers), consumed: consumed)
             }
         }
     }
