@@ -125,7 +125,7 @@ private final class AdminHTTPHandler: ChannelInboundHandler, RemovableChannelHan
     private let routes: [AdminServer.Route]
     private let maxBodyBytes: Int
     private let logger: Logger
-    private var head: HTTPRequestHead?
+    private var head: NIOHTTP1.HTTPRequestHead?
     private var body: [UInt8] = []
     private var tooLarge = false
 
@@ -176,7 +176,7 @@ private final class AdminHTTPHandler: ChannelInboundHandler, RemovableChannelHan
         }
     }
 
-    private func respond(context: ChannelHandlerContext, version: HTTPVersion, keepAlive: Bool, response: AdminResponse) {
+    private func respond(context: ChannelHandlerContext, version: NIOHTTP1.HTTPVersion, keepAlive: Bool, response: AdminResponse) {
         var headers = HTTPHeaders(response.headers.map { ($0.name, $0.value) })
         headers.replaceOrAdd(name: "Content-Length", value: String(response.body.count))
         headers.replaceOrAdd(name: "Connection", value: keepAlive ? "keep-alive" : "close")

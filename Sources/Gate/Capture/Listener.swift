@@ -1,0 +1,132 @@
+import CLinux
+import Glibc
+import Logging
+
+/// Shared by every capture front of a node: config, route table, loops, loggers.
+final class GateContext: Sendable {
+    let config: GateConfig
+    let router: Router
+    let loops: GateLoopGroup
+    /// One line per stream (the access log).
+    let accessLog: Logger
+    let log: Logger
+
+    init(config: GateConfig, router: Router, loops: GateLoopGroup, accessLog: Logger, log: Logger) {
+        self.config = config
+        self.router = router
+        self.loops = loops
+        self.accessLog = accessLog
+        self.log = log
+    }
+
+    var handshakeDeadline: UInt64 { GateLoop.monotonicMillis() + UInt64(config.handshakeTimeout * 1000) }
+
+    /// Routes and dials; returns the connected upstream socket and the upstream's name.
+    func dial(_ info: StreamInfo) async throws -> (fd: Int32, upstream: String) {
+        let decision = try router.route(info)
+        do {
+            return (try await decision.upstream.dial(decision.destination, for: info), decision.upstream.name)
+        } catch {
+            GateMetrics.shared.dialFailures.increment()
+            throw error
+        }
+    }
+
+    /// Hands the client and upstream sockets to a relay on the client's loop; the client's
+    /// unconsumed bytes plus `prefix` go to the upstream first.
+    func relay(_ conn: ClientConn, upstream: Int32, info: StreamInfo, upstreamName: String, mode: ForwardMode, prefix: [UInt8] = []) {
+        let client = conn.handOff()
+        let bytes = prefix + conn.takeInbox()
+        let loop = conn.loop
+        let idle = UInt64(config.idleTimeout * 1000)
+        let logger = accessLog
+        loop.execute {
+            Relay.start(
+                loop: loop, client: client, upstream: upstream, info: info, upstreamName: upstreamName,
+                mode: mode, prefix: bytes, idleTimeoutMillis: idle, logger: logger)
+        }
+    }
+
+    /// Dials and relays; on failure resets the client and logs why. The common tail of the
+    /// port-forward, REDIRECT and TPROXY fronts.
+    func forward(_ conn: ClientConn, info: StreamInfo, mode: ForwardMode) async {
+        do {
+            let (fd, upstream) = try await dial(info)
+            relay(conn, upstream: fd, info: info, upstreamName: upstream, mode: mode)
+        } catch {
+            log.info("dial failed", metadata: ["listener": "\(info.listener)", "src": "\(info.source)", "dst": "\(info.destination)", "error": "\(error)"])
+            conn.close(reset: true)
+        }
+    }
+}
+
+/// Serves connections accepted by one listener (port-forward, SOCKS5, HTTP proxy, REDIRECT …).
+protocol CaptureFront: Sendable {
+    func serve(_ conn: ClientConn) async
+}
+
+/// A listening TCP socket on a gate loop; every accepted connection goes to its front on a
+/// task, with its handshake I/O on the next loop of the group.
+final class TCPListener: LoopHandler, @unchecked Sendable {  // fields are immutable after init; `ready` runs on the loop thread
+    let name: String
+    let proto: ListenerProto
+    let fd: Int32
+    let address: SocketAddress
+    let loop: GateLoop
+    private let context: GateContext
+    private let front: any CaptureFront
+
+    /// Binds `address`; `makeFront` gets the bound address (with the real port).
+    init(
+        name: String, proto: ListenerProto, address: SocketAddress, transparent: Bool = false, context: GateContext,
+        makeFront: (SocketAddress) -> any CaptureFront
+    ) throws {
+        self.name = name
+        self.proto = proto
+        fd = try Sys.listen(address, transparent: transparent)
+        self.address = SocketAddress.local(of: fd) ?? address
+        self.context = context
+        front = makeFront(self.address)
+        loop = context.loops.loops[0]
+    }
+
+    func start() {
+        loop.execute { [self] in
+            if !loop.register(fd, Interest.read, self) {
+                context.log.error("cannot watch listener", metadata: ["listener": "\(name)"])
+            }
+        }
+    }
+
+    func stop() {
+        loop.execute { [self] in
+            loop.deregister(fd)
+            Glibc.close(fd)
+        }
+    }
+
+    func ready(fd: Int32, events: UInt32) {
+        for _ in 0..<256 {
+            var ss = sockaddr_storage()
+            var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let c = withUnsafeMutablePointer(to: &ss) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    ugate_accept4(fd, $0, &len, Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
+                }
+            }
+            if c < 0 {
+                let e = errno
+                if e == EAGAIN || e == EWOULDBLOCK || e == EINTR || e == ECONNABORTED { return }
+                // Out of descriptors: stop accepting for a moment instead of spinning.
+                context.log.warning("accept failed", metadata: ["listener": "\(name)", "error": "\(String(cString: strerror(e)))"])
+                loop.modify(fd, 0)
+                loop.schedule(afterMillis: 100) { [self] in loop.modify(fd, Interest.read) }
+                return
+            }
+            GateMetrics.shared.accepted.increment()
+            let conn = ClientConn(fd: c, loop: context.loops.next(), peer: SocketAddress(storage: &ss))
+            let front = self.front
+            Task { await front.serve(conn) }
+        }
+    }
+}
