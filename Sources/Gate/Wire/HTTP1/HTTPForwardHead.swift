@@ -1,0 +1,84 @@
+/// How `HTTPRequestHead.forwardHead(_:)` rewrites a head for the upstream.
+public struct HTTPForwardOptions: Hashable, Sendable {
+    /// Keep `Upgrade` (and send `Connection: Upgrade`) so a 101 response can switch the
+    /// connection to a tunnel (WebSocket). When false, `Upgrade` is removed like any other
+    /// hop-by-hop field and the upstream answers the plain request.
+    public var keepUpgrade: Bool
+    /// Add `Connection: close`: the proxy will not reuse the upstream connection.
+    public var close: Bool
+    /// Fields appended after the client's (`Via`, `Forwarded`, …).
+    public var extraHeaders: [HTTPField]
+
+    public init(keepUpgrade: Bool = false, close: Bool = false, extraHeaders: [HTTPField] = []) {
+        self.keepUpgrade = keepUpgrade
+        self.close = close
+        self.extraHeaders = extraHeaders
+    }
+}
+
+extension HTTPRequestHead {
+    /// Fields that describe one connection, never forwarded (RFC 9110 §7.6.1), plus the
+    /// de-facto `Proxy-Connection` and the proxy's own credentials.
+    static let hopByHopFields: Set<String> = [
+        "connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate",
+        "te", "trailer", "upgrade",
+    ]
+
+    /// Fields that stay even when `Connection` names them: removing them would change the body
+    /// framing or the routing the proxy already decided on (a request-smuggling lever).
+    static let protectedFields: Set<String> = ["host", "content-length", "transfer-encoding"]
+
+    /// The head to send upstream (RFC 9110 §7.6, RFC 9112 §3.2.2):
+    /// - request-target in origin-form (`/path?query`) for an absolute-form request, and Host
+    ///   set to the URI's authority (replacing any Host the client sent);
+    /// - hop-by-hop fields removed: Connection, Keep-Alive, Proxy-Connection,
+    ///   Proxy-Authorization, Proxy-Authenticate, TE, Trailer, Upgrade (unless
+    ///   `options.keepUpgrade`), and every field named in Connection — except Host,
+    ///   Content-Length and Transfer-Encoding, which stay because the body is forwarded with
+    ///   its framing unchanged;
+    /// - the client's HTTP version, so the response framing suits the client it is relayed to;
+    /// - `Connection: Upgrade` / `Connection: close` as the options ask, then `extraHeaders`.
+    public func forwardHead(_ options: HTTPForwardOptions = HTTPForwardOptions()) throws(WireError) -> [UInt8] {
+        var requestTarget = target
+        var hostOverride: String?
+        if case .absolute(let destination, let originForm) = try proxyTarget() {
+            requestTarget = originForm
+            hostOverride = destination.port == 80 ? bracketed(destination.host) : destination.description
+        }
+        var drop = Self.hopByHopFields.union(Set(tokens("connection")).subtracting(Self.protectedFields))
+        let upgrading = options.keepUpgrade && !values("upgrade").isEmpty
+        if upgrading { drop.remove("upgrade") }
+
+        var out = "\(method) \(requestTarget) \(version)\r\n"
+        var wroteHost = false
+        if let hostOverride, values("host").isEmpty {
+            out += "Host: \(hostOverride)\r\n"
+            wroteHost = true
+        }
+        for field in headers {
+            let name = field.name.lowercased()
+            if drop.contains(name) { continue }
+            if name == "host", let hostOverride {
+                guard !wroteHost else { continue }
+                out += "Host: \(hostOverride)\r\n"
+                wroteHost = true
+                continue
+            }
+            out += "\(field.name): \(field.value)\r\n"
+        }
+        if upgrading {
+            out += "Connection: Upgrade\r\n"
+        } else if options.close {
+            out += "Connection: close\r\n"
+        }
+        for field in options.extraHeaders {
+            out += "\(field.name): \(field.value)\r\n"
+        }
+        out += "\r\n"
+        return Array(out.utf8)
+    }
+}
+
+private func bracketed(_ host: String) -> String {
+    host.contains(":") ? "[\(host)]" : host
+}
