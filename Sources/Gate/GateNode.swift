@@ -100,8 +100,10 @@ public final class GateNode: Sendable {
             return try TCPListener(name: spec.name, proto: spec.proto, address: spec.address, transparent: transparent, context: context) { bound in
                 CaptureRedirectFront(name: spec.name, listenAddress: bound, transparent: transparent, mode: mode, sniff: spec.config.sniff ?? true, context: context)
             }
-        case .socks5, .http:
-            throw GateError(.config, "HOLD")
+        case .socks5:
+            front = SOCKS5Front(name: spec.name, mode: mode, context: context)
+        case .http:
+            front = HTTPProxyFront(name: spec.name, mode: mode, context: context)
         case .udp:
             throw GateError(.config, "udp listener \(spec.name) is not a TCP listener")
         }

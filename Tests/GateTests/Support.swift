@@ -229,3 +229,75 @@ func tool(_ name: String) throws -> String {
     }
     throw GateError(.config, "required tool \(name) is not installed (scripts/deps test installs it)")
 }
+
+/// A loopback HTTP/1.1 origin on threads (blocking I/O, keep-alive): answers every request
+/// with `200` and a body naming the request line and Host it saw, or with `size` bytes for
+/// `/bytes`.
+final class TinyHTTPServer: @unchecked Sendable {  // fd and port are immutable; threads own the rest
+    let fd: Int32
+    let port: UInt16
+
+    init(host: String = "127.0.0.1") throws {
+        fd = try Sys.listen(try SocketAddress(host: host, port: 0))
+        _ = fcntl(fd, F_SETFL, 0)
+        port = SocketAddress.local(of: fd)!.port
+        let listenFd = fd
+        Thread.detachNewThread {
+            while true {
+                let c = accept(listenFd, nil, nil)
+                if c < 0 {
+                    if errno == EINTR { continue }
+                    return
+                }
+                Thread.detachNewThread { TinyHTTPServer.serve(c) }
+            }
+        }
+    }
+
+    static func serve(_ c: Int32) {
+        defer { close(c) }
+        var pending: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            guard let end = pending.firstRange(of: Array("\r\n\r\n".utf8)) else {
+                let n = chunk.withUnsafeMutableBytes { recv(c, $0.baseAddress!, $0.count, 0) }
+                if n <= 0 { return }
+                pending += chunk[0..<n]
+                continue
+            }
+            let head = String(decoding: pending[..<end.lowerBound], as: UTF8.self)
+            pending.removeFirst(end.upperBound)
+            let lines = head.components(separatedBy: "\r\n")
+            let host = lines.first { $0.lowercased().hasPrefix("host:") }.map { String($0.dropFirst(5)).trimmingCharacters(in: .whitespaces) } ?? "-"
+            let body = Array("request=\(lines[0]) host=\(host) headers=\(lines.count - 1)\n".utf8)
+            let close = lines.contains { $0.lowercased() == "connection: close" }
+            let response = Array("HTTP/1.1 200 OK\r\nContent-Length: \(body.count)\r\nContent-Type: text/plain\r\n\(close ? "Connection: close\r\n" : "")\r\n".utf8) + body
+            guard (try? TestSocket.writeAll(c, response)) != nil, !close else { return }
+        }
+    }
+
+    func stop() {
+        shutdown(fd, Int32(SHUT_RDWR))
+        close(fd)
+    }
+}
+
+/// SOCKS5 CONNECT by hand (no auth): returns the connected socket after a success reply, or
+/// the reply code on failure.
+func socks5Connect(_ proxy: SocketAddress, host: String, port: UInt16) throws -> (fd: Int32, code: UInt8) {
+    let fd = try TestSocket.connect(proxy)
+    try TestSocket.writeAll(fd, [5, 1, 0])
+    XCTAssertEqual(try TestSocket.readExactly(fd, 2), [5, 0])
+    var request: [UInt8] = [5, 1, 0]
+    if let v4 = try? SocketAddress(host: host, port: port), !v4.isIPv6 {
+        request += [1] + host.split(separator: ".").map { UInt8($0)! }
+    } else {
+        request += [3, UInt8(host.utf8.count)] + Array(host.utf8)
+    }
+    request += [UInt8(port >> 8), UInt8(port & 0xff)]
+    try TestSocket.writeAll(fd, request)
+    let head = try TestSocket.readExactly(fd, 4)
+    let addressLength = head[3] == 1 ? 4 : head[3] == 4 ? 16 : Int(try TestSocket.readExactly(fd, 1)[0])
+    _ = try TestSocket.readExactly(fd, addressLength + 2)
+    return (fd, head[1])
+}

@@ -47,6 +47,13 @@ final class GateContext: Sendable {
         }
     }
 
+    /// Closes a stream whose first bytes were invalid for the protocol they claim.
+    func reject(_ conn: ClientConn, info: StreamInfo, why: String) {
+        GateMetrics.shared.handshakeFailures.increment()
+        log.info("stream rejected", metadata: ["listener": "\(info.listener)", "src": "\(info.source)", "dst": "\(info.destination)", "error": "\(why)"])
+        conn.close()
+    }
+
     /// Dials and relays; on failure resets the client and logs why. The common tail of the
     /// port-forward, REDIRECT and TPROXY fronts.
     func forward(_ conn: ClientConn, info: StreamInfo, mode: ForwardMode) async {

@@ -9,7 +9,10 @@ struct PortForwardFront: CaptureFront {
 
     func serve(_ conn: ClientConn) async {
         var info = StreamInfo(listener: name, source: conn.peer, destination: destination)
-        if sniff { await Sniffing.peek(conn, into: &info, context: context) }
+        if sniff, case .reject(let why) = await Sniffing.peek(conn, into: &info, context: context) {
+            context.reject(conn, info: info, why: why)
+            return
+        }
         await context.forward(conn, info: info, mode: mode)
     }
 }
@@ -33,7 +36,10 @@ struct CaptureRedirectFront: CaptureFront {
             return
         }
         var info = StreamInfo(listener: name, source: conn.peer, destination: original.destination)
-        if sniff { await Sniffing.peek(conn, into: &info, context: context) }
+        if sniff, case .reject(let why) = await Sniffing.peek(conn, into: &info, context: context) {
+            context.reject(conn, info: info, why: why)
+            return
+        }
         await context.forward(conn, info: info, mode: mode)
     }
 

@@ -175,7 +175,8 @@ public struct HostConfig: Codable, Sendable, Equatable {
     }
 }
 
-/// One route rule: every field given must match; `to` is `direct`, a `hosts` name or an upstream name.
+/// One route rule: every field given must match; `to` is `direct`, `deny` (HTTP 403, SOCKS5 0x02),
+/// a `hosts` name or an upstream name.
 public struct RouteConfig: Codable, Sendable, Equatable {
     /// Listener name (its key, or `socks5`, `http`, `redirect-out`, `redirect-in`, `tproxy`).
     public var listener: String?

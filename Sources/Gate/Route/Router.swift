@@ -21,8 +21,9 @@ public struct Router: Sendable {
         self.hosts = hosts
         self.direct = direct
         self.upstreams = upstreams
-        for (i, rule) in rules.enumerated() where rule.to != "direct" && hosts[rule.to] == nil && upstreams[rule.to] == nil {
-            throw GateError(.config, "field routes[\(i)].to: \(rule.to) is not direct, a hosts name or a known upstream")
+        for (i, rule) in rules.enumerated()
+        where rule.to != "direct" && rule.to != "deny" && hosts[rule.to] == nil && upstreams[rule.to] == nil {
+            throw GateError(.config, "field routes[\(i)].to: \(rule.to) is not direct, deny, a hosts name or a known upstream")
         }
     }
 
@@ -42,6 +43,7 @@ public struct Router: Sendable {
 
     private func target(_ to: String, _ destination: Destination) throws -> RouteDecision {
         if to == "direct" { return RouteDecision(upstream: direct, destination: destination) }
+        if to == "deny" { throw GateError(.noRoute, "\(destination) is denied by the route table") }
         if let host = hosts[to] { return RouteDecision(upstream: direct, destination: try Destination(parsing: host.addr)) }
         if let upstream = upstreams[to] { return RouteDecision(upstream: upstream, destination: destination) }
         throw GateError(.noRoute, "route target \(to) is unknown")
