@@ -29,6 +29,23 @@ final class ProxyTests: XCTestCase {
         XCTAssertNotNil(log.waitForLine(containing: ["stream", "listener=socks5", "dst=localhost:\(origin4.port)", "sni=localhost"]), "\(log.lines)")
     }
 
+    func testSOCKS5UsernamePasswordWithCurl() throws {
+        let origin = try TinyHTTPServer()
+        defer { origin.stop() }
+        let (node, _) = try proxyNode { $0.socksUsers = ["alice": "s3cret"] }
+        defer { node.stop() }
+        let socks = node.address(of: "socks5")!
+        let curl = try tool("curl")
+        let good = try runProcess(curl, ["-sS", "--max-time", "20", "-x", "socks5h://alice:s3cret@\(socks)", "http://127.0.0.1:\(origin.port)/auth"])
+        XCTAssertEqual(good.status, 0, good.err)
+        XCTAssertTrue(good.out.contains("request=GET /auth"), good.out)
+        let bad = try runProcess(curl, ["-sS", "--max-time", "20", "-x", "socks5h://alice:wrong@\(socks)", "http://127.0.0.1:\(origin.port)/auth"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertFalse(bad.out.contains("request="))
+        let none = try runProcess(curl, ["-sS", "--max-time", "20", "--socks5-hostname", "\(socks)", "http://127.0.0.1:\(origin.port)/auth"])
+        XCTAssertNotEqual(none.status, 0, "no credentials offered: no acceptable method")
+    }
+
     func testCurlConnectAndAbsoluteURIWithKeepAlive() throws {
         let origin = try TinyHTTPServer()
         defer { origin.stop() }
