@@ -1,6 +1,6 @@
 /// The HTTP proxy listener (base+2): `CONNECT host:port` opens a tunnel; an absolute-URI
 /// request (`GET http://host/path`) is rewritten to origin-form with hop-by-hop fields removed
-/// and forwarded, and the connection then carries whatever follows (keep-alive to that origin).
+/// and `Connection: close`, and forwarded; the response ends the connection.
 /// Failures answer 400 (bad request), 403 (no route), 502 (connect failed), 504 (timeout).
 struct HTTPProxyFront: CaptureFront {
     let name: String
@@ -48,7 +48,9 @@ struct HTTPProxyFront: CaptureFront {
         case .absolute(let d, _):
             destination = d
             do {
-                prefix = try head.forwardHead()
+                // The relay cannot tell where a response ends, so the origin closes after it and
+                // the client opens a new connection for its next request (possibly to another origin).
+                prefix = try head.forwardHead(HTTPForwardOptions(close: true))
             } catch {
                 await refuse(conn, HTTPResponseWriter.error(error), "\(error)", deadline: deadline)
                 return
