@@ -153,49 +153,37 @@ final class Relay: LoopHandler {
         }
         d.blocked = false
         while moved < Relay.budget {
-            // 1. Flush what is pending.
+            // 1. Flush what is pending: prefix, then buffer or pipe contents.
+            let flushed: Sys.IO?
             if !d.prefix.isEmpty {
-                switch d.prefix.withUnsafeBytes({ Sys.write(d.dst, $0.baseAddress!, $0.count) }) {
-                case .bytes(let n):
-                    d.prefix.removeFirst(n)
-                    moved += n
-                    continue
-                case .wouldBlock, .eof:
-                    d.blocked = true
-                    return nil
-                case .error(let e):
-                    return "write: \(String(cString: strerror(e)))"
-                }
-            }
-            if let buffer = d.buffer, d.end > d.start {
-                switch Sys.write(d.dst, buffer + d.start, d.end - d.start) {
-                case .bytes(let n):
+                flushed = d.prefix.withUnsafeBytes { Sys.write(d.dst, $0.baseAddress!, $0.count) }
+                if case .bytes(let n) = flushed { d.prefix.removeFirst(n) }
+            } else if let buffer = d.buffer, d.end > d.start {
+                flushed = Sys.write(d.dst, buffer + d.start, d.end - d.start)
+                if case .bytes(let n) = flushed {
                     d.start += n
-                    moved += n
                     if d.start == d.end {
                         d.start = 0
                         d.end = 0
                     }
-                    continue
-                case .wouldBlock, .eof:
-                    d.blocked = true
-                    return nil
-                case .error(let e):
-                    return "write: \(String(cString: strerror(e)))"
                 }
+            } else if let pipe = d.pipe, d.inPipe > 0 {
+                flushed = Sys.splice(from: pipe.read, to: d.dst, d.inPipe)
+                if case .bytes(let n) = flushed { d.inPipe -= n }
+            } else {
+                flushed = nil
             }
-            if let pipe = d.pipe, d.inPipe > 0 {
-                switch Sys.splice(from: pipe.read, to: d.dst, d.inPipe) {
-                case .bytes(let n):
-                    d.inPipe -= n
-                    moved += n
-                    continue
-                case .wouldBlock, .eof:
-                    d.blocked = true
-                    return nil
-                case .error(let e):
-                    return "splice: \(String(cString: strerror(e)))"
-                }
+            switch flushed {
+            case .bytes(let n)?:
+                moved += n
+                continue
+            case .wouldBlock?, .eof?:
+                d.blocked = true
+                return nil
+            case .error(let e)?:
+                return "write: \(String(cString: strerror(e)))"
+            case nil:
+                break
             }
             // 2. Nothing pending: pass on EOF, or read more.
             if d.eof {
