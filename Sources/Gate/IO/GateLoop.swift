@@ -55,7 +55,7 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
         try Sys.check(epfd, "epoll_create1")
         wakeFd = ugate_eventfd()
         try Sys.check(wakeFd, "eventfd")
-        buffers = BufferPool(size: bufferSize, keep: 8)
+        buffers = BufferPool(size: bufferSize, keep: 4)
         pipes = PipePool(size: pipeSize, keep: 8)
         try Sys.check(ugate_epoll_ctl(epfd, UGATE_EPOLL_CTL_ADD, wakeFd, Interest.read, 0), "epoll_ctl(eventfd)")
     }
@@ -181,7 +181,7 @@ public final class GateLoopGroup: Sendable {
     ///   - count: number of loop threads (default: one per core).
     ///   - bufferSize: copy buffer per active direction, taken from a pool on first data.
     ///   - pipeSize: splice pipe capacity per active direction (`F_SETPIPE_SZ`).
-    public init(count: Int = System.coreCount, bufferSize: Int = 1 << 20, pipeSize: Int = 1 << 20) throws {
+    public init(count: Int = System.coreCount, bufferSize: Int = 4 << 20, pipeSize: Int = 1 << 20) throws {
         loops = try (0..<max(1, count)).map { try GateLoop(index: $0, bufferSize: bufferSize, pipeSize: pipeSize) }
         for loop in loops { loop.start() }
     }
