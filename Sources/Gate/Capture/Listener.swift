@@ -38,13 +38,37 @@ final class GateContext: Sendable {
         let client = conn.handOff()
         let bytes = prefix + conn.takeInbox()
         let loop = conn.loop
-        let idle = UInt64(config.idleTimeout * 1000)
-        let logger = accessLog
-        loop.execute {
-            Relay.start(
-                loop: loop, client: client, upstream: upstream, info: info, upstreamName: upstreamName,
-                mode: mode, prefix: bytes, idleTimeoutMillis: idle, logger: logger)
+        loop.execute { [self] in
+            startRelay(loop: loop, client: client, upstream: upstream, info: info, upstreamName: upstreamName, mode: mode, prefix: bytes)
         }
+    }
+
+    /// Starts a relay; on `loop`'s thread.
+    func startRelay(
+        loop: GateLoop, client: Int32, upstream: Int32, info: StreamInfo, upstreamName: String, mode: ForwardMode, prefix: [UInt8]
+    ) {
+        Relay.start(
+            loop: loop, client: client, upstream: upstream, info: info, upstreamName: upstreamName,
+            mode: mode, prefix: prefix, idleTimeoutMillis: UInt64(config.idleTimeout * 1000), logger: accessLog)
+    }
+
+    /// Logs a failed dial.
+    func dialFailed(_ info: StreamInfo, _ error: any Error) {
+        log.info("dial failed", metadata: ["listener": "\(info.listener)", "src": "\(info.source)", "dst": "\(info.destination)", "error": "\(error)"])
+    }
+
+    /// The fast path of `forward` for a direct dial of an IP literal: connect and relay on the
+    /// connection's loop, with no task and no hop. Returns false when the route needs `forward`.
+    func forwardOnLoop(_ conn: ClientConn, info: StreamInfo, mode: ForwardMode) -> Bool {
+        guard let decision = try? router.route(info), decision.upstream is DirectUpstream,
+            let address = try? SocketAddress(host: decision.destination.host, port: decision.destination.port)
+        else { return false }
+        let client = conn.handOff()
+        let loop = conn.loop
+        loop.execute { [self] in
+            PendingConnect.start(loop: loop, client: client, address: address, info: info, mode: mode, context: self)
+        }
+        return true
     }
 
     /// Closes a stream whose first bytes were invalid for the protocol they claim.
@@ -61,7 +85,7 @@ final class GateContext: Sendable {
             let (fd, upstream) = try await dial(info)
             relay(conn, upstream: fd, info: info, upstreamName: upstream, mode: mode)
         } catch {
-            log.info("dial failed", metadata: ["listener": "\(info.listener)", "src": "\(info.source)", "dst": "\(info.destination)", "error": "\(error)"])
+            dialFailed(info, error)
             conn.close(reset: true)
         }
     }
@@ -70,6 +94,82 @@ final class GateContext: Sendable {
 /// Serves connections accepted by one listener (port-forward, SOCKS5, HTTP proxy, REDIRECT …).
 protocol CaptureFront: Sendable {
     func serve(_ conn: ClientConn) async
+    /// Serves the connection without a task when it can (called on the accepting loop's
+    /// thread); false falls back to `serve`.
+    func serveOnLoop(_ conn: ClientConn) -> Bool
+}
+
+extension CaptureFront {
+    func serveOnLoop(_ conn: ClientConn) -> Bool { false }
+}
+
+/// A non-blocking connect in progress on a loop, for `GateContext.forwardOnLoop`: on success
+/// the relay starts on the same loop; on failure or timeout the client is reset.
+private final class PendingConnect: LoopHandler {
+    let loop: GateLoop
+    let client: Int32
+    let upstream: Int32
+    let address: SocketAddress
+    let info: StreamInfo
+    let mode: ForwardMode
+    let context: GateContext
+    var timer: LoopTimer?
+
+    private init(loop: GateLoop, client: Int32, upstream: Int32, address: SocketAddress, info: StreamInfo, mode: ForwardMode, context: GateContext) {
+        self.loop = loop
+        self.client = client
+        self.upstream = upstream
+        self.address = address
+        self.info = info
+        self.mode = mode
+        self.context = context
+    }
+
+    static func start(loop: GateLoop, client: Int32, address: SocketAddress, info: StreamInfo, mode: ForwardMode, context: GateContext) {
+        let fd: Int32
+        do {
+            let (s, connected) = try Sys.startConnect(address)
+            if connected {
+                context.startRelay(loop: loop, client: client, upstream: s, info: info, upstreamName: "direct", mode: mode, prefix: [])
+                return
+            }
+            fd = s
+        } catch {
+            GateMetrics.shared.dialFailures.increment()
+            context.dialFailed(info, error)
+            Sys.abort(client)
+            return
+        }
+        let pending = PendingConnect(loop: loop, client: client, upstream: fd, address: address, info: info, mode: mode, context: context)
+        guard loop.register(fd, Interest.write, pending) else {
+            pending.fail(GateError(.syscall, "epoll_ctl", errno: errno))
+            return
+        }
+        pending.timer = loop.schedule(afterMillis: UInt64(context.config.connectTimeout * 1000)) {
+            pending.fail(GateError(.timeout, "connect \(address)"))
+        }
+    }
+
+    func ready(fd: Int32, events: UInt32) {
+        timer?.cancel()
+        loop.deregister(upstream)
+        do {
+            try Sys.finishConnect(upstream, address)
+        } catch {
+            fail(error)
+            return
+        }
+        context.startRelay(loop: loop, client: client, upstream: upstream, info: info, upstreamName: "direct", mode: mode, prefix: [])
+    }
+
+    private func fail(_ error: any Error) {
+        timer?.cancel()
+        loop.deregister(upstream)
+        Glibc.close(upstream)
+        Sys.abort(client)
+        GateMetrics.shared.dialFailures.increment()
+        context.dialFailed(info, error)
+    }
 }
 
 /// A listening TCP socket on a gate loop; every accepted connection goes to its front on a
@@ -132,6 +232,7 @@ final class TCPListener: LoopHandler, @unchecked Sendable {  // fields are immut
             }
             GateMetrics.shared.accepted.increment()
             let conn = ClientConn(fd: c, loop: context.loops.next(), peer: SocketAddress(storage: &ss))
+            if front.serveOnLoop(conn) { continue }
             let front = self.front
             Task { await front.serve(conn) }
         }

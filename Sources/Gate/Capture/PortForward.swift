@@ -7,6 +7,10 @@ struct PortForwardFront: CaptureFront {
     let sniff: Bool
     let context: GateContext
 
+    func serveOnLoop(_ conn: ClientConn) -> Bool {
+        !sniff && context.forwardOnLoop(conn, info: StreamInfo(listener: name, source: conn.peer, destination: destination), mode: mode)
+    }
+
     func serve(_ conn: ClientConn) async {
         var info = StreamInfo(listener: name, source: conn.peer, destination: destination)
         if sniff, case .reject(let why) = await Sniffing.peek(conn, into: &info, context: context) {

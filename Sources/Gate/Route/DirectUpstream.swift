@@ -33,27 +33,38 @@ public struct DirectUpstream: Upstream {
     }
 
     func connect(_ address: SocketAddress) async throws -> Int32 {
+        let (fd, connected) = try Sys.startConnect(address)
+        if connected { return fd }
+        do {
+            try await loops.next().wait(for: fd, Interest.write, timeoutMillis: connectTimeoutMillis)
+            try Sys.finishConnect(fd, address)
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
+        return fd
+    }
+}
+
+extension Sys {
+    /// Opens a non-blocking TCP socket and starts connecting; `connected` is true when the
+    /// connect finished at once, else wait for writability and call `finishConnect`.
+    static func startConnect(_ address: SocketAddress) throws -> (fd: Int32, connected: Bool) {
         let fd = socket(address.isIPv6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        try Sys.check(fd, "socket")
-        let r = address.withSockAddr { Glibc.connect(fd, $0, $1) }
-        if r == 0 { return fd }
+        try check(fd, "socket")
+        if address.withSockAddr({ Glibc.connect(fd, $0, $1) }) == 0 { return (fd, true) }
         let e = errno
         guard e == EINPROGRESS else {
             Glibc.close(fd)
             throw GateError(.syscall, "connect \(address)", errno: e)
         }
-        do {
-            try await loops.next().wait(for: fd, Interest.write, timeoutMillis: connectTimeoutMillis)
-        } catch {
-            Glibc.close(fd)
-            throw error
-        }
+        return (fd, false)
+    }
+
+    /// Throws the error of a non-blocking connect that became writable.
+    static func finishConnect(_ fd: Int32, _ address: SocketAddress) throws {
         let soError = ugate_socket_error(fd)
-        if soError != 0 {
-            Glibc.close(fd)
-            throw GateError(.syscall, "connect \(address)", errno: soError)
-        }
-        return fd
+        if soError != 0 { throw GateError(.syscall, "connect \(address)", errno: soError) }
     }
 }
 
