@@ -22,12 +22,7 @@ final class RedirectTests: XCTestCase {
         if !namespace.isEmpty { _ = try? runProcess("/usr/sbin/ip", ["netns", "del", namespace]) }
     }
 
-    /// The `ugate` executable next to the test bundle (swift build --build-tests builds both).
-    private var ugatePath: String {
-        let bundle = Bundle(for: RedirectTests.self).bundleURL
-        let candidates = [bundle.appendingPathComponent("ugate"), bundle.deletingLastPathComponent().appendingPathComponent("ugate")]
-        return (candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) } ?? candidates[0]).path
-    }
+    private var ugatePath: String { ugateExecutable() }
 
     private func start(_ args: [String], log: String) throws -> Process {
         let p = Process()

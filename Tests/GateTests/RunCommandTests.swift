@@ -7,11 +7,7 @@ import XCTest
 /// `ugate run` as a user runs it: the default node prints its ports and serves; a bad config
 /// is rejected with the field's name.
 final class RunCommandTests: XCTestCase {
-    private var ugatePath: String {
-        let bundle = Bundle(for: RunCommandTests.self).bundleURL
-        let candidates = [bundle.appendingPathComponent("ugate"), bundle.deletingLastPathComponent().appendingPathComponent("ugate")]
-        return (candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) } ?? candidates[0]).path
-    }
+    private var ugatePath: String { ugateExecutable() }
 
     func testBadConfigNamesTheField() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("ugate-bad-\(getpid()).json").path

@@ -301,3 +301,11 @@ func socks5Connect(_ proxy: SocketAddress, host: String, port: UInt16) throws ->
     _ = try TestSocket.readExactly(fd, addressLength + 2)
     return (fd, head[1])
 }
+
+/// The `ugate` executable next to the test bundle (`swift build --build-tests` builds both).
+func ugateExecutable() -> String {
+    final class Marker {}
+    let bundle = Bundle(for: Marker.self).bundleURL
+    let candidates = [bundle.appendingPathComponent("ugate"), bundle.deletingLastPathComponent().appendingPathComponent("ugate")]
+    return (candidates.first { FileManager.default.isExecutableFile(atPath: $0.path) } ?? candidates[0]).path
+}
