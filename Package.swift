@@ -104,7 +104,10 @@ let package = Package(
         // MARK: Tests
         .testTarget(
             name: "GateTests",
-            dependencies: ["Gate", "CLinux", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: [
+                "Gate", "CLinux", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings),
         .testTarget(name: "ICETests", dependencies: ["ICE"], swiftSettings: swiftSettings),
         .testTarget(name: "DataChannelTests", dependencies: ["DataChannel"], swiftSettings: swiftSettings),

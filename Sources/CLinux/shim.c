@@ -3,10 +3,63 @@
 #include <string.h>
 #include <unistd.h>
 #include <errno.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <linux/netfilter_ipv4.h>
 #include <linux/netfilter_ipv6/ip6_tables.h>
 
 const unsigned int UGATE_SPLICE_F_MOVE = SPLICE_F_MOVE;
+const uint32_t UGATE_EPOLLIN = EPOLLIN;
+const uint32_t UGATE_EPOLLOUT = EPOLLOUT;
+const uint32_t UGATE_EPOLLERR = EPOLLERR;
+const uint32_t UGATE_EPOLLHUP = EPOLLHUP;
+const uint32_t UGATE_EPOLLRDHUP = EPOLLRDHUP;
+const int UGATE_EPOLL_CTL_ADD = EPOLL_CTL_ADD;
+const int UGATE_EPOLL_CTL_MOD = EPOLL_CTL_MOD;
+const int UGATE_EPOLL_CTL_DEL = EPOLL_CTL_DEL;
+
+int ugate_epoll_create(void) {
+    return epoll_create1(EPOLL_CLOEXEC);
+}
+
+int ugate_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data) {
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.events = events;
+    ev.data.u64 = data;
+    return epoll_ctl(epfd, op, fd, &ev);
+}
+
+int ugate_epoll_wait(int epfd, uint64_t *datas, uint32_t *events, int max, int timeout_ms) {
+    struct epoll_event evs[256];
+    if (max > 256) {
+        max = 256;
+    }
+    int n = epoll_wait(epfd, evs, max, timeout_ms);
+    for (int i = 0; i < n; i++) {
+        datas[i] = evs[i].data.u64;
+        events[i] = evs[i].events;
+    }
+    return n;
+}
+
+int ugate_eventfd(void) {
+    return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+}
+
+int ugate_set_linger_zero(int fd) {
+    struct linger l = { .l_onoff = 1, .l_linger = 0 };
+    return setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
+}
+
+int ugate_socket_error(int fd) {
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) {
+        return errno;
+    }
+    return err;
+}
 const unsigned int UGATE_SPLICE_F_NONBLOCK = SPLICE_F_NONBLOCK;
 
 ssize_t ugate_splice(int fd_in, int fd_out, size_t len, unsigned int flags) {

@@ -25,6 +25,27 @@ ssize_t ugate_recv_with_origdst(int fd, void *buf, size_t len,
                                 struct sockaddr_storage *src, socklen_t *src_len,
                                 struct sockaddr_storage *dst, socklen_t *dst_len);
 
+/// epoll without the packed struct: one fd per call; `data` is an opaque 64-bit token.
+int ugate_epoll_create(void);
+int ugate_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data);
+/// Waits like epoll_wait and unpacks the events into two parallel arrays.
+int ugate_epoll_wait(int epfd, uint64_t *datas, uint32_t *events, int max, int timeout_ms);
+/// A non-blocking, close-on-exec eventfd used to wake a loop thread.
+int ugate_eventfd(void);
+/// SO_LINGER {on, 0}: close() then sends RST instead of FIN.
+int ugate_set_linger_zero(int fd);
+/// Returns and clears SO_ERROR (the result of a non-blocking connect).
+int ugate_socket_error(int fd);
+
+extern const uint32_t UGATE_EPOLLIN;
+extern const uint32_t UGATE_EPOLLOUT;
+extern const uint32_t UGATE_EPOLLERR;
+extern const uint32_t UGATE_EPOLLHUP;
+extern const uint32_t UGATE_EPOLLRDHUP;
+extern const int UGATE_EPOLL_CTL_ADD;
+extern const int UGATE_EPOLL_CTL_MOD;
+extern const int UGATE_EPOLL_CTL_DEL;
+
 extern const unsigned int UGATE_SPLICE_F_MOVE;
 extern const unsigned int UGATE_SPLICE_F_NONBLOCK;
 

@@ -1,0 +1,240 @@
+import CLinux
+import Glibc
+import Logging
+
+/// Shared by every capture front of a node: config, route table, loops, loggers.
+final class GateContext: Sendable {
+    let config: GateConfig
+    let router: Router
+    let loops: GateLoopGroup
+    /// One line per stream (the access log).
+    let accessLog: Logger
+    let log: Logger
+
+    init(config: GateConfig, router: Router, loops: GateLoopGroup, accessLog: Logger, log: Logger) {
+        self.config = config
+        self.router = router
+        self.loops = loops
+        self.accessLog = accessLog
+        self.log = log
+    }
+
+    var handshakeDeadline: UInt64 { GateLoop.monotonicMillis() + UInt64(config.handshakeTimeout * 1000) }
+
+    /// Routes and dials; returns the connected upstream socket and the upstream's name.
+    func dial(_ info: StreamInfo) async throws -> (fd: Int32, upstream: String) {
+        let decision = try router.route(info)
+        do {
+            return (try await decision.upstream.dial(decision.destination, for: info), decision.upstream.name)
+        } catch {
+            GateMetrics.shared.dialFailures.increment()
+            throw error
+        }
+    }
+
+    /// Hands the client and upstream sockets to a relay on the client's loop; the client's
+    /// unconsumed bytes plus `prefix` go to the upstream first.
+    func relay(_ conn: ClientConn, upstream: Int32, info: StreamInfo, upstreamName: String, mode: ForwardMode, prefix: [UInt8] = []) {
+        let client = conn.handOff()
+        let bytes = prefix + conn.takeInbox()
+        let loop = conn.loop
+        loop.execute { [self] in
+            startRelay(loop: loop, client: client, upstream: upstream, info: info, upstreamName: upstreamName, mode: mode, prefix: bytes)
+        }
+    }
+
+    /// Starts a relay; on `loop`'s thread.
+    func startRelay(
+        loop: GateLoop, client: Int32, upstream: Int32, info: StreamInfo, upstreamName: String, mode: ForwardMode, prefix: [UInt8]
+    ) {
+        Relay.start(
+            loop: loop, client: client, upstream: upstream, info: info, upstreamName: upstreamName,
+            mode: mode, prefix: prefix, idleTimeoutMillis: UInt64(config.idleTimeout * 1000), logger: accessLog)
+    }
+
+    /// Logs a failed dial.
+    func dialFailed(_ info: StreamInfo, _ error: any Error) {
+        log.info("dial failed", metadata: ["listener": "\(info.listener)", "src": "\(info.source)", "dst": "\(info.destination)", "error": "\(error)"])
+    }
+
+    /// The fast path of `forward` for a direct dial of an IP literal: connect and relay on the
+    /// connection's loop, with no task and no hop. Returns false when the route needs `forward`.
+    func forwardOnLoop(_ conn: ClientConn, info: StreamInfo, mode: ForwardMode) -> Bool {
+        guard let decision = try? router.route(info), decision.upstream is DirectUpstream,
+            let address = try? SocketAddress(host: decision.destination.host, port: decision.destination.port)
+        else { return false }
+        let client = conn.handOff()
+        let loop = conn.loop
+        loop.execute { [self] in
+            PendingConnect.start(loop: loop, client: client, address: address, info: info, mode: mode, context: self)
+        }
+        return true
+    }
+
+    /// Closes a stream whose first bytes were invalid for the protocol they claim.
+    func reject(_ conn: ClientConn, info: StreamInfo, why: String) {
+        GateMetrics.shared.handshakeFailures.increment()
+        log.info("stream rejected", metadata: ["listener": "\(info.listener)", "src": "\(info.source)", "dst": "\(info.destination)", "error": "\(why)"])
+        conn.close()
+    }
+
+    /// Dials and relays; on failure resets the client and logs why. The common tail of the
+    /// port-forward, REDIRECT and TPROXY fronts.
+    func forward(_ conn: ClientConn, info: StreamInfo, mode: ForwardMode) async {
+        do {
+            let (fd, upstream) = try await dial(info)
+            relay(conn, upstream: fd, info: info, upstreamName: upstream, mode: mode)
+        } catch {
+            dialFailed(info, error)
+            conn.close(reset: true)
+        }
+    }
+}
+
+/// Serves connections accepted by one listener (port-forward, SOCKS5, HTTP proxy, REDIRECT …).
+protocol CaptureFront: Sendable {
+    func serve(_ conn: ClientConn) async
+    /// Serves the connection without a task when it can (called on the accepting loop's
+    /// thread); false falls back to `serve`.
+    func serveOnLoop(_ conn: ClientConn) -> Bool
+}
+
+extension CaptureFront {
+    func serveOnLoop(_ conn: ClientConn) -> Bool { false }
+}
+
+/// A non-blocking connect in progress on a loop, for `GateContext.forwardOnLoop`: on success
+/// the relay starts on the same loop; on failure or timeout the client is reset.
+private final class PendingConnect: LoopHandler {
+    let loop: GateLoop
+    let client: Int32
+    let upstream: Int32
+    let address: SocketAddress
+    let info: StreamInfo
+    let mode: ForwardMode
+    let context: GateContext
+    var timer: LoopTimer?
+
+    private init(loop: GateLoop, client: Int32, upstream: Int32, address: SocketAddress, info: StreamInfo, mode: ForwardMode, context: GateContext) {
+        self.loop = loop
+        self.client = client
+        self.upstream = upstream
+        self.address = address
+        self.info = info
+        self.mode = mode
+        self.context = context
+    }
+
+    static func start(loop: GateLoop, client: Int32, address: SocketAddress, info: StreamInfo, mode: ForwardMode, context: GateContext) {
+        let fd: Int32
+        do {
+            let (s, connected) = try Sys.startConnect(address)
+            if connected {
+                context.startRelay(loop: loop, client: client, upstream: s, info: info, upstreamName: "direct", mode: mode, prefix: [])
+                return
+            }
+            fd = s
+        } catch {
+            GateMetrics.shared.dialFailures.increment()
+            context.dialFailed(info, error)
+            Sys.abort(client)
+            return
+        }
+        let pending = PendingConnect(loop: loop, client: client, upstream: fd, address: address, info: info, mode: mode, context: context)
+        guard loop.register(fd, Interest.write, pending) else {
+            pending.fail(GateError(.syscall, "epoll_ctl", errno: errno))
+            return
+        }
+        pending.timer = loop.schedule(afterMillis: UInt64(context.config.connectTimeout * 1000)) {
+            pending.fail(GateError(.timeout, "connect \(address)"))
+        }
+    }
+
+    func ready(fd: Int32, events: UInt32) {
+        timer?.cancel()
+        loop.deregister(upstream)
+        do {
+            try Sys.finishConnect(upstream, address)
+        } catch {
+            fail(error)
+            return
+        }
+        context.startRelay(loop: loop, client: client, upstream: upstream, info: info, upstreamName: "direct", mode: mode, prefix: [])
+    }
+
+    private func fail(_ error: any Error) {
+        timer?.cancel()
+        loop.deregister(upstream)
+        Glibc.close(upstream)
+        Sys.abort(client)
+        GateMetrics.shared.dialFailures.increment()
+        context.dialFailed(info, error)
+    }
+}
+
+/// A listening TCP socket on a gate loop; every accepted connection goes to its front on a
+/// task, with its handshake I/O on the next loop of the group.
+final class TCPListener: LoopHandler, @unchecked Sendable {  // fields are immutable after init; `ready` runs on the loop thread
+    let name: String
+    let proto: ListenerProto
+    let fd: Int32
+    let address: SocketAddress
+    let loop: GateLoop
+    private let context: GateContext
+    private let front: any CaptureFront
+
+    /// Binds `address`; `makeFront` gets the bound address (with the real port).
+    init(
+        name: String, proto: ListenerProto, address: SocketAddress, transparent: Bool = false, context: GateContext,
+        makeFront: (SocketAddress) -> any CaptureFront
+    ) throws {
+        self.name = name
+        self.proto = proto
+        fd = try Sys.listen(address, transparent: transparent)
+        self.address = SocketAddress.local(of: fd) ?? address
+        self.context = context
+        front = makeFront(self.address)
+        loop = context.loops.loops[0]
+    }
+
+    func start() {
+        loop.execute { [self] in
+            if !loop.register(fd, Interest.read, self) {
+                context.log.error("cannot watch listener", metadata: ["listener": "\(name)"])
+            }
+        }
+    }
+
+    func stop() {
+        loop.execute { [self] in
+            loop.deregister(fd)
+            Glibc.close(fd)
+        }
+    }
+
+    func ready(fd: Int32, events: UInt32) {
+        for _ in 0..<256 {
+            var ss = sockaddr_storage()
+            var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let c = withUnsafeMutablePointer(to: &ss) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    ugate_accept4(fd, $0, &len, Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue))
+                }
+            }
+            if c < 0 {
+                let e = errno
+                if e == EAGAIN || e == EWOULDBLOCK || e == EINTR || e == ECONNABORTED { return }
+                // Out of descriptors: stop accepting for a moment instead of spinning.
+                context.log.warning("accept failed", metadata: ["listener": "\(name)", "error": "\(String(cString: strerror(e)))"])
+                loop.modify(fd, 0)
+                loop.schedule(afterMillis: 100) { [self] in loop.modify(fd, Interest.read) }
+                return
+            }
+            GateMetrics.shared.accepted.increment()
+            let conn = ClientConn(fd: c, loop: context.loops.next(), peer: SocketAddress(storage: &ss))
+            if front.serveOnLoop(conn) { continue }
+            let front = self.front
+            Task { await front.serve(conn) }
+        }
+    }
+}

@@ -1,0 +1,180 @@
+import Foundation
+import Logging
+import NIOCore
+
+/// A running gate: the data-path loops, every capture listener of the config, and the
+/// admin routes (/metrics, /debug/streams, status page). Mesh transports plug in through
+/// `upstreams` (route targets by name); nothing here knows how they work.
+public final class GateNode: Sendable {
+    public let config: GateConfig
+    public let loops: GateLoopGroup
+    let context: GateContext
+    private let listeners: [TCPListener]
+    private let udpListeners: [UDPForwarder]
+    private let metrics: PrometheusMetrics?
+
+    /// What a listener bound: its name (`socks5`, `http`, `redirect-out`, `redirect-in`,
+    /// `tproxy-udp`, or its config key) and the address with the real port.
+    public struct BoundListener: Sendable {
+        public var name: String
+        public var proto: ListenerProto
+        public var address: SocketAddress
+    }
+
+    /// Binds every listener (nothing is accepted until `start`).
+    /// - Parameters:
+    ///   - upstreams: named upstreams route rules may target (mesh transports).
+    ///   - metrics: the Prometheus backend the executable bootstrapped, for /metrics.
+    public init(
+        config: GateConfig, upstreams: [String: any Upstream] = [:], metrics: PrometheusMetrics? = nil,
+        logger: Logger = Logger(label: "ugate.gate"), accessLog: Logger = Logger(label: "ugate.access")
+    ) throws {
+        try config.validate()
+        self.config = config
+        self.metrics = metrics
+        loops = try GateLoopGroup(
+            count: config.loops > 0 ? config.loops : System.coreCount, bufferSize: config.bufferSize, pipeSize: config.pipeSize)
+        do {
+            let direct = DirectUpstream(loops: loops, connectTimeout: config.connectTimeout)
+            let router = try Router(rules: config.routes, hosts: config.hosts, direct: direct, upstreams: upstreams)
+            context = GateContext(config: config, router: router, loops: loops, accessLog: accessLog, log: logger)
+            var tcp: [TCPListener] = []
+            var udp: [UDPForwarder] = []
+            for spec in try GateNode.listenerSpecs(config) {
+                do {
+                    switch spec.proto {
+                    case .udp:
+                        udp.append(try UDPForwarder(name: spec.name, address: spec.address, target: try router.resolveForward(spec.config.forwardTo ?? ""), context: context))
+                    default:
+                        tcp.append(try GateNode.makeListener(spec, context: context))
+                    }
+                } catch let error as GateError where spec.optional {
+                    logger.warning("listener not started", metadata: ["listener": "\(spec.name)", "error": "\(error)"])
+                }
+            }
+            listeners = tcp
+            udpListeners = udp
+        } catch {
+            loops.shutdown()
+            throw error
+        }
+    }
+
+    struct ListenerSpec {
+        var name: String
+        var proto: ListenerProto
+        var address: SocketAddress
+        var config: ListenerConfig
+        /// Failing to bind it (TPROXY without CAP_NET_ADMIN) is a warning, not an error.
+        var optional = false
+    }
+
+    /// The base-port listeners plus the config's `listeners`.
+    static func listenerSpecs(_ config: GateConfig) throws -> [ListenerSpec] {
+        var specs: [ListenerSpec] = []
+        if config.defaultListeners {
+            let port = { (offset: Int) -> UInt16 in config.basePort == 0 ? 0 : UInt16(config.basePort + offset) }
+            let bind = config.bind
+            specs.append(ListenerSpec(name: "redirect-out", proto: .redirect, address: try SocketAddress(host: bind, port: port(1)), config: ListenerConfig(proto: .redirect)))
+            specs.append(ListenerSpec(name: "http", proto: .http, address: try SocketAddress(host: bind, port: port(2)), config: ListenerConfig(proto: .http)))
+            specs.append(ListenerSpec(name: "socks5", proto: .socks5, address: try SocketAddress(host: bind, port: port(5)), config: ListenerConfig(proto: .socks5)))
+            specs.append(ListenerSpec(name: "redirect-in", proto: .redirect, address: try SocketAddress(host: bind, port: port(6)), config: ListenerConfig(proto: .redirect)))
+        }
+        for key in config.listeners.keys.sorted() {
+            let listener = config.listeners[key]!
+            let parsed = try ListenerAddress(key: key, bind: config.bind)
+            specs.append(ListenerSpec(name: key, proto: parsed.udp ? .udp : listener.proto, address: parsed.address, config: listener))
+        }
+        return specs
+    }
+
+    private static func makeListener(_ spec: ListenerSpec, context: GateContext) throws -> TCPListener {
+        let mode = spec.config.forwarder ?? context.config.forwarder
+        let front: any CaptureFront
+        switch spec.proto {
+        case .tcp:
+            let destination = try context.router.resolveForward(spec.config.forwardTo ?? "")
+            front = PortForwardFront(name: spec.name, destination: destination, mode: mode, sniff: spec.config.sniff ?? false, context: context)
+        case .redirect, .tproxy:
+            let transparent = spec.proto == .tproxy
+            return try TCPListener(name: spec.name, proto: spec.proto, address: spec.address, transparent: transparent, context: context) { bound in
+                CaptureRedirectFront(name: spec.name, listenAddress: bound, transparent: transparent, mode: mode, sniff: spec.config.sniff ?? true, context: context)
+            }
+        case .socks5:
+            front = SOCKS5Front(name: spec.name, mode: mode, context: context)
+        case .http:
+            front = HTTPProxyFront(name: spec.name, mode: mode, context: context)
+        case .udp:
+            throw GateError(.config, "udp listener \(spec.name) is not a TCP listener")
+        }
+        return try TCPListener(name: spec.name, proto: spec.proto, address: spec.address, context: context) { _ in front }
+    }
+
+    /// Starts accepting; returns every bound listener with its real port.
+    @discardableResult
+    public func start() -> [BoundListener] {
+        for l in listeners { l.start() }
+        for u in udpListeners { u.start() }
+        return bound
+    }
+
+    public var bound: [BoundListener] {
+        listeners.map { BoundListener(name: $0.name, proto: $0.proto, address: $0.address) }
+            + udpListeners.map { BoundListener(name: $0.name, proto: .udp, address: $0.address) }
+    }
+
+    /// The bound address of a listener by name.
+    public func address(of name: String) -> SocketAddress? {
+        bound.first { $0.name == name }?.address
+    }
+
+    /// Stops listening, resets every live stream and stops the loops.
+    public func stop() {
+        for l in listeners { l.stop() }
+        for u in udpListeners { u.stop() }
+        loops.shutdown()
+    }
+
+    /// Snapshots of every live stream, collected on each loop's own thread.
+    public func streams() async -> [StreamSnapshot] {
+        var all: [StreamSnapshot] = []
+        for loop in loops.loops {
+            let part: [StreamSnapshot] = await withCheckedContinuation { c in
+                loop.execute { c.resume(returning: loop.relays.values.map { $0.snapshot() }) }
+            }
+            all += part
+        }
+        return all.sorted { $0.id < $1.id }
+    }
+
+    /// Routes for the admin server: `/metrics`, `/debug/streams`, `/` (status page).
+    public func adminRoutes() -> [AdminServer.Route] {
+        let metrics = self.metrics
+        return [
+            AdminServer.Route(prefix: "/metrics") { _ in
+                guard let metrics else { return .text(404, "metrics backend not configured") }
+                return AdminResponse(
+                    status: 200, headers: [("Content-Type", "text/plain; version=0.0.4")], body: Array(metrics.render().utf8))
+            },
+            AdminServer.Route(prefix: "/debug/streams") { [self] _ in
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                let body = (try? encoder.encode(await streams())) ?? Data("[]".utf8)
+                return AdminResponse(status: 200, headers: [("Content-Type", "application/json")], body: Array(body))
+            },
+            AdminServer.Route(prefix: "/") { [self] request in
+                guard request.path == "/" else { return .text(404, "no such path: \(request.path)") }
+                return .text(200, await statusText())
+            },
+        ]
+    }
+
+    func statusText() async -> String {
+        var lines = ["ugate node \(config.name ?? "(unnamed)")", "", "listeners:"]
+        for b in bound { lines.append("  \(b.name) (\(b.proto.rawValue)) \(b.address)") }
+        lines.append("")
+        lines.append("streams: \(await streams().count) active, forwarder \(config.forwarder.rawValue)")
+        lines.append("see /metrics and /debug/streams")
+        return lines.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,196 @@
+import CLinux
+import Foundation
+import Glibc
+import NIOCore
+import Synchronization
+
+/// Receives readiness events for descriptors registered on a `GateLoop`. Called on the loop thread.
+protocol LoopHandler: AnyObject {
+    func ready(fd: Int32, events: UInt32)
+}
+
+/// Readiness bits, as epoll reports them.
+enum Interest {
+    static let read = UGATE_EPOLLIN
+    static let write = UGATE_EPOLLOUT
+    static let error = UGATE_EPOLLERR | UGATE_EPOLLHUP
+}
+
+/// A one-shot timer on a loop; `cancel()` on the loop thread.
+final class LoopTimer {
+    let deadline: UInt64
+    var work: (() -> Void)?
+    init(deadline: UInt64, work: @escaping () -> Void) {
+        self.deadline = deadline
+        self.work = work
+    }
+    func cancel() { work = nil }
+}
+
+/// One epoll event loop on its own thread: the data path of the gate (raw, non-blocking fds,
+/// so `splice(2)` and large-buffer copies need no extra hop). Everything a loop owns (handlers,
+/// relays, timers, buffer and pipe pools) is touched only on its thread; other threads hand it
+/// work with `execute`.
+public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thread only; `pending` is behind a Mutex
+    let index: Int
+    private let epfd: Int32
+    private let wakeFd: Int32
+    private var handlers: [UInt64: (fd: Int32, handler: any LoopHandler)] = [:]
+    private var tokens: [Int32: UInt64] = [:]
+    private var nextToken: UInt64 = 1
+    private var timers: [LoopTimer] = []
+    private let pending = Mutex<[@Sendable () -> Void]>([])
+    private let stopped = Atomic<Bool>(false)
+    private var thread: Thread?
+    /// Monotonic milliseconds, refreshed once per loop iteration.
+    private(set) var now: UInt64 = GateLoop.monotonicMillis()
+    /// Live relays of this loop by stream id (for idle sweeps and /debug/streams).
+    var relays: [UInt64: Relay] = [:]
+    let buffers: BufferPool
+    let pipes: PipePool
+
+    init(index: Int, bufferSize: Int, pipeSize: Int) throws {
+        self.index = index
+        epfd = ugate_epoll_create()
+        try Sys.check(epfd, "epoll_create1")
+        wakeFd = ugate_eventfd()
+        try Sys.check(wakeFd, "eventfd")
+        buffers = BufferPool(size: bufferSize, keep: 4)
+        pipes = PipePool(size: pipeSize, keep: 8)
+        try Sys.check(ugate_epoll_ctl(epfd, UGATE_EPOLL_CTL_ADD, wakeFd, Interest.read, 0), "epoll_ctl(eventfd)")
+    }
+
+    static func monotonicMillis() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
+    }
+
+    func start() {
+        let t = Thread { [self] in self.run() }
+        t.name = "ugate-gate-\(index)"
+        thread = t
+        t.start()
+    }
+
+    /// Runs `work` on the loop thread (from any thread).
+    public func execute(_ work: @escaping @Sendable () -> Void) {
+        pending.withLock { $0.append(work) }
+        var one: UInt64 = 1
+        _ = Glibc.write(wakeFd, &one, 8)
+    }
+
+    /// Stops the loop after the current iteration.
+    func stop() {
+        stopped.store(true, ordering: .relaxed)
+        execute {}
+    }
+
+    // MARK: loop-thread API
+
+    /// Registers `fd`; returns false (errno set) when epoll refuses it.
+    @discardableResult
+    func register(_ fd: Int32, _ events: UInt32, _ handler: any LoopHandler) -> Bool {
+        let token = nextToken
+        nextToken += 1
+        guard ugate_epoll_ctl(epfd, UGATE_EPOLL_CTL_ADD, fd, events, token) == 0 else { return false }
+        handlers[token] = (fd, handler)
+        tokens[fd] = token
+        return true
+    }
+
+    func modify(_ fd: Int32, _ events: UInt32) {
+        guard let token = tokens[fd] else { return }
+        _ = ugate_epoll_ctl(epfd, UGATE_EPOLL_CTL_MOD, fd, events, token)
+    }
+
+    /// Removes `fd` from the loop; call before closing it.
+    func deregister(_ fd: Int32) {
+        guard let token = tokens.removeValue(forKey: fd) else { return }
+        handlers[token] = nil
+        _ = ugate_epoll_ctl(epfd, UGATE_EPOLL_CTL_DEL, fd, 0, 0)
+    }
+
+    @discardableResult
+    func schedule(afterMillis ms: UInt64, _ work: @escaping () -> Void) -> LoopTimer {
+        let timer = LoopTimer(deadline: now + ms, work: work)
+        let i = timers.firstIndex { $0.deadline > timer.deadline } ?? timers.endIndex
+        timers.insert(timer, at: i)
+        return timer
+    }
+
+    private func run() {
+        var datas = [UInt64](repeating: 0, count: 256)
+        var events = [UInt32](repeating: 0, count: 256)
+        var nextSweep = now + 1000
+        while !stopped.load(ordering: .relaxed) {
+            let wait: Int32
+            if let first = timers.first {
+                wait = Int32(clamping: first.deadline > now ? min(first.deadline - now, 1000) : 0)
+            } else {
+                wait = 1000
+            }
+            let n = ugate_epoll_wait(epfd, &datas, &events, 256, wait)
+            now = GateLoop.monotonicMillis()
+            if n > 0 {
+                for i in 0..<Int(n) {
+                    let token = datas[i]
+                    if token == 0 {
+                        var value: UInt64 = 0
+                        _ = Glibc.read(wakeFd, &value, 8)
+                        continue
+                    }
+                    // A handler closed earlier in this batch has no entry any more.
+                    guard let entry = handlers[token] else { continue }
+                    entry.handler.ready(fd: entry.fd, events: events[i])
+                }
+            }
+            let work = pending.withLock { queue -> [@Sendable () -> Void] in
+                let w = queue
+                queue.removeAll(keepingCapacity: true)
+                return w
+            }
+            for w in work { w() }
+            while let first = timers.first, first.deadline <= now {
+                timers.removeFirst()
+                first.work?()
+            }
+            if now >= nextSweep {
+                nextSweep = now + 1000
+                for relay in Array(relays.values) { relay.sweep(now: now) }
+            }
+        }
+        for relay in Array(relays.values) { relay.abort(reason: "shutdown") }
+        let work = pending.withLock { queue -> [@Sendable () -> Void] in
+            let w = queue
+            queue.removeAll()
+            return w
+        }
+        for w in work { w() }
+        Glibc.close(epfd)
+        Glibc.close(wakeFd)
+    }
+}
+
+/// The gate's loops, one per core by default; new streams are spread round-robin.
+public final class GateLoopGroup: Sendable {
+    public let loops: [GateLoop]
+    private let counter = Atomic<Int>(0)
+
+    /// - Parameters:
+    ///   - count: number of loop threads (default: one per core).
+    ///   - bufferSize: copy buffer per active direction, taken from a pool on first data.
+    ///   - pipeSize: splice pipe capacity per active direction (`F_SETPIPE_SZ`).
+    public init(count: Int = System.coreCount, bufferSize: Int = 4 << 20, pipeSize: Int = 1 << 20) throws {
+        loops = try (0..<max(1, count)).map { try GateLoop(index: $0, bufferSize: bufferSize, pipeSize: pipeSize) }
+        for loop in loops { loop.start() }
+    }
+
+    public func next() -> GateLoop {
+        loops[counter.wrappingAdd(1, ordering: .relaxed).oldValue % loops.count]
+    }
+
+    public func shutdown() {
+        for loop in loops { loop.stop() }
+    }
+}

@@ -1,0 +1,215 @@
+import Foundation
+import Glibc
+import XCTest
+
+@testable import Gate
+
+/// SOCKS5 and HTTP proxy listeners against real curl, PySocks and hand-made bad requests.
+final class ProxyTests: XCTestCase {
+    private func proxyNode(configure: (inout GateConfig) -> Void = { _ in }) throws -> (GateNode, LogCapture) {
+        try makeNode([:], defaults: true, configure: configure)
+    }
+
+    func testCurlThroughSOCKS5HostnameAndIPv6() throws {
+        let origin4 = try TinyHTTPServer()
+        defer { origin4.stop() }
+        let origin6 = try TinyHTTPServer(host: "::1")
+        defer { origin6.stop() }
+        let (node, log) = try proxyNode()
+        defer { node.stop() }
+        let socks = node.address(of: "socks5")!
+        let curl = try tool("curl")
+        let r1 = try runProcess(curl, ["-sS", "--max-time", "20", "--socks5-hostname", "\(socks)", "http://localhost:\(origin4.port)/hello"])
+        XCTAssertEqual(r1.status, 0, r1.err)
+        XCTAssertTrue(r1.out.contains("request=GET /hello HTTP/1.1 host=localhost:\(origin4.port)"), r1.out)
+        let r2 = try runProcess(curl, ["-sS", "--max-time", "20", "--socks5-hostname", "\(socks)", "http://[::1]:\(origin6.port)/six"])
+        XCTAssertEqual(r2.status, 0, r2.err)
+        XCTAssertTrue(r2.out.contains("request=GET /six HTTP/1.1"), r2.out)
+        XCTAssertNotNil(log.waitForLine(containing: ["stream", "listener=socks5", "dst=[::1]:\(origin6.port)"]), "\(log.lines)")
+        XCTAssertNotNil(log.waitForLine(containing: ["stream", "listener=socks5", "dst=localhost:\(origin4.port)", "sni=localhost"]), "\(log.lines)")
+    }
+
+    func testSOCKS5UsernamePasswordWithCurl() throws {
+        let origin = try TinyHTTPServer()
+        defer { origin.stop() }
+        let (node, _) = try proxyNode { $0.socksUsers = ["alice": "s3cret"] }
+        defer { node.stop() }
+        let socks = node.address(of: "socks5")!
+        let curl = try tool("curl")
+        let good = try runProcess(curl, ["-sS", "--max-time", "20", "-x", "socks5h://alice:s3cret@\(socks)", "http://127.0.0.1:\(origin.port)/auth"])
+        XCTAssertEqual(good.status, 0, good.err)
+        XCTAssertTrue(good.out.contains("request=GET /auth"), good.out)
+        let bad = try runProcess(curl, ["-sS", "--max-time", "20", "-x", "socks5h://alice:wrong@\(socks)", "http://127.0.0.1:\(origin.port)/auth"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertFalse(bad.out.contains("request="))
+        let none = try runProcess(curl, ["-sS", "--max-time", "20", "--socks5-hostname", "\(socks)", "http://127.0.0.1:\(origin.port)/auth"])
+        XCTAssertNotEqual(none.status, 0, "no credentials offered: no acceptable method")
+    }
+
+    func testCurlConnectAndAbsoluteURIToSeveralOrigins() throws {
+        let origin = try TinyHTTPServer()
+        defer { origin.stop() }
+        let (node, _) = try proxyNode()
+        defer { node.stop() }
+        let proxy = "http://\(node.address(of: "http")!)"
+        let curl = try tool("curl")
+        let tunnel = try runProcess(curl, ["-sS", "--max-time", "20", "-p", "-x", proxy, "http://127.0.0.1:\(origin.port)/tunnel"])
+        XCTAssertEqual(tunnel.status, 0, tunnel.err)
+        XCTAssertTrue(tunnel.out.contains("request=GET /tunnel HTTP/1.1"), tunnel.out)
+        // Two origins in one curl run: each request reaches its own origin, in origin-form.
+        let other = try TinyHTTPServer()
+        defer { other.stop() }
+        let absolute = try runProcess(curl, ["-sS", "--max-time", "20", "-x", proxy,
+            "http://127.0.0.1:\(origin.port)/one", "http://127.0.0.1:\(other.port)/two", "http://127.0.0.1:\(origin.port)/three"])
+        XCTAssertEqual(absolute.status, 0, absolute.err)
+        XCTAssertEqual(absolute.out, """
+            request=GET /one HTTP/1.1 host=127.0.0.1:\(origin.port) headers=4
+            request=GET /two HTTP/1.1 host=127.0.0.1:\(other.port) headers=4
+            request=GET /three HTTP/1.1 host=127.0.0.1:\(origin.port) headers=4
+
+            """)
+    }
+
+    func testEchoAndHalfCloseThroughSOCKS5AndConnect() throws {
+        let echo = try EchoServer()
+        defer { echo.stop() }
+        let (node, _) = try proxyNode()
+        defer { node.stop() }
+        try checkEchoHalfClose {
+            let (fd, code) = try socks5Connect(node.address(of: "socks5")!, host: "127.0.0.1", port: echo.port)
+            XCTAssertEqual(code, 0)
+            return fd
+        }
+        try checkEchoHalfClose {
+            let fd = try TestSocket.connect(node.address(of: "http")!)
+            try TestSocket.writeAll(fd, Array("CONNECT 127.0.0.1:\(echo.port) HTTP/1.1\r\nHost: 127.0.0.1:\(echo.port)\r\n\r\n".utf8))
+            let expected = Array("HTTP/1.1 200 Connection established\r\n\r\n".utf8)
+            XCTAssertEqual(try TestSocket.readExactly(fd, expected.count), expected)
+            return fd
+        }
+    }
+
+    func testMalformedSOCKSRequestsGetErrorRepliesWhileOtherStreamsWork() throws {
+        let echo = try EchoServer()
+        defer { echo.stop() }
+        let (node, _) = try proxyNode()
+        defer { node.stop() }
+        let socks = node.address(of: "socks5")!
+        let (keeper, ok) = try socks5Connect(socks, host: "127.0.0.1", port: echo.port)
+        XCTAssertEqual(ok, 0)
+        defer { close(keeper) }
+
+        // SOCKS4 greeting: closed without a reply.
+        let v4 = try TestSocket.connect(socks)
+        try TestSocket.writeAll(v4, [4, 1, 0, 80, 127, 0, 0, 1, 0])
+        XCTAssertEqual(try TestSocket.readToEOF(v4), [])
+        close(v4)
+        // No acceptable method: 0xFF then close.
+        let noMethod = try TestSocket.connect(socks)
+        try TestSocket.writeAll(noMethod, [5, 1, 2])
+        XCTAssertEqual(try TestSocket.readToEOF(noMethod), [5, 0xFF])
+        close(noMethod)
+        // Unknown address type 9: reply 0x08.
+        let badType = try TestSocket.connect(socks)
+        try TestSocket.writeAll(badType, [5, 1, 0, 5, 1, 0, 9, 1, 2, 3, 4, 0, 80])
+        let reply = try TestSocket.readToEOF(badType)
+        XCTAssertEqual(Array(reply.prefix(2)), [5, 0])
+        XCTAssertEqual(reply.count > 3 ? reply[3] : 0xEE, 0x08, "\(reply)")
+        close(badType)
+        // BIND: command not supported 0x07.
+        let bind = try TestSocket.connect(socks)
+        try TestSocket.writeAll(bind, [5, 1, 0, 5, 2, 0, 1, 127, 0, 0, 1, 0, 80])
+        let bindReply = try TestSocket.readToEOF(bind)
+        XCTAssertEqual(bindReply.count > 3 ? bindReply[3] : 0xEE, 0x07, "\(bindReply)")
+        close(bind)
+        // Refused destination: 0x05.
+        let (refused, code) = try socks5Connect(socks, host: "127.0.0.1", port: 1)
+        XCTAssertEqual(code, 0x05)
+        close(refused)
+        // Unresolvable name: host unreachable 0x04.
+        let (unknown, unknownCode) = try socks5Connect(socks, host: "no-such-host.invalid", port: 80)
+        XCTAssertEqual(unknownCode, 0x04)
+        close(unknown)
+
+        try TestSocket.writeAll(keeper, Array("still here".utf8))
+        XCTAssertEqual(try TestSocket.readExactly(keeper, 10), Array("still here".utf8))
+    }
+
+    func testBrokenHTTPRequestsGetStatusCodes() throws {
+        let (node, _) = try proxyNode()
+        defer { node.stop() }
+        let http = node.address(of: "http")!
+        func ask(_ request: String) throws -> String {
+            let fd = try TestSocket.connect(http)
+            defer { close(fd) }
+            try TestSocket.writeAll(fd, Array(request.utf8))
+            return String(decoding: try TestSocket.readToEOF(fd), as: UTF8.self)
+        }
+        XCTAssertTrue(try ask("GARBAGE\r\n\r\n").hasPrefix("HTTP/1.1 400 "))
+        XCTAssertTrue(try ask("CONNECT x:1 HTTP/1.1\r\n\r\n").hasPrefix("HTTP/1.1 400 "), "HTTP/1.1 without Host")
+        XCTAssertTrue(try ask("GET /origin-form HTTP/1.1\r\nHost: x\r\n\r\n").hasPrefix("HTTP/1.1 400 "))
+        XCTAssertTrue(try ask("GET https://x/ HTTP/1.1\r\nHost: x\r\n\r\n").hasPrefix("HTTP/1.1 400 "))
+        XCTAssertTrue(try ask("CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: 127.0.0.1:1\r\n\r\n").hasPrefix("HTTP/1.1 502 "))
+        XCTAssertTrue(try ask("CONNECT no-such-host.invalid:80 HTTP/1.1\r\nHost: no-such-host.invalid:80\r\n\r\n").hasPrefix("HTTP/1.1 502 "))
+    }
+
+    func testDeniedRouteGets403AndNotAllowed() throws {
+        let (node, _) = try proxyNode { $0.routes = [RouteConfig(host: "*.blocked.test", to: "deny")] }
+        defer { node.stop() }
+        let fd = try TestSocket.connect(node.address(of: "http")!)
+        defer { close(fd) }
+        try TestSocket.writeAll(fd, Array("CONNECT www.blocked.test:443 HTTP/1.1\r\nHost: www.blocked.test:443\r\n\r\n".utf8))
+        XCTAssertTrue(String(decoding: try TestSocket.readToEOF(fd), as: UTF8.self).hasPrefix("HTTP/1.1 403 "))
+        let (s, code) = try socks5Connect(node.address(of: "socks5")!, host: "a.blocked.test", port: 443)
+        close(s)
+        XCTAssertEqual(code, 0x02)
+    }
+
+    func testGarbageAndTruncatedClientHellosOnSniffingListener() throws {
+        let echo = try EchoServer()
+        defer { echo.stop() }
+        let (node, log) = try makeNode(["127.0.0.1:0": ListenerConfig(forwardTo: "127.0.0.1:\(echo.port)", sniff: true)])
+        defer { node.stop() }
+        let address = node.address(of: "127.0.0.1:0")!
+        // A TLS handshake record whose body is not a ClientHello: closed, nothing forwarded.
+        let garbage = try TestSocket.connect(address)
+        try TestSocket.writeAll(garbage, [0x16, 0x03, 0x01, 0x00, 0x08, 0x07, 0, 0, 4, 1, 2, 3, 4])
+        XCTAssertEqual(try TestSocket.readToEOF(garbage), [])
+        close(garbage)
+        XCTAssertNotNil(log.waitForLine(containing: ["stream rejected"]))
+        // A truncated ClientHello followed by FIN: forwarded unchanged (the server decides).
+        let truncated: [UInt8] = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]
+        let t = try TestSocket.connect(address)
+        try TestSocket.writeAll(t, truncated)
+        shutdown(t, Int32(SHUT_WR))
+        XCTAssertEqual(try TestSocket.readToEOF(t), truncated + Array("BYE".utf8))
+        close(t)
+        // A real ClientHello (openssl s_client) is sniffed: SNI in the access log, bytes unchanged.
+        let openssl = try tool("openssl")
+        let r = try runProcess("/bin/sh", ["-c", "echo | \(openssl) s_client -connect \(address) -servername sni.example.test 2>&1 || true"], timeout: 30)
+        _ = r
+        XCTAssertNotNil(log.waitForLine(containing: ["stream", "sni=sni.example.test", "proto=tls"]), "\(log.lines)")
+        try checkEchoHalfClose { try TestSocket.connect(address) }
+    }
+
+    func testUDPAssociateWithPySocks() throws {
+        let echo = try UDPEcho()
+        defer { echo.stop() }
+        let (node, _) = try proxyNode()
+        defer { node.stop() }
+        let socks = node.address(of: "socks5")!
+        let script = """
+            import socks, socket
+            s = socks.socksocket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.set_proxy(socks.SOCKS5, "\(socks.host)", \(socks.port))
+            s.settimeout(5)
+            for i in range(3):
+                s.sendto(b"ping-%d" % i, ("127.0.0.1", \(echo.port)))
+                data, addr = s.recvfrom(2048)
+                print(data.decode(), addr[1])
+            """
+        let r = try runProcess("/usr/bin/env", ["python3", "-c", script], timeout: 30)
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertEqual(r.out, "ping-0 \(echo.port)\nping-1 \(echo.port)\nping-2 \(echo.port)\n")
+    }
+}

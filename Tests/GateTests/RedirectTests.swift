@@ -1,0 +1,158 @@
+import Foundation
+import Glibc
+import XCTest
+
+@testable import Gate
+
+/// REDIRECT capture inside a network namespace this test creates: the node binary runs in it
+/// with the exempt group, `ugate iptables --netns` installs the rules, and a client that knows
+/// nothing of the proxy (curl) reaches an HTTP server through the node.
+final class RedirectTests: XCTestCase {
+    private var processes: [Process] = []
+    private var namespace = ""
+
+    override func tearDown() {
+        for p in processes where p.isRunning {
+            kill(p.processIdentifier, SIGTERM)
+            for _ in 0..<50 where p.isRunning { usleep(100_000) }
+            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+            p.waitUntilExit()
+        }
+        processes = []
+        if !namespace.isEmpty { _ = try? runProcess("/usr/sbin/ip", ["netns", "del", namespace]) }
+    }
+
+    private var ugatePath: String { ugateExecutable() }
+
+    private func start(_ args: [String], log: String) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        p.arguments = ["netns", "exec", namespace] + args
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        p.standardOutput = handle
+        p.standardError = handle
+        try p.run()
+        processes.append(p)
+        return p
+    }
+
+    private func inNamespace(_ args: [String], timeout: Double = 30) throws -> (status: Int32, out: String, err: String) {
+        try runProcess("/usr/sbin/ip", ["netns", "exec", namespace] + args, timeout: timeout)
+    }
+
+    private func waitFor(_ path: String, _ fragments: [String], timeout: Double = 15) -> String? {
+        let end = Date().addingTimeInterval(timeout)
+        while Date() < end {
+            let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+            if let line = text.split(separator: "\n").first(where: { l in fragments.allSatisfy { l.contains($0) } }) { return String(line) }
+            usleep(100_000)
+        }
+        return nil
+    }
+
+    func testRedirectCaptureInNamespaceShowsOriginalDestination() throws {
+        _ = try tool("nft")
+        _ = try tool("curl")
+        _ = try tool("setpriv")
+        namespace = "ugate-gt-\(getpid())"
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent(namespace).path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+
+        XCTAssertEqual(try runProcess("/usr/sbin/ip", ["netns", "add", namespace]).status, 0)
+        XCTAssertEqual(try inNamespace(["ip", "link", "set", "lo", "up"]).status, 0)
+        XCTAssertEqual(try inNamespace(["ip", "addr", "add", "10.77.0.2/32", "dev", "lo"]).status, 0)
+
+        let nodeLog = "\(dir)/node.log"
+        _ = try start(["setpriv", "--regid", "1337", "--clear-groups", ugatePath, "run"], log: nodeLog)
+        XCTAssertNotNil(waitFor(nodeLog, ["ready"]), (try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "")
+        let rules = try inNamespace([ugatePath, "iptables", "--netns", namespace, "--apply"])
+        XCTAssertEqual(rules.status, 0, rules.err)
+        // The rules are only inside the namespace (nft runs there).
+        XCTAssertTrue(try inNamespace(["nft", "list", "table", "inet", "ugate"]).out.contains("redirect to :15001"))
+
+        _ = try start(["python3", "-m", "http.server", "8000", "--bind", "10.77.0.2", "--directory", dir], log: "\(dir)/http.log")
+        var response = (status: Int32(-1), out: "", err: "")
+        for _ in 0..<50 where response.status != 0 {
+            response = try inNamespace(["curl", "-sS", "--max-time", "5", "http://10.77.0.2:8000/node.log"])
+            if response.status != 0 { usleep(100_000) }
+        }
+        XCTAssertEqual(response.status, 0, response.err)
+        XCTAssertTrue(response.out.contains("ready"), "the file came through: \(response.out)")
+
+        let line = waitFor(nodeLog, ["stream", "listener=redirect-out", "dst=10.77.0.2:8000", "proto=http/1.1", "sni=10.77.0.2"])
+        XCTAssertNotNil(line, (try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "")
+
+        // The node's metrics count the captured stream (its own traffic to 127.0.0.1 is not captured).
+        let metrics = try inNamespace(["curl", "-sS", "--max-time", "5", "http://127.0.0.1:15000/metrics"])
+        XCTAssertTrue(metrics.out.contains("ugate_gate_streams_opened_total"), metrics.out + metrics.err)
+
+        let removed = try inNamespace([ugatePath, "iptables", "--netns", namespace, "--apply", "--remove"])
+        XCTAssertEqual(removed.status, 0, removed.err)
+    }
+
+    /// TPROXY: a client in one namespace talks to 10.99.0.9:8000 through a second namespace
+    /// whose prerouting hook TPROXYs the connection to the node's transparent listener; the
+    /// node learns the destination from the socket's local address and dials it.
+    func testTPROXYCaptureBetweenNamespaces() throws {
+        _ = try tool("nft")
+        _ = try tool("curl")
+        namespace = "ugate-gtp-\(getpid())"
+        let client = "ugate-gtc-\(getpid())"
+        defer { _ = try? runProcess("/usr/sbin/ip", ["netns", "del", client]) }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent(namespace).path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let ip = "/usr/sbin/ip"
+        for cmd in [
+            ["netns", "add", namespace], ["netns", "add", client],
+            ["link", "add", "utp\(getpid() % 100000)", "netns", client, "type", "veth", "peer", "name", "utn\(getpid() % 100000)", "netns", namespace],
+        ] {
+            let r = try runProcess(ip, cmd)
+            XCTAssertEqual(r.status, 0, "\(cmd): \(r.err)")
+        }
+        let cv = "utp\(getpid() % 100000)"
+        let nv = "utn\(getpid() % 100000)"
+        for (ns, cmd) in [
+            (client, ["ip", "link", "set", "lo", "up"]), (client, ["ip", "addr", "add", "10.88.0.2/24", "dev", cv]),
+            (client, ["ip", "link", "set", cv, "up"]), (client, ["ip", "route", "add", "default", "via", "10.88.0.1"]),
+            (namespace, ["ip", "link", "set", "lo", "up"]), (namespace, ["ip", "addr", "add", "10.88.0.1/24", "dev", nv]),
+            (namespace, ["ip", "link", "set", nv, "up"]), (namespace, ["ip", "addr", "add", "10.99.0.9/32", "dev", "lo"]),
+            (namespace, ["ip", "rule", "add", "fwmark", "1", "lookup", "100"]),
+            (namespace, ["ip", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100"]),
+        ] {
+            let r = try runProcess(ip, ["netns", "exec", ns] + cmd)
+            XCTAssertEqual(r.status, 0, "\(cmd): \(r.err)")
+        }
+        let rules = """
+            table ip ugate_tproxy {
+                chain prerouting {
+                    type filter hook prerouting priority mangle; policy accept;
+                    iifname "\(nv)" tcp dport 8000 tproxy to :15007 meta mark set 1 accept
+                }
+            }
+            """
+        try rules.write(toFile: "\(dir)/tproxy.nft", atomically: true, encoding: .utf8)
+        let applied = try inNamespace(["nft", "-f", "\(dir)/tproxy.nft"])
+        XCTAssertEqual(applied.status, 0, applied.err)
+
+        let config = #"{"defaultListeners": false, "listeners": {"0.0.0.0:15007": {"proto": "tproxy"}}}"#
+        try config.write(toFile: "\(dir)/ugate.json", atomically: true, encoding: .utf8)
+        let nodeLog = "\(dir)/node.log"
+        _ = try start([ugatePath, "run", "--config", "\(dir)/ugate.json"], log: nodeLog)
+        XCTAssertNotNil(waitFor(nodeLog, ["ready"]), (try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "")
+        try "tproxied".write(toFile: "\(dir)/file.txt", atomically: true, encoding: .utf8)
+        _ = try start(["python3", "-m", "http.server", "8000", "--bind", "10.99.0.9", "--directory", dir], log: "\(dir)/http.log")
+
+        var response = (status: Int32(-1), out: "", err: "")
+        for _ in 0..<50 where response.status != 0 {
+            response = try runProcess(ip, ["netns", "exec", client, "curl", "-sS", "--max-time", "5", "http://10.99.0.9:8000/file.txt"])
+            if response.status != 0 { usleep(100_000) }
+        }
+        XCTAssertEqual(response.status, 0, response.err)
+        XCTAssertEqual(response.out, "tproxied")
+        let line = waitFor(nodeLog, ["stream", "listener=0.0.0.0:15007", "dst=10.99.0.9:8000", "src=10.88.0.2"])
+        XCTAssertNotNil(line, (try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "")
+    }
+}
