@@ -1,0 +1,106 @@
+import Synchronization
+
+/// Received datagrams waiting for their consumer.
+///
+/// The libnice receive callback (on the GLib thread) appends; the single consumer takes the
+/// whole backlog in one lock round-trip and hands it out one by one, so a burst costs one
+/// wakeup. When the consumer falls behind by `limit` datagrams, new ones are dropped and
+/// counted, as a full UDP socket buffer would.
+final class DatagramInbox: Sendable {
+    private struct State {
+        var queue: [[UInt8]] = []
+        var waiter: CheckedContinuation<[[UInt8]], Never>?
+        var finished = false
+        var dropped = 0
+    }
+
+    private let state = Mutex(State())
+    let limit: Int
+
+    init(limit: Int) { self.limit = limit }
+
+    /// Adds one datagram; false when it was dropped (consumer too slow, or finished).
+    @discardableResult
+    func push(_ datagram: [UInt8]) -> Bool {
+        let (waiter, accepted) = state.withLock { s -> (CheckedContinuation<[[UInt8]], Never>?, Bool) in
+            if s.finished { return (nil, false) }
+            if let w = s.waiter {
+                s.waiter = nil
+                return (w, true)
+            }
+            if s.queue.count >= limit {
+                s.dropped += 1
+                return (nil, false)
+            }
+            s.queue.append(datagram)
+            return (nil, true)
+        }
+        waiter?.resume(returning: [datagram])
+        return accepted
+    }
+
+    /// Ends the sequence: the consumer gets what is queued, then nil.
+    func finish() {
+        let waiter = state.withLock { s -> CheckedContinuation<[[UInt8]], Never>? in
+            s.finished = true
+            defer { s.waiter = nil }
+            return s.waiter
+        }
+        waiter?.resume(returning: [])
+    }
+
+    /// Datagrams dropped because the consumer was `limit` behind.
+    var droppedCount: Int { state.withLock { $0.dropped } }
+
+    /// Everything queued, waiting if nothing is; empty once finished and drained.
+    func takeAll() async -> [[UInt8]] {
+        if let ready = state.withLock({ s -> [[UInt8]]? in
+            if !s.queue.isEmpty || s.finished {
+                defer { s.queue.removeAll(keepingCapacity: true) }
+                return s.queue
+            }
+            return nil
+        }) {
+            return ready
+        }
+        return await withCheckedContinuation { cont in
+            let immediate = state.withLock { s -> [[UInt8]]? in
+                if !s.queue.isEmpty || s.finished {
+                    defer { s.queue.removeAll(keepingCapacity: true) }
+                    return s.queue
+                }
+                precondition(s.waiter == nil, "ICEAgent.datagrams has a single consumer")
+                s.waiter = cont
+                return nil
+            }
+            if let immediate { cont.resume(returning: immediate) }
+        }
+    }
+}
+
+/// The datagrams received on the selected pair, in arrival order. Single consumer: iterate it
+/// from one task. Ends after ``ICEAgent/close()``.
+public struct ICEDatagrams: AsyncSequence, Sendable {
+    public typealias Element = [UInt8]
+    let inbox: DatagramInbox
+
+    /// Iterator handing out a locally held batch before taking the next one.
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let inbox: DatagramInbox
+        var batch: [[UInt8]] = []
+        var index = 0
+
+        /// The next datagram, or nil once the agent is closed.
+        public mutating func next() async -> [UInt8]? {
+            if index == batch.count {
+                batch = await inbox.takeAll()
+                index = 0
+                if batch.isEmpty { return nil }
+            }
+            defer { index += 1 }
+            return batch[index]
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(inbox: inbox) }
+}
