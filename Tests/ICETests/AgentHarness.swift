@@ -29,7 +29,10 @@ actor EventRecord {
 
     func reachedAny(_ set: Set<ICEConnectionState>) -> Bool { states.contains { set.contains($0) } }
 
-    func clearCandidates() {
+    /// Forgets everything recorded so far (before an ICE restart).
+    func clear() {
+        states.removeAll()
+        pairs.removeAll()
         candidates.removeAll()
         gatheringDone = false
     }

@@ -51,6 +51,9 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
     private var closing = false
     private var closeWaiters: [CheckedContinuation<Void, Never>] = []
     private var closeDone = false
+    private var inboundCount = 0
+    private var silenceWatch: (generation: Int, lastCount: Int, silentTicks: Int)?
+    private var silenceGeneration = 0
 
     init(
         role: ICERole, configuration: ICEConfiguration, servers: ResolvedServers, credentials: ICECredentials,
@@ -125,6 +128,7 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
         nice_agent_attach_recv(a, streamID, 1, loop.context, { _, _, _, length, buffer, data in
             guard let buffer, let core = AgentRegistry.lookup(data) else { return }
             let bytes = UnsafeRawBufferPointer(start: buffer, count: Int(length))
+            core.inboundCount &+= 1
             core.inbox.push([UInt8](bytes))
         }, userData)
         logger.debug("agent opened", metadata: ["ice.role": "\(controlling ? "controlling" : "controlled")", "ice.ufrag": "\(localCredentials.ufrag)"])
@@ -390,8 +394,45 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
         announce(s)
     }
 
+    /// Watches inbound traffic once a second while connected (see
+    /// ``ICEConfiguration/disconnectedAfter``).
+    private func watchSilence() {
+        guard let limit = configuration.disconnectedAfter, silenceWatch == nil, !closing else { return }
+        silenceGeneration += 1
+        silenceWatch = (silenceGeneration, inboundCount, 0)
+        scheduleSilenceTick(silenceGeneration, limit: limit)
+    }
+
+    private func scheduleSilenceTick(_ generation: Int, limit: Duration) {
+        DispatchQueue.global().asyncAfter(deadline: .now() + .seconds(1)) { [weak self] in
+            guard let self else { return }
+            self.loop.execute { self.silenceTick(generation, limit: limit) }
+        }
+    }
+
+    private func silenceTick(_ generation: Int, limit: Duration) {
+        guard var watch = silenceWatch, watch.generation == generation, !closing else { return }
+        guard [.connected, .completed, .disconnected].contains(machine.state) else {
+            silenceWatch = nil
+            return
+        }
+        if inboundCount != watch.lastCount {
+            watch.lastCount = inboundCount
+            watch.silentTicks = 0
+            if let s = machine.trafficResumed() { announce(s) }
+        } else {
+            watch.silentTicks += 1
+            if Duration.seconds(watch.silentTicks) >= limit, let s = machine.silent() { announce(s) }
+        }
+        silenceWatch = watch
+        scheduleSilenceTick(generation, limit: limit)
+    }
+
     private func announce(_ state: ICEConnectionState) {
-        let usable = state == .connected || state == .completed || state == .disconnected
+        if state == .connected || state == .completed { watchSilence() }
+        // libnice keeps sending on the old pair during a restart and while consent is pending.
+        let hasPair = published.withLock { $0.selectedPair != nil }
+        let usable = state == .connected || state == .completed || state == .disconnected || (state == .checking && hasPair)
         outbox.withLock { $0.open = usable && !$0.closed }
         published.withLock { $0.state = state }
         logger.debug("state \(state.rawValue)")

@@ -41,6 +41,11 @@ public struct ICEConfiguration: Hashable, Sendable, Codable {
     /// started, remote credentials and a first remote candidate known) until a pair is
     /// connected, before the agent fails with ``ICEError/Code/timeout``. Default 10 s.
     public var connectTimeout: Duration = .seconds(10)
+    /// Inbound silence after which a connected agent reports `.disconnected` (nil: never).
+    /// libnice 0.1.21 has no state between ready and consent-lost failure, so silence on the
+    /// data path is the early signal; an idle but healthy link also shows it and returns to
+    /// `.connected`/`.completed` with the next datagram. Default 5 s.
+    public var disconnectedAfter: Duration? = .seconds(5)
     /// Received datagrams buffered for a slow consumer before new ones are dropped. Default 4096.
     public var receiveQueueLimit: Int = 4096
     /// Datagrams queued by ``ICEAgent/send(_:)`` before it reports a full queue. Default 4096.

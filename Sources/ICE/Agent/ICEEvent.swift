@@ -8,7 +8,9 @@ public enum ICEConnectionState: String, Sendable, Hashable {
     case connected
     /// Checks are done and a pair is nominated.
     case completed
-    /// Was connected, lost the path (consent checks unanswered); may come back.
+    /// Was connected, but nothing arrived from the peer for
+    /// ``ICEConfiguration/disconnectedAfter``; back to connected when traffic resumes, failed
+    /// when libnice declares consent lost.
     case disconnected
     /// No pair works, consent was lost for good, or the connect timeout passed.
     case failed
@@ -55,13 +57,14 @@ enum NiceState: UInt32, Sendable {
 struct ConnectionStateMachine: Sendable {
     private(set) var state: ICEConnectionState = .new
     private var wasConnected = false
+    private var resumeState: ICEConnectionState = .connected
 
     /// libnice reported a component state.
     mutating func nice(_ s: NiceState) -> ICEConnectionState? {
         let next: ICEConnectionState
         switch s {
         case .disconnected: next = wasConnected ? .disconnected : .new
-        case .gathering: next = wasConnected ? state : .checking
+        case .gathering: next = wasConnected ? state : .new
         case .connecting: next = wasConnected ? .disconnected : .checking
         case .connected: next = .connected
         case .ready: next = .completed
@@ -87,6 +90,18 @@ struct ConnectionStateMachine: Sendable {
     mutating func restarted() -> ICEConnectionState? {
         wasConnected = false
         return state == .closed ? nil : move(to: .checking)
+    }
+
+    /// Nothing arrived from the peer for the configured silence interval.
+    mutating func silent() -> ICEConnectionState? {
+        guard state == .connected || state == .completed else { return nil }
+        resumeState = state
+        return move(to: .disconnected)
+    }
+
+    /// Traffic arrived again after ``silent()``.
+    mutating func trafficResumed() -> ICEConnectionState? {
+        state == .disconnected ? move(to: resumeState) : nil
     }
 
     mutating func closed() -> ICEConnectionState? { move(to: .closed) }

@@ -52,7 +52,8 @@ final class DatagramInbox: Sendable {
     /// Datagrams dropped because the consumer was `limit` behind.
     var droppedCount: Int { state.withLock { $0.dropped } }
 
-    /// Everything queued, waiting if nothing is; empty once finished and drained.
+    /// Everything queued, waiting if nothing is; empty once finished and drained, or when the
+    /// waiting task is cancelled.
     func takeAll() async -> [[UInt8]] {
         if let ready = state.withLock({ s -> [[UInt8]]? in
             if !s.queue.isEmpty || s.finished {
@@ -63,17 +64,25 @@ final class DatagramInbox: Sendable {
         }) {
             return ready
         }
-        return await withCheckedContinuation { cont in
-            let immediate = state.withLock { s -> [[UInt8]]? in
-                if !s.queue.isEmpty || s.finished {
-                    defer { s.queue.removeAll(keepingCapacity: true) }
-                    return s.queue
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { cont in
+                let immediate = state.withLock { s -> [[UInt8]]? in
+                    if !s.queue.isEmpty || s.finished || Task.isCancelled {
+                        defer { s.queue.removeAll(keepingCapacity: true) }
+                        return s.queue
+                    }
+                    precondition(s.waiter == nil, "ICEAgent.datagrams has a single consumer")
+                    s.waiter = cont
+                    return nil
                 }
-                precondition(s.waiter == nil, "ICEAgent.datagrams has a single consumer")
-                s.waiter = cont
-                return nil
+                if let immediate { cont.resume(returning: immediate) }
             }
-            if let immediate { cont.resume(returning: immediate) }
+        } onCancel: {
+            let waiter = state.withLock { s -> CheckedContinuation<[[UInt8]], Never>? in
+                defer { s.waiter = nil }
+                return s.waiter
+            }
+            waiter?.resume(returning: [])
         }
     }
 }
