@@ -1,6 +1,19 @@
 import Foundation
+import Logging
 import XCTest
 @testable import ICE
+
+/// Set `UGATE_ICE_TEST_TRACE=1` to see every log line (libnice's too) on stderr.
+let traceLogging: Bool = {
+    guard ProcessInfo.processInfo.environment["UGATE_ICE_TEST_TRACE"] == "1" else { return false }
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = .trace
+        return handler
+    }
+    LibniceLog.enableLibniceDebug()
+    return true
+}()
 
 /// Everything one agent reported, recorded by a task that drains ``ICEAgent/events``.
 actor EventRecord {
@@ -63,6 +76,7 @@ final class Peer: Sendable {
     private let pump: Task<Void, Never>
 
     init(_ role: ICERole, _ configuration: ICEConfiguration = .loopback) throws {
+        _ = traceLogging
         let agent = try ICEAgent(role: role, configuration: configuration)
         let record = self.record
         let target = forwardTarget

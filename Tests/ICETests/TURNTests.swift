@@ -1,0 +1,48 @@
+import XCTest
+@testable import ICE
+
+/// Against a real coturn started by the test on loopback.
+final class TURNTests: XCTestCase {
+    func testServerReflexiveCandidateGathered() async throws {
+        let turn = try Coturn()
+        defer { turn.stop() }
+        var config = ICEConfiguration.loopback
+        config.servers = [ICEServer(url: turn.stunURL)]
+        let a = try Peer(.controlling, config)
+        a.agent.start()
+        try await a.waitGathered()
+        let candidates = await a.record.candidates
+        print("gathered:", candidates.map(\.sdpLine))
+        XCTAssertTrue(candidates.contains { $0.kind == .srflx }, "\(candidates.map(\.sdpLine))")
+        await a.close()
+    }
+
+    func testRelayOnlyOverTURNUDP() async throws {
+        try await relayOnly(transport: "udp")
+    }
+
+    func testRelayOnlyOverTURNTCP() async throws {
+        try await relayOnly(transport: "tcp")
+    }
+
+    private func relayOnly(transport: String) async throws {
+        let turn = try Coturn()
+        defer { turn.stop() }
+        var config = ICEConfiguration.loopback
+        config.servers = [turn.turnServer(transport)]
+        config.transportPolicy = .relay
+        let a = try Peer(.controlling, config)
+        let b = try Peer(.controlled, config)
+        try await connectPair(a, b)
+        let candidates = await a.record.candidates
+        XCTAssertFalse(candidates.isEmpty)
+        XCTAssertTrue(candidates.allSatisfy { $0.kind == .relay }, "relay policy gathers only relay candidates: \(candidates.map(\.sdpLine))")
+        let pair = try XCTUnwrap(a.agent.selectedPair)
+        XCTAssertEqual(pair.local.kind, .relay, "\(pair)")
+        XCTAssertEqual(pair.remote.kind, .relay, "\(pair)")
+        try await exchange(20, from: a.agent, to: b.agent, tag: 0x51)
+        try await exchange(20, from: b.agent, to: a.agent, tag: 0x52)
+        await a.close()
+        await b.close()
+    }
+}
