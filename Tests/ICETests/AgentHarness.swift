@@ -72,32 +72,38 @@ func waitUntil(
 final class Peer: Sendable {
     let agent: ICEAgent
     let record = EventRecord()
-    private let forwardTarget = LockedBox<ICEAgent?>(nil)
+    private let forward = LockedBox<(@Sendable (ICEEvent) -> Void)?>(nil)
     private let pump: Task<Void, Never>
 
     init(_ role: ICERole, _ configuration: ICEConfiguration = .loopback) throws {
         _ = traceLogging
         let agent = try ICEAgent(role: role, configuration: configuration)
         let record = self.record
-        let target = forwardTarget
+        let forward = self.forward
         self.agent = agent
         pump = Task {
             for await event in agent.events {
                 await record.record(event)
-                if let peer = target.value {
-                    switch event {
-                    case .localCandidate(let c): peer.addRemoteCandidate(c)
-                    case .localGatheringDone: peer.addRemoteEndOfCandidates()
-                    default: break
-                    }
-                }
+                forward.value?(event)
             }
             await record.finish()
         }
     }
 
     /// From now on, forward new local candidates to `peer` as they are found.
-    func trickle(to peer: Peer) { forwardTarget.value = peer.agent }
+    func trickle(to peer: Peer) {
+        let other = peer.agent
+        forward.value = { event in
+            switch event {
+            case .localCandidate(let c): other.addRemoteCandidate(c)
+            case .localGatheringDone: other.addRemoteEndOfCandidates()
+            default: break
+            }
+        }
+    }
+
+    /// From now on, hand every event to `sink` as well (after recording it).
+    func forwardEvents(_ sink: @escaping @Sendable (ICEEvent) -> Void) { forward.value = sink }
 
     /// Sends every candidate gathered so far (and end-of-candidates if gathering is done).
     func sendGathered(to peer: Peer) async {
