@@ -60,7 +60,7 @@ public enum ICEAttribute: Hashable, Sendable {
     /// Parses one line. Unknown attributes are refused with an error that names them.
     public init(parsing line: String) throws {
         var text = Substring(line)
-        while let last = text.last, last == "\r" || last == "\n" { text.removeLast() }
+        while let last = text.last, last.isNewline { text.removeLast() }
         if text.hasPrefix("a=") { text = text.dropFirst(2) }
         if text.lowercased().hasPrefix("candidate:") {
             self = .candidate(try ICECandidate(parsing: line))

@@ -110,7 +110,7 @@ public struct ICECandidate: Hashable, Sendable, Codable {
     /// (the form `RTCIceCandidate.candidate` uses has the prefix, some signalling drops it).
     public init(parsing line: String) throws {
         var text = Substring(line)
-        while let last = text.last, last == "\r" || last == "\n" { text.removeLast() }
+        while let last = text.last, last.isNewline { text.removeLast() }
         if text.hasPrefix("a=") { text = text.dropFirst(2) }
         if text.lowercased().hasPrefix("candidate:") { text = text.dropFirst("candidate:".count) }
         func fail(_ why: String) -> ICEError {
