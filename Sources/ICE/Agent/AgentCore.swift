@@ -87,6 +87,9 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
         do {
             ugate_g_object_set_boolean(object, "controlling-mode", controlling ? 1 : 0)
             ugate_g_object_set_boolean(object, "upnp", 0)
+            let pacing = configuration.checkPacing.components
+            let pacingMs = max(5, Int(pacing.seconds) * 1000 + Int(pacing.attoseconds / 1_000_000_000_000_000))
+            ugate_g_object_set_uint(object, "stun-pacing-timer", guint(pacingMs))
             ugate_g_object_set_boolean(object, "ice-tcp", configuration.tcpCandidates ? 1 : 0)
             ugate_g_object_set_boolean(object, "force-relay", configuration.transportPolicy == .relay ? 1 : 0)
             if let stun = servers.stun {

@@ -41,6 +41,10 @@ public struct ICEConfiguration: Hashable, Sendable, Codable {
     /// started, remote credentials and a first remote candidate known) until a pair is
     /// connected, before the agent fails with ``ICEError/Code/timeout``. Default 10 s.
     public var connectTimeout: Duration = .seconds(10)
+    /// Pacing of STUN transactions (RFC 8445 §14.2 "Ta"; libnice `stun-pacing-timer`).
+    /// Default 5 ms, the RFC's floor: a node has a handful of candidates, and each check round
+    /// waits for a tick (≈ 3 Ta to connect on loopback: 16 ms at 5 ms, 61 ms at libnice's 20 ms).
+    public var checkPacing: Duration = .milliseconds(5)
     /// Inbound silence after which a connected agent reports `.disconnected` (nil: never).
     /// libnice 0.1.21 has no state between ready and consent-lost failure, so silence on the
     /// data path is the early signal; an idle but healthy link also shows it and returns to
