@@ -1,3 +1,8 @@
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <unistd.h>
 #include "CNiceShim.h"
 
 gulong ugate_g_signal_connect(gpointer instance, const gchar *signal, GCallback handler, gpointer data) {
@@ -37,4 +42,13 @@ gboolean ugate_nice_add_local_address(NiceAgent *agent, const gchar *ip) {
     if (!nice_address_set_from_string(&addr, ip)) return FALSE;
     nice_address_set_port(&addr, 0);
     return nice_agent_add_local_address(agent, &addr);
+}
+
+int ugate_enter_net_namespace(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    int rc = setns(fd, CLONE_NEWNET);
+    int err = errno;
+    close(fd);
+    return rc == 0 ? 0 : -err;
 }

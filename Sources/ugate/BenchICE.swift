@@ -27,8 +27,8 @@ struct BenchICE: AsyncParsableCommand {
     var aioiceScript = "interop/ice/aioice_bench.py"
 
     func run() async throws {
-        let loopA = ICEEventLoop(name: "bench-ice-a")
-        let loopB = ICEEventLoop(name: "bench-ice-b")
+        let loopA = try ICEEventLoop(name: "bench-ice-a")
+        let loopB = try ICEEventLoop(name: "bench-ice-b")
         var samples: [Double] = []
         for _ in 0..<runs {
             samples.append(try await connectOnce(loopA, loopB).milliseconds)

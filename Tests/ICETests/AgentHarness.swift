@@ -75,9 +75,9 @@ final class Peer: Sendable {
     private let forward = LockedBox<(@Sendable (ICEEvent) -> Void)?>(nil)
     private let pump: Task<Void, Never>
 
-    init(_ role: ICERole, _ configuration: ICEConfiguration = .loopback) throws {
+    init(_ role: ICERole, _ configuration: ICEConfiguration = .loopback, loop: ICEEventLoop = .shared) throws {
         _ = traceLogging
-        let agent = try ICEAgent(role: role, configuration: configuration)
+        let agent = try ICEAgent(role: role, configuration: configuration, loop: loop)
         let record = self.record
         let forward = self.forward
         self.agent = agent

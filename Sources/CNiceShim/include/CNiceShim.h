@@ -32,4 +32,8 @@ void ugate_nice_connect_signals(NiceAgent *agent, gpointer data,
 /// Adds a local address given as an IP literal (port 0 = any). FALSE when the literal is invalid.
 gboolean ugate_nice_add_local_address(NiceAgent *agent, const gchar *ip);
 
+/// Moves the calling thread into the network namespace at `path` (e.g. /var/run/netns/NAME).
+/// Returns 0, or -errno.
+int ugate_enter_net_namespace(const char *path);
+
 #endif

@@ -1,4 +1,5 @@
 import CNice
+import CNiceShim
 import Foundation
 import Logging
 import Synchronization
@@ -13,7 +14,7 @@ import Synchronization
 /// consumers drain on their own tasks. See docs/ice.md.
 public final class ICEEventLoop: @unchecked Sendable {  // unchecked: `context`/`mainLoop` are set once in init and GLib's invoke/wakeup are thread-safe; the job queue is a Mutex.
     /// The loop every ``ICEAgent`` uses unless told otherwise.
-    public static let shared = ICEEventLoop(name: "ugate-ice-glib")
+    public static let shared = try! ICEEventLoop(name: "ugate-ice-glib")  // cannot fail without a namespace
 
     /// A unit of work run on the loop thread.
     public typealias Job = @Sendable () -> Void
@@ -28,7 +29,12 @@ public final class ICEEventLoop: @unchecked Sendable {  // unchecked: `context`/
     }
 
     /// Starts a new GLib main context and its thread. Loops live for the whole process.
-    public init(name: String) {
+    ///
+    /// - Parameter networkNamespace: a path such as `/var/run/netns/NAME`; the loop thread
+    ///   enters that network namespace first, so every socket its agents open lives there
+    ///   (multi-node tests, nodes serving several namespaces). Needs CAP_SYS_ADMIN.
+    /// - Throws: ``ICEError`` when the namespace cannot be entered.
+    public init(name: String, networkNamespace: String? = nil) throws {
         LibniceLog.install()
         guard let ctx = g_main_context_new(), let loop = g_main_loop_new(ctx, 0) else {
             fatalError("g_main_context_new failed: out of memory")
@@ -37,7 +43,16 @@ public final class ICEEventLoop: @unchecked Sendable {  // unchecked: `context`/
         mainLoop = loop
         let ready = DispatchSemaphore(value: 0)
         let c = LoopPointer(raw: ctx), l = LoopPointer(raw: loop)
+        let setup = ResultBox<Int32>()
         let thread = Thread {
+            if let networkNamespace {
+                let rc = ugate_enter_net_namespace(networkNamespace)
+                setup.result = .success(rc)
+                guard rc == 0 else {
+                    ready.signal()
+                    return
+                }
+            }
             g_main_context_push_thread_default(c.raw)
             ready.signal()
             g_main_loop_run(l.raw)
@@ -46,6 +61,11 @@ public final class ICEEventLoop: @unchecked Sendable {  // unchecked: `context`/
         thread.name = name
         thread.start()
         ready.wait()
+        if case .success(let rc) = setup.result, rc != 0 {
+            g_main_loop_unref(loop)
+            g_main_context_unref(ctx)
+            throw ICEError(.invalidConfiguration, "cannot enter network namespace \(networkNamespace ?? ""): \(String(cString: strerror(-rc)))")
+        }
     }
 
     /// True when called on this loop's thread.
