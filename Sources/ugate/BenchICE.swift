@@ -48,14 +48,7 @@ struct BenchICE: AsyncParsableCommand {
     /// Two agents gather first; the clock runs from handing over credentials and candidates
     /// (checks can start) until both report connected.
     private func connectOnce(_ loopA: ICEEventLoop, _ loopB: ICEEventLoop) async throws -> Duration {
-        var config = ICEConfiguration(localAddresses: ["127.0.0.1"])
-        config.checkPacing = .milliseconds(pacing)
-        let a = try ICEAgent(role: .controlling, configuration: config, loop: loopA)
-        let b = try ICEAgent(role: .controlled, configuration: config, loop: loopB)
-        let watchA = EventWatch(a)
-        let watchB = EventWatch(b)
-        a.start()
-        b.start()
+        let (a, b, watchA, watchB) = try startPair(loopA, loopB, receiveQueueLimit: 4096)
         let candidatesA = await watchA.gathered()
         let candidatesB = await watchB.gathered()
         let clock = ContinuousClock()
@@ -71,6 +64,19 @@ struct BenchICE: AsyncParsableCommand {
         await a.close()
         await b.close()
         return max(connectedA, connectedB) - start
+    }
+
+    /// Two loopback agents, each on its own loop (as on two nodes), gathering.
+    private func startPair(_ loopA: ICEEventLoop, _ loopB: ICEEventLoop, receiveQueueLimit: Int) throws -> (ICEAgent, ICEAgent, EventWatch, EventWatch) {
+        var config = ICEConfiguration(localAddresses: ["127.0.0.1"])
+        config.checkPacing = .milliseconds(pacing)
+        config.receiveQueueLimit = receiveQueueLimit
+        let a = try ICEAgent(role: .controlling, configuration: config, loop: loopA)
+        let b = try ICEAgent(role: .controlled, configuration: config, loop: loopB)
+        let watches = (EventWatch(a), EventWatch(b))
+        a.start()
+        b.start()
+        return (a, b, watches.0, watches.1)
     }
 
     private func aioiceMedian() throws -> Double {
@@ -97,14 +103,7 @@ struct BenchICE: AsyncParsableCommand {
     /// One connected pair (each agent on its own loop thread, as on two nodes); `a` sends
     /// `datagrams` as fast as its queue accepts, `b` counts what arrives.
     private func iceThroughput(_ loopA: ICEEventLoop, _ loopB: ICEEventLoop) async throws -> Throughput {
-        var config = ICEConfiguration(localAddresses: ["127.0.0.1"])
-        config.receiveQueueLimit = 65536
-        let a = try ICEAgent(role: .controlling, configuration: config, loop: loopA)
-        let b = try ICEAgent(role: .controlled, configuration: config, loop: loopB)
-        let watchA = EventWatch(a)
-        let watchB = EventWatch(b)
-        a.start()
-        b.start()
+        let (a, b, watchA, watchB) = try startPair(loopA, loopB, receiveQueueLimit: 65536)
         a.setRemoteCredentials(b.localCredentials)
         b.setRemoteCredentials(a.localCredentials)
         (await watchB.gathered()).forEach(a.addRemoteCandidate)

@@ -188,3 +188,11 @@ func exchange(_ count: Int, from: ICEAgent, to: ICEAgent, tag: UInt8, file: Stat
         XCTAssertEqual(d, [tag, UInt8(i & 0xff)] + [UInt8](repeating: tag, count: 100 + i), "datagram \(i)", file: file, line: line)
     }
 }
+
+/// Datagrams both ways (`count` each, tags `tags`), then closes both peers.
+func exchangeBothWaysAndClose(_ a: Peer, _ b: Peer, count: Int, tags: (UInt8, UInt8), file: StaticString = #filePath, line: UInt = #line) async throws {
+    try await exchange(count, from: a.agent, to: b.agent, tag: tags.0, file: file, line: line)
+    try await exchange(count, from: b.agent, to: a.agent, tag: tags.1, file: file, line: line)
+    await a.close()
+    await b.close()
+}

@@ -83,10 +83,7 @@ final class NamespaceTests: XCTestCase {
         await b.sendGathered(to: a)
         try await a.waitConnected()
         try await b.waitConnected()
-        try await exchange(20, from: a.agent, to: b.agent, tag: 0xC1)
-        try await exchange(20, from: b.agent, to: a.agent, tag: 0xC2)
-        await a.close()
-        await b.close()
+        try await exchangeBothWaysAndClose(a, b, count: 20, tags: (0xC1, 0xC2))
     }
 
     /// Sends a datagram every 100 ms and drains what arrives, until cancelled.

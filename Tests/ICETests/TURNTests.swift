@@ -26,9 +26,6 @@ final class TURNTests: XCTestCase {
         let pair = try XCTUnwrap(a.agent.selectedPair)
         XCTAssertEqual(pair.local.kind, .relay, "\(pair)")
         XCTAssertEqual(pair.remote.kind, .relay, "\(pair)")
-        try await exchange(20, from: a.agent, to: b.agent, tag: 0x51)
-        try await exchange(20, from: b.agent, to: a.agent, tag: 0x52)
-        await a.close()
-        await b.close()
+        try await exchangeBothWaysAndClose(a, b, count: 20, tags: (0x51, 0x52))
     }
 }
