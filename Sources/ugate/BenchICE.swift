@@ -71,6 +71,7 @@ struct BenchICE: AsyncParsableCommand {
         var config = ICEConfiguration(localAddresses: ["127.0.0.1"])
         config.checkPacing = .milliseconds(pacing)
         config.receiveQueueLimit = receiveQueueLimit
+        config.sendQueueLimit = receiveQueueLimit
         let a = try ICEAgent(role: .controlling, configuration: config, loop: loopA)
         let b = try ICEAgent(role: .controlled, configuration: config, loop: loopB)
         let watches = (EventWatch(a), EventWatch(b))
@@ -128,7 +129,7 @@ struct BenchICE: AsyncParsableCommand {
         }
         let payload = [UInt8](repeating: 0x5A, count: size)
         for _ in 0..<total {
-            while !a.send(payload) { try await Task.sleep(for: .microseconds(100)) }  // queue full: let the loop drain it
+            while !a.send(payload) { try await Task.sleep(for: .milliseconds(1)) }  // queue full: let the loop drain it
         }
         // Lost datagrams never arrive: stop counting once nothing came for 300 ms.
         var seen = -1

@@ -132,7 +132,10 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
             guard let buffer, let core = AgentRegistry.lookup(data) else { return }
             let bytes = UnsafeRawBufferPointer(start: buffer, count: Int(length))
             core.inboundCount &+= 1
-            core.inbox.push([UInt8](bytes))
+            if core.inbox.push([UInt8](bytes)) == .flushNeeded {
+                let inbox = core.inbox
+                core.loop.execute { inbox.flush() }
+            }
         }, userData)
         logger.debug("agent opened", metadata: ["ice.role": "\(controlling ? "controlling" : "controlled")", "ice.ufrag": "\(localCredentials.ufrag)"])
     }

@@ -12,6 +12,15 @@ final class DatagramInbox: Sendable {
         var waiter: CheckedContinuation<[[UInt8]], Never>?
         var finished = false
         var dropped = 0
+        var flushScheduled = false
+    }
+
+    /// What ``push(_:)`` asks of its caller.
+    enum PushResult {
+        /// Queued (or dropped); nothing to do.
+        case queued
+        /// The consumer is waiting: call ``flush()`` once this I/O batch is done.
+        case flushNeeded
     }
 
     private let state = Mutex(State())
@@ -19,24 +28,35 @@ final class DatagramInbox: Sendable {
 
     init(limit: Int) { self.limit = limit }
 
-    /// Adds one datagram; false when it was dropped (consumer too slow, or finished).
-    @discardableResult
-    func push(_ datagram: [UInt8]) -> Bool {
-        let (waiter, accepted) = state.withLock { s -> (CheckedContinuation<[[UInt8]], Never>?, Bool) in
-            if s.finished { return (nil, false) }
-            if let w = s.waiter {
-                s.waiter = nil
-                return (w, true)
-            }
+    /// Adds one datagram (dropped when the consumer is `limit` behind, or finished). Does not
+    /// wake the consumer itself: the caller schedules one ``flush()`` per batch, so a burst
+    /// read in one loop iteration costs one wakeup.
+    func push(_ datagram: [UInt8]) -> PushResult {
+        state.withLock { s -> PushResult in
+            if s.finished { return .queued }
             if s.queue.count >= limit {
                 s.dropped += 1
-                return (nil, false)
+                return .queued
             }
             s.queue.append(datagram)
-            return (nil, true)
+            if s.waiter != nil, !s.flushScheduled {
+                s.flushScheduled = true
+                return .flushNeeded
+            }
+            return .queued
         }
-        waiter?.resume(returning: [datagram])
-        return accepted
+    }
+
+    /// Hands everything queued to a waiting consumer.
+    func flush() {
+        let (waiter, batch) = state.withLock { s -> (CheckedContinuation<[[UInt8]], Never>?, [[UInt8]]) in
+            s.flushScheduled = false
+            guard let w = s.waiter, !s.queue.isEmpty else { return (nil, []) }
+            s.waiter = nil
+            defer { s.queue.removeAll(keepingCapacity: true) }
+            return (w, s.queue)
+        }
+        waiter?.resume(returning: batch)
     }
 
     /// Ends the sequence: the consumer gets what is queued, then nil.

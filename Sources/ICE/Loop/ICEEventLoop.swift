@@ -28,7 +28,8 @@ public final class ICEEventLoop: @unchecked Sendable {  // unchecked: `context`/
         var wakeupPending = false
     }
 
-    /// Starts a new GLib main context and its thread. Loops live for the whole process.
+    /// Starts a new GLib main context and its thread. Loops live for the whole process
+    /// (jobs hold an unretained reference to the loop).
     ///
     /// - Parameter networkNamespace: a path such as `/var/run/netns/NAME`; the loop thread
     ///   enters that network namespace first, so every socket its agents open lives there
@@ -80,11 +81,17 @@ public final class ICEEventLoop: @unchecked Sendable {  // unchecked: `context`/
             return true
         }
         guard wake else { return }
-        let me = Unmanaged.passUnretained(self).toOpaque()
-        g_main_context_invoke_full(context, G_PRIORITY_DEFAULT, { data in
+        // An idle source, not g_main_context_invoke: invoke runs inline when called on the
+        // loop thread, which would run jobs inside a libnice callback. A source attached
+        // during an iteration runs in the next one, after the I/O of this one.
+        let source = g_idle_source_new()
+        g_source_set_priority(source, G_PRIORITY_DEFAULT)
+        g_source_set_callback(source, { data in
             Unmanaged<ICEEventLoop>.fromOpaque(data!).takeUnretainedValue().drain()
             return 0  // G_SOURCE_REMOVE
-        }, me, nil)
+        }, Unmanaged.passUnretained(self).toOpaque(), nil)
+        g_source_attach(source, context)
+        g_source_unref(source)
     }
 
     /// Runs `job` on the loop thread and returns its result to the awaiting task.
