@@ -129,7 +129,7 @@ struct BenchICE: AsyncParsableCommand {
         }
         let payload = [UInt8](repeating: 0x5A, count: size)
         for _ in 0..<total {
-            while !a.send(payload) { try await Task.sleep(for: .milliseconds(1)) }  // queue full: let the loop drain it
+            guard await a.sendWhenReady(payload) else { throw ICEError(.closed, "sender lost its pair") }
         }
         // Lost datagrams never arrive: stop counting once nothing came for 300 ms.
         var seen = -1

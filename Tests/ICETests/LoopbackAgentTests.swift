@@ -20,6 +20,38 @@ final class LoopbackAgentTests: XCTestCase {
         XCTAssertFalse(a.agent.send([1, 2, 3]), "send after close is refused")
     }
 
+    /// A producer far faster than the loop: `sendWhenReady` waits for queue room instead of
+    /// dropping, so every datagram is queued; after close it returns false.
+    func testSendWhenReadyAppliesBackpressure() async throws {
+        var config = ICEConfiguration.loopback
+        config.sendQueueLimit = 8
+        let a = try Peer(.controlling, config)
+        let b = try Peer(.controlled, config)
+        try await connectPair(a, b)
+        let receiver = Task { () -> Int in
+            var n = 0
+            for await _ in b.agent.datagrams {
+                n += 1
+                if n == 2000 { break }
+            }
+            return n
+        }
+        var accepted = 0
+        for i in 0..<2000 where await a.agent.sendWhenReady([UInt8(i & 0xff), 1, 2, 3]) { accepted += 1 }
+        XCTAssertEqual(accepted, 2000)
+        let watchdog = Task {
+            try await Task.sleep(for: .seconds(10))
+            receiver.cancel()
+        }
+        let received = await receiver.value
+        watchdog.cancel()
+        XCTAssertEqual(received, 2000, "one loop thread alternates sending and reading: nothing overflows")
+        await a.close()
+        let afterClose = await a.agent.sendWhenReady([1])
+        XCTAssertFalse(afterClose)
+        await b.close()
+    }
+
     func testSendBeforeConnectedIsRefused() async throws {
         let a = try Peer(.controlling)
         XCTAssertFalse(a.agent.send([1]))

@@ -29,6 +29,7 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
         var drainScheduled = false
         var open = false  // true while a pair is usable
         var closed = false
+        var spaceWaiters: [CheckedContinuation<Bool, Never>] = []
     }
     let outbox = Mutex(Outbox())
 
@@ -278,24 +279,45 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
         return true
     }
 
-    private func drainSends() {
-        while true {
-            let batch = outbox.withLock { o -> [[UInt8]] in
-                if o.items.isEmpty {
-                    o.drainScheduled = false
-                    return []
-                }
-                defer { o.items.removeAll(keepingCapacity: true) }
-                return o.items
+    /// Waits until the send queue has room; false when the agent closed or has no usable pair.
+    func waitForSendSpace() async -> Bool {
+        await withCheckedContinuation { (cont: CheckedContinuation<Bool, Never>) in
+            let answer = outbox.withLock { o -> Bool? in
+                if o.closed || !o.open { return false }
+                if o.items.count < configuration.sendQueueLimit { return true }
+                o.spaceWaiters.append(cont)
+                return nil
             }
-            guard !batch.isEmpty else { return }
-            guard let agent else { continue }
+            if let answer { cont.resume(returning: answer) }
+        }
+    }
+
+    /// Sends what is queued now; datagrams queued meanwhile go in the next loop iteration,
+    /// after the sockets had their turn (a fast producer must not starve receiving).
+    private func drainSends() {
+        let (batch, waiters) = outbox.withLock { o -> ([[UInt8]], [CheckedContinuation<Bool, Never>]) in
+            defer {
+                o.items.removeAll(keepingCapacity: true)
+                o.spaceWaiters.removeAll()
+            }
+            return (o.items, o.spaceWaiters)
+        }
+        for w in waiters { w.resume(returning: true) }
+        if let agent {
             for datagram in batch {
                 datagram.withUnsafeBytes { bytes in
                     _ = nice_agent_send(agent.raw, streamID, 1, guint(bytes.count), bytes.baseAddress?.assumingMemoryBound(to: gchar.self))
                 }
             }
         }
+        let more = outbox.withLock { o -> Bool in
+            if o.items.isEmpty {
+                o.drainScheduled = false
+                return false
+            }
+            return true
+        }
+        if more { loop.execute { self.drainSends() } }
     }
 
     // MARK: Close
@@ -309,10 +331,13 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
         guard !closing else { return }
         closing = true
         timerGeneration += 1
-        outbox.withLock {
-            $0.closed = true
-            $0.items.removeAll()
+        let waiters = outbox.withLock { o -> [CheckedContinuation<Bool, Never>] in
+            o.closed = true
+            o.items.removeAll()
+            defer { o.spaceWaiters.removeAll() }
+            return o.spaceWaiters
         }
+        for w in waiters { w.resume(returning: false) }
         AgentRegistry.remove(id)
         guard let agent else {
             finishClose()
@@ -439,7 +464,13 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
         // libnice keeps sending on the old pair during a restart and while consent is pending.
         let hasPair = published.withLock { $0.selectedPair != nil }
         let usable = state == .connected || state == .completed || state == .disconnected || (state == .checking && hasPair)
-        outbox.withLock { $0.open = usable && !$0.closed }
+        let stranded = outbox.withLock { o -> [CheckedContinuation<Bool, Never>] in
+            o.open = usable && !o.closed
+            guard !o.open else { return [] }
+            defer { o.spaceWaiters.removeAll() }
+            return o.spaceWaiters
+        }
+        for w in stranded { w.resume(returning: false) }
         published.withLock { $0.state = state }
         logger.debug("state \(state.rawValue)")
         events.yield(.stateChanged(state))

@@ -112,6 +112,15 @@ public final class ICEAgent: Sendable {
         core.enqueueSend(datagram)
     }
 
+    /// Queues one datagram, first waiting for room in the send queue (backpressure for a
+    /// fast producer). Returns false when the agent is closed or no pair is usable.
+    public func sendWhenReady(_ datagram: [UInt8]) async -> Bool {
+        while !core.enqueueSend(datagram) {
+            guard await core.waitForSendSpace() else { return false }
+        }
+        return true
+    }
+
     /// ICE restart (RFC 8445 §9): new local credentials, checks run again while the current
     /// pair keeps carrying data. The local candidates are announced again on ``events`` (with
     /// `.localGatheringDone`); send them and the returned credentials to the peer, which must

@@ -80,10 +80,13 @@ public final class ICEEventLoop: @unchecked Sendable {  // unchecked: `context`/
             q.wakeupPending = true
             return true
         }
-        guard wake else { return }
-        // An idle source, not g_main_context_invoke: invoke runs inline when called on the
-        // loop thread, which would run jobs inside a libnice callback. A source attached
-        // during an iteration runs in the next one, after the I/O of this one.
+        if wake { scheduleDrain() }
+    }
+
+    /// An idle source, not g_main_context_invoke: invoke runs inline when called on the loop
+    /// thread, which would run jobs inside a libnice callback. A source attached during an
+    /// iteration runs in the next one, after the I/O of this one.
+    private func scheduleDrain() {
         let source = g_idle_source_new()
         g_source_set_priority(source, G_PRIORITY_DEFAULT)
         g_source_set_callback(source, { data in
@@ -111,19 +114,22 @@ public final class ICEEventLoop: @unchecked Sendable {  // unchecked: `context`/
         done.wait()
     }
 
+    /// Runs the jobs queued so far. Jobs queued meanwhile run in the next loop iteration, so
+    /// a busy producer cannot starve socket I/O.
     private func drain() {
-        while true {
-            let batch = queue.withLock { q -> [Job] in
-                if q.jobs.isEmpty {
-                    q.wakeupPending = false
-                    return []
-                }
-                defer { q.jobs.removeAll(keepingCapacity: true) }
-                return q.jobs
-            }
-            if batch.isEmpty { return }
-            for job in batch { job() }
+        let batch = queue.withLock { q -> [Job] in
+            defer { q.jobs.removeAll(keepingCapacity: true) }
+            return q.jobs
         }
+        for job in batch { job() }
+        let more = queue.withLock { q -> Bool in
+            if q.jobs.isEmpty {
+                q.wakeupPending = false
+                return false
+            }
+            return true
+        }
+        if more { scheduleDrain() }
     }
 }
 
