@@ -5,7 +5,7 @@ import XCTest
 
 /// A real coturn (`turnserver`) on 127.0.0.1 with random ports, started by a test and stopped
 /// by its PID. Command line from shared/INTEROP.md.
-final class Coturn {
+final class Coturn: @unchecked Sendable {  // unchecked: fields are set in init; the test calls stop() from one task.
     let port: UInt16
     let user = "test"
     let password = "test"
@@ -25,13 +25,32 @@ final class Coturn {
             "-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", "--listening-port=\(port)",
             "--lt-cred-mech", "--user=\(user):\(password)", "--realm=mesh.test", "--no-tls", "--no-dtls", "--no-cli",
             "--allow-loopback-peers", "--fingerprint", "--min-port=\(relayBase)", "--max-port=\(relayBase + 400)",
-            "--pidfile=\(directory.path)/turnserver.pid", "--log-file=stdout", "--simple-log",
+            "--pidfile=\(directory.path)/turnserver.pid", "--log-file=stdout", "--simple-log", "--verbose",
         ]
-        let log = FileHandle(forWritingAtPath: "/dev/null")
+        FileManager.default.createFile(atPath: directory.appendingPathComponent("turnserver.log").path, contents: nil)
+        let log = try FileHandle(forWritingTo: directory.appendingPathComponent("turnserver.log"))
         process.standardOutput = log
         process.standardError = log
         try process.run()
         try waitForTCP(port: port, timeout: .seconds(10))
+    }
+
+    /// What coturn logged so far.
+    var log: String {
+        (try? String(contentsOf: directory.appendingPathComponent("turnserver.log"), encoding: .utf8)) ?? ""
+    }
+
+    /// Session ids with a successful ALLOCATE, and those refreshed with lifetime 0 (released).
+    func allocations() -> (allocated: Set<String>, released: Set<String>) {
+        var allocated = Set<String>()
+        var released = Set<String>()
+        for line in log.split(separator: "\n") {
+            guard let range = line.range(of: "session "), let colon = line[range.upperBound...].firstIndex(of: ":") else { continue }
+            let id = String(line[range.upperBound..<colon])
+            if line.contains("ALLOCATE processed, success") { allocated.insert(id) }
+            if line.contains("refreshed,"), line.hasSuffix("lifetime=0") { released.insert(id) }
+        }
+        return (allocated, released)
     }
 
     var stunURL: String { "stun:127.0.0.1:\(port)" }

@@ -27,5 +27,10 @@ final class TURNTests: XCTestCase {
         XCTAssertEqual(pair.local.kind, .relay, "\(pair)")
         XCTAssertEqual(pair.remote.kind, .relay, "\(pair)")
         try await exchangeBothWaysAndClose(a, b, count: 20, tags: (0x51, 0x52))
+        // close() released every allocation: coturn saw a REFRESH with lifetime 0 for each.
+        try await waitUntil("every TURN allocation released") {
+            let (allocated, released) = turn.allocations()
+            return allocated.count >= 2 && allocated.isSubset(of: released)
+        }
     }
 }
