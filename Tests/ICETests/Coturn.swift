@@ -27,7 +27,7 @@ final class Coturn: @unchecked Sendable {  // unchecked: fields are set in init;
             "--allow-loopback-peers", "--fingerprint", "--min-port=\(relayBase)", "--max-port=\(relayBase + 400)",
             "--pidfile=\(directory.path)/turnserver.pid", "--log-file=stdout", "--simple-log", "--verbose",
         ]
-        FileManager.default.createFile(atPath: directory.appendingPathComponent("turnserver.log").path, contents: nil)
+        _ = FileManager.default.createFile(atPath: directory.appendingPathComponent("turnserver.log").path, contents: nil)
         let log = try FileHandle(forWritingTo: directory.appendingPathComponent("turnserver.log"))
         process.standardOutput = log
         process.standardError = log
