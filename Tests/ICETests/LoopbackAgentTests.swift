@@ -20,6 +20,24 @@ final class LoopbackAgentTests: XCTestCase {
         XCTAssertFalse(a.agent.send([1, 2, 3]), "send after close is refused")
     }
 
+    /// ICE-TCP only (RFC 6544): libnice's active/passive TCP candidates go through our codec
+    /// (tcptype) both ways and the pair connects over TCP.
+    func testICETCPOnlyConnects() async throws {
+        var config = ICEConfiguration.loopback
+        config.tcpCandidates = true
+        config.udpCandidates = false
+        let a = try Peer(.controlling, config)
+        let b = try Peer(.controlled, config)
+        try await connectPair(a, b)
+        let candidates = await a.record.candidates
+        XCTAssertTrue(candidates.allSatisfy { $0.transport == .tcp && $0.tcpType != nil }, "\(candidates.map(\.sdpLine))")
+        XCTAssertTrue(candidates.contains { $0.tcpType == .active } && candidates.contains { $0.tcpType == .passive }, "\(candidates.map(\.sdpLine))")
+        let pair = try XCTUnwrap(a.agent.selectedPair)
+        XCTAssertEqual(pair.local.transport, .tcp, "\(pair)")
+        XCTAssertEqual(pair.remote.transport, .tcp)
+        try await exchangeBothWaysAndClose(a, b, count: 20, tags: (0x71, 0x72))
+    }
+
     /// A producer far faster than the loop: `sendWhenReady` waits for queue room instead of
     /// dropping, so every datagram is queued; after close it returns false.
     func testSendWhenReadyAppliesBackpressure() async throws {

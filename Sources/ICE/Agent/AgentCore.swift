@@ -92,6 +92,7 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
             let pacingMs = max(5, Int(pacing.seconds) * 1000 + Int(pacing.attoseconds / 1_000_000_000_000_000))
             ugate_g_object_set_uint(object, "stun-pacing-timer", guint(pacingMs))
             ugate_g_object_set_boolean(object, "ice-tcp", configuration.tcpCandidates ? 1 : 0)
+            ugate_g_object_set_boolean(object, "ice-udp", configuration.udpCandidates ? 1 : 0)
             ugate_g_object_set_boolean(object, "force-relay", configuration.transportPolicy == .relay ? 1 : 0)
             if let stun = servers.stun {
                 ugate_g_object_set_string(object, "stun-server", stun.ip)

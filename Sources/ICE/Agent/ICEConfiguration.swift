@@ -37,6 +37,9 @@ public struct ICEConfiguration: Hashable, Sendable, Codable {
     public var transportPolicy: ICETransportPolicy = .all
     /// Also gather ICE-TCP (RFC 6544) host candidates. Default false: UDP only.
     public var tcpCandidates: Bool = false
+    /// Gather UDP candidates (libnice `ice-udp`). Default true; false with `tcpCandidates`
+    /// gives an ICE-TCP-only agent.
+    public var udpCandidates: Bool = true
     /// How long connectivity checks may run, from the moment they can start (local gathering
     /// started, remote credentials and a first remote candidate known) until a pair is
     /// connected, before the agent fails with ``ICEError/Code/timeout``. Default 10 s.
