@@ -1,7 +1,16 @@
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <unistd.h>
 #include "CNiceShim.h"
 
 gulong ugate_g_signal_connect(gpointer instance, const gchar *signal, GCallback handler, gpointer data) {
     return g_signal_connect(instance, signal, handler, data);
+}
+
+guint ugate_g_signal_handlers_disconnect_by_data(gpointer instance, gpointer data) {
+    return g_signal_handlers_disconnect_by_data(instance, data);
 }
 
 void ugate_g_object_set_boolean(gpointer object, const gchar *property, gboolean value) {
@@ -14,4 +23,32 @@ void ugate_g_object_set_uint(gpointer object, const gchar *property, guint value
 
 void ugate_g_object_set_string(gpointer object, const gchar *property, const gchar *value) {
     g_object_set(object, property, value, NULL);
+}
+
+void ugate_nice_connect_signals(NiceAgent *agent, gpointer data,
+                                ugate_nice_gathering_done_cb gathering_done,
+                                ugate_nice_new_candidate_cb new_candidate,
+                                ugate_nice_state_changed_cb state_changed,
+                                ugate_nice_selected_pair_cb selected_pair) {
+    g_signal_connect(agent, "candidate-gathering-done", G_CALLBACK(gathering_done), data);
+    g_signal_connect(agent, "new-candidate-full", G_CALLBACK(new_candidate), data);
+    g_signal_connect(agent, "component-state-changed", G_CALLBACK(state_changed), data);
+    g_signal_connect(agent, "new-selected-pair-full", G_CALLBACK(selected_pair), data);
+}
+
+gboolean ugate_nice_add_local_address(NiceAgent *agent, const gchar *ip) {
+    NiceAddress addr;
+    nice_address_init(&addr);
+    if (!nice_address_set_from_string(&addr, ip)) return FALSE;
+    nice_address_set_port(&addr, 0);
+    return nice_agent_add_local_address(agent, &addr);
+}
+
+int ugate_enter_net_namespace(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    int rc = setns(fd, CLONE_NEWNET);
+    int err = errno;
+    close(fd);
+    return rc == 0 ? 0 : -err;
 }

@@ -1,0 +1,147 @@
+import Logging
+
+/// Which side of the ICE role negotiation an agent starts on (RFC 8445 §6.1.1).
+public enum ICERole: String, Sendable, Hashable, Codable {
+    /// Nominates the pair (the offerer in WebRTC).
+    case controlling
+    /// Follows the controlling agent's nomination.
+    case controlled
+}
+
+/// An ICE agent for one session: one stream with one component, over libnice.
+///
+/// Usage (trickle): create, read ``events`` on a task, call ``start()``; send each
+/// `.localCandidate` / `.localGatheringDone` and ``localCredentials`` to the peer; feed the peer's
+/// with ``setRemoteCredentials(_:)``, ``addRemoteCandidate(_:)`` and
+/// ``addRemoteEndOfCandidates()`` in any order and at any time. Once `.stateChanged(.connected)`
+/// arrives, ``send(_:)`` datagrams and read ``datagrams``. ``close()`` releases everything
+/// (TURN allocations included); no event is delivered after `.stateChanged(.closed)`.
+///
+/// All methods may be called from any thread; the work runs on the agent's ``ICEEventLoop``.
+public final class ICEAgent: Sendable {
+    /// The role this agent started with.
+    public let role: ICERole
+    /// Events in order: local candidates, gathering done, states, selected pairs, failures.
+    /// Single consumer. Finishes after `.stateChanged(.closed)`.
+    public let events: AsyncStream<ICEEvent>
+    /// Datagrams received on the selected pair. Single consumer. Ends at close.
+    public let datagrams: ICEDatagrams
+    let core: AgentCore
+
+    /// Creates the agent (not yet gathering). Resolves server host names (blocking DNS) and
+    /// creates the libnice agent on the loop thread.
+    ///
+    /// - Throws: ``ICEError`` for a malformed server URL, an unresolvable host, a local address
+    ///   libnice refuses or a TURN server it refuses.
+    public init(
+        role: ICERole, configuration: ICEConfiguration = ICEConfiguration(),
+        credentials: ICECredentials = .random(), loop: ICEEventLoop = .shared,
+        logger: Logger = Logger(label: "ugate.ice")
+    ) throws {
+        let servers = try ResolvedServers(configuration.servers)
+        let (stream, continuation) = AsyncStream<ICEEvent>.makeStream(bufferingPolicy: .unbounded)
+        let core = AgentCore(
+            role: role, configuration: configuration, servers: servers, credentials: credentials,
+            loop: loop, logger: logger, events: continuation)
+        try loop.sync { try core.open() }
+        self.role = role
+        self.events = stream
+        self.datagrams = ICEDatagrams(inbox: core.inbox)
+        self.core = core
+    }
+
+    deinit {
+        let core = self.core
+        core.loop.execute { core.close(nil) }
+    }
+
+    /// Our credentials (new ones after ``restart()``).
+    public var localCredentials: ICECredentials { core.published.withLock { $0.localCredentials } }
+    /// The current connection state.
+    public var state: ICEConnectionState { core.published.withLock { $0.state } }
+    /// The pair in use, once one is selected.
+    public var selectedPair: ICECandidatePair? { core.published.withLock { $0.selectedPair } }
+    /// Received datagrams dropped because ``datagrams`` was read too slowly.
+    public var droppedDatagrams: Int { core.inbox.droppedCount }
+
+    /// Starts gathering local candidates; checks start as soon as remote ones are known.
+    public func start() {
+        let core = self.core
+        core.loop.execute { core.start() }
+    }
+
+    /// Sets the peer's ufrag and password (again after the peer restarted).
+    public func setRemoteCredentials(_ credentials: ICECredentials) {
+        let core = self.core
+        core.loop.execute { core.setRemoteCredentials(credentials) }
+    }
+
+    /// Adds a remote candidate. Accepted at any time, also before credentials or ``start()``.
+    /// mDNS (`.local`) and other non-literal addresses are skipped (logged at debug), as are
+    /// candidates for components other than 1.
+    public func addRemoteCandidate(_ candidate: ICECandidate) {
+        let core = self.core
+        core.loop.execute { core.addRemoteCandidate(candidate) }
+    }
+
+    /// The peer sent `a=end-of-candidates`: once every pair has failed, the agent fails
+    /// instead of waiting for more candidates.
+    public func addRemoteEndOfCandidates() {
+        let core = self.core
+        core.loop.execute { core.addRemoteEndOfCandidates() }
+    }
+
+    /// Applies one signalling line from the peer (`a=candidate:…`, `a=end-of-candidates`,
+    /// `a=ice-ufrag:…`, `a=ice-pwd:…`).
+    /// - Throws: ``ICEError`` naming the problem when the line is malformed.
+    public func applyRemote(line: String) throws {
+        let attribute = try ICEAttribute(parsing: line)
+        let core = self.core
+        switch attribute {
+        case .candidate(let c): addRemoteCandidate(c)
+        case .endOfCandidates: addRemoteEndOfCandidates()
+        case .ufrag(let u): core.loop.execute { core.setRemoteCredentialPart(ufrag: u) }
+        case .pwd(let p): core.loop.execute { core.setRemoteCredentialPart(pwd: p) }
+        }
+    }
+
+    /// Queues one datagram for the selected pair. Returns false — and drops it, as UDP would —
+    /// when no pair is usable yet, the agent is closed, or the send queue is full.
+    @discardableResult
+    public func send(_ datagram: [UInt8]) -> Bool {
+        core.enqueueSend(datagram)
+    }
+
+    /// Queues one datagram, first waiting for room in the send queue (backpressure for a
+    /// fast producer). Returns false when the agent is closed or no pair is usable.
+    public func sendWhenReady(_ datagram: [UInt8]) async -> Bool {
+        while !core.enqueueSend(datagram) {
+            guard await core.waitForSendSpace() else { return false }
+        }
+        return true
+    }
+
+    /// ICE restart (RFC 8445 §9): new local credentials, checks run again while the current
+    /// pair keeps carrying data. The local candidates are announced again on ``events`` (with
+    /// `.localGatheringDone`); send them and the returned credentials to the peer, which must
+    /// restart too and send its new credentials and candidates.
+    @discardableResult
+    public func restart() -> ICECredentials {
+        let credentials = ICECredentials.random()
+        let core = self.core
+        core.loop.execute { core.restart(with: credentials) }
+        return credentials
+    }
+
+    /// Closes the agent: stops callbacks, releases TURN allocations (`nice_agent_close_async`),
+    /// frees sockets. Idempotent; returns when everything is released.
+    public func close() async {
+        let core = self.core
+        await withCheckedContinuation { (cont: CheckedContinuation<Void, Never>) in
+            core.loop.execute { core.close(cont) }
+        }
+    }
+
+    /// Agents not yet fully closed in this process (for leak checks).
+    public static var liveAgentCount: Int { AgentRegistry.count + ClosingAgents.count }
+}

@@ -1,2 +1,0 @@
-/// ICE agents over libnice. See docs/ice.md.
-public enum ICEModule {}
