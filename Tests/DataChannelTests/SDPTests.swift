@@ -118,9 +118,10 @@ final class SDPTests: XCTestCase {
     /// were lost) or the error names the data section or says what is missing — never a crash.
     func testTruncatedDescriptions() {
         for sample in [SDPSamples.chromiumOffer, SDPSamples.aiortcOffer, SDPSamples.pionOffer, SDPSamples.libdatachannelOffer, SDPSamples.legacyAnswer] {
-            let lines = sample.split(separator: "\n", omittingEmptySubsequences: false)
+            let lines = sample.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\r\n" || $0 == "\n" })
+            XCTAssertGreaterThan(lines.count, 10)
             for keep in 0..<lines.count - 1 {
-                let truncated = lines.prefix(keep).joined(separator: "\n")
+                let truncated = lines.prefix(keep).joined(separator: "\r\n")
                 do throws(SDPError) {
                     let parsed = try SessionDescription(parsing: truncated)
                     XCTAssertFalse(parsed.fingerprints.isEmpty)

@@ -53,9 +53,14 @@ func expectMessage(_ channel: DataChannel, _ expected: DataChannelMessage?, file
     XCTAssertEqual(received, expected, file: file, line: line)
 }
 
-/// Number of open file descriptors of this process.
-func openDescriptorCount() -> Int {
-    (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
+/// Open file descriptors of this process and what they point to.
+func openDescriptors() -> [String: String] {
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+    var result: [String: String] = [:]
+    for name in names {
+        result[name] = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + name)) ?? "?"
+    }
+    return result
 }
 
 extension XCTestCase {

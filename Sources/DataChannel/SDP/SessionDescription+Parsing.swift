@@ -10,9 +10,8 @@ extension SessionDescription {
     /// `a=sctpmap` form, and inline or trickled (absent) candidates.
     /// - Throws: ``SDPError`` naming the first malformed line or the missing attribute.
     public init(parsing text: String) throws(SDPError) {
-        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { line in
-            line.hasSuffix("\r") ? line.dropLast() : line
-        }
+        // "\r\n" is one Character in Swift, so split on both forms.
+        var lines = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\r\n" || $0 == "\n" })
         if lines.last?.isEmpty == true { lines.removeLast() }
         guard !lines.isEmpty else { throw SDPError(line: 0, text: "", reason: "empty description") }
 

@@ -41,6 +41,9 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
     private let logger: Logger
     private let published = Mutex<State>(.new)
     private let incomingContinuation: AsyncStream<DataChannel>.Continuation
+    /// Datagrams from the transport waiting for the loop, and whether a drain is scheduled:
+    /// one loop hop per burst instead of one per datagram.
+    private let arrivals = Mutex<(datagrams: [[UInt8]], drainScheduled: Bool)>(([], false))
 
     // MARK: Loop-confined state
 
@@ -158,11 +161,28 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
             return teardown(.failed(DataChannelError(.openssl, "\(error)")), notifyPeer: false)
         }
         setPhase(.handshaking)
-        transport.start { [weak self] datagram in
-            guard let self else { return }
-            self.loop.queue.async { self.receiveDatagram(datagram) }
-        }
+        transport.start { [weak self] datagram in self?.arrived(datagram) }
         if configuration.role == .client { driveHandshake() }
+        afterIO()
+    }
+
+    /// Transport side (any thread): queue the datagram and make sure the loop drains the queue.
+    private func arrived(_ datagram: [UInt8]) {
+        let schedule = arrivals.withLock { arrivals in
+            arrivals.datagrams.append(datagram)
+            defer { arrivals.drainScheduled = true }
+            return !arrivals.drainScheduled
+        }
+        if schedule { loop.queue.async { self.drainArrivals() } }
+    }
+
+    private func drainArrivals() {
+        let datagrams = arrivals.withLock { arrivals in
+            arrivals.drainScheduled = false
+            defer { arrivals.datagrams.removeAll(keepingCapacity: true) }
+            return arrivals.datagrams
+        }
+        for datagram in datagrams { receiveDatagram(datagram) }
         afterIO()
     }
 
@@ -174,7 +194,6 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         } else {
             readApplicationData()
         }
-        afterIO()
     }
 
     private func driveHandshake() {
@@ -403,6 +422,9 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
     }
 
     private func receivedPart(_ bytes: [UInt8], streamID: UInt16, ppid: UInt32, endOfRecord: Bool) {
+        if endOfRecord, reassembly[streamID] == nil, !oversized.contains(streamID) {
+            return completeMessage(bytes, streamID: streamID, ppid: ppid)  // whole message in one part: no copy
+        }
         if !oversized.contains(streamID) {
             reassembly[streamID, default: []] += bytes
             if reassembly[streamID]!.count > max(configuration.localMaxMessageSize, 1) {
@@ -413,7 +435,10 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         }
         guard endOfRecord else { return }
         guard oversized.remove(streamID) == nil else { return }
-        let message = reassembly.removeValue(forKey: streamID) ?? []
+        completeMessage(reassembly.removeValue(forKey: streamID) ?? [], streamID: streamID, ppid: ppid)
+    }
+
+    private func completeMessage(_ message: [UInt8], streamID: UInt16, ppid: UInt32) {
         if ppid == PayloadProtocolIdentifier.dcep.rawValue {
             handleDCEP(message, streamID: streamID)
         } else if let decoded = DataChannelMessage(payload: message, ppid: ppid) {

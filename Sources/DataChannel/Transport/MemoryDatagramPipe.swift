@@ -39,6 +39,8 @@ public enum MemoryDatagramPipe {
 public final class MemoryDatagramEnd: DatagramTransport {
     fileprivate struct State {
         var receive: (@Sendable ([UInt8]) -> Void)?
+        /// Datagrams that arrived before `start` (at most 64), like a socket's receive buffer.
+        var early: [[UInt8]] = []
         var closed = false
         var held: [UInt8]?
         var random: SplitMix64
@@ -56,7 +58,12 @@ public final class MemoryDatagramEnd: DatagramTransport {
     }
 
     public func start(receive: @escaping @Sendable ([UInt8]) -> Void) {
-        state.withLock { $0.receive = receive }
+        let early = state.withLock { state in
+            state.receive = receive
+            defer { state.early.removeAll() }
+            return state.early
+        }
+        for datagram in early { receive(datagram) }
     }
 
     /// Number of datagrams sent from this end and how many of them the impairment dropped.
@@ -91,7 +98,12 @@ public final class MemoryDatagramEnd: DatagramTransport {
     }
 
     private func deliver(_ batch: [[UInt8]]) {
-        guard let receive = state.withLock({ $0.closed ? nil : $0.receive }) else { return }
+        let receive: (@Sendable ([UInt8]) -> Void)? = state.withLock { state in
+            guard !state.closed else { return nil }
+            if state.receive == nil { state.early = Array((state.early + batch).prefix(64)) }
+            return state.receive
+        }
+        guard let receive else { return }
         for datagram in batch { receive(datagram) }
     }
 
