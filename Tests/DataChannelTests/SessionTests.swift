@@ -323,15 +323,37 @@ final class SessionTests: XCTestCase {
         }
     }
 
-    func testSRTPKeysAreExported() async throws {
+    /// DTLS-SRTP: both sides export the same keying material, and libsrtp2 contexts built from
+    /// it protect on one side and unprotect on the other; tampering and replay are refused.
+    func testSRTPKeysAreExportedAndUsable() async throws {
         await run {
             let pair = try SessionPair.make()
             try await pair.connect()
-            let client = await pair.client.srtpKeys(), server = await pair.server.srtpKeys()
-            XCTAssertEqual(client?.profile, "SRTP_AEAD_AES_128_GCM")
-            XCTAssertEqual(client?.keyingMaterial.count, 56)
-            XCTAssertEqual(client?.keyingMaterial, server?.keyingMaterial)
+            let clientKeys = try XCTUnwrapValue(await pair.client.srtpKeys())
+            let serverKeys = try XCTUnwrapValue(await pair.server.srtpKeys())
+            XCTAssertEqual(clientKeys.profile, "SRTP_AEAD_AES_128_GCM")
+            XCTAssertEqual(clientKeys.localKeyAndSalt, serverKeys.remoteKeyAndSalt)
+            XCTAssertEqual(clientKeys.remoteKeyAndSalt, serverKeys.localKeyAndSalt)
+            XCTAssertNotEqual(clientKeys.localKeyAndSalt, clientKeys.remoteKeyAndSalt)
+            XCTAssertEqual(clientKeys.localKeyAndSalt.count, 28)
+            let sender = try SRTPContext(keys: clientKeys, direction: .outbound)
+            let receiver = try SRTPContext(keys: serverKeys, direction: .inbound)
+            // RTP header: V=2, PT 111, seq 1, timestamp 160, SSRC 0x01020304; then payload.
+            let rtp: [UInt8] = [0x80, 111, 0, 1, 0, 0, 0, 160, 1, 2, 3, 4] + Array("opus frame".utf8)
+            let protected = try sender.protect(rtp: rtp)
+            XCTAssertEqual(protected.count, rtp.count + 16)
+            XCTAssertNotEqual(Array(protected[12..<rtp.count]), Array(rtp[12...]))
+            XCTAssertEqual(try receiver.unprotect(srtp: protected), rtp)
+            XCTAssertThrowsError(try receiver.unprotect(srtp: protected), "replay accepted")
+            var tampered = try sender.protect(rtp: [0x80, 111, 0, 2, 0, 0, 1, 64, 1, 2, 3, 4, 9, 9])
+            tampered[13] ^= 1
+            XCTAssertThrowsError(try receiver.unprotect(srtp: tampered), "tampered packet accepted")
             pair.close()
         }
     }
+}
+
+/// XCTUnwrap for a value produced by an `await` outside the autoclosure.
+func XCTUnwrapValue<T>(_ value: T?, file: StaticString = #filePath, line: UInt = #line) throws -> T {
+    try XCTUnwrap(value, file: file, line: line)
 }

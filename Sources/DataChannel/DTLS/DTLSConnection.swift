@@ -151,17 +151,6 @@ final class DTLSConnection {
         return String(cString: name)
     }
 
-    /// Bytes of keying material for a profile: 2 × (master key + master salt) (RFC 5764 §4.2,
-    /// RFC 7714 §12 for the GCM profiles).
-    static func srtpKeyingMaterialLength(profile: String) -> Int? {
-        switch profile {
-        case "SRTP_AES128_CM_SHA1_80", "SRTP_AES128_CM_SHA1_32": return 2 * (16 + 14)
-        case "SRTP_AEAD_AES_128_GCM": return 2 * (16 + 12)
-        case "SRTP_AEAD_AES_256_GCM": return 2 * (32 + 12)
-        default: return nil
-        }
-    }
-
     /// Exports `length` bytes of keying material with the RFC 5764 §4.2 label "EXTRACTOR-dtls_srtp".
     func exportSRTPKeyingMaterial(length: Int) -> [UInt8]? {
         guard let ssl else { return nil }

@@ -126,15 +126,15 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         loop.queue.async { self.teardown(.closed, notifyPeer: true) }
     }
 
-    /// SRTP keying material exported after the handshake (RFC 5764 §4.2) with the negotiated
-    /// profile, or nil before the handshake or when `use_srtp` was not negotiated.
-    public func srtpKeys() async -> (profile: String, keyingMaterial: [UInt8])? {
+    /// SRTP keys exported after the handshake (RFC 5764 §4.2) for the negotiated profile, split by
+    /// our DTLS role; nil before the handshake or when `use_srtp` was not negotiated.
+    public func srtpKeys() async -> SRTPKeys? {
         await withCheckedContinuation { continuation in
             loop.queue.async {
                 guard let profile = self.dtls?.srtpProfile, let material = self.srtpKeyingMaterial else {
                     return continuation.resume(returning: nil)
                 }
-                continuation.resume(returning: (profile, material))
+                continuation.resume(returning: SRTPKeys(profile: profile, keyingMaterial: material, role: self.configuration.role))
             }
         }
     }
@@ -213,8 +213,8 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         if let mismatch = CertificateFingerprint.verify(certificateDER: der, against: configuration.remoteFingerprints) {
             return teardown(.failed(mismatch), notifyPeer: true)
         }
-        if let profile = dtls.srtpProfile, let length = DTLSConnection.srtpKeyingMaterialLength(profile: profile) {
-            srtpKeyingMaterial = dtls.exportSRTPKeyingMaterial(length: length)
+        if let profile = dtls.srtpProfile, let lengths = SRTPKeys.lengths(profile: profile) {
+            srtpKeyingMaterial = dtls.exportSRTPKeyingMaterial(length: 2 * (lengths.key + lengths.salt))
         }
         logger.debug("DTLS handshake done", metadata: ["dtls.role": "\(configuration.role)", "srtp": "\(dtls.srtpProfile ?? "none")"])
         setPhase(.connecting)
