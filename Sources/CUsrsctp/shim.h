@@ -159,11 +159,65 @@ enum { UGATE_MSG_EOR = MSG_EOR, UGATE_MSG_NOTIFICATION = MSG_NOTIFICATION };
 
 typedef int (*ugate_sctp_conn_output)(void *addr, void *buffer, size_t length, uint8_t tos, uint8_t set_df);
 
+/// CRC32c (Castagnoli, reflected) with the SSE4.2 instruction; `crc` starts at 0xFFFFFFFF and the
+/// final value is its complement.
+__attribute__((target("sse4.2")))
+static inline uint32_t ugate_crc32c_sse42(uint32_t crc, const uint8_t *data, size_t length) {
+    uint64_t crc64 = crc;
+    while (length >= 8) {
+        uint64_t word;
+        memcpy(&word, data, 8);
+        crc64 = __builtin_ia32_crc32di(crc64, word);
+        data += 8;
+        length -= 8;
+    }
+    crc = (uint32_t)crc64;
+    while (length-- > 0) crc = __builtin_ia32_crc32qi(crc, *data++);
+    return crc;
+}
+
+/// Whether this CPU has the CRC32 instruction (SSE4.2).
+static inline int ugate_cpu_has_crc32c(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("sse4.2");
+}
+
+/// The SCTP checksum of a packet (RFC 9260 Appendix A): CRC32c over the packet with the checksum
+/// field as zero, stored little-endian in bytes 8..11. Writes it into the packet.
+static inline void ugate_sctp_fill_checksum(uint8_t *packet, size_t length) {
+    uint32_t crc;
+    if (length < 12) return;
+    memset(packet + 8, 0, 4);
+    crc = ~ugate_crc32c_sse42(0xFFFFFFFFu, packet, length);
+    packet[8] = (uint8_t)(crc & 0xff);
+    packet[9] = (uint8_t)((crc >> 8) & 0xff);
+    packet[10] = (uint8_t)((crc >> 16) & 0xff);
+    packet[11] = (uint8_t)(crc >> 24);
+}
+
+/// Verifies an incoming packet's checksum (restores the packet as it was). Returns 1 when valid.
+static inline int ugate_sctp_checksum_valid(uint8_t *packet, size_t length) {
+    uint8_t received[4];
+    int valid;
+    if (length < 12) return 0;
+    memcpy(received, packet + 8, 4);
+    ugate_sctp_fill_checksum(packet, length);
+    valid = memcmp(received, packet + 8, 4) == 0;
+    memcpy(packet + 8, received, 4);
+    return valid;
+}
+
 /// usrsctp_init_nothreads without a debug printer (a variadic pointer Swift cannot form):
 /// no timer or receive thread; the caller drives usrsctp_handle_timers.
-static inline void ugate_sctp_init(ugate_sctp_conn_output output) {
+/// Returns 1 when the checksum is offloaded to the caller (SSE4.2 present): usrsctp then neither
+/// computes nor verifies it, and the caller fills it into each outgoing packet with
+/// ugate_sctp_fill_checksum and checks incoming ones with ugate_sctp_checksum_valid.
+static inline int ugate_sctp_init(ugate_sctp_conn_output output) {
+    int offload = ugate_cpu_has_crc32c();
     usrsctp_init_nothreads(0, output, NULL);
     ugate_sctp_global_tuning();
+    if (offload) usrsctp_enable_crc32c_offload();
+    return offload;
 }
 
 #endif

@@ -278,7 +278,8 @@ final class SessionTests: XCTestCase {
             let drained = await eventually { DataChannelSession.liveSessionCount() == liveBefore }
             XCTAssertTrue(drained, "live sessions: \(DataChannelSession.liveSessionCount())")
             let descriptorsAfter = openDescriptors()
-            XCTAssertEqual(descriptorsAfter.count, descriptorsBefore.count,
+            // The runtime may close descriptors of its own meanwhile; a leak shows as growth.
+            XCTAssertLessThanOrEqual(descriptorsAfter.count, descriptorsBefore.count,
                            "new descriptors: \(descriptorsAfter.filter { descriptorsBefore[$0.key] == nil })")
         }
     }

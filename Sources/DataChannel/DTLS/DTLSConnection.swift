@@ -104,14 +104,15 @@ final class DTLSConnection {
         return .failed(OpenSSLErrorStack.error("SSL_do_handshake (\(role))"))
     }
 
-    /// Reads every decrypted record buffered so far, handing each to `deliver`.
-    func readApplicationData(_ deliver: (UnsafeRawBufferPointer) -> Void) -> ReadResult {
+    /// Reads every decrypted record buffered so far, handing each to `deliver` (which may modify
+    /// the bytes in place while it runs).
+    func readApplicationData(_ deliver: (UnsafeMutableRawBufferPointer) -> Void) -> ReadResult {
         guard let ssl else { return .failed(DataChannelError(.closed, "DTLS connection closed")) }
         while true {
-            ERR_clear_error()
+            // No ERR_clear_error here (it showed in profiles): every failure path drains the queue.
             let count = readBuffer.withUnsafeMutableBytes { SSL_read(ssl, $0.baseAddress, Int32($0.count)) }
             if count > 0 {
-                readBuffer.withUnsafeBytes { deliver(UnsafeRawBufferPointer(rebasing: $0[0..<Int(count)])) }
+                readBuffer.withUnsafeMutableBytes { deliver(UnsafeMutableRawBufferPointer(rebasing: $0[0..<Int(count)])) }
                 continue
             }
             switch SSL_get_error(ssl, count) {
@@ -126,8 +127,9 @@ final class DTLSConnection {
     @discardableResult
     func write(_ bytes: UnsafeRawBufferPointer) -> Bool {
         guard let ssl, bytes.count > 0 else { return false }
-        ERR_clear_error()
-        return SSL_write(ssl, bytes.baseAddress, Int32(bytes.count)) == Int32(bytes.count)
+        let written = SSL_write(ssl, bytes.baseAddress, Int32(bytes.count)) == Int32(bytes.count)
+        if !written { _ = OpenSSLErrorStack.drain() }  // keep the queue empty for SSL_get_error
+        return written
     }
 
     /// Nanoseconds until the handshake retransmission timer fires, or nil when none runs.

@@ -21,6 +21,9 @@ final class DataChannelLoop: @unchecked Sendable {  // all mutable state is touc
     let queue = DispatchQueue(label: "ugate.datachannel.loop", qos: .userInitiated)
     /// The custom BIO method that emits one datagram per write (lives as long as the process).
     let datagramBIOMethod: OpaquePointer
+    /// usrsctp leaves the SCTP checksum to us (hardware CRC32c on send, none on receive: DTLS
+    /// authenticates every record). Software CRC32c was ~20 % of the CPU profile.
+    let checksumOffloaded: Bool
 
     private var live: [Int: DataChannelSession] = [:]
     private var nextID = 1
@@ -28,7 +31,7 @@ final class DataChannelLoop: @unchecked Sendable {  // all mutable state is touc
     private var lastTimerNanoseconds: UInt64 = 0
 
     private init() {
-        ugate_sctp_init(sctpConnOutput)
+        checksumOffloaded = ugate_sctp_init(sctpConnOutput) == 1
         datagramBIOMethod = makeDatagramBIOMethod()
     }
 
@@ -93,7 +96,9 @@ func contextPointer(for id: Int) -> UnsafeMutableRawPointer {
 /// usrsctp wants to send an SCTP packet: it becomes DTLS application data.
 private let sctpConnOutput: @convention(c) (UnsafeMutableRawPointer?, UnsafeMutableRawPointer?, Int, UInt8, UInt8) -> Int32 = {
     context, buffer, length, _, _ in
-    guard let buffer, let session = DataChannelLoop.shared.session(forContext: context) else { return 0 }
+    let loop = DataChannelLoop.shared
+    guard let buffer, let session = loop.session(forContext: context) else { return 0 }
+    if loop.checksumOffloaded { ugate_sctp_fill_checksum(buffer.assumingMemoryBound(to: UInt8.self), length) }
     session.sctpOutput(UnsafeRawBufferPointer(start: buffer, count: length))
     return 0
 }

@@ -251,9 +251,14 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
     private func readApplicationData() {
         guard let dtls else { return }
         let context = contextPointer(for: contextID)
+        let verifyChecksum = loop.checksumOffloaded
         let result = dtls.readApplicationData { record in
-            guard socket != nil else { return }
-            usrsctp_conninput(context, record.baseAddress, record.count, 0)
+            guard socket != nil, let packet = record.baseAddress else { return }
+            if verifyChecksum, ugate_sctp_checksum_valid(packet.assumingMemoryBound(to: UInt8.self), record.count) != 1 {
+                logger.debug("dropping SCTP packet with a bad checksum", metadata: ["bytes": "\(record.count)"])
+                return
+            }
+            usrsctp_conninput(context, packet, record.count, 0)
         }
         switch result {
         case .drained: break
