@@ -97,7 +97,17 @@ final class LockedBox<Value: Sendable>: @unchecked Sendable {  // every access h
     func set(_ newValue: Value) { lock.withLock { value = newValue } }
 }
 
-/// Deterministic payload: byte i of message n.
+/// A fixed pseudo-random pattern that payloads are cut from (cheap in debug builds).
+private let pattern: [UInt8] = {
+    var generator = SplitMix64(seed: 0x5EED)
+    return (0..<(262_144 + 4_096)).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
+}()
+
+/// Deterministic payload `n` of `size` bytes: different `n` give different bytes.
 func payload(_ n: Int, size: Int) -> [UInt8] {
-    (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ n &* 7) }
+    let offset = (n &* 131) % 4_096
+    guard offset + size <= pattern.count else {
+        return (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ n &* 7) }
+    }
+    return Array(pattern[offset..<(offset + size)])
 }

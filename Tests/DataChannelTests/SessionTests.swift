@@ -67,6 +67,39 @@ final class SessionTests: XCTestCase {
         }
     }
 
+    /// 8 MiB each way at once on one channel (64 KiB messages), compared byte for byte. Prints
+    /// the throughput for information; it is not asserted (see docs/datachannel.md for numbers).
+    func testBulkTransferBothDirections() async throws {
+        await run(timeout: 120) {
+            let pair = try SessionPair.make()
+            try await pair.connect()
+            let channel = try await pair.client.openChannel(label: "bulk")
+            let remote = try await nextChannel(pair.server)
+            let count = 128, size = 65_536
+            let start = Date()
+            async let forward: Void = Self.pump(from: channel, to: remote, count: count, size: size, seed: 1)
+            async let backward: Void = Self.pump(from: remote, to: channel, count: count, size: size, seed: 2)
+            _ = try await (forward, backward)
+            let seconds = Date().timeIntervalSince(start)
+            print("bulk both directions: \((2 * count * size) >> 20) MiB in \(String(format: "%.2f", seconds)) s (debug build, both ends on one loop)")
+            pair.close()
+        }
+    }
+
+    private static func pump(from sender: DataChannel, to receiver: DataChannel, count: Int, size: Int, seed: Int) async throws {
+        let writer = Task {
+            for n in 0..<count { try await sender.send(payload(n * seed, size: size)) }
+        }
+        for n in 0..<count {
+            let message = await receiver.receive()
+            guard message == .binary(payload(n * seed, size: size)) else {
+                writer.cancel()
+                throw DataChannelError(.closed, "message \(n) differs")
+            }
+        }
+        try await writer.value
+    }
+
     /// Reliable ordered channel over a link that loses 5 %, duplicates 5 % and reorders 10 % of
     /// datagrams (seeded): every message arrives intact and in order.
     func testReliableOrderedDeliveryOverImpairedLink() async throws {
