@@ -144,14 +144,35 @@ static inline void ugate_sctp_global_tuning(void) {
     usrsctp_sysctl_set_sctp_recvspace(4 * 1024 * 1024);
 }
 
-typedef int (*ugate_sctp_receive_cb)(struct socket *sock, union sctp_sockstore addr, void *data,
-                                     size_t datalen, struct sctp_rcvinfo info, int flags, void *ulp_info);
-typedef int (*ugate_sctp_send_cb)(struct socket *sock, uint32_t sb_free, void *ulp_info);
+typedef void (*ugate_sctp_upcall)(struct socket *sock, void *context, int flags);
 
-/// A one-to-one AF_CONN SCTP socket whose upcalls carry `context` (a registry id).
-static inline struct socket *ugate_sctp_new_socket(ugate_sctp_receive_cb receive, ugate_sctp_send_cb send,
-                                                   uint32_t send_threshold, void *context) {
-    return usrsctp_socket(AF_CONN, SOCK_STREAM, IPPROTO_SCTP, receive, send, send_threshold, context);
+/// A one-to-one AF_CONN SCTP socket in pull mode: no receive callback, so unread data stays in
+/// the socket's receive buffer and closes the peer's window (flow control). `upcall` runs when
+/// the socket becomes readable or writable, with `context` (a registry id).
+static inline struct socket *ugate_sctp_new_socket(ugate_sctp_upcall upcall, void *context) {
+    struct socket *so = usrsctp_socket(AF_CONN, SOCK_STREAM, IPPROTO_SCTP, NULL, NULL, 0, NULL);
+    if (so != NULL && usrsctp_set_upcall(so, upcall, context) < 0) {
+        usrsctp_close(so);
+        return NULL;
+    }
+    return so;
+}
+
+/// Reads (part of) one message or notification. Returns the byte count (0 = end of stream) or
+/// -errno (-EWOULDBLOCK when nothing is queued); fills the stream id, PPID (host order) and flags.
+static inline ssize_t ugate_sctp_recv(struct socket *so, void *buffer, size_t length,
+                                      uint16_t *sid, uint32_t *ppid, int *flags) {
+    struct sctp_rcvinfo info;
+    socklen_t info_length = sizeof(info);
+    unsigned int info_type = 0;
+    ssize_t n;
+    memset(&info, 0, sizeof(info));
+    *flags = 0;
+    n = usrsctp_recvv(so, buffer, length, NULL, NULL, &info, &info_length, &info_type, flags);
+    if (n < 0) return -(ssize_t)errno;
+    *sid = info_type == SCTP_RECVV_RCVINFO ? info.rcv_sid : 0;
+    *ppid = info_type == SCTP_RECVV_RCVINFO ? ntohl(info.rcv_ppid) : 0;
+    return n;
 }
 
 /// Flags of the receive callback, as plain constants for Swift.

@@ -317,6 +317,42 @@ final class SessionTests: XCTestCase {
         }
     }
 
+    /// Receive flow control: while the application does not read, the receiving session stops
+    /// reading from SCTP, the peer's window closes and the sender's `send` waits; once the
+    /// receiver reads, everything arrives intact.
+    func testSlowReceiverBlocksSender() async throws {
+        await run(timeout: 120) {
+            let pair = try SessionPair.make { configuration in
+                configuration.sctpBufferSize = 256 * 1024
+                configuration.sendHighWaterMark = 256 * 1024
+                configuration.receiveHighWaterMark = 512 * 1024
+            }
+            try await pair.connect()
+            let channel = try await pair.client.openChannel(label: "slow")
+            let remote = try await nextChannel(pair.server)
+            let count = 64, size = 256 * 1024
+            let sent = LockedBox(0)
+            let sender = Task {
+                for n in 0..<count {
+                    try await channel.send(payload(n, size: size))
+                    sent.set(n + 1)
+                }
+            }
+            let blocked = await eventually { channel.bufferedAmount >= 256 * 1024 }
+            XCTAssertTrue(blocked, "the sender never filled its buffer (sent \(sent.get()))")
+            XCTAssertLessThan(sent.get(), count, "the sender finished although nobody read")
+            XCTAssertLessThanOrEqual(pair.server.unreadBytes, 512 * 1024 + size)
+            for n in 0..<count {
+                guard case .binary(let bytes)? = await remote.receive(), bytes == payload(n, size: size) else {
+                    return XCTFail("message \(n) missing or corrupted")
+                }
+            }
+            try await sender.value
+            XCTAssertEqual(pair.server.unreadBytes, 0)
+            pair.close()
+        }
+    }
+
     /// `send` waits while bufferedAmount is at the high-water mark: it never grows beyond it plus
     /// one message, and bufferedamountlow fires as it drains.
     func testBackpressureBoundsBufferedAmount() async throws {

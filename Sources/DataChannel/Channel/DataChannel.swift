@@ -100,7 +100,10 @@ public final class DataChannel: @unchecked Sendable {  // protocol fields are co
                 shared.receivers.append(continuation)
                 return .none
             }
-            if let ready { continuation.resume(returning: ready) }
+            if let ready {
+                if let message = ready { session.consumed(message.byteCount) }
+                continuation.resume(returning: ready)
+            }
         }
     }
 
@@ -113,6 +116,12 @@ public final class DataChannel: @unchecked Sendable {  // protocol fields are co
     /// (RFC 8831 §6.7); the channel is closed once the peer has reset its side too.
     public func close() {
         session.loop.queue.async { self.session.closeChannel(self) }
+    }
+
+    deinit {
+        // Messages nobody will read no longer hold back the session's receive window.
+        let abandoned = shared.withLock { $0.inbox.removeAll().reduce(0) { $0 + $1.byteCount } }
+        if abandoned > 0 { session.consumed(abandoned) }
     }
 
     // MARK: Loop side
@@ -132,7 +141,9 @@ public final class DataChannel: @unchecked Sendable {  // protocol fields are co
             shared.inbox.append(message)
             return nil
         }
-        receiver?.resume(returning: message)
+        guard let receiver else { return }
+        session.consumed(message.byteCount)
+        receiver.resume(returning: message)
     }
 
     /// Updates the published buffered amount and fires the low event on a downward crossing.

@@ -21,6 +21,8 @@ final class DataChannelLoop: @unchecked Sendable {  // all mutable state is touc
     let queue = DispatchQueue(label: "ugate.datachannel.loop", qos: .userInitiated)
     /// The custom BIO method that emits one datagram per write (lives as long as the process).
     let datagramBIOMethod: OpaquePointer
+    /// One receive buffer for every session's `usrsctp_recvv` (the loop is single-threaded).
+    var receiveBuffer = [UInt8](repeating: 0, count: 256 * 1024)
     /// usrsctp leaves the SCTP checksum to us (hardware CRC32c on send, none on receive: DTLS
     /// authenticates every record). Software CRC32c was ~20 % of the CPU profile.
     let checksumOffloaded: Bool
@@ -103,29 +105,10 @@ private let sctpConnOutput: @convention(c) (UnsafeMutableRawPointer?, UnsafeMuta
     return 0
 }
 
-/// A message part or notification arrived; usrsctp hands over `data`, which we must free.
-let sctpReceive: @convention(c) (OpaquePointer?, sctp_sockstore, UnsafeMutableRawPointer?, Int, sctp_rcvinfo, Int32, UnsafeMutableRawPointer?) -> Int32 = {
-    _, _, data, length, info, flags, context in
-    defer { free(data) }
-    guard let session = DataChannelLoop.shared.session(forContext: context) else { return 1 }
-    guard let data else {
-        session.sctpEndOfStream()
-        return 1
-    }
-    let bytes = Array(UnsafeRawBufferPointer(start: data, count: length))
-    if flags & Int32(UGATE_MSG_NOTIFICATION) != 0 {
-        session.sctpNotification(bytes)
-    } else {
-        session.sctpData(bytes, streamID: info.rcv_sid, ppid: UInt32(bigEndian: info.rcv_ppid),
-                         endOfRecord: flags & Int32(UGATE_MSG_EOR) != 0)
-    }
-    return 1
-}
-
-/// Send-buffer space became available (at least the socket's threshold).
-let sctpSendSpace: @convention(c) (OpaquePointer?, UInt32, UnsafeMutableRawPointer?) -> Int32 = { _, _, context in
-    DataChannelLoop.shared.session(forContext: context)?.sctpSendSpaceAvailable()
-    return 0
+/// The socket became readable or writable: the session pulls and sends in its next loop pass
+/// (the upcall itself runs inside usrsctp and must not re-enter it).
+let sctpUpcall: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?, Int32) -> Void = { _, context, _ in
+    DataChannelLoop.shared.session(forContext: context)?.sctpSocketReady()
 }
 
 // MARK: OpenSSL callbacks

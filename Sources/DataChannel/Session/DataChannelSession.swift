@@ -44,6 +44,9 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
     /// Datagrams from the transport waiting for the loop, and whether a drain is scheduled:
     /// one loop hop per burst instead of one per datagram.
     private let arrivals = Mutex<(datagrams: [[UInt8]], drainScheduled: Bool)>(([], false))
+    /// Bytes delivered to channel inboxes and not yet received by the application, and whether
+    /// reading from SCTP is paused because of them (receive flow control).
+    private let unread = Mutex<(bytes: Int, paused: Bool)>((0, false))
 
     // MARK: Loop-confined state
 
@@ -56,18 +59,11 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         var offset = 0
     }
 
-    private enum SCTPEvent {
-        case data([UInt8], streamID: UInt16, ppid: UInt32, endOfRecord: Bool)
-        case notification([UInt8])
-        case endOfStream
-    }
-
     private var phase: State = .new
     private var contextID = 0
     private var dtls: DTLSConnection?
     private var socket: OpaquePointer?  // struct socket*
     private var outbox: [[UInt8]] = []
-    private var sctpEvents: [SCTPEvent] = []
     private var reassembly: [UInt16: [UInt8]] = [:]
     private var oversized: Set<UInt16> = []
     private var channels: [UInt16: DataChannel] = [:]
@@ -232,7 +228,7 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         let context = contextPointer(for: contextID)
         usrsctp_register_address(context)
         let buffer = UInt32(configuration.sctpBufferSize)
-        guard let socket = ugate_sctp_new_socket(sctpReceive, sctpSendSpace, buffer / 2, context) else {
+        guard let socket = ugate_sctp_new_socket(sctpUpcall, context) else {
             throw DataChannelError(.sctp, "usrsctp_socket failed: errno \(errno)")
         }
         self.socket = socket
@@ -278,19 +274,52 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         afterIO()
     }
 
-    /// Runs after every entry into the loop: handles what C callbacks recorded, sends queued
-    /// messages and flushes datagrams to the transport.
+    /// Runs after every entry into the loop: reads what SCTP has for us, sends queued messages,
+    /// issues stream resets and flushes datagrams to the transport.
     private func afterIO() {
-        var rounds = 0
-        repeat {
-            rounds += 1
-            let events = sctpEvents
-            sctpEvents.removeAll(keepingCapacity: true)
-            for event in events { handle(event) }
-            flushResets()
-            drainSendQueue()
-        } while !sctpEvents.isEmpty && rounds < 64
+        pullFromSCTP()
+        flushResets()
+        drainSendQueue()
         flushOutbox()
+    }
+
+    /// Reads messages and notifications from the socket until it is empty or the application
+    /// has `receiveHighWaterMark` unread bytes; then unread data stays in usrsctp and the
+    /// advertised window shrinks (RFC 9260 §6.2 flow control reaches the sender).
+    private func pullFromSCTP() {
+        while let socket, phase == .connecting || phase == .connected {
+            let paused: Bool = unread.withLock { state in
+                state.paused = state.bytes >= configuration.receiveHighWaterMark
+                return state.paused
+            }
+            if paused { return }
+            var streamID: UInt16 = 0, ppid: UInt32 = 0, flags: Int32 = 0
+            let count = loop.receiveBuffer.withUnsafeMutableBytes { buffer in
+                ugate_sctp_recv(socket, buffer.baseAddress, buffer.count, &streamID, &ppid, &flags)
+            }
+            if count < 0 { return }  // EWOULDBLOCK: nothing queued
+            if count == 0 { return teardown(.closed, notifyPeer: false) }
+            let bytes = Array(loop.receiveBuffer[0..<count])
+            if flags & Int32(UGATE_MSG_NOTIFICATION) != 0 {
+                handleNotification(SCTPNotification(bytes))
+            } else {
+                receivedPart(bytes, streamID: streamID, ppid: ppid, endOfRecord: flags & Int32(UGATE_MSG_EOR) != 0)
+            }
+        }
+    }
+
+    /// Received bytes waiting in channel inboxes (for tests and metrics).
+    var unreadBytes: Int { unread.withLock { $0.bytes } }
+
+    /// The application took `bytes` from an inbox; resumes reading once below half the mark.
+    func consumed(_ bytes: Int) {
+        let resume: Bool = unread.withLock { state in
+            state.bytes -= bytes
+            guard state.paused, state.bytes < configuration.receiveHighWaterMark / 2 else { return false }
+            state.paused = false
+            return true
+        }
+        if resume { loop.queue.async { self.afterIO() } }
     }
 
     private func flushOutbox() {
@@ -344,19 +373,7 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         dtls?.write(packet)
     }
 
-    func sctpData(_ bytes: [UInt8], streamID: UInt16, ppid: UInt32, endOfRecord: Bool) {
-        sctpEvents.append(.data(bytes, streamID: streamID, ppid: ppid, endOfRecord: endOfRecord))
-    }
-
-    func sctpNotification(_ bytes: [UInt8]) {
-        sctpEvents.append(.notification(bytes))
-    }
-
-    func sctpEndOfStream() {
-        sctpEvents.append(.endOfStream)
-    }
-
-    func sctpSendSpaceAvailable() {
+    func sctpSocketReady() {
         sendBlocked = false
     }
 
@@ -371,17 +388,6 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
     }
 
     // MARK: SCTP events
-
-    private func handle(_ event: SCTPEvent) {
-        switch event {
-        case .data(let bytes, let streamID, let ppid, let endOfRecord):
-            receivedPart(bytes, streamID: streamID, ppid: ppid, endOfRecord: endOfRecord)
-        case .notification(let bytes):
-            handleNotification(SCTPNotification(bytes))
-        case .endOfStream:
-            teardown(.closed, notifyPeer: false)
-        }
-    }
 
     private func handleNotification(_ notification: SCTPNotification?) {
         switch notification {
@@ -448,13 +454,18 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
             handleDCEP(message, streamID: streamID)
         } else if let decoded = DataChannelMessage(payload: message, ppid: ppid) {
             if let channel = channels[streamID] {
-                channel.deliver(decoded)
+                deliver(decoded, to: channel)
             } else if orphanMessages[streamID, default: []].count < 64 {
                 orphanMessages[streamID, default: []].append(decoded)  // for a pre-negotiated channel created later
             }
         } else {
             logger.debug("ignoring message with unsupported PPID", metadata: ["stream.id": "\(streamID)", "ppid": "\(ppid)"])
         }
+    }
+
+    private func deliver(_ message: DataChannelMessage, to channel: DataChannel) {
+        unread.withLock { $0.bytes += message.byteCount }
+        channel.deliver(message)
     }
 
     private func handleDCEP(_ bytes: [UInt8], streamID: UInt16) {
@@ -510,7 +521,7 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         if options.negotiatedID != nil {
             let channel = DataChannel(session: self, id: streamID, label: label, options: options, state: .open)
             channels[streamID] = channel
-            for message in orphanMessages.removeValue(forKey: streamID) ?? [] { channel.deliver(message) }
+            for message in orphanMessages.removeValue(forKey: streamID) ?? [] { deliver(message, to: channel) }
             return continuation.resume(returning: channel)
         }
         let channel = DataChannel(session: self, id: streamID, label: label, options: options, state: .connecting)

@@ -23,13 +23,16 @@ public struct DataChannelSessionConfiguration: Sendable {
     public var sctpBufferSize: Int
     /// ``DataChannel/send(_:)-swift.method`` waits while a channel's buffered amount is at or above this.
     public var sendHighWaterMark: Int
+    /// Received bytes not yet taken with ``DataChannel/receive()`` (all channels together) above
+    /// which the session stops reading from SCTP, so the peer's window closes and its sends wait.
+    public var receiveHighWaterMark: Int
 
     /// Creates a configuration with the defaults named on each property.
     public init(identity: DTLSIdentity, role: DTLSRole, remoteFingerprints: [CertificateFingerprint],
                 localSCTPPort: UInt16 = 5000, remoteSCTPPort: UInt16 = 5000,
                 remoteMaxMessageSize: Int = 65_536, localMaxMessageSize: Int = 262_144,
                 mtu: Int = 1200, maxStreams: UInt16 = 1024, sctpBufferSize: Int = 4 << 20,
-                sendHighWaterMark: Int = 1 << 20) {
+                sendHighWaterMark: Int = 1 << 20, receiveHighWaterMark: Int = 4 << 20) {
         self.identity = identity
         self.role = role
         self.remoteFingerprints = remoteFingerprints
@@ -41,6 +44,7 @@ public struct DataChannelSessionConfiguration: Sendable {
         self.maxStreams = maxStreams
         self.sctpBufferSize = sctpBufferSize
         self.sendHighWaterMark = sendHighWaterMark
+        self.receiveHighWaterMark = receiveHighWaterMark
     }
 
     /// DTLS record overhead budget: 13-byte header plus the worst suite we offer
