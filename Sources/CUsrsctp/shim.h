@@ -175,7 +175,7 @@ static inline ssize_t ugate_sctp_recv(struct socket *so, void *buffer, size_t le
     return n;
 }
 
-/// Flags of the receive callback, as plain constants for Swift.
+/// Message flags from usrsctp_recvv, as plain constants for Swift.
 enum { UGATE_MSG_EOR = MSG_EOR, UGATE_MSG_NOTIFICATION = MSG_NOTIFICATION };
 
 typedef int (*ugate_sctp_conn_output)(void *addr, void *buffer, size_t length, uint8_t tos, uint8_t set_df);

@@ -10,7 +10,7 @@ import Glibc
 /// usrsctp is process-global, so there is one loop: it runs `usrsctp_init_nothreads` (no usrsctp
 /// threads at all), drives `usrsctp_handle_timers` and DTLS retransmission timers from a 10 ms
 /// tick that runs only while a session is alive, and routes every C callback (usrsctp output,
-/// receive and send-space upcalls, the DTLS output BIO, the certificate verifier) through an
+/// the socket upcall, the DTLS output BIO, the certificate verifier) through an
 /// integer-id registry of live sessions. A callback whose id is no longer registered — usrsctp
 /// may call back after `usrsctp_close` (usrsctp#405) — is dropped.
 final class DataChannelLoop: @unchecked Sendable {  // all mutable state is touched only on `queue`
