@@ -7,6 +7,7 @@ final class SessionTests: XCTestCase {
     func testHandshakeAndChannelOpenedByClient() async throws {
         await run {
             let pair = try SessionPair.make()
+            let updates = Task { await pair.client.stateUpdates.reduce(into: [DataChannelSession.State]()) { $0.append($1) } }
             try await pair.connect()
             XCTAssertEqual(pair.client.state, .connected)
             XCTAssertEqual(pair.server.state, .connected)
@@ -22,6 +23,8 @@ final class SessionTests: XCTestCase {
             try await remote.send([1, 2, 3])
             await expectMessage(channel, .binary([1, 2, 3]))
             pair.close()
+            let states = await updates.value
+            XCTAssertEqual(states, [.handshaking, .connecting, .connected, .closed])
         }
     }
 
@@ -57,6 +60,9 @@ final class SessionTests: XCTestCase {
                 let received = await remote.receive()
                 XCTAssertEqual(received, message, "message of \(message.byteCount) bytes")
             }
+            let total = messages.reduce(0) { $0 + $1.byteCount }
+            XCTAssertEqual(remote.statistics, DataChannel.Statistics(messagesSent: 0, bytesSent: 0, messagesReceived: messages.count, bytesReceived: total))
+            XCTAssertEqual(channel.statistics, DataChannel.Statistics(messagesSent: messages.count, bytesSent: total, messagesReceived: 0, bytesReceived: 0))
             do {
                 try await channel.send(.binary(payload(3, size: 262_145)))
                 XCTFail("a message above max-message-size was accepted")

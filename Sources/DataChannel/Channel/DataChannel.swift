@@ -21,7 +21,20 @@ public final class DataChannel: @unchecked Sendable {  // protocol fields are co
 
     let session: DataChannelSession
 
+    /// Message and byte counters of one channel (empty messages count as messages of 0 bytes).
+    public struct Statistics: Sendable, Equatable {
+        /// Messages handed to SCTP.
+        public var messagesSent = 0
+        /// Bytes of those messages.
+        public var bytesSent = 0
+        /// Complete messages received.
+        public var messagesReceived = 0
+        /// Bytes of those messages.
+        public var bytesReceived = 0
+    }
+
     struct Shared {
+        var statistics = Statistics()
         var state: ReadyState
         var bufferedAmount = 0
         var lowThreshold = 0
@@ -62,6 +75,9 @@ public final class DataChannel: @unchecked Sendable {  // protocol fields are co
 
     /// The current state.
     public var readyState: ReadyState { shared.withLock { $0.state } }
+
+    /// Counters of messages and bytes sent and received.
+    public var statistics: Statistics { shared.withLock { $0.statistics } }
 
     /// Bytes of messages accepted by ``send(_:)-swift.method`` but not yet handed to SCTP.
     public var bufferedAmount: Int { shared.withLock { $0.bufferedAmount } }
@@ -137,6 +153,8 @@ public final class DataChannel: @unchecked Sendable {  // protocol fields are co
 
     func deliver(_ message: DataChannelMessage) {
         let receiver: CheckedContinuation<DataChannelMessage?, Never>? = shared.withLock { shared in
+            shared.statistics.messagesReceived += 1
+            shared.statistics.bytesReceived += message.byteCount
             if let receiver = shared.receivers.popFirst() { return receiver }
             shared.inbox.append(message)
             return nil
@@ -144,6 +162,13 @@ public final class DataChannel: @unchecked Sendable {  // protocol fields are co
         guard let receiver else { return }
         session.consumed(message.byteCount)
         receiver.resume(returning: message)
+    }
+
+    func countSent(_ bytes: Int) {
+        shared.withLock { shared in
+            shared.statistics.messagesSent += 1
+            shared.statistics.bytesSent += bytes
+        }
     }
 
     /// Updates the published buffered amount and fires the low event on a downward crossing.

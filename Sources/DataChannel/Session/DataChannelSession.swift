@@ -35,12 +35,16 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
     public let configuration: DataChannelSessionConfiguration
     /// Channels the peer opens (DCEP), in order. Ends when the session ends.
     public let incomingChannels: AsyncStream<DataChannel>
+    /// Every state change, in order (the newest 16 are kept if nobody listens); ends after
+    /// `.closed` or `.failed`.
+    public let stateUpdates: AsyncStream<State>
 
     let loop = DataChannelLoop.shared
     private let transport: any DatagramTransport
     private let logger: Logger
     private let published = Mutex<State>(.new)
     private let incomingContinuation: AsyncStream<DataChannel>.Continuation
+    private let stateContinuation: AsyncStream<State>.Continuation
     /// Datagrams from the transport waiting for the loop, and whether a drain is scheduled:
     /// one loop hop per burst instead of one per datagram.
     private let arrivals = Mutex<(datagrams: [[UInt8]], drainScheduled: Bool)>(([], false))
@@ -86,6 +90,9 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         let (stream, continuation) = AsyncStream.makeStream(of: DataChannel.self)
         incomingChannels = stream
         incomingContinuation = continuation
+        let (updates, updatesContinuation) = AsyncStream.makeStream(of: State.self, bufferingPolicy: .bufferingNewest(16))
+        stateUpdates = updates
+        stateContinuation = updatesContinuation
     }
 
     /// The current state.
@@ -143,6 +150,11 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
     private func setPhase(_ state: State) {
         phase = state
         published.withLock { $0 = state }
+        stateContinuation.yield(state)
+        switch state {
+        case .closed, .failed: stateContinuation.finish()
+        default: break
+        }
     }
 
     private func startIfNeeded() {
@@ -603,6 +615,7 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         let channel = done.channel
         channel.queuedMessages -= 1
         if done.accounted > 0 { channel.adjustBufferedAmount(by: -done.accounted) }
+        if done.ppid != .dcep { channel.countSent(done.accounted) }
         while let waiter = channel.sendWaiters.first, channel.loopBufferedAmount < configuration.sendHighWaterMark {
             _ = channel.sendWaiters.popFirst()
             append(waiter.message, on: channel)
@@ -654,6 +667,12 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
     }
 
     private func finishChannel(_ channel: DataChannel, error: DataChannelError) {
+        let statistics = channel.statistics
+        logger.debug("data channel closed", metadata: [
+            "channel.id": "\(channel.id)", "channel.label": "\(channel.label)",
+            "bytes.sent": "\(statistics.bytesSent)", "bytes.received": "\(statistics.bytesReceived)",
+            "messages.sent": "\(statistics.messagesSent)", "messages.received": "\(statistics.messagesReceived)",
+        ])
         channel.setState(.closed)
         channel.openWaiter?.resume(throwing: error)
         channel.openWaiter = nil
