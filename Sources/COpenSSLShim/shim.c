@@ -20,3 +20,24 @@ long ugate_ssl_set_mtu(SSL *ssl, long mtu) {
 void ugate_ssl_disable_mtu_query(SSL *ssl) {
     SSL_set_options(ssl, SSL_OP_NO_QUERY_MTU);
 }
+
+int ugate_ssl_ctx_set_dtls12(SSL_CTX *ctx) {
+    if (SSL_CTX_set_min_proto_version(ctx, DTLS1_2_VERSION) != 1) return 0;
+    return (int)SSL_CTX_set_max_proto_version(ctx, DTLS1_2_VERSION);
+}
+
+int ugate_ssl_ctx_set_groups(SSL_CTX *ctx, const char *groups) {
+    return (int)SSL_CTX_set1_groups_list(ctx, groups);
+}
+
+void ugate_bio_set_mem_eof_return(BIO *bio, int value) {
+    BIO_set_mem_eof_return(bio, value);
+}
+
+long ugate_ssl_get_read_ahead(SSL *ssl) {
+    return SSL_get_read_ahead(ssl);
+}
+
+int ugate_ssl_ctx_set_read_ahead(SSL_CTX *ctx) {
+    return (int)SSL_CTX_set_read_ahead(ctx, 1);
+}

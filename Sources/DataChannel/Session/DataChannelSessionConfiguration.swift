@@ -1,0 +1,56 @@
+/// Everything a ``DataChannelSession`` needs from the local setup and the remote SDP.
+public struct DataChannelSessionConfiguration: Sendable {
+    /// Our certificate and key.
+    public var identity: DTLSIdentity
+    /// Our DTLS role: `.client` when our `a=setup` is `active`, `.server` when `passive`.
+    public var role: DTLSRole
+    /// The peer's `a=fingerprint` values; its certificate must match one of them.
+    public var remoteFingerprints: [CertificateFingerprint]
+    /// Our `a=sctp-port` (default 5000).
+    public var localSCTPPort: UInt16
+    /// The peer's `a=sctp-port` (default 5000).
+    public var remoteSCTPPort: UInt16
+    /// The peer's `a=max-message-size`: 65536 when absent (RFC 8841 §6.1), 0 for no limit.
+    /// Sends above it are refused.
+    public var remoteMaxMessageSize: Int
+    /// Our `a=max-message-size`: larger incoming messages are discarded.
+    public var localMaxMessageSize: Int
+    /// Largest datagram DTLS emits; SCTP packets are sized to fit in one record of it.
+    public var mtu: Int
+    /// SCTP streams requested in each direction (channel ids must be below it).
+    public var maxStreams: UInt16
+    /// usrsctp socket send and receive buffer sizes in bytes.
+    public var sctpBufferSize: Int
+    /// ``DataChannel/send(_:)-swift.method`` waits while a channel's buffered amount is at or above this.
+    public var sendHighWaterMark: Int
+    /// Received bytes not yet taken with ``DataChannel/receive()`` (all channels together) above
+    /// which the session stops reading from SCTP, so the peer's window closes and its sends wait.
+    public var receiveHighWaterMark: Int
+
+    /// Creates a configuration with the defaults named on each property.
+    public init(identity: DTLSIdentity, role: DTLSRole, remoteFingerprints: [CertificateFingerprint],
+                localSCTPPort: UInt16 = 5000, remoteSCTPPort: UInt16 = 5000,
+                remoteMaxMessageSize: Int = 65_536, localMaxMessageSize: Int = 262_144,
+                mtu: Int = 1200, maxStreams: UInt16 = 1024, sctpBufferSize: Int = 4 << 20,
+                sendHighWaterMark: Int = 1 << 20, receiveHighWaterMark: Int = 4 << 20) {
+        self.identity = identity
+        self.role = role
+        self.remoteFingerprints = remoteFingerprints
+        self.localSCTPPort = localSCTPPort
+        self.remoteSCTPPort = remoteSCTPPort
+        self.remoteMaxMessageSize = remoteMaxMessageSize
+        self.localMaxMessageSize = localMaxMessageSize
+        self.mtu = mtu
+        self.maxStreams = maxStreams
+        self.sctpBufferSize = sctpBufferSize
+        self.sendHighWaterMark = sendHighWaterMark
+        self.receiveHighWaterMark = receiveHighWaterMark
+    }
+
+    /// DTLS record overhead budget: 13-byte header plus the worst suite we offer
+    /// (AES-CBC-SHA1: 16-byte IV, 20-byte MAC, up to 16 bytes of padding).
+    static let dtlsOverhead = 65
+
+    /// The SCTP path MTU: one SCTP packet per DTLS record per datagram.
+    var sctpPathMTU: Int { mtu - Self.dtlsOverhead }
+}

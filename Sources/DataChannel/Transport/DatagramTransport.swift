@@ -1,0 +1,42 @@
+/// The datagram service DTLS runs over: ICE in production, an in-memory pipe in tests.
+///
+/// A session calls ``start(receive:)`` once, then ``send(_:)`` for each outgoing datagram from
+/// its loop thread, and ``close()`` when it ends. Implementations must not block in `send`.
+public protocol DatagramTransport: AnyObject, Sendable {
+    /// Begins delivery of incoming datagrams: `receive` is called once per datagram, in arrival
+    /// order, from any thread.
+    func start(receive: @escaping @Sendable ([UInt8]) -> Void)
+    /// Sends one datagram (a DTLS record or flight fragment). May drop it, like UDP.
+    func send(_ datagram: [UInt8])
+    /// Stops delivery; later `send` calls are ignored.
+    func close()
+}
+
+/// RFC 7983 §7 demultiplexing of the first byte of a datagram arriving on an ICE component.
+public enum DatagramKind: Sendable, Equatable {
+    /// 0–3: STUN.
+    case stun
+    /// 16–19: ZRTP.
+    case zrtp
+    /// 20–63: DTLS.
+    case dtls
+    /// 64–79: TURN channel data.
+    case turnChannel
+    /// 128–191: RTP/RTCP.
+    case rtp
+    /// Anything else (dropped).
+    case unknown
+
+    /// Classifies a datagram by its first byte ([RFC 7983 §7](https://www.rfc-editor.org/rfc/rfc7983#section-7)).
+    public static func classify<C: Collection>(_ datagram: C) -> DatagramKind where C.Element == UInt8 {
+        guard let first = datagram.first else { return .unknown }
+        switch first {
+        case 0...3: return .stun
+        case 16...19: return .zrtp
+        case 20...63: return .dtls
+        case 64...79: return .turnChannel
+        case 128...191: return .rtp
+        default: return .unknown
+        }
+    }
+}
