@@ -1,0 +1,118 @@
+import Gate
+import Logging
+import NIOCore
+import NIOHTTP2
+import NIOPosix
+import Synchronization
+
+/// An established mTLS HTTP/2 connection to a peer.
+struct H2PeerConnection: Sendable {
+    let channel: any Channel
+    let multiplexer: NIOHTTP2Handler.StreamMultiplexer
+}
+
+/// One pooled HTTP/2 connection per peer, opened on first use and reopened after it closes;
+/// concurrent callers share the connection attempt in flight. Streams multiplex over it.
+final class H2ConnectionPool: Sendable {
+    private let group: any EventLoopGroup
+    private let tls: MeshTLS
+    private let naming: MeshNaming
+    private let tuning: H2Tuning
+    private let logger: Logger
+    private let connections = Mutex<[String: EventLoopFuture<H2PeerConnection>]>([:])
+
+    init(group: any EventLoopGroup, tls: MeshTLS, naming: MeshNaming, tuning: H2Tuning, logger: Logger) {
+        self.group = group
+        self.tls = tls
+        self.naming = naming
+        self.tuning = tuning
+        self.logger = logger
+    }
+
+    /// The connection to `peer`, dialling its addresses in order if there is none.
+    func connection(to peer: PeerConfig, addresses: [String]) -> EventLoopFuture<H2PeerConnection> {
+        let (future, isNew) = connections.withLock { table in
+            if let existing = table[peer.id] { return (existing, false) }
+            let future = connect(peer: peer, addresses: addresses[...])
+            table[peer.id] = future
+            return (future, true)
+        }
+        // Registered outside the lock: a future that already failed runs this at once.
+        if isNew {
+            future.whenComplete { [self] result in
+                switch result {
+                case .success(let connection):
+                    connection.channel.closeFuture.whenComplete { _ in self.forget(peer.id, future) }
+                case .failure:
+                    forget(peer.id, future)
+                }
+            }
+        }
+        return future
+    }
+
+    private func forget(_ id: String, _ future: EventLoopFuture<H2PeerConnection>) {
+        connections.withLock { table in
+            if table[id] === future { table[id] = nil }
+        }
+    }
+
+    /// Closes every pooled connection.
+    func closeAll() async {
+        let all = connections.withLock { table in
+            defer { table = [:] }
+            return Array(table.values)
+        }
+        for future in all {
+            if let connection = try? await future.get() { try? await connection.channel.close() }
+        }
+    }
+
+    private func connect(peer: PeerConfig, addresses: ArraySlice<String>) -> EventLoopFuture<H2PeerConnection> {
+        let loop = group.next()
+        guard let address = addresses.first else {
+            return loop.makeFailedFuture(MeshError(.connect, "peer \(peer.id) has no reachable address"))
+        }
+        return connect(peer: peer, address: address, loop: loop).flatMapError { [self] error in
+            guard addresses.count > 1 else { return loop.makeFailedFuture(error) }
+            logger.debug("peer address failed, trying next", metadata: ["peer.id": "\(peer.id)", "peer.addr": "\(address)"])
+            return connect(peer: peer, addresses: addresses.dropFirst())
+        }
+    }
+
+    private func connect(peer: PeerConfig, address: String, loop: any EventLoop) -> EventLoopFuture<H2PeerConnection> {
+        let destination: Destination
+        do { destination = try TunnelRequest.parseDestination(address) } catch {
+            return loop.makeFailedFuture(MeshError(.config, "peer \(peer.id) address \"\(address)\" is not host:port"))
+        }
+        let ready = loop.makePromise(of: H2PeerConnection.self)
+        let tls = self.tls
+        let tuning = self.tuning
+        let serverName = naming.hostname(for: peer.id)
+        let connected = ClientBootstrap(group: loop)
+            .channelOption(.tcpNoDelay, value: true)
+            .connectTimeout(.seconds(10))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(tls.clientHandler(expected: peer.id, serverName: serverName, remote: address))
+                    try sync.addHandler(MeshHandshakeHandler(
+                        remote: address,
+                        onEstablished: { channel, _ in
+                            let multiplexer = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+                                mode: .client,
+                                connectionConfiguration: tuning.connectionConfiguration,
+                                streamConfiguration: tuning.streamConfiguration,
+                                inboundStreamInitializer: { stream in stream.close() })
+                            ready.succeed(H2PeerConnection(channel: channel, multiplexer: multiplexer))
+                        },
+                        onFailure: { ready.fail($0) }))
+                }
+            }
+            .connect(host: destination.host, port: Int(destination.port))
+        connected.whenFailure { error in
+            ready.fail(MeshError(.connect, "cannot connect to peer \(peer.id) at \(address): \(error)"))
+        }
+        return ready.futureResult
+    }
+}
