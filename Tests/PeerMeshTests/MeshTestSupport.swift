@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Gate
 import Glibc
 import Logging
 import NIOCore
@@ -179,4 +180,60 @@ func temporaryDirectory(_ name: String) throws -> String {
     let path = FileManager.default.temporaryDirectory.appendingPathComponent("ugate-\(name)-\(UUID().uuidString)").path
     try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     return path
+}
+
+/// Shared fixtures for the multi-node tests: nodes and echo servers on 127.0.0.1 with ephemeral
+/// ports, all stopped in tearDown.
+class MeshTestCase: XCTestCase {
+    var cleanups: [() async -> Void] = []
+
+    override func tearDown() async throws {
+        for cleanup in cleanups.reversed() { await cleanup() }
+        cleanups = []
+    }
+
+    func echoServer() async throws -> EchoServer {
+        let echo = try await EchoServer.start()
+        cleanups.append { await echo.stop() }
+        return echo
+    }
+
+    /// Starts a node listening on 127.0.0.1:0; returns it and its port.
+    func node(_ identity: NodeIdentity, peers: [PeerConfig], log: LogCapture = LogCapture()) async throws -> (MeshNode, Int) {
+        let config = MeshConfig(identityDir: "/nonexistent", peers: peers, listenHost: "127.0.0.1")
+        let node = try MeshNode(config: config, identity: identity, logger: log.logger("test"))
+        let port = try await node.listen(port: 0, name: "mesh")
+        cleanups.append { await node.shutdown() }
+        return (node, port)
+    }
+
+    func info(_ destination: Destination) -> StreamInfo {
+        StreamInfo(listener: "test", source: "127.0.0.1:1", destination: destination)
+    }
+
+    /// write, read the echo, write more and shut down our write side, read the rest and EOF.
+    func echoAndHalfClose(_ upstream: any Upstream, port: Int) async throws {
+        try await echoAndHalfClose(upstream, to: Destination(host: "127.0.0.1", port: UInt16(port)))
+    }
+
+    func echoAndHalfClose(_ upstream: any Upstream, to destination: Destination) async throws {
+        let fd = try await upstream.dial(destination, for: info(destination))
+        defer { close(fd) }
+        let first = randomBytes(1000)
+        try FD.write(fd, first)
+        XCTAssertEqual(try FD.read(fd, count: first.count), first)
+        let rest = randomBytes(3 << 20)
+        let echoed = try FD.exchange(fd, send: rest)
+        XCTAssertEqual(echoed.count, rest.count)
+        XCTAssertTrue(echoed == rest, "echo differs")
+    }
+
+    /// Polls `condition` every 50 ms for at most `seconds`.
+    func waitUntil(seconds: Double = 15, _ what: String, _ condition: () -> Bool) async throws {
+        let deadline = ContinuousClock.now + .seconds(seconds)
+        while !condition() {
+            guard ContinuousClock.now < deadline else { throw FD.Failure(description: "timed out waiting until \(what)") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
 }

@@ -10,29 +10,7 @@ import XCTest
 
 /// Two or three in-process nodes on 127.0.0.1 (ephemeral ports): alice → HTTP/2 over mTLS → gate
 /// → echo server, through `/dm/` and HBONE, plus the refusals the issue lists.
-final class MeshTunnelTests: XCTestCase {
-    private var cleanups: [() async -> Void] = []
-
-    override func tearDown() async throws {
-        for cleanup in cleanups.reversed() { await cleanup() }
-        cleanups = []
-    }
-
-    private func echoServer() async throws -> EchoServer {
-        let echo = try await EchoServer.start()
-        cleanups.append { await echo.stop() }
-        return echo
-    }
-
-    /// Starts a node listening on 127.0.0.1:0; returns it and its port.
-    private func node(_ identity: NodeIdentity, peers: [PeerConfig], log: LogCapture = LogCapture()) async throws -> (MeshNode, Int) {
-        let config = MeshConfig(identityDir: "/nonexistent", peers: peers, listenHost: "127.0.0.1")
-        let node = try MeshNode(config: config, identity: identity, logger: log.logger("test"))
-        let port = try await node.listen(port: 0, name: "mesh")
-        cleanups.append { await node.shutdown() }
-        return (node, port)
-    }
-
+final class MeshTunnelTests: MeshTestCase {
     private struct Pair {
         var alice: MeshNode
         var aliceID: NodeIdentity
@@ -52,24 +30,6 @@ final class MeshTunnelTests: XCTestCase {
         let (gate, gatePort) = try await node(gateID, peers: [PeerConfig(id: aliceID.node.id, destinations: allowed)], log: gateLog)
         let (alice, _) = try await node(aliceID, peers: [PeerConfig(id: gateID.node.id, addresses: ["127.0.0.1:\(gatePort)"])], log: aliceLog)
         return Pair(alice: alice, aliceID: aliceID, gate: gate, gateID: gateID, gatePort: gatePort, gateLog: gateLog, aliceLog: aliceLog)
-    }
-
-    private func info(_ destination: Destination) -> StreamInfo {
-        StreamInfo(listener: "test", source: "127.0.0.1:1", destination: destination)
-    }
-
-    /// write, read the echo, write more and shut down our write side, read the rest and EOF.
-    private func echoAndHalfClose(_ upstream: any Upstream, port: Int) async throws {
-        let destination = Destination(host: "127.0.0.1", port: UInt16(port))
-        let fd = try await upstream.dial(destination, for: info(destination))
-        defer { close(fd) }
-        let first = randomBytes(1000)
-        try FD.write(fd, first)
-        XCTAssertEqual(try FD.read(fd, count: first.count), first)
-        let rest = randomBytes(3 << 20)
-        let echoed = try FD.exchange(fd, send: rest)
-        XCTAssertEqual(echoed.count, rest.count)
-        XCTAssertTrue(echoed == rest, "echo differs")
     }
 
     func testEchoAndHalfCloseThroughDM() async throws {

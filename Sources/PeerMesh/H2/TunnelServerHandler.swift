@@ -17,7 +17,9 @@ public enum TunnelDialer: Sendable {
 /// Serves one inbound tunnel stream: parses the request HEADERS, checks that the (mTLS
 /// authenticated) caller may reach the destination, dials it on this stream's event loop and
 /// answers `200` before joining the stream and the destination socket with a `GlueHandler` pair.
-/// Until then it withholds `read()`, so request DATA stays unread and un-acknowledged.
+/// Until then it withholds `read()`, so request DATA stays unread and un-acknowledged; frames that
+/// arrived in the same read as the HEADERS (at most one flow-control window) are held and passed
+/// on in order once the tunnel is open.
 final class TunnelServerHandler: ChannelDuplexHandler {
     typealias InboundIn = HTTP2Frame.FramePayload
     typealias InboundOut = HTTP2Frame.FramePayload
@@ -33,18 +35,17 @@ final class TunnelServerHandler: ChannelDuplexHandler {
 
     private var state = State.waitingForHeaders
     private var readPending = false
+    private var early: [HTTP2Frame.FramePayload] = []
     private let caller: NodeID
-    private let policy: PeerPolicy
-    private let dialer: TunnelDialer
+    private let router: TunnelRouter
     private let listener: String
     private var logger: Logger
 
-    init(caller: NodeID, policy: PeerPolicy, dialer: TunnelDialer, listener: String, logger: Logger) {
+    init(caller: NodeID, router: TunnelRouter, listener: String) {
         self.caller = caller
-        self.policy = policy
-        self.dialer = dialer
+        self.router = router
         self.listener = listener
-        self.logger = logger
+        self.logger = router.logger
         self.logger[metadataKey: "peer.id"] = "\(caller.id)"
     }
 
@@ -53,19 +54,29 @@ final class TunnelServerHandler: ChannelDuplexHandler {
         switch state {
         case .open:
             context.fireChannelRead(data)
-        case .refused, .dialling:
+        case .dialling:
+            early.append(frame)
+        case .refused:
             break
         case .waitingForHeaders:
             guard case .headers(let headers) = frame else { return }
+            if headers.endStream {
+                // No request body at all: the client half-closed with the request.
+                early.append(.data(.init(data: .byteBuffer(context.channel.allocator.buffer(capacity: 0)), endStream: true)))
+            }
             let fields = headers.headers.map { (name: $0.name, value: $0.value) }
             do {
                 let request = try TunnelRequest.parse(fields)
                 logger[metadataKey: "route"] = "\(request.kind.rawValue) \(request.destination)"
-                if let refusal = policy.refusal(peerID: caller.id, destination: request.destination) {
-                    throw refusal
+                let next = router.next(for: request.destination)
+                if let refusal = router.policy.refusal(peerID: caller.id, destination: request.destination) {
+                    // A destination naming this node may also be allowed as 127.0.0.1:port.
+                    guard case .local(let local) = next, router.policy.refusal(peerID: caller.id, destination: local) == nil else {
+                        throw refusal
+                    }
                 }
                 state = .dialling
-                dial(context: context, request: request)
+                dial(context: context, request: request, next: next)
             } catch {
                 let meshError = error as? MeshError ?? MeshError(.badRequest, "\(error)", status: 400)
                 refuse(context: context, meshError)
@@ -83,7 +94,7 @@ final class TunnelServerHandler: ChannelDuplexHandler {
         }
     }
 
-    private func dial(context: ChannelHandlerContext, request: TunnelRequest) {
+    private func dial(context: ChannelHandlerContext, request: TunnelRequest, next: TunnelRouter.Next) {
         let (streamGlue, socketGlue) = GlueHandler.matchedPair()
         let boundGlue = NIOLoopBound(socketGlue, eventLoop: context.eventLoop)
         let loop = context.eventLoop
@@ -94,22 +105,33 @@ final class TunnelServerHandler: ChannelDuplexHandler {
                 try channel.pipeline.syncOperations.addHandler(boundGlue.value)
             }
         }
-        let connected: EventLoopFuture<any Channel>
-        switch dialer {
-        case .direct:
-            connected = ClientBootstrap(group: loop)
+        func direct(_ destination: Destination) -> EventLoopFuture<any Channel> {
+            ClientBootstrap(group: loop)
                 .channelOption(.tcpNoDelay, value: true)
                 .channelInitializer(initialize)
-                .connect(host: request.destination.host, port: Int(request.destination.port))
-        case .upstream(let upstream):
+                .connect(host: destination.host, port: Int(destination.port))
+        }
+        func through(_ upstream: any Upstream) -> EventLoopFuture<any Channel> {
             let info = StreamInfo(
-                listener: listener, source: caller.id, destination: request.destination, callerIdentity: caller.id)
+                listener: listener, source: "mesh:\(caller.id)", destination: request.destination, callerIdentity: caller.id)
             let promise = loop.makePromise(of: (any Channel).self)
             promise.completeWithTask {
                 let fd = try await upstream.dial(request.destination, for: info)
                 return try await ClientBootstrap(group: loop).channelInitializer(initialize).withConnectedSocket(fd).get()
             }
-            connected = promise.futureResult
+            return promise.futureResult
+        }
+        let connected: EventLoopFuture<any Channel>
+        switch next {
+        case .local(let destination):
+            connected = direct(destination)
+        case .peer(let peer):
+            connected = through(router.upstream(to: peer, kind: request.kind))
+        case .dialer:
+            switch router.dialer {
+            case .direct: connected = direct(request.destination)
+            case .upstream(let upstream): connected = through(upstream)
+            }
         }
         connected.assumeIsolated().whenComplete { [self] result in
             switch result {
@@ -129,6 +151,10 @@ final class TunnelServerHandler: ChannelDuplexHandler {
                 let headers = HPACKHeaders([(":status", "200")])
                 context.writeAndFlush(wrapOutboundOut(.headers(.init(headers: headers))), promise: nil)
                 logger.debug("tunnel open")
+                let held = early
+                early = []
+                for frame in held { context.fireChannelRead(wrapInboundOut(frame)) }
+                context.fireChannelReadComplete()
                 try? socket.syncOptions?.setOption(.autoRead, value: true)
                 if readPending {
                     readPending = false

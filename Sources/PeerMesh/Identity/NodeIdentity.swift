@@ -24,6 +24,16 @@ public struct MeshNaming: Codable, Hashable, Sendable {
 
     /// `spiffe://trustdomain/ns/namespace/sa/ID`.
     public func spiffeID(for id: String) -> String { "spiffe://\(trustDomain)/ns/\(namespace)/sa/\(id)" }
+
+    /// The node ID a destination host names: a bare 52-character ID or `ID.namespace.trustdomain`
+    /// (any case), else nil.
+    public func nodeID(inHost host: String) -> String? {
+        let upper = host.uppercased()
+        let suffix = ".\(namespace).\(trustDomain)".uppercased()
+        let candidate = upper.hasSuffix(suffix) ? String(upper.dropLast(suffix.count)) : upper
+        guard candidate.count == 52, candidate.utf8.allSatisfy(PeerPolicy.isBase32) else { return nil }
+        return candidate
+    }
 }
 
 /// A node's private key and the certificate chain it presents in mTLS.

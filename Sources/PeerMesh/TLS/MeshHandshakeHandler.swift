@@ -1,20 +1,20 @@
 import NIOCore
 import NIOSSL
 
-/// Waits for the mTLS handshake on a mesh connection, checks that ALPN chose `h2`, identifies the
-/// peer from its (already verified) leaf certificate and hands the channel over to `onEstablished`
-/// (which installs HTTP/2). Removes itself afterwards.
+/// Waits for the mTLS handshake on a mesh connection, checks that ALPN chose `h2` or `h2r`,
+/// identifies the peer from its (already verified) leaf certificate and hands the channel, the
+/// peer and the ALPN over to `onEstablished` (which installs HTTP/2). Removes itself afterwards.
 final class MeshHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
 
     private let remote: String
-    private var onEstablished: ((any Channel, NodeID) throws -> Void)?
+    private var onEstablished: ((any Channel, NodeID, String) throws -> Void)?
     private let onFailure: (MeshError) -> Void
 
     /// - Parameters:
     ///   - onEstablished: runs on the channel's event loop once TLS is up.
     ///   - onFailure: runs at most once if the connection ends or fails before that.
-    init(remote: String, onEstablished: @escaping (any Channel, NodeID) throws -> Void, onFailure: @escaping (MeshError) -> Void) {
+    init(remote: String, onEstablished: @escaping (any Channel, NodeID, String) throws -> Void, onFailure: @escaping (MeshError) -> Void) {
         self.remote = remote
         self.onEstablished = onEstablished
         self.onFailure = onFailure
@@ -29,14 +29,14 @@ final class MeshHandshakeHandler: ChannelInboundHandler, RemovableChannelHandler
         }
         onEstablished = nil
         do {
-            guard proto == "h2" else {
-                throw MeshError(.tls, "peer \(remote) negotiated ALPN \(proto ?? "none"), the mesh needs h2")
+            guard let proto, proto == "h2" || proto == MeshTLS.reverseALPN else {
+                throw MeshError(.tls, "peer \(remote) negotiated ALPN \(proto ?? "none"), the mesh needs h2 or h2r")
             }
             guard let cert = try context.pipeline.syncOperations.nioSSL_peerCertificate() else {
                 throw MeshError(.tls, "peer \(remote) presented no certificate")
             }
             let peer = try PeerVerifier.identify(leafDER: try cert.toDERBytes())
-            try established(context.channel, peer)
+            try established(context.channel, peer, proto)
             context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         } catch {
             fail(context, error)

@@ -2,11 +2,18 @@ import Logging
 import NIOCore
 import NIOSSL
 
-/// The node's mTLS contexts (ALPN `h2`, TLS 1.2+) and per-connection handlers that pin peers by
-/// key through `PeerVerifier` instead of trusting a CA.
+/// The node's mTLS contexts (TLS 1.2+) and per-connection handlers that pin peers by key through
+/// `PeerVerifier` instead of trusting a CA.
+///
+/// ALPN: `h2` for forward connections; `h2r` for reverse tunnels, where the TLS client (a node
+/// behind NAT) becomes the HTTP/2 server. The server offers both.
 public final class MeshTLS: Sendable {
+    /// ALPN of a reverse-tunnel connection.
+    static let reverseALPN = "h2r"
+
     let serverContext: NIOSSLContext
     let clientContext: NIOSSLContext
+    let reverseClientContext: NIOSSLContext
     let policy: PeerPolicy
     let logger: Logger
 
@@ -18,7 +25,7 @@ public final class MeshTLS: Sendable {
             let key = NIOSSLPrivateKeySource.privateKey(try NIOSSLPrivateKey(bytes: Array(identity.keyPEM.utf8), format: .pem))
             var server = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: key)
             server.certificateVerification = .noHostnameVerification
-            server.applicationProtocols = ["h2"]
+            server.applicationProtocols = ["h2", Self.reverseALPN]
             server.minimumTLSVersion = .tlsv12
             var client = TLSConfiguration.makeClientConfiguration()
             client.certificateChain = chain
@@ -28,6 +35,8 @@ public final class MeshTLS: Sendable {
             client.minimumTLSVersion = .tlsv12
             serverContext = try NIOSSLContext(configuration: server)
             clientContext = try NIOSSLContext(configuration: client)
+            client.applicationProtocols = [Self.reverseALPN]
+            reverseClientContext = try NIOSSLContext(configuration: client)
         } catch {
             throw MeshError(.tls, "cannot build TLS contexts for node \(identity.node.id): \(error)")
         }
@@ -43,9 +52,9 @@ public final class MeshTLS: Sendable {
     }
 
     /// A client handler for dialling `expected`: the server's key must hash to that ID.
-    func clientHandler(expected: String, serverName: String, remote: String) throws -> NIOSSLClientHandler {
+    func clientHandler(expected: String, serverName: String, remote: String, reverse: Bool) throws -> NIOSSLClientHandler {
         try NIOSSLClientHandler(
-            context: clientContext, serverHostname: serverName,
+            context: reverse ? reverseClientContext : clientContext, serverHostname: serverName,
             customVerificationCallback: { [policy, logger] certs, promise in
                 promise.succeed(Self.check(certs, policy: policy, expected: expected, remote: remote, logger: logger))
             })
