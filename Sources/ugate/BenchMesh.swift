@@ -5,8 +5,10 @@ import Glibc
 import Logging
 import PeerMesh
 
-/// `ugate bench-mesh`: iperf3 throughput direct and through alice → HTTP/2 (mTLS) → gate →
-/// destination, with both tunnel forms, in one run; prints Gbit/s and ratios to direct.
+/// `ugate bench-mesh`: iperf3 throughput in one run, direct and through the mesh on loopback with
+/// three in-process nodes: alice → HTTP/2 (mTLS) → gate → destination (`/dm/` and HBONE);
+/// alice → gate → reverse tunnel → bob → destination; alice → gate's SNI router → bob →
+/// destination. Prints Gbit/s and ratios to direct.
 struct BenchMesh: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-mesh",
@@ -38,18 +40,45 @@ struct BenchMesh: AsyncParsableCommand {
 
         let aliceID = try NodeIdentity.generate()
         let gateID = try NodeIdentity.generate()
-        let gate = try MeshNode(
-            config: MeshConfig(identityDir: "-", peers: [PeerConfig(id: aliceID.node.id, egress: true)], listenHost: "127.0.0.1"),
+        let bobID = try NodeIdentity.generate()
+        let (alice, gate, bob) = (aliceID.node.id, gateID.node.id, bobID.node.id)
+        let bobNode = try MeshNode(
+            config: MeshConfig(identityDir: "-", peers: [PeerConfig(id: alice, egress: true), PeerConfig(id: gate, egress: true)],
+                               listenHost: "127.0.0.1"),
+            identity: bobID)
+        let bobPort = try await bobNode.listen(port: 0, name: "mesh")
+        let gateNode = try MeshNode(
+            config: MeshConfig(identityDir: "-", peers: [
+                PeerConfig(id: alice, egress: true), PeerConfig(id: bob, addresses: ["127.0.0.1:\(bobPort)"]),
+            ], listenHost: "127.0.0.1"),
             identity: gateID)
-        let gatePort = try await gate.listen(port: 0, name: "mesh")
-        let alice = try MeshNode(
-            config: MeshConfig(identityDir: "-", peers: [PeerConfig(id: gateID.node.id, addresses: ["127.0.0.1:\(gatePort)"])]),
+        let gatePort = try await gateNode.listen(port: 0, name: "mesh")
+        // bob's config is rebuilt with the gateway's address for its reverse tunnel.
+        let bobTunnel = try MeshNode(
+            config: MeshConfig(identityDir: "-", peers: [
+                PeerConfig(id: gate, addresses: ["127.0.0.1:\(gatePort)"], egress: true),
+            ]),
+            identity: bobID)
+        try bobTunnel.startReverseTunnel(to: gate)
+        let aliceNode = try MeshNode(
+            config: MeshConfig(identityDir: "-", peers: [
+                PeerConfig(id: gate, addresses: ["127.0.0.1:\(gatePort)"]),
+                // bob reached at gate's address: gate's SNI router forwards the TLS to bob.
+                PeerConfig(id: bob, addresses: ["127.0.0.1:\(gatePort)"]),
+            ]),
             identity: aliceID)
-        let destination = Destination(host: "127.0.0.1", port: UInt16(iperfPort))
-        let dm = try await PortForward.listen(port: 0, upstream: alice.upstream(to: gateID.node.id, kind: .dm), destination: destination)
-        let hbone = try await PortForward.listen(port: 0, upstream: alice.upstream(to: gateID.node.id, kind: .hbone), destination: destination)
+        for _ in 0..<100 where !gateNode.hasReverseTunnel(from: bob) { try await Task.sleep(for: .milliseconds(50)) }
+        guard gateNode.hasReverseTunnel(from: bob) else { throw ValidationError("bob's reverse tunnel did not come up") }
 
-        let paths = [("direct", iperfPort), ("h2 /dm/", dm.port), ("h2 HBONE", hbone.port)]
+        let destination = Destination(host: "127.0.0.1", port: UInt16(iperfPort))
+        let forwards = [
+            ("h2 /dm/", try await PortForward.listen(port: 0, upstream: aliceNode.upstream(to: gate, kind: .dm), destination: destination)),
+            ("h2 HBONE", try await PortForward.listen(port: 0, upstream: aliceNode.upstream(to: gate, kind: .hbone), destination: destination)),
+            ("reverse", try await PortForward.listen(
+                port: 0, upstream: aliceNode.upstream(to: gate, kind: .hbone), destination: Destination(host: bob, port: UInt16(iperfPort)))),
+            ("SNI relay", try await PortForward.listen(port: 0, upstream: aliceNode.upstream(to: bob, kind: .hbone), destination: destination)),
+        ]
+        let paths = [("direct", iperfPort)] + forwards.map { ($0.0, $0.1.port) }
         var results: [String: [Double]] = [:]
         for _ in 0..<rounds {
             for (name, port) in paths {
@@ -63,10 +92,8 @@ struct BenchMesh: AsyncParsableCommand {
             print(name.padding(toLength: 10, withPad: " ", startingAt: 0)
                   + String(format: "  %6.2f   %5.2f", rate / 1e9, rate / direct))
         }
-        await dm.close()
-        await hbone.close()
-        await alice.shutdown()
-        await gate.shutdown()
+        for (_, forward) in forwards { await forward.close() }
+        for node in [aliceNode, bobTunnel, gateNode, bobNode] { await node.shutdown() }
     }
 
     private func median(_ values: [Double]) -> Double {

@@ -129,7 +129,7 @@ final class H2ConnectionPool: Sendable {
         let tls = self.tls
         let serverName = naming.hostname(for: peer)
         let connected = ClientBootstrap(group: loop)
-            .channelOption(.tcpNoDelay, value: true)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.seconds(10))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {

@@ -19,7 +19,7 @@ public struct H2MeshUpstream: Upstream {
     let naming: MeshNaming
 
     public func dial(_ destination: Destination, for info: StreamInfo) async throws -> Int32 {
-        let connection = try await pool.connection(to: peer, addresses: peer.addresses).get()
+        let connection = try await pool.connection(to: peer).get()
         var fds: [Int32] = [-1, -1]
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &fds) == 0 else {
             throw MeshError(.connect, "socketpair failed: \(String(cString: strerror(errno)))")

@@ -95,7 +95,7 @@ public final class MeshNode: Sendable {
             channel = try await ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 256)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .childChannelOption(.tcpNoDelay, value: true)
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .childChannelInitializer { channel in
                     node.track(channel)
                     return channel.eventLoop.makeCompletedFuture {

@@ -30,7 +30,7 @@ public final class PortForward: Sendable {
     ) async throws -> PortForward {
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.tcpNoDelay, value: true)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 let loop = channel.eventLoop
                 let (acceptedGlue, dialledGlue) = GlueHandler.matchedPair()

@@ -175,9 +175,13 @@ final class GlueHandler: ChannelDuplexHandler {
 
     private func partnerAbort() {
         guard let context else { return }
-        // RST instead of FIN on TCP; an HTTP/2 stream channel has no such option (its close is RST_STREAM).
-        try? context.channel.syncOptions?.setOption(.socketOption(.so_linger), value: linger(l_onoff: 1, l_linger: 0))
-        context.close(promise: nil)
+        // RST instead of FIN on a socket (SO_LINGER 0); an HTTP/2 stream channel's close is RST_STREAM.
+        let channel = context.channel
+        if let socket = channel as? any SocketOptionProvider {
+            socket.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            context.close(promise: nil)
+        }
     }
 
     private var partnerWritable: Bool {

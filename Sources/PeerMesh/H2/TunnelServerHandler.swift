@@ -107,7 +107,7 @@ final class TunnelServerHandler: ChannelDuplexHandler {
         }
         func direct(_ destination: Destination) -> EventLoopFuture<any Channel> {
             ClientBootstrap(group: loop)
-                .channelOption(.tcpNoDelay, value: true)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer(initialize)
                 .connect(host: destination.host, port: Int(destination.port))
         }

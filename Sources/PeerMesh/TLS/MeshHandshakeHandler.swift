@@ -1,5 +1,6 @@
 import NIOCore
 import NIOSSL
+import NIOTLS
 
 /// Waits for the mTLS handshake on a mesh connection, checks that ALPN chose `h2` or `h2r`,
 /// identifies the peer from its (already verified) leaf certificate and hands the channel, the

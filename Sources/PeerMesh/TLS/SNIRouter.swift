@@ -58,7 +58,7 @@ struct SNIRouter: Sendable {
         }
         let logger = self.logger
         return ClientBootstrap(group: loop)
-            .channelOption(.tcpNoDelay, value: true)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { next in
                 next.eventLoop.makeCompletedFuture {
                     try H2Tuning.configureByteSocket(next)
