@@ -1,0 +1,59 @@
+import NIOCore
+import NIOHTTP2
+
+/// HTTP/2 and socket settings shared by the mesh server and client, sized for throughput.
+struct H2Tuning: Sendable {
+    /// Per-stream flow-control window (SETTINGS_INITIAL_WINDOW_SIZE) and target.
+    var streamWindow: Int
+    /// Connection-level flow-control window target.
+    var connectionWindow: Int
+    /// SETTINGS_MAX_CONCURRENT_STREAMS we advertise.
+    var maxConcurrentStreams: Int
+    /// SETTINGS_MAX_FRAME_SIZE we advertise: big DATA frames mean fewer frame headers and calls.
+    var maxFrameSize = 1 << 19
+
+    init(config: MeshConfig) {
+        streamWindow = min(config.windowSize, Int(Int32.max))
+        connectionWindow = min(max(2 * config.windowSize, 16 << 20), Int(Int32.max))
+        maxConcurrentStreams = config.maxConcurrentStreams
+    }
+
+    var connectionConfiguration: NIOHTTP2Handler.ConnectionConfiguration {
+        var c = NIOHTTP2Handler.ConnectionConfiguration()
+        c.initialSettings = [
+            HTTP2Setting(parameter: .maxConcurrentStreams, value: maxConcurrentStreams),
+            HTTP2Setting(parameter: .initialWindowSize, value: streamWindow),
+            HTTP2Setting(parameter: .maxFrameSize, value: maxFrameSize),
+            HTTP2Setting(parameter: .maxHeaderListSize, value: 16 << 10),
+        ]
+        c.targetWindowSize = connectionWindow
+        // One empty DATA frame carries each half-close.
+        c.maximumSequentialEmptyDataFrames = 2
+        return c
+    }
+
+    var streamConfiguration: NIOHTTP2Handler.StreamConfiguration {
+        var s = NIOHTTP2Handler.StreamConfiguration()
+        s.targetWindowSize = streamWindow
+        // Stream channel writability: how much may wait for flow-control window before the glue
+        // stops reading the socket that feeds it.
+        s.outboundBufferSizeHighWatermark = 1 << 20
+        s.outboundBufferSizeLowWatermark = 1 << 19
+        return s
+    }
+
+    /// Options for plain sockets joined to streams (destination TCP, socketpair ends).
+    static func configureByteSocket(_ channel: any Channel) throws {
+        let options = try channel.syncOptions.unwrap(orError: ChannelError.operationUnsupported)
+        try options.setOption(.allowRemoteHalfClosure, value: true)
+        try options.setOption(.writeBufferWaterMark, value: .init(low: 1 << 19, high: 1 << 20))
+        try options.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 64 << 10, maximum: 256 << 10))
+    }
+}
+
+extension Optional {
+    func unwrap(orError error: @autoclosure () -> any Error) throws -> Wrapped {
+        guard let self else { throw error() }
+        return self
+    }
+}

@@ -1,0 +1,232 @@
+import Gate
+import Logging
+import NIOCore
+import NIOHTTP2
+import NIOPosix
+import Synchronization
+
+/// A node's HTTP/2 mesh transport: the mTLS listeners for `/dm/` (base+7) and HBONE (base+8),
+/// outbound `H2MeshUpstream`s over one pooled connection per peer, and reverse tunnels (a node
+/// behind NAT keeps a connection to a gateway, which opens streams to it over that connection).
+///
+/// Threading: every connection lives on one event loop of `group`; a tunnel's HTTP/2 stream and
+/// its destination socket (server) or socketpair end (client) are bound to that same loop.
+public final class MeshNode: Sendable {
+    public let identity: NodeIdentity
+    public let config: MeshConfig
+    let policy: PeerPolicy
+    let tls: MeshTLS
+    let group: any EventLoopGroup
+    let pool: H2ConnectionPool
+    let tuning: H2Tuning
+    let router: TunnelRouter
+    let sniRouter: SNIRouter
+    let logger: Logger
+    private let listeners = Mutex<[any Channel]>([])
+    /// Accepted connections by channel identity, so `shutdown` can close them.
+    private let accepted = Mutex<[ObjectIdentifier: any Channel]>([:])
+    private let reverseTunnels = Mutex<[ReverseTunnel]>([])
+    private let established = Mutex(0)
+
+    /// Inbound mesh connections whose mTLS handshake succeeded since start (reverse tunnels included).
+    public var acceptedConnections: Int { established.withLock { $0 } }
+
+    /// - Parameters:
+    ///   - identity: the node key and certificate (see `NodeIdentity.loadOrCreate`).
+    ///   - dialer: how destinations outside the mesh are reached (default: connect directly).
+    public init(
+        config: MeshConfig, identity: NodeIdentity, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        dialer: TunnelDialer = .direct, logger: Logger = Logger(label: "ugate.mesh")
+    ) throws {
+        var logger = logger
+        logger[metadataKey: "node.id"] = "\(identity.node.id)"
+        self.identity = identity
+        self.config = config
+        self.policy = try PeerPolicy(peers: config.peers)
+        self.tls = try MeshTLS(identity: identity, policy: policy, logger: logger)
+        self.group = group
+        self.tuning = H2Tuning(config: config)
+        self.pool = H2ConnectionPool(group: group, tls: tls, naming: identity.naming, tuning: tuning, logger: logger)
+        self.router = TunnelRouter(
+            selfID: identity.node.id, naming: identity.naming, policy: policy, dialer: dialer, pool: pool, logger: logger)
+        self.sniRouter = SNIRouter(selfID: identity.node.id, naming: identity.naming, policy: policy, logger: logger)
+        self.logger = logger
+    }
+
+    /// Binds a mesh listener and returns the bound port (pass 0 for an ephemeral port). It routes
+    /// TLS for other nodes by SNI (`SNIRouter`), terminates the rest, serves both `/dm/` and HBONE
+    /// requests, and accepts reverse tunnels.
+    public func listen(host: String? = nil, port: Int, name: String) async throws -> Int {
+        let tls = self.tls
+        let tuning = self.tuning
+        let router = self.router
+        let sniRouter = self.sniRouter
+        let pool = self.pool
+        let logger = self.logger
+        let node = self
+        /// Local TLS termination for a connection the SNI router keeps here.
+        let terminate: @Sendable (any Channel, String) throws -> Void = { channel, remote in
+            let sync = channel.pipeline.syncOperations
+            try sync.addHandler(tls.serverHandler(remote: remote))
+            try sync.addHandler(MeshHandshakeHandler(
+                remote: remote,
+                onEstablished: { channel, caller, alpn in
+                    if alpn == MeshTLS.reverseALPN {
+                        // The caller is behind NAT: we open streams on its connection.
+                        let multiplexer = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+                            mode: .client,
+                            connectionConfiguration: tuning.connectionConfiguration,
+                            streamConfiguration: tuning.streamConfiguration,
+                            inboundStreamInitializer: { stream in stream.close() })
+                        pool.registerReverse(peerID: caller.id, H2PeerConnection(channel: channel, multiplexer: multiplexer))
+                    } else {
+                        try router.serveStreams(on: channel, caller: caller, tuning: tuning, listener: name)
+                    }
+                    node.established.withLock { $0 += 1 }
+                    logger.debug(
+                        "mesh connection up", metadata: ["peer.id": "\(caller.id)", "peer.addr": "\(remote)", "alpn": "\(alpn)"])
+                },
+                onFailure: { error in
+                    logger.debug("mesh connection failed: \(error)", metadata: ["peer.addr": "\(remote)"])
+                }))
+        }
+        let channel: any Channel
+        do {
+            channel = try await ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 256)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelInitializer { channel in
+                    node.track(channel)
+                    return channel.eventLoop.makeCompletedFuture {
+                        let remote = channel.remoteAddress.map { "\($0)" } ?? "?"
+                        try sniRouter.install(on: channel) { try terminate($0, remote) }
+                    }
+                }
+                .bind(host: host ?? config.listenHost, port: port)
+                .get()
+        } catch {
+            throw MeshError(.connect, "cannot listen on \(host ?? config.listenHost):\(port) for \(name): \(error)")
+        }
+        listeners.withLock { $0.append(channel) }
+        return channel.localAddress?.port ?? port
+    }
+
+    private func track(_ channel: any Channel) {
+        let key = ObjectIdentifier(channel)
+        accepted.withLock { $0[key] = channel }
+        channel.closeFuture.whenComplete { [self] _ in _ = accepted.withLock { $0.removeValue(forKey: key) } }
+    }
+
+    /// Whether `peerID` currently has a reverse tunnel to this node.
+    public func hasReverseTunnel(from peerID: String) -> Bool {
+        pool.hasReverse(peerID)
+    }
+
+    /// Binds the `/dm/` listener on base+7 and the HBONE listener on base+8.
+    public func listen(basePort: Int) async throws {
+        _ = try await listen(port: basePort + 7, name: "mesh-dm")
+        _ = try await listen(port: basePort + 8, name: "mesh-hbone")
+    }
+
+    /// An upstream that tunnels to `peerID`, over its reverse tunnel or by dialling its addresses.
+    public func upstream(to peerID: String, kind: TunnelRequest.Kind = .dm) throws -> H2MeshUpstream {
+        guard let peer = policy.peer(peerID) else {
+            throw MeshError(.unknownPeer, "node \(peerID) is not a known peer")
+        }
+        return router.upstream(to: peer, kind: kind)
+    }
+
+    /// Keeps a reverse tunnel to `gatewayID` (a known peer with addresses): an outbound mTLS
+    /// connection on which this node serves tunnel requests, so the gateway can reach it behind
+    /// NAT. Reconnects with exponential backoff (100 ms doubling to 5 s) until `shutdown`.
+    public func startReverseTunnel(to gatewayID: String) throws {
+        guard let gateway = policy.peer(gatewayID), !gateway.addresses.isEmpty else {
+            throw MeshError(.config, "reverse tunnel gateway \(gatewayID) must be a known peer with addresses")
+        }
+        let tunnel = ReverseTunnel(gateway: gateway, node: self)
+        reverseTunnels.withLock { $0.append(tunnel) }
+        tunnel.start()
+    }
+
+    /// Reverse tunnel connections established so far (first one and every reconnect).
+    public var reverseTunnelConnections: Int {
+        reverseTunnels.withLock { $0.reduce(0) { $0 + $1.connections } }
+    }
+
+    /// One reverse-tunnel connection attempt to `gateway` at `address`; returns the channel once
+    /// HTTP/2 serves on it.
+    func connectReverse(gateway: PeerConfig, address: String) async throws -> any Channel {
+        let router = self.router
+        let tuning = self.tuning
+        return try await pool.dialTLS(peer: gateway.id, address: address, loop: group.next(), reverse: true) { channel, caller in
+            try router.serveStreams(on: channel, caller: caller, tuning: tuning, listener: "reverse")
+            return channel
+        }.get()
+    }
+
+    /// Stops reverse tunnels and closes the listeners, the accepted and the pooled connections.
+    public func shutdown() async {
+        for tunnel in reverseTunnels.withLock({ list in defer { list = [] }; return list }) { await tunnel.stop() }
+        for channel in listeners.withLock({ list in defer { list = [] }; return list }) { try? await channel.close() }
+        for channel in accepted.withLock({ table in defer { table = [:] }; return Array(table.values) }) {
+            try? await channel.close()
+        }
+        await pool.closeAll()
+    }
+}
+
+/// The reconnect loop of one reverse tunnel.
+final class ReverseTunnel: Sendable {
+    private let gateway: PeerConfig
+    /// Strong: the node keeps its tunnels until `shutdown`, which stops them.
+    private let node: MeshNode
+    private let state = Mutex<(task: Task<Void, Never>?, channel: (any Channel)?, connections: Int)>((nil, nil, 0))
+
+    init(gateway: PeerConfig, node: MeshNode) {
+        self.gateway = gateway
+        self.node = node
+    }
+
+    var connections: Int { state.withLock { $0.connections } }
+
+    func start() {
+        let task = Task { await self.run() }
+        state.withLock { $0.task = task }
+    }
+
+    private func run() async {
+        var backoff = Duration.milliseconds(100)
+        var attempt = 0
+        while !Task.isCancelled {
+            let address = gateway.addresses[attempt % gateway.addresses.count]
+            attempt += 1
+            do {
+                let channel = try await node.connectReverse(gateway: gateway, address: address)
+                let cancelled = state.withLock { state -> Bool in
+                    state.channel = channel
+                    state.connections += 1
+                    return state.task?.isCancelled ?? true
+                }
+                if cancelled { try? await channel.close() }
+                node.logger.info("reverse tunnel up", metadata: ["peer.id": "\(gateway.id)", "peer.addr": "\(address)"])
+                backoff = .milliseconds(100)
+                try? await channel.closeFuture.get()
+                node.logger.info("reverse tunnel down, reconnecting", metadata: ["peer.id": "\(gateway.id)"])
+            } catch {
+                node.logger.debug("reverse tunnel connect failed: \(error)", metadata: ["peer.id": "\(gateway.id)"])
+            }
+            try? await Task.sleep(for: backoff)
+            backoff = min(backoff * 2, .seconds(5))
+        }
+    }
+
+    func stop() async {
+        let (task, channel) = state.withLock { state in
+            state.task?.cancel()
+            return (state.task, state.channel)
+        }
+        try? await channel?.close()
+        await task?.value
+    }
+}

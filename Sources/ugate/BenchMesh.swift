@@ -1,0 +1,159 @@
+import ArgumentParser
+import Foundation
+import Gate
+import Glibc
+import Logging
+import PeerMesh
+
+/// `ugate bench-mesh`: iperf3 throughput in one run, direct and through the mesh on loopback with
+/// three in-process nodes: alice → HTTP/2 (mTLS) → gate → destination (`/dm/` and HBONE);
+/// alice → gate → reverse tunnel → bob → destination; alice → gate's SNI router → bob →
+/// destination. Prints Gbit/s and ratios to direct.
+struct BenchMesh: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-mesh",
+        abstract: "Benchmark the HTTP/2 mesh tunnels against direct TCP with iperf3 (loopback, two in-process nodes).")
+
+    @Option(help: "Seconds per iperf3 run.")
+    var seconds = 5
+
+    @Option(help: "Runs per path; paths alternate so drift hits all of them.")
+    var rounds = 2
+
+    @Option(help: "iperf3 binary.")
+    var iperf3 = "iperf3"
+
+    func run() async throws {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = .error
+            return handler
+        }
+        let iperfPort = try Self.freePort()
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        server.arguments = [iperf3, "-s", "-p", "\(iperfPort)"]
+        server.standardOutput = FileHandle.nullDevice
+        try server.run()
+        defer { server.terminate(); server.waitUntilExit() }
+        try await Self.waitForListener(port: iperfPort)
+
+        let aliceID = try NodeIdentity.generate()
+        let gateID = try NodeIdentity.generate()
+        let bobID = try NodeIdentity.generate()
+        let (alice, gate, bob) = (aliceID.node.id, gateID.node.id, bobID.node.id)
+        let bobNode = try MeshNode(
+            config: MeshConfig(identityDir: "-", peers: [PeerConfig(id: alice, egress: true), PeerConfig(id: gate, egress: true)],
+                               listenHost: "127.0.0.1"),
+            identity: bobID)
+        let bobPort = try await bobNode.listen(port: 0, name: "mesh")
+        let gateNode = try MeshNode(
+            config: MeshConfig(identityDir: "-", peers: [
+                PeerConfig(id: alice, egress: true), PeerConfig(id: bob, addresses: ["127.0.0.1:\(bobPort)"]),
+            ], listenHost: "127.0.0.1"),
+            identity: gateID)
+        let gatePort = try await gateNode.listen(port: 0, name: "mesh")
+        // bob's config is rebuilt with the gateway's address for its reverse tunnel.
+        let bobTunnel = try MeshNode(
+            config: MeshConfig(identityDir: "-", peers: [
+                PeerConfig(id: gate, addresses: ["127.0.0.1:\(gatePort)"], egress: true),
+            ]),
+            identity: bobID)
+        try bobTunnel.startReverseTunnel(to: gate)
+        let aliceNode = try MeshNode(
+            config: MeshConfig(identityDir: "-", peers: [
+                PeerConfig(id: gate, addresses: ["127.0.0.1:\(gatePort)"]),
+                // bob reached at gate's address: gate's SNI router forwards the TLS to bob.
+                PeerConfig(id: bob, addresses: ["127.0.0.1:\(gatePort)"]),
+            ]),
+            identity: aliceID)
+        for _ in 0..<100 where !gateNode.hasReverseTunnel(from: bob) { try await Task.sleep(for: .milliseconds(50)) }
+        guard gateNode.hasReverseTunnel(from: bob) else { throw ValidationError("bob's reverse tunnel did not come up") }
+
+        let destination = Destination(host: "127.0.0.1", port: UInt16(iperfPort))
+        let forwards = [
+            ("h2 /dm/", try await PortForward.listen(port: 0, upstream: aliceNode.upstream(to: gate, kind: .dm), destination: destination)),
+            ("h2 HBONE", try await PortForward.listen(port: 0, upstream: aliceNode.upstream(to: gate, kind: .hbone), destination: destination)),
+            ("reverse", try await PortForward.listen(
+                port: 0, upstream: aliceNode.upstream(to: gate, kind: .hbone), destination: Destination(host: bob, port: UInt16(iperfPort)))),
+            ("SNI relay", try await PortForward.listen(port: 0, upstream: aliceNode.upstream(to: bob, kind: .hbone), destination: destination)),
+        ]
+        let paths = [("direct", iperfPort)] + forwards.map { ($0.0, $0.1.port) }
+        var results: [String: [Double]] = [:]
+        for _ in 0..<rounds {
+            for (name, port) in paths {
+                results[name, default: []].append(try runClient(port: port))
+            }
+        }
+        let direct = median(results["direct"]!)
+        print("path        Gbit/s   ratio   (median of \(rounds) × \(seconds) s, loopback)")
+        for (name, _) in paths {
+            let rate = median(results[name]!)
+            print(name.padding(toLength: 10, withPad: " ", startingAt: 0)
+                  + String(format: "  %6.2f   %5.2f", rate / 1e9, rate / direct))
+        }
+        for (_, forward) in forwards { await forward.close() }
+        for node in [aliceNode, bobTunnel, gateNode, bobNode] { await node.shutdown() }
+    }
+
+    private func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted()
+        return sorted[sorted.count / 2]
+    }
+
+    /// One iperf3 client run; returns received bits per second.
+    private func runClient(port: Int) throws -> Double {
+        let client = Process()
+        client.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        client.arguments = [iperf3, "-c", "127.0.0.1", "-p", "\(port)", "-t", "\(seconds)", "-J"]
+        let out = Pipe()
+        client.standardOutput = out
+        try client.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        client.waitUntilExit()
+        guard client.terminationStatus == 0,
+              let json = try JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let end = json["end"] as? [String: Any],
+              let sum = end["sum_received"] as? [String: Any],
+              let bps = sum["bits_per_second"] as? Double
+        else {
+            throw ValidationError("iperf3 client to port \(port) failed: \(String(decoding: data.prefix(500), as: UTF8.self))")
+        }
+        return bps
+    }
+
+    /// An ephemeral TCP port the kernel just handed out on 127.0.0.1.
+    private static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &addr) { ptr in
+            ptr.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0
+            }
+        }
+        guard ok else { throw ValidationError("cannot get a free port: \(String(cString: strerror(errno)))") }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    /// Waits (at most 5 s) until something accepts on 127.0.0.1:`port`.
+    private static func waitForListener(port: Int) async throws {
+        for _ in 0..<50 {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var addr = sockaddr_in()
+            addr.sin_family = sa_family_t(AF_INET)
+            addr.sin_port = UInt16(port).bigEndian
+            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let connected = withUnsafePointer(to: &addr) { ptr in
+                ptr.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+            }
+            close(fd)
+            if connected { return }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw ValidationError("iperf3 server did not listen on port \(port)")
+    }
+}

@@ -1,0 +1,181 @@
+import Crypto
+import Foundation
+import Gate
+import Glibc
+import NIOCore
+import NIOPosix
+import Synchronization
+import XCTest
+@testable import PeerMesh
+
+/// Two or three in-process nodes on 127.0.0.1 (ephemeral ports): alice → HTTP/2 over mTLS → gate
+/// → echo server, through `/dm/` and HBONE, plus the refusals the issue lists.
+final class MeshTunnelTests: MeshTestCase {
+    private struct Pair {
+        var alice: MeshNode
+        var aliceID: NodeIdentity
+        var gate: MeshNode
+        var gateID: NodeIdentity
+        var gatePort: Int
+        var gateLog: LogCapture
+        var aliceLog: LogCapture
+    }
+
+    /// alice may reach only `allowed` through gate.
+    private func pair(allowed: [String]) async throws -> Pair {
+        let aliceID = try NodeIdentity.generate()
+        let gateID = try NodeIdentity.generate()
+        let gateLog = LogCapture()
+        let aliceLog = LogCapture()
+        let (gate, gatePort) = try await node(gateID, peers: [PeerConfig(id: aliceID.node.id, destinations: allowed)], log: gateLog)
+        let (alice, _) = try await node(aliceID, peers: [PeerConfig(id: gateID.node.id, addresses: ["127.0.0.1:\(gatePort)"])], log: aliceLog)
+        return Pair(alice: alice, aliceID: aliceID, gate: gate, gateID: gateID, gatePort: gatePort, gateLog: gateLog, aliceLog: aliceLog)
+    }
+
+    func testEchoAndHalfCloseThroughDM() async throws {
+        let echo = try await echoServer()
+        let p = try await pair(allowed: ["127.0.0.1:\(echo.port)"])
+        try await echoAndHalfClose(try p.alice.upstream(to: p.gateID.node.id, kind: .dm), port: echo.port)
+        XCTAssertEqual(echo.accepted, 1)
+    }
+
+    func testEchoAndHalfCloseThroughHBONE() async throws {
+        let echo = try await echoServer()
+        let p = try await pair(allowed: ["127.0.0.1:*"])
+        let upstream = try p.alice.upstream(to: p.gateID.node.id, kind: .hbone)
+        try await echoAndHalfClose(upstream, port: echo.port)
+        // A second stream reuses the pooled connection.
+        try await echoAndHalfClose(upstream, port: echo.port)
+        XCTAssertEqual(echo.accepted, 2)
+        XCTAssertEqual(p.gate.acceptedConnections, 1)
+    }
+
+    func testDestinationThePeerMayNotReachIsRefusedWith403() async throws {
+        let allowed = try await echoServer()
+        let forbidden = try await echoServer()
+        let p = try await pair(allowed: ["127.0.0.1:\(allowed.port)"])
+        for kind in [TunnelRequest.Kind.dm, .hbone] {
+            let destination = Destination(host: "127.0.0.1", port: UInt16(forbidden.port))
+            do {
+                let fd = try await p.alice.upstream(to: p.gateID.node.id, kind: kind).dial(destination, for: info(destination))
+                close(fd)
+                XCTFail("\(kind) tunnel to a forbidden destination was opened")
+            } catch let error as MeshError {
+                XCTAssertEqual(error.code, .remoteRefused)
+                XCTAssertEqual(error.status, 403)
+                XCTAssertTrue(error.message.contains("may not reach 127.0.0.1:\(forbidden.port)"), error.message)
+            }
+        }
+        XCTAssertEqual(forbidden.accepted, 0, "nothing may be relayed to a forbidden destination")
+        XCTAssertTrue(p.gateLog.contains("may not reach"), "\(p.gateLog.messages)")
+    }
+
+    func testUnreachableDestinationIsAnErrorStatus() async throws {
+        let echo = try await echoServer()
+        let port = echo.port
+        await echo.stop()
+        let p = try await pair(allowed: ["*"])
+        let destination = Destination(host: "127.0.0.1", port: UInt16(port))
+        for (kind, status) in [(TunnelRequest.Kind.dm, 500), (.hbone, 503)] {
+            do {
+                let fd = try await p.alice.upstream(to: p.gateID.node.id, kind: kind).dial(destination, for: info(destination))
+                close(fd)
+                XCTFail("tunnel to a closed port was opened")
+            } catch let error as MeshError {
+                XCTAssertEqual(error.status, status)
+                XCTAssertTrue(error.message.contains("cannot reach"), error.message)
+            }
+        }
+    }
+
+    func testUnknownIdentityIsRefusedAtTheHandshake() async throws {
+        let echo = try await echoServer()
+        let p = try await pair(allowed: ["*"])
+        let malloryID = try NodeIdentity.generate()
+        let (mallory, _) = try await node(malloryID, peers: [PeerConfig(id: p.gateID.node.id, addresses: ["127.0.0.1:\(p.gatePort)"])])
+        let destination = Destination(host: "127.0.0.1", port: UInt16(echo.port))
+        do {
+            let fd = try await mallory.upstream(to: p.gateID.node.id).dial(destination, for: info(destination))
+            close(fd)
+            XCTFail("an unknown node opened a tunnel")
+        } catch is MeshError {}
+        XCTAssertEqual(echo.accepted, 0)
+        XCTAssertTrue(p.gateLog.contains("node \(malloryID.node.id) is not a known peer"), "\(p.gateLog.messages)")
+    }
+
+    func testWrongKeyForKnownIDIsRefused() async throws {
+        let echo = try await echoServer()
+        let p = try await pair(allowed: ["*"])
+        // mallory presents a certificate claiming alice's ID, signed with her own key.
+        let key = P256.Signing.PrivateKey()
+        let forged = try NodeIdentity.selfSignedCertificate(key: key, claimedID: p.aliceID.node.id, naming: MeshNaming())
+        let malloryID = try NodeIdentity(privateKey: key, naming: MeshNaming(), certificateChain: [forged])
+        let (mallory, _) = try await node(malloryID, peers: [PeerConfig(id: p.gateID.node.id, addresses: ["127.0.0.1:\(p.gatePort)"])])
+        let destination = Destination(host: "127.0.0.1", port: UInt16(echo.port))
+        do {
+            let fd = try await mallory.upstream(to: p.gateID.node.id).dial(destination, for: info(destination))
+            close(fd)
+            XCTFail("a certificate with the wrong key for alice's ID opened a tunnel")
+        } catch is MeshError {}
+        XCTAssertEqual(echo.accepted, 0)
+        XCTAssertTrue(
+            p.gateLog.contains("claims ID \(p.aliceID.node.id) but its key hashes to \(malloryID.node.id)"), "\(p.gateLog.messages)")
+    }
+
+    /// alice dials gate's ID at an address where bob answers: alice refuses bob.
+    func testClientRefusesServerWithAnotherKey() async throws {
+        let echo = try await echoServer()
+        let aliceID = try NodeIdentity.generate()
+        let gateID = try NodeIdentity.generate()
+        let bobID = try NodeIdentity.generate()
+        let (_, bobPort) = try await node(bobID, peers: [PeerConfig(id: aliceID.node.id, egress: true)])
+        let aliceLog = LogCapture()
+        let (alice, _) = try await node(aliceID, peers: [
+            PeerConfig(id: gateID.node.id, addresses: ["127.0.0.1:\(bobPort)"]), PeerConfig(id: bobID.node.id),
+        ], log: aliceLog)
+        let destination = Destination(host: "127.0.0.1", port: UInt16(echo.port))
+        do {
+            let fd = try await alice.upstream(to: gateID.node.id).dial(destination, for: info(destination))
+            close(fd)
+            XCTFail("alice accepted bob as gate")
+        } catch let error as MeshError {
+            XCTAssertEqual(error.code, .tls, "\(error)")
+        }
+        XCTAssertEqual(echo.accepted, 0)
+        XCTAssertTrue(
+            aliceLog.contains("dialled node \(gateID.node.id) but the peer's key hashes to \(bobID.node.id)"), "\(aliceLog.messages)")
+    }
+
+    func testThousandConcurrentStreamsOverOneConnection() async throws {
+        let echo = try await echoServer()
+        let p = try await pair(allowed: ["127.0.0.1:\(echo.port)"])
+        let upstream = try p.alice.upstream(to: p.gateID.node.id, kind: .hbone)
+        let destination = Destination(host: "127.0.0.1", port: UInt16(echo.port))
+        let count = 1000
+        let streamInfo = info(destination)
+        let fds = try await withThrowingTaskGroup(of: Int32.self) { group in
+            for _ in 0..<count { group.addTask { try await upstream.dial(destination, for: streamInfo) } }
+            var fds: [Int32] = []
+            for try await fd in group { fds.append(fd) }
+            return fds
+        }
+        defer { fds.forEach { close($0) } }
+        XCTAssertEqual(fds.count, count)
+        XCTAssertEqual(p.gate.acceptedConnections, 1, "all streams share one HTTP/2 connection")
+        XCTAssertEqual(echo.accepted, count, "every stream is open at the same time")
+
+        let payloads = (0..<count).map { i in randomBytes(8 << 10 + i) }
+        let failures = Mutex<[String]>([])
+        DispatchQueue.concurrentPerform(iterations: count) { i in
+            do {
+                let echoed = try FD.exchange(fds[i], send: payloads[i])
+                if SHA256.hash(data: echoed) != SHA256.hash(data: payloads[i]) {
+                    failures.withLock { $0.append("stream \(i): \(echoed.count) of \(payloads[i].count) bytes, hash differs") }
+                }
+            } catch {
+                failures.withLock { $0.append("stream \(i): \(error)") }
+            }
+        }
+        XCTAssertEqual(failures.withLock { $0 }, [])
+    }
+}

@@ -1,0 +1,61 @@
+import Foundation
+import Gate
+import NIOTLS
+import XCTest
+@testable import PeerMesh
+
+/// alice's TLS for bob goes to gate's mesh port; gate reads only the SNI (bob's mangled
+/// hostname) and forwards the undecrypted connection to bob, which terminates mTLS with alice.
+final class SNIRouterTests: MeshTestCase {
+    func testSNIForBobIsForwardedWithoutDecrypting() async throws {
+        let echo = try await echoServer()
+        let aliceDir = try temporaryDirectory("sni-alice")
+        defer { try? FileManager.default.removeItem(atPath: aliceDir) }
+        let aliceID = try NodeIdentity.loadOrCreate(directory: aliceDir)
+        let gateID = try NodeIdentity.generate()
+        let bobID = try NodeIdentity.generate()
+        let (bob, bobPort) = try await node(bobID, peers: [PeerConfig(id: aliceID.node.id, destinations: ["127.0.0.1:\(echo.port)"])])
+        // gate knows bob's address and nothing about alice.
+        let (gate, gatePort) = try await node(gateID, peers: [PeerConfig(id: bobID.node.id, addresses: ["127.0.0.1:\(bobPort)"])])
+        // alice reaches bob at gate's address.
+        let (alice, _) = try await node(aliceID, peers: [PeerConfig(id: bobID.node.id, addresses: ["127.0.0.1:\(gatePort)"])])
+
+        try await echoAndHalfClose(try alice.upstream(to: bobID.node.id, kind: .hbone), port: echo.port)
+        XCTAssertEqual(gate.acceptedConnections, 0, "gate terminated no TLS")
+        XCTAssertEqual(bob.acceptedConnections, 1, "bob terminated alice's TLS")
+
+        // A foreign TLS client (openssl s_client) names bob in SNI at gate's port and sees bob's certificate.
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+        process.arguments = [
+            "20", "openssl", "s_client", "-connect", "127.0.0.1:\(gatePort)", "-servername", bobID.mangledHostname,
+            "-cert", "\(aliceDir)/cert.pem", "-key", "\(aliceDir)/key.pem", "-alpn", "h2",
+        ]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertTrue(text.contains("CN = \(bobID.mangledHostname)") || text.contains("CN=\(bobID.mangledHostname)"), text)
+        XCTAssertTrue(text.contains("ALPN protocol: h2"), text)
+        XCTAssertEqual(gate.acceptedConnections, 0)
+    }
+
+    func testSNIRouteDecision() throws {
+        let selfID = try NodeIdentity.generate().node.id
+        let peer = try NodeIdentity.generate().node.id
+        let hidden = try NodeIdentity.generate().node.id
+        let naming = MeshNaming()
+        let policy = try PeerPolicy(peers: [PeerConfig(id: peer, addresses: ["10.0.0.2:15007"]), PeerConfig(id: hidden)])
+        let router = SNIRouter(selfID: selfID, naming: naming, policy: policy, logger: LogCapture().logger("t"))
+        XCTAssertEqual(router.forwardAddress(for: .hostname(naming.hostname(for: peer))), "10.0.0.2:15007")
+        XCTAssertEqual(router.forwardAddress(for: .hostname(naming.hostname(for: peer).lowercased())), "10.0.0.2:15007")
+        XCTAssertEqual(router.forwardAddress(for: .hostname("outbound_.8080_._.\(naming.hostname(for: peer))")), "10.0.0.2:15007")
+        XCTAssertNil(router.forwardAddress(for: .hostname(naming.hostname(for: selfID))), "this node terminates its own name")
+        XCTAssertNil(router.forwardAddress(for: .hostname(naming.hostname(for: hidden))), "a peer without address")
+        XCTAssertNil(router.forwardAddress(for: .hostname("example.com")))
+        XCTAssertNil(router.forwardAddress(for: .fallback))
+    }
+}
