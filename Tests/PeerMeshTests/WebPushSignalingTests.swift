@@ -83,7 +83,7 @@ final class WebPushSignalingTests: XCTestCase {
         let offer = SignalingMessage(kind: .offer, session: "call-1", to: b.signer.nodeID, seq: 1, ts: clockMS(), sdp: offerSDP, replyTo: a.inbox.w3c)
         let offerPush = try PushSender(vapid: a.vapid).prepare(try a.signer.seal(offer), to: b.inbox.w3c)
         XCTAssertNil(offerPush.body.firstRange(of: Array("webrtc-datachannel".utf8)), "the push service must see ciphertext only")
-        XCTAssertEqual(try await PushSender(vapid: a.vapid).post(offerPush).status, 201)
+        assertStatus(try await PushSender(vapid: a.vapid).post(offerPush), 201)
 
         let atB = try await receive(&b)
         XCTAssertEqual(atB.count, 1)
@@ -94,7 +94,7 @@ final class WebPushSignalingTests: XCTestCase {
 
         let answerSDP = offerSDP.replacingOccurrences(of: "actpass", with: "active")
         let answer = SignalingMessage(kind: .answer, session: gotOffer.session, to: from, seq: 1, ts: clockMS(), sdp: answerSDP)
-        XCTAssertEqual(try await PushSender(vapid: b.vapid).send(try b.signer.seal(answer), to: replyTo).status, 201)
+        assertStatus(try await PushSender(vapid: b.vapid).send(try b.signer.seal(answer), to: replyTo), 201)
         let atA = try await receive(&a)
         let (answerFrom, gotAnswer) = try XCTUnwrap(atA.first).get()
         XCTAssertEqual(answerFrom, b.signer.nodeID)
@@ -102,13 +102,13 @@ final class WebPushSignalingTests: XCTestCase {
         XCTAssertEqual(gotAnswer.sdp, answerSDP)
 
         // The service (or anyone who captured the push) replays the offer: B refuses it.
-        XCTAssertEqual(try await PushSender(vapid: a.vapid).post(offerPush).status, 201)
+        assertStatus(try await PushSender(vapid: a.vapid).post(offerPush), 201)
         // A forged "bye" claiming to be A, signed by another key.
         let forger = SignalingSigner(key: P256.Signing.PrivateKey())
         var forged = try JSONSerialization.jsonObject(with: Data(try forger.seal(
             SignalingMessage(kind: .bye, session: "call-1", to: b.signer.nodeID, seq: 2, ts: clockMS())))) as! [String: Any]
         forged["key"] = Base64URL.encode(a.signer.key.publicKey.x963Representation)
-        XCTAssertEqual(try await PushSender(vapid: nil).send(Array(try JSONSerialization.data(withJSONObject: forged)), to: b.inbox.w3c).status, 201)
+        assertStatus(try await PushSender(vapid: nil).send(Array(try JSONSerialization.data(withJSONObject: forged)), to: b.inbox.w3c), 201)
         let refused = try await receive(&b)
         XCTAssertEqual(refused.count, 2)
         let reasons = refused.map { result -> String in

@@ -6,13 +6,14 @@ import XCTest
 
 /// The shared WebPush vectors (Resources/webpush_vectors.json) and helpers for the WebPush tests.
 enum WebPushFixtures {
-    static let vectors: [String: Any] = {
+    /// Parsed on each use: `[String: Any]` cannot be a Sendable static.
+    static var vectors: [String: Any] {
         guard let url = Bundle.module.url(forResource: "webpush_vectors", withExtension: "json", subdirectory: "Resources"),
               let data = try? Data(contentsOf: url),
               let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
         else { fatalError("Resources/webpush_vectors.json missing from the test bundle") }
         return object
-    }()
+    }
 
     static var appendixA: [String: Any] { vectors["rfc8291_appendix_a"] as! [String: Any] }
     static var aes128gcm: [[String: Any]] { vectors["aes128gcm"] as! [[String: Any]] }
@@ -56,4 +57,9 @@ func assertWebPushError<T>(_ code: WebPushError.Code, file: StaticString = #file
         XCTFail("expected WebPushError.\(code), got \(error)", file: file, line: line)
     }
     return ""
+}
+
+/// Asserts a push service answer's status, showing its reason text on failure.
+func assertStatus(_ response: PushHTTPResponse, _ status: Int, file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(response.status, status, response.text, file: file, line: line)
 }

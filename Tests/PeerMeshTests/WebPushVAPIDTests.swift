@@ -74,4 +74,28 @@ final class WebPushVAPIDTests: XCTestCase {
         XCTAssertEqual(VAPIDVerifier.origin(of: URL(string: "https://push.example:443/push/abc")!), "https://push.example")
         XCTAssertEqual(VAPIDVerifier.origin(of: URL(string: "http://127.0.0.1:8080/push/abc")!), "http://127.0.0.1:8080")
     }
+
+    /// Token reuse on the sender and verified-signature reuse on the service never skip the claim checks.
+    func testCaches() throws {
+        let signer = VAPIDSigner()
+        let cache = VAPIDTokenCache(signer: signer, subject: "mailto:a@b.c", lifetime: 3600)
+        let endpoint = URL(string: "http://127.0.0.1:9/push/x")!
+        let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+        let first = try cache.credentials(for: endpoint, now: t0)
+        XCTAssertEqual(try cache.credentials(for: endpoint, now: t0.addingTimeInterval(1799)), first)
+        let renewed = try cache.credentials(for: endpoint, now: t0.addingTimeInterval(1800))
+        XCTAssertNotEqual(renewed, first)
+        XCTAssertNotEqual(try cache.credentials(for: URL(string: "http://127.0.0.1:10/push/x")!, now: t0), first)
+
+        let verifier = VAPIDVerificationCache(capacity: 2)
+        let now = Int64(t0.timeIntervalSince1970)
+        XCTAssertEqual(try verifier.verify(first, audiences: ["http://127.0.0.1:9"], now: now).aud, "http://127.0.0.1:9")
+        XCTAssertNoThrow(try verifier.verify(first, audiences: ["http://127.0.0.1:9"], now: now + 10))
+        XCTAssertTrue(assertWebPushError(.vapidBadClaim) { try verifier.verify(first, audiences: ["http://127.0.0.1:9"], now: now + 3600) }.contains("expired"))
+        assertWebPushError(.vapidBadClaim) { try verifier.verify(first, audiences: ["http://other:9"], now: now) }
+        // The same token presented with another key is a different entry and fails its signature check.
+        assertWebPushError(.vapidBadSignature) {
+            try verifier.verify(VAPIDCredentials(token: first.token, publicKey: VAPIDSigner().publicKey), audiences: ["http://127.0.0.1:9"], now: now)
+        }
+    }
 }

@@ -124,10 +124,14 @@ public struct PushSender: Sendable {
     public let vapid: VAPIDSigner?
     /// The VAPID `sub` contact, `mailto:` or `https:`.
     public let subject: String
+    private let tokens: VAPIDTokenCache?
 
-    public init(vapid: VAPIDSigner?, subject: String = "mailto:ops@ugate.invalid") {
+    /// - Parameter reuseTokens: sign one VAPID token per push service origin and reuse it for half
+    ///   its 12 h lifetime (RFC 8292 allows reuse); false signs every message, as pywebpush does.
+    public init(vapid: VAPIDSigner?, subject: String = "mailto:ops@ugate.invalid", reuseTokens: Bool = true) {
         self.vapid = vapid
         self.subject = subject
+        self.tokens = reuseTokens ? vapid.map { VAPIDTokenCache(signer: $0, subject: subject) } : nil
     }
 
     /// Encrypts `plaintext` for `subscription` and builds the request.
@@ -144,7 +148,9 @@ public struct PushSender: Sendable {
         var headers: [(String, String)] = [("TTL", String(ttl)), ("Content-Encoding", "aes128gcm"), ("Content-Type", "application/octet-stream")]
         if let topic { headers.append(("Topic", topic)) }
         if let urgency { headers.append(("Urgency", urgency.rawValue)) }
-        if let vapid {
+        if let tokens {
+            headers.append(("Authorization", try tokens.credentials(for: endpoint, now: now).authorization))
+        } else if let vapid {
             headers.append(("Authorization", try vapid.sign(endpoint: endpoint, subject: subject, now: now).authorization))
         }
         return PreparedPush(endpoint: endpoint, headers: headers, body: body)

@@ -1,4 +1,5 @@
 import Crypto
+import Foundation
 
 /// The content-encryption key and base nonce for one `aes128gcm` body
 /// ([RFC 8188 §2.2, §2.3](https://www.rfc-editor.org/rfc/rfc8188#section-2.2)).

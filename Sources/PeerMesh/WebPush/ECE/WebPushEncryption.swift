@@ -1,4 +1,5 @@
 import Crypto
+import Foundation
 
 /// Message encryption for Web Push, [RFC 8291](https://www.rfc-editor.org/rfc/rfc8291):
 /// ECDH between the application server's (sender's) ephemeral P-256 key and the user agent's
@@ -98,7 +99,8 @@ public enum WebPushEncryption {
         return key
     }
 
-    static func randomBytes(_ count: Int) -> [UInt8] {
+    /// `count` bytes from the system's secure random generator.
+    public static func randomBytes(_ count: Int) -> [UInt8] {
         var g = SystemRandomNumberGenerator()
         return (0..<count).map { _ in UInt8.random(in: .min ... .max, using: &g) }
     }

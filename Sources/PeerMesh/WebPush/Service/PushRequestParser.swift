@@ -11,7 +11,10 @@ import Gate
 public enum PushRequestParser {
     static let topicAlphabet = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
-    public static func parse(_ request: AdminRequest, config: PushServiceConfig, now: Int64) -> Result<PushServiceState.PushRequest, PushRefusal> {
+    /// - Parameter verifier: remembers verified signatures; nil verifies every token in full.
+    public static func parse(_ request: AdminRequest, config: PushServiceConfig, now: Int64, verifier: VAPIDVerificationCache? = nil)
+        -> Result<PushServiceState.PushRequest, PushRefusal>
+    {
         guard let ttlText = request.header("TTL")?.trimmingCharacters(in: .whitespaces) else {
             return .failure(PushRefusal(400, "TTL header missing (RFC 8030 §5.2 requires it)"))
         }
@@ -37,15 +40,16 @@ public enum PushRequestParser {
             guard encoding == "aes128gcm" else {
                 return .failure(PushRefusal(400, "Content-Encoding must be aes128gcm (RFC 8291 §4), got \(encoding ?? "none")"))
             }
-            let parsed = try? ContentCodingHeader.parse(request.body[...])
-            guard let header = parsed ?? nil, header.header.keyID.count == 65 else {
+            guard let parsed = try? ContentCodingHeader.parse(request.body[...]), parsed.header.keyID.count == 65 else {
                 return .failure(PushRefusal(400, "body does not start with an aes128gcm header carrying a 65-byte sender key (RFC 8291 §4)"))
             }
         }
         var vapidKey: [UInt8]?
         do {
             if let credentials = try VAPIDCredentials.parse(authorization: request.header("Authorization"), cryptoKey: request.header("Crypto-Key")) {
-                _ = try VAPIDVerifier.verify(credentials, audiences: audiences(for: request, config: config), now: now)
+                let audiences = audiences(for: request, config: config)
+                _ = try verifier?.verify(credentials, audiences: audiences, now: now)
+                    ?? VAPIDVerifier.verify(credentials, audiences: audiences, now: now)
                 vapidKey = credentials.publicKey
             }
         } catch let error as WebPushError {

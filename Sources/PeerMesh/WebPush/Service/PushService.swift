@@ -30,6 +30,7 @@ public actor PushService {
     private let refused = Counter(label: "ugate_push_refused_total")
     private let delivered = Counter(label: "ugate_push_delivered_total")
     public nonisolated let config: PushServiceConfig
+    private nonisolated let verifier = VAPIDVerificationCache()
 
     /// - Parameters:
     ///   - store: where undelivered messages survive a restart; nil keeps them in memory only.
@@ -69,8 +70,8 @@ public actor PushService {
         case ("POST", 1, "subscribe"):
             response = await subscribe(request)
         case ("POST", 2, "push"):
-            switch PushRequestParser.parse(request, config: config, now: Int64(clock())) {
-            case .success(let push): response = await push(pushID: parts[1], push)
+            switch PushRequestParser.parse(request, config: config, now: Int64(clock()), verifier: verifier) {
+            case .success(let parsed): response = await push(pushID: parts[1], parsed)
             case .failure(let refusal): response = Self.refuse(refusal)
             }
         case ("GET", 2, "subscription"):
@@ -111,7 +112,7 @@ public actor PushService {
             let origin = PushRequestParser.origin(for: request, config: config)
             let json: [String: Any] = [
                 "subscription": origin + "/subscription/" + s.id, "endpoint": origin + "/push/" + s.pushID,
-                "expires": Int64(s.expires), "restricted": key != nil,
+                "expires": Int(s.expires), "restricted": key != nil,
             ]
             logger.debug("push subscription created", metadata: ["push.id": "\(s.pushID)", "restricted": "\(key != nil)"])
             return AdminResponse(
@@ -204,9 +205,9 @@ public actor PushService {
     }
 
     private func resumeWaiter(_ sid: String, _ id: Int) {
-        guard let (continuation, _) = waiters[sid]?.removeValue(forKey: id) else { return }
+        guard let entry = waiters[sid]?.removeValue(forKey: id) else { return }
         if waiters[sid]?.isEmpty == true { waiters[sid] = nil }
-        continuation.resume()
+        entry.0.resume()
     }
 
     private func wake(_ sid: String) {

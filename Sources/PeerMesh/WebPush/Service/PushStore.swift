@@ -10,8 +10,8 @@ import Foundation
 /// queues are short and bounded, access is by key only, and the layout needs no dependency and can
 /// be inspected with `ls` and `cat`.
 ///
-/// Not thread-safe: `PushService` (an actor) is its only user.
-public final class FilePushStore {
+/// Immutable configuration only; `PushService` (an actor) serializes the writes of one service.
+public final class FilePushStore: Sendable {
     public let directory: String
     private let sync: Bool
 

@@ -165,6 +165,13 @@ public enum VAPIDVerifier {
         guard key.isValidSignature(signature, for: Array(signed)) else {
             throw WebPushError(.vapidBadSignature, "JWT signature does not verify under the key in k")
         }
+        try checkClaims(claims, audiences: audiences, now: now)
+        return claims
+    }
+
+    /// The claim checks alone (the signature already verified): `aud` ∈ `audiences`,
+    /// `now` < `exp` ≤ `now` + 24 h, `sub` a `mailto:` or `https:` URI.
+    public static func checkClaims(_ claims: VAPIDClaims, audiences: [String], now: Int64) throws {
         let aud = claims.aud.hasSuffix("/") ? String(claims.aud.dropLast()) : claims.aud
         guard audiences.contains(where: { $0.caseInsensitiveCompare(aud) == .orderedSame }) else {
             throw WebPushError(.vapidBadClaim, "aud \(claims.aud) is not this push service's origin (\(audiences.joined(separator: " or ")))")
@@ -178,7 +185,6 @@ public enum VAPIDVerifier {
         guard let sub = claims.sub, sub.hasPrefix("mailto:") || sub.hasPrefix("https:") else {
             throw WebPushError(.vapidBadClaim, "sub must be a mailto: or https: contact URI, got \(claims.sub ?? "none")")
         }
-        return claims
     }
 
     /// `scheme://host[:port]` of a URL, as `aud` wants it (default ports omitted).
