@@ -48,14 +48,13 @@ def encrypt(req):
 def vapid_verify(req):
     """{"authorization"} -> {"ok": bool, "claims"} using py_vapid's own verifier (Vapid02.verify)."""
     from py_vapid import Vapid02
-    from py_vapid.utils import b64urldecode
     auth = req["authorization"]
     try:
         ok = bool(Vapid02.verify(auth))
     except Exception as e:  # noqa: BLE001 - a refusal is an answer
         return {"ok": False, "error": repr(e)}
     token = auth.rsplit(" ", 1)[1].split(",")[0].split("=", 1)[1]
-    return {"ok": ok, "claims": json.loads(b64urldecode(token.split(".")[1]))}
+    return {"ok": ok, "claims": json.loads(b64d(token.split(".")[1]))}
 
 
 def vapid_sign(req):
