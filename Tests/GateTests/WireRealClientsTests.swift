@@ -49,6 +49,18 @@ final class LoopbackListener {
     }
 }
 
+extension LoopbackListener {
+    /// Waits for `tool` to connect; when it does not, the error carries the tool's stderr.
+    func accept(from tool: Tool) throws -> Connection {
+        do {
+            return try accept()
+        } catch {
+            tool.stop()
+            throw LoopbackError(description: "\(error); \(tool.process.executableURL?.lastPathComponent ?? "tool") said: \(tool.finish().err)")
+        }
+    }
+}
+
 /// A connected socket, closed exactly once: by `close()` (the EOF a client waits for) or at deinit.
 final class Connection {
     let fd: Int32
@@ -118,11 +130,16 @@ final class Tool {
     /// Waits for the tool to exit (it is bounded by its own --max-time or by our closing the
     /// socket) and returns its exit status, stdout and stderr.
     func finish() -> (status: Int32, out: String, err: String) {
+        if let result { return result }
         let out = stdout.fileHandleForReading.readDataToEndOfFile()
         let err = stderr.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+        let finished = (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+        result = finished
+        return finished
     }
+
+    private var result: (status: Int32, out: String, err: String)?
 
     /// Reads the tool's stdout up to the first newline (bounded: the tool prints it at start).
     func readLine() -> String {
@@ -157,7 +174,7 @@ final class WireRealClientsTests: XCTestCase {
     func sniffRealClient(_ arguments: (UInt16) -> [String]) throws -> (SniffResult, [UInt8]) {
         let listener = try LoopbackListener()
         let tool = try Tool(arguments(listener.port))
-        let connection = try listener.accept()
+        let connection = try listener.accept(from: tool)
         defer {
             connection.close()
             tool.stop()
@@ -268,7 +285,7 @@ final class WireRealClientsTests: XCTestCase {
     ) throws -> SOCKS5Run {
         let listener = try LoopbackListener()
         let tool = try Tool(["curl", "-sS", "--max-time", "30", "-x", proxyURL(listener.port), url])
-        let connection = try listener.accept()
+        let connection = try listener.accept(from: tool)
         var machine = SOCKS5ServerMachine(authMode: mode)
         var all: [SOCKS5ServerMachine.Action] = []
         var head: HTTPRequestHead?
@@ -358,7 +375,7 @@ final class WireRealClientsTests: XCTestCase {
     func curlViaHTTPProxy(_ arguments: [String]) throws -> (Tool, Connection) {
         let listener = try LoopbackListener()
         let tool = try Tool(["curl", "-sS", "--max-time", "30", "-x", "http://127.0.0.1:\(listener.port)"] + arguments)
-        return (tool, try listener.accept())
+        return (tool, try listener.accept(from: tool))
     }
 
     /// Sends `response`, closes the connection and waits for curl to exit.
@@ -502,5 +519,80 @@ final class WireRealClientsTests: XCTestCase {
             buffer += chunk
         }
         XCTAssertEqual(bodies, ["first file\n", String(repeating: "second ", count: 5000)])
+    }
+
+    // MARK: PySocks UDP ASSOCIATE through the machine and the UDP header codec
+
+    func testPySocksUDPAssociateAndDatagramHeaders() throws {
+        // The relay: a UDP socket on loopback whose address goes into the success reply.
+        let relay = Connection(socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0))
+        var relayAddress = sockaddr_in()
+        relayAddress.sin_family = sa_family_t(AF_INET)
+        relayAddress.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &relayAddress) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(relay.fd, $0, length) == 0 && getsockname(relay.fd, $0, &length) == 0 }
+        }
+        XCTAssertTrue(bound)
+        let relayPort = UInt16(bigEndian: relayAddress.sin_port)
+
+        let script = """
+            import socket, socks, sys
+            s = socks.socksocket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.set_proxy(socks.SOCKS5, "127.0.0.1", int(sys.argv[1]), rdns=True, username="udpuser", password="udppass")
+            s.settimeout(30)
+            for target in [("udp.example", 5353), ("2001:db8::53", 53)]:
+                s.sendto(b"ping " + target[0].encode(), target)
+                data, source = s.recvfrom(1024)
+                print(data.decode(), source[0], source[1])
+            """
+        let listener = try LoopbackListener()
+        let tool = try Tool(["python3", "-c", script, "\(listener.port)"])
+        let control = try listener.accept(from: tool)
+        var machine = SOCKS5ServerMachine(authMode: .usernamePassword)
+        var associated: Destination?
+        while associated == nil, let chunk = readChunk(control) {
+            var pending = machine.receive(chunk)
+            while !pending.isEmpty {
+                switch pending.removeFirst() {
+                case .send(let bytes): writeAll(control, bytes)
+                case .verifyCredentials(let user, let password): pending += machine.credentialsVerified(user == "udpuser" && password == "udppass")
+                case .udpAssociate(let hint):
+                    associated = hint
+                    writeAll(control, machine.connected(bound: Destination(host: "127.0.0.1", port: relayPort)))
+                case let other: return XCTFail("unexpected \(other)")
+                }
+            }
+        }
+        // PySocks announces its client address as the domain name "0" (inet_pton refuses "0").
+        XCTAssertEqual(associated?.host, "0")
+        XCTAssertEqual(machine.request?.addressType, .domainName)
+        XCTAssertEqual(machine.request?.command, .udpAssociate)
+
+        var received: [Destination] = []
+        for answerFrom in [Destination(host: "198.51.100.53", port: 5353), Destination(host: "2001:db8::53", port: 53)] {
+            var pollfd = Glibc.pollfd(fd: relay.fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&pollfd, 1, 30_000) == 1 else { return XCTFail("no datagram from PySocks") }
+            var datagram = [UInt8](repeating: 0, count: 2048)
+            var client = sockaddr_storage()
+            var clientLength = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let count = withUnsafeMutablePointer(to: &client) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(relay.fd, &datagram, datagram.count, 0, $0, &clientLength) }
+            }
+            guard count > 0, case .done(let header, let offset) = SOCKS5UDPHeader.parse(datagram[..<count]) else {
+                return XCTFail("undecodable datagram")
+            }
+            received.append(header.destination)
+            XCTAssertEqual(String(decoding: datagram[offset..<count], as: UTF8.self), "ping \(header.destination.host)")
+            let reply = SOCKS5UDPHeader(destination: answerFrom).encoded() + Array("pong".utf8)
+            let sent = withUnsafePointer(to: &client) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(relay.fd, reply, reply.count, 0, $0, clientLength) }
+            }
+            XCTAssertEqual(sent, reply.count)
+        }
+        XCTAssertEqual(received, [Destination(host: "udp.example", port: 5353), Destination(host: "2001:db8::53", port: 53)])
+        let (status, out, err) = tool.finish()
+        XCTAssertEqual(status, 0, err)
+        XCTAssertEqual(out, "pong 198.51.100.53 5353\npong 2001:db8::53 53\n")
     }
 }

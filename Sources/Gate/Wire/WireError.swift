@@ -146,6 +146,12 @@ struct ByteReader {
         return UInt16(bytes[offset]) << 8 | UInt16(bytes[offset + 1])
     }
 
+    mutating func readU32() -> UInt32? {
+        guard remaining >= 4 else { return nil }
+        defer { offset += 4 }
+        return UInt32(bytes[offset]) << 24 | UInt32(bytes[offset + 1]) << 16 | UInt32(bytes[offset + 2]) << 8 | UInt32(bytes[offset + 3])
+    }
+
     mutating func readU24() -> Int? {
         guard remaining >= 3 else { return nil }
         defer { offset += 3 }

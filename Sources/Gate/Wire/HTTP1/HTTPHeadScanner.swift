@@ -47,7 +47,7 @@ public protocol HTTPHeaderLookup {
 extension HTTPHeaderLookup {
     /// All values of the fields named `name` (case-insensitive), in order.
     public func values(_ name: String) -> [String] {
-        headers.filter { $0.name.lowercased() == name.lowercased() }.map(\.value)
+        headers.filter { $0.name.equalsIgnoringASCIICase(name) }.map(\.value)
     }
 
     /// The comma-separated list elements of all fields named `name`, lower-cased and trimmed.
@@ -78,6 +78,17 @@ extension HTTPHeaderLookup {
             return .failure(WireError(.badFraming, "HTTP Content-Length \"\(first)\" is not a decimal number"))
         }
         return .success(length == 0 ? HTTPBodyFraming.none : .contentLength(length))
+    }
+}
+
+extension String {
+    /// ASCII case-insensitive comparison (field names are ASCII tokens); no allocation.
+    func equalsIgnoringASCIICase(_ other: String) -> Bool {
+        let lhs = utf8, rhs = other.utf8
+        guard lhs.count == rhs.count else { return false }
+        return zip(lhs, rhs).allSatisfy { a, b in
+            a == b || (a | 0x20 == b | 0x20 && (a | 0x20) >= UInt8(ascii: "a") && (a | 0x20) <= UInt8(ascii: "z"))
+        }
     }
 }
 
@@ -279,7 +290,10 @@ struct HTTPHeadScanner {
         if let bad = valueRange.first(where: { buffer[$0] < 0x20 && buffer[$0] != 0x09 || buffer[$0] == 0x7F }) {
             return .failure(WireError(.badHeader, "HTTP header \(name) contains control byte \(hex(buffer[bad]))"))
         }
-        let value = String(decoding: UnsafeBufferPointer(rebasing: buffer[valueRange]), as: UTF8.self).trimmingOWS()
+        var first = valueRange.lowerBound, last = valueRange.upperBound
+        while first < last && (buffer[first] == 0x20 || buffer[first] == 0x09) { first += 1 }
+        while last > first && (buffer[last - 1] == 0x20 || buffer[last - 1] == 0x09) { last -= 1 }
+        let value = text(first, last)
         return .success(HTTPField(name, value))
     }
 
