@@ -146,7 +146,12 @@ final class LockedBox<T: Sendable>: @unchecked Sendable {  // unchecked: every a
 extension ICEConfiguration {
     /// Host candidates on 127.0.0.1 only, with a short connect timeout.
     static var loopback: ICEConfiguration {
-        ICEConfiguration(localAddresses: ["127.0.0.1"], connectTimeout: .seconds(10))
+        loopback(connectTimeout: .seconds(10))
+    }
+
+    /// Host candidates on 127.0.0.1 only, failing after `connectTimeout` without a pair.
+    static func loopback(connectTimeout: Duration) -> ICEConfiguration {
+        ICEConfiguration(localAddresses: ["127.0.0.1"], connectTimeout: connectTimeout)
     }
 }
 

@@ -144,10 +144,8 @@ final class LoopbackAgentTests: XCTestCase {
     /// Wrong remote credentials: every check is rejected, the agent fails with a reason
     /// (checks failed, or the configured timeout) well before the test's own bound.
     func testWrongCredentialsFailWithReason() async throws {
-        var config = ICEConfiguration.loopback
-        config.connectTimeout = .seconds(4)
-        let a = try Peer(.controlling, config)
-        let b = try Peer(.controlled, config)
+        let a = try Peer(.controlling, .loopback(connectTimeout: .seconds(4)))
+        let b = try Peer(.controlled, .loopback(connectTimeout: .seconds(4)))
         a.trickle(to: b)
         b.trickle(to: a)
         let wrong = ICECredentials.random()
@@ -169,9 +167,7 @@ final class LoopbackAgentTests: XCTestCase {
     /// No usable pair: the remote candidate points at a port nobody listens on. The configured
     /// connect timeout bounds the wait, and the error says so.
     func testNoUsablePairTimesOut() async throws {
-        var config = ICEConfiguration.loopback
-        config.connectTimeout = .seconds(2)
-        let a = try Peer(.controlling, config)
+        let a = try Peer(.controlling, .loopback(connectTimeout: .seconds(2)))
         a.agent.setRemoteCredentials(ICECredentials.random())
         a.agent.start()
         let dead = try ICECandidate(parsing: "candidate:1 1 UDP 2130706431 127.0.0.1 9 typ host")
