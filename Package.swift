@@ -106,7 +106,10 @@ let package = Package(
             name: "GateTests",
             dependencies: ["Gate", "CLinux", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: swiftSettings),
-        .testTarget(name: "ICETests", dependencies: ["ICE"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ICETests",
+            dependencies: ["ICE", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings),
         .testTarget(name: "DataChannelTests", dependencies: ["DataChannel"], swiftSettings: swiftSettings),
         .testTarget(
             name: "PeerMeshTests",
