@@ -20,6 +20,17 @@ final class LoopbackAgentTests: XCTestCase {
         XCTAssertFalse(a.agent.send([1, 2, 3]), "send after close is refused")
     }
 
+    /// IPv6 host candidates on ::1.
+    func testIPv6LoopbackConnects() async throws {
+        let config = ICEConfiguration(localAddresses: ["::1"])
+        let a = try Peer(.controlling, config)
+        let b = try Peer(.controlled, config)
+        try await connectPair(a, b)
+        XCTAssertEqual(a.agent.selectedPair?.local.address, "::1")
+        XCTAssertEqual(a.agent.selectedPair?.remote.address, "::1")
+        try await exchangeBothWaysAndClose(a, b, count: 10, tags: (0x61, 0x62))
+    }
+
     /// ICE-TCP only (RFC 6544): libnice's active/passive TCP candidates go through our codec
     /// (tcptype) both ways and the pair connects over TCP.
     func testICETCPOnlyConnects() async throws {
