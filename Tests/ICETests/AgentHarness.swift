@@ -23,6 +23,7 @@ actor EventRecord {
     private(set) var pairs: [ICECandidatePair] = []
     private(set) var gatheringDone = false
     private(set) var finished = false
+    private(set) var newCredentials: [ICECredentials] = []
 
     func record(_ event: ICEEvent) {
         switch event {
@@ -31,6 +32,7 @@ actor EventRecord {
         case .stateChanged(let s): states.append(s)
         case .selectedPair(let p): pairs.append(p)
         case .failure(let e): failures.append(e)
+        case .localCredentialsChanged(let c): newCredentials.append(c)
         }
     }
 

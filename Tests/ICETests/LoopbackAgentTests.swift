@@ -224,6 +224,27 @@ final class LoopbackAgentTests: XCTestCase {
         try await exchangeBothWaysAndClose(a, b, count: 20, tags: (7, 8))
     }
 
+    /// Only one side calls restart(); the other sees the new ufrag and restarts by itself,
+    /// announcing its new credentials — trickled candidates keep flowing meanwhile.
+    func testPeerInitiatedRestartIsFollowed() async throws {
+        let a = try Peer(.controlling)
+        let b = try Peer(.controlled)
+        try await connectPair(a, b)
+        await a.record.clear()
+        await b.record.clear()
+        let newA = a.agent.restart()
+        b.agent.setRemoteCredentials(newA)
+        try await waitUntil("b announced new credentials") { await !b.record.newCredentials.isEmpty }
+        let newB = try await XCTUnwrapAsync(await b.record.newCredentials.first)
+        XCTAssertEqual(b.agent.localCredentials, newB)
+        let announcedA = await a.record.newCredentials
+        XCTAssertEqual(announcedA, [newA])
+        a.agent.setRemoteCredentials(newB)
+        try await a.waitConnected()
+        try await b.waitConnected()
+        try await exchangeBothWaysAndClose(a, b, count: 10, tags: (0x91, 0x92))
+    }
+
     /// A peer that vanishes (its agent is closed without telling us) is reported disconnected
     /// and then failed, with a consent-lost reason (libnice 0.1.21 gives up after ≈ 10 s
     /// of unanswered consent checks).
