@@ -20,6 +20,27 @@ final class LoopbackAgentTests: XCTestCase {
         XCTAssertFalse(a.agent.send([1, 2, 3]), "send after close is refused")
     }
 
+    /// Host candidates come from the configured port range.
+    func testPortRangeIsHonoured() async throws {
+        let low = UInt16.random(in: 40000...50000)
+        var config = ICEConfiguration.loopback
+        config.portRange = low...(low + 20)
+        let a = try Peer(.controlling, config)
+        a.agent.start()
+        try await a.waitGathered()
+        let candidates = await a.record.candidates
+        XCTAssertFalse(candidates.isEmpty)
+        for c in candidates { XCTAssertTrue(config.portRange!.contains(c.port), c.sdpLine) }
+        await a.close()
+    }
+
+    func testLoopInMissingNamespaceIsRefused() {
+        XCTAssertThrowsError(try ICEEventLoop(name: "ice-test-nons", networkNamespace: "/var/run/netns/ugate-ice-does-not-exist")) {
+            XCTAssertEqual(($0 as? ICEError)?.code, .invalidConfiguration)
+            XCTAssertTrue("\($0)".contains("No such file"), "\($0)")
+        }
+    }
+
     /// IPv6 host candidates on ::1.
     func testIPv6LoopbackConnects() async throws {
         let config = ICEConfiguration(localAddresses: ["::1"])
