@@ -111,7 +111,10 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
-        .testTarget(name: "ICETests", dependencies: ["ICE"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ICETests",
+            dependencies: ["ICE", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings),
         .testTarget(name: "DataChannelTests", dependencies: ["DataChannel"], swiftSettings: swiftSettings),
         .testTarget(
             name: "PeerMeshTests",

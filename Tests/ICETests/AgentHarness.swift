@@ -23,6 +23,7 @@ actor EventRecord {
     private(set) var pairs: [ICECandidatePair] = []
     private(set) var gatheringDone = false
     private(set) var finished = false
+    private(set) var newCredentials: [ICECredentials] = []
 
     func record(_ event: ICEEvent) {
         switch event {
@@ -31,6 +32,7 @@ actor EventRecord {
         case .stateChanged(let s): states.append(s)
         case .selectedPair(let p): pairs.append(p)
         case .failure(let e): failures.append(e)
+        case .localCredentialsChanged(let c): newCredentials.append(c)
         }
     }
 
@@ -146,7 +148,12 @@ final class LockedBox<T: Sendable>: @unchecked Sendable {  // unchecked: every a
 extension ICEConfiguration {
     /// Host candidates on 127.0.0.1 only, with a short connect timeout.
     static var loopback: ICEConfiguration {
-        ICEConfiguration(localAddresses: ["127.0.0.1"], connectTimeout: .seconds(10))
+        loopback(connectTimeout: .seconds(10))
+    }
+
+    /// Host candidates on 127.0.0.1 only, failing after `connectTimeout` without a pair.
+    static func loopback(connectTimeout: Duration) -> ICEConfiguration {
+        ICEConfiguration(localAddresses: ["127.0.0.1"], connectTimeout: connectTimeout)
     }
 }
 

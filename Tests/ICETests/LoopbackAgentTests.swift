@@ -20,6 +20,38 @@ final class LoopbackAgentTests: XCTestCase {
         XCTAssertFalse(a.agent.send([1, 2, 3]), "send after close is refused")
     }
 
+    /// Host candidates come from the configured port range.
+    func testPortRangeIsHonoured() async throws {
+        let low = UInt16.random(in: 40000...50000)
+        var config = ICEConfiguration.loopback
+        config.portRange = low...(low + 20)
+        let a = try Peer(.controlling, config)
+        a.agent.start()
+        try await a.waitGathered()
+        let candidates = await a.record.candidates
+        XCTAssertFalse(candidates.isEmpty)
+        for c in candidates { XCTAssertTrue(config.portRange!.contains(c.port), c.sdpLine) }
+        await a.close()
+    }
+
+    func testLoopInMissingNamespaceIsRefused() {
+        XCTAssertThrowsError(try ICEEventLoop(name: "ice-test-nons", networkNamespace: "/var/run/netns/ugate-ice-does-not-exist")) {
+            XCTAssertEqual(($0 as? ICEError)?.code, .invalidConfiguration)
+            XCTAssertTrue("\($0)".contains("No such file"), "\($0)")
+        }
+    }
+
+    /// IPv6 host candidates on ::1.
+    func testIPv6LoopbackConnects() async throws {
+        let config = ICEConfiguration(localAddresses: ["::1"])
+        let a = try Peer(.controlling, config)
+        let b = try Peer(.controlled, config)
+        try await connectPair(a, b)
+        XCTAssertEqual(a.agent.selectedPair?.local.address, "::1")
+        XCTAssertEqual(a.agent.selectedPair?.remote.address, "::1")
+        try await exchangeBothWaysAndClose(a, b, count: 10, tags: (0x61, 0x62))
+    }
+
     /// ICE-TCP only (RFC 6544): libnice's active/passive TCP candidates go through our codec
     /// (tcptype) both ways and the pair connects over TCP.
     func testICETCPOnlyConnects() async throws {
@@ -144,10 +176,8 @@ final class LoopbackAgentTests: XCTestCase {
     /// Wrong remote credentials: every check is rejected, the agent fails with a reason
     /// (checks failed, or the configured timeout) well before the test's own bound.
     func testWrongCredentialsFailWithReason() async throws {
-        var config = ICEConfiguration.loopback
-        config.connectTimeout = .seconds(4)
-        let a = try Peer(.controlling, config)
-        let b = try Peer(.controlled, config)
+        let a = try Peer(.controlling, .loopback(connectTimeout: .seconds(4)))
+        let b = try Peer(.controlled, .loopback(connectTimeout: .seconds(4)))
         a.trickle(to: b)
         b.trickle(to: a)
         let wrong = ICECredentials.random()
@@ -169,9 +199,7 @@ final class LoopbackAgentTests: XCTestCase {
     /// No usable pair: the remote candidate points at a port nobody listens on. The configured
     /// connect timeout bounds the wait, and the error says so.
     func testNoUsablePairTimesOut() async throws {
-        var config = ICEConfiguration.loopback
-        config.connectTimeout = .seconds(2)
-        let a = try Peer(.controlling, config)
+        let a = try Peer(.controlling, .loopback(connectTimeout: .seconds(2)))
         a.agent.setRemoteCredentials(ICECredentials.random())
         a.agent.start()
         let dead = try ICECandidate(parsing: "candidate:1 1 UDP 2130706431 127.0.0.1 9 typ host")
@@ -215,6 +243,27 @@ final class LoopbackAgentTests: XCTestCase {
         let states = await a.record.states
         XCTAssertEqual(states.first, .checking, "restart announced as checking: \(states)")
         try await exchangeBothWaysAndClose(a, b, count: 20, tags: (7, 8))
+    }
+
+    /// Only one side calls restart(); the other sees the new ufrag and restarts by itself,
+    /// announcing its new credentials — trickled candidates keep flowing meanwhile.
+    func testPeerInitiatedRestartIsFollowed() async throws {
+        let a = try Peer(.controlling)
+        let b = try Peer(.controlled)
+        try await connectPair(a, b)
+        await a.record.clear()
+        await b.record.clear()
+        let newA = a.agent.restart()
+        b.agent.setRemoteCredentials(newA)
+        try await waitUntil("b announced new credentials") { await !b.record.newCredentials.isEmpty }
+        let newB = try await XCTUnwrapAsync(await b.record.newCredentials.first)
+        XCTAssertEqual(b.agent.localCredentials, newB)
+        let announcedA = await a.record.newCredentials
+        XCTAssertEqual(announcedA, [newA])
+        a.agent.setRemoteCredentials(newB)
+        try await a.waitConnected()
+        try await b.waitConnected()
+        try await exchangeBothWaysAndClose(a, b, count: 10, tags: (0x91, 0x92))
     }
 
     /// A peer that vanishes (its agent is closed without telling us) is reported disconnected

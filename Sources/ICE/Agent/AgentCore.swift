@@ -43,6 +43,7 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
     private var remotePwd: String?
     private var started = false
     private var pendingRemote: [ICECandidate] = []
+    private var appliedRemote: [ICECandidate] = []
     private var remoteCandidateCount = 0
     private var remoteEndPending = false
     private var timerArmed = false
@@ -155,7 +156,13 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
     }
 
     func setRemoteCredentials(_ credentials: ICECredentials) {
-        guard let agent, !closing else { return }
+        guard !closing else { return }
+        if let old = remoteCredentials, old.ufrag != credentials.ufrag {
+            // RFC 8445 §9 / RFC 8839 §4.4.1.1: a new ufrag means the peer restarted; so do we.
+            logger.debug("peer restarted ICE (new ufrag): restarting too")
+            restart(with: .random())
+        }
+        guard let agent else { return }
         remoteCredentials = credentials
         nice_agent_set_remote_credentials(agent.raw, streamID, credentials.ufrag, credentials.pwd)
         flushRemote()
@@ -205,7 +212,10 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
             let added = nice_agent_set_remote_candidates(agent.raw, streamID, 1, list)
             g_slist_free(list)
             nice_candidate_free(nice)
-            if added > 0 { remoteCandidateCount += 1 }
+            if added > 0 {
+                remoteCandidateCount += 1
+                appliedRemote.append(candidate)
+            }
             logger.trace("remote candidate added", metadata: ["ice.candidate": "\(line)"])
         }
         pendingRemote.removeAll()
@@ -257,12 +267,16 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
         published.withLock { $0.localCredentials = credentials }
         remoteCredentials = nil
         remoteCandidateCount = 0
-        pendingRemote.removeAll()
+        // The peer's candidates usually survive its restart: check them again with the new
+        // credentials (duplicates it re-sends are merged by libnice).
+        pendingRemote = appliedRemote + pendingRemote
+        appliedRemote.removeAll()
         remoteEndPending = false
         timerArmed = false
         timerGeneration += 1
         if let s = machine.restarted() { announce(s) }
         logger.debug("ICE restart", metadata: ["ice.ufrag": "\(credentials.ufrag)"])
+        events.yield(.localCredentialsChanged(credentials))
         for candidate in localCandidates { events.yield(.localCandidate(candidate)) }
         if localGatheringDone { events.yield(.localGatheringDone) }
     }

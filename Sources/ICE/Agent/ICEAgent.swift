@@ -70,7 +70,8 @@ public final class ICEAgent: Sendable {
         core.loop.execute { core.start() }
     }
 
-    /// Sets the peer's ufrag and password (again after the peer restarted).
+    /// Sets the peer's ufrag and password. A different ufrag than before means the peer
+    /// restarted ICE: this agent restarts too and announces `.localCredentialsChanged`.
     public func setRemoteCredentials(_ credentials: ICECredentials) {
         let core = self.core
         core.loop.execute { core.setRemoteCredentials(credentials) }
@@ -122,9 +123,11 @@ public final class ICEAgent: Sendable {
     }
 
     /// ICE restart (RFC 8445 §9): new local credentials, checks run again while the current
-    /// pair keeps carrying data. The local candidates are announced again on ``events`` (with
-    /// `.localGatheringDone`); send them and the returned credentials to the peer, which must
-    /// restart too and send its new credentials and candidates.
+    /// pair keeps carrying data. ``events`` announces `.localCredentialsChanged` and the local
+    /// candidates again (with `.localGatheringDone`); send them to the peer. A peer that gets
+    /// the new ufrag through ``setRemoteCredentials(_:)`` restarts by itself; its new
+    /// credentials come back the same way. Remote candidates already known are checked again
+    /// with the new credentials.
     @discardableResult
     public func restart() -> ICECredentials {
         let credentials = ICECredentials.random()

@@ -38,6 +38,9 @@ public enum ICEEvent: Sendable, Hashable {
     case localCandidate(ICECandidate)
     /// Local gathering is done: send `a=end-of-candidates` to the peer.
     case localGatheringDone
+    /// ICE restart: send these new credentials to the peer (the local candidates follow
+    /// again as `.localCandidate` events).
+    case localCredentialsChanged(ICECredentials)
     /// The connection state changed.
     case stateChanged(ICEConnectionState)
     /// A (new) pair was selected for traffic.

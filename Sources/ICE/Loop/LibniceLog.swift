@@ -1,5 +1,6 @@
 import CNice
 import Logging
+import Synchronization
 
 /// Routes libnice's and GLib's own log (`g_log`) into swift-log.
 ///
@@ -8,7 +9,13 @@ import Logging
 /// environment variable `UGATE_ICE_LIBNICE_DEBUG=1` (or call ``enableLibniceDebug()``)
 /// to get it — it is verbose and costs time on the data path.
 public enum LibniceLog {
-    static let logger = Logger(label: "ugate.ice.libnice")
+    private static let target = Mutex(Logger(label: "ugate.ice.libnice"))
+
+    /// Where libnice's and GLib's messages go (default: `Logger(label: "ugate.ice.libnice")`).
+    public static var logger: Logger {
+        get { target.withLock { $0 } }
+        set { target.withLock { $0 = newValue } }
+    }
     private static let domains = ["libnice", "libnice-stun", "libnice-socket", "GLib", "GLib-GObject", "GLib-GIO"]
 
     private static let installed: Bool = {
@@ -31,6 +38,11 @@ public enum LibniceLog {
     public static func enableLibniceDebug() {
         install()
         nice_debug_enable(0)
+    }
+
+    /// Turns libnice's debug messages off again.
+    public static func disableLibniceDebug() {
+        nice_debug_disable(0)
     }
 
     private static func forward(domain: UnsafePointer<gchar>?, level: GLogLevelFlags, message: UnsafePointer<gchar>?) {
