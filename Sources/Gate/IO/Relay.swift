@@ -62,7 +62,6 @@ final class Relay: LoopHandler {
     let idleTimeoutMillis: UInt64
     let logger: Logger
     let startedAt: UInt64
-    let startedWall: Double
     private var up: Direction
     private var down: Direction
     private var interestClient: UInt32 = 0
@@ -107,9 +106,6 @@ final class Relay: LoopHandler {
         self.logger = logger
         startedAt = loop.now
         lastActivity = loop.now
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        startedWall = Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
         up = Direction(src: client, dst: upstream)
         up.prefix = prefix
         down = Direction(src: upstream, dst: client)
