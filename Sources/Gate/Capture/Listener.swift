@@ -45,11 +45,13 @@ final class GateContext: Sendable {
 
     /// Starts a relay; on `loop`'s thread.
     func startRelay(
-        loop: GateLoop, client: Int32, upstream: Int32, info: StreamInfo, upstreamName: String, mode: ForwardMode, prefix: [UInt8]
+        loop: GateLoop, client: Int32, upstream: Int32, upstreamRegistered: Bool = false, info: StreamInfo,
+        upstreamName: String, mode: ForwardMode, prefix: [UInt8]
     ) {
         Relay.start(
-            loop: loop, client: client, upstream: upstream, info: info, upstreamName: upstreamName,
-            mode: mode, prefix: prefix, idleTimeoutMillis: UInt64(config.idleTimeout * 1000), logger: accessLog)
+            loop: loop, client: client, upstream: upstream, upstreamRegistered: upstreamRegistered, info: info,
+            upstreamName: upstreamName, mode: mode, prefix: prefix, idleTimeoutMillis: UInt64(config.idleTimeout * 1000),
+            logger: accessLog)
     }
 
     /// Logs a failed dial.
@@ -149,14 +151,15 @@ private final class PendingConnect: LoopHandler {
 
     func ready(fd: Int32, events: UInt32) {
         timer?.cancel()
-        loop.deregister(upstream)
         do {
             try Sys.finishConnect(upstream, address)
         } catch {
             fail(error)
             return
         }
-        context.startRelay(loop: loop, client: client, upstream: upstream, info: info, upstreamName: "direct", mode: mode, prefix: [])
+        context.startRelay(
+            loop: loop, client: client, upstream: upstream, upstreamRegistered: true, info: info, upstreamName: "direct",
+            mode: mode, prefix: [])
     }
 
     private func fail(_ error: any Error) {

@@ -142,6 +142,12 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
         _ = ugate_epoll_ctl(epfd, UGATE_EPOLL_CTL_MOD, fd, events, token)
     }
 
+    /// Hands an existing registration of `fd` to another handler (no syscall).
+    func adopt(_ fd: Int32, _ handler: any LoopHandler) {
+        guard let token = tokens[fd] else { return }
+        handlers[token] = (fd, handler)
+    }
+
     /// Removes `fd` from the loop; call before closing it.
     func deregister(_ fd: Int32) {
         guard let token = tokens.removeValue(forKey: fd) else { return }
