@@ -41,6 +41,8 @@ final class WireFuzzTests: XCTestCase {
         checkContract("reply", bytes, extra: extra) { SOCKS5Reply.parse($0) }
         checkContract("http1", bytes, extra: extra) { HTTPRequestHead.parse($0, limits: .init(maxHeadBytes: 512, maxHeaderCount: 8)) }
         checkContract("tls", bytes, extra: extra) { TLSClientHello.parse($0) }
+        checkContract("http1-response", bytes, extra: extra) { HTTP1ResponseHead.parse($0, limits: .init(maxHeadBytes: 512, maxHeaderCount: 8)) }
+        checkChunked(bytes, extra: extra)
         if case .done(let header, let offset) = SOCKS5UDPHeader.parse(bytes) {
             XCTAssertTrue(offset <= bytes.count)
             XCTAssertEqual(SOCKS5UDPHeader.parse(header.encoded()).value?.destination.port, header.destination.port)
@@ -53,6 +55,20 @@ final class WireFuzzTests: XCTestCase {
         _ = Sniffer.sniff(bytes)
     }
 
+    /// The chunked scanner, fed `bytes` then `extra`: `.end` stays within what it was given,
+    /// and a failed scanner stays failed.
+    func checkChunked(_ bytes: [UInt8], extra: [UInt8]) {
+        var scanner = HTTPChunkedScanner()
+        switch scanner.scan(bytes) {
+        case .end(let consumed):
+            XCTAssertTrue(consumed <= bytes.count && scanner.isComplete)
+        case .invalid:
+            guard case .invalid = scanner.scan(extra) else { return XCTFail("chunked scanner recovered after invalid \(bytes)") }
+        case .needMore:
+            XCTAssertEqual(scanner.offset, UInt64(bytes.count))
+        }
+    }
+
     func testRandomBytes() {
         var rng = SeededGenerator(seed: 0x5EED_0001)
         for _ in 0..<Self.iterations {
@@ -63,6 +79,7 @@ final class WireFuzzTests: XCTestCase {
     func testRandomBytesBehindPlausibleStarts() {
         var rng = SeededGenerator(seed: 0x5EED_0002)
         let starts: [[UInt8]] = [
+            Array("HTTP/1.1 200 OK\r\n".utf8), Array("5\r\nhello\r\n".utf8), Array("0\r\n".utf8),
             [5], [5, 1, 0], [5, 1, 0, 3], [5, 3, 0, 4], [1], [0, 0, 0], [22, 3, 1], [22, 3, 1, 0, 200, 1, 0, 0, 196, 3, 3],
             Array("GET ".utf8), Array("CONNECT a:1 HTTP/1.1\r\n".utf8), Array("GET / HTTP/1.1\r\nHost: h\r\n".utf8), Array("PRI * HTTP/2.0".utf8),
         ]
@@ -83,6 +100,8 @@ final class WireFuzzTests: XCTestCase {
             SOCKS5UsernamePasswordRequest(username: "u", password: "p").encoded(),
             Array("GET http://a.example/x HTTP/1.1\r\nHost: a.example\r\nConnection: x, close\r\nX: y\r\n\r\n".utf8),
             Array("POST /p HTTP/1.1\r\nHost: [::1]:80\r\nTransfer-Encoding: chunked\r\n\r\n".utf8),
+            Array("HTTP/1.1 301 Moved\r\nLocation: /x\r\nContent-Length: 0\r\n\r\n".utf8),
+            Array("4;e=1\r\nwiki\r\n0\r\nT: v\r\n\r\n".utf8),
         ]
         for index in 0..<Self.iterations {
             var bytes = valid[index % valid.count]

@@ -64,7 +64,7 @@ final class WireHTTP1Tests: XCTestCase {
 
     func testMalformedRequestsNameTheProblem() {
         assertError("GET  / HTTP/1.1\r\n\r\n", .badRequestLine, status: 400, message: "request-target is empty")
-        assertError("GET /a b HTTP/1.1\r\n\r\n", .badRequestLine, status: 400, message: "where \"HTTP/\" belongs")
+        assertError("GET /a b HTTP/1.1\r\n\r\n", .badRequestLine, status: 400, message: "\"b HTTP/1\" is not HTTP/DIGIT.DIGIT")
         assertError("G@T / HTTP/1.1\r\n\r\n", .badRequestLine, status: 400, message: "byte 0x40")
         assertError("GET / HTTP/1.1 \r\n\r\n", .badRequestLine, status: 400, message: "followed by byte 0x20")
         assertError("GET / HTTP/x.1\r\n\r\n", .badRequestLine, status: 400, message: "not HTTP/DIGIT.DIGIT")
@@ -181,6 +181,15 @@ final class WireHTTP1Tests: XCTestCase {
         XCTAssertEqual(
             try forwarded(chunked, HTTPForwardOptions(close: true, extraHeaders: [HTTPField("Via", "1.1 ugate")])),
             "GET /p?q=1 HTTP/1.1\r\nHost: example.com:8080\r\nAccept: */*\r\nTransfer-Encoding: chunked\r\nConnection: close\r\nVia: 1.1 ugate\r\n\r\n")
+    }
+
+    func testConnectionCannotRemoveFramingOrHost() throws {
+        XCTAssertEqual(
+            try forwarded("POST /p HTTP/1.1\r\nHost: h\r\nConnection: Content-Length, Host, X-A\r\nContent-Length: 2\r\nX-A: 1\r\n\r\n"),
+            "POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n")
+        XCTAssertEqual(
+            try forwarded("POST /p HTTP/1.1\r\nHost: h\r\nConnection: transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            "POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
     }
 
     func testForwardHeadAddsHostAndKeepsOrderAndVersion() throws {

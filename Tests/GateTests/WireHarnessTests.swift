@@ -119,6 +119,7 @@ final class WireHarnessTests: XCTestCase {
             XCTAssertEqual(reader.readU8(), 0x01)
             XCTAssertEqual(reader.readU16(), 0x0203)
             XCTAssertEqual(reader.readU24(), 0x040506)
+            XCTAssertNil(reader.readU32())
             XCTAssertTrue(reader.isAtEnd)
             XCTAssertNil(reader.readU8())
             XCTAssertNil(reader.readBytes(1))
@@ -134,6 +135,15 @@ final class WireHarnessTests: XCTestCase {
             XCTAssertNil(sub.readU8(), "a sub-reader ends at its own length")
             XCTAssertEqual(reader.readU8(), 0x03)
             XCTAssertNil(reader.subReader(4))
+        }
+    }
+
+    func testByteReaderU32() {
+        [UInt8]([0x01, 0x02, 0x03, 0x04, 0xFF]).withUnsafeBufferPointer { buffer in
+            var reader = ByteReader(buffer)
+            XCTAssertEqual(reader.readU32(), 0x0102_0304)
+            XCTAssertNil(reader.readU32())
+            XCTAssertEqual(reader.readU8(), 0xFF)
         }
     }
 

@@ -38,30 +38,68 @@ final class LoopbackListener {
     deinit { close(fd) }
 
     /// Waits (bounded) for one connection.
-    func accept(timeoutSeconds: Int32 = 30) throws -> Int32 {
+    func accept(timeoutSeconds: Int32 = 30) throws -> Connection {
         var pollfd = Glibc.pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         guard poll(&pollfd, 1, timeoutSeconds * 1000) == 1 else {
             throw LoopbackError(description: "no client connected to port \(port) within \(timeoutSeconds) s")
         }
         let client = Glibc.accept(fd, nil, nil)
         guard client >= 0 else { throw LoopbackError(description: "accept: errno \(errno)") }
-        return client
+        return Connection(client)
+    }
+}
+
+extension LoopbackListener {
+    /// Waits for `tool` to connect; when it does not, the error carries the tool's stderr.
+    func accept(from tool: Tool) throws -> Connection {
+        do {
+            return try accept()
+        } catch {
+            tool.stop()
+            throw LoopbackError(description: "\(error); \(tool.process.executableURL?.lastPathComponent ?? "tool") said: \(tool.finish().err)")
+        }
+    }
+}
+
+/// A connected socket, closed exactly once: by `close()` (the EOF a client waits for) or at deinit.
+final class Connection {
+    let fd: Int32
+    private var isClosed = false
+
+    init(_ fd: Int32) { self.fd = fd }
+
+    func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        Glibc.close(fd)
+    }
+
+    deinit { close() }
+}
+
+/// Reads from `connection` until an HTTP request head parses; returns it and the bytes after it.
+func readRequestHead(_ connection: Connection, buffered: [UInt8] = []) -> (head: HTTPRequestHead, rest: [UInt8])? {
+    var bytes = buffered
+    while true {
+        if case .done(let head, let consumed) = HTTPRequestHead.parse(bytes) { return (head, Array(bytes[consumed...])) }
+        guard let chunk = readChunk(connection) else { return nil }
+        bytes += chunk
     }
 }
 
 /// Reads what is available within a bounded wait; nil at EOF, error or timeout.
-func readChunk(_ fd: Int32, timeoutSeconds: Int32 = 30) -> [UInt8]? {
-    var pollfd = Glibc.pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+func readChunk(_ connection: Connection, timeoutSeconds: Int32 = 30) -> [UInt8]? {
+    var pollfd = Glibc.pollfd(fd: connection.fd, events: Int16(POLLIN), revents: 0)
     guard poll(&pollfd, 1, timeoutSeconds * 1000) == 1 else { return nil }
     var buffer = [UInt8](repeating: 0, count: 65536)
-    let count = read(fd, &buffer, buffer.count)
+    let count = read(connection.fd, &buffer, buffer.count)
     return count > 0 ? Array(buffer[..<count]) : nil
 }
 
-func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
+func writeAll(_ connection: Connection, _ bytes: [UInt8]) {
     var offset = 0
     while offset < bytes.count {
-        let written = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        let written = bytes[offset...].withUnsafeBytes { write(connection.fd, $0.baseAddress, $0.count) }
         guard written > 0 else { return }
         offset += written
     }
@@ -92,10 +130,26 @@ final class Tool {
     /// Waits for the tool to exit (it is bounded by its own --max-time or by our closing the
     /// socket) and returns its exit status, stdout and stderr.
     func finish() -> (status: Int32, out: String, err: String) {
+        if let result { return result }
         let out = stdout.fileHandleForReading.readDataToEndOfFile()
         let err = stderr.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+        let finished = (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+        result = finished
+        return finished
+    }
+
+    private var result: (status: Int32, out: String, err: String)?
+
+    /// Reads the tool's stdout up to the first newline (bounded: the tool prints it at start).
+    func readLine() -> String {
+        var line: [UInt8] = []
+        while !line.contains(UInt8(ascii: "\n")) {
+            let data = stdout.fileHandleForReading.availableData
+            if data.isEmpty { break }
+            line += data
+        }
+        return String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     /// Stops the tool by its PID (it has served its purpose) and reaps it.
@@ -120,13 +174,13 @@ final class WireRealClientsTests: XCTestCase {
     func sniffRealClient(_ arguments: (UInt16) -> [String]) throws -> (SniffResult, [UInt8]) {
         let listener = try LoopbackListener()
         let tool = try Tool(arguments(listener.port))
-        let fd = try listener.accept()
+        let connection = try listener.accept(from: tool)
         defer {
-            close(fd)
+            connection.close()
             tool.stop()
         }
         var bytes: [UInt8] = []
-        while let chunk = readChunk(fd) {
+        while let chunk = readChunk(connection) {
             bytes += chunk
             let result = Sniffer.sniff(bytes, maxBytes: 64 * 1024)
             if case .needMore = result { continue }
@@ -231,45 +285,37 @@ final class WireRealClientsTests: XCTestCase {
     ) throws -> SOCKS5Run {
         let listener = try LoopbackListener()
         let tool = try Tool(["curl", "-sS", "--max-time", "30", "-x", proxyURL(listener.port), url])
-        let fd = try listener.accept()
+        let connection = try listener.accept(from: tool)
         var machine = SOCKS5ServerMachine(authMode: mode)
         var all: [SOCKS5ServerMachine.Action] = []
         var head: HTTPRequestHead?
-        dialog: while let chunk = readChunk(fd) {
+        dialog: while let chunk = readChunk(connection) {
             var pending = machine.receive(chunk)
             while !pending.isEmpty {
                 let action = pending.removeFirst()
                 all.append(action)
                 switch action {
-                case .send(let bytes): writeAll(fd, bytes)
+                case .send(let bytes): writeAll(connection, bytes)
                 case .verifyCredentials(let user, let password): pending += machine.credentialsVerified(accept(user, password))
                 case .refuse(_, _, let reply):
-                    writeAll(fd, reply)
+                    writeAll(connection, reply)
                     break dialog
                 case .close: break dialog
                 case .udpAssociate: break dialog
                 case .connect(let destination):
                     if let dialFailure {
-                        writeAll(fd, machine.failed(dialFailure))
+                        writeAll(connection, machine.failed(dialFailure))
                         break dialog
                     }
-                    writeAll(fd, machine.connected(bound: Destination(host: "127.0.0.1", port: 40000)))
-                    var payload = machine.takeBufferedPayload()
-                    while true {
-                        if case .done(let parsed, _) = HTTPRequestHead.parse(payload) {
-                            head = parsed
-                            break
-                        }
-                        guard let more = readChunk(fd) else { break }
-                        payload += more
-                    }
+                    writeAll(connection, machine.connected(bound: Destination(host: "127.0.0.1", port: 40000)))
+                    head = readRequestHead(connection, buffered: machine.takeBufferedPayload())?.head
                     let body = "hello from \(destination)"
-                    writeAll(fd, Array("HTTP/1.1 200 OK\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)".utf8))
+                    writeAll(connection, Array("HTTP/1.1 200 OK\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)".utf8))
                     break dialog
                 }
             }
         }
-        close(fd)
+        connection.close()
         let (status, out, err) = tool.finish()
         return SOCKS5Run(machine: machine, actions: all, forwardedHead: head, status: status, out: out, err: err)
     }
@@ -324,73 +370,229 @@ final class WireRealClientsTests: XCTestCase {
 
     // MARK: curl through the HTTP proxy codecs
 
-    func testCurlAbsoluteURIProxyRequest() throws {
+    /// Starts curl with `-x http://127.0.0.1:<fresh listener>` and `arguments`; returns it and
+    /// the connection it opened to the "proxy".
+    func curlViaHTTPProxy(_ arguments: [String]) throws -> (Tool, Connection) {
         let listener = try LoopbackListener()
-        let tool = try Tool(["curl", "-sS", "--max-time", "30", "-x", "http://127.0.0.1:\(listener.port)", "-H", "Connection: X-Hop", "-H", "X-Hop: 1",
-                             "http://origin.example:8080/path?q=1"])
-        let fd = try listener.accept()
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var head: HTTPRequestHead?
-        while head == nil, let chunk = readChunk(fd) {
-            bytes += chunk
-            head = HTTPRequestHead.parse(bytes).value
-        }
-        guard let head else { return XCTFail("no request head from curl: \(bytes)") }
+        let tool = try Tool(["curl", "-sS", "--max-time", "30", "-x", "http://127.0.0.1:\(listener.port)"] + arguments)
+        return (tool, try listener.accept(from: tool))
+    }
+
+    /// Sends `response`, closes the connection and waits for curl to exit.
+    func answer(_ connection: Connection, _ response: [UInt8], _ tool: Tool) -> (status: Int32, out: String, err: String) {
+        writeAll(connection, response)
+        connection.close()
+        return tool.finish()
+    }
+
+    func testCurlAbsoluteURIProxyRequest() throws {
+        let (tool, connection) = try curlViaHTTPProxy(["-H", "Connection: X-Hop", "-H", "X-Hop: 1", "http://origin.example:8080/path?q=1"])
+        guard let (head, _) = readRequestHead(connection) else { return XCTFail("no request head from curl") }
         XCTAssertEqual(try head.proxyTarget(), .absolute(Destination(host: "origin.example", port: 8080), originForm: "/path?q=1"))
         let forward = String(decoding: try head.forwardHead(), as: UTF8.self)
         XCTAssertTrue(forward.hasPrefix("GET /path?q=1 HTTP/1.1\r\nHost: origin.example:8080\r\n"), forward)
         XCTAssertFalse(forward.lowercased().contains("proxy-connection"), forward)
         XCTAssertFalse(forward.lowercased().contains("x-hop"), forward)
         XCTAssertTrue(forward.contains("User-Agent: curl/"), forward)
-        writeAll(fd, Array("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\norigin".utf8))
-        close(fd)
-        let (status, out, err) = tool.finish()
+        let (status, out, err) = answer(connection, Array("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\norigin".utf8), tool)
         XCTAssertEqual(status, 0, err)
         XCTAssertEqual(out, "origin")
     }
 
     func testCurlCONNECTTunnel() throws {
-        let listener = try LoopbackListener()
-        let tool = try Tool(["curl", "-sS", "--max-time", "30", "-p", "-x", "http://127.0.0.1:\(listener.port)", "http://tunnel.example:9090/t"])
-        let fd = try listener.accept()
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var connect: (HTTPRequestHead, Int)?
-        while connect == nil, let chunk = readChunk(fd) {
-            bytes += chunk
-            if case .done(let head, let consumed) = HTTPRequestHead.parse(bytes) { connect = (head, consumed) }
-        }
-        guard let (head, consumed) = connect else { return XCTFail("no CONNECT from curl") }
+        let (tool, connection) = try curlViaHTTPProxy(["-p", "http://tunnel.example:9090/t"])
+        guard let (head, rest) = readRequestHead(connection) else { return XCTFail("no CONNECT from curl") }
         XCTAssertEqual(head.method, "CONNECT")
         XCTAssertEqual(try head.proxyTarget(), .connect(Destination(host: "tunnel.example", port: 9090)))
-        writeAll(fd, HTTPResponseWriter.connectEstablished())
-        var inner = Array(bytes[consumed...])
-        var request: HTTPRequestHead?
-        while request == nil {
-            if let parsed = HTTPRequestHead.parse(inner).value { request = parsed; break }
-            guard let chunk = readChunk(fd) else { break }
-            inner += chunk
-        }
+        writeAll(connection, HTTPResponseWriter.connectEstablished())
+        let request = readRequestHead(connection, buffered: rest)?.head
         XCTAssertEqual(try request?.proxyTarget(), .origin(Destination(host: "tunnel.example", port: 9090), path: "/t"))
-        writeAll(fd, Array("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\ntunnel".utf8))
-        close(fd)
-        let (status, out, err) = tool.finish()
+        let (status, out, err) = answer(connection, Array("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\ntunnel".utf8), tool)
         XCTAssertEqual(status, 0, err)
         XCTAssertEqual(out, "tunnel")
     }
 
     func testCurlReadsTheErrorResponse() throws {
-        let listener = try LoopbackListener()
-        let tool = try Tool(["curl", "-sS", "--max-time", "30", "-p", "-x", "http://127.0.0.1:\(listener.port)", "http://refused.example:1/"])
-        let fd = try listener.accept()
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        while HTTPRequestHead.parse(bytes).value == nil, let chunk = readChunk(fd) { bytes += chunk }
-        writeAll(fd, HTTPResponseWriter.error(status: HTTPResponseWriter.status(errno: ECONNREFUSED), message: "connect to refused.example:1: connection refused"))
-        close(fd)
-        let (status, _, err) = tool.finish()
+        let (tool, connection) = try curlViaHTTPProxy(["-p", "http://refused.example:1/"])
+        XCTAssertNotNil(readRequestHead(connection))
+        let refused = HTTPResponseWriter.error(status: HTTPResponseWriter.status(errno: ECONNREFUSED), message: "connect to refused.example:1: connection refused")
+        let (status, _, err) = answer(connection, refused, tool)
         XCTAssertEqual(status, 56, "CURLE_RECV_ERROR for a failed CONNECT: \(err)")
         XCTAssertTrue(err.contains("502"), err)
+    }
+
+    // MARK: Chunked bodies and response heads from real peers
+
+    /// Decodes a complete chunked body (test-side, to check the scanner's boundary).
+    func dechunk(_ body: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        var index = 0
+        while let lineEnd = body[index...].firstIndex(of: UInt8(ascii: "\r")) {
+            let sizeText = String(decoding: body[index..<lineEnd], as: UTF8.self).split(separator: ";")[0]
+            let size = Int(sizeText, radix: 16) ?? 0
+            index = lineEnd + 2
+            if size == 0 { break }
+            out += body[index..<(index + size)]
+            index += size + 2
+        }
+        return out
+    }
+
+    func testCurlChunkedUploadEndsWhereTheScannerSays() throws {
+        let payload = (0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("wire-chunked-\(getpid()).bin")
+        try Data(payload).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let (tool, connection) = try curlViaHTTPProxy(["-H", "Transfer-Encoding: chunked", "-H", "Expect:", "--data-binary", "@\(file.path)", "http://upload.example/u"])
+        guard let (head, rest) = readRequestHead(connection) else { return XCTFail("no head from curl") }
+        XCTAssertEqual(head.bodyFraming, .chunked)
+        var scanner = HTTPChunkedScanner()
+        var body: [UInt8] = []
+        var pending = rest
+        scanning: while true {
+            switch scanner.scan(pending) {
+            case .needMore:
+                body += pending
+            case .end(let used):
+                body += pending[..<used]
+                XCTAssertEqual(used, pending.count, "curl sent nothing after its body")
+                break scanning
+            case .invalid(let error):
+                return XCTFail("\(error)")
+            }
+            guard let chunk = readChunk(connection) else { return XCTFail("curl closed inside the chunked body") }
+            pending = chunk
+        }
+        XCTAssertEqual(dechunk(body), payload)
+        let (status, out, err) = answer(connection, Array("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".utf8), tool)
+        XCTAssertEqual(status, 0, err)
+        XCTAssertEqual(out, "ok")
+    }
+
+    func testPythonHTTPServerResponsesOnOneKeptAliveConnection() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("wire-www-\(getpid())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try Data("first file\n".utf8).write(to: directory.appendingPathComponent("a.txt"))
+        try Data(String(repeating: "second ", count: 5000).utf8).write(to: directory.appendingPathComponent("b.txt"))
+        let script = """
+            import functools, http.server, sys
+            class Handler(http.server.SimpleHTTPRequestHandler):
+                protocol_version = "HTTP/1.1"
+                def log_message(self, *args):
+                    pass
+            server = http.server.HTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=sys.argv[1]))
+            print(server.server_address[1], flush=True)
+            server.handle_request()
+            """
+        let tool = try Tool(["python3", "-c", script, directory.path])
+        defer { tool.stop() }
+        guard let port = UInt16(tool.readLine()) else { return XCTFail("python server printed no port") }
+        let connection = Connection(socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(connection.fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        XCTAssertEqual(connected, 0)
+        // Two absolute-form proxy requests, rewritten for the upstream and pipelined.
+        for path in ["a.txt", "b.txt"] {
+            let request = Array("GET http://127.0.0.1:\(port)/\(path) HTTP/1.1\r\nHost: x\r\nProxy-Connection: keep-alive\r\n\r\n".utf8)
+            guard let head = HTTPRequestHead.parse(request).value else { return XCTFail() }
+            writeAll(connection, try head.forwardHead())
+        }
+        var buffer: [UInt8] = []
+        var bodies: [String] = []
+        while bodies.count < 2 {
+            if case .done(let head, let consumed) = HTTP1ResponseHead.parse(buffer) {
+                XCTAssertEqual(head.status, 200)
+                guard case .contentLength(let length) = try head.bodyFraming(requestMethod: "GET") else { return XCTFail("\(head)") }
+                if buffer.count >= consumed + length {
+                    bodies.append(String(decoding: buffer[consumed..<(consumed + length)], as: UTF8.self))
+                    buffer.removeFirst(consumed + length)
+                    continue
+                }
+            }
+            guard let chunk = readChunk(connection) else { return XCTFail("server closed after \(bodies.count) responses") }
+            buffer += chunk
+        }
+        XCTAssertEqual(bodies, ["first file\n", String(repeating: "second ", count: 5000)])
+    }
+
+    // MARK: PySocks UDP ASSOCIATE through the machine and the UDP header codec
+
+    func testPySocksUDPAssociateAndDatagramHeaders() throws {
+        // The relay: a UDP socket on loopback whose address goes into the success reply.
+        let relay = Connection(socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0))
+        var relayAddress = sockaddr_in()
+        relayAddress.sin_family = sa_family_t(AF_INET)
+        relayAddress.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &relayAddress) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(relay.fd, $0, length) == 0 && getsockname(relay.fd, $0, &length) == 0 }
+        }
+        XCTAssertTrue(bound)
+        let relayPort = UInt16(bigEndian: relayAddress.sin_port)
+
+        let script = """
+            import socket, socks, sys
+            s = socks.socksocket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.set_proxy(socks.SOCKS5, "127.0.0.1", int(sys.argv[1]), rdns=True, username="udpuser", password="udppass")
+            s.settimeout(30)
+            for target in [("udp.example", 5353), ("2001:db8::53", 53)]:
+                s.sendto(b"ping " + target[0].encode(), target)
+                data, source = s.recvfrom(1024)
+                print(data.decode(), source[0], source[1])
+            """
+        let listener = try LoopbackListener()
+        let tool = try Tool(["python3", "-c", script, "\(listener.port)"])
+        let control = try listener.accept(from: tool)
+        var machine = SOCKS5ServerMachine(authMode: .usernamePassword)
+        var associated: Destination?
+        while associated == nil, let chunk = readChunk(control) {
+            var pending = machine.receive(chunk)
+            while !pending.isEmpty {
+                switch pending.removeFirst() {
+                case .send(let bytes): writeAll(control, bytes)
+                case .verifyCredentials(let user, let password): pending += machine.credentialsVerified(user == "udpuser" && password == "udppass")
+                case .udpAssociate(let hint):
+                    associated = hint
+                    writeAll(control, machine.connected(bound: Destination(host: "127.0.0.1", port: relayPort)))
+                case let other: return XCTFail("unexpected \(other)")
+                }
+            }
+        }
+        // PySocks announces its client address as the domain name "0" (inet_pton refuses "0").
+        XCTAssertEqual(associated?.host, "0")
+        XCTAssertEqual(machine.request?.addressType, .domainName)
+        XCTAssertEqual(machine.request?.command, .udpAssociate)
+
+        var received: [Destination] = []
+        for answerFrom in [Destination(host: "198.51.100.53", port: 5353), Destination(host: "2001:db8::53", port: 53)] {
+            var pollfd = Glibc.pollfd(fd: relay.fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&pollfd, 1, 30_000) == 1 else { return XCTFail("no datagram from PySocks") }
+            var datagram = [UInt8](repeating: 0, count: 2048)
+            var client = sockaddr_storage()
+            var clientLength = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            let count = withUnsafeMutablePointer(to: &client) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(relay.fd, &datagram, datagram.count, 0, $0, &clientLength) }
+            }
+            guard count > 0, case .done(let header, let offset) = SOCKS5UDPHeader.parse(datagram[..<count]) else {
+                return XCTFail("undecodable datagram")
+            }
+            received.append(header.destination)
+            XCTAssertEqual(String(decoding: datagram[offset..<count], as: UTF8.self), "ping \(header.destination.host)")
+            let reply = SOCKS5UDPHeader(destination: answerFrom).encoded() + Array("pong".utf8)
+            let sent = withUnsafePointer(to: &client) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(relay.fd, reply, reply.count, 0, $0, clientLength) }
+            }
+            XCTAssertEqual(sent, reply.count)
+        }
+        XCTAssertEqual(received, [Destination(host: "udp.example", port: 5353), Destination(host: "2001:db8::53", port: 53)])
+        let (status, out, err) = tool.finish()
+        XCTAssertEqual(status, 0, err)
+        XCTAssertEqual(out, "pong 198.51.100.53 5353\npong 2001:db8::53 53\n")
     }
 }

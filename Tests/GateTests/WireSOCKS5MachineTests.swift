@@ -24,10 +24,11 @@ final class WireSOCKS5MachineTests: XCTestCase {
 
     /// Runs one client byte stream through a fresh machine in every chunking (whole, split at
     /// every offset, byte-at-a-time); all must give the same actions and the same buffered
-    /// payload. Returns the machine after the whole-stream run and its actions.
+    /// payload. Returns the machine after the whole-stream run and its actions, and checks the
+    /// payload it would hand out right then against `payload`.
     func dialog(
-        _ mode: SOCKS5ServerMachine.AuthMode, _ bytes: [UInt8], accept: (String, String) -> Bool = { _, _ in true },
-        file: StaticString = #filePath, line: UInt = #line
+        _ mode: SOCKS5ServerMachine.AuthMode, _ bytes: [UInt8], payload expectedPayload: [UInt8] = [],
+        file: StaticString = #filePath, line: UInt = #line, accept: (String, String) -> Bool = { _, _ in true }
     ) -> (SOCKS5ServerMachine, [Action]) {
         var reference: (SOCKS5ServerMachine, [Action], [UInt8])?
         for chunks in Feed.chunkings(bytes) {
@@ -42,6 +43,7 @@ final class WireSOCKS5MachineTests: XCTestCase {
                 reference = (machine, actions, payload)
             }
         }
+        XCTAssertEqual(reference!.2, expectedPayload, "payload held while the outcome is pending", file: file, line: line)
         return (reference!.0, reference!.1)
     }
 
@@ -50,7 +52,7 @@ final class WireSOCKS5MachineTests: XCTestCase {
     func testNoAuthConnectIPv4WithPipelinedPayload() {
         let destination = Destination(host: "192.0.2.10", port: 80)
         let request = SOCKS5Request(command: .connect, destination: destination).encoded()
-        var (machine, actions) = dialog(.none, [5, 1, 0] + request + payload)
+        var (machine, actions) = dialog(.none, [5, 1, 0] + request + payload, payload: payload)
         XCTAssertEqual(actions, [.send([5, 0]), .connect(destination)])
         XCTAssertFalse(machine.isEstablished)
         XCTAssertEqual(machine.request?.addressType, .ipv4)
@@ -76,7 +78,7 @@ final class WireSOCKS5MachineTests: XCTestCase {
         let bytes = [5, 2, 0, 2] + SOCKS5UsernamePasswordRequest(username: "alice", password: "pw").encoded()
             + SOCKS5Request(command: .connect, destination: destination).encoded() + payload
         var seen: [(String, String)] = []
-        var (machine, actions) = dialog(.usernamePassword, bytes) { user, password in
+        var (machine, actions) = dialog(.usernamePassword, bytes, payload: payload) { user, password in
             seen.append((user, password))
             return user == "alice" && password == "pw"
         }

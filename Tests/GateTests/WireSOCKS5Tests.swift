@@ -74,6 +74,13 @@ final class WireSOCKS5Tests: XCTestCase {
         }
     }
 
+    func testIPv4TextForEveryOctetWidth() {
+        for octets: [UInt8] in [[0, 0, 0, 0], [255, 255, 255, 255], [1, 22, 133, 9], [10, 100, 0, 99], [192, 0, 2, 1]] {
+            let parsed = SOCKS5Request.parse([5, 1, 0, 1] + octets + [0, 80]).value
+            XCTAssertEqual(parsed?.destination.host, octets.map(String.init).joined(separator: "."))
+        }
+    }
+
     func testIPv6AddressesComeOutInCanonicalText() {
         let loopback: [UInt8] = [UInt8](repeating: 0, count: 15) + [1]
         let parsed = SOCKS5Request.parse([5, 1, 0, 4] + loopback + [0, 22]).value

@@ -98,6 +98,29 @@ final class WireSnifferTests: XCTestCase {
         guard case .needMore = Sniffer.sniff(Array("GET /".utf8)) else { return XCTFail() }
     }
 
+    func testRoutingAccessors() {
+        var builder = ClientHelloBuilder()
+        builder.extensions = [ClientHelloBuilder.serverName("sni.example"), ClientHelloBuilder.alpn(["h2", "http/1.1"])]
+        let tls = Sniffer.sniff(builder.records())
+        XCTAssertEqual(tls.protocolName, "tls")
+        XCTAssertEqual(tls.serverName, "sni.example")
+        XCTAssertEqual(tls.alpn, ["h2", "http/1.1"])
+        let origin = Sniffer.sniff(Array("GET / HTTP/1.1\r\nHost: [2001:db8::5]:8080\r\n\r\n".utf8))
+        XCTAssertEqual(origin.protocolName, "http/1.1")
+        XCTAssertEqual(origin.serverName, "2001:db8::5")
+        XCTAssertEqual(origin.alpn, [])
+        let absolute = Sniffer.sniff(Array("GET http://abs.example/ HTTP/1.0\r\nHost: other\r\n\r\n".utf8))
+        XCTAssertEqual(absolute.protocolName, "http/1.0")
+        XCTAssertEqual(absolute.serverName, "abs.example")
+        XCTAssertEqual(Sniffer.sniff(Array("CONNECT c.example:443 HTTP/1.1\r\nHost: c.example:443\r\n\r\n".utf8)).serverName, "c.example")
+        XCTAssertNil(Sniffer.sniff(Array("GET / HTTP/1.0\r\n\r\n".utf8)).serverName)
+        XCTAssertEqual(Sniffer.sniff(HTTP2Preface.bytes).protocolName, "h2")
+        XCTAssertEqual(Sniffer.sniff([5, 1, 0]).protocolName, "socks5")
+        XCTAssertEqual(Sniffer.sniff([0]).protocolName, "unknown")
+        XCTAssertNil(Sniffer.sniff([22]).protocolName)
+        XCTAssertEqual(Sniffer.sniff([22]), .needMore)
+    }
+
     func testSnifferLooksOnlyAtMaxBytes() {
         let text = Array("GET / HTTP/1.1\r\nHost: h\r\n\r\n".utf8)
         guard case .http1 = Sniffer.sniff(text + [UInt8](repeating: 0, count: 100), maxBytes: text.count) else { return XCTFail() }

@@ -20,6 +20,44 @@ public enum SniffResult: Sendable {
     case invalid(WireError)
 }
 
+extension SniffResult: Hashable {}
+
+extension SniffResult {
+    /// The protocol name for `StreamInfo.proto` and logs: "tls", "http/1.1" (or "http/1.0"),
+    /// "h2", "socks5", "unknown"; nil while `.needMore`.
+    public var protocolName: String? {
+        switch self {
+        case .needMore: return nil
+        case .tls: return "tls"
+        case .http1(let head): return head.version == .http1_0 ? "http/1.0" : "http/1.1"
+        case .http2Preface: return "h2"
+        case .socks5: return "socks5"
+        case .unknown, .invalid: return "unknown"
+        }
+    }
+
+    /// The name to route by: the TLS SNI, or the host of the HTTP/1 request (the URI's for an
+    /// absolute-form or CONNECT request, else the Host header's), without port or brackets.
+    public var serverName: String? {
+        switch self {
+        case .tls(let info): return info.serverName
+        case .http1(let head):
+            switch try? head.proxyTarget() {
+            case .connect(let destination)?, .absolute(let destination, _)?: return destination.host
+            case .origin(let destination, _)?: return destination?.host
+            case nil: return nil
+            }
+        default: return nil
+        }
+    }
+
+    /// The ALPN protocols a TLS client offered (empty otherwise).
+    public var alpn: [String] {
+        if case .tls(let info) = self { return info.alpn }
+        return []
+    }
+}
+
 /// Classifies the start of a stream, RFC 8446 §5.1 (TLS record), RFC 9112 §3 (HTTP/1
 /// request line), RFC 9113 §3.4 (HTTP/2 preface), RFC 1928 §3 (SOCKS5 greeting).
 ///

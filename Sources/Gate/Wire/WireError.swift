@@ -52,6 +52,10 @@ public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
         case unexpectedMessage
         /// HTTP: the request line is not `method SP request-target SP HTTP-version`.
         case badRequestLine
+        /// HTTP: the status line is not `HTTP-version SP status-code SP [reason-phrase]`.
+        case badStatusLine
+        /// HTTP: a chunked body breaks the chunk syntax.
+        case badChunk
         /// HTTP: the request line alone exceeds the head limit (414).
         case requestLineTooLong
         /// HTTP: a header field line is malformed.
@@ -86,8 +90,9 @@ public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
 
     public var description: String { "\(code.rawValue): \(message)" }
 
-    /// The HTTP status a proxy should answer with for this error: 400 by default,
-    /// 414 / 431 for size limits, 505 for an unsupported version.
+    /// The HTTP status a proxy should answer a client with for this error in the client's
+    /// request: 400 by default, 414 / 431 for size limits, 505 for an unsupported version.
+    /// (Errors in an upstream's response are answered with 502 whatever the code.)
     public var httpStatus: Int {
         switch code {
         case .requestLineTooLong: return 414
@@ -139,6 +144,12 @@ struct ByteReader {
         guard remaining >= 2 else { return nil }
         defer { offset += 2 }
         return UInt16(bytes[offset]) << 8 | UInt16(bytes[offset + 1])
+    }
+
+    mutating func readU32() -> UInt32? {
+        guard remaining >= 4 else { return nil }
+        defer { offset += 4 }
+        return UInt32(bytes[offset]) << 24 | UInt32(bytes[offset + 1]) << 16 | UInt32(bytes[offset + 2]) << 8 | UInt32(bytes[offset + 3])
     }
 
     mutating func readU24() -> Int? {

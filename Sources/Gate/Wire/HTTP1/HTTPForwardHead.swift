@@ -49,10 +49,16 @@ extension HTTPRequestHead {
         let upgrading = options.keepUpgrade && !values("upgrade").isEmpty
         if upgrading { drop.remove("upgrade") }
 
-        var out = "\(method) \(requestTarget) \(version)\r\n"
+        var out: [UInt8] = []
+        out.reserveCapacity(256 + headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 })
+        func line(_ parts: String...) {
+            for part in parts { out += part.utf8 }
+            out += [UInt8(ascii: "\r"), UInt8(ascii: "\n")]
+        }
+        line(method, " ", requestTarget, " ", version.description)
         var wroteHost = false
         if let hostOverride, values("host").isEmpty {
-            out += "Host: \(hostOverride)\r\n"
+            line("Host: ", hostOverride)
             wroteHost = true
         }
         for field in headers {
@@ -60,22 +66,22 @@ extension HTTPRequestHead {
             if drop.contains(name) { continue }
             if name == "host", let hostOverride {
                 guard !wroteHost else { continue }
-                out += "Host: \(hostOverride)\r\n"
+                line("Host: ", hostOverride)
                 wroteHost = true
                 continue
             }
-            out += "\(field.name): \(field.value)\r\n"
+            line(field.name, ": ", field.value)
         }
         if upgrading {
-            out += "Connection: Upgrade\r\n"
+            line("Connection: Upgrade")
         } else if options.close {
-            out += "Connection: close\r\n"
+            line("Connection: close")
         }
         for field in options.extraHeaders {
-            out += "\(field.name): \(field.value)\r\n"
+            line(field.name, ": ", field.value)
         }
-        out += "\r\n"
-        return Array(out.utf8)
+        line()
+        return out
     }
 }
 

@@ -31,25 +31,29 @@ extension HTTPRequestHead {
         if target.hasPrefix("/") {
             return .origin(try hostDestination(), path: target)
         }
-        guard let colon = target.firstIndex(of: ":"), target[target.index(after: colon)...].hasPrefix("//") else {
+        // Byte-level from here: this runs once per proxied request.
+        let bytes = Array(target.utf8)
+        guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")), bytes.count >= colon + 3,
+            bytes[colon + 1] == UInt8(ascii: "/"), bytes[colon + 2] == UInt8(ascii: "/")
+        else {
             throw WireError(.badTarget, "request-target \"\(target)\" is neither a path, an absolute URI nor * (authority-form is for CONNECT only)")
         }
-        let scheme = target[..<colon].lowercased()
-        guard scheme == "http" else {
-            throw WireError(.badTarget, "URI scheme \(scheme) not supported by the HTTP proxy (only http; use CONNECT for https)")
+        let scheme = String(decoding: bytes[..<colon], as: UTF8.self)
+        guard scheme.equalsIgnoringASCIICase("http") else {
+            throw WireError(.badTarget, "URI scheme \(scheme.lowercased()) not supported by the HTTP proxy (only http; use CONNECT for https)")
         }
-        if target.contains("#") {
+        if bytes.contains(UInt8(ascii: "#")) {
             throw WireError(.badTarget, "request-target \"\(target)\" contains a fragment")
         }
-        let rest = target[target.index(colon, offsetBy: 3)...]
-        let authorityEnd = rest.firstIndex { $0 == "/" || $0 == "?" } ?? rest.endIndex
-        let authority = String(rest[..<authorityEnd])
-        if authority.contains("@") {
+        let authorityStart = colon + 3
+        let authorityEnd = bytes[authorityStart...].firstIndex { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?") } ?? bytes.count
+        let authority = String(decoding: bytes[authorityStart..<authorityEnd], as: UTF8.self)
+        if bytes[authorityStart..<authorityEnd].contains(UInt8(ascii: "@")) {
             throw WireError(.badTarget, "URI authority \"\(authority)\" contains userinfo")
         }
         let destination = try parseAuthority(authority, defaultPort: 80, what: "URI authority")
-        let tail = rest[authorityEnd...]
-        let originForm = tail.hasPrefix("/") ? String(tail) : "/" + tail
+        let tail = String(decoding: bytes[authorityEnd...], as: UTF8.self)
+        let originForm = tail.hasPrefix("/") ? tail : "/" + tail
         return .absolute(destination, originForm: originForm)
     }
 
@@ -63,43 +67,47 @@ extension HTTPRequestHead {
 /// Parses `host[:port]` (RFC 3986 authority without userinfo; IPv6 in brackets). Without
 /// `defaultPort` the port is required.
 func parseAuthority(_ text: String, defaultPort: UInt16?, what: String) throws(WireError) -> Destination {
-    let host: Substring
-    let portText: Substring?
-    if text.hasPrefix("[") {
-        guard let close = text.firstIndex(of: "]") else {
+    let bytes = Array(text.utf8)
+    let host: ArraySlice<UInt8>
+    let portBytes: ArraySlice<UInt8>?
+    if bytes.first == UInt8(ascii: "[") {
+        guard let close = bytes.firstIndex(of: UInt8(ascii: "]")) else {
             throw WireError(.badTarget, "\(what) \"\(text)\" has an unterminated IPv6 literal")
         }
-        host = text[text.index(after: text.startIndex)..<close]
-        let after = text[text.index(after: close)...]
+        host = bytes[1..<close]
+        let after = bytes[(close + 1)...]
         if after.isEmpty {
-            portText = nil
-        } else if after.hasPrefix(":") {
-            portText = after.dropFirst()
+            portBytes = nil
+        } else if after.first == UInt8(ascii: ":") {
+            portBytes = after.dropFirst()
         } else {
-            throw WireError(.badTarget, "\(what) \"\(text)\" has \"\(after)\" after the IPv6 literal")
+            throw WireError(.badTarget, "\(what) \"\(text)\" has \"\(String(decoding: after, as: UTF8.self))\" after the IPv6 literal")
         }
-        guard parseIPv6(String(host)) != nil else {
+        guard parseIPv6(String(decoding: host, as: UTF8.self)) != nil else {
             throw WireError(.badTarget, "\(what) \"\(text)\" holds an invalid IPv6 address")
         }
     } else {
-        if let colon = text.lastIndex(of: ":") {
-            host = text[..<colon]
-            portText = text[text.index(after: colon)...]
+        if let colon = bytes.lastIndex(of: UInt8(ascii: ":")) {
+            host = bytes[..<colon]
+            portBytes = bytes[(colon + 1)...]
         } else {
-            host = text[...]
-            portText = nil
+            host = bytes[...]
+            portBytes = nil
         }
         guard !host.isEmpty else { throw WireError(.badTarget, "\(what) \"\(text)\" has an empty host") }
-        if let bad = host.unicodeScalars.first(where: { !isRegNameChar($0) }) {
-            throw WireError(.badTarget, "\(what) \"\(text)\" has character \"\(bad)\" in its host")
+        if let bad = host.first(where: { !isRegNameByte($0) }) {
+            throw WireError(.badTarget, "\(what) \"\(text)\" has character \"\(Unicode.Scalar(bad))\" in its host")
         }
     }
     let port: UInt16
-    if let portText, !portText.isEmpty {
-        guard portText.utf8.count <= 5, portText.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
-            let value = Int(portText), value > 0, value <= 65535
-        else {
-            throw WireError(.badTarget, "\(what) \"\(text)\" has port \"\(portText)\", expected 1 to 65535")
+    if let portBytes, !portBytes.isEmpty {
+        var value = 0
+        for byte in portBytes.prefix(6) {
+            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { value = -1; break }
+            value = value * 10 + Int(byte - UInt8(ascii: "0"))
+        }
+        guard portBytes.count <= 5, value > 0, value <= 65535 else {
+            throw WireError(.badTarget, "\(what) \"\(text)\" has port \"\(String(decoding: portBytes, as: UTF8.self))\", expected 1 to 65535")
         }
         port = UInt16(value)
     } else if let defaultPort {
@@ -107,13 +115,17 @@ func parseAuthority(_ text: String, defaultPort: UInt16?, what: String) throws(W
     } else {
         throw WireError(.badTarget, "\(what) \"\(text)\" has no port (expected host:port)")
     }
-    return Destination(host: String(host), port: port)
+    return Destination(host: String(decoding: host, as: UTF8.self), port: port)
 }
 
 /// RFC 3986 reg-name characters (unreserved, pct-encoded, sub-delims); also covers IPv4.
-private func isRegNameChar(_ scalar: Unicode.Scalar) -> Bool {
-    switch scalar {
-    case "a"..."z", "A"..."Z", "0"..."9", "-", ".", "_", "~", "%", "!", "$", "&", "'", "(", ")", "*", "+", ",", ";", "=":
+private func isRegNameByte(_ byte: UInt8) -> Bool {
+    switch byte {
+    case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+        return true
+    case UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "%"), UInt8(ascii: "!"),
+        UInt8(ascii: "$"), UInt8(ascii: "&"), UInt8(ascii: "'"), UInt8(ascii: "("), UInt8(ascii: ")"), UInt8(ascii: "*"),
+        UInt8(ascii: "+"), UInt8(ascii: ","), UInt8(ascii: ";"), UInt8(ascii: "="):
         return true
     default:
         return false

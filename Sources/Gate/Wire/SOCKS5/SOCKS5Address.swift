@@ -29,6 +29,11 @@ public enum SOCKS5AddressType: UInt8, Hashable, Sendable {
 /// Decoded into a `Destination`: IP addresses become their text form (`192.0.2.1`, `2001:db8::1`),
 /// domain names stay as sent.
 enum SOCKS5Address {
+    /// The error for a VER byte other than 5 (RFC 1928 messages all start with VER = 5).
+    static func versionError(_ version: UInt8) -> WireError? {
+        version == 5 ? nil : WireError(.unsupportedVersion, "SOCKS version \(version) not supported")
+    }
+
     /// Reads ATYP, address and port. Returns `nil` when the bytes run out (need more),
     /// throws for an unknown ATYP or a malformed domain name.
     static func read(_ reader: inout ByteReader, what: String) throws(WireError) -> (SOCKS5AddressType, Destination)? {
@@ -39,8 +44,8 @@ enum SOCKS5Address {
         let host: String
         switch atyp {
         case .ipv4:
-            guard let raw = reader.readBytes(4) else { return nil }
-            host = raw.map(String.init).joined(separator: ".")
+            guard let address = reader.readU32() else { return nil }
+            host = formatIPv4(address)
         case .ipv6:
             guard let raw = reader.readBytes(16) else { return nil }
             host = formatIPv6(raw)
@@ -92,6 +97,23 @@ func parseIPv6(_ text: String) -> [UInt8]? {
     var address = in6_addr()
     guard inet_pton(AF_INET6, text, &address) == 1 else { return nil }
     return withUnsafeBytes(of: &address) { Array($0) }
+}
+
+/// Dotted-quad text of a big-endian IPv4 address, built without intermediate strings
+/// (this runs once per relayed UDP datagram).
+func formatIPv4(_ address: UInt32) -> String {
+    String(unsafeUninitializedCapacity: 15) { text in
+        var length = 0
+        for shift in stride(from: 24, through: 0, by: -8) {
+            let octet = Int(address >> UInt32(shift) & 0xFF)
+            if octet >= 100 { text[length] = UInt8(ascii: "0") + UInt8(octet / 100); length += 1 }
+            if octet >= 10 { text[length] = UInt8(ascii: "0") + UInt8(octet / 10 % 10); length += 1 }
+            text[length] = UInt8(ascii: "0") + UInt8(octet % 10)
+            length += 1
+            if shift > 0 { text[length] = UInt8(ascii: "."); length += 1 }
+        }
+        return length
+    }
 }
 
 /// RFC 5952 text form of a 16-byte IPv6 address.

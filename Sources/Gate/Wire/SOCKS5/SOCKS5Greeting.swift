@@ -36,9 +36,7 @@ public struct SOCKS5Greeting: Hashable, Sendable {
         withContiguousBytes(bytes) { buffer in
             var reader = ByteReader(buffer)
             guard let version = reader.readU8() else { return .needMore }
-            guard version == 5 else {
-                return .invalid(WireError(.unsupportedVersion, "SOCKS version \(version) not supported"))
-            }
+            if let error = SOCKS5Address.versionError(version) { return .invalid(error) }
             guard let count = reader.readU8() else { return .needMore }
             guard count > 0 else {
                 return .invalid(WireError(.badLength, "SOCKS5 greeting offers 0 methods (NMETHODS must be 1 to 255)"))

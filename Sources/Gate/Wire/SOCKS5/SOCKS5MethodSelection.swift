@@ -19,9 +19,7 @@ public struct SOCKS5MethodSelection: Hashable, Sendable {
         withContiguousBytes(bytes) { buffer in
             var reader = ByteReader(buffer)
             guard let version = reader.readU8() else { return .needMore }
-            guard version == 5 else {
-                return .invalid(WireError(.unsupportedVersion, "SOCKS version \(version) not supported"))
-            }
+            if let error = SOCKS5Address.versionError(version) { return .invalid(error) }
             guard let method = reader.readU8() else { return .needMore }
             return .done(SOCKS5MethodSelection(method: SOCKS5Method(rawValue: method)), consumed: 2)
         }

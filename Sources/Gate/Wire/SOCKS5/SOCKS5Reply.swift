@@ -100,9 +100,7 @@ public struct SOCKS5Reply: Hashable, Sendable {
         withContiguousBytes(bytes) { buffer in
             var reader = ByteReader(buffer)
             guard let version = reader.readU8() else { return .needMore }
-            guard version == 5 else {
-                return .invalid(WireError(.unsupportedVersion, "SOCKS version \(version) not supported"))
-            }
+            if let error = SOCKS5Address.versionError(version) { return .invalid(error) }
             guard let code = reader.readU8(), let reserved = reader.readU8() else { return .needMore }
             guard reserved == 0 else {
                 return .invalid(WireError(.malformed, "SOCKS5 reply reserved byte is \(hex(reserved)), expected 0x00"))

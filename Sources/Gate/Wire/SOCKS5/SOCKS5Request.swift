@@ -45,9 +45,7 @@ public struct SOCKS5Request: Hashable, Sendable {
         withContiguousBytes(bytes) { buffer in
             var reader = ByteReader(buffer)
             guard let version = reader.readU8() else { return .needMore }
-            guard version == 5 else {
-                return .invalid(WireError(.unsupportedVersion, "SOCKS version \(version) not supported"))
-            }
+            if let error = SOCKS5Address.versionError(version) { return .invalid(error) }
             guard let commandByte = reader.readU8() else { return .needMore }
             guard let command = SOCKS5Command(rawValue: commandByte) else {
                 return .invalid(WireError(.unsupportedCommand, "SOCKS5 command \(hex(commandByte)) not supported (1 CONNECT, 2 BIND, 3 UDP ASSOCIATE)"))

@@ -19,15 +19,18 @@ public struct SOCKS5UsernamePasswordRequest: Hashable, Sendable {
         self.password = password
     }
 
+    /// The error for a subnegotiation VER byte other than 1 (RFC 1929 §2).
+    static func versionError(_ version: UInt8) -> WireError? {
+        version == 1 ? nil : WireError(.unsupportedVersion, "SOCKS5 username/password subnegotiation version \(version) not supported (expected 1)")
+    }
+
     /// Decodes a username/password request from the front of `bytes`.
     /// Username and password are decoded as UTF-8 (invalid sequences become U+FFFD).
     public static func parse(_ bytes: some Collection<UInt8>) -> ParseResult<SOCKS5UsernamePasswordRequest> {
         withContiguousBytes(bytes) { buffer in
             var reader = ByteReader(buffer)
             guard let version = reader.readU8() else { return .needMore }
-            guard version == 1 else {
-                return .invalid(WireError(.unsupportedVersion, "SOCKS5 username/password subnegotiation version \(version) not supported (expected 1)"))
-            }
+            if let error = SOCKS5UsernamePasswordRequest.versionError(version) { return .invalid(error) }
             guard let userLength = reader.readU8() else { return .needMore }
             guard userLength > 0 else {
                 return .invalid(WireError(.badLength, "SOCKS5 username length is 0"))
@@ -73,9 +76,7 @@ public struct SOCKS5UsernamePasswordResponse: Hashable, Sendable {
         withContiguousBytes(bytes) { buffer in
             var reader = ByteReader(buffer)
             guard let version = reader.readU8() else { return .needMore }
-            guard version == 1 else {
-                return .invalid(WireError(.unsupportedVersion, "SOCKS5 username/password subnegotiation version \(version) not supported (expected 1)"))
-            }
+            if let error = SOCKS5UsernamePasswordRequest.versionError(version) { return .invalid(error) }
             guard let status = reader.readU8() else { return .needMore }
             return .done(SOCKS5UsernamePasswordResponse(status: status), consumed: 2)
         }

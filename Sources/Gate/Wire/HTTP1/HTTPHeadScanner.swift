@@ -1,0 +1,300 @@
+/// One header field line, as received (name case preserved).
+public struct HTTPField: Hashable, Sendable {
+    public var name: String
+    public var value: String
+
+    public init(_ name: String, _ value: String) {
+        self.name = name
+        self.value = value
+    }
+}
+
+/// An HTTP/1 version (`HTTP/1.0`, `HTTP/1.1`).
+public struct HTTPVersion: Hashable, Sendable, CustomStringConvertible {
+    public var major: Int
+    public var minor: Int
+
+    public init(major: Int, minor: Int) {
+        self.major = major
+        self.minor = minor
+    }
+
+    public static let http1_0 = HTTPVersion(major: 1, minor: 0)
+    public static let http1_1 = HTTPVersion(major: 1, minor: 1)
+
+    public var description: String { "HTTP/\(major).\(minor)" }
+}
+
+/// Size bounds for an HTTP/1 head (start line plus header section).
+public struct HTTPHeadLimits: Hashable, Sendable {
+    /// Most bytes of start line plus header section, terminators included.
+    public var maxHeadBytes: Int
+    /// Most header field lines.
+    public var maxHeaderCount: Int
+
+    public init(maxHeadBytes: Int = 16 * 1024, maxHeaderCount: Int = 100) {
+        self.maxHeadBytes = maxHeadBytes
+        self.maxHeaderCount = maxHeaderCount
+    }
+}
+
+/// Field lookups shared by request and response heads.
+public protocol HTTPHeaderLookup {
+    /// Header fields in the order received.
+    var headers: [HTTPField] { get }
+}
+
+extension HTTPHeaderLookup {
+    /// All values of the fields named `name` (case-insensitive), in order.
+    public func values(_ name: String) -> [String] {
+        headers.filter { $0.name.equalsIgnoringASCIICase(name) }.map(\.value)
+    }
+
+    /// The comma-separated list elements of all fields named `name`, lower-cased and trimmed.
+    public func tokens(_ name: String) -> [String] {
+        values(name).flatMap { $0.split(separator: ",") }
+            .map { $0.trimmingOWS().lowercased() }
+            .filter { !$0.isEmpty }
+    }
+
+    /// The message body length from Transfer-Encoding and Content-Length (RFC 9112 §6.3):
+    /// `.chunked` when chunked is the final coding, nil when another coding is final (the
+    /// caller decides: 400 for a request, read-until-close for a response), else the
+    /// Content-Length (all copies equal) or `.none`. Both fields together are an error.
+    func declaredFraming(_ what: String) -> Result<HTTPBodyFraming?, WireError> {
+        let lengths = values("content-length").flatMap { $0.split(separator: ",", omittingEmptySubsequences: false) }.map { $0.trimmingOWS() }
+        let codings = tokens("transfer-encoding")
+        if !codings.isEmpty {
+            guard lengths.isEmpty else {
+                return .failure(WireError(.badFraming, "HTTP \(what) has both Transfer-Encoding and Content-Length"))
+            }
+            return .success(codings.last == "chunked" ? .chunked : nil)
+        }
+        guard let first = lengths.first else { return .success(HTTPBodyFraming.none) }
+        guard lengths.allSatisfy({ $0 == first }) else {
+            return .failure(WireError(.badFraming, "HTTP \(what) has conflicting Content-Length values \(lengths.joined(separator: ", "))"))
+        }
+        guard !first.isEmpty, first.utf8.count <= 18, first.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }), let length = Int(first) else {
+            return .failure(WireError(.badFraming, "HTTP Content-Length \"\(first)\" is not a decimal number"))
+        }
+        return .success(length == 0 ? HTTPBodyFraming.none : .contentLength(length))
+    }
+}
+
+extension String {
+    /// ASCII case-insensitive comparison (field names are ASCII tokens); no allocation.
+    func equalsIgnoringASCIICase(_ other: String) -> Bool {
+        let lhs = utf8, rhs = other.utf8
+        guard lhs.count == rhs.count else { return false }
+        return zip(lhs, rhs).allSatisfy { a, b in
+            a == b || (a | 0x20 == b | 0x20 && (a | 0x20) >= UInt8(ascii: "a") && (a | 0x20) <= UInt8(ascii: "z"))
+        }
+    }
+}
+
+extension StringProtocol {
+    /// Drops leading and trailing SP and HTAB (RFC 9110 OWS).
+    func trimmingOWS() -> String {
+        var scalars = Substring(self).unicodeScalars[...]
+        while let first = scalars.first, first == " " || first == "\t" { scalars.removeFirst() }
+        while let last = scalars.last, last == " " || last == "\t" { scalars.removeLast() }
+        return String(scalars)
+    }
+}
+
+/// RFC 9110 §5.6.2 tchar.
+func isTokenChar(_ byte: UInt8) -> Bool {
+    switch byte {
+    case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+        return true
+    case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
+        UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
+        UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
+        return true
+    default:
+        return false
+    }
+}
+
+/// One pass over a candidate HTTP/1 head (RFC 9112 §2.1): start line, field lines, empty
+/// line. The start line is checked by the caller's function, also while it is incomplete,
+/// so garbage is refused before a line end arrives.
+struct HTTPHeadScanner {
+    let buffer: UnsafeBufferPointer<UInt8>
+    let limits: HTTPHeadLimits
+
+    static let cr = UInt8(ascii: "\r")
+    static let lf = UInt8(ascii: "\n")
+
+    /// Which start line is scanned, for error codes and messages.
+    struct StartLine {
+        var name: String
+        var badCode: WireError.Code
+        var tooLongCode: WireError.Code
+        /// RFC 9112 §2.2: a server ignores empty lines before a request line.
+        var skipsLeadingEmptyLines: Bool
+    }
+
+    func text(_ from: Int, _ to: Int) -> String {
+        String(decoding: UnsafeBufferPointer(rebasing: buffer[from..<to]), as: UTF8.self)
+    }
+
+    /// Finds the line starting at `start`: the content range (terminator excluded) and the
+    /// offset after the terminator, or nil when no LF is within the buffer.
+    private func line(from start: Int) -> Result<(content: Range<Int>, next: Int), WireError>? {
+        var index = start
+        while index < buffer.count {
+            if buffer[index] == Self.lf {
+                var end = index
+                if end > start && buffer[end - 1] == Self.cr { end -= 1 }
+                if let bare = (start..<end).first(where: { buffer[$0] == Self.cr }) {
+                    return .failure(WireError(.malformed, "bare CR (0x0d) at byte \(bare) of the HTTP head"))
+                }
+                return .success((start..<end, index + 1))
+            }
+            index += 1
+        }
+        return nil
+    }
+
+    /// Scans the head; `check` validates the start line (`complete: false` for a prefix, where
+    /// running out of bytes means `.needMore`).
+    func scan<Start>(
+        _ startLine: StartLine, check: (Range<Int>, _ complete: Bool) -> ParseResult<Start>
+    ) -> ParseResult<(start: Start, headers: [HTTPField], consumed: Int)> {
+        let limit = limits.maxHeadBytes
+        var position = 0
+        while startLine.skipsLeadingEmptyLines && position < buffer.count && position < limit
+            && (buffer[position] == Self.cr || buffer[position] == Self.lf)
+        {
+            if buffer[position] == Self.cr {
+                guard position + 1 < buffer.count else { return .needMore }
+                guard buffer[position + 1] == Self.lf else {
+                    return .invalid(WireError(startLine.badCode, "bare CR before the HTTP \(startLine.name)"))
+                }
+                position += 2
+            } else {
+                position += 1
+            }
+        }
+        let headStart = position
+
+        let first: (content: Range<Int>, next: Int)
+        switch line(from: position) {
+        case .none:
+            var available = min(buffer.count, headStart + limit) - headStart
+            if available > 0 && buffer[headStart + available - 1] == Self.cr { available -= 1 }
+            if case .invalid(let error) = check(headStart..<(headStart + max(available, 0)), false) {
+                return .invalid(error)
+            }
+            if buffer.count - headStart >= limit {
+                return .invalid(WireError(startLine.tooLongCode, "HTTP \(startLine.name) longer than the \(limit)-byte head limit"))
+            }
+            return .needMore
+        case .failure(let error)?:
+            return .invalid(WireError(startLine.badCode, error.message))
+        case .success(let found)?:
+            first = found
+        }
+        if first.next - headStart > limit {
+            return .invalid(WireError(startLine.tooLongCode, "HTTP \(startLine.name) of \(first.next - headStart) bytes exceeds the \(limit)-byte head limit"))
+        }
+        let start: Start
+        switch check(first.content, true) {
+        case .invalid(let error): return .invalid(error)
+        case .needMore: return .invalid(WireError(startLine.badCode, "HTTP \(startLine.name) is incomplete"))
+        case .done(let found, _): start = found
+        }
+        position = first.next
+
+        var headers: [HTTPField] = []
+        while true {
+            guard let found = line(from: position) else {
+                if buffer.count - headStart >= limit {
+                    return .invalid(WireError(.headTooLarge, "HTTP head exceeds the \(limit)-byte limit"))
+                }
+                return .needMore
+            }
+            let (content, next): (Range<Int>, Int)
+            switch found {
+            case .failure(let error): return .invalid(WireError(.badHeader, error.message))
+            case .success(let value): (content, next) = value
+            }
+            if next - headStart > limit {
+                return .invalid(WireError(.headTooLarge, "HTTP head of at least \(next - headStart) bytes exceeds the \(limit)-byte limit"))
+            }
+            position = next
+            if content.isEmpty { break }
+            if buffer[content.lowerBound] == UInt8(ascii: " ") || buffer[content.lowerBound] == UInt8(ascii: "\t") {
+                return .invalid(WireError(.obsoleteLineFolding, "HTTP header line \(headers.count + 1) starts with whitespace (obs-fold is not accepted)"))
+            }
+            guard headers.count < limits.maxHeaderCount else {
+                return .invalid(WireError(.tooManyHeaders, "HTTP head has more than \(limits.maxHeaderCount) header fields"))
+            }
+            switch field(content, number: headers.count + 1) {
+            case .success(let field): headers.append(field)
+            case .failure(let error): return .invalid(error)
+            }
+        }
+        return .done((start, headers, position), consumed: position)
+    }
+
+    /// Checks `HTTP/DIGIT.DIGIT` at `index` (ending at `end` when `mustEnd`); `.needMore`
+    /// when the range stops early and `complete` is false.
+    func checkVersion(at index: Int, end: Int, mustEnd: Bool, complete: Bool, code: WireError.Code) -> ParseResult<HTTPVersion> {
+        let expected = Array("HTTP/".utf8)
+        let versionText = { self.text(index, min(end, index + 8)) }
+        for offset in 0..<(expected.count + 3) {
+            guard index + offset < end else {
+                return complete ? .invalid(WireError(code, "HTTP version \"\(versionText())\" is incomplete")) : .needMore
+            }
+            let byte = buffer[index + offset]
+            let ok: Bool
+            switch offset {
+            case 0..<expected.count: ok = byte == expected[offset]
+            case expected.count + 1: ok = byte == UInt8(ascii: ".")
+            default: ok = byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")
+            }
+            guard ok else {
+                return .invalid(WireError(code, "HTTP version \"\(versionText())\" is not HTTP/DIGIT.DIGIT"))
+            }
+        }
+        let after = index + expected.count + 3
+        if mustEnd && after != end {
+            return .invalid(WireError(code, "HTTP version is followed by byte \(hex(buffer[after])) instead of the line end"))
+        }
+        let major = Int(buffer[index + 5] - UInt8(ascii: "0"))
+        let minor = Int(buffer[index + 7] - UInt8(ascii: "0"))
+        return .done(HTTPVersion(major: major, minor: minor), consumed: after - index)
+    }
+
+    /// Parses `field-name ":" OWS field-value OWS`.
+    func field(_ range: Range<Int>, number: Int) -> Result<HTTPField, WireError> {
+        var index = range.lowerBound
+        while index < range.upperBound && isTokenChar(buffer[index]) { index += 1 }
+        guard index < range.upperBound else {
+            return .failure(WireError(.badHeader, "HTTP header line \(number) has no colon"))
+        }
+        guard buffer[index] == UInt8(ascii: ":") else {
+            let byte = buffer[index]
+            if byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") {
+                return .failure(WireError(.badHeader, "HTTP header line \(number) has whitespace between the field name and the colon"))
+            }
+            return .failure(WireError(.badHeader, "HTTP header line \(number) has byte \(hex(byte)) in its field name"))
+        }
+        guard index > range.lowerBound else {
+            return .failure(WireError(.badHeader, "HTTP header line \(number) has an empty field name"))
+        }
+        let name = text(range.lowerBound, index)
+        let valueRange = (index + 1)..<range.upperBound
+        if let bad = valueRange.first(where: { buffer[$0] < 0x20 && buffer[$0] != 0x09 || buffer[$0] == 0x7F }) {
+            return .failure(WireError(.badHeader, "HTTP header \(name) contains control byte \(hex(buffer[bad]))"))
+        }
+        var first = valueRange.lowerBound, last = valueRange.upperBound
+        while first < last && (buffer[first] == 0x20 || buffer[first] == 0x09) { first += 1 }
+        while last > first && (buffer[last - 1] == 0x20 || buffer[last - 1] == 0x09) { last -= 1 }
+        let value = text(first, last)
+        return .success(HTTPField(name, value))
+    }
+
+}
