@@ -90,3 +90,15 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(try dest("http", "10.1.1.1"), "10.1.1.1:443")
     }
 }
+
+final class TimerHeapTests: XCTestCase {
+    func testPopsInDeadlineOrder() {
+        var heap = TimerHeap()
+        let deadlines: [UInt64] = [50, 10, 40, 10, 30, 20, 60, 0, 35]
+        for d in deadlines { heap.push(LoopTimer(deadline: d) {}) }
+        var out: [UInt64] = []
+        while let t = heap.pop() { out.append(t.deadline) }
+        XCTAssertEqual(out, deadlines.sorted())
+        XCTAssertNil(heap.top)
+    }
+}

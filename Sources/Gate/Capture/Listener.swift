@@ -45,11 +45,13 @@ final class GateContext: Sendable {
 
     /// Starts a relay; on `loop`'s thread.
     func startRelay(
-        loop: GateLoop, client: Int32, upstream: Int32, info: StreamInfo, upstreamName: String, mode: ForwardMode, prefix: [UInt8]
+        loop: GateLoop, client: Int32, upstream: Int32, upstreamRegistered: Bool = false, info: StreamInfo,
+        upstreamName: String, mode: ForwardMode, prefix: [UInt8]
     ) {
         Relay.start(
-            loop: loop, client: client, upstream: upstream, info: info, upstreamName: upstreamName,
-            mode: mode, prefix: prefix, idleTimeoutMillis: UInt64(config.idleTimeout * 1000), logger: accessLog)
+            loop: loop, client: client, upstream: upstream, upstreamRegistered: upstreamRegistered, info: info,
+            upstreamName: upstreamName, mode: mode, prefix: prefix, idleTimeoutMillis: UInt64(config.idleTimeout * 1000),
+            logger: accessLog)
     }
 
     /// Logs a failed dial.
@@ -58,16 +60,13 @@ final class GateContext: Sendable {
     }
 
     /// The fast path of `forward` for a direct dial of an IP literal: connect and relay on the
-    /// connection's loop, with no task and no hop. Returns false when the route needs `forward`.
+    /// connection's loop (the accepting one, so this runs on its thread), with no task and no
+    /// hop. Returns false when the route needs `forward`.
     func forwardOnLoop(_ conn: ClientConn, info: StreamInfo, mode: ForwardMode) -> Bool {
         guard let decision = try? router.route(info), decision.upstream is DirectUpstream,
             let address = try? SocketAddress(host: decision.destination.host, port: decision.destination.port)
         else { return false }
-        let client = conn.handOff()
-        let loop = conn.loop
-        loop.execute { [self] in
-            PendingConnect.start(loop: loop, client: client, address: address, info: info, mode: mode, context: self)
-        }
+        PendingConnect.start(loop: conn.loop, client: conn.handOff(), address: address, info: info, mode: mode, context: self)
         return true
     }
 
@@ -152,14 +151,15 @@ private final class PendingConnect: LoopHandler {
 
     func ready(fd: Int32, events: UInt32) {
         timer?.cancel()
-        loop.deregister(upstream)
         do {
             try Sys.finishConnect(upstream, address)
         } catch {
             fail(error)
             return
         }
-        context.startRelay(loop: loop, client: client, upstream: upstream, info: info, upstreamName: "direct", mode: mode, prefix: [])
+        context.startRelay(
+            loop: loop, client: client, upstream: upstream, upstreamRegistered: true, info: info, upstreamName: "direct",
+            mode: mode, prefix: [])
     }
 
     private func fail(_ error: any Error) {
@@ -174,46 +174,62 @@ private final class PendingConnect: LoopHandler {
 
 /// A listening TCP socket on a gate loop; every accepted connection goes to its front on a
 /// task, with its handshake I/O on the next loop of the group.
-final class TCPListener: LoopHandler, @unchecked Sendable {  // fields are immutable after init; `ready` runs on the loop thread
+final class TCPListener: LoopHandler, @unchecked Sendable {  // fields are immutable after init; `ready` runs on the loop threads
     let name: String
     let proto: ListenerProto
-    let fd: Int32
     let address: SocketAddress
-    let loop: GateLoop
+    /// One listening socket per loop (`SO_REUSEPORT`): the kernel spreads connections over the
+    /// loops and each is accepted, dialled and relayed on one thread.
+    private let sockets: [(loop: GateLoop, fd: Int32)]
     private let context: GateContext
     private let front: any CaptureFront
 
-    /// Binds `address`; `makeFront` gets the bound address (with the real port).
+    /// Binds `address` once per loop; `makeFront` gets the bound address (with the real port).
     init(
         name: String, proto: ListenerProto, address: SocketAddress, transparent: Bool = false, context: GateContext,
         makeFront: (SocketAddress) -> any CaptureFront
     ) throws {
         self.name = name
         self.proto = proto
-        fd = try Sys.listen(address, transparent: transparent)
-        self.address = SocketAddress.local(of: fd) ?? address
+        let first = try Sys.listen(address, transparent: transparent, reusePort: true)
+        let bound = SocketAddress.local(of: first) ?? address
+        var sockets = [(loop: context.loops.loops[0], fd: first)]
+        do {
+            for loop in context.loops.loops.dropFirst() {
+                sockets.append((loop, try Sys.listen(bound, transparent: transparent, reusePort: true)))
+            }
+        } catch {
+            for s in sockets { Glibc.close(s.fd) }
+            throw error
+        }
+        self.sockets = sockets
+        self.address = bound
         self.context = context
-        front = makeFront(self.address)
-        loop = context.loops.loops[0]
+        front = makeFront(bound)
     }
 
     func start() {
-        loop.execute { [self] in
-            if !loop.register(fd, Interest.read, self) {
-                context.log.error("cannot watch listener", metadata: ["listener": "\(name)"])
+        for (loop, fd) in sockets {
+            loop.execute { [self] in
+                if !loop.register(fd, Interest.read, self) {
+                    context.log.error("cannot watch listener", metadata: ["listener": "\(name)"])
+                }
             }
         }
     }
 
     func stop() {
-        loop.execute { [self] in
-            loop.deregister(fd)
-            Glibc.close(fd)
+        for (loop, fd) in sockets {
+            loop.execute {
+                loop.deregister(fd)
+                Glibc.close(fd)
+            }
         }
     }
 
     func ready(fd: Int32, events: UInt32) {
-        for _ in 0..<256 {
+        guard let loop = sockets.first(where: { $0.fd == fd })?.loop else { return }
+        for _ in 0..<64 {
             var ss = sockaddr_storage()
             var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
             let c = withUnsafeMutablePointer(to: &ss) {
@@ -227,11 +243,11 @@ final class TCPListener: LoopHandler, @unchecked Sendable {  // fields are immut
                 // Out of descriptors: stop accepting for a moment instead of spinning.
                 context.log.warning("accept failed", metadata: ["listener": "\(name)", "error": "\(String(cString: strerror(e)))"])
                 loop.modify(fd, 0)
-                loop.schedule(afterMillis: 100) { [self] in loop.modify(fd, Interest.read) }
+                loop.schedule(afterMillis: 100) { loop.modify(fd, Interest.read) }
                 return
             }
             GateMetrics.shared.accepted.increment()
-            let conn = ClientConn(fd: c, loop: context.loops.next(), peer: SocketAddress(storage: &ss))
+            let conn = ClientConn(fd: c, loop: loop, peer: SocketAddress(storage: &ss))
             if front.serveOnLoop(conn) { continue }
             let front = self.front
             Task { await front.serve(conn) }

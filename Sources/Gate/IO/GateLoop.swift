@@ -27,6 +27,44 @@ final class LoopTimer {
     func cancel() { work = nil }
 }
 
+/// A binary min-heap of timers by deadline. Cancelled timers stay until they are due (a connect
+/// timeout is cancelled thousands of times a second under load; removing each would cost more).
+struct TimerHeap {
+    private var items: [LoopTimer] = []
+
+    var top: LoopTimer? { items.first }
+
+    mutating func push(_ timer: LoopTimer) {
+        items.append(timer)
+        var i = items.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            guard items[i].deadline < items[parent].deadline else { break }
+            items.swapAt(i, parent)
+            i = parent
+        }
+    }
+
+    @discardableResult
+    mutating func pop() -> LoopTimer? {
+        guard !items.isEmpty else { return nil }
+        items.swapAt(0, items.count - 1)
+        let first = items.removeLast()
+        var i = 0
+        while true {
+            let l = 2 * i + 1
+            let r = l + 1
+            var smallest = i
+            if l < items.count, items[l].deadline < items[smallest].deadline { smallest = l }
+            if r < items.count, items[r].deadline < items[smallest].deadline { smallest = r }
+            if smallest == i { break }
+            items.swapAt(i, smallest)
+            i = smallest
+        }
+        return first
+    }
+}
+
 /// One epoll event loop on its own thread: the data path of the gate (raw, non-blocking fds,
 /// so `splice(2)` and large-buffer copies need no extra hop). Everything a loop owns (handlers,
 /// relays, timers, buffer and pipe pools) is touched only on its thread; other threads hand it
@@ -38,7 +76,7 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
     private var handlers: [UInt64: (fd: Int32, handler: any LoopHandler)] = [:]
     private var tokens: [Int32: UInt64] = [:]
     private var nextToken: UInt64 = 1
-    private var timers: [LoopTimer] = []
+    private var timers = TimerHeap()
     private let pending = Mutex<[@Sendable () -> Void]>([])
     private let stopped = Atomic<Bool>(false)
     private var thread: Thread?
@@ -104,6 +142,12 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
         _ = ugate_epoll_ctl(epfd, UGATE_EPOLL_CTL_MOD, fd, events, token)
     }
 
+    /// Hands an existing registration of `fd` to another handler (no syscall).
+    func adopt(_ fd: Int32, _ handler: any LoopHandler) {
+        guard let token = tokens[fd] else { return }
+        handlers[token] = (fd, handler)
+    }
+
     /// Removes `fd` from the loop; call before closing it.
     func deregister(_ fd: Int32) {
         guard let token = tokens.removeValue(forKey: fd) else { return }
@@ -114,8 +158,7 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
     @discardableResult
     func schedule(afterMillis ms: UInt64, _ work: @escaping () -> Void) -> LoopTimer {
         let timer = LoopTimer(deadline: now + ms, work: work)
-        let i = timers.firstIndex { $0.deadline > timer.deadline } ?? timers.endIndex
-        timers.insert(timer, at: i)
+        timers.push(timer)
         return timer
     }
 
@@ -125,7 +168,7 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
         var nextSweep = now + 1000
         while !stopped.load(ordering: .relaxed) {
             let wait: Int32
-            if let first = timers.first {
+            if let first = timers.top {
                 wait = Int32(clamping: first.deadline > now ? min(first.deadline - now, 1000) : 0)
             } else {
                 wait = 1000
@@ -151,8 +194,8 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
                 return w
             }
             for w in work { w() }
-            while let first = timers.first, first.deadline <= now {
-                timers.removeFirst()
+            while let first = timers.top, first.deadline <= now {
+                timers.pop()
                 first.work?()
             }
             if now >= nextSweep {

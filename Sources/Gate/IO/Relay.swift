@@ -62,11 +62,13 @@ final class Relay: LoopHandler {
     let idleTimeoutMillis: UInt64
     let logger: Logger
     let startedAt: UInt64
-    let startedWall: Double
     private var up: Direction
     private var down: Direction
     private var interestClient: UInt32 = 0
     private var interestUpstream: UInt32 = 0
+    /// Whether the fds are on the loop yet (the first `updateInterest` registers them).
+    private var clientRegistered = false
+    private var upstreamRegistered = false
     private var lastActivity: UInt64
     private var closed = false
 
@@ -74,20 +76,26 @@ final class Relay: LoopHandler {
     private static let budget = 4 << 20
 
     /// Starts relaying; must run on `loop`'s thread. Takes ownership of both descriptors.
+    /// `upstreamRegistered`: the upstream fd is already on the loop (a connect just finished);
+    /// the relay takes that registration over instead of adding a new one.
     @discardableResult
     static func start(
-        loop: GateLoop, client: Int32, upstream: Int32, info: StreamInfo, upstreamName: String,
-        mode: ForwardMode, prefix: [UInt8], idleTimeoutMillis: UInt64, logger: Logger
+        loop: GateLoop, client: Int32, upstream: Int32, upstreamRegistered: Bool = false, info: StreamInfo,
+        upstreamName: String, mode: ForwardMode, prefix: [UInt8], idleTimeoutMillis: UInt64, logger: Logger
     ) -> Relay {
         let relay = Relay(
             loop: loop, client: client, upstream: upstream, info: info, upstreamName: upstreamName,
             mode: mode, prefix: prefix, idleTimeoutMillis: idleTimeoutMillis, logger: logger)
+        if upstreamRegistered {
+            // A finished connect left it registered for writability.
+            relay.upstreamRegistered = true
+            relay.interestUpstream = Interest.write
+            loop.adopt(upstream, relay)
+        }
         loop.relays[relay.id] = relay
         GateMetrics.shared.streamOpened()
-        guard loop.register(client, 0, relay), loop.register(upstream, 0, relay) else {
-            relay.abort(reason: "epoll_ctl failed")
-            return relay
-        }
+        // Try the sockets first and register them with the interest that result calls for:
+        // no epoll_ctl(MOD) right after the ADD.
         relay.pump(up: true, down: true)
         return relay
     }
@@ -107,9 +115,6 @@ final class Relay: LoopHandler {
         self.logger = logger
         startedAt = loop.now
         lastActivity = loop.now
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        startedWall = Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
         up = Direction(src: client, dst: upstream)
         up.prefix = prefix
         down = Direction(src: upstream, dst: client)
@@ -245,11 +250,25 @@ final class Relay: LoopHandler {
         if down.blocked { c |= Interest.write }
         if !down.eof && !down.blocked { u |= Interest.read }
         if up.blocked { u |= Interest.write }
-        if c != interestClient {
+        if !clientRegistered {
+            clientRegistered = true
+            interestClient = c
+            guard loop.register(client, c, self) else {
+                abort(reason: "epoll_ctl(client): \(String(cString: strerror(errno)))")
+                return
+            }
+        } else if c != interestClient {
             interestClient = c
             loop.modify(client, c)
         }
-        if u != interestUpstream {
+        if !upstreamRegistered {
+            upstreamRegistered = true
+            interestUpstream = u
+            guard loop.register(upstream, u, self) else {
+                abort(reason: "epoll_ctl(upstream): \(String(cString: strerror(errno)))")
+                return
+            }
+        } else if u != interestUpstream {
             interestUpstream = u
             loop.modify(upstream, u)
         }

@@ -234,7 +234,7 @@ public struct SocketAddress: Hashable, Sendable, CustomStringConvertible {
 extension Sys {
     /// Opens a non-blocking listening socket (TCP or UDP) bound to `address`.
     static func listen(
-        _ address: SocketAddress, udp: Bool = false, transparent: Bool = false, backlog: Int32 = 4096
+        _ address: SocketAddress, udp: Bool = false, transparent: Bool = false, reusePort: Bool = false, backlog: Int32 = 4096
     ) throws -> Int32 {
         let family = address.isIPv6 ? AF_INET6 : AF_INET
         let type = (udp ? Int32(SOCK_DGRAM.rawValue) : Int32(SOCK_STREAM.rawValue)) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
@@ -242,6 +242,7 @@ extension Sys {
         try check(fd, "socket")
         do {
             try setInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, "setsockopt(SO_REUSEADDR)")
+            if reusePort { try setInt(fd, SOL_SOCKET, SO_REUSEPORT, 1, "setsockopt(SO_REUSEPORT)") }
             if address.isIPv6, address.host == "::" {
                 try setInt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, 0, "setsockopt(IPV6_V6ONLY)")
             }
