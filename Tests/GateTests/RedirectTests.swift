@@ -155,4 +155,105 @@ final class RedirectTests: XCTestCase {
         let line = waitFor(nodeLog, ["stream", "listener=0.0.0.0:15007", "dst=10.99.0.9:8000", "src=10.88.0.2"])
         XCTAssertNotNil(line, (try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "")
     }
+
+    /// TPROXY UDP: a client in one namespace sends to 10.99.0.9:9000, which lives in a third
+    /// namespace behind the node's; the node's prerouting hook TPROXYs the datagrams to a
+    /// transparent UDP listener, the node forwards them from its own address and sends the
+    /// echo back from 10.99.0.9:9000 (the client's socket is connected to that address, so it
+    /// only accepts replies from there).
+    func testTPROXYUDPBetweenNamespaces() throws {
+        _ = try tool("nft")
+        let tag = getpid() % 100000
+        namespace = "ugate-gup-\(getpid())"
+        let client = "ugate-guc-\(getpid())"
+        let server = "ugate-gus-\(getpid())"
+        defer {
+            _ = try? runProcess("/usr/sbin/ip", ["netns", "del", client])
+            _ = try? runProcess("/usr/sbin/ip", ["netns", "del", server])
+        }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent(namespace).path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let ip = "/usr/sbin/ip"
+        let (cv, nv, nsv, sv) = ("uuc\(tag)", "uun\(tag)", "uum\(tag)", "uus\(tag)")
+        for cmd in [
+            ["netns", "add", namespace], ["netns", "add", client], ["netns", "add", server],
+            ["link", "add", cv, "netns", client, "type", "veth", "peer", "name", nv, "netns", namespace],
+            ["link", "add", nsv, "netns", namespace, "type", "veth", "peer", "name", sv, "netns", server],
+        ] {
+            let r = try runProcess(ip, cmd)
+            XCTAssertEqual(r.status, 0, "\(cmd): \(r.err)")
+        }
+        for (ns, cmd) in [
+            (client, ["ip", "link", "set", "lo", "up"]), (client, ["ip", "addr", "add", "10.88.0.2/24", "dev", cv]),
+            (client, ["ip", "link", "set", cv, "up"]), (client, ["ip", "route", "add", "default", "via", "10.88.0.1"]),
+            (namespace, ["ip", "link", "set", "lo", "up"]), (namespace, ["ip", "addr", "add", "10.88.0.1/24", "dev", nv]),
+            (namespace, ["ip", "link", "set", nv, "up"]), (namespace, ["ip", "addr", "add", "10.66.0.1/24", "dev", nsv]),
+            (namespace, ["ip", "link", "set", nsv, "up"]), (namespace, ["ip", "route", "add", "10.99.0.9/32", "via", "10.66.0.2"]),
+            (namespace, ["ip", "rule", "add", "fwmark", "1", "lookup", "100"]),
+            (namespace, ["ip", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100"]),
+            (server, ["ip", "link", "set", "lo", "up"]), (server, ["ip", "addr", "add", "10.66.0.2/24", "dev", sv]),
+            (server, ["ip", "link", "set", sv, "up"]), (server, ["ip", "addr", "add", "10.99.0.9/32", "dev", "lo"]),
+        ] {
+            let r = try runProcess(ip, ["netns", "exec", ns] + cmd)
+            XCTAssertEqual(r.status, 0, "\(cmd): \(r.err)")
+        }
+        let rules = """
+            table ip ugate_tproxy {
+                chain prerouting {
+                    type filter hook prerouting priority mangle; policy accept;
+                    iifname "\(nv)" udp dport 9000 tproxy to :15008 meta mark set 1 accept
+                }
+            }
+            """
+        try rules.write(toFile: "\(dir)/tproxy.nft", atomically: true, encoding: .utf8)
+        let applied = try inNamespace(["nft", "-f", "\(dir)/tproxy.nft"])
+        XCTAssertEqual(applied.status, 0, applied.err)
+
+        let config = #"{"defaultListeners": false, "listeners": {"udp://0.0.0.0:15008": {"proto": "tproxy"}}}"#
+        try config.write(toFile: "\(dir)/ugate.json", atomically: true, encoding: .utf8)
+        let nodeLog = "\(dir)/node.log"
+        _ = try start([ugatePath, "run", "--config", "\(dir)/ugate.json"], log: nodeLog)
+        XCTAssertNotNil(waitFor(nodeLog, ["ready"]), (try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "")
+        XCTAssertTrue(((try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "").contains("udp://0.0.0.0:15008 tproxy"))
+
+        // The echo server names the source it saw, so the test proves the node (10.66.0.1) sent it.
+        let echo = """
+            import socket
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("10.99.0.9", 9000))
+            while True:
+                data, src = s.recvfrom(65536)
+                s.sendto(b"echo " + data + b" via " + src[0].encode(), src)
+            """
+        let serverProcess = Process()
+        serverProcess.executableURL = URL(fileURLWithPath: ip)
+        serverProcess.arguments = ["netns", "exec", server, "python3", "-c", echo]
+        try serverProcess.run()
+        processes.append(serverProcess)
+
+        let probe = """
+            import socket, sys
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.connect(("10.99.0.9", 9000))
+            s.settimeout(0.5)
+            got = []
+            for word in ["one", "two", "three"]:
+                for attempt in range(20):
+                    s.send(word.encode())
+                    try:
+                        data, src = s.recvfrom(65536)
+                    except socket.timeout:
+                        continue
+                    got.append("%s from %s:%d" % (data.decode(), src[0], src[1]))
+                    break
+            print("\\n".join(got))
+            """
+        let result = try runProcess(ip, ["netns", "exec", client, "python3", "-c", probe], timeout: 60)
+        XCTAssertEqual(result.status, 0, result.err)
+        XCTAssertEqual(
+            result.out.split(separator: "\n").map(String.init),
+            ["echo one via 10.66.0.1 from 10.99.0.9:9000", "echo two via 10.66.0.1 from 10.99.0.9:9000", "echo three via 10.66.0.1 from 10.99.0.9:9000"],
+            (try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "")
+    }
 }
