@@ -92,6 +92,43 @@ final class RedirectTests: XCTestCase {
         XCTAssertEqual(removed.status, 0, removed.err)
     }
 
+    /// IPv6 REDIRECT: the same Istio-style rules (an `inet` table) capture a connection to
+    /// [fd77::2]:8000; the node's dual-stack listener recovers the destination with
+    /// `IP6T_SO_ORIGINAL_DST` and the access log shows it.
+    func testIPv6RedirectCaptureShowsOriginalDestination() throws {
+        _ = try tool("nft")
+        _ = try tool("curl")
+        _ = try tool("setpriv")
+        namespace = "ugate-g6-\(getpid())"
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent(namespace).path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        XCTAssertEqual(try runProcess("/usr/sbin/ip", ["netns", "add", namespace]).status, 0)
+        XCTAssertEqual(try inNamespace(["ip", "link", "set", "lo", "up"]).status, 0)
+        let added = try inNamespace(["ip", "-6", "addr", "add", "fd77::2/128", "dev", "lo", "nodad"])
+        XCTAssertEqual(added.status, 0, added.err)
+
+        let config = #"{"defaultListeners": false, "listeners": {"-:15001": {"proto": "redirect"}}}"#
+        try config.write(toFile: "\(dir)/ugate.json", atomically: true, encoding: .utf8)
+        let nodeLog = "\(dir)/node.log"
+        _ = try start(["setpriv", "--regid", "1337", "--clear-groups", ugatePath, "run", "--config", "\(dir)/ugate.json"], log: nodeLog)
+        XCTAssertNotNil(waitFor(nodeLog, ["ready"]), (try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "")
+        let rules = try inNamespace([ugatePath, "iptables", "--netns", namespace, "--apply"])
+        XCTAssertEqual(rules.status, 0, rules.err)
+
+        try "over ipv6".write(toFile: "\(dir)/file.txt", atomically: true, encoding: .utf8)
+        _ = try start(["python3", "-m", "http.server", "8000", "--bind", "fd77::2", "--directory", dir], log: "\(dir)/http.log")
+        var response = (status: Int32(-1), out: "", err: "")
+        for _ in 0..<50 where response.status != 0 {
+            response = try inNamespace(["curl", "-sS", "--max-time", "5", "http://[fd77::2]:8000/file.txt"])
+            if response.status != 0 { usleep(100_000) }
+        }
+        XCTAssertEqual(response.status, 0, response.err)
+        XCTAssertEqual(response.out, "over ipv6")
+        let line = waitFor(nodeLog, ["stream", "listener=-:15001", "dst=[fd77::2]:8000", "src=[fd77::2]:", "proto=http/1.1"])
+        XCTAssertNotNil(line, (try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "")
+    }
+
     /// TPROXY: a client in one namespace talks to 10.99.0.9:8000 through a second namespace
     /// whose prerouting hook TPROXYs the connection to the node's transparent listener; the
     /// node learns the destination from the socket's local address and dials it.
