@@ -269,7 +269,25 @@ final class TinyHTTPServer: @unchecked Sendable {  // fd and port are immutable;
             pending.removeFirst(end.upperBound)
             let lines = head.components(separatedBy: "\r\n")
             let host = lines.first { $0.lowercased().hasPrefix("host:") }.map { String($0.dropFirst(5)).trimmingCharacters(in: .whitespaces) } ?? "-"
-            let body = Array("request=\(lines[0]) host=\(host) headers=\(lines.count - 1)\n".utf8)
+            // A request body: Content-Length bytes, or chunked up to the last chunk (no
+            // extensions or trailers); the response names it.
+            var requestBody: [UInt8]?
+            let length = lines.first { $0.lowercased().hasPrefix("content-length:") }.flatMap { Int($0.dropFirst(15).trimmingCharacters(in: .whitespaces)) }
+            let chunked = lines.contains { $0.lowercased() == "transfer-encoding: chunked" }
+            while length.map({ pending.count < $0 }) ?? (chunked && pending.firstRange(of: Array("0\r\n\r\n".utf8)) == nil) {
+                let n = chunk.withUnsafeMutableBytes { recv(c, $0.baseAddress!, $0.count, 0) }
+                if n <= 0 { return }
+                pending += chunk[0..<n]
+            }
+            if let length {
+                requestBody = Array(pending[..<length])
+                pending.removeFirst(length)
+            } else if chunked, let last = pending.firstRange(of: Array("0\r\n\r\n".utf8)) {
+                requestBody = Array(pending[..<last.upperBound])
+                pending.removeFirst(last.upperBound)
+            }
+            let bodyNote = requestBody.map { " body=\(String(decoding: $0, as: UTF8.self).replacingOccurrences(of: "\r\n", with: "|"))" } ?? ""
+            let body = Array("request=\(lines[0]) host=\(host) headers=\(lines.count - 1)\(bodyNote)\n".utf8)
             let close = lines.contains { $0.lowercased() == "connection: close" }
             let response = Array("HTTP/1.1 200 OK\r\nContent-Length: \(body.count)\r\nContent-Type: text/plain\r\n\(close ? "Connection: close\r\n" : "")\r\n".utf8) + body
             guard (try? TestSocket.writeAll(c, response)) != nil, !close else { return }
