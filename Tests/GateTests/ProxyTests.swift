@@ -114,6 +114,27 @@ final class ProxyTests: XCTestCase {
         XCTAssertTrue(all.hasSuffix("Connection: close\r\n\r\nrequest=GET /c HTTP/1.1 host=127.0.0.1:\(origin.port) headers=2\n"), all)
     }
 
+    /// An origin that closes its connection after each response without announcing it: the
+    /// next request on the kept client connection finds the upstream closed and is sent again
+    /// on a new one, so the client sees every answer.
+    func testAbsoluteURIRetriesWhenOriginClosedKeptConnection() throws {
+        let origin = try TinyHTTPServer(closeAfterResponse: true)
+        defer { origin.stop() }
+        let (node, logs) = try proxyNode()
+        defer { node.stop() }
+        let fd = try TestSocket.connect(node.address(of: "http")!)
+        defer { close(fd) }
+        for path in ["/x", "/y", "/z"] {
+            try TestSocket.writeAll(fd, Array("GET http://127.0.0.1:\(origin.port)\(path) HTTP/1.1\r\nHost: 127.0.0.1:\(origin.port)\r\n\r\n".utf8))
+            let body = "request=GET \(path) HTTP/1.1 host=127.0.0.1:\(origin.port) headers=1\n"
+            let head = "HTTP/1.1 200 OK\r\nContent-Length: \(body.utf8.count)\r\nContent-Type: text/plain\r\n\r\n"
+            let got = String(decoding: try TestSocket.readExactly(fd, head.utf8.count + body.utf8.count), as: UTF8.self)
+            XCTAssertEqual(got, head + body)
+        }
+        XCTAssertNotNil(logs.waitForLine(containing: ["stream", "mode=http", "request=GET http://127.0.0.1:\(origin.port)/y", "end=stale"]), "\(logs.lines)")
+        XCTAssertNotNil(logs.waitForLine(containing: ["stream", "mode=http", "request=GET http://127.0.0.1:\(origin.port)/z", "upstream=direct", "end=done"]), "\(logs.lines)")
+    }
+
     func testEchoAndHalfCloseThroughSOCKS5AndConnect() throws {
         let echo = try EchoServer()
         defer { echo.stop() }

@@ -237,7 +237,9 @@ final class TinyHTTPServer: @unchecked Sendable {  // fd and port are immutable;
     let fd: Int32
     let port: UInt16
 
-    init(host: String = "127.0.0.1") throws {
+    /// - Parameter closeAfterResponse: close every connection after one response without
+    ///   saying so (`Connection: close`), like an origin whose keep-alive timer fired.
+    init(host: String = "127.0.0.1", closeAfterResponse: Bool = false) throws {
         fd = try Sys.listen(try SocketAddress(host: host, port: 0))
         _ = fcntl(fd, F_SETFL, 0)
         port = SocketAddress.local(of: fd)!.port
@@ -249,12 +251,12 @@ final class TinyHTTPServer: @unchecked Sendable {  // fd and port are immutable;
                     if errno == EINTR { continue }
                     return
                 }
-                Thread.detachNewThread { TinyHTTPServer.serve(c) }
+                Thread.detachNewThread { TinyHTTPServer.serve(c, closeAfterResponse: closeAfterResponse) }
             }
         }
     }
 
-    static func serve(_ c: Int32) {
+    static func serve(_ c: Int32, closeAfterResponse: Bool) {
         defer { close(c) }
         var pending: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
@@ -290,7 +292,7 @@ final class TinyHTTPServer: @unchecked Sendable {  // fd and port are immutable;
             let body = Array("request=\(lines[0]) host=\(host) headers=\(lines.count - 1)\(bodyNote)\n".utf8)
             let close = lines.contains { $0.lowercased() == "connection: close" }
             let response = Array("HTTP/1.1 200 OK\r\nContent-Length: \(body.count)\r\nContent-Type: text/plain\r\n\(close ? "Connection: close\r\n" : "")\r\n".utf8) + body
-            guard (try? TestSocket.writeAll(c, response)) != nil, !close else { return }
+            guard (try? TestSocket.writeAll(c, response)) != nil, !close, !closeAfterResponse else { return }
         }
     }
 

@@ -13,6 +13,8 @@ struct HTTPExchanges {
     enum Failure: Error {
         /// Routing or dialling the origin failed (answered 403/502/504).
         case dial(any Error)
+        /// The kept upstream connection was closed by the origin before it answered.
+        case staleUpstream
     }
 
     let name: String
@@ -42,6 +44,19 @@ struct HTTPExchanges {
     /// Throws `WireError` for a request that cannot be forwarded (answered 400) and
     /// `Failure.dial` when the origin cannot be reached; other errors end the connection.
     mutating func exchange(_ conn: ClientConn, _ head: HTTPRequestHead, destination: Destination) async throws -> Bool {
+        // An origin may close an idle kept connection at any time (RFC 9112 §9.3.1): a request
+        // without a body that finds it closed is sent again on a new connection.
+        if upstream != nil, origin == destination, head.bodyFraming == .none {
+            do {
+                return try await exchangeOnce(conn, head, destination: destination)
+            } catch Failure.staleUpstream {
+                closeUpstream()
+            }
+        }
+        return try await exchangeOnce(conn, head, destination: destination)
+    }
+
+    private mutating func exchangeOnce(_ conn: ClientConn, _ head: HTTPRequestHead, destination: Destination) async throws -> Bool {
         // A client that ends its connection after this request ends the upstream one too.
         let forwardHead = try head.forwardHead(HTTPForwardOptions(close: !head.wantsKeepAlive))
         let info = StreamInfo(
@@ -79,10 +94,22 @@ struct HTTPExchanges {
             context.accessLog.info("stream", metadata: meta)
         }
         do {
-            try await up.write(forwardHead, deadline: idleDeadline)
-            bytesUp += UInt64(forwardHead.count)
-            bytesUp += try await copyBody(from: conn, to: up, head.bodyFraming)
-
+            let kept = upstreamName == "kept"
+            do {
+                try await up.write(forwardHead, deadline: idleDeadline)
+                bytesUp += UInt64(forwardHead.count)
+                bytesUp += try await copyBody(from: conn, to: up, head.bodyFraming)
+                // EOF, EPIPE or ECONNRESET before the first response byte: the origin had closed it.
+                if kept, up.inbox.isEmpty, try await !up.read(max: HTTPExchanges.chunk, deadline: idleDeadline) {
+                    throw Failure.staleUpstream
+                }
+            } catch let error as GateError where kept && error.code == .syscall {
+                end = "stale"
+                throw Failure.staleUpstream
+            } catch Failure.staleUpstream {
+                end = "stale"
+                throw Failure.staleUpstream
+            }
             var response: HTTP1ResponseHead
             repeat {
                 let (parsed, raw) = try await readResponseHead(up)
@@ -105,7 +132,7 @@ struct HTTPExchanges {
             if framing == .untilClose || !response.keepsConnection { closeUpstream() }
             return framing != .untilClose && head.wantsKeepAlive
         } catch {
-            end = "reset"
+            if end == "done" { end = "reset" }
             closeUpstream()
             throw error
         }
