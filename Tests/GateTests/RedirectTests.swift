@@ -41,6 +41,16 @@ final class RedirectTests: XCTestCase {
         try runProcess("/usr/sbin/ip", ["netns", "exec", namespace] + args, timeout: timeout)
     }
 
+    /// curl in namespace `ns` until the HTTP server answers (bounded: 50 tries, 0.1 s apart).
+    private func curlUntilServed(_ ns: String, _ url: String) throws -> (status: Int32, out: String, err: String) {
+        var response = (status: Int32(-1), out: "", err: "")
+        for _ in 0..<50 where response.status != 0 {
+            response = try runProcess("/usr/sbin/ip", ["netns", "exec", ns, "curl", "-sS", "--max-time", "5", url])
+            if response.status != 0 { usleep(100_000) }
+        }
+        return response
+    }
+
     private func waitFor(_ path: String, _ fragments: [String], timeout: Double = 15) -> String? {
         let end = Date().addingTimeInterval(timeout)
         while Date() < end {
@@ -73,11 +83,7 @@ final class RedirectTests: XCTestCase {
         XCTAssertTrue(try inNamespace(["nft", "list", "table", "inet", "ugate"]).out.contains("redirect to :15001"))
 
         _ = try start(["python3", "-m", "http.server", "8000", "--bind", "10.77.0.2", "--directory", dir], log: "\(dir)/http.log")
-        var response = (status: Int32(-1), out: "", err: "")
-        for _ in 0..<50 where response.status != 0 {
-            response = try inNamespace(["curl", "-sS", "--max-time", "5", "http://10.77.0.2:8000/node.log"])
-            if response.status != 0 { usleep(100_000) }
-        }
+        let response = try curlUntilServed(namespace, "http://10.77.0.2:8000/node.log")
         XCTAssertEqual(response.status, 0, response.err)
         XCTAssertTrue(response.out.contains("ready"), "the file came through: \(response.out)")
 
@@ -118,15 +124,70 @@ final class RedirectTests: XCTestCase {
 
         try "over ipv6".write(toFile: "\(dir)/file.txt", atomically: true, encoding: .utf8)
         _ = try start(["python3", "-m", "http.server", "8000", "--bind", "fd77::2", "--directory", dir], log: "\(dir)/http.log")
-        var response = (status: Int32(-1), out: "", err: "")
-        for _ in 0..<50 where response.status != 0 {
-            response = try inNamespace(["curl", "-sS", "--max-time", "5", "http://[fd77::2]:8000/file.txt"])
-            if response.status != 0 { usleep(100_000) }
-        }
+        let response = try curlUntilServed(namespace, "http://[fd77::2]:8000/file.txt")
         XCTAssertEqual(response.status, 0, response.err)
         XCTAssertEqual(response.out, "over ipv6")
         let line = waitFor(nodeLog, ["stream", "listener=-:15001", "dst=[fd77::2]:8000", "src=[fd77::2]:", "proto=http/1.1"])
         XCTAssertNotNil(line, (try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "")
+    }
+
+    /// The TPROXY topology: a client namespace (10.88.0.2, default route via the node) joined by
+    /// a veth to the node's namespace (`namespace`, 10.88.0.1) whose policy routing delivers
+    /// packets marked 1 locally (what `tproxy … meta mark set 1` needs). 10.99.0.9 lives on the
+    /// node namespace's lo, or with `server` in a third namespace behind it (10.66.0.2).
+    /// Applies `rule` (an nft prerouting statement; `IIF` stands for the node's client-side veth)
+    /// and starts the node with `config`; returns the node's log path.
+    private func tproxyTopology(client: String, server: String?, rule: String, config: String, dir: String) throws -> String {
+        let tag = getpid() % 100000
+        let (cv, nv, nsv, sv) = ("utc\(tag)", "utn\(tag)", "utm\(tag)", "uts\(tag)")
+        var links = [
+            ["netns", "add", namespace], ["netns", "add", client],
+            ["link", "add", cv, "netns", client, "type", "veth", "peer", "name", nv, "netns", namespace],
+        ]
+        var setup = [
+            (client, ["ip", "link", "set", "lo", "up"]), (client, ["ip", "addr", "add", "10.88.0.2/24", "dev", cv]),
+            (client, ["ip", "link", "set", cv, "up"]), (client, ["ip", "route", "add", "default", "via", "10.88.0.1"]),
+            (namespace, ["ip", "link", "set", "lo", "up"]), (namespace, ["ip", "addr", "add", "10.88.0.1/24", "dev", nv]),
+            (namespace, ["ip", "link", "set", nv, "up"]),
+            (namespace, ["ip", "rule", "add", "fwmark", "1", "lookup", "100"]),
+            (namespace, ["ip", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100"]),
+        ]
+        if let server {
+            links += [["netns", "add", server], ["link", "add", nsv, "netns", namespace, "type", "veth", "peer", "name", sv, "netns", server]]
+            setup += [
+                (namespace, ["ip", "addr", "add", "10.66.0.1/24", "dev", nsv]), (namespace, ["ip", "link", "set", nsv, "up"]),
+                (namespace, ["ip", "route", "add", "10.99.0.9/32", "via", "10.66.0.2"]),
+                (server, ["ip", "link", "set", "lo", "up"]), (server, ["ip", "addr", "add", "10.66.0.2/24", "dev", sv]),
+                (server, ["ip", "link", "set", sv, "up"]), (server, ["ip", "addr", "add", "10.99.0.9/32", "dev", "lo"]),
+            ]
+        } else {
+            setup.append((namespace, ["ip", "addr", "add", "10.99.0.9/32", "dev", "lo"]))
+        }
+        for cmd in links {
+            let r = try runProcess("/usr/sbin/ip", cmd)
+            XCTAssertEqual(r.status, 0, "\(cmd): \(r.err)")
+        }
+        for (ns, cmd) in setup {
+            let r = try runProcess("/usr/sbin/ip", ["netns", "exec", ns] + cmd)
+            XCTAssertEqual(r.status, 0, "\(cmd): \(r.err)")
+        }
+        let rules = """
+            table ip ugate_tproxy {
+                chain prerouting {
+                    type filter hook prerouting priority mangle; policy accept;
+                    \(rule.replacingOccurrences(of: "IIF", with: "\"\(nv)\""))
+                }
+            }
+            """
+        try rules.write(toFile: "\(dir)/tproxy.nft", atomically: true, encoding: .utf8)
+        let applied = try inNamespace(["nft", "-f", "\(dir)/tproxy.nft"])
+        XCTAssertEqual(applied.status, 0, applied.err)
+
+        try config.write(toFile: "\(dir)/ugate.json", atomically: true, encoding: .utf8)
+        let nodeLog = "\(dir)/node.log"
+        _ = try start([ugatePath, "run", "--config", "\(dir)/ugate.json"], log: nodeLog)
+        XCTAssertNotNil(waitFor(nodeLog, ["ready"]), (try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "")
+        return nodeLog
     }
 
     /// TPROXY: a client in one namespace talks to 10.99.0.9:8000 through a second namespace
@@ -141,52 +202,13 @@ final class RedirectTests: XCTestCase {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent(namespace).path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let ip = "/usr/sbin/ip"
-        for cmd in [
-            ["netns", "add", namespace], ["netns", "add", client],
-            ["link", "add", "utp\(getpid() % 100000)", "netns", client, "type", "veth", "peer", "name", "utn\(getpid() % 100000)", "netns", namespace],
-        ] {
-            let r = try runProcess(ip, cmd)
-            XCTAssertEqual(r.status, 0, "\(cmd): \(r.err)")
-        }
-        let cv = "utp\(getpid() % 100000)"
-        let nv = "utn\(getpid() % 100000)"
-        for (ns, cmd) in [
-            (client, ["ip", "link", "set", "lo", "up"]), (client, ["ip", "addr", "add", "10.88.0.2/24", "dev", cv]),
-            (client, ["ip", "link", "set", cv, "up"]), (client, ["ip", "route", "add", "default", "via", "10.88.0.1"]),
-            (namespace, ["ip", "link", "set", "lo", "up"]), (namespace, ["ip", "addr", "add", "10.88.0.1/24", "dev", nv]),
-            (namespace, ["ip", "link", "set", nv, "up"]), (namespace, ["ip", "addr", "add", "10.99.0.9/32", "dev", "lo"]),
-            (namespace, ["ip", "rule", "add", "fwmark", "1", "lookup", "100"]),
-            (namespace, ["ip", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100"]),
-        ] {
-            let r = try runProcess(ip, ["netns", "exec", ns] + cmd)
-            XCTAssertEqual(r.status, 0, "\(cmd): \(r.err)")
-        }
-        let rules = """
-            table ip ugate_tproxy {
-                chain prerouting {
-                    type filter hook prerouting priority mangle; policy accept;
-                    iifname "\(nv)" tcp dport 8000 tproxy to :15007 meta mark set 1 accept
-                }
-            }
-            """
-        try rules.write(toFile: "\(dir)/tproxy.nft", atomically: true, encoding: .utf8)
-        let applied = try inNamespace(["nft", "-f", "\(dir)/tproxy.nft"])
-        XCTAssertEqual(applied.status, 0, applied.err)
-
-        let config = #"{"defaultListeners": false, "listeners": {"0.0.0.0:15007": {"proto": "tproxy"}}}"#
-        try config.write(toFile: "\(dir)/ugate.json", atomically: true, encoding: .utf8)
-        let nodeLog = "\(dir)/node.log"
-        _ = try start([ugatePath, "run", "--config", "\(dir)/ugate.json"], log: nodeLog)
-        XCTAssertNotNil(waitFor(nodeLog, ["ready"]), (try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "")
+        let nodeLog = try tproxyTopology(
+            client: client, server: nil, rule: "iifname IIF tcp dport 8000 tproxy to :15007 meta mark set 1 accept",
+            config: #"{"defaultListeners": false, "listeners": {"0.0.0.0:15007": {"proto": "tproxy"}}}"#, dir: dir)
         try "tproxied".write(toFile: "\(dir)/file.txt", atomically: true, encoding: .utf8)
         _ = try start(["python3", "-m", "http.server", "8000", "--bind", "10.99.0.9", "--directory", dir], log: "\(dir)/http.log")
 
-        var response = (status: Int32(-1), out: "", err: "")
-        for _ in 0..<50 where response.status != 0 {
-            response = try runProcess(ip, ["netns", "exec", client, "curl", "-sS", "--max-time", "5", "http://10.99.0.9:8000/file.txt"])
-            if response.status != 0 { usleep(100_000) }
-        }
+        let response = try curlUntilServed(client, "http://10.99.0.9:8000/file.txt")
         XCTAssertEqual(response.status, 0, response.err)
         XCTAssertEqual(response.out, "tproxied")
         let line = waitFor(nodeLog, ["stream", "listener=0.0.0.0:15007", "dst=10.99.0.9:8000", "src=10.88.0.2"])
@@ -200,7 +222,6 @@ final class RedirectTests: XCTestCase {
     /// only accepts replies from there).
     func testTPROXYUDPBetweenNamespaces() throws {
         _ = try tool("nft")
-        let tag = getpid() % 100000
         namespace = "ugate-gup-\(getpid())"
         let client = "ugate-guc-\(getpid())"
         let server = "ugate-gus-\(getpid())"
@@ -212,46 +233,9 @@ final class RedirectTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let ip = "/usr/sbin/ip"
-        let (cv, nv, nsv, sv) = ("uuc\(tag)", "uun\(tag)", "uum\(tag)", "uus\(tag)")
-        for cmd in [
-            ["netns", "add", namespace], ["netns", "add", client], ["netns", "add", server],
-            ["link", "add", cv, "netns", client, "type", "veth", "peer", "name", nv, "netns", namespace],
-            ["link", "add", nsv, "netns", namespace, "type", "veth", "peer", "name", sv, "netns", server],
-        ] {
-            let r = try runProcess(ip, cmd)
-            XCTAssertEqual(r.status, 0, "\(cmd): \(r.err)")
-        }
-        for (ns, cmd) in [
-            (client, ["ip", "link", "set", "lo", "up"]), (client, ["ip", "addr", "add", "10.88.0.2/24", "dev", cv]),
-            (client, ["ip", "link", "set", cv, "up"]), (client, ["ip", "route", "add", "default", "via", "10.88.0.1"]),
-            (namespace, ["ip", "link", "set", "lo", "up"]), (namespace, ["ip", "addr", "add", "10.88.0.1/24", "dev", nv]),
-            (namespace, ["ip", "link", "set", nv, "up"]), (namespace, ["ip", "addr", "add", "10.66.0.1/24", "dev", nsv]),
-            (namespace, ["ip", "link", "set", nsv, "up"]), (namespace, ["ip", "route", "add", "10.99.0.9/32", "via", "10.66.0.2"]),
-            (namespace, ["ip", "rule", "add", "fwmark", "1", "lookup", "100"]),
-            (namespace, ["ip", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100"]),
-            (server, ["ip", "link", "set", "lo", "up"]), (server, ["ip", "addr", "add", "10.66.0.2/24", "dev", sv]),
-            (server, ["ip", "link", "set", sv, "up"]), (server, ["ip", "addr", "add", "10.99.0.9/32", "dev", "lo"]),
-        ] {
-            let r = try runProcess(ip, ["netns", "exec", ns] + cmd)
-            XCTAssertEqual(r.status, 0, "\(cmd): \(r.err)")
-        }
-        let rules = """
-            table ip ugate_tproxy {
-                chain prerouting {
-                    type filter hook prerouting priority mangle; policy accept;
-                    iifname "\(nv)" udp dport 9000 tproxy to :15008 meta mark set 1 accept
-                }
-            }
-            """
-        try rules.write(toFile: "\(dir)/tproxy.nft", atomically: true, encoding: .utf8)
-        let applied = try inNamespace(["nft", "-f", "\(dir)/tproxy.nft"])
-        XCTAssertEqual(applied.status, 0, applied.err)
-
-        let config = #"{"defaultListeners": false, "listeners": {"udp://0.0.0.0:15008": {"proto": "tproxy"}}}"#
-        try config.write(toFile: "\(dir)/ugate.json", atomically: true, encoding: .utf8)
-        let nodeLog = "\(dir)/node.log"
-        _ = try start([ugatePath, "run", "--config", "\(dir)/ugate.json"], log: nodeLog)
-        XCTAssertNotNil(waitFor(nodeLog, ["ready"]), (try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "")
+        let nodeLog = try tproxyTopology(
+            client: client, server: server, rule: "iifname IIF udp dport 9000 tproxy to :15008 meta mark set 1 accept",
+            config: #"{"defaultListeners": false, "listeners": {"udp://0.0.0.0:15008": {"proto": "tproxy"}}}"#, dir: dir)
         XCTAssertTrue(((try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "").contains("udp://0.0.0.0:15008 tproxy"))
 
         // The echo server names the source it saw, so the test proves the node (10.66.0.1) sent it.
