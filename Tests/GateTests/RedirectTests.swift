@@ -131,37 +131,51 @@ final class RedirectTests: XCTestCase {
         XCTAssertNotNil(line, (try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "")
     }
 
-    /// The TPROXY topology: a client namespace (10.88.0.2, default route via the node) joined by
+    /// Addresses of the TPROXY topology per family.
+    private struct TProxyAddresses {
+        var client, gateway, node, any, nodeInside, server, serverPrefix, target: String
+        static let v4 = TProxyAddresses(
+            client: "10.88.0.2/24", gateway: "10.88.0.1", node: "10.88.0.1/24", any: "0.0.0.0/0", nodeInside: "10.66.0.1/24",
+            server: "10.66.0.2", serverPrefix: "10.66.0.2/24", target: "10.99.0.9/32")
+        static let v6 = TProxyAddresses(
+            client: "fd88::2/64", gateway: "fd88::1", node: "fd88::1/64", any: "::/0", nodeInside: "fd66::1/64",
+            server: "fd66::2", serverPrefix: "fd66::2/64", target: "fd99::9/128")
+    }
+
+    /// The TPROXY topology (IPv4 shown; `ipv6` uses the fd88/fd66/fd99 equivalents): a client namespace (10.88.0.2, default route via the node) joined by
     /// a veth to the node's namespace (`namespace`, 10.88.0.1) whose policy routing delivers
     /// packets marked 1 locally (what `tproxy … meta mark set 1` needs). 10.99.0.9 lives on the
     /// node namespace's lo, or with `server` in a third namespace behind it (10.66.0.2).
     /// Applies `rule` (an nft prerouting statement; `IIF` stands for the node's client-side veth)
     /// and starts the node with `config`; returns the node's log path.
-    private func tproxyTopology(client: String, server: String?, rule: String, config: String, dir: String) throws -> String {
+    private func tproxyTopology(client: String, server: String?, rule: String, config: String, dir: String, ipv6: Bool = false) throws -> String {
         let tag = getpid() % 100000
+        let a = ipv6 ? TProxyAddresses.v6 : TProxyAddresses.v4
+        let ipf = ["ip", ipv6 ? "-6" : "-4"]
+        let nodad = ipv6 ? ["nodad"] : []
         let (cv, nv, nsv, sv) = ("utc\(tag)", "utn\(tag)", "utm\(tag)", "uts\(tag)")
         var links = [
             ["netns", "add", namespace], ["netns", "add", client],
             ["link", "add", cv, "netns", client, "type", "veth", "peer", "name", nv, "netns", namespace],
         ]
         var setup = [
-            (client, ["ip", "link", "set", "lo", "up"]), (client, ["ip", "addr", "add", "10.88.0.2/24", "dev", cv]),
-            (client, ["ip", "link", "set", cv, "up"]), (client, ["ip", "route", "add", "default", "via", "10.88.0.1"]),
-            (namespace, ["ip", "link", "set", "lo", "up"]), (namespace, ["ip", "addr", "add", "10.88.0.1/24", "dev", nv]),
+            (client, ["ip", "link", "set", "lo", "up"]), (client, ipf + ["addr", "add", a.client, "dev", cv] + nodad),
+            (client, ["ip", "link", "set", cv, "up"]), (client, ipf + ["route", "add", "default", "via", a.gateway]),
+            (namespace, ["ip", "link", "set", "lo", "up"]), (namespace, ipf + ["addr", "add", a.node, "dev", nv] + nodad),
             (namespace, ["ip", "link", "set", nv, "up"]),
-            (namespace, ["ip", "rule", "add", "fwmark", "1", "lookup", "100"]),
-            (namespace, ["ip", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100"]),
+            (namespace, ipf + ["rule", "add", "fwmark", "1", "lookup", "100"]),
+            (namespace, ipf + ["route", "add", "local", a.any, "dev", "lo", "table", "100"]),
         ]
         if let server {
             links += [["netns", "add", server], ["link", "add", nsv, "netns", namespace, "type", "veth", "peer", "name", sv, "netns", server]]
             setup += [
-                (namespace, ["ip", "addr", "add", "10.66.0.1/24", "dev", nsv]), (namespace, ["ip", "link", "set", nsv, "up"]),
-                (namespace, ["ip", "route", "add", "10.99.0.9/32", "via", "10.66.0.2"]),
-                (server, ["ip", "link", "set", "lo", "up"]), (server, ["ip", "addr", "add", "10.66.0.2/24", "dev", sv]),
-                (server, ["ip", "link", "set", sv, "up"]), (server, ["ip", "addr", "add", "10.99.0.9/32", "dev", "lo"]),
+                (namespace, ipf + ["addr", "add", a.nodeInside, "dev", nsv] + nodad), (namespace, ["ip", "link", "set", nsv, "up"]),
+                (namespace, ipf + ["route", "add", a.target, "via", a.server]),
+                (server, ["ip", "link", "set", "lo", "up"]), (server, ipf + ["addr", "add", a.serverPrefix, "dev", sv] + nodad),
+                (server, ["ip", "link", "set", sv, "up"]), (server, ipf + ["addr", "add", a.target, "dev", "lo"] + nodad),
             ]
         } else {
-            setup.append((namespace, ["ip", "addr", "add", "10.99.0.9/32", "dev", "lo"]))
+            setup.append((namespace, ipf + ["addr", "add", a.target, "dev", "lo"] + nodad))
         }
         for cmd in links {
             let r = try runProcess("/usr/sbin/ip", cmd)
@@ -172,7 +186,7 @@ final class RedirectTests: XCTestCase {
             XCTAssertEqual(r.status, 0, "\(cmd): \(r.err)")
         }
         let rules = """
-            table ip ugate_tproxy {
+            table \(ipv6 ? "ip6" : "ip") ugate_tproxy {
                 chain prerouting {
                     type filter hook prerouting priority mangle; policy accept;
                     \(rule.replacingOccurrences(of: "IIF", with: "\"\(nv)\""))
@@ -221,10 +235,19 @@ final class RedirectTests: XCTestCase {
     /// echo back from 10.99.0.9:9000 (the client's socket is connected to that address, so it
     /// only accepts replies from there).
     func testTPROXYUDPBetweenNamespaces() throws {
+        try checkTPROXYUDP(ipv6: false, tag: "gu")
+    }
+
+    /// The same over IPv6 (`IPV6_TRANSPARENT`, `IPV6_ORIGDSTADDR`), to [fd99::9]:9000.
+    func testTPROXYUDPOverIPv6BetweenNamespaces() throws {
+        try checkTPROXYUDP(ipv6: true, tag: "g6u")
+    }
+
+    private func checkTPROXYUDP(ipv6: Bool, tag: String) throws {
         _ = try tool("nft")
-        namespace = "ugate-gup-\(getpid())"
-        let client = "ugate-guc-\(getpid())"
-        let server = "ugate-gus-\(getpid())"
+        namespace = "ugate-\(tag)p-\(getpid())"
+        let client = "ugate-\(tag)c-\(getpid())"
+        let server = "ugate-\(tag)s-\(getpid())"
         defer {
             _ = try? runProcess("/usr/sbin/ip", ["netns", "del", client])
             _ = try? runProcess("/usr/sbin/ip", ["netns", "del", server])
@@ -233,16 +256,18 @@ final class RedirectTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let ip = "/usr/sbin/ip"
+        let listener = ipv6 ? "udp://[::]:15008" : "udp://0.0.0.0:15008"
+        let (target, node, family) = ipv6 ? ("fd99::9", "fd66::1", "AF_INET6") : ("10.99.0.9", "10.66.0.1", "AF_INET")
         let nodeLog = try tproxyTopology(
             client: client, server: server, rule: "iifname IIF udp dport 9000 tproxy to :15008 meta mark set 1 accept",
-            config: #"{"defaultListeners": false, "listeners": {"udp://0.0.0.0:15008": {"proto": "tproxy"}}}"#, dir: dir)
-        XCTAssertTrue(((try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "").contains("udp://0.0.0.0:15008 tproxy"))
+            config: #"{"defaultListeners": false, "listeners": {"\#(listener)": {"proto": "tproxy"}}}"#, dir: dir, ipv6: ipv6)
+        XCTAssertTrue(((try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "").contains("\(listener) tproxy"))
 
-        // The echo server names the source it saw, so the test proves the node (10.66.0.1) sent it.
+        // The echo server names the source it saw, so the test proves the node sent it.
         let echo = """
             import socket
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.bind(("10.99.0.9", 9000))
+            s = socket.socket(socket.\(family), socket.SOCK_DGRAM)
+            s.bind(("\(target)", 9000))
             while True:
                 data, src = s.recvfrom(65536)
                 s.sendto(b"echo " + data + b" via " + src[0].encode(), src)
@@ -255,8 +280,8 @@ final class RedirectTests: XCTestCase {
 
         let probe = """
             import socket, sys
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.connect(("10.99.0.9", 9000))
+            s = socket.socket(socket.\(family), socket.SOCK_DGRAM)
+            s.connect(("\(target)", 9000))
             s.settimeout(0.5)
             got = []
             for word in ["one", "two", "three"]:
@@ -274,7 +299,7 @@ final class RedirectTests: XCTestCase {
         XCTAssertEqual(result.status, 0, result.err)
         XCTAssertEqual(
             result.out.split(separator: "\n").map(String.init),
-            ["echo one via 10.66.0.1 from 10.99.0.9:9000", "echo two via 10.66.0.1 from 10.99.0.9:9000", "echo three via 10.66.0.1 from 10.99.0.9:9000"],
+            ["one", "two", "three"].map { "echo \($0) via \(node) from \(target):9000" },
             (try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "")
     }
 }
