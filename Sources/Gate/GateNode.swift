@@ -14,7 +14,7 @@ public final class GateNode: Sendable {
     private let metrics: PrometheusMetrics?
 
     /// What a listener bound: its name (`socks5`, `http`, `redirect-out`, `redirect-in`,
-    /// `tproxy-udp`, or its config key) and the address with the real port.
+    /// or its config key) and the address with the real port.
     public struct BoundListener: Sendable {
         public var name: String
         public var proto: ListenerProto
@@ -42,10 +42,10 @@ public final class GateNode: Sendable {
             var udp: [UDPForwarder] = []
             for spec in try GateNode.listenerSpecs(config) {
                 do {
-                    switch spec.proto {
-                    case .udp:
-                        udp.append(try UDPForwarder(name: spec.name, address: spec.address, target: try router.resolveForward(spec.config.forwardTo ?? ""), context: context))
-                    default:
+                    if spec.udp {
+                        let target = spec.proto == .tproxy ? nil : try router.resolveForward(spec.config.forwardTo ?? "")
+                        udp.append(try UDPForwarder(name: spec.name, address: spec.address, target: target, context: context))
+                    } else {
                         tcp.append(try GateNode.makeListener(spec, context: context))
                     }
                 } catch let error as GateError where spec.optional {
@@ -65,6 +65,8 @@ public final class GateNode: Sendable {
         var proto: ListenerProto
         var address: SocketAddress
         var config: ListenerConfig
+        /// A `udp://` key: `udp` forward or TPROXY UDP.
+        var udp = false
         /// Failing to bind it (TPROXY without CAP_NET_ADMIN) is a warning, not an error.
         var optional = false
     }
@@ -83,7 +85,8 @@ public final class GateNode: Sendable {
         for key in config.listeners.keys.sorted() {
             let listener = config.listeners[key]!
             let parsed = try ListenerAddress(key: key, bind: config.bind)
-            specs.append(ListenerSpec(name: key, proto: parsed.udp ? .udp : listener.proto, address: parsed.address, config: listener))
+            let proto = parsed.udp && listener.proto != .tproxy ? .udp : listener.proto
+            specs.append(ListenerSpec(name: key, proto: proto, address: parsed.address, config: listener, udp: parsed.udp))
         }
         return specs
     }
@@ -120,7 +123,7 @@ public final class GateNode: Sendable {
 
     public var bound: [BoundListener] {
         listeners.map { BoundListener(name: $0.name, proto: $0.proto, address: $0.address) }
-            + udpListeners.map { BoundListener(name: $0.name, proto: .udp, address: $0.address) }
+            + udpListeners.map { BoundListener(name: $0.name, proto: $0.proto, address: $0.address) }
     }
 
     /// The bound address of a listener by name.

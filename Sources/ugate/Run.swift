@@ -65,7 +65,8 @@ struct Run: AsyncParsableCommand {
         var lines = ["ugate node \(settings.name ?? "") ready (forwarder \(settings.forwarder.rawValue))"]
         lines.append("  admin        http://\(Destination(host: settings.bind, port: UInt16(adminChannel.localAddress?.port ?? 0)))/")
         for b in bound {
-            lines.append("  \(b.name.padding(toLength: 12, withPad: " ", startingAt: 0)) \(b.proto.rawValue) \(b.address)")
+            // padding(toLength:) would truncate longer names (config keys such as udp://0.0.0.0:15008).
+            lines.append("  \(b.name)\(String(repeating: " ", count: max(1, 13 - b.name.count)))\(b.proto.rawValue) \(b.address)")
         }
         print(lines.joined(separator: "\n"))
         fflush(nil)

@@ -57,6 +57,7 @@ final class ConfigTests: XCTestCase {
         assertRejected(#"{"listeners": {":80": {"forwardTo": "nohost"}}}"#, mentions: #"listeners[":80"].forwardTo"#)
         assertRejected(#"{"bind": "localhost"}"#, mentions: "bind")
         assertRejected(#"{"routes": [{"to": "direct"}]}"#, mentions: "routes[0]")
+        assertRejected(#"{"listeners": {"udp://:53": {"proto": "socks5"}}}"#, mentions: #"listeners["udp://:53"].proto"#)
     }
 
     func testRouteToUnknownTargetIsRejected() throws {

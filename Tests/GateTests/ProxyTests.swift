@@ -49,25 +49,90 @@ final class ProxyTests: XCTestCase {
     func testCurlConnectAndAbsoluteURIToSeveralOrigins() throws {
         let origin = try TinyHTTPServer()
         defer { origin.stop() }
-        let (node, _) = try proxyNode()
+        let (node, logs) = try proxyNode()
         defer { node.stop() }
         let proxy = "http://\(node.address(of: "http")!)"
         let curl = try tool("curl")
         let tunnel = try runProcess(curl, ["-sS", "--max-time", "20", "-p", "-x", proxy, "http://127.0.0.1:\(origin.port)/tunnel"])
         XCTAssertEqual(tunnel.status, 0, tunnel.err)
         XCTAssertTrue(tunnel.out.contains("request=GET /tunnel HTTP/1.1"), tunnel.out)
-        // Two origins in one curl run: each request reaches its own origin, in origin-form.
+        // Two origins in one curl run over one kept-alive proxy connection (curl reports 0 new
+        // connects after the first): each request reaches its own origin, in origin-form, with
+        // no Connection field; the upstream connection is kept while the origin stays the same.
         let other = try TinyHTTPServer()
         defer { other.stop() }
-        let absolute = try runProcess(curl, ["-sS", "--max-time", "20", "-x", proxy,
-            "http://127.0.0.1:\(origin.port)/one", "http://127.0.0.1:\(other.port)/two", "http://127.0.0.1:\(origin.port)/three"])
+        let urls = ["http://127.0.0.1:\(origin.port)/one", "http://127.0.0.1:\(other.port)/two",
+                    "http://127.0.0.1:\(other.port)/three", "http://127.0.0.1:\(origin.port)/four"]
+        let absolute = try runProcess(curl, ["-sS", "--max-time", "20", "-x", proxy, "-w", "connects=%{num_connects}\n"] + urls)
         XCTAssertEqual(absolute.status, 0, absolute.err)
         XCTAssertEqual(absolute.out, """
-            request=GET /one HTTP/1.1 host=127.0.0.1:\(origin.port) headers=4
-            request=GET /two HTTP/1.1 host=127.0.0.1:\(other.port) headers=4
-            request=GET /three HTTP/1.1 host=127.0.0.1:\(origin.port) headers=4
+            request=GET /one HTTP/1.1 host=127.0.0.1:\(origin.port) headers=3
+            connects=1
+            request=GET /two HTTP/1.1 host=127.0.0.1:\(other.port) headers=3
+            connects=0
+            request=GET /three HTTP/1.1 host=127.0.0.1:\(other.port) headers=3
+            connects=0
+            request=GET /four HTTP/1.1 host=127.0.0.1:\(origin.port) headers=3
+            connects=0
 
             """)
+        // One access-log line per request, all from the same client port; /three reused the
+        // upstream connection /two opened, the others dialled their origin.
+        var clients: Set<String> = []
+        for (path, port, upstream) in [("/one", origin.port, "direct"), ("/two", other.port, "direct"),
+                                        ("/three", other.port, "kept"), ("/four", origin.port, "direct")] {
+            let line = logs.waitForLine(containing: ["stream", "mode=http", "request=GET http://127.0.0.1:\(port)\(path)", "upstream=\(upstream)", "end=done"])
+            XCTAssertNotNil(line, "\(path) via \(upstream): \(logs.lines)")
+            if let src = line?.split(separator: " ").first(where: { $0.hasPrefix("src=") }) { clients.insert(String(src)) }
+        }
+        XCTAssertEqual(clients.count, 1, "one client connection: \(clients)")
+    }
+
+    /// Keep-alive with bodies: a POST with Content-Length and a chunked upload on one proxy
+    /// connection, each answered, then a request with `Connection: close` ends it.
+    func testAbsoluteURIRequestBodiesOnKeptConnection() throws {
+        let origin = try TinyHTTPServer()
+        defer { origin.stop() }
+        let (node, _) = try proxyNode()
+        defer { node.stop() }
+        let fd = try TestSocket.connect(node.address(of: "http")!)
+        defer { close(fd) }
+        let base = "http://127.0.0.1:\(origin.port)"
+        let requests = [
+            "POST \(base)/a HTTP/1.1\r\nHost: 127.0.0.1:\(origin.port)\r\nContent-Length: 5\r\n\r\nhello",
+            "POST \(base)/b HTTP/1.1\r\nHost: 127.0.0.1:\(origin.port)\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            "GET \(base)/c HTTP/1.1\r\nHost: 127.0.0.1:\(origin.port)\r\nConnection: close\r\n\r\n",
+        ]
+        // Byte at a time for the first, whole for the others.
+        for byte in Array(requests[0].utf8) { try TestSocket.writeAll(fd, [byte]) }
+        try TestSocket.writeAll(fd, Array((requests[1] + requests[2]).utf8))
+        let all = String(decoding: try TestSocket.readToEOF(fd), as: UTF8.self)
+        XCTAssertEqual(all.components(separatedBy: "HTTP/1.1 200 OK").count - 1, 3, all)
+        XCTAssertTrue(all.contains("request=POST /a HTTP/1.1 host=127.0.0.1:\(origin.port) headers=2 body=hello\n"), all)
+        XCTAssertTrue(all.contains("request=POST /b HTTP/1.1 host=127.0.0.1:\(origin.port) headers=2 body=5|hello|0||\n"), all)
+        XCTAssertTrue(all.contains("request=GET /c HTTP/1.1 host=127.0.0.1:\(origin.port) headers=2\n"), all)
+        XCTAssertTrue(all.hasSuffix("Connection: close\r\n\r\nrequest=GET /c HTTP/1.1 host=127.0.0.1:\(origin.port) headers=2\n"), all)
+    }
+
+    /// An origin that closes its connection after each response without announcing it: the
+    /// next request on the kept client connection finds the upstream closed and is sent again
+    /// on a new one, so the client sees every answer.
+    func testAbsoluteURIRetriesWhenOriginClosedKeptConnection() throws {
+        let origin = try TinyHTTPServer(closeAfterResponse: true)
+        defer { origin.stop() }
+        let (node, logs) = try proxyNode()
+        defer { node.stop() }
+        let fd = try TestSocket.connect(node.address(of: "http")!)
+        defer { close(fd) }
+        for path in ["/x", "/y", "/z"] {
+            try TestSocket.writeAll(fd, Array("GET http://127.0.0.1:\(origin.port)\(path) HTTP/1.1\r\nHost: 127.0.0.1:\(origin.port)\r\n\r\n".utf8))
+            let body = "request=GET \(path) HTTP/1.1 host=127.0.0.1:\(origin.port) headers=1\n"
+            let head = "HTTP/1.1 200 OK\r\nContent-Length: \(body.utf8.count)\r\nContent-Type: text/plain\r\n\r\n"
+            let got = String(decoding: try TestSocket.readExactly(fd, head.utf8.count + body.utf8.count), as: UTF8.self)
+            XCTAssertEqual(got, head + body)
+        }
+        XCTAssertNotNil(logs.waitForLine(containing: ["stream", "mode=http", "request=GET http://127.0.0.1:\(origin.port)/y", "end=stale"]), "\(logs.lines)")
+        XCTAssertNotNil(logs.waitForLine(containing: ["stream", "mode=http", "request=GET http://127.0.0.1:\(origin.port)/z", "upstream=direct", "end=done"]), "\(logs.lines)")
     }
 
     func testEchoAndHalfCloseThroughSOCKS5AndConnect() throws {

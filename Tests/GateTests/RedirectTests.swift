@@ -41,6 +41,16 @@ final class RedirectTests: XCTestCase {
         try runProcess("/usr/sbin/ip", ["netns", "exec", namespace] + args, timeout: timeout)
     }
 
+    /// curl in namespace `ns` until the HTTP server answers (bounded: 50 tries, 0.1 s apart).
+    private func curlUntilServed(_ ns: String, _ url: String) throws -> (status: Int32, out: String, err: String) {
+        var response = (status: Int32(-1), out: "", err: "")
+        for _ in 0..<50 where response.status != 0 {
+            response = try runProcess("/usr/sbin/ip", ["netns", "exec", ns, "curl", "-sS", "--max-time", "5", url])
+            if response.status != 0 { usleep(100_000) }
+        }
+        return response
+    }
+
     private func waitFor(_ path: String, _ fragments: [String], timeout: Double = 15) -> String? {
         let end = Date().addingTimeInterval(timeout)
         while Date() < end {
@@ -73,11 +83,7 @@ final class RedirectTests: XCTestCase {
         XCTAssertTrue(try inNamespace(["nft", "list", "table", "inet", "ugate"]).out.contains("redirect to :15001"))
 
         _ = try start(["python3", "-m", "http.server", "8000", "--bind", "10.77.0.2", "--directory", dir], log: "\(dir)/http.log")
-        var response = (status: Int32(-1), out: "", err: "")
-        for _ in 0..<50 where response.status != 0 {
-            response = try inNamespace(["curl", "-sS", "--max-time", "5", "http://10.77.0.2:8000/node.log"])
-            if response.status != 0 { usleep(100_000) }
-        }
+        let response = try curlUntilServed(namespace, "http://10.77.0.2:8000/node.log")
         XCTAssertEqual(response.status, 0, response.err)
         XCTAssertTrue(response.out.contains("ready"), "the file came through: \(response.out)")
 
@@ -92,6 +98,112 @@ final class RedirectTests: XCTestCase {
         XCTAssertEqual(removed.status, 0, removed.err)
     }
 
+    /// IPv6 REDIRECT: the same Istio-style rules (an `inet` table) capture a connection to
+    /// [fd77::2]:8000; the node's dual-stack listener recovers the destination with
+    /// `IP6T_SO_ORIGINAL_DST` and the access log shows it.
+    func testIPv6RedirectCaptureShowsOriginalDestination() throws {
+        _ = try tool("nft")
+        _ = try tool("curl")
+        _ = try tool("setpriv")
+        namespace = "ugate-g6-\(getpid())"
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent(namespace).path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        XCTAssertEqual(try runProcess("/usr/sbin/ip", ["netns", "add", namespace]).status, 0)
+        XCTAssertEqual(try inNamespace(["ip", "link", "set", "lo", "up"]).status, 0)
+        let added = try inNamespace(["ip", "-6", "addr", "add", "fd77::2/128", "dev", "lo", "nodad"])
+        XCTAssertEqual(added.status, 0, added.err)
+
+        let config = #"{"defaultListeners": false, "listeners": {"-:15001": {"proto": "redirect"}}}"#
+        try config.write(toFile: "\(dir)/ugate.json", atomically: true, encoding: .utf8)
+        let nodeLog = "\(dir)/node.log"
+        _ = try start(["setpriv", "--regid", "1337", "--clear-groups", ugatePath, "run", "--config", "\(dir)/ugate.json"], log: nodeLog)
+        XCTAssertNotNil(waitFor(nodeLog, ["ready"]), (try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "")
+        let rules = try inNamespace([ugatePath, "iptables", "--netns", namespace, "--apply"])
+        XCTAssertEqual(rules.status, 0, rules.err)
+
+        try "over ipv6".write(toFile: "\(dir)/file.txt", atomically: true, encoding: .utf8)
+        _ = try start(["python3", "-m", "http.server", "8000", "--bind", "fd77::2", "--directory", dir], log: "\(dir)/http.log")
+        let response = try curlUntilServed(namespace, "http://[fd77::2]:8000/file.txt")
+        XCTAssertEqual(response.status, 0, response.err)
+        XCTAssertEqual(response.out, "over ipv6")
+        let line = waitFor(nodeLog, ["stream", "listener=-:15001", "dst=[fd77::2]:8000", "src=[fd77::2]:", "proto=http/1.1"])
+        XCTAssertNotNil(line, (try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "")
+    }
+
+    /// Addresses of the TPROXY topology per family.
+    private struct TProxyAddresses {
+        var client, gateway, node, any, nodeInside, server, serverPrefix, target: String
+        static let v4 = TProxyAddresses(
+            client: "10.88.0.2/24", gateway: "10.88.0.1", node: "10.88.0.1/24", any: "0.0.0.0/0", nodeInside: "10.66.0.1/24",
+            server: "10.66.0.2", serverPrefix: "10.66.0.2/24", target: "10.99.0.9/32")
+        static let v6 = TProxyAddresses(
+            client: "fd88::2/64", gateway: "fd88::1", node: "fd88::1/64", any: "::/0", nodeInside: "fd66::1/64",
+            server: "fd66::2", serverPrefix: "fd66::2/64", target: "fd99::9/128")
+    }
+
+    /// The TPROXY topology (IPv4 shown; `ipv6` uses the fd88/fd66/fd99 equivalents): a client namespace (10.88.0.2, default route via the node) joined by
+    /// a veth to the node's namespace (`namespace`, 10.88.0.1) whose policy routing delivers
+    /// packets marked 1 locally (what `tproxy … meta mark set 1` needs). 10.99.0.9 lives on the
+    /// node namespace's lo, or with `server` in a third namespace behind it (10.66.0.2).
+    /// Applies `rule` (an nft prerouting statement; `IIF` stands for the node's client-side veth)
+    /// and starts the node with `config`; returns the node's log path.
+    private func tproxyTopology(client: String, server: String?, rule: String, config: String, dir: String, ipv6: Bool = false) throws -> String {
+        let tag = getpid() % 100000
+        let a = ipv6 ? TProxyAddresses.v6 : TProxyAddresses.v4
+        let ipf = ["ip", ipv6 ? "-6" : "-4"]
+        let nodad = ipv6 ? ["nodad"] : []
+        let (cv, nv, nsv, sv) = ("utc\(tag)", "utn\(tag)", "utm\(tag)", "uts\(tag)")
+        var links = [
+            ["netns", "add", namespace], ["netns", "add", client],
+            ["link", "add", cv, "netns", client, "type", "veth", "peer", "name", nv, "netns", namespace],
+        ]
+        var setup = [
+            (client, ["ip", "link", "set", "lo", "up"]), (client, ipf + ["addr", "add", a.client, "dev", cv] + nodad),
+            (client, ["ip", "link", "set", cv, "up"]), (client, ipf + ["route", "add", "default", "via", a.gateway]),
+            (namespace, ["ip", "link", "set", "lo", "up"]), (namespace, ipf + ["addr", "add", a.node, "dev", nv] + nodad),
+            (namespace, ["ip", "link", "set", nv, "up"]),
+            (namespace, ipf + ["rule", "add", "fwmark", "1", "lookup", "100"]),
+            (namespace, ipf + ["route", "add", "local", a.any, "dev", "lo", "table", "100"]),
+        ]
+        if let server {
+            links += [["netns", "add", server], ["link", "add", nsv, "netns", namespace, "type", "veth", "peer", "name", sv, "netns", server]]
+            setup += [
+                (namespace, ipf + ["addr", "add", a.nodeInside, "dev", nsv] + nodad), (namespace, ["ip", "link", "set", nsv, "up"]),
+                (namespace, ipf + ["route", "add", a.target, "via", a.server]),
+                (server, ["ip", "link", "set", "lo", "up"]), (server, ipf + ["addr", "add", a.serverPrefix, "dev", sv] + nodad),
+                (server, ["ip", "link", "set", sv, "up"]), (server, ipf + ["addr", "add", a.target, "dev", "lo"] + nodad),
+            ]
+        } else {
+            setup.append((namespace, ipf + ["addr", "add", a.target, "dev", "lo"] + nodad))
+        }
+        for cmd in links {
+            let r = try runProcess("/usr/sbin/ip", cmd)
+            XCTAssertEqual(r.status, 0, "\(cmd): \(r.err)")
+        }
+        for (ns, cmd) in setup {
+            let r = try runProcess("/usr/sbin/ip", ["netns", "exec", ns] + cmd)
+            XCTAssertEqual(r.status, 0, "\(cmd): \(r.err)")
+        }
+        let rules = """
+            table \(ipv6 ? "ip6" : "ip") ugate_tproxy {
+                chain prerouting {
+                    type filter hook prerouting priority mangle; policy accept;
+                    \(rule.replacingOccurrences(of: "IIF", with: "\"\(nv)\""))
+                }
+            }
+            """
+        try rules.write(toFile: "\(dir)/tproxy.nft", atomically: true, encoding: .utf8)
+        let applied = try inNamespace(["nft", "-f", "\(dir)/tproxy.nft"])
+        XCTAssertEqual(applied.status, 0, applied.err)
+
+        try config.write(toFile: "\(dir)/ugate.json", atomically: true, encoding: .utf8)
+        let nodeLog = "\(dir)/node.log"
+        _ = try start([ugatePath, "run", "--config", "\(dir)/ugate.json"], log: nodeLog)
+        XCTAssertNotNil(waitFor(nodeLog, ["ready"]), (try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "")
+        return nodeLog
+    }
+
     /// TPROXY: a client in one namespace talks to 10.99.0.9:8000 through a second namespace
     /// whose prerouting hook TPROXYs the connection to the node's transparent listener; the
     /// node learns the destination from the socket's local address and dials it.
@@ -104,55 +216,90 @@ final class RedirectTests: XCTestCase {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent(namespace).path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let ip = "/usr/sbin/ip"
-        for cmd in [
-            ["netns", "add", namespace], ["netns", "add", client],
-            ["link", "add", "utp\(getpid() % 100000)", "netns", client, "type", "veth", "peer", "name", "utn\(getpid() % 100000)", "netns", namespace],
-        ] {
-            let r = try runProcess(ip, cmd)
-            XCTAssertEqual(r.status, 0, "\(cmd): \(r.err)")
-        }
-        let cv = "utp\(getpid() % 100000)"
-        let nv = "utn\(getpid() % 100000)"
-        for (ns, cmd) in [
-            (client, ["ip", "link", "set", "lo", "up"]), (client, ["ip", "addr", "add", "10.88.0.2/24", "dev", cv]),
-            (client, ["ip", "link", "set", cv, "up"]), (client, ["ip", "route", "add", "default", "via", "10.88.0.1"]),
-            (namespace, ["ip", "link", "set", "lo", "up"]), (namespace, ["ip", "addr", "add", "10.88.0.1/24", "dev", nv]),
-            (namespace, ["ip", "link", "set", nv, "up"]), (namespace, ["ip", "addr", "add", "10.99.0.9/32", "dev", "lo"]),
-            (namespace, ["ip", "rule", "add", "fwmark", "1", "lookup", "100"]),
-            (namespace, ["ip", "route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100"]),
-        ] {
-            let r = try runProcess(ip, ["netns", "exec", ns] + cmd)
-            XCTAssertEqual(r.status, 0, "\(cmd): \(r.err)")
-        }
-        let rules = """
-            table ip ugate_tproxy {
-                chain prerouting {
-                    type filter hook prerouting priority mangle; policy accept;
-                    iifname "\(nv)" tcp dport 8000 tproxy to :15007 meta mark set 1 accept
-                }
-            }
-            """
-        try rules.write(toFile: "\(dir)/tproxy.nft", atomically: true, encoding: .utf8)
-        let applied = try inNamespace(["nft", "-f", "\(dir)/tproxy.nft"])
-        XCTAssertEqual(applied.status, 0, applied.err)
-
-        let config = #"{"defaultListeners": false, "listeners": {"0.0.0.0:15007": {"proto": "tproxy"}}}"#
-        try config.write(toFile: "\(dir)/ugate.json", atomically: true, encoding: .utf8)
-        let nodeLog = "\(dir)/node.log"
-        _ = try start([ugatePath, "run", "--config", "\(dir)/ugate.json"], log: nodeLog)
-        XCTAssertNotNil(waitFor(nodeLog, ["ready"]), (try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "")
+        let nodeLog = try tproxyTopology(
+            client: client, server: nil, rule: "iifname IIF tcp dport 8000 tproxy to :15007 meta mark set 1 accept",
+            config: #"{"defaultListeners": false, "listeners": {"0.0.0.0:15007": {"proto": "tproxy"}}}"#, dir: dir)
         try "tproxied".write(toFile: "\(dir)/file.txt", atomically: true, encoding: .utf8)
         _ = try start(["python3", "-m", "http.server", "8000", "--bind", "10.99.0.9", "--directory", dir], log: "\(dir)/http.log")
 
-        var response = (status: Int32(-1), out: "", err: "")
-        for _ in 0..<50 where response.status != 0 {
-            response = try runProcess(ip, ["netns", "exec", client, "curl", "-sS", "--max-time", "5", "http://10.99.0.9:8000/file.txt"])
-            if response.status != 0 { usleep(100_000) }
-        }
+        let response = try curlUntilServed(client, "http://10.99.0.9:8000/file.txt")
         XCTAssertEqual(response.status, 0, response.err)
         XCTAssertEqual(response.out, "tproxied")
         let line = waitFor(nodeLog, ["stream", "listener=0.0.0.0:15007", "dst=10.99.0.9:8000", "src=10.88.0.2"])
         XCTAssertNotNil(line, (try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "")
+    }
+
+    /// TPROXY UDP: a client in one namespace sends to 10.99.0.9:9000, which lives in a third
+    /// namespace behind the node's; the node's prerouting hook TPROXYs the datagrams to a
+    /// transparent UDP listener, the node forwards them from its own address and sends the
+    /// echo back from 10.99.0.9:9000 (the client's socket is connected to that address, so it
+    /// only accepts replies from there).
+    func testTPROXYUDPBetweenNamespaces() throws {
+        try checkTPROXYUDP(ipv6: false, tag: "gu")
+    }
+
+    /// The same over IPv6 (`IPV6_TRANSPARENT`, `IPV6_ORIGDSTADDR`), to [fd99::9]:9000.
+    func testTPROXYUDPOverIPv6BetweenNamespaces() throws {
+        try checkTPROXYUDP(ipv6: true, tag: "g6u")
+    }
+
+    private func checkTPROXYUDP(ipv6: Bool, tag: String) throws {
+        _ = try tool("nft")
+        namespace = "ugate-\(tag)p-\(getpid())"
+        let client = "ugate-\(tag)c-\(getpid())"
+        let server = "ugate-\(tag)s-\(getpid())"
+        defer {
+            _ = try? runProcess("/usr/sbin/ip", ["netns", "del", client])
+            _ = try? runProcess("/usr/sbin/ip", ["netns", "del", server])
+        }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent(namespace).path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let ip = "/usr/sbin/ip"
+        let listener = ipv6 ? "udp://[::]:15008" : "udp://0.0.0.0:15008"
+        let (target, node, family) = ipv6 ? ("fd99::9", "fd66::1", "AF_INET6") : ("10.99.0.9", "10.66.0.1", "AF_INET")
+        let nodeLog = try tproxyTopology(
+            client: client, server: server, rule: "iifname IIF udp dport 9000 tproxy to :15008 meta mark set 1 accept",
+            config: #"{"defaultListeners": false, "listeners": {"\#(listener)": {"proto": "tproxy"}}}"#, dir: dir, ipv6: ipv6)
+        XCTAssertTrue(((try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "").contains("\(listener) tproxy"))
+
+        // The echo server names the source it saw, so the test proves the node sent it.
+        let echo = """
+            import socket
+            s = socket.socket(socket.\(family), socket.SOCK_DGRAM)
+            s.bind(("\(target)", 9000))
+            while True:
+                data, src = s.recvfrom(65536)
+                s.sendto(b"echo " + data + b" via " + src[0].encode(), src)
+            """
+        let serverProcess = Process()
+        serverProcess.executableURL = URL(fileURLWithPath: ip)
+        serverProcess.arguments = ["netns", "exec", server, "python3", "-c", echo]
+        try serverProcess.run()
+        processes.append(serverProcess)
+
+        let probe = """
+            import socket, sys
+            s = socket.socket(socket.\(family), socket.SOCK_DGRAM)
+            s.connect(("\(target)", 9000))
+            s.settimeout(0.5)
+            got = []
+            for word in ["one", "two", "three"]:
+                for attempt in range(20):
+                    s.send(word.encode())
+                    try:
+                        data, src = s.recvfrom(65536)
+                    except socket.timeout:
+                        continue
+                    got.append("%s from %s:%d" % (data.decode(), src[0], src[1]))
+                    break
+            print("\\n".join(got))
+            """
+        let result = try runProcess(ip, ["netns", "exec", client, "python3", "-c", probe], timeout: 60)
+        XCTAssertEqual(result.status, 0, result.err)
+        XCTAssertEqual(
+            result.out.split(separator: "\n").map(String.init),
+            ["one", "two", "three"].map { "echo \($0) via \(node) from \(target):9000" },
+            (try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "")
     }
 }

@@ -48,4 +48,24 @@ final class RunCommandTests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.err)
         XCTAssertTrue(r.out.contains("request=GET /run"), r.out)
     }
+
+    /// `ugate bench-gate` runs the benchmark script with the options it was given and passes its
+    /// exit status on (a stand-in script records the arguments; the real benchmark is not a test).
+    func testBenchGateRunsTheScriptWithItsOptions() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ugate-bench-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let script = "\(dir)/bench-gate"
+        try "#!/bin/sh\necho \"args: $*\"\nexit 3\n".write(toFile: script, atomically: true, encoding: .utf8)
+        XCTAssertEqual(chmod(script, 0o755), 0)
+        let r = try runProcess(ugatePath, ["bench-gate", "--script", script, "--seconds", "2", "--skip-build", "--only", "conn"])
+        XCTAssertEqual(r.status, 3, r.err)
+        XCTAssertEqual(r.out, "args: --seconds 2 --skip-build --only conn\n")
+        let bad = try runProcess(ugatePath, ["bench-gate", "--only", "nope"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.err.contains("--only must be tcp, http, conn or mem"), bad.err)
+        // The top-level help lists the subcommand.
+        let help = try runProcess(ugatePath, ["--help"])
+        XCTAssertTrue(help.out.contains("bench-gate"), help.out)
+    }
 }

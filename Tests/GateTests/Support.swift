@@ -237,7 +237,9 @@ final class TinyHTTPServer: @unchecked Sendable {  // fd and port are immutable;
     let fd: Int32
     let port: UInt16
 
-    init(host: String = "127.0.0.1") throws {
+    /// - Parameter closeAfterResponse: close every connection after one response without
+    ///   saying so (`Connection: close`), like an origin whose keep-alive timer fired.
+    init(host: String = "127.0.0.1", closeAfterResponse: Bool = false) throws {
         fd = try Sys.listen(try SocketAddress(host: host, port: 0))
         _ = fcntl(fd, F_SETFL, 0)
         port = SocketAddress.local(of: fd)!.port
@@ -249,12 +251,12 @@ final class TinyHTTPServer: @unchecked Sendable {  // fd and port are immutable;
                     if errno == EINTR { continue }
                     return
                 }
-                Thread.detachNewThread { TinyHTTPServer.serve(c) }
+                Thread.detachNewThread { TinyHTTPServer.serve(c, closeAfterResponse: closeAfterResponse) }
             }
         }
     }
 
-    static func serve(_ c: Int32) {
+    static func serve(_ c: Int32, closeAfterResponse: Bool) {
         defer { close(c) }
         var pending: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
@@ -269,10 +271,28 @@ final class TinyHTTPServer: @unchecked Sendable {  // fd and port are immutable;
             pending.removeFirst(end.upperBound)
             let lines = head.components(separatedBy: "\r\n")
             let host = lines.first { $0.lowercased().hasPrefix("host:") }.map { String($0.dropFirst(5)).trimmingCharacters(in: .whitespaces) } ?? "-"
-            let body = Array("request=\(lines[0]) host=\(host) headers=\(lines.count - 1)\n".utf8)
+            // A request body: Content-Length bytes, or chunked up to the last chunk (no
+            // extensions or trailers); the response names it.
+            var requestBody: [UInt8]?
+            let length = lines.first { $0.lowercased().hasPrefix("content-length:") }.flatMap { Int($0.dropFirst(15).trimmingCharacters(in: .whitespaces)) }
+            let chunked = lines.contains { $0.lowercased() == "transfer-encoding: chunked" }
+            while length.map({ pending.count < $0 }) ?? (chunked && pending.firstRange(of: Array("0\r\n\r\n".utf8)) == nil) {
+                let n = chunk.withUnsafeMutableBytes { recv(c, $0.baseAddress!, $0.count, 0) }
+                if n <= 0 { return }
+                pending += chunk[0..<n]
+            }
+            if let length {
+                requestBody = Array(pending[..<length])
+                pending.removeFirst(length)
+            } else if chunked, let last = pending.firstRange(of: Array("0\r\n\r\n".utf8)) {
+                requestBody = Array(pending[..<last.upperBound])
+                pending.removeFirst(last.upperBound)
+            }
+            let bodyNote = requestBody.map { " body=\(String(decoding: $0, as: UTF8.self).replacingOccurrences(of: "\r\n", with: "|"))" } ?? ""
+            let body = Array("request=\(lines[0]) host=\(host) headers=\(lines.count - 1)\(bodyNote)\n".utf8)
             let close = lines.contains { $0.lowercased() == "connection: close" }
             let response = Array("HTTP/1.1 200 OK\r\nContent-Length: \(body.count)\r\nContent-Type: text/plain\r\n\(close ? "Connection: close\r\n" : "")\r\n".utf8) + body
-            guard (try? TestSocket.writeAll(c, response)) != nil, !close else { return }
+            guard (try? TestSocket.writeAll(c, response)) != nil, !close, !closeAfterResponse else { return }
         }
     }
 

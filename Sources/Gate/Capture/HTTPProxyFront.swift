@@ -1,6 +1,8 @@
-/// The HTTP proxy listener (base+2): `CONNECT host:port` opens a tunnel; an absolute-URI
-/// request (`GET http://host/path`) is rewritten to origin-form with hop-by-hop fields removed
-/// and `Connection: close`, and forwarded; the response ends the connection.
+import Glibc
+
+/// The HTTP proxy listener (base+2): `CONNECT host:port` opens a tunnel (a `Relay`); absolute-URI
+/// requests (`GET http://host/path`) are rewritten to origin-form with hop-by-hop fields removed
+/// and exchanged one by one on a keep-alive client connection (`HTTPExchanges`).
 /// Failures answer 400 (bad request), 403 (no route), 502 (connect failed), 504 (timeout).
 struct HTTPProxyFront: CaptureFront {
     let name: String
@@ -8,7 +10,9 @@ struct HTTPProxyFront: CaptureFront {
     let context: GateContext
 
     func serve(_ conn: ClientConn) async {
-        let deadline = context.handshakeDeadline
+        var exchanges = HTTPExchanges(name: name, context: context)
+        defer { exchanges.closeUpstream() }
+        var deadline = context.handshakeDeadline
         do {
             while true {
                 switch HTTPRequestHead.parse(conn.inbox) {
@@ -22,60 +26,66 @@ struct HTTPProxyFront: CaptureFront {
                     return
                 case .done(let head, let consumed):
                     conn.inbox.removeFirst(consumed)
-                    await proxy(conn, head, deadline: deadline)
-                    return
+                    guard try await proxy(conn, head, exchanges: &exchanges, deadline: deadline) else { return }
+                    // The next request on a kept-alive connection may be a while coming.
+                    deadline = GateLoop.monotonicMillis() + UInt64(context.config.idleTimeout * 1000)
                 }
             }
         } catch {
-            context.log.info("http proxy handshake failed", metadata: ["src": "\(conn.peer)", "error": "\(error)"])
+            context.log.info("http proxy connection failed", metadata: ["src": "\(conn.peer)", "error": "\(error)"])
             conn.close(reset: true)
         }
     }
 
-    private func proxy(_ conn: ClientConn, _ head: HTTPRequestHead, deadline: UInt64) async {
+    /// Serves one request; true when the client connection stays open for the next one.
+    private func proxy(_ conn: ClientConn, _ head: HTTPRequestHead, exchanges: inout HTTPExchanges, deadline: UInt64) async throws -> Bool {
         let target: HTTPProxyTarget
         do {
             target = try head.proxyTarget()
         } catch {
             await refuse(conn, HTTPResponseWriter.error(error), "\(error)", deadline: deadline)
-            return
+            return false
         }
-        let destination: Destination
-        var prefix: [UInt8] = []
         switch target {
-        case .connect(let d):
-            destination = d
-        case .absolute(let d, _):
-            destination = d
+        case .connect(let destination):
+            exchanges.closeUpstream()
+            await tunnel(conn, to: destination, deadline: deadline)
+            return false
+        case .absolute(let destination, _):
             do {
-                // The relay cannot tell where a response ends, so the origin closes after it and
-                // the client opens a new connection for its next request (possibly to another origin).
-                prefix = try head.forwardHead(HTTPForwardOptions(close: true))
-            } catch {
+                let keep = try await exchanges.exchange(conn, head, destination: destination)
+                if !keep { conn.close() }
+                return keep
+            } catch let error as WireError {
                 await refuse(conn, HTTPResponseWriter.error(error), "\(error)", deadline: deadline)
-                return
+            } catch HTTPExchanges.Failure.dial(let error) {
+                await refuse(
+                    conn, HTTPResponseWriter.error(status: HTTPProxyFront.status(for: error), message: "connect to \(destination): \(error)"),
+                    "\(error)", deadline: deadline)
             }
+            return false
         case .origin:
             await refuse(
                 conn, HTTPResponseWriter.error(status: 400, message: "this is a proxy: send CONNECT host:port or an absolute URI"),
                 "origin-form request", deadline: deadline)
-            return
+            return false
         }
+    }
+
+    private func tunnel(_ conn: ClientConn, to destination: Destination, deadline: UInt64) async {
         let info = StreamInfo(
             listener: name, source: conn.peer, destination: destination,
-            serverName: SocketAddress.isLiteral(destination.host) ? nil : destination.host, proto: prefix.isEmpty ? "connect" : "http/1.1")
+            serverName: SocketAddress.isLiteral(destination.host) ? nil : destination.host, proto: "connect")
         do {
             let (fd, upstream) = try await context.dial(info)
-            if prefix.isEmpty {
-                do {
-                    try await conn.write(HTTPResponseWriter.connectEstablished(), deadline: deadline)
-                } catch {
-                    Sys.abort(fd)
-                    conn.close(reset: true)
-                    return
-                }
+            do {
+                try await conn.write(HTTPResponseWriter.connectEstablished(), deadline: deadline)
+            } catch {
+                Sys.abort(fd)
+                conn.close(reset: true)
+                return
             }
-            context.relay(conn, upstream: fd, info: info, upstreamName: upstream, mode: mode, prefix: prefix)
+            context.relay(conn, upstream: fd, info: info, upstreamName: upstream, mode: mode)
         } catch {
             let status = HTTPProxyFront.status(for: error)
             await refuse(

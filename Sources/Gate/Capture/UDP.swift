@@ -25,6 +25,35 @@ enum Datagram {
         return (n, from)
     }
 
+    /// One datagram, its source and the destination the client sent it to (`IP_ORIGDSTADDR`
+    /// on a TPROXY socket), or nil when none is waiting or the control message is missing.
+    static func receiveWithOriginalDestination(
+        _ fd: Int32, into buffer: inout [UInt8]
+    ) -> (count: Int, from: SocketAddress, to: SocketAddress)? {
+        var src = sockaddr_storage()
+        var dst = sockaddr_storage()
+        var srcLen = socklen_t(0)
+        var dstLen = socklen_t(0)
+        let n = buffer.withUnsafeMutableBytes { ugate_recv_with_origdst(fd, $0.baseAddress, $0.count, &src, &srcLen, &dst, &dstLen) }
+        guard n >= 0, dstLen > 0, let from = SocketAddress(storage: &src), let to = SocketAddress(storage: &dst) else { return nil }
+        return (n, from, to)
+    }
+
+    /// A transparent socket bound to `address` (a foreign address: the original destination of
+    /// a TPROXYed datagram), so replies sent from it carry that source. Needs CAP_NET_ADMIN.
+    static func transparentSender(boundTo address: SocketAddress) throws -> Int32 {
+        let fd = try socket(ipv6: address.isIPv6)
+        do {
+            try Sys.setInt(fd, SOL_SOCKET, SO_REUSEADDR, 1, "setsockopt(SO_REUSEADDR)")
+            try Sys.check(ugate_set_transparent(fd, address.isIPv6 ? 1 : 0), "setsockopt(IP_TRANSPARENT)")
+            try address.withSockAddr { try Sys.check(bind(fd, $0, $1), "bind \(address)") }
+            return fd
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
+    }
+
     @discardableResult
     static func send(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, to address: SocketAddress?) -> Bool {
         let n: Int
@@ -38,25 +67,42 @@ enum Datagram {
     }
 }
 
-/// A `udp://:P` listener: datagrams from each client address go to `target` through a
-/// socket of their own (per-flow NAT), replies go back to that client; flows expire after
-/// `udpIdleTimeout` without traffic. Loop-thread only after `start`.
+/// A UDP listener with per-flow NAT: `udp://:P` forwards every datagram to `forwardTo`;
+/// a TPROXY one (`"udp://…": {"proto": "tproxy"}`) forwards it to the destination the client
+/// sent it to (`IP_RECVORIGDSTADDR`) and sends the replies from that destination (a transparent
+/// socket bound to it, per flow). A flow is a (client, destination) pair with its own outbound
+/// socket; flows expire after `udpIdleTimeout` without traffic. Loop-thread only after `start`.
 final class UDPForwarder: LoopHandler, @unchecked Sendable {  // state is touched only on `loop`'s thread
     let name: String
     let fd: Int32
     let address: SocketAddress
-    private let target: Destination
+    /// `udp`, or `tproxy` for a TPROXY listener.
+    var proto: ListenerProto { target == nil ? .tproxy : .udp }
+    /// nil for TPROXY: each datagram's original destination is its target.
+    private let target: Destination?
     private let loop: GateLoop
     private let context: GateContext
     private var targetAddress: SocketAddress?
-    private var flows: [SocketAddress: (fd: Int32, lastSeen: UInt64)] = [:]
-    private var clientOf: [Int32: SocketAddress] = [:]
+    private struct FlowKey: Hashable {
+        var client: SocketAddress
+        var destination: SocketAddress
+    }
+    private struct Flow {
+        /// Connected to the destination; replies arrive here.
+        var fd: Int32
+        /// TPROXY: the transparent socket replies leave from; otherwise the listening socket.
+        var reply: Int32?
+        var lastSeen: UInt64
+    }
+    private var flows: [FlowKey: Flow] = [:]
+    private var flowOf: [Int32: FlowKey] = [:]
     private var buffer = [UInt8](repeating: 0, count: Datagram.maxSize)
     private var stopped = false
 
-    init(name: String, address: SocketAddress, target: Destination, context: GateContext) throws {
+    /// - Parameter target: where datagrams go; nil makes a TPROXY listener (`IP_TRANSPARENT`).
+    init(name: String, address: SocketAddress, target: Destination?, context: GateContext) throws {
         self.name = name
-        fd = try Sys.listen(address, udp: true)
+        fd = try Sys.listen(address, udp: true, transparent: target == nil)
         self.address = SocketAddress.local(of: fd) ?? address
         self.target = target
         self.context = context
@@ -64,7 +110,13 @@ final class UDPForwarder: LoopHandler, @unchecked Sendable {  // state is touche
     }
 
     func start() {
-        let target = self.target
+        guard let target else {
+            loop.execute { [self] in
+                loop.register(fd, Interest.read, self)
+                scheduleSweep()
+            }
+            return
+        }
         Task {
             let resolved = try? SocketAddress(host: target.host, port: target.port)
             let address: SocketAddress?
@@ -90,54 +142,79 @@ final class UDPForwarder: LoopHandler, @unchecked Sendable {  // state is touche
             stopped = true
             loop.deregister(fd)
             Glibc.close(fd)
-            for flow in flows.values {
-                loop.deregister(flow.fd)
-                Glibc.close(flow.fd)
-            }
-            flows = [:]
+            for key in Array(flows.keys) { close(key) }
         }
+    }
+
+    private func close(_ key: FlowKey) {
+        guard let flow = flows.removeValue(forKey: key) else { return }
+        loop.deregister(flow.fd)
+        Glibc.close(flow.fd)
+        if let reply = flow.reply { Glibc.close(reply) }
+        flowOf[flow.fd] = nil
     }
 
     private func scheduleSweep() {
         loop.schedule(afterMillis: 1000) { [self] in
             guard !stopped else { return }
             let limit = UInt64(context.config.udpIdleTimeout * 1000)
-            for (client, flow) in flows where loop.now - flow.lastSeen > limit {
-                loop.deregister(flow.fd)
-                Glibc.close(flow.fd)
-                clientOf[flow.fd] = nil
-                flows[client] = nil
-            }
+            for (key, flow) in flows where loop.now - flow.lastSeen > limit { close(key) }
             scheduleSweep()
         }
     }
 
     func ready(fd readyFd: Int32, events: UInt32) {
         for _ in 0..<64 {
-            guard let (n, from) = Datagram.receive(readyFd, into: &buffer) else { return }
             if readyFd == fd {
-                fromClient(n, from)
-            } else if let client = clientOf[readyFd] {
-                flows[client]?.lastSeen = loop.now
-                _ = buffer.withUnsafeBytes { Datagram.send(fd, UnsafeRawBufferPointer(rebasing: $0[0..<n]), to: client) }
+                if target == nil {
+                    guard let (n, from, to) = Datagram.receiveWithOriginalDestination(fd, into: &buffer) else { return }
+                    fromClient(n, FlowKey(client: from, destination: to))
+                } else {
+                    guard let (n, from) = Datagram.receive(fd, into: &buffer) else { return }
+                    guard let targetAddress else { continue }
+                    fromClient(n, FlowKey(client: from, destination: targetAddress))
+                }
+            } else {
+                guard let (n, _) = Datagram.receive(readyFd, into: &buffer) else { return }
+                guard let key = flowOf[readyFd], let flow = flows[key] else { continue }
+                flows[key]?.lastSeen = loop.now
+                _ = buffer.withUnsafeBytes { Datagram.send(flow.reply ?? fd, UnsafeRawBufferPointer(rebasing: $0[0..<n]), to: key.client) }
             }
         }
     }
 
-    private func fromClient(_ n: Int, _ client: SocketAddress) {
-        guard let targetAddress else { return }
-        var flowFd = flows[client]?.fd
-        if flowFd == nil {
-            guard let s = try? Datagram.socket(ipv6: targetAddress.isIPv6) else { return }
-            let ok = targetAddress.withSockAddr { Glibc.connect(s, $0, $1) } == 0
-            guard ok, loop.register(s, Interest.read, self) else {
-                Glibc.close(s)
-                return
-            }
-            clientOf[s] = client
-            flowFd = s
+    private func fromClient(_ n: Int, _ key: FlowKey) {
+        if flows[key] == nil {
+            guard let flow = open(key) else { return }
+            flows[key] = flow
+            flowOf[flow.fd] = key
         }
-        flows[client] = (flowFd!, loop.now)
-        _ = buffer.withUnsafeBytes { Datagram.send(flowFd!, UnsafeRawBufferPointer(rebasing: $0[0..<n]), to: nil) }
+        flows[key]!.lastSeen = loop.now
+        let out = flows[key]!.fd
+        _ = buffer.withUnsafeBytes { Datagram.send(out, UnsafeRawBufferPointer(rebasing: $0[0..<n]), to: nil) }
+    }
+
+    /// The outbound socket (and for TPROXY the reply socket) of a new flow.
+    private func open(_ key: FlowKey) -> Flow? {
+        var reply: Int32?
+        if target == nil {
+            do {
+                reply = try Datagram.transparentSender(boundTo: key.destination)
+            } catch {
+                context.log.warning("udp tproxy reply socket", metadata: ["listener": "\(name)", "dst": "\(key.destination)", "error": "\(error)"])
+                return nil
+            }
+        }
+        guard let s = try? Datagram.socket(ipv6: key.destination.isIPv6) else {
+            if let reply { Glibc.close(reply) }
+            return nil
+        }
+        let ok = key.destination.withSockAddr { Glibc.connect(s, $0, $1) } == 0
+        guard ok, loop.register(s, Interest.read, self) else {
+            Glibc.close(s)
+            if let reply { Glibc.close(reply) }
+            return nil
+        }
+        return Flow(fd: s, reply: reply, lastSeen: loop.now)
     }
 }

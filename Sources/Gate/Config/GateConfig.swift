@@ -68,7 +68,9 @@ public struct GateConfig: Codable, Sendable, Equatable {
         guard (0...65528).contains(basePort) else { throw GateError(.config, "field basePort: \(basePort) is not a port (0…65528; 0 = ephemeral ports)") }
         guard SocketAddress.isLiteral(bind) else { throw GateError(.config, "field bind: \(bind) is not an IP address") }
         for (key, listener) in listeners {
-            _ = try ListenerAddress(key: key, bind: bind)
+            if try ListenerAddress(key: key, bind: bind).udp, listener.proto != .udp, listener.proto != .tproxy {
+                throw GateError(.config, "field listeners[\"\(key)\"].proto: \(listener.proto.rawValue) is not a UDP protocol (udp or tproxy)")
+            }
             if let to = listener.forwardTo, hosts[to] == nil, (try? Destination(parsing: to)) == nil {
                 throw GateError(.config, "field listeners[\"\(key)\"].forwardTo: \(to) is neither host:port nor a name in hosts")
             }
