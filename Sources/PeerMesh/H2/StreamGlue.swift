@@ -99,6 +99,8 @@ final class GlueHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        // The partner may have held a read while we were not in a pipeline yet.
+        if context.channel.isWritable { partner?.partnerBecameWritable() }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
