@@ -27,6 +27,8 @@ final class EchoServer: Sendable {
     static func start() async throws -> EchoServer {
         let counter = AcceptCounter()
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            // Room for the 1000-stream test's burst of connects.
+            .serverChannelOption(.backlog, value: 2048)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
                 counter.count.withLock { $0 += 1 }

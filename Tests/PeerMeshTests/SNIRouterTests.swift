@@ -16,11 +16,9 @@ final class SNIRouterTests: MeshTestCase {
         let bobID = try NodeIdentity.generate()
         let (bob, bobPort) = try await node(bobID, peers: [PeerConfig(id: aliceID.node.id, destinations: ["127.0.0.1:\(echo.port)"])])
         // gate knows bob's address and nothing about alice.
-        let gateLog = LogCapture()
-        let (gate, gatePort) = try await node(gateID, peers: [PeerConfig(id: bobID.node.id, addresses: ["127.0.0.1:\(bobPort)"])], log: gateLog)
+        let (gate, gatePort) = try await node(gateID, peers: [PeerConfig(id: bobID.node.id, addresses: ["127.0.0.1:\(bobPort)"])])
         // alice reaches bob at gate's address.
-        let aliceLog = LogCapture()
-        let (alice, _) = try await node(aliceID, peers: [PeerConfig(id: bobID.node.id, addresses: ["127.0.0.1:\(gatePort)"])], log: aliceLog)
+        let (alice, _) = try await node(aliceID, peers: [PeerConfig(id: bobID.node.id, addresses: ["127.0.0.1:\(gatePort)"])])
 
         try await echoAndHalfClose(try alice.upstream(to: bobID.node.id, kind: .hbone), port: echo.port)
         XCTAssertEqual(gate.acceptedConnections, 0, "gate terminated no TLS")
