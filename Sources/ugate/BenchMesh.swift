@@ -35,7 +35,11 @@ struct BenchMesh: AsyncParsableCommand {
         server.arguments = [iperf3, "-s", "-p", "\(iperfPort)"]
         server.standardOutput = FileHandle.nullDevice
         try server.run()
-        defer { server.terminate(); server.waitUntilExit() }
+        // iperf3 -s does not always exit on SIGTERM while a test is winding down.
+        defer {
+            kill(server.processIdentifier, SIGKILL)
+            server.waitUntilExit()
+        }
         try await Self.waitForListener(port: iperfPort)
 
         let aliceID = try NodeIdentity.generate()
@@ -82,18 +86,20 @@ struct BenchMesh: AsyncParsableCommand {
         var results: [String: [Double]] = [:]
         for _ in 0..<rounds {
             for (name, port) in paths {
-                results[name, default: []].append(try runClient(port: port))
+                let rate = try runClient(port: port)
+                FileHandle.standardError.write(Data(String(format: "%@: %.2f Gbit/s\n", name, rate / 1e9).utf8))
+                results[name, default: []].append(rate)
             }
         }
         let direct = median(results["direct"]!)
-        print("path        Gbit/s   ratio   (median of \(rounds) × \(seconds) s, loopback)")
+        var table = "path        Gbit/s   ratio   (median of \(rounds) × \(seconds) s, loopback)\n"
         for (name, _) in paths {
             let rate = median(results[name]!)
-            print(name.padding(toLength: 10, withPad: " ", startingAt: 0)
-                  + String(format: "  %6.2f   %5.2f", rate / 1e9, rate / direct))
+            table += name.padding(toLength: 10, withPad: " ", startingAt: 0)
+                + String(format: "  %6.2f   %5.2f\n", rate / 1e9, rate / direct)
         }
+        FileHandle.standardOutput.write(Data(table.utf8))
         for (_, forward) in forwards { await forward.close() }
-        for node in [aliceNode, bobTunnel, gateNode, bobNode] { await node.shutdown() }
     }
 
     private func median(_ values: [Double]) -> Double {

@@ -37,7 +37,7 @@ struct Id: ParsableCommand {
         ]
         if json {
             let object = Dictionary(uniqueKeysWithValues: fields)
-            let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+            let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
             print(String(decoding: data, as: UTF8.self))
         } else {
             for (name, value) in fields { print("\(name): \(value)") }

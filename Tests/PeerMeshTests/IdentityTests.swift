@@ -59,7 +59,7 @@ final class IdentityTests: XCTestCase {
         let identity = try NodeIdentity.loadOrCreate(directory: dir)
         try openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
                      "-subj", "/CN=mesh-ca", "-keyout", "\(dir)/ca.key", "-out", "\(dir)/ca.pem"])
-        try openssl(["req", "-new", "-key", "\(dir)/key.pem", "-subj", "/CN=\(identity.mangledHostname)", "-out", "\(dir)/leaf.csr"])
+        try openssl(["req", "-new", "-key", "\(dir)/key.pem", "-subj", "/CN=\(identity.node.id)", "-out", "\(dir)/leaf.csr"])
         try "subjectAltName=URI:\(identity.spiffeID)\n".write(toFile: "\(dir)/ext.cnf", atomically: true, encoding: .utf8)
         try openssl(["x509", "-req", "-in", "\(dir)/leaf.csr", "-CA", "\(dir)/ca.pem", "-CAkey", "\(dir)/ca.key",
                      "-CAcreateserial", "-days", "2", "-extfile", "\(dir)/ext.cnf", "-out", "\(dir)/leaf.pem"])

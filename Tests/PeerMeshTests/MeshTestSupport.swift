@@ -27,6 +27,8 @@ final class EchoServer: Sendable {
     static func start() async throws -> EchoServer {
         let counter = AcceptCounter()
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            // Room for the 1000-stream test's burst of connects.
+            .serverChannelOption(.backlog, value: 2048)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
                 counter.count.withLock { $0 += 1 }
@@ -172,8 +174,18 @@ enum FD {
 }
 
 func randomBytes(_ count: Int) -> [UInt8] {
-    var generator = SystemRandomNumberGenerator()
-    return (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
+    var bytes = [UInt8](repeating: 0, count: count)
+    bytes.withUnsafeMutableBytes { buffer in
+        var generator = SystemRandomNumberGenerator()
+        var offset = 0
+        while offset < buffer.count {
+            var word = generator.next()
+            let n = min(8, buffer.count - offset)
+            withUnsafeBytes(of: &word) { buffer.baseAddress!.advanced(by: offset).copyMemory(from: $0.baseAddress!, byteCount: n) }
+            offset += n
+        }
+    }
+    return bytes
 }
 
 func temporaryDirectory(_ name: String) throws -> String {

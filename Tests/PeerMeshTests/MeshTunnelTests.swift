@@ -88,18 +88,23 @@ final class MeshTunnelTests: MeshTestCase {
         }
     }
 
-    func testUnknownIdentityIsRefusedAtTheHandshake() async throws {
-        let echo = try await echoServer()
-        let p = try await pair(allowed: ["*"])
-        let malloryID = try NodeIdentity.generate()
-        let (mallory, _) = try await node(malloryID, peers: [PeerConfig(id: p.gateID.node.id, addresses: ["127.0.0.1:\(p.gatePort)"])])
+    /// A node with `identity` dials gate and must be refused with nothing relayed.
+    private func assertRefused(_ identity: NodeIdentity, dialling p: Pair, echo: EchoServer) async throws {
+        let (mallory, _) = try await node(identity, peers: [PeerConfig(id: p.gateID.node.id, addresses: ["127.0.0.1:\(p.gatePort)"])])
         let destination = Destination(host: "127.0.0.1", port: UInt16(echo.port))
         do {
             let fd = try await mallory.upstream(to: p.gateID.node.id).dial(destination, for: info(destination))
             close(fd)
-            XCTFail("an unknown node opened a tunnel")
+            XCTFail("node \(identity.node.id) opened a tunnel through gate")
         } catch is MeshError {}
         XCTAssertEqual(echo.accepted, 0)
+    }
+
+    func testUnknownIdentityIsRefusedAtTheHandshake() async throws {
+        let echo = try await echoServer()
+        let p = try await pair(allowed: ["*"])
+        let malloryID = try NodeIdentity.generate()
+        try await assertRefused(malloryID, dialling: p, echo: echo)
         XCTAssertTrue(p.gateLog.contains("node \(malloryID.node.id) is not a known peer"), "\(p.gateLog.messages)")
     }
 
@@ -110,14 +115,7 @@ final class MeshTunnelTests: MeshTestCase {
         let key = P256.Signing.PrivateKey()
         let forged = try NodeIdentity.selfSignedCertificate(key: key, claimedID: p.aliceID.node.id, naming: MeshNaming())
         let malloryID = try NodeIdentity(privateKey: key, naming: MeshNaming(), certificateChain: [forged])
-        let (mallory, _) = try await node(malloryID, peers: [PeerConfig(id: p.gateID.node.id, addresses: ["127.0.0.1:\(p.gatePort)"])])
-        let destination = Destination(host: "127.0.0.1", port: UInt16(echo.port))
-        do {
-            let fd = try await mallory.upstream(to: p.gateID.node.id).dial(destination, for: info(destination))
-            close(fd)
-            XCTFail("a certificate with the wrong key for alice's ID opened a tunnel")
-        } catch is MeshError {}
-        XCTAssertEqual(echo.accepted, 0)
+        try await assertRefused(malloryID, dialling: p, echo: echo)
         XCTAssertTrue(
             p.gateLog.contains("claims ID \(p.aliceID.node.id) but its key hashes to \(malloryID.node.id)"), "\(p.gateLog.messages)")
     }
@@ -162,7 +160,9 @@ final class MeshTunnelTests: MeshTestCase {
         defer { fds.forEach { close($0) } }
         XCTAssertEqual(fds.count, count)
         XCTAssertEqual(p.gate.acceptedConnections, 1, "all streams share one HTTP/2 connection")
-        XCTAssertEqual(echo.accepted, count, "every stream is open at the same time")
+        // Each 200 means gate's TCP connect to the echo server completed; the echo server's
+        // accept loop may lag behind the kernel's backlog.
+        try await waitUntil("the echo server accepted every stream") { echo.accepted == count }
 
         let payloads = (0..<count).map { i in randomBytes(8 << 10 + i) }
         let failures = Mutex<[String]>([])

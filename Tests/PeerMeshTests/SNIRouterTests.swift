@@ -38,7 +38,7 @@ final class SNIRouterTests: MeshTestCase {
         try process.run()
         let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
-        XCTAssertTrue(text.contains("CN = \(bobID.mangledHostname)") || text.contains("CN=\(bobID.mangledHostname)"), text)
+        XCTAssertTrue(text.contains("CN = \(bobID.node.id)") || text.contains("CN=\(bobID.node.id)"), text)
         XCTAssertTrue(text.contains("ALPN protocol: h2"), text)
         XCTAssertEqual(gate.acceptedConnections, 0)
     }

@@ -24,6 +24,8 @@ final class H2ConnectionPool: Sendable {
     private let logger: Logger
     private let connections = Mutex<[String: EventLoopFuture<H2PeerConnection>]>([:])
     private let reverse = Mutex<[String: H2PeerConnection]>([:])
+    /// Connect plus mTLS handshake must finish within this.
+    let handshakeTimeout = TimeAmount.seconds(10)
 
     init(group: any EventLoopGroup, tls: MeshTLS, naming: MeshNaming, tuning: H2Tuning, logger: Logger) {
         self.group = group
@@ -145,6 +147,12 @@ final class H2ConnectionPool: Sendable {
         connected.whenFailure { error in
             ready.fail(MeshError(.connect, "cannot connect to peer \(peer) at \(address): \(error)"))
         }
+        // A peer that accepts TCP but never completes TLS must not hold the dial forever.
+        let timeout = loop.scheduleTask(in: handshakeTimeout) {
+            ready.fail(MeshError(.tls, "TLS handshake with peer \(peer) at \(address) timed out"))
+            connected.whenSuccess { $0.close(promise: nil) }
+        }
+        ready.futureResult.whenComplete { _ in timeout.cancel() }
         return ready.futureResult
     }
 }

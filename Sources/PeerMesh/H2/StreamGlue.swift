@@ -83,6 +83,8 @@ final class GlueHandler: ChannelDuplexHandler {
     /// The partner's input ended and we half-closed our output.
     private var outputEnded = false
     private var lastWrite: EventLoopFuture<Void>?
+    /// The channel reported an error (reset, TLS/HTTP/2 failure, RST_STREAM).
+    private var failed = false
 
     private init() {}
 
@@ -97,6 +99,8 @@ final class GlueHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        // The partner may have held a read while we were not in a pipeline yet.
+        if context.channel.isWritable { partner?.partnerBecameWritable() }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -124,14 +128,22 @@ final class GlueHandler: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         let partner = self.partner
         self.partner = nil
-        // A clean end (both directions half-closed) lets the partner finish its pending writes
-        // and close by itself; anything else aborts it.
-        if !(inputEnded && outputEnded) { partner?.partnerAbort() }
+        if !inputEnded, outputEnded, !failed {
+            // A socket whose output we had closed reads EOF: NIO closes it fully without an
+            // `inputClosed` event. That is the peer's clean half-close; pass it on.
+            inputEnded = true
+            partner?.partnerCloseOutput()
+        } else if !(inputEnded && outputEnded) {
+            // Anything but a clean end of both directions aborts the partner. After a clean
+            // end the partner finishes its pending writes and closes by itself.
+            partner?.partnerAbort()
+        }
         partner?.partner = nil
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        failed = true
         context.close(promise: nil)
     }
 

@@ -138,7 +138,8 @@ public struct NodeIdentity: Sendable {
     static func selfSignedCertificate(key: P256.Signing.PrivateKey, claimedID: String, naming: MeshNaming) throws -> Certificate {
         do {
             let certKey = Certificate.PrivateKey(key)
-            let name = try DistinguishedName { CommonName(naming.hostname(for: claimedID)) }
+            // CN is the bare ID: the mangled hostname exceeds the 64-character CN limit (RFC 5280 ub-common-name).
+            let name = try DistinguishedName { CommonName(claimedID) }
             let now = Date()
             return try Certificate(
                 version: .v3,

@@ -51,7 +51,7 @@ struct SNIRouter: Sendable {
         let boundOutbound = NIOLoopBound(outbound, eventLoop: loop)
         do {
             try H2Tuning.configureByteSocket(channel)
-            try channel.pipeline.syncOperations.addHandler(inbound)
+            try channel.pipeline.syncOperations.addHandlers([HeldBytesHandler(), inbound])
         } catch {
             channel.close(promise: nil)
             return loop.makeFailedFuture(error)
@@ -72,5 +72,18 @@ struct SNIRouter: Sendable {
                 channel.close(promise: nil)
                 throw error
             }
+    }
+}
+
+/// Passes on the ClientHello bytes `SNIHandler` held, which it delivers as a read without a
+/// read-complete when it leaves the pipeline, and adds that read-complete so `GlueHandler`
+/// flushes them. Removes itself after the first read.
+private final class HeldBytesHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.fireChannelRead(data)
+        context.fireChannelReadComplete()
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 }
