@@ -56,11 +56,14 @@ public struct HTTPRouteLoader: Sendable {
     /// Loads the objects of one (multi-document) YAML text; `file` names it in errors.
     public func load(yaml: String, file: String) throws(HTTPRouteError) -> RouteManifests {
         var result = RouteManifests()
-        let documents: [Any?]
+        var documents: [Any?] = []
         do {
-            documents = Array(try Yams.load_all(yaml: yaml))
+            // YamlSequence stops at a syntax error and keeps it in `error` instead of throwing.
+            var sequence = try Yams.load_all(yaml: yaml)
+            while let document = sequence.next() { documents.append(document) }
+            if let error = sequence.error { throw error }
         } catch {
-            throw HTTPRouteError(.unreadable, file: file, object: "", field: "", "invalid YAML: \(error)")
+            throw HTTPRouteError(.unreadable, file: file, object: "document \(documents.count + 1)", field: "", "invalid YAML: \(error)")
         }
         for (index, document) in documents.enumerated() {
             guard let document else { continue }
