@@ -273,6 +273,10 @@ final class HTTPRouteFilterTests: XCTestCase {
             RouteRequest(method: "GET", host: "a", path: "/deep/path"))
         else { return XCTFail() }
         XCTAssertEqual(full.target, "/x")
+        guard case .forward(let timed) = try decide(
+            routeYAML("r", rules: "  - backendRefs: [{name: h, port: 1}]\n    timeouts: {request: 1s}\n"), RouteRequest(method: "GET", host: "a", path: "/"))
+        else { return XCTFail() }
+        XCTAssertEqual(timed.timeout, 1)
     }
 
     func testNoBackendAndNotFound() throws {
