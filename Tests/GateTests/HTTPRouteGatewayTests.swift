@@ -274,6 +274,33 @@ final class HTTPRouteGatewayTests: XCTestCase {
         XCTAssertEqual(try curl(["-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: example.com", "\(base)/search"]).out, "200")
     }
 
+    /// The watcher picks up a changed folder; an invalid change is logged and the old routes
+    /// keep serving.
+    func testReloaderAppliesValidChangesOnly() throws {
+        let gateway = self.gateway!
+        let reloader = HTTPRouteReloader(directory: dir, loader: try loader(), interval: 0.1, log: capture.logger("reload")) { manifests in
+            gateway.update(RouteTable(routes: manifests.routes))
+        }
+        defer { reloader.stop() }
+        try "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: broken}\nspec:\n  rules: [{matches: [{method: FETCH}]}]\n"
+            .write(toFile: dir + "/40-new.yaml", atomically: true, encoding: .utf8)
+        XCTAssertNotNil(capture.waitForLine(containing: ["routes not reloaded", "40-new.yaml: HTTPRoute default/broken: spec.rules[0].matches[0].method"]))
+        XCTAssertEqual(try curl(["-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: example.com", "\(base)/search"]).out, "200")
+        try "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: added}\nspec:\n  hostnames: [added.example]\n  rules: [{backendRefs: [{name: store, port: 8080}]}]\n"
+            .write(toFile: dir + "/40-new.yaml", atomically: true, encoding: .utf8)
+        XCTAssertNotNil(capture.waitForLine(containing: ["routes reloaded"]))
+        XCTAssertEqual(try json(try curl(["-H", "Host: added.example", "\(base)/"]).out)["backend"] as? String, "store")
+    }
+
+    func testGatewayListenerAttachment() throws {
+        let manifests = try loader().load(directory: dir)
+        let gateway = try XCTUnwrap(manifests.gateways.first)
+        // foo-route and bar-route name example-gateway; the other four have no parentRefs.
+        XCTAssertEqual(manifests.routes(for: gateway, listener: gateway.listeners[0]).count, 6)
+        let other = GatewayObject(namespace: "default", name: "other", listeners: [.init(name: "http", port: 81)], file: "")
+        XCTAssertEqual(Set(manifests.routes(for: other, listener: other.listeners[0]).map(\.name)), ["http-filter-redirect", "http-filter-rewrite", "store", "search"])
+    }
+
     func testInvalidYAMLIsRefusedAndReloadKeepsServing() throws {
         try "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: broken}\nspec:\n  rules:\n  - matches: [{path: {type: Nope}}]\n"
             .write(toFile: dir + "/30-broken.yaml", atomically: true, encoding: .utf8)
