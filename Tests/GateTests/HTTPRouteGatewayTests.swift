@@ -150,6 +150,8 @@ final class HTTPRouteGatewayTests: XCTestCase {
                 timeouts: {request: 1s}
               - matches: [{path: {type: PathPrefix, value: /down}}]
                 backendRefs: [{name: down, port: 8080}]
+              - matches: [{path: {type: PathPrefix, value: /retry}}]
+                backendRefs: [{name: down, port: 8080, weight: 99}, {name: store, port: 8080, weight: 1}]
             ---
             apiVersion: gateway.networking.k8s.io/v1
             kind: HTTPRoute
@@ -252,6 +254,11 @@ final class HTTPRouteGatewayTests: XCTestCase {
         let down = try curl(["-w", "\n%{http_code}", "-H", "Host: example.com", "\(base)/down"])
         XCTAssertTrue(down.out.hasSuffix("503"), down.out)
         XCTAssertTrue(down.out.contains("backend default/down:8080"), down.out)
+        // The dead backend has 99 % of the weight; every request still lands on the live one.
+        for _ in 0..<5 {
+            XCTAssertEqual(try json(try curl(["-H", "Host: example.com", "\(base)/retry"]).out)["backend"] as? String, "store")
+        }
+        XCTAssertNotNil(capture.waitForLine(containing: ["route=default/store#2", "backend=default/store:8080", "status=200", "error=backend default/down:8080"]))
         let slow = try curl(["-w", "\n%{http_code}", "-H", "Host: example.com", "\(base)/store/slow"])
         XCTAssertTrue(slow.out.hasSuffix("504"), slow.out + capture.lines.joined(separator: "\n"))
         XCTAssertTrue(slow.out.contains("did not respond within 1.0 s"), slow.out)

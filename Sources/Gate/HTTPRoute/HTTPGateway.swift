@@ -10,7 +10,8 @@ import Synchronization
 /// with `RouteTable.decide`, dials the backend (`DirectUpstream`), and relays the request and
 /// response bodies by their framing (`Content-Length`, `HTTPChunkedScanner`, or until close).
 /// The route table sits behind a mutex so `update(_:)` swaps it without touching connections.
-/// One backend connection per request (`Connection: close` to the backend).
+/// One backend connection per request (`Connection: close` to the backend); a failed connect
+/// is retried on the rule's other backends.
 public final class HTTPGateway: Sendable {
     /// The bound address (with the real port when 0 was asked for).
     public let address: SocketAddress
@@ -133,7 +134,6 @@ struct HTTPRouteFront: CaptureFront {
             local = (500, "route \(route) has no backend with a weight above 0", [])
         case .forward(let forward):
             log.route = forward.route
-            log.backend = forward.backend.name
             return await proxy(conn, head, forward, &log)
         }
         log.status = local.0
@@ -159,18 +159,24 @@ struct HTTPRouteFront: CaptureFront {
             }
             return false
         }
-        let info = StreamInfo(
-            listener: listenerName, source: conn.peer, destination: forward.backend.destination, proto: "http/1.1")
-        let backend: ClientConn
-        do {
-            let fd = try await withTimeout(deadline) { try await upstream.dial(forward.backend.destination, for: info) }
-            backend = ClientConn(fd: fd, loop: conn.loop, peer: nil)
-        } catch let error as GateError where error.code == .timeout {
-            return await fail(504, "backend \(forward.backend.name) (\(forward.backend.destination)) did not accept the connection in time")
-        } catch {
-            return await fail(503, "backend \(forward.backend.name) (\(forward.backend.destination)) unavailable: \(error)")
+        var connected: ClientConn?
+        var failures: [String] = []
+        // Connect failures are retried on the rule's other backends (each at most once).
+        for candidate in [forward.backend] + forward.fallbacks where connected == nil {
+            log.backend = candidate.name
+            let info = StreamInfo(listener: listenerName, source: conn.peer, destination: candidate.destination, proto: "http/1.1")
+            do {
+                let fd = try await withTimeout(deadline) { try await upstream.dial(candidate.destination, for: info) }
+                connected = ClientConn(fd: fd, loop: conn.loop, peer: nil)
+            } catch let error as GateError where error.code == .timeout {
+                return await fail(504, "backend \(candidate.name) (\(candidate.destination)) did not accept the connection in time")
+            } catch {
+                failures.append("backend \(candidate.name) (\(candidate.destination)) unavailable: \(error)")
+            }
         }
+        guard let backend = connected else { return await fail(503, failures.joined(separator: "\n")) }
         defer { backend.close() }
+        if !failures.isEmpty { log.error = failures.joined(separator: "; ") }
 
         var upstreamHead = head
         upstreamHead.target = forward.target

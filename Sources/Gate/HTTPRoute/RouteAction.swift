@@ -13,6 +13,9 @@ public enum RouteAction: Sendable, Hashable {
     public struct Forward: Sendable, Hashable {
         public var route: String
         public var backend: RouteBackend
+        /// The rule's other backends with weight > 0, in the order to try when connecting to
+        /// `backend` fails (retry on connect failure; weighted order, without repeats).
+        public var fallbacks: [RouteBackend]
         /// Origin-form target (path and query) for the backend.
         public var target: String
         /// The request headers after RequestHeaderModifier and URLRewrite hostname.
@@ -45,8 +48,14 @@ extension RouteTable {
         }
         guard let backend = Self.pick(rule.backends, using: &generator) else { return .noBackend(route: selection.label) }
         let target = path + (request.query.map { "?" + $0 } ?? "")
+        var rest = rule.backends.filter { $0 != backend }
+        var fallbacks: [RouteBackend] = []
+        while let next = Self.pick(rest, using: &generator) {
+            fallbacks.append(next)
+            rest.removeAll { $0 == next }
+        }
         return .forward(.init(
-            route: selection.label, backend: backend, target: target, headers: headers,
+            route: selection.label, backend: backend, fallbacks: fallbacks, target: target, headers: headers,
             responseModifiers: responseModifiers, timeout: rule.requestTimeout))
     }
 
