@@ -71,6 +71,7 @@ final class HTTPRouteGatewayTests: XCTestCase {
     var loops: GateLoopGroup!
     var gateway: HTTPGateway!
     let capture = LogCapture()
+    let metrics = PrometheusMetrics()
     var dir = ""
 
     override func setUpWithError() throws {
@@ -165,7 +166,7 @@ final class HTTPRouteGatewayTests: XCTestCase {
         loops = try GateLoopGroup(count: 2)
         gateway = try HTTPGateway(
             table: RouteTable(routes: try loader().load(directory: dir).routes), loops: loops, defaultTimeout: 10,
-            accessLog: capture.logger("access"), log: capture.logger("gate"))
+            accessLog: capture.logger("access"), log: capture.logger("gate"), metrics: metrics)
     }
 
     /// A port nothing listens on: bound, then closed.
@@ -213,6 +214,10 @@ final class HTTPRouteGatewayTests: XCTestCase {
         // One TCP connection for all 100 requests (keep-alive).
         XCTAssertEqual(r.err.components(separatedBy: "Connected to").count - 1, 1, r.err)
         XCTAssertNotNil(capture.waitForLine(containing: ["request", "route=default/foo-route#0", "host=foo.example.com", "status=200", "method=GET"]))
+        // Per-route counters (the access-log line and the counters are written after the response).
+        for _ in 0..<200 where !metrics.render().contains("ugate_httproute_requests_total{route=\"default/foo-route#0\",status=\"200\"} 100") { usleep(20_000) }
+        XCTAssertTrue(metrics.render().contains("ugate_httproute_requests_total{route=\"default/foo-route#0\",status=\"200\"} 100"), metrics.render())
+        XCTAssertTrue(metrics.render().contains("ugate_httproute_response_bytes_total{route=\"default/foo-route#0\"}"), metrics.render())
     }
 
     func testHeaderMatchingAndResponseHeaders() throws {

@@ -1,4 +1,5 @@
 import Foundation
+import CoreMetrics
 import Logging
 import Synchronization
 
@@ -22,11 +23,14 @@ public final class HTTPGateway: Sendable {
     /// - Parameters:
     ///   - defaultTimeout: seconds for a request whose rule has no `timeouts.request`.
     ///   - accessLog: one line per request (method, host, path, route, backend, status, bytes, ms).
+    ///   - metrics: where the per-route counters go (`ugate_httproute_requests_total{route,status}`,
+    ///     `ugate_httproute_response_bytes_total{route}`); nil: the bootstrapped `MetricsSystem`.
     public init(
         table: RouteTable, host: String = "127.0.0.1", port: UInt16 = 0, loops: GateLoopGroup,
         defaultTimeout: Double = 30, keepAliveTimeout: Double = 60, accessLog: Logger = Logger(label: "ugate.httproute.access"),
-        log: Logger = Logger(label: "ugate.httproute")
+        log: Logger = Logger(label: "ugate.httproute"), metrics: (any MetricsFactory)? = nil
     ) throws {
+        let factory = metrics ?? MetricsSystem.factory
         let state = GatewayState(table: table)
         let direct = DirectUpstream(loops: loops, connectTimeout: min(defaultTimeout, 10))
         let context = GateContext(
@@ -35,7 +39,7 @@ public final class HTTPGateway: Sendable {
         listener = try TCPListener(name: name, proto: .tcp, address: try SocketAddress(host: host, port: port), context: context) { bound in
             HTTPRouteFront(
                 state: state, upstream: direct, listenerName: name, defaultTimeout: defaultTimeout, keepAliveTimeout: keepAliveTimeout,
-                accessLog: accessLog)
+                accessLog: accessLog, metrics: factory)
         }
         self.state = state
         address = listener.address
@@ -66,6 +70,7 @@ struct HTTPRouteFront: CaptureFront {
     let defaultTimeout: Double
     let keepAliveTimeout: Double
     let accessLog: Logger
+    let metrics: any MetricsFactory
     static let limits = HTTPHeadLimits()
 
     func serve(_ conn: ClientConn) async {
@@ -112,7 +117,11 @@ struct HTTPRouteFront: CaptureFront {
         let started = GateLoop.monotonicMillis()
         let request = RouteRequest(head)
         var log = Entry(method: head.method, host: request.host, path: request.path, started: started)
-        defer { accessLog.info("request", metadata: log.metadata(listenerName)) }
+        defer {
+            accessLog.info("request", metadata: log.metadata(listenerName))
+            Counter(label: "ugate_httproute_requests_total", dimensions: [("route", log.route), ("status", "\(log.status)")], factory: metrics).increment()
+            Counter(label: "ugate_httproute_response_bytes_total", dimensions: [("route", log.route)], factory: metrics).increment(by: log.bytes)
+        }
 
         guard head.target.hasPrefix("/") else {
             log.status = 400
