@@ -16,7 +16,7 @@ public final class UDPDatagramTransport: DatagramTransport {
 
     /// Binds a UDP socket to `host` (an IPv4 literal) and `port` (0 = any free port).
     public init(bindHost host: String = "127.0.0.1", port: UInt16 = 0) throws {
-        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(O_CLOEXEC), 0)
         guard fd >= 0 else { throw DataChannelError(.invalidConfiguration, "socket(AF_INET, SOCK_DGRAM) failed: errno \(errno)") }
         var address = try Self.address(host: host, port: port)
         let bound = withUnsafePointer(to: &address) {

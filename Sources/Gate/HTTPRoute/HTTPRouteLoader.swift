@@ -1,0 +1,422 @@
+import Foundation
+import Yams
+
+/// The objects loaded from a folder of Gateway API manifests.
+public struct RouteManifests: Sendable, Equatable {
+    public var routes: [HTTPRouteObject] = []
+    public var gateways: [GatewayObject] = []
+
+    public init(routes: [HTTPRouteObject] = [], gateways: [GatewayObject] = []) {
+        self.routes = routes
+        self.gateways = gateways
+    }
+}
+
+/// Loads `HTTPRoute` (gateway.networking.k8s.io/v1) and `Gateway` objects from YAML.
+///
+/// Strict: a missing or mistyped field, or a field or value this gateway does not implement
+/// (RequestMirror, ExtensionRef, sessionPersistence, …), refuses the manifest with an
+/// `HTTPRouteError` naming the file, the object and the field. `metadata` fields other than
+/// name, namespace and creationTimestamp and the `status` section are ignored (they do not
+/// change routing).
+public struct HTTPRouteLoader: Sendable {
+    /// Service name (`name` or `namespace/name`) → `host` or `host:port`. A backendRef whose
+    /// name is not listed is dialled as a literal host name.
+    public var services: [String: String]
+
+    public init(services: [String: String] = [:]) {
+        self.services = services
+    }
+
+    /// Loads every `*.yaml` / `*.yml` file of `directory` (sorted by name).
+    public func load(directory: String) throws(HTTPRouteError) -> RouteManifests {
+        let names: [String]
+        do {
+            names = try FileManager.default.contentsOfDirectory(atPath: directory)
+        } catch {
+            throw HTTPRouteError(.unreadable, file: directory, object: "", field: "", "cannot list directory: \(error.localizedDescription)")
+        }
+        var result = RouteManifests()
+        for name in names.sorted() where name.hasSuffix(".yaml") || name.hasSuffix(".yml") {
+            let path = (directory as NSString).appendingPathComponent(name)
+            guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+                throw HTTPRouteError(.unreadable, file: path, object: "", field: "", "cannot read file as UTF-8")
+            }
+            let loaded = try load(yaml: text, file: path)
+            result.routes += loaded.routes
+            result.gateways += loaded.gateways
+        }
+        var seen = Set<String>()
+        for route in result.routes where !seen.insert(route.key).inserted {
+            throw HTTPRouteError(.invalid, file: route.file, object: "HTTPRoute \(route.key)", field: "metadata.name", "defined twice")
+        }
+        return result
+    }
+
+    /// Loads the objects of one (multi-document) YAML text; `file` names it in errors.
+    public func load(yaml: String, file: String) throws(HTTPRouteError) -> RouteManifests {
+        var result = RouteManifests()
+        var documents: [Any?] = []
+        do {
+            // YamlSequence stops at a syntax error and keeps it in `error` instead of throwing.
+            var sequence = try Yams.load_all(yaml: yaml)
+            while let document = sequence.next() { documents.append(document) }
+            if let error = sequence.error { throw error }
+        } catch {
+            throw HTTPRouteError(.unreadable, file: file, object: "document \(documents.count + 1)", field: "", "invalid YAML: \(error)")
+        }
+        for (index, document) in documents.enumerated() {
+            guard let document else { continue }
+            var node = Node(file: file, object: "document \(index + 1)", path: "", value: document)
+            let top = try node.map()
+            let kind = try node.child("kind").string()
+            let metadata = try node.child("metadata")
+            let name = try metadata.child("name").string()
+            let namespace = try metadata.optional("namespace")?.string() ?? "default"
+            node.object = "\(kind) \(namespace)/\(name)"
+            try node.allow(top, ["apiVersion", "kind", "metadata", "spec", "status"])
+            let apiVersion = try node.child("apiVersion").string()
+            guard apiVersion == "gateway.networking.k8s.io/v1" || apiVersion == "gateway.networking.k8s.io/v1beta1" else {
+                throw node.field("apiVersion").error(.unsupported, "apiVersion \(apiVersion) (gateway.networking.k8s.io/v1 is)")
+            }
+            var meta = metadata
+            meta.object = node.object
+            var created: Date?
+            if let stamp = try meta.optional("creationTimestamp") { created = try stamp.timestamp() }
+            var spec = try node.child("spec")
+            spec.object = node.object
+            switch kind {
+            case "HTTPRoute":
+                result.routes.append(try route(spec, namespace: namespace, name: name, created: created, file: file))
+            case "Gateway":
+                result.gateways.append(try gateway(spec, namespace: namespace, name: name, file: file))
+            default:
+                throw node.field("kind").error(.unsupported, "kind \(kind) (HTTPRoute and Gateway are)")
+            }
+        }
+        return result
+    }
+
+    private func gateway(_ spec: Node, namespace: String, name: String, file: String) throws(HTTPRouteError) -> GatewayObject {
+        try spec.allow(try spec.map(), ["gatewayClassName", "listeners"])
+        var listeners: [GatewayObject.Listener] = []
+        for item in try spec.child("listeners").list() {
+            try item.allow(try item.map(), ["name", "port", "protocol", "hostname", "allowedRoutes"])
+            let proto = try item.child("protocol").string()
+            guard proto == "HTTP" else { throw item.field("protocol").error(.unsupported, "protocol \(proto) (HTTP is)") }
+            let port = try item.child("port").int()
+            guard (1...65535).contains(port) else { throw item.field("port").error(.invalid, "port \(port) out of range 1…65535") }
+            listeners.append(.init(name: try item.child("name").string(), port: port, hostname: try item.optional("hostname")?.string()))
+        }
+        return GatewayObject(namespace: namespace, name: name, listeners: listeners, file: file)
+    }
+
+    private func route(_ spec: Node, namespace: String, name: String, created: Date?, file: String) throws(HTTPRouteError) -> HTTPRouteObject {
+        try spec.allow(try spec.map(), ["parentRefs", "hostnames", "rules"])
+        var parents: [ParentRef] = []
+        for item in try spec.optional("parentRefs")?.list() ?? [] {
+            try item.allow(try item.map(), ["name", "namespace", "sectionName", "group", "kind", "port"])
+            if let kind = try item.optional("kind")?.string(), kind != "Gateway" {
+                throw item.field("kind").error(.unsupported, "parent kind \(kind) (Gateway is)")
+            }
+            parents.append(ParentRef(
+                namespace: try item.optional("namespace")?.string() ?? namespace, name: try item.child("name").string(),
+                sectionName: try item.optional("sectionName")?.string()))
+        }
+        var hostnames: [String] = []
+        for item in try spec.optional("hostnames")?.list() ?? [] {
+            let host = try item.string().lowercased()
+            let bare = host.hasPrefix("*.") ? String(host.dropFirst(2)) : host
+            guard !bare.isEmpty, !bare.contains("*"), !bare.contains(":"),
+                bare.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." })
+            else { throw item.error(.invalid, "hostname \"\(host)\" is not a DNS name or *.wildcard") }
+            hostnames.append(host)
+        }
+        var rules: [RouteRule] = []
+        for item in try spec.optional("rules")?.list() ?? [] {
+            rules.append(try rule(item, namespace: namespace))
+        }
+        if rules.isEmpty {
+            rules = [RouteRule(matches: [RouteMatch()], filters: [], backends: [], requestTimeout: nil)]
+        }
+        return HTTPRouteObject(namespace: namespace, name: name, created: created, hostnames: hostnames, parents: parents, rules: rules, file: file)
+    }
+
+    private func rule(_ node: Node, namespace: String) throws(HTTPRouteError) -> RouteRule {
+        try node.allow(try node.map(), ["name", "matches", "filters", "backendRefs", "timeouts"])
+        var matches: [RouteMatch] = []
+        for item in try node.optional("matches")?.list() ?? [] {
+            matches.append(try match(item))
+        }
+        if matches.isEmpty { matches = [RouteMatch()] }
+        var filters: [RouteFilter] = []
+        for item in try node.optional("filters")?.list() ?? [] {
+            filters.append(try filter(item))
+        }
+        let redirects = filters.filter { if case .requestRedirect = $0 { true } else { false } }.count
+        let rewrites = filters.filter { if case .urlRewrite = $0 { true } else { false } }.count
+        if redirects > 1 || (redirects == 1 && rewrites > 0) {
+            throw node.field("filters").error(.invalid, "RequestRedirect cannot be combined with another RequestRedirect or URLRewrite")
+        }
+        for case .requestRedirect(let r) in filters {
+            if case .replacePrefixMatch = r.path, !matches.allSatisfy({ if case .prefix = $0.path { true } else { false } }) {
+                throw node.field("filters").error(.invalid, "ReplacePrefixMatch needs PathPrefix matches")
+            }
+        }
+        var backends: [RouteBackend] = []
+        for item in try node.optional("backendRefs")?.list() ?? [] {
+            backends.append(try backend(item, namespace: namespace))
+        }
+        var timeout: Double?
+        if let timeouts = try node.optional("timeouts") {
+            try timeouts.allow(try timeouts.map(), ["request", "backendRequest"])
+            if let request = try timeouts.optional("request") { timeout = try request.duration() }
+            if let backendRequest = try timeouts.optional("backendRequest") {
+                let value = try backendRequest.duration()
+                timeout = min(timeout ?? value, value)
+            }
+        }
+        return RouteRule(matches: matches, filters: filters, backends: backends, requestTimeout: timeout)
+    }
+
+    private func match(_ node: Node) throws(HTTPRouteError) -> RouteMatch {
+        try node.allow(try node.map(), ["path", "headers", "queryParams", "method"])
+        var result = RouteMatch()
+        if let path = try node.optional("path") {
+            try path.allow(try path.map(), ["type", "value"])
+            let type = try path.optional("type")?.string() ?? "PathPrefix"
+            let value = try path.optional("value")?.string() ?? "/"
+            switch type {
+            case "Exact", "PathPrefix":
+                guard value.hasPrefix("/") else { throw path.field("value").error(.invalid, "path \"\(value)\" must start with /") }
+                result.path = type == "Exact" ? .exact(value) : .prefix(value)
+            case "RegularExpression":
+                do {
+                    result.path = .regularExpression(try RouteRegex(value))
+                } catch {
+                    throw path.field("value").error(.invalid, "bad regular expression \"\(value)\": \(error)")
+                }
+            default:
+                throw path.field("type").error(.invalid, "path type \(type) (Exact, PathPrefix or RegularExpression)")
+            }
+        }
+        if let method = try node.optional("method") {
+            let value = try method.string()
+            guard ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"].contains(value) else {
+                throw method.error(.invalid, "method \(value) is not an HTTP method")
+            }
+            result.method = value
+        }
+        result.headers = try valueMatches(node.optional("headers"), lowercaseNames: true)
+        result.queryParams = try valueMatches(node.optional("queryParams"), lowercaseNames: false)
+        return result
+    }
+
+    private func valueMatches(_ node: Node?, lowercaseNames: Bool) throws(HTTPRouteError) -> [ValueMatch] {
+        var result: [ValueMatch] = []
+        for item in try node?.list() ?? [] {
+            try item.allow(try item.map(), ["type", "name", "value"])
+            let name = try item.child("name").string()
+            let value = try item.child("value").string()
+            let type = try item.optional("type")?.string() ?? "Exact"
+            var match = ValueMatch(name: lowercaseNames ? name.lowercased() : name)
+            switch type {
+            case "Exact": match.exact = value
+            case "RegularExpression":
+                do {
+                    match.regex = try RouteRegex(value)
+                } catch {
+                    throw item.field("value").error(.invalid, "bad regular expression \"\(value)\": \(error)")
+                }
+            default: throw item.field("type").error(.invalid, "match type \(type) (Exact or RegularExpression)")
+            }
+            if result.contains(where: { $0.name == match.name }) {
+                throw item.field("name").error(.invalid, "\(name) matched twice")
+            }
+            result.append(match)
+        }
+        return result
+    }
+
+    private func filter(_ node: Node) throws(HTTPRouteError) -> RouteFilter {
+        let type = try node.child("type").string()
+        switch type {
+        case "RequestHeaderModifier", "ResponseHeaderModifier":
+            let key = type == "RequestHeaderModifier" ? "requestHeaderModifier" : "responseHeaderModifier"
+            try node.allow(try node.map(), ["type", key])
+            let body = try node.child(key)
+            try body.allow(try body.map(), ["set", "add", "remove"])
+            func fields(_ name: String) throws(HTTPRouteError) -> [HTTPField] {
+                var out: [HTTPField] = []
+                for item in try body.optional(name)?.list() ?? [] {
+                    try item.allow(try item.map(), ["name", "value"])
+                    out.append(HTTPField(try item.child("name").string(), try item.child("value").string()))
+                }
+                return out
+            }
+            var modifier = HeaderModifier(set: try fields("set"), add: try fields("add"))
+            for item in try body.optional("remove")?.list() ?? [] { modifier.remove.append(try item.string()) }
+            return type == "RequestHeaderModifier" ? .requestHeaderModifier(modifier) : .responseHeaderModifier(modifier)
+        case "RequestRedirect":
+            try node.allow(try node.map(), ["type", "requestRedirect"])
+            let body = try node.child("requestRedirect")
+            try body.allow(try body.map(), ["scheme", "hostname", "port", "path", "statusCode"])
+            var redirect = RequestRedirect()
+            if let scheme = try body.optional("scheme") {
+                let value = try scheme.string()
+                guard value == "http" || value == "https" else { throw scheme.error(.invalid, "scheme \(value) (http or https)") }
+                redirect.scheme = value
+            }
+            redirect.hostname = try body.optional("hostname")?.string()
+            if let port = try body.optional("port") {
+                redirect.port = try port.int()
+                guard (1...65535).contains(redirect.port!) else { throw port.error(.invalid, "port out of range 1…65535") }
+            }
+            if let path = try body.optional("path") { redirect.path = try pathModifier(path) }
+            if let status = try body.optional("statusCode") {
+                redirect.statusCode = try status.int()
+                guard redirect.statusCode == 301 || redirect.statusCode == 302 else {
+                    throw status.error(.unsupported, "statusCode \(redirect.statusCode) (301 or 302)")
+                }
+            }
+            return .requestRedirect(redirect)
+        case "URLRewrite":
+            try node.allow(try node.map(), ["type", "urlRewrite"])
+            let body = try node.child("urlRewrite")
+            try body.allow(try body.map(), ["hostname", "path"])
+            var rewrite = URLRewrite(hostname: try body.optional("hostname")?.string())
+            if let path = try body.optional("path") { rewrite.path = try pathModifier(path) }
+            return .urlRewrite(rewrite)
+        default:
+            throw node.field("type").error(.unsupported, "filter type \(type) (RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, URLRewrite are)")
+        }
+    }
+
+    private func pathModifier(_ node: Node) throws(HTTPRouteError) -> PathModifier {
+        try node.allow(try node.map(), ["type", "replaceFullPath", "replacePrefixMatch"])
+        let type = try node.child("type").string()
+        switch type {
+        case "ReplaceFullPath": return .replaceFullPath(try node.child("replaceFullPath").string())
+        case "ReplacePrefixMatch": return .replacePrefixMatch(try node.child("replacePrefixMatch").string())
+        default: throw node.field("type").error(.invalid, "path modifier \(type) (ReplaceFullPath or ReplacePrefixMatch)")
+        }
+    }
+
+    private func backend(_ node: Node, namespace: String) throws(HTTPRouteError) -> RouteBackend {
+        try node.allow(try node.map(), ["name", "namespace", "port", "weight", "group", "kind"])
+        if let kind = try node.optional("kind")?.string(), kind != "Service" {
+            throw node.field("kind").error(.unsupported, "backend kind \(kind) (Service is)")
+        }
+        let name = try node.child("name").string()
+        let refNamespace = try node.optional("namespace")?.string() ?? namespace
+        let port = try node.optional("port")?.int()
+        let weight = try node.optional("weight")?.int() ?? 1
+        guard (0...1_000_000).contains(weight) else { throw node.field("weight").error(.invalid, "weight \(weight) out of range 0…1000000") }
+        var host = name
+        var resolvedPort = port
+        if let mapped = services["\(refNamespace)/\(name)"] ?? services[name] {
+            if let colon = mapped.lastIndex(of: ":"), !mapped.hasSuffix("]"), let p = Int(mapped[mapped.index(after: colon)...]) {
+                host = String(mapped[..<colon])
+                resolvedPort = p
+            } else {
+                host = mapped
+            }
+        }
+        host = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        guard let p = resolvedPort, (1...65535).contains(p) else {
+            throw node.field("port").error(.invalid, "backend \(name) needs a port 1…65535 (in backendRefs or the service map)")
+        }
+        return RouteBackend(name: "\(refNamespace)/\(name):\(port ?? p)", destination: Destination(host: host, port: UInt16(p)), weight: weight)
+    }
+}
+
+/// A position in a parsed YAML document, for typed access with errors naming the field.
+struct Node {
+    var file: String
+    var object: String
+    var path: String
+    var value: Any
+
+    func error(_ code: HTTPRouteError.Code, _ message: String) -> HTTPRouteError {
+        HTTPRouteError(code, file: file, object: object, field: path, message)
+    }
+
+    /// The node of field `key` for an error message (its value is not looked at).
+    func field(_ key: String) -> Node { at(key, 0) }
+
+    private func at(_ key: String, _ value: Any) -> Node {
+        Node(file: file, object: object, path: path.isEmpty ? key : "\(path).\(key)", value: value)
+    }
+
+    func map() throws(HTTPRouteError) -> [String: Any] {
+        guard let map = value as? [String: Any] else { throw error(.invalid, "expected a mapping") }
+        return map
+    }
+
+    func list() throws(HTTPRouteError) -> [Node] {
+        guard let list = value as? [Any] else { throw error(.invalid, "expected a list") }
+        return list.enumerated().map { Node(file: file, object: object, path: "\(path)[\($0.offset)]", value: $0.element) }
+    }
+
+    /// The child `key`; a missing key is an error naming it.
+    func child(_ key: String) throws(HTTPRouteError) -> Node {
+        guard let node = try optional(key) else { throw at(key, 0).error(.invalid, "required field missing") }
+        return node
+    }
+
+    func optional(_ key: String) throws(HTTPRouteError) -> Node? {
+        guard let value = try map()[key], !(value is NSNull) else { return nil }
+        return at(key, value)
+    }
+
+    /// Refuses keys outside `known`.
+    func allow(_ map: [String: Any], _ known: Set<String>) throws(HTTPRouteError) {
+        if let unknown = map.keys.sorted().first(where: { !known.contains($0) }) {
+            throw at(unknown, 0).error(.unsupported, "field not implemented by this gateway")
+        }
+    }
+
+    func string() throws(HTTPRouteError) -> String {
+        guard let string = value as? String else { throw error(.invalid, "expected a string, got \(value)") }
+        return string
+    }
+
+    func int() throws(HTTPRouteError) -> Int {
+        guard let int = value as? Int else { throw error(.invalid, "expected an integer, got \(value)") }
+        return int
+    }
+
+    func timestamp() throws(HTTPRouteError) -> Date {
+        if let date = value as? Date { return date }
+        if let text = value as? String, let date = ISO8601DateFormatter().date(from: text) { return date }
+        throw error(.invalid, "expected an RFC 3339 timestamp, got \(value)")
+    }
+
+    /// A Gateway API `Duration` (`1h`, `30s`, `500ms`, `1m30s`) in seconds.
+    func duration() throws(HTTPRouteError) -> Double {
+        let text = try string()
+        var total = 0.0
+        var number = ""
+        var rest = Substring(text)
+        while let c = rest.first {
+            if c.isNumber {
+                number.append(c)
+                rest = rest.dropFirst()
+                continue
+            }
+            guard let n = Double(number) else { throw error(.invalid, "bad duration \"\(text)\"") }
+            if rest.hasPrefix("ms") {
+                total += n / 1000
+                rest = rest.dropFirst(2)
+            } else if c == "s" || c == "m" || c == "h" {
+                total += n * (c == "s" ? 1 : c == "m" ? 60 : 3600)
+                rest = rest.dropFirst()
+            } else {
+                throw error(.invalid, "bad duration \"\(text)\"")
+            }
+            number = ""
+        }
+        guard number.isEmpty, !text.isEmpty else { throw error(.invalid, "bad duration \"\(text)\" (e.g. 10s, 500ms, 1m30s)") }
+        return total
+    }
+}

@@ -1,0 +1,197 @@
+import Foundation
+
+/// The error type of the HTTP routing gateway: what was wrong and where (file, object, field).
+public struct HTTPRouteError: Error, CustomStringConvertible, Sendable, Equatable {
+    public enum Code: String, Sendable {
+        /// A manifest file could not be read or is not YAML.
+        case unreadable
+        /// A manifest is well-formed YAML but not a valid object (missing or wrong field).
+        case invalid
+        /// A manifest uses a Gateway API field or value this gateway does not implement.
+        case unsupported
+    }
+
+    public var code: Code
+    /// The manifest file.
+    public var file: String
+    /// `Kind namespace/name` of the object, or `document N` when it has no name yet.
+    public var object: String
+    /// The field path inside the object (`spec.rules[0].matches[1].path.type`).
+    public var field: String
+    public var message: String
+
+    public init(_ code: Code, file: String, object: String, field: String, _ message: String) {
+        self.code = code
+        self.file = file
+        self.object = object
+        self.field = field
+        self.message = message
+    }
+
+    public var description: String {
+        "\(file): \(object): \(field.isEmpty ? "" : field + ": ")\(code == .unsupported ? "unsupported: " : "")\(message)"
+    }
+}
+
+/// A compiled regular expression (RE2-like syntax as far as Swift `Regex` shares it), matched
+/// against the whole string.
+public struct RouteRegex: @unchecked Sendable, Hashable {  // Regex is immutable after compilation
+    public let pattern: String
+    let regex: Regex<AnyRegexOutput>
+
+    public init(_ pattern: String) throws {
+        self.pattern = pattern
+        regex = try Regex(pattern)
+    }
+
+    public func matches(_ text: String) -> Bool { (try? regex.wholeMatch(in: text)) != nil }
+    public static func == (a: RouteRegex, b: RouteRegex) -> Bool { a.pattern == b.pattern }
+    public func hash(into hasher: inout Hasher) { hasher.combine(pattern) }
+}
+
+/// `HTTPPathMatch`: how a rule matches the request path.
+public enum PathMatch: Hashable, Sendable {
+    case exact(String)
+    /// Matches the prefix on `/`-separated segment boundaries (`/foo` matches `/foo` and
+    /// `/foo/bar`, not `/foobar`).
+    case prefix(String)
+    case regularExpression(RouteRegex)
+}
+
+/// `HTTPHeaderMatch` / `HTTPQueryParamMatch`: `Exact` or `RegularExpression` on a value.
+public struct ValueMatch: Hashable, Sendable {
+    public var name: String
+    public var exact: String?
+    public var regex: RouteRegex?
+
+    public func matches(_ value: String) -> Bool {
+        if let exact { return value == exact }
+        return regex?.matches(value) ?? false
+    }
+}
+
+/// One `HTTPRouteMatch`: every condition must hold.
+public struct RouteMatch: Hashable, Sendable {
+    public var path: PathMatch = .prefix("/")
+    public var method: String?
+    public var headers: [ValueMatch] = []
+    public var queryParams: [ValueMatch] = []
+}
+
+/// `HTTPHeaderFilter`: set (replace), add (append), remove, applied in that order.
+public struct HeaderModifier: Hashable, Sendable {
+    public var set: [HTTPField] = []
+    public var add: [HTTPField] = []
+    public var remove: [String] = []
+
+    /// Applies the modifier to a header list (names compare case-insensitively).
+    public func apply(to headers: inout [HTTPField]) {
+        for field in set {
+            let name = field.name.lowercased()
+            if let first = headers.firstIndex(where: { $0.name.lowercased() == name }) {
+                headers[first].value = field.value
+                var index = headers.count - 1
+                while index > first {
+                    if headers[index].name.lowercased() == name { headers.remove(at: index) }
+                    index -= 1
+                }
+            } else {
+                headers.append(field)
+            }
+        }
+        for field in add {
+            let name = field.name.lowercased()
+            if let index = headers.firstIndex(where: { $0.name.lowercased() == name }) {
+                headers[index].value += "," + field.value
+            } else {
+                headers.append(field)
+            }
+        }
+        let removed = Set(remove.map { $0.lowercased() })
+        headers.removeAll { removed.contains($0.name.lowercased()) }
+    }
+}
+
+/// `HTTPPathModifier`.
+public enum PathModifier: Hashable, Sendable {
+    case replaceFullPath(String)
+    /// Replaces the prefix the rule's `PathPrefix` match matched.
+    case replacePrefixMatch(String)
+}
+
+/// `HTTPRequestRedirectFilter`.
+public struct RequestRedirect: Hashable, Sendable {
+    public var scheme: String?
+    public var hostname: String?
+    public var port: Int?
+    public var path: PathModifier?
+    public var statusCode: Int = 302
+}
+
+/// `HTTPURLRewriteFilter`.
+public struct URLRewrite: Hashable, Sendable {
+    public var hostname: String?
+    public var path: PathModifier?
+}
+
+/// The filters this gateway implements.
+public enum RouteFilter: Hashable, Sendable {
+    case requestHeaderModifier(HeaderModifier)
+    case responseHeaderModifier(HeaderModifier)
+    case requestRedirect(RequestRedirect)
+    case urlRewrite(URLRewrite)
+}
+
+/// A `backendRef` resolved to an address.
+public struct RouteBackend: Hashable, Sendable {
+    /// The reference as written: `namespace/name:port`.
+    public var name: String
+    public var destination: Destination
+    public var weight: Int
+}
+
+/// One `HTTPRouteRule`.
+public struct RouteRule: Hashable, Sendable {
+    public var matches: [RouteMatch]
+    public var filters: [RouteFilter]
+    public var backends: [RouteBackend]
+    /// `timeouts.request` in seconds (nil: the gateway default).
+    public var requestTimeout: Double?
+}
+
+/// A loaded `HTTPRoute`.
+public struct HTTPRouteObject: Hashable, Sendable {
+    public var namespace: String
+    public var name: String
+    /// `metadata.creationTimestamp` (nil: newest, it sorts after every dated route).
+    public var created: Date?
+    public var hostnames: [String]
+    /// `parentRefs` as `namespace/name` (optionally `/sectionName`).
+    public var parents: [ParentRef]
+    public var rules: [RouteRule]
+    /// The manifest file it came from.
+    public var file: String
+
+    public var key: String { "\(namespace)/\(name)" }
+}
+
+/// A `parentRefs` entry.
+public struct ParentRef: Hashable, Sendable {
+    public var namespace: String
+    public var name: String
+    public var sectionName: String?
+}
+
+/// A minimal `Gateway`: HTTP listeners by port.
+public struct GatewayObject: Hashable, Sendable {
+    public struct Listener: Hashable, Sendable {
+        public var name: String
+        public var port: Int
+        public var hostname: String?
+    }
+
+    public var namespace: String
+    public var name: String
+    public var listeners: [Listener]
+    public var file: String
+}

@@ -1,0 +1,102 @@
+/// What the gateway does with a request, decided by `RouteTable.decide` as a value.
+public enum RouteAction: Sendable, Hashable {
+    /// No route matched: 404.
+    case notFound
+    /// A RequestRedirect filter: answer `status` with `Location`.
+    case redirect(status: Int, location: String, route: String)
+    /// The rule has no usable backend (none listed, or every weight 0): 500, as the
+    /// Gateway API specifies for a rule without valid backends.
+    case noBackend(route: String)
+    /// Forward to `backend` with the rewritten target and headers.
+    case forward(Forward)
+
+    public struct Forward: Sendable, Hashable {
+        public var route: String
+        public var backend: RouteBackend
+        /// The rule's other backends with weight > 0, in the order to try when connecting to
+        /// `backend` fails (retry on connect failure; weighted order, without repeats).
+        public var fallbacks: [RouteBackend]
+        /// Origin-form target (path and query) for the backend.
+        public var target: String
+        /// The request headers after RequestHeaderModifier and URLRewrite hostname.
+        public var headers: [HTTPField]
+        public var responseModifiers: [HeaderModifier]
+        public var timeout: Double?
+    }
+}
+
+extension RouteTable {
+    /// Selects the rule for `request`, applies its filters and picks a backend by weight.
+    public func decide(_ request: RouteRequest, using generator: inout some RandomNumberGenerator) -> RouteAction {
+        guard let selection = select(request) else { return .notFound }
+        let rule = selection.rule
+        var headers = request.headers
+        var path = request.path
+        var responseModifiers: [HeaderModifier] = []
+        for filter in rule.filters {
+            switch filter {
+            case .requestHeaderModifier(let modifier):
+                modifier.apply(to: &headers)
+            case .responseHeaderModifier(let modifier):
+                responseModifiers.append(modifier)
+            case .requestRedirect(let redirect):
+                return .redirect(status: redirect.statusCode, location: Self.location(redirect, request, selection.match), route: selection.label)
+            case .urlRewrite(let rewrite):
+                if let host = rewrite.hostname { HeaderModifier(set: [HTTPField("Host", host)]).apply(to: &headers) }
+                if let modifier = rewrite.path { path = Self.rewrite(path, modifier, selection.match) }
+            }
+        }
+        guard let backend = Self.pick(rule.backends, using: &generator) else { return .noBackend(route: selection.label) }
+        let target = path + (request.query.map { "?" + $0 } ?? "")
+        var rest = rule.backends.filter { $0 != backend }
+        var fallbacks: [RouteBackend] = []
+        while let next = Self.pick(rest, using: &generator) {
+            fallbacks.append(next)
+            rest.removeAll { $0 == next }
+        }
+        return .forward(.init(
+            route: selection.label, backend: backend, fallbacks: fallbacks, target: target, headers: headers,
+            responseModifiers: responseModifiers, timeout: rule.requestTimeout))
+    }
+
+    /// Weighted choice among the backends with weight > 0; nil when there is none.
+    public static func pick(_ backends: [RouteBackend], using generator: inout some RandomNumberGenerator) -> RouteBackend? {
+        let total = backends.reduce(0) { $0 + $1.weight }
+        guard total > 0 else { return nil }
+        var point = Int.random(in: 0..<total, using: &generator)
+        for backend in backends {
+            if point < backend.weight { return backend }
+            point -= backend.weight
+        }
+        return nil
+    }
+
+    /// Applies a path modifier. `ReplacePrefixMatch` replaces the matched `PathPrefix` on its
+    /// segment boundary: `/foo` → `/bar` turns `/foo/x` into `/bar/x`; `/foo` → `/` turns
+    /// `/foo/x` into `/x` and `/foo` into `/`.
+    static func rewrite(_ path: String, _ modifier: PathModifier, _ match: RouteMatch) -> String {
+        switch modifier {
+        case .replaceFullPath(let full): return full
+        case .replacePrefixMatch(let replacement):
+            guard case .prefix(let raw) = match.path else { return replacement }
+            let prefix = trimmedPrefix(raw)
+            let rest = prefix == "/" ? String(path.dropFirst()) : String(path.dropFirst(prefix.count).drop(while: { $0 == "/" }))
+            let base = replacement.hasSuffix("/") ? String(replacement.dropLast()) : replacement
+            if rest.isEmpty { return base.isEmpty ? "/" : (replacement.hasSuffix("/") && !base.isEmpty ? base + "/" : base) }
+            return base + "/" + rest
+        }
+    }
+
+    /// The `Location` of a RequestRedirect. Unset parts keep the request's; the port is
+    /// omitted when it is the scheme's default, and a redirect that changes the scheme
+    /// without a port uses the new scheme's default port.
+    static func location(_ redirect: RequestRedirect, _ request: RouteRequest, _ match: RouteMatch) -> String {
+        let scheme = redirect.scheme ?? "http"
+        let host = redirect.hostname ?? request.host
+        let port = redirect.port ?? (redirect.scheme == nil ? request.port : nil)
+        let defaultPort = scheme == "https" ? 443 : 80
+        let authority = (host.contains(":") ? "[\(host)]" : host) + (port.map { $0 == defaultPort ? "" : ":\($0)" } ?? "")
+        let path = redirect.path.map { rewrite(request.path, $0, match) } ?? request.path
+        return "\(scheme)://\(authority)\(path)" + (request.query.map { "?" + $0 } ?? "")
+    }
+}

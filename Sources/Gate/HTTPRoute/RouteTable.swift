@@ -1,0 +1,173 @@
+import Foundation
+
+/// What the route table needs from a request.
+public struct RouteRequest: Sendable, Hashable {
+    public var method: String
+    /// The host without port, lowercased.
+    public var host: String
+    /// The port the client addressed (from Host), nil when absent.
+    public var port: Int?
+    /// The path without query.
+    public var path: String
+    /// The raw query (after `?`), nil when absent.
+    public var query: String?
+    public var headers: [HTTPField]
+
+    public init(method: String, host: String, port: Int? = nil, path: String, query: String? = nil, headers: [HTTPField] = []) {
+        self.method = method
+        self.host = host.lowercased()
+        self.port = port
+        self.path = path
+        self.query = query
+        self.headers = headers
+    }
+
+    /// Builds the request view of a parsed head (origin-form target; Host for the host).
+    public init(_ head: HTTPRequestHead) {
+        let target = head.target
+        let question = target.firstIndex(of: "?")
+        var host = head.values("host").first ?? ""
+        var port: Int?
+        if let colon = host.lastIndex(of: ":"), !host.hasSuffix("]"), let p = Int(host[host.index(after: colon)...]) {
+            port = p
+            host = String(host[..<colon])
+        }
+        self.init(
+            method: head.method, host: host, port: port, path: String(target[..<(question ?? target.endIndex)]),
+            query: question.map { String(target[target.index(after: $0)...]) }, headers: head.headers)
+    }
+
+    var queryParams: [(String, String)] {
+        guard let query, !query.isEmpty else { return [] }
+        return query.split(separator: "&").map { pair in
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            return (String(parts[0]), parts.count > 1 ? String(parts[1]) : "")
+        }
+    }
+}
+
+/// The rule a request matched.
+public struct RouteSelection: Sendable, Hashable {
+    public var route: HTTPRouteObject
+    public var ruleIndex: Int
+    public var match: RouteMatch
+    public var rule: RouteRule { route.rules[ruleIndex] }
+    /// `namespace/name` and the rule index, for logs: `default/store#1`.
+    public var label: String { "\(route.key)#\(ruleIndex)" }
+}
+
+/// The Gateway API matching of a set of HTTPRoutes, as a value.
+///
+/// Host first: among the routes whose `hostnames` match the request's host, only those with
+/// the most specific hostname are considered (most characters of a matching non-wildcard
+/// hostname, then most characters of a matching hostname; a route without hostnames matches
+/// every host least specifically). Then across their rules' matches, in this order:
+/// `Exact` path, longest `PathPrefix`, `RegularExpression` path; a method match; most header
+/// matches; most query-param matches; oldest route (`creationTimestamp`); `namespace/name`
+/// alphabetically; first rule, first match within a route. The first match that holds wins;
+/// none is a 404.
+public struct RouteTable: Sendable {
+    struct Entry: Sendable {
+        var route: Int
+        var rule: Int
+        var match: RouteMatch
+    }
+
+    public let routes: [HTTPRouteObject]
+    let entries: [Entry]
+
+    public init(routes: [HTTPRouteObject]) {
+        self.routes = routes
+        var entries: [Entry] = []
+        for (r, route) in routes.enumerated() {
+            for (i, rule) in route.rules.enumerated() {
+                for match in rule.matches { entries.append(Entry(route: r, rule: i, match: match)) }
+            }
+        }
+        func key(_ e: Entry) -> (Int, Int, Int, Int, Int) {
+            let (rank, length): (Int, Int) = switch e.match.path {
+            case .exact(let p): (0, -p.count)
+            case .prefix(let p): (1, -Self.trimmedPrefix(p).count)
+            case .regularExpression: (2, 0)
+            }
+            return (rank, length, e.match.method == nil ? 1 : 0, -e.match.headers.count, -e.match.queryParams.count)
+        }
+        entries.sort { a, b in
+            let ka = key(a), kb = key(b)
+            if ka != kb { return ka < kb }
+            let ra = routes[a.route], rb = routes[b.route]
+            let ca = ra.created ?? .distantFuture, cb = rb.created ?? .distantFuture
+            if ca != cb { return ca < cb }
+            if ra.key != rb.key { return ra.key < rb.key }
+            return (a.rule, a.route) < (b.rule, b.route)
+        }
+        self.entries = entries
+    }
+
+    /// The hostname specificity of `route` for `host`, nil when none of its hostnames match.
+    static func hostScore(_ route: HTTPRouteObject, _ host: String) -> (Int, Int)? {
+        if route.hostnames.isEmpty { return (0, 0) }
+        var best: (Int, Int)?
+        for name in route.hostnames {
+            var score: (Int, Int)?
+            if name.hasPrefix("*.") {
+                if host.hasSuffix(name.dropFirst()) && host.count > name.count - 1 { score = (0, name.count) }
+            } else if name == host {
+                score = (name.count, name.count)
+            }
+            if let s = score, best == nil || s > best! { best = s }
+        }
+        return best
+    }
+
+    static func trimmedPrefix(_ prefix: String) -> String {
+        prefix.count > 1 && prefix.hasSuffix("/") ? String(prefix.dropLast()) : prefix
+    }
+
+    /// Whether `path` matches `match.path`.
+    static func pathMatches(_ match: PathMatch, _ path: String) -> Bool {
+        switch match {
+        case .exact(let p): return path == p
+        case .prefix(let raw):
+            let p = trimmedPrefix(raw)
+            return p == "/" || path == p || path.hasPrefix(p + "/")
+        case .regularExpression(let regex): return regex.matches(path)
+        }
+    }
+
+    static func matches(_ match: RouteMatch, _ request: RouteRequest) -> Bool {
+        guard pathMatches(match.path, request.path) else { return false }
+        if let method = match.method, method != request.method { return false }
+        for header in match.headers {
+            let values = request.headers.filter { $0.name.lowercased() == header.name }.map(\.value)
+            guard !values.isEmpty, header.matches(values.joined(separator: ",")) else { return false }
+        }
+        if !match.queryParams.isEmpty {
+            let params = request.queryParams
+            for param in match.queryParams {
+                // The first value of a repeated parameter counts (Gateway API: implementation-specific).
+                guard let value = params.first(where: { $0.0 == param.name })?.1, param.matches(value) else { return false }
+            }
+        }
+        return true
+    }
+
+    /// The rule match for `request`, nil for 404.
+    public func select(_ request: RouteRequest) -> RouteSelection? {
+        var best: (Int, Int)?
+        var candidates = Set<Int>()
+        for (index, route) in routes.enumerated() {
+            guard let score = Self.hostScore(route, request.host) else { continue }
+            if best == nil || score > best! {
+                best = score
+                candidates = [index]
+            } else if score == best! {
+                candidates.insert(index)
+            }
+        }
+        for entry in entries where candidates.contains(entry.route) && Self.matches(entry.match, request) {
+            return RouteSelection(route: routes[entry.route], ruleIndex: entry.rule, match: entry.match)
+        }
+        return nil
+    }
+}
