@@ -1,0 +1,97 @@
+import Foundation
+import XCTest
+
+/// `ugate webrtc offer|answer` (the built binary) against aiortc (PyPI) and against itself,
+/// relayed by `interop/webrtc/pair.py`: JSON-line signalling on stdin/stdout, loopback ICE,
+/// a multi-megabyte payload sent by one side and echoed by the other, SHA-256 compared, and
+/// the sender's close observed by the echoing side (it must exit by itself).
+final class WebRTCInteropTests: XCTestCase {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let payload = 6_000_000
+
+    private func ugateCommand(_ role: String, _ action: String) throws -> String {
+        let binary = Self.root.appendingPathComponent(".build/debug/ugate").path
+        guard FileManager.default.isExecutableFile(atPath: binary) else {
+            XCTFail("\(binary) missing: run `swift build --build-tests` first")
+            throw CocoaError(.fileNoSuchFile)
+        }
+        return "\(binary) webrtc \(role) --local-address 127.0.0.1 --timeout 100 \(action)"
+    }
+
+    private func aiortcCommand(_ role: String, _ action: String) throws -> String {
+        let check = Process()
+        check.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        check.arguments = ["python3", "-c", "import aiortc"]
+        try check.run()
+        check.waitUntilExit()
+        guard check.terminationStatus == 0 else {
+            XCTFail("aiortc is not installed: pip install aiortc")
+            throw CocoaError(.executableNotLoadable)
+        }
+        return "python3 \(Self.root.path)/interop/webrtc/aiortc_peer.py \(role) \(action)"
+    }
+
+    /// Runs pair.py (bounded by its own --timeout and by a 180 s kill here) and returns its summary.
+    private func runPair(offer: String, answer: String, file: StaticString = #filePath, line: UInt = #line) throws -> [String: Any] {
+        let logs = FileManager.default.temporaryDirectory.appendingPathComponent("ugate-webrtc-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: logs, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: logs) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", Self.root.path + "/interop/webrtc/pair.py", "--offer", offer, "--answer", answer,
+                             "--timeout", "120", "--log", logs.path]
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        let watchdog = DispatchWorkItem { if process.isRunning { process.terminate() } }
+        DispatchQueue.global().asyncAfter(deadline: .now() + 180, execute: watchdog)
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        watchdog.cancel()
+        let summary = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+        if summary["ok"] as? Bool != true {
+            let offerLog = (try? String(contentsOf: logs.appendingPathComponent("offer.log"), encoding: .utf8)) ?? ""
+            let answerLog = (try? String(contentsOf: logs.appendingPathComponent("answer.log"), encoding: .utf8)) ?? ""
+            XCTFail("pair failed: \(String(decoding: data, as: UTF8.self))\n--- offer log\n\(offerLog.suffix(3000))\n--- answer log\n\(answerLog.suffix(3000))",
+                    file: file, line: line)
+        }
+        return summary
+    }
+
+    private func assertIntact(_ summary: [String: Any], sender: String, file: StaticString = #filePath, line: UInt = #line) {
+        let results = summary["results"] as? [String: [String: Any]] ?? [:]
+        guard let result = results[sender] else {
+            return XCTFail("no result from the \(sender) side: \(summary)", file: file, line: line)
+        }
+        XCTAssertEqual(result["bytes"] as? Int, Self.payload, file: file, line: line)
+        XCTAssertEqual(result["receivedBytes"] as? Int, Self.payload, file: file, line: line)
+        XCTAssertEqual(result["sentSHA256"] as? String, result["receivedSHA256"] as? String, file: file, line: line)
+        XCTAssertEqual((result["sentSHA256"] as? String)?.count, 64, file: file, line: line)
+        XCTAssertEqual(summary["closeSeen"] as? Bool, true, "the echoing side did not see the close", file: file, line: line)
+    }
+
+    func testUgateOffersAndSendsAiortcEchoes() throws {
+        let summary = try runPair(offer: ugateCommand("offer", "--send \(Self.payload)"), answer: aiortcCommand("answer", "--echo"))
+        assertIntact(summary, sender: "offer")
+    }
+
+    func testUgateOffersAndEchoesAiortcSends() throws {
+        let summary = try runPair(offer: ugateCommand("offer", "--echo"), answer: aiortcCommand("answer", "--send \(Self.payload)"))
+        assertIntact(summary, sender: "answer")
+    }
+
+    func testAiortcOffersUgateAnswersAndSends() throws {
+        let summary = try runPair(offer: aiortcCommand("offer", "--echo"), answer: ugateCommand("answer", "--send \(Self.payload)"))
+        assertIntact(summary, sender: "answer")
+    }
+
+    func testAiortcOffersAndSendsUgateAnswersAndEchoes() throws {
+        let summary = try runPair(offer: aiortcCommand("offer", "--send \(Self.payload)"), answer: ugateCommand("answer", "--echo --trickle"))
+        assertIntact(summary, sender: "offer")
+    }
+
+    func testUgateCommandLineBothSidesTrickle() throws {
+        let summary = try runPair(offer: ugateCommand("offer", "--trickle --send \(Self.payload)"), answer: ugateCommand("answer", "--trickle --echo"))
+        assertIntact(summary, sender: "offer")
+    }
+}
