@@ -37,8 +37,15 @@ public enum MemoryDatagramPipe {
 /// sessions' handlers only enqueue the datagram onto their loop, so no protocol code runs on the
 /// sender's stack.
 public final class MemoryDatagramEnd: DatagramTransport {
+    /// The receive handler in a box: reading a closure stored in a generic container (the
+    /// Mutex) makes Swift wrap it in reabstraction thunks on every read.
+    fileprivate final class Receiver: Sendable {
+        let call: @Sendable ([UInt8]) -> Void
+        init(_ call: @escaping @Sendable ([UInt8]) -> Void) { self.call = call }
+    }
+
     fileprivate struct State {
-        var receive: (@Sendable ([UInt8]) -> Void)?
+        var receive: Receiver?
         /// Datagrams that arrived before `start` (at most 64), like a socket's receive buffer.
         var early: [[UInt8]] = []
         var closed = false
@@ -59,7 +66,7 @@ public final class MemoryDatagramEnd: DatagramTransport {
 
     public func start(receive: @escaping @Sendable ([UInt8]) -> Void) {
         let early = state.withLock { state in
-            state.receive = receive
+            state.receive = Receiver(receive)
             defer { state.early.removeAll() }
             return state.early
         }
@@ -98,13 +105,13 @@ public final class MemoryDatagramEnd: DatagramTransport {
     }
 
     private func deliver(_ batch: [[UInt8]]) {
-        let receive: (@Sendable ([UInt8]) -> Void)? = state.withLock { state in
+        let receiver: Receiver? = state.withLock { state in
             guard !state.closed else { return nil }
             if state.receive == nil { state.early = Array((state.early + batch).prefix(64)) }
             return state.receive
         }
-        guard let receive else { return }
-        for datagram in batch { receive(datagram) }
+        guard let receiver else { return }
+        for datagram in batch { receiver.call(datagram) }
     }
 
     public func close() {
