@@ -146,11 +146,11 @@ func main() {
 	echo := flag.Bool("echo", false, "echo every message until the peer closes")
 	send := flag.Int("send", -1, "bytes to send and expect back")
 	messageSize := flag.Int("message-size", 16384, "message size for -send")
-	flag.Parse()
-	if flag.NArg() != 1 || (flag.Arg(0) != "offer" && flag.Arg(0) != "answer") {
+	if len(os.Args) < 2 || (os.Args[1] != "offer" && os.Args[1] != "answer") {
 		fail("usage: pion_peer offer|answer (-echo | -send N)")
 	}
-	offerer := flag.Arg(0) == "offer"
+	flag.CommandLine.Parse(os.Args[2:])
+	offerer := os.Args[1] == "offer"
 
 	var se webrtc.SettingEngine
 	se.SetIncludeLoopbackCandidate(true)
@@ -178,6 +178,9 @@ func main() {
 	pc.OnDataChannel(func(d *webrtc.DataChannel) {
 		logf("peer opened channel %s", d.Label())
 		d.OnMessage(func(msg webrtc.DataChannelMessage) {
+			if os.Getenv("PION_PEER_DEBUG") != "" {
+				logf("echo %d bytes on %s", len(msg.Data), d.Label())
+			}
 			if msg.IsString {
 				d.SendText(string(msg.Data))
 			} else {
