@@ -87,50 +87,35 @@ final class WebRTCInteropTests: XCTestCase {
         XCTAssertEqual(summary["closeSeen"] as? Bool, true, "the echoing side did not see the close", file: file, line: line)
     }
 
-    func testUgateOffersAndSendsAiortcEchoes() throws {
-        let summary = try runPair(offer: ugateCommand("offer", "--send \(Self.payload)"), answer: aiortcCommand("answer", "--echo"))
-        assertIntact(summary, sender: "offer")
+    private enum Peer { case ugate, aiortc, pion }
+
+    /// One pair run: `sender` ("offer" or "answer") sends the payload, the other side echoes.
+    /// pion v3.1.56 cannot receive messages of 65536 bytes or more (INTEROP.md), so ugate sends
+    /// 16 KiB messages when pion is the peer. `trickle` applies to ugate sides.
+    private func check(_ offerer: Peer, _ answerer: Peer, sender: String, trickle: Bool = false,
+                       file: StaticString = #filePath, line: UInt = #line) throws {
+        let small = offerer == .pion || answerer == .pion
+        func command(_ peer: Peer, _ role: String) throws -> String {
+            let sends = role == sender
+            switch peer {
+            case .ugate:
+                let action = sends ? "--message-size \(small ? 16384 : 65536) --send \(Self.payload)" : "--echo"
+                return try ugateCommand(role, action + (trickle ? " --trickle" : ""))
+            case .aiortc: return try aiortcCommand(role, sends ? "--send \(Self.payload)" : "--echo")
+            case .pion: return try pionCommand(role, sends ? "-send \(Self.payload)" : "-echo")
+            }
+        }
+        let summary = try runPair(offer: command(offerer, "offer"), answer: command(answerer, "answer"), file: file, line: line)
+        assertIntact(summary, sender: sender, file: file, line: line)
     }
 
-    func testUgateOffersAndEchoesAiortcSends() throws {
-        let summary = try runPair(offer: ugateCommand("offer", "--echo"), answer: aiortcCommand("answer", "--send \(Self.payload)"))
-        assertIntact(summary, sender: "answer")
-    }
-
-    func testAiortcOffersUgateAnswersAndSends() throws {
-        let summary = try runPair(offer: aiortcCommand("offer", "--echo"), answer: ugateCommand("answer", "--send \(Self.payload)"))
-        assertIntact(summary, sender: "answer")
-    }
-
-    func testAiortcOffersAndSendsUgateAnswersAndEchoes() throws {
-        let summary = try runPair(offer: aiortcCommand("offer", "--send \(Self.payload)"), answer: ugateCommand("answer", "--echo --trickle"))
-        assertIntact(summary, sender: "offer")
-    }
-
-    func testUgateCommandLineBothSidesTrickle() throws {
-        let summary = try runPair(offer: ugateCommand("offer", "--trickle --send \(Self.payload)"), answer: ugateCommand("answer", "--trickle --echo"))
-        assertIntact(summary, sender: "offer")
-    }
-
-    // pion v3.1.56 cannot receive messages of 65536 bytes or more (INTEROP.md): ugate sends 16 KiB.
-
-    func testUgateOffersAndSendsPionEchoes() throws {
-        let summary = try runPair(offer: ugateCommand("offer", "--message-size 16384 --send \(Self.payload)"), answer: pionCommand("answer", "-echo"))
-        assertIntact(summary, sender: "offer")
-    }
-
-    func testUgateOffersAndEchoesPionSends() throws {
-        let summary = try runPair(offer: ugateCommand("offer", "--echo"), answer: pionCommand("answer", "-send \(Self.payload)"))
-        assertIntact(summary, sender: "answer")
-    }
-
-    func testPionOffersUgateAnswersAndSends() throws {
-        let summary = try runPair(offer: pionCommand("offer", "-echo"), answer: ugateCommand("answer", "--message-size 16384 --send \(Self.payload)"))
-        assertIntact(summary, sender: "answer")
-    }
-
-    func testPionOffersAndSendsUgateAnswersAndEchoes() throws {
-        let summary = try runPair(offer: pionCommand("offer", "-send \(Self.payload)"), answer: ugateCommand("answer", "--echo --trickle"))
-        assertIntact(summary, sender: "offer")
-    }
+    func testUgateOffersAndSendsAiortcEchoes() throws { try check(.ugate, .aiortc, sender: "offer") }
+    func testUgateOffersAndEchoesAiortcSends() throws { try check(.ugate, .aiortc, sender: "answer") }
+    func testAiortcOffersUgateAnswersAndSends() throws { try check(.aiortc, .ugate, sender: "answer") }
+    func testAiortcOffersAndSendsUgateAnswersAndEchoes() throws { try check(.aiortc, .ugate, sender: "offer", trickle: true) }
+    func testUgateCommandLineBothSidesTrickle() throws { try check(.ugate, .ugate, sender: "offer", trickle: true) }
+    func testUgateOffersAndSendsPionEchoes() throws { try check(.ugate, .pion, sender: "offer") }
+    func testUgateOffersAndEchoesPionSends() throws { try check(.ugate, .pion, sender: "answer") }
+    func testPionOffersUgateAnswersAndSends() throws { try check(.pion, .ugate, sender: "answer") }
+    func testPionOffersAndSendsUgateAnswersAndEchoes() throws { try check(.pion, .ugate, sender: "offer", trickle: true) }
 }
