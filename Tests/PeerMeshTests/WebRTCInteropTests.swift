@@ -1,6 +1,8 @@
 import Foundation
 import XCTest
 
+@testable import PeerMesh
+
 /// `ugate webrtc offer|answer` (the built binary) against aiortc (PyPI) and against itself,
 /// relayed by `interop/webrtc/pair.py`: JSON-line signalling on stdin/stdout, loopback ICE,
 /// a multi-megabyte payload sent by one side and echoed by the other, SHA-256 compared, and
@@ -118,4 +120,38 @@ final class WebRTCInteropTests: XCTestCase {
     func testUgateOffersAndEchoesPionSends() throws { try check(.ugate, .pion, sender: "answer") }
     func testPionOffersUgateAnswersAndSends() throws { try check(.pion, .ugate, sender: "answer") }
     func testPionOffersAndSendsUgateAnswersAndEchoes() throws { try check(.pion, .ugate, sender: "offer", trickle: true) }
+
+    /// `--signal file:DIR`: both sides exchange descriptions through DIR/offer.jsonl and
+    /// DIR/answer.jsonl; the offerer prints only its result line on stdout.
+    func testUgateFileSignalling() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ugate-webrtc-sig-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        func start(_ role: String, _ action: String) throws -> (Process, Pipe) {
+            let words = try ugateCommand(role, "--signal file:\(dir.path) \(action)").split(separator: " ").map(String.init)
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: words[0])
+            process.arguments = Array(words.dropFirst())
+            let output = Pipe()
+            process.standardOutput = output
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            return (process, output)
+        }
+        let (answerer, _) = try start("answer", "--echo")
+        let (offerer, offerOutput) = try start("offer", "--send \(Self.payload)")
+        defer { for p in [offerer, answerer] where p.isRunning { p.terminate() } }
+        let text = String(decoding: offerOutput.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        offerer.waitUntilExit()
+        answerer.waitUntilExit()  // bounded: --timeout 100, and it exits once the offerer closes
+        XCTAssertEqual(offerer.terminationStatus, 0)
+        XCTAssertEqual(answerer.terminationStatus, 0)
+        let lines = text.split(separator: "\n")
+        XCTAssertEqual(lines.count, 1, "stdout must carry only the result line: \(text)")
+        let result = try JSONDecoder().decode(ChannelTransfer.Result.self, from: Data((lines.first ?? "").utf8))
+        XCTAssertEqual(result.bytes, Self.payload)
+        XCTAssertTrue(result.intact, "\(result)")
+        let offerLines = try String(contentsOf: dir.appendingPathComponent("offer.jsonl"), encoding: .utf8)
+        XCTAssertTrue(offerLines.hasPrefix("{"), offerLines)
+        XCTAssertTrue(offerLines.contains("\"type\":\"offer\""), offerLines)
+    }
 }
