@@ -38,6 +38,17 @@ async def read_line(reader):
             return json.loads(line)
 
 
+async def apply_remote(pc, reader, kind):
+    """Reads signalling lines until a description of `kind` and applies it."""
+    while True:
+        message = await read_line(reader)
+        if message is None:
+            raise SystemExit(f"signalling ended before the {kind}")
+        if message.get("type") == kind:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type=kind))
+            return
+
+
 def write_line(obj):
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
@@ -137,21 +148,9 @@ async def main():
         task = asyncio.ensure_future(send_and_verify(channel, args.send, args.message_size, connected)) if args.send is not None else None
         await pc.setLocalDescription(await pc.createOffer())
         write_line({"type": pc.localDescription.type, "sdp": pc.localDescription.sdp})
-        while True:
-            message = await read_line(reader)
-            if message is None:
-                raise SystemExit("signalling ended before the answer")
-            if message.get("type") == "answer":
-                await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="answer"))
-                break
+        await apply_remote(pc, reader, "answer")
     else:
-        while True:
-            message = await read_line(reader)
-            if message is None:
-                raise SystemExit("signalling ended before the offer")
-            if message.get("type") == "offer":
-                await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type="offer"))
-                break
+        await apply_remote(pc, reader, "offer")
         await pc.setLocalDescription(await pc.createAnswer())
         write_line({"type": pc.localDescription.type, "sdp": pc.localDescription.sdp})
         task = None
