@@ -6,7 +6,8 @@
 /// |  Message Type |
 /// +-+-+-+-+-+-+-+-+
 /// ```
-/// Message Type is 0x02; the message has no other field.
+/// Message Type is 0x02; the message has no other field. pion (v3) pads its ACK to 4 bytes
+/// (`02 00 00 00`), so bytes after the type are ignored.
 enum DCEPAck {
     static let messageType: UInt8 = 0x02
 
@@ -15,6 +16,5 @@ enum DCEPAck {
     static func decode(_ bytes: [UInt8]) throws(DCEPDecodingError) {
         guard let first = bytes.first else { throw .truncated(needed: 1, available: 0) }
         guard first == messageType else { throw .unknownMessageType(first) }
-        guard bytes.count == 1 else { throw .trailingBytes(bytes.count - 1) }
     }
 }

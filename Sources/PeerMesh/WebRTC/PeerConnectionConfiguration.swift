@@ -1,0 +1,32 @@
+import DataChannel
+import ICE
+
+/// How a ``PeerConnection`` gathers, signals and sizes its data channels.
+public struct PeerConnectionConfiguration: Sendable {
+    /// ICE servers, local addresses (add `127.0.0.1` for loopback), relay policy, timeouts.
+    public var ice: ICEConfiguration
+    /// Trickle ICE (RFC 8838): descriptions carry no candidates; they come as
+    /// ``PeerConnection/Event/localCandidate(_:)`` events. Otherwise (the default) creating an
+    /// offer or answer waits for gathering to finish and puts every candidate in the SDP.
+    public var trickle: Bool
+    /// Our `a=max-message-size`: the largest message we accept.
+    public var maxMessageSize: Int
+    /// Our `a=sctp-port`.
+    public var sctpPort: UInt16
+    /// The DTLS certificate; a fresh ECDSA P-256 one when nil.
+    public var identity: DTLSIdentity?
+    /// DTLS record / datagram size (keep ≈ 1200 for real paths and TURN).
+    public var mtu: Int
+
+    /// Creates a configuration with the defaults named on each property.
+    public init(ice: ICEConfiguration = ICEConfiguration(), trickle: Bool = false,
+                maxMessageSize: Int = 262_144, sctpPort: UInt16 = 5000,
+                identity: DTLSIdentity? = nil, mtu: Int = 1200) {
+        self.ice = ice
+        self.trickle = trickle
+        self.maxMessageSize = maxMessageSize
+        self.sctpPort = sctpPort
+        self.identity = identity
+        self.mtu = mtu
+    }
+}

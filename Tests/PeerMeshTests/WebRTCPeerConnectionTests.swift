@@ -1,0 +1,148 @@
+import DataChannel
+import ICE
+import XCTest
+
+@testable import PeerMesh
+
+/// PeerConnection ugate↔ugate over real loopback ICE (libnice sockets on 127.0.0.1), DTLS and
+/// SCTP: descriptions, both signalling modes, channels from both sides, payloads checked by
+/// SHA-256, close from either side, fingerprint verification.
+final class WebRTCPeerConnectionTests: XCTestCase {
+    private func configuration(trickle: Bool) -> PeerConnectionConfiguration {
+        var ice = ICEConfiguration()
+        ice.localAddresses = ["127.0.0.1"]
+        ice.connectTimeout = .seconds(15)
+        return PeerConnectionConfiguration(ice: ice, trickle: trickle)
+    }
+
+    /// Offer/answer between two connections; in trickle mode candidates are forwarded as the
+    /// events arrive. Returns the forwarding tasks (they end when the connections end).
+    private func negotiate(_ offerer: PeerConnection, _ answerer: PeerConnection, trickle: Bool,
+                           offer existing: SessionDescription? = nil) async throws -> [Task<Void, Never>] {
+        let offer: SessionDescription
+        if let existing { offer = existing } else { offer = try await offerer.createOffer() }
+        let answer = try await answerer.acceptOffer(sdp: offer.sdp)
+        try offerer.acceptAnswer(sdp: answer.sdp)
+        guard trickle else { return [] }
+        func forward(from: PeerConnection, to: PeerConnection) -> Task<Void, Never> {
+            Task {
+                for await event in from.events {
+                    switch event {
+                    case .localCandidate(let line): try? to.addRemoteCandidate(line)
+                    case .localGatheringDone: try? to.addRemoteCandidate("")
+                    default: break
+                    }
+                }
+            }
+        }
+        return [forward(from: offerer, to: answerer), forward(from: answerer, to: offerer)]
+    }
+
+    /// Polls (bounded: 20 s) until the connection reaches a final state.
+    private func waitUntilEnded(_ connection: PeerConnection) async -> PeerConnection.State {
+        for _ in 0..<2000 {
+            switch connection.state {
+            case .closed, .failed: return connection.state
+            default: try? await Task.sleep(for: .milliseconds(10))
+            }
+        }
+        return connection.state
+    }
+
+    func testNonTrickleDescriptionsCarryLoopbackCandidatesAndSetupRoles() async throws {
+        let offerer = try PeerConnection(configuration: configuration(trickle: false))
+        let answerer = try PeerConnection(configuration: configuration(trickle: false))
+        let offer = try await offerer.createOffer()
+        XCTAssertEqual(offer.setup, .actpass)
+        XCTAssertTrue(offer.endOfCandidates)
+        XCTAssertTrue(offer.candidates.contains { $0.contains(" 127.0.0.1 ") && $0.contains("typ host") }, "\(offer.candidates)")
+        XCTAssertEqual(offer.fingerprints, [offerer.identity.fingerprint])
+        XCTAssertFalse(offer.iceOptions.contains("trickle"))
+        let parsed = try SessionDescription(parsing: offer.sdp)
+        XCTAssertEqual(parsed.candidates, offer.candidates)
+        let answer = try await answerer.acceptOffer(sdp: offer.sdp)
+        XCTAssertEqual(answer.setup, .active)
+        XCTAssertTrue(answer.candidates.contains { $0.contains(" 127.0.0.1 ") })
+        XCTAssertThrowsError(try offerer.acceptAnswer(sdp: "v=0\r\nbogus")) { error in
+            XCTAssertEqual((error as? WebRTCError)?.code, .description, "\(error)")
+        }
+        try offerer.acceptAnswer(sdp: answer.sdp)
+        XCTAssertThrowsError(try offerer.acceptAnswer(answer)) { error in
+            XCTAssertEqual((error as? WebRTCError)?.code, .state, "\(error)")
+        }
+        try await offerer.connect()
+        try await answerer.connect()
+        XCTAssertEqual(offerer.state, .connected)
+        XCTAssertNotNil(offerer.selectedPair)
+        await offerer.close()
+        await answerer.close()
+    }
+
+    func testBulkBothWaysChannelsFromBothSidesOffererCloses() async throws {
+        let offerer = try PeerConnection(configuration: configuration(trickle: false))
+        let answerer = try PeerConnection(configuration: configuration(trickle: false))
+        _ = try await negotiate(offerer, answerer, trickle: false)
+        let echoes = [Task { await ChannelTransfer.echo(offerer) }, Task { await ChannelTransfer.echo(answerer) }]
+        let size = 6 << 20
+        async let fromOfferer = ChannelTransfer.sendAndVerify(over: offerer, bytes: size, messageSize: 65_536, label: "from-offerer")
+        async let fromAnswerer = ChannelTransfer.sendAndVerify(over: answerer, bytes: size, messageSize: 65_536, label: "from-answerer")
+        let (a, b) = try await (fromOfferer, fromAnswerer)
+        for result in [a, b] {
+            XCTAssertEqual(result.receivedBytes, size)
+            XCTAssertEqual(result.sentSHA256, result.receivedSHA256)
+            XCTAssertTrue(result.intact)
+        }
+        await offerer.close()
+        let answererEnd = await waitUntilEnded(answerer)
+        XCTAssertEqual(answererEnd, .closed)
+        XCTAssertEqual(offerer.state, .closed)
+        for echo in echoes { await echo.value }
+        await answerer.close()
+    }
+
+    func testTrickleSmallAndEmptyMessagesAnswererCloses() async throws {
+        let offerer = try PeerConnection(configuration: configuration(trickle: true))
+        let answerer = try PeerConnection(configuration: configuration(trickle: true))
+        let offer = try await offerer.createOffer()
+        XCTAssertTrue(offer.candidates.isEmpty)
+        XCTAssertTrue(offer.iceOptions.contains("trickle"))
+        let forwarders = try await negotiate(offerer, answerer, trickle: true, offer: offer)
+        let echo = Task { await ChannelTransfer.echo(offerer) }
+        let channel = try await answerer.openChannel(label: "answerer-opened")
+        for message: DataChannelMessage in [.text("hello"), .binary([]), .text(""), .binary([1, 2, 3])] {
+            try await channel.send(message)
+            let back = await channel.receive()
+            XCTAssertEqual(back, message)
+        }
+        let bulk = try await ChannelTransfer.sendAndVerify(over: channel, bytes: 3 << 20, messageSize: 16_384)
+        XCTAssertTrue(bulk.intact, "\(bulk)")
+        await answerer.close()
+        let offererEnd = await waitUntilEnded(offerer)
+        XCTAssertEqual(offererEnd, .closed)
+        await echo.value
+        for task in forwarders { await task.value }
+        await offerer.close()
+    }
+
+    func testFingerprintMismatchFailsTheConnection() async throws {
+        let offerer = try PeerConnection(configuration: configuration(trickle: false))
+        let answerer = try PeerConnection(configuration: configuration(trickle: false))
+        let offer = try await offerer.createOffer()
+        var answer = try await answerer.acceptOffer(offer)
+        let impostor = try DTLSIdentity()
+        answer.fingerprints = [impostor.fingerprint]
+        try offerer.acceptAnswer(answer)
+        do {
+            try await offerer.connect()
+            XCTFail("connected despite a wrong fingerprint")
+        } catch let error as WebRTCError {
+            XCTAssertEqual(error.code, .transport, "\(error)")
+            XCTAssertTrue(error.message.contains(impostor.fingerprint.hexBytes), error.message)
+        }
+        if case .failed = offerer.state {} else { XCTFail("offerer state \(offerer.state)") }
+        let answererEnd = await waitUntilEnded(answerer)
+        if case .failed = answererEnd {} else { XCTFail("answerer state \(answererEnd)") }
+        await offerer.close()
+        await answerer.close()
+    }
+}
