@@ -61,9 +61,14 @@ struct BenchPush: AsyncParsableCommand {
         let elapsed = Date().timeIntervalSince(start)
         try await channel.close()
 
-        let microStart = Date()
-        for _ in 0..<iterations { _ = try sender.prepare(plaintext, to: subscriber.w3c) }
-        let swiftPer = Date().timeIntervalSince(microStart) / Double(iterations)
+        // Per message: encrypt + a VAPID token, reused (the default) and signed fresh as pywebpush does.
+        func perMessage(_ s: PushSender) throws -> Double {
+            let begin = Date()
+            for _ in 0..<iterations { _ = try s.prepare(plaintext, to: subscriber.w3c) }
+            return Date().timeIntervalSince(begin) / Double(iterations)
+        }
+        let swiftPer = try perMessage(sender)
+        let swiftFresh = try perMessage(PushSender(vapid: sender.vapid, reuseTokens: false))
         let python = try PythonPeer(script: peerScript).call("bench", [
             "subscription": ["endpoint": subscriber.w3c.endpoint, "keys": ["p256dh": subscriber.w3c.keys.p256dh, "auth": subscriber.w3c.keys.auth]],
             "vapid_private_key": Base64URL.encode(sender.vapid?.rawPrivateKey ?? []),
@@ -73,8 +78,10 @@ struct BenchPush: AsyncParsableCommand {
 
         print("push bench: \(received)/\(target) messages (\(failed) undecryptable), \(payload)-byte payload, \(senders) senders, store fsync \(fsync ? "on" : "off")")
         print(String(format: "  end to end: %.0f messages/s (%.2f s)", Double(received) / elapsed, elapsed))
-        print(String(format: "  encrypt+sign per message: ugate %.1f µs, pywebpush %.1f µs, ratio %.1f×",
-                     swiftPer * 1e6, pythonPer * 1e6, pythonPer / swiftPer))
+        print(String(format: "  encrypt+sign per message, token signed each time: ugate %.1f µs, pywebpush %.1f µs, ratio %.1f×",
+                     swiftFresh * 1e6, pythonPer * 1e6, pythonPer / swiftFresh))
+        print(String(format: "  encrypt+sign per message, token reused (ugate default): ugate %.1f µs, ratio %.1f×",
+                     swiftPer * 1e6, pythonPer / swiftPer))
         if received != target { throw ExitCode(1) }
     }
 }

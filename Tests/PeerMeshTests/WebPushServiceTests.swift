@@ -21,6 +21,15 @@ final class WebPushServiceTests: XCTestCase {
         return Running(service: service, channel: channel, base: URL(string: "http://127.0.0.1:\(channel.localAddress!.port!)")!)
     }
 
+    /// A running service with an open subscription and one restricted to `vapid`'s key.
+    private func startWithSubscriptions() async throws -> (Running, VAPIDSigner, PushSubscriber, PushSubscriber) {
+        let node = try await start()
+        let vapid = VAPIDSigner()
+        let open = try await PushSubscriber.subscribe(service: node.base)
+        let restricted = try await PushSubscriber.subscribe(service: node.base, applicationServerKey: vapid.publicKey)
+        return (node, vapid, open, restricted)
+    }
+
     private func temporaryDirectory() -> String {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("ugate-push-test-\(UUID().uuidString)").path
         addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
@@ -82,7 +91,9 @@ final class WebPushServiceTests: XCTestCase {
         XCTAssertEqual(zeroActions, [.removeMessage(subscription: "s1", id: "m3")])
         guard case .success(let (left, _)) = state.poll(subscription: "s1", minimumUrgency: .veryLow, now: now + 10) else { return XCTFail() }
         XCTAssertEqual(left.map(\.id), ["m5"])
-        guard case .success(let ack) = state.acknowledge(message: "m5") else { return XCTFail() }
+        guard case .failure(let foreign) = state.acknowledge(message: "m5", subscription: "other") else { return XCTFail() }
+        XCTAssertEqual(foreign.status, 404)
+        guard case .success(let ack) = state.acknowledge(message: "m5", subscription: "s1") else { return XCTFail() }
         XCTAssertEqual(ack, [.removeMessage(subscription: "s1", id: "m5")])
         guard case .failure(let again) = state.acknowledge(message: "m5") else { return XCTFail() }
         XCTAssertEqual(again.status, 404)
@@ -126,11 +137,8 @@ final class WebPushServiceTests: XCTestCase {
     /// pywebpush posts (with VAPID) to the node's push service; a ugate subscriber long-polling the
     /// subscription receives and decrypts it; a restricted subscription accepts the right key.
     func testPyWebPushReachesUgateSubscriber() async throws {
-        let node = try await start()
+        let (node, vapid, open, restricted) = try await startWithSubscriptions()
         defer { node.channel.close(promise: nil) }
-        let vapid = VAPIDSigner()
-        let open = try await PushSubscriber.subscribe(service: node.base)
-        let restricted = try await PushSubscriber.subscribe(service: node.base, applicationServerKey: vapid.publicKey)
         // The poll waits while pywebpush sends: delivery wakes it.
         let waiting = Task { [open] in
             try await PushHTTPClient.withConnection(to: open.subscriptionURL) { try await open.receive(on: $0, wait: 30) }
@@ -164,11 +172,8 @@ final class WebPushServiceTests: XCTestCase {
     /// Wrong aud, expired or far-future exp, missing or wrong VAPID key on a restricted subscription,
     /// oversized body, unknown and unsubscribed subscription: each gets the RFC's status and a reason.
     func testRefusalsOverHTTP() async throws {
-        let node = try await start()
+        let (node, vapid, open, restricted) = try await startWithSubscriptions()
         defer { node.channel.close(promise: nil) }
-        let vapid = VAPIDSigner()
-        let open = try await PushSubscriber.subscribe(service: node.base)
-        let restricted = try await PushSubscriber.subscribe(service: node.base, applicationServerKey: vapid.publicKey)
         let data = Base64URL.encode(Array("x".utf8))
         let now = Int64(Date().timeIntervalSince1970)
         func pywebpush(_ sub: PushSubscriber, key: VAPIDSigner?, claims: [String: Any]? = nil) async throws -> (Int, String) {
@@ -209,7 +214,14 @@ final class WebPushServiceTests: XCTestCase {
         assertRefused(try await sender.post(noTTL), 400, "TTL")
         assertRefused(try await sender.send([1], to: restricted.w3c, topic: "not a topic!"), 400, "Topic")
         assertRefused(try await PushHTTPClient.send("DELETE", node.base.appendingPathComponent("message/nothing")), 404, "no message")
-        assertStatus(try await sender.send([1], to: restricted.w3c), 201)
+        // The message resource acknowledges one message (RFC 8030 §6.2); a second DELETE finds nothing.
+        let accepted = try await sender.send([1], to: restricted.w3c)
+        assertStatus(accepted, 201)
+        let location = node.base.appendingPathComponent(try XCTUnwrap(accepted.header("Location")))
+        assertStatus(try await PushHTTPClient.send("DELETE", location), 204)
+        assertRefused(try await PushHTTPClient.send("DELETE", location), 404, "no message")
+        let nothingLeft = try await receiveAll(restricted)
+        XCTAssertEqual(nothingLeft.count, 0)
     }
 
     /// TTL expiry, Topic replacement, a full queue (429), and a restart with undelivered messages

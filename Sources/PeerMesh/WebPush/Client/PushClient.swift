@@ -80,7 +80,7 @@ public struct PushSubscriber: Sendable {
         guard response.status == 200 else {
             throw WebPushError(.http, "poll \(subscriptionURL) answered \(response.status): \(response.text)")
         }
-        struct Item: Decodable { var id: String; var location: String; var topic: String?; var urgency: String?; var body: String }
+        struct Item: Decodable { var id: String; var topic: String?; var urgency: String?; var body: String }
         struct List: Decodable { var messages: [Item] }
         guard let list = try? JSONDecoder().decode(List.self, from: Data(response.body)) else {
             throw WebPushError(.http, "poll \(subscriptionURL): unexpected body \(response.text.prefix(200))")
@@ -93,11 +93,15 @@ public struct PushSubscriber: Sendable {
             } catch let error as WebPushError {
                 received.error = error
             }
-            let ack = try await connection.send("DELETE", item.location)
-            guard ack.status == 204 || ack.status == 404 else {
-                throw WebPushError(.http, "acknowledge \(item.location) answered \(ack.status): \(ack.text)")
-            }
             out.append(received)
+        }
+        // One request acknowledges the whole batch (DELETE /message/<id> per message also works).
+        if !out.isEmpty {
+            let ack = try await connection.send("POST", PushHTTPClient.pathAndQuery(subscriptionURL) + "/ack",
+                                                body: Array(out.map(\.id).joined(separator: "\n").utf8))
+            guard ack.status == 204 else {
+                throw WebPushError(.http, "acknowledge on \(subscriptionURL) answered \(ack.status): \(ack.text)")
+            }
         }
         return out
     }

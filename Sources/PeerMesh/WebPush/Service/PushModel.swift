@@ -27,6 +27,8 @@ public struct PushMessage: Codable, Equatable, Sendable {
     public var received: Double
     /// The instant the message is dropped if not acknowledged.
     public var expires: Double
+    /// Arrival order within the service (kept across restarts, so queues reload in order).
+    public var sequence: UInt64
     /// False for TTL 0 messages handed to a connected subscriber: those never reach the disk.
     public var durable: Bool
 }

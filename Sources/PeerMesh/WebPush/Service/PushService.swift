@@ -13,6 +13,7 @@ import Metrics
 /// GET    /subscription/<sid>     long-poll for messages (?wait=seconds, Urgency: minimum) → 200 JSON | 204
 /// DELETE /subscription/<sid>     unsubscribe → 204; later pushes get 410
 /// DELETE /message/<mid>          acknowledge a delivered message → 204
+/// POST   /subscription/<sid>/ack acknowledge several: body = message ids, one per line → 204
 /// ```
 /// RFC 8030 §6 delivers with HTTP/2 server push, which no client library exposes any more; the
 /// long-poll GET above is the fallback (see docs/webpush.md).
@@ -79,7 +80,10 @@ public actor PushService {
         case ("DELETE", 2, "subscription"):
             response = await unsubscribe(parts[1])
         case ("DELETE", 2, "message"):
-            response = await acknowledge(parts[1])
+            response = await acknowledge([parts[1]], subscription: nil)
+        case ("POST", 3, "subscription") where parts[2] == "ack":
+            let ids = String(decoding: request.body, as: UTF8.self).split(whereSeparator: \.isNewline).map(String.init)
+            response = await acknowledge(ids, subscription: parts[1])
         default:
             response = .text(parts.count == 2 || parts == ["subscribe"] ? 405 : 404,
                              "no push service resource \(request.method) \(request.path)")
@@ -178,13 +182,19 @@ public actor PushService {
         }
     }
 
-    private func acknowledge(_ id: String) -> AdminResponse {
-        switch state.acknowledge(message: id) {
-        case .failure(let refusal): return Self.refuse(refusal)
-        case .success(let actions):
-            do { try store?.apply(actions) } catch { return storeFailure(error) }
-            return AdminResponse(status: 204)
+    /// One id: 404 when unknown. Several (the batch form, scoped to `subscription`): unknown ids are
+    /// skipped, as they were acknowledged or expired already.
+    private func acknowledge(_ ids: [String], subscription: String?) -> AdminResponse {
+        var actions: [PushServiceState.StoreAction] = []
+        for id in ids {
+            switch state.acknowledge(message: id, subscription: subscription) {
+            case .failure(let refusal) where subscription == nil: return Self.refuse(refusal)
+            case .failure: continue
+            case .success(let done): actions += done
+            }
         }
+        do { try store?.apply(actions) } catch { return storeFailure(error) }
+        return AdminResponse(status: 204)
     }
 
     /// Messages queued on a subscription, for tests and status pages.

@@ -41,6 +41,7 @@ public struct PushServiceState: Sendable {
     private var byPushID: [String: String] = [:]
     private var queues: [String: [PushMessage]] = [:]
     private var messageOwner: [String: String] = [:]
+    private var nextSequence: UInt64 = 0
 
     public init(config: PushServiceConfig) {
         self.config = config
@@ -56,7 +57,8 @@ public struct PushServiceState: Sendable {
     public mutating func restore(subscriptions stored: [PushSubscriptionRecord], messages: [PushMessage], now: Double) -> [StoreAction] {
         for s in stored { insert(s) }
         var actions: [StoreAction] = []
-        for m in messages.sorted(by: { $0.received < $1.received }) {
+        for m in messages.sorted(by: { $0.sequence < $1.sequence }) {
+            nextSequence = max(nextSequence, m.sequence + 1)
             guard let s = subscriptions[m.subscription], !s.gone, m.expires > now else {
                 actions.append(.removeMessage(subscription: m.subscription, id: m.id))
                 continue
@@ -123,7 +125,8 @@ public struct PushServiceState: Sendable {
         // A TTL 0 message for a connected subscriber lives just long enough for the woken poll to collect it.
         let message = PushMessage(
             id: messageID, subscription: sid, body: request.body, ttl: ttl, urgency: request.urgency, topic: request.topic,
-            received: now, expires: now + (durable ? Double(ttl) : 5), durable: durable)
+            received: now, expires: now + (durable ? Double(ttl) : 5), sequence: nextSequence, durable: durable)
+        nextSequence += 1
         var replaced: String?
         if let i = replacedIndex {
             let old = queue.remove(at: i)
@@ -170,10 +173,12 @@ public struct PushServiceState: Sendable {
 
     /// [RFC 8030 §6.2](https://www.rfc-editor.org/rfc/rfc8030#section-6.2): DELETE on a message
     /// resource acknowledges it.
-    public mutating func acknowledge(message id: String) -> Result<[StoreAction], PushRefusal> {
-        guard let sid = messageOwner.removeValue(forKey: id) else {
+    /// - Parameter subscription: when given, only a message queued on that subscription is acknowledged.
+    public mutating func acknowledge(message id: String, subscription: String? = nil) -> Result<[StoreAction], PushRefusal> {
+        guard let sid = messageOwner[id], subscription == nil || subscription == sid else {
             return .failure(PushRefusal(404, "no message \(id) (already acknowledged or expired)"))
         }
+        messageOwner[id] = nil
         guard let i = queues[sid]?.firstIndex(where: { $0.id == id }), let m = queues[sid]?.remove(at: i) else { return .success([]) }
         return .success(m.durable ? [.removeMessage(subscription: sid, id: id)] : [])
     }
