@@ -387,6 +387,10 @@ public final class PeerConnection: Sendable {
                 await iceStateChanged(iceState)
             case .failure(let error):
                 inner.withLock { $0.iceFailure = error }
+            case .localCredentialsChanged:
+                // PeerConnection does not renegotiate (no ICE restart in its API yet): a restart
+                // the peer starts is followed by the agent, but new credentials are not signaled.
+                logger.debug("ICE credentials changed by a peer-initiated restart; not renegotiated")
             case .selectedPair(let pair):
                 logger.debug("selected pair", metadata: ["local": "\(pair.local.sdpLine)", "remote": "\(pair.remote.sdpLine)"])
             }
