@@ -68,16 +68,29 @@ struct PushSubscribe: AsyncParsableCommand {
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         emit(String(decoding: try encoder.encode(subscriber.w3c), as: UTF8.self))
         var received = 0
-        try await PushHTTPClient.withConnection(to: subscriber.subscriptionURL) { connection in
-            while count.map({ received < $0 }) ?? true {
-                for message in try await subscriber.receive(on: connection, wait: wait) {
-                    received += 1
-                    if let plaintext = message.plaintext {
-                        emit(String(decoding: plaintext, as: UTF8.self))
-                    } else {
-                        FileHandle.standardError.write(Data("undecryptable message \(message.id): \(message.error.map { "\($0)" } ?? "?")\n".utf8))
+        var backoff = Duration.milliseconds(100)
+        // Keeps the subscription alive across push-service restarts and dropped connections:
+        // reconnect with backoff (100 ms doubling to 5 s); stop only when the service says the
+        // subscription is gone (404/410) or `--count` messages have arrived.
+        while count.map({ received < $0 }) ?? true {
+            do {
+                try await PushHTTPClient.withConnection(to: subscriber.subscriptionURL) { connection in
+                    while count.map({ received < $0 }) ?? true {
+                        for message in try await subscriber.receive(on: connection, wait: wait) {
+                            received += 1
+                            if let plaintext = message.plaintext {
+                                emit(String(decoding: plaintext, as: UTF8.self))
+                            } else {
+                                FileHandle.standardError.write(Data("undecryptable message \(message.id): \(message.error.map { "\($0)" } ?? "?")\n".utf8))
+                            }
+                        }
+                        backoff = .milliseconds(100)
                     }
                 }
+            } catch let error as WebPushError where error.code == .http {
+                FileHandle.standardError.write(Data("push service: \(error); retrying in \(backoff)\n".utf8))
+                try await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(5))
             }
         }
     }

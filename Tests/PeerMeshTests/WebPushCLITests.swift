@@ -107,4 +107,42 @@ final class WebPushCLITests: XCTestCase {
         XCTAssertTrue(refusal.hasPrefix("400 ") && refusal.contains("Topic"), refusal)
         XCTAssertEqual(bad.process.terminationStatus, 1)
     }
+
+    /// A subscriber keeps its subscription across a restart of the push service: it reconnects
+    /// by itself and receives what was sent after the restart; the restarted service still has
+    /// the subscription (file store).
+    func testSubscriberReconnectsAfterServiceRestart() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ugate-push-restart-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+
+        var serve = try Child(["push", "serve", "--port", "0", "--store", dir + "/store"])
+        defer { serve.stop() }
+        let listening = try serve.line(0)
+        let url = try XCTUnwrap(listening.split(separator: " ").last.map(String.init), listening)
+        let port = try XCTUnwrap(url.split(separator: ":").last.map(String.init))
+
+        let subscribe = try Child(["push", "subscribe", "--service", url, "--count", "2", "--wait", "2"])
+        defer { subscribe.stop() }
+        let subscriptionJSON = try subscribe.line(0)
+        let file = dir + "/subscription.json"
+        try Data(subscriptionJSON.utf8).write(to: URL(fileURLWithPath: file))
+
+        func send(_ text: String) throws {
+            let send = try Child(["push", "send", "--subscription", file, "--data", text, "--key", dir + "/node-key.pem"])
+            let status = try send.line(0)
+            send.process.waitUntilExit()
+            XCTAssertTrue(status.hasPrefix("201 "), status)
+        }
+        try send("before restart")
+        XCTAssertEqual(try subscribe.line(1), "before restart")
+
+        serve.stop()
+        serve = try Child(["push", "serve", "--port", port, "--store", dir + "/store"])
+        XCTAssertEqual(try serve.line(0), listening)
+        try send("after restart")
+        XCTAssertEqual(try subscribe.line(2), "after restart")
+        subscribe.process.waitUntilExit()
+        XCTAssertEqual(subscribe.process.terminationStatus, 0)
+    }
 }

@@ -24,6 +24,8 @@ public struct WebPushError: Error, Equatable, CustomStringConvertible, Sendable 
         case vapidBadClaim
         /// An HTTP exchange with a push service failed or returned an unexpected status.
         case http
+        /// The push service no longer knows the subscription (404 or 410): polling again is useless.
+        case subscriptionGone
         /// A signaling message is malformed, forged, replayed or not addressed to us.
         case signaling
         /// The push service's message store failed.

@@ -72,11 +72,15 @@ public struct PushSubscriber: Sendable {
 
     /// Waits up to `wait` seconds for messages, decrypts and acknowledges each one.
     /// - Parameter connection: a connection to the push service (from `PushHTTPClient.withConnection`).
-    /// - Throws: `WebPushError.http` when the service refuses the poll (404, 410 …).
+    /// - Throws: `WebPushError.subscriptionGone` on 404/410; `WebPushError.http` when the service
+    ///   is unreachable or answers anything else unexpected.
     public func receive(on connection: PushHTTPConnection, wait: Int = 30) async throws -> [ReceivedPush] {
         let path = PushHTTPClient.pathAndQuery(subscriptionURL) + "?wait=\(wait)"
         let response = try await connection.send("GET", path)
         if response.status == 204 { return [] }
+        if response.status == 404 || response.status == 410 {
+            throw WebPushError(.subscriptionGone, "poll \(subscriptionURL) answered \(response.status): \(response.text)")
+        }
         guard response.status == 200 else {
             throw WebPushError(.http, "poll \(subscriptionURL) answered \(response.status): \(response.text)")
         }
