@@ -83,6 +83,46 @@ final class RunCommandTests: XCTestCase {
         }
     }
 
+    /// Two `ugate run` nodes: alice routes 127.0.0.1 to `mesh:bob`; bob lets alice reach only
+    /// the first origin. A SOCKS5 request at alice reaches that origin through bob; one for the
+    /// second origin is refused by bob's policy (it would succeed dialled directly).
+    func testRouteSendsStreamsThroughPeer() throws {
+        let allowed = try TinyHTTPServer()
+        defer { allowed.stop() }
+        let other = try TinyHTTPServer()
+        defer { other.stop() }
+        let dir = try temporaryDirectory("mesh-route")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        func nodeID(_ name: String) throws -> String {
+            let r = try runProcess(ugatePath, ["id", "--identity-dir", "\(dir)/\(name)", "--json"])
+            XCTAssertEqual(r.status, 0, r.err)
+            return (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])?["id"] as? String ?? ""
+        }
+        let aliceID = try nodeID("alice")
+        let bobID = try nodeID("bob")
+        try #"{"mesh": {"peers": [{"id": "\#(aliceID)", "destinations": ["127.0.0.1:\#(allowed.port)"]}]}}"#
+            .write(toFile: "\(dir)/bob.json", atomically: true, encoding: .utf8)
+        let (bob, bobText) = try startNode(["run", "--config", "\(dir)/bob.json", "--base-port", "0", "--identity-dir", "\(dir)/bob"])
+        defer { stop(bob) }
+        let bobPort = bannerPort(bobText, "mesh-dm")
+        XCTAssertFalse(bobPort.isEmpty, bobText)
+        try #"""
+            {"mesh": {"peers": [{"id": "\#(bobID)", "name": "bob", "addresses": ["127.0.0.1:\#(bobPort)"]}]},
+             "routes": [{"dest": "127.0.0.1", "to": "mesh:bob"}]}
+            """#.write(toFile: "\(dir)/alice.json", atomically: true, encoding: .utf8)
+        let (alice, aliceText) = try startNode(["run", "--config", "\(dir)/alice.json", "--base-port", "0", "--identity-dir", "\(dir)/alice"])
+        defer { stop(alice) }
+        let socks = "127.0.0.1:\(bannerPort(aliceText, "socks5"))"
+        let curl = try tool("curl")
+        let ok = try runProcess(curl, ["-sS", "--max-time", "20", "--socks5-hostname", socks, "http://127.0.0.1:\(allowed.port)/via-bob"])
+        XCTAssertEqual(ok.status, 0, ok.err)
+        XCTAssertTrue(ok.out.contains("request=GET /via-bob"), ok.out)
+        let refused = try runProcess(curl, ["-sS", "--max-time", "20", "--socks5-hostname", socks, "http://127.0.0.1:\(other.port)/x"])
+        XCTAssertNotEqual(refused.status, 0, refused.out)
+        let direct = try runProcess(curl, ["-sS", "--max-time", "20", "http://127.0.0.1:\(other.port)/x"])
+        XCTAssertEqual(direct.status, 0, direct.err)
+    }
+
     private func temporaryDirectory(_ tag: String) throws -> String {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ugate-\(tag)-\(getpid())").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
