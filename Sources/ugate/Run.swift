@@ -77,18 +77,17 @@ struct Run: AsyncParsableCommand {
         }
         let admin = AdminServer(routes: node.adminRoutes() + push.routes)
         let adminChannel = try await admin.start(host: settings.bind, port: settings.basePort)
-        // With no peers the mesh ports still listen and refuse every TLS handshake (secure by default).
-        let meshPort = { (offset: Int) in settings.basePort == 0 ? 0 : settings.basePort + offset }
-        let dmPort = try await mesh.listen(port: meshPort(7), name: "mesh-dm")
-        let hbonePort = try await mesh.listen(port: meshPort(8), name: "mesh-hbone")
-        let bound = node.start()
         let adminURL = "http://\(Destination(host: settings.bind, port: UInt16(adminChannel.localAddress?.port ?? 0)))"
+        var rows = [("node-id", mesh.identity.node.id), ("admin", "\(adminURL)/"), ("push", "\(adminURL)/subscribe")]
+        // With no peers the mesh ports still listen and refuse every TLS handshake (secure by default).
+        if meshSection.listen ?? settings.defaultListeners {
+            for (offset, name) in [(7, "mesh-dm"), (8, "mesh-hbone")] {
+                let port = try await mesh.listen(port: settings.basePort == 0 ? 0 : settings.basePort + offset, name: name)
+                rows.append((name, "tls \(Destination(host: meshConfig.listenHost, port: UInt16(port)))"))
+            }
+        }
+        let bound = node.start()
         var lines = ["ugate node \(settings.name ?? "") ready (forwarder \(settings.forwarder.rawValue))"]
-        var rows = [
-            ("node-id", mesh.identity.node.id), ("admin", "\(adminURL)/"), ("push", "\(adminURL)/subscribe"),
-            ("mesh-dm", "tls \(Destination(host: meshConfig.listenHost, port: UInt16(dmPort)))"),
-            ("mesh-hbone", "tls \(Destination(host: meshConfig.listenHost, port: UInt16(hbonePort)))"),
-        ]
         rows += meshConfig.peers.map { (MeshSection.upstreamName($0), "peer \($0.id)") }
         rows += bound.map { ($0.name, "\($0.proto.rawValue) \($0.address)") }
         for (name, value) in rows {

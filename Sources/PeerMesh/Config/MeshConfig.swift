@@ -114,13 +114,16 @@ public struct MeshConfig: Codable, Sendable {
 
 /// The optional `mesh` section of `ugate.json` (the rest of the file is the Gate's config):
 /// `{"mesh": {"peers": [{"id": "…", "name": "b", "addresses": ["host:port"], "egress": true}],
-/// "namespace": "default", "trustDomain": "cluster.local", "listenHost": "0.0.0.0"}}`.
+/// "namespace": "default", "trustDomain": "cluster.local", "listenHost": "0.0.0.0", "listen": true}}`.
 public struct MeshSection: Codable, Sendable, Equatable {
     public var peers: [PeerConfig] = []
     public var namespace: String = "default"
     public var trustDomain: String = "cluster.local"
     /// Listen address of the mesh ports; nil = the Gate's `bind` (loopback unless changed).
     public var listenHost: String?
+    /// Bind the base+7/base+8 listeners; nil = as the Gate's `defaultListeners` (a config that
+    /// turns those off and puts its own listener on base+7 gets no mesh ports unless it asks).
+    public var listen: Bool?
 
     public init() {}
 
@@ -130,6 +133,7 @@ public struct MeshSection: Codable, Sendable, Equatable {
         namespace = try c.decodeIfPresent(String.self, forKey: .namespace) ?? "default"
         trustDomain = try c.decodeIfPresent(String.self, forKey: .trustDomain) ?? "cluster.local"
         listenHost = try c.decodeIfPresent(String.self, forKey: .listenHost)
+        listen = try c.decodeIfPresent(Bool.self, forKey: .listen)
     }
 
     /// The Gate upstream name of `peer`: `mesh:<name>`, or `mesh:<id>` without a name.
