@@ -111,6 +111,7 @@ struct Run: AsyncParsableCommand {
         }
         var mesh = MeshSection()
         if let section = object.removeValue(forKey: "mesh") {
+            guard let section = section as? [String: Any] else { throw ValidationError("field mesh must be an object") }
             mesh = try JSONDecoder().decode(MeshSection.self, from: JSONSerialization.data(withJSONObject: section))
         }
         return (try GateConfig.decode(JSONSerialization.data(withJSONObject: object)), mesh)

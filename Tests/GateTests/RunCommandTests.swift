@@ -16,6 +16,12 @@ final class RunCommandTests: XCTestCase {
         let r = try runProcess(ugatePath, ["run", "--config", path])
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.err.contains(#"listeners[":8080"].forwardto"#), r.err)
+        try #"{"mesh": {"peers": [{"id": "x"}]}}"#.write(toFile: path, atomically: true, encoding: .utf8)
+        let dir = try temporaryDirectory("bad")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let mesh = try runProcess(ugatePath, ["run", "--config", path, "--identity-dir", dir])
+        XCTAssertNotEqual(mesh.status, 0)
+        XCTAssertTrue(mesh.err.contains(#"peer ID "x" is not a 52-character base32 node ID"#), mesh.err)
     }
 
     func testDefaultNodePrintsPortsAndServesSOCKS5() throws {
