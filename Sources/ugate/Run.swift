@@ -3,6 +3,7 @@ import Foundation
 import Gate
 import Logging
 import Metrics
+import PeerMesh
 
 /// `ugate run`: starts a node.
 struct Run: AsyncParsableCommand {
@@ -10,13 +11,18 @@ struct Run: AsyncParsableCommand {
         abstract: "Start a node: capture listeners, admin port and mesh listeners.",
         discussion: """
             Without --config the node runs the default gate on loopback: base+0 admin (status, \
-            /metrics, /debug/streams), base+1 REDIRECT outbound, base+2 HTTP proxy, base+5 SOCKS5, \
-            base+6 REDIRECT inbound. The config file is JSON (ugate.json format, see docs/gate.md). \
-            A base port of 0 binds every listener to an ephemeral port.
+            /metrics, /debug/streams, WebPush service), base+1 REDIRECT outbound, base+2 HTTP proxy, \
+            base+5 SOCKS5, base+6 REDIRECT inbound, base+7 mesh /dm/ and base+8 mesh HBONE (mTLS; \
+            only peers listed in the config's "mesh" section get in). The config file is JSON \
+            (ugate.json format, see docs/gate.md and docs/peermesh.md). A base port of 0 binds every \
+            listener to an ephemeral port.
             """)
 
     @Option(help: "JSON config file (ugate.json format).")
     var config: String?
+
+    @Option(help: "Directory with the node key and certificate (created on first run); the push store is its push/ subdirectory.")
+    var identityDir: String = Id.defaultIdentityDir
 
     @Option(help: "Base port; listeners use base + offset (see README).")
     var basePort: Int?
@@ -29,6 +35,7 @@ struct Run: AsyncParsableCommand {
 
     func run() async throws {
         var settings = GateConfig()
+        var meshSection = MeshSection()
         if let config {
             let data: Data
             do {
@@ -37,7 +44,7 @@ struct Run: AsyncParsableCommand {
                 throw ValidationError("cannot read config \(config): \(error.localizedDescription)")
             }
             do {
-                settings = try GateConfig.decode(data)
+                (settings, meshSection) = try Run.decode(data)
             } catch {
                 throw ValidationError("config \(config): \(error)")
             }
@@ -53,27 +60,61 @@ struct Run: AsyncParsableCommand {
         let metrics = PrometheusMetrics()
         MetricsSystem.bootstrap(metrics)
 
+        let meshConfig = meshSection.meshConfig(identityDir: identityDir, defaultHost: settings.bind)
+        let mesh: MeshNode
+        let push: PushService
         let node: GateNode
         do {
-            node = try GateNode(config: settings, metrics: metrics)
+            let identity = try NodeIdentity.loadOrCreate(directory: identityDir, naming: meshConfig.naming)
+            mesh = try MeshNode(config: meshConfig, identity: identity)
+            push = try PushService(store: FilePushStore(directory: identityDir + "/push"))
+            // One upstream per known peer, so routes can send captured streams to it by name.
+            var upstreams: [String: any Upstream] = [:]
+            for peer in meshConfig.peers { upstreams[MeshSection.upstreamName(peer)] = try mesh.upstream(to: peer.id) }
+            node = try GateNode(config: settings, upstreams: upstreams, metrics: metrics)
         } catch {
-            throw ValidationError("cannot start the gate: \(error)")
+            throw ValidationError("cannot start the node: \(error)")
         }
-        let admin = AdminServer(routes: node.adminRoutes())
+        let admin = AdminServer(routes: node.adminRoutes() + push.routes)
         let adminChannel = try await admin.start(host: settings.bind, port: settings.basePort)
+        let adminURL = "http://\(Destination(host: settings.bind, port: UInt16(adminChannel.localAddress?.port ?? 0)))"
+        var rows = [("node-id", mesh.identity.node.id), ("admin", "\(adminURL)/"), ("push", "\(adminURL)/subscribe")]
+        // With no peers the mesh ports still listen and refuse every TLS handshake (secure by default).
+        if meshSection.listen ?? settings.defaultListeners {
+            for (offset, name) in [(7, "mesh-dm"), (8, "mesh-hbone")] {
+                let port = try await mesh.listen(port: settings.basePort == 0 ? 0 : settings.basePort + offset, name: name)
+                rows.append((name, "tls \(Destination(host: meshConfig.listenHost, port: UInt16(port)))"))
+            }
+        }
         let bound = node.start()
         var lines = ["ugate node \(settings.name ?? "") ready (forwarder \(settings.forwarder.rawValue))"]
-        lines.append("  admin        http://\(Destination(host: settings.bind, port: UInt16(adminChannel.localAddress?.port ?? 0)))/")
-        for b in bound {
+        rows += meshConfig.peers.map { (MeshSection.upstreamName($0), "peer \($0.id)") }
+        rows += bound.map { ($0.name, "\($0.proto.rawValue) \($0.address)") }
+        for (name, value) in rows {
             // padding(toLength:) would truncate longer names (config keys such as udp://0.0.0.0:15008).
-            lines.append("  \(b.name)\(String(repeating: " ", count: max(1, 13 - b.name.count)))\(b.proto.rawValue) \(b.address)")
+            lines.append("  \(name)\(String(repeating: " ", count: max(1, 13 - name.count)))\(value)")
         }
         print(lines.joined(separator: "\n"))
         fflush(nil)
 
         await Run.waitForTermination()
         node.stop()
+        await mesh.shutdown()
         try? await adminChannel.close()
+    }
+
+    /// Maps one ugate.json onto both configs: the optional `mesh` key is the PeerMesh section,
+    /// everything else the Gate's (which rejects unknown fields).
+    static func decode(_ data: Data) throws -> (GateConfig, MeshSection) {
+        guard var object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw ValidationError("the config must be a JSON object")
+        }
+        var mesh = MeshSection()
+        if let section = object.removeValue(forKey: "mesh") {
+            guard let section = section as? [String: Any] else { throw ValidationError("field mesh must be an object") }
+            mesh = try JSONDecoder().decode(MeshSection.self, from: JSONSerialization.data(withJSONObject: section))
+        }
+        return (try GateConfig.decode(JSONSerialization.data(withJSONObject: object)), mesh)
     }
 
     /// Returns on SIGINT or SIGTERM.

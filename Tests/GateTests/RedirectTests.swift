@@ -75,7 +75,7 @@ final class RedirectTests: XCTestCase {
         XCTAssertEqual(try inNamespace(["ip", "addr", "add", "10.77.0.2/32", "dev", "lo"]).status, 0)
 
         let nodeLog = "\(dir)/node.log"
-        _ = try start(["setpriv", "--regid", "1337", "--clear-groups", ugatePath, "run"], log: nodeLog)
+        _ = try start(["setpriv", "--regid", "1337", "--clear-groups", ugatePath, "run", "--identity-dir", "\(dir)/id"], log: nodeLog)
         XCTAssertNotNil(waitFor(nodeLog, ["ready"]), (try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "")
         let rules = try inNamespace([ugatePath, "iptables", "--netns", namespace, "--apply"])
         XCTAssertEqual(rules.status, 0, rules.err)
@@ -117,7 +117,7 @@ final class RedirectTests: XCTestCase {
         let config = #"{"defaultListeners": false, "listeners": {"-:15001": {"proto": "redirect"}}}"#
         try config.write(toFile: "\(dir)/ugate.json", atomically: true, encoding: .utf8)
         let nodeLog = "\(dir)/node.log"
-        _ = try start(["setpriv", "--regid", "1337", "--clear-groups", ugatePath, "run", "--config", "\(dir)/ugate.json"], log: nodeLog)
+        _ = try start(["setpriv", "--regid", "1337", "--clear-groups", ugatePath, "run", "--config", "\(dir)/ugate.json", "--identity-dir", "\(dir)/id"], log: nodeLog)
         XCTAssertNotNil(waitFor(nodeLog, ["ready"]), (try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "")
         let rules = try inNamespace([ugatePath, "iptables", "--netns", namespace, "--apply"])
         XCTAssertEqual(rules.status, 0, rules.err)
@@ -199,7 +199,7 @@ final class RedirectTests: XCTestCase {
 
         try config.write(toFile: "\(dir)/ugate.json", atomically: true, encoding: .utf8)
         let nodeLog = "\(dir)/node.log"
-        _ = try start([ugatePath, "run", "--config", "\(dir)/ugate.json"], log: nodeLog)
+        _ = try start([ugatePath, "run", "--config", "\(dir)/ugate.json", "--identity-dir", "\(dir)/id"], log: nodeLog)
         XCTAssertNotNil(waitFor(nodeLog, ["ready"]), (try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "")
         return nodeLog
     }

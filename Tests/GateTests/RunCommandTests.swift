@@ -16,22 +16,135 @@ final class RunCommandTests: XCTestCase {
         let r = try runProcess(ugatePath, ["run", "--config", path])
         XCTAssertNotEqual(r.status, 0)
         XCTAssertTrue(r.err.contains(#"listeners[":8080"].forwardto"#), r.err)
+        try #"{"mesh": {"peers": [{"id": "x"}]}}"#.write(toFile: path, atomically: true, encoding: .utf8)
+        let dir = try temporaryDirectory("bad")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let mesh = try runProcess(ugatePath, ["run", "--config", path, "--identity-dir", dir])
+        XCTAssertNotEqual(mesh.status, 0)
+        XCTAssertTrue(mesh.err.contains(#"peer ID "x" is not a 52-character base32 node ID"#), mesh.err)
     }
 
     func testDefaultNodePrintsPortsAndServesSOCKS5() throws {
         let origin = try TinyHTTPServer()
         defer { origin.stop() }
+        let dir = try temporaryDirectory("run")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (p, text) = try startNode(["run", "--base-port", "0", "--identity-dir", "\(dir)/id"])
+        defer { stop(p) }
+        XCTAssertTrue(text.contains("admin"), text)
+        let port = bannerPort(text, "socks5")
+        XCTAssertFalse(port.isEmpty, text)
+        let curl = try tool("curl")
+        let r = try runProcess(curl, ["-sS", "--max-time", "20", "--socks5-hostname", "127.0.0.1:\(port)", "http://127.0.0.1:\(origin.port)/run"])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertTrue(r.out.contains("request=GET /run"), r.out)
+    }
+
+    /// The wiring of `ugate run` beyond the gate: the WebPush service answers on the admin port,
+    /// the mesh ports speak mTLS with ALPN h2 to a configured peer and refuse a stranger, and a
+    /// route may name the peer's upstream `mesh:<name>`.
+    func testNodeServesPushAndMeshPorts() throws {
+        let dir = try temporaryDirectory("wiring")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let peer = try runProcess(ugatePath, ["id", "--identity-dir", "\(dir)/peer", "--json"])
+        XCTAssertEqual(peer.status, 0, peer.err)
+        let peerID = try XCTUnwrap(
+            (try JSONSerialization.jsonObject(with: Data(peer.out.utf8)) as? [String: Any])?["id"] as? String, peer.out)
+        XCTAssertEqual(try runProcess(ugatePath, ["id", "--identity-dir", "\(dir)/stranger"]).status, 0)
+        let config = "\(dir)/ugate.json"
+        try #"{"mesh": {"peers": [{"id": "\#(peerID)", "name": "bob"}]}, "routes": [{"dest": "10.9.9.9:80", "to": "mesh:bob"}]}"#
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        let (p, text) = try startNode(["run", "--config", config, "--base-port", "0", "--identity-dir", "\(dir)/node"])
+        defer { stop(p) }
+        XCTAssertTrue(text.contains("mesh:bob"), text)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: "\(dir)/node/key.pem"))
+
+        let curl = try tool("curl")
+        let sub = try runProcess(curl, [
+            "-sS", "--max-time", "20", "-X", "POST", "-o", "/dev/null", "-D", "-",
+            "http://127.0.0.1:\(bannerPort(text, "admin"))/subscribe",
+        ])
+        XCTAssertEqual(sub.status, 0, sub.err)
+        XCTAssertTrue(sub.out.hasPrefix("HTTP/1.1 201"), sub.out)
+        XCTAssertTrue(sub.out.lowercased().contains("location: /subscription/"), sub.out)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: "\(dir)/node/push"))
+
+        let openssl = try tool("openssl")
+        for name in ["mesh-dm", "mesh-hbone"] {
+            let port = bannerPort(text, name)
+            XCTAssertFalse(port.isEmpty, text)
+            let known = try runProcess(openssl, [
+                "s_client", "-connect", "127.0.0.1:\(port)", "-alpn", "h2",
+                "-cert", "\(dir)/peer/cert.pem", "-key", "\(dir)/peer/key.pem",
+            ], timeout: 20)
+            XCTAssertTrue(known.out.contains("ALPN protocol: h2"), known.out + known.err)
+            XCTAssertTrue(known.out.contains("CN = \(bannerValue(text, "node-id"))"), known.out)
+            XCTAssertFalse(known.err.contains("alert"), known.err)
+            // -ign_eof reads on after the handshake: the server's alert for the unknown key ends it.
+            let stranger = try runProcess(openssl, [
+                "s_client", "-connect", "127.0.0.1:\(port)", "-alpn", "h2", "-ign_eof",
+                "-cert", "\(dir)/stranger/cert.pem", "-key", "\(dir)/stranger/key.pem",
+            ], timeout: 20)
+            XCTAssertTrue(stranger.err.contains("alert certificate unknown"), stranger.out + stranger.err)
+        }
+    }
+
+    /// Two `ugate run` nodes: alice routes 127.0.0.1 to `mesh:bob`; bob lets alice reach only
+    /// the first origin. A SOCKS5 request at alice reaches that origin through bob; one for the
+    /// second origin is refused by bob's policy (it would succeed dialled directly).
+    func testRouteSendsStreamsThroughPeer() throws {
+        let allowed = try TinyHTTPServer()
+        defer { allowed.stop() }
+        let other = try TinyHTTPServer()
+        defer { other.stop() }
+        let dir = try temporaryDirectory("mesh-route")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        func nodeID(_ name: String) throws -> String {
+            let r = try runProcess(ugatePath, ["id", "--identity-dir", "\(dir)/\(name)", "--json"])
+            XCTAssertEqual(r.status, 0, r.err)
+            return (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])?["id"] as? String ?? ""
+        }
+        let aliceID = try nodeID("alice")
+        let bobID = try nodeID("bob")
+        try #"{"mesh": {"peers": [{"id": "\#(aliceID)", "destinations": ["127.0.0.1:\#(allowed.port)"]}]}}"#
+            .write(toFile: "\(dir)/bob.json", atomically: true, encoding: .utf8)
+        let (bob, bobText) = try startNode(["run", "--config", "\(dir)/bob.json", "--base-port", "0", "--identity-dir", "\(dir)/bob"])
+        defer { stop(bob) }
+        let bobPort = bannerPort(bobText, "mesh-dm")
+        XCTAssertFalse(bobPort.isEmpty, bobText)
+        try #"""
+            {"mesh": {"peers": [{"id": "\#(bobID)", "name": "bob", "addresses": ["127.0.0.1:\#(bobPort)"]}]},
+             "routes": [{"dest": "127.0.0.1", "to": "mesh:bob"}]}
+            """#.write(toFile: "\(dir)/alice.json", atomically: true, encoding: .utf8)
+        let (alice, aliceText) = try startNode(["run", "--config", "\(dir)/alice.json", "--base-port", "0", "--identity-dir", "\(dir)/alice"])
+        defer { stop(alice) }
+        let socks = "127.0.0.1:\(bannerPort(aliceText, "socks5"))"
+        let curl = try tool("curl")
+        let ok = try runProcess(curl, ["-sS", "--max-time", "20", "--socks5-hostname", socks, "http://127.0.0.1:\(allowed.port)/via-bob"])
+        XCTAssertEqual(ok.status, 0, ok.err)
+        XCTAssertTrue(ok.out.contains("request=GET /via-bob"), ok.out)
+        let refused = try runProcess(curl, ["-sS", "--max-time", "20", "--socks5-hostname", socks, "http://127.0.0.1:\(other.port)/x"])
+        XCTAssertNotEqual(refused.status, 0, refused.out)
+        let direct = try runProcess(curl, ["-sS", "--max-time", "20", "http://127.0.0.1:\(other.port)/x"])
+        XCTAssertEqual(direct.status, 0, direct.err)
+    }
+
+    private func temporaryDirectory(_ tag: String) throws -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ugate-\(tag)-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return dir
+    }
+
+    /// Starts `ugate` with `args` and returns it with its startup banner (read up to the last
+    /// default listener).
+    private func startNode(_ args: [String]) throws -> (Process, String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: ugatePath)
-        p.arguments = ["run", "--base-port", "0"]
+        p.arguments = args
         let out = Pipe()
         p.standardOutput = out
         p.standardError = FileHandle.nullDevice
         try p.run()
-        defer {
-            kill(p.processIdentifier, SIGTERM)
-            p.waitUntilExit()
-        }
         var text = ""
         let reader = out.fileHandleForReading
         while !text.contains("redirect-in") {
@@ -39,14 +152,23 @@ final class RunCommandTests: XCTestCase {
             if data.isEmpty { break }
             text += String(decoding: data, as: UTF8.self)
         }
-        XCTAssertTrue(text.contains("admin"), text)
-        let socksLine = text.split(separator: "\n").first { $0.contains("socks5") }.map(String.init) ?? ""
-        let port = socksLine.split(separator: ":").last.map { String($0) } ?? ""
-        XCTAssertFalse(port.isEmpty, text)
-        let curl = try tool("curl")
-        let r = try runProcess(curl, ["-sS", "--max-time", "20", "--socks5-hostname", "127.0.0.1:\(port)", "http://127.0.0.1:\(origin.port)/run"])
-        XCTAssertEqual(r.status, 0, r.err)
-        XCTAssertTrue(r.out.contains("request=GET /run"), r.out)
+        return (p, text)
+    }
+
+    private func stop(_ p: Process) {
+        kill(p.processIdentifier, SIGTERM)
+        p.waitUntilExit()
+    }
+
+    /// The last word of the banner line starting with `name`.
+    private func bannerValue(_ banner: String, _ name: String) -> String {
+        let line = banner.split(separator: "\n").first { $0.trimmingCharacters(in: .whitespaces).hasPrefix(name + " ") }
+        return line.flatMap { $0.split(separator: " ").last }.map(String.init) ?? ""
+    }
+
+    /// The port at the end of the banner line starting with `name`.
+    private func bannerPort(_ banner: String, _ name: String) -> String {
+        String(bannerValue(banner, name).split(separator: ":").last?.prefix { $0.isNumber } ?? "")
     }
 
     /// `ugate bench-gate` runs the benchmark script with the options it was given and passes its

@@ -184,12 +184,13 @@ func checkEchoHalfClose(_ connect: () throws -> Int32, file: StaticString = #fil
     XCTAssertEqual(Array(rest.suffix(3)), Array("BYE".utf8), file: file, line: line)
 }
 
-/// Runs a process to completion with a bounded wait; returns status, stdout and stderr.
+/// Runs a process (stdin empty) to completion with a bounded wait; returns status, stdout and stderr.
 @discardableResult
 func runProcess(_ path: String, _ args: [String], timeout: Double = 60) throws -> (status: Int32, out: String, err: String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: path)
     p.arguments = args
+    p.standardInput = FileHandle.nullDevice
     let out = Pipe()
     let err = Pipe()
     p.standardOutput = out

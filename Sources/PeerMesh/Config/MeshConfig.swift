@@ -4,6 +4,9 @@ import Gate
 public struct PeerConfig: Codable, Hashable, Sendable {
     /// The peer's 52-character node ID (pins its key).
     public var id: String
+    /// Short name for routes: `ugate run` registers the peer's upstream as `mesh:<name>`
+    /// (`mesh:<id>` without a name).
+    public var name: String?
     /// Where to reach the peer's mesh port (`host:port`, tried in order). Empty for peers that
     /// only call in.
     public var addresses: [String]
@@ -13,8 +16,9 @@ public struct PeerConfig: Codable, Hashable, Sendable {
     /// (see `DestinationPattern`).
     public var destinations: [String]
 
-    public init(id: String, addresses: [String] = [], egress: Bool = false, destinations: [String] = []) {
+    public init(id: String, name: String? = nil, addresses: [String] = [], egress: Bool = false, destinations: [String] = []) {
         self.id = id
+        self.name = name
         self.addresses = addresses
         self.egress = egress
         self.destinations = destinations
@@ -23,6 +27,7 @@ public struct PeerConfig: Codable, Hashable, Sendable {
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         id = try c.decode(String.self, forKey: .id)
+        name = try c.decodeIfPresent(String.self, forKey: .name)
         addresses = try c.decodeIfPresent([String].self, forKey: .addresses) ?? []
         egress = try c.decodeIfPresent(Bool.self, forKey: .egress) ?? false
         destinations = try c.decodeIfPresent([String].self, forKey: .destinations) ?? []
@@ -104,6 +109,41 @@ public struct MeshConfig: Codable, Sendable {
         self.listenHost = listenHost
         self.windowSize = windowSize
         self.maxConcurrentStreams = maxConcurrentStreams
+    }
+}
+
+/// The optional `mesh` section of `ugate.json` (the rest of the file is the Gate's config):
+/// `{"mesh": {"peers": [{"id": "…", "name": "b", "addresses": ["host:port"], "egress": true}],
+/// "namespace": "default", "trustDomain": "cluster.local", "listenHost": "0.0.0.0", "listen": true}}`.
+public struct MeshSection: Codable, Sendable, Equatable {
+    public var peers: [PeerConfig] = []
+    public var namespace: String = "default"
+    public var trustDomain: String = "cluster.local"
+    /// Listen address of the mesh ports; nil = the Gate's `bind` (loopback unless changed).
+    public var listenHost: String?
+    /// Bind the base+7/base+8 listeners; nil = as the Gate's `defaultListeners` (a config that
+    /// turns those off and puts its own listener on base+7 gets no mesh ports unless it asks).
+    public var listen: Bool?
+
+    public init() {}
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        peers = try c.decodeIfPresent([PeerConfig].self, forKey: .peers) ?? []
+        namespace = try c.decodeIfPresent(String.self, forKey: .namespace) ?? "default"
+        trustDomain = try c.decodeIfPresent(String.self, forKey: .trustDomain) ?? "cluster.local"
+        listenHost = try c.decodeIfPresent(String.self, forKey: .listenHost)
+        listen = try c.decodeIfPresent(Bool.self, forKey: .listen)
+    }
+
+    /// The Gate upstream name of `peer`: `mesh:<name>`, or `mesh:<id>` without a name.
+    public static func upstreamName(_ peer: PeerConfig) -> String { "mesh:\(peer.name ?? peer.id)" }
+
+    /// The transport config for a node whose identity lives in `identityDir`.
+    public func meshConfig(identityDir: String, defaultHost: String) -> MeshConfig {
+        MeshConfig(
+            identityDir: identityDir, naming: MeshNaming(namespace: namespace, trustDomain: trustDomain), peers: peers,
+            listenHost: listenHost ?? defaultHost)
     }
 }
 
