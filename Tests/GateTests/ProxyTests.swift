@@ -114,6 +114,34 @@ final class ProxyTests: XCTestCase {
         XCTAssertTrue(all.hasSuffix("Connection: close\r\n\r\nrequest=GET /c HTTP/1.1 host=127.0.0.1:\(origin.port) headers=2\n"), all)
     }
 
+    /// Hop-by-hop fields of the origin's response (Keep-Alive, Proxy-Connection, and a field
+    /// its Connection names) stop at the proxy; end-to-end fields and the body pass unchanged,
+    /// and the proxy's own Connection field says what it does with the client connection.
+    func testAbsoluteURIResponseHopByHopFieldsAreRemoved() throws {
+        let listenFd = try Sys.listen(try SocketAddress(host: "127.0.0.1", port: 0))
+        defer { close(listenFd) }
+        _ = fcntl(listenFd, F_SETFL, 0)
+        let port = SocketAddress.local(of: listenFd)!.port
+        Thread.detachNewThread {
+            let c = accept(listenFd, nil, nil)
+            guard c >= 0 else { return }
+            defer { close(c) }
+            var head: [UInt8] = []
+            var byte: UInt8 = 0
+            while head.suffix(4) != Array("\r\n\r\n".utf8), recv(c, &byte, 1, 0) == 1 { head.append(byte) }
+            let response = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-Hop\r\nX-Hop: secret\r\n"
+                + "Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nX-Kept: yes\r\n\r\nok"
+            try? TestSocket.writeAll(c, Array(response.utf8))
+        }
+        let (node, _) = try proxyNode()
+        defer { node.stop() }
+        let fd = try TestSocket.connect(node.address(of: "http")!)
+        defer { close(fd) }
+        try TestSocket.writeAll(fd, Array("GET http://127.0.0.1:\(port)/h HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n\r\n".utf8))
+        let got = String(decoding: try TestSocket.readToEOF(fd), as: UTF8.self)
+        XCTAssertEqual(got, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Kept: yes\r\nConnection: close\r\n\r\nok")
+    }
+
     /// An origin that closes its connection after each response without announcing it: the
     /// next request on the kept client connection finds the upstream closed and is sent again
     /// on a new one, so the client sees every answer.

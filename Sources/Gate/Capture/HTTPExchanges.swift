@@ -111,13 +111,20 @@ struct HTTPExchanges {
                 throw Failure.staleUpstream
             }
             var response: HTTP1ResponseHead
+            var raw: [UInt8]
             repeat {
-                let (parsed, raw) = try await readResponseHead(up)
-                response = parsed
-                try await conn.write(raw, deadline: idleDeadline)
-                bytesDown += UInt64(raw.count)
+                (response, raw) = try await readResponseHead(up)
+                if response.isInterim {
+                    try await conn.write(raw, deadline: idleDeadline)
+                    bytesDown += UInt64(raw.count)
+                }
             } while response.isInterim
             let framing = try response.bodyFraming(requestMethod: head.method)
+            let keepClient = framing != .untilClose && head.wantsKeepAlive
+            // A tunnel (101) needs its Upgrade/Connection fields: relay that head as it came.
+            let relayedHead = framing == .tunnel ? raw : response.forwardHead(clientVersion: head.version, close: !keepClient)
+            try await conn.write(relayedHead, deadline: idleDeadline)
+            bytesDown += UInt64(relayedHead.count)
             if framing == .tunnel {
                 // 101 or similar: the rest is opaque both ways (Upgrade is hop-by-hop, so only
                 // an origin that ignores that gets here).
@@ -130,7 +137,7 @@ struct HTTPExchanges {
             }
             bytesDown += try await copyBody(from: up, to: conn, framing)
             if framing == .untilClose || !response.keepsConnection { closeUpstream() }
-            return framing != .untilClose && head.wantsKeepAlive
+            return keepClient
         } catch {
             if end == "done" { end = "reset" }
             closeUpstream()

@@ -66,6 +66,33 @@ public struct HTTP1ResponseHead: HTTPHeaderLookup, Hashable, Sendable {
         }
     }
 
+    /// The head to relay to the client (RFC 9110 §7.6.1): the status line with the client's
+    /// HTTP version, every field except the hop-by-hop ones (Connection, Keep-Alive,
+    /// Proxy-Connection, Proxy-Authenticate, TE, Trailer, Upgrade and every field named in
+    /// Connection — Content-Length and Transfer-Encoding stay, the body keeps its framing),
+    /// then the proxy's own `Connection: close` (when it will close the client connection) or,
+    /// for an HTTP/1.0 client it keeps, `Connection: keep-alive`.
+    public func forwardHead(clientVersion: HTTPVersion, close: Bool) -> [UInt8] {
+        let drop = HTTPRequestHead.hopByHopFields
+            .union(Set(tokens("connection")).subtracting(HTTPRequestHead.protectedFields))
+        var out: [UInt8] = []
+        func line(_ parts: String...) {
+            for part in parts { out += part.utf8 }
+            out += [UInt8(ascii: "\r"), UInt8(ascii: "\n")]
+        }
+        line(clientVersion.description, " ", String(status), " ", reason)
+        for field in headers where !drop.contains(field.name.lowercased()) {
+            line(field.name, ": ", field.value)
+        }
+        if close {
+            line("Connection: close")
+        } else if clientVersion == .http1_0 {
+            line("Connection: keep-alive")
+        }
+        line()
+        return out
+    }
+
     /// Whether the upstream keeps the connection open after this response (RFC 9112 §9.3).
     public var keepsConnection: Bool {
         let connection = tokens("connection")
