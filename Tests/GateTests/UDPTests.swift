@@ -60,8 +60,9 @@ final class UDPTests: XCTestCase {
     func testUDPForwardListenerPerFlowNAT() throws {
         let echo = try UDPEcho()
         defer { echo.stop() }
-        let (node, _) = try makeNode(["udp://127.0.0.1:0": ListenerConfig(forwardTo: "127.0.0.1:\(echo.port)", proto: .udp)])
-        defer { node.stop() }
+        let (node, logs) = try makeNode(["udp://127.0.0.1:0": ListenerConfig(forwardTo: "127.0.0.1:\(echo.port)", proto: .udp)])
+        var stopped = false
+        defer { if !stopped { node.stop() } }
         let address = node.address(of: "udp://127.0.0.1:0")!
         // The listener resolves its target asynchronously: retry the first datagram briefly.
         var first: [UInt8] = []
@@ -73,5 +74,10 @@ final class UDPTests: XCTestCase {
         let big = [UInt8](repeating: 7, count: 1200)
         XCTAssertEqual(try UDPTests.roundTrip(big, to: address), big)
         XCTAssertEqual(try UDPTests.roundTrip(Array("two".utf8), to: address), Array("two".utf8))
+        // Each flow ends with one access-log line naming its destination and byte counts.
+        node.stop()
+        stopped = true
+        XCTAssertNotNil(logs.waitForLine(containing: ["udp flow", "dst=127.0.0.1:\(echo.port)", "bytes.up=1200", "bytes.down=1200", "end=stop"]), "\(logs.lines)")
+        XCTAssertNotNil(logs.waitForLine(containing: ["udp flow", "bytes.up=3", "bytes.down=3", "datagrams.up=1", "datagrams.down=1"]), "\(logs.lines)")
     }
 }

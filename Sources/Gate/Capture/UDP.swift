@@ -93,6 +93,11 @@ final class UDPForwarder: LoopHandler, @unchecked Sendable {  // state is touche
         /// TPROXY: the transparent socket replies leave from; otherwise the listening socket.
         var reply: Int32?
         var lastSeen: UInt64
+        var started: UInt64
+        var bytesUp: UInt64 = 0
+        var bytesDown: UInt64 = 0
+        var datagramsUp: UInt64 = 0
+        var datagramsDown: UInt64 = 0
     }
     private var flows: [FlowKey: Flow] = [:]
     private var flowOf: [Int32: FlowKey] = [:]
@@ -142,23 +147,32 @@ final class UDPForwarder: LoopHandler, @unchecked Sendable {  // state is touche
             stopped = true
             loop.deregister(fd)
             Glibc.close(fd)
-            for key in Array(flows.keys) { close(key) }
+            for key in Array(flows.keys) { close(key, reason: "stop") }
         }
     }
 
-    private func close(_ key: FlowKey) {
+    /// Ends a flow with its access-log line (one per flow, like one per TCP stream).
+    private func close(_ key: FlowKey, reason: String) {
         guard let flow = flows.removeValue(forKey: key) else { return }
         loop.deregister(flow.fd)
         Glibc.close(flow.fd)
         if let reply = flow.reply { Glibc.close(reply) }
         flowOf[flow.fd] = nil
+        context.accessLog.info(
+            "udp flow",
+            metadata: [
+                "listener": "\(name)", "proto": "\(proto)", "src": "\(key.client)", "dst": "\(key.destination)",
+                "bytes.up": "\(flow.bytesUp)", "bytes.down": "\(flow.bytesDown)",
+                "datagrams.up": "\(flow.datagramsUp)", "datagrams.down": "\(flow.datagramsDown)",
+                "ms": "\(loop.now - flow.started)", "end": "\(reason)",
+            ])
     }
 
     private func scheduleSweep() {
         loop.schedule(afterMillis: 1000) { [self] in
             guard !stopped else { return }
             let limit = UInt64(context.config.udpIdleTimeout * 1000)
-            for (key, flow) in flows where loop.now - flow.lastSeen > limit { close(key) }
+            for (key, flow) in flows where loop.now - flow.lastSeen > limit { close(key, reason: "idle") }
             scheduleSweep()
         }
     }
@@ -178,6 +192,8 @@ final class UDPForwarder: LoopHandler, @unchecked Sendable {  // state is touche
                 guard let (n, _) = Datagram.receive(readyFd, into: &buffer) else { return }
                 guard let key = flowOf[readyFd], let flow = flows[key] else { continue }
                 flows[key]?.lastSeen = loop.now
+                flows[key]?.bytesDown += UInt64(n)
+                flows[key]?.datagramsDown += 1
                 _ = buffer.withUnsafeBytes { Datagram.send(flow.reply ?? fd, UnsafeRawBufferPointer(rebasing: $0[0..<n]), to: key.client) }
             }
         }
@@ -190,6 +206,8 @@ final class UDPForwarder: LoopHandler, @unchecked Sendable {  // state is touche
             flowOf[flow.fd] = key
         }
         flows[key]!.lastSeen = loop.now
+        flows[key]!.bytesUp += UInt64(n)
+        flows[key]!.datagramsUp += 1
         let out = flows[key]!.fd
         _ = buffer.withUnsafeBytes { Datagram.send(out, UnsafeRawBufferPointer(rebasing: $0[0..<n]), to: nil) }
     }
@@ -215,6 +233,6 @@ final class UDPForwarder: LoopHandler, @unchecked Sendable {  // state is touche
             if let reply { Glibc.close(reply) }
             return nil
         }
-        return Flow(fd: s, reply: reply, lastSeen: loop.now)
+        return Flow(fd: s, reply: reply, lastSeen: loop.now, started: loop.now)
     }
 }
