@@ -10,15 +10,21 @@ struct Push: AsyncParsableCommand {
         subcommands: [PushServe.self, PushSubscribe.self, PushSend.self, BenchPush.self])
 }
 
-/// The node's P-256 key (signs VAPID tokens and signaling messages), as a PEM file.
+/// The node's P-256 key (signs VAPID tokens and signaling messages): its identity key, or a PEM file.
 struct NodeKeyOption: ParsableArguments {
-    @Option(help: "Node key (PEM, P-256); created if missing. Default: $UGATE_KEY or ~/.ugate/node-key.pem.")
+    @Option(help: "Sign with this P-256 PEM key instead of the node identity (created if missing). Default: $UGATE_KEY, else the node key.")
     var key: String?
 
+    @Option(help: "Node identity directory (the key of `ugate id` and `ugate run`), used when no --key is given.")
+    var identityDir: String = Id.defaultIdentityDir
+
+    /// The VAPID and signaling key: the node's own identity key unless a PEM file is named, so
+    /// signaling messages carry the same node ID as the node's mesh certificate.
     func load() throws -> VAPIDSigner {
-        let path = key ?? ProcessInfo.processInfo.environment["UGATE_KEY"]
-            ?? (FileManager.default.homeDirectoryForCurrentUser.path + "/.ugate/node-key.pem")
-        return try VAPIDSigner(pemFile: path)
+        if let path = key ?? ProcessInfo.processInfo.environment["UGATE_KEY"] {
+            return try VAPIDSigner(pemFile: path)
+        }
+        return VAPIDSigner(privateKey: try NodeIdentity.loadOrCreate(directory: identityDir).privateKey)
     }
 }
 
