@@ -77,7 +77,9 @@ final class ForwarderTests: XCTestCase {
 
     /// A connection refused upstream resets the client.
     func testRefusedUpstreamResetsClient() throws {
-        let (node, log) = try makeNode(["127.0.0.1:0": ListenerConfig(forwardTo: "127.0.0.1:1")])
+        let closedPort = try RefusedPort()
+        defer { closedPort.close() }
+        let (node, log) = try makeNode(["127.0.0.1:0": ListenerConfig(forwardTo: "127.0.0.1:\(closedPort.port)")])
         defer { node.stop() }
         let fd = try TestSocket.connect(node.address(of: "127.0.0.1:0")!)
         defer { close(fd) }

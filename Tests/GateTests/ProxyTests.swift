@@ -216,7 +216,9 @@ final class ProxyTests: XCTestCase {
         XCTAssertEqual(bindReply.count > 3 ? bindReply[3] : 0xEE, 0x07, "\(bindReply)")
         close(bind)
         // Refused destination: 0x05.
-        let (refused, code) = try socks5Connect(socks, host: "127.0.0.1", port: 1)
+        let closedPort = try RefusedPort()
+        defer { closedPort.close() }
+        let (refused, code) = try socks5Connect(socks, host: "127.0.0.1", port: closedPort.port)
         XCTAssertEqual(code, 0x05)
         close(refused)
         // Unresolvable name: host unreachable 0x04.
@@ -242,7 +244,10 @@ final class ProxyTests: XCTestCase {
         XCTAssertTrue(try ask("CONNECT x:1 HTTP/1.1\r\n\r\n").hasPrefix("HTTP/1.1 400 "), "HTTP/1.1 without Host")
         XCTAssertTrue(try ask("GET /origin-form HTTP/1.1\r\nHost: x\r\n\r\n").hasPrefix("HTTP/1.1 400 "))
         XCTAssertTrue(try ask("GET https://x/ HTTP/1.1\r\nHost: x\r\n\r\n").hasPrefix("HTTP/1.1 400 "))
-        XCTAssertTrue(try ask("CONNECT 127.0.0.1:1 HTTP/1.1\r\nHost: 127.0.0.1:1\r\n\r\n").hasPrefix("HTTP/1.1 502 "))
+        let closedPort = try RefusedPort()
+        defer { closedPort.close() }
+        let refused = "127.0.0.1:\(closedPort.port)"
+        XCTAssertTrue(try ask("CONNECT \(refused) HTTP/1.1\r\nHost: \(refused)\r\n\r\n").hasPrefix("HTTP/1.1 502 "))
         XCTAssertTrue(try ask("CONNECT no-such-host.invalid:80 HTTP/1.1\r\nHost: no-such-host.invalid:80\r\n\r\n").hasPrefix("HTTP/1.1 502 "))
     }
 

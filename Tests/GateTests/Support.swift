@@ -46,6 +46,28 @@ private struct CaptureHandler: LogHandler {
     }
 }
 
+/// A loopback TCP port where connections are refused: a socket bound to an ephemeral port and
+/// never listening, held until `close()`, so no other process can take the port meanwhile.
+final class RefusedPort {
+    let port: UInt16
+    private let fd: Int32
+
+    init() throws {
+        let loopback = try SocketAddress(host: "127.0.0.1", port: 0)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw GateError(.syscall, "socket", errno: errno) }
+        guard loopback.withSockAddr({ bind(fd, $0, $1) }) == 0, let bound = SocketAddress.local(of: fd) else {
+            let e = errno
+            Glibc.close(fd)
+            throw GateError(.syscall, "bind 127.0.0.1:0", errno: e)
+        }
+        self.fd = fd
+        port = bound.port
+    }
+
+    func close() { Glibc.close(fd) }
+}
+
 /// Blocking client sockets with timeouts, for driving the node like an application would.
 enum TestSocket {
     static func connect(_ host: String, _ port: UInt16, timeout: Int = 10) throws -> Int32 {
