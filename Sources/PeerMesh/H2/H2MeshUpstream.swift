@@ -17,6 +17,9 @@ public struct H2MeshUpstream: Upstream {
     let kind: TunnelRequest.Kind
     let pool: H2ConnectionPool
     let naming: MeshNaming
+    /// This node's ID: the `from` of streams it originates.
+    let selfID: String
+    let openTimeout: TimeAmount
 
     public func dial(_ destination: Destination, for info: StreamInfo) async throws -> Int32 {
         let connection = try await pool.connection(to: peer).get()
@@ -24,7 +27,9 @@ public struct H2MeshUpstream: Upstream {
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &fds) == 0 else {
             throw MeshError(.connect, "socketpair failed: \(String(cString: strerror(errno)))")
         }
-        let request = TunnelRequest(kind: kind, destination: destination)
+        // A stream relayed for another node keeps its origin; one captured here starts here.
+        let request = TunnelRequest(kind: kind, destination: destination, from: info.callerIdentity ?? selfID)
+        let openTimeout = self.openTimeout
         let authority = naming.hostname(for: peer.id)
         let peerID = peer.id
         let theirEnd = fds[1]
@@ -47,7 +52,9 @@ public struct H2MeshUpstream: Upstream {
                     connection.multiplexer.createStreamChannel { stream in
                         stream.eventLoop.makeCompletedFuture {
                             try stream.pipeline.syncOperations.addHandlers([
-                                TunnelClientHandler(request: request, authority: authority, peerID: peerID, established: established),
+                                TunnelClientHandler(
+                                    request: request, authority: authority, peerID: peerID, openTimeout: openTimeout,
+                                    established: established),
                                 H2DataCodec(),
                                 boundStreamGlue.value,
                             ])

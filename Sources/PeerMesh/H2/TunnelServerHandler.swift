@@ -68,6 +68,7 @@ final class TunnelServerHandler: ChannelDuplexHandler {
             do {
                 let request = try TunnelRequest.parse(fields)
                 logger[metadataKey: "route"] = "\(request.kind.rawValue) \(request.destination)"
+                if let from = request.from, from != caller.id { logger[metadataKey: "from"] = "\(from)" }
                 let next = router.next(for: request.destination)
                 if let refusal = router.policy.refusal(peerID: caller.id, destination: request.destination) {
                     // A destination naming this node may also be allowed as 127.0.0.1:port.
@@ -112,8 +113,10 @@ final class TunnelServerHandler: ChannelDuplexHandler {
                 .connect(host: destination.host, port: Int(destination.port))
         }
         func through(_ upstream: any Upstream) -> EventLoopFuture<any Channel> {
+            // The origin travels on as `from:` when the upstream is another mesh hop.
             let info = StreamInfo(
-                listener: listener, source: "mesh:\(caller.id)", destination: request.destination, callerIdentity: caller.id)
+                listener: listener, source: "mesh:\(caller.id)", destination: request.destination,
+                callerIdentity: request.from ?? caller.id)
             let promise = loop.makePromise(of: (any Channel).self)
             promise.completeWithTask {
                 let fd = try await upstream.dial(request.destination, for: info)
