@@ -114,6 +114,24 @@ enum FD {
         return pfd.revents
     }
 
+    /// A blocking TCP connection to 127.0.0.1:`port`.
+    static func connect(port: UInt16) throws -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &addr) { ptr in
+            ptr.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+        guard connected else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw Failure(description: "connect to 127.0.0.1:\(port): \(reason)")
+        }
+        return fd
+    }
+
     /// Reads exactly `count` bytes.
     static func read(_ fd: Int32, count: Int) throws -> [UInt8] {
         var out: [UInt8] = []

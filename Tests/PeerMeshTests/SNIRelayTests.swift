@@ -198,18 +198,7 @@ final class SNIRelayTests: MeshTestCase {
     /// Sends `bytes` to 127.0.0.1:`port` and returns the answer line (without the newline).
     /// Unless `keepOpen`, also checks that the gateway closed the connection after it.
     private func register(_ bytes: [UInt8], port: Int, keepOpen: Bool = false) throws -> String {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = UInt16(port).bigEndian
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &addr) { ptr in
-            ptr.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
-        }
-        guard connected else {
-            close(fd)
-            throw FD.Failure(description: "connect: \(String(cString: strerror(errno)))")
-        }
+        let fd = try FD.connect(port: UInt16(port))
         try FD.write(fd, bytes)
         var line: [UInt8] = []
         while line.last != UInt8(ascii: "\n") {

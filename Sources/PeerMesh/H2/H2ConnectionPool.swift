@@ -135,6 +135,7 @@ final class H2ConnectionPool: Sendable {
             .connectTimeout(.seconds(10))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try H2Tuning.configureConnectionSocket(channel)
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(tls.clientHandler(expected: peer, serverName: serverName, remote: address, reverse: reverse))
                     try sync.addHandler(MeshHandshakeHandler(

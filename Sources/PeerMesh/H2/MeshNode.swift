@@ -80,6 +80,7 @@ public final class MeshNode: Sendable {
                     node.track(channel)
                     return channel.eventLoop.makeCompletedFuture {
                         let remote = channel.remoteAddress.map { "\($0)" } ?? "?"
+                        try H2Tuning.configureConnectionSocket(channel)
                         try channel.pipeline.syncOperations.addHandler(MeshPortDemux(registry: relays, remote: remote, logger: logger) {
                             try sniRouter.install(on: $0) { try node.terminateTLS(on: $0, remote: remote, listener: name) }
                         })
