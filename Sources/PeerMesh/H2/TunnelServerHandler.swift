@@ -112,11 +112,11 @@ final class TunnelServerHandler: ChannelDuplexHandler {
                 .channelInitializer(initialize)
                 .connect(host: destination.host, port: Int(destination.port))
         }
+        // The origin travels on as `from:` when the upstream is another mesh hop.
+        let info = StreamInfo(
+            listener: listener, source: "mesh:\(caller.id)", destination: request.destination,
+            callerIdentity: request.from ?? caller.id)
         func through(_ upstream: any Upstream) -> EventLoopFuture<any Channel> {
-            // The origin travels on as `from:` when the upstream is another mesh hop.
-            let info = StreamInfo(
-                listener: listener, source: "mesh:\(caller.id)", destination: request.destination,
-                callerIdentity: request.from ?? caller.id)
             let promise = loop.makePromise(of: (any Channel).self)
             promise.completeWithTask {
                 let fd = try await upstream.dial(request.destination, for: info)
@@ -129,7 +129,10 @@ final class TunnelServerHandler: ChannelDuplexHandler {
         case .local(let destination):
             connected = direct(destination)
         case .peer(let peer):
-            connected = through(router.upstream(to: peer, kind: request.kind))
+            // One more mesh hop: joined stream to stream when the connection to the peer is on
+            // this loop (a reverse tunnel accepted here usually is), else through a socketpair.
+            let upstream = router.upstream(to: peer, kind: request.kind)
+            connected = upstream.streamOnLoop(request.destination, info: info, loop: loop, glue: boundGlue) ?? through(upstream)
         case .dialer:
             switch router.dialer {
             case .direct: connected = direct(request.destination)
