@@ -132,7 +132,12 @@ final class TunnelServerHandler: ChannelDuplexHandler {
             // One more mesh hop: joined stream to stream when the connection to the peer is on
             // this loop (a reverse tunnel accepted here usually is), else through a socketpair.
             let upstream = router.upstream(to: peer, kind: request.kind)
-            connected = upstream.streamOnLoop(request.destination, info: info, loop: loop, glue: boundGlue) ?? through(upstream)
+            if let joined = upstream.streamOnLoop(request.destination, info: info, loop: loop, glue: boundGlue) {
+                logger.debug("tunnel joined to the next hop's stream on this loop", metadata: ["next.id": "\(peer.id)"])
+                connected = joined
+            } else {
+                connected = through(upstream)
+            }
         case .dialer:
             switch router.dialer {
             case .direct: connected = direct(request.destination)
