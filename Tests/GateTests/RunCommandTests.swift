@@ -107,13 +107,8 @@ final class RunCommandTests: XCTestCase {
         defer { other.stop() }
         let dir = try temporaryDirectory("mesh-route")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        func nodeID(_ name: String) throws -> String {
-            let r = try runProcess(ugatePath, ["id", "--identity-dir", "\(dir)/\(name)", "--json"])
-            XCTAssertEqual(r.status, 0, r.err)
-            return (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])?["id"] as? String ?? ""
-        }
-        let aliceID = try nodeID("alice")
-        let bobID = try nodeID("bob")
+        let aliceID = try nodeID("\(dir)/alice")
+        let bobID = try nodeID("\(dir)/bob")
         try #"{"mesh": {"peers": [{"id": "\#(aliceID)", "destinations": ["127.0.0.1:\#(allowed.port)"]}]}}"#
             .write(toFile: "\(dir)/bob.json", atomically: true, encoding: .utf8)
         let (bob, bobText) = try startNode(["run", "--config", "\(dir)/bob.json", "--base-port", "0", "--identity-dir", "\(dir)/bob"])
@@ -147,12 +142,7 @@ final class RunCommandTests: XCTestCase {
         defer { origin.stop() }
         let dir = try temporaryDirectory("mesh-nat")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        func nodeID(_ name: String) throws -> String {
-            let r = try runProcess(ugatePath, ["id", "--identity-dir", "\(dir)/\(name)", "--json"])
-            XCTAssertEqual(r.status, 0, r.err)
-            return (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])?["id"] as? String ?? ""
-        }
-        let (aliceID, gateID, bobID) = (try nodeID("alice"), try nodeID("gate"), try nodeID("bob"))
+        let (aliceID, gateID, bobID) = (try nodeID("\(dir)/alice"), try nodeID("\(dir)/gate"), try nodeID("\(dir)/bob"))
         func start(_ name: String, _ config: String) throws -> (Process, String) {
             try config.write(toFile: "\(dir)/\(name).json", atomically: true, encoding: .utf8)
             return try startNode(["run", "--config", "\(dir)/\(name).json", "--base-port", "0", "--identity-dir", "\(dir)/\(name)"])
@@ -190,6 +180,13 @@ final class RunCommandTests: XCTestCase {
             XCTAssertEqual(last.status, 0, "\(url): \(last.err)")
             XCTAssertTrue(last.out.contains("request=GET /\(tag)"), last.out)
         }
+    }
+
+    /// The node ID `ugate id` creates (or reads) in `identityDir`.
+    private func nodeID(_ identityDir: String) throws -> String {
+        let r = try runProcess(ugatePath, ["id", "--identity-dir", identityDir, "--json"])
+        XCTAssertEqual(r.status, 0, r.err)
+        return (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])?["id"] as? String ?? ""
     }
 
     private func temporaryDirectory(_ tag: String) throws -> String {
