@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Gate
 import Glibc
+import NIOCore
 import XCTest
 @testable import PeerMesh
 
@@ -184,6 +185,13 @@ final class SNIRelayTests: MeshTestCase {
         let good = try header(bob, gateway: gateID.node.id, at: now, nonce: 3)
         XCTAssertEqual(try register(good, port: gatePort, keepOpen: true), "OK")
         XCTAssertEqual(gate.relayConnections(from: bobID), 1)
+        // The idle registration is kept alive by TCP keepalive probes after 30 s.
+        let registered = try XCTUnwrap(gate.relays.channels(bobID).first)
+        let keepIdle = ChannelOptions.Types.SocketOption(level: SocketOptionLevel(IPPROTO_TCP), name: SocketOptionName(TCP_KEEPIDLE))
+        let keepalive = try await registered.getOption(ChannelOptions.socketOption(.so_keepalive)).get()
+        let idleSeconds = try await registered.getOption(keepIdle).get()
+        XCTAssertEqual(keepalive, 1)
+        XCTAssertEqual(idleSeconds, 30)
         XCTAssertEqual(try register(good, port: gatePort), "ERROR replayed: registration of \(bobID) was already used (replayed nonce)")
         XCTAssertTrue(try register(Array("UGRS".utf8) + [9], port: gatePort).hasPrefix("ERROR badRequest: relay registration version 9"))
         XCTAssertEqual(gate.relayConnections(from: bobID), 1, "only the good registration is kept")

@@ -1,4 +1,5 @@
 import Gate
+import Glibc
 import Logging
 import NIOCore
 import Synchronization
@@ -52,8 +53,23 @@ final class RelayRegistry: Sendable {
         }
     }
 
+    /// TCP keepalive on an idle relay connection, on both ends: probes after 30 s idle, every
+    /// 10 s, 3 unanswered close it. Keeps NAT mappings of the node behind NAT alive, and a
+    /// connection whose far end vanished (NAT dropped it, host gone) is closed and replaced
+    /// instead of swallowing the next client.
+    static func configureKeepalive(_ channel: any Channel) throws {
+        let options = try channel.syncOptions.unwrap(orError: ChannelError.operationUnsupported)
+        try options.setOption(.socketOption(.so_keepalive), value: 1)
+        for (name, value) in [(TCP_KEEPIDLE, 30), (TCP_KEEPINTVL, 10), (TCP_KEEPCNT, 3)] {
+            try options.setOption(ChannelOptions.Types.SocketOption(level: SocketOptionLevel(IPPROTO_TCP), name: SocketOptionName(name)), value: SocketOptionValue(value))
+        }
+    }
+
     /// Idle registered connections of `nodeID`.
     func count(_ nodeID: String) -> Int { idle.withLock { $0[nodeID]?.count ?? 0 } }
+
+    /// The idle registered connections of `nodeID` (not taken).
+    func channels(_ nodeID: String) -> [any Channel] { idle.withLock { $0[nodeID] ?? [] } }
 
     private func remove(_ channel: any Channel, of id: String) {
         idle.withLock { table in
@@ -134,6 +150,7 @@ final class MeshPortDemux: ChannelInboundHandler, RemovableChannelHandler {
                 switch registry.register(registration, channel: context.channel, now: RelayAdmission.wallClockMillis()) {
                 case .success:
                     state = .idle
+                    try? RelayRegistry.configureKeepalive(context.channel)
                     logger.debug("relay connection registered", metadata: ["peer.id": "\(registration.node.id)", "peer.addr": "\(remote)"])
                     context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(string: "OK\n")), promise: nil)
                 case .failure(let error):

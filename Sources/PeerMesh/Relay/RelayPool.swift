@@ -69,10 +69,10 @@ final class RelayPool: Sendable {
         let gatewayID = gateway.id
         ClientBootstrap(group: node.group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelOption(.socketOption(.so_keepalive), value: 1)
             .connectTimeout(.seconds(10))
             .channelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try RelayRegistry.configureKeepalive(channel)
                     try channel.pipeline.syncOperations.addHandler(RelayClientHandler(
                         header: header, gatewayID: gatewayID, pool: self,
                         terminate: { channel in try node.terminateTLS(on: channel, remote: address, listener: "relay") }))
@@ -121,7 +121,13 @@ final class RelayPool: Sendable {
             s.retryScheduled = true
             return .milliseconds(100) * (1 << min(s.failures - 1, 6))
         }
-        if let error { node.logger.warning("relay registration failed: \(error.message)", metadata: ["peer.id": "\(gateway.id)"]) }
+        if let error {
+            // A gateway that is down fails every connection of the pool on each retry: info;
+            // a refusal says something is misconfigured: warning.
+            node.logger.log(
+                level: error.code == .connect ? .info : .warning, "relay registration failed: \(error.message)",
+                metadata: ["peer.id": "\(gateway.id)", "error.code": "\(error.code.rawValue)"])
+        }
         guard let delay else { return }
         Task {
             try? await Task.sleep(for: min(delay, .seconds(5)))
