@@ -6,8 +6,10 @@ import NIOPosix
 import Synchronization
 
 /// A node's HTTP/2 mesh transport: the mTLS listeners for `/dm/` (base+7) and HBONE (base+8),
-/// outbound `H2MeshUpstream`s over one pooled connection per peer, and reverse tunnels (a node
-/// behind NAT keeps a connection to a gateway, which opens streams to it over that connection).
+/// outbound `H2MeshUpstream`s over one pooled connection per peer, reverse tunnels (a node
+/// behind NAT keeps a connection to a gateway, which opens streams to it over that connection)
+/// and relay-over-SNI (a node behind NAT keeps idle plain connections registered with a
+/// gateway, which splices TLS naming that node into them).
 ///
 /// Threading: every connection lives on one event loop of `group`; a tunnel's HTTP/2 stream and
 /// its destination socket (server) or socketpair end (client) are bound to that same loop.
@@ -62,9 +64,10 @@ public final class MeshNode: Sendable {
         self.logger = logger
     }
 
-    /// Binds a mesh listener and returns the bound port (pass 0 for an ephemeral port). It routes
-    /// TLS for other nodes by SNI (`SNIRouter`), terminates the rest, serves both `/dm/` and HBONE
-    /// requests, and accepts reverse tunnels.
+    /// Binds a mesh listener and returns the bound port (pass 0 for an ephemeral port). It accepts
+    /// relay-over-SNI registrations (`MeshPortDemux`), routes TLS for other nodes by SNI
+    /// (`SNIRouter`: into a registration, or to the node's address), terminates the rest, serves
+    /// both `/dm/` and HBONE requests, and accepts reverse tunnels.
     public func listen(host: String? = nil, port: Int, name: String) async throws -> Int {
         let sniRouter = self.sniRouter
         let relays = self.relays
