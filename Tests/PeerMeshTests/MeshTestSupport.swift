@@ -229,8 +229,12 @@ class MeshTestCase: XCTestCase {
     }
 
     /// Starts a node listening on 127.0.0.1:0; returns it and its port.
-    func node(_ identity: NodeIdentity, peers: [PeerConfig], log: LogCapture = LogCapture()) async throws -> (MeshNode, Int) {
-        let config = MeshConfig(identityDir: "/nonexistent", peers: peers, listenHost: "127.0.0.1")
+    /// `streamOpenTimeout` is generous by default: tests that open many streams on a loaded
+    /// machine check completeness, not latency.
+    func node(
+        _ identity: NodeIdentity, peers: [PeerConfig], log: LogCapture = LogCapture(), streamOpenTimeout: Double = 60
+    ) async throws -> (MeshNode, Int) {
+        let config = MeshConfig(identityDir: "/nonexistent", peers: peers, listenHost: "127.0.0.1", streamOpenTimeout: streamOpenTimeout)
         let node = try MeshNode(config: config, identity: identity, logger: log.logger("test"))
         let port = try await node.listen(port: 0, name: "mesh")
         cleanups.append { await node.shutdown() }

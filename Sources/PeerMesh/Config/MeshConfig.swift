@@ -109,7 +109,8 @@ public struct MeshConfig: Codable, Sendable {
     /// SETTINGS_MAX_CONCURRENT_STREAMS we advertise (default 4096).
     public var maxConcurrentStreams: Int
     /// Seconds a peer has to answer a tunnel request before the stream is reset and the dial
-    /// fails (default 10).
+    /// fails (default 15: above the 10 s a peer allows its own connect to the destination, so
+    /// an unreachable destination is reported by the peer's 500/503, not by this timeout).
     public var streamOpenTimeout: Double
     /// Idle relay-over-SNI connections a gateway keeps per registering node (default 64).
     public var maxRelayConnectionsPerPeer: Int
@@ -117,7 +118,7 @@ public struct MeshConfig: Codable, Sendable {
     public init(
         identityDir: String, naming: MeshNaming = MeshNaming(), peers: [PeerConfig] = [],
         listenHost: String = "0.0.0.0", windowSize: Int = 8 << 20, maxConcurrentStreams: Int = 4096,
-        streamOpenTimeout: Double = 10, maxRelayConnectionsPerPeer: Int = 64
+        streamOpenTimeout: Double = 15, maxRelayConnectionsPerPeer: Int = 64
     ) {
         self.identityDir = identityDir
         self.naming = naming
@@ -159,7 +160,7 @@ public struct RelaySection: Codable, Sendable, Equatable {
 ///                      "transport": "hbone"}],
 ///           "namespace": "default", "trustDomain": "cluster.local", "listenHost": "0.0.0.0",
 ///           "listen": true, "reverseTunnels": ["gw"], "relays": [{"gateway": "gw", "poolSize": 4}],
-///           "streamOpenTimeout": 10, "maxRelayConnectionsPerPeer": 64, "meshRoutes": true}}
+///           "streamOpenTimeout": 15, "maxRelayConnectionsPerPeer": 64, "meshRoutes": true}}
 /// ```
 public struct MeshSection: Codable, Sendable, Equatable {
     public var peers: [PeerConfig] = []
@@ -174,8 +175,8 @@ public struct MeshSection: Codable, Sendable, Equatable {
     public var reverseTunnels: [String] = []
     /// Gateways to keep relay-over-SNI registrations with.
     public var relays: [RelaySection] = []
-    /// Seconds a peer has to answer a tunnel request (default 10).
-    public var streamOpenTimeout: Double = 10
+    /// Seconds a peer has to answer a tunnel request (default 15).
+    public var streamOpenTimeout: Double = 15
     /// Idle relay connections kept per registering node when this node is a gateway (default 64).
     public var maxRelayConnectionsPerPeer: Int = 64
     /// Route the mangled hostnames (`ID.namespace.trustdomain`) and bare IDs of known peers to
@@ -199,7 +200,7 @@ public struct MeshSection: Codable, Sendable, Equatable {
         listen = try c.decodeIfPresent(Bool.self, forKey: .listen)
         reverseTunnels = try c.decodeIfPresent([String].self, forKey: .reverseTunnels) ?? []
         relays = try c.decodeIfPresent([RelaySection].self, forKey: .relays) ?? []
-        streamOpenTimeout = try c.decodeIfPresent(Double.self, forKey: .streamOpenTimeout) ?? 10
+        streamOpenTimeout = try c.decodeIfPresent(Double.self, forKey: .streamOpenTimeout) ?? 15
         maxRelayConnectionsPerPeer = try c.decodeIfPresent(Int.self, forKey: .maxRelayConnectionsPerPeer) ?? 64
         meshRoutes = try c.decodeIfPresent(Bool.self, forKey: .meshRoutes) ?? true
     }
