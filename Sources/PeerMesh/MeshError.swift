@@ -25,6 +25,10 @@ public struct MeshError: Error, CustomStringConvertible, Sendable, Equatable {
         case tls
         /// The configuration is invalid.
         case config
+        /// A relay registration was stale, from the future, or already used.
+        case replayed
+        /// The peer did not answer in time (a tunnel request, a relay registration).
+        case timeout
     }
 
     public var code: Code

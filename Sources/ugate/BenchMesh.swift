@@ -7,8 +7,10 @@ import PeerMesh
 
 /// `ugate bench-mesh`: iperf3 throughput in one run, direct and through the mesh on loopback with
 /// three in-process nodes: alice → HTTP/2 (mTLS) → gate → destination (`/dm/` and HBONE);
-/// alice → gate → reverse tunnel → bob → destination; alice → gate's SNI router → bob →
-/// destination. Prints Gbit/s and ratios to direct.
+/// alice → gate → reverse tunnel → bob → destination; alice → gate's SNI router → bob's address
+/// (SNI fwd); alice → gate → carol's pre-registered relay connection (SNI relay, relay-over-SNI)
+/// and, as its reference, alice → carol without the gateway (h2 peer). Prints Gbit/s and ratios
+/// to direct, and the gateway hop alone (SNI relay / h2 peer).
 struct BenchMesh: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-mesh",
@@ -73,6 +75,32 @@ struct BenchMesh: AsyncParsableCommand {
             identity: aliceID)
         for _ in 0..<100 where !gateNode.hasReverseTunnel(from: bob) { try await Task.sleep(for: .milliseconds(50)) }
         guard gateNode.hasReverseTunnel(from: bob) else { throw ValidationError("bob's reverse tunnel did not come up") }
+        // carol: registers relay-over-SNI connections with gate; alice reaches her "at" gate's
+        // address (gate splices), alice2 at carol's own listener (the same HTTP/2 path without
+        // the gateway hop, to isolate that hop's cost).
+        let carolID = try NodeIdentity.generate()
+        let carol = carolID.node.id
+        let gateRelay = try MeshNode(
+            config: MeshConfig(identityDir: "-", peers: [
+                PeerConfig(id: alice, egress: true), PeerConfig(id: carol),
+            ], listenHost: "127.0.0.1"),
+            identity: gateID)
+        let relayPort = try await gateRelay.listen(port: 0, name: "mesh")
+        let carolNode = try MeshNode(
+            config: MeshConfig(identityDir: "-", peers: [
+                PeerConfig(id: gate, addresses: ["127.0.0.1:\(relayPort)"]), PeerConfig(id: alice, egress: true),
+            ], listenHost: "127.0.0.1"),
+            identity: carolID)
+        let carolPort = try await carolNode.listen(port: 0, name: "mesh")
+        try carolNode.startRelay(to: gate, poolSize: 2)
+        let aliceRelay = try MeshNode(
+            config: MeshConfig(identityDir: "-", peers: [PeerConfig(id: carol, addresses: ["127.0.0.1:\(relayPort)"])]),
+            identity: aliceID)
+        let aliceDirect = try MeshNode(
+            config: MeshConfig(identityDir: "-", peers: [PeerConfig(id: carol, addresses: ["127.0.0.1:\(carolPort)"])]),
+            identity: aliceID)
+        for _ in 0..<100 where gateRelay.relayConnections(from: carol) < 2 { try await Task.sleep(for: .milliseconds(50)) }
+        guard gateRelay.relayConnections(from: carol) >= 2 else { throw ValidationError("carol's relay registrations did not come up") }
 
         let destination = Destination(host: "127.0.0.1", port: UInt16(iperfPort))
         let forwards = [
@@ -80,7 +108,9 @@ struct BenchMesh: AsyncParsableCommand {
             ("h2 HBONE", try await PortForward.listen(port: 0, upstream: aliceNode.upstream(to: gate, kind: .hbone), destination: destination)),
             ("reverse", try await PortForward.listen(
                 port: 0, upstream: aliceNode.upstream(to: gate, kind: .hbone), destination: Destination(host: bob, port: UInt16(iperfPort)))),
-            ("SNI relay", try await PortForward.listen(port: 0, upstream: aliceNode.upstream(to: bob, kind: .hbone), destination: destination)),
+            ("SNI fwd", try await PortForward.listen(port: 0, upstream: aliceNode.upstream(to: bob, kind: .hbone), destination: destination)),
+            ("h2 peer", try await PortForward.listen(port: 0, upstream: aliceDirect.upstream(to: carol, kind: .hbone), destination: destination)),
+            ("SNI relay", try await PortForward.listen(port: 0, upstream: aliceRelay.upstream(to: carol, kind: .hbone), destination: destination)),
         ]
         let paths = [("direct", iperfPort)] + forwards.map { ($0.0, $0.1.port) }
         var results: [String: [Double]] = [:]
@@ -98,8 +128,13 @@ struct BenchMesh: AsyncParsableCommand {
             table += name.padding(toLength: 10, withPad: " ", startingAt: 0)
                 + String(format: "  %6.2f   %5.2f\n", rate / 1e9, rate / direct)
         }
+        let hop = median(results["SNI relay"]!) / median(results["h2 peer"]!)
+        table += String(format: "gateway splice hop alone (SNI relay / h2 peer): %.2f\n", hop)
         FileHandle.standardOutput.write(Data(table.utf8))
         for (_, forward) in forwards { await forward.close() }
+        for node in [aliceNode, aliceRelay, aliceDirect, gateNode, gateRelay, bobNode, bobTunnel, carolNode] {
+            await node.shutdown()
+        }
     }
 
     private func median(_ values: [Double]) -> Double {

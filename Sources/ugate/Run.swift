@@ -68,9 +68,13 @@ struct Run: AsyncParsableCommand {
             let identity = try NodeIdentity.loadOrCreate(directory: identityDir, naming: meshConfig.naming)
             mesh = try MeshNode(config: meshConfig, identity: identity)
             push = try PushService(store: FilePushStore(directory: identityDir + "/push"))
-            // One upstream per known peer, so routes can send captured streams to it by name.
+            // One upstream per known peer, so routes can send captured streams to it by name;
+            // mangled hostnames and IDs of peers reach them without a route of their own.
             var upstreams: [String: any Upstream] = [:]
-            for peer in meshConfig.peers { upstreams[MeshSection.upstreamName(peer)] = try mesh.upstream(to: peer.id) }
+            for peer in meshConfig.peers {
+                upstreams[MeshSection.upstreamName(peer)] = try mesh.upstream(to: peer.id, kind: peer.transport)
+            }
+            settings.routes += meshSection.meshRoutes(naming: meshConfig.naming)
             node = try GateNode(config: settings, upstreams: upstreams, metrics: metrics)
         } catch {
             throw ValidationError("cannot start the node: \(error)")
@@ -85,6 +89,16 @@ struct Run: AsyncParsableCommand {
                 let port = try await mesh.listen(port: settings.basePort == 0 ? 0 : settings.basePort + offset, name: name)
                 rows.append((name, "tls \(Destination(host: meshConfig.listenHost, port: UInt16(port)))"))
             }
+        }
+        for name in meshSection.reverseTunnels {
+            let id = try meshSection.peerID(name, field: "reverseTunnels")
+            try mesh.startReverseTunnel(to: id)
+            rows.append(("reverse", "tunnel to \(name)"))
+        }
+        for relay in meshSection.relays {
+            let id = try meshSection.peerID(relay.gateway, field: "relays")
+            try mesh.startRelay(to: id, poolSize: relay.poolSize)
+            rows.append(("sni-relay", "\(relay.poolSize) connections registered with \(relay.gateway)"))
         }
         let bound = node.start()
         var lines = ["ugate node \(settings.name ?? "") ready (forwarder \(settings.forwarder.rawValue))"]
@@ -111,8 +125,16 @@ struct Run: AsyncParsableCommand {
         }
         var mesh = MeshSection()
         if let section = object.removeValue(forKey: "mesh") {
-            guard let section = section as? [String: Any] else { throw ValidationError("field mesh must be an object") }
-            mesh = try JSONDecoder().decode(MeshSection.self, from: JSONSerialization.data(withJSONObject: section))
+            // Decoded under its key, so errors name the full path (mesh.peers[0].id).
+            let data = try JSONSerialization.data(withJSONObject: ["mesh": section])
+            do {
+                mesh = try JSONDecoder().decode([String: MeshSection].self, from: data)["mesh"] ?? mesh
+            } catch let DecodingError.typeMismatch(_, ctx), let DecodingError.valueNotFound(_, ctx), let DecodingError.dataCorrupted(ctx) {
+                throw ValidationError("field \(ConfigKey.path(ctx.codingPath)): \(ctx.debugDescription)")
+            } catch let DecodingError.keyNotFound(key, ctx) {
+                throw ValidationError("missing field \(ConfigKey.path(ctx.codingPath + [key]))")
+            }
+            try mesh.validate()
         }
         return (try GateConfig.decode(JSONSerialization.data(withJSONObject: object)), mesh)
     }

@@ -22,6 +22,14 @@ final class RunCommandTests: XCTestCase {
         let mesh = try runProcess(ugatePath, ["run", "--config", path, "--identity-dir", dir])
         XCTAssertNotEqual(mesh.status, 0)
         XCTAssertTrue(mesh.err.contains(#"peer ID "x" is not a 52-character base32 node ID"#), mesh.err)
+        try #"{"mesh": {"relays": [{"gateway": "gw", "pool": 2}]}}"#.write(toFile: path, atomically: true, encoding: .utf8)
+        let unknown = try runProcess(ugatePath, ["run", "--config", path, "--identity-dir", dir])
+        XCTAssertNotEqual(unknown.status, 0)
+        XCTAssertTrue(unknown.err.contains("unknown field mesh.relays[0].pool"), unknown.err)
+        try #"{"mesh": {"reverseTunnels": ["gw"]}}"#.write(toFile: path, atomically: true, encoding: .utf8)
+        let unnamed = try runProcess(ugatePath, ["run", "--config", path, "--identity-dir", dir])
+        XCTAssertNotEqual(unnamed.status, 0)
+        XCTAssertTrue(unnamed.err.contains("field mesh.reverseTunnels[0]: gw is not the name or ID of a peer"), unnamed.err)
     }
 
     func testDefaultNodePrintsPortsAndServesSOCKS5() throws {
@@ -99,13 +107,8 @@ final class RunCommandTests: XCTestCase {
         defer { other.stop() }
         let dir = try temporaryDirectory("mesh-route")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        func nodeID(_ name: String) throws -> String {
-            let r = try runProcess(ugatePath, ["id", "--identity-dir", "\(dir)/\(name)", "--json"])
-            XCTAssertEqual(r.status, 0, r.err)
-            return (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])?["id"] as? String ?? ""
-        }
-        let aliceID = try nodeID("alice")
-        let bobID = try nodeID("bob")
+        let aliceID = try nodeID("\(dir)/alice")
+        let bobID = try nodeID("\(dir)/bob")
         try #"{"mesh": {"peers": [{"id": "\#(aliceID)", "destinations": ["127.0.0.1:\#(allowed.port)"]}]}}"#
             .write(toFile: "\(dir)/bob.json", atomically: true, encoding: .utf8)
         let (bob, bobText) = try startNode(["run", "--config", "\(dir)/bob.json", "--base-port", "0", "--identity-dir", "\(dir)/bob"])
@@ -127,6 +130,63 @@ final class RunCommandTests: XCTestCase {
         XCTAssertNotEqual(refused.status, 0, refused.out)
         let direct = try runProcess(curl, ["-sS", "--max-time", "20", "http://127.0.0.1:\(other.port)/x"])
         XCTAssertEqual(direct.status, 0, direct.err)
+    }
+
+    /// Three `ugate run` nodes from ugate.json alone: bob (as behind NAT) keeps relay-over-SNI
+    /// registrations and a reverse tunnel with gate. alice reaches bob's origin (1) by bob's
+    /// mangled hostname with no route naming bob (the name routes to `mesh:bob`, which dials
+    /// bob at gate's address; gate splices the TLS into a bob registration) and (2) by
+    /// `bobID:port` routed to `mesh:gate`, which reaches bob over its reverse tunnel.
+    func testConfiguredRelayAndReverseTunnelReachANodeBehindNAT() throws {
+        let origin = try TinyHTTPServer()
+        defer { origin.stop() }
+        let dir = try temporaryDirectory("mesh-nat")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (aliceID, gateID, bobID) = (try nodeID("\(dir)/alice"), try nodeID("\(dir)/gate"), try nodeID("\(dir)/bob"))
+        func start(_ name: String, _ config: String) throws -> (Process, String) {
+            try config.write(toFile: "\(dir)/\(name).json", atomically: true, encoding: .utf8)
+            return try startNode(["run", "--config", "\(dir)/\(name).json", "--base-port", "0", "--identity-dir", "\(dir)/\(name)"])
+        }
+        let (gate, gateText) = try start("gate", #"""
+            {"mesh": {"peers": [{"id": "\#(aliceID)", "destinations": ["\#(bobID):\#(origin.port)"]}, {"id": "\#(bobID)"}]}}
+            """#)
+        defer { stop(gate) }
+        let gateMesh = "127.0.0.1:\(bannerPort(gateText, "mesh-dm"))"
+        let (bob, bobText) = try start("bob", #"""
+            {"mesh": {"peers": [{"id": "\#(gateID)", "name": "gw", "addresses": ["\#(gateMesh)"],
+                                 "destinations": ["127.0.0.1:\#(origin.port)"]},
+                                {"id": "\#(aliceID)", "destinations": ["127.0.0.1:\#(origin.port)"]}],
+                      "relays": [{"gateway": "gw", "poolSize": 2}], "reverseTunnels": ["gw"]}}
+            """#)
+        defer { stop(bob) }
+        XCTAssertTrue(bobText.contains("sni-relay") && bobText.contains("reverse"), bobText)
+        let (alice, aliceText) = try start("alice", #"""
+            {"mesh": {"peers": [{"id": "\#(gateID)", "name": "gate", "addresses": ["\#(gateMesh)"], "transport": "hbone"},
+                                {"id": "\#(bobID)", "name": "bob", "addresses": ["\#(gateMesh)"]}]},
+             "routes": [{"dest": "\#(bobID)", "to": "mesh:gate"}]}
+            """#)
+        defer { stop(alice) }
+        let socks = "127.0.0.1:\(bannerPort(aliceText, "socks5"))"
+        let curl = try tool("curl")
+        // bob registers and tunnels in the background: retry (bounded) until each path is up.
+        for (url, tag) in [("http://\(bobID.lowercased()).default.cluster.local:\(origin.port)/by-name", "by-name"),
+                           ("http://\(bobID):\(origin.port)/by-tunnel", "by-tunnel")] {
+            var last = (status: Int32(-1), out: "", err: "")
+            for _ in 0..<40 {
+                last = try runProcess(curl, ["-sS", "--max-time", "10", "--socks5-hostname", socks, url])
+                if last.status == 0 { break }
+                usleep(250_000)
+            }
+            XCTAssertEqual(last.status, 0, "\(url): \(last.err)")
+            XCTAssertTrue(last.out.contains("request=GET /\(tag)"), last.out)
+        }
+    }
+
+    /// The node ID `ugate id` creates (or reads) in `identityDir`.
+    private func nodeID(_ identityDir: String) throws -> String {
+        let r = try runProcess(ugatePath, ["id", "--identity-dir", identityDir, "--json"])
+        XCTAssertEqual(r.status, 0, r.err)
+        return (try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])?["id"] as? String ?? ""
     }
 
     private func temporaryDirectory(_ tag: String) throws -> String {

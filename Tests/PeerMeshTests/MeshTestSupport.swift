@@ -114,6 +114,24 @@ enum FD {
         return pfd.revents
     }
 
+    /// A blocking TCP connection to 127.0.0.1:`port`.
+    static func connect(port: UInt16) throws -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = port.bigEndian
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &addr) { ptr in
+            ptr.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+        guard connected else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw Failure(description: "connect to 127.0.0.1:\(port): \(reason)")
+        }
+        return fd
+    }
+
     /// Reads exactly `count` bytes.
     static func read(_ fd: Int32, count: Int) throws -> [UInt8] {
         var out: [UInt8] = []
@@ -211,8 +229,12 @@ class MeshTestCase: XCTestCase {
     }
 
     /// Starts a node listening on 127.0.0.1:0; returns it and its port.
-    func node(_ identity: NodeIdentity, peers: [PeerConfig], log: LogCapture = LogCapture()) async throws -> (MeshNode, Int) {
-        let config = MeshConfig(identityDir: "/nonexistent", peers: peers, listenHost: "127.0.0.1")
+    /// `streamOpenTimeout` is generous by default: tests that open many streams on a loaded
+    /// machine check completeness, not latency.
+    func node(
+        _ identity: NodeIdentity, peers: [PeerConfig], log: LogCapture = LogCapture(), streamOpenTimeout: Double = 60
+    ) async throws -> (MeshNode, Int) {
+        let config = MeshConfig(identityDir: "/nonexistent", peers: peers, listenHost: "127.0.0.1", streamOpenTimeout: streamOpenTimeout)
         let node = try MeshNode(config: config, identity: identity, logger: log.logger("test"))
         let port = try await node.listen(port: 0, name: "mesh")
         cleanups.append { await node.shutdown() }

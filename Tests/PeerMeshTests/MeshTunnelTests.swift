@@ -162,7 +162,7 @@ final class MeshTunnelTests: MeshTestCase {
         XCTAssertEqual(p.gate.acceptedConnections, 1, "all streams share one HTTP/2 connection")
         // Each 200 means gate's TCP connect to the echo server completed; the echo server's
         // accept loop may lag behind the kernel's backlog.
-        try await waitUntil("the echo server accepted every stream") { echo.accepted == count }
+        try await waitUntil(seconds: 60, "the echo server accepted every stream") { echo.accepted == count }
 
         let payloads = (0..<count).map { i in randomBytes(8 << 10 + i) }
         let failures = Mutex<[String]>([])

@@ -16,7 +16,8 @@ final class ReverseTunnelTests: MeshTestCase {
             PeerConfig(id: aliceID.node.id, destinations: ["\(bob):\(echo.port)", "\(bobID.mangledHostname):\(echo.port)"]),
             PeerConfig(id: bob),
         ]
-        let (gate, gatePort) = try await node(gateID, peers: gatePeers)
+        let gateLog = LogCapture()
+        let (gate, gatePort) = try await node(gateID, peers: gatePeers, log: gateLog)
         let bobNode = try MeshNode(
             config: MeshConfig(identityDir: "-", peers: [
                 PeerConfig(id: gateID.node.id, addresses: ["127.0.0.1:\(gatePort)"], destinations: ["127.0.0.1:\(echo.port)"]),
@@ -32,6 +33,9 @@ final class ReverseTunnelTests: MeshTestCase {
         try await echoAndHalfClose(
             try alice.upstream(to: gateID.node.id, kind: .dm), to: Destination(host: bobID.mangledHostname, port: port))
         XCTAssertEqual(echo.accepted, 2)
+        // gate accepted both alice's connection and bob's tunnel on its accept loop: the two
+        // streams were joined directly, without a socketpair.
+        XCTAssertTrue(gateLog.contains("tunnel joined to the next hop's stream on this loop"), "\(gateLog.messages)")
 
         // bob may not be asked for anything but its echo port.
         let other = Destination(host: bob, port: 1)

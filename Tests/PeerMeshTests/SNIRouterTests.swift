@@ -49,7 +49,9 @@ final class SNIRouterTests: MeshTestCase {
         let hidden = try NodeIdentity.generate().node.id
         let naming = MeshNaming()
         let policy = try PeerPolicy(peers: [PeerConfig(id: peer, addresses: ["10.0.0.2:15007"]), PeerConfig(id: hidden)])
-        let router = SNIRouter(selfID: selfID, naming: naming, policy: policy, logger: LogCapture().logger("t"))
+        let router = SNIRouter(
+            selfID: selfID, naming: naming, policy: policy, relays: RelayRegistry(gatewayID: selfID, policy: policy, maxPerNode: 4),
+            logger: LogCapture().logger("t"))
         XCTAssertEqual(router.forwardAddress(for: .hostname(naming.hostname(for: peer))), "10.0.0.2:15007")
         XCTAssertEqual(router.forwardAddress(for: .hostname(naming.hostname(for: peer).lowercased())), "10.0.0.2:15007")
         XCTAssertEqual(router.forwardAddress(for: .hostname("outbound_.8080_._.\(naming.hostname(for: peer))")), "10.0.0.2:15007")

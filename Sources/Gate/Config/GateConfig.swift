@@ -208,17 +208,19 @@ public struct RouteConfig: Codable, Sendable, Equatable {
     }
 }
 
-/// Any JSON key, for rejecting unknown fields with their full path.
-struct ConfigKey: CodingKey {
-    var stringValue: String
-    var intValue: Int?
-    init(stringValue: String) { self.stringValue = stringValue }
-    init?(intValue: Int) {
+/// Any JSON key, for rejecting unknown fields with their full path (also used by the config
+/// sections of other modules, such as PeerMesh's `mesh`).
+public struct ConfigKey: CodingKey {
+    public var stringValue: String
+    public var intValue: Int?
+    public init(stringValue: String) { self.stringValue = stringValue }
+    public init?(intValue: Int) {
         self.stringValue = String(intValue)
         self.intValue = intValue
     }
 
-    static func rejectUnknown(_ decoder: any Decoder, _ known: [String]) throws {
+    /// Throws `unknown field <path> (known: …)` for any key of the decoder's object not in `known`.
+    public static func rejectUnknown(_ decoder: any Decoder, _ known: [String]) throws {
         let c = try decoder.container(keyedBy: ConfigKey.self)
         for key in c.allKeys where !known.contains(key.stringValue) {
             throw GateError(
@@ -226,7 +228,8 @@ struct ConfigKey: CodingKey {
         }
     }
 
-    static func path(_ keys: [any CodingKey]) -> String {
+    /// A coding path as `a.b[0]["key:with:colons"]`.
+    public static func path(_ keys: [any CodingKey]) -> String {
         var out = ""
         for key in keys {
             if let i = key.intValue {

@@ -15,22 +15,32 @@ public struct PeerConfig: Codable, Hashable, Sendable {
     /// `host:port` patterns the peer may reach through this node when `egress` is false
     /// (see `DestinationPattern`).
     public var destinations: [String]
+    /// Request form of the `mesh:<name>` upstream: `dm` (`POST /dm/`, default) or `hbone` (CONNECT).
+    public var transport: TunnelRequest.Kind
 
-    public init(id: String, name: String? = nil, addresses: [String] = [], egress: Bool = false, destinations: [String] = []) {
+    public init(
+        id: String, name: String? = nil, addresses: [String] = [], egress: Bool = false, destinations: [String] = [],
+        transport: TunnelRequest.Kind = .dm
+    ) {
         self.id = id
         self.name = name
         self.addresses = addresses
         self.egress = egress
         self.destinations = destinations
+        self.transport = transport
     }
 
+    private enum CodingKeys: String, CodingKey, CaseIterable { case id, name, addresses, egress, destinations, transport }
+
     public init(from decoder: any Decoder) throws {
+        try ConfigKey.rejectUnknown(decoder, CodingKeys.allCases.map(\.rawValue))
         let c = try decoder.container(keyedBy: CodingKeys.self)
         id = try c.decode(String.self, forKey: .id)
         name = try c.decodeIfPresent(String.self, forKey: .name)
         addresses = try c.decodeIfPresent([String].self, forKey: .addresses) ?? []
         egress = try c.decodeIfPresent(Bool.self, forKey: .egress) ?? false
         destinations = try c.decodeIfPresent([String].self, forKey: .destinations) ?? []
+        transport = try c.decodeIfPresent(TunnelRequest.Kind.self, forKey: .transport) ?? .dm
     }
 }
 
@@ -98,10 +108,17 @@ public struct MeshConfig: Codable, Sendable {
     public var windowSize: Int
     /// SETTINGS_MAX_CONCURRENT_STREAMS we advertise (default 4096).
     public var maxConcurrentStreams: Int
+    /// Seconds a peer has to answer a tunnel request before the stream is reset and the dial
+    /// fails (default 15: above the 10 s a peer allows its own connect to the destination, so
+    /// an unreachable destination is reported by the peer's 500/503, not by this timeout).
+    public var streamOpenTimeout: Double
+    /// Idle relay-over-SNI connections a gateway keeps per registering node (default 64).
+    public var maxRelayConnectionsPerPeer: Int
 
     public init(
         identityDir: String, naming: MeshNaming = MeshNaming(), peers: [PeerConfig] = [],
-        listenHost: String = "0.0.0.0", windowSize: Int = 8 << 20, maxConcurrentStreams: Int = 4096
+        listenHost: String = "0.0.0.0", windowSize: Int = 8 << 20, maxConcurrentStreams: Int = 4096,
+        streamOpenTimeout: Double = 15, maxRelayConnectionsPerPeer: Int = 64
     ) {
         self.identityDir = identityDir
         self.naming = naming
@@ -109,12 +126,42 @@ public struct MeshConfig: Codable, Sendable {
         self.listenHost = listenHost
         self.windowSize = windowSize
         self.maxConcurrentStreams = maxConcurrentStreams
+        self.streamOpenTimeout = streamOpenTimeout
+        self.maxRelayConnectionsPerPeer = maxRelayConnectionsPerPeer
     }
 }
 
-/// The optional `mesh` section of `ugate.json` (the rest of the file is the Gate's config):
-/// `{"mesh": {"peers": [{"id": "…", "name": "b", "addresses": ["host:port"], "egress": true}],
-/// "namespace": "default", "trustDomain": "cluster.local", "listenHost": "0.0.0.0", "listen": true}}`.
+/// A relay-over-SNI registration in `ugate.json`: keep `poolSize` idle connections registered
+/// with `gateway` (a peer name or ID).
+public struct RelaySection: Codable, Sendable, Equatable {
+    public var gateway: String
+    public var poolSize: Int
+
+    public init(gateway: String, poolSize: Int = 4) {
+        self.gateway = gateway
+        self.poolSize = poolSize
+    }
+
+    private enum CodingKeys: String, CodingKey, CaseIterable { case gateway, poolSize }
+
+    public init(from decoder: any Decoder) throws {
+        try ConfigKey.rejectUnknown(decoder, CodingKeys.allCases.map(\.rawValue))
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        gateway = try c.decode(String.self, forKey: .gateway)
+        poolSize = try c.decodeIfPresent(Int.self, forKey: .poolSize) ?? 4
+    }
+}
+
+/// The optional `mesh` section of `ugate.json` (the rest of the file is the Gate's config);
+/// unknown fields are refused with their path (`unknown field mesh.peers[0].adress`):
+///
+/// ```json
+/// {"mesh": {"peers": [{"id": "…", "name": "gw", "addresses": ["host:port"], "egress": true,
+///                      "transport": "hbone"}],
+///           "namespace": "default", "trustDomain": "cluster.local", "listenHost": "0.0.0.0",
+///           "listen": true, "reverseTunnels": ["gw"], "relays": [{"gateway": "gw", "poolSize": 4}],
+///           "streamOpenTimeout": 15, "maxRelayConnectionsPerPeer": 64, "meshRoutes": true}}
+/// ```
 public struct MeshSection: Codable, Sendable, Equatable {
     public var peers: [PeerConfig] = []
     public var namespace: String = "default"
@@ -124,26 +171,80 @@ public struct MeshSection: Codable, Sendable, Equatable {
     /// Bind the base+7/base+8 listeners; nil = as the Gate's `defaultListeners` (a config that
     /// turns those off and puts its own listener on base+7 gets no mesh ports unless it asks).
     public var listen: Bool?
+    /// Gateways (peer names or IDs) to keep a reverse tunnel to (this node is behind NAT).
+    public var reverseTunnels: [String] = []
+    /// Gateways to keep relay-over-SNI registrations with.
+    public var relays: [RelaySection] = []
+    /// Seconds a peer has to answer a tunnel request (default 15).
+    public var streamOpenTimeout: Double = 15
+    /// Idle relay connections kept per registering node when this node is a gateway (default 64).
+    public var maxRelayConnectionsPerPeer: Int = 64
+    /// Route the mangled hostnames (`ID.namespace.trustdomain`) and bare IDs of known peers to
+    /// their `mesh:<name>` upstream, after the config's own routes (default true).
+    public var meshRoutes: Bool = true
 
     public init() {}
 
+    private enum CodingKeys: String, CodingKey, CaseIterable {
+        case peers, namespace, trustDomain, listenHost, listen, reverseTunnels, relays, streamOpenTimeout,
+            maxRelayConnectionsPerPeer, meshRoutes
+    }
+
     public init(from decoder: any Decoder) throws {
+        try ConfigKey.rejectUnknown(decoder, CodingKeys.allCases.map(\.rawValue))
         let c = try decoder.container(keyedBy: CodingKeys.self)
         peers = try c.decodeIfPresent([PeerConfig].self, forKey: .peers) ?? []
         namespace = try c.decodeIfPresent(String.self, forKey: .namespace) ?? "default"
         trustDomain = try c.decodeIfPresent(String.self, forKey: .trustDomain) ?? "cluster.local"
         listenHost = try c.decodeIfPresent(String.self, forKey: .listenHost)
         listen = try c.decodeIfPresent(Bool.self, forKey: .listen)
+        reverseTunnels = try c.decodeIfPresent([String].self, forKey: .reverseTunnels) ?? []
+        relays = try c.decodeIfPresent([RelaySection].self, forKey: .relays) ?? []
+        streamOpenTimeout = try c.decodeIfPresent(Double.self, forKey: .streamOpenTimeout) ?? 15
+        maxRelayConnectionsPerPeer = try c.decodeIfPresent(Int.self, forKey: .maxRelayConnectionsPerPeer) ?? 64
+        meshRoutes = try c.decodeIfPresent(Bool.self, forKey: .meshRoutes) ?? true
     }
 
     /// The Gate upstream name of `peer`: `mesh:<name>`, or `mesh:<id>` without a name.
     public static func upstreamName(_ peer: PeerConfig) -> String { "mesh:\(peer.name ?? peer.id)" }
 
+    /// The ID of the peer called `nameOrID` (its `name` or its ID); `field` names the config
+    /// field in the error.
+    public func peerID(_ nameOrID: String, field: String) throws -> String {
+        guard let peer = peers.first(where: { $0.name == nameOrID || $0.id == nameOrID }) else {
+            throw MeshError(.config, "field mesh.\(field): \(nameOrID) is not the name or ID of a peer in mesh.peers")
+        }
+        return peer.id
+    }
+
+    /// Checks what JSON types cannot: timeouts, pool sizes, gateway names.
+    public func validate() throws {
+        guard streamOpenTimeout > 0 else { throw MeshError(.config, "field mesh.streamOpenTimeout must be > 0") }
+        guard maxRelayConnectionsPerPeer > 0 else { throw MeshError(.config, "field mesh.maxRelayConnectionsPerPeer must be > 0") }
+        for (i, name) in reverseTunnels.enumerated() { _ = try peerID(name, field: "reverseTunnels[\(i)]") }
+        for (i, relay) in relays.enumerated() {
+            _ = try peerID(relay.gateway, field: "relays[\(i)].gateway")
+            guard relay.poolSize > 0 else { throw MeshError(.config, "field mesh.relays[\(i)].poolSize must be > 0") }
+        }
+    }
+
+    /// Route rules that send a known peer's mangled hostname (as SNI/Host or destination) and
+    /// its bare ID (`ID:port` destinations) to the peer's upstream; appended after the config's
+    /// own routes, so those win. The peer then connects `127.0.0.1:port` on itself.
+    public func meshRoutes(naming: MeshNaming) -> [RouteConfig] {
+        guard meshRoutes else { return [] }
+        return peers.flatMap { peer in
+            [RouteConfig(host: naming.hostname(for: peer.id), to: Self.upstreamName(peer)),
+             RouteConfig(dest: peer.id, to: Self.upstreamName(peer))]
+        }
+    }
+
     /// The transport config for a node whose identity lives in `identityDir`.
     public func meshConfig(identityDir: String, defaultHost: String) -> MeshConfig {
         MeshConfig(
             identityDir: identityDir, naming: MeshNaming(namespace: namespace, trustDomain: trustDomain), peers: peers,
-            listenHost: listenHost ?? defaultHost)
+            listenHost: listenHost ?? defaultHost, streamOpenTimeout: streamOpenTimeout,
+            maxRelayConnectionsPerPeer: maxRelayConnectionsPerPeer)
     }
 }
 

@@ -24,6 +24,8 @@ final class H2ConnectionPool: Sendable {
     private let logger: Logger
     private let connections = Mutex<[String: EventLoopFuture<H2PeerConnection>]>([:])
     private let reverse = Mutex<[String: H2PeerConnection]>([:])
+    /// The established forward connections of `connections`.
+    private let ready = Mutex<[String: H2PeerConnection]>([:])
     /// Connect plus mTLS handshake must finish within this.
     let handshakeTimeout = TimeAmount.seconds(10)
 
@@ -56,13 +58,25 @@ final class H2ConnectionPool: Sendable {
             future.whenComplete { [self] result in
                 switch result {
                 case .success(let connection):
-                    connection.channel.closeFuture.whenComplete { _ in self.forget(peer.id, future) }
+                    ready.withLock { $0[peer.id] = connection }
+                    connection.channel.closeFuture.whenComplete { _ in
+                        self.forget(peer.id, future)
+                        self.ready.withLock { table in
+                            if table[peer.id]?.channel === connection.channel { table[peer.id] = nil }
+                        }
+                    }
                 case .failure:
                     forget(peer.id, future)
                 }
             }
         }
         return future
+    }
+
+    /// The connection `connection(to:)` would use right now if it is already established
+    /// (reverse tunnel first), without dialling.
+    func existingConnection(to peer: PeerConfig) -> H2PeerConnection? {
+        reverse.withLock { $0[peer.id] } ?? ready.withLock { $0[peer.id] }
     }
 
     /// Records a reverse tunnel from `peerID` until its channel closes (a newer one replaces it).
@@ -135,6 +149,7 @@ final class H2ConnectionPool: Sendable {
             .connectTimeout(.seconds(10))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    try H2Tuning.configureConnectionSocket(channel)
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(tls.clientHandler(expected: peer, serverName: serverName, remote: address, reverse: reverse))
                     try sync.addHandler(MeshHandshakeHandler(

@@ -17,6 +17,9 @@ public struct H2MeshUpstream: Upstream {
     let kind: TunnelRequest.Kind
     let pool: H2ConnectionPool
     let naming: MeshNaming
+    /// This node's ID: the `from` of streams it originates.
+    let selfID: String
+    let openTimeout: TimeAmount
 
     public func dial(_ destination: Destination, for info: StreamInfo) async throws -> Int32 {
         let connection = try await pool.connection(to: peer).get()
@@ -24,9 +27,7 @@ public struct H2MeshUpstream: Upstream {
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &fds) == 0 else {
             throw MeshError(.connect, "socketpair failed: \(String(cString: strerror(errno)))")
         }
-        let request = TunnelRequest(kind: kind, destination: destination)
-        let authority = naming.hostname(for: peer.id)
-        let peerID = peer.id
+        let request = self.request(destination, info: info)
         let theirEnd = fds[1]
         let loop = connection.channel.eventLoop
         let opened = loop.flatSubmit { () -> EventLoopFuture<Void> in
@@ -43,18 +44,7 @@ public struct H2MeshUpstream: Upstream {
                 }
                 .withConnectedSocket(theirEnd)
                 .flatMap { socket in
-                    let established = loop.makePromise(of: Void.self)
-                    connection.multiplexer.createStreamChannel { stream in
-                        stream.eventLoop.makeCompletedFuture {
-                            try stream.pipeline.syncOperations.addHandlers([
-                                TunnelClientHandler(request: request, authority: authority, peerID: peerID, established: established),
-                                H2DataCodec(),
-                                boundStreamGlue.value,
-                            ])
-                        }
-                    }
-                    .whenFailure { established.fail($0) }
-                    return established.futureResult
+                    openStream(request, on: connection, glue: boundStreamGlue)
                         .flatMapThrowing { _ in try socket.syncOptions?.setOption(.autoRead, value: true) }
                         .flatMapErrorThrowing { error in
                             socket.close(promise: nil)
@@ -66,8 +56,59 @@ public struct H2MeshUpstream: Upstream {
             try await opened.get()
         } catch {
             close(fds[0])
-            throw error as? MeshError ?? MeshError(.connect, "tunnel to \(destination) via \(peerID) failed: \(error)")
+            throw error as? MeshError ?? MeshError(.connect, "tunnel to \(destination) via \(peer.id) failed: \(error)")
         }
         return fds[0]
+    }
+
+    /// The tunnel request for a stream; a stream relayed for another node keeps its origin
+    /// (`from`), one captured here starts here.
+    func request(_ destination: Destination, info: StreamInfo) -> TunnelRequest {
+        TunnelRequest(kind: kind, destination: destination, from: info.callerIdentity ?? selfID)
+    }
+
+    /// Opens a tunnel stream on `connection` (on its loop); once the peer answered `200` it adds
+    /// `glue` (before any DATA after the response is read: the callbacks run inline on the loop)
+    /// and succeeds with the stream channel. The glue joins only then, so it cannot withhold the
+    /// stream's reads while its partner is not in a pipeline yet.
+    func openStream(
+        _ request: TunnelRequest, on connection: H2PeerConnection, glue: NIOLoopBound<GlueHandler>
+    ) -> EventLoopFuture<any Channel> {
+        let loop = connection.channel.eventLoop
+        let authority = naming.hostname(for: peer.id)
+        let peerID = peer.id
+        let openTimeout = self.openTimeout
+        let established = loop.makePromise(of: Void.self)
+        let stream = loop.makePromise(of: (any Channel).self)
+        connection.multiplexer.createStreamChannel(promise: stream) { stream in
+            stream.eventLoop.makeCompletedFuture {
+                try stream.pipeline.syncOperations.addHandlers([
+                    TunnelClientHandler(
+                        request: request, authority: authority, peerID: peerID, openTimeout: openTimeout, established: established),
+                    H2DataCodec(),
+                ])
+            }
+        }
+        stream.futureResult.whenFailure { established.fail($0) }
+        return established.futureResult.flatMap { stream.futureResult }.flatMapThrowing { stream in
+            do {
+                try stream.pipeline.syncOperations.addHandler(glue.value)
+            } catch {
+                stream.close(promise: nil)
+                throw error
+            }
+            return stream
+        }
+    }
+
+    /// For a relaying node: when the pooled connection to the peer already lives on `loop`,
+    /// opens the stream there and joins it to `glue` directly (no socketpair); nil otherwise
+    /// (the caller dials through `dial`). The `200` callbacks run inline on `loop`, so the
+    /// caller's partner glue is in place before the stream's first DATA is passed on.
+    func streamOnLoop(
+        _ destination: Destination, info: StreamInfo, loop: any EventLoop, glue: NIOLoopBound<GlueHandler>
+    ) -> EventLoopFuture<any Channel>? {
+        guard let connection = pool.existingConnection(to: peer), connection.channel.eventLoop === loop else { return nil }
+        return openStream(request(destination, info: info), on: connection, glue: glue)
     }
 }

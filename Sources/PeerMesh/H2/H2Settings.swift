@@ -42,6 +42,15 @@ struct H2Tuning: Sendable {
         return s
     }
 
+    /// Options for the TCP socket under a mesh TLS connection: large reads (many TLS records per
+    /// syscall) and write-buffer water marks above a few DATA frames, so the connection does
+    /// not turn unwritable (which stops every stream's feeding socket) after each frame.
+    static func configureConnectionSocket(_ channel: any Channel) throws {
+        let options = try channel.syncOptions.unwrap(orError: ChannelError.operationUnsupported)
+        try options.setOption(.writeBufferWaterMark, value: .init(low: 1 << 20, high: 4 << 20))
+        try options.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 64 << 10, maximum: 1 << 20))
+    }
+
     /// Options for plain sockets joined to streams (destination TCP, socketpair ends).
     static func configureByteSocket(_ channel: any Channel) throws {
         let options = try channel.syncOptions.unwrap(orError: ChannelError.operationUnsupported)

@@ -6,8 +6,10 @@ import NIOPosix
 import Synchronization
 
 /// A node's HTTP/2 mesh transport: the mTLS listeners for `/dm/` (base+7) and HBONE (base+8),
-/// outbound `H2MeshUpstream`s over one pooled connection per peer, and reverse tunnels (a node
-/// behind NAT keeps a connection to a gateway, which opens streams to it over that connection).
+/// outbound `H2MeshUpstream`s over one pooled connection per peer, reverse tunnels (a node
+/// behind NAT keeps a connection to a gateway, which opens streams to it over that connection)
+/// and relay-over-SNI (a node behind NAT keeps idle plain connections registered with a
+/// gateway, which splices TLS naming that node into them).
 ///
 /// Threading: every connection lives on one event loop of `group`; a tunnel's HTTP/2 stream and
 /// its destination socket (server) or socketpair end (client) are bound to that same loop.
@@ -21,8 +23,14 @@ public final class MeshNode: Sendable {
     let tuning: H2Tuning
     let router: TunnelRouter
     let sniRouter: SNIRouter
+    /// Idle connections nodes behind NAT registered here for relay-over-SNI.
+    let relays: RelayRegistry
+    /// The loop of every accepted mesh connection, so the SNI router can join an incoming
+    /// connection with a registered relay connection directly.
+    let acceptLoop: any EventLoop
     let logger: Logger
     private let listeners = Mutex<[any Channel]>([])
+    private let relayPools = Mutex<[RelayPool]>([])
     /// Accepted connections by channel identity, so `shutdown` can close them.
     private let accepted = Mutex<[ObjectIdentifier: any Channel]>([:])
     private let reverseTunnels = Mutex<[ReverseTunnel]>([])
@@ -48,51 +56,26 @@ public final class MeshNode: Sendable {
         self.tuning = H2Tuning(config: config)
         self.pool = H2ConnectionPool(group: group, tls: tls, naming: identity.naming, tuning: tuning, logger: logger)
         self.router = TunnelRouter(
-            selfID: identity.node.id, naming: identity.naming, policy: policy, dialer: dialer, pool: pool, logger: logger)
-        self.sniRouter = SNIRouter(selfID: identity.node.id, naming: identity.naming, policy: policy, logger: logger)
+            selfID: identity.node.id, naming: identity.naming, policy: policy, dialer: dialer, pool: pool,
+            openTimeout: .nanoseconds(Int64(config.streamOpenTimeout * 1e9)), logger: logger)
+        self.relays = RelayRegistry(gatewayID: identity.node.id, policy: policy, maxPerNode: config.maxRelayConnectionsPerPeer)
+        self.sniRouter = SNIRouter(selfID: identity.node.id, naming: identity.naming, policy: policy, relays: relays, logger: logger)
+        self.acceptLoop = group.next()
         self.logger = logger
     }
 
-    /// Binds a mesh listener and returns the bound port (pass 0 for an ephemeral port). It routes
-    /// TLS for other nodes by SNI (`SNIRouter`), terminates the rest, serves both `/dm/` and HBONE
-    /// requests, and accepts reverse tunnels.
+    /// Binds a mesh listener and returns the bound port (pass 0 for an ephemeral port). It accepts
+    /// relay-over-SNI registrations (`MeshPortDemux`), routes TLS for other nodes by SNI
+    /// (`SNIRouter`: into a registration, or to the node's address), terminates the rest, serves
+    /// both `/dm/` and HBONE requests, and accepts reverse tunnels.
     public func listen(host: String? = nil, port: Int, name: String) async throws -> Int {
-        let tls = self.tls
-        let tuning = self.tuning
-        let router = self.router
         let sniRouter = self.sniRouter
-        let pool = self.pool
+        let relays = self.relays
         let logger = self.logger
         let node = self
-        /// Local TLS termination for a connection the SNI router keeps here.
-        let terminate: @Sendable (any Channel, String) throws -> Void = { channel, remote in
-            let sync = channel.pipeline.syncOperations
-            try sync.addHandler(tls.serverHandler(remote: remote))
-            try sync.addHandler(MeshHandshakeHandler(
-                remote: remote,
-                onEstablished: { channel, caller, alpn in
-                    if alpn == MeshTLS.reverseALPN {
-                        // The caller is behind NAT: we open streams on its connection.
-                        let multiplexer = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
-                            mode: .client,
-                            connectionConfiguration: tuning.connectionConfiguration,
-                            streamConfiguration: tuning.streamConfiguration,
-                            inboundStreamInitializer: { stream in stream.close() })
-                        pool.registerReverse(peerID: caller.id, H2PeerConnection(channel: channel, multiplexer: multiplexer))
-                    } else {
-                        try router.serveStreams(on: channel, caller: caller, tuning: tuning, listener: name)
-                    }
-                    node.established.withLock { $0 += 1 }
-                    logger.debug(
-                        "mesh connection up", metadata: ["peer.id": "\(caller.id)", "peer.addr": "\(remote)", "alpn": "\(alpn)"])
-                },
-                onFailure: { error in
-                    logger.debug("mesh connection failed: \(error)", metadata: ["peer.addr": "\(remote)"])
-                }))
-        }
         let channel: any Channel
         do {
-            channel = try await ServerBootstrap(group: group)
+            channel = try await ServerBootstrap(group: acceptLoop, childGroup: acceptLoop)
                 .serverChannelOption(.backlog, value: 256)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -100,7 +83,10 @@ public final class MeshNode: Sendable {
                     node.track(channel)
                     return channel.eventLoop.makeCompletedFuture {
                         let remote = channel.remoteAddress.map { "\($0)" } ?? "?"
-                        try sniRouter.install(on: channel) { try terminate($0, remote) }
+                        try H2Tuning.configureConnectionSocket(channel)
+                        try channel.pipeline.syncOperations.addHandler(MeshPortDemux(registry: relays, remote: remote, logger: logger) {
+                            try sniRouter.install(on: $0) { try node.terminateTLS(on: $0, remote: remote, listener: name) }
+                        })
                     }
                 }
                 .bind(host: host ?? config.listenHost, port: port)
@@ -112,7 +98,40 @@ public final class MeshNode: Sendable {
         return channel.localAddress?.port ?? port
     }
 
-    private func track(_ channel: any Channel) {
+    /// Terminates mTLS on an accepted connection (or a relay connection a gateway spliced a
+    /// client into) and serves it: HTTP/2 tunnel streams, or, for ALPN `h2r`, a reverse tunnel
+    /// on which this node opens streams to the caller.
+    func terminateTLS(on channel: any Channel, remote: String, listener: String) throws {
+        let router = self.router
+        let tuning = self.tuning
+        let pool = self.pool
+        let logger = self.logger
+        let sync = channel.pipeline.syncOperations
+        try sync.addHandler(tls.serverHandler(remote: remote))
+        try sync.addHandler(MeshHandshakeHandler(
+            remote: remote,
+            onEstablished: { [self] channel, caller, alpn in
+                if alpn == MeshTLS.reverseALPN {
+                    // The caller is behind NAT: we open streams on its connection.
+                    let multiplexer = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+                        mode: .client,
+                        connectionConfiguration: tuning.connectionConfiguration,
+                        streamConfiguration: tuning.streamConfiguration,
+                        inboundStreamInitializer: { stream in stream.close() })
+                    pool.registerReverse(peerID: caller.id, H2PeerConnection(channel: channel, multiplexer: multiplexer))
+                } else {
+                    try router.serveStreams(on: channel, caller: caller, tuning: tuning, listener: listener)
+                }
+                established.withLock { $0 += 1 }
+                logger.debug(
+                    "mesh connection up", metadata: ["peer.id": "\(caller.id)", "peer.addr": "\(remote)", "alpn": "\(alpn)"])
+            },
+            onFailure: { error in
+                logger.debug("mesh connection failed: \(error)", metadata: ["peer.addr": "\(remote)"])
+            }))
+    }
+
+    func track(_ channel: any Channel) {
         let key = ObjectIdentifier(channel)
         accepted.withLock { $0[key] = channel }
         channel.closeFuture.whenComplete { [self] _ in _ = accepted.withLock { $0.removeValue(forKey: key) } }
@@ -149,6 +168,32 @@ public final class MeshNode: Sendable {
         tunnel.start()
     }
 
+    /// Keeps `poolSize` idle plain connections registered with `gatewayID` (a known peer with
+    /// addresses) for relay-over-SNI: the gateway splices TLS connections whose SNI names this
+    /// node into them, and this node terminates that TLS. Refills and reconnects with backoff
+    /// until `shutdown`.
+    public func startRelay(to gatewayID: String, poolSize: Int = 4) throws {
+        guard let gateway = policy.peer(gatewayID), !gateway.addresses.isEmpty else {
+            throw MeshError(.config, "relay gateway \(gatewayID) must be a known peer with addresses")
+        }
+        guard poolSize > 0 else { throw MeshError(.config, "relay pool size for \(gatewayID) must be at least 1") }
+        let relayPool = RelayPool(gateway: gateway, size: poolSize, node: self)
+        relayPools.withLock { $0.append(relayPool) }
+        relayPool.fill()
+    }
+
+    /// Relay registrations with `gatewayID`: idle now, accepted so far, used so far, last refusal.
+    public func relayStatus(gateway gatewayID: String) -> (idle: Int, registered: Int, used: Int, lastError: MeshError?) {
+        let pools = relayPools.withLock { $0.filter { $0.gateway.id == gatewayID } }
+        return pools.reduce((0, 0, 0, nil)) { sum, pool in
+            let c = pool.counters
+            return (sum.idle + c.idle, sum.registered + c.registered, sum.used + c.used, c.lastError ?? sum.lastError)
+        }
+    }
+
+    /// Idle relay connections `nodeID` registered with this gateway.
+    public func relayConnections(from nodeID: String) -> Int { relays.count(nodeID) }
+
     /// Reverse tunnel connections established so far (first one and every reconnect).
     public var reverseTunnelConnections: Int {
         reverseTunnels.withLock { $0.reduce(0) { $0 + $1.connections } }
@@ -168,6 +213,7 @@ public final class MeshNode: Sendable {
     /// Stops reverse tunnels and closes the listeners, the accepted and the pooled connections.
     public func shutdown() async {
         for tunnel in reverseTunnels.withLock({ list in defer { list = [] }; return list }) { await tunnel.stop() }
+        for relayPool in relayPools.withLock({ list in defer { list = [] }; return list }) { await relayPool.stop() }
         for channel in listeners.withLock({ list in defer { list = [] }; return list }) { try? await channel.close() }
         for channel in accepted.withLock({ table in defer { table = [:] }; return Array(table.values) }) {
             try? await channel.close()

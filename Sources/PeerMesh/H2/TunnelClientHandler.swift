@@ -15,16 +15,33 @@ final class TunnelClientHandler: ChannelInboundHandler {
     private let peerID: String
     private var established: EventLoopPromise<Void>?
     private var sent = false
+    private let openTimeout: TimeAmount
+    private var timer: Scheduled<Void>?
 
-    init(request: TunnelRequest, authority: String, peerID: String, established: EventLoopPromise<Void>) {
+    /// - Parameter openTimeout: the peer must answer within this, else the stream is reset
+    ///   (RST_STREAM) and `established` fails with `.timeout`; other streams are unaffected.
+    init(request: TunnelRequest, authority: String, peerID: String, openTimeout: TimeAmount, established: EventLoopPromise<Void>) {
         self.request = request
         self.authority = authority
         self.peerID = peerID
+        self.openTimeout = openTimeout
         self.established = established
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        timer = context.eventLoop.assumeIsolated().scheduleTask(in: openTimeout) { [self] in
+            guard established != nil else { return }
+            failIfWaiting(MeshError(
+                .timeout,
+                "node \(peerID) did not answer the \(request.kind.rawValue) tunnel request to \(request.destination) within \(Double(openTimeout.nanoseconds) / 1e9) s",
+                status: 504))
+            context.close(promise: nil)
+        }
         if context.channel.isActive { sendRequest(context) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -47,6 +64,7 @@ final class TunnelClientHandler: ChannelInboundHandler {
         guard case .headers(let headers) = unwrapInboundIn(data) else { return }
         let status = headers.headers.first(name: ":status") ?? ""
         self.established = nil
+        timer?.cancel()
         if status == "200" {
             established.succeed(())
             if headers.endStream { context.fireChannelRead(data) }
@@ -70,6 +88,7 @@ final class TunnelClientHandler: ChannelInboundHandler {
     }
 
     private func failIfWaiting(_ error: MeshError) {
+        timer?.cancel()
         guard let established else { return }
         self.established = nil
         established.fail(error)

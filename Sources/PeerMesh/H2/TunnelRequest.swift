@@ -15,39 +15,50 @@ import Gate
 ///   :method    CONNECT
 ///   :authority <host:port>
 ///   ```
+/// Both forms may carry `from: <node ID>`: the identity the stream started at (set by the
+/// originating node, passed on unchanged by relaying hops). It is provenance vouched for by the
+/// authenticated previous hop, not authentication: each hop authorizes its mTLS peer.
+///
 /// Responses: `200` tunnel open; `400` malformed request; `403` caller may not reach the
 /// destination; `500` (`/dm/`) or `503` (HBONE, as Istio's ztunnel) destination unreachable. Error
 /// responses carry the reason in an `error` header and end the stream.
 public struct TunnelRequest: Hashable, Sendable {
-    public enum Kind: String, Sendable {
+    public enum Kind: String, Codable, Sendable {
         case dm
         case hbone
     }
 
     public var kind: Kind
     public var destination: Destination
+    /// The `from` header: the node ID the stream started at.
+    public var from: String?
 
-    public init(kind: Kind, destination: Destination) {
+    public init(kind: Kind, destination: Destination, from: String? = nil) {
         self.kind = kind
         self.destination = destination
+        self.from = from
     }
 
     /// Parses request header fields (pseudo-headers included, in any order).
     public static func parse(_ fields: [(name: String, value: String)]) throws -> TunnelRequest {
         func field(_ name: String) -> String? { fields.first { $0.name == name }?.value }
         guard let method = field(":method") else { throw MeshError(.badRequest, "request has no :method", status: 400) }
+        let from = field("from")
+        if let from, from.utf8.count != 52 || !from.utf8.allSatisfy(PeerPolicy.isBase32) {
+            throw MeshError(.badRequest, "from header \"\(from)\" is not a node ID", status: 400)
+        }
         switch method {
         case "CONNECT":
             guard let authority = field(":authority") else {
                 throw MeshError(.badRequest, "CONNECT request has no :authority", status: 400)
             }
-            return TunnelRequest(kind: .hbone, destination: try parseDestination(authority))
+            return TunnelRequest(kind: .hbone, destination: try parseDestination(authority), from: from)
         case "POST":
             let path = field(":path") ?? ""
             guard path.hasPrefix("/dm/") else {
                 throw MeshError(.badRequest, "POST to \"\(path)\": only /dm/<host:port> is served", status: 400)
             }
-            return TunnelRequest(kind: .dm, destination: try parseDestination(String(path.dropFirst(4))))
+            return TunnelRequest(kind: .dm, destination: try parseDestination(String(path.dropFirst(4))), from: from)
         default:
             throw MeshError(.badRequest, "method \(method) is not a tunnel request (POST /dm/ or CONNECT)", status: 400)
         }
@@ -55,12 +66,14 @@ public struct TunnelRequest: Hashable, Sendable {
 
     /// The request header fields for this tunnel, in HTTP/2 order (pseudo-headers first).
     public func headerFields(scheme: String = "https", authority: String) -> [(name: String, value: String)] {
+        let fields: [(name: String, value: String)]
         switch kind {
         case .dm:
-            return [(":method", "POST"), (":scheme", scheme), (":authority", authority), (":path", "/dm/\(destination)")]
+            fields = [(":method", "POST"), (":scheme", scheme), (":authority", authority), (":path", "/dm/\(destination)")]
         case .hbone:
-            return [(":method", "CONNECT"), (":authority", destination.description)]
+            fields = [(":method", "CONNECT"), (":authority", destination.description)]
         }
+        return fields + (from.map { [("from", $0)] } ?? [])
     }
 
     /// Status for a destination that could not be reached.

@@ -19,6 +19,8 @@ struct TunnelRouter: Sendable {
     let policy: PeerPolicy
     let dialer: TunnelDialer
     let pool: H2ConnectionPool
+    /// How long an outbound tunnel request may wait for the peer's answer.
+    let openTimeout: TimeAmount
     let logger: Logger
 
     func next(for destination: Destination) -> Next {
@@ -29,7 +31,9 @@ struct TunnelRouter: Sendable {
     }
 
     func upstream(to peer: PeerConfig, kind: TunnelRequest.Kind) -> H2MeshUpstream {
-        H2MeshUpstream(name: "h2-\(kind.rawValue):\(peer.id.prefix(8))", peer: peer, kind: kind, pool: pool, naming: naming)
+        H2MeshUpstream(
+            name: "h2-\(kind.rawValue):\(peer.id.prefix(8))", peer: peer, kind: kind, pool: pool, naming: naming, selfID: selfID,
+            openTimeout: openTimeout)
     }
 
     /// Installs server-mode HTTP/2 on an mTLS connection from `caller`: every inbound stream is

@@ -68,6 +68,7 @@ final class TunnelServerHandler: ChannelDuplexHandler {
             do {
                 let request = try TunnelRequest.parse(fields)
                 logger[metadataKey: "route"] = "\(request.kind.rawValue) \(request.destination)"
+                if let from = request.from, from != caller.id { logger[metadataKey: "from"] = "\(from)" }
                 let next = router.next(for: request.destination)
                 if let refusal = router.policy.refusal(peerID: caller.id, destination: request.destination) {
                     // A destination naming this node may also be allowed as 127.0.0.1:port.
@@ -111,9 +112,11 @@ final class TunnelServerHandler: ChannelDuplexHandler {
                 .channelInitializer(initialize)
                 .connect(host: destination.host, port: Int(destination.port))
         }
+        // The origin travels on as `from:` when the upstream is another mesh hop.
+        let info = StreamInfo(
+            listener: listener, source: "mesh:\(caller.id)", destination: request.destination,
+            callerIdentity: request.from ?? caller.id)
         func through(_ upstream: any Upstream) -> EventLoopFuture<any Channel> {
-            let info = StreamInfo(
-                listener: listener, source: "mesh:\(caller.id)", destination: request.destination, callerIdentity: caller.id)
             let promise = loop.makePromise(of: (any Channel).self)
             promise.completeWithTask {
                 let fd = try await upstream.dial(request.destination, for: info)
@@ -126,7 +129,15 @@ final class TunnelServerHandler: ChannelDuplexHandler {
         case .local(let destination):
             connected = direct(destination)
         case .peer(let peer):
-            connected = through(router.upstream(to: peer, kind: request.kind))
+            // One more mesh hop: joined stream to stream when the connection to the peer is on
+            // this loop (a reverse tunnel accepted here usually is), else through a socketpair.
+            let upstream = router.upstream(to: peer, kind: request.kind)
+            if let joined = upstream.streamOnLoop(request.destination, info: info, loop: loop, glue: boundGlue) {
+                logger.debug("tunnel joined to the next hop's stream on this loop", metadata: ["next.id": "\(peer.id)"])
+                connected = joined
+            } else {
+                connected = through(upstream)
+            }
         case .dialer:
             switch router.dialer {
             case .direct: connected = direct(request.destination)

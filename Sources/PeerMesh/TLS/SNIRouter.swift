@@ -11,6 +11,9 @@ import NIOTLS
 ///   Istio name `outbound_.PORT_._.HOST` whose HOST is one — with an address: the connection is
 ///   forwarded undecrypted to that node's first address (a TCP byte copy with half-close and
 ///   backpressure, `GlueHandler`); the two ends run mTLS with each other.
+/// - SNI naming a node that registered idle relay connections here (relay-over-SNI, a node
+///   behind NAT, `RelayRegistry`): the connection is spliced into one of them, undecrypted; that
+///   node terminates TLS itself. Preferred over the node's address.
 /// - anything else (this node's name, no SNI, other names): TLS is terminated here.
 ///
 /// Only configured peers' addresses are reachable this way, so this is no open relay; the far
@@ -19,25 +22,62 @@ struct SNIRouter: Sendable {
     let selfID: String
     let naming: MeshNaming
     let policy: PeerPolicy
+    let relays: RelayRegistry
     let logger: Logger
 
-    /// The peer address to forward to, or nil to terminate TLS here.
-    func forwardAddress(for result: SNIResult) -> String? {
+    /// The other known node an SNI names (mangled hostname or Istio `outbound_.PORT_._.HOST`),
+    /// or nil for this node, no SNI and other names.
+    func peer(for result: SNIResult) -> PeerConfig? {
         guard case .hostname(let name) = result else { return nil }
         let host = name.hasPrefix("outbound_.") ? (name.components(separatedBy: "_.").last ?? name) : name
-        guard let id = naming.nodeID(inHost: host), id != selfID, let peer = policy.peer(id) else { return nil }
-        return peer.addresses.first
+        guard let id = naming.nodeID(inHost: host), id != selfID else { return nil }
+        return policy.peer(id)
+    }
+
+    /// The peer address to forward to, or nil (relay connection or terminate here).
+    func forwardAddress(for result: SNIResult) -> String? {
+        peer(for: result)?.addresses.first
     }
 
     /// Adds the SNI handler to a freshly accepted mesh connection; `terminate` installs local TLS.
     func install(on channel: any Channel, terminate: @escaping (any Channel) throws -> Void) throws {
         let router = self
         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(SNIHandler { result in
-            guard let address = router.forwardAddress(for: result) else {
-                return channel.eventLoop.makeCompletedFuture { try terminate(channel) }
+            if let peer = router.peer(for: result) {
+                if let relay = router.relays.take(peer.id) { return router.splice(channel, into: relay, node: peer.id) }
+                if let address = peer.addresses.first { return router.forward(channel, to: address) }
             }
-            return router.forward(channel, to: address)
+            return channel.eventLoop.makeCompletedFuture { try terminate(channel) }
         }))
+    }
+
+    /// Joins `channel` (its held ClientHello first) with the byte socket `next`; both on one loop.
+    private func join(_ channel: any Channel, _ next: any Channel) throws {
+        let (inbound, outbound) = GlueHandler.matchedPair()
+        try H2Tuning.configureByteSocket(channel)
+        try H2Tuning.configureByteSocket(next)
+        try next.pipeline.syncOperations.addHandler(outbound)
+        try channel.pipeline.syncOperations.addHandlers([HeldBytesHandler(), inbound])
+    }
+
+    /// Relay-over-SNI: splices the connection into an idle connection `node` registered.
+    private func splice(_ channel: any Channel, into relay: any Channel, node: String) -> EventLoopFuture<Void> {
+        let loop = channel.eventLoop
+        do {
+            guard relay.eventLoop === loop else {
+                throw MeshError(.config, "relay connection of \(node) is on another event loop than the connection for it")
+            }
+            let demux = try relay.pipeline.syncOperations.handler(type: MeshPortDemux.self)
+            relay.pipeline.syncOperations.removeHandler(demux, promise: nil)
+            try join(channel, relay)
+        } catch {
+            logger.warning("SNI relay to \(node) failed: \(error)")
+            relay.close(promise: nil)
+            channel.close(promise: nil)
+            return loop.makeFailedFuture(error)
+        }
+        logger.debug("SNI relay", metadata: ["peer.id": "\(node)"])
+        return loop.makeSucceededVoidFuture()
     }
 
     private func forward(_ channel: any Channel, to address: String) -> EventLoopFuture<Void> {
