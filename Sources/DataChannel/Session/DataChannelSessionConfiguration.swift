@@ -26,13 +26,17 @@ public struct DataChannelSessionConfiguration: Sendable {
     /// Received bytes not yet taken with ``DataChannel/receive()`` (all channels together) above
     /// which the session stops reading from SCTP, so the peer's window closes and its sends wait.
     public var receiveHighWaterMark: Int
+    /// How long ``DataChannelSession/close()`` waits for queued data to be acknowledged and the
+    /// SCTP SHUTDOWN exchange to finish before it aborts the association.
+    public var shutdownTimeout: Duration
 
     /// Creates a configuration with the defaults named on each property.
     public init(identity: DTLSIdentity, role: DTLSRole, remoteFingerprints: [CertificateFingerprint],
                 localSCTPPort: UInt16 = 5000, remoteSCTPPort: UInt16 = 5000,
                 remoteMaxMessageSize: Int = 65_536, localMaxMessageSize: Int = 262_144,
                 mtu: Int = 1200, maxStreams: UInt16 = 1024, sctpBufferSize: Int = 4 << 20,
-                sendHighWaterMark: Int = 1 << 20, receiveHighWaterMark: Int = 4 << 20) {
+                sendHighWaterMark: Int = 1 << 20, receiveHighWaterMark: Int = 4 << 20,
+                shutdownTimeout: Duration = .seconds(10)) {
         self.identity = identity
         self.role = role
         self.remoteFingerprints = remoteFingerprints
@@ -45,6 +49,12 @@ public struct DataChannelSessionConfiguration: Sendable {
         self.sctpBufferSize = sctpBufferSize
         self.sendHighWaterMark = sendHighWaterMark
         self.receiveHighWaterMark = receiveHighWaterMark
+        self.shutdownTimeout = shutdownTimeout
+    }
+
+    var shutdownTimeoutNanoseconds: UInt64 {
+        let (seconds, attoseconds) = shutdownTimeout.components
+        return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
     }
 
     /// DTLS record overhead budget: 13-byte header plus the worst suite we offer
