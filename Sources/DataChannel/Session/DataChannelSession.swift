@@ -321,7 +321,11 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         }
         switch result {
         case .drained: break
-        case .closedByPeer: teardown(.closed, notifyPeer: false, reason: shutdownReason(otherwise: .peerCloseNotify))
+        case .closedByPeer:
+            // close_notify right behind the peer's SHUTDOWN (this side had not read to the end
+            // of the stream yet, e.g. paused by flow control): still a graceful shutdown.
+            let ending = socket.map { ugate_sctp_association_state($0) != Int32(SCTP_ESTABLISHED) } ?? false
+            teardown(.closed, notifyPeer: false, reason: shutdownReason(otherwise: ending ? .peerShutdown : .peerCloseNotify))
         case .failed(let error): teardown(.failed(error), notifyPeer: false)
         }
     }
