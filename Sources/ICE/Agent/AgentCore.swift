@@ -440,6 +440,10 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
         guard let agent, let local, let remote, let l = describe(agent, local), let r = describe(agent, remote) else { return }
         let pair = ICECandidatePair(local: l, remote: r)
         published.withLock { $0.selectedPair = pair }
+        // Outside the signal handler (libnice holds its agent lock around signals).
+        loop.execute { [self] in
+            if let agent = self.agent, !closing { SocketBuffers.enlarge(agent: agent.raw, streamID: streamID) }
+        }
         logger.debug("selected pair", metadata: ["ice.local": "\(l.sdpLine)", "ice.remote": "\(r.sdpLine)"])
         events.yield(.selectedPair(pair))
     }
