@@ -298,8 +298,9 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         var failedOption: Int32 = 0
         var rc = ugate_sctp_configure(socket, configuration.maxStreams, buffer, buffer, &failedOption)
         guard rc == 0 else { throw DataChannelError(.sctp, "usrsctp_setsockopt #\(failedOption) failed: errno \(rc)") }
-        rc = ugate_sctp_set_path_mtu(socket, UInt32(configuration.sctpPathMTU))
-        guard rc == 0 else { throw DataChannelError(.sctp, "SCTP_PEER_ADDR_PARAMS (path MTU \(configuration.sctpPathMTU)) failed: errno \(rc)") }
+        let pathMTU = configuration.sctpPathMTU(aead: dtls?.negotiatedAEAD ?? false)
+        rc = ugate_sctp_set_path_mtu(socket, UInt32(pathMTU))
+        guard rc == 0 else { throw DataChannelError(.sctp, "SCTP_PEER_ADDR_PARAMS (path MTU \(pathMTU)) failed: errno \(rc)") }
         rc = ugate_sctp_bind(socket, UInt(contextID), configuration.localSCTPPort)
         guard rc == 0 else { throw DataChannelError(.sctp, "usrsctp_bind port \(configuration.localSCTPPort) failed: errno \(rc)") }
         // Both sides connect: simultaneous open (RFC 8841 §9.3).

@@ -60,7 +60,11 @@ public struct DataChannelSessionConfiguration: Sendable {
     /// DTLS record overhead budget: 13-byte header plus the worst suite we offer
     /// (AES-CBC-SHA1: 16-byte IV, 20-byte MAC, up to 16 bytes of padding).
     static let dtlsOverhead = 65
+    /// Overhead with an AEAD suite: 13-byte header, 8-byte explicit nonce (AES-GCM; none for
+    /// ChaCha20-Poly1305), 16-byte tag.
+    static let dtlsAEADOverhead = 37
 
-    /// The SCTP path MTU: one SCTP packet per DTLS record per datagram.
-    var sctpPathMTU: Int { mtu - Self.dtlsOverhead }
+    /// The SCTP path MTU: one SCTP packet per DTLS record per datagram. With the negotiated
+    /// suite known to be AEAD (AES-GCM, ChaCha20-Poly1305) the packets are 28 bytes larger.
+    func sctpPathMTU(aead: Bool) -> Int { mtu - (aead ? Self.dtlsAEADOverhead : Self.dtlsOverhead) }
 }
