@@ -430,8 +430,9 @@ public final class PeerConnection: Sendable {
     /// close_notify) and waits until it has handed its last records to the ICE agent, so they
     /// leave before the agent closes. Bounded: the session aborts after its `shutdownTimeout`;
     /// this waits one second more.
-    private static func closeSession(_ session: DataChannelSession) async {
-        session.close()
+    /// A failed connection aborts instead (nothing would acknowledge a SHUTDOWN).
+    private static func closeSession(_ session: DataChannelSession, graceful: Bool) async {
+        if graceful { session.close() } else { session.abort() }
         let (seconds, _) = session.configuration.shutdownTimeout.components
         for _ in 0..<(Int(seconds) + 1) * 200 {
             switch session.state {
@@ -470,7 +471,7 @@ public final class PeerConnection: Sendable {
         for waiter in snapshot.connectWaiters { waiter.resume(throwing: error) }
         for waiter in snapshot.iceWaiters { waiter.resume(throwing: error) }
         for waiter in snapshot.gatheringWaiters { waiter.resume() }
-        if let session = snapshot.session { await Self.closeSession(session) }
+        if let session = snapshot.session { await Self.closeSession(session, graceful: final == .closed) }
         await snapshot.agent?.close()
         channelContinuation.finish()
         eventContinuation.finish()
