@@ -290,8 +290,10 @@ final class SessionTests: XCTestCase {
             // Warm up the loop (its timer) so lazily created runtime descriptors are not counted.
             let warmup = try SessionPair.make()
             try await warmup.connect()
-            warmup.close()
-            let liveBefore = DataChannelSession.liveSessionCount()  // runs on the loop after the close above
+            warmup.close()  // graceful: SHUTDOWN exchange first
+            let warmedDown = await eventually { warmup.client.state == .closed && warmup.server.state == .closed }
+            XCTAssertTrue(warmedDown, "client \(warmup.client.state), server \(warmup.server.state)")
+            let liveBefore = DataChannelSession.liveSessionCount()  // runs on the loop after the teardowns
             let descriptorsBefore = openDescriptors()
             let pair = try SessionPair.make()
             try await pair.connect()

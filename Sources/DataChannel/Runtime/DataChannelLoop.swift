@@ -57,8 +57,6 @@ final class DataChannelLoop: @unchecked Sendable {  // all mutable state below `
     private let ownExecutor = DispatchQueueExecutor(label: "ugate.datachannel.loop")
     /// Drives the 10 ms tick (the handler hands the tick to the current executor).
     private let timerQueue = DispatchQueue(label: "ugate.datachannel.timer", qos: .userInitiated)
-    /// Registered sessions, readable from any thread (leak checks).
-    private let liveSessions = Atomic<Int>(0)
     /// The custom BIO method that emits one datagram per write (lives as long as the process).
     let datagramBIOMethod: OpaquePointer
     /// One receive buffer for every session's `usrsctp_recvv` (the loop is single-threaded).
@@ -112,7 +110,6 @@ final class DataChannelLoop: @unchecked Sendable {  // all mutable state below `
         let id = nextID
         nextID += 1
         live[id] = session
-        liveSessions.store(live.count, ordering: .relaxed)
         if timer == nil { startTimer() }
         return id
     }
@@ -120,7 +117,6 @@ final class DataChannelLoop: @unchecked Sendable {  // all mutable state below `
     /// Removes a session; callbacks for its id are dropped from now on.
     func unregister(_ id: Int) {
         live[id] = nil
-        liveSessions.store(live.count, ordering: .relaxed)
         if live.isEmpty, let timer {
             timer.cancel()
             self.timer = nil
@@ -133,8 +129,19 @@ final class DataChannelLoop: @unchecked Sendable {  // all mutable state below `
         return live[Int(bitPattern: context)]
     }
 
-    /// Number of live (registered) sessions.
-    func liveCount() -> Int { liveSessions.load(ordering: .relaxed) }
+    /// Number of live (registered) sessions, read by a job on the loop (so after every job
+    /// handed in before this call). Blocks the caller; on the loop itself it reads at once.
+    func liveCount() -> Int {
+        if isCurrent { return live.count }
+        let box = CountBox()
+        let done = DispatchSemaphore(value: 0)
+        execute { [self] in
+            box.value = live.count
+            done.signal()
+        }
+        done.wait()
+        return box.value
+    }
 
     private func startTimer() {
         let timer = DispatchSource.makeTimerSource(queue: timerQueue)
@@ -162,6 +169,11 @@ final class DataChannelLoop: @unchecked Sendable {  // all mutable state below `
         }
         for session in Array(live.values) { session.loopTick(nowNanoseconds: now) }
     }
+}
+
+/// Carries a count from a loop job to a thread blocked on a semaphore.
+private final class CountBox: @unchecked Sendable {  // written once before the semaphore signal, read after the wait
+    var value = 0
 }
 
 /// Context pointer for a registry id (ids start at 1, so it is never null).
