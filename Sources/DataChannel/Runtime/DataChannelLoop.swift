@@ -65,6 +65,11 @@ final class DataChannelLoop: @unchecked Sendable {  // all mutable state below `
     /// authenticates every record). Software CRC32c was ~20 % of the CPU profile.
     let checksumOffloaded: Bool
 
+    /// Non-zero while a session hands datagrams to its transport. A transport that delivers
+    /// synchronously (the in-memory pipe) then reaches the peer session inside that call; the
+    /// peer must queue instead of processing at once, or packets would overtake each other.
+    var handingToTransport = 0
+
     private var live: [Int: DataChannelSession] = [:]
     private var nextID = 1
     private var timer: (any DispatchSourceTimer)?

@@ -219,10 +219,11 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
     }
 
     /// Transport side (any thread). On the loop's own thread (the ICE loop delivering between
-    /// its I/O iterations) the batch is processed at once; elsewhere it is queued and the loop
-    /// drains the queue: one loop hop per burst instead of one per datagram.
+    /// its I/O iterations) the batch is processed at once; elsewhere — or when it arrives inside
+    /// a session's own send to its transport (a synchronous in-memory pipe) — it is queued and
+    /// the loop drains the queue: one loop hop per burst instead of one per datagram.
     private func arrived(_ batch: [[UInt8]]) {
-        if loop.isCurrent, arrivals.withLock({ $0.datagrams.isEmpty && !$0.drainScheduled }) {
+        if loop.isCurrent, loop.handingToTransport == 0, arrivals.withLock({ $0.datagrams.isEmpty && !$0.drainScheduled }) {
             for datagram in batch { receiveDatagram(datagram) }
             afterIO()
             return
@@ -450,7 +451,9 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         guard !outbox.isEmpty else { return }
         let datagrams = outbox
         outbox.removeAll(keepingCapacity: true)
+        loop.handingToTransport += 1
         transport.send(batch: datagrams)
+        loop.handingToTransport -= 1
     }
 
     private func teardown(_ final: State, notifyPeer: Bool, reason: CloseReason? = nil) {
