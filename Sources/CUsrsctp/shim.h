@@ -120,6 +120,23 @@ static inline int ugate_sctp_reset_streams(struct socket *so, const uint16_t *si
     return rc;
 }
 
+/// Starts a graceful close (RFC 9260 §9.2): SCTP sends SHUTDOWN once everything queued is
+/// acknowledged. Returns 0 or errno.
+static inline int ugate_sctp_shutdown(struct socket *so) {
+    if (usrsctp_shutdown(so, SHUT_WR) < 0) return errno;
+    return 0;
+}
+
+/// The association's state (SCTP_STATUS sstat_state: SCTP_ESTABLISHED, SCTP_SHUTDOWN_SENT …),
+/// or -1 when the socket has no association any more (shut down or aborted).
+static inline int ugate_sctp_association_state(struct socket *so) {
+    struct sctp_status status;
+    socklen_t length = sizeof(status);
+    memset(&status, 0, sizeof(status));
+    if (usrsctp_getsockopt(so, IPPROTO_SCTP, SCTP_STATUS, &status, &length) < 0) return -1;
+    return status.sstat_state == SCTP_CLOSED ? -1 : status.sstat_state;
+}
+
 /// Process-wide tuning, called once before the first socket.
 static inline void ugate_sctp_global_tuning(void) {
     usrsctp_sysctl_set_sctp_ecn_enable(0);

@@ -51,6 +51,8 @@ struct WebRTCOptions: ParsableArguments {
     var echo = false
     @Option(help: "Open a channel, send N bytes, wait for the echo, print Mbit/s and SHA-256 digests.")
     var send: Int?
+    @Option(help: "With --send: open K channels and spread the N bytes over them, sent in parallel.")
+    var channels = 1
     @Option(help: "Give up after this many seconds (whole run).")
     var timeout: Double = 120
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).")
@@ -60,6 +62,7 @@ struct WebRTCOptions: ParsableArguments {
         if echo, send != nil { throw ValidationError("--echo and --send exclude each other") }
         if let send, send < 0 { throw ValidationError("--send needs a byte count ≥ 0") }
         if messageSize < 1 { throw ValidationError("--message-size must be ≥ 1") }
+        if channels < 1 || channels > 512 { throw ValidationError("--channels must be between 1 and 512") }
         if !turn.isEmpty, turnUser == nil || turnPassword == nil {
             throw ValidationError("--turn needs --turn-user and --turn-password")
         }
@@ -95,6 +98,7 @@ struct WebRTCOptions: ParsableArguments {
         let connection = try PeerConnection(configuration: peerConfiguration, logger: Logger(label: "ugate.webrtc"))
         var incoming = signaling.incoming.makeAsyncIterator()
         let started = Date()
+        var signallingStarted = ContinuousClock.now
         if offerer {
             let offer = try await connection.createOffer()
             signaling.send(SignalMessage(type: "offer", sdp: offer.sdp))
@@ -107,6 +111,7 @@ struct WebRTCOptions: ParsableArguments {
             guard let offer = try await nextDescription(&incoming, type: "offer", connection: connection) else {
                 throw WebRTCError(.signaling, "signalling ended before the offer")
             }
+            signallingStarted = ContinuousClock.now
             let answer = try await connection.acceptOffer(sdp: offer)
             signaling.send(SignalMessage(type: "answer", sdp: answer.sdp))
             forwardEvents(of: connection, to: signaling, logger: logger)
@@ -126,7 +131,9 @@ struct WebRTCOptions: ParsableArguments {
             "local": "\(pair?.local.attributeValue ?? "?")", "remote": "\(pair?.remote.attributeValue ?? "?")",
         ])
         if let send {
-            let result = try await ChannelTransfer.sendAndVerify(over: connection, bytes: send, messageSize: messageSize)
+            let result = try await ChannelTransfer.sendAndVerify(
+                over: connection, bytes: send, messageSize: messageSize, channels: channels,
+                signallingStarted: signallingStarted)
             let line = String(decoding: try JSONEncoder().encode(result), as: UTF8.self)
             logger.info("transfer done", metadata: ["mbps": "\(result.mbps)", "intact": "\(result.intact)"])
             await connection.close()

@@ -290,8 +290,10 @@ final class SessionTests: XCTestCase {
             // Warm up the loop (its timer) so lazily created runtime descriptors are not counted.
             let warmup = try SessionPair.make()
             try await warmup.connect()
-            warmup.close()
-            let liveBefore = DataChannelSession.liveSessionCount()  // runs on the loop after the close above
+            warmup.close()  // graceful: SHUTDOWN exchange first
+            let warmedDown = await eventually { warmup.client.state == .closed && warmup.server.state == .closed }
+            XCTAssertTrue(warmedDown, "client \(warmup.client.state), server \(warmup.server.state)")
+            let liveBefore = DataChannelSession.liveSessionCount()  // runs on the loop after the teardowns
             let descriptorsBefore = openDescriptors()
             let pair = try SessionPair.make()
             try await pair.connect()
@@ -432,4 +434,100 @@ final class SessionTests: XCTestCase {
 /// XCTUnwrap for a value produced by an `await` outside the autoclosure.
 func XCTUnwrapValue<T>(_ value: T?, file: StaticString = #filePath, line: UInt = #line) throws -> T {
     try XCTUnwrap(value, file: file, line: line)
+}
+
+/// Graceful close (SCTP SHUTDOWN after queued data, then close_notify) against abort. Every
+/// byte is compared (stronger than a hash; this target has no crypto dependency).
+final class SessionShutdownTests: XCTestCase {
+    /// Sends `count` bytes of pseudo-random 64 KiB messages; returns what was sent.
+    private static func sendPayload(_ channel: DataChannel, count: Int, seed: UInt8) async throws -> [UInt8] {
+        var all: [UInt8] = []
+        all.reserveCapacity(count)
+        var value = seed
+        while all.count < count {
+            var chunk = [UInt8](repeating: 0, count: min(65_536, count - all.count))
+            for i in chunk.indices {
+                value = value &* 31 &+ 7
+                chunk[i] = value ^ UInt8(truncatingIfNeeded: all.count + i)
+            }
+            all += chunk
+            try await channel.send(chunk)
+        }
+        return all
+    }
+
+    /// Reads until the channel ends; returns every byte received.
+    private static func receiveAll(_ channel: DataChannel) async -> [UInt8] {
+        var all: [UInt8] = []
+        while let message = await channel.receive() {
+            if case .binary(let bytes) = message { all += bytes }
+        }
+        return all
+    }
+
+    /// Close right after a large send, from either side and over a lossy, reordering link:
+    /// every byte arrives (same hash), both sessions end `closed`, the closer with
+    /// `localShutdown` and the peer with `peerShutdown` (SHUTDOWN, not ABORT).
+    func testCloseRightAfterLargeSendDeliversEverything() async throws {
+        for (closer, impairment) in [(0, MemoryDatagramPipe.Impairment()), (1, MemoryDatagramPipe.Impairment(loss: 0.01, reordering: 0.02))] {
+            await run(timeout: 120) {
+                let pair = try SessionPair.make(impairment: impairment)
+                try await pair.connect()
+                let sender = closer == 0 ? pair.client : pair.server
+                let receiver = closer == 0 ? pair.server : pair.client
+                let channel = try await sender.openChannel(label: "bulk")
+                let remote = try await nextChannel(receiver)
+                let reading = Task { await Self.receiveAll(remote) }
+                let size = 6 << 20
+                let sent = try await Self.sendPayload(channel, count: size, seed: UInt8(closer + 1))
+                sender.close()  // at once: most of the payload is still queued or in flight
+                let received = await reading.value
+                XCTAssertEqual(received.count, size)
+                XCTAssertTrue(received == sent, "the received bytes differ from the sent ones")
+                let ended = await eventually { sender.state == .closed && receiver.state == .closed }
+                XCTAssertTrue(ended, "sender \(sender.state), receiver \(receiver.state)")
+                XCTAssertEqual(sender.closeReason, .localShutdown)
+                XCTAssertEqual(receiver.closeReason, .peerShutdown)
+            }
+        }
+    }
+
+    /// A receiver that reads slowly (its receive window closed by flow control) still gets
+    /// everything before the association shuts down.
+    func testCloseWaitsForASlowReader() async throws {
+        await run(timeout: 120) {
+            let pair = try SessionPair.make { $0.receiveHighWaterMark = 256 << 10 }
+            try await pair.connect()
+            let channel = try await pair.client.openChannel(label: "slow")
+            let remote = try await nextChannel(pair.server)
+            let size = 3 << 20
+            let sent = try await Self.sendPayload(channel, count: size, seed: 9)
+            pair.client.close()
+            try await Task.sleep(for: .milliseconds(300))  // the reader starts late
+            let received = await Self.receiveAll(remote)
+            XCTAssertEqual(received.count, size)
+            XCTAssertTrue(received == sent, "the received bytes differ from the sent ones")
+            let ended = await eventually { pair.client.state == .closed && pair.server.state == .closed }
+            XCTAssertTrue(ended, "client \(pair.client.state), server \(pair.server.state)")
+            XCTAssertEqual(pair.client.closeReason, .localShutdown)
+            XCTAssertEqual(pair.server.closeReason, .peerShutdown)
+        }
+    }
+
+    /// abort() is the other behaviour: ABORT, and the peer reports it.
+    func testAbortIsReportedAsAbort() async throws {
+        await run {
+            let pair = try SessionPair.make()
+            try await pair.connect()
+            let channel = try await pair.client.openChannel(label: "x")
+            let remote = try await nextChannel(pair.server)
+            try await channel.send([1, 2, 3])
+            await expectMessage(remote, .binary([1, 2, 3]))
+            pair.client.abort()
+            let ended = await eventually { pair.client.state == .closed && pair.server.state == .closed }
+            XCTAssertTrue(ended, "client \(pair.client.state), server \(pair.server.state)")
+            XCTAssertEqual(pair.client.closeReason, .localAbort)
+            XCTAssertEqual(pair.server.closeReason, .peerAbort)
+        }
+    }
 }

@@ -1,3 +1,4 @@
+import Crypto
 import DataChannel
 import ICE
 import XCTest
@@ -143,6 +144,57 @@ final class WebRTCPeerConnectionTests: XCTestCase {
         let answererEnd = await waitUntilEnded(answerer)
         if case .failed = answererEnd {} else { XCTFail("answerer state \(answererEnd)") }
         await offerer.close()
+        await answerer.close()
+    }
+}
+
+/// Graceful close over real loopback ICE: the sender closes the connection right after a
+/// large send; the peer gets every byte (SHA-256) and sees SCTP SHUTDOWN, not ABORT.
+final class WebRTCGracefulCloseTests: XCTestCase {
+    func testCloseRightAfterLargeSendDeliversEveryByte() async throws {
+        var ice = ICEConfiguration()
+        ice.localAddresses = ["127.0.0.1"]
+        ice.connectTimeout = .seconds(15)
+        let offerer = try PeerConnection(configuration: PeerConnectionConfiguration(ice: ice))
+        let answerer = try PeerConnection(configuration: PeerConnectionConfiguration(ice: ice))
+        let offer = try await offerer.createOffer()
+        let answer = try await answerer.acceptOffer(sdp: offer.sdp)
+        try offerer.acceptAnswer(sdp: answer.sdp)
+        let incoming = Task { () -> DataChannel? in
+            for await channel in answerer.incomingChannels { return channel }
+            return nil
+        }
+        let channel = try await offerer.openChannel(label: "bulk")
+        guard let remote = await incoming.value else { return XCTFail("no incoming channel") }
+        let reader = Task { () -> (Int, String) in
+            var hash = SHA256()
+            var count = 0
+            while let message = await remote.receive() {
+                if case .binary(let bytes) = message {
+                    hash.update(data: bytes)
+                    count += bytes.count
+                }
+            }
+            return (count, ChannelTransfer.hex(hash.finalize()))
+        }
+        let size = 8 << 20
+        var generator = PayloadGenerator(seed: 42)
+        var hash = SHA256()
+        var sent = 0
+        while sent < size {
+            let chunk = generator.next(count: min(65_536, size - sent))
+            hash.update(data: chunk)
+            try await channel.send(chunk)
+            sent += chunk.count
+        }
+        await offerer.close()  // right away: much of the payload is still queued or in flight
+        let (count, digest) = await reader.value
+        XCTAssertEqual(count, size)
+        XCTAssertEqual(digest, ChannelTransfer.hex(hash.finalize()))
+        XCTAssertEqual(offerer.closeReason, .localShutdown)
+        for _ in 0..<2000 where answerer.state != .closed { try await Task.sleep(for: .milliseconds(10)) }
+        XCTAssertEqual(answerer.state, .closed)
+        XCTAssertEqual(answerer.closeReason, .peerShutdown)
         await answerer.close()
     }
 }

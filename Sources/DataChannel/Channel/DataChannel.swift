@@ -49,7 +49,7 @@ public final class DataChannel: @unchecked Sendable {  // protocol fields are co
     /// below it (the W3C `bufferedamountlow` event). Only the newest event is kept.
     public let bufferedAmountLowEvents: AsyncStream<Void>
 
-    // Loop-confined state (DataChannelLoop.queue).
+    // Loop-confined state (DataChannelLoop's executor).
     var queuedMessages = 0
     var resetWhenDrained = false
     var localResetRequested = false
@@ -97,7 +97,7 @@ public final class DataChannel: @unchecked Sendable {  // protocol fields are co
             throw DataChannelError(.messageTooLarge, "message of \(message.byteCount) bytes exceeds the peer's max-message-size \(limit) on channel \(id) '\(label)'")
         }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            session.loop.queue.async { self.session.enqueue(message, on: self, continuation: continuation) }
+            session.loop.execute { self.session.enqueue(message, on: self, continuation: continuation) }
         }
     }
 
@@ -131,7 +131,7 @@ public final class DataChannel: @unchecked Sendable {  // protocol fields are co
     /// Closes the channel: queued messages are sent first, then the outgoing stream is reset
     /// (RFC 8831 §6.7); the channel is closed once the peer has reset its side too.
     public func close() {
-        session.loop.queue.async { self.session.closeChannel(self) }
+        session.loop.execute { self.session.closeChannel(self) }
     }
 
     deinit {

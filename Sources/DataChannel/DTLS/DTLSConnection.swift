@@ -147,6 +147,13 @@ final class DTLSConnection {
         return ugate_dtls_handle_timeout(ssl) >= 0
     }
 
+    /// Whether the negotiated cipher suite is AEAD (AES-GCM, ChaCha20-Poly1305): smaller
+    /// record overhead than AES-CBC with HMAC.
+    var negotiatedAEAD: Bool {
+        guard let ssl, let cipher = SSL_get_current_cipher(ssl) else { return false }
+        return SSL_CIPHER_is_aead(cipher) == 1
+    }
+
     /// The negotiated SRTP protection profile name (RFC 5764), if `use_srtp` was agreed.
     var srtpProfile: String? {
         guard let ssl, let profile = SSL_get_selected_srtp_profile(ssl), let name = profile.pointee.name else { return nil }

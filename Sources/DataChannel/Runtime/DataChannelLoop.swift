@@ -1,9 +1,38 @@
 import Dispatch
+import Synchronization
 internal import CUsrsctp
 internal import COpenSSL
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// A serial executor the data-channel loop can run on: its own dispatch queue by default, or
+/// the thread that owns the datagram transport (PeerMesh hands in the ICE loop's GLib thread, so
+/// a datagram goes libnice → DTLS → SCTP without changing threads).
+///
+/// Jobs must run one at a time, in the order they were handed in, never inline inside
+/// `execute` and never inside a C callback of the transport.
+public protocol DataChannelExecutor: AnyObject, Sendable {
+    /// Runs `job` later on the executor's thread, after every job handed in before it.
+    func execute(_ job: @escaping @Sendable () -> Void)
+    /// True when called from a job of this executor.
+    var isCurrent: Bool { get }
+}
+
+/// The default executor: a serial dispatch queue of its own.
+final class DispatchQueueExecutor: DataChannelExecutor {
+    let queue: DispatchQueue
+    private let key = DispatchSpecificKey<Bool>()
+
+    init(label: String) {
+        queue = DispatchQueue(label: label, qos: .userInitiated)
+        queue.setSpecific(key: key, value: true)
+    }
+
+    func execute(_ job: @escaping @Sendable () -> Void) { queue.async(execute: job) }
+
+    var isCurrent: Bool { DispatchQueue.getSpecific(key: key) == true }
+}
 
 /// The one serial executor that owns usrsctp and every OpenSSL DTLS object of the process.
 ///
@@ -13,12 +42,21 @@ import Glibc
 /// the socket upcall, the DTLS output BIO, the certificate verifier) through an
 /// integer-id registry of live sessions. A callback whose id is no longer registered — usrsctp
 /// may call back after `usrsctp_close` (usrsctp#405) — is dropped.
-final class DataChannelLoop: @unchecked Sendable {  // all mutable state is touched only on `queue`
+///
+/// The loop runs on one ``DataChannelExecutor`` at a time. While no session is alive it may move
+/// to another one (``adopt(_:)``): the first session over an ICE transport moves it onto the
+/// ICE loop's thread. Jobs handed to the old executor after the move forward themselves to the
+/// new one, so jobs never run on two threads at once.
+final class DataChannelLoop: @unchecked Sendable {  // all mutable state below `executor` is touched only by jobs of the current executor
     /// The process-wide loop.
     static let shared = DataChannelLoop()
 
-    /// The serial queue every DTLS and SCTP call runs on.
-    let queue = DispatchQueue(label: "ugate.datachannel.loop", qos: .userInitiated)
+    /// The executor jobs run on now (changes only while no session is registered).
+    private let current: Mutex<any DataChannelExecutor>
+    /// The loop's own queue, used until a transport offers its thread.
+    private let ownExecutor = DispatchQueueExecutor(label: "ugate.datachannel.loop")
+    /// Drives the 10 ms tick (the handler hands the tick to the current executor).
+    private let timerQueue = DispatchQueue(label: "ugate.datachannel.timer", qos: .userInitiated)
     /// The custom BIO method that emits one datagram per write (lives as long as the process).
     let datagramBIOMethod: OpaquePointer
     /// One receive buffer for every session's `usrsctp_recvv` (the loop is single-threaded).
@@ -27,19 +65,53 @@ final class DataChannelLoop: @unchecked Sendable {  // all mutable state is touc
     /// authenticates every record). Software CRC32c was ~20 % of the CPU profile.
     let checksumOffloaded: Bool
 
+    /// Non-zero while a session hands datagrams to its transport. A transport that delivers
+    /// synchronously (the in-memory pipe) then reaches the peer session inside that call; the
+    /// peer must queue instead of processing at once, or packets would overtake each other.
+    var handingToTransport = 0
+
     private var live: [Int: DataChannelSession] = [:]
     private var nextID = 1
     private var timer: (any DispatchSourceTimer)?
+    private let tickPending = Atomic<Bool>(false)
     private var lastTimerNanoseconds: UInt64 = 0
 
     private init() {
+        current = Mutex(ownExecutor)
         checksumOffloaded = ugate_sctp_init(sctpConnOutput) == 1
         datagramBIOMethod = makeDatagramBIOMethod()
     }
 
+    /// Runs `job` on the loop, after every job handed in before it.
+    func execute(_ job: @escaping @Sendable () -> Void) {
+        let target = current.withLock { $0 }
+        target.execute { [self] in
+            let now = current.withLock { $0 }
+            if now === target { job() } else { now.execute(job) }  // the loop moved meanwhile
+        }
+    }
+
+    /// True when called from a job of the loop's current executor.
+    var isCurrent: Bool { current.withLock { $0 }.isCurrent }
+
+    /// Moves the loop onto `executor` if no session is alive (or it runs there already), so a
+    /// session's DTLS and SCTP share the thread of its transport. Calls `done` on the loop with
+    /// whether the loop now runs on `executor`.
+    func adopt(_ executor: any DataChannelExecutor, then done: @escaping @Sendable (Bool) -> Void) {
+        execute { [self] in
+            let moved = current.withLock { current -> Bool in
+                if current === executor { return true }
+                guard live.isEmpty else { return false }
+                current = executor
+                return true
+            }
+            // Continue on the (possibly new) executor: later jobs run there.
+            execute { done(moved) }
+        }
+    }
+
     /// Registers a session, returning its id (never 0, so it is a non-null C pointer).
     func register(_ session: DataChannelSession) -> Int {
-        dispatchPrecondition(condition: .onQueue(queue))
         let id = nextID
         nextID += 1
         live[id] = session
@@ -49,7 +121,6 @@ final class DataChannelLoop: @unchecked Sendable {  // all mutable state is touc
 
     /// Removes a session; callbacks for its id are dropped from now on.
     func unregister(_ id: Int) {
-        dispatchPrecondition(condition: .onQueue(queue))
         live[id] = nil
         if live.isEmpty, let timer {
             timer.cancel()
@@ -63,21 +134,38 @@ final class DataChannelLoop: @unchecked Sendable {  // all mutable state is touc
         return live[Int(bitPattern: context)]
     }
 
-    /// Number of live (registered) sessions, read on the loop.
+    /// Number of live (registered) sessions, read by a job on the loop (so after every job
+    /// handed in before this call). Blocks the caller; on the loop itself it reads at once.
     func liveCount() -> Int {
-        queue.sync { live.count }
+        if isCurrent { return live.count }
+        let box = CountBox()
+        let done = DispatchSemaphore(value: 0)
+        execute { [self] in
+            box.value = live.count
+            done.signal()
+        }
+        done.wait()
+        return box.value
     }
 
     private func startTimer() {
-        let timer = DispatchSource.makeTimerSource(queue: queue)
+        let timer = DispatchSource.makeTimerSource(queue: timerQueue)
         lastTimerNanoseconds = DispatchTime.now().uptimeNanoseconds
         timer.schedule(deadline: .now() + .milliseconds(10), repeating: .milliseconds(10), leeway: .milliseconds(2))
-        timer.setEventHandler { [unowned self] in self.tick() }
+        timer.setEventHandler { [unowned self] in
+            // One tick in flight at a time: a busy loop skips ticks instead of queueing them.
+            guard !tickPending.exchange(true, ordering: .acquiringAndReleasing) else { return }
+            execute { [unowned self] in
+                tickPending.store(false, ordering: .releasing)
+                tick()
+            }
+        }
         timer.resume()
         self.timer = timer
     }
 
     private func tick() {
+        guard timer != nil else { return }
         let now = DispatchTime.now().uptimeNanoseconds
         let elapsedMilliseconds = (now - lastTimerNanoseconds) / 1_000_000
         if elapsedMilliseconds > 0 {
@@ -86,6 +174,11 @@ final class DataChannelLoop: @unchecked Sendable {  // all mutable state is touc
         }
         for session in Array(live.values) { session.loopTick(nowNanoseconds: now) }
     }
+}
+
+/// Carries a count from a loop job to a thread blocked on a semaphore.
+private final class CountBox: @unchecked Sendable {  // written once before the semaphore signal, read after the wait
+    var value = 0
 }
 
 /// Context pointer for a registry id (ids start at 1, so it is never null).

@@ -14,7 +14,7 @@ import Glibc
 /// exchange, call ``connect()``, then ``openChannel(label:options:)`` and/or read
 /// ``incomingChannels``. All DTLS and SCTP work runs on the process's data-channel loop
 /// (see docs/datachannel.md); public methods may be called from any thread or task.
-public final class DataChannelSession: @unchecked Sendable {  // protocol state is confined to DataChannelLoop.queue; `published` is a Mutex
+public final class DataChannelSession: @unchecked Sendable {  // protocol state is confined to DataChannelLoop's executor; `published` is a Mutex
     /// Session state, in order.
     public enum State: Sendable, Equatable {
         /// Created; ``connect()`` not called yet.
@@ -31,6 +31,20 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         case failed(DataChannelError)
     }
 
+    /// How a session ended (``closeReason``).
+    public enum CloseReason: String, Sendable, Equatable {
+        /// ``close()``: every queued message was acknowledged, then SCTP SHUTDOWN completed.
+        case localShutdown
+        /// The peer shut SCTP down gracefully (SHUTDOWN); everything it sent was received.
+        case peerShutdown
+        /// ``abort()``, a failure, or a graceful close that did not finish in time: SCTP ABORT.
+        case localAbort
+        /// The peer aborted the association (ABORT) or it was lost.
+        case peerAbort
+        /// The peer sent DTLS close_notify without shutting SCTP down first.
+        case peerCloseNotify
+    }
+
     /// The configuration the session was created with.
     public let configuration: DataChannelSessionConfiguration
     /// Channels the peer opens (DCEP), in order. Ends when the session ends.
@@ -43,6 +57,7 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
     private let transport: any DatagramTransport
     private let logger: Logger
     private let published = Mutex<State>(.new)
+    private let publishedCloseReason = Mutex<CloseReason?>(nil)
     private let incomingContinuation: AsyncStream<DataChannel>.Continuation
     private let stateContinuation: AsyncStream<State>.Continuation
     /// Datagrams from the transport waiting for the loop, and whether a drain is scheduled:
@@ -79,6 +94,13 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
     private var inboundStreams: UInt16 = 0
     private var connectWaiters: [CheckedContinuation<Void, any Error>] = []
     private var fingerprintFailure: DataChannelError?
+    /// Graceful close progress: waiting for the send queue, SHUTDOWN sent, or the peer's seen.
+    private enum Shutdown { case none, draining, sent, peer }
+    private var shutdown = Shutdown.none
+    private var shutdownDeadline: UInt64 = 0
+    private var peerAborted = false
+    /// True while teardown reads what SCTP still holds (notifications then only record).
+    private var finalDrain = false
     private var srtpKeyingMaterial: [UInt8]?
 
     /// Creates a session; nothing happens until ``connect()``.
@@ -101,7 +123,7 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
     /// Starts the DTLS handshake (if not started) and waits until the SCTP association is up.
     public func connect() async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            loop.queue.async {
+            let begin: @Sendable () -> Void = {
                 self.startIfNeeded()
                 switch self.phase {
                 case .connected: continuation.resume()
@@ -109,6 +131,15 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
                 case .failed(let error): continuation.resume(throwing: error)
                 default: self.connectWaiters.append(continuation)
                 }
+            }
+            if state == .new, let executor = transport.preferredExecutor {
+                // Run DTLS/SCTP on the transport's thread when the loop is free to move there.
+                loop.adopt(executor) { moved in
+                    if !moved { self.logger.debug("data-channel loop busy on another thread; datagrams will hop threads") }
+                    begin()
+                }
+            } else {
+                loop.execute(begin)
             }
         }
     }
@@ -119,21 +150,34 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
     public func openChannel(label: String, options: DataChannelOptions = DataChannelOptions()) async throws -> DataChannel {
         try await connect()
         return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<DataChannel, any Error>) in
-            loop.queue.async { self.open(label: label, options: options, continuation: continuation) }
+            loop.execute { self.open(label: label, options: options, continuation: continuation) }
         }
     }
 
-    /// Closes the session at once: SCTP ABORT, DTLS close_notify, transport closed. Every channel
-    /// becomes closed; pending operations fail with ``DataChannelError/Code/closed``.
+    /// Closes the session gracefully: no new messages are accepted, queued ones are handed to
+    /// SCTP, SCTP SHUTDOWN is sent once the peer acknowledged all of them (RFC 9260 §9.2), and
+    /// when the association is gone DTLS sends close_notify and the transport closes. If that
+    /// takes longer than ``DataChannelSessionConfiguration/shutdownTimeout`` the association is
+    /// aborted. Before the association is up this is ``abort()``. Every channel then becomes
+    /// closed; pending operations fail with ``DataChannelError/Code/closed``.
     public func close() {
-        loop.queue.async { self.teardown(.closed, notifyPeer: true) }
+        loop.execute { self.beginShutdown() }
     }
+
+    /// Closes the session at once: SCTP ABORT (unsent and unacknowledged data is lost), DTLS
+    /// close_notify, transport closed.
+    public func abort() {
+        loop.execute { self.teardown(.closed, notifyPeer: true, reason: .localAbort) }
+    }
+
+    /// How the session ended; nil while it is open.
+    public var closeReason: CloseReason? { publishedCloseReason.withLock { $0 } }
 
     /// SRTP keys exported after the handshake (RFC 5764 §4.2) for the negotiated profile, split by
     /// our DTLS role; nil before the handshake or when `use_srtp` was not negotiated.
     public func srtpKeys() async -> SRTPKeys? {
         await withCheckedContinuation { continuation in
-            loop.queue.async {
+            loop.execute {
                 guard let profile = self.dtls?.srtpProfile, let material = self.srtpKeyingMaterial else {
                     return continuation.resume(returning: nil)
                 }
@@ -169,19 +213,27 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
             return teardown(.failed(DataChannelError(.openssl, "\(error)")), notifyPeer: false)
         }
         setPhase(.handshaking)
-        transport.start { [weak self] datagram in self?.arrived(datagram) }
+        transport.startBatched { [weak self] batch in self?.arrived(batch) }
         if configuration.role == .client { driveHandshake() }
         afterIO()
     }
 
-    /// Transport side (any thread): queue the datagram and make sure the loop drains the queue.
-    private func arrived(_ datagram: [UInt8]) {
+    /// Transport side (any thread). On the loop's own thread (the ICE loop delivering between
+    /// its I/O iterations) the batch is processed at once; elsewhere — or when it arrives inside
+    /// a session's own send to its transport (a synchronous in-memory pipe) — it is queued and
+    /// the loop drains the queue: one loop hop per burst instead of one per datagram.
+    private func arrived(_ batch: [[UInt8]]) {
+        if loop.isCurrent, loop.handingToTransport == 0, arrivals.withLock({ $0.datagrams.isEmpty && !$0.drainScheduled }) {
+            for datagram in batch { receiveDatagram(datagram) }
+            afterIO()
+            return
+        }
         let schedule = arrivals.withLock { arrivals in
-            arrivals.datagrams.append(datagram)
+            arrivals.datagrams.append(contentsOf: batch)
             defer { arrivals.drainScheduled = true }
             return !arrivals.drainScheduled
         }
-        if schedule { loop.queue.async { self.drainArrivals() } }
+        if schedule { loop.execute { self.drainArrivals() } }
     }
 
     private func drainArrivals() {
@@ -247,8 +299,9 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         var failedOption: Int32 = 0
         var rc = ugate_sctp_configure(socket, configuration.maxStreams, buffer, buffer, &failedOption)
         guard rc == 0 else { throw DataChannelError(.sctp, "usrsctp_setsockopt #\(failedOption) failed: errno \(rc)") }
-        rc = ugate_sctp_set_path_mtu(socket, UInt32(configuration.sctpPathMTU))
-        guard rc == 0 else { throw DataChannelError(.sctp, "SCTP_PEER_ADDR_PARAMS (path MTU \(configuration.sctpPathMTU)) failed: errno \(rc)") }
+        let pathMTU = configuration.sctpPathMTU(aead: dtls?.negotiatedAEAD ?? false)
+        rc = ugate_sctp_set_path_mtu(socket, UInt32(pathMTU))
+        guard rc == 0 else { throw DataChannelError(.sctp, "SCTP_PEER_ADDR_PARAMS (path MTU \(pathMTU)) failed: errno \(rc)") }
         rc = ugate_sctp_bind(socket, UInt(contextID), configuration.localSCTPPort)
         guard rc == 0 else { throw DataChannelError(.sctp, "usrsctp_bind port \(configuration.localSCTPPort) failed: errno \(rc)") }
         // Both sides connect: simultaneous open (RFC 8841 §9.3).
@@ -270,13 +323,21 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         }
         switch result {
         case .drained: break
-        case .closedByPeer: teardown(.closed, notifyPeer: false)
+        case .closedByPeer:
+            // close_notify right behind the peer's SHUTDOWN (this side had not read to the end
+            // of the stream yet, e.g. paused by flow control): still a graceful shutdown.
+            let ending = socket.map { ugate_sctp_association_state($0) != Int32(SCTP_ESTABLISHED) } ?? false
+            teardown(.closed, notifyPeer: false, reason: shutdownReason(otherwise: ending ? .peerShutdown : .peerCloseNotify))
         case .failed(let error): teardown(.failed(error), notifyPeer: false)
         }
     }
 
     /// Called on the loop every 10 ms: DTLS retransmissions, stalled sends, pending resets.
     func loopTick(nowNanoseconds: UInt64) {
+        if shutdown != .none, nowNanoseconds >= shutdownDeadline {
+            logger.debug("graceful close timed out; aborting", metadata: ["timeout": "\(configuration.shutdownTimeout)"])
+            return teardown(.closed, notifyPeer: true, reason: .localAbort)
+        }
         if phase == .handshaking, let dtls, dtls.timeoutRemainingNanoseconds() == 0 {
             if !dtls.handleTimeout() {
                 return teardown(.failed(DataChannelError(.handshakeFailed, "DTLS handshake timed out (\(configuration.role))")), notifyPeer: false)
@@ -292,25 +353,77 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         pullFromSCTP()
         flushResets()
         drainSendQueue()
+        advanceShutdown()
         flushOutbox()
+    }
+
+    // MARK: Graceful close (loop)
+
+    private func beginShutdown() {
+        guard phase == .connected, socket != nil else { return teardown(.closed, notifyPeer: true, reason: .localAbort) }
+        guard shutdown == .none else { return }
+        shutdown = .draining
+        shutdownDeadline = DispatchTime.now().uptimeNanoseconds + configuration.shutdownTimeoutNanoseconds
+        for channel in channels.values {
+            for waiter in channel.sendWaiters.removeAll() {
+                waiter.continuation.resume(throwing: DataChannelError(.closed, "session closing"))
+            }
+        }
+        afterIO()
+    }
+
+    /// Sends SHUTDOWN once the send queue is empty, and tears down once the association is gone.
+    /// The association state is polled only while closing or while reading is paused (then the
+    /// peer's SHUTDOWN cannot be seen as end-of-stream).
+    private func advanceShutdown() {
+        guard let socket, phase == .connected else { return }
+        if shutdown == .draining, sendQueue.isEmpty {
+            let rc = ugate_sctp_shutdown(socket)
+            guard rc == 0 else {
+                logger.debug("usrsctp_shutdown failed; aborting", metadata: ["errno": "\(rc)"])
+                return teardown(.closed, notifyPeer: true, reason: .localAbort)
+            }
+            shutdown = .sent
+        }
+        guard shutdown != .none || unread.withLock({ $0.paused }) else { return }
+        if ugate_sctp_association_state(socket) < 0 {
+            teardown(.closed, notifyPeer: true, reason: shutdownReason(otherwise: .peerShutdown))
+        }
+    }
+
+    /// The reason for an end that may be the last step of a graceful close.
+    private func shutdownReason(otherwise: CloseReason) -> CloseReason {
+        switch shutdown {
+        case .draining, .sent: return .localShutdown
+        case .peer: return .peerShutdown
+        case .none: return otherwise
+        }
     }
 
     /// Reads messages and notifications from the socket until it is empty or the application
     /// has `receiveHighWaterMark` unread bytes; then unread data stays in usrsctp and the
     /// advertised window shrinks (RFC 9260 §6.2 flow control reaches the sender).
-    private func pullFromSCTP() {
+    private func pullFromSCTP(final: Bool = false) {
         while let socket, phase == .connecting || phase == .connected {
             let paused: Bool = unread.withLock { state in
                 state.paused = state.bytes >= configuration.receiveHighWaterMark
                 return state.paused
             }
-            if paused { return }
+            if paused, !final { return }
             var streamID: UInt16 = 0, ppid: UInt32 = 0, flags: Int32 = 0
             let count = loop.receiveBuffer.withUnsafeMutableBytes { buffer in
                 ugate_sctp_recv(socket, buffer.baseAddress, buffer.count, &streamID, &ppid, &flags)
             }
             if count < 0 { return }  // EWOULDBLOCK: nothing queued
-            if count == 0 { return teardown(.closed, notifyPeer: false) }
+            if count == 0 {
+                // End of stream: the peer's SHUTDOWN arrived and everything before it was read.
+                // SCTP answers SHUTDOWN-ACK by itself; advanceShutdown tears down once it is done.
+                if shutdown == .none {
+                    shutdown = .peer
+                    shutdownDeadline = DispatchTime.now().uptimeNanoseconds + configuration.shutdownTimeoutNanoseconds
+                }
+                return
+            }
             let bytes = Array(loop.receiveBuffer[0..<count])
             if flags & Int32(UGATE_MSG_NOTIFICATION) != 0 {
                 handleNotification(SCTPNotification(bytes))
@@ -331,26 +444,38 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
             state.paused = false
             return true
         }
-        if resume { loop.queue.async { self.afterIO() } }
+        if resume { loop.execute { self.afterIO() } }
     }
 
     private func flushOutbox() {
         guard !outbox.isEmpty else { return }
         let datagrams = outbox
         outbox.removeAll(keepingCapacity: true)
-        for datagram in datagrams { transport.send(datagram) }
+        loop.handingToTransport += 1
+        transport.send(batch: datagrams)
+        loop.handingToTransport -= 1
     }
 
-    private func teardown(_ final: State, notifyPeer: Bool) {
+    private func teardown(_ final: State, notifyPeer: Bool, reason: CloseReason? = nil) {
         switch phase {
         case .closed, .failed: return
         default: break
         }
+        guard !finalDrain else { return }
+        var reason = reason ?? .localAbort
         if case .failed(let error) = final {
             logger.debug("data-channel session failed", metadata: ["error": "\(error)"])
+        } else if phase == .connected, socket != nil {
+            // What SCTP still holds for us was acknowledged to the peer: deliver it (beyond the
+            // receive high-water mark) before the socket goes.
+            finalDrain = true
+            pullFromSCTP(final: true)
+            finalDrain = false
+            if peerAborted { reason = .peerAbort }
         }
+        publishedCloseReason.withLock { $0 = reason }
         if let socket {
-            usrsctp_close(socket)  // SO_LINGER 0: sends ABORT through sctpOutput while still registered
+            usrsctp_close(socket)  // SO_LINGER 0: sends ABORT through sctpOutput while an association is left
             self.socket = nil
         }
         if contextID != 0 { usrsctp_deregister_address(contextPointer(for: contextID)) }
@@ -413,8 +538,14 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
                 logger.debug("SCTP association up", metadata: ["streams.out": "\(outboundStreams)", "streams.in": "\(inboundStreams)"])
                 for waiter in connectWaiters { waiter.resume() }
                 connectWaiters.removeAll()
-            case .communicationLost, .shutdownComplete, .cannotStartAssociation:
-                teardown(.closed, notifyPeer: false)
+            case .shutdownComplete:
+                teardown(.closed, notifyPeer: true, reason: shutdownReason(otherwise: .peerShutdown))
+            case .communicationLost, .cannotStartAssociation:
+                if finalDrain {
+                    peerAborted = true
+                } else {
+                    teardown(.closed, notifyPeer: false, reason: .peerAbort)
+                }
             case .other:
                 break
             }
@@ -546,7 +677,7 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
 
     /// Queues a user message (from ``DataChannel/send(_:)-swift.method``), waiting for room first.
     func enqueue(_ message: DataChannelMessage, on channel: DataChannel, continuation: CheckedContinuation<Void, any Error>) {
-        guard channel.readyState == .open, !channel.resetWhenDrained, !channel.localResetRequested else {
+        guard shutdown == .none, channel.readyState == .open, !channel.resetWhenDrained, !channel.localResetRequested else {
             return continuation.resume(throwing: DataChannelError(.notOpen, "channel \(channel.id) '\(channel.label)' is \(channel.readyState)"))
         }
         if channel.sendWaiters.isEmpty, channel.loopBufferedAmount < configuration.sendHighWaterMark {

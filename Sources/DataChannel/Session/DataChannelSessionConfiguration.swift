@@ -26,13 +26,17 @@ public struct DataChannelSessionConfiguration: Sendable {
     /// Received bytes not yet taken with ``DataChannel/receive()`` (all channels together) above
     /// which the session stops reading from SCTP, so the peer's window closes and its sends wait.
     public var receiveHighWaterMark: Int
+    /// How long ``DataChannelSession/close()`` waits for queued data to be acknowledged and the
+    /// SCTP SHUTDOWN exchange to finish before it aborts the association.
+    public var shutdownTimeout: Duration
 
     /// Creates a configuration with the defaults named on each property.
     public init(identity: DTLSIdentity, role: DTLSRole, remoteFingerprints: [CertificateFingerprint],
                 localSCTPPort: UInt16 = 5000, remoteSCTPPort: UInt16 = 5000,
                 remoteMaxMessageSize: Int = 65_536, localMaxMessageSize: Int = 262_144,
                 mtu: Int = 1200, maxStreams: UInt16 = 1024, sctpBufferSize: Int = 4 << 20,
-                sendHighWaterMark: Int = 1 << 20, receiveHighWaterMark: Int = 4 << 20) {
+                sendHighWaterMark: Int = 1 << 20, receiveHighWaterMark: Int = 4 << 20,
+                shutdownTimeout: Duration = .seconds(10)) {
         self.identity = identity
         self.role = role
         self.remoteFingerprints = remoteFingerprints
@@ -45,12 +49,22 @@ public struct DataChannelSessionConfiguration: Sendable {
         self.sctpBufferSize = sctpBufferSize
         self.sendHighWaterMark = sendHighWaterMark
         self.receiveHighWaterMark = receiveHighWaterMark
+        self.shutdownTimeout = shutdownTimeout
+    }
+
+    var shutdownTimeoutNanoseconds: UInt64 {
+        let (seconds, attoseconds) = shutdownTimeout.components
+        return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
     }
 
     /// DTLS record overhead budget: 13-byte header plus the worst suite we offer
     /// (AES-CBC-SHA1: 16-byte IV, 20-byte MAC, up to 16 bytes of padding).
     static let dtlsOverhead = 65
+    /// Overhead with an AEAD suite: 13-byte header, 8-byte explicit nonce (AES-GCM; none for
+    /// ChaCha20-Poly1305), 16-byte tag.
+    static let dtlsAEADOverhead = 37
 
-    /// The SCTP path MTU: one SCTP packet per DTLS record per datagram.
-    var sctpPathMTU: Int { mtu - Self.dtlsOverhead }
+    /// The SCTP path MTU: one SCTP packet per DTLS record per datagram. With the negotiated
+    /// suite known to be AEAD (AES-GCM, ChaCha20-Poly1305) the packets are 28 bytes larger.
+    func sctpPathMTU(aead: Bool) -> Int { mtu - (aead ? Self.dtlsAEADOverhead : Self.dtlsOverhead) }
 }

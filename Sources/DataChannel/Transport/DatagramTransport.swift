@@ -1,15 +1,36 @@
 /// The datagram service DTLS runs over: ICE in production, an in-memory pipe in tests.
 ///
-/// A session calls ``start(receive:)`` once, then ``send(_:)`` for each outgoing datagram from
-/// its loop thread, and ``close()`` when it ends. Implementations must not block in `send`.
+/// A session calls ``start(receive:)`` (or ``startBatched(receive:)``) once, then ``send(_:)``
+/// or ``send(batch:)`` for outgoing datagrams from its loop, and ``close()`` when it ends.
+/// Implementations must not block in `send`.
 public protocol DatagramTransport: AnyObject, Sendable {
     /// Begins delivery of incoming datagrams: `receive` is called once per datagram, in arrival
     /// order, from any thread.
     func start(receive: @escaping @Sendable ([UInt8]) -> Void)
+    /// Begins delivery in batches: `receive` gets every datagram that arrived since its last
+    /// call, in arrival order. The default calls ``start(receive:)`` with one-element batches.
+    func startBatched(receive: @escaping @Sendable ([[UInt8]]) -> Void)
     /// Sends one datagram (a DTLS record or flight fragment). May drop it, like UDP.
     func send(_ datagram: [UInt8])
+    /// Sends several datagrams in order. The default calls ``send(_:)`` for each.
+    func send(batch: [[UInt8]])
     /// Stops delivery; later `send` calls are ignored.
     func close()
+    /// The thread the transport delivers on, when the session's loop may run there too (the
+    /// ICE loop): nil (the default) keeps the loop on its own queue.
+    var preferredExecutor: (any DataChannelExecutor)? { get }
+}
+
+extension DatagramTransport {
+    public func startBatched(receive: @escaping @Sendable ([[UInt8]]) -> Void) {
+        start { receive([$0]) }
+    }
+
+    public func send(batch: [[UInt8]]) {
+        for datagram in batch { send(datagram) }
+    }
+
+    public var preferredExecutor: (any DataChannelExecutor)? { nil }
 }
 
 /// RFC 7983 §7 demultiplexing of the first byte of a datagram arriving on an ICE component.

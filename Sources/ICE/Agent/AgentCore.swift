@@ -294,6 +294,35 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
         return true
     }
 
+    /// Queues several datagrams in order (those beyond the queue limit are dropped, as UDP
+    /// would). Called on the loop thread with nothing queued before them, they go out at once:
+    /// the data-channel loop runs there, and a hop to the next iteration would only add latency.
+    func enqueueSend(batch: [[UInt8]]) {
+        if loop.inLoop, let agent {
+            let direct = outbox.withLock { o in o.open && !o.closed && o.items.isEmpty && !o.drainScheduled }
+            if direct {
+                sendNow(agent, batch)
+                return
+            }
+        }
+        let schedule = outbox.withLock { o -> Bool in
+            guard o.open, !o.closed else { return false }
+            o.items.append(contentsOf: batch.prefix(max(0, configuration.sendQueueLimit - o.items.count)))
+            if o.drainScheduled || o.items.isEmpty { return false }
+            o.drainScheduled = true
+            return true
+        }
+        if schedule { loop.execute { self.drainSends() } }
+    }
+
+    private func sendNow(_ agent: LoopPointer, _ datagrams: [[UInt8]]) {
+        for datagram in datagrams {
+            datagram.withUnsafeBytes { bytes in
+                _ = nice_agent_send(agent.raw, streamID, 1, guint(bytes.count), bytes.baseAddress?.assumingMemoryBound(to: gchar.self))
+            }
+        }
+    }
+
     /// Waits until the send queue has room; false when the agent closed or has no usable pair.
     func waitForSendSpace() async -> Bool {
         await withCheckedContinuation { (cont: CheckedContinuation<Bool, Never>) in
@@ -318,13 +347,7 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
             return (o.items, o.spaceWaiters)
         }
         for w in waiters { w.resume(returning: true) }
-        if let agent {
-            for datagram in batch {
-                datagram.withUnsafeBytes { bytes in
-                    _ = nice_agent_send(agent.raw, streamID, 1, guint(bytes.count), bytes.baseAddress?.assumingMemoryBound(to: gchar.self))
-                }
-            }
-        }
+        if let agent { sendNow(agent, batch) }
         let more = outbox.withLock { o -> Bool in
             if o.items.isEmpty {
                 o.drainScheduled = false
@@ -417,6 +440,10 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
         guard let agent, let local, let remote, let l = describe(agent, local), let r = describe(agent, remote) else { return }
         let pair = ICECandidatePair(local: l, remote: r)
         published.withLock { $0.selectedPair = pair }
+        // Outside the signal handler (libnice holds its agent lock around signals).
+        loop.execute { [self] in
+            if let agent = self.agent, !closing { SocketBuffers.enlarge(agent: agent.raw, streamID: streamID) }
+        }
         logger.debug("selected pair", metadata: ["ice.local": "\(l.sdpLine)", "ice.remote": "\(r.sdpLine)"])
         events.yield(.selectedPair(pair))
     }

@@ -113,6 +113,24 @@ public final class ICEAgent: Sendable {
         core.enqueueSend(datagram)
     }
 
+    /// Sends several datagrams in order, like ``send(_:)`` for each. On the agent's loop thread
+    /// (a job of ``eventLoop``, never a libnice callback) they go to the socket at once.
+    public func send(batch: [[UInt8]]) {
+        core.enqueueSend(batch: batch)
+    }
+
+    /// The loop this agent's libnice objects live on.
+    public var eventLoop: ICEEventLoop { core.loop }
+
+    /// Delivers received datagrams to `handler` on the agent's loop thread instead of through
+    /// ``datagrams``: once per loop iteration that read any, with all of them, in a job after
+    /// the I/O (never inside a libnice callback). For a consumer whose own state lives on that
+    /// thread (the data-channel loop); it must not block. Use either this or ``datagrams``.
+    public func receiveOnLoop(_ handler: @escaping @Sendable ([[UInt8]]) -> Void) {
+        let inbox = core.inbox
+        if inbox.setLoopConsumer(handler) { core.loop.execute { inbox.flush() } }
+    }
+
     /// Queues one datagram, first waiting for room in the send queue (backpressure for a
     /// fast producer). Returns false when the agent is closed or no pair is usable.
     public func sendWhenReady(_ datagram: [UInt8]) async -> Bool {

@@ -6,10 +6,22 @@ import Synchronization
 /// whole backlog in one lock round-trip and hands it out one by one, so a burst costs one
 /// wakeup. When the consumer falls behind by `limit` datagrams, new ones are dropped and
 /// counted, as a full UDP socket buffer would.
+///
+/// The consumer is either a task iterating ``ICEDatagrams`` or a loop consumer
+/// (``setLoopConsumer(_:)``): a handler the flush job calls on the loop thread with the whole
+/// batch, after the I/O of the iteration that read it (never inside the libnice callback).
 final class DatagramInbox: Sendable {
+    /// The loop consumer in a box: a closure read out of the Mutex's generic storage would be
+    /// wrapped in reabstraction thunks on every read.
+    final class LoopConsumer: Sendable {
+        let handle: @Sendable ([[UInt8]]) -> Void
+        init(_ handle: @escaping @Sendable ([[UInt8]]) -> Void) { self.handle = handle }
+    }
+
     private struct State {
         var queue: [[UInt8]] = []
         var waiter: CheckedContinuation<[[UInt8]], Never>?
+        var consumer: LoopConsumer?
         var finished = false
         var dropped = 0
         var flushScheduled = false
@@ -39,7 +51,7 @@ final class DatagramInbox: Sendable {
                 return .queued
             }
             s.queue.append(datagram)
-            if s.waiter != nil, !s.flushScheduled {
+            if s.waiter != nil || s.consumer != nil, !s.flushScheduled {
                 s.flushScheduled = true
                 return .flushNeeded
             }
@@ -47,22 +59,37 @@ final class DatagramInbox: Sendable {
         }
     }
 
-    /// Hands everything queued to a waiting consumer.
+    /// Hands everything queued to a waiting consumer. With a loop consumer this must run on the
+    /// loop thread (a job), since the consumer's handler runs here.
     func flush() {
-        let (waiter, batch) = state.withLock { s -> (CheckedContinuation<[[UInt8]], Never>?, [[UInt8]]) in
+        let (waiter, consumer, batch) = state.withLock { s -> (CheckedContinuation<[[UInt8]], Never>?, LoopConsumer?, [[UInt8]]) in
             s.flushScheduled = false
-            guard let w = s.waiter, !s.queue.isEmpty else { return (nil, []) }
+            guard s.waiter != nil || s.consumer != nil, !s.queue.isEmpty else { return (nil, nil, []) }
+            let w = s.waiter
             s.waiter = nil
             defer { s.queue.removeAll(keepingCapacity: true) }
-            return (w, s.queue)
+            return (w, s.consumer, s.queue)
         }
-        waiter?.resume(returning: batch)
+        if let consumer { consumer.handle(batch) } else { waiter?.resume(returning: batch) }
+    }
+
+    /// Makes `handler` the consumer (instead of a task iterating ``ICEDatagrams``). Returns true
+    /// when datagrams are already queued: the caller then schedules a ``flush()`` on the loop.
+    func setLoopConsumer(_ handler: @escaping @Sendable ([[UInt8]]) -> Void) -> Bool {
+        state.withLock { s in
+            precondition(s.waiter == nil, "ICEAgent.datagrams has a single consumer")
+            s.consumer = LoopConsumer(handler)
+            guard !s.queue.isEmpty, !s.flushScheduled else { return false }
+            s.flushScheduled = true
+            return true
+        }
     }
 
     /// Ends the sequence: the consumer gets what is queued, then nil.
     func finish() {
         let waiter = state.withLock { s -> CheckedContinuation<[[UInt8]], Never>? in
             s.finished = true
+            s.consumer = nil
             defer { s.waiter = nil }
             return s.waiter
         }

@@ -17,10 +17,16 @@ public enum ChannelTransfer {
         public var seconds: Double
         /// `bytes × 8 / seconds` in Mbit/s (one direction's payload; the echo doubles the traffic).
         public var mbps: Double
-        /// SHA-256 of what was sent (lowercase hex).
+        /// SHA-256 of what was sent (lowercase hex). With several channels: SHA-256 over the
+        /// channels' SHA-256 digests (32 bytes each) in channel order.
         public var sentSHA256: String
-        /// SHA-256 of what came back (lowercase hex).
+        /// SHA-256 of what came back (lowercase hex), combined like ``sentSHA256``.
         public var receivedSHA256: String
+        /// Channels the bytes were spread over (set by the connection-level call).
+        public var channels: Int?
+        /// Milliseconds from the given start of signalling to the first channel open (set by the
+        /// connection-level call when a start was given).
+        public var openMs: Double?
         /// Whether the hashes and sizes match.
         public var intact: Bool { bytes == receivedBytes && sentSHA256 == receivedSHA256 }
     }
@@ -45,21 +51,66 @@ public enum ChannelTransfer {
         }
     }
 
-    /// Opens a channel, sends `bytes` bytes in messages of `messageSize` (capped by the peer's
-    /// `a=max-message-size`) while reading the echo, and compares SHA-256 digests.
-    /// The payload is pseudo-random, each message different. Closes the channel at the end.
+    /// Opens `channels` channels, spreads `bytes` bytes over them (sent in parallel, in messages
+    /// of `messageSize` capped by the peer's `a=max-message-size`) while reading the echoes, and
+    /// compares SHA-256 digests. The payload is pseudo-random, each message different. Closes the
+    /// channels at the end. `signallingStarted` (when the offer was created or received) gives
+    /// ``Result/openMs``.
     public static func sendAndVerify(over connection: PeerConnection, bytes: Int, messageSize: Int,
-                                     label: String = "ugate-bulk") async throws -> Result {
-        let channel = try await connection.openChannel(label: label)
-        return try await sendAndVerify(over: channel, bytes: bytes,
-                                       messageSize: cappedMessageSize(messageSize, connection.remoteMaxMessageSize))
+                                     channels: Int = 1, label: String = "ugate-bulk",
+                                     signallingStarted: ContinuousClock.Instant? = nil) async throws -> Result {
+        let count = max(1, channels)
+        let opened = try await withThrowingTaskGroup(of: (Int, DataChannel, ContinuousClock.Instant).self) { group in
+            for index in 0..<count {
+                group.addTask {
+                    let channel = try await connection.openChannel(label: count == 1 ? label : "\(label)-\(index)")
+                    return (index, channel, ContinuousClock.now)
+                }
+            }
+            var opened: [(Int, DataChannel, ContinuousClock.Instant)] = []
+            for try await entry in group { opened.append(entry) }
+            return opened.sorted { $0.0 < $1.0 }
+        }
+        let size = cappedMessageSize(messageSize, connection.remoteMaxMessageSize)
+        let start = DispatchTime.now().uptimeNanoseconds
+        let parts = try await withThrowingTaskGroup(of: (Int, Part).self) { group in
+            for (index, channel, _) in opened {
+                let share = bytes / count + (index < bytes % count ? 1 : 0)
+                group.addTask { (index, try await transfer(over: channel, bytes: share, messageSize: size)) }
+            }
+            var parts: [(Int, Part)] = []
+            for try await part in group { parts.append(part) }
+            return parts.sorted { $0.0 < $1.0 }.map(\.1)
+        }
+        var result = Result(parts: parts, seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        result.channels = count
+        if let signallingStarted, let firstOpen = opened.map(\.2).min() {
+            let elapsed = firstOpen - signallingStarted
+            result.openMs = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+        }
+        return result
     }
 
-    /// ``sendAndVerify(over:bytes:messageSize:label:)`` on an open channel whose peer echoes.
+    /// ``sendAndVerify(over:bytes:messageSize:channels:label:signallingStarted:)`` on one open
+    /// channel whose peer echoes.
     public static func sendAndVerify(over channel: DataChannel, bytes: Int, messageSize: Int) async throws -> Result {
-        let size = max(1, messageSize)
         let start = DispatchTime.now().uptimeNanoseconds
-        let receiver = Task { () -> (Int, String) in
+        let part = try await transfer(over: channel, bytes: bytes, messageSize: messageSize)
+        return Result(parts: [part], seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+    }
+
+    /// What one channel sent and got back.
+    struct Part: Sendable {
+        var bytes: Int
+        var received: Int
+        var sentDigest: SHA256.Digest
+        var receivedDigest: SHA256.Digest
+    }
+
+    /// Sends `bytes` on `channel` while hashing the echo; closes the channel at the end.
+    static func transfer(over channel: DataChannel, bytes: Int, messageSize: Int) async throws -> Part {
+        let size = max(1, messageSize)
+        let receiver = Task { () -> (Int, SHA256.Digest) in
             var hash = SHA256()
             var received = 0
             while received < bytes, let message = await channel.receive() {
@@ -67,7 +118,7 @@ public enum ChannelTransfer {
                 hash.update(data: payload)
                 received += payload.count
             }
-            return (received, hex(hash.finalize()))
+            return (received, hash.finalize())
         }
         var hash = SHA256()
         var generator = PayloadGenerator(seed: UInt64.random(in: 1...UInt64.max))
@@ -81,14 +132,11 @@ public enum ChannelTransfer {
             }
         } catch {
             receiver.cancel()
-            throw WebRTCError(.transport, "sending failed after \(sent) of \(bytes) bytes: \(error)")
+            throw WebRTCError(.transport, "sending failed after \(sent) of \(bytes) bytes on channel \(channel.id): \(error)")
         }
         let (received, receivedDigest) = await receiver.value
-        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         channel.close()
-        return Result(bytes: bytes, receivedBytes: received, seconds: seconds,
-                      mbps: Double(bytes) * 8 / max(seconds, 1e-9) / 1e6,
-                      sentSHA256: hex(hash.finalize()), receivedSHA256: receivedDigest)
+        return Part(bytes: bytes, received: received, sentDigest: hash.finalize(), receivedDigest: receivedDigest)
     }
 
     /// `wanted`, capped by the peer's limit (nil = unknown, 0 = no limit).
@@ -97,11 +145,28 @@ public enum ChannelTransfer {
         return min(wanted, remoteLimit)
     }
 
-    static func hex(_ digest: SHA256.Digest) -> String {
+    static func hex<D: Sequence>(_ digest: D) -> String where D.Element == UInt8 {
         digest.map { byte in
             let s = String(byte, radix: 16)
             return byte < 16 ? "0" + s : s
         }.joined()
+    }
+}
+
+extension ChannelTransfer.Result {
+    /// Combines per-channel parts: one part keeps its plain digests, several are combined as
+    /// SHA-256 over their digests in order.
+    init(parts: [ChannelTransfer.Part], seconds: Double) {
+        let bytes = parts.reduce(0) { $0 + $1.bytes }
+        func combined(_ digests: [SHA256.Digest]) -> String {
+            if digests.count == 1 { return ChannelTransfer.hex(digests[0]) }
+            var hash = SHA256()
+            for digest in digests { hash.update(data: Array(digest)) }
+            return ChannelTransfer.hex(hash.finalize())
+        }
+        self.init(bytes: bytes, receivedBytes: parts.reduce(0) { $0 + $1.received }, seconds: seconds,
+                  mbps: Double(bytes) * 8 / max(seconds, 1e-9) / 1e6,
+                  sentSHA256: combined(parts.map(\.sentDigest)), receivedSHA256: combined(parts.map(\.receivedDigest)))
     }
 }
 

@@ -4,39 +4,78 @@ import Synchronization
 
 /// Adapts an ``ICEAgent``'s single component to DataChannel's ``DatagramTransport``.
 ///
-/// Copies: libnice's receive callback copies each datagram once into a `[UInt8]`; the array is
-/// then handed on by reference (ICE inbox → this adapter → the session's arrival queue). Sends
-/// pass the DTLS record array straight to the agent's outbox. No other copy is made.
+/// Threading: the adapter offers the agent's ``ICEEventLoop`` thread as the data-channel loop's
+/// executor (``preferredExecutor``), so when the loop runs there a datagram goes libnice →
+/// DTLS → SCTP → channel inbox on one thread, and records go back to `nice_agent_send` on it:
+/// - receive: ``ICEAgent/receiveOnLoop(_:)`` hands every datagram read in one GLib iteration
+///   to the session as one batch, in a job after the I/O (not inside the libnice callback);
+/// - send: ``ICEAgent/send(batch:)`` from that thread goes to the socket at once.
+/// If the loop runs elsewhere (another session was alive on another thread first), the same
+/// calls still work and the session hops onto its loop per batch.
 ///
-/// Receiving runs one task that drains ``ICEAgent/datagrams`` (a whole backlog per wakeup) and
-/// forwards DTLS records (RFC 7983 first byte 20–63); libnice consumes STUN itself and anything
-/// else (RTP, ZRTP, stray bytes) is dropped here.
+/// Copies: libnice's receive callback copies each datagram once into a `[UInt8]`; nothing else
+/// is copied here. libnice consumes STUN itself; the session keeps DTLS records (RFC 7983 first
+/// byte 20–63) and drops anything else (RTP, ZRTP, stray bytes).
 final class ICEDatagramTransport: DatagramTransport {
     private let agent: ICEAgent
-    private let receiver = Mutex<Task<Void, Never>?>(nil)
+    private let executor: ICELoopExecutor
     private let closed = Atomic<Bool>(false)
 
-    init(agent: ICEAgent) { self.agent = agent }
+    init(agent: ICEAgent) {
+        self.agent = agent
+        self.executor = ICELoopExecutor.for(agent.eventLoop)
+    }
+
+    var preferredExecutor: (any DataChannelExecutor)? { executor }
 
     func start(receive: @escaping @Sendable ([UInt8]) -> Void) {
-        let datagrams = agent.datagrams
-        let task = Task {
-            for await datagram in datagrams where DatagramKind.classify(datagram) == .dtls {
-                receive(datagram)
-            }
+        startBatched { batch in batch.forEach(receive) }
+    }
+
+    func startBatched(receive: @escaping @Sendable ([[UInt8]]) -> Void) {
+        // The inbox drops this handler (and so the reference to self) when the agent closes.
+        agent.receiveOnLoop { [self] batch in
+            guard !closed.load(ordering: .relaxed) else { return }
+            receive(batch)  // the session keeps DTLS records only (RFC 7983)
         }
-        receiver.withLock { $0 = task }
     }
 
     func send(_ datagram: [UInt8]) {
+        send(batch: [datagram])
+    }
+
+    func send(batch: [[UInt8]]) {
         guard !closed.load(ordering: .relaxed) else { return }
-        // A full ICE send queue drops the record, as a full UDP socket buffer would; SCTP
+        // A full ICE send queue drops records, as a full UDP socket buffer would; SCTP
         // retransmits and its congestion control slows down.
-        agent.send(datagram)
+        agent.send(batch: batch)
     }
 
     func close() {
         closed.store(true, ordering: .relaxed)
-        receiver.withLock { $0?.cancel() }
     }
+}
+
+/// An ``ICEEventLoop`` as a ``DataChannelExecutor``: one instance per loop, so the data-channel
+/// loop can tell whether it already runs there.
+final class ICELoopExecutor: DataChannelExecutor {
+    private static let instances = Mutex<[ObjectIdentifier: ICELoopExecutor]>([:])
+
+    let loop: ICEEventLoop
+
+    private init(loop: ICEEventLoop) { self.loop = loop }
+
+    /// The executor for `loop` (ICE loops live for the whole process, so do these).
+    static func `for`(_ loop: ICEEventLoop) -> ICELoopExecutor {
+        instances.withLock { instances in
+            if let existing = instances[ObjectIdentifier(loop)] { return existing }
+            let executor = ICELoopExecutor(loop: loop)
+            instances[ObjectIdentifier(loop)] = executor
+            return executor
+        }
+    }
+
+    func execute(_ job: @escaping @Sendable () -> Void) { loop.execute(job) }
+
+    var isCurrent: Bool { loop.inLoop }
 }

@@ -101,6 +101,9 @@ public final class PeerConnection: Sendable {
     public var localDescription: SessionDescription? { inner.withLock { $0.localDescription } }
     /// The peer's description, once applied.
     public var remoteDescription: SessionDescription? { inner.withLock { $0.remoteDescription } }
+    /// How the data-channel session ended (graceful SCTP shutdown by either side, abort,
+    /// close_notify); nil while open or before the session exists.
+    public var closeReason: DataChannelSession.CloseReason? { inner.withLock { $0.session }?.closeReason }
     /// The ICE pair carrying traffic, once selected.
     public var selectedPair: ICECandidatePair? { inner.withLock { $0.agent?.selectedPair } }
 
@@ -218,8 +221,11 @@ public final class PeerConnection: Sendable {
     /// its description is known.
     public var remoteMaxMessageSize: Int? { inner.withLock { $0.remoteDescription?.effectiveMaxMessageSize } }
 
-    /// Closes the connection: SCTP ABORT and DTLS close_notify to the peer (which then closes
-    /// too), ICE agent released. Idempotent; returns when ICE is closed.
+    /// Closes the connection gracefully: messages already accepted by `send` are delivered and
+    /// acknowledged, SCTP SHUTDOWN completes, DTLS close_notify goes out (the peer then closes
+    /// too, ``closeReason`` `.peerShutdown` on its side), and the ICE agent is released. After
+    /// the session's `shutdownTimeout` the association is aborted instead. Idempotent; returns
+    /// when ICE is closed.
     public func close() async {
         await finish(.closed, notifyPeer: true)
     }
@@ -420,11 +426,15 @@ public final class PeerConnection: Sendable {
         }
     }
 
-    /// Closes the session and waits (bounded, 1 s) until it has handed its ABORT and
-    /// close_notify to the ICE agent, so they leave before the agent closes.
-    private static func closeSession(_ session: DataChannelSession) async {
-        session.close()
-        for _ in 0..<200 {
+    /// Closes the session gracefully (queued messages delivered, SCTP SHUTDOWN, DTLS
+    /// close_notify) and waits until it has handed its last records to the ICE agent, so they
+    /// leave before the agent closes. Bounded: the session aborts after its `shutdownTimeout`;
+    /// this waits one second more.
+    /// A failed connection aborts instead (nothing would acknowledge a SHUTDOWN).
+    private static func closeSession(_ session: DataChannelSession, graceful: Bool) async {
+        if graceful { session.close() } else { session.abort() }
+        let (seconds, _) = session.configuration.shutdownTimeout.components
+        for _ in 0..<(Int(seconds) + 1) * 200 {
             switch session.state {
             case .closed, .failed: return
             default: try? await Task.sleep(for: .milliseconds(5))
@@ -461,7 +471,7 @@ public final class PeerConnection: Sendable {
         for waiter in snapshot.connectWaiters { waiter.resume(throwing: error) }
         for waiter in snapshot.iceWaiters { waiter.resume(throwing: error) }
         for waiter in snapshot.gatheringWaiters { waiter.resume() }
-        if let session = snapshot.session { await Self.closeSession(session) }
+        if let session = snapshot.session { await Self.closeSession(session, graceful: final == .closed) }
         await snapshot.agent?.close()
         channelContinuation.finish()
         eventContinuation.finish()
