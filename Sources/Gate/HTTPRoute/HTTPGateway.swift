@@ -1,6 +1,8 @@
 import Foundation
 import CoreMetrics
 import Logging
+import NIOHTTP1
+import NIOPosix
 import Synchronization
 
 /// A plain HTTP/1.1 listener that routes each request by a `RouteTable` (Gateway API
@@ -28,18 +30,23 @@ public final class HTTPGateway: Sendable {
     public init(
         table: RouteTable, host: String = "127.0.0.1", port: UInt16 = 0, loops: GateLoopGroup,
         defaultTimeout: Double = 30, keepAliveTimeout: Double = 60, accessLog: Logger = Logger(label: "ugate.httproute.access"),
-        log: Logger = Logger(label: "ugate.httproute"), metrics: (any MetricsFactory)? = nil
+        log: Logger = Logger(label: "ugate.httproute"), metrics: (any MetricsFactory)? = nil, tls: HTTPRouteTLS? = nil,
+        name: String = "httproute"
     ) throws {
         let factory = metrics ?? MetricsSystem.factory
         let state = GatewayState(table: table)
         let direct = DirectUpstream(loops: loops, connectTimeout: min(defaultTimeout, 10))
         let context = GateContext(
             config: GateConfig(), router: try Router(rules: [], hosts: [:], direct: direct), loops: loops, accessLog: accessLog, log: log)
-        let name = "httproute"
+        let nio = HTTPRouteNIO(
+            group: MultiThreadedEventLoopGroup.singleton, state: state,
+            settings: .init(
+                listenerName: name, defaultTimeout: defaultTimeout, accessLog: accessLog, log: log, metrics: factory,
+                pool: BackendPool(connectTimeout: min(defaultTimeout, 10))))
         listener = try TCPListener(name: name, proto: .tcp, address: try SocketAddress(host: host, port: port), context: context) { bound in
             HTTPRouteFront(
                 state: state, upstream: direct, listenerName: name, defaultTimeout: defaultTimeout, keepAliveTimeout: keepAliveTimeout,
-                accessLog: accessLog, metrics: factory)
+                accessLog: accessLog, metrics: factory, nio: nio, tls: tls, context: context)
         }
         self.state = state
         address = listener.address
@@ -71,13 +78,72 @@ struct HTTPRouteFront: CaptureFront {
     let keepAliveTimeout: Double
     let accessLog: Logger
     let metrics: any MetricsFactory
+    let nio: HTTPRouteNIO
+    let tls: HTTPRouteTLS?
+    let context: GateContext
     static let limits = HTTPHeadLimits()
+    static let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
 
     func serve(_ conn: ClientConn) async {
         defer { conn.close() }
+        if let tls {
+            await serveTLS(conn, tls)
+            return
+        }
+        // HTTP/2 with prior knowledge (h2c): NIO serves the connection from its preface on.
+        while conn.inbox.count < Self.preface.count, conn.inbox.elementsEqual(Self.preface.prefix(conn.inbox.count)) {
+            guard (try? await conn.read(deadline: Self.deadline(keepAliveTimeout))) == true else { return }
+        }
+        if conn.inbox.starts(with: Self.preface) {
+            nio.adopt(fd: conn.handOff(), prefix: conn.takeInbox(), tls: nil, peer: conn.peer)
+            return
+        }
         for _ in 0..<100_000 {
             guard await serveRequest(conn) else { return }
         }
+    }
+
+    /// Reads the ClientHello, then terminates TLS with the certificate for its SNI (NIO
+    /// serves the connection: HTTP/2 or HTTP/1.1 by ALPN) or relays it untouched to the
+    /// passthrough destination.
+    func serveTLS(_ conn: ClientConn, _ tls: HTTPRouteTLS) async {
+        let deadline = context.handshakeDeadline
+        var serverName: String?
+        sniffing: while true {
+            switch Sniffer.sniff(conn.inbox, maxBytes: 16384) {
+            case .needMore:
+                guard (try? await conn.read(deadline: deadline)) == true else { return }
+            case .tls(let hello):
+                serverName = hello.serverName
+                break sniffing
+            default:
+                accessLog.info("not a TLS ClientHello", metadata: ["listener": "\(listenerName)", "src": "\(conn.peer)"])
+                return
+            }
+        }
+        switch tls.choose(serverName: serverName) {
+        case .terminate(let sslContext, _):
+            nio.adopt(fd: conn.handOff(), prefix: conn.takeInbox(), tls: sslContext, peer: conn.peer)
+        case .passthrough(let destination):
+            let info = StreamInfo(listener: listenerName, source: conn.peer, destination: destination, proto: "tls")
+            do {
+                let fd = try await upstream.dial(destination, for: info)
+                context.relay(conn, upstream: fd, info: info, upstreamName: "passthrough", mode: .copy)
+            } catch {
+                accessLog.info("passthrough failed", metadata: ["listener": "\(listenerName)", "sni": "\(serverName ?? "-")", "error": "\(error)"])
+            }
+        case .refuse:
+            accessLog.info("no certificate or passthrough for SNI", metadata: ["listener": "\(listenerName)", "src": "\(conn.peer)", "sni": "\(serverName ?? "-")"])
+        }
+    }
+
+    /// Writes the access-log line and counts the request.
+    static func record(_ entry: Entry, listener: String, proto: String, accessLog: Logger, metrics: any MetricsFactory) {
+        var metadata = entry.metadata(listener)
+        metadata["proto"] = "\(proto)"
+        accessLog.info("request", metadata: metadata)
+        Counter(label: "ugate_httproute_requests_total", dimensions: [("route", entry.route), ("status", "\(entry.status)")], factory: metrics).increment()
+        Counter(label: "ugate_httproute_response_bytes_total", dimensions: [("route", entry.route)], factory: metrics).increment(by: entry.bytes)
     }
 
     static func deadline(_ seconds: Double) -> UInt64 { GateLoop.monotonicMillis() + UInt64(max(seconds, 0.001) * 1000) }
@@ -117,11 +183,7 @@ struct HTTPRouteFront: CaptureFront {
         let started = GateLoop.monotonicMillis()
         let request = RouteRequest(head)
         var log = Entry(method: head.method, host: request.host, path: request.path, started: started)
-        defer {
-            accessLog.info("request", metadata: log.metadata(listenerName))
-            Counter(label: "ugate_httproute_requests_total", dimensions: [("route", log.route), ("status", "\(log.status)")], factory: metrics).increment()
-            Counter(label: "ugate_httproute_response_bytes_total", dimensions: [("route", log.route)], factory: metrics).increment(by: log.bytes)
-        }
+        defer { Self.record(log, listener: listenerName, proto: "http/1.1", accessLog: accessLog, metrics: metrics) }
 
         guard head.target.hasPrefix("/") else {
             log.status = 400
@@ -143,6 +205,7 @@ struct HTTPRouteFront: CaptureFront {
             local = (500, "route \(route) has no backend with a weight above 0", [])
         case .forward(let forward):
             log.route = forward.route
+            if !forward.mirrors.isEmpty { mirror(head, forward) }
             return await proxy(conn, head, forward, &log)
         }
         log.status = local.0
@@ -154,6 +217,19 @@ struct HTTPRouteFront: CaptureFront {
             return false
         }
         return keepAlive
+    }
+
+    /// RequestMirror: a fire-and-forget copy of the request head (rewritten like the main
+    /// request's) to each mirror backend, sent from a NIO loop; the main request never waits.
+    func mirror(_ head: HTTPRequestHead, _ forward: RouteAction.Forward) {
+        var copy = NIOHTTP1.HTTPRequestHead(version: .http1_1, method: NIOHTTP1.HTTPMethod(rawValue: head.method), uri: forward.target)
+        for field in forward.headers { copy.headers.add(name: field.name, value: field.value) }
+        let pool = nio.settings.pool
+        let log = nio.settings.log
+        let loop = nio.group.next()
+        for backend in forward.mirrors {
+            loop.execute { pool.mirror(copy, to: backend.destination, on: loop, log: log) }
+        }
     }
 
     /// Forwards one request to its backend and the response back.
