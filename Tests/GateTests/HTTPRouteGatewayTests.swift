@@ -14,6 +14,7 @@ final class PythonBackend {
         name, record, cert, key = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
         class H(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            wbufsize = 65536  # head and body in one write (no Nagle / delayed-ACK stall)
             def answer(self):
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else b""

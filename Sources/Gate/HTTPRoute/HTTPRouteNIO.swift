@@ -316,11 +316,12 @@ final class RouteHandler: ChannelInboundHandler {
             exchange.log.bytes += buffer.readableBytes
             context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         case .end(let trailers):
+            // Finished first: ending an HTTP/2 stream closes its channel right away.
+            finish(context: context, exchange, reuseBackend: exchange.requestEnded)
             let keepAlive = exchange.keepAlive
             context.writeAndFlush(wrapOutboundOut(.end(trailers))).assumeIsolated().whenComplete { _ in
                 if !keepAlive { context.close(promise: nil) }
             }
-            finish(context: context, exchange, reuseBackend: exchange.requestEnded)
         }
     }
 
