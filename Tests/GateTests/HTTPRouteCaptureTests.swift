@@ -39,8 +39,8 @@ final class HTTPRouteCaptureTests: XCTestCase {
         let ip = try tool("ip")
         XCTAssertEqual(try runProcess(ip, ["netns", "add", namespace]).status, 0)
         for command in [
-            ["link", "set", "lo", "up"], ["link", "add", "d0", "type", "dummy"], ["addr", "add", "10.77.0.1/24", "dev", "d0"],
-            ["link", "set", "d0", "up"],
+            ["link", "set", "lo", "up"], ["link", "add", "hr0", "type", "veth", "peer", "name", "hr1"],
+            ["addr", "add", "10.77.0.1/24", "dev", "hr0"], ["link", "set", "hr0", "up"], ["link", "set", "hr1", "up"],
         ] {
             let r = try runProcess(ip, ["-n", namespace] + command)
             XCTAssertEqual(r.status, 0, "ip \(command): \(r.err)")

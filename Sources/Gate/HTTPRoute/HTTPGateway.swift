@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import CoreMetrics
 import Logging
 import NIOHTTP1
@@ -98,9 +99,17 @@ struct HTTPRouteFront: CaptureFront {
             nio.adopt(fd: conn.handOff(), prefix: conn.takeInbox(), tls: nil, peer: conn.peer)
             return
         }
+        Self.noDelay(conn.fd)
         for _ in 0..<100_000 {
             guard await serveRequest(conn) else { return }
         }
+    }
+
+    /// TCP_NODELAY: a response head and body written separately must not wait for the
+    /// peer's delayed ACK (Nagle).
+    static func noDelay(_ fd: Int32) {
+        var one: Int32 = 1
+        _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
     }
 
     /// Reads the ClientHello, then terminates TLS with the certificate for its SNI (NIO
@@ -252,6 +261,7 @@ struct HTTPRouteFront: CaptureFront {
             let info = StreamInfo(listener: listenerName, source: conn.peer, destination: candidate.destination, proto: "http/1.1")
             do {
                 let fd = try await withTimeout(deadline) { try await upstream.dial(candidate.destination, for: info) }
+                Self.noDelay(fd)
                 connected = ClientConn(fd: fd, loop: conn.loop, peer: nil)
             } catch let error as GateError where error.code == .timeout {
                 return await fail(504, "backend \(candidate.name) (\(candidate.destination)) did not accept the connection in time")
