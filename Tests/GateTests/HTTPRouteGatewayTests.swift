@@ -24,7 +24,8 @@ final class PythonBackend {
                 if "/slow" in self.path:
                     time.sleep(3)
                 out = json.dumps({"backend": name, "method": self.command, "path": self.path,
-                    "headers": {k.lower(): v for k, v in self.headers.items()}, "body": len(body)}).encode()
+                    "headers": {k.lower(): v for k, v in self.headers.items()}, "body": len(body),
+                    "peer": self.client_address[1]}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(out)))

@@ -165,6 +165,23 @@ final class HTTPRouteServiceTests: XCTestCase {
         XCTAssertNotEqual(unknown.status, 0, unknown.out)
     }
 
+    /// Sequential requests on one client connection reuse one backend connection, on the
+    /// HTTP/1.1 path and on the NIO (TLS) path.
+    func testBackendConnectionsAreReused() throws {
+        let plainRun = try curl(["-w", "\n", "-H", "Host: a.example.com"] + (0..<10).map { "http://127.0.0.1:\(plain)/reuse/\($0)" })
+        let tlsRun = try curl(
+            ["--http1.1", "-w", "\n", "--resolve", "a.example.com:\(tlsPort):127.0.0.1", "--cacert", certs["a"]!.cert]
+                + (0..<10).map { "https://a.example.com:\(tlsPort)/reuse/\($0)" })
+        for run in [plainRun, tlsRun] {
+            XCTAssertEqual(run.status, 0, run.err)
+            let answers = run.out.split(separator: "\n").map { json(String($0)) }
+            XCTAssertEqual(answers.count, 10, run.out)
+            XCTAssertEqual(answers.compactMap { $0["backend"] as? String }, Array(repeating: "a", count: 10), run.out)
+            // One backend source port for all ten: the backend connection was kept alive.
+            XCTAssertEqual(Set(answers.compactMap { $0["peer"] as? Int }).count, 1, run.out)
+        }
+    }
+
     func testTLSPassthroughBySNI() throws {
         // The gateway has no certificate for pass.example.com: the backend's own TLS answers.
         let r = try curl([

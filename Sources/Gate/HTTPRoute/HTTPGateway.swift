@@ -14,8 +14,8 @@ import Synchronization
 /// with `RouteTable.decide`, dials the backend (`DirectUpstream`), and relays the request and
 /// response bodies by their framing (`Content-Length`, `HTTPChunkedScanner`, or until close).
 /// The route table sits behind a mutex so `update(_:)` swaps it without touching connections.
-/// One backend connection per request (`Connection: close` to the backend); a failed connect
-/// is retried on the rule's other backends.
+/// Backend connections are kept alive between requests (an idle pool per destination); a
+/// failed connect is retried on the rule's other backends.
 public final class HTTPGateway: Sendable {
     /// The bound address (with the real port when 0 was asked for).
     public let address: SocketAddress
@@ -67,7 +67,34 @@ public final class HTTPGateway: Sendable {
 
 final class GatewayState: Sendable {
     let table: Mutex<RouteTable>
+    /// Idle kept-alive backend sockets of the HTTP/1.1 path, by destination (at most 64 each).
+    let idle = Mutex<[Destination: [Int32]]>([:])
     init(table: RouteTable) { self.table = Mutex(table) }
+
+    deinit {
+        idle.withLock { $0.values.joined().forEach { Glibc.close($0) } }
+    }
+
+    /// An idle backend socket for `destination` that is still open and silent, if any.
+    func takeIdle(_ destination: Destination) -> Int32? {
+        while let fd = idle.withLock({ $0[destination]?.popLast() }) {
+            var byte: UInt8 = 0
+            // Alive and idle: nothing to read yet (EAGAIN). EOF or stray bytes: discard.
+            if recv(fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT)) < 0, errno == EAGAIN || errno == EWOULDBLOCK { return fd }
+            Glibc.close(fd)
+        }
+        return nil
+    }
+
+    /// Keeps a backend socket whose exchange ended cleanly for the next request.
+    func putIdle(_ fd: Int32, _ destination: Destination) {
+        let kept = idle.withLock { idle -> Bool in
+            guard idle[destination, default: []].count < 64 else { return false }
+            idle[destination, default: []].append(fd)
+            return true
+        }
+        if !kept { Glibc.close(fd) }
+    }
 }
 
 /// Serves one client connection: request after request until close, error or idle timeout.
@@ -242,7 +269,9 @@ struct HTTPRouteFront: CaptureFront {
     }
 
     /// Forwards one request to its backend and the response back.
-    func proxy(_ conn: ClientConn, _ head: HTTPRequestHead, _ forward: RouteAction.Forward, _ log: inout Entry) async -> Bool {
+    func proxy(
+        _ conn: ClientConn, _ head: HTTPRequestHead, _ forward: RouteAction.Forward, _ log: inout Entry, reuse: Bool = true
+    ) async -> Bool {
         let deadline = Self.deadline(forward.timeout ?? defaultTimeout)
         var responded = false
         func fail(_ status: Int, _ message: String) async -> Bool {
@@ -253,8 +282,15 @@ struct HTTPRouteFront: CaptureFront {
             }
             return false
         }
-        var connected: ClientConn?
+        var connected: (conn: ClientConn, destination: Destination)?
         var failures: [String] = []
+        // A kept-alive connection from an earlier request first (bodiless requests only, so a
+        // connection the backend closed meanwhile can be replaced without losing a body).
+        let reused = reuse && head.bodyFraming == .none ? state.takeIdle(forward.backend.destination) : nil
+        if let fd = reused {
+            log.backend = forward.backend.name
+            connected = (ClientConn(fd: fd, loop: conn.loop, peer: nil), forward.backend.destination)
+        }
         // Connect failures are retried on the rule's other backends (each at most once).
         for candidate in [forward.backend] + forward.fallbacks where connected == nil {
             log.backend = candidate.name
@@ -262,14 +298,14 @@ struct HTTPRouteFront: CaptureFront {
             do {
                 let fd = try await withTimeout(deadline) { try await upstream.dial(candidate.destination, for: info) }
                 Self.noDelay(fd)
-                connected = ClientConn(fd: fd, loop: conn.loop, peer: nil)
+                connected = (ClientConn(fd: fd, loop: conn.loop, peer: nil), candidate.destination)
             } catch let error as GateError where error.code == .timeout {
                 return await fail(504, "backend \(candidate.name) (\(candidate.destination)) did not accept the connection in time")
             } catch {
                 failures.append("backend \(candidate.name) (\(candidate.destination)) unavailable: \(error)")
             }
         }
-        guard let backend = connected else { return await fail(503, failures.joined(separator: "\n")) }
+        guard let (backend, destination) = connected else { return await fail(503, failures.joined(separator: "\n")) }
         defer { backend.close() }
         if !failures.isEmpty { log.error = failures.joined(separator: "; ") }
 
@@ -277,15 +313,17 @@ struct HTTPRouteFront: CaptureFront {
         upstreamHead.target = forward.target
         upstreamHead.headers = forward.headers
         do {
-            try await backend.write(try upstreamHead.forwardHead(HTTPForwardOptions(close: true)), deadline: deadline)
+            try await backend.write(try upstreamHead.forwardHead(HTTPForwardOptions(close: false)), deadline: deadline)
             _ = try await Self.relayBody(head.bodyFraming, from: conn, to: backend, deadline: deadline)
         } catch let error as GateError where error.code == .timeout {
             return await fail(504, "backend \(forward.backend.name) timed out receiving the request")
         } catch {
+            if reused != nil { return await proxy(conn, head, forward, &log, reuse: false) }
             return await fail(502, "sending the request to backend \(forward.backend.name) failed: \(error)")
         }
 
         var response: HTTP1ResponseHead?
+        var sawBytes = false
         do {
             while response == nil {
                 switch HTTP1ResponseHead.parse(backend.inbox, limits: Self.limits) {
@@ -300,13 +338,16 @@ struct HTTPRouteFront: CaptureFront {
                     return await fail(502, "backend \(forward.backend.name) sent an invalid response: \(error.message)")
                 case .needMore:
                     guard try await backend.read(deadline: deadline) else {
+                        if reused != nil && !sawBytes { return await proxy(conn, head, forward, &log, reuse: false) }
                         return await fail(502, "backend \(forward.backend.name) closed the connection without a response")
                     }
+                    sawBytes = true
                 }
             }
         } catch let error as GateError where error.code == .timeout {
             return await fail(504, "backend \(forward.backend.name) did not respond within \(forward.timeout ?? defaultTimeout) s")
         } catch {
+            if reused != nil && !sawBytes { return await proxy(conn, head, forward, &log, reuse: false) }
             return await fail(502, "reading the response of backend \(forward.backend.name) failed: \(error)")
         }
         guard var response else { return false }
@@ -317,6 +358,8 @@ struct HTTPRouteFront: CaptureFront {
             return await fail(502, "backend \(forward.backend.name) sent a response with bad framing: \(error.message)")
         }
         let keepAlive = head.wantsKeepAlive && framing != .untilClose && framing != .tunnel
+        let backendKeepsAlive = response.version == .http1_1 && framing != .untilClose && framing != .tunnel
+            && !response.tokens("connection").contains { $0.trimmingCharacters(in: .whitespaces).lowercased() == "close" }
         let hopByHop: Set<String> = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"]
         response.headers.removeAll { hopByHop.contains($0.name.lowercased()) }
         for modifier in forward.responseModifiers { modifier.apply(to: &response.headers) }
@@ -333,6 +376,8 @@ struct HTTPRouteFront: CaptureFront {
             log.error = "relaying the response failed: \(error)"
             return false
         }
+        // Both messages ended on their framing: the backend connection serves the next request.
+        if backendKeepsAlive && backend.inbox.isEmpty { state.putIdle(backend.handOff(), destination) }
         return keepAlive
     }
 
