@@ -71,6 +71,32 @@ final class GatewayState: Sendable {
     let idle = Mutex<[Destination: [Int32]]>([:])
     init(table: RouteTable) { self.table = Mutex(table) }
 
+    /// What the gateway does with a request, for every protocol.
+    enum Decision {
+        /// Answered by the gateway itself: 404, a redirect, or 500 for a rule without backends.
+        case local(status: Int, message: String, headers: [HTTPField])
+        case forward(RouteAction.Forward)
+    }
+
+    /// Decides `request` with the current table (weighted pick with the system RNG); `route`
+    /// receives the matched rule's label.
+    func decide(_ request: RouteRequest, route: inout String) -> Decision {
+        var generator = SystemRandomNumberGenerator()
+        switch table.withLock({ $0.decide(request, using: &generator) }) {
+        case .notFound:
+            return .local(status: 404, message: "no route for \(request.host)\(request.path)", headers: [])
+        case .redirect(let status, let location, let label):
+            route = label
+            return .local(status: status, message: "redirect to \(location)", headers: [HTTPField("Location", location)])
+        case .noBackend(let label):
+            route = label
+            return .local(status: 500, message: "route \(label) has no backend with a weight above 0", headers: [])
+        case .forward(let forward):
+            route = forward.route
+            return .forward(forward)
+        }
+    }
+
     deinit {
         idle.withLock { $0.values.joined().forEach { Glibc.close($0) } }
     }
@@ -227,20 +253,11 @@ struct HTTPRouteFront: CaptureFront {
             return false
         }
         let keepAlive = head.wantsKeepAlive && head.bodyFraming == .none
-        var generator = SystemRandomNumberGenerator()
-        let action = state.table.withLock { $0.decide(request, using: &generator) }
-        var local: (Int, String, [HTTPField])
-        switch action {
-        case .notFound:
-            local = (404, "no route for \(request.host)\(request.path)", [])
-        case .redirect(let status, let location, let route):
-            log.route = route
-            local = (status, "redirect to \(location)", [HTTPField("Location", location)])
-        case .noBackend(let route):
-            log.route = route
-            local = (500, "route \(route) has no backend with a weight above 0", [])
+        let local: (Int, String, [HTTPField])
+        switch state.decide(request, route: &log.route) {
+        case .local(let status, let message, let headers):
+            local = (status, message, headers)
         case .forward(let forward):
-            log.route = forward.route
             if !forward.mirrors.isEmpty { mirror(head, forward) }
             return await proxy(conn, head, forward, &log)
         }

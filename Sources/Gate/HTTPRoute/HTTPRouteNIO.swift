@@ -180,20 +180,11 @@ final class RouteHandler: ChannelInboundHandler {
         let request = Self.routeRequest(head)
         var log = HTTPRouteFront.Entry(method: head.method.rawValue, host: request.host, path: request.path, started: GateLoop.monotonicMillis())
         let keepAlive = head.isKeepAlive
-        var generator = SystemRandomNumberGenerator()
-        let action = state.table.withLock { $0.decide(request, using: &generator) }
         let local: (Int, String, [HTTPField])
-        switch action {
-        case .notFound:
-            local = (404, "no route for \(request.host)\(request.path)", [])
-        case .redirect(let status, let location, let route):
-            log.route = route
-            local = (status, "redirect to \(location)", [HTTPField("Location", location)])
-        case .noBackend(let route):
-            log.route = route
-            local = (500, "route \(route) has no backend with a weight above 0", [])
+        switch state.decide(request, route: &log.route) {
+        case .local(let status, let message, let headers):
+            local = (status, message, headers)
         case .forward(let forward):
-            log.route = forward.route
             let exchange = Exchange(log: log, forward: forward, keepAlive: keepAlive, head: head)
             self.exchange = exchange
             var upstream = NIOHTTP1.HTTPRequestHead(version: .http1_1, method: head.method, uri: forward.target)
