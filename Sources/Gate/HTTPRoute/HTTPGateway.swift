@@ -201,9 +201,7 @@ struct HTTPRouteFront: CaptureFront {
 
     /// Writes the access-log line and counts the request.
     static func record(_ entry: Entry, listener: String, proto: String, accessLog: Logger, metrics: any MetricsFactory) {
-        var metadata = entry.metadata(listener)
-        metadata["proto"] = "\(proto)"
-        accessLog.info("request", metadata: metadata)
+        accessLog.info("request", metadata: entry.metadata(listener, proto: proto))
         Counter(label: "ugate_httproute_requests_total", dimensions: [("route", entry.route), ("status", "\(entry.status)")], factory: metrics).increment()
         Counter(label: "ugate_httproute_response_bytes_total", dimensions: [("route", entry.route)], factory: metrics).increment(by: entry.bytes)
     }
@@ -470,9 +468,9 @@ struct HTTPRouteFront: CaptureFront {
         var bytes = 0
         var error: String?
 
-        func metadata(_ listener: String) -> Logger.Metadata {
+        func metadata(_ listener: String, proto: String) -> Logger.Metadata {
             var m: Logger.Metadata = [
-                "listener": "\(listener)", "method": "\(method)", "host": "\(host)", "path": "\(path)", "route": "\(route)",
+                "listener": "\(listener)", "proto": "\(proto)", "method": "\(method)", "host": "\(host)", "path": "\(path)", "route": "\(route)",
                 "backend": "\(backend)", "status": "\(status)", "bytes": "\(bytes)",
                 "ms": "\(GateLoop.monotonicMillis() - started)",
             ]
