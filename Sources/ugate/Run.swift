@@ -101,6 +101,8 @@ struct Run: AsyncParsableCommand {
             rows.append(("sni-relay", "\(relay.poolSize) connections registered with \(relay.gateway)"))
         }
         let bound = node.start()
+        let httproute = try HTTPRouteService.start(settings, loops: node.loops)
+        rows += httproute?.bound.map { ($0.name, "\($0.tls ? "https" : "http") \($0.address)") } ?? []
         var lines = ["ugate node \(settings.name ?? "") ready (forwarder \(settings.forwarder.rawValue))"]
         rows += meshConfig.peers.map { (MeshSection.upstreamName($0), "peer \($0.id)") }
         rows += bound.map { ($0.name, "\($0.proto.rawValue) \($0.address)") }
@@ -112,6 +114,7 @@ struct Run: AsyncParsableCommand {
         fflush(nil)
 
         await Run.waitForTermination()
+        httproute?.stop()
         node.stop()
         await mesh.shutdown()
         try? await adminChannel.close()

@@ -6,20 +6,26 @@ import XCTest
 
 /// A Python `http.server` backend on loopback (ephemeral port), started by the test and
 /// stopped by PID. Answers every method with JSON naming itself and what it received;
-/// a path containing `/slow` waits 3 s first.
+/// a path containing `/slow` waits 3 s first. Optionally inside a network namespace,
+/// appending each request line to a record file, or speaking TLS with a given certificate.
 final class PythonBackend {
     static let script = """
-        import http.server, json, sys, time
-        name = sys.argv[1]
+        import http.server, json, ssl, sys, time
+        name, record, cert, key = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
         class H(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            wbufsize = 65536  # head and body in one write (no Nagle / delayed-ACK stall)
             def answer(self):
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else b""
+                if record:
+                    with open(record, "a") as f:
+                        f.write(self.command + " " + self.path + "\\n")
                 if "/slow" in self.path:
                     time.sleep(3)
                 out = json.dumps({"backend": name, "method": self.command, "path": self.path,
-                    "headers": {k.lower(): v for k, v in self.headers.items()}, "body": len(body)}).encode()
+                    "headers": {k.lower(): v for k, v in self.headers.items()}, "body": len(body),
+                    "peer": self.client_address[1]}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(out)))
@@ -30,6 +36,10 @@ final class PythonBackend {
             def log_message(self, *args):
                 pass
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        if cert:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(cert, key)
+            server.socket = context.wrap_socket(server.socket, server_side=True)
         print(server.server_address[1], flush=True)
         server.serve_forever()
         """
@@ -37,10 +47,16 @@ final class PythonBackend {
     let port: UInt16
     let name: String
 
-    init(_ name: String) throws {
+    init(_ name: String, namespace: String? = nil, record: String = "", tls: (cert: String, key: String)? = nil) throws {
         self.name = name
-        process.executableURL = URL(fileURLWithPath: try tool("python3"))
-        process.arguments = ["-c", Self.script, name]
+        let args = ["-c", Self.script, name, record, tls?.cert ?? "", tls?.key ?? ""]
+        if let namespace {
+            process.executableURL = URL(fileURLWithPath: try tool("ip"))
+            process.arguments = ["netns", "exec", namespace, try tool("python3")] + args
+        } else {
+            process.executableURL = URL(fileURLWithPath: try tool("python3"))
+            process.arguments = args
+        }
         let out = Pipe()
         process.standardOutput = out
         try process.run()

@@ -99,7 +99,7 @@ final class HTTPRouteLoaderTests: XCTestCase {
             (routeYAML("r", rules: "  - matches: [{path: {type: Fuzzy, value: /}}]\n"), .invalid, "HTTPRoute default/r", "spec.rules[0].matches[0].path.type"),
             (routeYAML("r", rules: "  - matches: [{path: {value: nope}}]\n"), .invalid, "HTTPRoute default/r", "spec.rules[0].matches[0].path.value"),
             (routeYAML("r", rules: "  - matches: [{path: {type: RegularExpression, value: \"(\"}}]\n"), .invalid, "HTTPRoute default/r", "spec.rules[0].matches[0].path.value"),
-            (routeYAML("r", rules: "  - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: m, port: 80}}}]\n"), .unsupported, "HTTPRoute default/r", "spec.rules[0].filters[0].type"),
+            (routeYAML("r", rules: "  - filters: [{type: ExtensionRef, extensionRef: {group: x, kind: y, name: z}}]\n"), .unsupported, "HTTPRoute default/r", "spec.rules[0].filters[0].type"),
             (routeYAML("r", rules: "  - sessionPersistence: {sessionName: x}\n"), .unsupported, "HTTPRoute default/r", "spec.rules[0].sessionPersistence"),
             (routeYAML("r", rules: "  - backendRefs: [{name: svc}]\n"), .invalid, "HTTPRoute default/r", "spec.rules[0].backendRefs[0].port"),
             (routeYAML("r", rules: "  - backendRefs: [{name: svc, port: 80, weight: -1}]\n"), .invalid, "HTTPRoute default/r", "spec.rules[0].backendRefs[0].weight"),

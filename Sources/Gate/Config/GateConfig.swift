@@ -43,6 +43,8 @@ public struct GateConfig: Codable, Sendable, Equatable {
     public var hosts: [String: HostConfig] = [:]
     /// Ordered route rules; the first that matches wins, else direct.
     public var routes: [RouteConfig] = []
+    /// The HTTPRoute gateway (manifest folder, listeners, TLS); nil: none.
+    public var httproute: HTTPRouteConfig?
 
     public init() {}
 
@@ -89,6 +91,7 @@ public struct GateConfig: Codable, Sendable, Equatable {
     private enum CodingKeys: String, CodingKey, CaseIterable {
         case basePort, name, bind, defaultListeners, forwarder, idleTimeout, connectTimeout, handshakeTimeout
         case sniffBytes, sniffTimeout, udpIdleTimeout, loops, bufferSize, pipeSize, socksUsers, listeners, hosts, routes
+        case httproute
     }
 
     public init(from decoder: any Decoder) throws {
@@ -113,6 +116,7 @@ public struct GateConfig: Codable, Sendable, Equatable {
         listeners = try c.decodeIfPresent([String: ListenerConfig].self, forKey: .listeners) ?? d.listeners
         hosts = try c.decodeIfPresent([String: HostConfig].self, forKey: .hosts) ?? d.hosts
         routes = try c.decodeIfPresent([RouteConfig].self, forKey: .routes) ?? d.routes
+        httproute = try c.decodeIfPresent(HTTPRouteConfig.self, forKey: .httproute)
     }
 }
 

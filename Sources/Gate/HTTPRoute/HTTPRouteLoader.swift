@@ -15,7 +15,7 @@ public struct RouteManifests: Sendable, Equatable {
 /// Loads `HTTPRoute` (gateway.networking.k8s.io/v1) and `Gateway` objects from YAML.
 ///
 /// Strict: a missing or mistyped field, or a field or value this gateway does not implement
-/// (RequestMirror, ExtensionRef, sessionPersistence, …), refuses the manifest with an
+/// (ExtensionRef, sessionPersistence, …), refuses the manifest with an
 /// `HTTPRouteError` naming the file, the object and the field. `metadata` fields other than
 /// name, namespace and creationTimestamp and the `status` section are ignored (they do not
 /// change routing).
@@ -151,7 +151,7 @@ public struct HTTPRouteLoader: Sendable {
         if matches.isEmpty { matches = [RouteMatch()] }
         var filters: [RouteFilter] = []
         for item in try node.optional("filters")?.list() ?? [] {
-            filters.append(try filter(item))
+            filters.append(try filter(item, namespace: namespace))
         }
         let redirects = filters.filter { if case .requestRedirect = $0 { true } else { false } }.count
         let rewrites = filters.filter { if case .urlRewrite = $0 { true } else { false } }.count
@@ -238,7 +238,7 @@ public struct HTTPRouteLoader: Sendable {
         return result
     }
 
-    private func filter(_ node: Node) throws(HTTPRouteError) -> RouteFilter {
+    private func filter(_ node: Node, namespace: String) throws(HTTPRouteError) -> RouteFilter {
         let type = try node.child("type").string()
         switch type {
         case "RequestHeaderModifier", "ResponseHeaderModifier":
@@ -287,8 +287,14 @@ public struct HTTPRouteLoader: Sendable {
             var rewrite = URLRewrite(hostname: try body.optional("hostname")?.string())
             if let path = try body.optional("path") { rewrite.path = try pathModifier(path) }
             return .urlRewrite(rewrite)
+        case "RequestMirror":
+            try node.allow(try node.map(), ["type", "requestMirror"])
+            let body = try node.child("requestMirror")
+            try body.allow(try body.map(), ["backendRef"])
+            return .requestMirror(try backend(try body.child("backendRef"), namespace: namespace))
         default:
-            throw node.field("type").error(.unsupported, "filter type \(type) (RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, URLRewrite are)")
+            throw node.field("type").error(
+                .unsupported, "filter type \(type) (RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, URLRewrite, RequestMirror are)")
         }
     }
 

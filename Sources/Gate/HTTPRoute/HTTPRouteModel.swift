@@ -140,6 +140,8 @@ public enum RouteFilter: Hashable, Sendable {
     case responseHeaderModifier(HeaderModifier)
     case requestRedirect(RequestRedirect)
     case urlRewrite(URLRewrite)
+    /// A copy of each request goes to this backend; its response is ignored.
+    case requestMirror(RouteBackend)
 }
 
 /// A `backendRef` resolved to an address.

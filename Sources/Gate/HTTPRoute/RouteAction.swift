@@ -22,6 +22,8 @@ public enum RouteAction: Sendable, Hashable {
         public var headers: [HTTPField]
         public var responseModifiers: [HeaderModifier]
         public var timeout: Double?
+        /// RequestMirror backends: each gets a fire-and-forget copy of the request.
+        public var mirrors: [RouteBackend] = []
     }
 }
 
@@ -33,6 +35,7 @@ extension RouteTable {
         var headers = request.headers
         var path = request.path
         var responseModifiers: [HeaderModifier] = []
+        var mirrors: [RouteBackend] = []
         for filter in rule.filters {
             switch filter {
             case .requestHeaderModifier(let modifier):
@@ -44,6 +47,8 @@ extension RouteTable {
             case .urlRewrite(let rewrite):
                 if let host = rewrite.hostname { HeaderModifier(set: [HTTPField("Host", host)]).apply(to: &headers) }
                 if let modifier = rewrite.path { path = Self.rewrite(path, modifier, selection.match) }
+            case .requestMirror(let backend):
+                mirrors.append(backend)
             }
         }
         guard let backend = Self.pick(rule.backends, using: &generator) else { return .noBackend(route: selection.label) }
@@ -56,7 +61,7 @@ extension RouteTable {
         }
         return .forward(.init(
             route: selection.label, backend: backend, fallbacks: fallbacks, target: target, headers: headers,
-            responseModifiers: responseModifiers, timeout: rule.requestTimeout))
+            responseModifiers: responseModifiers, timeout: rule.requestTimeout, mirrors: mirrors))
     }
 
     /// Weighted choice among the backends with weight > 0; nil when there is none.

@@ -1,0 +1,197 @@
+import Foundation
+import Logging
+import NIOPosix
+
+/// The `httproute` section of ugate.json: which ports serve the HTTPRoute gateway, where the
+/// manifests are, and the TLS certificates.
+///
+/// ```json
+/// "httproute": {
+///   "manifests": "/etc/ugate/routes",
+///   "services": {"default/store-v1": "10.0.0.5:8080"},
+///   "listeners": [
+///     {"name": "http", "port": 80},
+///     {"name": "https", "port": 443, "tls": {"certificateDir": "/etc/ugate/certs",
+///      "passthrough": {"db.example.com": "10.0.0.9:443"}}}
+///   ]
+/// }
+/// ```
+public struct HTTPRouteConfig: Codable, Sendable, Equatable {
+    /// Folder of HTTPRoute / Gateway YAML manifests (watched; changes apply without
+    /// dropping connections).
+    public var manifests: String
+    /// Backend name (`ns/name` or `name`) → `host` or `host:port`.
+    public var services: [String: String] = [:]
+    public var listeners: [HTTPRouteListenerConfig] = []
+    /// Seconds between checks of the manifest folder.
+    public var reloadInterval: Double = 1
+    /// Seconds for a request whose rule has no `timeouts.request`.
+    public var requestTimeout: Double = 30
+
+    public init(manifests: String, services: [String: String] = [:], listeners: [HTTPRouteListenerConfig] = []) {
+        self.manifests = manifests
+        self.services = services
+        self.listeners = listeners
+    }
+
+    private enum CodingKeys: String, CodingKey, CaseIterable { case manifests, services, listeners, reloadInterval, requestTimeout }
+
+    public init(from decoder: any Decoder) throws {
+        try ConfigKey.rejectUnknown(decoder, CodingKeys.allCases.map(\.rawValue))
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        manifests = try c.decode(String.self, forKey: .manifests)
+        services = try c.decodeIfPresent([String: String].self, forKey: .services) ?? [:]
+        listeners = try c.decodeIfPresent([HTTPRouteListenerConfig].self, forKey: .listeners) ?? []
+        reloadInterval = try c.decodeIfPresent(Double.self, forKey: .reloadInterval) ?? 1
+        requestTimeout = try c.decodeIfPresent(Double.self, forKey: .requestTimeout) ?? 30
+    }
+}
+
+/// One port of the gateway. Plain listeners serve HTTP/1.1 and h2c (prior knowledge);
+/// TLS listeners terminate TLS by SNI (HTTP/2 or HTTP/1.1 by ALPN) or pass it through.
+public struct HTTPRouteListenerConfig: Codable, Sendable, Equatable {
+    /// Listener name: a route's `parentRefs[].sectionName` selects it.
+    public var name: String
+    /// Bind address (default: the config's `bind`).
+    public var host: String?
+    /// Port (0: ephemeral).
+    public var port: Int
+    /// `namespace/name` of the Gateway this listener belongs to: routes attach when their
+    /// `parentRefs` name it (routes without parentRefs attach everywhere). Without it every
+    /// route attaches.
+    public var gateway: String?
+    public var tls: HTTPRouteTLSConfig?
+
+    public init(name: String, host: String? = nil, port: Int, gateway: String? = nil, tls: HTTPRouteTLSConfig? = nil) {
+        self.name = name
+        self.host = host
+        self.port = port
+        self.gateway = gateway
+        self.tls = tls
+    }
+
+    private enum CodingKeys: String, CodingKey, CaseIterable { case name, host, port, gateway, tls }
+
+    public init(from decoder: any Decoder) throws {
+        try ConfigKey.rejectUnknown(decoder, CodingKeys.allCases.map(\.rawValue))
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        host = try c.decodeIfPresent(String.self, forKey: .host)
+        port = try c.decode(Int.self, forKey: .port)
+        gateway = try c.decodeIfPresent(String.self, forKey: .gateway)
+        tls = try c.decodeIfPresent(HTTPRouteTLSConfig.self, forKey: .tls)
+    }
+
+    /// Whether `route` attaches to this listener.
+    func attaches(_ route: HTTPRouteObject) -> Bool {
+        guard let gateway else { return true }
+        return route.parents.isEmpty
+            || route.parents.contains { "\($0.namespace)/\($0.name)" == gateway && ($0.sectionName == nil || $0.sectionName == name) }
+    }
+}
+
+/// Certificates and passthrough of a TLS listener.
+public struct HTTPRouteTLSConfig: Codable, Sendable, Equatable {
+    /// Hostname (or `*.domain`) → PEM certificate chain and key files.
+    public var certificates: [String: CertificateFiles] = [:]
+    /// Folder of `<hostname>.crt` + `<hostname>.key` pairs (`_.example.com.crt` is
+    /// `*.example.com`); entries of `certificates` win.
+    public var certificateDir: String?
+    /// Hostname of the certificate for clients whose SNI matches nothing (nil: close them).
+    public var defaultCertificate: String?
+    /// SNI hostname → `host:port`: such TLS connections are relayed untouched.
+    public var passthrough: [String: String] = [:]
+
+    public init(
+        certificates: [String: CertificateFiles] = [:], certificateDir: String? = nil, defaultCertificate: String? = nil,
+        passthrough: [String: String] = [:]
+    ) {
+        self.certificates = certificates
+        self.certificateDir = certificateDir
+        self.defaultCertificate = defaultCertificate
+        self.passthrough = passthrough
+    }
+
+    private enum CodingKeys: String, CodingKey, CaseIterable { case certificates, certificateDir, defaultCertificate, passthrough }
+
+    public init(from decoder: any Decoder) throws {
+        try ConfigKey.rejectUnknown(decoder, CodingKeys.allCases.map(\.rawValue))
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        certificates = try c.decodeIfPresent([String: CertificateFiles].self, forKey: .certificates) ?? [:]
+        certificateDir = try c.decodeIfPresent(String.self, forKey: .certificateDir)
+        defaultCertificate = try c.decodeIfPresent(String.self, forKey: .defaultCertificate)
+        passthrough = try c.decodeIfPresent([String: String].self, forKey: .passthrough) ?? [:]
+    }
+}
+
+/// A PEM certificate chain file and its PEM private key file.
+public struct CertificateFiles: Codable, Sendable, Equatable {
+    public var cert: String
+    public var key: String
+
+    public init(cert: String, key: String) {
+        self.cert = cert
+        self.key = key
+    }
+}
+
+/// The HTTPRoute gateway of a node: one `HTTPGateway` per configured listener, all fed from
+/// one manifest folder that is watched and re-applied without dropping connections.
+public final class HTTPRouteService: Sendable {
+    /// Listener name and bound address (with the real port).
+    public let bound: [(name: String, address: SocketAddress, tls: Bool)]
+    private let gateways: [HTTPGateway]
+    private let reloader: HTTPRouteReloader
+
+    /// Loads the manifests (an invalid folder refuses to start) and binds every listener.
+    public init(
+        config: HTTPRouteConfig, bind: String, loops: GateLoopGroup, log: Logger = Logger(label: "ugate.httproute"),
+        accessLog: Logger = Logger(label: "ugate.httproute.access")
+    ) throws {
+        let loader = HTTPRouteLoader(services: config.services)
+        let manifests = try loader.load(directory: config.manifests)
+        var gateways: [HTTPGateway] = []
+        var bound: [(name: String, address: SocketAddress, tls: Bool)] = []
+        do {
+            for listener in config.listeners {
+                guard (0...65535).contains(listener.port) else {
+                    throw GateError(.config, "httproute listener \(listener.name): port \(listener.port) out of range")
+                }
+                let gateway = try HTTPGateway(
+                    table: RouteTable(routes: manifests.routes.filter(listener.attaches)), host: listener.host ?? bind,
+                    port: UInt16(listener.port), loops: loops, defaultTimeout: config.requestTimeout, accessLog: accessLog, log: log,
+                    tls: try listener.tls.map(HTTPRouteTLS.init), name: listener.name)
+                gateways.append(gateway)
+                bound.append((listener.name, gateway.address, listener.tls != nil))
+            }
+        } catch {
+            gateways.forEach { $0.stop() }
+            throw error
+        }
+        let listeners = config.listeners
+        let serving = gateways
+        reloader = HTTPRouteReloader(directory: config.manifests, loader: loader, interval: config.reloadInterval, log: log) { manifests in
+            for (listener, gateway) in zip(listeners, serving) {
+                gateway.update(RouteTable(routes: manifests.routes.filter(listener.attaches)))
+            }
+        }
+        self.gateways = gateways
+        self.bound = bound
+    }
+
+    /// The gateway of a node config's `httproute` section; nil when it has none.
+    public static func start(_ config: GateConfig, loops: GateLoopGroup) throws -> HTTPRouteService? {
+        guard let section = config.httproute else { return nil }
+        do {
+            return try HTTPRouteService(config: section, bind: config.bind, loops: loops)
+        } catch {
+            throw GateError(.config, "httproute: \(error)")
+        }
+    }
+
+    /// Stops watching and closes the listening sockets.
+    public func stop() {
+        reloader.stop()
+        gateways.forEach { $0.stop() }
+    }
+}
