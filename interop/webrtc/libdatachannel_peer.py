@@ -242,6 +242,7 @@ def main():
                   "channels": args.channels, "openMs": first_open[0] if first_open else None}
         time.sleep(0.2)  # let the stream resets leave before the connection closes
         pc.close()
+        ended.wait(2)  # state CLOSED: SCTP and DTLS have said goodbye
         write_line(result)
         if not (result["bytes"] == result["receivedBytes"] and result["sentSHA256"] == result["receivedSHA256"]):
             raise SystemExit("echo differs")
