@@ -13,7 +13,6 @@ the time from creating the offer (or receiving it) to the first open channel. ai
 gathers 127.0.0.1, so its host-address discovery is patched to return only --host-address
 (default 127.0.0.1; see /work/shared/INTEROP.md).
 """
-import argparse
 import asyncio
 import hashlib
 import json
@@ -23,6 +22,7 @@ import time
 
 import aioice.ice
 from aiortc import RTCPeerConnection, RTCSessionDescription
+from peer_common import arguments, combine, write_line
 
 
 
@@ -49,11 +49,6 @@ async def apply_remote(pc, reader, kind):
         if message.get("type") == kind:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=message["sdp"], type=kind))
             return
-
-
-def write_line(obj):
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
 
 
 class Share:
@@ -116,9 +111,6 @@ async def send_all(shares, total, connected, started):
     for share in shares:
         share.channel.close()
 
-    def combine(digests):
-        return digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
-
     return {"type": "result", "bytes": total, "receivedBytes": sum(s.received for s in shares), "seconds": seconds,
             "mbps": total * 8 / max(seconds, 1e-9) / 1e6,
             "sentSHA256": combine([s.sent_hash.hexdigest() for s in shares]),
@@ -133,14 +125,8 @@ def open_shares(pc, total, channels, message_size):
 
 
 async def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("role", choices=["offer", "answer"])
-    parser.add_argument("--echo", action="store_true")
-    parser.add_argument("--send", type=int)
-    parser.add_argument("--channels", type=int, default=1)
-    parser.add_argument("--message-size", type=int, default=16384)
-    parser.add_argument("--host-address", default="127.0.0.1")
-    args = parser.parse_args()
+    args = arguments("aiortc_peer.py", message_size=16384,
+                     extra=lambda p: p.add_argument("--host-address", default="127.0.0.1"))
     aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [args.host_address]
 
     loop = asyncio.get_running_loop()

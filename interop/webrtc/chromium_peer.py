@@ -16,7 +16,6 @@ Chromium tries to reach update servers: run this inside a network namespace with
 candidates are switched off (WebRtcHideLocalIpsWithMdns) and the page asks for a (fake)
 microphone first, which makes Chromium gather its real host addresses, 127.0.0.1 included.
 """
-import argparse
 import ctypes
 import fcntl
 import json
@@ -30,6 +29,8 @@ import tempfile
 import threading
 import time
 
+from peer_common import arguments, decode, write_line
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 FLAGS = [
     "--headless=new", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe",
@@ -42,11 +43,6 @@ FLAGS = [
 
 def log(*parts):
     print("chromium_peer:", *parts, file=sys.stderr, flush=True)
-
-
-def write_line(obj):
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
 
 
 def chromium_binary():
@@ -178,13 +174,7 @@ def read_signalling(page, kind, ready):
     """Reads stdin: the description of `kind` is handed over through `ready`; candidates
     (trickled by the peer) go straight into the page."""
     for raw in sys.stdin:
-        line = raw.strip()
-        if not line:
-            continue
-        try:
-            message = json.loads(line)
-        except ValueError:
-            continue
+        message = decode(raw)
         if message.get("type") == kind:
             ready.put(message["sdp"])
         elif "candidate" in message:
@@ -193,16 +183,7 @@ def read_signalling(page, kind, ready):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("role", choices=["offer", "answer"])
-    parser.add_argument("--echo", action="store_true")
-    parser.add_argument("--send", type=int)
-    parser.add_argument("--channels", type=int, default=1)
-    parser.add_argument("--message-size", type=int, default=65536)
-    parser.add_argument("--timeout", type=float, default=170)
-    args = parser.parse_args()
-    if args.send is None and not args.echo:
-        raise SystemExit("give --echo or --send N")
+    args = arguments("chromium_peer.py", extra=lambda p: p.add_argument("--timeout", type=float, default=170))
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     profile = tempfile.mkdtemp(prefix="ugate-chromium-")

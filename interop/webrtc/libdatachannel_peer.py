@@ -16,26 +16,20 @@ two namespaces (interop/webrtc/pair.py --netns veth). The binding has no buffere
 sender paces itself with a credit window: bytes sent minus bytes echoed stay below 4 MiB per
 channel.
 """
-import argparse
 import hashlib
-import json
 import os
 import sys
 import threading
 import time
 
 import pylibdatachannel as rtc
+from peer_common import arguments, combine, decode, write_line
 
 WINDOW = 4 << 20
 
 
 def log(*parts):
     print("libdatachannel_peer:", *parts, file=sys.stderr, flush=True)
-
-
-def write_line(obj):
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
 
 
 def read_description(kind):
@@ -48,14 +42,6 @@ def read_description(kind):
         if message.get("candidate"):
             pending.append(message)
     raise SystemExit(f"signalling ended before the {kind}")
-
-
-def decode(raw):
-    try:
-        message = json.loads(raw)
-    except ValueError:
-        return {}
-    return message if isinstance(message, dict) else {}
 
 
 def apply_description(pc, kind, sdp, pending):
@@ -130,15 +116,7 @@ class Sender:
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("role", choices=["offer", "answer"])
-    parser.add_argument("--echo", action="store_true")
-    parser.add_argument("--send", type=int)
-    parser.add_argument("--channels", type=int, default=1)
-    parser.add_argument("--message-size", type=int, default=65536)
-    args = parser.parse_args()
-    if args.send is None and not args.echo:
-        raise SystemExit("give --echo or --send N")
+    args = arguments("libdatachannel_peer.py")
 
     pc = rtc.PeerConnection(rtc.Configuration([]))
     gathered = threading.Event()
@@ -231,10 +209,6 @@ def main():
         seconds = time.monotonic() - t0
         for s in senders:
             s.channel.close()
-
-        def combine(digests):
-            return digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()
-
         result = {"type": "result", "bytes": args.send, "receivedBytes": sum(s.received for s in senders),
                   "seconds": seconds, "mbps": args.send * 8 / max(seconds, 1e-9) / 1e6,
                   "sentSHA256": combine([s.sent_hash.hexdigest() for s in senders]),

@@ -27,6 +27,8 @@ import sys
 import threading
 import time
 
+from peer_common import decode
+
 VETH_ADDRESSES = {"offer": "10.99.0.1", "answer": "10.99.0.2"}
 
 
@@ -138,11 +140,8 @@ def relay_and_wait(args, procs):
             line = raw.strip()
             if not line:
                 continue
-            try:
-                message = json.loads(line)
-            except ValueError:
-                message = None
-            if isinstance(message, dict) and message.get("type") == "result":
+            message = decode(line)
+            if message.get("type") == "result":
                 results[src] = message
                 continue
             try:
