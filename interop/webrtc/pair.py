@@ -106,6 +106,9 @@ def main():
     parser.add_argument("--close-wait", type=float, default=15)
     parser.add_argument("--log", default=None, help="directory for the peers' stderr")
     parser.add_argument("--netns", choices=["none", "same", "veth"], default="none")
+    parser.add_argument("--answer-head-start", type=float, default=0,
+                        help="start the answerer this many seconds before the offerer (a browser needs time to start, "
+                             "which would otherwise count in the offerer's offer-to-open time)")
     args = parser.parse_args()
     # SIGTERM (e.g. a test's watchdog) unwinds through the finally blocks: peers stopped,
     # namespaces deleted.
@@ -122,10 +125,12 @@ def main():
 def run(args, namespaces):
     procs = {}
     try:
-        for name, cmd in (("offer", args.offer), ("answer", args.answer)):
+        for name, cmd in (("answer", args.answer), ("offer", args.offer)):
             err = open(os.path.join(args.log, name + ".log"), "wb") if args.log else subprocess.DEVNULL
             argv = namespaces.wrap(name, shlex.split(cmd.replace("{addr}", namespaces.address(name))))
             procs[name] = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, bufsize=0)
+            if name == "answer":
+                time.sleep(args.answer_head_start)
         return relay_and_wait(args, procs)
     finally:
         for p in procs.values():

@@ -34,13 +34,14 @@ KNOWN_BROKEN = {
 
 
 class Peer:
-    def __init__(self, name, argv, netns=None, channels=True, small_messages=False, options=()):
+    def __init__(self, name, argv, netns=None, channels=True, small_messages=False, options=(), startup=0.5):
         self.name = name
         self.argv = argv            # command prefix before the role
         self.options = list(options)  # after the role; {addr} is the peer's address (pair.py)
         self.netns = netns          # None, "same" (inside a namespace) or "veth"
         self.channels = channels    # understands --channels K
         self.small_messages = small_messages  # cannot receive messages >= 64 KiB
+        self.startup = startup      # seconds to let it start before the offerer (open time fairness)
 
     def command(self, role, send=None, channels=1, message_size=65536):
         words = [*self.argv, role, *self.options]
@@ -103,7 +104,7 @@ def available(ugate, wanted=NAMES):
                 print("libdatachannel: not installed (pip install pylibdatachannel)", file=sys.stderr)
         elif name == "chromium":
             if shutil.which("chromium"):
-                peers[name] = Peer(name, [sys.executable, os.path.join(WEBRTC, "chromium_peer.py")], netns="same")
+                peers[name] = Peer(name, [sys.executable, os.path.join(WEBRTC, "chromium_peer.py")], netns="same", startup=3)
             else:
                 print("chromium: not installed (apt-get install chromium)", file=sys.stderr)
         else:
@@ -128,7 +129,8 @@ def run_pair(offerer, answerer, sender, payload, channels=1, timeout=170, keep_l
     mode = netns_mode(offerer, answerer)
     logs = tempfile.mkdtemp(prefix="ugate-interop-")
     proc = subprocess.Popen([sys.executable, os.path.join(WEBRTC, "pair.py"), "--offer", commands["offer"],
-                             "--answer", commands["answer"], "--timeout", str(timeout), "--log", logs, "--netns", mode],
+                             "--answer", commands["answer"], "--timeout", str(timeout), "--log", logs, "--netns", mode,
+                             "--answer-head-start", str(answerer.startup)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         stdout, stderr = proc.communicate()
