@@ -210,11 +210,17 @@ final class LoopbackAgentTests: XCTestCase {
         await a.close()
     }
 
-    /// mDNS candidates are skipped without failing the session.
+    /// mDNS candidates are skipped without failing the session (they are not resolved: no mDNS
+    /// resolver is assumed). The line is a real one from Chromium 156 (headless, no media
+    /// permission, so its host address hidden behind a `.local` name).
     func testMDNSCandidateSkippedSessionStillConnects() async throws {
         let a = try Peer(.controlling)
         let b = try Peer(.controlled)
-        try a.agent.applyRemote(line: "a=candidate:9 1 UDP 2122260223 1f2e3d4c-aaaa-bbbb-cccc-123456789abc.local 54321 typ host")
+        let chromium = "a=candidate:118180572 1 udp 2113937151 0ab6a55d-2661-4443-8d11-b0bd405cb042.local 56730 typ host generation 0 network-cost 999"
+        let parsed = try ICECandidate(parsing: chromium)
+        XCTAssertEqual(parsed.address, "0ab6a55d-2661-4443-8d11-b0bd405cb042.local")
+        XCTAssertFalse(parsed.hasIPLiteral)
+        try a.agent.applyRemote(line: chromium)
         try await connectPair(a, b)
         XCTAssertEqual(a.agent.selectedPair?.remote.address, "127.0.0.1")
         await a.close()

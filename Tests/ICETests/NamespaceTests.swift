@@ -40,7 +40,9 @@ final class NamespaceTests: XCTestCase {
     }
 
     /// A path cut with nftables is reported disconnected, then failed (consent lost); once the
-    /// path is restored, an ICE restart on both sides brings the same agents back.
+    /// path is restored, an ICE restart on both sides brings the same agents back: new ufrags,
+    /// candidates gathered again (new sockets, so ports not seen before the restart), trickled
+    /// to the peer, and datagrams flow again.
     func testPathCutThenRestoredICERestartRecovers() async throws {
         let ns = try NetNamespace(addresses: ["10.201.0.1", "10.201.0.2"])
         defer { ns.delete() }
@@ -53,6 +55,8 @@ final class NamespaceTests: XCTestCase {
         let b = try Peer(.controlled, configB, loop: loop)
         try await connectPair(a, b)
         XCTAssertEqual(a.agent.selectedPair?.remote.address, "10.201.0.2")
+        let before = (a: await a.record.candidates, b: await b.record.candidates)
+        let oldCredentials = (a: a.agent.localCredentials, b: b.agent.localCredentials)
         let pings = [ping(a.agent), ping(b.agent)]
 
         try ns.nft("""
@@ -75,14 +79,28 @@ final class NamespaceTests: XCTestCase {
         await b.record.clear()
         let credsA = a.agent.restart()
         let credsB = b.agent.restart()
+        XCTAssertNotEqual(credsA.ufrag, oldCredentials.a.ufrag)
+        XCTAssertNotEqual(credsB.ufrag, oldCredentials.b.ufrag)
         a.agent.setRemoteCredentials(credsB)
         b.agent.setRemoteCredentials(credsA)
         try await a.waitGathered()
         try await b.waitGathered()
+        let announcedA = await a.record.newCredentials
+        XCTAssertEqual(announcedA, [credsA])
+        for (name, old, new) in [("a", before.a, await a.record.candidates), ("b", before.b, await b.record.candidates)] {
+            XCTAssertFalse(new.isEmpty, "\(name) gathered no candidates after the restart")
+            let oldPorts = Set(old.map(\.port))
+            XCTAssertTrue(new.allSatisfy { !oldPorts.contains($0.port) },
+                          "\(name): candidates after the restart reuse a port: before \(old.map(\.sdpLine)), after \(new.map(\.sdpLine))")
+        }
         await a.sendGathered(to: b)
         await b.sendGathered(to: a)
         try await a.waitConnected()
         try await b.waitConnected()
+        let pair = try XCTUnwrap(a.agent.selectedPair)
+        let fresh = await a.record.candidates
+        XCTAssertTrue(fresh.contains { $0.port == pair.local.port }, "selected pair \(pair) does not use a re-gathered candidate")
+        XCTAssertEqual(a.agent.localCredentials, credsA)
         try await exchangeBothWaysAndClose(a, b, count: 20, tags: (0xC1, 0xC2))
     }
 

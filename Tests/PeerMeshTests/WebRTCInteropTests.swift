@@ -3,34 +3,55 @@ import XCTest
 
 @testable import PeerMesh
 
-/// `ugate webrtc offer|answer` (the built binary) against aiortc (PyPI) and against itself,
-/// relayed by `interop/webrtc/pair.py`: JSON-line signalling on stdin/stdout, loopback ICE,
-/// a multi-megabyte payload sent by one side and echoed by the other, SHA-256 compared, and
-/// the sender's close observed by the echoing side (it must exit by itself).
+/// `ugate webrtc offer|answer` (the built binary) against aiortc (PyPI), pion (Debian's Go
+/// packages), libdatachannel (pylibdatachannel, PyPI), headless Chromium (Debian) and against
+/// itself, relayed by `interop/webrtc/pair.py`: JSON-line signalling on stdin/stdout, ICE on
+/// loopback (Chromium pairs inside a namespace pair.py creates; libdatachannel pairs over a
+/// veth pair between two namespaces, since libjuice gathers no loopback candidates), a
+/// multi-megabyte payload sent by one side and echoed by the other, SHA-256 compared, and the
+/// sender's close observed by the echoing side (it must exit by itself).
 final class WebRTCInteropTests: XCTestCase {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     static let payload = 6_000_000
 
-    private func ugateCommand(_ role: String, _ action: String) throws -> String {
+    /// `address` defaults to pair.py's `{addr}` placeholder (127.0.0.1, or the veth address).
+    private func ugateCommand(_ role: String, _ action: String, address: String = "{addr}") throws -> String {
         let binary = Self.root.appendingPathComponent(".build/debug/ugate").path
         guard FileManager.default.isExecutableFile(atPath: binary) else {
             XCTFail("\(binary) missing: run `swift build --build-tests` first")
             throw CocoaError(.fileNoSuchFile)
         }
-        return "\(binary) webrtc \(role) --local-address 127.0.0.1 --timeout 100 \(action)"
+        return "\(binary) webrtc \(role) --local-address \(address) --timeout 100 \(action)"
     }
 
-    private func aiortcCommand(_ role: String, _ action: String) throws -> String {
+    /// Fails the test (loudly, no skip) when `python3 -c CODE` fails: a tool is missing.
+    private func require(python code: String, _ message: String) throws {
         let check = Process()
         check.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        check.arguments = ["python3", "-c", "import aiortc"]
+        check.arguments = ["python3", "-c", code]
+        check.standardError = FileHandle.nullDevice
         try check.run()
         check.waitUntilExit()
         guard check.terminationStatus == 0 else {
-            XCTFail("aiortc is not installed: pip install aiortc")
+            XCTFail(message)
             throw CocoaError(.executableNotLoadable)
         }
-        return "python3 \(Self.root.path)/interop/webrtc/aiortc_peer.py \(role) \(action)"
+    }
+
+    private func aiortcCommand(_ role: String, _ action: String) throws -> String {
+        try require(python: "import aiortc", "aiortc is not installed: pip install aiortc")
+        return "python3 \(Self.root.path)/interop/webrtc/aiortc_peer.py \(role) --host-address {addr} \(action)"
+    }
+
+    private func libdatachannelCommand(_ role: String, _ action: String) throws -> String {
+        try require(python: "import pylibdatachannel", "libdatachannel is not installed: pip install pylibdatachannel")
+        return "python3 \(Self.root.path)/interop/webrtc/libdatachannel_peer.py \(role) \(action)"
+    }
+
+    private func chromiumCommand(_ role: String, _ action: String) throws -> String {
+        try require(python: "import shutil, sys; sys.exit(shutil.which('chromium') is None)",
+                    "chromium is not installed: apt-get install chromium")
+        return "python3 \(Self.root.path)/interop/webrtc/chromium_peer.py \(role) \(action)"
     }
 
     /// The pion peer, built offline from Debian's Go packages on first use.
@@ -51,14 +72,14 @@ final class WebRTCInteropTests: XCTestCase {
     }
 
     /// Runs pair.py (bounded by its own --timeout and by a 180 s kill here) and returns its summary.
-    private func runPair(offer: String, answer: String, file: StaticString = #filePath, line: UInt = #line) throws -> [String: Any] {
+    private func runPair(offer: String, answer: String, netns: String, file: StaticString = #filePath, line: UInt = #line) throws -> [String: Any] {
         let logs = FileManager.default.temporaryDirectory.appendingPathComponent("ugate-webrtc-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: logs, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: logs) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", Self.root.path + "/interop/webrtc/pair.py", "--offer", offer, "--answer", answer,
-                             "--timeout", "120", "--log", logs.path]
+                             "--timeout", "120", "--log", logs.path, "--netns", netns]
         let output = Pipe()
         process.standardOutput = output
         try process.run()
@@ -77,38 +98,43 @@ final class WebRTCInteropTests: XCTestCase {
         return summary
     }
 
-    private func assertIntact(_ summary: [String: Any], sender: String, file: StaticString = #filePath, line: UInt = #line) {
+    private func assertIntact(_ summary: [String: Any], sender: String, payload: Int, file: StaticString = #filePath, line: UInt = #line) {
         let results = summary["results"] as? [String: [String: Any]] ?? [:]
         guard let result = results[sender] else {
             return XCTFail("no result from the \(sender) side: \(summary)", file: file, line: line)
         }
-        XCTAssertEqual(result["bytes"] as? Int, Self.payload, file: file, line: line)
-        XCTAssertEqual(result["receivedBytes"] as? Int, Self.payload, file: file, line: line)
+        XCTAssertEqual(result["bytes"] as? Int, payload, file: file, line: line)
+        XCTAssertEqual(result["receivedBytes"] as? Int, payload, file: file, line: line)
         XCTAssertEqual(result["sentSHA256"] as? String, result["receivedSHA256"] as? String, file: file, line: line)
         XCTAssertEqual((result["sentSHA256"] as? String)?.count, 64, file: file, line: line)
         XCTAssertEqual(summary["closeSeen"] as? Bool, true, "the echoing side did not see the close", file: file, line: line)
     }
 
-    private enum Peer { case ugate, aiortc, pion }
+    private enum Peer { case ugate, aiortc, pion, libdatachannel, chromium }
 
-    /// One pair run: `sender` ("offer" or "answer") sends the payload, the other side echoes.
-    /// pion v3.1.56 cannot receive messages of 65536 bytes or more (INTEROP.md), so ugate sends
-    /// 16 KiB messages when pion is the peer. `trickle` applies to ugate sides.
-    private func check(_ offerer: Peer, _ answerer: Peer, sender: String, trickle: Bool = false,
+    /// One pair run: `sender` ("offer" or "answer") sends `payload` bytes, the other side
+    /// echoes. pion v3.1.56 cannot receive messages of 65536 bytes or more (INTEROP.md), so
+    /// ugate sends 16 KiB messages when pion is the peer. `trickle` applies to ugate sides.
+    private func check(_ offerer: Peer, _ answerer: Peer, sender: String, trickle: Bool = false, payload: Int = payload,
                        file: StaticString = #filePath, line: UInt = #line) throws {
         let small = offerer == .pion || answerer == .pion
         func command(_ peer: Peer, _ role: String) throws -> String {
             let sends = role == sender
+            let action = sends ? "--send \(payload)" : "--echo"
             switch peer {
             case .ugate:
-                let action = sends ? "--message-size \(small ? 16384 : 65536) --send \(Self.payload)" : "--echo"
-                return try ugateCommand(role, action + (trickle ? " --trickle" : ""))
-            case .aiortc: return try aiortcCommand(role, sends ? "--send \(Self.payload)" : "--echo")
-            case .pion: return try pionCommand(role, sends ? "-send \(Self.payload)" : "-echo")
+                return try ugateCommand(role, (sends ? "--message-size \(small ? 16384 : 65536) " : "") + action + (trickle ? " --trickle" : ""))
+            case .aiortc: return try aiortcCommand(role, action)
+            case .pion: return try pionCommand(role, action)
+            case .libdatachannel: return try libdatachannelCommand(role, action)
+            case .chromium: return try chromiumCommand(role, action)
             }
         }
-        let summary = try runPair(offer: command(offerer, "offer"), answer: command(answerer, "answer"), file: file, line: line)
-        assertIntact(summary, sender: sender, file: file, line: line)
+        let peers = [offerer, answerer]
+        let netns = peers.contains(.libdatachannel) ? "veth" : peers.contains(.chromium) ? "same" : "none"
+        let summary = try runPair(offer: command(offerer, "offer"), answer: command(answerer, "answer"), netns: netns,
+                                  file: file, line: line)
+        assertIntact(summary, sender: sender, payload: payload, file: file, line: line)
     }
 
     func testUgateOffersAndSendsAiortcEchoes() throws { try check(.ugate, .aiortc, sender: "offer") }
@@ -121,13 +147,25 @@ final class WebRTCInteropTests: XCTestCase {
     func testPionOffersUgateAnswersAndSends() throws { try check(.pion, .ugate, sender: "answer") }
     func testPionOffersAndSendsUgateAnswersAndEchoes() throws { try check(.pion, .ugate, sender: "offer", trickle: true) }
 
+    // libdatachannel (libjuice ICE) over veth between two namespaces.
+    func testUgateOffersAndSendsLibdatachannelEchoes() throws { try check(.ugate, .libdatachannel, sender: "offer") }
+    func testUgateOffersAndEchoesLibdatachannelSends() throws { try check(.ugate, .libdatachannel, sender: "answer") }
+    func testLibdatachannelOffersUgateAnswersAndSends() throws { try check(.libdatachannel, .ugate, sender: "answer", trickle: true) }
+    func testLibdatachannelOffersAndSendsUgateAnswersAndEchoes() throws { try check(.libdatachannel, .ugate, sender: "offer") }
+
+    // Headless Chromium inside a namespace (2 MB: a browser start costs more than the payload).
+    func testUgateOffersAndSendsChromiumEchoes() throws { try check(.ugate, .chromium, sender: "offer", payload: 2_000_000) }
+    func testUgateOffersAndEchoesChromiumSends() throws { try check(.ugate, .chromium, sender: "answer", payload: 2_000_000) }
+    func testChromiumOffersUgateAnswersAndSends() throws { try check(.chromium, .ugate, sender: "answer", trickle: true, payload: 2_000_000) }
+    func testChromiumOffersAndSendsUgateAnswersAndEchoes() throws { try check(.chromium, .ugate, sender: "offer", payload: 2_000_000) }
+
     /// `--signal file:DIR`: both sides exchange descriptions through DIR/offer.jsonl and
     /// DIR/answer.jsonl; the offerer prints only its result line on stdout.
     func testUgateFileSignalling() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ugate-webrtc-sig-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: dir) }
         func start(_ role: String, _ action: String) throws -> (Process, Pipe) {
-            let words = try ugateCommand(role, "--signal file:\(dir.path) \(action)").split(separator: " ").map(String.init)
+            let words = try ugateCommand(role, "--signal file:\(dir.path) \(action)", address: "127.0.0.1").split(separator: " ").map(String.init)
             let process = Process()
             process.executableURL = URL(fileURLWithPath: words[0])
             process.arguments = Array(words.dropFirst())

@@ -146,6 +146,29 @@ final class WebRTCPeerConnectionTests: XCTestCase {
         await offerer.close()
         await answerer.close()
     }
+
+    /// A real offer from headless Chromium 156 without media permission: its only candidate is
+    /// an mDNS `.local` host name. The candidate is skipped (not resolved), the offer is still
+    /// accepted and answered, and the connection keeps waiting for usable candidates instead
+    /// of failing.
+    func testChromiumOfferWithOnlyAnMDNSCandidateIsAnswered() async throws {
+        let chromiumOffer = [
+            "v=0", "o=- 8197800533189529888 2 IN IP4 127.0.0.1", "s=-", "t=0 0", "a=group:BUNDLE 0",
+            "a=extmap-allow-mixed", "a=msid-semantic: WMS", "m=application 9 UDP/DTLS/SCTP webrtc-datachannel",
+            "c=IN IP4 0.0.0.0",
+            "a=candidate:118180572 1 udp 2113937151 0ab6a55d-2661-4443-8d11-b0bd405cb042.local 56730 typ host generation 0 network-cost 999",
+            "a=ice-ufrag:3SM4", "a=ice-pwd:MLMt73gGLiopm7EVGLnBhRYS", "a=ice-options:trickle",
+            "a=fingerprint:sha-256 71:F8:7B:DD:7C:44:12:37:63:28:DF:90:79:D3:B7:F8:3F:DA:FC:96:F9:A6:A9:93:B2:B3:8C:73:36:05:41:D2",
+            "a=setup:actpass", "a=mid:0", "a=sctp-port:5000", "a=max-message-size:262144", "",
+        ].joined(separator: "\r\n")
+        let answerer = try PeerConnection(configuration: configuration(trickle: false))
+        let answer = try await answerer.acceptOffer(sdp: chromiumOffer)
+        XCTAssertEqual(answer.setup, .active)
+        XCTAssertTrue(answer.candidates.contains { $0.contains(" 127.0.0.1 ") }, "\(answer.candidates)")
+        XCTAssertEqual(answerer.state, .connecting)
+        await answerer.close()
+        XCTAssertEqual(answerer.state, .closed)
+    }
 }
 
 /// Graceful close over real loopback ICE: the sender closes the connection right after a

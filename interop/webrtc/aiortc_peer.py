@@ -2,15 +2,17 @@
 """aiortc data-channel peer speaking the `ugate webrtc` signalling: one JSON line per
 description on stdout/stdin ({"type":"offer","sdp":"..."}), logs on stderr.
 
-  aiortc_peer.py offer|answer (--echo | --send N) [--message-size N]
+  aiortc_peer.py offer|answer (--echo | --send N) [--channels K] [--message-size N] [--host-address IP]
 
 --echo echoes every message on every channel the other side opens until the connection ends;
 --send N opens a channel, sends N pseudo-random bytes, waits for the echo and prints a result
 line {"type":"result","bytes":..,"receivedBytes":..,"seconds":..,"mbps":..,"sentSHA256":..,
-"receivedSHA256":..}. aioice never gathers 127.0.0.1, so its host-address discovery is patched
-to return only 127.0.0.1 (see /work/shared/INTEROP.md).
+"receivedSHA256":..,"channels":K,"openMs":..}; with --channels K the N bytes are spread over K
+channels and the digests are SHA-256 over the per-channel hex digests in channel order; openMs is
+the time from creating the offer (or receiving it) to the first open channel. aioice never
+gathers 127.0.0.1, so its host-address discovery is patched to return only --host-address
+(default 127.0.0.1; see /work/shared/INTEROP.md).
 """
-import argparse
 import asyncio
 import hashlib
 import json
@@ -20,8 +22,8 @@ import time
 
 import aioice.ice
 from aiortc import RTCPeerConnection, RTCSessionDescription
+from peer_common import arguments, combine, write_line
 
-aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
 
 
 def log(*parts):
@@ -49,69 +51,83 @@ async def apply_remote(pc, reader, kind):
             return
 
 
-def write_line(obj):
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
+class Share:
+    """One channel's part of a --send run: sends under a 4 MiB bufferedAmount window and
+    hashes the echo."""
 
+    def __init__(self, channel, total, message_size):
+        self.channel = channel
+        self.total = total
+        self.message_size = message_size
+        self.opened = asyncio.Event()
+        self.done = asyncio.Event()
+        self.low = asyncio.Event()
+        self.received = 0
+        self.received_hash = hashlib.sha256()
+        self.sent_hash = hashlib.sha256()
+        channel.bufferedAmountLowThreshold = 1 << 20
+        channel.on("open", self.opened.set)
+        channel.on("bufferedamountlow", self.low.set)
+        channel.on("message", self.on_message)
+        if total == 0:
+            self.done.set()
 
-async def send_and_verify(channel, total, message_size, connected):
-    opened = asyncio.Event()
-    done = asyncio.Event()
-    low = asyncio.Event()
-    received = {"n": 0, "hash": hashlib.sha256()}
-    channel.bufferedAmountLowThreshold = 1 << 20
-
-    @channel.on("open")
-    def _():
-        opened.set()
-
-    @channel.on("bufferedamountlow")
-    def _():
-        low.set()
-
-    @channel.on("message")
-    def _(message):
+    def on_message(self, message):
         data = message.encode() if isinstance(message, str) else message
-        received["hash"].update(data)
-        received["n"] += len(data)
-        if received["n"] >= total:
-            done.set()
+        self.received_hash.update(data)
+        self.received += len(data)
+        if self.received >= self.total:
+            self.done.set()
 
+    async def run(self):
+        sent = 0
+        counter = 0
+        block = os.urandom(self.message_size)
+        while sent < self.total:
+            n = min(self.message_size, self.total - sent)
+            chunk = counter.to_bytes(8, "big") + block[8:n] if n >= 8 else block[:n]
+            counter += 1
+            self.sent_hash.update(chunk)
+            self.channel.send(chunk)
+            sent += n
+            if self.channel.bufferedAmount > 4 << 20:
+                self.low.clear()
+                await self.low.wait()
+        await asyncio.wait_for(self.done.wait(), 120)
+
+
+async def send_all(shares, total, connected, started):
+    """Waits for every channel to open, runs the shares together, returns the result line."""
     await connected.wait()
-    if channel.readyState == "open":
-        opened.set()
-    await asyncio.wait_for(opened.wait(), 30)
-    sent_hash = hashlib.sha256()
+    for share in shares:
+        if share.channel.readyState == "open":
+            share.opened.set()
+    await asyncio.wait_for(shares[0].opened.wait(), 30)
+    open_ms = (time.monotonic() - started) * 1000
+    await asyncio.wait_for(asyncio.gather(*(s.opened.wait() for s in shares)), 30)
     start = time.monotonic()
-    sent = 0
-    counter = 0
-    block = os.urandom(message_size)
-    while sent < total:
-        n = min(message_size, total - sent)
-        chunk = counter.to_bytes(8, "big") + block[8:n] if n >= 8 else block[:n]
-        counter += 1
-        sent_hash.update(chunk)
-        channel.send(chunk)
-        sent += n
-        if channel.bufferedAmount > 4 << 20:
-            low.clear()
-            await low.wait()
-    if total:
-        await asyncio.wait_for(done.wait(), 120)
+    await asyncio.gather(*(s.run() for s in shares))
     seconds = time.monotonic() - start
-    channel.close()
-    return {"type": "result", "bytes": total, "receivedBytes": received["n"], "seconds": seconds,
+    for share in shares:
+        share.channel.close()
+
+    return {"type": "result", "bytes": total, "receivedBytes": sum(s.received for s in shares), "seconds": seconds,
             "mbps": total * 8 / max(seconds, 1e-9) / 1e6,
-            "sentSHA256": sent_hash.hexdigest(), "receivedSHA256": received["hash"].hexdigest()}
+            "sentSHA256": combine([s.sent_hash.hexdigest() for s in shares]),
+            "receivedSHA256": combine([s.received_hash.hexdigest() for s in shares]),
+            "channels": len(shares), "openMs": open_ms}
+
+
+def open_shares(pc, total, channels, message_size):
+    part = total // channels
+    return [Share(pc.createDataChannel(f"aiortc-bulk-{i}"), total - part * (channels - 1) if i == 0 else part, message_size)
+            for i in range(channels)]
 
 
 async def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("role", choices=["offer", "answer"])
-    parser.add_argument("--echo", action="store_true")
-    parser.add_argument("--send", type=int)
-    parser.add_argument("--message-size", type=int, default=16384)
-    args = parser.parse_args()
+    args = arguments("aiortc_peer.py", message_size=16384,
+                     extra=lambda p: p.add_argument("--host-address", default="127.0.0.1"))
+    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [args.host_address]
 
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -142,20 +158,26 @@ async def main():
             log("channel closed", channel.label)
 
     result = None
+    task = None
+    started = time.monotonic()
     if args.role == "offer":
         # An offer needs a channel to have an m=application section; with --echo it stays idle.
-        channel = pc.createDataChannel("aiortc-bulk" if args.send is not None else "aiortc-idle")
-        task = asyncio.ensure_future(send_and_verify(channel, args.send, args.message_size, connected)) if args.send is not None else None
+        if args.send is not None:
+            shares = open_shares(pc, args.send, args.channels, args.message_size)
+            task = asyncio.ensure_future(send_all(shares, args.send, connected, started))
+        else:
+            pc.createDataChannel("aiortc-idle")
         await pc.setLocalDescription(await pc.createOffer())
         write_line({"type": pc.localDescription.type, "sdp": pc.localDescription.sdp})
         await apply_remote(pc, reader, "answer")
     else:
         await apply_remote(pc, reader, "offer")
+        started = time.monotonic()
         await pc.setLocalDescription(await pc.createAnswer())
         write_line({"type": pc.localDescription.type, "sdp": pc.localDescription.sdp})
-        task = None
         if args.send is not None:
-            task = asyncio.ensure_future(send_and_verify(pc.createDataChannel("aiortc-bulk"), args.send, args.message_size, connected))
+            shares = open_shares(pc, args.send, args.channels, args.message_size)
+            task = asyncio.ensure_future(send_all(shares, args.send, connected, started))
 
     sctp = pc.sctp
     if task is not None:

@@ -104,9 +104,29 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
                     throw ICEError(.invalidConfiguration, "local address \"\(address)\" is not an IP literal libnice accepts")
                 }
             }
-            let stream = nice_agent_add_stream(a, 1)
-            guard stream != 0 else { throw ICEError(.libniceCallFailed, "nice_agent_add_stream failed") }
-            streamID = stream
+            streamID = try addStream(a, credentials: localCredentials)
+        } catch {
+            g_object_unref(object)
+            throw error
+        }
+        agent = LoopPointer(raw: a)
+        AgentRegistry.register(self)
+        ugate_nice_connect_signals(
+            a, userData,
+            { _, stream, data in AgentRegistry.lookup(data)?.gatheringDone(stream) },
+            { _, candidate, data in AgentRegistry.lookup(data)?.newLocalCandidate(candidate) },
+            { _, stream, _, state, data in AgentRegistry.lookup(data)?.componentStateChanged(stream, state) },
+            { _, stream, _, local, remote, data in AgentRegistry.lookup(data)?.selectedPairChanged(stream, local, remote) })
+        attachReceive(a)
+        logger.debug("agent opened", metadata: ["ice.role": "\(controlling ? "controlling" : "controlled")", "ice.ufrag": "\(localCredentials.ufrag)"])
+    }
+
+    /// Adds the session's one stream (one component) with the configured port range, TURN
+    /// servers and `credentials`; gathering is started separately. Returns its id.
+    private func addStream(_ a: OpaquePointer, credentials: ICECredentials) throws -> guint {
+        let stream = nice_agent_add_stream(a, 1)
+        guard stream != 0 else { throw ICEError(.libniceCallFailed, "nice_agent_add_stream failed") }
+        do {
             if let range = configuration.portRange {
                 nice_agent_set_port_range(a, stream, 1, guint(range.lowerBound), guint(range.upperBound))
             }
@@ -116,21 +136,18 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
                     throw ICEError(.invalidConfiguration, "nice_agent_set_relay_info refused TURN server \(relay.ip):\(relay.port)")
                 }
             }
-            guard nice_agent_set_local_credentials(a, stream, localCredentials.ufrag, localCredentials.pwd) != 0 else {
+            guard nice_agent_set_local_credentials(a, stream, credentials.ufrag, credentials.pwd) != 0 else {
                 throw ICEError(.libniceCallFailed, "nice_agent_set_local_credentials failed")
             }
         } catch {
-            g_object_unref(object)
+            nice_agent_remove_stream(a, stream)
             throw error
         }
-        agent = LoopPointer(raw: a)
-        AgentRegistry.register(self)
-        ugate_nice_connect_signals(
-            a, userData,
-            { _, _, data in AgentRegistry.lookup(data)?.gatheringDone() },
-            { _, candidate, data in AgentRegistry.lookup(data)?.newLocalCandidate(candidate) },
-            { _, _, _, state, data in AgentRegistry.lookup(data)?.componentStateChanged(state) },
-            { _, _, _, local, remote, data in AgentRegistry.lookup(data)?.selectedPairChanged(local, remote) })
+        return stream
+    }
+
+    /// Routes the current stream's received datagrams into ``inbox``.
+    private func attachReceive(_ a: OpaquePointer) {
         nice_agent_attach_recv(a, streamID, 1, loop.context, { _, _, _, length, buffer, data in
             guard let buffer, let core = AgentRegistry.lookup(data) else { return }
             let bytes = UnsafeRawBufferPointer(start: buffer, count: Int(length))
@@ -140,7 +157,6 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
                 core.loop.execute { inbox.flush() }
             }
         }, userData)
-        logger.debug("agent opened", metadata: ["ice.role": "\(controlling ? "controlling" : "controlled")", "ice.ufrag": "\(localCredentials.ufrag)"])
     }
 
     // MARK: Commands (loop thread)
@@ -255,30 +271,57 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
         fail(ICEError(.timeout, "no candidate pair connected within \(configuration.connectTimeout) (\(localCandidates.count) local, \(remoteCandidateCount) remote candidates)"))
     }
 
+    /// ICE restart with re-gathering. libnice gathers once per stream
+    /// (`nice_agent_gather_candidates` ignores a second call, `nice_agent_restart_stream` keeps
+    /// the old local candidates), so a started session gets a new stream: fresh sockets and
+    /// candidates under the new credentials, announced as `.localCredentialsChanged`, then
+    /// `.localCandidate`… and `.localGatheringDone` as they are found. The old stream (and its
+    /// selected pair) is removed once the new one gathers, so datagrams pause until a new pair
+    /// is selected. Before ``start()`` only the credentials change.
     func restart(with credentials: ICECredentials) {
         guard let agent, !closing else { return }
-        guard nice_agent_restart_stream(agent.raw, streamID) != 0,
-            nice_agent_set_local_credentials(agent.raw, streamID, credentials.ufrag, credentials.pwd) != 0
-        else {
-            fail(ICEError(.libniceCallFailed, "nice_agent_restart_stream failed"))
-            return
+        let oldStream = streamID
+        if started {
+            do {
+                streamID = try addStream(agent.raw, credentials: credentials)
+            } catch let error as ICEError {
+                fail(error)
+                return
+            } catch {
+                fail(ICEError(.libniceCallFailed, "adding a stream for the restart failed: \(error)"))
+                return
+            }
+            nice_agent_attach_recv(agent.raw, oldStream, 1, loop.context, nil, nil)
+            attachReceive(agent.raw)
+            localCandidates.removeAll()
+            localGatheringDone = false
+            published.withLock { $0.selectedPair = nil }
+        } else {
+            guard nice_agent_set_local_credentials(agent.raw, streamID, credentials.ufrag, credentials.pwd) != 0 else {
+                fail(ICEError(.libniceCallFailed, "nice_agent_set_local_credentials failed"))
+                return
+            }
         }
         localCredentials = credentials
         published.withLock { $0.localCredentials = credentials }
         remoteCredentials = nil
         remoteCandidateCount = 0
-        // The peer's candidates usually survive its restart: check them again with the new
-        // credentials (duplicates it re-sends are merged by libnice).
+        // The peer's candidates may survive its restart (not every agent re-gathers): check
+        // them again with the new credentials (duplicates it re-sends are merged by libnice).
         pendingRemote = appliedRemote + pendingRemote
         appliedRemote.removeAll()
         remoteEndPending = false
         timerArmed = false
         timerGeneration += 1
         if let s = machine.restarted() { announce(s) }
-        logger.debug("ICE restart", metadata: ["ice.ufrag": "\(credentials.ufrag)"])
+        logger.debug("ICE restart", metadata: ["ice.ufrag": "\(credentials.ufrag)", "ice.stream": "\(streamID)"])
         events.yield(.localCredentialsChanged(credentials))
-        for candidate in localCandidates { events.yield(.localCandidate(candidate)) }
-        if localGatheringDone { events.yield(.localGatheringDone) }
+        guard started else { return }
+        let gathering = nice_agent_gather_candidates(agent.raw, streamID)
+        nice_agent_remove_stream(agent.raw, oldStream)
+        if gathering == 0 {
+            fail(ICEError(.libniceCallFailed, "nice_agent_gather_candidates failed after the restart (no usable local address or TURN server?)"))
+        }
     }
 
     func enqueueSend(_ datagram: [UInt8]) -> Bool {
@@ -406,20 +449,21 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
 
     // MARK: libnice signals (loop thread)
 
-    private func gatheringDone() {
+    private func gatheringDone(_ stream: guint) {
+        guard stream == streamID else { return }
         localGatheringDone = true
         events.yield(.localGatheringDone)
     }
 
     private func newLocalCandidate(_ candidate: UnsafeMutablePointer<NiceCandidate>?) {
-        guard let agent, let candidate, let c = describe(agent, candidate) else { return }
+        guard let agent, let candidate, candidate.pointee.stream_id == streamID, let c = describe(agent, candidate) else { return }
         guard c.component == 1 else { return }
         localCandidates.append(c)
         events.yield(.localCandidate(c))
     }
 
-    private func componentStateChanged(_ raw: guint) {
-        guard let niceState = NiceState(rawValue: raw) else { return }
+    private func componentStateChanged(_ stream: guint, _ raw: guint) {
+        guard stream == streamID, let niceState = NiceState(rawValue: raw) else { return }
         let before = machine.state
         guard let next = machine.nice(niceState) else { return }
         if next == .failed {
@@ -436,8 +480,8 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
         announce(next)
     }
 
-    private func selectedPairChanged(_ local: UnsafeMutablePointer<NiceCandidate>?, _ remote: UnsafeMutablePointer<NiceCandidate>?) {
-        guard let agent, let local, let remote, let l = describe(agent, local), let r = describe(agent, remote) else { return }
+    private func selectedPairChanged(_ stream: guint, _ local: UnsafeMutablePointer<NiceCandidate>?, _ remote: UnsafeMutablePointer<NiceCandidate>?) {
+        guard stream == streamID, let agent, let local, let remote, let l = describe(agent, local), let r = describe(agent, remote) else { return }
         let pair = ICECandidatePair(local: l, remote: r)
         published.withLock { $0.selectedPair = pair }
         // Outside the signal handler (libnice holds its agent lock around signals).

@@ -140,12 +140,14 @@ public final class ICEAgent: Sendable {
         return true
     }
 
-    /// ICE restart (RFC 8445 §9): new local credentials, checks run again while the current
-    /// pair keeps carrying data. ``events`` announces `.localCredentialsChanged` and the local
-    /// candidates again (with `.localGatheringDone`); send them to the peer. A peer that gets
-    /// the new ufrag through ``setRemoteCredentials(_:)`` restarts by itself; its new
-    /// credentials come back the same way. Remote candidates already known are checked again
-    /// with the new credentials.
+    /// ICE restart (RFC 8445 §9): new local credentials and freshly gathered candidates (new
+    /// sockets; libnice gathers once per stream, so the agent replaces its stream and keeps
+    /// the session). ``events`` announces `.localCredentialsChanged`, then the new
+    /// `.localCandidate`s and `.localGatheringDone` as they are found: send them to the peer.
+    /// Datagrams pause from the restart until a new pair is selected. A peer that gets the new
+    /// ufrag through ``setRemoteCredentials(_:)`` restarts (and re-gathers) by itself; its new
+    /// credentials and candidates come back the same way. Remote candidates already known are
+    /// checked again with the new credentials. Before ``start()`` only the credentials change.
     @discardableResult
     public func restart() -> ICECredentials {
         let credentials = ICECredentials.random()
