@@ -39,6 +39,17 @@ struct SNIRouter: Sendable {
         peer(for: result)?.addresses.first
     }
 
+    /// The verdict of the Gate's accept peek (`PeekListener`): forward by the Gate's relay when
+    /// the SNI names another known node with a literal or named address and no relay registration
+    /// here; otherwise hand the connection to SwiftNIO (`install`: relay splice or termination).
+    func verdict(serverName: String?) -> PeekListener.Verdict {
+        guard let serverName, let peer = peer(for: .hostname(serverName)), relays.count(peer.id) == 0,
+            let address = peer.addresses.first, let destination = try? TunnelRequest.parseDestination(address)
+        else { return .handOff }
+        logger.debug("SNI forward", metadata: ["peer.addr": "\(address)"])
+        return .forward(destination, upstream: "mesh-sni:\(peer.id)")
+    }
+
     /// Adds the SNI handler to a freshly accepted mesh connection; `terminate` installs local TLS.
     func install(on channel: any Channel, terminate: @escaping (any Channel) throws -> Void) throws {
         let router = self
@@ -112,6 +123,24 @@ struct SNIRouter: Sendable {
                 channel.close(promise: nil)
                 throw error
             }
+    }
+}
+
+/// Replays the bytes the Gate's accept peek read from a connection SwiftNIO adopted, as its
+/// first read once it is active. Removes itself.
+final class ReplayHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    private let bytes: [UInt8]
+
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.fireChannelActive()
+        if !bytes.isEmpty {
+            context.fireChannelRead(NIOAny(context.channel.allocator.buffer(bytes: bytes)))
+            context.fireChannelReadComplete()
+        }
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 }
 
