@@ -232,9 +232,11 @@ class MeshTestCase: XCTestCase {
     /// `streamOpenTimeout` is generous by default: tests that open many streams on a loaded
     /// machine check completeness, not latency.
     func node(
-        _ identity: NodeIdentity, peers: [PeerConfig], log: LogCapture = LogCapture(), streamOpenTimeout: Double = 60
+        _ identity: NodeIdentity, peers: [PeerConfig], log: LogCapture = LogCapture(), streamOpenTimeout: Double = 60,
+        forwarder: ForwardMode = .copy
     ) async throws -> (MeshNode, Int) {
-        let config = MeshConfig(identityDir: "/nonexistent", peers: peers, listenHost: "127.0.0.1", streamOpenTimeout: streamOpenTimeout)
+        let config = MeshConfig(
+            identityDir: "/nonexistent", peers: peers, listenHost: "127.0.0.1", streamOpenTimeout: streamOpenTimeout, forwarder: forwarder)
         let node = try MeshNode(config: config, identity: identity, logger: log.logger("test"))
         let port = try await node.listen(port: 0, name: "mesh")
         cleanups.append { await node.shutdown() }
