@@ -1,5 +1,6 @@
 import Glibc
 import Logging
+import Synchronization
 
 /// A TCP listener on the Gate's loops for a port whose connections are either forwarded by the
 /// Gate (its relay: `splice(2)` or large-buffer copy, `forwarder`) or served by another stack
@@ -18,7 +19,8 @@ public final class PeekListener: Sendable {
         /// resolver) and relay both ways with the Gate's forwarder, the peeked bytes first.
         /// `upstream` names the target in the access log and stream snapshots.
         case forward(Destination, upstream: String)
-        /// Give the socket and the bytes read from it to `handOff`, which owns the socket then.
+        /// Give the socket and the bytes read from it to `handOff`, which owns the socket then
+        /// (it may give it back with `relay`).
         case handOff
     }
 
@@ -32,24 +34,43 @@ public final class PeekListener: Sendable {
         public let source: String
         /// The TLS SNI, when the bytes are a ClientHello that names one.
         public let serverName: String?
+        let info: StreamInfo
+        let loop: GateLoop
     }
 
     private let listener: TCPListener
     private let context: GateContext
+    private let forwarder: ForwardMode
 
     /// Binds `address` once per loop of `loops` (`SO_REUSEPORT`); call `start` to accept.
     /// Uses `config`'s `sniffBytes`, `sniffTimeout`, `connectTimeout` and `idleTimeout`.
     public init(
         name: String, address: SocketAddress, loops: GateLoopGroup, config: GateConfig = GateConfig(),
         forwarder: ForwardMode, accessLog: Logger, log: Logger,
-        decide: @escaping @Sendable (Peeked) -> Verdict, handOff: @escaping @Sendable (Peeked) -> Void
+        decide: @escaping @Sendable (Peeked) -> Verdict, handOff: @escaping @Sendable (PeekListener, Peeked) -> Void
     ) throws {
         let direct = DirectUpstream(loops: loops, connectTimeout: config.connectTimeout)
         let context = GateContext(
             config: config, router: try Router(rules: [], hosts: [:], direct: direct), loops: loops, accessLog: accessLog, log: log)
         self.context = context
+        self.forwarder = forwarder
+        let handOffBox = HandOff()
         listener = try TCPListener(name: name, proto: .tcp, address: address, context: context) { bound in
-            PeekFront(name: name, port: bound.port, context: context, mode: forwarder, direct: direct, decide: decide, handOff: handOff)
+            PeekFront(name: name, port: bound.port, context: context, mode: forwarder, direct: direct, decide: decide, handOff: handOffBox)
+        }
+        // Weak: a connection still peeking when the listener is gone is closed instead.
+        handOffBox.target.withLock { $0 = { [weak self] peeked in if let self { handOff(self, peeked) } else { Glibc.close(peeked.fd) } } }
+    }
+
+    /// Relays a handed-off connection (its peeked bytes first) with `upstream`, a connected
+    /// socket of the caller's, on the Gate's forwarder; takes ownership of both descriptors.
+    /// `upstreamName` names the target in the access log and stream snapshots.
+    public func relay(_ peeked: Peeked, upstream: Int32, upstreamName: String) {
+        let loop = peeked.loop
+        loop.execute { [context, forwarder] in
+            context.startRelay(
+                loop: loop, client: peeked.fd, upstream: upstream, info: peeked.info, upstreamName: upstreamName, mode: forwarder,
+                prefix: peeked.bytes)
         }
     }
 
@@ -75,7 +96,7 @@ private struct PeekFront: CaptureFront {
     let mode: ForwardMode
     let direct: DirectUpstream
     let decide: @Sendable (PeekListener.Peeked) -> PeekListener.Verdict
-    let handOff: @Sendable (PeekListener.Peeked) -> Void
+    let handOff: HandOff
 
     func serve(_ conn: ClientConn) async {
         var info = StreamInfo(listener: name, source: conn.peer, destination: Destination(host: "", port: port))
@@ -85,11 +106,12 @@ private struct PeekFront: CaptureFront {
         while conn.inbox.first ?? 0x16 == 0x16, Sniffing.classify(conn.inbox, limit: limit, into: &info) == nil {
             guard (try? await conn.read(max: max(1, limit - conn.inbox.count), deadline: deadline)) == true else { break }
         }
-        let peeked = PeekListener.Peeked(fd: conn.fd, bytes: conn.inbox, source: conn.peer, serverName: info.serverName)
+        let peeked = PeekListener.Peeked(
+            fd: conn.fd, bytes: conn.inbox, source: conn.peer, serverName: info.serverName, info: info, loop: conn.loop)
         switch decide(peeked) {
         case .handOff:
             _ = conn.handOff()
-            handOff(peeked)
+            handOff.target.withLock { $0 }?(peeked)
         case .forward(let destination, let upstream):
             info.destination = destination
             if let address = try? SocketAddress(host: destination.host, port: destination.port) {
@@ -111,4 +133,9 @@ private struct PeekFront: CaptureFront {
             }
         }
     }
+}
+
+/// The owner's hand-off with the listener bound in (set once, right after the listener exists).
+private final class HandOff: Sendable {
+    let target = Mutex<(@Sendable (PeekListener.Peeked) -> Void)?>(nil)
 }

@@ -1,4 +1,5 @@
 import Gate
+import Glibc
 import Logging
 import NIOCore
 import NIOHTTP2
@@ -89,7 +90,16 @@ public final class MeshNode: Sendable {
             listener = try PeekListener(
                 name: name, address: address, loops: gateLoops, forwarder: config.forwarder, accessLog: accessLog, log: logger,
                 decide: { [sniRouter] peeked in sniRouter.verdict(serverName: peeked.serverName) },
-                handOff: { [self] peeked in adopt(peeked, listener: name) })
+                handOff: { [self] listener, peeked in
+                    guard let nodeID = sniRouter.relayTarget(serverName: peeked.serverName), let idle = relays.take(nodeID) else {
+                        return adopt(peeked, listener: name)
+                    }
+                    // SwiftNIO lets go of the registered connection first, so it reads none of its bytes.
+                    idle.channel.close().whenComplete { _ in
+                        listener.relay(peeked, upstream: idle.socket, upstreamName: "mesh-relay:\(nodeID)")
+                    }
+                    logger.debug("SNI relay", metadata: ["peer.id": "\(nodeID)"])
+                })
         } catch {
             throw MeshError(.connect, "cannot listen on \(host ?? config.listenHost):\(port) for \(name): \(error)")
         }
@@ -99,11 +109,13 @@ public final class MeshNode: Sendable {
     }
 
     /// Gives an accepted mesh connection (and the bytes the peek read) to SwiftNIO on `acceptLoop`.
+    /// A connection that may be a relay registration gets a duplicate of its descriptor along
+    /// (for `RelayRegistry`).
     private func adopt(_ peeked: PeekListener.Peeked, listener name: String) {
         let relays = self.relays
-        let sniRouter = self.sniRouter
         let logger = self.logger
         let remote = peeked.source
+        let socket: Int32? = peeked.bytes.first == RelayRegistration.magic[0] ? dup(peeked.fd) : nil
         ClientBootstrap(group: acceptLoop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { [self] channel in
@@ -112,8 +124,8 @@ public final class MeshNode: Sendable {
                     try H2Tuning.configureConnectionSocket(channel)
                     try channel.pipeline.syncOperations.addHandlers([
                         ReplayHandler(peeked.bytes),
-                        MeshPortDemux(registry: relays, remote: remote, logger: logger) {
-                            try sniRouter.install(on: $0) { try self.terminateTLS(on: $0, remote: remote, listener: name) }
+                        MeshPortDemux(registry: relays, socket: socket.flatMap { $0 >= 0 ? $0 : nil }, remote: remote, logger: logger) {
+                            try self.terminateTLS(on: $0, remote: remote, listener: name)
                         },
                     ])
                 }
@@ -122,6 +134,7 @@ public final class MeshNode: Sendable {
             .whenFailure { error in
                 logger.warning("cannot adopt mesh connection: \(error)", metadata: ["peer.addr": "\(remote)"])
                 Glibc.close(peeked.fd)
+                if let socket, socket >= 0 { Glibc.close(socket) }
             }
     }
 
