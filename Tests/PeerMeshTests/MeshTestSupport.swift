@@ -255,6 +255,11 @@ class MeshTestCase: XCTestCase {
     func echoAndHalfClose(_ upstream: any Upstream, to destination: Destination) async throws {
         let fd = try await upstream.dial(destination, for: info(destination))
         defer { close(fd) }
+        try echoAndHalfClose(socket: fd)
+    }
+
+    /// The exchange of `echoAndHalfClose` on a connected socket to an echo server.
+    func echoAndHalfClose(socket fd: Int32) throws {
         let first = randomBytes(1000)
         try FD.write(fd, first)
         XCTAssertEqual(try FD.read(fd, count: first.count), first)
