@@ -31,6 +31,9 @@ public final class MeshNode: Sendable {
     let acceptLoop: any EventLoop
     let logger: Logger
     private let listeners = Mutex<[PeekListener]>([])
+    /// Relay registrations taken for an accepted connection (by its descriptor) between the
+    /// accept peek's verdict and the hand-off.
+    private let takenRelays = Mutex<[Int32: (node: String, idle: RelayRegistry.Idle)]>([:])
     /// The Gate loops that accept mesh connections and run SNI forwarding.
     let gateLoops: GateLoopGroup
     /// Whether this node made `gateLoops` (and shuts them down).
@@ -89,9 +92,16 @@ public final class MeshNode: Sendable {
             accessLog[metadataKey: "listener"] = "\(name)"
             listener = try PeekListener(
                 name: name, address: address, loops: gateLoops, forwarder: config.forwarder, accessLog: accessLog, log: logger,
-                decide: { [sniRouter] peeked in sniRouter.verdict(serverName: peeked.serverName) },
+                decide: { [self] peeked in
+                    // A registration is taken here, so a connection that finds none left is forwarded instead.
+                    if let nodeID = sniRouter.relayTarget(serverName: peeked.serverName), let idle = relays.take(nodeID) {
+                        takenRelays.withLock { $0[peeked.fd] = (nodeID, idle) }
+                        return .handOff
+                    }
+                    return sniRouter.verdict(serverName: peeked.serverName)
+                },
                 handOff: { [self] listener, peeked in
-                    guard let nodeID = sniRouter.relayTarget(serverName: peeked.serverName), let idle = relays.take(nodeID) else {
+                    guard let (nodeID, idle) = takenRelays.withLock({ $0.removeValue(forKey: peeked.fd) }) else {
                         return adopt(peeked, listener: name)
                     }
                     // SwiftNIO lets go of the registered connection first, so it reads none of its bytes.

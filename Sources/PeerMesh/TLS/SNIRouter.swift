@@ -39,11 +39,11 @@ struct SNIRouter: Sendable {
         peer(for: result)?.addresses.first
     }
 
-    /// The verdict of the Gate's accept peek (`PeekListener`): forward by the Gate's relay when
-    /// the SNI names another known node with a literal or named address and no relay registration
-    /// here; otherwise hand the connection to SwiftNIO (`install`: relay splice or termination).
+    /// The verdict of the Gate's accept peek (`PeekListener`) for a connection that is not
+    /// joined with a relay registration: forward by the Gate's relay when the SNI names another
+    /// known node with an address; otherwise hand it to SwiftNIO, which terminates TLS here.
     func verdict(serverName: String?) -> PeekListener.Verdict {
-        guard let serverName, let peer = peer(for: .hostname(serverName)), relays.count(peer.id) == 0,
+        guard let serverName, let peer = peer(for: .hostname(serverName)),
             let address = peer.addresses.first, let destination = try? TunnelRequest.parseDestination(address)
         else { return .handOff }
         logger.debug("SNI forward", metadata: ["peer.addr": "\(address)"])
