@@ -26,8 +26,8 @@ public final class MeshNode: Sendable {
     let sniRouter: SNIRouter
     /// Idle connections nodes behind NAT registered here for relay-over-SNI.
     let relays: RelayRegistry
-    /// The loop of every accepted mesh connection, so the SNI router can join an incoming
-    /// connection with a registered relay connection directly.
+    /// The loop of every mesh connection SwiftNIO adopts from the Gate's accept (terminated here
+    /// or relay registrations), so an inbound stream and a reverse tunnel can be joined directly.
     let acceptLoop: any EventLoop
     let logger: Logger
     private let listeners = Mutex<[PeekListener]>([])

@@ -91,11 +91,12 @@ final class RelayRegistry: Sendable {
     }
 }
 
-/// The first handler on every accepted mesh connection: tells relay registrations (first byte
-/// `U`, see `RelayRegistration`) from TLS (anything else) and either hands the connection to
-/// the SNI router (`onTLS`) or reads, checks and answers a registration, after which the
-/// connection idles here until the SNI router takes it (`RelayRegistry.take`) and removes this
-/// handler. A registered connection that sends anything is closed.
+/// The first handler on every mesh connection SwiftNIO adopts: tells relay registrations (first
+/// byte `U`, see `RelayRegistration`) from TLS (anything else) and either hands the connection
+/// to TLS termination (`onTLS`) or reads, checks and answers a registration, after which the
+/// connection idles here until the mesh listener takes it (`RelayRegistry.take`) and closes this
+/// channel (the Gate's relay carries on with the registry's duplicate of the socket). A
+/// registered connection that sends anything is closed.
 final class MeshPortDemux: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
