@@ -56,7 +56,9 @@ public final class PeekListener: Sendable {
         self.forwarder = forwarder
         let handOffBox = HandOff()
         listener = try TCPListener(name: name, proto: .tcp, address: address, context: context) { bound in
-            PeekFront(name: name, port: bound.port, context: context, mode: forwarder, direct: direct, decide: decide, handOff: handOffBox)
+            PeekFront(
+                listener: name, port: bound.port, context: context, mode: forwarder, direct: direct, decide: decide,
+                handOff: handOffBox)
         }
         // Weak: a connection still peeking when the listener is gone is closed instead.
         handOffBox.target.withLock { $0 = { [weak self] peeked in if let self { handOff(self, peeked) } else { Glibc.close(peeked.fd) } } }
@@ -90,8 +92,8 @@ public final class PeekListener: Sendable {
 
 /// The capture front of a `PeekListener`: bounded TLS peek, then the owner's verdict.
 private struct PeekFront: CaptureFront {
-    let name: String
-    let port: UInt16
+    /// The listener's name and port, for the stream's `StreamInfo`.
+    let listener: String, port: UInt16
     let context: GateContext
     let mode: ForwardMode
     let direct: DirectUpstream
@@ -99,7 +101,7 @@ private struct PeekFront: CaptureFront {
     let handOff: HandOff
 
     func serve(_ conn: ClientConn) async {
-        var info = StreamInfo(listener: name, source: conn.peer, destination: Destination(host: "", port: port))
+        var info = StreamInfo(listener: listener, source: conn.peer, destination: Destination(host: "", port: port))
         let deadline = GateLoop.monotonicMillis() + UInt64(context.config.sniffTimeout * 1000)
         let limit = context.config.sniffBytes
         // Only a TLS handshake record is worth waiting for; anything else goes on at once.
