@@ -140,14 +140,7 @@ public final class GateNode: Sendable {
 
     /// Snapshots of every live stream, collected on each loop's own thread.
     public func streams() async -> [StreamSnapshot] {
-        var all: [StreamSnapshot] = []
-        for loop in loops.loops {
-            let part: [StreamSnapshot] = await withCheckedContinuation { c in
-                loop.execute { c.resume(returning: loop.relays.values.map { $0.snapshot() }) }
-            }
-            all += part
-        }
-        return all.sorted { $0.id < $1.id }
+        await loops.snapshots()
     }
 
     /// Routes for the admin server: `/metrics`, `/debug/streams`, `/` (status page).

@@ -60,7 +60,7 @@ struct Run: AsyncParsableCommand {
         let metrics = PrometheusMetrics()
         MetricsSystem.bootstrap(metrics)
 
-        let meshConfig = meshSection.meshConfig(identityDir: identityDir, defaultHost: settings.bind)
+        let meshConfig = meshSection.meshConfig(identityDir: identityDir, defaultHost: settings.bind, forwarder: settings.forwarder)
         let mesh: MeshNode
         let push: PushService
         let node: GateNode

@@ -232,9 +232,11 @@ class MeshTestCase: XCTestCase {
     /// `streamOpenTimeout` is generous by default: tests that open many streams on a loaded
     /// machine check completeness, not latency.
     func node(
-        _ identity: NodeIdentity, peers: [PeerConfig], log: LogCapture = LogCapture(), streamOpenTimeout: Double = 60
+        _ identity: NodeIdentity, peers: [PeerConfig], log: LogCapture = LogCapture(), streamOpenTimeout: Double = 60,
+        forwarder: ForwardMode = .copy
     ) async throws -> (MeshNode, Int) {
-        let config = MeshConfig(identityDir: "/nonexistent", peers: peers, listenHost: "127.0.0.1", streamOpenTimeout: streamOpenTimeout)
+        let config = MeshConfig(
+            identityDir: "/nonexistent", peers: peers, listenHost: "127.0.0.1", streamOpenTimeout: streamOpenTimeout, forwarder: forwarder)
         let node = try MeshNode(config: config, identity: identity, logger: log.logger("test"))
         let port = try await node.listen(port: 0, name: "mesh")
         cleanups.append { await node.shutdown() }
@@ -253,6 +255,11 @@ class MeshTestCase: XCTestCase {
     func echoAndHalfClose(_ upstream: any Upstream, to destination: Destination) async throws {
         let fd = try await upstream.dial(destination, for: info(destination))
         defer { close(fd) }
+        try echoAndHalfClose(socket: fd)
+    }
+
+    /// The exchange of `echoAndHalfClose` on a connected socket to an echo server.
+    func echoAndHalfClose(socket fd: Int32) throws {
         let first = randomBytes(1000)
         try FD.write(fd, first)
         XCTAssertEqual(try FD.read(fd, count: first.count), first)

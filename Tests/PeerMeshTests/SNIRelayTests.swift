@@ -152,6 +152,11 @@ final class SNIRelayTests: MeshTestCase {
         // bob refilled its pool after the splice.
         try await waitUntil("bob refilled its relay pool") { n.gate.relayConnections(from: bob) == 3 }
         XCTAssertEqual(n.bob.relayStatus(gateway: n.gateID.node.id).used, 1)
+        // alice's pooled connection runs through the Gate's relay, joined with the registered socket.
+        let streams = await n.gate.sniStreams()
+        XCTAssertEqual(streams.map(\.upstream), ["mesh-relay:\(bob)"])
+        XCTAssertGreaterThan(streams.first?.bytesUp ?? 0, 0)
+        XCTAssertGreaterThan(streams.first?.bytesDown ?? 0, 0)
 
         // A foreign TLS client (Python ssl + h2, SNI = bob) at gate's port: HBONE echo + half-close.
         let (status, output) = try runPython([

@@ -6,8 +6,17 @@ import XCTest
 
 /// alice's TLS for bob goes to gate's mesh port; gate reads only the SNI (bob's mangled
 /// hostname) and forwards the undecrypted connection to bob, which terminates mTLS with alice.
+/// The forwarding is the Gate's relay, in the mode gate's config selects.
 final class SNIRouterTests: MeshTestCase {
     func testSNIForBobIsForwardedWithoutDecrypting() async throws {
+        try await forwardsSNIForBob(.copy)
+    }
+
+    func testSNIForwardingSplicesWhenConfigured() async throws {
+        try await forwardsSNIForBob(.splice)
+    }
+
+    private func forwardsSNIForBob(_ forwarder: ForwardMode) async throws {
         let echo = try await echoServer()
         let aliceDir = try temporaryDirectory("sni-alice")
         defer { try? FileManager.default.removeItem(atPath: aliceDir) }
@@ -16,13 +25,22 @@ final class SNIRouterTests: MeshTestCase {
         let bobID = try NodeIdentity.generate()
         let (bob, bobPort) = try await node(bobID, peers: [PeerConfig(id: aliceID.node.id, destinations: ["127.0.0.1:\(echo.port)"])])
         // gate knows bob's address and nothing about alice.
-        let (gate, gatePort) = try await node(gateID, peers: [PeerConfig(id: bobID.node.id, addresses: ["127.0.0.1:\(bobPort)"])])
+        let (gate, gatePort) = try await node(
+            gateID, peers: [PeerConfig(id: bobID.node.id, addresses: ["127.0.0.1:\(bobPort)"])], forwarder: forwarder)
         // alice reaches bob at gate's address.
         let (alice, _) = try await node(aliceID, peers: [PeerConfig(id: bobID.node.id, addresses: ["127.0.0.1:\(gatePort)"])])
 
         try await echoAndHalfClose(try alice.upstream(to: bobID.node.id, kind: .hbone), port: echo.port)
         XCTAssertEqual(gate.acceptedConnections, 0, "gate terminated no TLS")
         XCTAssertEqual(bob.acceptedConnections, 1, "bob terminated alice's TLS")
+        // alice's pooled connection to bob is still open: it is a stream of the Gate's relay.
+        let streams = await gate.sniStreams()
+        XCTAssertEqual(streams.count, 1, "\(streams)")
+        XCTAssertEqual(streams.first?.upstream, "mesh-sni:\(bobID.node.id)")
+        XCTAssertEqual(streams.first?.mode, forwarder.rawValue)
+        XCTAssertEqual(streams.first?.serverName, bobID.mangledHostname)
+        XCTAssertGreaterThan(streams.first?.bytesUp ?? 0, 0)
+        XCTAssertGreaterThan(streams.first?.bytesDown ?? 0, 0)
 
         // A foreign TLS client (openssl s_client) names bob in SNI at gate's port and sees bob's certificate.
         let process = Process()
@@ -59,5 +77,14 @@ final class SNIRouterTests: MeshTestCase {
         XCTAssertNil(router.forwardAddress(for: .hostname(naming.hostname(for: hidden))), "a peer without address")
         XCTAssertNil(router.forwardAddress(for: .hostname("example.com")))
         XCTAssertNil(router.forwardAddress(for: .fallback))
+
+        guard case .forward(let destination, let upstream) = router.verdict(serverName: naming.hostname(for: peer)) else {
+            return XCTFail("the Gate forwards TLS naming a peer with an address")
+        }
+        XCTAssertEqual(destination, Destination(host: "10.0.0.2", port: 15007))
+        XCTAssertEqual(upstream, "mesh-sni:\(peer)")
+        for name in [naming.hostname(for: selfID), naming.hostname(for: hidden), "example.com", nil] {
+            guard case .handOff = router.verdict(serverName: name) else { return XCTFail("\(name ?? "no SNI") is not forwarded") }
+        }
     }
 }

@@ -66,7 +66,9 @@ final class GateContext: Sendable {
         guard let decision = try? router.route(info), decision.upstream is DirectUpstream,
             let address = try? SocketAddress(host: decision.destination.host, port: decision.destination.port)
         else { return false }
-        PendingConnect.start(loop: conn.loop, client: conn.handOff(), address: address, info: info, mode: mode, context: self)
+        PendingConnect.start(
+            loop: conn.loop, client: conn.handOff(), address: address, info: info, upstreamName: "direct", mode: mode, prefix: [],
+            context: self)
         return true
     }
 
@@ -103,33 +105,45 @@ extension CaptureFront {
 }
 
 /// A non-blocking connect in progress on a loop, for `GateContext.forwardOnLoop`: on success
-/// the relay starts on the same loop; on failure or timeout the client is reset.
-private final class PendingConnect: LoopHandler {
+/// the relay starts on the same loop (`prefix` sent first); on failure or timeout the client is reset.
+final class PendingConnect: LoopHandler {
     let loop: GateLoop
     let client: Int32
     let upstream: Int32
     let address: SocketAddress
     let info: StreamInfo
+    let upstreamName: String
     let mode: ForwardMode
+    let prefix: [UInt8]
     let context: GateContext
     var timer: LoopTimer?
 
-    private init(loop: GateLoop, client: Int32, upstream: Int32, address: SocketAddress, info: StreamInfo, mode: ForwardMode, context: GateContext) {
+    private init(
+        loop: GateLoop, client: Int32, upstream: Int32, address: SocketAddress, info: StreamInfo, upstreamName: String,
+        mode: ForwardMode, prefix: [UInt8], context: GateContext
+    ) {
         self.loop = loop
         self.client = client
         self.upstream = upstream
         self.address = address
         self.info = info
+        self.upstreamName = upstreamName
         self.mode = mode
+        self.prefix = prefix
         self.context = context
     }
 
-    static func start(loop: GateLoop, client: Int32, address: SocketAddress, info: StreamInfo, mode: ForwardMode, context: GateContext) {
+    /// Starts the connect; on `loop`'s thread.
+    static func start(
+        loop: GateLoop, client: Int32, address: SocketAddress, info: StreamInfo, upstreamName: String, mode: ForwardMode,
+        prefix: [UInt8], context: GateContext
+    ) {
         let fd: Int32
         do {
             let (s, connected) = try Sys.startConnect(address)
             if connected {
-                context.startRelay(loop: loop, client: client, upstream: s, info: info, upstreamName: "direct", mode: mode, prefix: [])
+                context.startRelay(
+                    loop: loop, client: client, upstream: s, info: info, upstreamName: upstreamName, mode: mode, prefix: prefix)
                 return
             }
             fd = s
@@ -139,7 +153,9 @@ private final class PendingConnect: LoopHandler {
             Sys.abort(client)
             return
         }
-        let pending = PendingConnect(loop: loop, client: client, upstream: fd, address: address, info: info, mode: mode, context: context)
+        let pending = PendingConnect(
+            loop: loop, client: client, upstream: fd, address: address, info: info, upstreamName: upstreamName, mode: mode,
+            prefix: prefix, context: context)
         guard loop.register(fd, Interest.write, pending) else {
             pending.fail(GateError(.syscall, "epoll_ctl", errno: errno))
             return
@@ -158,8 +174,8 @@ private final class PendingConnect: LoopHandler {
             return
         }
         context.startRelay(
-            loop: loop, client: client, upstream: upstream, upstreamRegistered: true, info: info, upstreamName: "direct",
-            mode: mode, prefix: [])
+            loop: loop, client: client, upstream: upstream, upstreamRegistered: true, info: info, upstreamName: upstreamName,
+            mode: mode, prefix: prefix)
     }
 
     private func fail(_ error: any Error) {

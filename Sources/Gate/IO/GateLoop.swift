@@ -236,4 +236,16 @@ public final class GateLoopGroup: Sendable {
     public func shutdown() {
         for loop in loops { loop.stop() }
     }
+
+    /// Snapshots of every live stream, collected on each loop's own thread, by ID.
+    func snapshots() async -> [StreamSnapshot] {
+        var all: [StreamSnapshot] = []
+        for loop in loops {
+            let part: [StreamSnapshot] = await withCheckedContinuation { c in
+                loop.execute { c.resume(returning: loop.relays.values.map { $0.snapshot() }) }
+            }
+            all += part
+        }
+        return all.sorted { $0.id < $1.id }
+    }
 }

@@ -114,12 +114,16 @@ public struct MeshConfig: Codable, Sendable {
     public var streamOpenTimeout: Double
     /// Idle relay-over-SNI connections a gateway keeps per registering node (default 64).
     public var maxRelayConnectionsPerPeer: Int
+    /// How the Gate's relay moves the bytes of TLS forwarded by SNI (default copy, as the Gate's
+    /// `forwarder`).
+    public var forwarder: ForwardMode
 
     public init(
         identityDir: String, naming: MeshNaming = MeshNaming(), peers: [PeerConfig] = [],
         listenHost: String = "0.0.0.0", windowSize: Int = 8 << 20, maxConcurrentStreams: Int = 4096,
-        streamOpenTimeout: Double = 15, maxRelayConnectionsPerPeer: Int = 64
+        streamOpenTimeout: Double = 15, maxRelayConnectionsPerPeer: Int = 64, forwarder: ForwardMode = .copy
     ) {
+        self.forwarder = forwarder
         self.identityDir = identityDir
         self.naming = naming
         self.peers = peers
@@ -239,12 +243,13 @@ public struct MeshSection: Codable, Sendable, Equatable {
         }
     }
 
-    /// The transport config for a node whose identity lives in `identityDir`.
-    public func meshConfig(identityDir: String, defaultHost: String) -> MeshConfig {
+    /// The transport config for a node whose identity lives in `identityDir`; SNI forwarding
+    /// uses `forwarder` (the Gate's).
+    public func meshConfig(identityDir: String, defaultHost: String, forwarder: ForwardMode = .copy) -> MeshConfig {
         MeshConfig(
             identityDir: identityDir, naming: MeshNaming(namespace: namespace, trustDomain: trustDomain), peers: peers,
             listenHost: listenHost ?? defaultHost, streamOpenTimeout: streamOpenTimeout,
-            maxRelayConnectionsPerPeer: maxRelayConnectionsPerPeer)
+            maxRelayConnectionsPerPeer: maxRelayConnectionsPerPeer, forwarder: forwarder)
     }
 }
 

@@ -61,6 +61,12 @@ public struct H2MeshUpstream: Upstream {
         return fds[0]
     }
 
+    /// The event loop of the pooled connection to the peer, connecting it first if needed; a
+    /// listener that accepts on it can join its connections to streams directly (`streamOnLoop`).
+    public func connectionLoop() async throws -> any EventLoop {
+        try await pool.connection(to: peer).get().channel.eventLoop
+    }
+
     /// The tunnel request for a stream; a stream relayed for another node keeps its origin
     /// (`from`), one captured here starts here.
     func request(_ destination: Destination, info: StreamInfo) -> TunnelRequest {

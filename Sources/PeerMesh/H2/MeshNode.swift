@@ -1,4 +1,5 @@
 import Gate
+import Glibc
 import Logging
 import NIOCore
 import NIOHTTP2
@@ -25,11 +26,18 @@ public final class MeshNode: Sendable {
     let sniRouter: SNIRouter
     /// Idle connections nodes behind NAT registered here for relay-over-SNI.
     let relays: RelayRegistry
-    /// The loop of every accepted mesh connection, so the SNI router can join an incoming
-    /// connection with a registered relay connection directly.
+    /// The loop of every mesh connection SwiftNIO adopts from the Gate's accept (terminated here
+    /// or relay registrations), so an inbound stream and a reverse tunnel can be joined directly.
     let acceptLoop: any EventLoop
     let logger: Logger
-    private let listeners = Mutex<[any Channel]>([])
+    private let listeners = Mutex<[PeekListener]>([])
+    /// Relay registrations taken for an accepted connection (by its descriptor) between the
+    /// accept peek's verdict and the hand-off.
+    private let takenRelays = Mutex<[Int32: (node: String, idle: RelayRegistry.Idle)]>([:])
+    /// The Gate loops that accept mesh connections and run SNI forwarding.
+    let gateLoops: GateLoopGroup
+    /// Whether this node made `gateLoops` (and shuts them down).
+    private let ownsGateLoops: Bool
     private let relayPools = Mutex<[RelayPool]>([])
     /// Accepted connections by channel identity, so `shutdown` can close them.
     private let accepted = Mutex<[ObjectIdentifier: any Channel]>([:])
@@ -42,10 +50,14 @@ public final class MeshNode: Sendable {
     /// - Parameters:
     ///   - identity: the node key and certificate (see `NodeIdentity.loadOrCreate`).
     ///   - dialer: how destinations outside the mesh are reached (default: connect directly).
+    ///   - gateLoops: the Gate loops that accept mesh connections and forward by SNI (default: one
+    ///     loop of the node's own, stopped by `shutdown`).
     public init(
         config: MeshConfig, identity: NodeIdentity, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        dialer: TunnelDialer = .direct, logger: Logger = Logger(label: "ugate.mesh")
+        dialer: TunnelDialer = .direct, gateLoops: GateLoopGroup? = nil, logger: Logger = Logger(label: "ugate.mesh")
     ) throws {
+        self.gateLoops = try gateLoops ?? GateLoopGroup(count: 1)
+        self.ownsGateLoops = gateLoops == nil
         var logger = logger
         logger[metadataKey: "node.id"] = "\(identity.node.id)"
         self.identity = identity
@@ -64,38 +76,83 @@ public final class MeshNode: Sendable {
         self.logger = logger
     }
 
-    /// Binds a mesh listener and returns the bound port (pass 0 for an ephemeral port). It accepts
-    /// relay-over-SNI registrations (`MeshPortDemux`), routes TLS for other nodes by SNI
-    /// (`SNIRouter`: into a registration, or to the node's address), terminates the rest, serves
-    /// both `/dm/` and HBONE requests, and accepts reverse tunnels.
+    /// Binds a mesh listener and returns the bound port (pass 0 for an ephemeral port). The Gate's
+    /// loops accept (`PeekListener`) and peek the TLS ClientHello: TLS whose SNI names another
+    /// known node with an address and no relay registration here is forwarded undecrypted by the
+    /// Gate's relay (`config.forwarder`: splice or copy; upstream `mesh-sni:<id>` in the access
+    /// log and `sniStreams()`). Every other connection is adopted by SwiftNIO on `acceptLoop`,
+    /// which accepts relay-over-SNI registrations (`MeshPortDemux`), splices TLS for a node with
+    /// registrations into one (`SNIRouter`), terminates the rest, serves both `/dm/` and HBONE
+    /// requests, and accepts reverse tunnels.
     public func listen(host: String? = nil, port: Int, name: String) async throws -> Int {
-        let sniRouter = self.sniRouter
-        let relays = self.relays
-        let logger = self.logger
-        let node = self
-        let channel: any Channel
+        let listener: PeekListener
         do {
-            channel = try await ServerBootstrap(group: acceptLoop, childGroup: acceptLoop)
-                .serverChannelOption(.backlog, value: 256)
-                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-                .childChannelInitializer { channel in
-                    node.track(channel)
-                    return channel.eventLoop.makeCompletedFuture {
-                        let remote = channel.remoteAddress.map { "\($0)" } ?? "?"
-                        try H2Tuning.configureConnectionSocket(channel)
-                        try channel.pipeline.syncOperations.addHandler(MeshPortDemux(registry: relays, remote: remote, logger: logger) {
-                            try sniRouter.install(on: $0) { try node.terminateTLS(on: $0, remote: remote, listener: name) }
-                        })
+            let address = try SocketAddress(host: host ?? config.listenHost, port: UInt16(port))
+            var accessLog = logger
+            accessLog[metadataKey: "listener"] = "\(name)"
+            listener = try PeekListener(
+                name: name, address: address, loops: gateLoops, forwarder: config.forwarder, accessLog: accessLog, log: logger,
+                decide: { [self] peeked in
+                    // A registration is taken here, so a connection that finds none left is forwarded instead.
+                    if let nodeID = sniRouter.relayTarget(serverName: peeked.serverName), let idle = relays.take(nodeID) {
+                        takenRelays.withLock { $0[peeked.fd] = (nodeID, idle) }
+                        return .handOff
                     }
-                }
-                .bind(host: host ?? config.listenHost, port: port)
-                .get()
+                    return sniRouter.verdict(serverName: peeked.serverName)
+                },
+                handOff: { [self] listener, peeked in
+                    guard let (nodeID, idle) = takenRelays.withLock({ $0.removeValue(forKey: peeked.fd) }) else {
+                        return adopt(peeked, listener: name)
+                    }
+                    // SwiftNIO lets go of the registered connection first, so it reads none of its bytes.
+                    idle.channel.close().whenComplete { _ in
+                        listener.relay(peeked, upstream: idle.socket, upstreamName: "mesh-relay:\(nodeID)")
+                    }
+                    logger.debug("SNI relay", metadata: ["peer.id": "\(nodeID)"])
+                })
         } catch {
             throw MeshError(.connect, "cannot listen on \(host ?? config.listenHost):\(port) for \(name): \(error)")
         }
-        listeners.withLock { $0.append(channel) }
-        return channel.localAddress?.port ?? port
+        listener.start()
+        listeners.withLock { $0.append(listener) }
+        return Int(listener.address.port)
+    }
+
+    /// Gives an accepted mesh connection (and the bytes the peek read) to SwiftNIO on `acceptLoop`.
+    /// A connection that may be a relay registration gets a duplicate of its descriptor along
+    /// (for `RelayRegistry`).
+    private func adopt(_ peeked: PeekListener.Peeked, listener name: String) {
+        let relays = self.relays
+        let logger = self.logger
+        let remote = peeked.source
+        let socket: Int32? = peeked.bytes.first == RelayRegistration.magic[0] ? dup(peeked.fd) : nil
+        ClientBootstrap(group: acceptLoop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { [self] channel in
+                track(channel)
+                return channel.eventLoop.makeCompletedFuture {
+                    try H2Tuning.configureConnectionSocket(channel)
+                    try channel.pipeline.syncOperations.addHandlers([
+                        ReplayHandler(peeked.bytes),
+                        MeshPortDemux(registry: relays, socket: socket.flatMap { $0 >= 0 ? $0 : nil }, remote: remote, logger: logger) {
+                            try self.terminateTLS(on: $0, remote: remote, listener: name)
+                        },
+                    ])
+                }
+            }
+            .withConnectedSocket(peeked.fd)
+            .whenFailure { error in
+                logger.warning("cannot adopt mesh connection: \(error)", metadata: ["peer.addr": "\(remote)"])
+                Glibc.close(peeked.fd)
+                if let socket, socket >= 0 { Glibc.close(socket) }
+            }
+    }
+
+    /// The mesh connections the Gate's relay forwards right now (SNI forwarding).
+    public func sniStreams() async -> [StreamSnapshot] {
+        var all: [StreamSnapshot] = []
+        for listener in listeners.withLock({ $0 }) { all += await listener.streams() }
+        return all
     }
 
     /// Terminates mTLS on an accepted connection (or a relay connection a gateway spliced a
@@ -214,11 +271,12 @@ public final class MeshNode: Sendable {
     public func shutdown() async {
         for tunnel in reverseTunnels.withLock({ list in defer { list = [] }; return list }) { await tunnel.stop() }
         for relayPool in relayPools.withLock({ list in defer { list = [] }; return list }) { await relayPool.stop() }
-        for channel in listeners.withLock({ list in defer { list = [] }; return list }) { try? await channel.close() }
+        for listener in listeners.withLock({ list in defer { list = [] }; return list }) { listener.stop() }
         for channel in accepted.withLock({ table in defer { table = [:] }; return Array(table.values) }) {
             try? await channel.close()
         }
         await pool.closeAll()
+        if ownsGateLoops { gateLoops.shutdown() }
     }
 }
 

@@ -5,7 +5,10 @@ import NIOPosix
 
 /// A plain TCP listener whose every connection is carried to one destination through an
 /// `Upstream` (`ssh -L` style): accept, `dial`, then join the accepted socket and the returned
-/// descriptor with a `GlueHandler` pair on the accepted socket's event loop.
+/// descriptor with a `GlueHandler` pair on the accepted socket's event loop. Through a mesh
+/// peer (`H2MeshUpstream`) the listener accepts on the pooled connection's loop and joins each
+/// accepted socket to its HTTP/2 stream directly (`streamOnLoop`, no socketpair), falling back
+/// to `dial` when the pooled connection is gone or was re-made on another loop.
 ///
 /// Used by `ugate bench-mesh`, and as the simplest way to reach a remote node's service by port.
 public final class PortForward: Sendable {
@@ -28,7 +31,10 @@ public final class PortForward: Sendable {
         host: String = "127.0.0.1", port: Int, upstream: any Upstream, destination: Destination,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger = Logger(label: "ugate.forward")
     ) async throws -> PortForward {
-        let channel = try await ServerBootstrap(group: group)
+        let mesh = upstream as? H2MeshUpstream
+        // Accept on the pooled connection's loop when there is one to reach now.
+        let childGroup: any EventLoopGroup = await (try? mesh?.connectionLoop()) ?? group
+        let channel = try await ServerBootstrap(group: group, childGroup: childGroup)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
@@ -44,19 +50,26 @@ public final class PortForward: Sendable {
                     return loop.makeFailedFuture(error)
                 }
                 let info = StreamInfo(listener: "forward:\(port)", source: source, destination: destination)
-                let joined = loop.makePromise(of: (any Channel).self)
-                joined.completeWithTask {
-                    let fd = try await upstream.dial(destination, for: info)
-                    return try await ClientBootstrap(group: loop)
-                        .channelInitializer { dialled in
-                            dialled.eventLoop.makeCompletedFuture {
-                                try H2Tuning.configureByteSocket(dialled)
-                                try dialled.pipeline.syncOperations.addHandler(boundDialled.value)
+                let joined: EventLoopFuture<any Channel>
+                if let direct = mesh?.streamOnLoop(destination, info: info, loop: loop, glue: boundDialled) {
+                    logger.debug("forward joined to its stream on the connection's loop", metadata: ["peer.id": "\(upstream.name)"])
+                    joined = direct
+                } else {
+                    let promise = loop.makePromise(of: (any Channel).self)
+                    promise.completeWithTask {
+                        let fd = try await upstream.dial(destination, for: info)
+                        return try await ClientBootstrap(group: loop)
+                            .channelInitializer { dialled in
+                                dialled.eventLoop.makeCompletedFuture {
+                                    try H2Tuning.configureByteSocket(dialled)
+                                    try dialled.pipeline.syncOperations.addHandler(boundDialled.value)
+                                }
                             }
-                        }
-                        .withConnectedSocket(fd).get()
+                            .withConnectedSocket(fd).get()
+                    }
+                    joined = promise.futureResult
                 }
-                joined.futureResult.whenComplete { result in
+                joined.whenComplete { result in
                     switch result {
                     case .success:
                         channel.setOption(.autoRead, value: true).whenComplete { _ in }

@@ -7,12 +7,19 @@ import Synchronization
 /// Gateway side of relay-over-SNI: the idle plain connections nodes behind NAT registered, per
 /// node ID, and the admission state (`RelayAdmission`) that checked them.
 ///
-/// Every registered connection and every connection the SNI router splices into one are
-/// accepted by the mesh listeners, which share one event loop (`MeshNode.acceptLoop`), so the
-/// two channels of a splice can be joined directly.
+/// A registered connection is served by SwiftNIO (the registration exchange, keepalive, noticing
+/// that it closed) and kept with a duplicate of its socket: when TLS for its node arrives, the
+/// channel is closed (closing SwiftNIO's descriptor only) and the Gate's relay joins the
+/// duplicate with the incoming connection (`MeshNode.listen`).
 final class RelayRegistry: Sendable {
+    /// An idle registered connection: the channel and a duplicate descriptor of its socket.
+    struct Idle: @unchecked Sendable {  // Channel is Sendable; the descriptor is owned by whoever holds the entry
+        let channel: any Channel
+        let socket: Int32
+    }
+
     private let admission: Mutex<RelayAdmission>
-    private let idle = Mutex<[String: [any Channel]]>([:])
+    private let idle = Mutex<[String: [Idle]]>([:])
     let policy: PeerPolicy
     /// Idle registered connections kept per node; more are refused.
     let maxPerNode: Int
@@ -23,15 +30,16 @@ final class RelayRegistry: Sendable {
         self.maxPerNode = maxPerNode
     }
 
-    /// Checks a registration and, when admitted, keeps `channel` idle for its node until it is
-    /// taken or closes.
-    func register(_ registration: RelayRegistration, channel: any Channel, now: UInt64) -> Result<Void, MeshError> {
+    /// Checks a registration and, when admitted, keeps `channel` and `socket` (a duplicate of its
+    /// descriptor, owned by the registry from then on) idle for its node until it is taken or
+    /// closes; on refusal the caller keeps `socket`.
+    func register(_ registration: RelayRegistration, channel: any Channel, socket: Int32, now: UInt64) -> Result<Void, MeshError> {
         let id = registration.node.id
         let verdict = admission.withLock { $0.admit(registration, policy: policy, now: now) }
         guard case .success = verdict else { return verdict }
         let added = idle.withLock { table -> Bool in
             guard table[id, default: []].count < maxPerNode else { return false }
-            table[id, default: []].append(channel)
+            table[id, default: []].append(Idle(channel: channel, socket: socket))
             return true
         }
         guard added else {
@@ -41,13 +49,15 @@ final class RelayRegistry: Sendable {
         return .success(())
     }
 
-    /// Takes the oldest idle connection of `nodeID` that is still open.
-    func take(_ nodeID: String) -> (any Channel)? {
+    /// Takes the oldest idle connection of `nodeID` that is still open; the caller owns its
+    /// socket and closes its channel.
+    func take(_ nodeID: String) -> Idle? {
         idle.withLock { table in
             while var list = table[nodeID], !list.isEmpty {
-                let channel = list.removeFirst()
+                let entry = list.removeFirst()
                 table[nodeID] = list.isEmpty ? nil : list
-                if channel.isActive { return channel }
+                if entry.channel.isActive { return entry }
+                Glibc.close(entry.socket)
             }
             return nil
         }
@@ -69,21 +79,24 @@ final class RelayRegistry: Sendable {
     func count(_ nodeID: String) -> Int { idle.withLock { $0[nodeID]?.count ?? 0 } }
 
     /// The idle registered connections of `nodeID` (not taken).
-    func channels(_ nodeID: String) -> [any Channel] { idle.withLock { $0[nodeID] ?? [] } }
+    func channels(_ nodeID: String) -> [any Channel] { idle.withLock { $0[nodeID]?.map(\.channel) ?? [] } }
 
+    /// Drops a closed idle connection (not one that was taken) and closes its duplicate.
     private func remove(_ channel: any Channel, of id: String) {
         idle.withLock { table in
-            table[id]?.removeAll { $0 === channel }
+            guard let index = table[id]?.firstIndex(where: { $0.channel === channel }) else { return }
+            Glibc.close(table[id]!.remove(at: index).socket)
             if table[id]?.isEmpty == true { table[id] = nil }
         }
     }
 }
 
-/// The first handler on every accepted mesh connection: tells relay registrations (first byte
-/// `U`, see `RelayRegistration`) from TLS (anything else) and either hands the connection to
-/// the SNI router (`onTLS`) or reads, checks and answers a registration, after which the
-/// connection idles here until the SNI router takes it (`RelayRegistry.take`) and removes this
-/// handler. A registered connection that sends anything is closed.
+/// The first handler on every mesh connection SwiftNIO adopts: tells relay registrations (first
+/// byte `U`, see `RelayRegistration`) from TLS (anything else) and either hands the connection
+/// to TLS termination (`onTLS`) or reads, checks and answers a registration, after which the
+/// connection idles here until the mesh listener takes it (`RelayRegistry.take`) and closes this
+/// channel (the Gate's relay carries on with the registry's duplicate of the socket). A
+/// registered connection that sends anything is closed.
 final class MeshPortDemux: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
@@ -99,14 +112,19 @@ final class MeshPortDemux: ChannelInboundHandler, RemovableChannelHandler {
     private var buffer: ByteBuffer?
     private let registry: RelayRegistry
     private let onTLS: (any Channel) throws -> Void
+    /// A duplicate of the connection's descriptor, for the registry once a registration is admitted.
+    private var socket: Int32?
     private let remote: String
     private let logger: Logger
     private var timeout: Scheduled<Void>?
     /// A registration header must arrive within this.
     static let headerTimeout = TimeAmount.seconds(10)
 
-    init(registry: RelayRegistry, remote: String, logger: Logger, onTLS: @escaping (any Channel) throws -> Void) {
+    /// - Parameter socket: a duplicate of the connection's descriptor (owned by the handler until
+    ///   the registry takes it), needed to accept a registration.
+    init(registry: RelayRegistry, socket: Int32?, remote: String, logger: Logger, onTLS: @escaping (any Channel) throws -> Void) {
         self.registry = registry
+        self.socket = socket
         self.remote = remote
         self.logger = logger
         self.onTLS = onTLS
@@ -129,6 +147,7 @@ final class MeshPortDemux: ChannelInboundHandler, RemovableChannelHandler {
                 context.close(promise: nil)
                 return
             }
+            closeSocket()
             context.fireChannelRead(data)
             context.fireChannelReadComplete()
             context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
@@ -147,8 +166,10 @@ final class MeshPortDemux: ChannelInboundHandler, RemovableChannelHandler {
                 }
                 timeout?.cancel()
                 buffer = nil
-                switch registry.register(registration, channel: context.channel, now: RelayAdmission.wallClockMillis()) {
+                guard let socket else { throw MeshError(.badRequest, "relay registrations are not accepted on this connection") }
+                switch registry.register(registration, channel: context.channel, socket: socket, now: RelayAdmission.wallClockMillis()) {
                 case .success:
+                    self.socket = nil
                     state = .idle
                     try? RelayRegistry.configureKeepalive(context.channel)
                     logger.debug("relay connection registered", metadata: ["peer.id": "\(registration.node.id)", "peer.addr": "\(remote)"])
@@ -164,11 +185,17 @@ final class MeshPortDemux: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         timeout?.cancel()
+        closeSocket()
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if state == .done { context.fireErrorCaught(error) } else { context.close(promise: nil) }
+    }
+
+    private func closeSocket() {
+        if let socket { Glibc.close(socket) }
+        socket = nil
     }
 
     /// Answers `ERROR <code>: <reason>` and closes.
