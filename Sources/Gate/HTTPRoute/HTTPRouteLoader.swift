@@ -106,9 +106,42 @@ public struct HTTPRouteLoader: Sendable {
             guard proto == "HTTP" else { throw item.field("protocol").error(.unsupported, "protocol \(proto) (HTTP is)") }
             let port = try item.child("port").int()
             guard (1...65535).contains(port) else { throw item.field("port").error(.invalid, "port \(port) out of range 1…65535") }
-            listeners.append(.init(name: try item.child("name").string(), port: port, hostname: try item.optional("hostname")?.string()))
+            var allowed = GatewayObject.AllowedNamespaces.same
+            if let routes = try item.optional("allowedRoutes") {
+                try routes.allow(try routes.map(), ["namespaces", "kinds"])
+                for kind in try routes.optional("kinds")?.list() ?? [] {
+                    try kind.allow(try kind.map(), ["group", "kind"])
+                    let name = try kind.child("kind").string()
+                    guard name == "HTTPRoute" else { throw kind.field("kind").error(.unsupported, "route kind \(name) (HTTPRoute is)") }
+                }
+                if let namespaces = try routes.optional("namespaces") {
+                    try namespaces.allow(try namespaces.map(), ["from", "selector"])
+                    if let from = try namespaces.optional("from") {
+                        let value = try from.string()
+                        guard let parsed = GatewayObject.AllowedNamespaces(rawValue: value) else {
+                            throw from.error(
+                                value == "Selector" ? .unsupported : .invalid,
+                                value == "Selector" ? "from: Selector (no namespace labels without a cluster; Same and All are)" : "from \(value) (Same, All)")
+                        }
+                        allowed = parsed
+                    }
+                }
+            }
+            listeners.append(.init(
+                name: try item.child("name").string(), port: port, hostname: try item.optional("hostname").map(hostname),
+                allowedNamespaces: allowed))
         }
         return GatewayObject(namespace: namespace, name: name, listeners: listeners, file: file)
+    }
+
+    /// A Gateway API `Hostname`: a DNS name or `*.` + DNS name, lowercased.
+    private func hostname(_ item: Node) throws(HTTPRouteError) -> String {
+        let host = try item.string().lowercased()
+        let bare = host.hasPrefix("*.") ? String(host.dropFirst(2)) : host
+        guard !bare.isEmpty, !bare.contains("*"), !bare.contains(":"),
+            bare.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." })
+        else { throw item.error(.invalid, "hostname \"\(host)\" is not a DNS name or *.wildcard") }
+        return host
     }
 
     private func route(_ spec: Node, namespace: String, name: String, created: Date?, file: String) throws(HTTPRouteError) -> HTTPRouteObject {
@@ -121,16 +154,11 @@ public struct HTTPRouteLoader: Sendable {
             }
             parents.append(ParentRef(
                 namespace: try item.optional("namespace")?.string() ?? namespace, name: try item.child("name").string(),
-                sectionName: try item.optional("sectionName")?.string()))
+                sectionName: try item.optional("sectionName")?.string(), port: try item.optional("port")?.int()))
         }
         var hostnames: [String] = []
         for item in try spec.optional("hostnames")?.list() ?? [] {
-            let host = try item.string().lowercased()
-            let bare = host.hasPrefix("*.") ? String(host.dropFirst(2)) : host
-            guard !bare.isEmpty, !bare.contains("*"), !bare.contains(":"),
-                bare.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." })
-            else { throw item.error(.invalid, "hostname \"\(host)\" is not a DNS name or *.wildcard") }
-            hostnames.append(host)
+            hostnames.append(try hostname(item))
         }
         var rules: [RouteRule] = []
         for item in try spec.optional("rules")?.list() ?? [] {
