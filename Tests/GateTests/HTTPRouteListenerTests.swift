@@ -100,6 +100,10 @@ final class HTTPRouteListenerTests: XCTestCase {
         XCTAssertEqual(ok.routes[0].parents, [ParentRef(namespace: "infra", name: "gw", sectionName: "web", port: 80)])
         let plain = try loader.load(yaml: gatewayYAML("{name: web, port: 80, protocol: HTTP}"), file: "plain.yaml")
         XCTAssertEqual(plain.gateways[0].listeners[0].allowedNamespaces, .same)
+        let https = try loader.load(
+            yaml: gatewayYAML("{name: web, port: 443, protocol: HTTPS, tls: {mode: Terminate, certificateRefs: [{kind: Secret, group: \"\", name: c1}, {name: c2}]}}"),
+            file: "https.yaml")
+        XCTAssertEqual(https.gateways[0].listeners[0].certificateRefs, ["c1", "c2"])
         let bad: [(String, HTTPRouteError.Code, String, String)] = [
             ("{name: web, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {a: b}}}}}", .unsupported,
              "spec.listeners[0].allowedRoutes.namespaces.from", "Selector"),
@@ -109,6 +113,18 @@ final class HTTPRouteListenerTests: XCTestCase {
              "spec.listeners[0].allowedRoutes.kinds[0].kind", "GRPCRoute"),
             ("{name: web, port: 80, protocol: HTTP, allowedRoutes: {other: 1}}", .unsupported, "spec.listeners[0].allowedRoutes.other", "not implemented"),
             ("{name: web, port: 80, protocol: HTTP, hostname: \"a b\"}", .invalid, "spec.listeners[0].hostname", "not a DNS name"),
+            ("{name: web, port: 443, protocol: HTTPS}", .invalid, "spec.listeners[0].tls", "required field missing"),
+            ("{name: web, port: 443, protocol: HTTPS, tls: {mode: Passthrough, certificateRefs: [{name: c}]}}", .unsupported,
+             "spec.listeners[0].tls.mode", "Passthrough"),
+            ("{name: web, port: 443, protocol: HTTPS, tls: {certificateRefs: [{kind: ConfigMap, name: c}]}}", .unsupported,
+             "spec.listeners[0].tls.certificateRefs[0].kind", "ConfigMap"),
+            ("{name: web, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: c, namespace: certs}]}}", .unsupported,
+             "spec.listeners[0].tls.certificateRefs[0].namespace", "ReferenceGrant"),
+            ("{name: web, port: 443, protocol: HTTPS, tls: {certificateRefs: []}}", .invalid, "spec.listeners[0].tls.certificateRefs", "needs a certificateRef"),
+            ("{name: web, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: c}], options: {a: b}}}", .unsupported, "spec.listeners[0].tls.options",
+             "not implemented"),
+            ("{name: web, port: 80, protocol: HTTP, tls: {certificateRefs: [{name: c}]}}", .invalid, "spec.listeners[0].tls", "protocol HTTP"),
+            ("{name: web, port: 443, protocol: TLS}", .unsupported, "spec.listeners[0].protocol", "TLS"),
         ]
         for (listener, code, field, text) in bad {
             XCTAssertThrowsError(try loader.load(yaml: gatewayYAML(listener), file: "bad.yaml"), listener) { error in
@@ -196,5 +212,81 @@ final class HTTPRouteListenerTests: XCTestCase {
         for (listener, host, answer) in expected {
             XCTAssertEqual(try get(listener, host), answer, "listener \(service.bound[listener].name) Host \(host)")
         }
+    }
+
+    /// An existing Gateway manifest's HTTPS listeners pick their certificates from the
+    /// configured `certificateDir` by Secret name; checked with `openssl s_client -servername`
+    /// and curl over TLS.
+    func testGatewayCertificateRefsFromCertificateDir() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("httproute-certrefs-\(getpid())-\(UUID())").path
+        for sub in ["routes", "certs"] { try FileManager.default.createDirectory(atPath: "\(dir)/\(sub)", withIntermediateDirectories: true) }
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let shop = try makeCertificate("shop.example.com", file: "shop-cert", in: "\(dir)/certs")
+        let api = try makeCertificate("*.api.example", file: "api-cert", in: "\(dir)/certs")
+        _ = try makeCertificate("fallback.example", file: "fallback-cert", in: "\(dir)/certs")
+        let backend = try PythonBackend("a")
+        defer { backend.stop() }
+        try """
+            apiVersion: gateway.networking.k8s.io/v1
+            kind: Gateway
+            metadata: {name: gw, namespace: infra}
+            spec:
+              gatewayClassName: ugate
+              listeners:
+              - name: https-shop
+                port: 443
+                protocol: HTTPS
+                hostname: shop.example.com
+                tls: {mode: Terminate, certificateRefs: [{kind: Secret, group: "", name: shop-cert}]}
+              - name: https-api
+                port: 443
+                protocol: HTTPS
+                hostname: "*.api.example"
+                tls: {certificateRefs: [{name: api-cert}]}
+              - name: https-any
+                port: 443
+                protocol: HTTPS
+                tls: {certificateRefs: [{name: fallback-cert}]}
+              - name: other-port
+                port: 8443
+                protocol: HTTPS
+                hostname: other.example
+                tls: {certificateRefs: [{name: missing-cert}]}
+            ---
+            apiVersion: gateway.networking.k8s.io/v1
+            kind: HTTPRoute
+            metadata: {name: r, namespace: infra}
+            spec:
+              parentRefs: [{name: gw}]
+              rules: [{backendRefs: [{name: a, port: 80}]}]
+
+            """.write(toFile: "\(dir)/routes/gw.yaml", atomically: true, encoding: .utf8)
+        let loops = try GateLoopGroup(count: 1)
+        defer { loops.shutdown() }
+        let listener = HTTPRouteListenerConfig(name: "https-any", port: 0, gateway: "infra/gw", tls: HTTPRouteTLSConfig(certificateDir: "\(dir)/certs"))
+        let service = try HTTPRouteService(
+            config: HTTPRouteConfig(manifests: "\(dir)/routes", services: ["a": backend.address], listeners: [listener]), bind: "127.0.0.1", loops: loops)
+        defer { service.stop() }
+        let port = service.bound[0].address.port
+        for (sni, subject) in [("shop.example.com", "shop.example.com"), ("x.api.example", "*.api.example"), ("unknown.example", "fallback.example")] {
+            let s = try runProcess(try tool("openssl"), ["s_client", "-connect", "127.0.0.1:\(port)", "-servername", sni, "-alpn", "h2"], timeout: 30)
+            XCTAssertTrue(s.out.contains("subject=CN = \(subject)"), "\(sni): \(s.out)")
+        }
+        let r = try runProcess(
+            try tool("curl"),
+            ["-sS", "--max-time", "20", "--resolve", "shop.example.com:\(port):127.0.0.1", "--cacert", shop.cert, "https://shop.example.com:\(port)/tls"],
+            timeout: 60)
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertTrue(r.out.contains("\"backend\": \"a\"") || r.out.contains("\"backend\":\"a\""), r.out)
+        let viaAPI = try runProcess(
+            try tool("curl"),
+            ["-sS", "--max-time", "20", "--resolve", "x.api.example:\(port):127.0.0.1", "--cacert", api.cert, "https://x.api.example:\(port)/tls"],
+            timeout: 60)
+        XCTAssertEqual(viaAPI.status, 0, viaAPI.err)
+        // Without certificateDir the Gateway's certificateRefs cannot be found: a clear error.
+        XCTAssertThrowsError(
+            try HTTPRouteListenerConfig(name: "https-any", port: 0, gateway: "infra/gw", tls: HTTPRouteTLSConfig())
+                .tlsConfig(in: HTTPRouteLoader().load(directory: "\(dir)/routes"))
+        ) { XCTAssertTrue("\($0)".contains("listener https-shop has tls.certificateRefs; set tls.certificateDir"), "\($0)") }
     }
 }

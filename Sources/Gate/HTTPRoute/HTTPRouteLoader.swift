@@ -101,9 +101,15 @@ public struct HTTPRouteLoader: Sendable {
         try spec.allow(try spec.map(), ["gatewayClassName", "listeners"])
         var listeners: [GatewayObject.Listener] = []
         for item in try spec.child("listeners").list() {
-            try item.allow(try item.map(), ["name", "port", "protocol", "hostname", "allowedRoutes"])
+            try item.allow(try item.map(), ["name", "port", "protocol", "hostname", "allowedRoutes", "tls"])
             let proto = try item.child("protocol").string()
-            guard proto == "HTTP" else { throw item.field("protocol").error(.unsupported, "protocol \(proto) (HTTP is)") }
+            guard proto == "HTTP" || proto == "HTTPS" else { throw item.field("protocol").error(.unsupported, "protocol \(proto) (HTTP, HTTPS are)") }
+            var certificateRefs: [String] = []
+            if proto == "HTTPS" {
+                certificateRefs = try self.certificateRefs(try item.child("tls"), namespace: namespace)
+            } else if try item.optional("tls") != nil {
+                throw item.field("tls").error(.invalid, "tls on a protocol HTTP listener")
+            }
             let port = try item.child("port").int()
             guard (1...65535).contains(port) else { throw item.field("port").error(.invalid, "port \(port) out of range 1…65535") }
             var allowed = GatewayObject.AllowedNamespaces.same
@@ -129,9 +135,33 @@ public struct HTTPRouteLoader: Sendable {
             }
             listeners.append(.init(
                 name: try item.child("name").string(), port: port, hostname: try item.optional("hostname").map(hostname),
-                allowedNamespaces: allowed))
+                allowedNamespaces: allowed, certificateRefs: certificateRefs))
         }
         return GatewayObject(namespace: namespace, name: name, listeners: listeners, file: file)
+    }
+
+    /// `tls` of an HTTPS listener: mode Terminate, Secrets of the Gateway's namespace.
+    private func certificateRefs(_ tls: Node, namespace: String) throws(HTTPRouteError) -> [String] {
+        try tls.allow(try tls.map(), ["mode", "certificateRefs"])
+        if let mode = try tls.optional("mode"), try mode.string() != "Terminate" {
+            throw mode.error(.unsupported, "mode \(try mode.string()) (Terminate is; passthrough is configured in ugate.json)")
+        }
+        var names: [String] = []
+        for ref in try tls.child("certificateRefs").list() {
+            try ref.allow(try ref.map(), ["group", "kind", "name", "namespace"])
+            if let kind = try ref.optional("kind"), try kind.string() != "Secret" {
+                throw kind.error(.unsupported, "kind \(try kind.string()) (Secret is)")
+            }
+            if let group = try ref.optional("group"), try group.string() != "" {
+                throw group.error(.unsupported, "group \(try group.string()) (the core group \"\" is)")
+            }
+            if let other = try ref.optional("namespace"), try other.string() != namespace {
+                throw other.error(.unsupported, "a Secret in another namespace (needs a ReferenceGrant)")
+            }
+            names.append(try ref.child("name").string())
+        }
+        guard !names.isEmpty else { throw tls.field("certificateRefs").error(.invalid, "an HTTPS listener needs a certificateRef") }
+        return names
     }
 
     /// A Gateway API `Hostname`: a DNS name or `*.` + DNS name, lowercased.

@@ -201,6 +201,9 @@ public struct GatewayObject: Hashable, Sendable {
         /// Exact or `*.wildcard`, lowercased; nil: any host.
         public var hostname: String?
         public var allowedNamespaces: AllowedNamespaces = .same
+        /// `protocol: HTTPS`: the Secret names of `tls.certificateRefs` (mode Terminate);
+        /// empty for `protocol: HTTP`.
+        public var certificateRefs: [String] = []
     }
 
     public var namespace: String

@@ -155,7 +155,7 @@ public final class HTTPRouteService: Sendable {
                 let gateway = try HTTPGateway(
                     table: RouteTable(routes: listener.routes(in: manifests)), host: listener.host ?? bind,
                     port: UInt16(listener.port), loops: loops, defaultTimeout: config.requestTimeout, accessLog: accessLog, log: log,
-                    tls: try listener.tls.map(HTTPRouteTLS.init), name: listener.name)
+                    tls: try listener.tlsConfig(in: manifests).map(HTTPRouteTLS.init), name: listener.name)
                 gateways.append(gateway)
                 bound.append((listener.name, gateway.address, listener.tls != nil))
             }

@@ -71,16 +71,51 @@ extension HTTPRouteListenerConfig {
     /// `allowedRoutes` and port apply; otherwise routes attach by the gateway's name and
     /// `sectionName` only (any namespace, any port).
     public func routes(in manifests: RouteManifests) -> [HTTPRouteObject] {
-        guard let gateway else { return manifests.routes }
-        let parts = gateway.split(separator: "/", maxSplits: 1).map(String.init)
-        let (namespace, gatewayName) = parts.count == 2 ? (parts[0], parts[1]) : ("default", gateway)
-        if let object = manifests.gateways.first(where: { $0.namespace == namespace && $0.name == gatewayName }),
-            let listener = object.listeners.first(where: { $0.name == name })
-        {
+        guard let (namespace, gatewayName) = gatewayKey else { return manifests.routes }
+        if let object = gatewayObject(in: manifests), let listener = object.listeners.first(where: { $0.name == name }) {
             return manifests.routes(for: object, listener: listener)
         }
         let listener = GatewayObject.Listener(name: name, port: port, hostname: nil, allowedNamespaces: .all)
         let object = GatewayObject(namespace: namespace, name: gatewayName, listeners: [listener], file: "")
         return manifests.routes(for: object, listener: listener, matchPort: false)
+    }
+
+    /// `gateway` as (namespace, name).
+    private var gatewayKey: (String, String)? {
+        guard let gateway else { return nil }
+        let parts = gateway.split(separator: "/", maxSplits: 1).map(String.init)
+        return parts.count == 2 ? (parts[0], parts[1]) : ("default", gateway)
+    }
+
+    private func gatewayObject(in manifests: RouteManifests) -> GatewayObject? {
+        guard let (namespace, gatewayName) = gatewayKey else { return nil }
+        return manifests.gateways.first { $0.namespace == namespace && $0.name == gatewayName }
+    }
+
+    /// This listener's `tls` with the Gateway manifest's certificates added: every HTTPS
+    /// listener of the Gateway on the port of the listener named like this one (all of its
+    /// HTTPS listeners when none is) contributes its first `certificateRefs` Secret as
+    /// `<certificateDir>/<secret>.crt` + `.key`, for its `hostname` (exact or wildcard, chosen
+    /// by SNI); one without hostname becomes the default certificate unless `defaultCertificate`
+    /// is set. Entries of `certificates` win. Nil for a plain listener.
+    public func tlsConfig(in manifests: RouteManifests) throws -> HTTPRouteTLSConfig? {
+        guard var tls else { return nil }
+        guard let object = gatewayObject(in: manifests) else { return tls }
+        let port = object.listeners.first { $0.name == name }?.port
+        for listener in object.listeners where !listener.certificateRefs.isEmpty && (port == nil || listener.port == port) {
+            guard let dir = tls.certificateDir else {
+                throw GateError(
+                    .config,
+                    "httproute listener \(name): Gateway \(object.namespace)/\(object.name) listener \(listener.name) has tls.certificateRefs; set tls.certificateDir to the folder of <secret>.crt/.key files (\(object.file))"
+                )
+            }
+            let secret = listener.certificateRefs[0]
+            let files = CertificateFiles(cert: "\(dir)/\(secret).crt", key: "\(dir)/\(secret).key")
+            // A key with `/` is never an SNI name: the hostless listener's certificate is only the default.
+            let host = listener.hostname ?? "secret/\(secret)"
+            if tls.certificates[host] == nil { tls.certificates[host] = files }
+            if listener.hostname == nil, tls.defaultCertificate == nil { tls.defaultCertificate = host }
+        }
+        return tls
     }
 }
