@@ -4,6 +4,11 @@ import XCTest
 
 @testable import Gate
 
+/// A Gateway `infra/gw` manifest with `listeners` (YAML list items indented by two spaces).
+func infraGateway(_ listeners: String) -> String {
+    "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: infra}\nspec:\n  gatewayClassName: ugate\n  listeners:\n" + listeners
+}
+
 /// Gateway listener semantics: hostname intersection between a listener's `hostname` and a
 /// route's `hostnames`, `allowedRoutes.namespaces.from`, `parentRefs` `sectionName` / `port`,
 /// and the same through a real `HTTPRouteService` listener with curl.
@@ -88,10 +93,7 @@ final class HTTPRouteListenerTests: XCTestCase {
 
     func testLoaderListenerFieldsAndErrors() throws {
         let loader = HTTPRouteLoader()
-        func gatewayYAML(_ listener: String) -> String {
-            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: infra}\nspec:\n  gatewayClassName: ugate\n  listeners:\n  - "
-                + listener + "\n"
-        }
+        func gatewayYAML(_ listener: String) -> String { infraGateway("  - " + listener + "\n") }
         let ok = try loader.load(
             yaml: gatewayYAML("{name: web, port: 80, protocol: HTTP, hostname: \"*.Shop.example\", allowedRoutes: {namespaces: {from: All}, kinds: [{kind: HTTPRoute}]}}")
                 + "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  parentRefs: [{name: gw, namespace: infra, sectionName: web, port: 80}]\n",
@@ -161,17 +163,12 @@ final class HTTPRouteListenerTests: XCTestCase {
 
             """
         }
-        let manifest = """
-            apiVersion: gateway.networking.k8s.io/v1
-            kind: Gateway
-            metadata: {name: gw, namespace: infra}
-            spec:
-              gatewayClassName: ugate
-              listeners:
+        let manifest = infraGateway(
+            """
               - {name: web, port: 80, protocol: HTTP, hostname: "*.shop.example"}
               - {name: open, port: 8080, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
 
-            """
+            """)
             + route("r1", "infra", ["a.shop.example", "api.example"], "{name: gw}", "a")
             + route("r2", "infra", [], "{name: gw, sectionName: web}", "b")
             + route("r3", "team", ["t.shop.example"], "{name: gw, namespace: infra}", "c")
@@ -226,13 +223,8 @@ final class HTTPRouteListenerTests: XCTestCase {
         _ = try makeCertificate("fallback.example", file: "fallback-cert", in: "\(dir)/certs")
         let backend = try PythonBackend("a")
         defer { backend.stop() }
-        try """
-            apiVersion: gateway.networking.k8s.io/v1
-            kind: Gateway
-            metadata: {name: gw, namespace: infra}
-            spec:
-              gatewayClassName: ugate
-              listeners:
+        try infraGateway(
+            """
               - name: https-shop
                 port: 443
                 protocol: HTTPS
@@ -260,7 +252,8 @@ final class HTTPRouteListenerTests: XCTestCase {
               parentRefs: [{name: gw}]
               rules: [{backendRefs: [{name: a, port: 80}]}]
 
-            """.write(toFile: "\(dir)/routes/gw.yaml", atomically: true, encoding: .utf8)
+            """
+        ).write(toFile: "\(dir)/routes/gw.yaml", atomically: true, encoding: .utf8)
         let loops = try GateLoopGroup(count: 1)
         defer { loops.shutdown() }
         let listener = HTTPRouteListenerConfig(name: "https-any", port: 0, gateway: "infra/gw", tls: HTTPRouteTLSConfig(certificateDir: "\(dir)/certs"))
