@@ -230,16 +230,18 @@ final class HTTPRouteServiceTests: XCTestCase {
         // A certificate file that does not exist is refused with its name.
         let missing = HTTPRouteTLSConfig(certificates: ["x.example": CertificateFiles(cert: "/nonexistent.crt", key: "/nonexistent.key")])
         XCTAssertThrowsError(try HTTPRouteTLS(missing)) { XCTAssertTrue("\($0)".contains("x.example (/nonexistent.crt"), "\($0)") }
-        // Listener attachment by gateway and sectionName.
+        // Listener attachment by gateway and sectionName (no Gateway manifest for it).
         let listener = HTTPRouteListenerConfig(name: "https", port: 443, gateway: "default/gw")
-        func route(_ parents: [ParentRef]) -> HTTPRouteObject {
-            HTTPRouteObject(namespace: "default", name: "r", created: nil, hostnames: [], parents: parents, rules: [], file: "f")
+        func attaches(_ parents: [ParentRef]) -> Bool {
+            let route = HTTPRouteObject(namespace: "default", name: "r", created: nil, hostnames: [], parents: parents, rules: [], file: "f")
+            return listener.routes(in: RouteManifests(routes: [route])).count == 1
         }
-        XCTAssertTrue(listener.attaches(route([])))
-        XCTAssertTrue(listener.attaches(route([ParentRef(namespace: "default", name: "gw", sectionName: nil)])))
-        XCTAssertTrue(listener.attaches(route([ParentRef(namespace: "default", name: "gw", sectionName: "https")])))
-        XCTAssertFalse(listener.attaches(route([ParentRef(namespace: "default", name: "gw", sectionName: "http")])))
-        XCTAssertFalse(listener.attaches(route([ParentRef(namespace: "default", name: "other", sectionName: nil)])))
+        XCTAssertTrue(attaches([]))
+        XCTAssertTrue(attaches([ParentRef(namespace: "default", name: "gw", sectionName: nil)]))
+        XCTAssertTrue(attaches([ParentRef(namespace: "default", name: "gw", sectionName: "https")]))
+        XCTAssertTrue(attaches([ParentRef(namespace: "default", name: "gw", sectionName: "https", port: 80)]))
+        XCTAssertFalse(attaches([ParentRef(namespace: "default", name: "gw", sectionName: "http")]))
+        XCTAssertFalse(attaches([ParentRef(namespace: "default", name: "other", sectionName: nil)]))
     }
 
     /// Clients keep sending while the manifest folder is rewritten several times: every

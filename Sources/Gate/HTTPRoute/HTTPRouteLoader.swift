@@ -101,14 +101,77 @@ public struct HTTPRouteLoader: Sendable {
         try spec.allow(try spec.map(), ["gatewayClassName", "listeners"])
         var listeners: [GatewayObject.Listener] = []
         for item in try spec.child("listeners").list() {
-            try item.allow(try item.map(), ["name", "port", "protocol", "hostname", "allowedRoutes"])
+            try item.allow(try item.map(), ["name", "port", "protocol", "hostname", "allowedRoutes", "tls"])
             let proto = try item.child("protocol").string()
-            guard proto == "HTTP" else { throw item.field("protocol").error(.unsupported, "protocol \(proto) (HTTP is)") }
+            guard proto == "HTTP" || proto == "HTTPS" else { throw item.field("protocol").error(.unsupported, "protocol \(proto) (HTTP, HTTPS are)") }
+            var certificateRefs: [String] = []
+            if proto == "HTTPS" {
+                certificateRefs = try self.certificateRefs(try item.child("tls"), namespace: namespace)
+            } else if try item.optional("tls") != nil {
+                throw item.field("tls").error(.invalid, "tls on a protocol HTTP listener")
+            }
             let port = try item.child("port").int()
             guard (1...65535).contains(port) else { throw item.field("port").error(.invalid, "port \(port) out of range 1…65535") }
-            listeners.append(.init(name: try item.child("name").string(), port: port, hostname: try item.optional("hostname")?.string()))
+            var allowed = GatewayObject.AllowedNamespaces.same
+            if let routes = try item.optional("allowedRoutes") {
+                try routes.allow(try routes.map(), ["namespaces", "kinds"])
+                for kind in try routes.optional("kinds")?.list() ?? [] {
+                    try kind.allow(try kind.map(), ["group", "kind"])
+                    let name = try kind.child("kind").string()
+                    guard name == "HTTPRoute" else { throw kind.field("kind").error(.unsupported, "route kind \(name) (HTTPRoute is)") }
+                }
+                if let namespaces = try routes.optional("namespaces") {
+                    try namespaces.allow(try namespaces.map(), ["from", "selector"])
+                    if let from = try namespaces.optional("from") {
+                        let value = try from.string()
+                        guard let parsed = GatewayObject.AllowedNamespaces(rawValue: value) else {
+                            throw from.error(
+                                value == "Selector" ? .unsupported : .invalid,
+                                value == "Selector" ? "from: Selector (no namespace labels without a cluster; Same and All are)" : "from \(value) (Same, All)")
+                        }
+                        allowed = parsed
+                    }
+                }
+            }
+            listeners.append(.init(
+                name: try item.child("name").string(), port: port, hostname: try item.optional("hostname").map(hostname),
+                allowedNamespaces: allowed, certificateRefs: certificateRefs))
         }
         return GatewayObject(namespace: namespace, name: name, listeners: listeners, file: file)
+    }
+
+    /// `tls` of an HTTPS listener: mode Terminate, Secrets of the Gateway's namespace.
+    private func certificateRefs(_ tls: Node, namespace: String) throws(HTTPRouteError) -> [String] {
+        try tls.allow(try tls.map(), ["mode", "certificateRefs"])
+        if let mode = try tls.optional("mode"), try mode.string() != "Terminate" {
+            throw mode.error(.unsupported, "mode \(try mode.string()) (Terminate is; passthrough is configured in ugate.json)")
+        }
+        var names: [String] = []
+        for ref in try tls.child("certificateRefs").list() {
+            try ref.allow(try ref.map(), ["group", "kind", "name", "namespace"])
+            if let kind = try ref.optional("kind"), try kind.string() != "Secret" {
+                throw kind.error(.unsupported, "kind \(try kind.string()) (Secret is)")
+            }
+            if let group = try ref.optional("group"), try group.string() != "" {
+                throw group.error(.unsupported, "group \(try group.string()) (the core group \"\" is)")
+            }
+            if let other = try ref.optional("namespace"), try other.string() != namespace {
+                throw other.error(.unsupported, "a Secret in another namespace (needs a ReferenceGrant)")
+            }
+            names.append(try ref.child("name").string())
+        }
+        guard !names.isEmpty else { throw tls.field("certificateRefs").error(.invalid, "an HTTPS listener needs a certificateRef") }
+        return names
+    }
+
+    /// A Gateway API `Hostname`: a DNS name or `*.` + DNS name, lowercased.
+    private func hostname(_ item: Node) throws(HTTPRouteError) -> String {
+        let host = try item.string().lowercased()
+        let bare = host.hasPrefix("*.") ? String(host.dropFirst(2)) : host
+        guard !bare.isEmpty, !bare.contains("*"), !bare.contains(":"),
+            bare.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." })
+        else { throw item.error(.invalid, "hostname \"\(host)\" is not a DNS name or *.wildcard") }
+        return host
     }
 
     private func route(_ spec: Node, namespace: String, name: String, created: Date?, file: String) throws(HTTPRouteError) -> HTTPRouteObject {
@@ -121,16 +184,11 @@ public struct HTTPRouteLoader: Sendable {
             }
             parents.append(ParentRef(
                 namespace: try item.optional("namespace")?.string() ?? namespace, name: try item.child("name").string(),
-                sectionName: try item.optional("sectionName")?.string()))
+                sectionName: try item.optional("sectionName")?.string(), port: try item.optional("port")?.int()))
         }
         var hostnames: [String] = []
         for item in try spec.optional("hostnames")?.list() ?? [] {
-            let host = try item.string().lowercased()
-            let bare = host.hasPrefix("*.") ? String(host.dropFirst(2)) : host
-            guard !bare.isEmpty, !bare.contains("*"), !bare.contains(":"),
-                bare.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "." })
-            else { throw item.error(.invalid, "hostname \"\(host)\" is not a DNS name or *.wildcard") }
-            hostnames.append(host)
+            hostnames.append(try hostname(item))
         }
         var rules: [RouteRule] = []
         for item in try spec.optional("rules")?.list() ?? [] {

@@ -182,14 +182,28 @@ public struct ParentRef: Hashable, Sendable {
     public var namespace: String
     public var name: String
     public var sectionName: String?
+    /// The listener port it names (nil: any).
+    public var port: Int? = nil
 }
 
 /// A minimal `Gateway`: HTTP listeners by port.
 public struct GatewayObject: Hashable, Sendable {
+    /// `allowedRoutes.namespaces.from`: which namespaces' routes may attach by `parentRefs`.
+    public enum AllowedNamespaces: String, Hashable, Sendable {
+        /// Only routes in the Gateway's namespace (the Gateway API default).
+        case same = "Same"
+        case all = "All"
+    }
+
     public struct Listener: Hashable, Sendable {
         public var name: String
         public var port: Int
+        /// Exact or `*.wildcard`, lowercased; nil: any host.
         public var hostname: String?
+        public var allowedNamespaces: AllowedNamespaces = .same
+        /// `protocol: HTTPS`: the Secret names of `tls.certificateRefs` (mode Terminate);
+        /// empty for `protocol: HTTP`.
+        public var certificateRefs: [String] = []
     }
 
     public var namespace: String

@@ -1,21 +1,6 @@
 import Foundation
 import Logging
 
-extension RouteManifests {
-    /// The routes attached to `listener` of `gateway`: a route attaches when a `parentRefs`
-    /// entry names the gateway (and the listener, when it gives `sectionName`). Routes without
-    /// `parentRefs` attach to every listener, so a folder of bare HTTPRoutes works without a
-    /// Gateway manifest.
-    public func routes(for gateway: GatewayObject, listener: GatewayObject.Listener) -> [HTTPRouteObject] {
-        routes.filter { route in
-            route.parents.isEmpty
-                || route.parents.contains {
-                    $0.name == gateway.name && $0.namespace == gateway.namespace && ($0.sectionName == nil || $0.sectionName == listener.name)
-                }
-        }
-    }
-}
-
 /// Watches a manifest folder and hands every valid new set of manifests to `apply`.
 ///
 /// Polls the folder's file names, sizes, modification times and contents every `interval` seconds

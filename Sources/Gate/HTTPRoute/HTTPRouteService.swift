@@ -57,8 +57,9 @@ public struct HTTPRouteListenerConfig: Codable, Sendable, Equatable {
     /// Port (0: ephemeral).
     public var port: Int
     /// `namespace/name` of the Gateway this listener belongs to: routes attach when their
-    /// `parentRefs` name it (routes without parentRefs attach everywhere). Without it every
-    /// route attaches.
+    /// `parentRefs` name it (routes without parentRefs attach everywhere); the Gateway
+    /// manifest's listener of the same `name`, when present, adds its hostname and
+    /// `allowedRoutes` (see `routes(in:)`). Without it every route attaches.
     public var gateway: String?
     public var tls: HTTPRouteTLSConfig?
 
@@ -82,12 +83,6 @@ public struct HTTPRouteListenerConfig: Codable, Sendable, Equatable {
         tls = try c.decodeIfPresent(HTTPRouteTLSConfig.self, forKey: .tls)
     }
 
-    /// Whether `route` attaches to this listener.
-    func attaches(_ route: HTTPRouteObject) -> Bool {
-        guard let gateway else { return true }
-        return route.parents.isEmpty
-            || route.parents.contains { "\($0.namespace)/\($0.name)" == gateway && ($0.sectionName == nil || $0.sectionName == name) }
-    }
 }
 
 /// Certificates and passthrough of a TLS listener.
@@ -158,9 +153,9 @@ public final class HTTPRouteService: Sendable {
                     throw GateError(.config, "httproute listener \(listener.name): port \(listener.port) out of range")
                 }
                 let gateway = try HTTPGateway(
-                    table: RouteTable(routes: manifests.routes.filter(listener.attaches)), host: listener.host ?? bind,
+                    table: RouteTable(routes: listener.routes(in: manifests)), host: listener.host ?? bind,
                     port: UInt16(listener.port), loops: loops, defaultTimeout: config.requestTimeout, accessLog: accessLog, log: log,
-                    tls: try listener.tls.map(HTTPRouteTLS.init), name: listener.name)
+                    tls: try listener.tlsConfig(in: manifests).map(HTTPRouteTLS.init), name: listener.name)
                 gateways.append(gateway)
                 bound.append((listener.name, gateway.address, listener.tls != nil))
             }
@@ -172,7 +167,7 @@ public final class HTTPRouteService: Sendable {
         let serving = gateways
         reloader = HTTPRouteReloader(directory: config.manifests, loader: loader, interval: config.reloadInterval, log: log) { manifests in
             for (listener, gateway) in zip(listeners, serving) {
-                gateway.update(RouteTable(routes: manifests.routes.filter(listener.attaches)))
+                gateway.update(RouteTable(routes: listener.routes(in: manifests)))
             }
         }
         self.gateways = gateways

@@ -1,0 +1,121 @@
+import Foundation
+
+/// Gateway API hostname intersection between a listener's `hostname` and a route's `hostnames`.
+///
+/// A name covers another when they are equal or the first is `*.suffix` and the second ends
+/// in `.suffix` with at least one more label (`*.example.com` covers `a.example.com`,
+/// `a.b.example.com` and `*.a.example.com`, not `example.com`). Two names intersect when
+/// one covers the other; the intersection is the more specific (covered) one.
+public enum RouteHostnames {
+    /// Whether `pattern` (exact or wildcard) covers `name` (exact or wildcard).
+    public static func covers(_ pattern: String, _ name: String) -> Bool {
+        if pattern == name { return true }
+        guard pattern.hasPrefix("*.") else { return false }
+        let suffix = pattern.dropFirst()
+        return name.hasSuffix(suffix) && name.count > suffix.count
+    }
+
+    /// The names a request on a listener with `listener` hostname may match for a route with
+    /// `route` hostnames: the route's names narrowed to the listener's (an empty route list
+    /// inherits the listener's name); empty when they do not intersect. A nil listener
+    /// hostname accepts every name (and an empty result there means "any host").
+    public static func intersect(listener: String?, route: [String]) -> [String] {
+        guard let listener else { return route }
+        if route.isEmpty { return [listener] }
+        var result: [String] = []
+        for name in route {
+            let common = covers(listener, name) ? name : covers(name, listener) ? listener : nil
+            if let common, !result.contains(common) { result.append(common) }
+        }
+        return result
+    }
+}
+
+extension GatewayObject.Listener {
+    /// `route` as it attaches to this listener of `gateway`, nil when it does not.
+    ///
+    /// A route with `parentRefs` attaches when an entry names the gateway and, when given,
+    /// this listener's `sectionName` and `port` (`matchPort: false` ignores the port), and the
+    /// listener's `allowedRoutes.namespaces.from` admits the route's namespace (`Same`: the
+    /// gateway's own). A route without `parentRefs` attaches to every listener (a ugate
+    /// extension: a folder of bare HTTPRoutes works without a Gateway). Either way the route's
+    /// hostnames are narrowed to their intersection with the listener's `hostname`; a route
+    /// with none in common does not attach.
+    public func attach(_ route: HTTPRouteObject, of gateway: GatewayObject, matchPort: Bool = true) -> HTTPRouteObject? {
+        if !route.parents.isEmpty {
+            let named = route.parents.contains {
+                $0.name == gateway.name && $0.namespace == gateway.namespace && ($0.sectionName ?? name) == name
+                    && (!matchPort || ($0.port ?? port) == port)
+            }
+            guard named, allowedNamespaces == .all || route.namespace == gateway.namespace else { return nil }
+        }
+        guard hostname != nil else { return route }
+        var narrowed = route
+        narrowed.hostnames = RouteHostnames.intersect(listener: hostname, route: route.hostnames)
+        return narrowed.hostnames.isEmpty ? nil : narrowed
+    }
+}
+
+extension RouteManifests {
+    /// The routes attached to `listener` of `gateway` (see `GatewayObject.Listener.attach`),
+    /// hostnames narrowed to the listener's.
+    public func routes(for gateway: GatewayObject, listener: GatewayObject.Listener, matchPort: Bool = true) -> [HTTPRouteObject] {
+        routes.compactMap { listener.attach($0, of: gateway, matchPort: matchPort) }
+    }
+}
+
+extension HTTPRouteListenerConfig {
+    /// The routes this configured listener serves. Without `gateway`: all of them. With
+    /// `gateway: ns/name` (`name` alone: namespace `default`): when the manifests hold that
+    /// Gateway with a listener of this listener's `name`, that listener's hostname,
+    /// `allowedRoutes` and port apply; otherwise routes attach by the gateway's name and
+    /// `sectionName` only (any namespace, any port).
+    public func routes(in manifests: RouteManifests) -> [HTTPRouteObject] {
+        guard let (namespace, gatewayName) = gatewayKey else { return manifests.routes }
+        if let object = gatewayObject(in: manifests), let listener = object.listeners.first(where: { $0.name == name }) {
+            return manifests.routes(for: object, listener: listener)
+        }
+        let listener = GatewayObject.Listener(name: name, port: port, hostname: nil, allowedNamespaces: .all)
+        let object = GatewayObject(namespace: namespace, name: gatewayName, listeners: [listener], file: "")
+        return manifests.routes(for: object, listener: listener, matchPort: false)
+    }
+
+    /// `gateway` as (namespace, name).
+    private var gatewayKey: (String, String)? {
+        guard let gateway else { return nil }
+        let parts = gateway.split(separator: "/", maxSplits: 1).map(String.init)
+        return parts.count == 2 ? (parts[0], parts[1]) : ("default", gateway)
+    }
+
+    private func gatewayObject(in manifests: RouteManifests) -> GatewayObject? {
+        guard let (namespace, gatewayName) = gatewayKey else { return nil }
+        return manifests.gateways.first { $0.namespace == namespace && $0.name == gatewayName }
+    }
+
+    /// This listener's `tls` with the Gateway manifest's certificates added: every HTTPS
+    /// listener of the Gateway on the port of the listener named like this one (all of its
+    /// HTTPS listeners when none is) contributes its first `certificateRefs` Secret as
+    /// `<certificateDir>/<secret>.crt` + `.key`, for its `hostname` (exact or wildcard, chosen
+    /// by SNI); one without hostname becomes the default certificate unless `defaultCertificate`
+    /// is set. Entries of `certificates` win. Nil for a plain listener.
+    public func tlsConfig(in manifests: RouteManifests) throws -> HTTPRouteTLSConfig? {
+        guard var tls else { return nil }
+        guard let object = gatewayObject(in: manifests) else { return tls }
+        let port = object.listeners.first { $0.name == name }?.port
+        for listener in object.listeners where !listener.certificateRefs.isEmpty && (port == nil || listener.port == port) {
+            guard let dir = tls.certificateDir else {
+                throw GateError(
+                    .config,
+                    "httproute listener \(name): Gateway \(object.namespace)/\(object.name) listener \(listener.name) has tls.certificateRefs; set tls.certificateDir to the folder of <secret>.crt/.key files (\(object.file))"
+                )
+            }
+            let secret = listener.certificateRefs[0]
+            let files = CertificateFiles(cert: "\(dir)/\(secret).crt", key: "\(dir)/\(secret).key")
+            // A key with `/` is never an SNI name: the hostless listener's certificate is only the default.
+            let host = listener.hostname ?? "secret/\(secret)"
+            if tls.certificates[host] == nil { tls.certificates[host] = files }
+            if listener.hostname == nil, tls.defaultCertificate == nil { tls.defaultCertificate = host }
+        }
+        return tls
+    }
+}
