@@ -10,7 +10,11 @@ struct H2Tuning: Sendable {
     /// SETTINGS_MAX_CONCURRENT_STREAMS we advertise.
     var maxConcurrentStreams: Int
     /// SETTINGS_MAX_FRAME_SIZE we advertise: big DATA frames mean fewer frame headers and calls.
-    var maxFrameSize = 1 << 19
+    var maxFrameSize = H2Tuning.frameSize
+    /// Largest DATA frame we accept, and the largest read from a socket joined to a stream: one
+    /// read becomes one DATA frame (the peer advertises the same limit), so reads this size keep
+    /// frames, flushes and TLS writes per byte at a minimum.
+    static let frameSize = 1 << 19
 
     init(config: MeshConfig) {
         streamWindow = min(config.windowSize, Int(Int32.max))
@@ -51,12 +55,13 @@ struct H2Tuning: Sendable {
         try options.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 64 << 10, maximum: 1 << 20))
     }
 
-    /// Options for plain sockets joined to streams (destination TCP, socketpair ends).
+    /// Options for plain sockets joined to streams (destination TCP, socketpair ends): reads up to
+    /// one maximum-size DATA frame.
     static func configureByteSocket(_ channel: any Channel) throws {
         let options = try channel.syncOptions.unwrap(orError: ChannelError.operationUnsupported)
         try options.setOption(.allowRemoteHalfClosure, value: true)
         try options.setOption(.writeBufferWaterMark, value: .init(low: 1 << 19, high: 1 << 20))
-        try options.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 64 << 10, maximum: 256 << 10))
+        try options.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 64 << 10, maximum: frameSize))
     }
 }
 

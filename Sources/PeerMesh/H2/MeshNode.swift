@@ -38,6 +38,8 @@ public final class MeshNode: Sendable {
     let gateLoops: GateLoopGroup
     /// Whether this node made `gateLoops` (and shuts them down).
     private let ownsGateLoops: Bool
+    /// The event loop group this node made for itself (`ownThreads`), shut down by `shutdown`.
+    private let ownGroup: MultiThreadedEventLoopGroup?
     private let relayPools = Mutex<[RelayPool]>([])
     /// Accepted connections by channel identity, so `shutdown` can close them.
     private let accepted = Mutex<[ObjectIdentifier: any Channel]>([:])
@@ -52,9 +54,13 @@ public final class MeshNode: Sendable {
     ///   - dialer: how destinations outside the mesh are reached (default: connect directly).
     ///   - gateLoops: the Gate loops that accept mesh connections and forward by SNI (default: one
     ///     loop of the node's own, stopped by `shutdown`).
+    ///   - ownThreads: when set, the node runs on an event loop group of its own with that many
+    ///     threads instead of `group` (stopped by `shutdown`): several nodes in one process then
+    ///     share no threads, as separate processes would not (`ugate bench-mesh`).
     public init(
         config: MeshConfig, identity: NodeIdentity, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        dialer: TunnelDialer = .direct, gateLoops: GateLoopGroup? = nil, logger: Logger = Logger(label: "ugate.mesh")
+        dialer: TunnelDialer = .direct, gateLoops: GateLoopGroup? = nil, ownThreads: Int? = nil,
+        logger: Logger = Logger(label: "ugate.mesh")
     ) throws {
         self.gateLoops = try gateLoops ?? GateLoopGroup(count: 1)
         self.ownsGateLoops = gateLoops == nil
@@ -64,6 +70,10 @@ public final class MeshNode: Sendable {
         self.config = config
         self.policy = try PeerPolicy(peers: config.peers)
         self.tls = try MeshTLS(identity: identity, policy: policy, logger: logger)
+        // Made after everything that can throw, so a failed init leaks no threads.
+        let ownGroup = ownThreads.map { MultiThreadedEventLoopGroup(numberOfThreads: max(1, $0)) }
+        self.ownGroup = ownGroup
+        let group: any EventLoopGroup = ownGroup ?? group
         self.group = group
         self.tuning = H2Tuning(config: config)
         self.pool = H2ConnectionPool(group: group, tls: tls, naming: identity.naming, tuning: tuning, logger: logger)
@@ -277,6 +287,7 @@ public final class MeshNode: Sendable {
         }
         await pool.closeAll()
         if ownsGateLoops { gateLoops.shutdown() }
+        try? await ownGroup?.shutdownGracefully()
     }
 }
 
