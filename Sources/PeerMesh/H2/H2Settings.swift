@@ -40,9 +40,9 @@ struct H2Tuning: Sendable {
         var s = NIOHTTP2Handler.StreamConfiguration()
         s.targetWindowSize = streamWindow
         // Stream channel writability: how much may wait for flow-control window before the glue
-        // stops reading the socket that feeds it.
-        s.outboundBufferSizeHighWatermark = 1 << 20
-        s.outboundBufferSizeLowWatermark = 1 << 19
+        // stops reading the socket that feeds it (four maximum-size frames, resumes at two).
+        s.outboundBufferSizeHighWatermark = 4 * Self.frameSize
+        s.outboundBufferSizeLowWatermark = 2 * Self.frameSize
         return s
     }
 
