@@ -9,10 +9,7 @@ final class SACKCountTests: XCTestCase {
     /// standalone SACKs are about a quarter of the DATA packets (the 20 ms timer adds a few).
     func testOneWayTransferSendsAboutOneSACKPerFourDataPackets() async throws {
         await run(timeout: 120) {
-            let pair = try SessionPair.make()
-            try await pair.connect()
-            let channel = try await pair.client.openChannel(label: "bulk")
-            let remote = try await nextChannel(pair.server)
+            let (pair, channel, remote) = try await SessionPair.withChannel()
             let count = 128, size = 65_536
             let before = SCTPPacketCounters.snapshot
             let reader = Task {
