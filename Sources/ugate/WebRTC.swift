@@ -151,7 +151,9 @@ struct WebRTCOptions: ParsableArguments {
     /// SCTP packets this process sent so far, and how many were standalone SACKs.
     private func sctpPacketMetadata() -> Logger.Metadata {
         let counts = SCTPPacketCounters.snapshot
-        return ["sctpPackets": "\(counts.packets)", "sctpDataPackets": "\(counts.withData)", "sctpSACKOnly": "\(counts.sackOnly)"]
+        return ["sctpPackets": "\(counts.packets)", "sctpDataPackets": "\(counts.withData)", "sctpSACKOnly": "\(counts.sackOnly)",
+                "sctpWindowUpdates": "\(counts.windowUpdateSACKs)", "sctpDuplicates": "\(counts.duplicateData)",
+                "sctpRetransmitted": "\(counts.retransmittedData)", "sctpWindowDrops": "\(counts.windowDrops)"]
     }
 
     /// Reads signalling until a description of `type`, applying candidates that come first.

@@ -1,4 +1,5 @@
 import Synchronization
+internal import CUsrsctp
 
 /// Process-wide counts of the SCTP packets usrsctp hands to DTLS, by what they carry: how many
 /// datagrams are standalone SACKs is the overhead of the echo pattern (docs/datachannel.md).
@@ -12,6 +13,9 @@ public enum SCTPPacketCounters {
         public var withData: Int
         /// Packets whose only chunks are SACKs (standalone acknowledgements).
         public var sackOnly: Int
+        /// usrsctp's own counts: window-update SACKs, duplicate DATA chunks received, DATA
+        /// chunks retransmitted, DATA chunks dropped for lack of receive window.
+        public var windowUpdateSACKs = 0, duplicateData = 0, retransmittedData = 0, windowDrops = 0
     }
 
     private static let packets = Atomic<Int>(0)
@@ -20,8 +24,15 @@ public enum SCTPPacketCounters {
 
     /// The counts now.
     public static var snapshot: Snapshot {
-        Snapshot(packets: packets.load(ordering: .relaxed), withData: withData.load(ordering: .relaxed),
-                 sackOnly: sackOnly.load(ordering: .relaxed))
+        var snapshot = Snapshot(packets: packets.load(ordering: .relaxed), withData: withData.load(ordering: .relaxed),
+                                sackOnly: sackOnly.load(ordering: .relaxed))
+        var stat = [UInt32](repeating: 0, count: 8)
+        ugate_sctp_sack_counters(&stat)
+        snapshot.windowUpdateSACKs = Int(stat[2])
+        snapshot.duplicateData = Int(stat[5])
+        snapshot.retransmittedData = Int(stat[6])
+        snapshot.windowDrops = Int(stat[7])
+        return snapshot
     }
 
     /// Classifies one outgoing SCTP packet ([RFC 9260 §3](https://www.rfc-editor.org/rfc/rfc9260#section-3)):
