@@ -147,6 +147,10 @@ static inline void ugate_sctp_global_tuning(void) {
     usrsctp_sysctl_set_sctp_nr_outgoing_streams_default(1024);
     usrsctp_sysctl_set_sctp_max_chunks_on_queue(64 * 1024);
     usrsctp_sysctl_set_sctp_delayed_sack_time_default(20);
+    // A SACK per 4 DATA packets instead of 2: a quarter of the SACK datagrams one way, and an
+    // echo goes from 0.75 to 0.65 SACKs per DATA packet (the rest are delayed SACKs flushed
+    // when a peer's SACK arrives). 8 stalls small windows behind the 20 ms timer.
+    usrsctp_sysctl_set_sctp_sack_freq_default(4);
     usrsctp_sysctl_set_sctp_rto_min_default(200);
     usrsctp_sysctl_set_sctp_rto_initial_default(1000);
     usrsctp_sysctl_set_sctp_rto_max_default(10000);
@@ -190,6 +194,23 @@ static inline ssize_t ugate_sctp_recv(struct socket *so, void *buffer, size_t le
     *sid = info_type == SCTP_RECVV_RCVINFO ? info.rcv_sid : 0;
     *ppid = info_type == SCTP_RECVV_RCVINFO ? ntohl(info.rcv_ppid) : 0;
     return n;
+}
+
+/// usrsctp's process-wide counters that show how SACKs are spent: packets sent (sctps_outpackets), SACK chunks
+/// sent, window-update-only SACKs sent, DATA chunks sent, DATA chunks received, duplicate DATA
+/// received, DATA retransmitted, DATA dropped for lack of receive window (in that order).
+static inline void ugate_sctp_sack_counters(uint32_t out[8]) {
+    struct sctpstat stat;
+    memset(&stat, 0, sizeof(stat));
+    usrsctp_get_stat(&stat);
+    out[0] = stat.sctps_outpackets;
+    out[1] = stat.sctps_sendsacks;
+    out[2] = stat.sctps_wu_sacks_sent;
+    out[3] = stat.sctps_senddata;
+    out[4] = stat.sctps_recvdata;
+    out[5] = stat.sctps_recvdupdata;
+    out[6] = stat.sctps_sendretransdata;
+    out[7] = stat.sctps_datadroprwnd;
 }
 
 /// Message flags from usrsctp_recvv, as plain constants for Swift.

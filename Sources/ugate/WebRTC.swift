@@ -135,7 +135,7 @@ struct WebRTCOptions: ParsableArguments {
                 over: connection, bytes: send, messageSize: messageSize, channels: channels,
                 signallingStarted: signallingStarted)
             let line = String(decoding: try JSONEncoder().encode(result), as: UTF8.self)
-            logger.info("transfer done", metadata: ["mbps": "\(result.mbps)", "intact": "\(result.intact)"])
+            logger.info("transfer done", metadata: ["mbps": "\(result.mbps)", "intact": "\(result.intact)"].merging(sctpPacketMetadata()) { a, _ in a })
             await connection.close()
             emitLine(line)
             if !result.intact { throw WebRTCError(.integrity, "the echo differs: \(line)") }
@@ -145,7 +145,15 @@ struct WebRTCOptions: ParsableArguments {
         } else {
             for await event in connection.events where event == .stateChanged(.closed) { break }
         }
-        logger.info("closed", metadata: ["state": "\(connection.state)"])
+        logger.info("closed", metadata: ["state": "\(connection.state)"].merging(sctpPacketMetadata()) { a, _ in a })
+    }
+
+    /// SCTP packets this process sent so far, and how many were standalone SACKs.
+    private func sctpPacketMetadata() -> Logger.Metadata {
+        let counts = SCTPPacketCounters.snapshot
+        return ["sctpPackets": "\(counts.packets)", "sctpDataPackets": "\(counts.withData)", "sctpSACKOnly": "\(counts.sackOnly)",
+                "sctpWindowUpdates": "\(counts.windowUpdateSACKs)", "sctpDuplicates": "\(counts.duplicateData)",
+                "sctpRetransmitted": "\(counts.retransmittedData)", "sctpWindowDrops": "\(counts.windowDrops)"]
     }
 
     /// Reads signalling until a description of `type`, applying candidates that come first.

@@ -36,6 +36,15 @@ struct SessionPair {
         client.close()
         server.close()
     }
+
+    /// A connected pair with one channel the client opened: (pair, client's end, server's end).
+    static func withChannel(label: String = "bulk", impairment: MemoryDatagramPipe.Impairment = .init())
+        async throws -> (SessionPair, DataChannel, DataChannel) {
+        let pair = try SessionPair.make(impairment: impairment)
+        try await pair.connect()
+        let channel = try await pair.client.openChannel(label: label)
+        return (pair, channel, try await nextChannel(pair.server))
+    }
 }
 
 struct StreamEnded: Error {}

@@ -77,10 +77,7 @@ final class SessionTests: XCTestCase {
     /// the throughput for information; it is not asserted (see docs/datachannel.md for numbers).
     func testBulkTransferBothDirections() async throws {
         await run(timeout: 120) {
-            let pair = try SessionPair.make()
-            try await pair.connect()
-            let channel = try await pair.client.openChannel(label: "bulk")
-            let remote = try await nextChannel(pair.server)
+            let (pair, channel, remote) = try await SessionPair.withChannel()
             let count = 128, size = 65_536
             let start = Date()
             async let forward: Void = Self.pump(from: channel, to: remote, count: count, size: size, seed: 1)
@@ -111,10 +108,7 @@ final class SessionTests: XCTestCase {
     func testReliableOrderedDeliveryOverImpairedLink() async throws {
         await run(timeout: 120) {
             let impairment = MemoryDatagramPipe.Impairment(loss: 0.05, duplication: 0.05, reordering: 0.1, seed: 42)
-            let pair = try SessionPair.make(impairment: impairment)
-            try await pair.connect()
-            let channel = try await pair.client.openChannel(label: "bulk")
-            let remote = try await nextChannel(pair.server)
+            let (pair, channel, remote) = try await SessionPair.withChannel(impairment: impairment)
             let sizes = (0..<300).map { [1, 100, 1_200, 5_000, 70_000][$0 % 5] }
             let sender = Task {
                 for (n, size) in sizes.enumerated() { try await channel.send(payload(n, size: size)) }

@@ -15,7 +15,7 @@ final class WebRTCInteropTests: XCTestCase {
     static let payload = 6_000_000
 
     /// `address` defaults to pair.py's `{addr}` placeholder (127.0.0.1, or the veth address).
-    private func ugateCommand(_ role: String, _ action: String, address: String = "{addr}") throws -> String {
+    static func ugateCommand(_ role: String, _ action: String, address: String = "{addr}") throws -> String {
         let binary = Self.root.appendingPathComponent(".build/debug/ugate").path
         guard FileManager.default.isExecutableFile(atPath: binary) else {
             XCTFail("\(binary) missing: run `swift build --build-tests` first")
@@ -72,14 +72,18 @@ final class WebRTCInteropTests: XCTestCase {
     }
 
     /// Runs pair.py (bounded by its own --timeout and by a 180 s kill here) and returns its summary.
-    private func runPair(offer: String, answer: String, netns: String, file: StaticString = #filePath, line: UInt = #line) throws -> [String: Any] {
+    /// `launcher` prefixes pair.py's command line (e.g. `ip netns exec NAME`); `inspect` sees the
+    /// log directory (peers' stderr, `offer.jsonl`/`answer.jsonl` signalling) before it is removed.
+    static func runPair(offer: String, answer: String, netns: String, launcher: [String] = [],
+                        inspect: (URL) throws -> Void = { _ in },
+                        file: StaticString = #filePath, line: UInt = #line) throws -> [String: Any] {
         let logs = FileManager.default.temporaryDirectory.appendingPathComponent("ugate-webrtc-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: logs, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: logs) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", Self.root.path + "/interop/webrtc/pair.py", "--offer", offer, "--answer", answer,
-                             "--timeout", "120", "--log", logs.path, "--netns", netns]
+        process.arguments = launcher + ["python3", Self.root.path + "/interop/webrtc/pair.py", "--offer", offer, "--answer", answer,
+                                        "--timeout", "120", "--log", logs.path, "--netns", netns]
         let output = Pipe()
         process.standardOutput = output
         try process.run()
@@ -89,6 +93,7 @@ final class WebRTCInteropTests: XCTestCase {
         process.waitUntilExit()
         watchdog.cancel()
         let summary = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+        try inspect(logs)
         if summary["ok"] as? Bool != true {
             let offerLog = (try? String(contentsOf: logs.appendingPathComponent("offer.log"), encoding: .utf8)) ?? ""
             let answerLog = (try? String(contentsOf: logs.appendingPathComponent("answer.log"), encoding: .utf8)) ?? ""
@@ -98,7 +103,7 @@ final class WebRTCInteropTests: XCTestCase {
         return summary
     }
 
-    private func assertIntact(_ summary: [String: Any], sender: String, payload: Int, file: StaticString = #filePath, line: UInt = #line) {
+    static func assertIntact(_ summary: [String: Any], sender: String, payload: Int, file: StaticString = #filePath, line: UInt = #line) {
         let results = summary["results"] as? [String: [String: Any]] ?? [:]
         guard let result = results[sender] else {
             return XCTFail("no result from the \(sender) side: \(summary)", file: file, line: line)
@@ -123,7 +128,7 @@ final class WebRTCInteropTests: XCTestCase {
             let action = sends ? "--send \(payload)" : "--echo"
             switch peer {
             case .ugate:
-                return try ugateCommand(role, (sends ? "--message-size \(small ? 16384 : 65536) " : "") + action + (trickle ? " --trickle" : ""))
+                return try Self.ugateCommand(role, (sends ? "--message-size \(small ? 16384 : 65536) " : "") + action + (trickle ? " --trickle" : ""))
             case .aiortc: return try aiortcCommand(role, action)
             case .pion: return try pionCommand(role, action)
             case .libdatachannel: return try libdatachannelCommand(role, action)
@@ -132,9 +137,9 @@ final class WebRTCInteropTests: XCTestCase {
         }
         let peers = [offerer, answerer]
         let netns = peers.contains(.libdatachannel) ? "veth" : peers.contains(.chromium) ? "same" : "none"
-        let summary = try runPair(offer: command(offerer, "offer"), answer: command(answerer, "answer"), netns: netns,
+        let summary = try Self.runPair(offer: command(offerer, "offer"), answer: command(answerer, "answer"), netns: netns,
                                   file: file, line: line)
-        assertIntact(summary, sender: sender, payload: payload, file: file, line: line)
+        Self.assertIntact(summary, sender: sender, payload: payload, file: file, line: line)
     }
 
     func testUgateOffersAndSendsAiortcEchoes() throws { try check(.ugate, .aiortc, sender: "offer") }
@@ -165,7 +170,7 @@ final class WebRTCInteropTests: XCTestCase {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("ugate-webrtc-sig-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: dir) }
         func start(_ role: String, _ action: String) throws -> (Process, Pipe) {
-            let words = try ugateCommand(role, "--signal file:\(dir.path) \(action)", address: "127.0.0.1").split(separator: " ").map(String.init)
+            let words = try Self.ugateCommand(role, "--signal file:\(dir.path) \(action)", address: "127.0.0.1").split(separator: " ").map(String.init)
             let process = Process()
             process.executableURL = URL(fileURLWithPath: words[0])
             process.arguments = Array(words.dropFirst())

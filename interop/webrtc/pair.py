@@ -4,6 +4,9 @@ between them; prints one JSON summary line.
 
   pair.py --offer 'CMD …' --answer 'CMD …' [--timeout S] [--log DIR] [--netns none|same|veth]
 
+With --log DIR, each peer's stderr goes to DIR/offer.log and DIR/answer.log and every line it
+printed on stdout (signalling and result) to DIR/offer.jsonl and DIR/answer.jsonl.
+
 Each peer's stdout lines are forwarded to the other's stdin, except result lines
 ({"type":"result",…}), which are collected. After a peer prints its result and exits, the
 other (the echoing side) must exit by itself within --close-wait seconds: that checks that a
@@ -141,10 +144,14 @@ def relay_and_wait(args, procs):
     results = {}
 
     def relay(src, dst):
+        transcript = open(os.path.join(args.log, src + ".jsonl"), "wb") if args.log else None
         for raw in procs[src].stdout:
             line = raw.strip()
             if not line:
                 continue
+            if transcript:
+                transcript.write(line + b"\n")
+                transcript.flush()
             message = decode(line)
             if message.get("type") == "result":
                 results[src] = message

@@ -27,6 +27,11 @@ public enum ChannelTransfer {
         /// Milliseconds from the given start of signalling to the first channel open (set by the
         /// connection-level call when a start was given).
         public var openMs: Double?
+        /// Type of the selected pair's local candidate (`host`, `srflx`, `prflx`, `relay`; set by
+        /// the connection-level call).
+        public var localCandidate: String?
+        /// Type of the selected pair's remote candidate (set by the connection-level call).
+        public var remoteCandidate: String?
         /// Whether the hashes and sizes match.
         public var intact: Bool { bytes == receivedBytes && sentSHA256 == receivedSHA256 }
     }
@@ -84,6 +89,10 @@ public enum ChannelTransfer {
         }
         var result = Result(parts: parts, seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
         result.channels = count
+        if let pair = connection.selectedPair {
+            result.localCandidate = pair.local.kind.rawValue
+            result.remoteCandidate = pair.remote.kind.rawValue
+        }
         if let signallingStarted, let firstOpen = opened.map(\.2).min() {
             let elapsed = firstOpen - signallingStarted
             result.openMs = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
