@@ -45,12 +45,12 @@ public final class HTTPGateway: Sendable {
         let nio = HTTPRouteNIO(
             group: MultiThreadedEventLoopGroup.singleton, state: state,
             settings: .init(
-                listenerName: name, defaultTimeout: defaultTimeout, accessLog: accessLog, log: log, metrics: factory,
+                listenerName: name, defaultTimeout: defaultTimeout, accessLog: accessLog, log: log, counters: RouteCounters(factory: factory),
                 pool: BackendPool(connectTimeout: min(defaultTimeout, 10), router: router, listenerName: name)))
         listener = try TCPListener(name: name, proto: .tcp, address: try SocketAddress(host: host, port: port), context: context) { bound in
             HTTPRouteFront(
                 upstream: direct, listenerName: name, keepAliveTimeout: keepAliveTimeout,
-                accessLog: accessLog, metrics: factory, nio: nio, tls: tls, context: context)
+                accessLog: accessLog, nio: nio, tls: tls, context: context)
         }
         self.state = state
         address = listener.address
@@ -83,7 +83,9 @@ final class GatewayState: Sendable {
     /// receives the matched rule's label.
     func decide(_ request: RouteRequest, route: inout String) -> Decision {
         var generator = SystemRandomNumberGenerator()
-        switch table.withLock({ $0.decide(request, using: &generator) }) {
+        // A copy (reference-counted storage) taken under the lock; deciding runs outside it.
+        let table = table.withLock { $0 }
+        switch table.decide(request, using: &generator) {
         case .notFound:
             return .local(status: 404, message: "no route for \(request.host)\(request.path)", headers: [])
         case .redirect(let status, let location, let label):
@@ -106,7 +108,6 @@ struct HTTPRouteFront: CaptureFront {
     let listenerName: String
     let keepAliveTimeout: Double
     let accessLog: Logger
-    let metrics: any MetricsFactory
     let nio: HTTPRouteNIO
     let tls: HTTPRouteTLS?
     let context: GateContext
@@ -162,13 +163,6 @@ struct HTTPRouteFront: CaptureFront {
         }
     }
 
-    /// Writes the access-log line and counts the request.
-    static func record(_ entry: Entry, listener: String, proto: String, accessLog: Logger, metrics: any MetricsFactory) {
-        accessLog.info("request", metadata: entry.metadata(listener, proto: proto))
-        Counter(label: "ugate_httproute_requests_total", dimensions: [("route", entry.route), ("status", "\(entry.status)")], factory: metrics).increment()
-        Counter(label: "ugate_httproute_response_bytes_total", dimensions: [("route", entry.route)], factory: metrics).increment(by: entry.bytes)
-    }
-
     static func deadline(_ seconds: Double) -> UInt64 { GateLoop.monotonicMillis() + UInt64(max(seconds, 0.001) * 1000) }
 
     /// The access-log fields of one request.
@@ -192,5 +186,38 @@ struct HTTPRouteFront: CaptureFront {
             if let error { m["error"] = "\(error)" }
             return m
         }
+    }
+}
+
+/// The per-route counters (`ugate_httproute_requests_total{route,status}`,
+/// `ugate_httproute_response_bytes_total{route}`), made once per route and status: creating
+/// a swift-metrics `Counter` asks the factory each time, which is too slow per request.
+final class RouteCounters: Sendable {
+    private let factory: any MetricsFactory
+    private let requests = Mutex<[RouteStatus: Counter]>([:])
+    private let bytes = Mutex<[String: Counter]>([:])
+
+    struct RouteStatus: Hashable {
+        var route: String
+        var status: Int
+    }
+
+    init(factory: any MetricsFactory) { self.factory = factory }
+
+    func count(route: String, status: Int, bytes count: Int) {
+        let key = RouteStatus(route: route, status: status)
+        let factory = factory
+        requests.withLock { counters in
+            if let counter = counters[key] { return counter }
+            let counter = Counter(label: "ugate_httproute_requests_total", dimensions: [("route", route), ("status", "\(status)")], factory: factory)
+            counters[key] = counter
+            return counter
+        }.increment()
+        bytes.withLock { counters in
+            if let counter = counters[route] { return counter }
+            let counter = Counter(label: "ugate_httproute_response_bytes_total", dimensions: [("route", route)], factory: factory)
+            counters[route] = counter
+            return counter
+        }.increment(by: count)
     }
 }

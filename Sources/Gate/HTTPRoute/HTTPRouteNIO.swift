@@ -120,7 +120,7 @@ final class RouteHandler: ChannelInboundHandler {
         var defaultTimeout: Double
         var accessLog: Logger
         var log: Logger
-        var metrics: any MetricsFactory
+        var counters: RouteCounters
         var pool: BackendPool
     }
 
@@ -129,6 +129,9 @@ final class RouteHandler: ChannelInboundHandler {
     let peer: String
     let proto: String
     private var exchange: Exchange?
+    /// A backend whose writes are flushed by a task queued on the loop, so the parts of a
+    /// request that arrive in one read burst (head and end) leave in one syscall.
+    private var backendNeedsFlush: BackendConnection?
 
     init(state: GatewayState, settings: Settings, peer: String, proto: String) {
         self.state = state
@@ -176,6 +179,18 @@ final class RouteHandler: ChannelInboundHandler {
         case .end(let trailers):
             exchange?.requestEnded = true
             send(context: context, .end(trailers))
+        }
+    }
+
+    /// Flushes `backend` once the loop is done with the current burst of events.
+    /// (`channelReadComplete` is not a reliable moment: the HTTP/1.1 pipelining handler
+    /// delivers held-back requests without one.)
+    private func flush(_ backend: BackendConnection) {
+        guard backendNeedsFlush !== backend else { return }
+        backendNeedsFlush = backend
+        backend.channel.eventLoop.assumeIsolated().execute { [self] in
+            backendNeedsFlush = nil
+            backend.channel.flush()
         }
     }
 
@@ -292,7 +307,8 @@ final class RouteHandler: ChannelInboundHandler {
             return
         }
         exchange.replay?.append(part)
-        backend.channel.writeAndFlush(NIOAny(part), promise: nil)
+        backend.channel.write(NIOAny(part), promise: nil)
+        flush(backend)
     }
 
     /// Connects to the next candidate backend (connect failures move on to the rule's
@@ -318,13 +334,14 @@ final class RouteHandler: ChannelInboundHandler {
                 exchange.backend = connection
                 connection.onPart = { [weak self] part in self?.backendRead(context: context, exchange, part) }
                 connection.onClose = { [weak self] in self?.backendClosed(context: context, exchange, connection) }
+                connection.onReadComplete = { context.flush() }
                 let parts = exchange.pending
                 exchange.pending = []
                 for part in parts {
                     exchange.replay?.append(part)
                     connection.channel.write(NIOAny(part), promise: nil)
                 }
-                connection.channel.flush()
+                flush(connection)
             }
         }
     }
@@ -349,7 +366,8 @@ final class RouteHandler: ChannelInboundHandler {
             context.write(wrapOutboundOut(.head(out)), promise: nil)
         case .body(let buffer):
             exchange.log.bytes += buffer.readableBytes
-            context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+            // Flushed at the end of the backend's read burst (onReadComplete) or with the end.
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         case .end(let trailers):
             // Finished first: ending an HTTP/2 stream closes its channel right away.
             finish(context: context, exchange, reuseBackend: exchange.requestEnded)
@@ -393,6 +411,7 @@ final class RouteHandler: ChannelInboundHandler {
         if let backend = exchange.backend {
             backend.onPart = nil
             backend.onClose = nil
+            backend.onReadComplete = nil
             if reuseBackend && backend.reusable {
                 settings.pool.release(backend)
             } else {
@@ -404,8 +423,10 @@ final class RouteHandler: ChannelInboundHandler {
         record(exchange.log)
     }
 
+    /// Writes the access-log line and counts the request.
     private func record(_ entry: HTTPRouteFront.Entry) {
-        HTTPRouteFront.record(entry, listener: settings.listenerName, proto: proto, accessLog: settings.accessLog, metrics: settings.metrics)
+        settings.accessLog.info("request", metadata: entry.metadata(settings.listenerName, proto: proto))
+        settings.counters.count(route: entry.route, status: entry.status, bytes: entry.bytes)
     }
 }
 
@@ -429,6 +450,7 @@ final class BackendConnection {
     var reusable = true
     var onPart: ((HTTPClientResponsePart) -> Void)?
     var onClose: (() -> Void)?
+    var onReadComplete: (() -> Void)?
 
     init(channel: any Channel, destination: Destination) {
         self.channel = channel
@@ -443,6 +465,10 @@ final class BackendHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         connection?.onPart?(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        connection?.onReadComplete?()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
