@@ -107,14 +107,8 @@ final class RunCommandTests: XCTestCase {
         defer { other.stop() }
         let dir = try temporaryDirectory("mesh-route")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let aliceID = try nodeID("\(dir)/alice")
-        let bobID = try nodeID("\(dir)/bob")
-        try #"{"mesh": {"peers": [{"id": "\#(aliceID)", "destinations": ["127.0.0.1:\#(allowed.port)"]}]}}"#
-            .write(toFile: "\(dir)/bob.json", atomically: true, encoding: .utf8)
-        let (bob, bobText) = try startNode(["run", "--config", "\(dir)/bob.json", "--base-port", "0", "--identity-dir", "\(dir)/bob"])
+        let (bob, bobID, bobPort) = try startBob(dir, allowing: allowed.port)
         defer { stop(bob) }
-        let bobPort = bannerPort(bobText, "mesh-dm")
-        XCTAssertFalse(bobPort.isEmpty, bobText)
         try #"""
             {"mesh": {"peers": [{"id": "\#(bobID)", "name": "bob", "addresses": ["127.0.0.1:\#(bobPort)"]}]},
              "routes": [{"dest": "127.0.0.1", "to": "mesh:bob"}]}
@@ -144,14 +138,8 @@ final class RunCommandTests: XCTestCase {
         defer { other.stop() }
         let dir = try temporaryDirectory("mesh-httproute")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let aliceID = try nodeID("\(dir)/alice")
-        let bobID = try nodeID("\(dir)/bob")
-        try #"{"mesh": {"peers": [{"id": "\#(aliceID)", "destinations": ["127.0.0.1:\#(store.port)"]}]}}"#
-            .write(toFile: "\(dir)/bob.json", atomically: true, encoding: .utf8)
-        let (bob, bobText) = try startNode(["run", "--config", "\(dir)/bob.json", "--base-port", "0", "--identity-dir", "\(dir)/bob"])
+        let (bob, bobID, bobPort) = try startBob(dir, allowing: store.port)
         defer { stop(bob) }
-        let bobPort = bannerPort(bobText, "mesh-dm")
-        XCTAssertFalse(bobPort.isEmpty, bobText)
         try FileManager.default.createDirectory(atPath: "\(dir)/routes", withIntermediateDirectories: true)
         try """
             apiVersion: gateway.networking.k8s.io/v1
@@ -238,6 +226,19 @@ final class RunCommandTests: XCTestCase {
             XCTAssertEqual(last.status, 0, "\(url): \(last.err)")
             XCTAssertTrue(last.out.contains("request=GET /\(tag)"), last.out)
         }
+    }
+
+    /// Starts bob for a two-node test in `dir`: his mesh section admits alice (identity in
+    /// `dir/alice`) to `127.0.0.1:port` only. Returns bob, his node ID and his mesh-dm port.
+    private func startBob(_ dir: String, allowing port: UInt16) throws -> (Process, String, String) {
+        let aliceID = try nodeID("\(dir)/alice")
+        let bobID = try nodeID("\(dir)/bob")
+        try #"{"mesh": {"peers": [{"id": "\#(aliceID)", "destinations": ["127.0.0.1:\#(port)"]}]}}"#
+            .write(toFile: "\(dir)/bob.json", atomically: true, encoding: .utf8)
+        let (bob, bobText) = try startNode(["run", "--config", "\(dir)/bob.json", "--base-port", "0", "--identity-dir", "\(dir)/bob"])
+        let bobPort = bannerPort(bobText, "mesh-dm")
+        XCTAssertFalse(bobPort.isEmpty, bobText)
+        return (bob, bobID, bobPort)
     }
 
     /// The node ID `ugate id` creates (or reads) in `identityDir`.

@@ -45,7 +45,7 @@ public final class HTTPGateway: Sendable {
         let nio = HTTPRouteNIO(
             group: MultiThreadedEventLoopGroup.singleton, state: state,
             settings: .init(
-                listenerName: name, defaultTimeout: defaultTimeout, accessLog: accessLog, log: log, counters: RouteCounters(factory: factory),
+                listenerName: name, defaultTimeout: defaultTimeout, keepAliveTimeout: keepAliveTimeout, accessLog: accessLog, log: log, counters: RouteCounters(factory: factory),
                 pool: BackendPool(connectTimeout: min(defaultTimeout, 10), router: router, listenerName: name)))
         listener = try TCPListener(name: name, proto: .tcp, address: try SocketAddress(host: host, port: port), context: context) { bound in
             HTTPRouteFront(

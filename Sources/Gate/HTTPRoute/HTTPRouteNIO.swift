@@ -73,8 +73,10 @@ final class HTTPRouteNIO: Sendable {
     }
 
     /// NIO's HTTP/1.1 server pipeline (pipelining, keep-alive; a malformed head is answered
-    /// 400 and closed) with a `RouteHandler`.
+    /// 400 and closed) with a `RouteHandler`; a kept-alive connection idle for
+    /// `keepAliveTimeout` between requests is closed.
     static func configureHTTP1(_ channel: any Channel, state: GatewayState, settings: RouteHandler.Settings, peer: String, proto: String) throws {
+        try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .milliseconds(Int64(settings.keepAliveTimeout * 1000))))
         try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
         try channel.pipeline.syncOperations.addHandler(RouteHandler(state: state, settings: settings, peer: peer, proto: proto))
     }
@@ -101,7 +103,12 @@ final class ReplayHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         context.fireChannelActive()
-        if !prefix.isEmpty { context.fireChannelRead(NIOAny(context.channel.allocator.buffer(bytes: prefix))) }
+        if !prefix.isEmpty {
+            // A read burst of its own, closed like any other (handlers such as
+            // IdleStateHandler wait for the read-complete).
+            context.fireChannelRead(NIOAny(context.channel.allocator.buffer(bytes: prefix)))
+            context.fireChannelReadComplete()
+        }
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 }
@@ -118,6 +125,8 @@ final class RouteHandler: ChannelInboundHandler {
     struct Settings: Sendable {
         var listenerName: String
         var defaultTimeout: Double
+        /// Seconds an HTTP/1.1 connection may stay idle between requests.
+        var keepAliveTimeout: Double = 60
         var accessLog: Logger
         var log: Logger
         var counters: RouteCounters
@@ -200,6 +209,16 @@ final class RouteHandler: ChannelInboundHandler {
             finish(context: context, exchange, reuseBackend: false)
         }
         context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // Idle between requests (IdleStateHandler on HTTP/1.1): close; during an exchange the
+        // rule's deadline governs.
+        if case .read? = event as? IdleStateHandler.IdleStateEvent {
+            if exchange == nil { context.close(promise: nil) }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
