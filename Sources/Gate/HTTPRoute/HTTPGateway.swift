@@ -1,8 +1,6 @@
 import Foundation
-import Glibc
 import CoreMetrics
 import Logging
-import NIOHTTP1
 import NIOPosix
 import Synchronization
 

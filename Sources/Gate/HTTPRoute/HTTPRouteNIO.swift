@@ -326,7 +326,7 @@ final class RouteHandler: ChannelInboundHandler {
             return
         }
         exchange.replay?.append(part)
-        backend.channel.write(NIOAny(part), promise: nil)
+        backend.channel.write(part, promise: nil)
         flush(backend)
     }
 
@@ -358,7 +358,7 @@ final class RouteHandler: ChannelInboundHandler {
                 exchange.pending = []
                 for part in parts {
                     exchange.replay?.append(part)
-                    connection.channel.write(NIOAny(part), promise: nil)
+                    connection.channel.write(part, promise: nil)
                 }
                 flush(connection)
             }
@@ -557,8 +557,9 @@ final class BackendPool: Sendable {
             target = decision.destination
             if !(decision.upstream is DirectUpstream) {
                 let upstream = decision.upstream
+                let dialTarget = target
                 let dialled = loop.makePromise(of: Int32.self)
-                dialled.completeWithTask { try await upstream.dial(target, for: info) }
+                dialled.completeWithTask { try await upstream.dial(dialTarget, for: info) }
                 dialled.futureResult.assumeIsolated().whenComplete { result in
                     switch result {
                     case .failure(let error):
@@ -640,8 +641,8 @@ final class BackendPool: Sendable {
                     connection.onPart = nil
                     connection.onClose = nil
                 }
-                connection.channel.write(NIOAny(HTTPClientRequestPart.head(copy)), promise: nil)
-                connection.channel.writeAndFlush(NIOAny(HTTPClientRequestPart.end(nil)), promise: nil)
+                connection.channel.write(HTTPClientRequestPart.head(copy), promise: nil)
+                connection.channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
                 let channel = connection.channel
                 loop.scheduleTask(in: .seconds(30)) { channel.close(promise: nil) }
             }
