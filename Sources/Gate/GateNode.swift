@@ -9,6 +9,8 @@ public final class GateNode: Sendable {
     public let config: GateConfig
     public let loops: GateLoopGroup
     let context: GateContext
+    /// The route table (rules, hosts, named upstreams) every listener of the node dials through.
+    public var router: Router { context.router }
     private let listeners: [TCPListener]
     private let udpListeners: [UDPForwarder]
     private let metrics: PrometheusMetrics?

@@ -287,6 +287,22 @@ final class HTTPRouteGatewayTests: XCTestCase {
         XCTAssertEqual(try curl(["-o", "/dev/null", "-w", "%{http_code}", "-H", "Host: example.com", "\(base)/store/ok"]).out, "200")
     }
 
+    /// A kept-alive HTTP/1.1 connection idle longer than `keepAliveTimeout` is closed by the
+    /// gateway after its response (the socket's 10 s receive timeout would fail the read
+    /// otherwise).
+    func testIdleKeptAliveConnectionIsClosed() throws {
+        let idle = try HTTPGateway(
+            table: RouteTable(routes: try loader().load(directory: dir).routes), loops: loops, keepAliveTimeout: 0.5,
+            accessLog: capture.logger("access"), log: capture.logger("gate"), metrics: metrics)
+        defer { idle.stop() }
+        let fd = try TestSocket.connect("127.0.0.1", idle.address.port)
+        defer { close(fd) }
+        try TestSocket.writeAll(fd, Array("GET /x HTTP/1.1\r\nHost: nowhere.example\r\n\r\n".utf8))
+        let reply = String(decoding: try TestSocket.readToEOF(fd), as: UTF8.self)
+        XCTAssertTrue(reply.hasPrefix("HTTP/1.1 404"), reply)
+        XCTAssertFalse(reply.lowercased().contains("connection: close"), reply)
+    }
+
     func testMalformedAndOversizedRequestsKeepServing() throws {
         let fd = try TestSocket.connect("127.0.0.1", gateway.address.port)
         try TestSocket.writeAll(fd, Array("GET / HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n".utf8))

@@ -289,8 +289,13 @@ final class HTTPRouteServiceTests: XCTestCase {
         XCTAssertTrue(h2.out.contains("status codes: \(count) 2xx"), h2.out)
         let v2 = (try? String(contentsOfFile: "\(dir)/v2.log", encoding: .utf8)) ?? ""
         XCTAssertTrue(v2.contains("GET /load/"), "no request reached v2 during the rewrites")
-        // The last rewrite (i = 7) points at v1.
-        let seen = try curl(["-H", "Host: reload.example", "http://127.0.0.1:\(plain)/after"])
+        // The last rewrite (i = 7) points at v1; the watcher applies it within a few polls
+        // (the load may end before the last rewrite does).
+        var seen = try curl(["-H", "Host: reload.example", "http://127.0.0.1:\(plain)/after"])
+        for _ in 0..<50 where json(seen.out)["backend"] as? String != "v1" {
+            usleep(100_000)
+            seen = try curl(["-H", "Host: reload.example", "http://127.0.0.1:\(plain)/after"])
+        }
         XCTAssertEqual(json(seen.out)["backend"] as? String, "v1", seen.out)
     }
 }

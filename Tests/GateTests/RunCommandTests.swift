@@ -107,14 +107,8 @@ final class RunCommandTests: XCTestCase {
         defer { other.stop() }
         let dir = try temporaryDirectory("mesh-route")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let aliceID = try nodeID("\(dir)/alice")
-        let bobID = try nodeID("\(dir)/bob")
-        try #"{"mesh": {"peers": [{"id": "\#(aliceID)", "destinations": ["127.0.0.1:\#(allowed.port)"]}]}}"#
-            .write(toFile: "\(dir)/bob.json", atomically: true, encoding: .utf8)
-        let (bob, bobText) = try startNode(["run", "--config", "\(dir)/bob.json", "--base-port", "0", "--identity-dir", "\(dir)/bob"])
+        let (bob, bobID, bobPort) = try startBob(dir, allowing: allowed.port)
         defer { stop(bob) }
-        let bobPort = bannerPort(bobText, "mesh-dm")
-        XCTAssertFalse(bobPort.isEmpty, bobText)
         try #"""
             {"mesh": {"peers": [{"id": "\#(bobID)", "name": "bob", "addresses": ["127.0.0.1:\#(bobPort)"]}]},
              "routes": [{"dest": "127.0.0.1", "to": "mesh:bob"}]}
@@ -128,6 +122,58 @@ final class RunCommandTests: XCTestCase {
         XCTAssertTrue(ok.out.contains("request=GET /via-bob"), ok.out)
         let refused = try runProcess(curl, ["-sS", "--max-time", "20", "--socks5-hostname", socks, "http://127.0.0.1:\(other.port)/x"])
         XCTAssertNotEqual(refused.status, 0, refused.out)
+        let direct = try runProcess(curl, ["-sS", "--max-time", "20", "http://127.0.0.1:\(other.port)/x"])
+        XCTAssertEqual(direct.status, 0, direct.err)
+    }
+
+    /// HTTPRoute backends as upstreams of the route table: alice's `httproute` listener sends
+    /// `/via-bob` to a backend that alice's route table routes to `mesh:bob`; the request goes
+    /// through bob to an HTTP server next to bob (two requests on one client connection, the
+    /// second over the pooled mesh stream). A backend bob's policy does not allow answers 503
+    /// naming it, though it is reachable directly: the backend really was dialled through bob.
+    func testHTTPRouteBackendIsAMeshUpstream() throws {
+        let store = try TinyHTTPServer()
+        defer { store.stop() }
+        let other = try TinyHTTPServer()
+        defer { other.stop() }
+        let dir = try temporaryDirectory("mesh-httproute")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let (bob, bobID, bobPort) = try startBob(dir, allowing: store.port)
+        defer { stop(bob) }
+        try FileManager.default.createDirectory(atPath: "\(dir)/routes", withIntermediateDirectories: true)
+        try """
+            apiVersion: gateway.networking.k8s.io/v1
+            kind: HTTPRoute
+            metadata: {name: shop}
+            spec:
+              hostnames: ["shop.example"]
+              rules:
+              - matches: [{path: {type: PathPrefix, value: /via-bob}}]
+                backendRefs: [{name: store, port: \(store.port)}]
+              - matches: [{path: {type: PathPrefix, value: /not-allowed}}]
+                backendRefs: [{name: other, port: \(other.port)}]
+            """.write(toFile: "\(dir)/routes/shop.yaml", atomically: true, encoding: .utf8)
+        try #"""
+            {"mesh": {"peers": [{"id": "\#(bobID)", "name": "bob", "addresses": ["127.0.0.1:\#(bobPort)"]}]},
+             "routes": [{"dest": "127.0.0.1:\#(store.port)", "to": "mesh:bob"}, {"dest": "127.0.0.1:\#(other.port)", "to": "mesh:bob"}],
+             "httproute": {"manifests": "\#(dir)/routes", "services": {"store": "127.0.0.1", "other": "127.0.0.1"},
+                           "listeners": [{"name": "web", "port": 0}]}}
+            """#.write(toFile: "\(dir)/alice.json", atomically: true, encoding: .utf8)
+        let (alice, aliceText) = try startNode(["run", "--config", "\(dir)/alice.json", "--base-port", "0", "--identity-dir", "\(dir)/alice"])
+        defer { stop(alice) }
+        let web = "127.0.0.1:\(bannerPort(aliceText, "web"))"
+        XCTAssertNotEqual(web, "127.0.0.1:", aliceText)
+        let curl = try tool("curl")
+        let ok = try runProcess(curl, [
+            "-sS", "--max-time", "20", "-H", "Host: shop.example", "http://\(web)/via-bob/1", "http://\(web)/via-bob/2",
+        ])
+        XCTAssertEqual(ok.status, 0, ok.err)
+        XCTAssertTrue(ok.out.contains("request=GET /via-bob/1 HTTP/1.1"), ok.out)
+        XCTAssertTrue(ok.out.contains("request=GET /via-bob/2 HTTP/1.1"), ok.out)
+        let refused = try runProcess(curl, ["-sS", "--max-time", "20", "-H", "Host: shop.example", "http://\(web)/not-allowed"])
+        XCTAssertTrue(refused.out.contains("backend default/other:\(other.port)"), refused.out + refused.err)
+        let status = try runProcess(curl, ["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", "-H", "Host: shop.example", "http://\(web)/not-allowed"])
+        XCTAssertEqual(status.out, "503")
         let direct = try runProcess(curl, ["-sS", "--max-time", "20", "http://127.0.0.1:\(other.port)/x"])
         XCTAssertEqual(direct.status, 0, direct.err)
     }
@@ -180,6 +226,19 @@ final class RunCommandTests: XCTestCase {
             XCTAssertEqual(last.status, 0, "\(url): \(last.err)")
             XCTAssertTrue(last.out.contains("request=GET /\(tag)"), last.out)
         }
+    }
+
+    /// Starts bob for a two-node test in `dir`: his mesh section admits alice (identity in
+    /// `dir/alice`) to `127.0.0.1:port` only. Returns bob, his node ID and his mesh-dm port.
+    private func startBob(_ dir: String, allowing port: UInt16) throws -> (Process, String, String) {
+        let aliceID = try nodeID("\(dir)/alice")
+        let bobID = try nodeID("\(dir)/bob")
+        try #"{"mesh": {"peers": [{"id": "\#(aliceID)", "destinations": ["127.0.0.1:\#(port)"]}]}}"#
+            .write(toFile: "\(dir)/bob.json", atomically: true, encoding: .utf8)
+        let (bob, bobText) = try startNode(["run", "--config", "\(dir)/bob.json", "--base-port", "0", "--identity-dir", "\(dir)/bob"])
+        let bobPort = bannerPort(bobText, "mesh-dm")
+        XCTAssertFalse(bobPort.isEmpty, bobText)
+        return (bob, bobID, bobPort)
     }
 
     /// The node ID `ugate id` creates (or reads) in `identityDir`.

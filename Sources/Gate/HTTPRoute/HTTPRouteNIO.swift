@@ -27,10 +27,18 @@ final class HTTPRouteNIO: Sendable {
         self.settings = settings
     }
 
-    /// Takes over a connected client socket. `prefix` are bytes the gate already read from
-    /// it; `tls` terminates TLS with that context (ALPN h2 or http/1.1), nil means the
-    /// bytes are an HTTP/2 prior-knowledge preface (h2c).
-    func adopt(fd: Int32, prefix: [UInt8], tls: NIOSSLContext?, peer: String) {
+    /// How an adopted connection is spoken.
+    enum Mode {
+        /// HTTP/1.1 in the clear.
+        case http1
+        /// HTTP/2 with prior knowledge: the bytes already read start with the preface.
+        case h2c
+        /// TLS terminated with this context, then HTTP/2 or HTTP/1.1 by ALPN.
+        case tls(NIOSSLContext)
+    }
+
+    /// Takes over a connected client socket. `prefix` are bytes the gate already read from it.
+    func adopt(fd: Int32, prefix: [UInt8], mode: Mode, peer: String) {
         let state = state
         let settings = settings
         let future = ClientBootstrap(group: group)
@@ -39,28 +47,38 @@ final class HTTPRouteNIO: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(ReplayHandler(prefix: prefix))
-                    guard let tls else {
+                    switch mode {
+                    case .http1:
+                        try Self.configureHTTP1(channel, state: state, settings: settings, peer: peer, proto: "http/1.1")
+                    case .h2c:
                         try Self.configureHTTP2(channel, state: state, settings: settings, peer: peer, proto: "h2c")
-                        return
-                    }
-                    try sync.addHandler(NIOSSLServerHandler(context: tls))
-                    try sync.addHandler(ApplicationProtocolNegotiationHandler { result, channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            if case .negotiated("h2") = result {
-                                try Self.configureHTTP2(channel, state: state, settings: settings, peer: peer, proto: "h2")
-                            } else {
-                                try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                                try channel.pipeline.syncOperations.addHandler(
-                                    RouteHandler(state: state, settings: settings, peer: peer, proto: "http/1.1+tls"))
+                    case .tls(let tls):
+                        try sync.addHandler(NIOSSLServerHandler(context: tls))
+                        try sync.addHandler(ApplicationProtocolNegotiationHandler { result, channel in
+                            channel.eventLoop.makeCompletedFuture {
+                                if case .negotiated("h2") = result {
+                                    try Self.configureHTTP2(channel, state: state, settings: settings, peer: peer, proto: "h2")
+                                } else {
+                                    try Self.configureHTTP1(channel, state: state, settings: settings, peer: peer, proto: "http/1.1+tls")
+                                }
                             }
-                        }
-                    })
+                        })
+                    }
                 }
             }
             .withConnectedSocket(fd)
         future.whenFailure { error in
             settings.log.warning("cannot adopt connection", metadata: ["src": "\(peer)", "error": "\(error)"])
         }
+    }
+
+    /// NIO's HTTP/1.1 server pipeline (pipelining, keep-alive; a malformed head is answered
+    /// 400 and closed) with a `RouteHandler`; a kept-alive connection idle for
+    /// `keepAliveTimeout` between requests is closed.
+    static func configureHTTP1(_ channel: any Channel, state: GatewayState, settings: RouteHandler.Settings, peer: String, proto: String) throws {
+        try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .milliseconds(Int64(settings.keepAliveTimeout * 1000))))
+        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+        try channel.pipeline.syncOperations.addHandler(RouteHandler(state: state, settings: settings, peer: peer, proto: proto))
     }
 
     static func configureHTTP2(_ channel: any Channel, state: GatewayState, settings: RouteHandler.Settings, peer: String, proto: String) throws {
@@ -85,7 +103,12 @@ final class ReplayHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelActive(context: ChannelHandlerContext) {
         context.fireChannelActive()
-        if !prefix.isEmpty { context.fireChannelRead(NIOAny(context.channel.allocator.buffer(bytes: prefix))) }
+        if !prefix.isEmpty {
+            // A read burst of its own, closed like any other (handlers such as
+            // IdleStateHandler wait for the read-complete).
+            context.fireChannelRead(NIOAny(context.channel.allocator.buffer(bytes: prefix)))
+            context.fireChannelReadComplete()
+        }
         context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 }
@@ -102,9 +125,11 @@ final class RouteHandler: ChannelInboundHandler {
     struct Settings: Sendable {
         var listenerName: String
         var defaultTimeout: Double
+        /// Seconds an HTTP/1.1 connection may stay idle between requests.
+        var keepAliveTimeout: Double = 60
         var accessLog: Logger
         var log: Logger
-        var metrics: any MetricsFactory
+        var counters: RouteCounters
         var pool: BackendPool
     }
 
@@ -113,6 +138,9 @@ final class RouteHandler: ChannelInboundHandler {
     let peer: String
     let proto: String
     private var exchange: Exchange?
+    /// A backend whose writes are flushed by a task queued on the loop, so the parts of a
+    /// request that arrive in one read burst (head and end) leave in one syscall.
+    private var backendNeedsFlush: BackendConnection?
 
     init(state: GatewayState, settings: Settings, peer: String, proto: String) {
         self.state = state
@@ -163,12 +191,34 @@ final class RouteHandler: ChannelInboundHandler {
         }
     }
 
+    /// Flushes `backend` once the loop is done with the current burst of events.
+    /// (`channelReadComplete` is not a reliable moment: the HTTP/1.1 pipelining handler
+    /// delivers held-back requests without one.)
+    private func flush(_ backend: BackendConnection) {
+        guard backendNeedsFlush !== backend else { return }
+        backendNeedsFlush = backend
+        backend.channel.eventLoop.assumeIsolated().execute { [self] in
+            backendNeedsFlush = nil
+            backend.channel.flush()
+        }
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         if let exchange, !exchange.finished {
             exchange.log.error = "client went away"
             finish(context: context, exchange, reuseBackend: false)
         }
         context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // Idle between requests (IdleStateHandler on HTTP/1.1): close; during an exchange the
+        // rule's deadline governs.
+        if case .read? = event as? IdleStateHandler.IdleStateEvent {
+            if exchange == nil { context.close(promise: nil) }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -179,36 +229,64 @@ final class RouteHandler: ChannelInboundHandler {
     private func begin(context: ChannelHandlerContext, head: NIOHTTP1.HTTPRequestHead) {
         let request = Self.routeRequest(head)
         var log = HTTPRouteFront.Entry(method: head.method.rawValue, host: request.host, path: request.path, started: GateLoop.monotonicMillis())
-        let keepAlive = head.isKeepAlive
+        var keepAlive = head.isKeepAlive
         let local: (Int, String, [HTTPField])
-        switch state.decide(request, route: &log.route) {
-        case .local(let status, let message, let headers):
-            local = (status, message, headers)
-        case .forward(let forward):
-            let exchange = Exchange(log: log, forward: forward, keepAlive: keepAlive, head: head)
-            self.exchange = exchange
-            var upstream = NIOHTTP1.HTTPRequestHead(version: .http1_1, method: head.method, uri: forward.target)
-            for field in forward.headers where !Self.hopByHop.contains(field.name.lowercased()) {
-                upstream.headers.add(name: field.name, value: field.value)
+        if let refusal = Self.check(head, http1: proto.hasPrefix("http/1")) {
+            // A request the gateway will not route: answered and the connection closed.
+            local = (refusal.status, refusal.message, [])
+            keepAlive = false
+        } else {
+            switch state.decide(request, route: &log.route) {
+            case .local(let status, let message, let headers):
+                local = (status, message, headers)
+            case .forward(let forward):
+                start(context: context, forward, head: head, log: log)
+                return
             }
-            if head.headers.contains(name: "transfer-encoding") || (!head.headers.contains(name: "content-length") && head.method.sendsBody) {
-                upstream.headers.add(name: "transfer-encoding", value: "chunked")
-            }
-            exchange.pending.append(.head(upstream))
-            let timeout = forward.timeout ?? settings.defaultTimeout
-            exchange.timer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(timeout * 1000))) { [weak self] in
-                guard let self, !exchange.finished else { return }
-                self.fail(context: context, exchange, 504, "backend \(exchange.log.backend) did not respond within \(timeout) s")
-            }
-            connectNext(context: context, exchange)
-            for mirror in forward.mirrors {
-                settings.pool.mirror(upstream, to: mirror.destination, on: context.eventLoop, log: settings.log)
-            }
-            return
         }
         log.status = local.0
         respondLocally(context: context, status: local.0, message: local.1, headers: local.2, keepAlive: keepAlive, log: &log)
         record(log)
+    }
+
+    /// The limits of the gateway's own HTTP/1.1 parser (`HTTPHeadLimits`): head size and
+    /// field count (431), origin-form target (400), `Host` required in HTTP/1.1 (400).
+    static func check(_ head: NIOHTTP1.HTTPRequestHead, http1: Bool) -> (status: Int, message: String)? {
+        let limits = HTTPHeadLimits()
+        var size = head.uri.utf8.count + head.method.rawValue.utf8.count + 12
+        for (name, value) in head.headers { size += name.utf8.count + value.utf8.count + 4 }
+        if size > limits.maxHeadBytes || head.headers.count > limits.maxHeaderCount {
+            return (431, "request head larger than \(limits.maxHeadBytes) bytes or \(limits.maxHeaderCount) fields")
+        }
+        guard http1 else { return nil }
+        if !head.uri.hasPrefix("/") { return (400, "request-target \(head.uri) is not origin-form (/path)") }
+        if head.version == .http1_1 && !head.headers.contains(name: "host") { return (400, "HTTP/1.1 request without Host") }
+        return nil
+    }
+
+    /// Starts forwarding a routed request: connects (or takes a pooled connection), arms the
+    /// rule's deadline and sends the mirrors.
+    private func start(context: ChannelHandlerContext, _ forward: RouteAction.Forward, head: NIOHTTP1.HTTPRequestHead, log: HTTPRouteFront.Entry) {
+        let keepAlive = head.isKeepAlive
+        let exchange = Exchange(log: log, forward: forward, keepAlive: keepAlive, head: head)
+        self.exchange = exchange
+        var upstream = NIOHTTP1.HTTPRequestHead(version: .http1_1, method: head.method, uri: forward.target)
+        for field in forward.headers where !Self.hopByHop.contains(field.name.lowercased()) {
+            upstream.headers.add(name: field.name, value: field.value)
+        }
+        if head.headers.contains(name: "transfer-encoding") || (!head.headers.contains(name: "content-length") && head.method.sendsBody) {
+            upstream.headers.add(name: "transfer-encoding", value: "chunked")
+        }
+        exchange.pending.append(.head(upstream))
+        let timeout = forward.timeout ?? settings.defaultTimeout
+        exchange.timer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(timeout * 1000))) { [weak self] in
+            guard let self, !exchange.finished else { return }
+            self.fail(context: context, exchange, 504, "backend \(exchange.log.backend) did not respond within \(timeout) s")
+        }
+        connectNext(context: context, exchange)
+        for mirror in forward.mirrors {
+            settings.pool.mirror(upstream, to: mirror.destination, on: context.eventLoop, log: settings.log)
+        }
     }
 
     /// The route-table view of a request head; HTTP/2's `:authority` arrives as `Host`.
@@ -248,7 +326,8 @@ final class RouteHandler: ChannelInboundHandler {
             return
         }
         exchange.replay?.append(part)
-        backend.channel.writeAndFlush(NIOAny(part), promise: nil)
+        backend.channel.write(part, promise: nil)
+        flush(backend)
     }
 
     /// Connects to the next candidate backend (connect failures move on to the rule's
@@ -274,13 +353,14 @@ final class RouteHandler: ChannelInboundHandler {
                 exchange.backend = connection
                 connection.onPart = { [weak self] part in self?.backendRead(context: context, exchange, part) }
                 connection.onClose = { [weak self] in self?.backendClosed(context: context, exchange, connection) }
+                connection.onReadComplete = { context.flush() }
                 let parts = exchange.pending
                 exchange.pending = []
                 for part in parts {
                     exchange.replay?.append(part)
-                    connection.channel.write(NIOAny(part), promise: nil)
+                    connection.channel.write(part, promise: nil)
                 }
-                connection.channel.flush()
+                flush(connection)
             }
         }
     }
@@ -305,7 +385,8 @@ final class RouteHandler: ChannelInboundHandler {
             context.write(wrapOutboundOut(.head(out)), promise: nil)
         case .body(let buffer):
             exchange.log.bytes += buffer.readableBytes
-            context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+            // Flushed at the end of the backend's read burst (onReadComplete) or with the end.
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         case .end(let trailers):
             // Finished first: ending an HTTP/2 stream closes its channel right away.
             finish(context: context, exchange, reuseBackend: exchange.requestEnded)
@@ -349,6 +430,7 @@ final class RouteHandler: ChannelInboundHandler {
         if let backend = exchange.backend {
             backend.onPart = nil
             backend.onClose = nil
+            backend.onReadComplete = nil
             if reuseBackend && backend.reusable {
                 settings.pool.release(backend)
             } else {
@@ -360,8 +442,10 @@ final class RouteHandler: ChannelInboundHandler {
         record(exchange.log)
     }
 
+    /// Writes the access-log line and counts the request.
     private func record(_ entry: HTTPRouteFront.Entry) {
-        HTTPRouteFront.record(entry, listener: settings.listenerName, proto: proto, accessLog: settings.accessLog, metrics: settings.metrics)
+        settings.accessLog.info("request", metadata: entry.metadata(settings.listenerName, proto: proto))
+        settings.counters.count(route: entry.route, status: entry.status, bytes: entry.bytes)
     }
 }
 
@@ -385,6 +469,7 @@ final class BackendConnection {
     var reusable = true
     var onPart: ((HTTPClientResponsePart) -> Void)?
     var onClose: (() -> Void)?
+    var onReadComplete: (() -> Void)?
 
     init(channel: any Channel, destination: Destination) {
         self.channel = channel
@@ -401,6 +486,10 @@ final class BackendHandler: ChannelInboundHandler {
         connection?.onPart?(unwrapInboundIn(data))
     }
 
+    func channelReadComplete(context: ChannelHandlerContext) {
+        connection?.onReadComplete?()
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         connection?.onClose?()
         context.fireChannelInactive()
@@ -413,9 +502,16 @@ final class BackendHandler: ChannelInboundHandler {
 
 /// Kept-alive backend connections, per event loop and destination (at most `maxIdle` idle
 /// ones each). Every method runs on the event loop it is given.
+///
+/// New connections are dialled by `router` when there is one: a destination the node's route
+/// table sends to `direct` (or a `hosts` name) is connected by NIO on the loop; one it sends
+/// to another upstream (a mesh peer, `mesh:<name>`) is dialled through `Upstream.dial` and the
+/// returned socket adopted as the channel, so HTTP/1.1 then runs over the peer's stream.
 final class BackendPool: Sendable {
     let maxIdle: Int
     let connectTimeout: Double
+    let router: Router?
+    let listenerName: String
     private let perLoop: EventLoopBoundBox
 
     /// Idle connections of one loop.
@@ -423,9 +519,11 @@ final class BackendPool: Sendable {
         var idle: [Destination: [BackendConnection]] = [:]
     }
 
-    init(maxIdle: Int = 64, connectTimeout: Double = 10) {
+    init(maxIdle: Int = 64, connectTimeout: Double = 10, router: Router? = nil, listenerName: String = "httproute") {
         self.maxIdle = maxIdle
         self.connectTimeout = connectTimeout
+        self.router = router
+        self.listenerName = listenerName
         perLoop = EventLoopBoundBox()
     }
 
@@ -446,27 +544,64 @@ final class BackendPool: Sendable {
                 }
             }
         }
+        var target = destination
+        if let router {
+            let info = StreamInfo(listener: listenerName, source: "httproute", destination: destination, serverName: destination.host, proto: "http/1.1")
+            let decision: RouteDecision
+            do {
+                decision = try router.route(info)
+            } catch {
+                completion(.failure(error))
+                return
+            }
+            target = decision.destination
+            if !(decision.upstream is DirectUpstream) {
+                let upstream = decision.upstream
+                let dialTarget = target
+                let dialled = loop.makePromise(of: Int32.self)
+                dialled.completeWithTask { try await upstream.dial(dialTarget, for: info) }
+                dialled.futureResult.assumeIsolated().whenComplete { result in
+                    switch result {
+                    case .failure(let error):
+                        completion(.failure(error))
+                    case .success(let fd):
+                        self.connected(self.bootstrap(loop, tcp: false).withConnectedSocket(fd), destination, completion)
+                    }
+                }
+                return
+            }
+        }
+        connected(
+            bootstrap(loop, tcp: true).connectTimeout(.milliseconds(Int64(connectTimeout * 1000))).connect(host: target.host, port: Int(target.port)),
+            destination, completion)
+    }
+
+    /// `tcp`: set TCP_NODELAY (an upstream's socket may be one end of a socketpair).
+    private func bootstrap(_ loop: any EventLoop, tcp: Bool) -> ClientBootstrap {
         ClientBootstrap(group: loop)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .connectTimeout(.milliseconds(Int64(connectTimeout * 1000)))
+            .channelOption(.socketOption(.tcp_nodelay), value: tcp ? 1 : 0)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(BackendHandler())
                 }
             }
-            .connect(host: destination.host, port: Int(destination.port))
-            .assumeIsolated()
-            .whenComplete { result in
-                completion(
-                    result.flatMap { channel in
-                        Result {
-                            let connection = BackendConnection(channel: channel, destination: destination)
-                            try channel.pipeline.syncOperations.handler(type: BackendHandler.self).connection = connection
-                            return connection
-                        }
-                    })
-            }
+    }
+
+    /// Wraps a connected backend channel (on its loop) as a `BackendConnection`.
+    private func connected(
+        _ future: EventLoopFuture<any Channel>, _ destination: Destination, _ completion: @escaping (Result<BackendConnection, any Error>) -> Void
+    ) {
+        future.assumeIsolated().whenComplete { result in
+            completion(
+                result.flatMap { channel in
+                    Result {
+                        let connection = BackendConnection(channel: channel, destination: destination)
+                        try channel.pipeline.syncOperations.handler(type: BackendHandler.self).connection = connection
+                        return connection
+                    }
+                })
+        }
     }
 
     /// Returns a connection whose exchange completed cleanly.
@@ -506,8 +641,8 @@ final class BackendPool: Sendable {
                     connection.onPart = nil
                     connection.onClose = nil
                 }
-                connection.channel.write(NIOAny(HTTPClientRequestPart.head(copy)), promise: nil)
-                connection.channel.writeAndFlush(NIOAny(HTTPClientRequestPart.end(nil)), promise: nil)
+                connection.channel.write(HTTPClientRequestPart.head(copy), promise: nil)
+                connection.channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
                 let channel = connection.channel
                 loop.scheduleTask(in: .seconds(30)) { channel.close(promise: nil) }
             }

@@ -141,7 +141,7 @@ public final class HTTPRouteService: Sendable {
     /// Loads the manifests (an invalid folder refuses to start) and binds every listener.
     public init(
         config: HTTPRouteConfig, bind: String, loops: GateLoopGroup, log: Logger = Logger(label: "ugate.httproute"),
-        accessLog: Logger = Logger(label: "ugate.httproute.access")
+        accessLog: Logger = Logger(label: "ugate.httproute.access"), router: Router? = nil
     ) throws {
         let loader = HTTPRouteLoader(services: config.services)
         let manifests = try loader.load(directory: config.manifests)
@@ -155,7 +155,7 @@ public final class HTTPRouteService: Sendable {
                 let gateway = try HTTPGateway(
                     table: RouteTable(routes: listener.routes(in: manifests)), host: listener.host ?? bind,
                     port: UInt16(listener.port), loops: loops, defaultTimeout: config.requestTimeout, accessLog: accessLog, log: log,
-                    tls: try listener.tlsConfig(in: manifests).map(HTTPRouteTLS.init), name: listener.name)
+                    tls: try listener.tlsConfig(in: manifests).map(HTTPRouteTLS.init), name: listener.name, router: router)
                 gateways.append(gateway)
                 bound.append((listener.name, gateway.address, listener.tls != nil))
             }
@@ -175,10 +175,12 @@ public final class HTTPRouteService: Sendable {
     }
 
     /// The gateway of a node config's `httproute` section; nil when it has none.
-    public static func start(_ config: GateConfig, loops: GateLoopGroup) throws -> HTTPRouteService? {
+    /// - Parameter router: the node's route table, through which backends are dialled (so a
+    ///   backend routed to `mesh:<peer>` is reached through that peer).
+    public static func start(_ config: GateConfig, loops: GateLoopGroup, router: Router? = nil) throws -> HTTPRouteService? {
         guard let section = config.httproute else { return nil }
         do {
-            return try HTTPRouteService(config: section, bind: config.bind, loops: loops)
+            return try HTTPRouteService(config: section, bind: config.bind, loops: loops, router: router)
         } catch {
             throw GateError(.config, "httproute: \(error)")
         }
