@@ -65,9 +65,11 @@ def ugate_supports_channels(binary):
 
 
 def pion_binary():
-    """Builds the pion peer (offline, Debian's Go packages) unless built already."""
+    """Builds the pion peer (offline, Debian's Go packages) when missing or older than its source."""
     binary = os.path.join(ROOT, ".build", "interop", "pion_peer")
-    if not os.access(binary, os.X_OK) and shutil.which("go"):
+    source = os.path.join(WEBRTC, "pion_peer", "main.go")
+    stale = not os.access(binary, os.X_OK) or os.path.getmtime(binary) < os.path.getmtime(source)
+    if stale and shutil.which("go"):
         subprocess.run([os.path.join(WEBRTC, "pion_peer", "build.sh"), binary], capture_output=True)
     return binary if os.access(binary, os.X_OK) else None
 
