@@ -24,6 +24,8 @@ public final class HTTPGateway: Sendable {
     /// Binds `host:port` (port 0: ephemeral) on `loops` and starts serving.
     /// - Parameters:
     ///   - defaultTimeout: seconds for a request whose rule has no `timeouts.request`.
+    ///   - http2IdleTimeout: seconds an HTTP/2 connection may stay without streams (then GOAWAY).
+    ///   - connectTimeout: seconds to connect to a backend (also through a mesh upstream).
     ///   - accessLog: one line per request (method, host, path, route, backend, status, bytes, ms).
     ///   - metrics: where the per-route counters go (`ugate_httproute_requests_total{route,status}`,
     ///     `ugate_httproute_response_bytes_total{route}`); nil: the bootstrapped `MetricsSystem`.
@@ -31,20 +33,20 @@ public final class HTTPGateway: Sendable {
     ///     `direct` (a mesh peer) is dialled through that upstream. nil: every backend direct.
     public init(
         table: RouteTable, host: String = "127.0.0.1", port: UInt16 = 0, loops: GateLoopGroup,
-        defaultTimeout: Double = 30, keepAliveTimeout: Double = 60, accessLog: Logger = Logger(label: "ugate.httproute.access"),
+        defaultTimeout: Double = 30, keepAliveTimeout: Double = 60, http2IdleTimeout: Double = 60, connectTimeout: Double = 10, accessLog: Logger = Logger(label: "ugate.httproute.access"),
         log: Logger = Logger(label: "ugate.httproute"), metrics: (any MetricsFactory)? = nil, tls: HTTPRouteTLS? = nil,
         name: String = "httproute", router: Router? = nil
     ) throws {
         let factory = metrics ?? MetricsSystem.factory
         let state = GatewayState(table: table)
-        let direct = DirectUpstream(loops: loops, connectTimeout: min(defaultTimeout, 10))
+        let direct = DirectUpstream(loops: loops, connectTimeout: min(defaultTimeout, connectTimeout))
         let context = GateContext(
             config: GateConfig(), router: try Router(rules: [], hosts: [:], direct: direct), loops: loops, accessLog: accessLog, log: log)
         let nio = HTTPRouteNIO(
             group: MultiThreadedEventLoopGroup.singleton, state: state,
             settings: .init(
-                listenerName: name, defaultTimeout: defaultTimeout, keepAliveTimeout: keepAliveTimeout, accessLog: accessLog, log: log, counters: RouteCounters(factory: factory),
-                pool: BackendPool(connectTimeout: min(defaultTimeout, 10), router: router, listenerName: name)))
+                listenerName: name, defaultTimeout: defaultTimeout, keepAliveTimeout: keepAliveTimeout, http2IdleTimeout: http2IdleTimeout, accessLog: accessLog, log: log, counters: RouteCounters(factory: factory),
+                pool: BackendPool(connectTimeout: min(defaultTimeout, connectTimeout), router: router, listenerName: name)))
         listener = try TCPListener(name: name, proto: .tcp, address: try SocketAddress(host: host, port: port), context: context) { bound in
             HTTPRouteFront(
                 upstream: direct, listenerName: name, keepAliveTimeout: keepAliveTimeout,

@@ -82,8 +82,9 @@ final class HTTPRouteNIO: Sendable {
     }
 
     static func configureHTTP2(_ channel: any Channel, state: GatewayState, settings: RouteHandler.Settings, peer: String, proto: String) throws {
+        let idle = settings.http2IdleManager(on: channel.eventLoop)
         _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
-            mode: .server, connectionConfiguration: .init(), streamConfiguration: .init()
+            mode: .server, connectionConfiguration: .init(), streamConfiguration: .init(), streamDelegate: idle.http2StreamDelegate
         ) { stream in
             stream.eventLoop.makeCompletedFuture {
                 try stream.pipeline.syncOperations.addHandlers([
@@ -91,6 +92,7 @@ final class HTTPRouteNIO: Sendable {
                 ])
             }
         }
+        try channel.pipeline.syncOperations.addHandler(idle)
     }
 }
 
@@ -127,6 +129,8 @@ final class RouteHandler: ChannelInboundHandler {
         var defaultTimeout: Double
         /// Seconds an HTTP/1.1 connection may stay idle between requests.
         var keepAliveTimeout: Double = 60
+        /// Seconds an HTTP/2 connection may stay without open streams (then GOAWAY and close).
+        var http2IdleTimeout: Double = 60
         var accessLog: Logger
         var log: Logger
         var counters: RouteCounters
@@ -558,9 +562,8 @@ final class BackendPool: Sendable {
             if !(decision.upstream is DirectUpstream) {
                 let upstream = decision.upstream
                 let dialTarget = target
-                let dialled = loop.makePromise(of: Int32.self)
-                dialled.completeWithTask { try await upstream.dial(dialTarget, for: info) }
-                dialled.futureResult.assumeIsolated().whenComplete { result in
+                let dialled = Self.dial(upstream, dialTarget, for: info, on: loop, timeout: connectTimeout)
+                dialled.assumeIsolated().whenComplete { result in
                     switch result {
                     case .failure(let error):
                         completion(.failure(error))

@@ -1,0 +1,242 @@
+import Foundation
+import Glibc
+import XCTest
+
+@testable import Gate
+
+/// ReferenceGrant (cross-namespace backendRefs) and `allowedRoutes.namespaces.from: Selector`
+/// (labels of `Namespace` manifests): loading, errors, tables, and end to end with curl and a
+/// reload that adds the grant.
+final class HTTPRouteReferenceGrantTests: XCTestCase {
+    static func route(_ name: String, namespace: String, host: String, backend: String, backendNamespace: String?, kind: String = "HTTPRoute")
+        -> String
+    {
+        let ref = "{name: \(backend), port: 80\(backendNamespace.map { ", namespace: \($0)" } ?? "")}"
+        if kind == "TLSRoute" {
+            return """
+                apiVersion: gateway.networking.k8s.io/v1alpha2
+                kind: TLSRoute
+                metadata: {name: \(name), namespace: \(namespace)}
+                spec:
+                  hostnames: [\(host)]
+                  rules: [{backendRefs: [\(ref)]}]
+
+                """
+        }
+        return """
+            apiVersion: gateway.networking.k8s.io/v1
+            kind: HTTPRoute
+            metadata: {name: \(name), namespace: \(namespace)}
+            spec:
+              hostnames: [\(host)]
+              rules: [{backendRefs: [\(ref)]}]
+
+            """
+    }
+
+    static func grant(namespace: String, from: String, fromKind: String = "HTTPRoute", toName: String? = nil) -> String {
+        """
+        apiVersion: gateway.networking.k8s.io/v1beta1
+        kind: ReferenceGrant
+        metadata: {name: allow-\(from), namespace: \(namespace)}
+        spec:
+          from: [{group: gateway.networking.k8s.io, kind: \(fromKind), namespace: \(from)}]
+          to: [{group: "", kind: Service\(toName.map { ", name: \($0)" } ?? "")}]
+
+        """
+    }
+
+    /// Which cross-namespace references each grant allows.
+    func testReferenceGrantTable() throws {
+        let loader = HTTPRouteLoader(services: ["store/db": "127.0.0.1:1"])
+        let route = Self.route("r", namespace: "web", host: "a.example", backend: "db", backendNamespace: "store")
+        let cases: [(String, String, Bool)] = [
+            ("no grant", "", false),
+            ("grant for HTTPRoutes from web", Self.grant(namespace: "store", from: "web"), true),
+            ("grant naming the service", Self.grant(namespace: "store", from: "web", toName: "db"), true),
+            ("grant naming another service", Self.grant(namespace: "store", from: "web", toName: "cache"), false),
+            ("grant from another namespace", Self.grant(namespace: "store", from: "api"), false),
+            ("grant in the route's namespace", Self.grant(namespace: "web", from: "web"), false),
+            ("grant for TLSRoutes only", Self.grant(namespace: "store", from: "web", fromKind: "TLSRoute"), false),
+        ]
+        for (label, grant, allowed) in cases {
+            let loaded = try loader.load(yaml: route + (grant.isEmpty ? "" : "---\n" + grant), file: "g.yaml")
+            XCTAssertEqual(loaded.routes[0].rules[0].backends.count, allowed ? 1 : 0, label)
+            XCTAssertEqual(loaded.routes[0].refusedRefs.isEmpty, allowed, label)
+            if !allowed {
+                XCTAssertTrue(loaded.routes[0].refusedRefs[0].contains("RefNotPermitted"), label)
+                XCTAssertTrue(loaded.routes[0].refusedRefs[0].contains("store/db:80"), label)
+            }
+        }
+        // Same namespace needs no grant; TLSRoutes follow the same rule with kind TLSRoute.
+        XCTAssertEqual(try loader.load(yaml: Self.route("r", namespace: "store", host: "a.example", backend: "db", backendNamespace: nil), file: "s.yaml")
+            .routes[0].rules[0].backends.count, 1)
+        let tls = Self.route("t", namespace: "web", host: "t.example", backend: "db", backendNamespace: "store", kind: "TLSRoute")
+        XCTAssertEqual(try loader.load(yaml: tls, file: "t.yaml").tlsRoutes[0].backends.count, 0)
+        XCTAssertEqual(try loader.load(yaml: tls + "---\n" + Self.grant(namespace: "store", from: "web", fromKind: "TLSRoute"), file: "t.yaml")
+            .tlsRoutes[0].backends.count, 1)
+        // A RequestMirror into another namespace needs the grant too.
+        let mirror = """
+            apiVersion: gateway.networking.k8s.io/v1
+            kind: HTTPRoute
+            metadata: {name: m, namespace: web}
+            spec:
+              rules:
+              - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: db, namespace: store, port: 80}}}]
+                backendRefs: [{name: front, port: 80}]
+
+            """
+        let mirrored = try loader.load(yaml: mirror, file: "m.yaml")
+        XCTAssertEqual(mirrored.routes[0].rules[0].filters, [])
+        XCTAssertEqual(mirrored.routes[0].refusedRefs.count, 1)
+
+        let head = "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: g, namespace: store}\n"
+        let bad: [(String, String, String)] = [
+            (head + "spec: {to: [{group: \"\", kind: Service}]}\n", "spec.from", "required field missing"),
+            (head + "spec: {from: [], to: [{group: \"\", kind: Service}]}\n", "spec.from", "at least one"),
+            (head + "spec: {from: [{group: g, kind: HTTPRoute}], to: [{group: \"\", kind: Service}]}\n", "spec.from[0].namespace", "required field missing"),
+            (head + "spec: {from: [{group: g, kind: HTTPRoute, namespace: a}], to: [{group: \"\", kind: Service, port: 1}]}\n", "spec.to[0].port",
+             "not implemented"),
+        ]
+        for (yaml, field, text) in bad {
+            XCTAssertThrowsError(try loader.load(yaml: yaml, file: "bad.yaml"), yaml) { error in
+                guard let e = error as? HTTPRouteError else { return XCTFail("\(error)") }
+                XCTAssertEqual(e.object, "ReferenceGrant store/g", "\(e)")
+                XCTAssertEqual(e.field, field, "\(e)")
+                XCTAssertTrue(e.description.contains(text), e.description)
+            }
+        }
+    }
+
+    /// Label selectors against Namespace labels, and the Namespace / Selector errors.
+    func testNamespaceSelectorTable() throws {
+        let namespaces = """
+            apiVersion: v1
+            kind: Namespace
+            metadata: {name: prod, labels: {env: prod, team: shop}}
+            ---
+            apiVersion: v1
+            kind: Namespace
+            metadata: {name: dev, labels: {env: dev}}
+            ---
+            apiVersion: v1
+            kind: Namespace
+            metadata: {name: bare}
+
+            """
+        let cases: [(String, [String: Bool])] = [
+            ("{matchLabels: {env: prod}}", ["prod": true, "dev": false, "bare": false, "unknown": false]),
+            ("{matchExpressions: [{key: env, operator: In, values: [prod, dev]}]}", ["prod": true, "dev": true, "bare": false]),
+            ("{matchExpressions: [{key: env, operator: NotIn, values: [prod]}]}", ["prod": false, "dev": true, "bare": true, "unknown": false]),
+            ("{matchExpressions: [{key: team, operator: Exists}]}", ["prod": true, "dev": false]),
+            ("{matchExpressions: [{key: team, operator: DoesNotExist}]}", ["prod": false, "dev": true, "bare": true]),
+            ("{matchLabels: {env: prod}, matchExpressions: [{key: team, operator: In, values: [other]}]}", ["prod": false]),
+            ("{}", ["prod": true, "bare": true, "unknown": false]),
+        ]
+        for (selector, expected) in cases {
+            let gateway = """
+                apiVersion: gateway.networking.k8s.io/v1
+                kind: Gateway
+                metadata: {name: gw, namespace: infra}
+                spec:
+                  listeners: [{name: web, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: Selector, selector: \(selector)}}}]
+
+                """
+            var yaml = namespaces + "---\n" + gateway
+            for namespace in expected.keys.sorted() {
+                yaml += "---\n" + Self.route("r", namespace: namespace, host: "a.example", backend: "b", backendNamespace: nil)
+                    .replacingOccurrences(of: "spec:\n", with: "spec:\n  parentRefs: [{name: gw, namespace: infra}]\n")
+            }
+            let loaded = try HTTPRouteLoader().load(yaml: yaml, file: "sel.yaml")
+            let listener = loaded.gateways[0].listeners[0]
+            for (namespace, admitted) in expected {
+                let route = loaded.routes.first { $0.namespace == namespace }!
+                XCTAssertEqual(
+                    listener.attach(route, of: loaded.gateways[0], namespaceLabels: loaded.namespaceLabels) != nil, admitted, "\(selector) \(namespace)")
+            }
+        }
+        let listener = { (namespaces: String) in
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec:\n  listeners: [{name: web, port: 80, protocol: HTTP, allowedRoutes: {namespaces: \(namespaces)}}]\n"
+        }
+        let bad: [(String, String, String, String)] = [
+            (listener("{from: Selector, selector: {matchExpressions: [{key: a, operator: Near, values: [x]}]}}"), "Gateway default/gw",
+             "spec.listeners[0].allowedRoutes.namespaces.selector.matchExpressions[0].operator", "In, NotIn"),
+            (listener("{from: Selector, selector: {matchExpressions: [{key: a, operator: In}]}}"), "Gateway default/gw",
+             "spec.listeners[0].allowedRoutes.namespaces.selector.matchExpressions[0].values", "needs values"),
+            (listener("{from: Selector, selector: {matchExpressions: [{key: a, operator: Exists, values: [x]}]}}"), "Gateway default/gw",
+             "spec.listeners[0].allowedRoutes.namespaces.selector.matchExpressions[0].values", "takes no values"),
+            (listener("{from: All, selector: {matchLabels: {a: b}}}"), "Gateway default/gw", "spec.listeners[0].allowedRoutes.namespaces.selector",
+             "needs from: Selector"),
+            (listener("{from: Selector, selector: {matchLabels: {a: 1}}}"), "Gateway default/gw",
+             "spec.listeners[0].allowedRoutes.namespaces.selector.matchLabels.a", "expected a string"),
+            ("apiVersion: v1\nkind: Namespace\nmetadata: {name: n, labels: {a: [1]}}\n", "Namespace n", "metadata.labels.a", "expected a string"),
+            ("apiVersion: v2\nkind: Namespace\nmetadata: {name: n}\n", "Namespace n", "apiVersion", "v1"),
+        ]
+        for (yaml, object, field, text) in bad {
+            XCTAssertThrowsError(try HTTPRouteLoader().load(yaml: yaml, file: "bad.yaml"), yaml) { error in
+                guard let e = error as? HTTPRouteError else { return XCTFail("\(error)") }
+                XCTAssertEqual(e.file, "bad.yaml")
+                XCTAssertEqual(e.object, object, "\(e)")
+                XCTAssertEqual(e.field, field, "\(e)")
+                XCTAssertTrue(e.description.contains(text), e.description)
+            }
+        }
+    }
+
+    /// End to end: a route in `web` whose backend lives in `store` answers 500 until a
+    /// ReferenceGrant file appears (then 200 from that backend, after the reload); a Gateway
+    /// listener with a Selector admits the route from the `prod`-labelled namespace, not the
+    /// one from `dev` (404), and follows a relabelled Namespace on reload.
+    func testGrantAndSelectorEndToEnd() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("refgrant-\(getpid())-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: "\(dir)/routes", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var backends: [String: PythonBackend] = [:]
+        defer { backends.values.forEach { $0.stop() } }
+        for name in ["db", "prodapp", "devapp"] { backends[name] = try PythonBackend(name) }
+        func namespace(_ name: String, env: String) -> String {
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: \(name), labels: {env: \(env)}}\n"
+        }
+        let attached = { (yaml: String) in yaml.replacingOccurrences(of: "spec:\n", with: "spec:\n  parentRefs: [{name: gw, namespace: infra}]\n") }
+        try writeManifest(
+            """
+            apiVersion: gateway.networking.k8s.io/v1
+            kind: Gateway
+            metadata: {name: gw, namespace: infra}
+            spec:
+              listeners: [{name: web, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {env: prod}}}}}]
+            ---
+            \(namespace("web", env: "prod"))---
+            \(attached(Self.route("cross", namespace: "web", host: "cross.example", backend: "db", backendNamespace: "store")))---
+            \(attached(Self.route("app", namespace: "web", host: "prod.example", backend: "prodapp", backendNamespace: nil)))---
+            \(attached(Self.route("app", namespace: "lab", host: "dev.example", backend: "devapp", backendNamespace: nil)))
+            """, "routes.yaml", in: "\(dir)/routes")
+        try writeManifest(namespace("lab", env: "dev"), "lab.yaml", in: "\(dir)/routes")
+        let loops = try GateLoopGroup(count: 1)
+        defer { loops.shutdown() }
+        var config = HTTPRouteConfig(
+            manifests: "\(dir)/routes",
+            services: ["store/db": backends["db"]!.address, "prodapp": backends["prodapp"]!.address, "devapp": backends["devapp"]!.address],
+            listeners: [HTTPRouteListenerConfig(name: "web", port: 0, gateway: "infra/gw")])
+        config.reloadInterval = 0.05
+        let service = try HTTPRouteService(config: config, bind: "127.0.0.1", loops: loops)
+        defer { service.stop() }
+        func get(_ host: String) throws -> (code: String, body: String) {
+            let r = try runProcess(
+                try tool("curl"),
+                ["-sS", "--max-time", "20", "-w", "\n%{http_code}", "-H", "Host: \(host)", "http://127.0.0.1:\(service.bound[0].address.port)/"])
+            let lines = r.out.split(separator: "\n", omittingEmptySubsequences: false)
+            return (String(lines.last ?? ""), lines.dropLast().joined(separator: "\n") + r.err)
+        }
+        let refused = try get("cross.example")
+        XCTAssertEqual(refused.code, "500", refused.body)
+        XCTAssertTrue(try get("prod.example").body.contains("\"backend\": \"prodapp\""))
+        XCTAssertEqual(try get("dev.example").code, "404")
+
+        try writeManifest(Self.grant(namespace: "store", from: "web", toName: "db"), "grant.yaml", in: "\(dir)/routes")
+        XCTAssertTrue(try eventually { try get("cross.example").body.contains("\"backend\": \"db\"") }, "grant not applied")
+        // Relabel lab as prod: its route attaches.
+        try writeManifest(namespace("lab", env: "prod"), "lab.yaml", in: "\(dir)/routes")
+        XCTAssertTrue(try eventually { try get("dev.example").body.contains("\"backend\": \"devapp\"") }, "relabelled namespace not admitted")
+    }
+}
