@@ -61,7 +61,7 @@ final class HTTPRouteCertReloadTests: XCTestCase {
             metadata: {name: gw}
             spec:
               listeners:
-              - {name: https, port: 443, protocol: HTTPS, hostname: ref.example, tls: {certificateRefs: [{name: refsecret}]}}
+              - {name: refs, port: 443, protocol: HTTPS, hostname: ref.example, tls: {certificateRefs: [{name: refsecret}]}}
             ---
             apiVersion: gateway.networking.k8s.io/v1
             kind: HTTPRoute

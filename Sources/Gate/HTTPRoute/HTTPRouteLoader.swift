@@ -52,20 +52,28 @@ public struct RouteManifests: Sendable, Equatable {
                     }
                 }
                 routes[r].rules[i].backends = kept
-                routes[r].rules[i].filters = route.rules[i].filters.filter { filter in
-                    guard case .requestMirror(let backend) = filter, let message = refusal(backend, "HTTPRoute", route.namespace) else { return true }
-                    routes[r].refusedRefs.append(message)
-                    return false
+                var filters: [RouteFilter] = []
+                for filter in route.rules[i].filters {
+                    if case .requestMirror(let backend) = filter, let message = refusal(backend, "HTTPRoute", route.namespace) {
+                        routes[r].refusedRefs.append(message)
+                    } else {
+                        filters.append(filter)
+                    }
                 }
+                routes[r].rules[i].filters = filters
             }
         }
         for t in tlsRoutes.indices {
             let route = tlsRoutes[t]
-            tlsRoutes[t].backends = route.backends.filter { backend in
-                guard let message = refusal(backend, "TLSRoute", route.namespace) else { return true }
-                tlsRoutes[t].refusedRefs.append(message)
-                return false
+            var kept: [RouteBackend] = []
+            for backend in route.backends {
+                if let message = refusal(backend, "TLSRoute", route.namespace) {
+                    tlsRoutes[t].refusedRefs.append(message)
+                } else {
+                    kept.append(backend)
+                }
             }
+            tlsRoutes[t].backends = kept
         }
     }
 }
@@ -203,7 +211,7 @@ public struct HTTPRouteLoader: Sendable {
         for item in try spec.child("listeners").list() {
             try item.allow(try item.map(), ["name", "port", "protocol", "hostname", "allowedRoutes", "tls"])
             let protoName = try item.child("protocol").string()
-            guard var proto = GatewayObject.ListenerProtocol(rawValue: protoName) else {
+            guard let proto = GatewayObject.ListenerProtocol(rawValue: protoName) else {
                 throw item.field("protocol").error(.unsupported, "protocol \(protoName) (HTTP, HTTPS, TLS are)")
             }
             var certificateRefs: [String] = []
@@ -217,7 +225,6 @@ public struct HTTPRouteLoader: Sendable {
                 guard mode == "Passthrough" else {
                     throw tls.field("mode").error(.unsupported, "protocol TLS with mode \(mode) (Passthrough is; terminate TLS with protocol HTTPS)")
                 }
-                proto = .tlsPassthrough
             case .http:
                 if try item.optional("tls") != nil { throw item.field("tls").error(.invalid, "tls on a protocol HTTP listener") }
             }

@@ -82,7 +82,7 @@ final class HTTPRouteNIO: Sendable {
     }
 
     static func configureHTTP2(_ channel: any Channel, state: GatewayState, settings: RouteHandler.Settings, peer: String, proto: String) throws {
-        let idle = settings.http2IdleManager(on: channel.eventLoop)
+        let idle = HTTP2IdleHandler(seconds: settings.http2IdleTimeout, loop: channel.eventLoop)
         _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
             mode: .server, connectionConfiguration: .init(), streamConfiguration: .init(), streamDelegate: idle.http2StreamDelegate
         ) { stream in

@@ -1,7 +1,6 @@
 import Foundation
 import Logging
 import NIOPosix
-import Synchronization
 
 /// The `httproute` section of ugate.json: which ports serve the HTTPRoute gateway, where the
 /// manifests are, and the TLS certificates.
@@ -151,7 +150,7 @@ public final class HTTPRouteService: Sendable {
     private let gateways: [HTTPGateway]
     private let reloader: HTTPRouteReloader
     /// The manifests in force and the configured listeners, for `status()`.
-    private let current: Mutex<RouteManifests>
+    private let current: RouteManifestsBox
     private let listeners: [HTTPRouteListenerConfig]
 
     /// Loads the manifests (an invalid folder refuses to start) and binds every listener.
@@ -186,7 +185,7 @@ public final class HTTPRouteService: Sendable {
         let listeners = config.listeners
         let serving = gateways
         let tlsSet = tlsByListener
-        let current = Mutex(manifests)
+        let current = RouteManifestsBox(manifests)
         reloader = HTTPRouteReloader(
             directory: config.manifests, loader: loader, interval: config.reloadInterval, log: log,
             tick: { tlsSet.forEach { $0?.reloadCertificates() } }
@@ -195,7 +194,7 @@ public final class HTTPRouteService: Sendable {
                 gateway.update(RouteTable(routes: listener.routes(in: manifests)))
                 tlsSet[index]?.update(manifests)
             }
-            current.withLock { $0 = manifests }
+            current.manifests = manifests
         }
         self.current = current
         self.listeners = listeners
@@ -217,7 +216,7 @@ public final class HTTPRouteService: Sendable {
 
     /// The Gateway API status (Accepted, ResolvedRefs) of every route in force.
     public func status() -> [RouteStatus] {
-        RouteStatus.compute(current.withLock { $0 }, listeners: listeners)
+        RouteStatus.compute(current.manifests, listeners: listeners)
     }
 
     /// Stops watching and closes the listening sockets.

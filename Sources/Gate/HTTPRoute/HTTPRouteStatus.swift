@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// One Gateway API condition (`Accepted`, `ResolvedRefs`) of a route for one parent.
 public struct RouteCondition: Codable, Sendable, Equatable {
@@ -49,7 +50,6 @@ public struct RouteStatus: Codable, Sendable, Equatable {
             refused.isEmpty
             ? RouteCondition(type: "ResolvedRefs", status: "True", reason: "ResolvedRefs", message: "all references resolved")
             : RouteCondition(type: "ResolvedRefs", status: "False", reason: "RefNotPermitted", message: refused.joined(separator: "; "))
-        let name = (route as? HTTPRouteObject)?.name ?? (route as? TLSRouteObject)?.name ?? ""
         var parents: [RouteParentStatus] = []
         if route.parents.isEmpty {
             let accepted = RouteCondition(
@@ -62,7 +62,7 @@ public struct RouteStatus: Codable, Sendable, Equatable {
             let accepted = acceptance(route, parent, manifests, listeners)
             parents.append(RouteParentStatus(parent: label, conditions: [accepted, resolved]))
         }
-        return RouteStatus(kind: R.kind, namespace: route.namespace, name: name, file: file, parents: parents)
+        return RouteStatus(kind: R.kind, namespace: route.namespace, name: route.name, file: file, parents: parents)
     }
 
     private static func acceptance<R: AttachableRoute>(
@@ -133,13 +133,34 @@ public struct RouteStatus: Codable, Sendable, Equatable {
     }
 }
 
+/// The manifests in force, shared between the reloader and `HTTPRouteService.status()`.
+final class RouteManifestsBox: Sendable {
+    private let value: Mutex<RouteManifests>
+    init(_ manifests: RouteManifests) { value = Mutex(manifests) }
+    var manifests: RouteManifests {
+        get { value.withLock { $0 } }
+        set { value.withLock { $0 = newValue } }
+    }
+}
+
 extension HTTPRouteService {
+    /// Where the admin route finds the service once it runs (the admin server starts first).
+    public final class Slot: Sendable {
+        private let value = Mutex<HTTPRouteService?>(nil)
+        public init() {}
+        /// The running service (nil: none, or not started yet).
+        public var service: HTTPRouteService? {
+            get { value.withLock { $0 } }
+            set { value.withLock { $0 = newValue } }
+        }
+    }
+
     /// The admin route `/httproute/status`: the routes' status as JSON (`?format=table` for
-    /// the table of `ugate httproute status`); 404 while `service` gives nil (no `httproute`
-    /// section, or not started yet).
-    public static func adminRoute(_ service: @escaping @Sendable () -> HTTPRouteService?) -> AdminServer.Route {
+    /// the table of `ugate httproute status`); 404 while `slot` holds no service (no
+    /// `httproute` section, or not started yet).
+    public static func adminRoute(_ slot: Slot) -> AdminServer.Route {
         AdminServer.Route(prefix: "/httproute/status") { request in
-            guard let service = service() else { return .text(404, "no httproute section in this node's config") }
+            guard let service = slot.service else { return .text(404, "no httproute section in this node's config") }
             let statuses = service.status()
             if request.query?.contains("format=table") == true { return .text(200, RouteStatus.table(statuses)) }
             return AdminResponse(status: 200, headers: [("Content-Type", "application/json")], body: Array(RouteStatus.json(statuses).utf8))

@@ -143,8 +143,8 @@ public final class HTTPRouteTLS: Sendable {
             if let loaded = state.certificates[wildcard] { certificate = (wildcard, loaded) }
         }
         let wildcardEntry = state.passthrough.wildcard(for: name)
-        if let (host, loaded) = certificate, host.count >= (wildcardEntry?.host.count ?? 0) {
-            return .terminate(loaded.context, certificate: host)
+        if let certificate, certificate.0.count >= (wildcardEntry?.host.count ?? 0) {
+            return .terminate(certificate.1.context, certificate: certificate.0)
         }
         if let wildcardEntry { return passthrough(wildcardEntry) }
         if let entry = state.passthrough.catchAll { return passthrough(entry) }

@@ -3,19 +3,12 @@ import Glibc
 import NIOCore
 import NIOHTTP2
 
-extension RouteHandler.Settings {
-    /// The idle timeout handler of one HTTP/2 client connection (h2c or h2): add it after the
-    /// `NIOHTTP2Handler` and pass its `delegate` as that handler's stream delegate.
-    func http2IdleManager(on loop: any EventLoop) -> HTTP2IdleHandler {
-        HTTP2IdleHandler(timeout: .milliseconds(Int64(max(http2IdleTimeout, 0.001) * 1000)), loop: loop)
-    }
-}
-
 /// Closes an HTTP/2 connection that has had no open stream for `timeout`: sends GOAWAY
 /// (NO_ERROR, the highest stream ID the client opened) and closes, as nginx's
 /// `http2_idle_timeout` does. Counts streams through the `NIOHTTP2StreamDelegate` the
 /// `NIOHTTP2Handler` calls (on the connection's loop); the timer runs from the connection's
-/// start and from each moment the last open stream closes.
+/// start and from each moment the last open stream closes. Add it after the `NIOHTTP2Handler`
+/// and pass its `http2StreamDelegate` to that handler.
 final class HTTP2IdleHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTP2Frame
     typealias InboundOut = HTTP2Frame
@@ -28,8 +21,8 @@ final class HTTP2IdleHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var timer: Scheduled<Void>?
     private var context: ChannelHandlerContext?
 
-    init(timeout: TimeAmount, loop: any EventLoop) {
-        self.timeout = timeout
+    init(seconds: Double, loop: any EventLoop) {
+        timeout = .milliseconds(Int64(max(seconds, 0.001) * 1000))
         self.loop = loop
     }
 

@@ -34,6 +34,7 @@ public enum RouteHostnames {
 /// What listener attachment needs of a route (`HTTPRoute` or `TLSRoute`).
 public protocol AttachableRoute: Sendable {
     var namespace: String { get }
+    var name: String { get }
     var parents: [ParentRef] { get }
     var hostnames: [String] { get set }
     /// `HTTPRoute` or `TLSRoute`.
