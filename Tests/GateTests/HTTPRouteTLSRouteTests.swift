@@ -38,6 +38,21 @@ func servedCertificate(port: UInt16, serverName: String) throws -> (subject: Str
     return (subject, fingerprint, r.out + r.err)
 }
 
+/// Checks that loading `yaml` (as file `bad.yaml`) is refused with an `HTTPRouteError` naming
+/// the file, `object` and `field`, whose text contains `text` (and whose code is `code`, when given).
+func assertRefused(
+    _ yaml: String, code: HTTPRouteError.Code? = nil, object: String, field: String, _ text: String, file: StaticString = #filePath, line: UInt = #line
+) {
+    XCTAssertThrowsError(try HTTPRouteLoader().load(yaml: yaml, file: "bad.yaml"), yaml, file: file, line: line) { error in
+        guard let e = error as? HTTPRouteError else { return XCTFail("\(error)", file: file, line: line) }
+        if let code { XCTAssertEqual(e.code, code, "\(e)", file: file, line: line) }
+        XCTAssertEqual(e.file, "bad.yaml", file: file, line: line)
+        XCTAssertEqual(e.object, object, "\(e)", file: file, line: line)
+        XCTAssertEqual(e.field, field, "\(e)", file: file, line: line)
+        XCTAssertTrue(e.description.contains(text), e.description, file: file, line: line)
+    }
+}
+
 /// The SHA-256 fingerprint of a PEM certificate file.
 func fileFingerprint(_ cert: String) throws -> String {
     let r = try runProcess(try tool("openssl"), ["x509", "-in", cert, "-noout", "-fingerprint", "-sha256"])
@@ -94,14 +109,7 @@ final class HTTPRouteTLSRouteTests: XCTestCase {
              "spec.parentRefs[0].kind", "Gateway is"),
         ]
         for (yaml, code, field, text) in bad {
-            XCTAssertThrowsError(try loader.load(yaml: yaml, file: "bad.yaml"), yaml) { error in
-                guard let e = error as? HTTPRouteError else { return XCTFail("\(error)") }
-                XCTAssertEqual(e.code, code, "\(e)")
-                XCTAssertEqual(e.file, "bad.yaml")
-                XCTAssertEqual(e.object, "TLSRoute default/t")
-                XCTAssertEqual(e.field, field, "\(e)")
-                XCTAssertTrue(e.description.contains(text), e.description)
-            }
+            assertRefused(yaml, code: code, object: "TLSRoute default/t", field: field, text)
         }
         // Two TLSRoutes of one name in a folder are refused.
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tlsroute-dup-\(getpid())").path
