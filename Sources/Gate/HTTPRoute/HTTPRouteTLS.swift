@@ -134,7 +134,7 @@ public final class HTTPRouteTLS: Sendable {
 
     func choose(serverName: String?) -> Choice {
         let name = serverName?.lowercased() ?? ""
-        let state = state.withLock { $0 }
+        let state = self.state.withLock { $0 }
         if let loaded = state.certificates[name] { return .terminate(loaded.context, certificate: name) }
         if let entry = state.passthrough.exact[name] { return passthrough(entry) }
         var certificate: (String, Loaded)?
