@@ -82,13 +82,16 @@ final class HTTPRouteIdleTests: XCTestCase {
         XCTAssertEqual(config.keepAliveTimeout, 1)
         let service = try HTTPRouteService(config: config, bind: "127.0.0.1", loops: loops)
         defer { service.stop() }
-        let python = try tool("python3")
+        // The PATH's python3: the one scripts/deps pip-installs `h2` into.
+        func python(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
+            try runProcess("/usr/bin/env", ["python3"] + args, timeout: 60)
+        }
         for (listener, mode) in [(0, "h2c"), (1, "tls")] {
             let port = "\(service.bound[listener].address.port)"
-            let quick = try runProcess(python, ["-c", Self.client, port, mode, "/quick"], timeout: 60)
+            let quick = try python(["-c", Self.client, port, mode, "/quick"])
             XCTAssertEqual(quick.out.trimmingCharacters(in: .whitespacesAndNewlines), "200 (0, 1) closed", mode + quick.err)
             // The slow stream (3 s) outlives the 1 s idle time: both streams complete, then GOAWAY.
-            let slow = try runProcess(python, ["-c", Self.client, port, mode, "/slow"], timeout: 60)
+            let slow = try python(["-c", Self.client, port, mode, "/slow"])
             XCTAssertEqual(slow.out.trimmingCharacters(in: .whitespacesAndNewlines), "200 200 (0, 3) closed", mode + slow.err)
         }
         // HTTP/1.1 on the plain listener: the configured keepAliveTimeout closes an idle connection.
@@ -107,7 +110,7 @@ final class HTTPRouteIdleTests: XCTestCase {
             except socket.timeout:
                 print("timeout")
             """
-        let h1 = try runProcess(python, ["-c", http1, "\(service.bound[0].address.port)"], timeout: 60)
+        let h1 = try python(["-c", http1, "\(service.bound[0].address.port)"])
         XCTAssertEqual(h1.out.trimmingCharacters(in: .whitespacesAndNewlines), "closed 200", h1.err)
     }
 }
