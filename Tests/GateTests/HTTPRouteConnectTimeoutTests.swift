@@ -172,4 +172,55 @@ final class HTTPRouteConnectTimeoutTests: XCTestCase {
         XCTAssertTrue(fallback.body.contains("\"backend\": \"live\""), fallback.body)
         XCTAssertGreaterThanOrEqual(upstream.attempts.value, 3)
     }
+
+    /// Through a real mesh upstream: `ugate run` with a peer `bob` whose address accepts TCP
+    /// and never answers (a listening socket nobody accepts on: the mTLS handshake never
+    /// completes) and a route sending the backend to `mesh:bob`; the `httproute` section's
+    /// `connectTimeout: 1` gives 503 naming bob's mesh upstream and the timeout (the mesh pool's own
+    /// connect timeout is 10 s and it has no handshake timeout).
+    func testSilentMeshPeerTimesOut() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mesh-silent-\(getpid())-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: "\(dir)/routes", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let silent = try Sys.listen(try SocketAddress(host: "127.0.0.1", port: 0), transparent: false, reusePort: false, backlog: 16)
+        defer { Glibc.close(silent) }
+        let silentPort = SocketAddress.local(of: silent)!.port
+        let ugate = ugateExecutable()
+        let id = try runProcess(ugate, ["id", "--identity-dir", "\(dir)/bob", "--json"])
+        let bobID = try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(id.out.utf8)) as? [String: Any])?["id"] as? String, id.out + id.err)
+        try writeManifest(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: far}\nspec:\n  rules: [{backendRefs: [{name: far, port: 80}]}]\n",
+            "far.yaml", in: "\(dir)/routes")
+        try #"""
+            {"mesh": {"peers": [{"id": "\#(bobID)", "name": "bob", "addresses": ["127.0.0.1:\#(silentPort)"]}]},
+             "routes": [{"dest": "10.77.0.1:80", "to": "mesh:bob"}],
+             "httproute": {"manifests": "\#(dir)/routes", "services": {"far": "10.77.0.1:80"}, "connectTimeout": 1,
+                           "listeners": [{"name": "web", "port": 0}]}}
+            """#.write(toFile: "\(dir)/alice.json", atomically: true, encoding: .utf8)
+        let node = Process()
+        node.executableURL = URL(fileURLWithPath: ugate)
+        node.arguments = ["run", "--config", "\(dir)/alice.json", "--base-port", "0", "--identity-dir", "\(dir)/alice", "--log-level", "warning"]
+        let out = Pipe()
+        node.standardOutput = out
+        node.standardError = FileHandle.nullDevice
+        try node.run()
+        defer {
+            kill(node.processIdentifier, SIGTERM)
+            node.waitUntilExit()
+        }
+        var banner = ""
+        for _ in 0..<200 where !banner.contains("ready") {
+            let data = out.fileHandleForReading.availableData
+            if data.isEmpty { break }
+            banner += String(decoding: data, as: UTF8.self)
+        }
+        let line = try XCTUnwrap(banner.split(separator: "\n").first { $0.trimmingCharacters(in: .whitespaces).hasPrefix("web ") }, banner)
+        let address = String(line.split(separator: " ").last ?? "")
+        let r = try runProcess(try tool("curl"), ["-sS", "--max-time", "25", "-w", "\n%{http_code}", "http://\(address)/x"], timeout: 60)
+        XCTAssertTrue(r.out.hasSuffix("\n503"), r.out + r.err)
+        XCTAssertTrue(r.out.contains("backend default/far:80 (10.77.0.1:80) unavailable"), r.out)
+        // The mesh upstream of bob is named after its transport and bob's node ID.
+        XCTAssertTrue(r.out.contains("through upstream h2-dm:\(bobID.prefix(8))"), r.out)
+        XCTAssertTrue(r.out.contains("timed out after 1.0 s"), r.out)
+    }
 }
