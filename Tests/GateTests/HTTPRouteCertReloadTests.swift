@@ -113,7 +113,7 @@ final class HTTPRouteCertReloadTests: XCTestCase {
             XCTAssertNotNil(capture.waitForLine(containing: ["TLS certificate loaded", name]))
 
             // The held connection still works, on the old certificate.
-            FileManager.default.createFile(atPath: go, contents: Data())
+            XCTAssertTrue(FileManager.default.createFile(atPath: go, contents: Data()))
             let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             held.waitUntilExit()
             XCTAssertEqual(
