@@ -120,8 +120,6 @@ final class HTTPRouteListenerTests: XCTestCase {
              "spec.listeners[0].tls.mode", "protocol TLS"),
             ("{name: web, port: 443, protocol: HTTPS, tls: {certificateRefs: [{kind: ConfigMap, name: c}]}}", .unsupported,
              "spec.listeners[0].tls.certificateRefs[0].kind", "ConfigMap"),
-            ("{name: web, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: c, namespace: certs}]}}", .unsupported,
-             "spec.listeners[0].tls.certificateRefs[0].namespace", "ReferenceGrant"),
             ("{name: web, port: 443, protocol: HTTPS, tls: {certificateRefs: []}}", .invalid, "spec.listeners[0].tls.certificateRefs", "needs a certificateRef"),
             ("{name: web, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: c}], options: {a: b}}}", .unsupported, "spec.listeners[0].tls.options",
              "not implemented"),

@@ -228,4 +228,55 @@ final class HTTPRouteReferenceGrantTests: XCTestCase {
         try writeManifest(namespace("lab", env: "prod"), "lab.yaml", in: "\(dir)/routes")
         XCTAssertTrue(try eventually { try get("dev.example").body.contains("\"backend\": \"devapp\"") }, "relabelled namespace not admitted")
     }
+
+    /// A Gateway listener's certificateRef to a Secret of another namespace: refused (status
+    /// `Gateway … ResolvedRefs False`) without a grant from Gateways of the Gateway's
+    /// namespace; with one, `<certificateDir>/<namespace>/<secret>.crt` is served by SNI
+    /// (`openssl s_client` sees it).
+    func testCrossNamespaceCertificateRef() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("refgrant-cert-\(getpid())-\(UUID())").path
+        for sub in ["routes", "certs/vault"] { try FileManager.default.createDirectory(atPath: "\(dir)/\(sub)", withIntermediateDirectories: true) }
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let secret = try makeCertificate("secure.example", file: "shop-tls", in: "\(dir)/certs/vault")
+        let gateway = """
+            apiVersion: gateway.networking.k8s.io/v1
+            kind: Gateway
+            metadata: {name: gw, namespace: infra}
+            spec:
+              listeners:
+              - {name: https, port: 443, protocol: HTTPS, hostname: secure.example, tls: {certificateRefs: [{name: shop-tls, namespace: vault}]}}
+
+            """
+        let grant = """
+            apiVersion: gateway.networking.k8s.io/v1beta1
+            kind: ReferenceGrant
+            metadata: {name: tls, namespace: vault}
+            spec:
+              from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: infra}]
+              to: [{group: "", kind: Secret, name: shop-tls}]
+
+            """
+        let refused = try HTTPRouteLoader().load(yaml: gateway, file: "gw.yaml")
+        XCTAssertEqual(refused.gateways[0].listeners[0].certificateRefs, [])
+        XCTAssertTrue(refused.gateways[0].refusedRefs.first?.contains("certificateRef vault/shop-tls: RefNotPermitted") == true, "\(refused.gateways[0])")
+        let status = RouteStatus.compute(refused).first { $0.kind == "Gateway" }
+        XCTAssertEqual(status?.parents.first?.conditions.first?.reason, "RefNotPermitted")
+        // A grant for routes (not Gateways) does not count.
+        let routeGrant = grant.replacingOccurrences(of: "kind: Gateway", with: "kind: HTTPRoute")
+        XCTAssertEqual(try HTTPRouteLoader().load(yaml: gateway + "---\n" + routeGrant, file: "gw.yaml").gateways[0].listeners[0].certificateRefs, [])
+        XCTAssertEqual(
+            try HTTPRouteLoader().load(yaml: gateway + "---\n" + grant, file: "gw.yaml").gateways[0].listeners[0].certificateRefs, ["vault/shop-tls"])
+
+        try writeManifest(gateway + "---\n" + grant, "gw.yaml", in: "\(dir)/routes")
+        let loops = try GateLoopGroup(count: 1)
+        defer { loops.shutdown() }
+        let service = try HTTPRouteService(
+            config: HTTPRouteConfig(
+                manifests: "\(dir)/routes",
+                listeners: [HTTPRouteListenerConfig(name: "https", port: 0, gateway: "infra/gw", tls: HTTPRouteTLSConfig(certificateDir: "\(dir)/certs"))]),
+            bind: "127.0.0.1", loops: loops)
+        defer { service.stop() }
+        let seen = try servedCertificate(port: service.bound[0].address.port, serverName: "secure.example")
+        XCTAssertEqual(seen.fingerprint, try fileFingerprint(secret.cert), seen.output)
+    }
 }

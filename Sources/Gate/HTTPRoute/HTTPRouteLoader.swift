@@ -33,7 +33,9 @@ public struct RouteManifests: Sendable, Equatable {
     }
 
     /// Applies the ReferenceGrants: a cross-namespace backendRef (and RequestMirror backend)
-    /// that no grant allows is removed from its rule and recorded in `refusedRefs`.
+    /// that no grant allows is removed from its rule and recorded in `refusedRefs`; so is a
+    /// Gateway listener's `certificateRefs` Secret in another namespace (grant from `Gateway`
+    /// to `Secret`).
     mutating func resolveReferences() {
         let grants = self
         func refusal(_ backend: RouteBackend, _ kind: String, _ namespace: String) -> String? {
@@ -61,6 +63,28 @@ public struct RouteManifests: Sendable, Equatable {
                     }
                 }
                 routes[r].rules[i].filters = filters
+            }
+        }
+        for g in gateways.indices {
+            let gateway = gateways[g]
+            for l in gateway.listeners.indices {
+                var kept: [String] = []
+                for secret in gateway.listeners[l].certificateRefs {
+                    let parts = secret.split(separator: "/", maxSplits: 1).map(String.init)
+                    let permitted =
+                        parts.count == 1
+                        || referenceGrants.contains {
+                            $0.namespace == parts[0]
+                                && $0.allows(fromKind: "Gateway", fromNamespace: gateway.namespace, toKind: "Secret", toName: parts[1])
+                        }
+                    if permitted {
+                        kept.append(secret)
+                    } else {
+                        gateways[g].refusedRefs.append(
+                            "listener \(gateway.listeners[l].name) certificateRef \(secret): RefNotPermitted: no ReferenceGrant in namespace \(parts[0]) allows Gateways from \(gateway.namespace)")
+                    }
+                }
+                gateways[g].listeners[l].certificateRefs = kept
             }
         }
         for t in tlsRoutes.indices {
@@ -331,7 +355,8 @@ public struct HTTPRouteLoader: Sendable {
         return ReferenceGrantObject(namespace: namespace, name: name, from: from, to: to, file: file)
     }
 
-    /// `tls` of an HTTPS listener: mode Terminate, Secrets of the Gateway's namespace.
+    /// `tls` of an HTTPS listener: mode Terminate, Secrets by name (`namespace/name` for a
+    /// Secret in another namespace: usable once a ReferenceGrant allows it).
     private func certificateRefs(_ tls: Node, namespace: String) throws(HTTPRouteError) -> [String] {
         try tls.allow(try tls.map(), ["mode", "certificateRefs"])
         if let mode = try tls.optional("mode"), try mode.string() != "Terminate" {
@@ -346,10 +371,9 @@ public struct HTTPRouteLoader: Sendable {
             if let group = try ref.optional("group"), try group.string() != "" {
                 throw group.error(.unsupported, "group \(try group.string()) (the core group \"\" is)")
             }
-            if let other = try ref.optional("namespace"), try other.string() != namespace {
-                throw other.error(.unsupported, "a Secret in another namespace (needs a ReferenceGrant)")
-            }
-            names.append(try ref.child("name").string())
+            let name = try ref.child("name").string()
+            let other = try ref.optional("namespace")?.string() ?? namespace
+            names.append(other == namespace ? name : "\(other)/\(name)")
         }
         guard !names.isEmpty else { throw tls.field("certificateRefs").error(.invalid, "an HTTPS listener needs a certificateRef") }
         return names

@@ -303,8 +303,10 @@ public struct GatewayObject: Hashable, Sendable {
         /// Exact or `*.wildcard`, lowercased; nil: any host.
         public var hostname: String?
         public var allowedNamespaces: AllowedNamespaces = .same
-        /// `protocol: HTTPS`: the Secret names of `tls.certificateRefs` (mode Terminate);
-        /// empty for `protocol: HTTP`.
+        /// `protocol: HTTPS`: the Secret names of `tls.certificateRefs` (mode Terminate),
+        /// `namespace/name` for a Secret in another namespace (kept only when a ReferenceGrant
+        /// allows it); empty for `protocol: HTTP`, and for an HTTPS listener whose only Secret
+        /// was refused.
         public var certificateRefs: [String] = []
         public var proto: ListenerProtocol = .http
         /// The route kind that attaches: `TLSRoute` on a TLS listener, `HTTPRoute` otherwise.
@@ -315,4 +317,6 @@ public struct GatewayObject: Hashable, Sendable {
     public var name: String
     public var listeners: [Listener]
     public var file: String
+    /// certificateRefs refused by `RouteManifests.resolveReferences` (no ReferenceGrant).
+    public var refusedRefs: [String] = []
 }

@@ -37,10 +37,19 @@ public struct RouteStatus: Codable, Sendable, Equatable {
     /// `sectionName` (as the gateway serves it). `ResolvedRefs` is `False` /
     /// `RefNotPermitted` when a cross-namespace backendRef has no ReferenceGrant (those
     /// backends are not used). A route without parentRefs gets one entry `*` (it attaches to
-    /// every configured listener, a ugate extension).
+    /// every configured listener, a ugate extension). A Gateway with a refused cross-namespace
+    /// certificateRef gets an entry of kind `Gateway` with `ResolvedRefs: False`.
     public static func compute(_ manifests: RouteManifests, listeners: [HTTPRouteListenerConfig] = []) -> [RouteStatus] {
         manifests.routes.map { status($0, file: $0.file, refused: $0.refusedRefs, manifests, listeners) }
             + manifests.tlsRoutes.map { status($0, file: $0.file, refused: $0.refusedRefs, manifests, listeners) }
+            + manifests.gateways.filter { !$0.refusedRefs.isEmpty }.map { gateway in
+                // A Gateway whose certificateRefs were refused: its ResolvedRefs condition.
+                let condition = RouteCondition(
+                    type: "ResolvedRefs", status: "False", reason: "RefNotPermitted", message: gateway.refusedRefs.joined(separator: "; "))
+                return RouteStatus(
+                    kind: "Gateway", namespace: gateway.namespace, name: gateway.name, file: gateway.file,
+                    parents: [RouteParentStatus(parent: "-", conditions: [condition])])
+            }
     }
 
     private static func status<R: AttachableRoute>(

@@ -165,7 +165,8 @@ extension HTTPRouteListenerConfig {
     /// This listener's `tls` with the Gateway manifest's certificates added: every HTTPS
     /// listener of the Gateway on the port of the listener named like this one (all of its
     /// HTTPS listeners when none is) contributes its first `certificateRefs` Secret as
-    /// `<certificateDir>/<secret>.crt` + `.key`, for its `hostname` (exact or wildcard, chosen
+    /// `<certificateDir>/<secret>.crt` + `.key` (`<certificateDir>/<namespace>/<secret>.crt` for
+    /// a Secret of another namespace that a ReferenceGrant allows), for its `hostname` (exact or wildcard, chosen
     /// by SNI); one without hostname becomes the default certificate unless `defaultCertificate`
     /// is set. Entries of `certificates` win. Nil for a plain listener.
     public func tlsConfig(in manifests: RouteManifests) throws -> HTTPRouteTLSConfig? {
@@ -179,6 +180,7 @@ extension HTTPRouteListenerConfig {
                     "httproute listener \(name): Gateway \(object.namespace)/\(object.name) listener \(listener.name) has tls.certificateRefs; set tls.certificateDir to the folder of <secret>.crt/.key files (\(object.file))"
                 )
             }
+            // `<secret>` of the Gateway's namespace, `<namespace>/<secret>` of another (granted).
             let secret = listener.certificateRefs[0]
             let files = CertificateFiles(cert: "\(dir)/\(secret).crt", key: "\(dir)/\(secret).key")
             // A key with `/` is never an SNI name: the hostless listener's certificate is only the default.
