@@ -33,7 +33,8 @@ public final class HTTPGateway: Sendable {
     ///     `direct` (a mesh peer) is dialled through that upstream. nil: every backend direct.
     public init(
         table: RouteTable, host: String = "127.0.0.1", port: UInt16 = 0, loops: GateLoopGroup,
-        defaultTimeout: Double = 30, keepAliveTimeout: Double = 60, http2IdleTimeout: Double = 60, connectTimeout: Double = 10, accessLog: Logger = Logger(label: "ugate.httproute.access"),
+        defaultTimeout: Double = 30, keepAliveTimeout: Double = 60, http2IdleTimeout: Double = 60, connectTimeout: Double = 10,
+        accessLog: Logger = Logger(label: "ugate.httproute.access"),
         log: Logger = Logger(label: "ugate.httproute"), metrics: (any MetricsFactory)? = nil, tls: HTTPRouteTLS? = nil,
         name: String = "httproute", router: Router? = nil
     ) throws {
@@ -45,7 +46,8 @@ public final class HTTPGateway: Sendable {
         let nio = HTTPRouteNIO(
             group: MultiThreadedEventLoopGroup.singleton, state: state,
             settings: .init(
-                listenerName: name, defaultTimeout: defaultTimeout, keepAliveTimeout: keepAliveTimeout, http2IdleTimeout: http2IdleTimeout, accessLog: accessLog, log: log, counters: RouteCounters(factory: factory),
+                listenerName: name, defaultTimeout: defaultTimeout, keepAliveTimeout: keepAliveTimeout, http2IdleTimeout: http2IdleTimeout,
+                accessLog: accessLog, log: log, counters: RouteCounters(factory: factory),
                 pool: BackendPool(connectTimeout: min(defaultTimeout, connectTimeout), router: router, listenerName: name)))
         listener = try TCPListener(name: name, proto: .tcp, address: try SocketAddress(host: host, port: port), context: context) { bound in
             HTTPRouteFront(

@@ -42,7 +42,8 @@ public struct HTTPRouteConfig: Codable, Sendable, Equatable {
         self.listeners = listeners
     }
 
-    private enum CodingKeys: String, CodingKey, CaseIterable { case manifests, services, listeners, reloadInterval, requestTimeout, keepAliveTimeout, http2IdleTimeout, connectTimeout
+    private enum CodingKeys: String, CodingKey, CaseIterable {
+        case manifests, services, listeners, reloadInterval, requestTimeout, keepAliveTimeout, http2IdleTimeout, connectTimeout
     }
 
     public init(from decoder: any Decoder) throws {
