@@ -96,6 +96,9 @@ final class GatewayState: Sendable {
         case .noBackend(let label):
             route = label
             return .local(status: 500, message: "route \(label) has no backend with a weight above 0", headers: [])
+        case .refusedBackend(let label, let reason):
+            route = label
+            return .local(status: 500, message: "route \(label): \(reason)", headers: [])
         case .forward(let forward):
             route = forward.route
             return .forward(forward)
