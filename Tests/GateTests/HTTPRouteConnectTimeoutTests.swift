@@ -195,7 +195,8 @@ final class HTTPRouteConnectTimeoutTests: XCTestCase {
              "httproute": {"manifests": "\#(dir)/routes", "services": {"far": "10.77.0.1:80"}, "connectTimeout": 1,
                            "listeners": [{"name": "web", "port": 0}]}}
             """#.write(toFile: "\(dir)/alice.json", atomically: true, encoding: .utf8)
-        let node = try UgateNode(["run", "--config", "\(dir)/alice.json", "--base-port", "0", "--identity-dir", "\(dir)/alice", "--log-level", "warning"])
+        let node = try UgateNode(
+            ["run", "--config", "\(dir)/alice.json", "--base-port", "0", "--identity-dir", "\(dir)/alice", "--log-level", "warning"])
         defer { node.stop() }
         let address = node.address("web")
         XCTAssertFalse(address.isEmpty, node.banner)

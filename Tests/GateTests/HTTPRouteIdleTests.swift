@@ -89,7 +89,8 @@ final class HTTPRouteIdleTests: XCTestCase {
         enum Event { case start, opened(Int), closed, idle, drained, channelClosed }
         let cases: [(String, [Event], [[M.Action]])] = [
             ("idle from the start: first GOAWAY + PING, then final GOAWAY naming no stream, close",
-             [.start, .idle, .drained], [[.armIdleTimer], [.goAway(lastStreamID: M.maxStreamID), .ping, .armGraceTimer], [.goAway(lastStreamID: 0), .close]]),
+             [.start, .idle, .drained],
+             [[.armIdleTimer], [.goAway(lastStreamID: M.maxStreamID), .ping, .armGraceTimer], [.goAway(lastStreamID: 0), .close]]),
             ("a stream cancels the idle timer; its close re-arms it",
              [.start, .opened(1), .closed, .idle, .drained],
              [[.armIdleTimer], [.cancelIdleTimer], [.armIdleTimer], [.goAway(lastStreamID: M.maxStreamID), .ping, .armGraceTimer],
@@ -104,7 +105,8 @@ final class HTTPRouteIdleTests: XCTestCase {
              [.start, .idle, .opened(1), .closed, .drained],
              [[.armIdleTimer], [.goAway(lastStreamID: M.maxStreamID), .ping, .armGraceTimer], [], [], [.goAway(lastStreamID: 1), .close]]),
             ("PING ACK and grace timer both arrive: the second does nothing",
-             [.start, .idle, .drained, .drained], [[.armIdleTimer], [.goAway(lastStreamID: M.maxStreamID), .ping, .armGraceTimer], [.goAway(lastStreamID: 0), .close], []]),
+             [.start, .idle, .drained, .drained],
+             [[.armIdleTimer], [.goAway(lastStreamID: M.maxStreamID), .ping, .armGraceTimer], [.goAway(lastStreamID: 0), .close], []]),
             ("closed by the client while active: no more timers",
              [.start, .channelClosed, .idle, .drained], [[.armIdleTimer], [.cancelIdleTimer], [], []]),
         ]

@@ -233,7 +233,8 @@ final class HTTPRouteReferenceGrantTests: XCTestCase {
             let tolerance = 4.5 * (Double(n) * p * (1 - p)).squareRoot()
             XCTAssertLessThanOrEqual(abs(Double(refused) - Double(n) * p), tolerance, "\(c.name): \(refused) refused of \(n)")
             // The status row names the refused reference exactly when there is one.
-            let resolved = RouteStatus.compute(manifests).first { $0.kind == "HTTPRoute" }?.parents.first?.conditions.first { $0.type == "ResolvedRefs" }
+            let resolved = RouteStatus.compute(manifests).first { $0.kind == "HTTPRoute" }?
+                .parents.first?.conditions.first { $0.type == "ResolvedRefs" }
             XCTAssertEqual(resolved?.reason, manifests.routes[0].refusedRefs.isEmpty ? "ResolvedRefs" : "RefNotPermitted", c.name)
             XCTAssertEqual(manifests.routes[0].refusedRefs.isEmpty, !c.yaml.contains("namespace: store") || c.yaml.contains("ReferenceGrant"), c.name)
         }

@@ -81,7 +81,8 @@ final class HTTPRouteTLSRouteMeshTests: XCTestCase {
             "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TLSRoute\nmetadata: {name: \(name)}\n"
                 + "spec: {hostnames: [\(host)], rules: [{backendRefs: [{name: \(name), port: \(port)}]}]}\n"
         }
-        try writeManifest(route("db", "db.example.com", db.port) + "---\n" + route("other", "other.example", other.port), "tls.yaml", in: "\(dir)/routes")
+        try writeManifest(
+            route("db", "db.example.com", db.port) + "---\n" + route("other", "other.example", other.port), "tls.yaml", in: "\(dir)/routes")
         try #"""
             {"mesh": {"peers": [{"id": "\#(bobID)", "name": "bob", "addresses": ["\#(bobMesh)"]}]},
              "routes": [{"dest": "127.0.0.1:\#(db.port)", "to": "mesh:bob"}, {"dest": "127.0.0.1:\#(other.port)", "to": "mesh:bob"}],
@@ -95,7 +96,8 @@ final class HTTPRouteTLSRouteMeshTests: XCTestCase {
         func curl(_ name: String, cacert: String, target: UInt16) throws -> (status: Int32, out: String) {
             let r = try runProcess(
                 try tool("curl"),
-                ["-sS", "--max-time", "20", "--resolve", "\(name):\(target):127.0.0.1", "--cacert", cacert, "https://\(name):\(target)/x"], timeout: 60)
+                ["-sS", "--max-time", "20", "--resolve", "\(name):\(target):127.0.0.1", "--cacert", cacert, "https://\(name):\(target)/x"],
+                timeout: 60)
             return (r.status, r.out + r.err)
         }
         for _ in 0..<2 {

@@ -193,7 +193,8 @@ final class HTTP2IdleHandler: ChannelInboundHandler, RemovableChannelHandler {
                 wire.write(NIOAny(ByteBuffer(bytes: Self.goAwayFrame(lastStreamID: last))), promise: nil)
                 flush = true
             case .goAway(let last):
-                context.write(wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: HTTP2StreamID(last), errorCode: .noError, opaqueData: nil))), promise: nil)
+                let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: HTTP2StreamID(last), errorCode: .noError, opaqueData: nil))
+                context.write(wrapOutboundOut(goAway), promise: nil)
                 flush = true
             case .ping:
                 context.write(wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .ping(HTTP2IdleMachine.pingData, ack: false))), promise: nil)
