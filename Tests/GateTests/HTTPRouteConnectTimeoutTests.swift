@@ -185,9 +185,7 @@ final class HTTPRouteConnectTimeoutTests: XCTestCase {
         let silent = try Sys.listen(try SocketAddress(host: "127.0.0.1", port: 0), transparent: false, reusePort: false, backlog: 16)
         defer { Glibc.close(silent) }
         let silentPort = SocketAddress.local(of: silent)!.port
-        let ugate = ugateExecutable()
-        let id = try runProcess(ugate, ["id", "--identity-dir", "\(dir)/bob", "--json"])
-        let bobID = try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(id.out.utf8)) as? [String: Any])?["id"] as? String, id.out + id.err)
+        let bobID = try UgateNode.nodeID("\(dir)/bob")
         try writeManifest(
             "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: far}\nspec:\n  rules: [{backendRefs: [{name: far, port: 80}]}]\n",
             "far.yaml", in: "\(dir)/routes")
@@ -197,25 +195,11 @@ final class HTTPRouteConnectTimeoutTests: XCTestCase {
              "httproute": {"manifests": "\#(dir)/routes", "services": {"far": "10.77.0.1:80"}, "connectTimeout": 1,
                            "listeners": [{"name": "web", "port": 0}]}}
             """#.write(toFile: "\(dir)/alice.json", atomically: true, encoding: .utf8)
-        let node = Process()
-        node.executableURL = URL(fileURLWithPath: ugate)
-        node.arguments = ["run", "--config", "\(dir)/alice.json", "--base-port", "0", "--identity-dir", "\(dir)/alice", "--log-level", "warning"]
-        let out = Pipe()
-        node.standardOutput = out
-        node.standardError = FileHandle.nullDevice
-        try node.run()
-        defer {
-            kill(node.processIdentifier, SIGTERM)
-            node.waitUntilExit()
-        }
-        var banner = ""
-        for _ in 0..<200 where !banner.contains("ready") {
-            let data = out.fileHandleForReading.availableData
-            if data.isEmpty { break }
-            banner += String(decoding: data, as: UTF8.self)
-        }
-        let line = try XCTUnwrap(banner.split(separator: "\n").first { $0.trimmingCharacters(in: .whitespaces).hasPrefix("web ") }, banner)
-        let address = String(line.split(separator: " ").last ?? "")
+        let node = try UgateNode(
+            ["run", "--config", "\(dir)/alice.json", "--base-port", "0", "--identity-dir", "\(dir)/alice", "--log-level", "warning"])
+        defer { node.stop() }
+        let address = node.address("web")
+        XCTAssertFalse(address.isEmpty, node.banner)
         let r = try runProcess(try tool("curl"), ["-sS", "--max-time", "25", "-w", "\n%{http_code}", "http://\(address)/x"], timeout: 60)
         XCTAssertTrue(r.out.hasSuffix("\n503"), r.out + r.err)
         XCTAssertTrue(r.out.contains("backend default/far:80 (10.77.0.1:80) unavailable"), r.out)

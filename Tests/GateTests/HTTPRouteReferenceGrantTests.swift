@@ -61,7 +61,9 @@ final class HTTPRouteReferenceGrantTests: XCTestCase {
         ]
         for (label, grant, allowed) in cases {
             let loaded = try loader.load(yaml: route + (grant.isEmpty ? "" : "---\n" + grant), file: "g.yaml")
-            XCTAssertEqual(loaded.routes[0].rules[0].backends.count, allowed ? 1 : 0, label)
+            // A refused backend stays in its rule (its share answers 500), marked refused.
+            XCTAssertEqual(loaded.routes[0].rules[0].backends.count, 1, label)
+            XCTAssertEqual(loaded.routes[0].rules[0].backends[0].refused == nil, allowed, label)
             XCTAssertEqual(loaded.routes[0].refusedRefs.isEmpty, allowed, label)
             if !allowed {
                 XCTAssertTrue(loaded.routes[0].refusedRefs[0].contains("RefNotPermitted"), label)
@@ -72,9 +74,9 @@ final class HTTPRouteReferenceGrantTests: XCTestCase {
         XCTAssertEqual(try loader.load(yaml: Self.route("r", namespace: "store", host: "a.example", backend: "db", backendNamespace: nil), file: "s.yaml")
             .routes[0].rules[0].backends.count, 1)
         let tls = Self.route("t", namespace: "web", host: "t.example", backend: "db", backendNamespace: "store", kind: "TLSRoute")
-        XCTAssertEqual(try loader.load(yaml: tls, file: "t.yaml").tlsRoutes[0].backends.count, 0)
-        XCTAssertEqual(try loader.load(yaml: tls + "---\n" + Self.grant(namespace: "store", from: "web", fromKind: "TLSRoute"), file: "t.yaml")
-            .tlsRoutes[0].backends.count, 1)
+        XCTAssertNotNil(try loader.load(yaml: tls, file: "t.yaml").tlsRoutes[0].backends[0].refused)
+        XCTAssertNil(try loader.load(yaml: tls + "---\n" + Self.grant(namespace: "store", from: "web", fromKind: "TLSRoute"), file: "t.yaml")
+            .tlsRoutes[0].backends[0].refused)
         // A RequestMirror into another namespace needs the grant too.
         let mirror = """
             apiVersion: gateway.networking.k8s.io/v1
@@ -170,6 +172,120 @@ final class HTTPRouteReferenceGrantTests: XCTestCase {
         for (yaml, object, field, text) in bad {
             assertRefused(yaml, object: object, field: field, text)
         }
+    }
+
+    /// A rule of `web` splitting between `web/app` (permitted) and `store/db` (refused: no
+    /// grant) with the given weights.
+    static func split(appWeight: Int, dbWeight: Int, grant: Bool = false, dbNamespace: String = "store") -> String {
+        """
+        apiVersion: gateway.networking.k8s.io/v1
+        kind: HTTPRoute
+        metadata: {name: split, namespace: web}
+        spec:
+          hostnames: [split.example]
+          rules: [{backendRefs: [{name: app, port: 80, weight: \(appWeight)}, {name: db, namespace: \(dbNamespace), port: 80, weight: \(dbWeight)}]}]
+
+        """ + (grant ? "---\n" + Self.grant(namespace: "store", from: "web") : "")
+    }
+
+    /// Partial refusal: the refused backend keeps its weight and its share answers 500; the
+    /// permitted backend is never given the refused share and a refused one is never a
+    /// fallback. 10,000 seeded decisions per case.
+    func testPartialRefusalTable() throws {
+        let loader = HTTPRouteLoader(services: ["web/app": "127.0.0.1:1", "store/db": "127.0.0.1:2"])
+        struct Case {
+            var name: String
+            var yaml: String
+            /// Expected share of 500s (refused), 0…1.
+            var refusedShare: Double
+        }
+        let cases = [
+            Case(name: "1:1, db refused", yaml: Self.split(appWeight: 1, dbWeight: 1), refusedShare: 0.5),
+            Case(name: "3:1, db refused", yaml: Self.split(appWeight: 3, dbWeight: 1), refusedShare: 0.25),
+            Case(name: "1:1, db granted", yaml: Self.split(appWeight: 1, dbWeight: 1, grant: true), refusedShare: 0),
+            Case(name: "1:0, db refused with weight 0", yaml: Self.split(appWeight: 1, dbWeight: 0), refusedShare: 0),
+            Case(name: "0:1, only db has weight", yaml: Self.split(appWeight: 0, dbWeight: 1), refusedShare: 1),
+            Case(name: "1:1, same namespace", yaml: Self.split(appWeight: 1, dbWeight: 1, dbNamespace: "web")
+                .replacingOccurrences(of: "name: db, namespace: web", with: "name: app2, namespace: web"), refusedShare: 0),
+        ]
+        let request = RouteRequest(method: "GET", host: "split.example", path: "/")
+        for c in cases {
+            let manifests = try loader.load(yaml: c.yaml, file: "split.yaml")
+            let table = RouteTable(routes: manifests.routes)
+            var generator = SeededGenerator(seed: 7)
+            let n = 10_000
+            var refused = 0
+            for _ in 0..<n {
+                switch table.decide(request, using: &generator) {
+                case .refusedBackend(let route, let reason):
+                    refused += 1
+                    XCTAssertEqual(route, "web/split#0", c.name)
+                    XCTAssertTrue(reason.contains("store/db:80") && reason.contains("RefNotPermitted"), "\(c.name): \(reason)")
+                case .forward(let forward):
+                    XCTAssertNil(forward.backend.refused, c.name)
+                    XCTAssertTrue(forward.fallbacks.allSatisfy { $0.refused == nil }, c.name)
+                default:
+                    XCTFail("\(c.name): unexpected action")
+                }
+            }
+            // Binomial: within 4.5 standard deviations (p < 1e-5 for a correct split).
+            let p = c.refusedShare
+            let tolerance = 4.5 * (Double(n) * p * (1 - p)).squareRoot()
+            XCTAssertLessThanOrEqual(abs(Double(refused) - Double(n) * p), tolerance, "\(c.name): \(refused) refused of \(n)")
+            // The status row names the refused reference exactly when there is one.
+            let resolved = RouteStatus.compute(manifests).first { $0.kind == "HTTPRoute" }?
+                .parents.first?.conditions.first { $0.type == "ResolvedRefs" }
+            XCTAssertEqual(resolved?.reason, manifests.routes[0].refusedRefs.isEmpty ? "ResolvedRefs" : "RefNotPermitted", c.name)
+            XCTAssertEqual(manifests.routes[0].refusedRefs.isEmpty, !c.yaml.contains("namespace: store") || c.yaml.contains("ReferenceGrant"), c.name)
+        }
+    }
+
+    /// End to end with curl: a 1:1 split between a permitted and a refused backend; 400
+    /// requests on one kept-alive connection get both 200s (from the permitted backend) and
+    /// 500s naming the refused reference, the 500 count within a binomial tolerance.
+    func testPartialRefusalEndToEnd() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("refsplit-\(getpid())-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let app = try PythonBackend("app", record: "\(dir)/app.log")
+        defer { app.stop() }
+        let db = try PythonBackend("db", record: "\(dir)/db.log")
+        defer { db.stop() }
+        try writeManifest(Self.split(appWeight: 1, dbWeight: 1), "split.yaml", in: dir)
+        let manifests = try HTTPRouteLoader(services: ["web/app": app.address, "store/db": db.address]).load(directory: dir)
+        let loops = try GateLoopGroup(count: 1)
+        defer { loops.shutdown() }
+        let gateway = try HTTPGateway(table: RouteTable(routes: manifests.routes), loops: loops)
+        defer { gateway.stop() }
+        let url = "http://127.0.0.1:\(gateway.address.port)/"
+        let n = 400
+        var args = ["-sS", "--max-time", "60", "-H", "Host: split.example", "-w", "%{http_code} %{num_connects}\n"]
+        for _ in 0..<n { args += [url, "-o", "/dev/null"] }
+        let r = try runProcess(try tool("curl"), args, timeout: 120)
+        XCTAssertEqual(r.status, 0, r.err)
+        let lines = r.out.split(separator: "\n")
+        XCTAssertEqual(lines.count, n, r.out)
+        let codes = lines.map { $0.split(separator: " ")[0] }
+        let failures = codes.filter { $0 == "500" }.count
+        let successes = codes.filter { $0 == "200" }.count
+        XCTAssertEqual(failures + successes, n, r.out)
+        XCTAssertGreaterThan(failures, 0)
+        XCTAssertGreaterThan(successes, 0)
+        // Binomial(400, 0.5): sd 10; 4.5 sd is p < 1e-5 for a correct split.
+        XCTAssertLessThanOrEqual(abs(failures - n / 2), 45, "\(failures) of \(n) answered 500")
+        // One connection: 500s are ordinary answers, the connection stays up.
+        XCTAssertEqual(lines.filter { $0.hasSuffix(" 1") }.count, 1, r.out)
+        // The refused backend never saw a request; a 500's body names the reference.
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(dir)/db.log"))
+        let served = (try? String(contentsOfFile: "\(dir)/app.log", encoding: .utf8)) ?? ""
+        XCTAssertEqual(served.split(separator: "\n").count, successes)
+        var body = ""
+        for _ in 0..<50 where !body.contains("500") {
+            let one = try runProcess(try tool("curl"), ["-sS", "--max-time", "20", "-H", "Host: split.example", "-w", "\n%{http_code}", url])
+            if one.out.hasSuffix("\n500") { body = one.out }
+        }
+        XCTAssertTrue(body.contains("backendRef store/db:80: RefNotPermitted"), body)
+        XCTAssertTrue(body.contains("web/split#0"), body)
     }
 
     /// End to end: a route in `web` whose backend lives in `store` answers 500 until a

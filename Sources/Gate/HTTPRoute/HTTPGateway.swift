@@ -41,8 +41,9 @@ public final class HTTPGateway: Sendable {
         let factory = metrics ?? MetricsSystem.factory
         let state = GatewayState(table: table)
         let direct = DirectUpstream(loops: loops, connectTimeout: min(defaultTimeout, connectTimeout))
+        // TLS passthrough backends are dialled through the node's route table too.
         let context = GateContext(
-            config: GateConfig(), router: try Router(rules: [], hosts: [:], direct: direct), loops: loops, accessLog: accessLog, log: log)
+            config: GateConfig(), router: try router ?? Router(rules: [], hosts: [:], direct: direct), loops: loops, accessLog: accessLog, log: log)
         let nio = HTTPRouteNIO(
             group: MultiThreadedEventLoopGroup.singleton, state: state,
             settings: .init(
@@ -51,7 +52,7 @@ public final class HTTPGateway: Sendable {
                 pool: BackendPool(connectTimeout: min(defaultTimeout, connectTimeout), router: router, listenerName: name)))
         listener = try TCPListener(name: name, proto: .tcp, address: try SocketAddress(host: host, port: port), context: context) { bound in
             HTTPRouteFront(
-                upstream: direct, listenerName: name, keepAliveTimeout: keepAliveTimeout,
+                listenerName: name, keepAliveTimeout: keepAliveTimeout,
                 accessLog: accessLog, nio: nio, tls: tls, context: context)
         }
         self.state = state
@@ -96,6 +97,9 @@ final class GatewayState: Sendable {
         case .noBackend(let label):
             route = label
             return .local(status: 500, message: "route \(label) has no backend with a weight above 0", headers: [])
+        case .refusedBackend(let label, let reason):
+            route = label
+            return .local(status: 500, message: "route \(label): \(reason)", headers: [])
         case .forward(let forward):
             route = forward.route
             return .forward(forward)
@@ -106,7 +110,6 @@ final class GatewayState: Sendable {
 /// Takes one client connection: tells h2c from HTTP/1.1 (or terminates / passes through
 /// TLS by SNI) and hands it to NIO.
 struct HTTPRouteFront: CaptureFront {
-    let upstream: DirectUpstream
     let listenerName: String
     let keepAliveTimeout: Double
     let accessLog: Logger
@@ -153,12 +156,14 @@ struct HTTPRouteFront: CaptureFront {
         case .terminate(let sslContext, _):
             nio.adopt(fd: conn.handOff(), prefix: conn.takeInbox(), mode: .tls(sslContext), peer: conn.peer)
         case .passthrough(let destination):
-            let info = StreamInfo(listener: listenerName, source: conn.peer, destination: destination, proto: "tls")
+            let info = StreamInfo(listener: listenerName, source: conn.peer, destination: destination, serverName: destination.host, proto: "tls")
             do {
-                let fd = try await upstream.dial(destination, for: info)
-                context.relay(conn, upstream: fd, info: info, upstreamName: "passthrough", mode: .copy)
+                let (fd, upstreamName) = try await context.dial(info)
+                context.relay(conn, upstream: fd, info: info, upstreamName: upstreamName, mode: .copy)
             } catch {
-                accessLog.info("passthrough failed", metadata: ["listener": "\(listenerName)", "sni": "\(serverName ?? "-")", "error": "\(error)"])
+                accessLog.info(
+                    "passthrough failed",
+                    metadata: ["listener": "\(listenerName)", "sni": "\(serverName ?? "-")", "backend": "\(destination)", "error": "\(error)"])
             }
         case .refuse:
             accessLog.info("no certificate or passthrough for SNI", metadata: ["listener": "\(listenerName)", "src": "\(conn.peer)", "sni": "\(serverName ?? "-")"])

@@ -32,8 +32,10 @@ public struct RouteManifests: Sendable, Equatable {
             }
     }
 
-    /// Applies the ReferenceGrants: a cross-namespace backendRef (and RequestMirror backend)
-    /// that no grant allows is removed from its rule and recorded in `refusedRefs`; so is a
+    /// Applies the ReferenceGrants: a cross-namespace backendRef that no grant allows stays
+    /// in its rule with its weight, marked `refused` (its share of the requests answers 500,
+    /// of TLS connections is closed), and is recorded in `refusedRefs`; a refused
+    /// RequestMirror backend is removed from its rule (recorded too), and so is a
     /// Gateway listener's `certificateRefs` Secret in another namespace (grant from `Gateway`
     /// to `Secret`).
     mutating func resolveReferences() {
@@ -45,15 +47,12 @@ public struct RouteManifests: Sendable, Equatable {
         for r in routes.indices {
             let route = routes[r]
             for i in route.rules.indices {
-                var kept: [RouteBackend] = []
-                for backend in route.rules[i].backends {
-                    if let message = refusal(backend, "HTTPRoute", route.namespace) {
+                for b in route.rules[i].backends.indices {
+                    if let message = refusal(route.rules[i].backends[b], "HTTPRoute", route.namespace) {
                         routes[r].refusedRefs.append(message)
-                    } else {
-                        kept.append(backend)
+                        routes[r].rules[i].backends[b].refused = message
                     }
                 }
-                routes[r].rules[i].backends = kept
                 var filters: [RouteFilter] = []
                 for filter in route.rules[i].filters {
                     if case .requestMirror(let backend) = filter, let message = refusal(backend, "HTTPRoute", route.namespace) {
@@ -89,15 +88,12 @@ public struct RouteManifests: Sendable, Equatable {
         }
         for t in tlsRoutes.indices {
             let route = tlsRoutes[t]
-            var kept: [RouteBackend] = []
-            for backend in route.backends {
-                if let message = refusal(backend, "TLSRoute", route.namespace) {
+            for b in route.backends.indices {
+                if let message = refusal(route.backends[b], "TLSRoute", route.namespace) {
                     tlsRoutes[t].refusedRefs.append(message)
-                } else {
-                    kept.append(backend)
+                    tlsRoutes[t].backends[b].refused = message
                 }
             }
-            tlsRoutes[t].backends = kept
         }
     }
 }

@@ -155,6 +155,10 @@ public struct RouteBackend: Hashable, Sendable {
     public var namespace: String = ""
     /// The referenced Service name.
     public var service: String = ""
+    /// Set when no `ReferenceGrant` permits this cross-namespace reference (the refusal
+    /// message). The backend keeps its weight: requests (or TLS connections) that pick it
+    /// get a 500 (or are closed), as the Gateway API asks for the refused share of a split.
+    public var refused: String?
 }
 
 /// One `HTTPRouteRule`.
@@ -179,8 +183,9 @@ public struct HTTPRouteObject: Hashable, Sendable {
     /// The manifest file it came from.
     public var file: String
     /// Backend references refused when the manifests were resolved (a cross-namespace
-    /// `backendRef` no `ReferenceGrant` allows): one message each. Those backends are left
-    /// out of the rules (a rule left without backends answers 500).
+    /// `backendRef` no `ReferenceGrant` allows): one message each. Those backends stay in
+    /// their rules marked `refused` (their weight share answers 500); refused RequestMirror
+    /// backends are left out.
     public var refusedRefs: [String] = []
 
     public var key: String { "\(namespace)/\(name)" }

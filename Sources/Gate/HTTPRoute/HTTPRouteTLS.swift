@@ -160,6 +160,10 @@ public final class HTTPRouteTLS: Sendable {
             log.info("TLS passthrough route has no backend with a weight above 0", metadata: ["route": "\(entry.source)"])
             return .refuse
         }
+        if let reason = backend.refused {
+            log.info("TLS passthrough backend refused", metadata: ["route": "\(entry.source)", "error": "\(reason)"])
+            return .refuse
+        }
         return .passthrough(backend.destination)
     }
 
