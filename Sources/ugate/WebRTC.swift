@@ -53,6 +53,10 @@ struct WebRTCOptions: ParsableArguments {
     var send: Int?
     @Option(help: "With --send: open K channels and spread the N bytes over them, sent in parallel.")
     var channels = 1
+    @Option(help: ArgumentHelp(
+        "Largest datagram to accept and use once DTLS is up, advertised as a=ugate-max-datagram-size (only ugate peers use it; capped by the selected path's MTU).",
+        discussion: "1200 advertises nothing and keeps the WebRTC default."))
+    var mtu = DataChannelSessionConfiguration.largestRecordDatagram
     @Option(help: "Give up after this many seconds (whole run).")
     var timeout: Double = 120
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).")
@@ -63,6 +67,8 @@ struct WebRTCOptions: ParsableArguments {
         if let send, send < 0 { throw ValidationError("--send needs a byte count ≥ 0") }
         if messageSize < 1 { throw ValidationError("--message-size must be ≥ 1") }
         if channels < 1 || channels > 512 { throw ValidationError("--channels must be between 1 and 512") }
+        let range = SessionDescription.maxDatagramSizeRange
+        if !range.contains(mtu) { throw ValidationError("--mtu must be between \(range.lowerBound) and \(range.upperBound)") }
         if !turn.isEmpty, turnUser == nil || turnPassword == nil {
             throw ValidationError("--turn needs --turn-user and --turn-password")
         }
@@ -77,7 +83,7 @@ struct WebRTCOptions: ParsableArguments {
         ice.localAddresses = localAddress
         ice.transportPolicy = relayOnly ? .relay : .all
         ice.connectTimeout = .seconds(min(timeout, 60))
-        return PeerConnectionConfiguration(ice: ice, trickle: trickle)
+        return PeerConnectionConfiguration(ice: ice, trickle: trickle, maxDatagramSize: mtu)
     }
 
     func run(offerer: Bool) async throws {
@@ -129,6 +135,7 @@ struct WebRTCOptions: ParsableArguments {
         logger.info("connected", metadata: [
             "ms": "\(Int(Date().timeIntervalSince(started) * 1000))",
             "local": "\(pair?.local.attributeValue ?? "?")", "remote": "\(pair?.remote.attributeValue ?? "?")",
+            "mtu": "\(connection.datagramSize ?? 0)",
         ])
         if let send {
             let result = try await ChannelTransfer.sendAndVerify(

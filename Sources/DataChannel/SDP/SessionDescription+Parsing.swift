@@ -56,6 +56,7 @@ extension SessionDescription {
         var sctpMapPort: UInt16?
         var legacyFormatPort: UInt16?
         var maxMessageSize: Int?
+        var maxDatagramSize: Int?
         var candidates: [String] = []
         var endOfCandidates = false
 
@@ -169,6 +170,13 @@ extension SessionDescription {
             case "max-message-size" where !sessionLevel:
                 guard let size = Int(argument), size >= 0 else { throw fail("max-message-size must be a non-negative integer") }
                 maxMessageSize = size
+            case SessionDescription.maxDatagramSizeAttribute[...] where !sessionLevel:
+                guard argument.allSatisfy(\.isASCII), argument.allSatisfy(\.isNumber), let size = Int(argument),
+                      SessionDescription.maxDatagramSizeRange.contains(size) else {
+                    let range = SessionDescription.maxDatagramSizeRange
+                    throw fail("\(SessionDescription.maxDatagramSizeAttribute) must be an integer from \(range.lowerBound) to \(range.upperBound)")
+                }
+                maxDatagramSize = size
             case "candidate" where !sessionLevel:
                 guard Self.isValidCandidate(argument) else {
                     throw fail("candidate needs foundation component transport priority address port typ type (RFC 8839 §5.1)")
@@ -199,7 +207,7 @@ extension SessionDescription {
                 iceOptions: media.iceOptions ?? session.iceOptions ?? [], iceLite: media.iceLite || session.iceLite,
                 fingerprints: fingerprints, setup: setup, mid: mid,
                 sctpPort: sctpPort ?? sctpMapPort ?? legacyFormatPort ?? 5000, maxMessageSize: maxMessageSize,
-                candidates: candidates, endOfCandidates: endOfCandidates,
+                maxDatagramSize: maxDatagramSize, candidates: candidates, endOfCandidates: endOfCandidates,
                 usedLegacySCTPMap: legacyFormatPort != nil || sctpMapPort != nil)
         }
 

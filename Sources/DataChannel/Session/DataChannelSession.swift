@@ -66,6 +66,8 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
     /// Bytes delivered to channel inboxes and not yet received by the application, and whether
     /// reading from SCTP is paused because of them (receive flow control).
     private let unread = Mutex<(bytes: Int, paused: Bool)>((0, false))
+    /// The datagram size in use (``datagramSize``).
+    private let publishedMTU: Atomic<Int>
 
     // MARK: Loop-confined state
 
@@ -109,6 +111,7 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         self.transport = transport
         self.configuration = configuration
         self.logger = logger
+        self.publishedMTU = Atomic(configuration.mtu)
         let (stream, continuation) = AsyncStream.makeStream(of: DataChannel.self)
         incomingChannels = stream
         incomingContinuation = continuation
@@ -119,6 +122,11 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
 
     /// The current state.
     public var state: State { published.withLock { $0 } }
+
+    /// The largest datagram the session emits: the configured `mtu` until the DTLS handshake is
+    /// done, then the transport's ``DatagramTransport/maximumDatagramSize`` when it reports a
+    /// larger one (capped at one full DTLS record).
+    public var datagramSize: Int { publishedMTU.load(ordering: .relaxed) }
 
     /// Starts the DTLS handshake (if not started) and waits until the SCTP association is up.
     public func connect() async throws {
@@ -276,10 +284,17 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         if let profile = dtls.srtpProfile, let lengths = SRTPKeys.lengths(profile: profile) {
             srtpKeyingMaterial = dtls.exportSRTPKeyingMaterial(length: 2 * (lengths.key + lengths.salt))
         }
-        logger.debug("DTLS handshake done", metadata: ["dtls.role": "\(configuration.role)", "srtp": "\(dtls.srtpProfile ?? "none")"])
+        // Handshake flights stay at the configured MTU (≈ 1200, safe on any path); records and
+        // SCTP packets may be larger from now on when both ends and the path allow it.
+        let dataMTU = configuration.dataMTU(transportLimit: transport.maximumDatagramSize)
+        if dataMTU != configuration.mtu { dtls.setMTU(dataMTU) }
+        publishedMTU.store(dataMTU, ordering: .relaxed)
+        logger.debug("DTLS handshake done", metadata: [
+            "dtls.role": "\(configuration.role)", "srtp": "\(dtls.srtpProfile ?? "none")", "mtu": "\(dataMTU)",
+        ])
         setPhase(.connecting)
         do {
-            try openSCTPSocket()
+            try openSCTPSocket(datagramSize: dataMTU)
         } catch let error as DataChannelError {
             return teardown(.failed(error), notifyPeer: true)
         } catch {
@@ -288,7 +303,7 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         readApplicationData()
     }
 
-    private func openSCTPSocket() throws {
+    private func openSCTPSocket(datagramSize: Int) throws {
         let context = contextPointer(for: contextID)
         usrsctp_register_address(context)
         let buffer = UInt32(configuration.sctpBufferSize)
@@ -299,7 +314,7 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         var failedOption: Int32 = 0
         var rc = ugate_sctp_configure(socket, configuration.maxStreams, buffer, buffer, &failedOption)
         guard rc == 0 else { throw DataChannelError(.sctp, "usrsctp_setsockopt #\(failedOption) failed: errno \(rc)") }
-        let pathMTU = configuration.sctpPathMTU(aead: dtls?.negotiatedAEAD ?? false)
+        let pathMTU = configuration.sctpPathMTU(datagram: datagramSize, aead: dtls?.negotiatedAEAD ?? false)
         rc = ugate_sctp_set_path_mtu(socket, UInt32(pathMTU))
         guard rc == 0 else { throw DataChannelError(.sctp, "SCTP_PEER_ADDR_PARAMS (path MTU \(pathMTU)) failed: errno \(rc)") }
         rc = ugate_sctp_bind(socket, UInt(contextID), configuration.localSCTPPort)

@@ -19,6 +19,12 @@ public protocol DatagramTransport: AnyObject, Sendable {
     /// The thread the transport delivers on, when the session's loop may run there too (the
     /// ICE loop): nil (the default) keeps the loop on its own queue.
     var preferredExecutor: (any DataChannelExecutor)? { get }
+    /// The largest datagram both ends accept and the path carries, when the transport knows a
+    /// value above the session's handshake MTU (ICE: the smaller of both peers'
+    /// `a=ugate-max-datagram-size`, capped by the selected pair's kernel path MTU). The session
+    /// asks once, on its loop, when the DTLS handshake is done, and sizes records and SCTP
+    /// packets by it from then on. nil (the default): keep the configured `mtu`.
+    var maximumDatagramSize: Int? { get }
 }
 
 extension DatagramTransport {
@@ -31,6 +37,8 @@ extension DatagramTransport {
     }
 
     public var preferredExecutor: (any DataChannelExecutor)? { nil }
+
+    public var maximumDatagramSize: Int? { nil }
 }
 
 /// RFC 7983 §7 demultiplexing of the first byte of a datagram arriving on an ICE component.

@@ -24,9 +24,13 @@ public enum MemoryDatagramPipe {
     }
 
     /// Creates a connected pair; `impairment` applies to both directions (independent generators).
-    public static func makePair(impairment: Impairment = Impairment()) -> (MemoryDatagramEnd, MemoryDatagramEnd) {
-        let a = MemoryDatagramEnd(impairment: impairment, seed: impairment.seed)
-        let b = MemoryDatagramEnd(impairment: impairment, seed: impairment.seed &+ 0x9E37_79B9_7F4A_7C15)
+    /// `maximumDatagramSize` is what both ends report as ``DatagramTransport/maximumDatagramSize``
+    /// (nil: sessions keep their configured MTU).
+    public static func makePair(impairment: Impairment = Impairment(),
+                                maximumDatagramSize: Int? = nil) -> (MemoryDatagramEnd, MemoryDatagramEnd) {
+        let a = MemoryDatagramEnd(impairment: impairment, seed: impairment.seed, maximumDatagramSize: maximumDatagramSize)
+        let b = MemoryDatagramEnd(impairment: impairment, seed: impairment.seed &+ 0x9E37_79B9_7F4A_7C15,
+                                  maximumDatagramSize: maximumDatagramSize)
         a.peer.withLock { $0 = b }
         b.peer.withLock { $0 = a }
         return (a, b)
@@ -53,14 +57,17 @@ public final class MemoryDatagramEnd: DatagramTransport {
         var random: SplitMix64
         var sent = 0
         var dropped = 0
+        var largest = 0
     }
 
     fileprivate let peer = Mutex<MemoryDatagramEnd?>(nil)
     private let state: Mutex<State>
     private let impairment: MemoryDatagramPipe.Impairment
+    public let maximumDatagramSize: Int?
 
-    fileprivate init(impairment: MemoryDatagramPipe.Impairment, seed: UInt64) {
+    fileprivate init(impairment: MemoryDatagramPipe.Impairment, seed: UInt64, maximumDatagramSize: Int?) {
         self.impairment = impairment
+        self.maximumDatagramSize = maximumDatagramSize
         self.state = Mutex(State(random: SplitMix64(seed: seed)))
     }
 
@@ -73,9 +80,10 @@ public final class MemoryDatagramEnd: DatagramTransport {
         for datagram in early { receive(datagram) }
     }
 
-    /// Number of datagrams sent from this end and how many of them the impairment dropped.
-    public var statistics: (sent: Int, dropped: Int) {
-        state.withLock { ($0.sent, $0.dropped) }
+    /// Number of datagrams sent from this end, how many of them the impairment dropped, and the
+    /// size of the largest.
+    public var statistics: (sent: Int, dropped: Int, largest: Int) {
+        state.withLock { ($0.sent, $0.dropped, $0.largest) }
     }
 
     public func send(_ datagram: [UInt8]) {
@@ -83,6 +91,7 @@ public final class MemoryDatagramEnd: DatagramTransport {
         let batch: [[UInt8]] = state.withLock { state in
             guard !state.closed else { return [] }
             state.sent += 1
+            state.largest = max(state.largest, datagram.count)
             if impairment.loss > 0, state.random.nextUnit() < impairment.loss {
                 state.dropped += 1
                 return []

@@ -61,6 +61,14 @@ public final class ICEAgent: Sendable {
     public var state: ICEConnectionState { core.published.withLock { $0.state } }
     /// The pair in use, once one is selected.
     public var selectedPair: ICECandidatePair? { core.published.withLock { $0.selectedPair } }
+    /// The largest datagram (UDP payload) the selected pair's path carries without IP
+    /// fragmentation as far as the kernel knows (route or cached path MTU towards the remote
+    /// address, minus IP/UDP headers), for a direct UDP host↔host pair; nil before a pair is
+    /// selected and for pairs through a NAT mapping, a TURN relay or TCP, whose path the kernel
+    /// does not know. Opens (and closes) a probe socket; sends nothing.
+    public var selectedPathMaximumDatagramSize: Int? {
+        selectedPair.flatMap(PathMTU.payloadLimit)
+    }
     /// Received datagrams dropped because ``datagrams`` was read too slowly.
     public var droppedDatagrams: Int { core.inbox.droppedCount }
 

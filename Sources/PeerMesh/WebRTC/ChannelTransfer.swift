@@ -32,6 +32,9 @@ public enum ChannelTransfer {
         public var localCandidate: String?
         /// Type of the selected pair's remote candidate (set by the connection-level call).
         public var remoteCandidate: String?
+        /// The largest datagram DTLS/SCTP used (``PeerConnection/datagramSize``; set by the
+        /// connection-level call): 1200 unless both peers agreed on more.
+        public var datagramSize: Int?
         /// Whether the hashes and sizes match.
         public var intact: Bool { bytes == receivedBytes && sentSHA256 == receivedSHA256 }
     }
@@ -89,6 +92,7 @@ public enum ChannelTransfer {
         }
         var result = Result(parts: parts, seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
         result.channels = count
+        result.datagramSize = connection.datagramSize
         if let pair = connection.selectedPair {
             result.localCandidate = pair.local.kind.rawValue
             result.remoteCandidate = pair.remote.kind.rawValue

@@ -20,13 +20,25 @@ final class ICEDatagramTransport: DatagramTransport {
     private let agent: ICEAgent
     private let executor: ICELoopExecutor
     private let closed = Atomic<Bool>(false)
+    private let agreedMaximumDatagramSize: Int?
 
-    init(agent: ICEAgent) {
+    /// - Parameter agreedMaximumDatagramSize: the smaller of both peers'
+    ///   `a=ugate-max-datagram-size`, nil when either side did not advertise one.
+    init(agent: ICEAgent, agreedMaximumDatagramSize: Int?) {
         self.agent = agent
         self.executor = ICELoopExecutor.for(agent.eventLoop)
+        self.agreedMaximumDatagramSize = agreedMaximumDatagramSize
     }
 
     var preferredExecutor: (any DataChannelExecutor)? { executor }
+
+    /// What both peers agreed on, capped by the selected pair's kernel path MTU; nil (stay at
+    /// the handshake MTU) without an agreement or for a pair whose path the kernel does not
+    /// know (NAT, TURN, TCP). Asked once, after the DTLS handshake.
+    var maximumDatagramSize: Int? {
+        guard let agreedMaximumDatagramSize, let path = agent.selectedPathMaximumDatagramSize else { return nil }
+        return min(agreedMaximumDatagramSize, path)
+    }
 
     func start(receive: @escaping @Sendable ([UInt8]) -> Void) {
         startBatched { batch in batch.forEach(receive) }

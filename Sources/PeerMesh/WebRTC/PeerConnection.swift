@@ -104,6 +104,10 @@ public final class PeerConnection: Sendable {
     /// How the data-channel session ended (graceful SCTP shutdown by either side, abort,
     /// close_notify); nil while open or before the session exists.
     public var closeReason: DataChannelSession.CloseReason? { inner.withLock { $0.session }?.closeReason }
+    /// The largest datagram DTLS and SCTP use: ``PeerConnectionConfiguration/mtu`` until the
+    /// DTLS handshake is done, then the size both peers agreed on (`a=ugate-max-datagram-size`)
+    /// capped by the selected path, if larger. nil before the session exists.
+    public var datagramSize: Int? { inner.withLock { $0.session }?.datagramSize }
     /// The ICE pair carrying traffic, once selected.
     public var selectedPair: ICECandidatePair? { inner.withLock { $0.agent?.selectedPair } }
 
@@ -120,8 +124,8 @@ public final class PeerConnection: Sendable {
         let offer = SessionDescription.offer(
             iceUfrag: agent.localCredentials.ufrag, icePwd: agent.localCredentials.pwd,
             fingerprints: [identity.fingerprint], sctpPort: configuration.sctpPort,
-            maxMessageSize: configuration.maxMessageSize, candidates: candidates,
-            endOfCandidates: !configuration.trickle, trickle: configuration.trickle)
+            maxMessageSize: configuration.maxMessageSize, maxDatagramSize: configuration.advertisedMaxDatagramSize,
+            candidates: candidates, endOfCandidates: !configuration.trickle, trickle: configuration.trickle)
         inner.withLock { $0.localDescription = offer }
         return offer
     }
@@ -154,8 +158,8 @@ public final class PeerConnection: Sendable {
             answer = try offer.answer(
                 iceUfrag: agent.localCredentials.ufrag, icePwd: agent.localCredentials.pwd,
                 fingerprints: [identity.fingerprint], sctpPort: configuration.sctpPort,
-                maxMessageSize: configuration.maxMessageSize, candidates: candidates,
-                endOfCandidates: !configuration.trickle, trickle: configuration.trickle)
+                maxMessageSize: configuration.maxMessageSize, maxDatagramSize: configuration.advertisedMaxDatagramSize,
+                candidates: candidates, endOfCandidates: !configuration.trickle, trickle: configuration.trickle)
         } catch {
             throw WebRTCError(.description, "cannot answer the offer: \(error)")
         }
@@ -318,8 +322,12 @@ public final class PeerConnection: Sendable {
             localSCTPPort: local.sctpPort, remoteSCTPPort: remote.sctpPort,
             remoteMaxMessageSize: remote.effectiveMaxMessageSize,
             localMaxMessageSize: configuration.maxMessageSize, mtu: configuration.mtu)
+        // A larger datagram size only when both sides advertise one (foreign stacks never do).
+        var agreed: Int?
+        if let ours = local.maxDatagramSize, let theirs = remote.maxDatagramSize { agreed = min(ours, theirs) }
         let session = DataChannelSession(
-            transport: ICEDatagramTransport(agent: agent), configuration: sessionConfiguration, logger: logger)
+            transport: ICEDatagramTransport(agent: agent, agreedMaximumDatagramSize: agreed),
+            configuration: sessionConfiguration, logger: logger)
         inner.withLock { inner in
             inner.session = session
             inner.tasks.append(Task { await self.runSession(session) })
