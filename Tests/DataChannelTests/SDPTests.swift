@@ -190,4 +190,56 @@ final class SDPTests: XCTestCase {
         XCTAssertTrue(json.contains("\"type\":\"offer\""))
         XCTAssertEqual(try JSONDecoder().decode(SessionDescriptionMessage.self, from: Data(json.utf8)), message)
     }
+
+    /// ugate's `a=ugate-max-datagram-size`: written in the media section, parsed back (whole,
+    /// split at every line, LF only), absent from foreign descriptions, never echoed by an answer.
+    func testMaxDatagramSizeRoundTrip() throws {
+        let offer = SessionDescription.offer(iceUfrag: "abcd", icePwd: "abcdefghijklmnopqrstuvwx",
+                                             fingerprints: [fingerprint256], maxDatagramSize: 16_449)
+        XCTAssertTrue(offer.sdp.contains("\r\na=ugate-max-datagram-size:16449\r\n"), offer.sdp)
+        XCTAssertEqual(try SessionDescription(parsing: offer.sdp), offer)
+        XCTAssertEqual(try SessionDescription(parsing: offer.sdp.replacingOccurrences(of: "\r\n", with: "\n")).maxDatagramSize, 16_449)
+        // The attribute comes after the m= line: a description cut before it has none.
+        let lines = offer.sdp.components(separatedBy: "\r\n")
+        let at = try XCTUnwrap(lines.firstIndex { $0.hasPrefix("a=ugate-max-datagram-size") })
+        XCTAssertNil(try SessionDescription(parsing: lines[..<at].joined(separator: "\r\n")).maxDatagramSize)
+        for sample in [SDPSamples.chromiumOffer, SDPSamples.aiortcOffer, SDPSamples.pionOffer, SDPSamples.libdatachannelOffer] {
+            XCTAssertNil(try SessionDescription(parsing: sample).maxDatagramSize)
+        }
+        // An answer carries only its own value (or none), whatever the offer said.
+        let parsed = try SessionDescription(parsing: offer.sdp)
+        let plain = try parsed.answer(iceUfrag: "efgh", icePwd: "abcdefghijklmnopqrstuvwx", fingerprints: [fingerprint256])
+        XCTAssertNil(plain.maxDatagramSize)
+        XCTAssertFalse(plain.sdp.contains("ugate-max-datagram-size"))
+        let own = try parsed.answer(iceUfrag: "efgh", icePwd: "abcdefghijklmnopqrstuvwx", fingerprints: [fingerprint256],
+                                    maxDatagramSize: 1472)
+        XCTAssertEqual(try SessionDescription(parsing: own.sdp).maxDatagramSize, 1472)
+        // Session level is not where it belongs: ignored like any attribute we do not use there.
+        let sessionLevel = SDPSamples.chromiumOffer.replacingOccurrences(of: "t=0 0\r\n", with: "t=0 0\r\na=ugate-max-datagram-size:9000\r\n")
+        XCTAssertNil(try SessionDescription(parsing: sessionLevel).maxDatagramSize)
+    }
+
+    /// Malformed or out-of-range values are refused with the line named.
+    func testMalformedMaxDatagramSizeIsNamed() throws {
+        let offer = SessionDescription.offer(iceUfrag: "abcd", icePwd: "abcdefghijklmnopqrstuvwx",
+                                             fingerprints: [fingerprint256], maxDatagramSize: 9000)
+        let lines = offer.sdp.components(separatedBy: "\r\n")
+        let number = try XCTUnwrap(lines.firstIndex { $0.hasPrefix("a=ugate-max-datagram-size") }) + 1
+        for bad in ["", "big", "-1", "1199", "65508", "+9000", "9000 ", "９０００", "99999999999999999999"] {
+            let line = "a=ugate-max-datagram-size:" + bad
+            let text = offer.sdp.replacingOccurrences(of: "a=ugate-max-datagram-size:9000\r\n", with: line + "\r\n")
+            do throws(SDPError) {
+                _ = try SessionDescription(parsing: text)
+                XCTFail("accepted \(line)")
+            } catch {
+                XCTAssertEqual(error.line, number, "\(line): \(error)")
+                XCTAssertEqual(error.text, line)
+                XCTAssertTrue(error.description.contains("ugate-max-datagram-size must be an integer from 1200 to 65507"), "\(error)")
+            }
+        }
+        for good in [1200, 65_507] {
+            let text = offer.sdp.replacingOccurrences(of: "a=ugate-max-datagram-size:9000", with: "a=ugate-max-datagram-size:\(good)")
+            XCTAssertEqual(try SessionDescription(parsing: text).maxDatagramSize, good)
+        }
+    }
 }

@@ -4,7 +4,7 @@ import CNiceShim
 enum PathMTU {
     /// The largest UDP payload towards the remote side of `pair` without IP fragmentation, from
     /// the kernel (`IP_MTU`/`IPV6_MTU` of a probe socket connected to the remote address: the
-    /// route's MTU or the cached path MTU, minus IP and UDP headers; 65 508 on loopback, 1472 over
+    /// route's MTU or the cached path MTU, minus IP and UDP headers; 65 507 on IPv4 loopback, 1472 over
     /// a 1500-byte Ethernet link).
     ///
     /// Only for a direct UDP host↔host pair. A pair through a NAT mapping (srflx, prflx), a TURN
