@@ -31,6 +31,21 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         case failed(DataChannelError)
     }
 
+    /// When the session reached each connecting phase (monotonic clock), for open-time breakdowns.
+    public struct Timeline: Sendable, Equatable {
+        /// The transport reported ready (ICE connected; ``DatagramTransport/whenReady(_:)``).
+        public var transportReady: ContinuousClock.Instant?
+        /// The DTLS handshake began (on the loop, right after ``transportReady``).
+        public var handshakeStarted: ContinuousClock.Instant?
+        /// The DTLS handshake finished (SCTP INIT goes out now).
+        public var handshakeDone: ContinuousClock.Instant?
+        /// The SCTP association came up (COMMUNICATION_UP).
+        public var associationUp: ContinuousClock.Instant?
+
+        /// An empty timeline (nothing happened yet).
+        public init() {}
+    }
+
     /// How a session ended (``closeReason``).
     public enum CloseReason: String, Sendable, Equatable {
         /// ``close()``: every queued message was acknowledged, then SCTP SHUTDOWN completed.
@@ -66,6 +81,7 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
     /// Bytes delivered to channel inboxes and not yet received by the application, and whether
     /// reading from SCTP is paused because of them (receive flow control).
     private let unread = Mutex<(bytes: Int, paused: Bool)>((0, false))
+    private let publishedTimeline = Mutex(Timeline())
     /// The datagram size in use (``datagramSize``).
     private let publishedMTU: Atomic<Int>
 
@@ -81,6 +97,8 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
     }
 
     private var phase: State = .new
+    /// ``connect()`` asked the transport to call back when ready (the handshake starts then).
+    private var waitingForTransport = false
     private var contextID = 0
     private var dtls: DTLSConnection?
     private var socket: OpaquePointer?  // struct socket*
@@ -123,16 +141,26 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
     /// The current state.
     public var state: State { published.withLock { $0 } }
 
+    /// When the handshake started and finished and the association came up.
+    public var timeline: Timeline { publishedTimeline.withLock { $0 } }
+
     /// The largest datagram the session emits: the configured `mtu` until the DTLS handshake is
     /// done, then the transport's ``DatagramTransport/maximumDatagramSize`` when it reports a
     /// larger one (capped at one full DTLS record).
     public var datagramSize: Int { publishedMTU.load(ordering: .relaxed) }
 
-    /// Starts the DTLS handshake (if not started) and waits until the SCTP association is up.
+    /// Starts the DTLS handshake once the transport is ready (``DatagramTransport/whenReady(_:)``;
+    /// at once when it already is) and waits until the SCTP association is up.
     public func connect() async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let begin: @Sendable () -> Void = {
-                self.startIfNeeded()
+                if self.phase == .new, !self.waitingForTransport {
+                    self.waitingForTransport = true
+                    self.transport.whenReady {
+                        self.publishedTimeline.withLock { $0.transportReady = .now }
+                        self.loop.execute { self.startIfNeeded() }
+                    }
+                }
                 switch self.phase {
                 case .connected: continuation.resume()
                 case .closed: continuation.resume(throwing: DataChannelError(.closed, "session closed"))
@@ -201,6 +229,13 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
 
     private func setPhase(_ state: State) {
         phase = state
+        let now = ContinuousClock.now
+        switch state {
+        case .handshaking: publishedTimeline.withLock { $0.handshakeStarted = now }
+        case .connecting: publishedTimeline.withLock { $0.handshakeDone = now }
+        case .connected: publishedTimeline.withLock { $0.associationUp = now }
+        default: break
+        }
         published.withLock { $0 = state }
         stateContinuation.yield(state)
         switch state {

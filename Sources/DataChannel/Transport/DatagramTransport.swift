@@ -25,6 +25,11 @@ public protocol DatagramTransport: AnyObject, Sendable {
     /// asks once, on its loop, when the DTLS handshake is done, and sizes records and SCTP
     /// packets by it from then on. nil (the default): keep the configured `mtu`.
     var maximumDatagramSize: Int? { get }
+    /// Calls `ready` once the transport can carry datagrams (ICE: a pair is connected), from any
+    /// thread, or at once when it already can. ``DataChannelSession/connect()`` starts the DTLS
+    /// handshake from there, so an ICE transport that calls back on its own thread has the
+    /// first flight out in the same loop pass. Default: at once.
+    func whenReady(_ ready: @escaping @Sendable () -> Void)
 }
 
 extension DatagramTransport {
@@ -39,6 +44,8 @@ extension DatagramTransport {
     public var preferredExecutor: (any DataChannelExecutor)? { nil }
 
     public var maximumDatagramSize: Int? { nil }
+
+    public func whenReady(_ ready: @escaping @Sendable () -> Void) { ready() }
 }
 
 /// RFC 7983 §7 demultiplexing of the first byte of a datagram arriving on an ICE component.

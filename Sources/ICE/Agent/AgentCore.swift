@@ -56,6 +56,7 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
     private var inboundCount = 0
     private var silenceWatch: (generation: Int, lastCount: Int, silentTicks: Int)?
     private var silenceGeneration = 0
+    private var connectedWaiters: [@Sendable () -> Void] = []
 
     init(
         role: ICERole, configuration: ICEConfiguration, servers: ResolvedServers, credentials: ICECredentials,
@@ -80,8 +81,8 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
 
     /// Creates and configures the NiceAgent. Runs on the loop thread.
     func open() throws {
-        let flags = NICE_AGENT_OPTION_REGULAR_NOMINATION.rawValue | NICE_AGENT_OPTION_CONSENT_FRESHNESS.rawValue
-            | NICE_AGENT_OPTION_ICE_TRICKLE.rawValue
+        var flags = NICE_AGENT_OPTION_CONSENT_FRESHNESS.rawValue | NICE_AGENT_OPTION_ICE_TRICKLE.rawValue
+        if configuration.nomination == .regular { flags |= NICE_AGENT_OPTION_REGULAR_NOMINATION.rawValue }
         guard let a = nice_agent_new_full(loop.context, NICE_COMPATIBILITY_RFC5245, NiceAgentOption(rawValue: flags)) else {
             throw ICEError(.libniceCallFailed, "nice_agent_new_full returned NULL")
         }
@@ -324,6 +325,15 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
         }
     }
 
+    func whenConnected(_ body: @escaping @Sendable () -> Void) {
+        guard !closing else { return }
+        if machine.state == .connected || machine.state == .completed {
+            body()
+        } else {
+            connectedWaiters.append(body)
+        }
+    }
+
     func enqueueSend(_ datagram: [UInt8]) -> Bool {
         let schedule = outbox.withLock { o -> Bool? in
             guard o.open, !o.closed, o.items.count < configuration.sendQueueLimit else { return nil }
@@ -560,6 +570,13 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
         published.withLock { $0.state = state }
         logger.debug("state \(state.rawValue)")
         events.yield(.stateChanged(state))
+        if state == .connected || state == .completed, !connectedWaiters.isEmpty {
+            let waiters = connectedWaiters
+            connectedWaiters.removeAll()
+            for waiter in waiters { waiter() }
+        } else if state == .closed || state == .failed {
+            connectedWaiters.removeAll()
+        }
     }
 }
 

@@ -139,6 +139,16 @@ public final class ICEAgent: Sendable {
         if inbox.setLoopConsumer(handler) { core.loop.execute { inbox.flush() } }
     }
 
+    /// Runs `body` on the agent's loop thread once a pair is connected (state `connected` or
+    /// `completed`), in the loop pass that announces it — or in the next loop job when it is
+    /// already connected. Dropped if the agent closes first. For a consumer that starts
+    /// work on that thread (the data-channel session's DTLS handshake): no task hop between the
+    /// ICE state change and its first datagram.
+    public func whenConnected(_ body: @escaping @Sendable () -> Void) {
+        let core = self.core
+        core.loop.execute { core.whenConnected(body) }
+    }
+
     /// Queues one datagram, first waiting for room in the send queue (backpressure for a
     /// fast producer). Returns false when the agent is closed or no pair is usable.
     public func sendWhenReady(_ datagram: [UInt8]) async -> Bool {

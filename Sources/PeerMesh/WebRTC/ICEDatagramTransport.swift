@@ -40,6 +40,12 @@ final class ICEDatagramTransport: DatagramTransport {
         return min(agreedMaximumDatagramSize, path)
     }
 
+    /// ICE connected: called on the ICE loop thread in the pass that announces it, so the DTLS
+    /// client's first flight leaves without a task hop.
+    func whenReady(_ ready: @escaping @Sendable () -> Void) {
+        agent.whenConnected(ready)
+    }
+
     func start(receive: @escaping @Sendable ([UInt8]) -> Void) {
         startBatched { batch in batch.forEach(receive) }
     }
