@@ -196,7 +196,7 @@ final class SDPTests: XCTestCase {
     func testMaxDatagramSizeRoundTrip() throws {
         let offer = SessionDescription.offer(iceUfrag: "abcd", icePwd: "abcdefghijklmnopqrstuvwx",
                                              fingerprints: [fingerprint256], maxDatagramSize: 16_449)
-        XCTAssertTrue(offer.sdp.contains("\r\na=ugate-max-datagram-size:16449\r\n"), offer.sdp)
+        XCTAssertTrue(offer.sdp.contains("\r\na=ugate-max-datagram-size:16449 abcd\r\n"), offer.sdp)
         XCTAssertEqual(try SessionDescription(parsing: offer.sdp), offer)
         XCTAssertEqual(try SessionDescription(parsing: offer.sdp.replacingOccurrences(of: "\r\n", with: "\n")).maxDatagramSize, 16_449)
         // The attribute comes after the m= line: a description cut before it has none.
@@ -215,8 +215,13 @@ final class SDPTests: XCTestCase {
                                     maxDatagramSize: 1472)
         XCTAssertEqual(try SessionDescription(parsing: own.sdp).maxDatagramSize, 1472)
         // Session level is not where it belongs: ignored like any attribute we do not use there.
-        let sessionLevel = SDPSamples.chromiumOffer.replacingOccurrences(of: "t=0 0\r\n", with: "t=0 0\r\na=ugate-max-datagram-size:9000\r\n")
+        let sessionLevel = SDPSamples.chromiumOffer.replacingOccurrences(of: "t=0 0\r\n", with: "t=0 0\r\na=ugate-max-datagram-size:9000 Fh3A\r\n")
         XCTAssertNil(try SessionDescription(parsing: sessionLevel).maxDatagramSize)
+        // A foreign answer that copied the offer's line (libdatachannel 0.22 copies unknown
+        // media attributes) carries the offerer's ufrag, not its own: ignored.
+        let echoed = own.sdp.replacingOccurrences(of: "a=ugate-max-datagram-size:1472 efgh", with: "a=ugate-max-datagram-size:16449 abcd")
+        XCTAssertNotEqual(echoed, own.sdp)
+        XCTAssertNil(try SessionDescription(parsing: echoed).maxDatagramSize)
     }
 
     /// Malformed or out-of-range values are refused with the line named.
@@ -225,20 +230,21 @@ final class SDPTests: XCTestCase {
                                              fingerprints: [fingerprint256], maxDatagramSize: 9000)
         let lines = offer.sdp.components(separatedBy: "\r\n")
         let number = try XCTUnwrap(lines.firstIndex { $0.hasPrefix("a=ugate-max-datagram-size") }) + 1
-        for bad in ["", "big", "-1", "1199", "65508", "+9000", "9000 ", "９０００", "99999999999999999999"] {
+        for bad in ["", "9000", "big abcd", "-1 abcd", "1199 abcd", "65508 abcd", "+9000 abcd", "9000  abcd", "9000 abcd ",
+                    "９０００ abcd", "99999999999999999999 abcd", "9000 abc", "9000 ab-cd", "9000 abcd extra"] {
             let line = "a=ugate-max-datagram-size:" + bad
-            let text = offer.sdp.replacingOccurrences(of: "a=ugate-max-datagram-size:9000\r\n", with: line + "\r\n")
+            let text = offer.sdp.replacingOccurrences(of: "a=ugate-max-datagram-size:9000 abcd\r\n", with: line + "\r\n")
             do throws(SDPError) {
                 _ = try SessionDescription(parsing: text)
                 XCTFail("accepted \(line)")
             } catch {
                 XCTAssertEqual(error.line, number, "\(line): \(error)")
                 XCTAssertEqual(error.text, line)
-                XCTAssertTrue(error.description.contains("ugate-max-datagram-size must be an integer from 1200 to 65507"), "\(error)")
+                XCTAssertTrue(error.description.contains("ugate-max-datagram-size must be <bytes> <ice-ufrag>, bytes from 1200 to 65507"), "\(error)")
             }
         }
         for good in [1200, 65_507] {
-            let text = offer.sdp.replacingOccurrences(of: "a=ugate-max-datagram-size:9000", with: "a=ugate-max-datagram-size:\(good)")
+            let text = offer.sdp.replacingOccurrences(of: "a=ugate-max-datagram-size:9000 ", with: "a=ugate-max-datagram-size:\(good) ")
             XCTAssertEqual(try SessionDescription(parsing: text).maxDatagramSize, good)
         }
     }

@@ -66,11 +66,13 @@ public struct SessionDescription: Sendable, Equatable {
         self.usedLegacySCTPMap = usedLegacySCTPMap
     }
 
-    /// Name of ugate's media-level attribute `a=ugate-max-datagram-size:<bytes>`: the largest
-    /// datagram (UDP payload) this endpoint accepts after the DTLS handshake. Foreign stacks
-    /// ignore unknown attributes (RFC 8866 §5.13) and never send it, so with them both sides stay
-    /// at the handshake MTU; two ugate peers use the smaller of both values, capped by the
-    /// selected path's MTU (see docs/datachannel.md, "Datagram size").
+    /// Name of ugate's media-level attribute `a=ugate-max-datagram-size:<bytes> <ice-ufrag>`: the
+    /// largest datagram (UDP payload) this endpoint accepts after the DTLS handshake, bound to the
+    /// description's own `a=ice-ufrag`. Foreign stacks ignore unknown attributes (RFC 8866 §5.13)
+    /// and never send it, so with them both sides stay at the handshake MTU; two ugate peers use
+    /// the smaller of both values, capped by the selected path's MTU (docs/datachannel.md,
+    /// "Datagram size"). A value bound to another ufrag is an echo of the other side's line (some
+    /// stacks copy an offer's unknown attributes into their answer) and is ignored on parsing.
     public static let maxDatagramSizeAttribute = "ugate-max-datagram-size"
     /// Values `a=ugate-max-datagram-size` may carry: at least the 1200 bytes every WebRTC path
     /// must carry, at most the largest UDP payload over IPv4.
