@@ -65,6 +65,57 @@ final class DatagramSizeTests: XCTestCase {
         }
     }
 
+    /// The path shrinks mid-transfer (as when ICE selects another pair with a smaller MTU): both
+    /// ends lower the limit from 9000 to 1200 while 8 MiB are in flight. Every message arrives
+    /// intact and in order; the sessions report 1200; a transfer after that emits no datagram
+    /// above 1200 (DATA chunks cut at 9000 before the change may still leave once above it:
+    /// counted, not forbidden — IP fragmentation carries those). A larger limit later does not
+    /// raise the size again.
+    func testLimitLoweredMidTransferShrinksDatagramsAndDataStaysIntact() async throws {
+        await run(timeout: 120) {
+            let pair = try SessionPair.make(maximumDatagramSize: 9000)
+            try await pair.connect()
+            XCTAssertEqual(pair.client.datagramSize, 9000)
+            let channel = try await pair.client.openChannel(label: "shrink")
+            let remote = try await nextChannel(pair.server)
+            let count = 128  // 8 MiB in 64 KiB messages
+            let writer = Task {
+                for n in 0..<count { try await channel.send(payload(100 + n, size: 65_536)) }
+            }
+            for n in 0..<count {
+                if n == 16 {  // 1 MiB received: the path changes under the running transfer
+                    XCTAssertGreaterThan(pair.clientEnd.statistics.largest, 8900)
+                    pair.clientEnd.setMaximumDatagramSize(1200)
+                    pair.serverEnd.setMaximumDatagramSize(1200)
+                }
+                let message = await remote.receive()
+                XCTAssertEqual(message, .binary(payload(100 + n, size: 65_536)), "message \(n)")
+                guard message != nil else { break }
+            }
+            try await writer.value
+            XCTAssertEqual(pair.client.datagramSize, 1200)
+            XCTAssertEqual(pair.server.datagramSize, 1200)
+            let straggling = pair.clientEnd.datagramsAboveLimit
+            pair.clientEnd.resetLargest()
+            pair.serverEnd.resetLargest()
+            let (sent, received) = try await Self.transfer(from: channel, to: remote, bytes: 2 << 20, seed: 500)
+            XCTAssertEqual(sent, received)
+            let (sentBack, receivedBack) = try await Self.transfer(from: remote, to: channel, bytes: 1 << 20, seed: 600)
+            XCTAssertEqual(sentBack, receivedBack)
+            XCTAssertLessThanOrEqual(pair.clientEnd.statistics.largest, 1200)
+            XCTAssertGreaterThan(pair.clientEnd.statistics.largest, 1100)
+            XCTAssertLessThanOrEqual(pair.serverEnd.statistics.largest, 1200)
+            XCTAssertEqual(pair.clientEnd.datagramsAboveLimit, straggling, "no new datagram above 1200 after the change settled")
+            print("datagrams above the lowered limit (cut before the change): \(straggling)")
+            pair.clientEnd.setMaximumDatagramSize(9000)
+            let (sentAgain, receivedAgain) = try await Self.transfer(from: channel, to: remote, bytes: 1 << 20, seed: 700)
+            XCTAssertEqual(sentAgain, receivedAgain)
+            XCTAssertEqual(pair.client.datagramSize, 1200, "the size never grows back")
+            XCTAssertLessThanOrEqual(pair.clientEnd.statistics.largest, 1200)
+            pair.close()
+        }
+    }
+
     /// Sends `bytes` in 64 KiB messages (`payload(seed + n)`) and reads as many on `receiver`,
     /// each compared with what was sent: (bytes sent, bytes received intact and in order).
     private static func transfer(from sender: DataChannel, to receiver: DataChannel, bytes: Int, seed: Int)

@@ -109,6 +109,9 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
     private var orphanMessages: [UInt16: [DataChannelMessage]] = [:]
     private var sendQueue = FIFO<Outgoing>()
     private var sendBlocked = false
+    /// When the loop tick next asks the transport for its datagram size (larger sizes only).
+    private var nextPathCheck: UInt64 = 0
+    private static let pathCheckIntervalNanoseconds: UInt64 = 1_000_000_000
     private var pendingResets: [UInt16] = []
     private var outboundStreams: UInt16 = 0
     private var inboundStreams: UInt16 = 0
@@ -335,7 +338,33 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         } catch {
             return teardown(.failed(DataChannelError(.sctp, "\(error)")), notifyPeer: true)
         }
+        transport.observeMaximumDatagramSizeChanges { [weak self] in
+            guard let self else { return }
+            self.loop.execute { self.transportLimitChanged() }
+        }
         readApplicationData()
+    }
+
+    /// The transport's path changed (ICE selected another pair; or, checked once a second while
+    /// above `mtu`, the same pair's path MTU went down): when it now carries less than the size
+    /// in use, DTLS records and SCTP packets shrink to it. Never grows again: usrsctp
+    /// fragments DATA by the association's smallest path MTU, which a larger value does not
+    /// raise. DATA chunks usrsctp cut before the change keep their size (SCTP cannot split them
+    /// again; `sctp_pathmtu_adjustment` marks them may-fragment and resends them as they are):
+    /// those few datagrams leave above the new size and rely on IP fragmentation.
+    private func transportLimitChanged() {
+        guard phase == .connected || phase == .connecting, let dtls, let socket else { return }
+        let current = publishedMTU.load(ordering: .relaxed)
+        let next = configuration.dataMTU(transportLimit: transport.maximumDatagramSize)
+        guard next < current else { return }
+        dtls.setMTU(next)
+        let pathMTU = configuration.sctpPathMTU(datagram: next, aead: dtls.negotiatedAEAD)
+        let rc = ugate_sctp_lower_association_path_mtu(socket, UInt32(pathMTU))
+        if rc != 0 {
+            logger.warning("lowering the SCTP path MTU failed", metadata: ["mtu": "\(pathMTU)", "errno": "\(rc)"])
+        }
+        publishedMTU.store(next, ordering: .relaxed)
+        logger.debug("datagram size lowered (path changed)", metadata: ["from": "\(current)", "to": "\(next)"])
     }
 
     private func openSCTPSocket(datagramSize: Int) throws {
@@ -392,6 +421,12 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
             if !dtls.handleTimeout() {
                 return teardown(.failed(DataChannelError(.handshakeFailed, "DTLS handshake timed out (\(configuration.role))")), notifyPeer: false)
             }
+        }
+        if phase == .connected, nowNanoseconds >= nextPathCheck, publishedMTU.load(ordering: .relaxed) > configuration.mtu {
+            // The same pair's path may carry less than when it was chosen (a link's MTU lowered,
+            // a smaller path MTU learned from ICMP): ask again once a second.
+            nextPathCheck = nowNanoseconds + Self.pathCheckIntervalNanoseconds
+            transportLimitChanged()
         }
         sendBlocked = false
         afterIO()

@@ -58,18 +58,43 @@ public final class MemoryDatagramEnd: DatagramTransport {
         var sent = 0
         var dropped = 0
         var largest = 0
+        var limit: Int?
+        var aboveLimit = 0
+        var limitObservers: [@Sendable () -> Void] = []
     }
 
     fileprivate let peer = Mutex<MemoryDatagramEnd?>(nil)
     private let state: Mutex<State>
     private let impairment: MemoryDatagramPipe.Impairment
-    public let maximumDatagramSize: Int?
-
     fileprivate init(impairment: MemoryDatagramPipe.Impairment, seed: UInt64, maximumDatagramSize: Int?) {
         self.impairment = impairment
-        self.maximumDatagramSize = maximumDatagramSize
-        self.state = Mutex(State(random: SplitMix64(seed: seed)))
+        self.state = Mutex(State(random: SplitMix64(seed: seed), limit: maximumDatagramSize))
     }
+
+    /// What this end reports as ``DatagramTransport/maximumDatagramSize``.
+    public var maximumDatagramSize: Int? { state.withLock { $0.limit } }
+
+    public func observeMaximumDatagramSizeChanges(_ changed: @escaping @Sendable () -> Void) {
+        state.withLock { $0.limitObservers.append(changed) }
+    }
+
+    /// Changes ``maximumDatagramSize`` (as a new ICE pair with another path would) and tells the
+    /// observers; datagrams sent above the new value from now on are still delivered (as IP
+    /// fragmentation would) and counted in ``datagramsAboveLimit``.
+    public func setMaximumDatagramSize(_ limit: Int?) {
+        let observers = state.withLock { state in
+            state.limit = limit
+            state.aboveLimit = 0
+            return state.limitObservers
+        }
+        for observer in observers { observer() }
+    }
+
+    /// Datagrams sent above ``maximumDatagramSize`` since it was last set.
+    public var datagramsAboveLimit: Int { state.withLock { $0.aboveLimit } }
+
+    /// Restarts the `largest` figure of ``statistics``.
+    public func resetLargest() { state.withLock { $0.largest = 0 } }
 
     public func start(receive: @escaping @Sendable ([UInt8]) -> Void) {
         let early = state.withLock { state in
@@ -92,6 +117,7 @@ public final class MemoryDatagramEnd: DatagramTransport {
             guard !state.closed else { return [] }
             state.sent += 1
             state.largest = max(state.largest, datagram.count)
+            if let limit = state.limit, datagram.count > limit { state.aboveLimit += 1 }
             if impairment.loss > 0, state.random.nextUnit() < impairment.loss {
                 state.dropped += 1
                 return []
@@ -127,6 +153,7 @@ public final class MemoryDatagramEnd: DatagramTransport {
         state.withLock {
             $0.closed = true
             $0.receive = nil
+            $0.limitObservers.removeAll()
         }
         peer.withLock { $0 = nil }
     }

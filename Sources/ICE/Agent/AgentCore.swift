@@ -57,6 +57,7 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
     private var silenceWatch: (generation: Int, lastCount: Int, silentTicks: Int)?
     private var silenceGeneration = 0
     private var connectedWaiters: [@Sendable () -> Void] = []
+    private var pairChangeObservers: [@Sendable (ICECandidatePair) -> Void] = []
 
     init(
         role: ICERole, configuration: ICEConfiguration, servers: ResolvedServers, credentials: ICECredentials,
@@ -334,6 +335,11 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
         }
     }
 
+    func observeSelectedPairChanges(_ body: @escaping @Sendable (ICECandidatePair) -> Void) {
+        guard !closing else { return }
+        pairChangeObservers.append(body)
+    }
+
     func enqueueSend(_ datagram: [UInt8]) -> Bool {
         let schedule = outbox.withLock { o -> Bool? in
             guard o.open, !o.closed, o.items.count < configuration.sendQueueLimit else { return nil }
@@ -422,6 +428,7 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
         guard !closing else { return }
         closing = true
         timerGeneration += 1
+        pairChangeObservers.removeAll()
         let waiters = outbox.withLock { o -> [CheckedContinuation<Bool, Never>] in
             o.closed = true
             o.items.removeAll()
@@ -496,7 +503,9 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
         published.withLock { $0.selectedPair = pair }
         // Outside the signal handler (libnice holds its agent lock around signals).
         loop.execute { [self] in
-            if let agent = self.agent, !closing { SocketBuffers.enlarge(agent: agent.raw, streamID: streamID) }
+            guard let agent = self.agent, !closing else { return }
+            SocketBuffers.enlarge(agent: agent.raw, streamID: streamID)
+            for observer in pairChangeObservers { observer(pair) }
         }
         logger.debug("selected pair", metadata: ["ice.local": "\(l.sdpLine)", "ice.remote": "\(r.sdpLine)"])
         events.yield(.selectedPair(pair))

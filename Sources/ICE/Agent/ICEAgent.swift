@@ -149,6 +149,16 @@ public final class ICEAgent: Sendable {
         core.loop.execute { core.whenConnected(body) }
     }
 
+    /// Runs `body` on the agent's loop thread after every change of the selected pair (the first
+    /// selection included, and the pair chosen after an ICE restart or when nomination switches
+    /// pairs), in a loop job outside libnice's signal handler. Kept until the agent closes. For
+    /// a consumer whose datagram size depends on the pair's path
+    /// (``selectedPathMaximumDatagramSize``).
+    public func observeSelectedPairChanges(_ body: @escaping @Sendable (ICECandidatePair) -> Void) {
+        let core = self.core
+        core.loop.execute { core.observeSelectedPairChanges(body) }
+    }
+
     /// Queues one datagram, first waiting for room in the send queue (backpressure for a
     /// fast producer). Returns false when the agent is closed or no pair is usable.
     public func sendWhenReady(_ datagram: [UInt8]) async -> Bool {

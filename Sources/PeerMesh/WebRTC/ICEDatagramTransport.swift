@@ -34,10 +34,21 @@ final class ICEDatagramTransport: DatagramTransport {
 
     /// What both peers agreed on, capped by the selected pair's kernel path MTU; nil (stay at
     /// the handshake MTU) without an agreement or for a pair whose path the kernel does not
-    /// know (NAT, TURN, TCP). Asked once, after the DTLS handshake.
+    /// know (NAT, TURN, TCP). Asked after the DTLS handshake and after every change of the
+    /// selected pair.
     var maximumDatagramSize: Int? {
-        guard let agreedMaximumDatagramSize, let path = agent.selectedPathMaximumDatagramSize else { return nil }
+        guard let agreedMaximumDatagramSize else { return nil }
+        // No pair selected (an ICE restart in progress): nothing new known, keep the size.
+        guard agent.selectedPair != nil else { return agreedMaximumDatagramSize }
+        guard let path = agent.selectedPathMaximumDatagramSize else { return nil }
         return min(agreedMaximumDatagramSize, path)
+    }
+
+    /// A new selected pair (ICE restart, nomination switching pairs) may have a smaller path:
+    /// the session asks ``maximumDatagramSize`` again.
+    func observeMaximumDatagramSizeChanges(_ changed: @escaping @Sendable () -> Void) {
+        guard agreedMaximumDatagramSize != nil else { return }  // 1200 on every pair
+        agent.observeSelectedPairChanges { _ in changed() }
     }
 
     /// ICE connected: called on the ICE loop thread in the pass that announces it, so the DTLS

@@ -271,7 +271,7 @@ public final class PeerConnection: Sendable {
     private func makeAgent(role: ICERole) throws -> ICEAgent {
         let agent: ICEAgent
         do {
-            agent = try ICEAgent(role: role, configuration: configuration.ice, logger: logger)
+            agent = try ICEAgent(role: role, configuration: configuration.ice, loop: configuration.iceLoop, logger: logger)
         } catch {
             throw WebRTCError(.ice, "cannot create the ICE agent: \(error)")
         }

@@ -25,6 +25,9 @@ public struct PeerConnectionConfiguration: Sendable {
     /// ``mtu``, advertises nothing and stays at ``mtu``. Default: one full DTLS record
     /// (`DataChannelSessionConfiguration.largestRecordDatagram`, 16 449 bytes).
     public var maxDatagramSize: Int?
+    /// The ICE loop the agent runs on (``ICEEventLoop/shared`` by default; a loop made with a
+    /// `networkNamespace` puts the connection's sockets in that namespace).
+    public var iceLoop: ICEEventLoop = .shared
 
     /// Creates a configuration with the defaults named on each property.
     public init(ice: ICEConfiguration = ICEConfiguration(), trickle: Bool = false,
