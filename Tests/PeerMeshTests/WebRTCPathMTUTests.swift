@@ -52,21 +52,9 @@ final class WebRTCPathMTUTests: XCTestCase {
         await answerer.close()
     }
 
-    @discardableResult
-    static func ip(_ arguments: String...) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw WebRTCError(.state, "ip \(arguments.joined(separator: " ")) failed: \(output)")
-        }
-        return output
+    /// `ip …` (`runCommand`, WebRTCTURNTests.swift).
+    static func ip(_ arguments: String...) throws {
+        try runCommand(["ip"] + arguments)
     }
 }
 

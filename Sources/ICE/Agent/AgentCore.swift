@@ -58,6 +58,8 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
     private var silenceGeneration = 0
     private var connectedWaiters: [@Sendable () -> Void] = []
     private var pairChangeObservers: [@Sendable (ICECandidatePair) -> Void] = []
+    /// The selected pair is UDP without a TURN relay: bursts go out in one `sendmmsg`.
+    private var selectedPairIsDirectUDP = false
 
     init(
         role: ICERole, configuration: ICEConfiguration, servers: ResolvedServers, credentials: ICECredentials,
@@ -375,11 +377,47 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
     }
 
     private func sendNow(_ agent: LoopPointer, _ datagrams: [[UInt8]]) {
-        for datagram in datagrams {
-            datagram.withUnsafeBytes { bytes in
-                _ = nice_agent_send(agent.raw, streamID, 1, guint(bytes.count), bytes.baseAddress?.assumingMemoryBound(to: gchar.self))
+        guard selectedPairIsDirectUDP, datagrams.count > 1 else {
+            for datagram in datagrams {
+                datagram.withUnsafeBytes { bytes in
+                    _ = nice_agent_send(agent.raw, streamID, 1, guint(bytes.count), bytes.baseAddress?.assumingMemoryBound(to: gchar.self))
+                }
+            }
+            return
+        }
+        var start = 0
+        while start < datagrams.count {
+            let end = min(start + Self.messagesPerCall, datagrams.count)
+            sendMessages(agent, datagrams[start..<end])
+            start = end
+        }
+    }
+
+    /// Datagrams per `nice_agent_send_messages_nonblocking` call (one `sendmmsg` on a direct
+    /// UDP pair; also bounds the buffer-pinning recursion below).
+    private static let messagesPerCall = 64
+
+    /// Several datagrams in one libnice call: on a UDP socket libnice hands them to
+    /// `g_socket_send_messages`, i.e. one `sendmmsg` instead of one `sendmsg` each (hot path:
+    /// SCTP emits bursts per loop pass). Datagrams the socket buffer cannot take are dropped,
+    /// as with `nice_agent_send`. Each buffer is pinned by a nested `withUnsafeBytes` so the
+    /// pointers stay valid for the call, without copying.
+    private func sendMessages(_ agent: LoopPointer, _ datagrams: ArraySlice<[UInt8]>) {
+        var vectors = [GOutputVector](repeating: GOutputVector(buffer: nil, size: 0), count: datagrams.count)
+        func pin(_ index: Int) {
+            guard index < datagrams.count else {
+                vectors.withUnsafeMutableBufferPointer { vectors in
+                    var messages = (0..<vectors.count).map { NiceOutputMessage(buffers: vectors.baseAddress! + $0, n_buffers: 1) }
+                    _ = nice_agent_send_messages_nonblocking(agent.raw, streamID, 1, &messages, guint(messages.count), nil, nil)
+                }
+                return
+            }
+            datagrams[datagrams.startIndex + index].withUnsafeBytes { bytes in
+                vectors[index] = GOutputVector(buffer: bytes.baseAddress, size: gsize(bytes.count))
+                pin(index + 1)
             }
         }
+        pin(0)
     }
 
     /// Waits until the send queue has room; false when the agent closed or has no usable pair.
@@ -504,6 +542,7 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
         // Outside the signal handler (libnice holds its agent lock around signals).
         loop.execute { [self] in
             guard let agent = self.agent, !closing else { return }
+            selectedPairIsDirectUDP = pair.local.transport == .udp && pair.local.kind != .relay
             SocketBuffers.enlarge(agent: agent.raw, streamID: streamID)
             for observer in pairChangeObservers { observer(pair) }
         }
