@@ -153,15 +153,9 @@ final class SDPTests: XCTestCase {
         for (original, replacement, line, word) in cases {
             let sample = SDPSamples.chromiumOffer.replacingOccurrences(of: original + "\r\n", with: replacement + "\r\n")
             XCTAssertNotEqual(sample, SDPSamples.chromiumOffer, original)
-            do throws(SDPError) {
-                _ = try SessionDescription(parsing: sample)
-                XCTFail("accepted \(replacement)")
-            } catch {
-                XCTAssertEqual(error.line, line, "\(replacement): \(error)")
-                XCTAssertEqual(error.text, replacement)
-                XCTAssertTrue(error.description.contains(replacement), error.description)
-                XCTAssertTrue(error.reason.contains(word) || error.description.contains(word), "\(error)")
-            }
+            guard let error = refusal(sample, line: line, text: replacement) else { continue }
+            XCTAssertTrue(error.description.contains(replacement), error.description)
+            XCTAssertTrue(error.reason.contains(word) || error.description.contains(word), "\(error)")
         }
         XCTAssertEqual((try? SessionDescription(parsing: "v=1\r\n"))?.iceUfrag, nil)
         XCTAssertThrowsError(try SessionDescription(parsing: "")) { XCTAssertEqual(($0 as? SDPError)?.line, 0) }
@@ -234,18 +228,26 @@ final class SDPTests: XCTestCase {
                     "９０００ abcd", "99999999999999999999 abcd", "9000 abc", "9000 ab-cd", "9000 abcd extra"] {
             let line = "a=ugate-max-datagram-size:" + bad
             let text = offer.sdp.replacingOccurrences(of: "a=ugate-max-datagram-size:9000 abcd\r\n", with: line + "\r\n")
-            do throws(SDPError) {
-                _ = try SessionDescription(parsing: text)
-                XCTFail("accepted \(line)")
-            } catch {
-                XCTAssertEqual(error.line, number, "\(line): \(error)")
-                XCTAssertEqual(error.text, line)
-                XCTAssertTrue(error.description.contains("ugate-max-datagram-size must be <bytes> <ice-ufrag>, bytes from 1200 to 65507"), "\(error)")
-            }
+            guard let error = refusal(text, line: number, text: line) else { continue }
+            XCTAssertTrue(error.description.contains("ugate-max-datagram-size must be <bytes> <ice-ufrag>, bytes from 1200 to 65507"), "\(error)")
         }
         for good in [1200, 65_507] {
             let text = offer.sdp.replacingOccurrences(of: "a=ugate-max-datagram-size:9000 ", with: "a=ugate-max-datagram-size:\(good) ")
             XCTAssertEqual(try SessionDescription(parsing: text).maxDatagramSize, good)
         }
+    }
+}
+
+/// Parses `sdp`, which must be refused at line `line` (1-based) whose text is `text`; the error,
+/// or nil (after recording a failure) when it was accepted.
+private func refusal(_ sdp: String, line: Int, text: String, file: StaticString = #filePath, lineNumber: UInt = #line) -> SDPError? {
+    do throws(SDPError) {
+        _ = try SessionDescription(parsing: sdp)
+        XCTFail("accepted \(text)", file: file, line: lineNumber)
+        return nil
+    } catch {
+        XCTAssertEqual(error.line, line, "\(text): \(error)", file: file, line: lineNumber)
+        XCTAssertEqual(error.text, text, file: file, line: lineNumber)
+        return error
     }
 }
