@@ -2,7 +2,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <string.h>
 #include <unistd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include "CNiceShim.h"
 
 gulong ugate_g_signal_connect(gpointer instance, const gchar *signal, GCallback handler, gpointer data) {
@@ -51,4 +55,33 @@ int ugate_enter_net_namespace(const char *path) {
     int err = errno;
     close(fd);
     return rc == 0 ? 0 : -err;
+}
+
+int ugate_udp_path_payload_limit(const char *ip, unsigned short port) {
+    struct addrinfo hints = {0}, *found = NULL;
+    hints.ai_flags = AI_NUMERICHOST;
+    hints.ai_socktype = SOCK_DGRAM;
+    if (getaddrinfo(ip, NULL, &hints, &found) != 0 || found == NULL) return -EINVAL;
+    int family = found->ai_family;
+    struct sockaddr_storage address;
+    socklen_t length = found->ai_addrlen;
+    memcpy(&address, found->ai_addr, length);
+    freeaddrinfo(found);
+    if (family == AF_INET) ((struct sockaddr_in *)&address)->sin_port = htons(port);
+    else if (family == AF_INET6) ((struct sockaddr_in6 *)&address)->sin6_port = htons(port);
+    else return -EAFNOSUPPORT;
+    int fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int mtu = 0;
+    socklen_t size = sizeof(mtu);
+    int rc = connect(fd, (struct sockaddr *)&address, length);
+    if (rc == 0) {
+        rc = family == AF_INET ? getsockopt(fd, IPPROTO_IP, IP_MTU, &mtu, &size)
+                               : getsockopt(fd, IPPROTO_IPV6, IPV6_MTU, &mtu, &size);
+    }
+    int err = errno;
+    close(fd);
+    if (rc != 0) return -err;
+    int headers = family == AF_INET ? 20 + 8 : 40 + 8;
+    return mtu > headers ? mtu - headers : -EMSGSIZE;
 }

@@ -70,6 +70,25 @@ static inline struct sockaddr_conn ugate_sctp_conn_address(uintptr_t id, uint16_
     return a;
 }
 
+/// Lowers the path MTU of the established association (every path: the address is AF_CONN
+/// with a NULL sconn_addr, which usrsctp requires once an association exists — a zeroed
+/// address fails with EAFNOSUPPORT). usrsctp lowers the association's smallest MTU
+/// (`sctp_pathmtu_adjustment`): new DATA is cut to fit; chunks already cut larger are marked
+/// may-fragment and resent as they are. Returns 0 or errno.
+static inline int ugate_sctp_lower_association_path_mtu(struct socket *so, uint32_t mtu) {
+    struct sctp_paddrparams p;
+    memset(&p, 0, sizeof(p));
+    struct sockaddr_conn any;
+    memset(&any, 0, sizeof(any));
+    any.sconn_family = AF_CONN;
+    memcpy(&p.spp_address, &any, sizeof(any));
+    p.spp_assoc_id = SCTP_FUTURE_ASSOC;
+    p.spp_flags = SPP_PMTUD_DISABLE;
+    p.spp_pathmtu = mtu;
+    if (usrsctp_setsockopt(so, IPPROTO_SCTP, SCTP_PEER_ADDR_PARAMS, &p, sizeof(p)) < 0) return errno;
+    return 0;
+}
+
 /// Binds to (id, local port). Returns 0 or errno.
 static inline int ugate_sctp_bind(struct socket *so, uintptr_t id, uint16_t port) {
     struct sockaddr_conn a = ugate_sctp_conn_address(id, port);

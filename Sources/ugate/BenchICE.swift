@@ -23,6 +23,9 @@ struct BenchICE: AsyncParsableCommand {
     @Option(help: "STUN pacing (Ta) in milliseconds for the ugate agents (RFC 8445 allows 5-).")
     var pacing = 5
 
+    @Option(help: "Nomination of the controlling agent: aggressive (default) or regular.")
+    var nomination: ICENomination = .aggressive
+
     @Option(help: "Path of interop/ice/aioice_bench.py (empty: skip the aioice anchor).")
     var aioiceScript = "interop/ice/aioice_bench.py"
 
@@ -70,6 +73,7 @@ struct BenchICE: AsyncParsableCommand {
     private func startPair(_ loopA: ICEEventLoop, _ loopB: ICEEventLoop, receiveQueueLimit: Int) throws -> (ICEAgent, ICEAgent, EventWatch, EventWatch) {
         var config = ICEConfiguration(localAddresses: ["127.0.0.1"])
         config.checkPacing = .milliseconds(pacing)
+        config.nomination = nomination
         config.receiveQueueLimit = receiveQueueLimit
         config.sendQueueLimit = receiveQueueLimit
         let a = try ICEAgent(role: .controlling, configuration: config, loop: loopA)
@@ -267,3 +271,5 @@ extension Duration {
     fileprivate var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
     fileprivate var milliseconds: Double { seconds * 1000 }
 }
+
+extension ICENomination: ExpressibleByArgument {}

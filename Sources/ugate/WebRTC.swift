@@ -11,7 +11,7 @@ struct WebRTC: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "webrtc",
         abstract: "A WebRTC data-channel peer: exchange descriptions as JSON lines, then echo or send.",
-        subcommands: [WebRTCOffer.self, WebRTCAnswer.self])
+        subcommands: [WebRTCOffer.self, WebRTCAnswer.self, WebRTCPair.self])
 }
 
 struct WebRTCOffer: AsyncParsableCommand {
@@ -26,6 +26,45 @@ struct WebRTCAnswer: AsyncParsableCommand {
         commandName: "answer", abstract: "Read the offer, write the answer, connect.")
     @OptionGroup var options: WebRTCOptions
     func run() async throws { try await options.run(offerer: false) }
+}
+
+/// Both peers in one process, descriptions handed over in memory (non-trickle): the stack's own
+/// offer → open time without another process or a signalling relay.
+struct WebRTCPair: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pair",
+        abstract: "Offerer and answerer in this process: connect, send --send bytes (default 1 MiB) and get them echoed; one result line per run.")
+    @OptionGroup var options: WebRTCOptions
+    @Option(help: "Connections to open one after another (one result line each).")
+    var runs = 1
+
+    func validate() throws {
+        if runs < 1 || runs > 1000 { throw ValidationError("--runs must be between 1 and 1000") }
+    }
+
+    func run() async throws {
+        options.bootstrapLogging()
+        var configuration = options.peerConfiguration
+        if configuration.ice.localAddresses.isEmpty { configuration.ice.localAddresses = ["127.0.0.1"] }
+        for _ in 0..<runs {
+            let offerer = try PeerConnection(configuration: configuration, logger: Logger(label: "ugate.webrtc.offerer"))
+            let answerer = try PeerConnection(configuration: configuration, logger: Logger(label: "ugate.webrtc.answerer"))
+            let signallingStarted = ContinuousClock.now
+            let offer = try await offerer.createOffer()
+            let answer = try await answerer.acceptOffer(sdp: offer.sdp)
+            try offerer.acceptAnswer(sdp: answer.sdp)
+            let echo = Task { await ChannelTransfer.echo(answerer) }
+            let result = try await ChannelTransfer.sendAndVerify(
+                over: offerer, bytes: options.send ?? (1 << 20), messageSize: options.messageSize,
+                channels: options.channels, signallingStarted: signallingStarted)
+            await offerer.close()
+            await echo.value
+            await answerer.close()
+            let line = String(decoding: try JSONEncoder().encode(result), as: UTF8.self)
+            emitLine(line)
+            if !result.intact { throw WebRTCError(.integrity, "the echo differs: \(line)") }
+        }
+    }
 }
 
 struct WebRTCOptions: ParsableArguments {
@@ -53,6 +92,10 @@ struct WebRTCOptions: ParsableArguments {
     var send: Int?
     @Option(help: "With --send: open K channels and spread the N bytes over them, sent in parallel.")
     var channels = 1
+    @Option(help: ArgumentHelp(
+        "Largest datagram to accept and use once DTLS is up, advertised as a=ugate-max-datagram-size (only ugate peers use it; capped by the selected path's MTU).",
+        discussion: "1200 advertises nothing and keeps the WebRTC default."))
+    var mtu = DataChannelSessionConfiguration.largestRecordDatagram
     @Option(help: "Give up after this many seconds (whole run).")
     var timeout: Double = 120
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).")
@@ -63,6 +106,8 @@ struct WebRTCOptions: ParsableArguments {
         if let send, send < 0 { throw ValidationError("--send needs a byte count ≥ 0") }
         if messageSize < 1 { throw ValidationError("--message-size must be ≥ 1") }
         if channels < 1 || channels > 512 { throw ValidationError("--channels must be between 1 and 512") }
+        let range = SessionDescription.maxDatagramSizeRange
+        if !range.contains(mtu) { throw ValidationError("--mtu must be between \(range.lowerBound) and \(range.upperBound)") }
         if !turn.isEmpty, turnUser == nil || turnPassword == nil {
             throw ValidationError("--turn needs --turn-user and --turn-password")
         }
@@ -77,23 +122,29 @@ struct WebRTCOptions: ParsableArguments {
         ice.localAddresses = localAddress
         ice.transportPolicy = relayOnly ? .relay : .all
         ice.connectTimeout = .seconds(min(timeout, 60))
-        return PeerConnectionConfiguration(ice: ice, trickle: trickle)
+        return PeerConnectionConfiguration(ice: ice, trickle: trickle, maxDatagramSize: mtu)
     }
 
-    func run(offerer: Bool) async throws {
+    /// Logs to stderr at `--log-level`, and the `--timeout` watchdog (exit status 3).
+    func bootstrapLogging() {
         let level = logLevel
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
         }
-        let logger = Logger(label: "ugate.webrtc.cli")
         let deadline = timeout
+        let logger = Logger(label: "ugate.webrtc.cli")
         Thread.detachNewThread {
             Thread.sleep(forTimeInterval: deadline)
             logger.error("timed out", metadata: ["seconds": "\(deadline)"])
             Foundation.exit(3)
         }
+    }
+
+    func run(offerer: Bool) async throws {
+        bootstrapLogging()
+        let logger = Logger(label: "ugate.webrtc.cli")
         let signaling = try SignalChannel(kind: SignalChannel.Kind(parsing: signal), offerer: offerer)
         let connection = try PeerConnection(configuration: peerConfiguration, logger: Logger(label: "ugate.webrtc"))
         var incoming = signaling.incoming.makeAsyncIterator()
@@ -129,6 +180,7 @@ struct WebRTCOptions: ParsableArguments {
         logger.info("connected", metadata: [
             "ms": "\(Int(Date().timeIntervalSince(started) * 1000))",
             "local": "\(pair?.local.attributeValue ?? "?")", "remote": "\(pair?.remote.attributeValue ?? "?")",
+            "mtu": "\(connection.datagramSize ?? 0)",
         ])
         if let send {
             let result = try await ChannelTransfer.sendAndVerify(

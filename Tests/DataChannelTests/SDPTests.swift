@@ -153,15 +153,9 @@ final class SDPTests: XCTestCase {
         for (original, replacement, line, word) in cases {
             let sample = SDPSamples.chromiumOffer.replacingOccurrences(of: original + "\r\n", with: replacement + "\r\n")
             XCTAssertNotEqual(sample, SDPSamples.chromiumOffer, original)
-            do throws(SDPError) {
-                _ = try SessionDescription(parsing: sample)
-                XCTFail("accepted \(replacement)")
-            } catch {
-                XCTAssertEqual(error.line, line, "\(replacement): \(error)")
-                XCTAssertEqual(error.text, replacement)
-                XCTAssertTrue(error.description.contains(replacement), error.description)
-                XCTAssertTrue(error.reason.contains(word) || error.description.contains(word), "\(error)")
-            }
+            guard let error = refusal(sample, line: line, text: replacement) else { continue }
+            XCTAssertTrue(error.description.contains(replacement), error.description)
+            XCTAssertTrue(error.reason.contains(word) || error.description.contains(word), "\(error)")
         }
         XCTAssertEqual((try? SessionDescription(parsing: "v=1\r\n"))?.iceUfrag, nil)
         XCTAssertThrowsError(try SessionDescription(parsing: "")) { XCTAssertEqual(($0 as? SDPError)?.line, 0) }
@@ -189,5 +183,71 @@ final class SDPTests: XCTestCase {
         let json = String(decoding: try JSONEncoder().encode(message), as: UTF8.self)
         XCTAssertTrue(json.contains("\"type\":\"offer\""))
         XCTAssertEqual(try JSONDecoder().decode(SessionDescriptionMessage.self, from: Data(json.utf8)), message)
+    }
+
+    /// ugate's `a=ugate-max-datagram-size`: written in the media section, parsed back (whole,
+    /// split at every line, LF only), absent from foreign descriptions, never echoed by an answer.
+    func testMaxDatagramSizeRoundTrip() throws {
+        let offer = SessionDescription.offer(iceUfrag: "abcd", icePwd: "abcdefghijklmnopqrstuvwx",
+                                             fingerprints: [fingerprint256], maxDatagramSize: 16_449)
+        XCTAssertTrue(offer.sdp.contains("\r\na=ugate-max-datagram-size:16449 abcd\r\n"), offer.sdp)
+        XCTAssertEqual(try SessionDescription(parsing: offer.sdp), offer)
+        XCTAssertEqual(try SessionDescription(parsing: offer.sdp.replacingOccurrences(of: "\r\n", with: "\n")).maxDatagramSize, 16_449)
+        // The attribute comes after the m= line: a description cut before it has none.
+        let lines = offer.sdp.components(separatedBy: "\r\n")
+        let at = try XCTUnwrap(lines.firstIndex { $0.hasPrefix("a=ugate-max-datagram-size") })
+        XCTAssertNil(try SessionDescription(parsing: lines[..<at].joined(separator: "\r\n")).maxDatagramSize)
+        for sample in [SDPSamples.chromiumOffer, SDPSamples.aiortcOffer, SDPSamples.pionOffer, SDPSamples.libdatachannelOffer] {
+            XCTAssertNil(try SessionDescription(parsing: sample).maxDatagramSize)
+        }
+        // An answer carries only its own value (or none), whatever the offer said.
+        let parsed = try SessionDescription(parsing: offer.sdp)
+        let plain = try parsed.answer(iceUfrag: "efgh", icePwd: "abcdefghijklmnopqrstuvwx", fingerprints: [fingerprint256])
+        XCTAssertNil(plain.maxDatagramSize)
+        XCTAssertFalse(plain.sdp.contains("ugate-max-datagram-size"))
+        let own = try parsed.answer(iceUfrag: "efgh", icePwd: "abcdefghijklmnopqrstuvwx", fingerprints: [fingerprint256],
+                                    maxDatagramSize: 1472)
+        XCTAssertEqual(try SessionDescription(parsing: own.sdp).maxDatagramSize, 1472)
+        // Session level is not where it belongs: ignored like any attribute we do not use there.
+        let sessionLevel = SDPSamples.chromiumOffer.replacingOccurrences(of: "t=0 0\r\n", with: "t=0 0\r\na=ugate-max-datagram-size:9000 Fh3A\r\n")
+        XCTAssertNil(try SessionDescription(parsing: sessionLevel).maxDatagramSize)
+        // A foreign answer that copied the offer's line (libdatachannel 0.22 copies unknown
+        // media attributes) carries the offerer's ufrag, not its own: ignored.
+        let echoed = own.sdp.replacingOccurrences(of: "a=ugate-max-datagram-size:1472 efgh", with: "a=ugate-max-datagram-size:16449 abcd")
+        XCTAssertNotEqual(echoed, own.sdp)
+        XCTAssertNil(try SessionDescription(parsing: echoed).maxDatagramSize)
+    }
+
+    /// Malformed or out-of-range values are refused with the line named.
+    func testMalformedMaxDatagramSizeIsNamed() throws {
+        let offer = SessionDescription.offer(iceUfrag: "abcd", icePwd: "abcdefghijklmnopqrstuvwx",
+                                             fingerprints: [fingerprint256], maxDatagramSize: 9000)
+        let lines = offer.sdp.components(separatedBy: "\r\n")
+        let number = try XCTUnwrap(lines.firstIndex { $0.hasPrefix("a=ugate-max-datagram-size") }) + 1
+        for bad in ["", "9000", "big abcd", "-1 abcd", "1199 abcd", "65508 abcd", "+9000 abcd", "9000  abcd", "9000 abcd ",
+                    "９０００ abcd", "99999999999999999999 abcd", "9000 abc", "9000 ab-cd", "9000 abcd extra"] {
+            let line = "a=ugate-max-datagram-size:" + bad
+            let text = offer.sdp.replacingOccurrences(of: "a=ugate-max-datagram-size:9000 abcd\r\n", with: line + "\r\n")
+            guard let error = refusal(text, line: number, text: line) else { continue }
+            XCTAssertTrue(error.description.contains("ugate-max-datagram-size must be <bytes> <ice-ufrag>, bytes from 1200 to 65507"), "\(error)")
+        }
+        for good in [1200, 65_507] {
+            let text = offer.sdp.replacingOccurrences(of: "a=ugate-max-datagram-size:9000 ", with: "a=ugate-max-datagram-size:\(good) ")
+            XCTAssertEqual(try SessionDescription(parsing: text).maxDatagramSize, good)
+        }
+    }
+}
+
+/// Parses `sdp`, which must be refused at line `line` (1-based) whose text is `text`; the error,
+/// or nil (after recording a failure) when it was accepted.
+private func refusal(_ sdp: String, line: Int, text: String, file: StaticString = #filePath, lineNumber: UInt = #line) -> SDPError? {
+    do throws(SDPError) {
+        _ = try SessionDescription(parsing: sdp)
+        XCTFail("accepted \(text)", file: file, line: lineNumber)
+        return nil
+    } catch {
+        XCTAssertEqual(error.line, line, "\(text): \(error)", file: file, line: lineNumber)
+        XCTAssertEqual(error.text, text, file: file, line: lineNumber)
+        return error
     }
 }

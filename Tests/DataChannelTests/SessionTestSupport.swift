@@ -10,10 +10,11 @@ struct SessionPair {
     let serverEnd: MemoryDatagramEnd
 
     static func make(impairment: MemoryDatagramPipe.Impairment = .init(),
+                     maximumDatagramSize: Int? = nil,
                      clientFingerprints: [CertificateFingerprint]? = nil,
                      configure: (inout DataChannelSessionConfiguration) -> Void = { _ in }) throws -> SessionPair {
         let clientIdentity = try DTLSIdentity(), serverIdentity = try DTLSIdentity()
-        let (a, b) = MemoryDatagramPipe.makePair(impairment: impairment)
+        let (a, b) = MemoryDatagramPipe.makePair(impairment: impairment, maximumDatagramSize: maximumDatagramSize)
         var clientConfiguration = DataChannelSessionConfiguration(
             identity: clientIdentity, role: .client, remoteFingerprints: [serverIdentity.fingerprint], remoteMaxMessageSize: 262_144)
         var serverConfiguration = DataChannelSessionConfiguration(

@@ -54,19 +54,18 @@ final class WebRTCInteropTests: XCTestCase {
         return "python3 \(Self.root.path)/interop/webrtc/chromium_peer.py \(role) \(action)"
     }
 
-    /// The pion peer, built offline from Debian's Go packages on first use.
+    /// The pion peer, built offline from Debian's Go packages by `pion_peer/build.sh`, which
+    /// rebuilds it when missing or older than its source (the same script interop/run uses).
     private func pionCommand(_ role: String, _ action: String) throws -> String {
         let binary = Self.root.appendingPathComponent(".build/interop/pion_peer").path
-        if !FileManager.default.isExecutableFile(atPath: binary) {
-            let build = Process()
-            build.executableURL = URL(fileURLWithPath: Self.root.path + "/interop/webrtc/pion_peer/build.sh")
-            build.arguments = [binary]
-            try build.run()
-            build.waitUntilExit()
-            guard build.terminationStatus == 0 else {
-                XCTFail("building the pion peer failed: apt-get install golang-go golang-github-pion-webrtc.v3-dev")
-                throw CocoaError(.executableNotLoadable)
-            }
+        let build = Process()
+        build.executableURL = URL(fileURLWithPath: Self.root.path + "/interop/webrtc/pion_peer/build.sh")
+        build.arguments = [binary]
+        try build.run()
+        build.waitUntilExit()
+        guard build.terminationStatus == 0, FileManager.default.isExecutableFile(atPath: binary) else {
+            XCTFail("building the pion peer failed: apt-get install golang-go golang-github-pion-webrtc.v3-dev")
+            throw CocoaError(.executableNotLoadable)
         }
         return "\(binary) \(role) \(action)"
     }
@@ -140,6 +139,12 @@ final class WebRTCInteropTests: XCTestCase {
         let summary = try Self.runPair(offer: command(offerer, "offer"), answer: command(answerer, "answer"), netns: netns,
                                   file: file, line: line)
         Self.assertIntact(summary, sender: sender, payload: payload, file: file, line: line)
+        let sendingPeer = sender == "offer" ? offerer : answerer
+        if sendingPeer == .ugate, peers.contains(where: { $0 != .ugate }) {
+            // Foreign stacks never advertise a=ugate-max-datagram-size: ugate stays at 1200.
+            let result = (summary["results"] as? [String: [String: Any]])?[sender]
+            XCTAssertEqual(result?["datagramSize"] as? Int, 1200, "\(summary)", file: file, line: line)
+        }
     }
 
     func testUgateOffersAndSendsAiortcEchoes() throws { try check(.ugate, .aiortc, sender: "offer") }

@@ -101,6 +101,56 @@ final class WebRTCPeerConnectionTests: XCTestCase {
         await answerer.close()
     }
 
+    /// Both sides advertise `a=ugate-max-datagram-size` (the default): over loopback ICE
+    /// (kernel path MTU 65 536) they agree on one full DTLS record per datagram after the
+    /// handshake, and 8 MiB each way arrive intact.
+    func testUgatePeersAgreeOnLargerDatagramsOverLoopback() async throws {
+        let offerer = try PeerConnection(configuration: configuration(trickle: false))
+        let answerer = try PeerConnection(configuration: configuration(trickle: false))
+        let offer = try await offerer.createOffer()
+        XCTAssertEqual(offer.maxDatagramSize, DataChannelSessionConfiguration.largestRecordDatagram)
+        _ = try await negotiate(offerer, answerer, trickle: false, offer: offer)
+        XCTAssertEqual(answerer.localDescription?.maxDatagramSize, DataChannelSessionConfiguration.largestRecordDatagram)
+        let echoes = [Task { await ChannelTransfer.echo(offerer) }, Task { await ChannelTransfer.echo(answerer) }]
+        async let fromOfferer = ChannelTransfer.sendAndVerify(over: offerer, bytes: 8 << 20, messageSize: 65_536, label: "o")
+        async let fromAnswerer = ChannelTransfer.sendAndVerify(over: answerer, bytes: 8 << 20, messageSize: 65_536, label: "a")
+        let (a, b) = try await (fromOfferer, fromAnswerer)
+        for result in [a, b] {
+            XCTAssertTrue(result.intact, "\(result)")
+            XCTAssertEqual(result.datagramSize, DataChannelSessionConfiguration.largestRecordDatagram)
+        }
+        XCTAssertEqual(offerer.selectedPair?.local.kind, .host)
+        XCTAssertEqual(offerer.datagramSize, DataChannelSessionConfiguration.largestRecordDatagram)
+        XCTAssertEqual(answerer.datagramSize, DataChannelSessionConfiguration.largestRecordDatagram)
+        await offerer.close()
+        _ = await waitUntilEnded(answerer)
+        for echo in echoes { await echo.value }
+        await answerer.close()
+    }
+
+    /// A peer that does not advertise the attribute (as every foreign stack) keeps both sides
+    /// at the 1200-byte MTU; the smaller of two advertised values wins.
+    func testPeerWithoutTheAttributeKeepsBothAt1200AndSmallerValueWins() async throws {
+        for (answererSize, expected) in [(Int?.none, 1200), (9000, 9000)] {
+            var plain = configuration(trickle: false)
+            plain.maxDatagramSize = answererSize
+            let offerer = try PeerConnection(configuration: configuration(trickle: false))
+            let answerer = try PeerConnection(configuration: plain)
+            _ = try await negotiate(offerer, answerer, trickle: false)
+            XCTAssertEqual(answerer.localDescription?.maxDatagramSize, answererSize)
+            XCTAssertFalse(answererSize == nil && answerer.localDescription!.sdp.contains("ugate-max-datagram-size"))
+            let echo = Task { await ChannelTransfer.echo(answerer) }
+            let result = try await ChannelTransfer.sendAndVerify(over: offerer, bytes: 3 << 20, messageSize: 65_536)
+            XCTAssertTrue(result.intact, "\(result)")
+            XCTAssertEqual(result.datagramSize, expected)
+            XCTAssertEqual(answerer.datagramSize, expected)
+            await offerer.close()
+            _ = await waitUntilEnded(answerer)
+            await echo.value
+            await answerer.close()
+        }
+    }
+
     func testTrickleSmallAndEmptyMessagesAnswererCloses() async throws {
         let offerer = try PeerConnection(configuration: configuration(trickle: true))
         let answerer = try PeerConnection(configuration: configuration(trickle: true))

@@ -94,7 +94,7 @@ private final class TURNLab {
                 try Self.ip(["-n", name, "addr", "add", "\(address)/32", "dev", "lo"])
             }
             if nat {
-                try Self.run(exec + ["nft", "-f", "-"], input: """
+                try runCommand(exec + ["nft", "-f", "-"], input: """
                     table ip ugate_wrtc_nat {
                       chain post {
                         type nat hook postrouting priority 100;
@@ -129,7 +129,7 @@ private final class TURNLab {
     /// Polls `ss` in the namespace (every 50 ms, at most 10 s) until coturn listens on TCP 3478.
     private func waitForListener() throws {
         for _ in 0..<200 {
-            if try Self.run(exec + ["ss", "-Hltn", "sport = :3478"]).contains("3478") { return }
+            if try runCommand(exec + ["ss", "-Hltn", "sport = :3478"]).contains("3478") { return }
             usleep(50_000)
         }
         throw NSError(domain: "WebRTCTURNTests", code: 2, userInfo: [NSLocalizedDescriptionKey: "coturn did not listen:\n\(coturnLog)"])
@@ -144,7 +144,7 @@ private final class TURNLab {
             if coturn.isRunning { kill(coturn.processIdentifier, SIGKILL) }
             coturn.waitUntilExit()
         }
-        for pid in ((try? Self.run(["ip", "netns", "pids", name])) ?? "").split(separator: "\n").compactMap({ Int32($0) }) {
+        for pid in ((try? runCommand(["ip", "netns", "pids", name])) ?? "").split(separator: "\n").compactMap({ Int32($0) }) {
             kill(pid, SIGKILL)
         }
         _ = try? Self.ip(["netns", "del", name])
@@ -152,27 +152,27 @@ private final class TURNLab {
         try? FileManager.default.removeItem(atPath: "/tmp/\(name).pid")
     }
 
-    private static func ip(_ arguments: [String]) throws { _ = try run(["ip"] + arguments) }
+    private static func ip(_ arguments: [String]) throws { _ = try runCommand(["ip"] + arguments) }
+}
 
-    /// Runs a command (through /usr/bin/env), returns its stdout; throws when it fails.
-    @discardableResult
-    private static func run(_ arguments: [String], input: String? = nil) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
-        let output = Pipe()
-        let stdin = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        process.standardInput = stdin
-        try process.run()
-        if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
-        try stdin.fileHandleForWriting.close()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw NSError(domain: "WebRTCTURNTests", code: 3, userInfo: [NSLocalizedDescriptionKey: "\(arguments.joined(separator: " ")) failed: \(text)"])
-        }
-        return text
+/// Runs a command (through /usr/bin/env), returns its stdout; throws when it fails.
+@discardableResult
+func runCommand(_ arguments: [String], input: String? = nil) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = arguments
+    let output = Pipe()
+    let stdin = Pipe()
+    process.standardOutput = output
+    process.standardError = output
+    process.standardInput = stdin
+    try process.run()
+    if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
+    try stdin.fileHandleForWriting.close()
+    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else {
+        throw NSError(domain: "WebRTCTURNTests", code: 3, userInfo: [NSLocalizedDescriptionKey: "\(arguments.joined(separator: " ")) failed: \(text)"])
     }
+    return text
 }

@@ -65,12 +65,10 @@ def ugate_supports_channels(binary):
 
 
 def pion_binary():
-    """Builds the pion peer (offline, Debian's Go packages) when missing or older than its source."""
+    """The pion peer; pion_peer/build.sh builds it (offline, Debian's Go packages) when it is
+    missing or older than its source, and decides that alone (the Swift tests call it too)."""
     binary = os.path.join(ROOT, ".build", "interop", "pion_peer")
-    source = os.path.join(WEBRTC, "pion_peer", "main.go")
-    stale = not os.access(binary, os.X_OK) or os.path.getmtime(binary) < os.path.getmtime(source)
-    if stale and shutil.which("go"):
-        subprocess.run([os.path.join(WEBRTC, "pion_peer", "build.sh"), binary], capture_output=True)
+    subprocess.run([os.path.join(WEBRTC, "pion_peer", "build.sh"), binary], capture_output=True)
     return binary if os.access(binary, os.X_OK) else None
 
 

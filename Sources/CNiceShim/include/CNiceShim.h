@@ -36,4 +36,10 @@ gboolean ugate_nice_add_local_address(NiceAgent *agent, const gchar *ip);
 /// Returns 0, or -errno.
 int ugate_enter_net_namespace(const char *path);
 
+/// The largest UDP payload the kernel would send unfragmented to `ip` (an IP literal) on
+/// `port`: IP_MTU / IPV6_MTU of a UDP socket connected there (the route's MTU or the cached
+/// path MTU), minus the IP and UDP headers (28 bytes over IPv4, 48 over IPv6). The probe socket
+/// sends nothing. Returns the size, or -errno (-EINVAL for a malformed literal).
+int ugate_udp_path_payload_limit(const char *ip, unsigned short port);
+
 #endif

@@ -132,6 +132,12 @@ final class DTLSConnection {
         return written
     }
 
+    /// Sets the largest datagram OpenSSL may emit (after the handshake: larger records).
+    func setMTU(_ mtu: Int) {
+        guard let ssl else { return }
+        _ = ugate_ssl_set_mtu(ssl, mtu)
+    }
+
     /// Nanoseconds until the handshake retransmission timer fires, or nil when none runs.
     func timeoutRemainingNanoseconds() -> UInt64? {
         guard let ssl else { return nil }

@@ -56,6 +56,8 @@ extension SessionDescription {
         var sctpMapPort: UInt16?
         var legacyFormatPort: UInt16?
         var maxMessageSize: Int?
+        /// The value and the ufrag it was bound to (checked against the description's own).
+        var maxDatagramSize: (size: Int, ufrag: String)?
         var candidates: [String] = []
         var endOfCandidates = false
 
@@ -169,6 +171,15 @@ extension SessionDescription {
             case "max-message-size" where !sessionLevel:
                 guard let size = Int(argument), size >= 0 else { throw fail("max-message-size must be a non-negative integer") }
                 maxMessageSize = size
+            case SessionDescription.maxDatagramSizeAttribute[...] where !sessionLevel:
+                let fields = argument.split(separator: " ", omittingEmptySubsequences: false)
+                guard fields.count == 2, fields[0].allSatisfy({ $0.isASCII && $0.isNumber }), let size = Int(fields[0]),
+                      SessionDescription.maxDatagramSizeRange.contains(size),
+                      (4...256).contains(fields[1].count), fields[1].allSatisfy(Self.isICEChar) else {
+                    let range = SessionDescription.maxDatagramSizeRange
+                    throw fail("\(SessionDescription.maxDatagramSizeAttribute) must be <bytes> <ice-ufrag>, bytes from \(range.lowerBound) to \(range.upperBound)")
+                }
+                maxDatagramSize = (size, String(fields[1]))
             case "candidate" where !sessionLevel:
                 guard Self.isValidCandidate(argument) else {
                     throw fail("candidate needs foundation component transport priority address port typ type (RFC 8839 §5.1)")
@@ -199,7 +210,9 @@ extension SessionDescription {
                 iceOptions: media.iceOptions ?? session.iceOptions ?? [], iceLite: media.iceLite || session.iceLite,
                 fingerprints: fingerprints, setup: setup, mid: mid,
                 sctpPort: sctpPort ?? sctpMapPort ?? legacyFormatPort ?? 5000, maxMessageSize: maxMessageSize,
-                candidates: candidates, endOfCandidates: endOfCandidates,
+                // Bound to our own ufrag: a stack that copies the offer's unknown attributes into
+                // its answer (libdatachannel 0.22 does) echoes the offerer's, and is ignored.
+                maxDatagramSize: maxDatagramSize.flatMap { $0.ufrag == ufrag ? $0.size : nil }, candidates: candidates, endOfCandidates: endOfCandidates,
                 usedLegacySCTPMap: legacyFormatPort != nil || sctpMapPort != nil)
         }
 

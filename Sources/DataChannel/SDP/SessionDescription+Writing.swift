@@ -20,6 +20,7 @@ extension SessionDescription {
         if let mid { lines.append("a=mid:\(mid)") }
         lines.append("a=sctp-port:\(sctpPort)")
         if let maxMessageSize { lines.append("a=max-message-size:\(maxMessageSize)") }
+        if let maxDatagramSize { lines.append("a=\(Self.maxDatagramSizeAttribute):\(maxDatagramSize) \(iceUfrag)") }
         for candidate in candidates { lines.append("a=\(candidate)") }
         if endOfCandidates { lines.append("a=end-of-candidates") }
         return lines.joined(separator: "\r\n") + "\r\n"

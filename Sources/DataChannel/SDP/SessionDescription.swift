@@ -32,6 +32,10 @@ public struct SessionDescription: Sendable, Equatable {
     public var sctpPort: UInt16
     /// `a=max-message-size`; nil when absent (then 65536 applies, RFC 8841 §6.1; 0 = no limit).
     public var maxMessageSize: Int?
+    /// `a=ugate-max-datagram-size` (ugate's own attribute, see ``maxDatagramSizeAttribute``):
+    /// the largest UDP payload the described endpoint accepts once DTLS is up; nil when absent
+    /// (every foreign stack), which keeps both sides at the handshake MTU of ≈ 1200 bytes.
+    public var maxDatagramSize: Int?
     /// `a=candidate` values, each starting with `candidate:`.
     public var candidates: [String]
     /// `a=end-of-candidates` present.
@@ -39,12 +43,12 @@ public struct SessionDescription: Sendable, Equatable {
     /// The input used the legacy `DTLS/SCTP <port>` + `a=sctpmap` form (we always emit RFC 8841).
     public var usedLegacySCTPMap: Bool
 
-    /// Creates a description; see ``offer(iceUfrag:icePwd:fingerprints:sctpPort:maxMessageSize:candidates:endOfCandidates:trickle:)``.
+    /// Creates a description; see ``offer(iceUfrag:icePwd:fingerprints:sctpPort:maxMessageSize:maxDatagramSize:candidates:endOfCandidates:trickle:)``.
     public init(sessionID: String = SessionDescription.randomSessionID(), sessionVersion: UInt64 = 2,
                 iceUfrag: String, icePwd: String, iceOptions: [String] = ["trickle"], iceLite: Bool = false,
                 fingerprints: [CertificateFingerprint], setup: Setup, mid: String? = "0",
-                sctpPort: UInt16 = 5000, maxMessageSize: Int? = 262_144, candidates: [String] = [],
-                endOfCandidates: Bool = false, usedLegacySCTPMap: Bool = false) {
+                sctpPort: UInt16 = 5000, maxMessageSize: Int? = 262_144, maxDatagramSize: Int? = nil,
+                candidates: [String] = [], endOfCandidates: Bool = false, usedLegacySCTPMap: Bool = false) {
         self.sessionID = sessionID
         self.sessionVersion = sessionVersion
         self.iceUfrag = iceUfrag
@@ -56,28 +60,43 @@ public struct SessionDescription: Sendable, Equatable {
         self.mid = mid
         self.sctpPort = sctpPort
         self.maxMessageSize = maxMessageSize
+        self.maxDatagramSize = maxDatagramSize
         self.candidates = candidates
         self.endOfCandidates = endOfCandidates
         self.usedLegacySCTPMap = usedLegacySCTPMap
     }
+
+    /// Name of ugate's media-level attribute `a=ugate-max-datagram-size:<bytes> <ice-ufrag>`: the
+    /// largest datagram (UDP payload) this endpoint accepts after the DTLS handshake, bound to the
+    /// description's own `a=ice-ufrag`. Foreign stacks ignore unknown attributes (RFC 8866 §5.13)
+    /// and never send it, so with them both sides stay at the handshake MTU; two ugate peers use
+    /// the smaller of both values, capped by the selected path's MTU (docs/datachannel.md,
+    /// "Datagram size"). A value bound to another ufrag is an echo of the other side's line (some
+    /// stacks copy an offer's unknown attributes into their answer) and is ignored on parsing.
+    public static let maxDatagramSizeAttribute = "ugate-max-datagram-size"
+    /// Values `a=ugate-max-datagram-size` may carry: at least the 1200 bytes every WebRTC path
+    /// must carry, at most the largest UDP payload over IPv4.
+    public static let maxDatagramSizeRange = 1200...65_507
 
     /// The largest message the described endpoint accepts (RFC 8841 §6.1); 0 means no limit.
     public var effectiveMaxMessageSize: Int { maxMessageSize ?? 65_536 }
 
     /// An offer (`a=setup:actpass`) for a data-only session.
     public static func offer(iceUfrag: String, icePwd: String, fingerprints: [CertificateFingerprint],
-                             sctpPort: UInt16 = 5000, maxMessageSize: Int = 262_144,
+                             sctpPort: UInt16 = 5000, maxMessageSize: Int = 262_144, maxDatagramSize: Int? = nil,
                              candidates: [String] = [], endOfCandidates: Bool = false,
                              trickle: Bool = true) -> SessionDescription {
         SessionDescription(iceUfrag: iceUfrag, icePwd: icePwd, iceOptions: trickle ? ["trickle"] : [],
                            fingerprints: fingerprints, setup: .actpass, mid: "0", sctpPort: sctpPort,
-                           maxMessageSize: maxMessageSize, candidates: candidates, endOfCandidates: endOfCandidates)
+                           maxMessageSize: maxMessageSize, maxDatagramSize: maxDatagramSize,
+                           candidates: candidates, endOfCandidates: endOfCandidates)
     }
 
-    /// An answer to this offer: mirrors its `mid`, and takes `active` when the offer says
+    /// An answer to this offer: mirrors its `mid` (and nothing else of it: our own
+    /// `maxDatagramSize` is ours, whether the offer has one or not), and takes `active` when the offer says
     /// `actpass` (RFC 8842 §5.3), the opposite role otherwise.
     public func answer(iceUfrag: String, icePwd: String, fingerprints: [CertificateFingerprint],
-                       sctpPort: UInt16 = 5000, maxMessageSize: Int = 262_144,
+                       sctpPort: UInt16 = 5000, maxMessageSize: Int = 262_144, maxDatagramSize: Int? = nil,
                        candidates: [String] = [], endOfCandidates: Bool = false,
                        trickle: Bool = true) throws(SDPError) -> SessionDescription {
         let setup: Setup
@@ -88,7 +107,8 @@ public struct SessionDescription: Sendable, Equatable {
         }
         return SessionDescription(iceUfrag: iceUfrag, icePwd: icePwd, iceOptions: trickle ? ["trickle"] : [],
                                   fingerprints: fingerprints, setup: setup, mid: mid, sctpPort: sctpPort,
-                                  maxMessageSize: maxMessageSize, candidates: candidates, endOfCandidates: endOfCandidates)
+                                  maxMessageSize: maxMessageSize, maxDatagramSize: maxDatagramSize,
+                                  candidates: candidates, endOfCandidates: endOfCandidates)
     }
 
     /// Our DTLS role given our `a=setup` and the peer's (RFC 8842 §5): `active` is the client.

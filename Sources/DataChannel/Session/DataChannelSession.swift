@@ -31,6 +31,21 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         case failed(DataChannelError)
     }
 
+    /// When the session reached each connecting phase (monotonic clock), for open-time breakdowns.
+    public struct Timeline: Sendable, Equatable {
+        /// The transport reported ready (ICE connected; ``DatagramTransport/whenReady(_:)``).
+        public var transportReady: ContinuousClock.Instant?
+        /// The DTLS handshake began (on the loop, right after ``transportReady``).
+        public var handshakeStarted: ContinuousClock.Instant?
+        /// The DTLS handshake finished (SCTP INIT goes out now).
+        public var handshakeDone: ContinuousClock.Instant?
+        /// The SCTP association came up (COMMUNICATION_UP).
+        public var associationUp: ContinuousClock.Instant?
+
+        /// An empty timeline (nothing happened yet).
+        public init() {}
+    }
+
     /// How a session ended (``closeReason``).
     public enum CloseReason: String, Sendable, Equatable {
         /// ``close()``: every queued message was acknowledged, then SCTP SHUTDOWN completed.
@@ -66,6 +81,9 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
     /// Bytes delivered to channel inboxes and not yet received by the application, and whether
     /// reading from SCTP is paused because of them (receive flow control).
     private let unread = Mutex<(bytes: Int, paused: Bool)>((0, false))
+    private let publishedTimeline = Mutex(Timeline())
+    /// The datagram size in use (``datagramSize``).
+    private let publishedMTU: Atomic<Int>
 
     // MARK: Loop-confined state
 
@@ -79,6 +97,8 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
     }
 
     private var phase: State = .new
+    /// ``connect()`` asked the transport to call back when ready (the handshake starts then).
+    private var waitingForTransport = false
     private var contextID = 0
     private var dtls: DTLSConnection?
     private var socket: OpaquePointer?  // struct socket*
@@ -89,6 +109,9 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
     private var orphanMessages: [UInt16: [DataChannelMessage]] = [:]
     private var sendQueue = FIFO<Outgoing>()
     private var sendBlocked = false
+    /// When the loop tick next asks the transport for its datagram size (larger sizes only).
+    private var nextPathCheck: UInt64 = 0
+    private static let pathCheckIntervalNanoseconds: UInt64 = 1_000_000_000
     private var pendingResets: [UInt16] = []
     private var outboundStreams: UInt16 = 0
     private var inboundStreams: UInt16 = 0
@@ -109,6 +132,7 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         self.transport = transport
         self.configuration = configuration
         self.logger = logger
+        self.publishedMTU = Atomic(configuration.mtu)
         let (stream, continuation) = AsyncStream.makeStream(of: DataChannel.self)
         incomingChannels = stream
         incomingContinuation = continuation
@@ -120,11 +144,26 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
     /// The current state.
     public var state: State { published.withLock { $0 } }
 
-    /// Starts the DTLS handshake (if not started) and waits until the SCTP association is up.
+    /// When the handshake started and finished and the association came up.
+    public var timeline: Timeline { publishedTimeline.withLock { $0 } }
+
+    /// The largest datagram the session emits: the configured `mtu` until the DTLS handshake is
+    /// done, then the transport's ``DatagramTransport/maximumDatagramSize`` when it reports a
+    /// larger one (capped at one full DTLS record).
+    public var datagramSize: Int { publishedMTU.load(ordering: .relaxed) }
+
+    /// Starts the DTLS handshake once the transport is ready (``DatagramTransport/whenReady(_:)``;
+    /// at once when it already is) and waits until the SCTP association is up.
     public func connect() async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let begin: @Sendable () -> Void = {
-                self.startIfNeeded()
+                if self.phase == .new, !self.waitingForTransport {
+                    self.waitingForTransport = true
+                    self.transport.whenReady {
+                        self.publishedTimeline.withLock { $0.transportReady = .now }
+                        self.loop.execute { self.startIfNeeded() }
+                    }
+                }
                 switch self.phase {
                 case .connected: continuation.resume()
                 case .closed: continuation.resume(throwing: DataChannelError(.closed, "session closed"))
@@ -193,6 +232,13 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
 
     private func setPhase(_ state: State) {
         phase = state
+        let now = ContinuousClock.now
+        switch state {
+        case .handshaking: publishedTimeline.withLock { $0.handshakeStarted = now }
+        case .connecting: publishedTimeline.withLock { $0.handshakeDone = now }
+        case .connected: publishedTimeline.withLock { $0.associationUp = now }
+        default: break
+        }
         published.withLock { $0 = state }
         stateContinuation.yield(state)
         switch state {
@@ -276,19 +322,52 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         if let profile = dtls.srtpProfile, let lengths = SRTPKeys.lengths(profile: profile) {
             srtpKeyingMaterial = dtls.exportSRTPKeyingMaterial(length: 2 * (lengths.key + lengths.salt))
         }
-        logger.debug("DTLS handshake done", metadata: ["dtls.role": "\(configuration.role)", "srtp": "\(dtls.srtpProfile ?? "none")"])
+        // Handshake flights stay at the configured MTU (≈ 1200, safe on any path); records and
+        // SCTP packets may be larger from now on when both ends and the path allow it.
+        let dataMTU = configuration.dataMTU(transportLimit: transport.maximumDatagramSize)
+        if dataMTU != configuration.mtu { dtls.setMTU(dataMTU) }
+        publishedMTU.store(dataMTU, ordering: .relaxed)
+        logger.debug("DTLS handshake done", metadata: [
+            "dtls.role": "\(configuration.role)", "srtp": "\(dtls.srtpProfile ?? "none")", "mtu": "\(dataMTU)",
+        ])
         setPhase(.connecting)
         do {
-            try openSCTPSocket()
+            try openSCTPSocket(datagramSize: dataMTU)
         } catch let error as DataChannelError {
             return teardown(.failed(error), notifyPeer: true)
         } catch {
             return teardown(.failed(DataChannelError(.sctp, "\(error)")), notifyPeer: true)
         }
+        transport.observeMaximumDatagramSizeChanges { [weak self] in
+            guard let self else { return }
+            self.loop.execute { self.transportLimitChanged() }
+        }
         readApplicationData()
     }
 
-    private func openSCTPSocket() throws {
+    /// The transport's path changed (ICE selected another pair; or, checked once a second while
+    /// above `mtu`, the same pair's path MTU went down): when it now carries less than the size
+    /// in use, DTLS records and SCTP packets shrink to it. Never grows again: usrsctp
+    /// fragments DATA by the association's smallest path MTU, which a larger value does not
+    /// raise. DATA chunks usrsctp cut before the change keep their size (SCTP cannot split them
+    /// again; `sctp_pathmtu_adjustment` marks them may-fragment and resends them as they are):
+    /// those few datagrams leave above the new size and rely on IP fragmentation.
+    private func transportLimitChanged() {
+        guard phase == .connected || phase == .connecting, let dtls, let socket else { return }
+        let current = publishedMTU.load(ordering: .relaxed)
+        let next = configuration.dataMTU(transportLimit: transport.maximumDatagramSize)
+        guard next < current else { return }
+        dtls.setMTU(next)
+        let pathMTU = configuration.sctpPathMTU(datagram: next, aead: dtls.negotiatedAEAD)
+        let rc = ugate_sctp_lower_association_path_mtu(socket, UInt32(pathMTU))
+        if rc != 0 {
+            logger.warning("lowering the SCTP path MTU failed", metadata: ["mtu": "\(pathMTU)", "errno": "\(rc)"])
+        }
+        publishedMTU.store(next, ordering: .relaxed)
+        logger.debug("datagram size lowered (path changed)", metadata: ["from": "\(current)", "to": "\(next)"])
+    }
+
+    private func openSCTPSocket(datagramSize: Int) throws {
         let context = contextPointer(for: contextID)
         usrsctp_register_address(context)
         let buffer = UInt32(configuration.sctpBufferSize)
@@ -299,7 +378,7 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         var failedOption: Int32 = 0
         var rc = ugate_sctp_configure(socket, configuration.maxStreams, buffer, buffer, &failedOption)
         guard rc == 0 else { throw DataChannelError(.sctp, "usrsctp_setsockopt #\(failedOption) failed: errno \(rc)") }
-        let pathMTU = configuration.sctpPathMTU(aead: dtls?.negotiatedAEAD ?? false)
+        let pathMTU = configuration.sctpPathMTU(datagram: datagramSize, aead: dtls?.negotiatedAEAD ?? false)
         rc = ugate_sctp_set_path_mtu(socket, UInt32(pathMTU))
         guard rc == 0 else { throw DataChannelError(.sctp, "SCTP_PEER_ADDR_PARAMS (path MTU \(pathMTU)) failed: errno \(rc)") }
         rc = ugate_sctp_bind(socket, UInt(contextID), configuration.localSCTPPort)
@@ -342,6 +421,12 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
             if !dtls.handleTimeout() {
                 return teardown(.failed(DataChannelError(.handshakeFailed, "DTLS handshake timed out (\(configuration.role))")), notifyPeer: false)
             }
+        }
+        if phase == .connected, nowNanoseconds >= nextPathCheck, publishedMTU.load(ordering: .relaxed) > configuration.mtu {
+            // The same pair's path may carry less than when it was chosen (a link's MTU lowered,
+            // a smaller path MTU learned from ICMP): ask again once a second.
+            nextPathCheck = nowNanoseconds + Self.pathCheckIntervalNanoseconds
+            transportLimitChanged()
         }
         sendBlocked = false
         afterIO()

@@ -15,7 +15,9 @@ public struct DataChannelSessionConfiguration: Sendable {
     public var remoteMaxMessageSize: Int
     /// Our `a=max-message-size`: larger incoming messages are discarded.
     public var localMaxMessageSize: Int
-    /// Largest datagram DTLS emits; SCTP packets are sized to fit in one record of it.
+    /// Largest datagram DTLS emits during the handshake, and afterwards unless the transport
+    /// reports a larger ``DatagramTransport/maximumDatagramSize``; SCTP packets are sized to fit
+    /// in one record of the datagram size in use.
     public var mtu: Int
     /// SCTP streams requested in each direction (channel ids must be below it).
     public var maxStreams: UInt16
@@ -64,7 +66,31 @@ public struct DataChannelSessionConfiguration: Sendable {
     /// ChaCha20-Poly1305), 16-byte tag.
     static let dtlsAEADOverhead = 37
 
-    /// The SCTP path MTU: one SCTP packet per DTLS record per datagram. With the negotiated
-    /// suite known to be AEAD (AES-GCM, ChaCha20-Poly1305) the packets are 28 bytes larger.
-    func sctpPathMTU(aead: Bool) -> Int { mtu - (aead ? Self.dtlsAEADOverhead : Self.dtlsOverhead) }
+    /// Largest DTLS record plaintext (RFC 6347 §4.1, RFC 5246 §6.2.1: 2^14 bytes).
+    static let largestRecordPlaintext = 16_384
+    /// The largest datagram one DTLS record can fill: 16 KiB of plaintext plus the worst
+    /// overhead of the suites we offer. Larger datagrams would only carry several records, and
+    /// SCTP packets must fit one record; this is also what ugate peers advertise by default in
+    /// `a=ugate-max-datagram-size` (OpenSSL's DTLS read buffer takes a record this size).
+    public static let largestRecordDatagram = largestRecordPlaintext + dtlsOverhead
+
+    /// The datagram size once DTLS is up: the transport's limit (both ends and the path),
+    /// never below the handshake ``mtu`` nor above one full record.
+    func dataMTU(transportLimit: Int?) -> Int {
+        guard let transportLimit else { return mtu }
+        return max(mtu, min(transportLimit, Self.largestRecordDatagram))
+    }
+
+    /// What usrsctp adds to `spp_pathmtu` on an AF_CONN socket (the 12-byte SCTP common header):
+    /// with path MTU P it emitted packets of up to P + 9 bytes (measured: 1172 for P = 1163), so
+    /// 1200-byte budgets became 1209-byte datagrams and 16 KiB packets overflowed a record.
+    static let usrsctpPathMTUSlack = 12
+
+    /// The SCTP path MTU to set for `datagram`-byte datagrams: one SCTP packet per DTLS record
+    /// per datagram. With the negotiated suite known to be AEAD (AES-GCM, ChaCha20-Poly1305) the
+    /// packets are 28 bytes larger. Packets never exceed one record's plaintext.
+    func sctpPathMTU(datagram: Int, aead: Bool) -> Int {
+        min(datagram - (aead ? Self.dtlsAEADOverhead : Self.dtlsOverhead), Self.largestRecordPlaintext)
+            - Self.usrsctpPathMTUSlack
+    }
 }

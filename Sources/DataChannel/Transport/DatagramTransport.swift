@@ -19,6 +19,24 @@ public protocol DatagramTransport: AnyObject, Sendable {
     /// The thread the transport delivers on, when the session's loop may run there too (the
     /// ICE loop): nil (the default) keeps the loop on its own queue.
     var preferredExecutor: (any DataChannelExecutor)? { get }
+    /// The largest datagram both ends accept and the path carries, when the transport knows a
+    /// value above the session's handshake MTU (ICE: the smaller of both peers'
+    /// `a=ugate-max-datagram-size`, capped by the selected pair's kernel path MTU). The session
+    /// asks on its loop when the DTLS handshake is done and sizes records and SCTP packets by
+    /// it; then again after ``observeMaximumDatagramSizeChanges(_:)`` fires and once a second
+    /// while above `mtu`, lowering (never raising) the size. nil (the default): the configured
+    /// `mtu`.
+    var maximumDatagramSize: Int? { get }
+    /// Calls `changed` (from any thread, every time) when ``maximumDatagramSize`` may have
+    /// changed: ICE selected another pair (an ICE restart, or nomination switching pairs). A
+    /// session past its handshake then asks again and lowers its datagram size if the new
+    /// value is smaller. Default: never (the value is fixed).
+    func observeMaximumDatagramSizeChanges(_ changed: @escaping @Sendable () -> Void)
+    /// Calls `ready` once the transport can carry datagrams (ICE: a pair is connected), from any
+    /// thread, or at once when it already can. ``DataChannelSession/connect()`` starts the DTLS
+    /// handshake from there, so an ICE transport that calls back on its own thread has the
+    /// first flight out in the same loop pass. Default: at once.
+    func whenReady(_ ready: @escaping @Sendable () -> Void)
 }
 
 extension DatagramTransport {
@@ -31,6 +49,12 @@ extension DatagramTransport {
     }
 
     public var preferredExecutor: (any DataChannelExecutor)? { nil }
+
+    public var maximumDatagramSize: Int? { nil }
+
+    public func observeMaximumDatagramSizeChanges(_ changed: @escaping @Sendable () -> Void) {}
+
+    public func whenReady(_ ready: @escaping @Sendable () -> Void) { ready() }
 }
 
 /// RFC 7983 §7 demultiplexing of the first byte of a datagram arriving on an ICE component.

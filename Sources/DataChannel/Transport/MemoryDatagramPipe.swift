@@ -24,9 +24,13 @@ public enum MemoryDatagramPipe {
     }
 
     /// Creates a connected pair; `impairment` applies to both directions (independent generators).
-    public static func makePair(impairment: Impairment = Impairment()) -> (MemoryDatagramEnd, MemoryDatagramEnd) {
-        let a = MemoryDatagramEnd(impairment: impairment, seed: impairment.seed)
-        let b = MemoryDatagramEnd(impairment: impairment, seed: impairment.seed &+ 0x9E37_79B9_7F4A_7C15)
+    /// `maximumDatagramSize` is what both ends report as ``DatagramTransport/maximumDatagramSize``
+    /// (nil: sessions keep their configured MTU).
+    public static func makePair(impairment: Impairment = Impairment(),
+                                maximumDatagramSize: Int? = nil) -> (MemoryDatagramEnd, MemoryDatagramEnd) {
+        let a = MemoryDatagramEnd(impairment: impairment, seed: impairment.seed, maximumDatagramSize: maximumDatagramSize)
+        let b = MemoryDatagramEnd(impairment: impairment, seed: impairment.seed &+ 0x9E37_79B9_7F4A_7C15,
+                                  maximumDatagramSize: maximumDatagramSize)
         a.peer.withLock { $0 = b }
         b.peer.withLock { $0 = a }
         return (a, b)
@@ -53,16 +57,44 @@ public final class MemoryDatagramEnd: DatagramTransport {
         var random: SplitMix64
         var sent = 0
         var dropped = 0
+        var largest = 0
+        var limit: Int?
+        var aboveLimit = 0
+        var limitObservers: [@Sendable () -> Void] = []
     }
 
     fileprivate let peer = Mutex<MemoryDatagramEnd?>(nil)
     private let state: Mutex<State>
     private let impairment: MemoryDatagramPipe.Impairment
-
-    fileprivate init(impairment: MemoryDatagramPipe.Impairment, seed: UInt64) {
+    fileprivate init(impairment: MemoryDatagramPipe.Impairment, seed: UInt64, maximumDatagramSize: Int?) {
         self.impairment = impairment
-        self.state = Mutex(State(random: SplitMix64(seed: seed)))
+        self.state = Mutex(State(random: SplitMix64(seed: seed), limit: maximumDatagramSize))
     }
+
+    /// What this end reports as ``DatagramTransport/maximumDatagramSize``.
+    public var maximumDatagramSize: Int? { state.withLock { $0.limit } }
+
+    public func observeMaximumDatagramSizeChanges(_ changed: @escaping @Sendable () -> Void) {
+        state.withLock { $0.limitObservers.append(changed) }
+    }
+
+    /// Changes ``maximumDatagramSize`` (as a new ICE pair with another path would) and tells the
+    /// observers; datagrams sent above the new value from now on are still delivered (as IP
+    /// fragmentation would) and counted in ``datagramsAboveLimit``.
+    public func setMaximumDatagramSize(_ limit: Int?) {
+        let observers = state.withLock { state in
+            state.limit = limit
+            state.aboveLimit = 0
+            return state.limitObservers
+        }
+        for observer in observers { observer() }
+    }
+
+    /// Datagrams sent above ``maximumDatagramSize`` since it was last set.
+    public var datagramsAboveLimit: Int { state.withLock { $0.aboveLimit } }
+
+    /// Restarts the `largest` figure of ``statistics``.
+    public func resetLargest() { state.withLock { $0.largest = 0 } }
 
     public func start(receive: @escaping @Sendable ([UInt8]) -> Void) {
         let early = state.withLock { state in
@@ -73,9 +105,10 @@ public final class MemoryDatagramEnd: DatagramTransport {
         for datagram in early { receive(datagram) }
     }
 
-    /// Number of datagrams sent from this end and how many of them the impairment dropped.
-    public var statistics: (sent: Int, dropped: Int) {
-        state.withLock { ($0.sent, $0.dropped) }
+    /// Number of datagrams sent from this end, how many of them the impairment dropped, and the
+    /// size of the largest.
+    public var statistics: (sent: Int, dropped: Int, largest: Int) {
+        state.withLock { ($0.sent, $0.dropped, $0.largest) }
     }
 
     public func send(_ datagram: [UInt8]) {
@@ -83,6 +116,8 @@ public final class MemoryDatagramEnd: DatagramTransport {
         let batch: [[UInt8]] = state.withLock { state in
             guard !state.closed else { return [] }
             state.sent += 1
+            state.largest = max(state.largest, datagram.count)
+            if let limit = state.limit, datagram.count > limit { state.aboveLimit += 1 }
             if impairment.loss > 0, state.random.nextUnit() < impairment.loss {
                 state.dropped += 1
                 return []
@@ -118,6 +153,7 @@ public final class MemoryDatagramEnd: DatagramTransport {
         state.withLock {
             $0.closed = true
             $0.receive = nil
+            $0.limitObservers.removeAll()
         }
         peer.withLock { $0 = nil }
     }

@@ -56,6 +56,10 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
     private var inboundCount = 0
     private var silenceWatch: (generation: Int, lastCount: Int, silentTicks: Int)?
     private var silenceGeneration = 0
+    private var connectedWaiters: [@Sendable () -> Void] = []
+    private var pairChangeObservers: [@Sendable (ICECandidatePair) -> Void] = []
+    /// The selected pair is UDP without a TURN relay: bursts go out in one `sendmmsg`.
+    private var selectedPairIsDirectUDP = false
 
     init(
         role: ICERole, configuration: ICEConfiguration, servers: ResolvedServers, credentials: ICECredentials,
@@ -80,8 +84,8 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
 
     /// Creates and configures the NiceAgent. Runs on the loop thread.
     func open() throws {
-        let flags = NICE_AGENT_OPTION_REGULAR_NOMINATION.rawValue | NICE_AGENT_OPTION_CONSENT_FRESHNESS.rawValue
-            | NICE_AGENT_OPTION_ICE_TRICKLE.rawValue
+        var flags = NICE_AGENT_OPTION_CONSENT_FRESHNESS.rawValue | NICE_AGENT_OPTION_ICE_TRICKLE.rawValue
+        if configuration.nomination == .regular { flags |= NICE_AGENT_OPTION_REGULAR_NOMINATION.rawValue }
         guard let a = nice_agent_new_full(loop.context, NICE_COMPATIBILITY_RFC5245, NiceAgentOption(rawValue: flags)) else {
             throw ICEError(.libniceCallFailed, "nice_agent_new_full returned NULL")
         }
@@ -324,6 +328,20 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
         }
     }
 
+    func whenConnected(_ body: @escaping @Sendable () -> Void) {
+        guard !closing else { return }
+        if machine.state == .connected || machine.state == .completed {
+            body()
+        } else {
+            connectedWaiters.append(body)
+        }
+    }
+
+    func observeSelectedPairChanges(_ body: @escaping @Sendable (ICECandidatePair) -> Void) {
+        guard !closing else { return }
+        pairChangeObservers.append(body)
+    }
+
     func enqueueSend(_ datagram: [UInt8]) -> Bool {
         let schedule = outbox.withLock { o -> Bool? in
             guard o.open, !o.closed, o.items.count < configuration.sendQueueLimit else { return nil }
@@ -359,11 +377,47 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
     }
 
     private func sendNow(_ agent: LoopPointer, _ datagrams: [[UInt8]]) {
-        for datagram in datagrams {
-            datagram.withUnsafeBytes { bytes in
-                _ = nice_agent_send(agent.raw, streamID, 1, guint(bytes.count), bytes.baseAddress?.assumingMemoryBound(to: gchar.self))
+        guard selectedPairIsDirectUDP, datagrams.count > 1 else {
+            for datagram in datagrams {
+                datagram.withUnsafeBytes { bytes in
+                    _ = nice_agent_send(agent.raw, streamID, 1, guint(bytes.count), bytes.baseAddress?.assumingMemoryBound(to: gchar.self))
+                }
+            }
+            return
+        }
+        var start = 0
+        while start < datagrams.count {
+            let end = min(start + Self.messagesPerCall, datagrams.count)
+            sendMessages(agent, datagrams[start..<end])
+            start = end
+        }
+    }
+
+    /// Datagrams per `nice_agent_send_messages_nonblocking` call (one `sendmmsg` on a direct
+    /// UDP pair; also bounds the buffer-pinning recursion below).
+    private static let messagesPerCall = 64
+
+    /// Several datagrams in one libnice call: on a UDP socket libnice hands them to
+    /// `g_socket_send_messages`, i.e. one `sendmmsg` instead of one `sendmsg` each (hot path:
+    /// SCTP emits bursts per loop pass). Datagrams the socket buffer cannot take are dropped,
+    /// as with `nice_agent_send`. Each buffer is pinned by a nested `withUnsafeBytes` so the
+    /// pointers stay valid for the call, without copying.
+    private func sendMessages(_ agent: LoopPointer, _ datagrams: ArraySlice<[UInt8]>) {
+        var vectors = [GOutputVector](repeating: GOutputVector(buffer: nil, size: 0), count: datagrams.count)
+        func pin(_ index: Int) {
+            guard index < datagrams.count else {
+                vectors.withUnsafeMutableBufferPointer { vectors in
+                    var messages = (0..<vectors.count).map { NiceOutputMessage(buffers: vectors.baseAddress! + $0, n_buffers: 1) }
+                    _ = nice_agent_send_messages_nonblocking(agent.raw, streamID, 1, &messages, guint(messages.count), nil, nil)
+                }
+                return
+            }
+            datagrams[datagrams.startIndex + index].withUnsafeBytes { bytes in
+                vectors[index] = GOutputVector(buffer: bytes.baseAddress, size: gsize(bytes.count))
+                pin(index + 1)
             }
         }
+        pin(0)
     }
 
     /// Waits until the send queue has room; false when the agent closed or has no usable pair.
@@ -412,6 +466,7 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
         guard !closing else { return }
         closing = true
         timerGeneration += 1
+        pairChangeObservers.removeAll()
         let waiters = outbox.withLock { o -> [CheckedContinuation<Bool, Never>] in
             o.closed = true
             o.items.removeAll()
@@ -486,7 +541,10 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
         published.withLock { $0.selectedPair = pair }
         // Outside the signal handler (libnice holds its agent lock around signals).
         loop.execute { [self] in
-            if let agent = self.agent, !closing { SocketBuffers.enlarge(agent: agent.raw, streamID: streamID) }
+            guard let agent = self.agent, !closing else { return }
+            selectedPairIsDirectUDP = pair.local.transport == .udp && pair.local.kind != .relay
+            SocketBuffers.enlarge(agent: agent.raw, streamID: streamID)
+            for observer in pairChangeObservers { observer(pair) }
         }
         logger.debug("selected pair", metadata: ["ice.local": "\(l.sdpLine)", "ice.remote": "\(r.sdpLine)"])
         events.yield(.selectedPair(pair))
@@ -560,6 +618,13 @@ final class AgentCore: @unchecked Sendable {  // unchecked: mutable state is con
         published.withLock { $0.state = state }
         logger.debug("state \(state.rawValue)")
         events.yield(.stateChanged(state))
+        if state == .connected || state == .completed, !connectedWaiters.isEmpty {
+            let waiters = connectedWaiters
+            connectedWaiters.removeAll()
+            for waiter in waiters { waiter() }
+        } else if state == .closed || state == .failed {
+            connectedWaiters.removeAll()
+        }
     }
 }
 

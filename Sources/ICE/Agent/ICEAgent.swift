@@ -61,6 +61,14 @@ public final class ICEAgent: Sendable {
     public var state: ICEConnectionState { core.published.withLock { $0.state } }
     /// The pair in use, once one is selected.
     public var selectedPair: ICECandidatePair? { core.published.withLock { $0.selectedPair } }
+    /// The largest datagram (UDP payload) the selected pair's path carries without IP
+    /// fragmentation as far as the kernel knows (route or cached path MTU towards the remote
+    /// address, minus IP/UDP headers), for a direct UDP host↔host pair; nil before a pair is
+    /// selected and for pairs through a NAT mapping, a TURN relay or TCP, whose path the kernel
+    /// does not know. Opens (and closes) a probe socket; sends nothing.
+    public var selectedPathMaximumDatagramSize: Int? {
+        selectedPair.flatMap(PathMTU.payloadLimit)
+    }
     /// Received datagrams dropped because ``datagrams`` was read too slowly.
     public var droppedDatagrams: Int { core.inbox.droppedCount }
 
@@ -129,6 +137,26 @@ public final class ICEAgent: Sendable {
     public func receiveOnLoop(_ handler: @escaping @Sendable ([[UInt8]]) -> Void) {
         let inbox = core.inbox
         if inbox.setLoopConsumer(handler) { core.loop.execute { inbox.flush() } }
+    }
+
+    /// Runs `body` on the agent's loop thread once a pair is connected (state `connected` or
+    /// `completed`), in the loop pass that announces it — or in the next loop job when it is
+    /// already connected. Dropped if the agent closes first. For a consumer that starts
+    /// work on that thread (the data-channel session's DTLS handshake): no task hop between the
+    /// ICE state change and its first datagram.
+    public func whenConnected(_ body: @escaping @Sendable () -> Void) {
+        let core = self.core
+        core.loop.execute { core.whenConnected(body) }
+    }
+
+    /// Runs `body` on the agent's loop thread after every change of the selected pair (the first
+    /// selection included, and the pair chosen after an ICE restart or when nomination switches
+    /// pairs), in a loop job outside libnice's signal handler. Kept until the agent closes. For
+    /// a consumer whose datagram size depends on the pair's path
+    /// (``selectedPathMaximumDatagramSize``).
+    public func observeSelectedPairChanges(_ body: @escaping @Sendable (ICECandidatePair) -> Void) {
+        let core = self.core
+        core.loop.execute { core.observeSelectedPairChanges(body) }
     }
 
     /// Queues one datagram, first waiting for room in the send queue (backpressure for a

@@ -32,8 +32,45 @@ public enum ChannelTransfer {
         public var localCandidate: String?
         /// Type of the selected pair's remote candidate (set by the connection-level call).
         public var remoteCandidate: String?
+        /// The largest datagram DTLS/SCTP used (``PeerConnection/datagramSize``; set by the
+        /// connection-level call): 1200 unless both peers agreed on more.
+        public var datagramSize: Int?
+        /// Where ``openMs`` went (set by the connection-level call when a start was given).
+        public var phasesMs: OpenPhases?
         /// Whether the hashes and sizes match.
         public var intact: Bool { bytes == receivedBytes && sentSHA256 == receivedSHA256 }
+    }
+
+    /// The steps from the start of signalling to the first open channel, in milliseconds each
+    /// (nil where a step's time is unknown). Their sum is ``Result/openMs``.
+    public struct OpenPhases: Codable, Sendable, Equatable {
+        /// Start of signalling → our description created (gathering every candidate).
+        public var gathering: Double?
+        /// → both descriptions applied (the offerer: waiting for the answer, which includes the
+        /// peer's gathering; the answerer: nothing, its answer follows the offer).
+        public var signalling: Double?
+        /// → ICE connected (connectivity checks, nomination).
+        public var ice: Double?
+        /// → DTLS handshake started (a loop job after ICE connected, on the same thread).
+        public var dtlsStart: Double?
+        /// → DTLS handshake done.
+        public var dtls: Double?
+        /// → SCTP association up (INIT, INIT-ACK, COOKIE-ECHO, COOKIE-ACK).
+        public var sctp: Double?
+        /// → first channel open (DATA_CHANNEL_OPEN / ACK).
+        public var dcep: Double?
+
+        /// The steps between consecutive instants (nil instants leave their step nil).
+        init(_ instants: [ContinuousClock.Instant?]) {
+            func ms(_ a: ContinuousClock.Instant?, _ b: ContinuousClock.Instant?) -> Double? {
+                guard let a, let b else { return nil }
+                let d = (b - a).components
+                return Double(d.seconds) * 1000 + Double(d.attoseconds) / 1e15
+            }
+            let steps = zip(instants, instants.dropFirst()).map { ms($0, $1) }
+            (gathering, signalling, ice) = (steps[0], steps[1], steps[2])
+            (dtlsStart, dtls, sctp, dcep) = (steps[3], steps[4], steps[5], steps[6])
+        }
     }
 
     /// Echoes every message on every channel the peer opens, until the connection ends.
@@ -89,11 +126,18 @@ public enum ChannelTransfer {
         }
         var result = Result(parts: parts, seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
         result.channels = count
+        result.datagramSize = connection.datagramSize
         if let pair = connection.selectedPair {
             result.localCandidate = pair.local.kind.rawValue
             result.remoteCandidate = pair.remote.kind.rawValue
         }
         if let signallingStarted, let firstOpen = opened.map(\.2).min() {
+            let timeline = connection.timeline
+            result.phasesMs = OpenPhases([
+                signallingStarted, timeline.localDescriptionCreated, timeline.descriptionsExchanged, timeline.session.transportReady,
+                timeline.session.handshakeStarted,
+                timeline.session.handshakeDone, timeline.session.associationUp, firstOpen,
+            ])
             let elapsed = firstOpen - signallingStarted
             result.openMs = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
         }

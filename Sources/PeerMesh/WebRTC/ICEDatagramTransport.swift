@@ -20,13 +20,42 @@ final class ICEDatagramTransport: DatagramTransport {
     private let agent: ICEAgent
     private let executor: ICELoopExecutor
     private let closed = Atomic<Bool>(false)
+    private let agreedMaximumDatagramSize: Int?
 
-    init(agent: ICEAgent) {
+    /// - Parameter agreedMaximumDatagramSize: the smaller of both peers'
+    ///   `a=ugate-max-datagram-size`, nil when either side did not advertise one.
+    init(agent: ICEAgent, agreedMaximumDatagramSize: Int?) {
         self.agent = agent
         self.executor = ICELoopExecutor.for(agent.eventLoop)
+        self.agreedMaximumDatagramSize = agreedMaximumDatagramSize
     }
 
     var preferredExecutor: (any DataChannelExecutor)? { executor }
+
+    /// What both peers agreed on, capped by the selected pair's kernel path MTU; nil (stay at
+    /// the handshake MTU) without an agreement or for a pair whose path the kernel does not
+    /// know (NAT, TURN, TCP). Asked after the DTLS handshake and after every change of the
+    /// selected pair.
+    var maximumDatagramSize: Int? {
+        guard let agreedMaximumDatagramSize else { return nil }
+        // No pair selected (an ICE restart in progress): nothing new known, keep the size.
+        guard agent.selectedPair != nil else { return agreedMaximumDatagramSize }
+        guard let path = agent.selectedPathMaximumDatagramSize else { return nil }
+        return min(agreedMaximumDatagramSize, path)
+    }
+
+    /// A new selected pair (ICE restart, nomination switching pairs) may have a smaller path:
+    /// the session asks ``maximumDatagramSize`` again.
+    func observeMaximumDatagramSizeChanges(_ changed: @escaping @Sendable () -> Void) {
+        guard agreedMaximumDatagramSize != nil else { return }  // 1200 on every pair
+        agent.observeSelectedPairChanges { _ in changed() }
+    }
+
+    /// ICE connected: called on the ICE loop thread in the pass that announces it, so the DTLS
+    /// client's first flight leaves without a task hop.
+    func whenReady(_ ready: @escaping @Sendable () -> Void) {
+        agent.whenConnected(ready)
+    }
 
     func start(receive: @escaping @Sendable ([UInt8]) -> Void) {
         startBatched { batch in batch.forEach(receive) }

@@ -56,8 +56,20 @@ public final class PeerConnection: Sendable {
     /// Channels the peer opens, in order. Single consumer; ends when the connection ends.
     public let incomingChannels: AsyncStream<DataChannel>
 
+    /// When the connection passed each step of connecting (monotonic clock), for open-time
+    /// breakdowns (`ugate webrtc` prints them with `--send`).
+    public struct Timeline: Sendable, Equatable {
+        /// Our description was created (after gathering, without trickle).
+        public var localDescriptionCreated: ContinuousClock.Instant?
+        /// Both descriptions were applied: connectivity checks can run.
+        public var descriptionsExchanged: ContinuousClock.Instant?
+        /// ICE connected (as the session saw it), DTLS and SCTP steps of the data-channel session.
+        public var session = DataChannelSession.Timeline()
+    }
+
     private struct Inner {
         var agent: ICEAgent?
+        var timeline = Timeline()
         var localDescription: SessionDescription?
         var remoteDescription: SessionDescription?
         var localCandidates: [String] = []
@@ -65,7 +77,6 @@ public final class PeerConnection: Sendable {
         var gatheringWaiters: [CheckedContinuation<Void, Never>] = []
         var iceConnected = false
         var iceFailure: ICEError?
-        var iceWaiters: [CheckedContinuation<Void, any Error>] = []
         var session: DataChannelSession?
         var state: State = .new
         var connectWaiters: [CheckedContinuation<Void, any Error>] = []
@@ -104,6 +115,17 @@ public final class PeerConnection: Sendable {
     /// How the data-channel session ended (graceful SCTP shutdown by either side, abort,
     /// close_notify); nil while open or before the session exists.
     public var closeReason: DataChannelSession.CloseReason? { inner.withLock { $0.session }?.closeReason }
+    /// The largest datagram DTLS and SCTP use: ``PeerConnectionConfiguration/mtu`` until the
+    /// DTLS handshake is done, then the size both peers agreed on (`a=ugate-max-datagram-size`)
+    /// capped by the selected path, if larger. nil before the session exists.
+    public var datagramSize: Int? { inner.withLock { $0.session }?.datagramSize }
+    /// When each step of connecting happened.
+    public var timeline: Timeline {
+        let (timeline, session) = inner.withLock { ($0.timeline, $0.session) }
+        var combined = timeline
+        if let session { combined.session = session.timeline }
+        return combined
+    }
     /// The ICE pair carrying traffic, once selected.
     public var selectedPair: ICECandidatePair? { inner.withLock { $0.agent?.selectedPair } }
 
@@ -120,9 +142,12 @@ public final class PeerConnection: Sendable {
         let offer = SessionDescription.offer(
             iceUfrag: agent.localCredentials.ufrag, icePwd: agent.localCredentials.pwd,
             fingerprints: [identity.fingerprint], sctpPort: configuration.sctpPort,
-            maxMessageSize: configuration.maxMessageSize, candidates: candidates,
-            endOfCandidates: !configuration.trickle, trickle: configuration.trickle)
-        inner.withLock { $0.localDescription = offer }
+            maxMessageSize: configuration.maxMessageSize, maxDatagramSize: configuration.advertisedMaxDatagramSize,
+            candidates: candidates, endOfCandidates: !configuration.trickle, trickle: configuration.trickle)
+        inner.withLock {
+            $0.localDescription = offer
+            $0.timeline.localDescriptionCreated = .now
+        }
         return offer
     }
 
@@ -154,12 +179,15 @@ public final class PeerConnection: Sendable {
             answer = try offer.answer(
                 iceUfrag: agent.localCredentials.ufrag, icePwd: agent.localCredentials.pwd,
                 fingerprints: [identity.fingerprint], sctpPort: configuration.sctpPort,
-                maxMessageSize: configuration.maxMessageSize, candidates: candidates,
-                endOfCandidates: !configuration.trickle, trickle: configuration.trickle)
+                maxMessageSize: configuration.maxMessageSize, maxDatagramSize: configuration.advertisedMaxDatagramSize,
+                candidates: candidates, endOfCandidates: !configuration.trickle, trickle: configuration.trickle)
         } catch {
             throw WebRTCError(.description, "cannot answer the offer: \(error)")
         }
-        inner.withLock { $0.localDescription = answer }
+        inner.withLock {
+            $0.localDescription = answer
+            $0.timeline.localDescriptionCreated = .now
+        }
         try startTransport()
         return answer
     }
@@ -243,7 +271,7 @@ public final class PeerConnection: Sendable {
     private func makeAgent(role: ICERole) throws -> ICEAgent {
         let agent: ICEAgent
         do {
-            agent = try ICEAgent(role: role, configuration: configuration.ice, logger: logger)
+            agent = try ICEAgent(role: role, configuration: configuration.ice, loop: configuration.iceLoop, logger: logger)
         } catch {
             throw WebRTCError(.ice, "cannot create the ICE agent: \(error)")
         }
@@ -318,10 +346,15 @@ public final class PeerConnection: Sendable {
             localSCTPPort: local.sctpPort, remoteSCTPPort: remote.sctpPort,
             remoteMaxMessageSize: remote.effectiveMaxMessageSize,
             localMaxMessageSize: configuration.maxMessageSize, mtu: configuration.mtu)
+        // A larger datagram size only when both sides advertise one (foreign stacks never do).
+        var agreed: Int?
+        if let ours = local.maxDatagramSize, let theirs = remote.maxDatagramSize { agreed = min(ours, theirs) }
         let session = DataChannelSession(
-            transport: ICEDatagramTransport(agent: agent), configuration: sessionConfiguration, logger: logger)
+            transport: ICEDatagramTransport(agent: agent, agreedMaximumDatagramSize: agreed),
+            configuration: sessionConfiguration, logger: logger)
         inner.withLock { inner in
             inner.session = session
+            inner.timeline.descriptionsExchanged = .now
             inner.tasks.append(Task { await self.runSession(session) })
             inner.tasks.append(Task {
                 for await channel in session.incomingChannels { self.channelContinuation.yield(channel) }
@@ -330,9 +363,11 @@ public final class PeerConnection: Sendable {
         logger.debug("descriptions exchanged", metadata: ["dtls.role": "\(role.rawValue)"])
     }
 
+    /// Connects the session at once: it starts DTLS itself when ICE connects (on the ICE
+    /// thread, `ICEDatagramTransport.whenReady`). An ICE failure finishes the connection, which
+    /// aborts the session and ends this `connect()` with `.closed`.
     private func runSession(_ session: DataChannelSession) async {
         do {
-            try await waitForICE()
             try await session.connect()
         } catch {
             let wrapped = error as? WebRTCError ?? WebRTCError(.transport, "\(error)")
@@ -342,7 +377,11 @@ public final class PeerConnection: Sendable {
         }
         let waiters = inner.withLock { inner -> [CheckedContinuation<Void, any Error>] in
             guard !inner.isFinal else { return [] }
-            setState(&inner, inner.iceConnected ? .connected : .disconnected)
+            // The session is up, so ICE connected; the event task may not have seen it yet:
+            // the agent's own state says whether it has gone quiet since.
+            let quiet = inner.agent?.state == .disconnected
+            inner.iceConnected = !quiet
+            setState(&inner, quiet ? .disconnected : .connected)
             defer { inner.connectWaiters = [] }
             return inner.connectWaiters
         }
@@ -358,19 +397,6 @@ public final class PeerConnection: Sendable {
             default:
                 continue
             }
-        }
-    }
-
-    private func waitForICE() async throws {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let result = inner.withLock { inner -> Result<Void, WebRTCError>? in
-                if inner.iceConnected { return .success(()) }
-                if case .failed(let error) = inner.state { return .failure(error) }
-                if inner.state == .closed { return .failure(WebRTCError(.closed, "closed")) }
-                inner.iceWaiters.append(continuation)
-                return nil
-            }
-            if let result { continuation.resume(with: result) }
         }
     }
 
@@ -406,13 +432,10 @@ public final class PeerConnection: Sendable {
     private func iceStateChanged(_ iceState: ICEConnectionState) async {
         switch iceState {
         case .connected, .completed:
-            let waiters = inner.withLock { inner in
+            inner.withLock { inner in
                 inner.iceConnected = true
                 if inner.state == .disconnected { setState(&inner, .connected) }
-                defer { inner.iceWaiters = [] }
-                return inner.iceWaiters
             }
-            for waiter in waiters { waiter.resume() }
         case .disconnected:
             inner.withLock { inner in
                 inner.iceConnected = false
@@ -456,7 +479,6 @@ public final class PeerConnection: Sendable {
             setState(&inner, final)
             let snapshot = inner
             inner.connectWaiters = []
-            inner.iceWaiters = []
             inner.gatheringWaiters = []
             return (snapshot, true)
         }
@@ -469,7 +491,6 @@ public final class PeerConnection: Sendable {
         let error: WebRTCError
         if case .failed(let failure) = final { error = failure } else { error = WebRTCError(.closed, "the connection is closed") }
         for waiter in snapshot.connectWaiters { waiter.resume(throwing: error) }
-        for waiter in snapshot.iceWaiters { waiter.resume(throwing: error) }
         for waiter in snapshot.gatheringWaiters { waiter.resume() }
         if let session = snapshot.session { await Self.closeSession(session, graceful: final == .closed) }
         await snapshot.agent?.close()

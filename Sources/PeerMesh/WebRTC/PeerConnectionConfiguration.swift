@@ -15,18 +15,37 @@ public struct PeerConnectionConfiguration: Sendable {
     public var sctpPort: UInt16
     /// The DTLS certificate; a fresh ECDSA P-256 one when nil.
     public var identity: DTLSIdentity?
-    /// DTLS record / datagram size (keep ≈ 1200 for real paths and TURN).
+    /// DTLS record / datagram size of the handshake, and of everything when no larger size is
+    /// agreed (keep ≈ 1200 for real paths and TURN).
     public var mtu: Int
+    /// Our `a=ugate-max-datagram-size`: the largest datagram we accept once DTLS is up. When the
+    /// peer advertises one too (only ugate does), records and SCTP packets grow to the smaller
+    /// of both values, capped by the selected pair's kernel path MTU (direct UDP host↔host pairs
+    /// only; 1472 over Ethernet, one full 16 KiB record on loopback). nil, or a value not above
+    /// ``mtu``, advertises nothing and stays at ``mtu``. Default: one full DTLS record
+    /// (`DataChannelSessionConfiguration.largestRecordDatagram`, 16 449 bytes).
+    public var maxDatagramSize: Int?
+    /// The ICE loop the agent runs on (``ICEEventLoop/shared`` by default; a loop made with a
+    /// `networkNamespace` puts the connection's sockets in that namespace).
+    public var iceLoop: ICEEventLoop = .shared
 
     /// Creates a configuration with the defaults named on each property.
     public init(ice: ICEConfiguration = ICEConfiguration(), trickle: Bool = false,
                 maxMessageSize: Int = 262_144, sctpPort: UInt16 = 5000,
-                identity: DTLSIdentity? = nil, mtu: Int = 1200) {
+                identity: DTLSIdentity? = nil, mtu: Int = 1200,
+                maxDatagramSize: Int? = DataChannelSessionConfiguration.largestRecordDatagram) {
         self.ice = ice
         self.trickle = trickle
         self.maxMessageSize = maxMessageSize
         self.sctpPort = sctpPort
         self.identity = identity
         self.mtu = mtu
+        self.maxDatagramSize = maxDatagramSize
+    }
+
+    /// What goes into our `a=ugate-max-datagram-size`, if anything.
+    var advertisedMaxDatagramSize: Int? {
+        guard let maxDatagramSize, maxDatagramSize > mtu else { return nil }
+        return min(maxDatagramSize, SessionDescription.maxDatagramSizeRange.upperBound)
     }
 }
