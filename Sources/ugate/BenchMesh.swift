@@ -178,8 +178,19 @@ struct BenchMesh: AsyncParsableCommand {
         return sorted[sorted.count / 2]
     }
 
-    /// One iperf3 client run; returns received bits per second.
+    /// One iperf3 client run (retried while the server is still busy with the last one);
+    /// returns received bits per second.
     private func runClient(port: Int) throws -> Double {
+        // iperf3's server answers "busy" while it is still winding down the previous test.
+        for _ in 0..<3 {
+            do { return try runClientOnce(port: port) } catch let error as ValidationError where "\(error)".contains("server is busy") {
+                Thread.sleep(forTimeInterval: 1)
+            }
+        }
+        return try runClientOnce(port: port)
+    }
+
+    private func runClientOnce(port: Int) throws -> Double {
         let client = Process()
         client.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         client.arguments = [iperf3, "-c", "127.0.0.1", "-p", "\(port)", "-t", "\(seconds)", "-J"]

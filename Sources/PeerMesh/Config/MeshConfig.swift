@@ -183,7 +183,7 @@ public struct RelaySection: Codable, Sendable, Equatable {
 ///
 /// ```json
 /// {"mesh": {"peers": [{"id": "…", "name": "gw", "addresses": ["host:port"], "egress": true,
-///                      "transport": "hbone"}],
+///                      "transport": "hbone", "publicKey": "… (optional, enables [VIP6]:port)"}],
 ///           "namespace": "default", "trustDomain": "cluster.local", "listenHost": "0.0.0.0",
 ///           "listen": true, "reverseTunnels": ["gw"], "relays": [{"gateway": "gw", "poolSize": 4}],
 ///           "streamOpenTimeout": 15, "maxRelayConnectionsPerPeer": 64, "meshRoutes": true}}
