@@ -26,6 +26,12 @@ struct BenchMesh: AsyncParsableCommand {
     @Option(help: "iperf3 binary.")
     var iperf3 = "iperf3"
 
+    @Option(help: "Mesh read size and largest HTTP/2 DATA frame, KiB (MeshConfig.ioChunkSize).")
+    var chunkKib = MeshConfig.defaultIOChunkSize >> 10
+
+    @Option(help: "Comma-separated paths to run (default all; direct always runs).")
+    var paths: String?
+
     func run() async throws {
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -52,25 +58,25 @@ struct BenchMesh: AsyncParsableCommand {
         // Every node runs on its own event loop thread (as separate processes would), so one
         // node's TLS encryption and the next node's decryption never share a thread.
         let bobNode = try MeshNode(
-            config: MeshConfig(identityDir: "-", peers: [PeerConfig(id: alice, egress: true), PeerConfig(id: gate, egress: true)],
+            config: mesh(peers: [PeerConfig(id: alice, egress: true), PeerConfig(id: gate, egress: true)],
                                listenHost: "127.0.0.1"),
             identity: bobID, ownThreads: 1)
         let bobPort = try await bobNode.listen(port: 0, name: "mesh")
         let gateNode = try MeshNode(
-            config: MeshConfig(identityDir: "-", peers: [
+            config: mesh(peers: [
                 PeerConfig(id: alice, egress: true), PeerConfig(id: bob, addresses: ["127.0.0.1:\(bobPort)"]),
             ], listenHost: "127.0.0.1"),
             identity: gateID, ownThreads: 1)
         let gatePort = try await gateNode.listen(port: 0, name: "mesh")
         // bob's config is rebuilt with the gateway's address for its reverse tunnel.
         let bobTunnel = try MeshNode(
-            config: MeshConfig(identityDir: "-", peers: [
+            config: mesh(peers: [
                 PeerConfig(id: gate, addresses: ["127.0.0.1:\(gatePort)"], egress: true),
             ]),
             identity: bobID, ownThreads: 1)
         try bobTunnel.startReverseTunnel(to: gate)
         let aliceNode = try MeshNode(
-            config: MeshConfig(identityDir: "-", peers: [
+            config: mesh(peers: [
                 PeerConfig(id: gate, addresses: ["127.0.0.1:\(gatePort)"]),
                 // bob reached at gate's address: gate's SNI router forwards the TLS to bob.
                 PeerConfig(id: bob, addresses: ["127.0.0.1:\(gatePort)"]),
@@ -84,23 +90,23 @@ struct BenchMesh: AsyncParsableCommand {
         let carolID = try NodeIdentity.generate()
         let carol = carolID.node.id
         let gateRelay = try MeshNode(
-            config: MeshConfig(identityDir: "-", peers: [
+            config: mesh(peers: [
                 PeerConfig(id: alice, egress: true), PeerConfig(id: carol),
             ], listenHost: "127.0.0.1"),
             identity: gateID, ownThreads: 1)
         let relayPort = try await gateRelay.listen(port: 0, name: "mesh")
         let carolNode = try MeshNode(
-            config: MeshConfig(identityDir: "-", peers: [
+            config: mesh(peers: [
                 PeerConfig(id: gate, addresses: ["127.0.0.1:\(relayPort)"]), PeerConfig(id: alice, egress: true),
             ], listenHost: "127.0.0.1"),
             identity: carolID, ownThreads: 1)
         let carolPort = try await carolNode.listen(port: 0, name: "mesh")
         try carolNode.startRelay(to: gate, poolSize: 2)
         let aliceRelay = try MeshNode(
-            config: MeshConfig(identityDir: "-", peers: [PeerConfig(id: carol, addresses: ["127.0.0.1:\(relayPort)"])]),
+            config: mesh(peers: [PeerConfig(id: carol, addresses: ["127.0.0.1:\(relayPort)"])]),
             identity: aliceID, ownThreads: 1)
         let aliceDirect = try MeshNode(
-            config: MeshConfig(identityDir: "-", peers: [PeerConfig(id: carol, addresses: ["127.0.0.1:\(carolPort)"])]),
+            config: mesh(peers: [PeerConfig(id: carol, addresses: ["127.0.0.1:\(carolPort)"])]),
             identity: aliceID, ownThreads: 1)
         for _ in 0..<100 where gateRelay.relayConnections(from: carol) < 2 { try await Task.sleep(for: .milliseconds(50)) }
         guard gateRelay.relayConnections(from: carol) >= 2 else { throw ValidationError("carol's relay registrations did not come up") }
@@ -115,7 +121,21 @@ struct BenchMesh: AsyncParsableCommand {
             ("h2 peer", try await PortForward.listen(port: 0, upstream: aliceDirect.upstream(to: carol, kind: .hbone), destination: destination)),
             ("SNI relay", try await PortForward.listen(port: 0, upstream: aliceRelay.upstream(to: carol, kind: .hbone), destination: destination)),
         ]
-        let paths = [("direct", iperfPort)] + forwards.map { ($0.0, $0.1.port) }
+        // The relay hop alone on plain TCP: iperf3 → the Gate's relay (what splices SNI relay
+        // and SNI fwd connections) → iperf3, no TLS, no HTTP/2.
+        let relayLoops = try GateLoopGroup(count: 1)
+        var tcpRelays: [(String, PeekListener)] = []
+        for mode in [ForwardMode.copy, .splice] {
+            let listener = try PeekListener(
+                name: "bench-\(mode.rawValue)", address: try SocketAddress(host: "127.0.0.1", port: 0), loops: relayLoops,
+                forwarder: mode, accessLog: Logger(label: "ugate.bench"), log: Logger(label: "ugate.bench"),
+                decide: { _ in .forward(destination, upstream: "iperf3") }, handOff: { _, peeked in close(peeked.fd) })
+            listener.start()
+            tcpRelays.append(("TCP \(mode.rawValue)", listener))
+        }
+        let selected = paths.map { Set($0.split(separator: ",").map { String($0) }) }
+        let all = forwards.map { ($0.0, $0.1.port) } + tcpRelays.map { ($0.0, Int($0.1.address.port)) }
+        let paths = [("direct", iperfPort)] + all.filter { selected?.contains($0.0) ?? true }
         var results: [String: [Double]] = [:]
         for _ in 0..<rounds {
             for (name, port) in paths {
@@ -131,17 +151,26 @@ struct BenchMesh: AsyncParsableCommand {
             table += name.padding(toLength: 10, withPad: " ", startingAt: 0)
                 + String(format: "  %6.2f   %5.2f\n", rate / 1e9, rate / direct)
         }
-        let hop = median(results["SNI relay"]!) / median(results["h2 peer"]!)
-        table += String(format: "gateway splice hop alone (SNI relay / h2 peer): %.2f\n", hop)
+        if let relayed = results["SNI relay"], let peer = results["h2 peer"] {
+            table += String(format: "gateway splice hop alone (SNI relay / h2 peer): %.2f\n", median(relayed) / median(peer))
+        }
         // A relayed TLS stream ends at the node in its mTLS + HTTP/2 server (ALPN h2/h2r only);
         // there is no mode that terminates the TLS and forwards the plaintext as raw TCP.
-        table += "SNI relay, TLS terminated at the node → plain TCP: not supported by the node "
-            + "(relayed TLS is always mTLS + HTTP/2 streams; only the HTTP/2-over-relay row above exists)\n"
+        table += "TCP copy/splice: iperf3 through the Gate's relay alone (the hop SNI fwd/relay add), no TLS\n"
+            + "SNI relay, TLS terminated at the node → plain TCP: not supported by the node "
+            + "(relayed TLS is always mTLS + HTTP/2 streams)\n"
         FileHandle.standardOutput.write(Data(table.utf8))
         for (_, forward) in forwards { await forward.close() }
+        for (_, listener) in tcpRelays { listener.stop() }
+        relayLoops.shutdown()
         for node in [aliceNode, aliceRelay, aliceDirect, gateNode, gateRelay, bobNode, bobTunnel, carolNode] {
             await node.shutdown()
         }
+    }
+
+    /// A bench node's config: loopback, this run's chunk size.
+    private func mesh(peers: [PeerConfig], listenHost: String = "0.0.0.0") -> MeshConfig {
+        MeshConfig(identityDir: "-", peers: peers, listenHost: listenHost, ioChunkSize: chunkKib << 10)
     }
 
     private func median(_ values: [Double]) -> Double {
@@ -149,8 +178,19 @@ struct BenchMesh: AsyncParsableCommand {
         return sorted[sorted.count / 2]
     }
 
-    /// One iperf3 client run; returns received bits per second.
+    /// One iperf3 client run (retried while the server is still busy with the last one);
+    /// returns received bits per second.
     private func runClient(port: Int) throws -> Double {
+        // iperf3's server answers "busy" while it is still winding down the previous test.
+        for _ in 0..<3 {
+            do { return try runClientOnce(port: port) } catch let error as ValidationError where "\(error)".contains("server is busy") {
+                Thread.sleep(forTimeInterval: 1)
+            }
+        }
+        return try runClientOnce(port: port)
+    }
+
+    private func runClientOnce(port: Int) throws -> Double {
         let client = Process()
         client.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         client.arguments = [iperf3, "-c", "127.0.0.1", "-p", "\(port)", "-t", "\(seconds)", "-J"]

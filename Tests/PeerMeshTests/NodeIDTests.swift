@@ -1,4 +1,5 @@
 import Crypto
+import Glibc
 import XCTest
 @testable import PeerMesh
 
@@ -16,10 +17,22 @@ final class NodeIDTests: XCTestCase {
         let node = NodeID(key)
         XCTAssertEqual(node.id.count, 52)
         XCTAssertEqual(try NodeID(publicKey: node.publicKey), node)
-        let tail = node.publicKey.suffix(8)
-        let expected = "fd00::" + stride(from: tail.startIndex, to: tail.endIndex, by: 2)
-            .map { String(UInt16(tail[$0]) << 8 | UInt16(tail[$0 + 1]), radix: 16) }.joined(separator: ":")
-        XCTAssertEqual(node.vip6, expected)
+        var address = in6_addr()
+        XCTAssertEqual(inet_pton(AF_INET6, node.vip6, &address), 1, node.vip6)
+        let bytes = withUnsafeBytes(of: &address) { Array($0) }
+        XCTAssertEqual(bytes, [0xfd] + [UInt8](repeating: 0, count: 7) + node.publicKey.suffix(8))
+    }
+
+    /// VIP6 text is RFC 5952 (as capture listeners write IPv6 destinations), also when a tail
+    /// group is zero; other spellings of the same address canonicalize to it.
+    func testVIP6TextIsCanonical() {
+        let key = [UInt8](repeating: 0xab, count: 57) + [0, 0, 0x12, 0x34, 0, 0x5, 0xab, 0xcd]
+        XCTAssertEqual(NodeID.vip6(publicKey: key), "fd00::1234:5:abcd")
+        XCTAssertEqual(NodeID.vip6(publicKey: [UInt8](repeating: 0xff, count: 65)), "fd00::ffff:ffff:ffff:ffff")
+        XCTAssertEqual(NodeID.canonicalIPv6("FD00:0:0:0:0:1234:0005:ABCD"), "fd00::1234:5:abcd")
+        XCTAssertNil(NodeID.canonicalIPv6("127.0.0.1"))
+        XCTAssertNil(NodeID.canonicalIPv6("fd00::1::2"))
+        XCTAssertNil(NodeID.canonicalIPv6("bob.example"))
     }
 
     func testRejectsBadKey() {

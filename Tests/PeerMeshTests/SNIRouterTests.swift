@@ -70,21 +70,22 @@ final class SNIRouterTests: MeshTestCase {
         let router = SNIRouter(
             selfID: selfID, naming: naming, policy: policy, relays: RelayRegistry(gatewayID: selfID, policy: policy, maxPerNode: 4),
             logger: LogCapture().logger("t"))
-        XCTAssertEqual(router.forwardAddress(for: .hostname(naming.hostname(for: peer))), "10.0.0.2:15007")
-        XCTAssertEqual(router.forwardAddress(for: .hostname(naming.hostname(for: peer).lowercased())), "10.0.0.2:15007")
-        XCTAssertEqual(router.forwardAddress(for: .hostname("outbound_.8080_._.\(naming.hostname(for: peer))")), "10.0.0.2:15007")
-        XCTAssertNil(router.forwardAddress(for: .hostname(naming.hostname(for: selfID))), "this node terminates its own name")
-        XCTAssertNil(router.forwardAddress(for: .hostname(naming.hostname(for: hidden))), "a peer without address")
-        XCTAssertNil(router.forwardAddress(for: .hostname("example.com")))
-        XCTAssertNil(router.forwardAddress(for: .fallback))
-
-        guard case .forward(let destination, let upstream) = router.verdict(serverName: naming.hostname(for: peer)) else {
-            return XCTFail("the Gate forwards TLS naming a peer with an address")
+        // The production path: the Gate's accept peek asks `verdict(serverName:)`.
+        let forwarded = [
+            naming.hostname(for: peer), naming.hostname(for: peer).lowercased(), "outbound_.8080_._.\(naming.hostname(for: peer))",
+        ]
+        for name in forwarded {
+            guard case .forward(let destination, let upstream) = router.verdict(serverName: name) else {
+                return XCTFail("the Gate forwards TLS naming a peer with an address (\(name))")
+            }
+            XCTAssertEqual(destination, Destination(host: "10.0.0.2", port: 15007), name)
+            XCTAssertEqual(upstream, "mesh-sni:\(peer)", name)
         }
-        XCTAssertEqual(destination, Destination(host: "10.0.0.2", port: 15007))
-        XCTAssertEqual(upstream, "mesh-sni:\(peer)")
+        // This node terminates its own name; a peer without an address, other names and no SNI
+        // are handed to SwiftNIO too.
         for name in [naming.hostname(for: selfID), naming.hostname(for: hidden), "example.com", nil] {
             guard case .handOff = router.verdict(serverName: name) else { return XCTFail("\(name ?? "no SNI") is not forwarded") }
         }
+        XCTAssertNil(router.relayTarget(serverName: naming.hostname(for: peer)), "no registrations here")
     }
 }

@@ -17,11 +17,16 @@ public struct PeerConfig: Codable, Hashable, Sendable {
     public var destinations: [String]
     /// Request form of the `mesh:<name>` upstream: `dm` (`POST /dm/`, default) or `hbone` (CONNECT).
     public var transport: TunnelRequest.Kind
+    /// The peer's public key, base64url of the 65-byte uncompressed point (as `ugate id` prints
+    /// it); optional. It must hash to `id`. With it the peer's VIP6 (`fd00::/64` + the key's last
+    /// 8 bytes) is known, so `[VIP6]:port` destinations route to the peer like `ID:port`.
+    public var publicKey: String?
 
     public init(
         id: String, name: String? = nil, addresses: [String] = [], egress: Bool = false, destinations: [String] = [],
-        transport: TunnelRequest.Kind = .dm
+        transport: TunnelRequest.Kind = .dm, publicKey: String? = nil
     ) {
+        self.publicKey = publicKey
         self.id = id
         self.name = name
         self.addresses = addresses
@@ -30,7 +35,14 @@ public struct PeerConfig: Codable, Hashable, Sendable {
         self.transport = transport
     }
 
-    private enum CodingKeys: String, CodingKey, CaseIterable { case id, name, addresses, egress, destinations, transport }
+    /// The peer's VIP6 (RFC 5952 text), when `publicKey` is given and decodes; `PeerPolicy`
+    /// refuses a config whose key does not decode or hash to `id`.
+    public var vip6: String? {
+        guard let publicKey, let key = try? PeerPolicy.nodeID(publicKey: publicKey, of: id) else { return nil }
+        return key.vip6
+    }
+
+    private enum CodingKeys: String, CodingKey, CaseIterable { case id, name, addresses, egress, destinations, transport, publicKey }
 
     public init(from decoder: any Decoder) throws {
         try ConfigKey.rejectUnknown(decoder, CodingKeys.allCases.map(\.rawValue))
@@ -41,6 +53,7 @@ public struct PeerConfig: Codable, Hashable, Sendable {
         egress = try c.decodeIfPresent(Bool.self, forKey: .egress) ?? false
         destinations = try c.decodeIfPresent([String].self, forKey: .destinations) ?? []
         transport = try c.decodeIfPresent(TunnelRequest.Kind.self, forKey: .transport) ?? .dm
+        publicKey = try c.decodeIfPresent(String.self, forKey: .publicKey)
     }
 }
 
@@ -117,13 +130,22 @@ public struct MeshConfig: Codable, Sendable {
     /// How the Gate's relay moves the bytes of TLS forwarded by SNI (default copy, as the Gate's
     /// `forwarder`).
     public var forwarder: ForwardMode
+    /// Largest read from a mesh connection or from a socket joined to a stream, and the largest
+    /// HTTP/2 DATA frame this node accepts (SETTINGS_MAX_FRAME_SIZE), bytes; clamped to
+    /// 16 KiB … 16 MiB − 1. Default `defaultIOChunkSize`.
+    public var ioChunkSize: Int
+
+    /// The default `ioChunkSize`.
+    public static let defaultIOChunkSize = 1 << 19
 
     public init(
         identityDir: String, naming: MeshNaming = MeshNaming(), peers: [PeerConfig] = [],
         listenHost: String = "0.0.0.0", windowSize: Int = 8 << 20, maxConcurrentStreams: Int = 4096,
-        streamOpenTimeout: Double = 15, maxRelayConnectionsPerPeer: Int = 64, forwarder: ForwardMode = .copy
+        streamOpenTimeout: Double = 15, maxRelayConnectionsPerPeer: Int = 64, forwarder: ForwardMode = .copy,
+        ioChunkSize: Int = MeshConfig.defaultIOChunkSize
     ) {
         self.forwarder = forwarder
+        self.ioChunkSize = ioChunkSize
         self.identityDir = identityDir
         self.naming = naming
         self.peers = peers
@@ -161,7 +183,7 @@ public struct RelaySection: Codable, Sendable, Equatable {
 ///
 /// ```json
 /// {"mesh": {"peers": [{"id": "…", "name": "gw", "addresses": ["host:port"], "egress": true,
-///                      "transport": "hbone"}],
+///                      "transport": "hbone", "publicKey": "… (optional, enables [VIP6]:port)"}],
 ///           "namespace": "default", "trustDomain": "cluster.local", "listenHost": "0.0.0.0",
 ///           "listen": true, "reverseTunnels": ["gw"], "relays": [{"gateway": "gw", "poolSize": 4}],
 ///           "streamOpenTimeout": 15, "maxRelayConnectionsPerPeer": 64, "meshRoutes": true}}
@@ -232,14 +254,16 @@ public struct MeshSection: Codable, Sendable, Equatable {
         }
     }
 
-    /// Route rules that send a known peer's mangled hostname (as SNI/Host or destination) and
-    /// its bare ID (`ID:port` destinations) to the peer's upstream; appended after the config's
-    /// own routes, so those win. The peer then connects `127.0.0.1:port` on itself.
+    /// Route rules that send a known peer's mangled hostname (as SNI/Host or destination), its
+    /// bare ID (`ID:port` destinations) and, when its `publicKey` is configured, its VIP6
+    /// (`[VIP6]:port`) to the peer's upstream; appended after the config's own routes, so those
+    /// win. The peer then connects `127.0.0.1:port` on itself.
     public func meshRoutes(naming: MeshNaming) -> [RouteConfig] {
         guard meshRoutes else { return [] }
         return peers.flatMap { peer in
             [RouteConfig(host: naming.hostname(for: peer.id), to: Self.upstreamName(peer)),
              RouteConfig(dest: peer.id, to: Self.upstreamName(peer))]
+                + (peer.vip6.map { [RouteConfig(dest: $0, to: Self.upstreamName(peer))] } ?? [])
         }
     }
 
@@ -261,21 +285,43 @@ public struct PeerPolicy: Sendable {
     }
 
     private let entries: [String: Entry]
+    /// Peer IDs by VIP6 (RFC 5952 text), for peers whose public key is configured.
+    private let vip6: [String: String]
 
     public init(peers: [PeerConfig]) throws {
         var entries: [String: Entry] = [:]
+        var vip6: [String: String] = [:]
         for peer in peers {
             guard peer.id.count == 52, peer.id.utf8.allSatisfy(Self.isBase32) else {
                 throw MeshError(.config, "peer ID \"\(peer.id)\" is not a 52-character base32 node ID")
             }
             guard entries[peer.id] == nil else { throw MeshError(.config, "peer \(peer.id) is listed twice") }
             entries[peer.id] = Entry(config: peer, patterns: try peer.destinations.map(DestinationPattern.init))
+            if let publicKey = peer.publicKey { vip6[try Self.nodeID(publicKey: publicKey, of: peer.id).vip6] = peer.id }
         }
         self.entries = entries
+        self.vip6 = vip6
     }
 
     /// The configuration of a known peer.
     public func peer(_ id: String) -> PeerConfig? { entries[id]?.config }
+
+    /// The known peer whose VIP6 `address` is (any IPv6 text form), if its key is configured.
+    public func peer(vip6 address: String) -> PeerConfig? {
+        NodeID.canonicalIPv6(address).flatMap { vip6[$0] }.flatMap { entries[$0]?.config }
+    }
+
+    /// The node ID of a configured `publicKey` (base64url, 65-byte point) that must hash to `id`.
+    static func nodeID(publicKey: String, of id: String) throws -> NodeID {
+        let node: NodeID
+        do {
+            node = try NodeID(publicKey: try Base64URL.decode(publicKey, what: "publicKey"))
+        } catch {
+            throw MeshError(.config, "peer \(id): publicKey is not a base64url 65-byte P-256 point (\(error))")
+        }
+        guard node.id == id else { throw MeshError(.config, "peer \(id): publicKey hashes to \(node.id), not to the peer's ID") }
+        return node
+    }
 
     /// nil when `peerID` may reach `destination` through this node, else the refusal.
     public func refusal(peerID: String, destination: Destination) -> MeshError? {

@@ -20,7 +20,7 @@ final class H2ConnectionPool: Sendable {
     private let group: any EventLoopGroup
     private let tls: MeshTLS
     private let naming: MeshNaming
-    private let tuning: H2Tuning
+    let tuning: H2Tuning
     private let logger: Logger
     private let connections = Mutex<[String: EventLoopFuture<H2PeerConnection>]>([:])
     private let reverse = Mutex<[String: H2PeerConnection]>([:])
@@ -143,13 +143,14 @@ final class H2ConnectionPool: Sendable {
         }
         let ready = loop.makePromise(of: Result.self)
         let tls = self.tls
+        let tuning = self.tuning
         let serverName = naming.hostname(for: peer)
         let connected = ClientBootstrap(group: loop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.seconds(10))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try H2Tuning.configureConnectionSocket(channel)
+                    try tuning.configureConnectionSocket(channel)
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(tls.clientHandler(expected: peer, serverName: serverName, remote: address, reverse: reverse))
                     try sync.addHandler(MeshHandshakeHandler(

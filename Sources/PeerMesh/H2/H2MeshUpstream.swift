@@ -30,6 +30,7 @@ public struct H2MeshUpstream: Upstream {
         let request = self.request(destination, info: info)
         let theirEnd = fds[1]
         let loop = connection.channel.eventLoop
+        let tuning = pool.tuning
         let opened = loop.flatSubmit { () -> EventLoopFuture<Void> in
             let (streamGlue, socketGlue) = GlueHandler.matchedPair()
             let boundStreamGlue = NIOLoopBound(streamGlue, eventLoop: loop)
@@ -37,7 +38,7 @@ public struct H2MeshUpstream: Upstream {
             return ClientBootstrap(group: loop)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try H2Tuning.configureByteSocket(channel)
+                        try tuning.configureByteSocket(channel)
                         try channel.syncOptions?.setOption(.autoRead, value: false)
                         try channel.pipeline.syncOperations.addHandler(boundSocketGlue.value)
                     }

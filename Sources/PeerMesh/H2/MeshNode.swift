@@ -78,7 +78,7 @@ public final class MeshNode: Sendable {
         self.tuning = H2Tuning(config: config)
         self.pool = H2ConnectionPool(group: group, tls: tls, naming: identity.naming, tuning: tuning, logger: logger)
         self.router = TunnelRouter(
-            selfID: identity.node.id, naming: identity.naming, policy: policy, dialer: dialer, pool: pool,
+            selfID: identity.node.id, selfVIP6: identity.node.vip6, naming: identity.naming, policy: policy, dialer: dialer, pool: pool, tuning: tuning,
             openTimeout: .nanoseconds(Int64(config.streamOpenTimeout * 1e9)), logger: logger)
         self.relays = RelayRegistry(gatewayID: identity.node.id, policy: policy, maxPerNode: config.maxRelayConnectionsPerPeer)
         self.sniRouter = SNIRouter(selfID: identity.node.id, naming: identity.naming, policy: policy, relays: relays, logger: logger)
@@ -134,6 +134,7 @@ public final class MeshNode: Sendable {
     private func adopt(_ peeked: PeekListener.Peeked, listener name: String) {
         let relays = self.relays
         let logger = self.logger
+        let tuning = self.tuning
         let remote = peeked.source
         let socket: Int32? = peeked.bytes.first == RelayRegistration.magic[0] ? dup(peeked.fd) : nil
         ClientBootstrap(group: acceptLoop)
@@ -141,7 +142,7 @@ public final class MeshNode: Sendable {
             .channelInitializer { [self] channel in
                 track(channel)
                 return channel.eventLoop.makeCompletedFuture {
-                    try H2Tuning.configureConnectionSocket(channel)
+                    try tuning.configureConnectionSocket(channel)
                     try channel.pipeline.syncOperations.addHandlers([
                         ReplayHandler(peeked.bytes),
                         MeshPortDemux(registry: relays, socket: socket.flatMap { $0 >= 0 ? $0 : nil }, remote: remote, logger: logger) {
@@ -187,7 +188,7 @@ public final class MeshNode: Sendable {
                         inboundStreamInitializer: { stream in stream.close() })
                     pool.registerReverse(peerID: caller.id, H2PeerConnection(channel: channel, multiplexer: multiplexer))
                 } else {
-                    try router.serveStreams(on: channel, caller: caller, tuning: tuning, listener: listener)
+                    try router.serveStreams(on: channel, caller: caller, listener: listener)
                 }
                 established.withLock { $0 += 1 }
                 logger.debug(
@@ -270,9 +271,8 @@ public final class MeshNode: Sendable {
     /// HTTP/2 serves on it.
     func connectReverse(gateway: PeerConfig, address: String) async throws -> any Channel {
         let router = self.router
-        let tuning = self.tuning
         return try await pool.dialTLS(peer: gateway.id, address: address, loop: group.next(), reverse: true) { channel, caller in
-            try router.serveStreams(on: channel, caller: caller, tuning: tuning, listener: "reverse")
+            try router.serveStreams(on: channel, caller: caller, listener: "reverse")
             return channel
         }.get()
     }

@@ -32,6 +32,7 @@ public final class PortForward: Sendable {
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger = Logger(label: "ugate.forward")
     ) async throws -> PortForward {
         let mesh = upstream as? H2MeshUpstream
+        let tuning = mesh?.pool.tuning ?? H2Tuning(config: MeshConfig(identityDir: "-"))
         // Accept on the pooled connection's loop when there is one to reach now.
         let childGroup: any EventLoopGroup = await (try? mesh?.connectionLoop()) ?? group
         let channel = try await ServerBootstrap(group: group, childGroup: childGroup)
@@ -43,7 +44,7 @@ public final class PortForward: Sendable {
                 let boundDialled = NIOLoopBound(dialledGlue, eventLoop: loop)
                 let source = channel.remoteAddress.map { "\($0)" } ?? "?"
                 do {
-                    try H2Tuning.configureByteSocket(channel)
+                    try tuning.configureByteSocket(channel)
                     try channel.syncOptions?.setOption(.autoRead, value: false)
                     try channel.pipeline.syncOperations.addHandler(acceptedGlue)
                 } catch {
@@ -61,7 +62,7 @@ public final class PortForward: Sendable {
                         return try await ClientBootstrap(group: loop)
                             .channelInitializer { dialled in
                                 dialled.eventLoop.makeCompletedFuture {
-                                    try H2Tuning.configureByteSocket(dialled)
+                                    try tuning.configureByteSocket(dialled)
                                     try dialled.pipeline.syncOperations.addHandler(boundDialled.value)
                                 }
                             }

@@ -4,9 +4,10 @@ import NIOCore
 import NIOHTTP2
 
 /// Where an inbound tunnel goes once it is authorized: to this node itself (a destination named
-/// by our own ID or mangled hostname means `127.0.0.1:port`, which is how a gateway reaches a
-/// node behind NAT through its reverse tunnel), to another mesh node named the same way (one more
-/// HTTP/2 hop, with the same request form), or out through the dialer.
+/// by our own ID, mangled hostname or VIP6 means `127.0.0.1:port`, which is how a gateway
+/// reaches a node behind NAT through its reverse tunnel), to another mesh node named the same way
+/// (one more HTTP/2 hop, with the same request form; VIP6 only for peers whose key is
+/// configured), or out through the dialer.
 struct TunnelRouter: Sendable {
     enum Next {
         case local(Destination)
@@ -15,17 +16,25 @@ struct TunnelRouter: Sendable {
     }
 
     let selfID: String
+    /// This node's VIP6 (RFC 5952 text).
+    let selfVIP6: String
     let naming: MeshNaming
     let policy: PeerPolicy
     let dialer: TunnelDialer
     let pool: H2ConnectionPool
+    let tuning: H2Tuning
     /// How long an outbound tunnel request may wait for the peer's answer.
     let openTimeout: TimeAmount
     let logger: Logger
 
     func next(for destination: Destination) -> Next {
+        let local = Destination(host: "127.0.0.1", port: destination.port)
+        if let address = NodeID.canonicalIPv6(destination.host) {
+            if address == selfVIP6 { return .local(local) }
+            return policy.peer(vip6: address).map { .peer($0) } ?? .dialer
+        }
         guard let id = naming.nodeID(inHost: destination.host) else { return .dialer }
-        if id == selfID { return .local(Destination(host: "127.0.0.1", port: destination.port)) }
+        if id == selfID { return .local(local) }
         if let peer = policy.peer(id) { return .peer(peer) }
         return .dialer
     }
@@ -38,7 +47,7 @@ struct TunnelRouter: Sendable {
 
     /// Installs server-mode HTTP/2 on an mTLS connection from `caller`: every inbound stream is
     /// a tunnel request served by `TunnelServerHandler`.
-    func serveStreams(on channel: any Channel, caller: NodeID, tuning: H2Tuning, listener: String) throws {
+    func serveStreams(on channel: any Channel, caller: NodeID, listener: String) throws {
         _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
             mode: .server,
             connectionConfiguration: tuning.connectionConfiguration,

@@ -99,9 +99,10 @@ final class TunnelServerHandler: ChannelDuplexHandler {
         let (streamGlue, socketGlue) = GlueHandler.matchedPair()
         let boundGlue = NIOLoopBound(socketGlue, eventLoop: context.eventLoop)
         let loop = context.eventLoop
+        let tuning = router.tuning
         let initialize: @Sendable (any Channel) -> EventLoopFuture<Void> = { channel in
             channel.eventLoop.makeCompletedFuture {
-                try H2Tuning.configureByteSocket(channel)
+                try tuning.configureByteSocket(channel)
                 try channel.syncOptions?.setOption(.autoRead, value: false)
                 try channel.pipeline.syncOperations.addHandler(boundGlue.value)
             }

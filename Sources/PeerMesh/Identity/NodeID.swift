@@ -1,4 +1,5 @@
 import Crypto
+import Glibc
 
 /// A node's identity derived from its P-256 public key, as the original ugate defines it:
 /// ID = base32 (RFC 4648 §6, upper case, no padding) of SHA-256 over the 65-byte uncompressed
@@ -23,16 +24,33 @@ public struct NodeID: Hashable, Sendable, CustomStringConvertible {
         self.id = Base32.encode(Array(SHA256.hash(data: publicKey)))
     }
 
-    /// The node's IPv6 address in `fd00::/64`, as text.
-    public var vip6: String {
-        let tail = publicKey.suffix(8)
-        var groups: [String] = []
-        var i = tail.startIndex
-        while i < tail.endIndex {
-            groups.append(String(UInt16(tail[i]) << 8 | UInt16(tail[i + 1]), radix: 16))
-            i += 2
-        }
-        return "fd00::" + groups.joined(separator: ":")
+    /// The node's IPv6 address in `fd00::/64`, as text (RFC 5952, see `vip6(publicKey:)`).
+    public var vip6: String { Self.vip6(publicKey: publicKey) }
+
+    /// `fd00::/64` + the last 8 bytes of `publicKey`, in the RFC 5952 text form `inet_ntop`
+    /// writes (lower case, longest zero run compressed), which is how capture listeners write
+    /// an IPv6 destination, so route rules and destinations compare as strings.
+    static func vip6(publicKey: [UInt8]) -> String {
+        var raw = [UInt8](repeating: 0, count: 16)
+        raw[0] = 0xfd
+        raw.replaceSubrange(8..<16, with: publicKey.suffix(8))
+        return formatIPv6(raw)
+    }
+
+    /// The RFC 5952 form of an IPv6 literal (`FD00:0::1` → `fd00::1`), nil when `text` is not one.
+    static func canonicalIPv6(_ text: String) -> String? {
+        guard text.contains(":") else { return nil }
+        var address = in6_addr()
+        guard inet_pton(AF_INET6, text, &address) == 1 else { return nil }
+        return formatIPv6(withUnsafeBytes(of: &address) { Array($0) })
+    }
+
+    private static func formatIPv6(_ raw: [UInt8]) -> String {
+        var address = in6_addr()
+        withUnsafeMutableBytes(of: &address) { $0.copyBytes(from: raw.prefix(16)) }
+        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+        _ = inet_ntop(AF_INET6, &address, &text, socklen_t(text.count))
+        return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     public var description: String { id }

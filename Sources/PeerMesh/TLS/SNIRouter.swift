@@ -1,7 +1,6 @@
 import Gate
 import Logging
 import NIOCore
-import NIOTLS
 
 /// Routes TLS connections on the mesh port by their SNI, before any decryption (the Gate's
 /// `PeekListener` peeks the ClientHello with a bound and asks `verdict`):
@@ -27,24 +26,18 @@ struct SNIRouter: Sendable {
 
     /// The other known node an SNI names (mangled hostname or Istio `outbound_.PORT_._.HOST`),
     /// or nil for this node, no SNI and other names.
-    func peer(for result: SNIResult) -> PeerConfig? {
-        guard case .hostname(let name) = result else { return nil }
+    private func peer(serverName: String?) -> PeerConfig? {
+        guard let name = serverName else { return nil }
         let host = name.hasPrefix("outbound_.") ? (name.components(separatedBy: "_.").last ?? name) : name
         guard let id = naming.nodeID(inHost: host), id != selfID else { return nil }
         return policy.peer(id)
-    }
-
-    /// The peer address to forward to, or nil (relay connection or terminate here).
-    func forwardAddress(for result: SNIResult) -> String? {
-        peer(for: result)?.addresses.first
     }
 
     /// The verdict of the Gate's accept peek (`PeekListener`) for a connection that is not
     /// joined with a relay registration: forward by the Gate's relay when the SNI names another
     /// known node with an address; otherwise hand it to SwiftNIO, which terminates TLS here.
     func verdict(serverName: String?) -> PeekListener.Verdict {
-        guard let serverName, let peer = peer(for: .hostname(serverName)),
-            let address = peer.addresses.first, let destination = try? TunnelRequest.parseDestination(address)
+        guard let peer = peer(serverName: serverName), let address = peer.addresses.first, let destination = try? TunnelRequest.parseDestination(address)
         else { return .handOff }
         logger.debug("SNI forward", metadata: ["peer.addr": "\(address)"])
         return .forward(destination, upstream: "mesh-sni:\(peer.id)")
@@ -52,7 +45,7 @@ struct SNIRouter: Sendable {
 
     /// The node with idle relay-over-SNI registrations here that an SNI names, if any.
     func relayTarget(serverName: String?) -> String? {
-        guard let serverName, let peer = peer(for: .hostname(serverName)), relays.count(peer.id) > 0 else { return nil }
+        guard let peer = peer(serverName: serverName), relays.count(peer.id) > 0 else { return nil }
         return peer.id
     }
 }
