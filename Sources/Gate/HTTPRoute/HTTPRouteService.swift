@@ -27,6 +27,9 @@ public struct HTTPRouteConfig: Codable, Sendable, Equatable {
     public var reloadInterval: Double = 1
     /// Seconds for a request whose rule has no `timeouts.request`.
     public var requestTimeout: Double = 30
+    /// Largest request body (bytes) copied to RequestMirror backends; a request with a larger
+    /// body is served but not mirrored (counted in `ugate_httproute_mirror_skipped_total`).
+    public var mirrorBodyLimit: Int = 1 << 20
 
     public init(manifests: String, services: [String: String] = [:], listeners: [HTTPRouteListenerConfig] = []) {
         self.manifests = manifests
@@ -34,7 +37,7 @@ public struct HTTPRouteConfig: Codable, Sendable, Equatable {
         self.listeners = listeners
     }
 
-    private enum CodingKeys: String, CodingKey, CaseIterable { case manifests, services, listeners, reloadInterval, requestTimeout }
+    private enum CodingKeys: String, CodingKey, CaseIterable { case manifests, services, listeners, reloadInterval, requestTimeout, mirrorBodyLimit }
 
     public init(from decoder: any Decoder) throws {
         try ConfigKey.rejectUnknown(decoder, CodingKeys.allCases.map(\.rawValue))
@@ -44,6 +47,7 @@ public struct HTTPRouteConfig: Codable, Sendable, Equatable {
         listeners = try c.decodeIfPresent([HTTPRouteListenerConfig].self, forKey: .listeners) ?? []
         reloadInterval = try c.decodeIfPresent(Double.self, forKey: .reloadInterval) ?? 1
         requestTimeout = try c.decodeIfPresent(Double.self, forKey: .requestTimeout) ?? 30
+        mirrorBodyLimit = try c.decodeIfPresent(Int.self, forKey: .mirrorBodyLimit) ?? 1 << 20
     }
 }
 
@@ -154,7 +158,7 @@ public final class HTTPRouteService: Sendable {
                 }
                 let gateway = try HTTPGateway(
                     table: RouteTable(routes: listener.routes(in: manifests)), host: listener.host ?? bind,
-                    port: UInt16(listener.port), loops: loops, defaultTimeout: config.requestTimeout, accessLog: accessLog, log: log,
+                    port: UInt16(listener.port), loops: loops, defaultTimeout: config.requestTimeout, mirrorBodyLimit: config.mirrorBodyLimit, accessLog: accessLog, log: log,
                     tls: try listener.tlsConfig(in: manifests).map(HTTPRouteTLS.init), name: listener.name, router: router)
                 gateways.append(gateway)
                 bound.append((listener.name, gateway.address, listener.tls != nil))
