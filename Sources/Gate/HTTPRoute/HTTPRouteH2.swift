@@ -156,12 +156,13 @@ final class HTTP2RouteHandler: ChannelInboundHandler {
     }
 
     /// The HTTP/1 view of a request's HEADERS: `:method`, `:path`, `:authority` as `Host`
-    /// (a `Host` field only when there is no `:authority`), `cookie` crumbs joined with `; `
-    /// (RFC 9113 §8.2.3). nil without `:method` or `:path` (CONNECT).
+    /// when the client sent no `Host` field (as NIO's HTTP/2 → HTTP/1 codec does), `cookie`
+    /// crumbs joined with `; ` (RFC 9113 §8.2.3). nil without `:method` or `:path` (CONNECT).
     static func requestHead(_ fields: HPACKHeaders) -> NIOHTTP1.HTTPRequestHead? {
         var method: String?
         var path: String?
-        var authority = false
+        var authority: String?
+        var host = false
         var cookie: String?
         var headers = HTTPHeaders()
         headers.reserveCapacity(fields.count)
@@ -170,17 +171,17 @@ final class HTTP2RouteHandler: ChannelInboundHandler {
                 switch name {
                 case ":method": method = value
                 case ":path": path = value
-                case ":authority":
-                    authority = true
-                    headers.add(name: "host", value: value)
+                case ":authority": authority = value
                 default: break
                 }
             } else if name == "cookie" {
                 cookie = cookie.map { $0 + "; " + value } ?? value
-            } else if name != "host" || !authority {
+            } else {
+                if name == "host" { host = true }
                 headers.add(name: name, value: value)
             }
         }
+        if !host, let authority { headers.add(name: "host", value: authority) }
         if let cookie { headers.add(name: "cookie", value: cookie) }
         guard let method, let path else { return nil }
         return NIOHTTP1.HTTPRequestHead(version: .http2, method: HTTPMethod(rawValue: method), uri: path, headers: headers)
