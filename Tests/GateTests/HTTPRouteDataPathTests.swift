@@ -9,7 +9,7 @@ import XCTest
 /// JSON (or `N` bytes of `x` for `/big/N`).
 final class BodyBackend {
     static let script = """
-        import hashlib, http.server, json, sys
+        import hashlib, http.server, json, sys, time
         record = sys.argv[1]
         class H(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -32,6 +32,8 @@ final class BodyBackend {
                 digest = hashlib.sha256(body).hexdigest()
                 with open(record, "a") as f:
                     f.write("%s %s %d %s\\n" % (self.command, self.path, len(body), digest))
+                if "/slow" in self.path:
+                    time.sleep(3)
                 if "/big/" in self.path:
                     out = b"x" * int(self.path.split("/big/")[1])
                 else:
@@ -112,6 +114,9 @@ final class HTTPRouteDataPathTests: XCTestCase {
             metadata: {name: data}
             spec:
               rules:
+              - matches: [{path: {type: PathPrefix, value: /slow}}]
+                timeouts: {request: 1s}
+                backendRefs: [{name: primary, port: 80}]
               - matches: [{path: {type: PathPrefix, value: /mirrored}}]
                 filters: [{type: RequestMirror, requestMirror: {backendRef: {name: mirror, port: 80}}}]
                 backendRefs: [{name: primary, port: 80}]
@@ -172,14 +177,14 @@ final class HTTPRouteDataPathTests: XCTestCase {
         XCTAssertEqual(json(r.out)["sha"] as? String, large.sha, r.out + r.err)
         let h2 = try run("curl", ["-sS", "--max-time", "20", "--http2-prior-knowledge", "--data-binary", "@\(large.path)", "\(base)/mirrored/large-h2"])
         XCTAssertEqual(json(h2.out)["sha"] as? String, large.sha, h2.out + h2.err)
-        XCTAssertNotNil(capture.waitForLine(containing: ["request not mirrored", "route=default/data#0"]))
+        XCTAssertNotNil(capture.waitForLine(containing: ["request not mirrored", "route=default/data#1"]))
         // A later small request shows that the mirror is up to date and saw no large body.
         _ = try run("curl", ["-sS", "--max-time", "20", "\(base)/mirrored/after"])
         let lines = mirror.lines(waitingFor: ["GET /mirrored/after 0"])
         XCTAssertTrue(lines.contains { $0.hasPrefix("GET /mirrored/after 0") }, "\(lines)")
         XCTAssertFalse(lines.contains { $0.contains("/mirrored/large") }, "\(lines)")
-        for _ in 0..<100 where !metrics.render().contains("ugate_httproute_mirror_skipped_total{route=\"default/data#0\"} 2") { usleep(20_000) }
-        XCTAssertTrue(metrics.render().contains("ugate_httproute_mirror_skipped_total{route=\"default/data#0\"} 2"), metrics.render())
+        for _ in 0..<100 where !metrics.render().contains("ugate_httproute_mirror_skipped_total{route=\"default/data#1\"} 2") { usleep(20_000) }
+        XCTAssertTrue(metrics.render().contains("ugate_httproute_mirror_skipped_total{route=\"default/data#1\"} 2"), metrics.render())
         // A GET without body is mirrored with an empty body.
         XCTAssertTrue(primary.lines().contains { $0.hasPrefix("GET /mirrored/after 0") })
     }
@@ -216,6 +221,17 @@ final class HTTPRouteDataPathTests: XCTestCase {
         let plain = try run("curl", ["-sS", "-v", "--max-time", "20", "-H", "Upgrade: h2c", "-H", "Connection: Upgrade", "\(base)/curl/plain"])
         XCTAssertTrue(plain.err.contains("< HTTP/1.1 200"), plain.err)
         XCTAssertEqual(json(plain.out)["path"] as? String, "/curl/plain", plain.out)
+    }
+
+    func testDeadlinesOverHTTP1AndHTTP2() throws {
+        // The rule's 1 s deadline: 504 on both protocols, while a quick request on the same
+        // HTTP/2 connection is answered (nghttp, two streams at once).
+        let h1 = try run("curl", ["-sS", "--max-time", "20", "-w", "%{http_code}", "\(base)/slow/h1"])
+        XCTAssertTrue(h1.out.hasSuffix("504"), h1.out + h1.err)
+        let h2 = try run("nghttp", ["-n", "-v", "\(base)/slow/h2", "\(base)/quick"])
+        XCTAssertTrue(h2.out.contains(":status: 504"), h2.out)
+        XCTAssertTrue(h2.out.contains(":status: 200"), h2.out)
+        XCTAssertNotNil(capture.waitForLine(containing: ["request", "path=/slow/h2", "status=504", "proto=h2c"]))
     }
 
     func testHTTP2FlowControlBothWays() throws {

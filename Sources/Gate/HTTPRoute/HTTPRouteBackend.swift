@@ -73,10 +73,10 @@ final class BackendPool: Sendable {
     /// Calls `completion` on `loop` with a connection to `destination`: an idle one when
     /// there is one (unless `fresh`), else a new one.
     func acquire(
-        _ destination: Destination, on loop: any EventLoop, fresh: Bool = false,
+        _ destination: Destination, on loop: any EventLoop, idle: Box? = nil, fresh: Bool = false,
         _ completion: @escaping (Result<BackendConnection, any Error>) -> Void
     ) {
-        let box = perLoop.box(for: loop)
+        let box = idle ?? perLoop.box(for: loop)
         if !fresh {
             // Popped in place (a copy of the list would be copied again on write).
             while let connection = box.idle[destination]?.popLast() {
@@ -119,6 +119,11 @@ final class BackendPool: Sendable {
             destination, completion)
     }
 
+    /// The idle connections of `loop` (called on `loop`).
+    func box(for loop: any EventLoop) -> Box {
+        perLoop.box(for: loop)
+    }
+
     /// `tcp`: set TCP_NODELAY (an upstream's socket may be one end of a socketpair).
     private func bootstrap(_ loop: any EventLoop, tcp: Bool) -> ClientBootstrap {
         ClientBootstrap(group: loop)
@@ -153,9 +158,10 @@ final class BackendPool: Sendable {
     }
 
     /// Returns a connection whose exchange completed cleanly.
-    func release(_ connection: BackendConnection) {
+    /// `idle`: the pool's box of the connection's loop, when the caller has it (`box(for:)`).
+    func release(_ connection: BackendConnection, idle: Box? = nil) {
         guard connection.channel.isActive else { return }
-        let box = perLoop.box(for: connection.channel.eventLoop)
+        let box = idle ?? perLoop.box(for: connection.channel.eventLoop)
         guard box.idle[connection.destination, default: []].count < maxIdle else {
             connection.channel.close(promise: nil)
             return

@@ -28,8 +28,12 @@ final class RouteConnection {
     /// The counters of the route and status counted last: a connection mostly hits one route,
     /// so the shared counter map (a lock and a hash of the label) is asked once per change.
     private var lastCounters: (key: RouteCounters.RouteStatus, counters: RouteCounters.Pair)?
+    /// The backend pool's idle connections of this connection's loop, looked up once.
+    private(set) lazy var idle: BackendPool.Box = settings.pool.box(for: eventLoop)
+    let eventLoop: any EventLoop
 
-    init(state: GatewayState, settings: RouteSettings, peer: String, proto: String) {
+    init(state: GatewayState, settings: RouteSettings, peer: String, proto: String, eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
         self.state = state
         self.settings = settings
         self.peer = peer
@@ -95,6 +99,59 @@ protocol ExchangeClient: AnyObject {
     /// `exchange` wrote to its backend: flush it at the end of the client's read burst (so the
     /// head and end of a request leave in one syscall), or now when no burst is under way.
     func backendNeedsFlush(_ exchange: Exchange)
+    /// Calls `exchange.timedOut()` once its `deadline` has passed (unless it finished).
+    func watchDeadline(_ exchange: Exchange)
+}
+
+/// One timer per client connection for the deadlines of its exchanges, instead of a timer
+/// scheduled and cancelled per request (NIO cancels a scheduled task with a linear search of
+/// the loop's task queue): it fires at the earliest deadline it was asked for, times out
+/// the exchanges whose deadline passed and re-arms for the next one, so a busy kept-alive
+/// connection arms about one timer per request timeout (30 s by default), not per request.
+final class DeadlineTimer {
+    private let eventLoop: any EventLoop
+    private var scheduled: Scheduled<Void>?
+    private var firesAt: NIODeadline?
+    /// The exchanges to check when the timer fires.
+    private let exchanges: () -> [Exchange]
+
+    init(eventLoop: any EventLoop, exchanges: @escaping () -> [Exchange]) {
+        self.eventLoop = eventLoop
+        self.exchanges = exchanges
+    }
+
+    func watch(_ deadline: NIODeadline) {
+        if let firesAt, firesAt <= deadline { return }
+        scheduled?.cancel()
+        arm(deadline)
+    }
+
+    private func arm(_ deadline: NIODeadline) {
+        firesAt = deadline
+        scheduled = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in self?.fired() }
+    }
+
+    private func fired() {
+        firesAt = nil
+        scheduled = nil
+        let now = NIODeadline.now()
+        var next: NIODeadline?
+        for exchange in exchanges() where !exchange.finished {
+            if exchange.deadline <= now {
+                exchange.timedOut()
+            } else if next == nil || exchange.deadline < next! {
+                next = exchange.deadline
+            }
+        }
+        if let next { arm(next) }
+    }
+
+    /// Stops the timer (the connection closed).
+    func cancel() {
+        scheduled?.cancel()
+        scheduled = nil
+        firesAt = nil
+    }
 }
 
 /// Receives a backend connection's response.
@@ -122,7 +179,8 @@ final class Exchange: BackendDelegate {
     var requestEnded = false
     var responded = false
     var finished = false
-    var timer: Scheduled<Void>?
+    /// The rule's deadline (504 after it), watched by the client's `DeadlineTimer`.
+    var deadline = NIODeadline.distantFuture
     var failures: [String] = []
     /// The head for RequestMirror backends and the request body so far (nil: no mirror, or
     /// the body outgrew `mirrorBodyLimit`).
@@ -217,11 +275,8 @@ final class Exchange: BackendDelegate {
             upstream.headers.add(name: "transfer-encoding", value: "chunked")
         }
         pending.append(.head(upstream))
-        let timeout = forward.timeout ?? client.connection.settings.defaultTimeout
-        timer = client.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(timeout * 1000))) { [self] in
-            guard !finished else { return }
-            fail(504, "backend \(log.backend) did not respond within \(timeout) s")
-        }
+        deadline = .now() + .milliseconds(Int64((forward.timeout ?? client.connection.settings.defaultTimeout) * 1000))
+        client.watchDeadline(self)
         if !forward.mirrors.isEmpty {
             let limit = client.connection.settings.mirrorBodyLimit
             if let length, let size = Int(length), size > limit {
@@ -271,6 +326,13 @@ final class Exchange: BackendDelegate {
         backend?.channel.flush()
     }
 
+    /// The rule's deadline passed without a complete response: 504.
+    func timedOut() {
+        guard !finished else { return }
+        let timeout = forward.timeout ?? client.connection.settings.defaultTimeout
+        fail(504, "backend \(log.backend) did not respond within \(timeout) s")
+    }
+
     /// The client connection or stream went away.
     func clientGone() {
         guard !finished else { return }
@@ -308,7 +370,7 @@ final class Exchange: BackendDelegate {
         }
         let candidate = candidates[0]
         log.backend = candidate.name
-        client.connection.settings.pool.acquire(candidate.destination, on: client.eventLoop, fresh: freshOnly) { [self] result in
+        client.connection.settings.pool.acquire(candidate.destination, on: client.eventLoop, idle: client.connection.idle, fresh: freshOnly) { [self] result in
             guard !finished else {
                 if case .success(let connection) = result { connection.channel.close(promise: nil) }
                 return
@@ -409,14 +471,12 @@ final class Exchange: BackendDelegate {
     private func finish(reuseBackend: Bool) {
         guard !finished else { return }
         finished = true
-        timer?.cancel()
-        timer = nil
         mirrorHead = nil
         mirrorBody = []
         if let backend {
             backend.delegate = nil
             if reuseBackend && backend.reusable {
-                client.connection.settings.pool.release(backend)
+                client.connection.settings.pool.release(backend, idle: client.connection.idle)
             } else {
                 backend.channel.close(promise: nil)
             }

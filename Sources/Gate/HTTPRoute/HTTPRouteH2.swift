@@ -33,6 +33,7 @@ final class HTTP2RouteHandler: ChannelInboundHandler {
     private var flushScheduled = false
     private var backendFlushes: [Exchange] = []
     private var connectionWindowDebt = 0
+    private var deadlines: DeadlineTimer?
 
     init(_ connection: RouteConnection, channel: any Channel) {
         self.connection = connection
@@ -46,6 +47,7 @@ final class HTTP2RouteHandler: ChannelInboundHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        deadlines?.cancel()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -145,6 +147,13 @@ final class HTTP2RouteHandler: ChannelInboundHandler {
                 context?.flush()
             }
         }
+    }
+
+    func watchDeadline(_ exchange: Exchange) {
+        if deadlines == nil {
+            deadlines = DeadlineTimer(eventLoop: eventLoop) { [weak self] in self?.streams.values.compactMap(\.exchange) ?? [] }
+        }
+        deadlines?.watch(exchange.deadline)
     }
 
     func backendNeedsFlush(_ exchange: Exchange) {
@@ -273,6 +282,10 @@ final class HTTP2RouteStream: ExchangeClient {
     func backendNeedsFlush(_ exchange: Exchange) {
         if let handler { handler.backendNeedsFlush(exchange) } else { exchange.flushBackend() }
     }
+
+    func watchDeadline(_ exchange: Exchange) {
+        handler?.watchDeadline(exchange)
+    }
 }
 
 /// `Upgrade: h2c` on a plain HTTP/1.1 listener (RFC 7540 §3.2): a first request with
@@ -311,7 +324,8 @@ final class H2CUpgrader: HTTPServerProtocolUpgrader {
     }
 
     func upgrade(context: ChannelHandlerContext, upgradeRequest: NIOHTTP1.HTTPRequestHead) -> EventLoopFuture<Void> {
-        let connection = RouteConnection(state: connection.state, settings: connection.settings, peer: connection.peer, proto: "h2c")
+        let connection = RouteConnection(
+            state: connection.state, settings: connection.settings, peer: connection.peer, proto: "h2c", eventLoop: context.eventLoop)
         let replaced = replaced
         return context.eventLoop.makeCompletedFuture {
             let sync = context.pipeline.syncOperations

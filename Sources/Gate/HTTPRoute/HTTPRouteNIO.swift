@@ -47,18 +47,18 @@ final class HTTPRouteNIO: Sendable {
                     try sync.addHandler(ReplayHandler(prefix: prefix))
                     switch mode {
                     case .http1:
-                        try Self.configureHTTP1(channel, RouteConnection(state: state, settings: settings, peer: peer, proto: "http/1.1"), upgrade: true)
+                        try Self.configureHTTP1(channel, RouteConnection(state: state, settings: settings, peer: peer, proto: "http/1.1", eventLoop: channel.eventLoop), upgrade: true)
                     case .h2c:
-                        try Self.configureHTTP2(channel, RouteConnection(state: state, settings: settings, peer: peer, proto: "h2c"))
+                        try Self.configureHTTP2(channel, RouteConnection(state: state, settings: settings, peer: peer, proto: "h2c", eventLoop: channel.eventLoop))
                     case .tls(let tls):
                         try sync.addHandler(NIOSSLServerHandler(context: tls))
                         try sync.addHandler(ApplicationProtocolNegotiationHandler { result, channel in
                             channel.eventLoop.makeCompletedFuture {
                                 if case .negotiated("h2") = result {
-                                    try Self.configureHTTP2(channel, RouteConnection(state: state, settings: settings, peer: peer, proto: "h2"))
+                                    try Self.configureHTTP2(channel, RouteConnection(state: state, settings: settings, peer: peer, proto: "h2", eventLoop: channel.eventLoop))
                                 } else {
                                     try Self.configureHTTP1(
-                                        channel, RouteConnection(state: state, settings: settings, peer: peer, proto: "http/1.1+tls"), upgrade: false)
+                                        channel, RouteConnection(state: state, settings: settings, peer: peer, proto: "http/1.1+tls", eventLoop: channel.eventLoop), upgrade: false)
                                 }
                             }
                         })
@@ -132,6 +132,7 @@ final class HTTP1RouteHandler: ChannelInboundHandler, RemovableChannelHandler, E
     /// Inside a read burst: backend writes wait for its end (`channelReadComplete`).
     private var reading = false
     private var flushAtReadComplete: Exchange?
+    private var deadlines: DeadlineTimer?
 
     init(_ connection: RouteConnection, channel: any Channel) {
         self.connection = connection
@@ -145,6 +146,7 @@ final class HTTP1RouteHandler: ChannelInboundHandler, RemovableChannelHandler, E
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+        deadlines?.cancel()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -226,5 +228,12 @@ final class HTTP1RouteHandler: ChannelInboundHandler, RemovableChannelHandler, E
         }
         if let other = flushAtReadComplete, other !== exchange { other.flushBackend() }
         flushAtReadComplete = exchange
+    }
+
+    func watchDeadline(_ exchange: Exchange) {
+        if deadlines == nil {
+            deadlines = DeadlineTimer(eventLoop: eventLoop) { [weak self] in self?.exchange.map { [$0] } ?? [] }
+        }
+        deadlines?.watch(exchange.deadline)
     }
 }
