@@ -4,13 +4,14 @@ import XCTest
 
 @testable import Gate
 
-/// A Python HTTP/1.1 backend that reads request bodies (Content-Length or chunked), records
-/// `METHOD PATH LENGTH SHA256` per request in a file, and answers the body's length and hash as
-/// JSON (or `N` bytes of `x` for `/big/N`).
-final class BodyBackend {
+/// A Python HTTP/1.1 backend (`PythonBackend` with another script) that reads request bodies
+/// (Content-Length or chunked), records `METHOD PATH LENGTH SHA256` per request in a file, and
+/// answers the body's length and hash as JSON (or `N` bytes of `x` for `/big/N`; `/slow`
+/// answers after 3 s).
+struct BodyBackend {
     static let script = """
         import hashlib, http.server, json, sys, time
-        record = sys.argv[1]
+        record = sys.argv[2]
         class H(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             wbufsize = 65536
@@ -49,31 +50,15 @@ final class BodyBackend {
         print(server.server_address[1], flush=True)
         server.serve_forever()
         """
-    let process = Process()
-    let port: UInt16
+    let backend: PythonBackend
     let record: String
 
     init(record: String) throws {
         self.record = record
-        process.executableURL = URL(fileURLWithPath: try tool("python3"))
-        process.arguments = ["-c", Self.script, record]
-        let out = Pipe()
-        process.standardOutput = out
-        try process.run()
-        var line = ""
-        for _ in 0..<100 where !line.contains("\n") {
-            let data = out.fileHandleForReading.availableData
-            if data.isEmpty { break }
-            line += String(decoding: data, as: UTF8.self)
-        }
-        guard let port = UInt16(line.trimmingCharacters(in: .whitespacesAndNewlines)) else {
-            process.terminate()
-            throw GateError(.config, "body backend did not print its port: \(line)")
-        }
-        self.port = port
+        backend = try PythonBackend("body", record: record, script: Self.script)
     }
 
-    var address: String { "127.0.0.1:\(port)" }
+    var address: String { backend.address }
 
     /// The recorded lines, waiting (bounded) until one contains every string of `containing`.
     func lines(waitingFor containing: [String] = []) -> [String] {
@@ -86,22 +71,19 @@ final class BodyBackend {
         return text.split(separator: "\n").map(String.init)
     }
 
-    func stop() {
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-    }
+    func stop() { backend.stop() }
 }
 
 /// The NIO data path: RequestMirror with request bodies (and the body cap), `Upgrade: h2c`
 /// with nghttp and curl, HTTP/2 flow control both ways on the frame-level stream handler.
 final class HTTPRouteDataPathTests: XCTestCase {
+    let capture = LogCapture()
+    let metrics = PrometheusMetrics()
+    var dir = ""
     var primary: BodyBackend!
     var mirror: BodyBackend!
     var loops: GateLoopGroup!
     var gateway: HTTPGateway!
-    let capture = LogCapture()
-    let metrics = PrometheusMetrics()
-    var dir = ""
 
     override func setUpWithError() throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("httproute-dp-\(getpid())-\(UUID())").path

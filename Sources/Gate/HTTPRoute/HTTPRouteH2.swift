@@ -15,40 +15,20 @@ import NIOHTTP2
 /// flush. What the multiplexer did and this handler does instead: inbound flow control (a
 /// `WINDOW_UPDATE` for the stream and the connection once half a default window was
 /// consumed), `RST_STREAM` / stream closure ending the exchange.
-final class HTTP2RouteHandler: ChannelInboundHandler {
+final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
     typealias InboundIn = HTTP2Frame
     typealias OutboundOut = HTTP2Frame
 
     /// Consumed DATA bytes after which a `WINDOW_UPDATE` is sent (half the default window).
     static let windowUpdateThreshold = 32768
 
-    let connection: RouteConnection
-    let eventLoop: any EventLoop
-    let allocator: ByteBufferAllocator
-    private var context: ChannelHandlerContext?
     private var streams: [HTTP2StreamID: HTTP2RouteStream] = [:]
-    /// Inside a read burst: flushes wait for its end.
-    private var reading = false
     private var needsFlush = false
     private var flushScheduled = false
     private var backendFlushes: [Exchange] = []
     private var connectionWindowDebt = 0
-    private var deadlines: DeadlineTimer?
 
-    init(_ connection: RouteConnection, channel: any Channel) {
-        self.connection = connection
-        eventLoop = channel.eventLoop
-        allocator = channel.allocator
-    }
-
-    func handlerAdded(context: ChannelHandlerContext) {
-        self.context = context
-    }
-
-    func handlerRemoved(context: ChannelHandlerContext) {
-        self.context = nil
-        deadlines?.cancel()
-    }
+    override var exchanges: [Exchange] { streams.values.compactMap(\.exchange) }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         reading = true
@@ -147,13 +127,6 @@ final class HTTP2RouteHandler: ChannelInboundHandler {
                 context?.flush()
             }
         }
-    }
-
-    func watchDeadline(_ exchange: Exchange) {
-        if deadlines == nil {
-            deadlines = DeadlineTimer(eventLoop: eventLoop) { [weak self] in self?.streams.values.compactMap(\.exchange) ?? [] }
-        }
-        deadlines?.watch(exchange.deadline)
     }
 
     func backendNeedsFlush(_ exchange: Exchange) {

@@ -120,34 +120,14 @@ final class ReplayHandler: ChannelInboundHandler, RemovableChannelHandler {
 /// Serves the requests of one HTTP/1.1 connection (after NIO's HTTP/1 codec and pipelining
 /// handler): each request head begins an `Exchange`, its body parts follow it, and the
 /// response is written back on the connection.
-final class HTTP1RouteHandler: ChannelInboundHandler, RemovableChannelHandler, ExchangeClient {
+final class HTTP1RouteHandler: RouteClientHandler, ChannelInboundHandler, RemovableChannelHandler, ExchangeClient {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
-    let connection: RouteConnection
-    private var context: ChannelHandlerContext?
-    let eventLoop: any EventLoop
-    let allocator: ByteBufferAllocator
     private var exchange: Exchange?
-    /// Inside a read burst: backend writes wait for its end (`channelReadComplete`).
-    private var reading = false
     private var flushAtReadComplete: Exchange?
-    private var deadlines: DeadlineTimer?
 
-    init(_ connection: RouteConnection, channel: any Channel) {
-        self.connection = connection
-        eventLoop = channel.eventLoop
-        allocator = channel.allocator
-    }
-
-    func handlerAdded(context: ChannelHandlerContext) {
-        self.context = context
-    }
-
-    func handlerRemoved(context: ChannelHandlerContext) {
-        self.context = nil
-        deadlines?.cancel()
-    }
+    override var exchanges: [Exchange] { exchange.map { [$0] } ?? [] }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         reading = true
@@ -230,9 +210,40 @@ final class HTTP1RouteHandler: ChannelInboundHandler, RemovableChannelHandler, E
         flushAtReadComplete = exchange
     }
 
+}
+
+/// What the HTTP/1.1 and HTTP/2 client handlers share: the connection, its loop, the handler
+/// context, whether a read burst is under way, and the deadline timer of its exchanges.
+class RouteClientHandler {
+    let connection: RouteConnection
+    let eventLoop: any EventLoop
+    let allocator: ByteBufferAllocator
+    var context: ChannelHandlerContext?
+    /// Inside a read burst: flushes wait for its end (`channelReadComplete`).
+    var reading = false
+    private var deadlines: DeadlineTimer?
+
+    init(_ connection: RouteConnection, channel: any Channel) {
+        self.connection = connection
+        eventLoop = channel.eventLoop
+        allocator = channel.allocator
+    }
+
+    /// The exchanges in progress on this connection.
+    var exchanges: [Exchange] { [] }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        deadlines?.cancel()
+    }
+
     func watchDeadline(_ exchange: Exchange) {
         if deadlines == nil {
-            deadlines = DeadlineTimer(eventLoop: eventLoop) { [weak self] in self?.exchange.map { [$0] } ?? [] }
+            deadlines = DeadlineTimer(eventLoop: eventLoop) { [weak self] in self?.exchanges ?? [] }
         }
         deadlines?.watch(exchange.deadline)
     }
