@@ -79,10 +79,9 @@ final class GatewayState: Sendable {
         case forward(RouteAction.Forward)
     }
 
-    /// Decides `request` with the current table (weighted pick with the system RNG); `route`
+    /// Decides `request` with the current table (weighted pick with `generator`); `route`
     /// receives the matched rule's label.
-    func decide(_ request: RouteRequest, route: inout String) -> Decision {
-        var generator = SystemRandomNumberGenerator()
+    func decide(_ request: RouteRequest, route: inout String, using generator: inout some RandomNumberGenerator) -> Decision {
         // A copy (reference-counted storage) taken under the lock; deciding runs outside it.
         let table = table.withLock { $0 }
         switch table.decide(request, using: &generator) {

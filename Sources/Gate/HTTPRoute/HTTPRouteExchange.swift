@@ -31,6 +31,8 @@ final class RouteConnection {
     /// The backend pool's idle connections of this connection's loop, looked up once.
     private(set) lazy var idle: BackendPool.Box = settings.pool.box(for: eventLoop)
     let eventLoop: any EventLoop
+    /// The weighted backend choice's generator (see `SplitMix64`).
+    var random = SplitMix64(seed: UInt64.random(in: .min ... .max))
 
     init(state: GatewayState, settings: RouteSettings, peer: String, proto: String, eventLoop: any EventLoop) {
         self.eventLoop = eventLoop
@@ -54,6 +56,24 @@ final class RouteConnection {
         }
         pair.requests.increment()
         pair.bytes.increment(by: entry.bytes)
+    }
+}
+
+/// SplitMix64 (Steele, Lea, Flood: "Fast splittable pseudorandom number generators", 2014),
+/// seeded once per connection from the system generator. Hand-written for the hot path:
+/// `SystemRandomNumberGenerator` costs a `getrandom` system call per number on Linux, one per
+/// request for the weighted backend choice; a traffic split needs uniformity, not secrecy.
+struct SplitMix64: RandomNumberGenerator {
+    private var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }
 
@@ -209,7 +229,7 @@ final class Exchange: BackendDelegate {
             local = (refusal.status, refusal.message, [])
             keepAlive = false
         } else {
-            switch connection.state.decide(request, route: &log.route) {
+            switch connection.state.decide(request, route: &log.route, using: &connection.random) {
             case .local(let status, let message, let headers):
                 local = (status, message, headers)
             case .forward(let forward):
