@@ -42,8 +42,9 @@ struct BodyBackend {
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(out)))
                 self.end_headers()
-                self.wfile.write(out)
-            do_GET = do_POST = do_PUT = answer
+                if self.command != "HEAD":
+                    self.wfile.write(out)
+            do_GET = do_POST = do_PUT = do_HEAD = answer
             def log_message(self, *args):
                 pass
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
@@ -223,6 +224,9 @@ final class HTTPRouteDataPathTests: XCTestCase {
         XCTAssertEqual(json(up.out)["sha"] as? String, body.sha, up.out + up.err)
         let down = try run("curl", ["-sS", "--max-time", "30", "--http2-prior-knowledge", "-o", "\(dir)/down", "-w", "%{size_download} %{http_version}", "\(base)/big/2000000"])
         XCTAssertEqual(down.out, "2000000 2", down.err)
+        // HEAD: the Content-Length of the body that is not sent.
+        let head = try run("curl", ["-sS", "-I", "--max-time", "20", "--http2-prior-knowledge", "\(base)/big/5000"])
+        XCTAssertTrue(head.out.contains("HTTP/2 200") && head.out.contains("content-length: 5000"), head.out + head.err)
         // 50 streams at once, 5 concurrent, on one connection (h2load), all answered.
         let load = try run("h2load", ["-n", "50", "-c", "1", "-m", "5", "\(base)/many"])
         XCTAssertTrue(load.out.contains("50 succeeded"), load.out + load.err)
