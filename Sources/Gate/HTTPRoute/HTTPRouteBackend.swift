@@ -62,7 +62,7 @@ final class BackendPool: Sendable {
         var idle: [Destination: [BackendConnection]] = [:]
     }
 
-    init(maxIdle: Int = 64, connectTimeout: Double = 10, router: Router? = nil, listenerName: String = "httproute") {
+    init(maxIdle: Int = 256, connectTimeout: Double = 10, router: Router? = nil, listenerName: String = "httproute") {
         self.maxIdle = maxIdle
         self.connectTimeout = connectTimeout
         self.router = router

@@ -90,7 +90,9 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let closed = event as? StreamClosedEvent {
+        // NIOHTTP2Handler fires several events per stream; only one kind matters here, and a
+        // metatype comparison is cheaper than a dynamic cast of each.
+        if type(of: event) == StreamClosedEvent.self, let closed = event as? StreamClosedEvent {
             streams.removeValue(forKey: closed.streamID)?.exchange?.clientGone()
         }
         context.fireUserInboundEventTriggered(event)

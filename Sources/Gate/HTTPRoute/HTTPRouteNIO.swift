@@ -72,16 +72,14 @@ final class HTTPRouteNIO: Sendable {
     }
 
     /// NIO's HTTP/1.1 server pipeline (pipelining, keep-alive; a malformed head is answered
-    /// 400 and closed) with an `HTTP1RouteHandler`; a kept-alive connection idle for
-    /// `keepAliveTimeout` between requests is closed. `upgrade` (plain listeners): a first
-    /// request with `Upgrade: h2c` switches the connection to HTTP/2 (`H2CUpgrader`).
+    /// 400 and closed) with an `HTTP1RouteHandler` (which closes a kept-alive connection idle
+    /// for `keepAliveTimeout` between requests). `upgrade` (plain listeners): a first request
+    /// with `Upgrade: h2c` switches the connection to HTTP/2 (`H2CUpgrader`).
     static func configureHTTP1(_ channel: any Channel, _ connection: RouteConnection, upgrade: Bool) throws {
         let sync = channel.pipeline.syncOperations
-        let idle = IdleStateHandler(readTimeout: .milliseconds(Int64(connection.settings.keepAliveTimeout * 1000)))
         let handler = HTTP1RouteHandler(connection, channel: channel)
-        try sync.addHandler(idle)
         if upgrade {
-            let upgrader = H2CUpgrader(connection: connection, replaced: [idle, handler])
+            let upgrader = H2CUpgrader(connection: connection, replaced: [handler])
             try sync.configureHTTPServerPipeline(withServerUpgrade: ([upgrader], { _ in }), withErrorHandling: true)
         } else {
             try sync.configureHTTPServerPipeline(withErrorHandling: true)
@@ -126,14 +124,54 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelInboundHandler, Remova
 
     private var exchange: Exchange?
     private var flushAtReadComplete: Exchange?
+    /// Since when no request is in progress (nil: one is), and the keep-alive timer: instead of
+    /// an `IdleStateHandler`, which sits in the path of every read, write and flush, one timer
+    /// per connection checks this and is re-armed for the time left.
+    private var idleSince: NIODeadline? = .now()
+    private var idleTimer: Scheduled<Void>?
 
     override var exchanges: [Exchange] { exchange.map { [$0] } ?? [] }
+
+    override func handlerAdded(context: ChannelHandlerContext) {
+        super.handlerAdded(context: context)
+        armIdleTimer(at: .now() + keepAlive)
+    }
+
+    override func handlerRemoved(context: ChannelHandlerContext) {
+        super.handlerRemoved(context: context)
+        idleTimer?.cancel()
+        idleTimer = nil
+    }
+
+    private var keepAlive: TimeAmount { .milliseconds(Int64(connection.settings.keepAliveTimeout * 1000)) }
+
+    private func armIdleTimer(at deadline: NIODeadline) {
+        idleTimer = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in self?.idleTimerFired() }
+    }
+
+    private func idleTimerFired() {
+        idleTimer = nil
+        guard let idleSince else {
+            armIdleTimer(at: .now() + keepAlive)
+            return
+        }
+        if idleSince + keepAlive <= .now() {
+            context?.close(promise: nil)
+        } else {
+            armIdleTimer(at: idleSince + keepAlive)
+        }
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         reading = true
         switch unwrapInboundIn(data) {
         case .head(let head):
-            if let started = Exchange.begin(head, client: self, http1: true), !started.finished { exchange = started }
+            idleSince = nil
+            if let started = Exchange.begin(head, client: self, http1: true), !started.finished {
+                exchange = started
+            } else {
+                idleSince = .now()
+            }
         case .body(let body):
             exchange?.requestPart(.body(.byteBuffer(body)))
         case .end(let trailers):
@@ -153,16 +191,6 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelInboundHandler, Remova
     func channelInactive(context: ChannelHandlerContext) {
         exchange?.clientGone()
         context.fireChannelInactive()
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        // Idle between requests (IdleStateHandler): close; during an exchange the rule's
-        // deadline governs.
-        if case .read? = event as? IdleStateHandler.IdleStateEvent {
-            if exchange == nil { context.close(promise: nil) }
-            return
-        }
-        context.fireUserInboundEventTriggered(event)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -198,7 +226,10 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelInboundHandler, Remova
     }
 
     func exchangeFinished(_ finished: Exchange) {
-        if exchange === finished { exchange = nil }
+        if exchange === finished {
+            exchange = nil
+            idleSince = .now()
+        }
     }
 
     func backendNeedsFlush(_ exchange: Exchange) {
