@@ -206,6 +206,34 @@ final class HTTPRouteDataPathTests: XCTestCase {
         XCTAssertEqual(json(plain.out)["path"] as? String, "/curl/plain", plain.out)
     }
 
+    func testHTTP1PipelinedRequestsAnsweredInOrder() throws {
+        // Five requests in one write (the third with a body): five responses in order.
+        let script = """
+            import socket, sys
+            s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+            out = b""
+            for i in range(5):
+                if i == 2:
+                    out += b"POST /pipe/2 HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 1000\\r\\n\\r\\n" + b"y" * 1000
+                else:
+                    out += b"GET /pipe/%d HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n" % i
+            s.sendall(out)
+            s.settimeout(20)
+            data = b""
+            while data.count(b"HTTP/1.1 200") < 5 or not data.endswith(b"}"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            print(data.decode())
+            """
+        let r = try run("python3", ["-c", script, "\(gateway.address.port)"])
+        let positions = (0..<5).map { r.out.range(of: "\"path\": \"/pipe/\($0)\"")?.lowerBound }
+        XCTAssertTrue(positions.allSatisfy { $0 != nil }, r.out + r.err)
+        XCTAssertEqual(positions.compactMap { $0 }, positions.compactMap { $0 }.sorted(), r.out)
+        XCTAssertTrue(r.out.contains("\"len\": 1000"), r.out)
+    }
+
     func testDeadlinesOverHTTP1AndHTTP2() throws {
         // The rule's 1 s deadline: 504 on both protocols, while a quick request on the same
         // HTTP/2 connection is answered (nghttp, two streams at once).

@@ -71,18 +71,18 @@ final class HTTPRouteNIO: Sendable {
         }
     }
 
-    /// NIO's HTTP/1.1 server pipeline (pipelining, keep-alive; a malformed head is answered
-    /// 400 and closed) with an `HTTP1RouteHandler` (which closes a kept-alive connection idle
-    /// for `keepAliveTimeout` between requests). `upgrade` (plain listeners): a first request
+    /// NIO's HTTP/1.1 codec (a malformed head is answered 400 and closed) with an
+    /// `HTTP1RouteHandler` (keep-alive, pipelining; it closes a kept-alive connection idle for
+    /// `keepAliveTimeout` between requests). `upgrade` (plain listeners): a first request
     /// with `Upgrade: h2c` switches the connection to HTTP/2 (`H2CUpgrader`).
     static func configureHTTP1(_ channel: any Channel, _ connection: RouteConnection, upgrade: Bool) throws {
         let sync = channel.pipeline.syncOperations
         let handler = HTTP1RouteHandler(connection, channel: channel)
         if upgrade {
             let upgrader = H2CUpgrader(connection: connection, replaced: [handler])
-            try sync.configureHTTPServerPipeline(withServerUpgrade: ([upgrader], { _ in }), withErrorHandling: true)
+            try sync.configureHTTPServerPipeline(withPipeliningAssistance: false, withServerUpgrade: ([upgrader], { _ in }), withErrorHandling: true)
         } else {
-            try sync.configureHTTPServerPipeline(withErrorHandling: true)
+            try sync.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true)
         }
         try sync.addHandler(handler)
     }
@@ -118,12 +118,24 @@ final class ReplayHandler: ChannelInboundHandler, RemovableChannelHandler {
 /// Serves the requests of one HTTP/1.1 connection (after NIO's HTTP/1 codec and pipelining
 /// handler): each request head begins an `Exchange`, its body parts follow it, and the
 /// response is written back on the connection.
-final class HTTP1RouteHandler: RouteClientHandler, ChannelInboundHandler, RemovableChannelHandler, ExchangeClient {
+///
+/// Pipelining is handled here rather than by NIO's `HTTPServerPipelineHandler`: that handler
+/// withholds `read()` while each response is pending, which makes NIO unregister and
+/// re-register the socket with epoll (two `epoll_ctl` calls per request). Here the parts of a
+/// request that arrives while a response is in progress are queued and served in order once
+/// it ended; reads only stop when more than `maxQueued` parts wait.
+final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, RemovableChannelHandler, ExchangeClient {
     typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
+    static let maxQueued = 64
     private var exchange: Exchange?
     private var flushAtReadComplete: Exchange?
+    /// Pipelined request parts waiting for the response in progress.
+    private var queued = CircularBuffer<HTTPServerRequestPart>()
+    private var readWithheld = false
+    private var drainScheduled = false
     /// Since when no request is in progress (nil: one is), and the keep-alive timer: instead of
     /// an `IdleStateHandler`, which sits in the path of every read, write and flush, one timer
     /// per connection checks this and is re-armed for the time left.
@@ -164,7 +176,23 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelInboundHandler, Remova
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         reading = true
-        switch unwrapInboundIn(data) {
+        let part = unwrapInboundIn(data)
+        if !queued.isEmpty || (exchange != nil && Self.isHead(part)) {
+            queued.append(part)
+        } else {
+            serve(part)
+        }
+    }
+
+    private static func isHead(_ part: HTTPServerRequestPart) -> Bool {
+        if case .head = part { return true }
+        return false
+    }
+
+    /// A request part in turn: a head begins an exchange; body parts and the end go to the
+    /// exchange (dropped when the request was answered without one, or its exchange ended).
+    private func serve(_ part: HTTPServerRequestPart) {
+        switch part {
         case .head(let head):
             idleSince = nil
             if let started = Exchange.begin(head, client: self, http1: true), !started.finished {
@@ -180,12 +208,42 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelInboundHandler, Remova
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        endBurst()
+        context.fireChannelReadComplete()
+    }
+
+    /// The end of a read burst (or of a drain): backend writes leave.
+    private func endBurst() {
         reading = false
         if let pending = flushAtReadComplete {
             flushAtReadComplete = nil
             pending.flushBackend()
         }
-        context.fireChannelReadComplete()
+    }
+
+    /// Serves queued requests after a response ended, up to the next one that has to wait.
+    private func drain() {
+        drainScheduled = false
+        guard context != nil else { return }
+        reading = true
+        while let part = queued.first {
+            if exchange != nil, Self.isHead(part) { break }
+            queued.removeFirst()
+            serve(part)
+        }
+        endBurst()
+        if readWithheld, queued.count < Self.maxQueued {
+            readWithheld = false
+            context?.read()
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if queued.count >= Self.maxQueued {
+            readWithheld = true
+        } else {
+            context.read()
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -214,6 +272,11 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelInboundHandler, Remova
             context.writeAndFlush(wrapOutboundOut(.end(trailers))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         } else {
             context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
+            if !queued.isEmpty && !drainScheduled {
+                // After the exchange has finished (it ends the response first).
+                drainScheduled = true
+                eventLoop.assumeIsolated().execute { [self] in drain() }
+            }
         }
     }
 
