@@ -79,7 +79,8 @@ struct Run: AsyncParsableCommand {
         } catch {
             throw ValidationError("cannot start the node: \(error)")
         }
-        let admin = AdminServer(routes: node.adminRoutes() + push.routes)
+        let httprouteSlot = HTTPRouteService.Slot()
+        let admin = AdminServer(routes: node.adminRoutes() + push.routes + [HTTPRouteService.adminRoute(httprouteSlot)])
         let adminChannel = try await admin.start(host: settings.bind, port: settings.basePort)
         let adminURL = "http://\(Destination(host: settings.bind, port: UInt16(adminChannel.localAddress?.port ?? 0)))"
         var rows = [("node-id", mesh.identity.node.id), ("admin", "\(adminURL)/"), ("push", "\(adminURL)/subscribe")]
@@ -102,6 +103,7 @@ struct Run: AsyncParsableCommand {
         }
         let bound = node.start()
         let httproute = try HTTPRouteService.start(settings, loops: node.loops, router: node.router)
+        httprouteSlot.service = httproute
         rows += httproute?.bound.map { ($0.name, "\($0.tls ? "https" : "http") \($0.address)") } ?? []
         var lines = ["ugate node \(settings.name ?? "") ready (forwarder \(settings.forwarder.rawValue))"]
         rows += meshConfig.peers.map { (MeshSection.upstreamName($0), "peer \($0.id)") }

@@ -6,6 +6,6 @@ struct Ugate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ugate",
         abstract: "A WebRTC/ICE-capable peer mesh node and TCP/UDP gateway.",
-        subcommands: [Run.self, IPTables.self, BenchGate.self, BenchICE.self, Id.self, BenchMesh.self, Push.self, WebRTC.self]
+        subcommands: [Run.self, IPTables.self, BenchGate.self, BenchICE.self, Id.self, BenchMesh.self, Push.self, WebRTC.self, HTTPRouteCommand.self]
     )
 }

@@ -26,6 +26,8 @@ public final class HTTPGateway: Sendable {
     ///   - defaultTimeout: seconds for a request whose rule has no `timeouts.request`.
     ///   - mirrorBodyLimit: largest request body (bytes) copied to RequestMirror backends; a
     ///     request with a larger body is not mirrored (counted and logged).
+    ///   - http2IdleTimeout: seconds an HTTP/2 connection may stay without streams (then GOAWAY).
+    ///   - connectTimeout: seconds to connect to a backend (also through a mesh upstream).
     ///   - accessLog: one line per request (method, host, path, route, backend, status, bytes, ms).
     ///   - metrics: where the per-route counters go (`ugate_httproute_requests_total{route,status}`,
     ///     `ugate_httproute_response_bytes_total{route}`); nil: the bootstrapped `MetricsSystem`.
@@ -33,23 +35,26 @@ public final class HTTPGateway: Sendable {
     ///     `direct` (a mesh peer) is dialled through that upstream. nil: every backend direct.
     public init(
         table: RouteTable, host: String = "127.0.0.1", port: UInt16 = 0, loops: GateLoopGroup,
-        defaultTimeout: Double = 30, keepAliveTimeout: Double = 60, mirrorBodyLimit: Int = 1 << 20, accessLog: Logger = Logger(label: "ugate.httproute.access"),
+        defaultTimeout: Double = 30, keepAliveTimeout: Double = 60, http2IdleTimeout: Double = 60, connectTimeout: Double = 10,
+        mirrorBodyLimit: Int = 1 << 20, accessLog: Logger = Logger(label: "ugate.httproute.access"),
         log: Logger = Logger(label: "ugate.httproute"), metrics: (any MetricsFactory)? = nil, tls: HTTPRouteTLS? = nil,
         name: String = "httproute", router: Router? = nil
     ) throws {
         let factory = metrics ?? MetricsSystem.factory
         let state = GatewayState(table: table)
-        let direct = DirectUpstream(loops: loops, connectTimeout: min(defaultTimeout, 10))
+        let direct = DirectUpstream(loops: loops, connectTimeout: min(defaultTimeout, connectTimeout))
+        // TLS passthrough backends are dialled through the node's route table too.
         let context = GateContext(
-            config: GateConfig(), router: try Router(rules: [], hosts: [:], direct: direct), loops: loops, accessLog: accessLog, log: log)
+            config: GateConfig(), router: try router ?? Router(rules: [], hosts: [:], direct: direct), loops: loops, accessLog: accessLog, log: log)
         let nio = HTTPRouteNIO(
             group: MultiThreadedEventLoopGroup.singleton, state: state,
             settings: .init(
-                listenerName: name, defaultTimeout: defaultTimeout, keepAliveTimeout: keepAliveTimeout, mirrorBodyLimit: mirrorBodyLimit, accessLog: accessLog, log: log, counters: RouteCounters(factory: factory),
-                pool: BackendPool(connectTimeout: min(defaultTimeout, 10), router: router, listenerName: name)))
+                listenerName: name, defaultTimeout: defaultTimeout, keepAliveTimeout: keepAliveTimeout, http2IdleTimeout: http2IdleTimeout,
+                mirrorBodyLimit: mirrorBodyLimit, accessLog: accessLog, log: log, counters: RouteCounters(factory: factory),
+                pool: BackendPool(connectTimeout: min(defaultTimeout, connectTimeout), router: router, listenerName: name)))
         listener = try TCPListener(name: name, proto: .tcp, address: try SocketAddress(host: host, port: port), context: context) { bound in
             HTTPRouteFront(
-                upstream: direct, listenerName: name, keepAliveTimeout: keepAliveTimeout,
+                listenerName: name, keepAliveTimeout: keepAliveTimeout,
                 accessLog: accessLog, nio: nio, tls: tls, context: context)
         }
         self.state = state
@@ -93,6 +98,9 @@ final class GatewayState: Sendable {
         case .noBackend(let label):
             route = label
             return .local(status: 500, message: "route \(label) has no backend with a weight above 0", headers: [])
+        case .refusedBackend(let label, let reason):
+            route = label
+            return .local(status: 500, message: "route \(label): \(reason)", headers: [])
         case .forward(let forward):
             route = forward.route
             return .forward(forward)
@@ -103,7 +111,6 @@ final class GatewayState: Sendable {
 /// Takes one client connection: tells h2c from HTTP/1.1 (or terminates / passes through
 /// TLS by SNI) and hands it to NIO.
 struct HTTPRouteFront: CaptureFront {
-    let upstream: DirectUpstream
     let listenerName: String
     let keepAliveTimeout: Double
     let accessLog: Logger
@@ -150,12 +157,14 @@ struct HTTPRouteFront: CaptureFront {
         case .terminate(let sslContext, _):
             nio.adopt(fd: conn.handOff(), prefix: conn.takeInbox(), mode: .tls(sslContext), peer: conn.peer)
         case .passthrough(let destination):
-            let info = StreamInfo(listener: listenerName, source: conn.peer, destination: destination, proto: "tls")
+            let info = StreamInfo(listener: listenerName, source: conn.peer, destination: destination, serverName: destination.host, proto: "tls")
             do {
-                let fd = try await upstream.dial(destination, for: info)
-                context.relay(conn, upstream: fd, info: info, upstreamName: "passthrough", mode: .copy)
+                let (fd, upstreamName) = try await context.dial(info)
+                context.relay(conn, upstream: fd, info: info, upstreamName: upstreamName, mode: .copy)
             } catch {
-                accessLog.info("passthrough failed", metadata: ["listener": "\(listenerName)", "sni": "\(serverName ?? "-")", "error": "\(error)"])
+                accessLog.info(
+                    "passthrough failed",
+                    metadata: ["listener": "\(listenerName)", "sni": "\(serverName ?? "-")", "backend": "\(destination)", "error": "\(error)"])
             }
         case .refuse:
             accessLog.info("no certificate or passthrough for SNI", metadata: ["listener": "\(listenerName)", "src": "\(conn.peer)", "sni": "\(serverName ?? "-")"])

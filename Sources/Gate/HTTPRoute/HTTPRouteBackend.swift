@@ -101,9 +101,8 @@ final class BackendPool: Sendable {
             if !(decision.upstream is DirectUpstream) {
                 let upstream = decision.upstream
                 let dialTarget = target
-                let dialled = loop.makePromise(of: Int32.self)
-                dialled.completeWithTask { try await upstream.dial(dialTarget, for: info) }
-                dialled.futureResult.assumeIsolated().whenComplete { result in
+                let dialled = Self.dial(upstream, dialTarget, for: info, on: loop, timeout: connectTimeout)
+                dialled.assumeIsolated().whenComplete { result in
                     switch result {
                     case .failure(let error):
                         completion(.failure(error))

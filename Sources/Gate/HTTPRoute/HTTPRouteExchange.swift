@@ -9,6 +9,8 @@ struct RouteSettings: Sendable {
     var defaultTimeout: Double
     /// Seconds an HTTP/1.1 connection may stay idle between requests.
     var keepAliveTimeout: Double = 60
+    /// Seconds an HTTP/2 connection may stay without open streams (then GOAWAY and close).
+    var http2IdleTimeout: Double = 60
     /// Largest request body (bytes) copied to RequestMirror backends; a request with a larger
     /// body is not mirrored (counted in `ugate_httproute_mirror_skipped_total`, logged).
     var mirrorBodyLimit: Int = 1 << 20

@@ -5,20 +5,107 @@ import Yams
 public struct RouteManifests: Sendable, Equatable {
     public var routes: [HTTPRouteObject] = []
     public var gateways: [GatewayObject] = []
+    public var tlsRoutes: [TLSRouteObject] = []
+    public var referenceGrants: [ReferenceGrantObject] = []
+    /// `Namespace` manifests: name → labels (for `allowedRoutes.namespaces.from: Selector`).
+    public var namespaceLabels: [String: [String: String]] = [:]
 
     public init(routes: [HTTPRouteObject] = [], gateways: [GatewayObject] = []) {
         self.routes = routes
         self.gateways = gateways
     }
+
+    mutating func append(_ other: RouteManifests) {
+        routes += other.routes
+        gateways += other.gateways
+        tlsRoutes += other.tlsRoutes
+        referenceGrants += other.referenceGrants
+        namespaceLabels.merge(other.namespaceLabels) { a, _ in a }
+    }
+
+    /// Whether a `kind` route in `namespace` may use `backend` (same namespace, or a
+    /// `ReferenceGrant` in the backend's namespace allows it).
+    func permits(_ backend: RouteBackend, kind: String, from namespace: String) -> Bool {
+        backend.namespace == namespace
+            || referenceGrants.contains {
+                $0.namespace == backend.namespace && $0.allows(fromKind: kind, fromNamespace: namespace, toKind: "Service", toName: backend.service)
+            }
+    }
+
+    /// Applies the ReferenceGrants: a cross-namespace backendRef that no grant allows stays
+    /// in its rule with its weight, marked `refused` (its share of the requests answers 500,
+    /// of TLS connections is closed), and is recorded in `refusedRefs`; a refused
+    /// RequestMirror backend is removed from its rule (recorded too), and so is a
+    /// Gateway listener's `certificateRefs` Secret in another namespace (grant from `Gateway`
+    /// to `Secret`).
+    mutating func resolveReferences() {
+        let grants = self
+        func refusal(_ backend: RouteBackend, _ kind: String, _ namespace: String) -> String? {
+            grants.permits(backend, kind: kind, from: namespace)
+                ? nil : "backendRef \(backend.name): RefNotPermitted: no ReferenceGrant in namespace \(backend.namespace) allows \(kind)s from \(namespace)"
+        }
+        for r in routes.indices {
+            let route = routes[r]
+            for i in route.rules.indices {
+                for b in route.rules[i].backends.indices {
+                    if let message = refusal(route.rules[i].backends[b], "HTTPRoute", route.namespace) {
+                        routes[r].refusedRefs.append(message)
+                        routes[r].rules[i].backends[b].refused = message
+                    }
+                }
+                var filters: [RouteFilter] = []
+                for filter in route.rules[i].filters {
+                    if case .requestMirror(let backend) = filter, let message = refusal(backend, "HTTPRoute", route.namespace) {
+                        routes[r].refusedRefs.append(message)
+                    } else {
+                        filters.append(filter)
+                    }
+                }
+                routes[r].rules[i].filters = filters
+            }
+        }
+        for g in gateways.indices {
+            let gateway = gateways[g]
+            for l in gateway.listeners.indices {
+                var kept: [String] = []
+                for secret in gateway.listeners[l].certificateRefs {
+                    let parts = secret.split(separator: "/", maxSplits: 1).map(String.init)
+                    let permitted =
+                        parts.count == 1
+                        || referenceGrants.contains {
+                            $0.namespace == parts[0]
+                                && $0.allows(fromKind: "Gateway", fromNamespace: gateway.namespace, toKind: "Secret", toName: parts[1])
+                        }
+                    if permitted {
+                        kept.append(secret)
+                    } else {
+                        gateways[g].refusedRefs.append(
+                            "listener \(gateway.listeners[l].name) certificateRef \(secret): RefNotPermitted: no ReferenceGrant in namespace \(parts[0]) allows Gateways from \(gateway.namespace)")
+                    }
+                }
+                gateways[g].listeners[l].certificateRefs = kept
+            }
+        }
+        for t in tlsRoutes.indices {
+            let route = tlsRoutes[t]
+            for b in route.backends.indices {
+                if let message = refusal(route.backends[b], "TLSRoute", route.namespace) {
+                    tlsRoutes[t].refusedRefs.append(message)
+                    tlsRoutes[t].backends[b].refused = message
+                }
+            }
+        }
+    }
 }
 
-/// Loads `HTTPRoute` (gateway.networking.k8s.io/v1) and `Gateway` objects from YAML.
+/// Loads `HTTPRoute` (gateway.networking.k8s.io/v1), `Gateway`, `TLSRoute` (v1alpha2),
+/// `ReferenceGrant` (v1beta1) and `Namespace` (v1, for its labels) objects from YAML.
 ///
 /// Strict: a missing or mistyped field, or a field or value this gateway does not implement
 /// (ExtensionRef, sessionPersistence, …), refuses the manifest with an
 /// `HTTPRouteError` naming the file, the object and the field. `metadata` fields other than
-/// name, namespace and creationTimestamp and the `status` section are ignored (they do not
-/// change routing).
+/// name, namespace, creationTimestamp (and a Namespace's labels) and the `status` section are
+/// ignored (they do not change routing).
 public struct HTTPRouteLoader: Sendable {
     /// Service name (`name` or `namespace/name`) → `host` or `host:port`. A backendRef whose
     /// name is not listed is dialled as a literal host name.
@@ -28,7 +115,8 @@ public struct HTTPRouteLoader: Sendable {
         self.services = services
     }
 
-    /// Loads every `*.yaml` / `*.yml` file of `directory` (sorted by name).
+    /// Loads every `*.yaml` / `*.yml` file of `directory` (sorted by name), then applies the
+    /// ReferenceGrants (`RouteManifests.resolveReferences`).
     public func load(directory: String) throws(HTTPRouteError) -> RouteManifests {
         let names: [String]
         do {
@@ -42,19 +130,42 @@ public struct HTTPRouteLoader: Sendable {
             guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
                 throw HTTPRouteError(.unreadable, file: path, object: "", field: "", "cannot read file as UTF-8")
             }
-            let loaded = try load(yaml: text, file: path)
-            result.routes += loaded.routes
-            result.gateways += loaded.gateways
+            result.append(try documents(yaml: text, file: path))
         }
-        var seen = Set<String>()
-        for route in result.routes where !seen.insert(route.key).inserted {
-            throw HTTPRouteError(.invalid, file: route.file, object: "HTTPRoute \(route.key)", field: "metadata.name", "defined twice")
-        }
+        try Self.checkUnique(result)
+        result.resolveReferences()
         return result
     }
 
     /// Loads the objects of one (multi-document) YAML text; `file` names it in errors.
     public func load(yaml: String, file: String) throws(HTTPRouteError) -> RouteManifests {
+        var result = try documents(yaml: yaml, file: file)
+        try Self.checkUnique(result)
+        result.resolveReferences()
+        return result
+    }
+
+    private static func checkUnique(_ manifests: RouteManifests) throws(HTTPRouteError) {
+        var seen = Set<String>()
+        for route in manifests.routes where !seen.insert(route.key).inserted {
+            throw HTTPRouteError(.invalid, file: route.file, object: "HTTPRoute \(route.key)", field: "metadata.name", "defined twice")
+        }
+        seen = []
+        for route in manifests.tlsRoutes where !seen.insert(route.key).inserted {
+            throw HTTPRouteError(.invalid, file: route.file, object: "TLSRoute \(route.key)", field: "metadata.name", "defined twice")
+        }
+    }
+
+    /// The API versions accepted per kind.
+    static let apiVersions: [String: [String]] = [
+        "HTTPRoute": ["gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"],
+        "Gateway": ["gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"],
+        "TLSRoute": ["gateway.networking.k8s.io/v1alpha2", "gateway.networking.k8s.io/v1alpha3"],
+        "ReferenceGrant": ["gateway.networking.k8s.io/v1beta1", "gateway.networking.k8s.io/v1alpha2"],
+        "Namespace": ["v1"],
+    ]
+
+    private func documents(yaml: String, file: String) throws(HTTPRouteError) -> RouteManifests {
         var result = RouteManifests()
         var documents: [Any?] = []
         do {
@@ -73,14 +184,29 @@ public struct HTTPRouteLoader: Sendable {
             let metadata = try node.child("metadata")
             let name = try metadata.child("name").string()
             let namespace = try metadata.optional("namespace")?.string() ?? "default"
-            node.object = "\(kind) \(namespace)/\(name)"
+            node.object = kind == "Namespace" ? "Namespace \(name)" : "\(kind) \(namespace)/\(name)"
             try node.allow(top, ["apiVersion", "kind", "metadata", "spec", "status"])
+            guard let versions = Self.apiVersions[kind] else {
+                throw node.field("kind").error(.unsupported, "kind \(kind) (HTTPRoute, Gateway, TLSRoute, ReferenceGrant, Namespace are)")
+            }
             let apiVersion = try node.child("apiVersion").string()
-            guard apiVersion == "gateway.networking.k8s.io/v1" || apiVersion == "gateway.networking.k8s.io/v1beta1" else {
-                throw node.field("apiVersion").error(.unsupported, "apiVersion \(apiVersion) (gateway.networking.k8s.io/v1 is)")
+            guard versions.contains(apiVersion) else {
+                throw node.field("apiVersion").error(.unsupported, "apiVersion \(apiVersion) for \(kind) (\(versions.joined(separator: ", ")))")
             }
             var meta = metadata
             meta.object = node.object
+            if kind == "Namespace" {
+                // Only the labels matter (a Namespace's spec holds finalizers).
+                var labels: [String: String] = [:]
+                if let map = try meta.optional("labels") {
+                    for (key, value) in try map.map() {
+                        guard let text = value as? String else { throw map.field(key).error(.invalid, "expected a string label value, got \(value)") }
+                        labels[key] = text
+                    }
+                }
+                result.namespaceLabels[name] = labels
+                continue
+            }
             var created: Date?
             if let stamp = try meta.optional("creationTimestamp") { created = try stamp.timestamp() }
             var spec = try node.child("spec")
@@ -90,8 +216,10 @@ public struct HTTPRouteLoader: Sendable {
                 result.routes.append(try route(spec, namespace: namespace, name: name, created: created, file: file))
             case "Gateway":
                 result.gateways.append(try gateway(spec, namespace: namespace, name: name, file: file))
+            case "TLSRoute":
+                result.tlsRoutes.append(try tlsRoute(spec, namespace: namespace, name: name, created: created, file: file))
             default:
-                throw node.field("kind").error(.unsupported, "kind \(kind) (HTTPRoute and Gateway are)")
+                result.referenceGrants.append(try referenceGrant(spec, namespace: namespace, name: name, file: file))
             }
         }
         return result
@@ -102,49 +230,133 @@ public struct HTTPRouteLoader: Sendable {
         var listeners: [GatewayObject.Listener] = []
         for item in try spec.child("listeners").list() {
             try item.allow(try item.map(), ["name", "port", "protocol", "hostname", "allowedRoutes", "tls"])
-            let proto = try item.child("protocol").string()
-            guard proto == "HTTP" || proto == "HTTPS" else { throw item.field("protocol").error(.unsupported, "protocol \(proto) (HTTP, HTTPS are)") }
+            let protoName = try item.child("protocol").string()
+            guard let proto = GatewayObject.ListenerProtocol(rawValue: protoName) else {
+                throw item.field("protocol").error(.unsupported, "protocol \(protoName) (HTTP, HTTPS, TLS are)")
+            }
             var certificateRefs: [String] = []
-            if proto == "HTTPS" {
+            switch proto {
+            case .https:
                 certificateRefs = try self.certificateRefs(try item.child("tls"), namespace: namespace)
-            } else if try item.optional("tls") != nil {
-                throw item.field("tls").error(.invalid, "tls on a protocol HTTP listener")
+            case .tlsPassthrough:
+                let tls = try item.child("tls")
+                try tls.allow(try tls.map(), ["mode"])
+                let mode = try tls.optional("mode")?.string() ?? "Terminate"
+                guard mode == "Passthrough" else {
+                    throw tls.field("mode").error(.unsupported, "protocol TLS with mode \(mode) (Passthrough is; terminate TLS with protocol HTTPS)")
+                }
+            case .http:
+                if try item.optional("tls") != nil { throw item.field("tls").error(.invalid, "tls on a protocol HTTP listener") }
             }
             let port = try item.child("port").int()
             guard (1...65535).contains(port) else { throw item.field("port").error(.invalid, "port \(port) out of range 1…65535") }
-            var allowed = GatewayObject.AllowedNamespaces.same
+            var listener = GatewayObject.Listener(
+                name: try item.child("name").string(), port: port, hostname: try item.optional("hostname").map(hostname), proto: proto)
+            listener.certificateRefs = certificateRefs
             if let routes = try item.optional("allowedRoutes") {
                 try routes.allow(try routes.map(), ["namespaces", "kinds"])
                 for kind in try routes.optional("kinds")?.list() ?? [] {
                     try kind.allow(try kind.map(), ["group", "kind"])
                     let name = try kind.child("kind").string()
-                    guard name == "HTTPRoute" else { throw kind.field("kind").error(.unsupported, "route kind \(name) (HTTPRoute is)") }
-                }
-                if let namespaces = try routes.optional("namespaces") {
-                    try namespaces.allow(try namespaces.map(), ["from", "selector"])
-                    if let from = try namespaces.optional("from") {
-                        let value = try from.string()
-                        guard let parsed = GatewayObject.AllowedNamespaces(rawValue: value) else {
-                            throw from.error(
-                                value == "Selector" ? .unsupported : .invalid,
-                                value == "Selector" ? "from: Selector (no namespace labels without a cluster; Same and All are)" : "from \(value) (Same, All)")
-                        }
-                        allowed = parsed
+                    guard name == listener.routeKind else {
+                        throw kind.field("kind").error(.unsupported, "route kind \(name) on a protocol \(protoName) listener (\(listener.routeKind) is)")
                     }
                 }
+                if let namespaces = try routes.optional("namespaces") {
+                    listener.allowedNamespaces = try allowedNamespaces(namespaces)
+                }
             }
-            listeners.append(.init(
-                name: try item.child("name").string(), port: port, hostname: try item.optional("hostname").map(hostname),
-                allowedNamespaces: allowed, certificateRefs: certificateRefs))
+            listeners.append(listener)
         }
         return GatewayObject(namespace: namespace, name: name, listeners: listeners, file: file)
     }
 
-    /// `tls` of an HTTPS listener: mode Terminate, Secrets of the Gateway's namespace.
+    /// `allowedRoutes.namespaces`: `from` Same (default), All or Selector (with `selector`).
+    private func allowedNamespaces(_ node: Node) throws(HTTPRouteError) -> GatewayObject.AllowedNamespaces {
+        try node.allow(try node.map(), ["from", "selector"])
+        let from = try node.optional("from")
+        let value = try from?.string() ?? "Same"
+        let selector = try node.optional("selector")
+        switch value {
+        case "Same", "All":
+            if selector != nil { throw node.field("selector").error(.invalid, "selector needs from: Selector") }
+            return value == "Same" ? .same : .all
+        case "Selector":
+            guard let selector else { throw node.field("selector").error(.invalid, "from: Selector needs a selector") }
+            return .selector(try labelSelector(selector))
+        default:
+            throw node.field("from").error(.invalid, "from \(value) (Same, All, Selector)")
+        }
+    }
+
+    /// A Kubernetes `LabelSelector`: `matchLabels` and `matchExpressions` (In, NotIn, Exists, DoesNotExist).
+    private func labelSelector(_ node: Node) throws(HTTPRouteError) -> LabelSelector {
+        try node.allow(try node.map(), ["matchLabels", "matchExpressions"])
+        var result = LabelSelector()
+        if let labels = try node.optional("matchLabels") {
+            for (key, value) in try labels.map() {
+                guard let text = value as? String else { throw labels.field(key).error(.invalid, "expected a string, got \(value)") }
+                result.matchLabels[key] = text
+            }
+        }
+        for item in try node.optional("matchExpressions")?.list() ?? [] {
+            try item.allow(try item.map(), ["key", "operator", "values"])
+            let opName = try item.child("operator").string()
+            guard let op = LabelSelector.Requirement.Operator(rawValue: opName) else {
+                throw item.field("operator").error(.invalid, "operator \(opName) (In, NotIn, Exists, DoesNotExist)")
+            }
+            var values: [String] = []
+            for value in try item.optional("values")?.list() ?? [] { values.append(try value.string()) }
+            if (op == .in || op == .notIn) && values.isEmpty { throw item.field("values").error(.invalid, "\(opName) needs values") }
+            if (op == .exists || op == .doesNotExist) && !values.isEmpty { throw item.field("values").error(.invalid, "\(opName) takes no values") }
+            result.matchExpressions.append(.init(key: try item.child("key").string(), op: op, values: values))
+        }
+        return result
+    }
+
+    /// A TLSRoute: hostnames, parentRefs, and the backendRefs of every rule (weights).
+    private func tlsRoute(_ spec: Node, namespace: String, name: String, created: Date?, file: String) throws(HTTPRouteError) -> TLSRouteObject {
+        try spec.allow(try spec.map(), ["parentRefs", "hostnames", "rules"])
+        var backends: [RouteBackend] = []
+        for item in try spec.child("rules").list() {
+            try item.allow(try item.map(), ["name", "backendRefs"])
+            for ref in try item.child("backendRefs").list() {
+                backends.append(try backend(ref, namespace: namespace))
+            }
+        }
+        var hostnames: [String] = []
+        for item in try spec.optional("hostnames")?.list() ?? [] {
+            hostnames.append(try hostname(item))
+        }
+        return TLSRouteObject(
+            namespace: namespace, name: name, created: created, hostnames: hostnames, parents: try parentRefs(spec, namespace: namespace),
+            backends: backends, file: file)
+    }
+
+    /// A ReferenceGrant: `from` (group, kind, namespace) and `to` (group, kind, optional name).
+    private func referenceGrant(_ spec: Node, namespace: String, name: String, file: String) throws(HTTPRouteError) -> ReferenceGrantObject {
+        try spec.allow(try spec.map(), ["from", "to"])
+        var from: [ReferenceGrantObject.From] = []
+        for item in try spec.child("from").list() {
+            try item.allow(try item.map(), ["group", "kind", "namespace"])
+            from.append(.init(group: try item.child("group").string(), kind: try item.child("kind").string(), namespace: try item.child("namespace").string()))
+        }
+        var to: [ReferenceGrantObject.To] = []
+        for item in try spec.child("to").list() {
+            try item.allow(try item.map(), ["group", "kind", "name"])
+            to.append(.init(group: try item.child("group").string(), kind: try item.child("kind").string(), name: try item.optional("name")?.string()))
+        }
+        guard !from.isEmpty else { throw spec.field("from").error(.invalid, "at least one from entry is required") }
+        guard !to.isEmpty else { throw spec.field("to").error(.invalid, "at least one to entry is required") }
+        return ReferenceGrantObject(namespace: namespace, name: name, from: from, to: to, file: file)
+    }
+
+    /// `tls` of an HTTPS listener: mode Terminate, Secrets by name (`namespace/name` for a
+    /// Secret in another namespace: usable once a ReferenceGrant allows it).
     private func certificateRefs(_ tls: Node, namespace: String) throws(HTTPRouteError) -> [String] {
         try tls.allow(try tls.map(), ["mode", "certificateRefs"])
         if let mode = try tls.optional("mode"), try mode.string() != "Terminate" {
-            throw mode.error(.unsupported, "mode \(try mode.string()) (Terminate is; passthrough is configured in ugate.json)")
+            throw mode.error(.invalid, "mode \(try mode.string()) on a protocol HTTPS listener (Terminate; for passthrough use protocol TLS and TLSRoutes)")
         }
         var names: [String] = []
         for ref in try tls.child("certificateRefs").list() {
@@ -155,10 +367,9 @@ public struct HTTPRouteLoader: Sendable {
             if let group = try ref.optional("group"), try group.string() != "" {
                 throw group.error(.unsupported, "group \(try group.string()) (the core group \"\" is)")
             }
-            if let other = try ref.optional("namespace"), try other.string() != namespace {
-                throw other.error(.unsupported, "a Secret in another namespace (needs a ReferenceGrant)")
-            }
-            names.append(try ref.child("name").string())
+            let name = try ref.child("name").string()
+            let other = try ref.optional("namespace")?.string() ?? namespace
+            names.append(other == namespace ? name : "\(other)/\(name)")
         }
         guard !names.isEmpty else { throw tls.field("certificateRefs").error(.invalid, "an HTTPS listener needs a certificateRef") }
         return names
@@ -176,16 +387,7 @@ public struct HTTPRouteLoader: Sendable {
 
     private func route(_ spec: Node, namespace: String, name: String, created: Date?, file: String) throws(HTTPRouteError) -> HTTPRouteObject {
         try spec.allow(try spec.map(), ["parentRefs", "hostnames", "rules"])
-        var parents: [ParentRef] = []
-        for item in try spec.optional("parentRefs")?.list() ?? [] {
-            try item.allow(try item.map(), ["name", "namespace", "sectionName", "group", "kind", "port"])
-            if let kind = try item.optional("kind")?.string(), kind != "Gateway" {
-                throw item.field("kind").error(.unsupported, "parent kind \(kind) (Gateway is)")
-            }
-            parents.append(ParentRef(
-                namespace: try item.optional("namespace")?.string() ?? namespace, name: try item.child("name").string(),
-                sectionName: try item.optional("sectionName")?.string(), port: try item.optional("port")?.int()))
-        }
+        let parents = try parentRefs(spec, namespace: namespace)
         var hostnames: [String] = []
         for item in try spec.optional("hostnames")?.list() ?? [] {
             hostnames.append(try hostname(item))
@@ -198,6 +400,21 @@ public struct HTTPRouteLoader: Sendable {
             rules = [RouteRule(matches: [RouteMatch()], filters: [], backends: [], requestTimeout: nil)]
         }
         return HTTPRouteObject(namespace: namespace, name: name, created: created, hostnames: hostnames, parents: parents, rules: rules, file: file)
+    }
+
+    /// `spec.parentRefs`: Gateways (namespace defaults to the route's).
+    private func parentRefs(_ spec: Node, namespace: String) throws(HTTPRouteError) -> [ParentRef] {
+        var parents: [ParentRef] = []
+        for item in try spec.optional("parentRefs")?.list() ?? [] {
+            try item.allow(try item.map(), ["name", "namespace", "sectionName", "group", "kind", "port"])
+            if let kind = try item.optional("kind")?.string(), kind != "Gateway" {
+                throw item.field("kind").error(.unsupported, "parent kind \(kind) (Gateway is)")
+            }
+            parents.append(ParentRef(
+                namespace: try item.optional("namespace")?.string() ?? namespace, name: try item.child("name").string(),
+                sectionName: try item.optional("sectionName")?.string(), port: try item.optional("port")?.int()))
+        }
+        return parents
     }
 
     private func rule(_ node: Node, namespace: String) throws(HTTPRouteError) -> RouteRule {
@@ -390,7 +607,9 @@ public struct HTTPRouteLoader: Sendable {
         guard let p = resolvedPort, (1...65535).contains(p) else {
             throw node.field("port").error(.invalid, "backend \(name) needs a port 1…65535 (in backendRefs or the service map)")
         }
-        return RouteBackend(name: "\(refNamespace)/\(name):\(port ?? p)", destination: Destination(host: host, port: UInt16(p)), weight: weight)
+        return RouteBackend(
+            name: "\(refNamespace)/\(name):\(port ?? p)", destination: Destination(host: host, port: UInt16(p)), weight: weight,
+            namespace: refNamespace, service: name)
     }
 }
 

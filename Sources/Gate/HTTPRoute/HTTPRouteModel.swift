@@ -150,6 +150,15 @@ public struct RouteBackend: Hashable, Sendable {
     public var name: String
     public var destination: Destination
     public var weight: Int
+    /// The namespace the `backendRef` points into (the route's own unless it names another:
+    /// then a `ReferenceGrant` there must allow it).
+    public var namespace: String = ""
+    /// The referenced Service name.
+    public var service: String = ""
+    /// Set when no `ReferenceGrant` permits this cross-namespace reference (the refusal
+    /// message). The backend keeps its weight: requests (or TLS connections) that pick it
+    /// get a 500 (or are closed), as the Gateway API asks for the refused share of a split.
+    public var refused: String?
 }
 
 /// One `HTTPRouteRule`.
@@ -173,8 +182,96 @@ public struct HTTPRouteObject: Hashable, Sendable {
     public var rules: [RouteRule]
     /// The manifest file it came from.
     public var file: String
+    /// Backend references refused when the manifests were resolved (a cross-namespace
+    /// `backendRef` no `ReferenceGrant` allows): one message each. Those backends stay in
+    /// their rules marked `refused` (their weight share answers 500); refused RequestMirror
+    /// backends are left out.
+    public var refusedRefs: [String] = []
 
     public var key: String { "\(namespace)/\(name)" }
+}
+
+/// A loaded `TLSRoute` (gateway.networking.k8s.io/v1alpha2): TLS connections whose SNI
+/// matches one of `hostnames` are passed through untouched to one of `backends` (by weight).
+public struct TLSRouteObject: Hashable, Sendable {
+    public var namespace: String
+    public var name: String
+    public var created: Date?
+    /// Exact or `*.wildcard`, lowercased; empty: every SNI (the least specific).
+    public var hostnames: [String]
+    public var parents: [ParentRef]
+    /// The backendRefs of every rule, with their weights.
+    public var backends: [RouteBackend]
+    public var file: String
+    /// See `HTTPRouteObject.refusedRefs`.
+    public var refusedRefs: [String] = []
+
+    public var key: String { "\(namespace)/\(name)" }
+}
+
+/// A `ReferenceGrant` (gateway.networking.k8s.io/v1beta1): lets objects of `from` refer to
+/// objects of `to` in the grant's own namespace.
+public struct ReferenceGrantObject: Hashable, Sendable {
+    public struct From: Hashable, Sendable {
+        public var group: String
+        public var kind: String
+        public var namespace: String
+    }
+
+    public struct To: Hashable, Sendable {
+        public var group: String
+        public var kind: String
+        /// nil: every object of that kind.
+        public var name: String?
+    }
+
+    public var namespace: String
+    public var name: String
+    public var from: [From]
+    public var to: [To]
+    public var file: String
+
+    /// Whether a `fromKind` object (Gateway API group) in `fromNamespace` may refer to the
+    /// `toKind` (core group) object `toName` in this grant's namespace.
+    public func allows(fromKind: String, fromNamespace: String, toKind: String, toName: String, toGroup: String = "") -> Bool {
+        from.contains { $0.group == "gateway.networking.k8s.io" && $0.kind == fromKind && $0.namespace == fromNamespace }
+            && to.contains { $0.group == toGroup && $0.kind == toKind && ($0.name == nil || $0.name == toName) }
+    }
+}
+
+/// A Kubernetes label selector (`matchLabels` and `matchExpressions`), as used by
+/// `allowedRoutes.namespaces.selector`.
+public struct LabelSelector: Hashable, Sendable {
+    public struct Requirement: Hashable, Sendable {
+        public enum Operator: String, Hashable, Sendable {
+            case `in` = "In"
+            case notIn = "NotIn"
+            case exists = "Exists"
+            case doesNotExist = "DoesNotExist"
+        }
+
+        public var key: String
+        public var op: Operator
+        public var values: [String]
+    }
+
+    public var matchLabels: [String: String] = [:]
+    public var matchExpressions: [Requirement] = []
+
+    /// Whether `labels` satisfy every label and every expression (an empty selector selects everything).
+    public func matches(_ labels: [String: String]) -> Bool {
+        for (key, value) in matchLabels where labels[key] != value { return false }
+        for requirement in matchExpressions {
+            let value = labels[requirement.key]
+            switch requirement.op {
+            case .in: if value == nil || !requirement.values.contains(value!) { return false }
+            case .notIn: if let value, requirement.values.contains(value) { return false }
+            case .exists: if value == nil { return false }
+            case .doesNotExist: if value != nil { return false }
+            }
+        }
+        return true
+    }
 }
 
 /// A `parentRefs` entry.
@@ -189,10 +286,20 @@ public struct ParentRef: Hashable, Sendable {
 /// A minimal `Gateway`: HTTP listeners by port.
 public struct GatewayObject: Hashable, Sendable {
     /// `allowedRoutes.namespaces.from`: which namespaces' routes may attach by `parentRefs`.
-    public enum AllowedNamespaces: String, Hashable, Sendable {
+    public enum AllowedNamespaces: Hashable, Sendable {
         /// Only routes in the Gateway's namespace (the Gateway API default).
-        case same = "Same"
-        case all = "All"
+        case same
+        case all
+        /// Namespaces whose labels (from `Namespace` manifests in the folder) the selector matches.
+        case selector(LabelSelector)
+    }
+
+    /// A listener's `protocol` (with `tls.mode` for TLS).
+    public enum ListenerProtocol: String, Hashable, Sendable {
+        case http = "HTTP"
+        case https = "HTTPS"
+        /// `protocol: TLS`, `tls.mode: Passthrough`: TLSRoutes attach; nothing is decrypted.
+        case tlsPassthrough = "TLS"
     }
 
     public struct Listener: Hashable, Sendable {
@@ -201,13 +308,20 @@ public struct GatewayObject: Hashable, Sendable {
         /// Exact or `*.wildcard`, lowercased; nil: any host.
         public var hostname: String?
         public var allowedNamespaces: AllowedNamespaces = .same
-        /// `protocol: HTTPS`: the Secret names of `tls.certificateRefs` (mode Terminate);
-        /// empty for `protocol: HTTP`.
+        /// `protocol: HTTPS`: the Secret names of `tls.certificateRefs` (mode Terminate),
+        /// `namespace/name` for a Secret in another namespace (kept only when a ReferenceGrant
+        /// allows it); empty for `protocol: HTTP`, and for an HTTPS listener whose only Secret
+        /// was refused.
         public var certificateRefs: [String] = []
+        public var proto: ListenerProtocol = .http
+        /// The route kind that attaches: `TLSRoute` on a TLS listener, `HTTPRoute` otherwise.
+        public var routeKind: String { proto == .tlsPassthrough ? "TLSRoute" : "HTTPRoute" }
     }
 
     public var namespace: String
     public var name: String
     public var listeners: [Listener]
     public var file: String
+    /// certificateRefs refused by `RouteManifests.resolveReferences` (no ReferenceGrant).
+    public var refusedRefs: [String] = []
 }

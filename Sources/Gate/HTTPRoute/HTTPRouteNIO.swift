@@ -87,11 +87,14 @@ final class HTTPRouteNIO: Sendable {
         try sync.addHandler(handler)
     }
 
-    /// `NIOHTTP2Handler` and one `HTTP2RouteHandler` that serves every stream of the
-    /// connection from its frames (no child channel per stream).
+    /// `NIOHTTP2Handler`, the idle timeout (`HTTP2IdleHandler`: GOAWAY after
+    /// `http2IdleTimeout` without streams) and one `HTTP2RouteHandler` that serves every stream
+    /// of the connection from its frames (no child channel per stream).
     static func configureHTTP2(_ channel: any Channel, _ connection: RouteConnection) throws {
         try channel.pipeline.syncOperations.addHandlers([
-            NIOHTTP2Handler(mode: .server, initialSettings: nioDefaultSettings), HTTP2RouteHandler(connection, channel: channel),
+            NIOHTTP2Handler(mode: .server, initialSettings: nioDefaultSettings),
+            HTTP2IdleHandler(seconds: connection.settings.http2IdleTimeout, loop: channel.eventLoop),
+            HTTP2RouteHandler(connection, channel: channel),
         ])
     }
 }

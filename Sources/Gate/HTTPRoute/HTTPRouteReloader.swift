@@ -1,7 +1,8 @@
 import Foundation
 import Logging
 
-/// Watches a manifest folder and hands every valid new set of manifests to `apply`.
+/// Watches a manifest folder and hands every valid new set of manifests to `apply`; calls
+/// `tick` on every poll (the TLS listeners re-read changed certificate files there).
 ///
 /// Polls the folder's file names, sizes, modification times and contents every `interval` seconds
 /// (no inotify: works on every file system, and a burst of writes is one reload). An invalid
@@ -12,7 +13,7 @@ public final class HTTPRouteReloader: @unchecked Sendable {  // the timer is set
 
     public init(
         directory: String, loader: HTTPRouteLoader, interval: Double = 1, log: Logger = Logger(label: "ugate.httproute"),
-        apply: @escaping @Sendable (RouteManifests) -> Void
+        tick: (@Sendable () -> Void)? = nil, apply: @escaping @Sendable (RouteManifests) -> Void
     ) {
         // A timer on a private serial queue: the file reads block, so they stay off the
         // concurrency pool (and a busy pool cannot delay a reload).
@@ -21,6 +22,8 @@ public final class HTTPRouteReloader: @unchecked Sendable {  // the timer is set
         timer = DispatchSource.makeTimerSource(queue: queue)
         timer.schedule(deadline: .now() + interval, repeating: interval)
         timer.setEventHandler {
+            // Files the manifests point at (certificates) are checked on the same timer.
+            tick?()
             let current = Self.fingerprint(directory)
             guard current != state.last else { return }
             state.last = current

@@ -27,6 +27,14 @@ public struct HTTPRouteConfig: Codable, Sendable, Equatable {
     public var reloadInterval: Double = 1
     /// Seconds for a request whose rule has no `timeouts.request`.
     public var requestTimeout: Double = 30
+    /// Seconds a kept-alive HTTP/1.1 client connection may stay idle between requests.
+    public var keepAliveTimeout: Double = 60
+    /// Seconds an HTTP/2 client connection (h2c or h2) may stay without open streams before
+    /// it is closed with GOAWAY.
+    public var http2IdleTimeout: Double = 60
+    /// Seconds to connect to a backend (directly or through a mesh upstream) before trying
+    /// the rule's next backend (503 when none is left); capped by the rule's deadline.
+    public var connectTimeout: Double = 10
     /// Largest request body (bytes) copied to RequestMirror backends; a request with a larger
     /// body is served but not mirrored (counted in `ugate_httproute_mirror_skipped_total`).
     public var mirrorBodyLimit: Int = 1 << 20
@@ -37,7 +45,9 @@ public struct HTTPRouteConfig: Codable, Sendable, Equatable {
         self.listeners = listeners
     }
 
-    private enum CodingKeys: String, CodingKey, CaseIterable { case manifests, services, listeners, reloadInterval, requestTimeout, mirrorBodyLimit }
+    private enum CodingKeys: String, CodingKey, CaseIterable {
+        case manifests, services, listeners, reloadInterval, requestTimeout, keepAliveTimeout, http2IdleTimeout, connectTimeout, mirrorBodyLimit
+    }
 
     public init(from decoder: any Decoder) throws {
         try ConfigKey.rejectUnknown(decoder, CodingKeys.allCases.map(\.rawValue))
@@ -47,6 +57,9 @@ public struct HTTPRouteConfig: Codable, Sendable, Equatable {
         listeners = try c.decodeIfPresent([HTTPRouteListenerConfig].self, forKey: .listeners) ?? []
         reloadInterval = try c.decodeIfPresent(Double.self, forKey: .reloadInterval) ?? 1
         requestTimeout = try c.decodeIfPresent(Double.self, forKey: .requestTimeout) ?? 30
+        keepAliveTimeout = try c.decodeIfPresent(Double.self, forKey: .keepAliveTimeout) ?? 60
+        http2IdleTimeout = try c.decodeIfPresent(Double.self, forKey: .http2IdleTimeout) ?? 60
+        connectTimeout = try c.decodeIfPresent(Double.self, forKey: .connectTimeout) ?? 10
         mirrorBodyLimit = try c.decodeIfPresent(Int.self, forKey: .mirrorBodyLimit) ?? 1 << 20
     }
 }
@@ -141,6 +154,9 @@ public final class HTTPRouteService: Sendable {
     public let bound: [(name: String, address: SocketAddress, tls: Bool)]
     private let gateways: [HTTPGateway]
     private let reloader: HTTPRouteReloader
+    /// The manifests in force and the configured listeners, for `status()`.
+    private let current: RouteManifestsBox
+    private let listeners: [HTTPRouteListenerConfig]
 
     /// Loads the manifests (an invalid folder refuses to start) and binds every listener.
     public init(
@@ -150,17 +166,21 @@ public final class HTTPRouteService: Sendable {
         let loader = HTTPRouteLoader(services: config.services)
         let manifests = try loader.load(directory: config.manifests)
         var gateways: [HTTPGateway] = []
+        var tlsByListener: [HTTPRouteTLS?] = []
         var bound: [(name: String, address: SocketAddress, tls: Bool)] = []
         do {
             for listener in config.listeners {
                 guard (0...65535).contains(listener.port) else {
                     throw GateError(.config, "httproute listener \(listener.name): port \(listener.port) out of range")
                 }
+                let tls = try HTTPRouteTLS(listener: listener, manifests: manifests, log: log)
                 let gateway = try HTTPGateway(
                     table: RouteTable(routes: listener.routes(in: manifests)), host: listener.host ?? bind,
-                    port: UInt16(listener.port), loops: loops, defaultTimeout: config.requestTimeout, mirrorBodyLimit: config.mirrorBodyLimit, accessLog: accessLog, log: log,
-                    tls: try listener.tlsConfig(in: manifests).map(HTTPRouteTLS.init), name: listener.name, router: router)
+                    port: UInt16(listener.port), loops: loops, defaultTimeout: config.requestTimeout,
+                    keepAliveTimeout: config.keepAliveTimeout, http2IdleTimeout: config.http2IdleTimeout, connectTimeout: config.connectTimeout,
+                    mirrorBodyLimit: config.mirrorBodyLimit, accessLog: accessLog, log: log, tls: tls, name: listener.name, router: router)
                 gateways.append(gateway)
+                tlsByListener.append(tls)
                 bound.append((listener.name, gateway.address, listener.tls != nil))
             }
         } catch {
@@ -169,11 +189,20 @@ public final class HTTPRouteService: Sendable {
         }
         let listeners = config.listeners
         let serving = gateways
-        reloader = HTTPRouteReloader(directory: config.manifests, loader: loader, interval: config.reloadInterval, log: log) { manifests in
-            for (listener, gateway) in zip(listeners, serving) {
+        let tlsSet = tlsByListener
+        let current = RouteManifestsBox(manifests)
+        reloader = HTTPRouteReloader(
+            directory: config.manifests, loader: loader, interval: config.reloadInterval, log: log,
+            tick: { tlsSet.forEach { $0?.reloadCertificates() } }
+        ) { manifests in
+            for (index, (listener, gateway)) in zip(listeners, serving).enumerated() {
                 gateway.update(RouteTable(routes: listener.routes(in: manifests)))
+                tlsSet[index]?.update(manifests)
             }
+            current.manifests = manifests
         }
+        self.current = current
+        self.listeners = listeners
         self.gateways = gateways
         self.bound = bound
     }
@@ -188,6 +217,11 @@ public final class HTTPRouteService: Sendable {
         } catch {
             throw GateError(.config, "httproute: \(error)")
         }
+    }
+
+    /// The Gateway API status (Accepted, ResolvedRefs) of every route in force.
+    public func status() -> [RouteStatus] {
+        RouteStatus.compute(current.manifests, listeners: listeners)
     }
 
     /// Stops watching and closes the listening sockets.

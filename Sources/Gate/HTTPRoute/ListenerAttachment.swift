@@ -31,28 +31,73 @@ public enum RouteHostnames {
     }
 }
 
+/// What listener attachment needs of a route (`HTTPRoute` or `TLSRoute`).
+public protocol AttachableRoute: Sendable {
+    var namespace: String { get }
+    var name: String { get }
+    var parents: [ParentRef] { get }
+    var hostnames: [String] { get set }
+    /// `HTTPRoute` or `TLSRoute`.
+    static var kind: String { get }
+}
+
+extension HTTPRouteObject: AttachableRoute {
+    public static var kind: String { "HTTPRoute" }
+}
+
+extension TLSRouteObject: AttachableRoute {
+    public static var kind: String { "TLSRoute" }
+}
+
 extension GatewayObject.Listener {
-    /// `route` as it attaches to this listener of `gateway`, nil when it does not.
-    ///
-    /// A route with `parentRefs` attaches when an entry names the gateway and, when given,
-    /// this listener's `sectionName` and `port` (`matchPort: false` ignores the port), and the
-    /// listener's `allowedRoutes.namespaces.from` admits the route's namespace (`Same`: the
-    /// gateway's own). A route without `parentRefs` attaches to every listener (a ugate
-    /// extension: a folder of bare HTTPRoutes works without a Gateway). Either way the route's
-    /// hostnames are narrowed to their intersection with the listener's `hostname`; a route
-    /// with none in common does not attach.
-    public func attach(_ route: HTTPRouteObject, of gateway: GatewayObject, matchPort: Bool = true) -> HTTPRouteObject? {
+    /// Why `route` does not attach to this listener of `gateway` (Gateway API reasons), nil
+    /// when it attaches. See `attach`.
+    public func refusal<R: AttachableRoute>(
+        _ route: R, of gateway: GatewayObject, matchPort: Bool = true, namespaceLabels: [String: [String: String]] = [:]
+    ) -> (reason: String, message: String)? {
+        guard R.kind == routeKind else { return ("NotAllowedByListeners", "listener \(name) is protocol \(proto.rawValue); it takes \(routeKind)s") }
         if !route.parents.isEmpty {
             let named = route.parents.contains {
                 $0.name == gateway.name && $0.namespace == gateway.namespace && ($0.sectionName ?? name) == name
                     && (!matchPort || ($0.port ?? port) == port)
             }
-            guard named, allowedNamespaces == .all || route.namespace == gateway.namespace else { return nil }
+            guard named else { return ("NoMatchingParent", "no parentRef names listener \(name) (port \(port))") }
+            let admitted: Bool
+            switch allowedNamespaces {
+            case .all: admitted = true
+            case .same: admitted = route.namespace == gateway.namespace
+            case .selector(let selector): admitted = namespaceLabels[route.namespace].map(selector.matches) ?? false
+            }
+            guard admitted else {
+                return ("NotAllowedByListeners", "listener \(name) allowedRoutes does not admit namespace \(route.namespace)")
+            }
         }
+        if hostname != nil && RouteHostnames.intersect(listener: hostname, route: route.hostnames).isEmpty {
+            return ("NoMatchingListenerHostname", "no hostname in common with listener \(name) (\(hostname!))")
+        }
+        return nil
+    }
+
+    /// `route` as it attaches to this listener of `gateway`, nil when it does not.
+    ///
+    /// The route kind must be the listener's (`HTTPRoute` on HTTP/HTTPS, `TLSRoute` on a TLS
+    /// passthrough listener). A route with `parentRefs` attaches when an entry names the
+    /// gateway and, when given, this listener's `sectionName` and `port` (`matchPort: false`
+    /// ignores the port), and the listener's `allowedRoutes.namespaces` admits the route's
+    /// namespace (`Same`: the gateway's own; `Selector`: by the labels of the route's
+    /// `Namespace` manifest in `namespaceLabels` — a namespace without one matches no
+    /// selector). A route without `parentRefs` attaches to every listener (a ugate extension:
+    /// a folder of bare routes works without a Gateway). Either way the route's hostnames are
+    /// narrowed to their intersection with the listener's `hostname`; a route with none in
+    /// common does not attach.
+    public func attach<R: AttachableRoute>(
+        _ route: R, of gateway: GatewayObject, matchPort: Bool = true, namespaceLabels: [String: [String: String]] = [:]
+    ) -> R? {
+        guard refusal(route, of: gateway, matchPort: matchPort, namespaceLabels: namespaceLabels) == nil else { return nil }
         guard hostname != nil else { return route }
         var narrowed = route
         narrowed.hostnames = RouteHostnames.intersect(listener: hostname, route: route.hostnames)
-        return narrowed.hostnames.isEmpty ? nil : narrowed
+        return narrowed
     }
 }
 
@@ -60,7 +105,12 @@ extension RouteManifests {
     /// The routes attached to `listener` of `gateway` (see `GatewayObject.Listener.attach`),
     /// hostnames narrowed to the listener's.
     public func routes(for gateway: GatewayObject, listener: GatewayObject.Listener, matchPort: Bool = true) -> [HTTPRouteObject] {
-        routes.compactMap { listener.attach($0, of: gateway, matchPort: matchPort) }
+        routes.compactMap { listener.attach($0, of: gateway, matchPort: matchPort, namespaceLabels: namespaceLabels) }
+    }
+
+    /// The TLSRoutes attached to `listener` of `gateway`.
+    public func tlsRoutes(for gateway: GatewayObject, listener: GatewayObject.Listener, matchPort: Bool = true) -> [TLSRouteObject] {
+        tlsRoutes.compactMap { listener.attach($0, of: gateway, matchPort: matchPort, namespaceLabels: namespaceLabels) }
     }
 }
 
@@ -80,6 +130,26 @@ extension HTTPRouteListenerConfig {
         return manifests.routes(for: object, listener: listener, matchPort: false)
     }
 
+    /// The TLSRoutes this configured `tls` listener passes through. Without `gateway`: all of
+    /// them. With `gateway`, when the manifests hold that Gateway: the routes attached to its
+    /// `protocol: TLS` (Passthrough) listeners on the port of the Gateway listener named like
+    /// this one (all of its TLS listeners when none is named so); otherwise routes attach by
+    /// the gateway's name and `sectionName` = this listener's name. Empty for a plain listener.
+    public func tlsRoutes(in manifests: RouteManifests) -> [TLSRouteObject] {
+        guard tls != nil else { return [] }
+        guard let (namespace, gatewayName) = gatewayKey else { return manifests.tlsRoutes }
+        if let object = gatewayObject(in: manifests) {
+            let port = object.listeners.first { $0.name == name }?.port
+            return object.listeners.filter { $0.proto == .tlsPassthrough && (port == nil || $0.port == port) }.flatMap {
+                manifests.tlsRoutes(for: object, listener: $0)
+            }
+        }
+        var listener = GatewayObject.Listener(name: name, port: port, hostname: nil, allowedNamespaces: .all)
+        listener.proto = .tlsPassthrough
+        let object = GatewayObject(namespace: namespace, name: gatewayName, listeners: [listener], file: "")
+        return manifests.tlsRoutes(for: object, listener: listener, matchPort: false)
+    }
+
     /// `gateway` as (namespace, name).
     private var gatewayKey: (String, String)? {
         guard let gateway else { return nil }
@@ -95,7 +165,8 @@ extension HTTPRouteListenerConfig {
     /// This listener's `tls` with the Gateway manifest's certificates added: every HTTPS
     /// listener of the Gateway on the port of the listener named like this one (all of its
     /// HTTPS listeners when none is) contributes its first `certificateRefs` Secret as
-    /// `<certificateDir>/<secret>.crt` + `.key`, for its `hostname` (exact or wildcard, chosen
+    /// `<certificateDir>/<secret>.crt` + `.key` (`<certificateDir>/<namespace>/<secret>.crt` for
+    /// a Secret of another namespace that a ReferenceGrant allows), for its `hostname` (exact or wildcard, chosen
     /// by SNI); one without hostname becomes the default certificate unless `defaultCertificate`
     /// is set. Entries of `certificates` win. Nil for a plain listener.
     public func tlsConfig(in manifests: RouteManifests) throws -> HTTPRouteTLSConfig? {
@@ -109,6 +180,7 @@ extension HTTPRouteListenerConfig {
                     "httproute listener \(name): Gateway \(object.namespace)/\(object.name) listener \(listener.name) has tls.certificateRefs; set tls.certificateDir to the folder of <secret>.crt/.key files (\(object.file))"
                 )
             }
+            // `<secret>` of the Gateway's namespace, `<namespace>/<secret>` of another (granted).
             let secret = listener.certificateRefs[0]
             let files = CertificateFiles(cert: "\(dir)/\(secret).crt", key: "\(dir)/\(secret).key")
             // A key with `/` is never an SNI name: the hostless listener's certificate is only the default.

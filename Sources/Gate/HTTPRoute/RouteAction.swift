@@ -7,14 +7,18 @@ public enum RouteAction: Sendable, Hashable {
     /// The rule has no usable backend (none listed, or every weight 0): 500, as the
     /// Gateway API specifies for a rule without valid backends.
     case noBackend(route: String)
+    /// The weighted choice fell on a backend no `ReferenceGrant` permits: 500 for that share
+    /// (Gateway API: requests to an invalid backendRef get 500); `reason` names the reference.
+    case refusedBackend(route: String, reason: String)
     /// Forward to `backend` with the rewritten target and headers.
     case forward(Forward)
 
     public struct Forward: Sendable, Hashable {
         public var route: String
         public var backend: RouteBackend
-        /// The rule's other backends with weight > 0, in the order to try when connecting to
-        /// `backend` fails (retry on connect failure; weighted order, without repeats).
+        /// The rule's other permitted backends with weight > 0, in the order to try when
+        /// connecting to `backend` fails (retry on connect failure; weighted order, without
+        /// repeats; refused backends are never tried).
         public var fallbacks: [RouteBackend]
         /// Origin-form target (path and query) for the backend.
         public var target: String
@@ -52,8 +56,9 @@ extension RouteTable {
             }
         }
         guard let backend = Self.pick(rule.backends, using: &generator) else { return .noBackend(route: selection.label) }
+        if let reason = backend.refused { return .refusedBackend(route: selection.label, reason: reason) }
         let target = path + (request.query.map { "?" + $0 } ?? "")
-        var rest = rule.backends.filter { $0 != backend }
+        var rest = rule.backends.filter { $0 != backend && $0.refused == nil }
         var fallbacks: [RouteBackend] = []
         while let next = Self.pick(rest, using: &generator) {
             fallbacks.append(next)
@@ -64,7 +69,8 @@ extension RouteTable {
             responseModifiers: responseModifiers, timeout: rule.requestTimeout, mirrors: mirrors))
     }
 
-    /// Weighted choice among the backends with weight > 0; nil when there is none.
+    /// Weighted choice among the backends with weight > 0 (refused ones included: they keep
+    /// their share); nil when there is none.
     public static func pick(_ backends: [RouteBackend], using generator: inout some RandomNumberGenerator) -> RouteBackend? {
         let total = backends.reduce(0) { $0 + $1.weight }
         guard total > 0 else { return nil }

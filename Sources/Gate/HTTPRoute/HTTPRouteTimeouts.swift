@@ -1,0 +1,264 @@
+import Foundation
+import Glibc
+import NIOCore
+import NIOHTTP2
+
+/// The graceful idle close of an HTTP/2 connection (RFC 9113 §6.8), as a value: events in,
+/// actions out; no timers, frames or channel inside.
+///
+/// ```
+/// active ── idle timer fired, no stream open ──▶ draining: GOAWAY(2^31−1, NO_ERROR) + PING
+/// draining ── PING ACK (one round trip) or grace timer ──▶ closing: GOAWAY(last stream, NO_ERROR)
+/// closing ── no stream open ──▶ close
+/// ```
+///
+/// The first GOAWAY (last stream ID 2^31−1) tells the client to open no new stream while
+/// every stream it already sent is still accepted; its PING ACK comes after all of them (TCP
+/// keeps order), so the final GOAWAY names the true last stream and a request that raced the
+/// idle close is served instead of lost. The idle timer runs from the start and from each
+/// moment the last open stream closes; a stream that stays open is never cut.
+struct HTTP2IdleMachine: Equatable {
+    enum Phase: Equatable {
+        case active
+        /// First GOAWAY and PING sent; waiting for the PING ACK or the grace timer.
+        case draining
+        /// Final GOAWAY sent; the connection closes once no stream is open.
+        case closing
+        case closed
+    }
+
+    enum Action: Equatable {
+        case armIdleTimer
+        case cancelIdleTimer
+        /// GOAWAY (NO_ERROR) with this last stream ID.
+        case goAway(lastStreamID: Int)
+        /// PING (not ACK) with `HTTP2IdleMachine.pingData`, and the grace timer.
+        case ping
+        case armGraceTimer
+        case close
+    }
+
+    /// The opaque data of the idle PING: its ACK ends the draining phase.
+    static let pingData = HTTP2PingData(withInteger: 0x7567_6174_6569_646c)  // "ugateidl"
+
+    private(set) var phase = Phase.active
+    private(set) var open = 0
+    /// The last stream ID of the first GOAWAY: the largest there is, 2^31−1.
+    static let maxStreamID = Int(Int32.max)
+
+    /// The highest stream ID the client opened (0: none).
+    private(set) var lastStreamID = 0
+
+    /// The connection is active.
+    mutating func start() -> [Action] {
+        phase == .active && open == 0 ? [.armIdleTimer] : []
+    }
+
+    mutating func streamOpened(_ id: Int) -> [Action] {
+        open += 1
+        lastStreamID = max(lastStreamID, id)
+        return phase == .active ? [.cancelIdleTimer] : []
+    }
+
+    mutating func streamClosed() -> [Action] {
+        open = max(open - 1, 0)
+        guard open == 0 else { return [] }
+        switch phase {
+        case .active: return [.armIdleTimer]
+        case .closing:
+            phase = .closed
+            return [.close]
+        case .draining, .closed: return []
+        }
+    }
+
+    mutating func idleTimerFired() -> [Action] {
+        guard phase == .active, open == 0 else { return [] }
+        phase = .draining
+        return [.goAway(lastStreamID: Self.maxStreamID), .ping, .armGraceTimer]
+    }
+
+    /// The PING ACK arrived, or the grace timer fired (a client that does not answer PING).
+    mutating func drained() -> [Action] {
+        guard phase == .draining else { return [] }
+        if open == 0 {
+            phase = .closed
+            return [.goAway(lastStreamID: lastStreamID), .close]
+        }
+        phase = .closing
+        return [.goAway(lastStreamID: lastStreamID)]
+    }
+
+    mutating func channelClosed() -> [Action] {
+        phase = .closed
+        return [.cancelIdleTimer]
+    }
+}
+
+/// Closes an HTTP/2 connection that has had no open stream for `timeout` with the two-step
+/// GOAWAY of `HTTP2IdleMachine` (then closes it), like nginx's `http2_idle_timeout` but
+/// graceful. Counts streams from the `NIOHTTP2Handler`'s stream created / closed events and
+/// sees the connection-level frames (the PING ACK); it sits right after that handler.
+final class HTTP2IdleHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTP2Frame
+    typealias InboundOut = HTTP2Frame
+    typealias OutboundOut = HTTP2Frame
+
+    let timeout: TimeAmount
+    /// How long the draining phase waits for the PING ACK before the final GOAWAY.
+    let grace: TimeAmount
+    let loop: any EventLoop
+    private var machine = HTTP2IdleMachine()
+    private var timer: Scheduled<Void>?
+    private var graceTimer: Scheduled<Void>?
+    private var context: ChannelHandlerContext?
+    /// The `NIOHTTP2Handler`'s context: the first GOAWAY is written from it, below the
+    /// handler (see `perform`).
+    private var wire: ChannelHandlerContext?
+
+    init(seconds: Double, graceSeconds: Double = 1, loop: any EventLoop) {
+        timeout = .milliseconds(Int64(max(seconds, 0.001) * 1000))
+        grace = .milliseconds(Int64(max(graceSeconds, 0.001) * 1000))
+        self.loop = loop
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        wire = try? context.pipeline.syncOperations.context(handlerType: NIOHTTP2Handler.self)
+        if context.channel.isActive { perform(machine.start()) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        graceTimer?.cancel()
+        self.context = nil
+        wire = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        perform(machine.start())
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .ping(let ping, ack: true) = unwrapInboundIn(data).payload, ping == HTTP2IdleMachine.pingData {
+            graceTimer?.cancel()
+            perform(machine.drained())
+        }
+        context.fireChannelRead(data)
+    }
+
+    /// Streams opened and closed, as `NIOHTTP2Handler` reports them (the connection has no
+    /// stream multiplexer: `HTTP2RouteHandler` serves the streams from their frames).
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if type(of: event) == NIOHTTP2StreamCreatedEvent.self, let created = event as? NIOHTTP2StreamCreatedEvent {
+            perform(machine.streamOpened(Int(created.streamID)))
+        } else if type(of: event) == StreamClosedEvent.self {
+            perform(machine.streamClosed())
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        graceTimer?.cancel()
+        perform(machine.channelClosed())
+        context.fireChannelInactive()
+    }
+
+    private func perform(_ actions: [HTTP2IdleMachine.Action]) {
+        guard let context else { return }
+        let loop = context.eventLoop.assumeIsolated()
+        var flush = false
+        for action in actions {
+            switch action {
+            case .armIdleTimer:
+                timer?.cancel()
+                timer = loop.scheduleTask(in: timeout) { [self] in perform(machine.idleTimerFired()) }
+            case .cancelIdleTimer:
+                timer?.cancel()
+                timer = nil
+            case .goAway(let last) where last == HTTP2IdleMachine.maxStreamID:
+                // NIO's connection state machine refuses every new stream once a GOAWAY passed
+                // through it, whatever its last stream ID; so the first GOAWAY is written from
+                // the NIOHTTP2Handler's own context, below it, as bytes: the handler still
+                // accepts the streams the client sent before it saw this GOAWAY.
+                guard let wire else { break }
+                wire.write(NIOAny(ByteBuffer(bytes: Self.goAwayFrame(lastStreamID: last))), promise: nil)
+                flush = true
+            case .goAway(let last):
+                let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: HTTP2StreamID(last), errorCode: .noError, opaqueData: nil))
+                context.write(wrapOutboundOut(goAway), promise: nil)
+                flush = true
+            case .ping:
+                context.write(wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .ping(HTTP2IdleMachine.pingData, ack: false))), promise: nil)
+                flush = true
+            case .armGraceTimer:
+                graceTimer = loop.scheduleTask(in: grace) { [self] in perform(machine.drained()) }
+            case .close:
+                // On the next loop turn: the last stream's closing frame (whose write told the
+                // delegate) is written first; a PING behind everything written marks when all
+                // of it has left, then the connection closes.
+                loop.execute {
+                    let barrier = HTTP2Frame(streamID: .rootStream, payload: .ping(HTTP2IdleMachine.pingData, ack: false))
+                    context.writeAndFlush(self.wrapOutboundOut(barrier)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+                }
+            }
+        }
+        if flush { context.flush() }
+    }
+}
+
+extension HTTP2IdleHandler {
+    /// A GOAWAY frame with NO_ERROR and no debug data (RFC 9113 §4.1, §6.8,
+    /// https://www.rfc-editor.org/rfc/rfc9113#section-6.8), big-endian:
+    ///
+    /// ```
+    /// +-----------------------------------------------+
+    /// |                 Length (24) = 8               |
+    /// +---------------+---------------+---------------+
+    /// | Type (8) = 7  | Flags (8) = 0 |
+    /// +-+-------------+---------------+-------------------------------+
+    /// |R|                Stream Identifier (31) = 0                   |
+    /// +-+-------------------------------------------------------------+
+    /// |R|                  Last-Stream-ID (31)                        |
+    /// +-+-------------------------------------------------------------+
+    /// |                      Error Code (32) = 0                      |
+    /// +---------------------------------------------------------------+
+    /// ```
+    static func goAwayFrame(lastStreamID: Int) -> [UInt8] {
+        let last = UInt32(truncatingIfNeeded: lastStreamID) & 0x7fff_ffff
+        return [0, 0, 8, 7, 0, 0, 0, 0, 0]
+            + [UInt8(last >> 24), UInt8(truncatingIfNeeded: last >> 16), UInt8(truncatingIfNeeded: last >> 8), UInt8(truncatingIfNeeded: last)]
+            + [0, 0, 0, 0]
+    }
+}
+
+extension BackendPool {
+    /// Dials `destination` through `upstream` (a mesh peer) with a connect timeout: after
+    /// `timeout` seconds the returned future fails with a `.timeout` `GateError` (the exchange
+    /// then tries the rule's next backend, 503 when none is left) and a socket the upstream
+    /// still delivers later is closed. Completes on `loop`.
+    static func dial(
+        _ upstream: any Upstream, _ destination: Destination, for info: StreamInfo, on loop: any EventLoop, timeout: Double
+    ) -> EventLoopFuture<Int32> {
+        let result = loop.makePromise(of: Int32.self)
+        let settled = NIOLoopBoundBox(false, eventLoop: loop)
+        let dialled = loop.makePromise(of: Int32.self)
+        dialled.completeWithTask { try await upstream.dial(destination, for: info) }
+        let timer = loop.scheduleTask(in: .milliseconds(Int64(max(timeout, 0.001) * 1000))) {
+            guard !settled.value else { return }
+            settled.value = true
+            result.fail(GateError(.timeout, "connect to \(destination) through upstream \(upstream.name) timed out after \(timeout) s"))
+        }
+        dialled.futureResult.whenComplete { outcome in
+            guard !settled.value else {
+                if case .success(let fd) = outcome { Glibc.close(fd) }
+                return
+            }
+            settled.value = true
+            timer.cancel()
+            result.completeWith(outcome)
+        }
+        return result.futureResult
+    }
+}
