@@ -107,9 +107,7 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // A stream error was answered with RST_STREAM by NIOHTTP2Handler; the connection goes on.
-        if error is NIOHTTP2Errors.StreamError { return }
-        connection.settings.log.debug("client connection error", metadata: ["src": "\(connection.peer)", "error": "\(error)"])
-        context.close(promise: nil)
+        if !(error is NIOHTTP2Errors.StreamError) { closeOnError(error) }
     }
 
     func write(_ frame: HTTP2Frame) {

@@ -256,9 +256,7 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // A refused h2c upgrade: the request is served over HTTP/1.1.
-        if error is H2CUpgrader.Refused { return }
-        connection.settings.log.debug("client connection error", metadata: ["src": "\(connection.peer)", "error": "\(error)"])
-        context.close(promise: nil)
+        if !(error is H2CUpgrader.Refused) { closeOnError(error) }
     }
 
     func respondHead(_ head: HTTPResponseHead) {
@@ -336,6 +334,12 @@ class RouteClientHandler {
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
         deadlines?.cancel()
+    }
+
+    /// A client connection error: logged at debug level, the connection closed.
+    func closeOnError(_ error: any Error) {
+        connection.settings.log.debug("client connection error", metadata: ["src": "\(connection.peer)", "error": "\(error)"])
+        context?.close(promise: nil)
     }
 
     func watchDeadline(_ exchange: Exchange) {
