@@ -47,9 +47,12 @@ final class PythonBackend {
     let port: UInt16
     let name: String
 
-    init(_ name: String, namespace: String? = nil, record: String = "", tls: (cert: String, key: String)? = nil) throws {
+    /// `script` gets `name record cert key` as arguments and prints its port.
+    init(
+        _ name: String, namespace: String? = nil, record: String = "", tls: (cert: String, key: String)? = nil, script: String = PythonBackend.script
+    ) throws {
         self.name = name
-        let args = ["-c", Self.script, name, record, tls?.cert ?? "", tls?.key ?? ""]
+        let args = ["-c", script, name, record, tls?.cert ?? "", tls?.key ?? ""]
         if let namespace {
             process.executableURL = URL(fileURLWithPath: try tool("ip"))
             process.arguments = ["netns", "exec", namespace, try tool("python3")] + args

@@ -24,6 +24,8 @@ public final class HTTPGateway: Sendable {
     /// Binds `host:port` (port 0: ephemeral) on `loops` and starts serving.
     /// - Parameters:
     ///   - defaultTimeout: seconds for a request whose rule has no `timeouts.request`.
+    ///   - mirrorBodyLimit: largest request body (bytes) copied to RequestMirror backends; a
+    ///     request with a larger body is not mirrored (counted and logged).
     ///   - http2IdleTimeout: seconds an HTTP/2 connection may stay without streams (then GOAWAY).
     ///   - connectTimeout: seconds to connect to a backend (also through a mesh upstream).
     ///   - accessLog: one line per request (method, host, path, route, backend, status, bytes, ms).
@@ -34,7 +36,7 @@ public final class HTTPGateway: Sendable {
     public init(
         table: RouteTable, host: String = "127.0.0.1", port: UInt16 = 0, loops: GateLoopGroup,
         defaultTimeout: Double = 30, keepAliveTimeout: Double = 60, http2IdleTimeout: Double = 60, connectTimeout: Double = 10,
-        accessLog: Logger = Logger(label: "ugate.httproute.access"),
+        mirrorBodyLimit: Int = 1 << 20, accessLog: Logger = Logger(label: "ugate.httproute.access"),
         log: Logger = Logger(label: "ugate.httproute"), metrics: (any MetricsFactory)? = nil, tls: HTTPRouteTLS? = nil,
         name: String = "httproute", router: Router? = nil
     ) throws {
@@ -48,7 +50,7 @@ public final class HTTPGateway: Sendable {
             group: MultiThreadedEventLoopGroup.singleton, state: state,
             settings: .init(
                 listenerName: name, defaultTimeout: defaultTimeout, keepAliveTimeout: keepAliveTimeout, http2IdleTimeout: http2IdleTimeout,
-                accessLog: accessLog, log: log, counters: RouteCounters(factory: factory),
+                mirrorBodyLimit: mirrorBodyLimit, accessLog: accessLog, log: log, counters: RouteCounters(factory: factory),
                 pool: BackendPool(connectTimeout: min(defaultTimeout, connectTimeout), router: router, listenerName: name)))
         listener = try TCPListener(name: name, proto: .tcp, address: try SocketAddress(host: host, port: port), context: context) { bound in
             HTTPRouteFront(
@@ -82,10 +84,9 @@ final class GatewayState: Sendable {
         case forward(RouteAction.Forward)
     }
 
-    /// Decides `request` with the current table (weighted pick with the system RNG); `route`
+    /// Decides `request` with the current table (weighted pick with `generator`); `route`
     /// receives the matched rule's label.
-    func decide(_ request: RouteRequest, route: inout String) -> Decision {
-        var generator = SystemRandomNumberGenerator()
+    func decide(_ request: RouteRequest, route: inout String, using generator: inout some RandomNumberGenerator) -> Decision {
         // A copy (reference-counted storage) taken under the lock; deciding runs outside it.
         let table = table.withLock { $0 }
         switch table.decide(request, using: &generator) {
@@ -171,29 +172,6 @@ struct HTTPRouteFront: CaptureFront {
     }
 
     static func deadline(_ seconds: Double) -> UInt64 { GateLoop.monotonicMillis() + UInt64(max(seconds, 0.001) * 1000) }
-
-    /// The access-log fields of one request.
-    struct Entry {
-        var method: String
-        var host: String
-        var path: String
-        var started: UInt64
-        var route = "-"
-        var backend = "-"
-        var status = 0
-        var bytes = 0
-        var error: String?
-
-        func metadata(_ listener: String, proto: String) -> Logger.Metadata {
-            var m: Logger.Metadata = [
-                "listener": "\(listener)", "proto": "\(proto)", "method": "\(method)", "host": "\(host)", "path": "\(path)", "route": "\(route)",
-                "backend": "\(backend)", "status": "\(status)", "bytes": "\(bytes)",
-                "ms": "\(GateLoop.monotonicMillis() - started)",
-            ]
-            if let error { m["error"] = "\(error)" }
-            return m
-        }
-    }
 }
 
 /// The per-route counters (`ugate_httproute_requests_total{route,status}`,
@@ -203,6 +181,7 @@ final class RouteCounters: Sendable {
     private let factory: any MetricsFactory
     private let requests = Mutex<[RouteStatus: Counter]>([:])
     private let bytes = Mutex<[String: Counter]>([:])
+    private let mirrorSkips = Mutex<[String: Counter]>([:])
 
     struct RouteStatus: Hashable {
         var route: String
@@ -212,19 +191,44 @@ final class RouteCounters: Sendable {
     init(factory: any MetricsFactory) { self.factory = factory }
 
     func count(route: String, status: Int, bytes count: Int) {
-        let key = RouteStatus(route: route, status: status)
+        let pair = pair(RouteStatus(route: route, status: status))
+        pair.requests.increment()
+        pair.bytes.increment(by: count)
+    }
+
+    /// The request counter of a route and status and the byte counter of the route.
+    struct Pair {
+        var requests: Counter
+        var bytes: Counter
+    }
+
+    func pair(_ key: RouteStatus) -> Pair {
         let factory = factory
-        requests.withLock { counters in
+        let route = key.route
+        let requests = requests.withLock { counters in
             if let counter = counters[key] { return counter }
-            let counter = Counter(label: "ugate_httproute_requests_total", dimensions: [("route", route), ("status", "\(status)")], factory: factory)
+            let counter = Counter(label: "ugate_httproute_requests_total", dimensions: [("route", route), ("status", "\(key.status)")], factory: factory)
             counters[key] = counter
             return counter
-        }.increment()
-        bytes.withLock { counters in
+        }
+        let bytes = bytes.withLock { counters in
             if let counter = counters[route] { return counter }
             let counter = Counter(label: "ugate_httproute_response_bytes_total", dimensions: [("route", route)], factory: factory)
             counters[route] = counter
             return counter
-        }.increment(by: count)
+        }
+        return Pair(requests: requests, bytes: bytes)
+    }
+
+    /// Counts a request whose body was too large to mirror
+    /// (`ugate_httproute_mirror_skipped_total{route}`).
+    func mirrorSkipped(route: String) {
+        let factory = factory
+        mirrorSkips.withLock { counters in
+            if let counter = counters[route] { return counter }
+            let counter = Counter(label: "ugate_httproute_mirror_skipped_total", dimensions: [("route", route)], factory: factory)
+            counters[route] = counter
+            return counter
+        }.increment()
     }
 }

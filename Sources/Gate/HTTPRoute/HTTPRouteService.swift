@@ -35,6 +35,9 @@ public struct HTTPRouteConfig: Codable, Sendable, Equatable {
     /// Seconds to connect to a backend (directly or through a mesh upstream) before trying
     /// the rule's next backend (503 when none is left); capped by the rule's deadline.
     public var connectTimeout: Double = 10
+    /// Largest request body (bytes) copied to RequestMirror backends; a request with a larger
+    /// body is served but not mirrored (counted in `ugate_httproute_mirror_skipped_total`).
+    public var mirrorBodyLimit: Int = 1 << 20
 
     public init(manifests: String, services: [String: String] = [:], listeners: [HTTPRouteListenerConfig] = []) {
         self.manifests = manifests
@@ -43,7 +46,7 @@ public struct HTTPRouteConfig: Codable, Sendable, Equatable {
     }
 
     private enum CodingKeys: String, CodingKey, CaseIterable {
-        case manifests, services, listeners, reloadInterval, requestTimeout, keepAliveTimeout, http2IdleTimeout, connectTimeout
+        case manifests, services, listeners, reloadInterval, requestTimeout, keepAliveTimeout, http2IdleTimeout, connectTimeout, mirrorBodyLimit
     }
 
     public init(from decoder: any Decoder) throws {
@@ -57,6 +60,7 @@ public struct HTTPRouteConfig: Codable, Sendable, Equatable {
         keepAliveTimeout = try c.decodeIfPresent(Double.self, forKey: .keepAliveTimeout) ?? 60
         http2IdleTimeout = try c.decodeIfPresent(Double.self, forKey: .http2IdleTimeout) ?? 60
         connectTimeout = try c.decodeIfPresent(Double.self, forKey: .connectTimeout) ?? 10
+        mirrorBodyLimit = try c.decodeIfPresent(Int.self, forKey: .mirrorBodyLimit) ?? 1 << 20
     }
 }
 
@@ -174,7 +178,7 @@ public final class HTTPRouteService: Sendable {
                     table: RouteTable(routes: listener.routes(in: manifests)), host: listener.host ?? bind,
                     port: UInt16(listener.port), loops: loops, defaultTimeout: config.requestTimeout,
                     keepAliveTimeout: config.keepAliveTimeout, http2IdleTimeout: config.http2IdleTimeout, connectTimeout: config.connectTimeout,
-                    accessLog: accessLog, log: log, tls: tls, name: listener.name, router: router)
+                    mirrorBodyLimit: config.mirrorBodyLimit, accessLog: accessLog, log: log, tls: tls, name: listener.name, router: router)
                 gateways.append(gateway)
                 tlsByListener.append(tls)
                 bound.append((listener.name, gateway.address, listener.tls != nil))

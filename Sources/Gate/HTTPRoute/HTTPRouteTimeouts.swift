@@ -97,9 +97,8 @@ struct HTTP2IdleMachine: Equatable {
 
 /// Closes an HTTP/2 connection that has had no open stream for `timeout` with the two-step
 /// GOAWAY of `HTTP2IdleMachine` (then closes it), like nginx's `http2_idle_timeout` but
-/// graceful. Counts streams through the `NIOHTTP2StreamDelegate` the `NIOHTTP2Handler` calls
-/// (on the connection's loop) and sees the connection-level frames (the PING ACK) after it.
-/// Add it after the `NIOHTTP2Handler` and pass its `http2StreamDelegate` to that handler.
+/// graceful. Counts streams from the `NIOHTTP2Handler`'s stream created / closed events and
+/// sees the connection-level frames (the PING ACK); it sits right after that handler.
 final class HTTP2IdleHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTP2Frame
     typealias InboundOut = HTTP2Frame
@@ -121,23 +120,6 @@ final class HTTP2IdleHandler: ChannelInboundHandler, RemovableChannelHandler {
         timeout = .milliseconds(Int64(max(seconds, 0.001) * 1000))
         grace = .milliseconds(Int64(max(graceSeconds, 0.001) * 1000))
         self.loop = loop
-    }
-
-    /// The stream delegate for the connection's `NIOHTTP2Handler`.
-    var http2StreamDelegate: Delegate { Delegate(handler: NIOLoopBound(self, eventLoop: loop)) }
-
-    struct Delegate: NIOHTTP2StreamDelegate {
-        let handler: NIOLoopBound<HTTP2IdleHandler>
-
-        func streamCreated(_ id: HTTP2StreamID, channel: any Channel) {
-            let handler = handler.value
-            handler.perform(handler.machine.streamOpened(Int(id)))
-        }
-
-        func streamClosed(_ id: HTTP2StreamID, channel: any Channel) {
-            let handler = handler.value
-            handler.perform(handler.machine.streamClosed())
-        }
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -164,6 +146,17 @@ final class HTTP2IdleHandler: ChannelInboundHandler, RemovableChannelHandler {
             perform(machine.drained())
         }
         context.fireChannelRead(data)
+    }
+
+    /// Streams opened and closed, as `NIOHTTP2Handler` reports them (the connection has no
+    /// stream multiplexer: `HTTP2RouteHandler` serves the streams from their frames).
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if type(of: event) == NIOHTTP2StreamCreatedEvent.self, let created = event as? NIOHTTP2StreamCreatedEvent {
+            perform(machine.streamOpened(Int(created.streamID)))
+        } else if type(of: event) == StreamClosedEvent.self {
+            perform(machine.streamClosed())
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -1,0 +1,228 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Foundation
+
+/// A kept-alive HTTP/1.1 connection to a backend, on one event loop.
+final class BackendConnection {
+    let channel: any Channel
+    let destination: Destination
+    /// Whether it came from the pool (it may have been closed by the backend meanwhile).
+    var reused = false
+    var reusable = true
+    /// The exchange (or mirror) using it; nil while pooled.
+    var delegate: (any BackendDelegate)?
+
+    init(channel: any Channel, destination: Destination) {
+        self.channel = channel
+        self.destination = destination
+    }
+}
+
+/// Delivers a backend connection's response parts to the exchange using it.
+final class BackendHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    weak var connection: BackendConnection?
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        connection?.delegate?.backendRead(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        connection?.delegate?.backendReadComplete()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let connection { connection.delegate?.backendClosed(connection) }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
+
+/// Kept-alive backend connections, per event loop and destination (at most `maxIdle` idle
+/// ones each). Every method runs on the event loop it is given.
+///
+/// New connections are dialled by `router` when there is one: a destination the node's route
+/// table sends to `direct` (or a `hosts` name) is connected by NIO on the loop; one it sends
+/// to another upstream (a mesh peer, `mesh:<name>`) is dialled through `Upstream.dial` and the
+/// returned socket adopted as the channel, so HTTP/1.1 then runs over the peer's stream.
+final class BackendPool: Sendable {
+    let maxIdle: Int
+    let connectTimeout: Double
+    let router: Router?
+    let listenerName: String
+    private let perLoop: EventLoopBoundBox
+
+    /// Idle connections of one loop.
+    final class Box {
+        var idle: [Destination: [BackendConnection]] = [:]
+    }
+
+    init(maxIdle: Int = 256, connectTimeout: Double = 10, router: Router? = nil, listenerName: String = "httproute") {
+        self.maxIdle = maxIdle
+        self.connectTimeout = connectTimeout
+        self.router = router
+        self.listenerName = listenerName
+        perLoop = EventLoopBoundBox()
+    }
+
+    /// Calls `completion` on `loop` with a connection to `destination`: an idle one when
+    /// there is one (unless `fresh`), else a new one.
+    func acquire(
+        _ destination: Destination, on loop: any EventLoop, idle: Box? = nil, fresh: Bool = false,
+        _ completion: @escaping (Result<BackendConnection, any Error>) -> Void
+    ) {
+        let box = idle ?? perLoop.box(for: loop)
+        if !fresh {
+            // Popped in place (a copy of the list would be copied again on write).
+            while let connection = box.idle[destination]?.popLast() {
+                if connection.channel.isActive {
+                    connection.reused = true
+                    completion(.success(connection))
+                    return
+                }
+            }
+        }
+        var target = destination
+        if let router {
+            let info = StreamInfo(listener: listenerName, source: "httproute", destination: destination, serverName: destination.host, proto: "http/1.1")
+            let decision: RouteDecision
+            do {
+                decision = try router.route(info)
+            } catch {
+                completion(.failure(error))
+                return
+            }
+            target = decision.destination
+            if !(decision.upstream is DirectUpstream) {
+                let upstream = decision.upstream
+                let dialTarget = target
+                let dialled = Self.dial(upstream, dialTarget, for: info, on: loop, timeout: connectTimeout)
+                dialled.assumeIsolated().whenComplete { result in
+                    switch result {
+                    case .failure(let error):
+                        completion(.failure(error))
+                    case .success(let fd):
+                        self.connected(self.bootstrap(loop, tcp: false).withConnectedSocket(fd), destination, completion)
+                    }
+                }
+                return
+            }
+        }
+        connected(
+            bootstrap(loop, tcp: true).connectTimeout(.milliseconds(Int64(connectTimeout * 1000))).connect(host: target.host, port: Int(target.port)),
+            destination, completion)
+    }
+
+    /// The idle connections of `loop` (called on `loop`).
+    func box(for loop: any EventLoop) -> Box {
+        perLoop.box(for: loop)
+    }
+
+    /// `tcp`: set TCP_NODELAY (an upstream's socket may be one end of a socketpair).
+    private func bootstrap(_ loop: any EventLoop, tcp: Bool) -> ClientBootstrap {
+        ClientBootstrap(group: loop)
+            .channelOption(.socketOption(.tcp_nodelay), value: tcp ? 1 : 0)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(BackendHandler())
+                }
+            }
+    }
+
+    /// Wraps a connected backend channel (on its loop) as a `BackendConnection`.
+    private func connected(
+        _ future: EventLoopFuture<any Channel>, _ destination: Destination, _ completion: @escaping (Result<BackendConnection, any Error>) -> Void
+    ) {
+        future.assumeIsolated().whenComplete { result in
+            completion(
+                result.flatMap { channel in
+                    Result {
+                        let connection = BackendConnection(channel: channel, destination: destination)
+                        try channel.pipeline.syncOperations.handler(type: BackendHandler.self).connection = connection
+                        // Once per connection: a pooled connection the backend closes leaves its list.
+                        let box = self.perLoop.box(for: channel.eventLoop)
+                        channel.closeFuture.assumeIsolated().whenComplete { _ in
+                            box.idle[destination]?.removeAll { $0 === connection }
+                        }
+                        return connection
+                    }
+                })
+        }
+    }
+
+    /// Returns a connection whose exchange completed cleanly.
+    /// `idle`: the pool's box of the connection's loop, when the caller has it (`box(for:)`).
+    func release(_ connection: BackendConnection, idle: Box? = nil) {
+        guard connection.channel.isActive else { return }
+        let box = idle ?? perLoop.box(for: connection.channel.eventLoop)
+        guard box.idle[connection.destination, default: []].count < maxIdle else {
+            connection.channel.close(promise: nil)
+            return
+        }
+        box.idle[connection.destination, default: []].append(connection)
+    }
+
+    /// RequestMirror: sends a copy of the request (head and the `bytes` of `body`, with that
+    /// `Content-Length`) to `destination` on a new connection of its own and ignores the
+    /// answer; failures are logged at debug level only, so the mirror never slows or breaks
+    /// the primary request.
+    func mirror(_ head: NIOHTTP1.HTTPRequestHead, body: [ByteBuffer], bytes: Int, to destination: Destination, on loop: any EventLoop, log: Logger) {
+        var copy = head
+        copy.headers.remove(name: "transfer-encoding")
+        copy.headers.replaceOrAdd(name: "content-length", value: String(bytes))
+        copy.headers.replaceOrAdd(name: "connection", value: "close")
+        acquire(destination, on: loop, fresh: true) { result in
+            switch result {
+            case .failure(let error):
+                log.debug("mirror failed", metadata: ["backend": "\(destination)", "error": "\(error)"])
+            case .success(let connection):
+                // The sink keeps the connection until its answer ends or it closes.
+                connection.delegate = MirrorSink(connection)
+                connection.channel.write(HTTPClientRequestPart.head(copy), promise: nil)
+                for part in body { connection.channel.write(HTTPClientRequestPart.body(.byteBuffer(part)), promise: nil) }
+                connection.channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+                let channel = connection.channel
+                loop.scheduleTask(in: .seconds(30)) { channel.close(promise: nil) }
+            }
+        }
+    }
+}
+
+/// Reads and drops a mirror backend's answer; closes the connection when it ends.
+final class MirrorSink: BackendDelegate {
+    let connection: BackendConnection
+    init(_ connection: BackendConnection) { self.connection = connection }
+
+    func backendRead(_ part: HTTPClientResponsePart) {
+        if case .end = part { connection.channel.close(promise: nil) }
+    }
+
+    func backendReadComplete() {}
+
+    func backendClosed(_ connection: BackendConnection) {
+        connection.delegate = nil
+    }
+}
+
+/// One `BackendPool.Box` per event loop, created on first use on that loop.
+final class EventLoopBoundBox: @unchecked Sendable {  // boxes are only touched on their own loop; the dictionary is behind the lock
+    private let lock = NSLock()
+    private var boxes: [ObjectIdentifier: BackendPool.Box] = [:]
+
+    func box(for loop: any EventLoop) -> BackendPool.Box {
+        loop.preconditionInEventLoop()
+        return lock.withLock {
+            let key = ObjectIdentifier(loop)
+            if let box = boxes[key] { return box }
+            let box = BackendPool.Box()
+            boxes[key] = box
+            return box
+        }
+    }
+}

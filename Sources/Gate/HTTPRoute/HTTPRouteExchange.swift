@@ -1,0 +1,554 @@
+import CoreMetrics
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// What every exchange of a gateway listener shares.
+struct RouteSettings: Sendable {
+    var listenerName: String
+    var defaultTimeout: Double
+    /// Seconds an HTTP/1.1 connection may stay idle between requests.
+    var keepAliveTimeout: Double = 60
+    /// Seconds an HTTP/2 connection may stay without open streams (then GOAWAY and close).
+    var http2IdleTimeout: Double = 60
+    /// Largest request body (bytes) copied to RequestMirror backends; a request with a larger
+    /// body is not mirrored (counted in `ugate_httproute_mirror_skipped_total`, logged).
+    var mirrorBodyLimit: Int = 1 << 20
+    var accessLog: Logger
+    var log: Logger
+    var counters: RouteCounters
+    var pool: BackendPool
+}
+
+/// One client connection as its exchanges see it (one exchange at a time on HTTP/1.1, one per
+/// stream on HTTP/2). Lives on the connection's event loop.
+final class RouteConnection {
+    let state: GatewayState
+    let settings: RouteSettings
+    let peer: String
+    let proto: String
+    /// The counters of the route and status counted last: a connection mostly hits one route,
+    /// so the shared counter map (a lock and a hash of the label) is asked once per change.
+    private var lastCounters: (key: RouteCounters.RouteStatus, counters: RouteCounters.Pair)?
+    /// The backend pool's idle connections of this connection's loop, looked up once.
+    private(set) lazy var idle: BackendPool.Box = settings.pool.box(for: eventLoop)
+    let eventLoop: any EventLoop
+    /// The weighted backend choice's generator (see `SplitMix64`).
+    var random = SplitMix64(seed: UInt64.random(in: .min ... .max))
+
+    init(state: GatewayState, settings: RouteSettings, peer: String, proto: String, eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+        self.state = state
+        self.settings = settings
+        self.peer = peer
+        self.proto = proto
+    }
+
+    /// Writes the access-log line (built only when the access log's level lets `info` through)
+    /// and counts the request.
+    func record(_ entry: HTTPAccessEntry) {
+        settings.accessLog.info("request", metadata: entry.metadata(settings.listenerName, proto: proto))
+        let key = RouteCounters.RouteStatus(route: entry.route, status: entry.status)
+        let pair: RouteCounters.Pair
+        if let last = lastCounters, last.key == key {
+            pair = last.counters
+        } else {
+            pair = settings.counters.pair(key)
+            lastCounters = (key, pair)
+        }
+        pair.requests.increment()
+        pair.bytes.increment(by: entry.bytes)
+    }
+}
+
+/// SplitMix64 (Steele, Lea, Flood: "Fast splittable pseudorandom number generators", 2014),
+/// seeded once per connection from the system generator. Hand-written for the hot path:
+/// `SystemRandomNumberGenerator` costs a `getrandom` system call per number on Linux, one per
+/// request for the weighted backend choice; a traffic split needs uniformity, not secrecy.
+struct SplitMix64: RandomNumberGenerator {
+    private var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// The access-log fields of one request (`ugate.httproute.access`).
+struct HTTPAccessEntry {
+    var method: String
+    var host: String
+    var path: String
+    var started: UInt64
+    var route = "-"
+    var backend = "-"
+    var status = 0
+    var bytes = 0
+    var error: String?
+
+    func metadata(_ listener: String, proto: String) -> Logger.Metadata {
+        var m: Logger.Metadata = [
+            "listener": .string(listener), "proto": .string(proto), "method": .string(method), "host": .string(host), "path": .string(path),
+            "route": .string(route), "backend": .string(backend), "status": .stringConvertible(status), "bytes": .stringConvertible(bytes),
+            "ms": .stringConvertible(GateLoop.monotonicMillis() - started),
+        ]
+        if let error { m["error"] = .string(error) }
+        return m
+    }
+}
+
+/// Where an exchange's response goes: an HTTP/1.1 connection or one HTTP/2 stream. Every
+/// method runs on `eventLoop`.
+protocol ExchangeClient: AnyObject {
+    var connection: RouteConnection { get }
+    var eventLoop: any EventLoop { get }
+    var allocator: ByteBufferAllocator { get }
+    func respondHead(_ head: HTTPResponseHead)
+    func respondBody(_ buffer: ByteBuffer)
+    /// Ends the response and flushes it; `close`: close the connection afterwards (HTTP/1.1).
+    func respondEnd(_ trailers: HTTPHeaders?, close: Bool)
+    /// Sends what was written (the end of a backend read burst).
+    func flushResponse()
+    /// The response had already started when the exchange failed: cut it off.
+    func abortResponse()
+    /// The exchange is over (answered, failed or abandoned).
+    func exchangeFinished(_ exchange: Exchange)
+    /// `exchange` wrote to its backend: flush it at the end of the client's read burst (so the
+    /// head and end of a request leave in one syscall), or now when no burst is under way.
+    func backendNeedsFlush(_ exchange: Exchange)
+    /// Calls `exchange.timedOut()` once its `deadline` has passed (unless it finished).
+    func watchDeadline(_ exchange: Exchange)
+}
+
+/// One timer per client connection for the deadlines of its exchanges, instead of a timer
+/// scheduled and cancelled per request (NIO cancels a scheduled task with a linear search of
+/// the loop's task queue): it fires at the earliest deadline it was asked for, times out
+/// the exchanges whose deadline passed and re-arms for the next one, so a busy kept-alive
+/// connection arms about one timer per request timeout (30 s by default), not per request.
+final class DeadlineTimer {
+    private let eventLoop: any EventLoop
+    private var scheduled: Scheduled<Void>?
+    private var firesAt: NIODeadline?
+    /// The exchanges to check when the timer fires.
+    private let exchanges: () -> [Exchange]
+
+    init(eventLoop: any EventLoop, exchanges: @escaping () -> [Exchange]) {
+        self.eventLoop = eventLoop
+        self.exchanges = exchanges
+    }
+
+    func watch(_ deadline: NIODeadline) {
+        if let firesAt, firesAt <= deadline { return }
+        scheduled?.cancel()
+        arm(deadline)
+    }
+
+    private func arm(_ deadline: NIODeadline) {
+        firesAt = deadline
+        scheduled = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in self?.fired() }
+    }
+
+    private func fired() {
+        firesAt = nil
+        scheduled = nil
+        let now = NIODeadline.now()
+        var next: NIODeadline?
+        for exchange in exchanges() where !exchange.finished {
+            if exchange.deadline <= now {
+                exchange.timedOut()
+            } else if next == nil || exchange.deadline < next! {
+                next = exchange.deadline
+            }
+        }
+        if let next { arm(next) }
+    }
+
+    /// Stops the timer (the connection closed).
+    func cancel() {
+        scheduled?.cancel()
+        scheduled = nil
+        firesAt = nil
+    }
+}
+
+/// Receives a backend connection's response.
+protocol BackendDelegate: AnyObject {
+    func backendRead(_ part: HTTPClientResponsePart)
+    func backendReadComplete()
+    func backendClosed(_ connection: BackendConnection)
+}
+
+/// One request being served, for any client protocol: decided with the route table, answered
+/// locally (404, redirects, 500, refusals) or forwarded to a pooled backend connection with
+/// bodies streamed both ways; copies go to the RequestMirror backends.
+final class Exchange: BackendDelegate {
+    let client: any ExchangeClient
+    var log: HTTPAccessEntry
+    let forward: RouteAction.Forward
+    let keepAlive: Bool
+    var candidates: [RouteBackend]
+    var backend: BackendConnection?
+    /// Request parts not yet sent (while connecting), and every part sent so far while they
+    /// are few (so a stale pooled connection can be replaced by a new one).
+    var pending: [HTTPClientRequestPart] = []
+    var replay: [HTTPClientRequestPart]? = []
+    var replayBytes = 0
+    var requestEnded = false
+    var responded = false
+    var finished = false
+    /// The rule's deadline (504 after it), watched by the client's `DeadlineTimer`.
+    var deadline = NIODeadline.distantFuture
+    var failures: [String] = []
+    /// The head for RequestMirror backends and the request body so far (nil: no mirror, or
+    /// the body outgrew `mirrorBodyLimit`).
+    var mirrorHead: NIOHTTP1.HTTPRequestHead?
+    var mirrorBody: [ByteBuffer] = []
+    var mirrorBytes = 0
+
+    private init(client: any ExchangeClient, log: HTTPAccessEntry, forward: RouteAction.Forward, keepAlive: Bool) {
+        self.client = client
+        self.log = log
+        self.forward = forward
+        self.keepAlive = keepAlive
+        candidates = [forward.backend] + forward.fallbacks
+    }
+
+    /// Serves a request head: answers it locally (nil) or starts forwarding it. The returned
+    /// exchange may already be finished (a backend refused synchronously).
+    static func begin(_ head: NIOHTTP1.HTTPRequestHead, client: any ExchangeClient, http1: Bool) -> Exchange? {
+        let connection = client.connection
+        let request = routeRequest(head)
+        var log = HTTPAccessEntry(method: head.method.rawValue, host: request.host, path: request.path, started: GateLoop.monotonicMillis())
+        var keepAlive = head.isKeepAlive
+        let local: (status: Int, message: String, headers: [HTTPField])
+        if let refusal = check(head, http1: http1) {
+            // A request the gateway will not route: answered and the connection closed.
+            local = (refusal.status, refusal.message, [])
+            keepAlive = false
+        } else {
+            switch connection.state.decide(request, route: &log.route, using: &connection.random) {
+            case .local(let status, let message, let headers):
+                local = (status, message, headers)
+            case .forward(let forward):
+                let exchange = Exchange(client: client, log: log, forward: forward, keepAlive: keepAlive)
+                exchange.start(head)
+                return exchange
+            }
+        }
+        log.status = local.status
+        respondLocally(client, status: local.status, message: local.message, headers: local.headers, keepAlive: keepAlive, log: &log)
+        connection.record(log)
+        return nil
+    }
+
+    /// The limits of the gateway's own HTTP/1.1 parser (`HTTPHeadLimits`): head size and
+    /// field count (431), origin-form target (400), `Host` required in HTTP/1.1 (400).
+    static func check(_ head: NIOHTTP1.HTTPRequestHead, http1: Bool) -> (status: Int, message: String)? {
+        let limits = HTTPHeadLimits()
+        var size = head.uri.utf8.count + head.method.rawValue.utf8.count + 12
+        for (name, value) in head.headers { size += name.utf8.count + value.utf8.count + 4 }
+        if size > limits.maxHeadBytes || head.headers.count > limits.maxHeaderCount {
+            return (431, "request head larger than \(limits.maxHeadBytes) bytes or \(limits.maxHeaderCount) fields")
+        }
+        guard http1 else { return nil }
+        if !head.uri.hasPrefix("/") { return (400, "request-target \(head.uri) is not origin-form (/path)") }
+        if head.version == .http1_1 && !head.headers.contains(name: "host") { return (400, "HTTP/1.1 request without Host") }
+        return nil
+    }
+
+    /// The route-table view of a request head; HTTP/2's `:authority` arrives as `Host`.
+    static func routeRequest(_ head: NIOHTTP1.HTTPRequestHead) -> RouteRequest {
+        var fields: [HTTPField] = []
+        fields.reserveCapacity(head.headers.count)
+        for (name, value) in head.headers { fields.append(HTTPField(name, value)) }
+        return RouteRequest(HTTPRequestHead(method: head.method.rawValue, target: head.uri, headers: fields))
+    }
+
+    static func respondLocally(
+        _ client: any ExchangeClient, status: Int, message: String, headers: [HTTPField], keepAlive: Bool, log: inout HTTPAccessEntry
+    ) {
+        let body = message + "\n"
+        var head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: status))
+        for field in headers { head.headers.add(name: field.name, value: field.value) }
+        head.headers.add(name: "content-type", value: "text/plain; charset=utf-8")
+        head.headers.add(name: "content-length", value: String(body.utf8.count))
+        if !keepAlive { head.headers.add(name: "connection", value: "close") }
+        log.bytes = body.utf8.count
+        client.respondHead(head)
+        client.respondBody(client.allocator.buffer(string: body))
+        client.respondEnd(nil, close: !keepAlive)
+    }
+
+    /// Starts forwarding: connects (or takes a pooled connection), arms the rule's deadline
+    /// and prepares the mirrors' copy.
+    private func start(_ head: NIOHTTP1.HTTPRequestHead) {
+        var upstream = NIOHTTP1.HTTPRequestHead(version: .http1_1, method: head.method, uri: forward.target)
+        upstream.headers.reserveCapacity(forward.headers.count + 1)
+        for field in forward.headers where !HopByHop.contains(field.name) {
+            upstream.headers.add(name: field.name, value: field.value)
+        }
+        let length = head.headers.first(name: "content-length")
+        if head.headers.contains(name: "transfer-encoding") || (length == nil && head.method.sendsBody) {
+            upstream.headers.add(name: "transfer-encoding", value: "chunked")
+        }
+        pending.append(.head(upstream))
+        deadline = .now() + .milliseconds(Int64((forward.timeout ?? client.connection.settings.defaultTimeout) * 1000))
+        client.watchDeadline(self)
+        if !forward.mirrors.isEmpty {
+            let limit = client.connection.settings.mirrorBodyLimit
+            if let length, let size = Int(length), size > limit {
+                skipMirrors("request body of \(size) bytes is larger than the mirror limit of \(limit) bytes")
+            } else {
+                mirrorHead = upstream
+            }
+        }
+        connectNext()
+    }
+
+    /// A request body part or its end, from the client.
+    func requestPart(_ part: HTTPClientRequestPart) {
+        guard !finished else { return }
+        switch part {
+        case .body(.byteBuffer(let buffer)):
+            if replay != nil {
+                replayBytes += buffer.readableBytes
+                if replayBytes > 65536 { replay = nil }
+            }
+            if mirrorHead != nil {
+                mirrorBytes += buffer.readableBytes
+                let limit = client.connection.settings.mirrorBodyLimit
+                if mirrorBytes > limit {
+                    skipMirrors("request body larger than the mirror limit of \(limit) bytes")
+                } else {
+                    mirrorBody.append(buffer)
+                }
+            }
+        case .end:
+            requestEnded = true
+            sendMirrors()
+        default:
+            break
+        }
+        guard let backend else {
+            pending.append(part)
+            return
+        }
+        replay?.append(part)
+        backend.channel.write(part, promise: nil)
+        client.backendNeedsFlush(self)
+    }
+
+    /// Flushes the backend connection (see `ExchangeClient.backendNeedsFlush`).
+    func flushBackend() {
+        backend?.channel.flush()
+    }
+
+    /// The rule's deadline passed without a complete response: 504.
+    func timedOut() {
+        guard !finished else { return }
+        let timeout = forward.timeout ?? client.connection.settings.defaultTimeout
+        fail(504, "backend \(log.backend) did not respond within \(timeout) s")
+    }
+
+    /// The client connection or stream went away.
+    func clientGone() {
+        guard !finished else { return }
+        log.error = "client went away"
+        finish(reuseBackend: false)
+    }
+
+    /// The whole request is in: each mirror backend gets the head and body on a connection of
+    /// its own (fire and forget; the primary request never waits for it).
+    private func sendMirrors() {
+        guard let head = mirrorHead else { return }
+        mirrorHead = nil
+        let body = mirrorBody
+        mirrorBody = []
+        let settings = client.connection.settings
+        for mirror in forward.mirrors {
+            settings.pool.mirror(head, body: body, bytes: mirrorBytes, to: mirror.destination, on: client.eventLoop, log: settings.log)
+        }
+    }
+
+    private func skipMirrors(_ reason: String) {
+        mirrorHead = nil
+        mirrorBody = []
+        let settings = client.connection.settings
+        settings.counters.mirrorSkipped(route: forward.route)
+        settings.log.info("request not mirrored", metadata: ["route": .string(forward.route), "reason": .string(reason)])
+    }
+
+    /// Connects to the next candidate backend (connect failures move on to the rule's
+    /// other backends; 503 when none is left).
+    private func connectNext(freshOnly: Bool = false) {
+        guard !candidates.isEmpty else {
+            fail(503, failures.joined(separator: "\n"))
+            return
+        }
+        let candidate = candidates[0]
+        log.backend = candidate.name
+        client.connection.settings.pool.acquire(candidate.destination, on: client.eventLoop, idle: client.connection.idle, fresh: freshOnly) { [self] result in
+            guard !finished else {
+                if case .success(let connection) = result { connection.channel.close(promise: nil) }
+                return
+            }
+            switch result {
+            case .failure(let error):
+                failures.append("backend \(candidate.name) (\(candidate.destination)) unavailable: \(error)")
+                candidates.removeFirst()
+                connectNext()
+            case .success(let connection):
+                backend = connection
+                connection.delegate = self
+                let parts = pending
+                pending = []
+                for part in parts {
+                    replay?.append(part)
+                    connection.channel.write(part, promise: nil)
+                }
+                client.backendNeedsFlush(self)
+            }
+        }
+    }
+
+    func backendRead(_ part: HTTPClientResponsePart) {
+        guard !finished else { return }
+        switch part {
+        case .head(let head):
+            if head.status.code < 200 && head.status.code != 101 { return }
+            replay = nil
+            backend?.reusable = head.isKeepAlive
+            var out = HTTPResponseHead(version: .http1_1, status: head.status, headers: Self.responseHeaders(head.headers, forward.responseModifiers))
+            if !keepAlive { out.headers.replaceOrAdd(name: "connection", value: "close") }
+            log.status = Int(head.status.code)
+            responded = true
+            client.respondHead(out)
+        case .body(let buffer):
+            log.bytes += buffer.readableBytes
+            // Flushed at the end of the backend's read burst (backendReadComplete) or with the end.
+            client.respondBody(buffer)
+        case .end(let trailers):
+            // Finished first: ending the response may deliver the client's next request.
+            finish(reuseBackend: requestEnded)
+            client.respondEnd(trailers, close: !keepAlive)
+        }
+    }
+
+    /// The backend's response fields for the client: hop-by-hop fields removed (but
+    /// `transfer-encoding`, which the HTTP/1.1 encoder needs), ResponseHeaderModifier applied.
+    /// One pass without conversions when there is no modifier (the common case).
+    static func responseHeaders(_ headers: HTTPHeaders, _ modifiers: [HeaderModifier]) -> HTTPHeaders {
+        if modifiers.isEmpty {
+            var out = HTTPHeaders()
+            out.reserveCapacity(headers.count)
+            for (name, value) in headers where !HopByHop.contains(name) || HopByHop.isTransferEncoding(name) {
+                out.add(name: name, value: value)
+            }
+            return out
+        }
+        var fields: [HTTPField] = []
+        for (name, value) in headers where !HopByHop.contains(name) || HopByHop.isTransferEncoding(name) { fields.append(HTTPField(name, value)) }
+        for modifier in modifiers { modifier.apply(to: &fields) }
+        var out = HTTPHeaders()
+        for field in fields { out.add(name: field.name, value: field.value) }
+        return out
+    }
+
+    func backendReadComplete() {
+        client.flushResponse()
+    }
+
+    func backendClosed(_ connection: BackendConnection) {
+        guard !finished, backend === connection else { return }
+        if !responded, connection.reused, let replay {
+            // A kept-alive connection the backend had already closed: replay on a new one.
+            backend = nil
+            pending = replay
+            self.replay = []
+            connectNext(freshOnly: true)
+            return
+        }
+        fail(502, "backend \(log.backend) closed the connection without a complete response")
+    }
+
+    private func fail(_ status: Int, _ message: String) {
+        log.error = message
+        if !responded {
+            log.status = status
+            responded = true
+            var local = log
+            Self.respondLocally(client, status: status, message: message, headers: [], keepAlive: false, log: &local)
+            log.bytes = local.bytes
+        } else {
+            client.abortResponse()
+        }
+        finish(reuseBackend: false)
+    }
+
+    private func finish(reuseBackend: Bool) {
+        guard !finished else { return }
+        finished = true
+        mirrorHead = nil
+        mirrorBody = []
+        if let backend {
+            backend.delegate = nil
+            if reuseBackend && backend.reusable {
+                client.connection.settings.pool.release(backend, idle: client.connection.idle)
+            } else {
+                backend.channel.close(promise: nil)
+            }
+        }
+        if !failures.isEmpty, log.error == nil { log.error = failures.joined(separator: "; ") }
+        client.connection.record(log)
+        client.exchangeFinished(self)
+    }
+}
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1, plus `proxy-connection` and HTTP/2's
+/// `http2-settings`), compared without allocating: this runs for every field of every
+/// request and response.
+enum HopByHop {
+    static func contains(_ name: String) -> Bool {
+        var name = name
+        return name.withUTF8 { bytes in
+            switch bytes.count {
+            case 2: return equal(bytes, "te")
+            case 7: return equal(bytes, "trailer") || equal(bytes, "upgrade")
+            case 10: return equal(bytes, "connection") || equal(bytes, "keep-alive")
+            case 14: return equal(bytes, "http2-settings")
+            case 16: return equal(bytes, "proxy-connection")
+            case 17: return equal(bytes, "transfer-encoding")
+            default: return false
+            }
+        }
+    }
+
+    static func isTransferEncoding(_ name: String) -> Bool {
+        var name = name
+        return name.withUTF8 { $0.count == 17 && equal($0, "transfer-encoding") }
+    }
+
+    /// ASCII case-insensitive comparison with a lower-case literal of the same length.
+    private static func equal(_ bytes: UnsafeBufferPointer<UInt8>, _ lower: StaticString) -> Bool {
+        guard bytes.count == lower.utf8CodeUnitCount else { return false }
+        let other = lower.utf8Start
+        for i in 0..<bytes.count where bytes[i] | 0x20 != other[i] | 0x20 { return false }
+        return true
+    }
+}
+
+extension HTTPMethod {
+    /// Methods whose requests normally carry a body (chunked to the backend when the client
+    /// gave no length, as HTTP/2 clients do).
+    var sendsBody: Bool {
+        switch self {
+        case .GET, .HEAD, .DELETE, .CONNECT, .TRACE, .OPTIONS: false
+        default: true
+        }
+    }
+}

@@ -1,0 +1,428 @@
+import NIOCore
+import NIOHPACK
+import NIOHTTP1
+import NIOHTTP2
+
+/// Serves every stream of one HTTP/2 connection straight from its frames, after
+/// `NIOHTTP2Handler` (which keeps the connection and stream state machines, HPACK, outbound
+/// flow control and SETTINGS/PING/GOAWAY).
+///
+/// Hand-written on purpose instead of NIO's stream multiplexer: that one creates a child
+/// channel (a pipeline, promises, an HTTP/2 ↔ HTTP/1 codec) per stream, which cost more than
+/// the proxying itself under load. Here a stream is a small `HTTP2RouteStream` in a
+/// dictionary, its request head is converted once to the HTTP/1 head `Exchange` works with,
+/// and the responses written while the loop handles one batch of events leave with one
+/// flush. What the multiplexer did and this handler does instead: inbound flow control (a
+/// `WINDOW_UPDATE` for the stream and the connection once half a default window was
+/// consumed), `RST_STREAM` / stream closure ending the exchange.
+final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
+    typealias InboundIn = HTTP2Frame
+    typealias OutboundOut = HTTP2Frame
+
+    /// Consumed DATA bytes after which a `WINDOW_UPDATE` is sent (half the default window).
+    static let windowUpdateThreshold = 32768
+
+    private var streams: [HTTP2StreamID: HTTP2RouteStream] = [:]
+    private var needsFlush = false
+    private var flushScheduled = false
+    private var backendFlushes: [Exchange] = []
+    private var connectionWindowDebt = 0
+
+    override var exchanges: [Exchange] { streams.values.compactMap(\.exchange) }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        reading = true
+        let frame = unwrapInboundIn(data)
+        switch frame.payload {
+        case .headers(let headers):
+            if let stream = streams[frame.streamID] {
+                // Trailers end the request.
+                if headers.endStream { stream.exchange?.requestPart(.end(Self.trailers(headers.headers))) }
+                return
+            }
+            let stream = HTTP2RouteStream(id: frame.streamID, handler: self)
+            streams[frame.streamID] = stream
+            guard let head = Self.requestHead(headers.headers) else {
+                write(HTTP2Frame(streamID: frame.streamID, payload: .rstStream(.protocolError)))
+                return
+            }
+            if let exchange = Exchange.begin(head, client: stream, http1: false), !exchange.finished { stream.exchange = exchange }
+            if headers.endStream { stream.exchange?.requestPart(.end(nil)) }
+        case .data(let data):
+            guard let stream = streams[frame.streamID] else { return }
+            consumed(data.data.readableBytes + (data.paddingBytes.map { $0 + 1 } ?? 0), on: stream, ended: data.endStream)
+            if case .byteBuffer(let buffer) = data.data, buffer.readableBytes > 0 { stream.exchange?.requestPart(.body(.byteBuffer(buffer))) }
+            if data.endStream { stream.exchange?.requestPart(.end(nil)) }
+        case .rstStream:
+            streams.removeValue(forKey: frame.streamID)?.exchange?.clientGone()
+        default:
+            break
+        }
+    }
+
+    /// Inbound flow control: gives the client back what it sent once half a window is used.
+    private func consumed(_ bytes: Int, on stream: HTTP2RouteStream, ended: Bool) {
+        guard bytes > 0 else { return }
+        connectionWindowDebt += bytes
+        if connectionWindowDebt >= Self.windowUpdateThreshold {
+            write(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: connectionWindowDebt)))
+            connectionWindowDebt = 0
+        }
+        guard !ended else { return }
+        stream.windowDebt += bytes
+        if stream.windowDebt >= Self.windowUpdateThreshold {
+            write(HTTP2Frame(streamID: stream.id, payload: .windowUpdate(windowSizeIncrement: stream.windowDebt)))
+            stream.windowDebt = 0
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        reading = false
+        if !backendFlushes.isEmpty {
+            for exchange in backendFlushes { exchange.flushBackend() }
+            backendFlushes.removeAll(keepingCapacity: true)
+        }
+        if needsFlush {
+            needsFlush = false
+            context.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // NIOHTTP2Handler fires several events per stream; only one kind matters here, and a
+        // metatype comparison is cheaper than a dynamic cast of each.
+        if type(of: event) == StreamClosedEvent.self, let closed = event as? StreamClosedEvent {
+            streams.removeValue(forKey: closed.streamID)?.exchange?.clientGone()
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        let open = streams.values
+        streams = [:]
+        for stream in open { stream.exchange?.clientGone() }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A stream error was answered with RST_STREAM by NIOHTTP2Handler; the connection goes on.
+        if !(error is NIOHTTP2Errors.StreamError) { closeOnError(error) }
+    }
+
+    func write(_ frame: HTTP2Frame) {
+        context?.write(wrapOutboundOut(frame), promise: nil)
+        needsFlush = true
+    }
+
+    /// Flushes at the end of the read burst, or once the loop is done with its current batch
+    /// of events (so responses of several backends that arrive together share one syscall).
+    func requestFlush() {
+        guard !reading, !flushScheduled else { return }
+        flushScheduled = true
+        eventLoop.assumeIsolated().execute { [self] in
+            flushScheduled = false
+            if needsFlush {
+                needsFlush = false
+                context?.flush()
+            }
+        }
+    }
+
+    func backendNeedsFlush(_ exchange: Exchange) {
+        if reading {
+            backendFlushes.append(exchange)
+        } else {
+            exchange.flushBackend()
+        }
+    }
+
+    /// The HTTP/1 view of a request's HEADERS: `:method`, `:path`, `:authority` as `Host`
+    /// when the client sent no `Host` field (as NIO's HTTP/2 → HTTP/1 codec does), `cookie`
+    /// crumbs joined with `; ` (RFC 9113 §8.2.3). nil without `:method` or `:path` (CONNECT).
+    static func requestHead(_ fields: HPACKHeaders) -> NIOHTTP1.HTTPRequestHead? {
+        var method: String?
+        var path: String?
+        var authority: String?
+        var host = false
+        var cookie: String?
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(fields.count)
+        for (name, value, _) in fields {
+            if name.utf8.first == UInt8(ascii: ":") {
+                switch name {
+                case ":method": method = value
+                case ":path": path = value
+                case ":authority": authority = value
+                default: break
+                }
+            } else if name == "cookie" {
+                cookie = cookie.map { $0 + "; " + value } ?? value
+            } else {
+                if name == "host" { host = true }
+                headers.add(name: name, value: value)
+            }
+        }
+        if !host, let authority { headers.add(name: "host", value: authority) }
+        if let cookie { headers.add(name: "cookie", value: cookie) }
+        guard let method, let path else { return nil }
+        return NIOHTTP1.HTTPRequestHead(version: .http2, method: HTTPMethod(rawValue: method), uri: path, headers: headers)
+    }
+
+    static func trailers(_ fields: HPACKHeaders) -> HTTPHeaders {
+        var headers = HTTPHeaders()
+        for (name, value, _) in fields { headers.add(name: name, value: value) }
+        return headers
+    }
+
+    /// HTTP/2 response fields: `:status`, names lower-cased, connection-specific fields
+    /// (hop-by-hop, `transfer-encoding`) left out (RFC 9113 §8.2.2).
+    static func responseFields(_ headers: HTTPHeaders, status: HTTPResponseStatus?) -> HPACKHeaders {
+        var out = HPACKHeaders()
+        out.reserveCapacity(headers.count + 1)
+        if let status { out.add(name: ":status", value: String(status.code)) }
+        for (name, value) in headers where !HopByHop.contains(name) {
+            out.add(name: name.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x5A }) ? name.lowercased() : name, value: value)
+        }
+        return out
+    }
+}
+
+/// One HTTP/2 stream of an `HTTP2RouteHandler`: the client of its exchange. The last body
+/// part is held back until the next part, so a response's final DATA frame carries
+/// END_STREAM instead of an empty frame of its own.
+final class HTTP2RouteStream: ExchangeClient {
+    let id: HTTP2StreamID
+    let connection: RouteConnection
+    let eventLoop: any EventLoop
+    let allocator: ByteBufferAllocator
+    weak var handler: HTTP2RouteHandler?
+    var exchange: Exchange?
+    /// Request DATA bytes not yet given back with a `WINDOW_UPDATE`.
+    var windowDebt = 0
+    private var held: ByteBuffer?
+
+    init(id: HTTP2StreamID, handler: HTTP2RouteHandler) {
+        self.id = id
+        self.handler = handler
+        connection = handler.connection
+        eventLoop = handler.eventLoop
+        allocator = handler.allocator
+    }
+
+    func respondHead(_ head: HTTPResponseHead) {
+        handler?.write(HTTP2Frame(streamID: id, payload: .headers(.init(headers: HTTP2RouteHandler.responseFields(head.headers, status: head.status)))))
+    }
+
+    func respondBody(_ buffer: ByteBuffer) {
+        writeHeld()
+        held = buffer
+    }
+
+    func respondEnd(_ trailers: HTTPHeaders?, close: Bool) {
+        guard let handler else { return }
+        if let trailers, !trailers.isEmpty {
+            writeHeld()
+            handler.write(HTTP2Frame(streamID: id, payload: .headers(.init(headers: HTTP2RouteHandler.responseFields(trailers, status: nil), endStream: true))))
+        } else {
+            handler.write(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(held ?? allocator.buffer(capacity: 0)), endStream: true))))
+            held = nil
+        }
+        handler.requestFlush()
+    }
+
+    private func writeHeld() {
+        guard let buffer = held else { return }
+        held = nil
+        handler?.write(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(buffer)))))
+    }
+
+    func flushResponse() {
+        writeHeld()
+        handler?.requestFlush()
+    }
+
+    func abortResponse() {
+        held = nil
+        handler?.write(HTTP2Frame(streamID: id, payload: .rstStream(.internalError)))
+        handler?.requestFlush()
+    }
+
+    func exchangeFinished(_ finished: Exchange) {
+        if exchange === finished { exchange = nil }
+    }
+
+    func backendNeedsFlush(_ exchange: Exchange) {
+        if let handler { handler.backendNeedsFlush(exchange) } else { exchange.flushBackend() }
+    }
+
+    func watchDeadline(_ exchange: Exchange) {
+        handler?.watchDeadline(exchange)
+    }
+}
+
+/// `Upgrade: h2c` on a plain HTTP/1.1 listener (RFC 7540 §3.2): a first request with
+/// `Upgrade: h2c`, `Connection: Upgrade, HTTP2-Settings` and one valid `HTTP2-Settings`
+/// field, and without a body, gets `101 Switching Protocols`; the connection continues as
+/// HTTP/2 (`HTTP2RouteHandler`) and that request is answered on stream 1. Anything else is
+/// served over HTTP/1.1 as usual.
+final class H2CUpgrader: HTTPServerProtocolUpgrader {
+    /// Why a request asking for h2c is served over HTTP/1.1 instead.
+    struct Refused: Error {
+        var reason: String
+    }
+
+    let supportedProtocol = "h2c"
+    let requiredUpgradeHeaders = ["HTTP2-Settings"]
+    let connection: RouteConnection
+    /// The HTTP/1.1 handlers after NIO's codec, replaced by the HTTP/2 ones.
+    let replaced: [any RemovableChannelHandler]
+
+    init(connection: RouteConnection, replaced: [any RemovableChannelHandler]) {
+        self.connection = connection
+        self.replaced = replaced
+    }
+
+    func buildUpgradeResponse(channel: any Channel, upgradeRequest: NIOHTTP1.HTTPRequestHead, initialResponseHeaders: HTTPHeaders) -> EventLoopFuture<HTTPHeaders> {
+        let settings = upgradeRequest.headers["HTTP2-Settings"]
+        guard settings.count == 1, Self.validSettings(settings[0]) else {
+            return channel.eventLoop.makeFailedFuture(Refused(reason: "HTTP2-Settings missing, repeated or invalid"))
+        }
+        // The request body would have to be read before switching; such requests stay HTTP/1.1.
+        let length = upgradeRequest.headers.first(name: "content-length")
+        if upgradeRequest.headers.contains(name: "transfer-encoding") || (length != nil && length != "0") {
+            return channel.eventLoop.makeFailedFuture(Refused(reason: "upgrade request with a body"))
+        }
+        return channel.eventLoop.makeSucceededFuture(initialResponseHeaders)
+    }
+
+    func upgrade(context: ChannelHandlerContext, upgradeRequest: NIOHTTP1.HTTPRequestHead) -> EventLoopFuture<Void> {
+        let connection = RouteConnection(
+            state: connection.state, settings: connection.settings, peer: connection.peer, proto: "h2c", eventLoop: context.eventLoop)
+        let replaced = replaced
+        return context.eventLoop.makeCompletedFuture {
+            let sync = context.pipeline.syncOperations
+            for handler in replaced { sync.removeHandler(handler, promise: nil) }
+            try sync.addHandler(H2CRequestInjector(frames: H2CRequestInjector.headersFrames(upgradeRequest, allocator: context.channel.allocator)))
+            try HTTPRouteNIO.configureHTTP2(context.channel, connection)
+        }
+    }
+
+    /// `HTTP2-Settings`: base64url (no padding) of a SETTINGS payload, 6 bytes per setting.
+    static func validSettings(_ value: String) -> Bool {
+        let bytes = value.utf8
+        guard bytes.count <= 1024, bytes.count % 4 != 1 else { return false }
+        let valid = bytes.allSatisfy { byte in
+            (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte) || (0x30...0x39).contains(byte) || byte == 0x2D || byte == 0x5F
+        }
+        return valid && (bytes.count * 6 / 8) % 6 == 0
+    }
+}
+
+/// Feeds `NIOHTTP2Handler` the request that asked for `Upgrade: h2c` as stream 1 (RFC 7540
+/// §3.2: "the HTTP/1.1 request that is sent prior to upgrade is assigned a stream identifier
+/// of 1 … in the half-closed (remote) state"): the encoded HEADERS frames are inserted into the
+/// inbound bytes right after the client's connection preface and its first SETTINGS frame,
+/// then this handler leaves.
+///
+/// HEADERS (RFC 9113 §6.2), END_STREAM on the first frame, END_HEADERS on the last; header
+/// blocks longer than 16,384 bytes continue in CONTINUATION frames (§6.10):
+///
+/// ```
+/// +-----------------------------------------------+
+/// |                 Length (24)                   |
+/// +---------------+---------------+---------------+
+/// |   Type (8)    |   Flags (8)   |
+/// +-+-------------+---------------+-------------------------------+
+/// |R|                 Stream Identifier (31) = 1                  |
+/// +=+=============================================================+
+/// |                   Field Block Fragment (*)                  ...
+/// +---------------------------------------------------------------+
+/// ```
+///
+/// The field block uses only "Literal Header Field without Indexing — New Name" (RFC 7541
+/// §6.2.2: `0x00`, name length (7-bit prefix integer, H = 0), name, value length, value), so
+/// the client's HPACK dynamic table, which the server's decoder mirrors, is left untouched.
+final class H2CRequestInjector: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    static let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+    static let maxFrame = 16384
+    let frames: ByteBuffer
+    private var buffered: ByteBuffer?
+
+    init(frames: ByteBuffer) {
+        self.frames = frames
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        if buffered != nil { buffered!.writeBuffer(&incoming) } else { buffered = incoming }
+        guard var bytes = buffered, let split = Self.prefaceLength(bytes) else { return }
+        buffered = nil
+        if split > 0, let preface = bytes.readSlice(length: split) {
+            context.fireChannelRead(wrapInboundOut(preface))
+            context.fireChannelRead(wrapInboundOut(frames))
+        }
+        if bytes.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(bytes)) }
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+    }
+
+    /// The length of the connection preface plus the SETTINGS frame that must follow it; nil
+    /// while more bytes are needed, 0 when the bytes are not a preface (passed on unchanged,
+    /// for `NIOHTTP2Handler` to refuse).
+    static func prefaceLength(_ buffer: ByteBuffer) -> Int? {
+        let available = buffer.readableBytesView
+        let known = min(available.count, preface.count)
+        guard available.prefix(known).elementsEqual(preface.prefix(known)) else { return 0 }
+        guard available.count >= preface.count + 9,
+            let length = buffer.getInteger(at: buffer.readerIndex + preface.count, as: UInt32.self).map({ Int($0 >> 8) }),
+            let type = buffer.getInteger(at: buffer.readerIndex + preface.count + 3, as: UInt8.self)
+        else { return nil }
+        guard type == 0x4, length <= maxFrame else { return 0 }
+        return available.count >= preface.count + 9 + length ? preface.count + 9 + length : nil
+    }
+
+    /// The HEADERS (+ CONTINUATION) frames of `head` on stream 1, with END_STREAM.
+    static func headersFrames(_ head: NIOHTTP1.HTTPRequestHead, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var block: [UInt8] = []
+        func integer(_ value: Int) {
+            // 7-bit prefix integer (RFC 7541 §5.1), Huffman bit clear.
+            guard value >= 127 else { return block.append(UInt8(value)) }
+            block.append(127)
+            var rest = value - 127
+            while rest >= 128 {
+                block.append(UInt8(rest & 0x7F) | 0x80)
+                rest >>= 7
+            }
+            block.append(UInt8(rest))
+        }
+        func literal(_ name: String, _ value: String) {
+            block.append(0x00)
+            integer(name.utf8.count)
+            block.append(contentsOf: name.utf8)
+            integer(value.utf8.count)
+            block.append(contentsOf: value.utf8)
+        }
+        literal(":method", head.method.rawValue)
+        literal(":scheme", "http")
+        literal(":path", head.uri)
+        if let host = head.headers.first(name: "host") { literal(":authority", host) }
+        for (name, value) in head.headers where !HopByHop.contains(name) && name.lowercased() != "host" {
+            literal(name.lowercased(), value)
+        }
+        var out = allocator.buffer(capacity: block.count + 9 * (block.count / maxFrame + 1))
+        var offset = 0
+        repeat {
+            let count = min(maxFrame, block.count - offset)
+            let first = offset == 0
+            out.writeInteger(UInt32(count) << 8 | (first ? 0x1 : 0x9))  // length, type HEADERS / CONTINUATION
+            out.writeInteger(UInt8((first ? 0x1 : 0) | (offset + count == block.count ? 0x4 : 0)))  // END_STREAM, END_HEADERS
+            out.writeInteger(UInt32(1))
+            out.writeBytes(block[offset..<offset + count])
+            offset += count
+        } while offset < block.count
+        return out
+    }
+}
