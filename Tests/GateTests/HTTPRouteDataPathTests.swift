@@ -239,6 +239,7 @@ final class HTTPRouteDataPathTests: XCTestCase {
         // HTTP/2 connection is answered (nghttp, two streams at once).
         let h1 = try run("curl", ["-sS", "--max-time", "20", "-w", "%{http_code}", "\(base)/slow/h1"])
         XCTAssertTrue(h1.out.hasSuffix("504"), h1.out + h1.err)
+        XCTAssertNotNil(capture.waitForLine(containing: ["request", "path=/slow/h1", "status=504", "error=backend"]))
         let h2 = try run("nghttp", ["-n", "-v", "\(base)/slow/h2", "\(base)/quick"])
         XCTAssertTrue(h2.out.contains(":status: 504"), h2.out)
         XCTAssertTrue(h2.out.contains(":status: 200"), h2.out)

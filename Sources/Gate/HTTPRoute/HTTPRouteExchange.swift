@@ -201,6 +201,8 @@ final class Exchange: BackendDelegate {
     var requestEnded = false
     var responded = false
     var finished = false
+    /// Set while `fail` writes a local answer (see `clientGone`).
+    var answeringLocally = false
     /// The rule's deadline (504 after it), watched by the client's `DeadlineTimer`.
     var deadline = NIODeadline.distantFuture
     var failures: [String] = []
@@ -357,7 +359,9 @@ final class Exchange: BackendDelegate {
 
     /// The client connection or stream went away.
     func clientGone() {
-        guard !finished else { return }
+        // `fail` closes the client after a local answer, which can call back here at once:
+        // the failure's own cause stays in the access log, and `fail` finishes the exchange.
+        guard !finished, !answeringLocally else { return }
         log.error = "client went away"
         finish(reuseBackend: false)
     }
@@ -482,7 +486,9 @@ final class Exchange: BackendDelegate {
             log.status = status
             responded = true
             var local = log
+            answeringLocally = true
             Self.respondLocally(client, status: status, message: message, headers: [], keepAlive: false, log: &local)
+            answeringLocally = false
             log.bytes = local.bytes
         } else {
             client.abortResponse()
