@@ -29,9 +29,6 @@ struct BenchMesh: AsyncParsableCommand {
     @Option(help: "Mesh read size and largest HTTP/2 DATA frame, KiB (MeshConfig.ioChunkSize).")
     var chunkKib = MeshConfig.defaultIOChunkSize >> 10
 
-    @Option(help: "Event loop threads of each gateway node (inbound mesh connections and reverse tunnels spread over them).")
-    var gateThreads = 2
-
     @Option(help: "Comma-separated paths to run (default all; direct always runs).")
     var paths: String?
 
@@ -58,9 +55,8 @@ struct BenchMesh: AsyncParsableCommand {
         let gateID = try NodeIdentity.generate()
         let bobID = try NodeIdentity.generate()
         let (alice, gate, bob) = (aliceID.node.id, gateID.node.id, bobID.node.id)
-        // Every node runs on event loop threads of its own (as separate processes would), so one
-        // node's TLS encryption and the next node's decryption never share a thread; gateways
-        // get `gateThreads` (inbound connections and reverse tunnels land on different loops).
+        // Every node runs on its own event loop thread (as separate processes would), so one
+        // node's TLS encryption and the next node's decryption never share a thread.
         let bobNode = try MeshNode(
             config: mesh(peers: [PeerConfig(id: alice, egress: true), PeerConfig(id: gate, egress: true)],
                                listenHost: "127.0.0.1"),
@@ -70,7 +66,7 @@ struct BenchMesh: AsyncParsableCommand {
             config: mesh(peers: [
                 PeerConfig(id: alice, egress: true), PeerConfig(id: bob, addresses: ["127.0.0.1:\(bobPort)"]),
             ], listenHost: "127.0.0.1"),
-            identity: gateID, ownThreads: gateThreads)
+            identity: gateID, ownThreads: 1)
         let gatePort = try await gateNode.listen(port: 0, name: "mesh")
         // bob's config is rebuilt with the gateway's address for its reverse tunnel.
         let bobTunnel = try MeshNode(
@@ -97,7 +93,7 @@ struct BenchMesh: AsyncParsableCommand {
             config: mesh(peers: [
                 PeerConfig(id: alice, egress: true), PeerConfig(id: carol),
             ], listenHost: "127.0.0.1"),
-            identity: gateID, ownThreads: gateThreads)
+            identity: gateID, ownThreads: 1)
         let relayPort = try await gateRelay.listen(port: 0, name: "mesh")
         let carolNode = try MeshNode(
             config: mesh(peers: [

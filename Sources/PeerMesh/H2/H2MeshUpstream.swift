@@ -118,25 +118,4 @@ public struct H2MeshUpstream: Upstream {
         guard let connection = pool.existingConnection(to: peer), connection.channel.eventLoop === loop else { return nil }
         return openStream(request(destination, info: info), on: connection, glue: glue)
     }
-
-    /// For a relaying node: when a pooled connection to the peer exists (on any loop), opens the
-    /// stream on it and joins it to the caller's channel on `loop` directly (no socketpair):
-    /// returns the glue for the caller's channel and the stream, completed on `loop`. On one loop
-    /// the pair calls each other inline; across loops through `GlueHandler.crossLoopPair`. Nil
-    /// when there is no connection yet (the caller dials through `dial`).
-    func joinedStream(
-        _ destination: Destination, info: StreamInfo, loop: any EventLoop
-    ) -> (glue: GlueHandler, stream: EventLoopFuture<any Channel>)? {
-        guard let connection = pool.existingConnection(to: peer) else { return nil }
-        let streamLoop = connection.channel.eventLoop
-        let (ours, theirs) = GlueHandler.crossLoopPair(loop, streamLoop)
-        let request = self.request(destination, info: info)
-        if streamLoop === loop {
-            return (ours, openStream(request, on: connection, glue: NIOLoopBound(theirs, eventLoop: loop)))
-        }
-        let stream = streamLoop.flatSubmit {
-            openStream(request, on: connection, glue: NIOLoopBound(theirs, eventLoop: streamLoop))
-        }
-        return (ours, stream.hop(to: loop))
-    }
 }

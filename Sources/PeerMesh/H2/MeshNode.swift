@@ -12,10 +12,8 @@ import Synchronization
 /// and relay-over-SNI (a node behind NAT keeps idle plain connections registered with a
 /// gateway, which splices TLS naming that node into them).
 ///
-/// Threading: every connection lives on one event loop of `group` (accepted ones round-robin,
-/// `group.next()`); a tunnel's HTTP/2 stream and its destination socket (server) or socketpair
-/// end (client) are bound to that same loop. A stream relayed into another connection's stream
-/// (e.g. a reverse tunnel) is joined inline on one loop, or across loops (`GlueHandler.crossLoopPair`).
+/// Threading: every connection lives on one event loop of `group`; a tunnel's HTTP/2 stream and
+/// its destination socket (server) or socketpair end (client) are bound to that same loop.
 public final class MeshNode: Sendable {
     public let identity: NodeIdentity
     public let config: MeshConfig
@@ -28,6 +26,9 @@ public final class MeshNode: Sendable {
     let sniRouter: SNIRouter
     /// Idle connections nodes behind NAT registered here for relay-over-SNI.
     let relays: RelayRegistry
+    /// The loop of every mesh connection SwiftNIO adopts from the Gate's accept (terminated here
+    /// or relay registrations), so an inbound stream and a reverse tunnel can be joined directly.
+    let acceptLoop: any EventLoop
     let logger: Logger
     private let listeners = Mutex<[PeekListener]>([])
     /// Relay registrations taken for an accepted connection (by its descriptor) between the
@@ -81,6 +82,7 @@ public final class MeshNode: Sendable {
             openTimeout: .nanoseconds(Int64(config.streamOpenTimeout * 1e9)), logger: logger)
         self.relays = RelayRegistry(gatewayID: identity.node.id, policy: policy, maxPerNode: config.maxRelayConnectionsPerPeer)
         self.sniRouter = SNIRouter(selfID: identity.node.id, naming: identity.naming, policy: policy, relays: relays, logger: logger)
+        self.acceptLoop = group.next()
         self.logger = logger
     }
 
@@ -88,7 +90,7 @@ public final class MeshNode: Sendable {
     /// loops accept (`PeekListener`) and peek the TLS ClientHello: TLS whose SNI names another
     /// known node with an address and no relay registration here is forwarded undecrypted by the
     /// Gate's relay (`config.forwarder`: splice or copy; upstream `mesh-sni:<id>` in the access
-    /// log and `sniStreams()`). Every other connection is adopted by SwiftNIO on a loop of `group`,
+    /// log and `sniStreams()`). Every other connection is adopted by SwiftNIO on `acceptLoop`,
     /// which accepts relay-over-SNI registrations (`MeshPortDemux`), splices TLS for a node with
     /// registrations into one (`SNIRouter`), terminates the rest, serves both `/dm/` and HBONE
     /// requests, and accepts reverse tunnels.
@@ -126,8 +128,7 @@ public final class MeshNode: Sendable {
         return Int(listener.address.port)
     }
 
-    /// Gives an accepted mesh connection (and the bytes the peek read) to SwiftNIO on the next loop
-    /// of `group` (round-robin, so a gateway's inbound connections and reverse tunnels spread over cores).
+    /// Gives an accepted mesh connection (and the bytes the peek read) to SwiftNIO on `acceptLoop`.
     /// A connection that may be a relay registration gets a duplicate of its descriptor along
     /// (for `RelayRegistry`).
     private func adopt(_ peeked: PeekListener.Peeked, listener name: String) {
@@ -136,7 +137,7 @@ public final class MeshNode: Sendable {
         let tuning = self.tuning
         let remote = peeked.source
         let socket: Int32? = peeked.bytes.first == RelayRegistration.magic[0] ? dup(peeked.fd) : nil
-        ClientBootstrap(group: group.next())
+        ClientBootstrap(group: acceptLoop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { [self] channel in
                 track(channel)

@@ -96,8 +96,7 @@ final class TunnelServerHandler: ChannelDuplexHandler {
     }
 
     private func dial(context: ChannelHandlerContext, request: TunnelRequest, next: TunnelRouter.Next) {
-        let (socketSideGlue, socketGlue) = GlueHandler.matchedPair()
-        var streamGlue = socketSideGlue
+        let (streamGlue, socketGlue) = GlueHandler.matchedPair()
         let boundGlue = NIOLoopBound(socketGlue, eventLoop: context.eventLoop)
         let loop = context.eventLoop
         let tuning = router.tuning
@@ -131,15 +130,12 @@ final class TunnelServerHandler: ChannelDuplexHandler {
         case .local(let destination):
             connected = direct(destination)
         case .peer(let peer):
-            // One more mesh hop: joined stream to stream when a connection to the peer exists (a
-            // reverse tunnel), on this loop or across loops; else through a socketpair.
+            // One more mesh hop: joined stream to stream when the connection to the peer is on
+            // this loop (a reverse tunnel accepted here usually is), else through a socketpair.
             let upstream = router.upstream(to: peer, kind: request.kind)
-            if let joined = upstream.joinedStream(request.destination, info: info, loop: loop) {
-                logger.debug(
-                    "tunnel joined to the next hop's stream \(joined.glue.crossesLoops ? "across loops" : "on this loop")",
-                    metadata: ["next.id": "\(peer.id)"])
-                streamGlue = joined.glue
-                connected = joined.stream
+            if let joined = upstream.streamOnLoop(request.destination, info: info, loop: loop, glue: boundGlue) {
+                logger.debug("tunnel joined to the next hop's stream on this loop", metadata: ["next.id": "\(peer.id)"])
+                connected = joined
             } else {
                 connected = through(upstream)
             }
@@ -149,7 +145,7 @@ final class TunnelServerHandler: ChannelDuplexHandler {
             case .upstream(let upstream): connected = through(upstream)
             }
         }
-        connected.assumeIsolated().whenComplete { [self, streamGlue] result in
+        connected.assumeIsolated().whenComplete { [self] result in
             switch result {
             case .success(let socket):
                 guard context.channel.isActive else {
@@ -171,7 +167,7 @@ final class TunnelServerHandler: ChannelDuplexHandler {
                 early = []
                 for frame in held { context.fireChannelRead(wrapInboundOut(frame)) }
                 context.fireChannelReadComplete()
-                if socket.eventLoop === loop { try? socket.syncOptions?.setOption(.autoRead, value: true) }
+                try? socket.syncOptions?.setOption(.autoRead, value: true)
                 if readPending {
                     readPending = false
                     context.read()
