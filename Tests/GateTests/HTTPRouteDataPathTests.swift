@@ -234,6 +234,17 @@ final class HTTPRouteDataPathTests: XCTestCase {
         XCTAssertTrue(r.out.contains("\"len\": 1000"), r.out)
     }
 
+    func testExpectContinueIsRelayedFromTheBackend() throws {
+        // curl asks `Expect: 100-continue` and would wait 30 s before sending anyway; the
+        // backend's interim `100 Continue` must reach it, then the final 200 for the whole body.
+        let body = try bodyFile("expect", size: 300_000)
+        let r = try run("curl", ["-sS", "-v", "--expect100-timeout", "30", "-H", "Expect: 100-continue",
+                                 "--data-binary", "@\(body.path)", "\(base)/expect"])
+        XCTAssertTrue(r.err.contains("< HTTP/1.1 100"), r.err)
+        XCTAssertTrue(r.err.contains("< HTTP/1.1 200"), r.err)
+        XCTAssertEqual(json(r.out)["sha"] as? String, body.sha, r.out + r.err)
+    }
+
     func testDeadlinesOverHTTP1AndHTTP2() throws {
         // The rule's 1 s deadline: 504 on both protocols, while a quick request on the same
         // HTTP/2 connection is answered (nghttp, two streams at once).

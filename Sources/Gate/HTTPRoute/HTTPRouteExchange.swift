@@ -299,6 +299,15 @@ final class Exchange: BackendDelegate {
             upstream.headers.add(name: "transfer-encoding", value: "chunked")
         }
         pending.append(.head(upstream))
+        // `Expect: 100-continue` (RFC 9110 §10.1.1): the request is routed and will be
+        // forwarded, so the HTTP/1.1 client gets its `100 Continue` now and the backend never
+        // sees the expectation (as nginx does). Relaying the backend's own 100 instead would
+        // stall clients whose backend ignores `Expect` until their expect timeout.
+        if head.version == .http1_1, !requestEnded,
+           head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) {
+            client.respondHead(HTTPResponseHead(version: .http1_1, status: .continue))
+            client.flushResponse()
+        }
         deadline = .now() + .milliseconds(Int64((forward.timeout ?? client.connection.settings.defaultTimeout) * 1000))
         client.watchDeadline(self)
         if !forward.mirrors.isEmpty {
@@ -515,15 +524,16 @@ final class Exchange: BackendDelegate {
     }
 }
 
-/// Hop-by-hop fields (RFC 9110 §7.6.1, plus `proxy-connection` and HTTP/2's
-/// `http2-settings`), compared without allocating: this runs for every field of every
-/// request and response.
+/// Hop-by-hop fields (RFC 9110 §7.6.1, plus `proxy-connection`, HTTP/2's `http2-settings`
+/// and `expect`, which the gateway answers itself — see `Exchange.start`), compared without
+/// allocating: this runs for every field of every request and response.
 enum HopByHop {
     static func contains(_ name: String) -> Bool {
         var name = name
         return name.withUTF8 { bytes in
             switch bytes.count {
             case 2: return equal(bytes, "te")
+            case 6: return equal(bytes, "expect")
             case 7: return equal(bytes, "trailer") || equal(bytes, "upgrade")
             case 10: return equal(bytes, "connection") || equal(bytes, "keep-alive")
             case 14: return equal(bytes, "http2-settings")
