@@ -114,6 +114,26 @@ final class ProxyTests: XCTestCase {
         XCTAssertTrue(all.hasSuffix("Connection: close\r\n\r\nrequest=GET /c HTTP/1.1 host=127.0.0.1:\(origin.port) headers=2\n"), all)
     }
 
+    /// `Expect: 100-continue`: the proxy answers `100 Continue` once the request is on its way
+    /// (before it, the client waited for its expect timeout), and the origin never sees `Expect`.
+    func testAbsoluteURIExpectContinueIsAnsweredByTheProxy() throws {
+        let origin = try TinyHTTPServer()
+        defer { origin.stop() }
+        let (node, _) = try proxyNode()
+        defer { node.stop() }
+        let fd = try TestSocket.connect(node.address(of: "http")!)
+        defer { close(fd) }
+        let head = "POST http://127.0.0.1:\(origin.port)/e HTTP/1.1\r\nHost: 127.0.0.1:\(origin.port)\r\n"
+            + "Expect: 100-continue\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"
+        try TestSocket.writeAll(fd, Array(head.utf8))
+        let interim = "HTTP/1.1 100 Continue\r\n\r\n"
+        XCTAssertEqual(String(decoding: try TestSocket.readExactly(fd, interim.utf8.count), as: UTF8.self), interim)
+        try TestSocket.writeAll(fd, Array("hello".utf8))
+        let all = String(decoding: try TestSocket.readToEOF(fd), as: UTF8.self)
+        XCTAssertTrue(all.hasPrefix("HTTP/1.1 200 OK"), all)
+        XCTAssertTrue(all.contains("request=POST /e HTTP/1.1 host=127.0.0.1:\(origin.port) headers=3 body=hello\n"), all)
+    }
+
     /// Hop-by-hop fields of the origin's response (Keep-Alive, Proxy-Connection, and a field
     /// its Connection names) stop at the proxy; end-to-end fields and the body pass unchanged,
     /// and the proxy's own Connection field says what it does with the client connection.

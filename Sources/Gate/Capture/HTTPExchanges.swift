@@ -58,7 +58,8 @@ struct HTTPExchanges {
 
     private mutating func exchangeOnce(_ conn: ClientConn, _ head: HTTPRequestHead, destination: Destination) async throws -> Bool {
         // A client that ends its connection after this request ends the upstream one too.
-        let forwardHead = try head.forwardHead(HTTPForwardOptions(close: !head.wantsKeepAlive))
+        let answerContinue = head.expectsContinue && head.bodyFraming != .none
+        let forwardHead = try head.forwardHead(HTTPForwardOptions(close: !head.wantsKeepAlive, answersExpect: answerContinue))
         let info = StreamInfo(
             listener: name, source: conn.peer, destination: destination,
             serverName: SocketAddress.isLiteral(destination.host) ? nil : destination.host, proto: "http/1.1")
@@ -98,6 +99,14 @@ struct HTTPExchanges {
             do {
                 try await up.write(forwardHead, deadline: idleDeadline)
                 bytesUp += UInt64(forwardHead.count)
+                // The body is copied before any response is read, so an origin's own 100
+                // would come too late: the proxy answers the expectation once the request
+                // is on its way (the origin never sees `Expect`).
+                if answerContinue {
+                    let interim = Array("HTTP/1.1 100 Continue\r\n\r\n".utf8)
+                    try await conn.write(interim, deadline: idleDeadline)
+                    bytesDown += UInt64(interim.count)
+                }
                 bytesUp += try await copyBody(from: conn, to: up, head.bodyFraming)
                 // EOF, EPIPE or ECONNRESET before the first response byte: the origin had closed it.
                 if kept, up.inbox.isEmpty, try await !up.read(max: HTTPExchanges.chunk, deadline: idleDeadline) {

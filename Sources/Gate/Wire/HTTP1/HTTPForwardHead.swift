@@ -8,11 +8,15 @@ public struct HTTPForwardOptions: Hashable, Sendable {
     public var close: Bool
     /// Fields appended after the client's (`Via`, `Forwarded`, …).
     public var extraHeaders: [HTTPField]
+    /// Remove `Expect`: the proxy answers `100-continue` itself (see
+    /// `HTTPRequestHead.expectsContinue`), so the upstream must not wait for it either.
+    public var answersExpect: Bool
 
-    public init(keepUpgrade: Bool = false, close: Bool = false, extraHeaders: [HTTPField] = []) {
+    public init(keepUpgrade: Bool = false, close: Bool = false, extraHeaders: [HTTPField] = [], answersExpect: Bool = false) {
         self.keepUpgrade = keepUpgrade
         self.close = close
         self.extraHeaders = extraHeaders
+        self.answersExpect = answersExpect
     }
 }
 
@@ -48,6 +52,7 @@ extension HTTPRequestHead {
         var drop = Self.hopByHopFields.union(Set(tokens("connection")).subtracting(Self.protectedFields))
         let upgrading = options.keepUpgrade && !values("upgrade").isEmpty
         if upgrading { drop.remove("upgrade") }
+        if options.answersExpect { drop.insert("expect") }
 
         var out: [UInt8] = []
         out.reserveCapacity(256 + headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 })

@@ -57,6 +57,12 @@ public struct HTTPRequestHead: HTTPHeaderLookup, Hashable, Sendable {
         return version == .http1_1 || connection.contains("keep-alive")
     }
 
+    /// Whether an HTTP/1.1 client waits for `100 Continue` before it sends its body
+    /// (`Expect: 100-continue`, RFC 9110 §10.1.1).
+    public var expectsContinue: Bool {
+        version == .http1_1 && values("expect").contains { $0.lowercased() == "100-continue" }
+    }
+
     /// Parses a request head from the front of `bytes`; `consumed` covers the final empty line,
     /// so the body (or pipelined data) starts right after it.
     public static func parse(_ bytes: some Collection<UInt8>, limits: Limits = Limits()) -> ParseResult<HTTPRequestHead> {
