@@ -525,12 +525,12 @@ public struct HTTPRouteLoader: Sendable {
                 var out: [HTTPField] = []
                 for item in try body.optional(name)?.list() ?? [] {
                     try item.allow(try item.map(), ["name", "value"])
-                    out.append(HTTPField(try item.child("name").string(), try item.child("value").string()))
+                    out.append(HTTPField(try item.child("name").headerName(), try item.child("value").headerValue()))
                 }
                 return out
             }
             var modifier = HeaderModifier(set: try fields("set"), add: try fields("add"))
-            for item in try body.optional("remove")?.list() ?? [] { modifier.remove.append(try item.string()) }
+            for item in try body.optional("remove")?.list() ?? [] { modifier.remove.append(try item.headerName()) }
             return type == "RequestHeaderModifier" ? .requestHeaderModifier(modifier) : .responseHeaderModifier(modifier)
         case "RequestRedirect":
             try node.allow(try node.map(), ["type", "requestRedirect"])
@@ -622,6 +622,25 @@ struct Node {
 
     func error(_ code: HTTPRouteError.Code, _ message: String) -> HTTPRouteError {
         HTTPRouteError(code, file: file, object: object, field: path, message)
+    }
+
+    /// A header field name (RFC 9110 §5.1: a token), as a filter writes it onto the wire.
+    func headerName() throws(HTTPRouteError) -> String {
+        let name = try string()
+        guard !name.isEmpty, name.utf8.allSatisfy(isTokenChar) else {
+            throw error(.invalid, "\"\(name)\" is not a valid header name (RFC 9110 token characters only)")
+        }
+        return name
+    }
+
+    /// A header field value (RFC 9110 §5.5): no control characters but HTAB, so a manifest
+    /// cannot split a header (CR/LF) or end a head early.
+    func headerValue() throws(HTTPRouteError) -> String {
+        let value = try string()
+        if let bad = value.utf8.first(where: { ($0 < 0x20 && $0 != 0x09) || $0 == 0x7F }) {
+            throw error(.invalid, "header value contains control character 0x\(String(bad, radix: 16, uppercase: true)) (CR, LF, NUL and other controls are not allowed)")
+        }
+        return value
     }
 
     /// The node of field `key` for an error message (its value is not looked at).
