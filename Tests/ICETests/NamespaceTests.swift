@@ -23,6 +23,7 @@ final class NamespaceTests: XCTestCase {
             "--lt-cred-mech", "--user=test:test", "--realm=mesh.test", "--no-tls", "--no-dtls", "--no-cli",
             "--fingerprint", "--pidfile=/tmp/\(ns.name).pid", "--log-file=stdout", "--simple-log",
         ])
+        defer { try? FileManager.default.removeItem(atPath: "/tmp/\(ns.name).pid") }
         defer { stopProcess(coturn) }
         try ns.waitForListener(port: 3478)
         let loop = try ICEEventLoop(name: "ice-test-ns-srflx", networkNamespace: ns.path)
