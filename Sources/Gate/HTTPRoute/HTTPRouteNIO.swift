@@ -100,13 +100,14 @@ final class HTTPRouteNIO: Sendable {
 }
 
 /// Passes the bytes the gate had already read from an adopted socket down the pipeline
-/// first, right after the channel becomes active, then leaves.
-final class ReplayHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
+/// first, right after the channel becomes active, then leaves (used by the HTTPRoute
+/// listeners and by PeerMesh for connections SwiftNIO adopts after the Gate's accept peek).
+public final class ReplayHandler: ChannelInboundHandler, RemovableChannelHandler {
+    public typealias InboundIn = ByteBuffer
     let prefix: [UInt8]
-    init(prefix: [UInt8]) { self.prefix = prefix }
+    public init(prefix: [UInt8]) { self.prefix = prefix }
 
-    func channelActive(context: ChannelHandlerContext) {
+    public func channelActive(context: ChannelHandlerContext) {
         context.fireChannelActive()
         if !prefix.isEmpty {
             // A read burst of its own, closed like any other (handlers such as

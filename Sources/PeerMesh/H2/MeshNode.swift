@@ -144,7 +144,7 @@ public final class MeshNode: Sendable {
                 return channel.eventLoop.makeCompletedFuture {
                     try tuning.configureConnectionSocket(channel)
                     try channel.pipeline.syncOperations.addHandlers([
-                        ReplayHandler(peeked.bytes),
+                        ReplayHandler(prefix: peeked.bytes),
                         MeshPortDemux(registry: relays, socket: socket.flatMap { $0 >= 0 ? $0 : nil }, remote: remote, logger: logger) {
                             try self.terminateTLS(on: $0, remote: remote, listener: name)
                         },

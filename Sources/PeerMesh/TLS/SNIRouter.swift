@@ -1,6 +1,5 @@
 import Gate
 import Logging
-import NIOCore
 
 /// Routes TLS connections on the mesh port by their SNI, before any decryption (the Gate's
 /// `PeekListener` peeks the ClientHello with a bound and asks `verdict`):
@@ -47,23 +46,5 @@ struct SNIRouter: Sendable {
     func relayTarget(serverName: String?) -> String? {
         guard let peer = peer(serverName: serverName), relays.count(peer.id) > 0 else { return nil }
         return peer.id
-    }
-}
-
-/// Replays the bytes the Gate's accept peek read from a connection SwiftNIO adopted, as its
-/// first read once it is active. Removes itself.
-final class ReplayHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    private let bytes: [UInt8]
-
-    init(_ bytes: [UInt8]) { self.bytes = bytes }
-
-    func channelActive(context: ChannelHandlerContext) {
-        context.fireChannelActive()
-        if !bytes.isEmpty {
-            context.fireChannelRead(NIOAny(context.channel.allocator.buffer(bytes: bytes)))
-            context.fireChannelReadComplete()
-        }
-        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 }
