@@ -7,15 +7,21 @@ struct HTTPRouteCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "httproute", abstract: "Inspect HTTPRoute / TLSRoute manifests.", subcommands: [Status.self])
 
-    /// `ugate httproute status`: the Gateway API conditions of every route in a manifest folder.
+    /// `ugate httproute status`: the Gateway API conditions of every route and Gateway listener
+    /// in a manifest folder.
     struct Status: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Print, per route and parentRef, whether it is Accepted and its references resolved (and why not).",
+            abstract: "Print the Gateway API status of every route (Accepted, ResolvedRefs per parentRef) and Gateway listener.",
             discussion: """
                 Loads the folder the way `ugate run` does (an invalid manifest is reported with its file, \
-                object and field, exit status 1). With --config, the `httproute` section's services map \
-                resolves backend ports and its listeners count as parents for Gateways not in the folder. \
-                Exit status 2 when some route is not Accepted or has unresolved references.
+                object and field, exit status 1). Routes: Accepted and ResolvedRefs per parentRef. Gateway \
+                listeners: Accepted, ResolvedRefs (certificateRefs: permitted, PEM files present and valid), \
+                Programmed (served by a listener of the httproute config), Conflicted, and the number of \
+                attached routes. With --config, the `httproute` section's services map resolves backend \
+                ports, its listeners count as parents for Gateways not in the folder and decide Programmed \
+                (without it: Unknown); ports are not bound by this check (`ugate run` reports binding on \
+                its admin port, /httproute/status). Exit status 2 when some condition is False (or \
+                Conflicted is True).
                 """)
 
         @Option(help: "Folder of Gateway API manifests (default: the config's httproute.manifests).")
@@ -48,10 +54,9 @@ struct HTTPRouteCommand: ParsableCommand {
                 FileHandle.standardError.write(Data("error: \(error)\n".utf8))
                 throw ExitCode(1)
             }
-            let statuses = RouteStatus.compute(loaded, listeners: section?.listeners ?? [])
-            print(json ? RouteStatus.json(statuses) : RouteStatus.table(statuses))
-            let healthy = statuses.allSatisfy { $0.parents.allSatisfy { $0.conditions.allSatisfy { $0.status == "True" } } }
-            if !healthy { throw ExitCode(2) }
+            let report = HTTPRouteStatusReport.compute(loaded, listeners: section.map { $0.listeners.map(ConfiguredListenerState.offline) })
+            print(json ? report.json : report.table)
+            if !report.healthy { throw ExitCode(2) }
         }
     }
 }

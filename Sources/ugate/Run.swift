@@ -116,7 +116,8 @@ struct Run: AsyncParsableCommand {
         fflush(nil)
 
         await Run.waitForTermination()
-        httproute?.stop()
+        // Requests in flight finish (HTTP/2 two-step GOAWAY), up to httproute.shutdownTimeout.
+        await httproute?.shutdown()
         node.stop()
         await mesh.shutdown()
         try? await adminChannel.close()

@@ -90,16 +90,40 @@ struct HangingUpstream: Upstream {
     }
 }
 
+/// Two blackhole ports and a router (over `loops`) that sends the second one through a
+/// `HangingUpstream` (standing in for a mesh peer whose stream never opens) and the first
+/// one direct.
+struct BlackholeRoutes {
+    let direct: BlackholePort
+    let viaMesh: BlackholePort
+    let upstream = HangingUpstream()
+    let router: Router
+
+    init(loops: GateLoopGroup) throws {
+        direct = try BlackholePort()
+        viaMesh = try BlackholePort()
+        router = try Router(
+            rules: [RouteConfig(dest: viaMesh.address, to: upstream.name)], hosts: [:], direct: DirectUpstream(loops: loops),
+            upstreams: [upstream.name: upstream])
+    }
+
+    func close() {
+        direct.close()
+        viaMesh.close()
+    }
+}
+
 /// Connect timeouts: a backend that never completes the TCP handshake — dialled directly or
 /// through a (mesh) upstream — gives 503 after `connectTimeout`, naming the backend and the
 /// timeout, not a hang; a rule deadline shorter than the connect timeout gives 504; a
 /// connect timeout moves on to the rule's other backend.
 final class HTTPRouteConnectTimeoutTests: XCTestCase {
     func testBlackholedBackendsTimeOut() throws {
-        let direct = try BlackholePort()
-        defer { direct.close() }
-        let viaMesh = try BlackholePort()
-        defer { viaMesh.close() }
+        let loops = try GateLoopGroup(count: 1)
+        defer { loops.shutdown() }
+        let holes = try BlackholeRoutes(loops: loops)
+        defer { holes.close() }
+        let (direct, viaMesh, upstream) = (holes.direct, holes.viaMesh, holes.upstream)
         let live = try PythonBackend("live")
         defer { live.stop() }
         let yaml = """
@@ -134,14 +158,8 @@ final class HTTPRouteConnectTimeoutTests: XCTestCase {
             """
         let manifests = try HTTPRouteLoader(services: ["hole": direct.address, "meshhole": viaMesh.address, "live": live.address])
             .load(yaml: yaml, file: "timeouts.yaml")
-        let loops = try GateLoopGroup(count: 1)
-        defer { loops.shutdown() }
-        let upstream = HangingUpstream()
-        let router = try Router(
-            rules: [RouteConfig(dest: viaMesh.address, to: upstream.name)], hosts: [:], direct: DirectUpstream(loops: loops),
-            upstreams: [upstream.name: upstream])
         let gateway = try HTTPGateway(
-            table: RouteTable(routes: manifests.routes), loops: loops, defaultTimeout: 30, connectTimeout: 1, router: router)
+            table: RouteTable(routes: manifests.routes), loops: loops, defaultTimeout: 30, connectTimeout: 1, router: holes.router)
         defer { gateway.stop() }
 
         func get(_ host: String) throws -> (code: String, body: String) {
@@ -177,7 +195,9 @@ final class HTTPRouteConnectTimeoutTests: XCTestCase {
     /// and never answers (a listening socket nobody accepts on: the mTLS handshake never
     /// completes) and a route sending the backend to `mesh:bob`; the `httproute` section's
     /// `connectTimeout: 1` gives 503 naming bob's mesh upstream and the timeout (the mesh pool's own
-    /// connect timeout is 10 s and it has no handshake timeout).
+    /// connect timeout is 10 s and it has no handshake timeout). The same for TLS passthrough:
+    /// a `tls` listener passing `db.example` through to a backend routed to `mesh:bob` closes
+    /// the client's connection and logs the SNI, bob's upstream and the timeout.
     func testSilentMeshPeerTimesOut() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mesh-silent-\(getpid())-\(UUID())").path
         try FileManager.default.createDirectory(atPath: "\(dir)/routes", withIntermediateDirectories: true)
@@ -191,12 +211,14 @@ final class HTTPRouteConnectTimeoutTests: XCTestCase {
             "far.yaml", in: "\(dir)/routes")
         try #"""
             {"mesh": {"peers": [{"id": "\#(bobID)", "name": "bob", "addresses": ["127.0.0.1:\#(silentPort)"]}]},
-             "routes": [{"dest": "10.77.0.1:80", "to": "mesh:bob"}],
+             "routes": [{"dest": "10.77.0.1:80", "to": "mesh:bob"}, {"dest": "10.77.0.2:443", "to": "mesh:bob"}],
              "httproute": {"manifests": "\#(dir)/routes", "services": {"far": "10.77.0.1:80"}, "connectTimeout": 1,
-                           "listeners": [{"name": "web", "port": 0}]}}
+                           "listeners": [{"name": "web", "port": 0},
+                                         {"name": "tls", "port": 0, "tls": {"passthrough": {"db.example": "10.77.0.2:443"}}}]}}
             """#.write(toFile: "\(dir)/alice.json", atomically: true, encoding: .utf8)
         let node = try UgateNode(
-            ["run", "--config", "\(dir)/alice.json", "--base-port", "0", "--identity-dir", "\(dir)/alice", "--log-level", "warning"])
+            ["run", "--config", "\(dir)/alice.json", "--base-port", "0", "--identity-dir", "\(dir)/alice", "--log-level", "info"],
+            stderr: "\(dir)/alice.log")
         defer { node.stop() }
         let address = node.address("web")
         XCTAssertFalse(address.isEmpty, node.banner)
@@ -206,5 +228,18 @@ final class HTTPRouteConnectTimeoutTests: XCTestCase {
         // The mesh upstream of bob is named after its transport and bob's node ID.
         XCTAssertTrue(r.out.contains("through upstream h2-dm:\(bobID.prefix(8))"), r.out)
         XCTAssertTrue(r.out.contains("timed out after 1.0 s"), r.out)
+
+        // TLS passthrough through bob: no handshake, the connection is closed, the reason logged.
+        let port = try XCTUnwrap(node.address("tls").split(separator: ":").last.flatMap { UInt16($0) }, node.banner)
+        let seen = try servedCertificate(port: port, serverName: "db.example")
+        XCTAssertEqual(seen.fingerprint, "", seen.output)
+        let logged = eventually {
+            let log = (try? String(contentsOfFile: "\(dir)/alice.log", encoding: .utf8)) ?? ""
+            return log.split(separator: "\n").contains {
+                $0.contains("passthrough failed") && $0.contains("sni=db.example") && $0.contains("through upstream h2-dm:\(bobID.prefix(8))")
+                    && $0.contains("timed out after 1.0 s")
+            }
+        }
+        XCTAssertTrue(logged, (try? String(contentsOfFile: "\(dir)/alice.log", encoding: .utf8)) ?? "")
     }
 }

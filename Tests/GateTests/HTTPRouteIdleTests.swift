@@ -18,12 +18,14 @@ final class HTTPRouteIdleTests: XCTestCase {
     /// and decodes headers; frames are read with hyperframe (h2's own framing layer), because
     /// h2's connection state machine refuses every frame after a GOAWAY. Prints the statuses
     /// (`-unfinished` without END_STREAM), the GOAWAYs (error code, last stream ID) and
-    /// `closed` (or `timeout` after 30 s).
+    /// `closed` (or `timeout` after 30 s). An optional fifth argument names a file created when
+    /// a GOAWAY arrives.
     static let client = """
         import socket, ssl, sys
         import h2.config, h2.connection
         from hyperframe.frame import Frame, DataFrame, GoAwayFrame, HeadersFrame, PingFrame, SettingsFrame
         port, mode, send, path = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+        marker = sys.argv[5] if len(sys.argv) > 5 else None
         sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         if mode == "tls":
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -70,6 +72,8 @@ final class HTTPRouteIdleTests: XCTestCase {
                     statuses[frame.stream_id] = dict(conn.decoder.decode(frame.data, raw=True))[b":status"].decode()
                 elif isinstance(frame, GoAwayFrame):
                     goaways.append((frame.error_code, frame.last_stream_id))
+                    if marker:
+                        open(marker, "w").close()
                     if send == "race" and len(goaways) == 1:
                         # The request raced the idle close: sent before the client saw the GOAWAY.
                         request()

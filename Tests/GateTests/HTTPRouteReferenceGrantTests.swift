@@ -345,8 +345,8 @@ final class HTTPRouteReferenceGrantTests: XCTestCase {
         XCTAssertTrue(try eventually { try get("dev.example").body.contains("\"backend\": \"devapp\"") }, "relabelled namespace not admitted")
     }
 
-    /// A Gateway listener's certificateRef to a Secret of another namespace: refused (status
-    /// `Gateway … ResolvedRefs False`) without a grant from Gateways of the Gateway's
+    /// A Gateway listener's certificateRef to a Secret of another namespace: refused (listener
+    /// status `ResolvedRefs False / RefNotPermitted`) without a grant from Gateways of the Gateway's
     /// namespace; with one, `<certificateDir>/<namespace>/<secret>.crt` is served by SNI
     /// (`openssl s_client` sees it).
     func testCrossNamespaceCertificateRef() throws {
@@ -375,8 +375,8 @@ final class HTTPRouteReferenceGrantTests: XCTestCase {
         let refused = try HTTPRouteLoader().load(yaml: gateway, file: "gw.yaml")
         XCTAssertEqual(refused.gateways[0].listeners[0].certificateRefs, [])
         XCTAssertTrue(refused.gateways[0].refusedRefs.first?.contains("certificateRef vault/shop-tls: RefNotPermitted") == true, "\(refused.gateways[0])")
-        let status = RouteStatus.compute(refused).first { $0.kind == "Gateway" }
-        XCTAssertEqual(status?.parents.first?.conditions.first?.reason, "RefNotPermitted")
+        let status = HTTPRouteStatusReport.compute(refused, listeners: nil).gateways.first?.listeners.first
+        XCTAssertEqual(status?.conditions.first { $0.type == "ResolvedRefs" }?.reason, "RefNotPermitted")
         // A grant for routes (not Gateways) does not count.
         let routeGrant = grant.replacingOccurrences(of: "kind: Gateway", with: "kind: HTTPRoute")
         XCTAssertEqual(try HTTPRouteLoader().load(yaml: gateway + "---\n" + routeGrant, file: "gw.yaml").gateways[0].listeners[0].certificateRefs, [])

@@ -142,12 +142,18 @@ final class HTTPRouteStatusTests: XCTestCase {
         let table = try runProcess(ugate, ["httproute", "status", "--manifests", "\(dir)/routes"])
         XCTAssertEqual(table.status, 2, table.err)
         XCTAssertTrue(table.out.hasPrefix("KIND"), table.out)
-        XCTAssertEqual(table.out.split(separator: "\n").count, Self.expected.count + 1, table.out)
+        let tables = table.out.components(separatedBy: "\n\n")
+        XCTAssertEqual(tables[0].split(separator: "\n").count, Self.expected.count + 1, table.out)
         XCTAssertTrue(table.out.contains("False (RefNotPermitted)"), table.out)
+        // Then the Gateway's listeners (Programmed not checked without --config).
+        XCTAssertEqual(tables.count, 2, table.out)
+        XCTAssertTrue(tables.last!.hasPrefix("GATEWAY"), table.out)
+        XCTAssertEqual(tables.last!.split(separator: "\n").count, 4, table.out)
+        XCTAssertTrue(tables.last!.contains("Unknown (Pending)"), table.out)
         // JSON: the same conditions.
         let json = try runProcess(ugate, ["httproute", "status", "--manifests", "\(dir)/routes", "--json"])
         XCTAssertEqual(json.status, 2, json.err)
-        assertExpected(try JSONDecoder().decode([RouteStatus].self, from: Data(json.out.utf8)))
+        assertExpected(try JSONDecoder().decode(HTTPRouteStatusReport.self, from: Data(json.out.utf8)).routes)
         // All accepted: exit 0.
         try FileManager.default.createDirectory(atPath: "\(dir)/good", withIntermediateDirectories: true)
         try writeManifest(
@@ -188,7 +194,15 @@ final class HTTPRouteStatusTests: XCTestCase {
         let adminURL = try XCTUnwrap(adminLine?.split(separator: " ").last.map { String($0).trimmingCharacters(in: CharacterSet(charactersIn: "/")) }, banner)
         let served = try runProcess(try tool("curl"), ["-sS", "--max-time", "20", "\(adminURL)/httproute/status"])
         XCTAssertEqual(served.status, 0, served.err)
-        assertExpected(try JSONDecoder().decode([RouteStatus].self, from: Data(served.out.utf8)))
+        let report = try JSONDecoder().decode(HTTPRouteStatusReport.self, from: Data(served.out.utf8))
+        assertExpected(report.routes)
+        // The Gateway's listeners as the node serves them: web bound by the configured listener.
+        let listeners = Dictionary(uniqueKeysWithValues: report.gateways[0].listeners.map { ($0.name, $0) })
+        XCTAssertEqual(listeners["web"]?.conditions.first { $0.type == "Programmed" }?.status, "True", "\(report.gateways)")
+        XCTAssertTrue(listeners["web"]?.conditions.first { $0.type == "Programmed" }?.message.contains("served by configured listener web on 127.0.0.1:") == true)
+        XCTAssertEqual(listeners["internal"]?.conditions.first { $0.type == "Programmed" }?.reason, "Pending")
+        // good, crossref and the parentless bare (elsewhere: no common hostname; outsider, lost: other sections).
+        XCTAssertEqual(listeners["web"]?.attachedRoutes, 3)
         let text = try runProcess(try tool("curl"), ["-sS", "--max-time", "20", "\(adminURL)/httproute/status?format=table"])
         XCTAssertTrue(text.out.hasPrefix("KIND"), text.out)
     }

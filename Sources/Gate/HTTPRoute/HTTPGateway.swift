@@ -20,6 +20,7 @@ public final class HTTPGateway: Sendable {
     public let address: SocketAddress
     private let listener: TCPListener
     private let state: GatewayState
+    private let nio: HTTPRouteNIO
 
     /// Binds `host:port` (port 0: ephemeral) on `loops` and starts serving.
     /// - Parameters:
@@ -27,7 +28,8 @@ public final class HTTPGateway: Sendable {
     ///   - mirrorBodyLimit: largest request body (bytes) copied to RequestMirror backends; a
     ///     request with a larger body is not mirrored (counted and logged).
     ///   - http2IdleTimeout: seconds an HTTP/2 connection may stay without streams (then GOAWAY).
-    ///   - connectTimeout: seconds to connect to a backend (also through a mesh upstream).
+    ///   - connectTimeout: seconds to connect to a backend (also through a mesh upstream), and
+    ///     to a TLS passthrough backend (direct or through a mesh upstream).
     ///   - accessLog: one line per request (method, host, path, route, backend, status, bytes, ms).
     ///   - metrics: where the per-route counters go (`ugate_httproute_requests_total{route,status}`,
     ///     `ugate_httproute_response_bytes_total{route}`); nil: the bootstrapped `MetricsSystem`.
@@ -54,10 +56,11 @@ public final class HTTPGateway: Sendable {
                 pool: BackendPool(connectTimeout: min(defaultTimeout, connectTimeout), router: router, listenerName: name)))
         listener = try TCPListener(name: name, proto: .tcp, address: try SocketAddress(host: host, port: port), context: context) { bound in
             HTTPRouteFront(
-                listenerName: name, keepAliveTimeout: keepAliveTimeout,
+                listenerName: name, keepAliveTimeout: keepAliveTimeout, connectTimeout: connectTimeout,
                 accessLog: accessLog, nio: nio, tls: tls, context: context)
         }
         self.state = state
+        self.nio = nio
         address = listener.address
         listener.start()
     }
@@ -70,6 +73,21 @@ public final class HTTPGateway: Sendable {
     /// Closes the listening sockets (connections being served continue).
     public func stop() {
         listener.stop()
+    }
+
+    /// Closes the connections served by NIO gracefully: HTTP/2 with the two-step GOAWAY (the
+    /// streams in flight finish), HTTP/1.1 at once when idle, else after the response in
+    /// progress (`Connection: close`). `permanently`: connections adopted later too (shutdown).
+    public func drain(permanently: Bool = false) {
+        nio.connections.quiesceAll(permanently: permanently)
+    }
+
+    /// Client connections served by NIO that are still open.
+    public var openConnections: Int { nio.connections.count }
+
+    /// Closes every client connection served by NIO at once.
+    public func closeConnections() {
+        nio.connections.closeAll()
     }
 }
 
@@ -113,6 +131,8 @@ final class GatewayState: Sendable {
 struct HTTPRouteFront: CaptureFront {
     let listenerName: String
     let keepAliveTimeout: Double
+    /// Seconds to connect to a TLS passthrough backend (direct or through an upstream).
+    let connectTimeout: Double
     let accessLog: Logger
     let nio: HTTPRouteNIO
     let tls: HTTPRouteTLS?
@@ -159,9 +179,17 @@ struct HTTPRouteFront: CaptureFront {
         case .passthrough(let destination):
             let info = StreamInfo(listener: listenerName, source: conn.peer, destination: destination, serverName: destination.host, proto: "tls")
             do {
-                let (fd, upstreamName) = try await context.dial(info)
-                context.relay(conn, upstream: fd, info: info, upstreamName: upstreamName, mode: .copy)
+                // The node's route table decides (direct, a mesh peer, deny); the dial is bounded
+                // by `connectTimeout` whatever the upstream (a mesh stream has no deadline of its own).
+                let decision = try context.router.route(info)
+                let loop = nio.group.next()
+                let timeout = connectTimeout
+                let fd = try await loop.flatSubmit {
+                    BackendPool.dial(decision.upstream, decision.destination, for: info, on: loop, timeout: timeout)
+                }.get()
+                context.relay(conn, upstream: fd, info: info, upstreamName: decision.upstream.name, mode: .copy)
             } catch {
+                GateMetrics.shared.dialFailures.increment()
                 accessLog.info(
                     "passthrough failed",
                     metadata: ["listener": "\(listenerName)", "sni": "\(serverName ?? "-")", "backend": "\(destination)", "error": "\(error)"])

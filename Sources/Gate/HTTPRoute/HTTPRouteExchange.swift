@@ -196,6 +196,9 @@ final class Exchange: BackendDelegate {
     /// Request parts not yet sent (while connecting), and every part sent so far while they
     /// are few (so a stale pooled connection can be replaced by a new one).
     var pending: [HTTPClientRequestPart] = []
+    /// Called once the `pending` body parts they came with are written to the backend socket
+    /// (HTTP/2 flow-control credit; see `requestPart`).
+    var pendingWritten: [() -> Void] = []
     var replay: [HTTPClientRequestPart]? = []
     var replayBytes = 0
     var requestEnded = false
@@ -321,9 +324,14 @@ final class Exchange: BackendDelegate {
         connectNext()
     }
 
-    /// A request body part or its end, from the client.
-    func requestPart(_ part: HTTPClientRequestPart) {
-        guard !finished else { return }
+    /// A request body part or its end, from the client. `written` is called once the part has
+    /// been written to the backend socket (or will never be: the exchange ended), which is
+    /// when an HTTP/2 stream gives the client its flow-control credit back.
+    func requestPart(_ part: HTTPClientRequestPart, written: (() -> Void)? = nil) {
+        guard !finished else {
+            written?()
+            return
+        }
         switch part {
         case .body(.byteBuffer(let buffer)):
             if replay != nil {
@@ -347,11 +355,20 @@ final class Exchange: BackendDelegate {
         }
         guard let backend else {
             pending.append(part)
+            if let written { pendingWritten.append(written) }
             return
         }
         replay?.append(part)
-        backend.channel.write(part, promise: nil)
+        backend.channel.write(part, promise: Self.promise(on: backend, calling: written))
         client.backendNeedsFlush(self)
+    }
+
+    /// A write promise that calls `written` when the write completed or failed; nil without one.
+    private static func promise(on backend: BackendConnection, calling written: (() -> Void)?) -> EventLoopPromise<Void>? {
+        guard let written else { return nil }
+        let promise = backend.channel.eventLoop.makePromise(of: Void.self)
+        promise.futureResult.assumeIsolated().whenComplete { _ in written() }
+        return promise
     }
 
     /// Flushes the backend connection (see `ExchangeClient.backendNeedsFlush`).
@@ -420,9 +437,13 @@ final class Exchange: BackendDelegate {
                 connection.delegate = self
                 let parts = pending
                 pending = []
-                for part in parts {
+                let written = pendingWritten
+                pendingWritten = []
+                for (index, part) in parts.enumerated() {
                     replay?.append(part)
-                    connection.channel.write(part, promise: nil)
+                    // Writes complete in order: the last one's promise releases every credit.
+                    let last = index == parts.count - 1 && !written.isEmpty
+                    connection.channel.write(part, promise: last ? Self.promise(on: connection, calling: { written.forEach { $0() } }) : nil)
                 }
                 client.backendNeedsFlush(self)
             }
@@ -510,6 +531,9 @@ final class Exchange: BackendDelegate {
         finished = true
         mirrorHead = nil
         mirrorBody = []
+        let written = pendingWritten
+        pendingWritten = []
+        written.forEach { $0() }
         if let backend {
             backend.delegate = nil
             if reuseBackend && backend.reusable {

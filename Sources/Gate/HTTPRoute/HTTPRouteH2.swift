@@ -12,9 +12,16 @@ import NIOHTTP2
 /// the proxying itself under load. Here a stream is a small `HTTP2RouteStream` in a
 /// dictionary, its request head is converted once to the HTTP/1 head `Exchange` works with,
 /// and the responses written while the loop handles one batch of events leave with one
-/// flush. What the multiplexer did and this handler does instead: inbound flow control (a
-/// `WINDOW_UPDATE` for the stream and the connection once half a default window was
-/// consumed), `RST_STREAM` / stream closure ending the exchange.
+/// flush. What the multiplexer did and this handler does instead: inbound flow control,
+/// `RST_STREAM` / stream closure ending the exchange.
+///
+/// Inbound flow control with backpressure: a stream's request body credit goes back to the
+/// client (`WINDOW_UPDATE` once half a default window has accumulated) only as its bytes are
+/// written to the backend socket, so a slow backend slows the uploading client down instead of
+/// its body piling up here: at most one stream window (64 KiB) per stream waits in the
+/// gateway. The connection's window is credited on receipt — holding it back would stall
+/// every other stream of the connection behind a slow one — so a connection holds at most
+/// `SETTINGS_MAX_CONCURRENT_STREAMS` (100) × 64 KiB.
 final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
     typealias InboundIn = HTTP2Frame
     typealias OutboundOut = HTTP2Frame
@@ -50,8 +57,19 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
             if headers.endStream { stream.exchange?.requestPart(.end(nil)) }
         case .data(let data):
             guard let stream = streams[frame.streamID] else { return }
-            consumed(data.data.readableBytes + (data.paddingBytes.map { $0 + 1 } ?? 0), on: stream, ended: data.endStream)
-            if case .byteBuffer(let buffer) = data.data, buffer.readableBytes > 0 { stream.exchange?.requestPart(.body(.byteBuffer(buffer))) }
+            let body = data.data.readableBytes
+            let padding = data.paddingBytes.map { $0 + 1 } ?? 0
+            connectionConsumed(body + padding)
+            if data.endStream { stream.requestEnded = true }
+            if case .byteBuffer(let buffer) = data.data, body > 0, let exchange = stream.exchange {
+                credit(padding, on: stream)
+                // The stream's credit for the body comes back once the backend socket took it.
+                exchange.requestPart(.body(.byteBuffer(buffer))) { [weak self, weak stream] in
+                    if let self, let stream { self.credit(body, on: stream) }
+                }
+            } else {
+                credit(body + padding, on: stream)
+            }
             if data.endStream { stream.exchange?.requestPart(.end(nil)) }
         case .rstStream:
             streams.removeValue(forKey: frame.streamID)?.exchange?.clientGone()
@@ -60,19 +78,27 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
         }
     }
 
-    /// Inbound flow control: gives the client back what it sent once half a window is used.
-    private func consumed(_ bytes: Int, on stream: HTTP2RouteStream, ended: Bool) {
+    /// Connection-level inbound flow control: gives the client back what it sent once half a
+    /// window is used, on receipt.
+    private func connectionConsumed(_ bytes: Int) {
         guard bytes > 0 else { return }
         connectionWindowDebt += bytes
         if connectionWindowDebt >= Self.windowUpdateThreshold {
             write(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: connectionWindowDebt)))
             connectionWindowDebt = 0
         }
-        guard !ended else { return }
+    }
+
+    /// Stream-level credit for `bytes` the gateway is done with (written to the backend, or
+    /// dropped); sent once half a window has accumulated, unless the request has ended or
+    /// the stream closed.
+    private func credit(_ bytes: Int, on stream: HTTP2RouteStream) {
+        guard bytes > 0, !stream.requestEnded, streams[stream.id] === stream else { return }
         stream.windowDebt += bytes
         if stream.windowDebt >= Self.windowUpdateThreshold {
             write(HTTP2Frame(streamID: stream.id, payload: .windowUpdate(windowSizeIncrement: stream.windowDebt)))
             stream.windowDebt = 0
+            requestFlush()
         }
     }
 
@@ -200,6 +226,8 @@ final class HTTP2RouteStream: ExchangeClient {
     var exchange: Exchange?
     /// Request DATA bytes not yet given back with a `WINDOW_UPDATE`.
     var windowDebt = 0
+    /// The client ended the request (END_STREAM): no more credit for this stream.
+    var requestEnded = false
     private var held: ByteBuffer?
 
     init(id: HTTP2StreamID, handler: HTTP2RouteHandler) {

@@ -79,8 +79,9 @@ public struct RouteManifests: Sendable, Equatable {
                     if permitted {
                         kept.append(secret)
                     } else {
-                        gateways[g].refusedRefs.append(
-                            "listener \(gateway.listeners[l].name) certificateRef \(secret): RefNotPermitted: no ReferenceGrant in namespace \(parts[0]) allows Gateways from \(gateway.namespace)")
+                        let message = "certificateRef \(secret): RefNotPermitted: no ReferenceGrant in namespace \(parts[0]) allows Gateways from \(gateway.namespace)"
+                        gateways[g].refusedRefs.append("listener \(gateway.listeners[l].name) " + message)
+                        gateways[g].listeners[l].refusedCertificateRefs.append(message)
                     }
                 }
                 gateways[g].listeners[l].certificateRefs = kept

@@ -313,6 +313,8 @@ public struct GatewayObject: Hashable, Sendable {
         /// allows it); empty for `protocol: HTTP`, and for an HTTPS listener whose only Secret
         /// was refused.
         public var certificateRefs: [String] = []
+        /// Why each refused cross-namespace `certificateRefs` Secret is not used (RefNotPermitted).
+        public var refusedCertificateRefs: [String] = []
         public var proto: ListenerProtocol = .http
         /// The route kind that attaches: `TLSRoute` on a TLS listener, `HTTPRoute` otherwise.
         public var routeKind: String { proto == .tlsPassthrough ? "TLSRoute" : "HTTPRoute" }

@@ -18,6 +18,8 @@ final class HTTPRouteNIO: Sendable {
     let group: any EventLoopGroup
     let state: GatewayState
     let settings: RouteSettings
+    /// The adopted connections, for draining (shutdown, listener removed).
+    let connections = ConnectionRegistry()
 
     init(group: any EventLoopGroup, state: GatewayState, settings: RouteSettings) {
         self.group = group
@@ -39,10 +41,12 @@ final class HTTPRouteNIO: Sendable {
     func adopt(fd: Int32, prefix: [UInt8], mode: Mode, peer: String) {
         let state = state
         let settings = settings
+        let connections = connections
         let future = ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                connections.add(channel)
+                return channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(ReplayHandler(prefix: prefix))
                     switch mode {
@@ -127,13 +131,19 @@ public final class ReplayHandler: ChannelInboundHandler, RemovableChannelHandler
 /// withholds `read()` while each response is pending, which makes NIO unregister and
 /// re-register the socket with epoll (two `epoll_ctl` calls per request). Here the parts of a
 /// request that arrives while a response is in progress are queued and served in order once
-/// it ended; reads only stop when more than `maxQueued` parts wait.
+/// it ended; reads only stop when more than `maxQueued` parts wait, or while more than
+/// `maxUnwritten` request body bytes wait to be written to the backend (backpressure: a slow
+/// backend slows the uploading client down instead of its body piling up here).
 final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, RemovableChannelHandler, ExchangeClient {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
     static let maxQueued = 64
+    /// Request body bytes handed to the exchange but not yet written to the backend socket
+    /// above which the client is not read.
+    static let maxUnwritten = 256 * 1024
+    private var unwritten = 0
     private var exchange: Exchange?
     private var flushAtReadComplete: Exchange?
     /// Pipelined request parts waiting for the response in progress.
@@ -145,6 +155,9 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
     /// per connection checks this and is re-armed for the time left.
     private var idleSince: NIODeadline? = .now()
     private var idleTimer: Scheduled<Void>?
+    /// Draining (`ChannelShouldQuiesceEvent`): the response in progress says `Connection:
+    /// close` and the connection closes after it.
+    private var quiescing = false
 
     override var exchanges: [Exchange] { exchange.map { [$0] } ?? [] }
 
@@ -188,6 +201,17 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
         }
     }
 
+    /// A request that asks to switch protocols (`Upgrade` and a `Connection: upgrade` token,
+    /// RFC 9110 §7.8) and reaches this handler was not switched: a later request's `Upgrade:
+    /// h2c`, a refused first one (a body, bad `HTTP2-Settings`), or another protocol. NIO's
+    /// decoder (llhttp) stops parsing after such a request — it takes the rest of the stream
+    /// for the new protocol — so it is answered over HTTP/1.1 with `Connection: close` and the
+    /// connection closes after it, instead of stalling.
+    static func asksToSwitch(_ head: NIOHTTP1.HTTPRequestHead) -> Bool {
+        head.headers.contains(name: "upgrade")
+            && head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
+    }
+
     private static func isHead(_ part: HTTPServerRequestPart) -> Bool {
         if case .head = part { return true }
         return false
@@ -197,15 +221,19 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
     /// exchange (dropped when the request was answered without one, or its exchange ended).
     private func serve(_ part: HTTPServerRequestPart) {
         switch part {
-        case .head(let head):
+        case .head(var head):
             idleSince = nil
+            if Self.asksToSwitch(head) { head.headers.replaceOrAdd(name: "connection", value: "close") }
             if let started = Exchange.begin(head, client: self, http1: true), !started.finished {
                 exchange = started
             } else {
                 idleSince = .now()
             }
         case .body(let body):
-            exchange?.requestPart(.body(.byteBuffer(body)))
+            guard let exchange else { return }
+            let bytes = body.readableBytes
+            unwritten += bytes
+            exchange.requestPart(.body(.byteBuffer(body))) { [weak self] in self?.bodyWritten(bytes) }
         case .end(let trailers):
             exchange?.requestPart(.end(trailers))
         }
@@ -236,14 +264,23 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
             serve(part)
         }
         endBurst()
-        if readWithheld, queued.count < Self.maxQueued {
+        if readWithheld, queued.count < Self.maxQueued, unwritten <= Self.maxUnwritten {
+            readWithheld = false
+            context?.read()
+        }
+    }
+
+    /// Body bytes left for the backend (or dropped): reading resumes below half the limit.
+    private func bodyWritten(_ bytes: Int) {
+        unwritten -= bytes
+        if readWithheld, unwritten <= Self.maxUnwritten / 2, queued.count < Self.maxQueued {
             readWithheld = false
             context?.read()
         }
     }
 
     func read(context: ChannelHandlerContext) {
-        if queued.count >= Self.maxQueued {
+        if queued.count >= Self.maxQueued || unwritten > Self.maxUnwritten {
             readWithheld = true
         } else {
             context.read()
@@ -255,12 +292,20 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
         context.fireChannelInactive()
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is ChannelShouldQuiesceEvent else { return context.fireUserInboundEventTriggered(event) }
+        quiescing = true
+        if exchange == nil && queued.isEmpty { context.close(promise: nil) }
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // A refused h2c upgrade: the request is served over HTTP/1.1.
         if !(error is H2CUpgrader.Refused) { closeOnError(error) }
     }
 
     func respondHead(_ head: HTTPResponseHead) {
+        var head = head
+        if quiescing, head.status.code >= 200 { head.headers.replaceOrAdd(name: "connection", value: "close") }
         context?.write(wrapOutboundOut(.head(head)), promise: nil)
     }
 
@@ -270,7 +315,7 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
 
     func respondEnd(_ trailers: HTTPHeaders?, close: Bool) {
         guard let context else { return }
-        if close {
+        if close || quiescing {
             context.writeAndFlush(wrapOutboundOut(.end(trailers))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         } else {
             context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)

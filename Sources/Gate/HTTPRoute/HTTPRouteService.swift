@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOPosix
+import Synchronization
 
 /// The `httproute` section of ugate.json: which ports serve the HTTPRoute gateway, where the
 /// manifests are, and the TLS certificates.
@@ -38,6 +39,9 @@ public struct HTTPRouteConfig: Codable, Sendable, Equatable {
     /// Largest request body (bytes) copied to RequestMirror backends; a request with a larger
     /// body is served but not mirrored (counted in `ugate_httproute_mirror_skipped_total`).
     public var mirrorBodyLimit: Int = 1 << 20
+    /// Seconds a graceful shutdown (`ugate run` on SIGTERM/SIGINT) waits for the connections
+    /// being drained to finish their requests; what is left then is closed.
+    public var shutdownTimeout: Double = 30
 
     public init(manifests: String, services: [String: String] = [:], listeners: [HTTPRouteListenerConfig] = []) {
         self.manifests = manifests
@@ -47,6 +51,7 @@ public struct HTTPRouteConfig: Codable, Sendable, Equatable {
 
     private enum CodingKeys: String, CodingKey, CaseIterable {
         case manifests, services, listeners, reloadInterval, requestTimeout, keepAliveTimeout, http2IdleTimeout, connectTimeout, mirrorBodyLimit
+        case shutdownTimeout
     }
 
     public init(from decoder: any Decoder) throws {
@@ -61,6 +66,7 @@ public struct HTTPRouteConfig: Codable, Sendable, Equatable {
         http2IdleTimeout = try c.decodeIfPresent(Double.self, forKey: .http2IdleTimeout) ?? 60
         connectTimeout = try c.decodeIfPresent(Double.self, forKey: .connectTimeout) ?? 10
         mirrorBodyLimit = try c.decodeIfPresent(Int.self, forKey: .mirrorBodyLimit) ?? 1 << 20
+        shutdownTimeout = try c.decodeIfPresent(Double.self, forKey: .shutdownTimeout) ?? 30
     }
 }
 
@@ -149,14 +155,22 @@ public struct CertificateFiles: Codable, Sendable, Equatable {
 
 /// The HTTPRoute gateway of a node: one `HTTPGateway` per configured listener, all fed from
 /// one manifest folder that is watched and re-applied without dropping connections.
+///
+/// A listener whose port cannot be bound does not stop the others: it is logged, reported
+/// (Gateway listener status `Accepted: False / PortUnavailable`, `Programmed: False`) and
+/// bound again on every reload tick until it succeeds.
 public final class HTTPRouteService: Sendable {
-    /// Listener name and bound address (with the real port).
-    public let bound: [(name: String, address: SocketAddress, tls: Bool)]
-    private let gateways: [HTTPGateway]
+    private let slots: [ListenerSlot]
     private let reloader: HTTPRouteReloader
-    /// The manifests in force and the configured listeners, for `status()`.
+    /// The manifests in force, for `status()` and to notice removed Gateway listeners.
     private let current: RouteManifestsBox
-    private let listeners: [HTTPRouteListenerConfig]
+    private let shutdownTimeout: Double
+
+    /// Listener name and bound address (with the real port) of every listener bound so far,
+    /// in configuration order.
+    public var bound: [(name: String, address: SocketAddress, tls: Bool)] {
+        slots.compactMap { slot in slot.gateway.map { (name: slot.config.name, address: $0.address, tls: slot.config.tls != nil) } }
+    }
 
     /// Loads the manifests (an invalid folder refuses to start) and binds every listener.
     public init(
@@ -165,46 +179,50 @@ public final class HTTPRouteService: Sendable {
     ) throws {
         let loader = HTTPRouteLoader(services: config.services)
         let manifests = try loader.load(directory: config.manifests)
-        var gateways: [HTTPGateway] = []
-        var tlsByListener: [HTTPRouteTLS?] = []
-        var bound: [(name: String, address: SocketAddress, tls: Bool)] = []
-        do {
-            for listener in config.listeners {
-                guard (0...65535).contains(listener.port) else {
-                    throw GateError(.config, "httproute listener \(listener.name): port \(listener.port) out of range")
-                }
-                let tls = try HTTPRouteTLS(listener: listener, manifests: manifests, log: log)
-                let gateway = try HTTPGateway(
-                    table: RouteTable(routes: listener.routes(in: manifests)), host: listener.host ?? bind,
-                    port: UInt16(listener.port), loops: loops, defaultTimeout: config.requestTimeout,
-                    keepAliveTimeout: config.keepAliveTimeout, http2IdleTimeout: config.http2IdleTimeout, connectTimeout: config.connectTimeout,
-                    mirrorBodyLimit: config.mirrorBodyLimit, accessLog: accessLog, log: log, tls: tls, name: listener.name, router: router)
-                gateways.append(gateway)
-                tlsByListener.append(tls)
-                bound.append((listener.name, gateway.address, listener.tls != nil))
+        var slots: [ListenerSlot] = []
+        for listener in config.listeners {
+            guard (0...65535).contains(listener.port) else {
+                throw GateError(.config, "httproute listener \(listener.name): port \(listener.port) out of range")
             }
-        } catch {
-            gateways.forEach { $0.stop() }
-            throw error
+            let tls = try HTTPRouteTLS(listener: listener, manifests: manifests, log: log)
+            let host = listener.host ?? bind
+            slots.append(
+                ListenerSlot(config: listener, tls: tls, table: RouteTable(routes: listener.routes(in: manifests)), log: log) { table in
+                    try HTTPGateway(
+                        table: table, host: host, port: UInt16(listener.port), loops: loops, defaultTimeout: config.requestTimeout,
+                        keepAliveTimeout: config.keepAliveTimeout, http2IdleTimeout: config.http2IdleTimeout,
+                        connectTimeout: config.connectTimeout, mirrorBodyLimit: config.mirrorBodyLimit, accessLog: accessLog, log: log,
+                        tls: tls, name: listener.name, router: router)
+                })
         }
-        let listeners = config.listeners
-        let serving = gateways
-        let tlsSet = tlsByListener
+        slots.forEach { $0.bind() }
+        let serving = slots
         let current = RouteManifestsBox(manifests)
         reloader = HTTPRouteReloader(
             directory: config.manifests, loader: loader, interval: config.reloadInterval, log: log,
-            tick: { tlsSet.forEach { $0?.reloadCertificates() } }
+            tick: {
+                for slot in serving {
+                    slot.tls?.reloadCertificates()
+                    slot.bind()
+                }
+            }
         ) { manifests in
-            for (index, (listener, gateway)) in zip(listeners, serving).enumerated() {
-                gateway.update(RouteTable(routes: listener.routes(in: manifests)))
-                tlsSet[index]?.update(manifests)
+            let previous = current.manifests
+            for slot in serving {
+                slot.update(RouteTable(routes: slot.config.routes(in: manifests)))
+                slot.tls?.update(manifests)
+                // Its Gateway listener is gone: connections made under it close gracefully
+                // (clients reconnect and get what the listener serves now).
+                if slot.config.gatewayListener(in: previous) != nil, slot.config.gatewayListener(in: manifests) == nil, let gateway = slot.gateway {
+                    log.info("Gateway listener removed, draining its connections", metadata: ["listener": "\(slot.config.name)"])
+                    gateway.drain()
+                }
             }
             current.manifests = manifests
         }
         self.current = current
-        self.listeners = listeners
-        self.gateways = gateways
-        self.bound = bound
+        self.slots = slots
+        shutdownTimeout = config.shutdownTimeout
     }
 
     /// The gateway of a node config's `httproute` section; nil when it has none.
@@ -219,14 +237,127 @@ public final class HTTPRouteService: Sendable {
         }
     }
 
-    /// The Gateway API status (Accepted, ResolvedRefs) of every route in force.
-    public func status() -> [RouteStatus] {
-        RouteStatus.compute(current.manifests, listeners: listeners)
+    /// The Gateway API status of every Gateway listener (Accepted, Programmed, ResolvedRefs,
+    /// Conflicted, attachedRoutes) and route (Accepted, ResolvedRefs) in force.
+    public func status() -> HTTPRouteStatusReport {
+        HTTPRouteStatusReport.compute(current.manifests, listeners: slots.map(\.runtime))
     }
 
-    /// Stops watching and closes the listening sockets.
+    /// Client connections (served by NIO) still open on all listeners.
+    public var openConnections: Int {
+        slots.reduce(0) { $0 + ($1.gateway?.openConnections ?? 0) }
+    }
+
+    /// Stops watching and closes the listening sockets (connections being served continue).
     public func stop() {
         reloader.stop()
-        gateways.forEach { $0.stop() }
+        slots.forEach { $0.stop() }
+    }
+
+    /// Graceful shutdown: stops watching and accepting, drains every connection (HTTP/2: the
+    /// two-step GOAWAY, streams in flight finish; HTTP/1.1: the response in progress ends with
+    /// `Connection: close`, idle ones close at once) and returns when all have closed, or
+    /// after `timeout` seconds (default: the config's `shutdownTimeout`) with the rest closed
+    /// abruptly.
+    public func shutdown(timeout: Double? = nil) async {
+        stop()
+        slots.forEach { $0.gateway?.drain(permanently: true) }
+        let deadline = ContinuousClock.now + .milliseconds(Int64((timeout ?? shutdownTimeout) * 1000))
+        while openConnections > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        slots.forEach { $0.gateway?.closeConnections() }
+    }
+}
+
+/// One configured listener of the service: its TLS, its current route table, and its gateway
+/// once the port is bound (`bind()` is called at start and on every reload tick until it
+/// succeeds). The reloader's queue and the creator are the only callers of `bind()`.
+final class ListenerSlot: Sendable {
+    let config: HTTPRouteListenerConfig
+    let tls: HTTPRouteTLS?
+    private let log: Logger
+    private let make: @Sendable (RouteTable) throws -> HTTPGateway
+
+    private struct State {
+        var gateway: HTTPGateway?
+        var error: String?
+        var table: RouteTable
+        var stopped = false
+    }
+
+    private let state: Mutex<State>
+
+    init(
+        config: HTTPRouteListenerConfig, tls: HTTPRouteTLS?, table: RouteTable, log: Logger, make: @escaping @Sendable (RouteTable) throws -> HTTPGateway
+    ) {
+        self.config = config
+        self.tls = tls
+        self.log = log
+        self.make = make
+        state = Mutex(State(table: table))
+    }
+
+    var gateway: HTTPGateway? { state.withLock { $0.gateway } }
+
+    /// Binds the listener when it is not bound yet; a failure is logged (once per distinct
+    /// error) and kept for the status.
+    func bind() {
+        let (table, pending) = state.withLock { ($0.table, $0.gateway == nil && !$0.stopped) }
+        guard pending else { return }
+        do {
+            let gateway = try make(table)
+            let kept = state.withLock { state in
+                guard !state.stopped else { return false }
+                state.gateway = gateway
+                state.error = nil
+                // A table that changed while binding.
+                gateway.update(state.table)
+                return true
+            }
+            if kept {
+                log.info("httproute listener bound", metadata: ["listener": "\(config.name)", "address": "\(gateway.address)"])
+            } else {
+                gateway.stop()
+            }
+        } catch {
+            let message = "\(error)"
+            let changed = state.withLock { state in
+                defer { state.error = message }
+                return state.error != message
+            }
+            if changed {
+                log.error(
+                    "httproute listener not bound, retrying on every reload tick",
+                    metadata: ["listener": "\(config.name)", "port": "\(config.port)", "error": "\(message)"])
+            }
+        }
+    }
+
+    func update(_ table: RouteTable) {
+        let gateway = state.withLock { state in
+            state.table = table
+            return state.gateway
+        }
+        gateway?.update(table)
+    }
+
+    func stop() {
+        state.withLock { state in
+            state.stopped = true
+            return state.gateway
+        }?.stop()
+    }
+
+    /// What the status knows of this listener.
+    var runtime: ConfiguredListenerState {
+        let binding: ConfiguredListenerState.Binding = state.withLock { state in
+            if let gateway = state.gateway { return .bound("\(gateway.address)") }
+            return .failed(state.error ?? "not bound")
+        }
+        let tls = tls
+        return ConfiguredListenerState(config: config, binding: binding) { files in
+            tls?.certificateState(files) ?? (false, "the listener has no tls")
+        }
     }
 }

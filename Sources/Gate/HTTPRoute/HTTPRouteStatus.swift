@@ -37,19 +37,12 @@ public struct RouteStatus: Codable, Sendable, Equatable {
     /// `sectionName` (as the gateway serves it). `ResolvedRefs` is `False` /
     /// `RefNotPermitted` when a cross-namespace backendRef has no ReferenceGrant (those
     /// backends are not used). A route without parentRefs gets one entry `*` (it attaches to
-    /// every configured listener, a ugate extension). A Gateway with a refused cross-namespace
-    /// certificateRef gets an entry of kind `Gateway` with `ResolvedRefs: False`.
+    /// every configured listener, a ugate extension). Gateways and their listeners:
+    /// `GatewayStatus` (a refused cross-namespace certificateRef is its listener's
+    /// `ResolvedRefs: False / RefNotPermitted`).
     public static func compute(_ manifests: RouteManifests, listeners: [HTTPRouteListenerConfig] = []) -> [RouteStatus] {
         manifests.routes.map { status($0, file: $0.file, refused: $0.refusedRefs, manifests, listeners) }
             + manifests.tlsRoutes.map { status($0, file: $0.file, refused: $0.refusedRefs, manifests, listeners) }
-            + manifests.gateways.filter { !$0.refusedRefs.isEmpty }.map { gateway in
-                // A Gateway whose certificateRefs were refused: its ResolvedRefs condition.
-                let condition = RouteCondition(
-                    type: "ResolvedRefs", status: "False", reason: "RefNotPermitted", message: gateway.refusedRefs.joined(separator: "; "))
-                return RouteStatus(
-                    kind: "Gateway", namespace: gateway.namespace, name: gateway.name, file: gateway.file,
-                    parents: [RouteParentStatus(parent: "-", conditions: [condition])])
-            }
     }
 
     private static func status<R: AttachableRoute>(
@@ -128,17 +121,16 @@ public struct RouteStatus: Codable, Sendable, Equatable {
                 ])
             }
         }
-        let widths = (0..<5).map { column in rows.map { $0[column].count }.max() ?? 0 }
-        return rows.map { row in
-            (0..<5).map { row[$0].padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  ") + "  " + row[5]
-        }.joined(separator: "\n")
+        return columns(rows)
     }
 
-    /// The statuses as pretty-printed JSON (sorted keys).
-    public static func json(_ statuses: [RouteStatus]) -> String {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        return String(decoding: (try? encoder.encode(statuses)) ?? Data("[]".utf8), as: UTF8.self)
+    /// Rows as fixed-width columns (two spaces apart), the last column unpadded.
+    static func columns(_ rows: [[String]]) -> String {
+        let count = rows.first?.count ?? 0
+        let widths = (0..<count).map { column in rows.map { $0[column].count }.max() ?? 0 }
+        return rows.map { row in
+            (0..<count - 1).map { row[$0].padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  ") + "  " + row[count - 1]
+        }.joined(separator: "\n")
     }
 }
 
@@ -164,15 +156,15 @@ extension HTTPRouteService {
         }
     }
 
-    /// The admin route `/httproute/status`: the routes' status as JSON (`?format=table` for
-    /// the table of `ugate httproute status`); 404 while `slot` holds no service (no
-    /// `httproute` section, or not started yet).
+    /// The admin route `/httproute/status`: the Gateways' and routes' status as JSON
+    /// (`HTTPRouteStatusReport`; `?format=table` for the tables of `ugate httproute status`);
+    /// 404 while `slot` holds no service (no `httproute` section, or not started yet).
     public static func adminRoute(_ slot: Slot) -> AdminServer.Route {
         AdminServer.Route(prefix: "/httproute/status") { request in
             guard let service = slot.service else { return .text(404, "no httproute section in this node's config") }
-            let statuses = service.status()
-            if request.query?.contains("format=table") == true { return .text(200, RouteStatus.table(statuses)) }
-            return AdminResponse(status: 200, headers: [("Content-Type", "application/json")], body: Array(RouteStatus.json(statuses).utf8))
+            let report = service.status()
+            if request.query?.contains("format=table") == true { return .text(200, report.table) }
+            return AdminResponse(status: 200, headers: [("Content-Type", "application/json")], body: Array(report.json.utf8))
         }
     }
 }

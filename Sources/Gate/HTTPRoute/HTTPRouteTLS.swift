@@ -24,18 +24,25 @@ public final class HTTPRouteTLS: Sendable {
         case refuse
     }
 
-    /// A certificate loaded from its files; `fingerprint` identifies the file contents it came from.
+    /// A certificate loaded from its files; `stamps` identify the file states it came from.
     struct Loaded {
         var files: CertificateFiles
-        var fingerprint: String
+        var stamps: [String: FileStamp?]
         var context: NIOSSLContext
+    }
+
+    /// Files of a host that did not load: their stamps (not retried until they change) and why.
+    struct Failed {
+        var files: CertificateFiles
+        var stamps: [String: FileStamp?]
+        var error: String
     }
 
     struct State {
         var config: HTTPRouteTLSConfig
         var certificates: [String: Loaded] = [:]
-        /// host → fingerprint of files that failed to load (not retried until they change).
-        var failed: [String: String] = [:]
+        /// host → files that failed to load (not retried until they change).
+        var failed: [String: Failed] = [:]
         var defaultName: String?
         var passthrough = PassthroughTable()
     }
@@ -60,16 +67,26 @@ public final class HTTPRouteTLS: Sendable {
 
     private init(config: HTTPRouteTLSConfig, listener: HTTPRouteListenerConfig?, tlsRoutes: [TLSRouteObject], log: Logger) throws {
         var state = State(config: config)
+        // ugate.json's own certificates must load; a Gateway's certificateRef that does not is
+        // reported (listener status ResolvedRefs False / InvalidCertificateRef) and retried
+        // when its files change, as on a reload.
+        let strict = listener?.tls.map { Set(Self.files($0).keys) }
         for (host, files) in Self.files(config) {
-            let fingerprint = Self.fingerprint(files)
+            let stamps = Self.stamps(files)
             do {
-                state.certificates[host] = Loaded(files: files, fingerprint: fingerprint, context: try Self.context(files))
+                state.certificates[host] = Loaded(files: files, stamps: stamps, context: try Self.context(files))
             } catch {
-                throw GateError(.config, "httproute TLS certificate for \(host) (\(files.cert), \(files.key)): \(error)")
+                guard let strict, !strict.contains(host) else {
+                    throw GateError(.config, "httproute TLS certificate for \(host) (\(files.cert), \(files.key)): \(error)")
+                }
+                state.failed[host] = Failed(files: files, stamps: stamps, error: "\(error)")
+                log.error(
+                    "TLS certificate not loaded, no certificate for this name",
+                    metadata: ["host": "\(host)", "cert": "\(files.cert)", "key": "\(files.key)", "error": "\(error)"])
             }
         }
         state.passthrough = try PassthroughTable(passthrough: config.passthrough, routes: tlsRoutes)
-        if let name = config.defaultCertificate, state.certificates[name.lowercased()] == nil {
+        if let name = config.defaultCertificate, state.certificates[name.lowercased()] == nil, state.failed[name.lowercased()] == nil {
             throw GateError(.config, "httproute TLS defaultCertificate \(name) names no certificate")
         }
         state.defaultName = config.defaultCertificate?.lowercased()
@@ -96,8 +113,8 @@ public final class HTTPRouteTLS: Sendable {
         }
     }
 
-    /// Re-reads every certificate whose files changed (size, mtime or content) or appeared
-    /// (a new pair in `certificateDir`). A pair that does not load is logged with host and
+    /// Re-reads every certificate whose files changed (their `FileStamp`: one `stat` per file,
+    /// no read while unchanged) or appeared (a new pair in `certificateDir`). A pair that does not load is logged with host and
     /// files, and the previous certificate for that host stays in use; it is tried again
     /// once its files change. Returns the hosts whose certificate was replaced or added.
     @discardableResult
@@ -105,17 +122,20 @@ public final class HTTPRouteTLS: Sendable {
         let config = state.withLock { $0.config }
         let current = Self.files(config)
         var loaded: [String: Loaded] = [:]
-        var failed: [String: String] = [:]
+        var failed: [String: Failed] = [:]
         let known = state.withLock { ($0.certificates, $0.failed) }
         for (host, files) in current {
-            let fingerprint = Self.fingerprint(files)
-            if let old = known.0[host], old.fingerprint == fingerprint, old.files == files { continue }
-            if known.1[host] == fingerprint { continue }
+            let stamps = Self.stamps(files)
+            if let old = known.1[host] {
+                if FileStamp.same(stamps, old.stamps) { continue }
+            } else if let old = known.0[host], FileStamp.same(stamps, old.stamps) {
+                continue
+            }
             do {
-                loaded[host] = Loaded(files: files, fingerprint: fingerprint, context: try Self.context(files))
+                loaded[host] = Loaded(files: files, stamps: stamps, context: try Self.context(files))
                 log.info("TLS certificate loaded", metadata: ["host": "\(host)", "cert": "\(files.cert)"])
             } catch {
-                failed[host] = fingerprint
+                failed[host] = Failed(files: files, stamps: stamps, error: "\(error)")
                 let keeping = known.0[host] == nil ? "no certificate for this name" : "keeping the previous certificate"
                 log.error(
                     "TLS certificate not reloaded, \(keeping)",
@@ -130,6 +150,15 @@ public final class HTTPRouteTLS: Sendable {
             state.defaultName = state.config.defaultCertificate?.lowercased()
         }
         return loaded.keys.sorted()
+    }
+
+    /// Whether a certificate from `files` is being served (`loaded`; the previous version when
+    /// the current files do not load) and why the current files do not load (`error`), for
+    /// the Gateway listener status.
+    func certificateState(_ files: CertificateFiles) -> (loaded: Bool, error: String?) {
+        state.withLock { state in
+            (state.certificates.values.contains { $0.files == files }, state.failed.values.first { $0.files == files }?.error)
+        }
     }
 
     func choose(serverName: String?) -> Choice {
@@ -184,14 +213,9 @@ public final class HTTPRouteTLS: Sendable {
         return files
     }
 
-    /// Size, modification time and content hash of both files.
-    static func fingerprint(_ files: CertificateFiles) -> String {
-        [files.cert, files.key].map { path in
-            let attributes = try? FileManager.default.attributesOfItem(atPath: path)
-            let modified = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
-            let content = FileManager.default.contents(atPath: path)?.hashValue ?? 0
-            return "\(attributes?[.size] as? Int ?? -1) \(modified) \(content)"
-        }.joined(separator: "|")
+    /// The `FileStamp`s of both files, by path.
+    static func stamps(_ files: CertificateFiles) -> [String: FileStamp?] {
+        [files.cert: FileStamp(files.cert), files.key: FileStamp(files.key)]
     }
 
     static func context(_ files: CertificateFiles) throws -> NIOSSLContext {

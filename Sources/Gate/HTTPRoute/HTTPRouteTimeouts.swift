@@ -2,12 +2,15 @@ import Foundation
 import Glibc
 import NIOCore
 import NIOHTTP2
+import Synchronization
 
-/// The graceful idle close of an HTTP/2 connection (RFC 9113 §6.8), as a value: events in,
+/// The graceful close of an HTTP/2 connection (RFC 9113 §6.8) — when it has been idle, and
+/// when the gateway shuts down or its listener is removed (quiesce) — as a value: events in,
 /// actions out; no timers, frames or channel inside.
 ///
 /// ```
-/// active ── idle timer fired, no stream open ──▶ draining: GOAWAY(2^31−1, NO_ERROR) + PING
+/// active ── idle timer fired, no stream open ──┐
+/// active ── quiesce (streams may be open) ─────┴─▶ draining: GOAWAY(2^31−1, NO_ERROR) + PING
 /// draining ── PING ACK (one round trip) or grace timer ──▶ closing: GOAWAY(last stream, NO_ERROR)
 /// closing ── no stream open ──▶ close
 /// ```
@@ -78,6 +81,14 @@ struct HTTP2IdleMachine: Equatable {
         return [.goAway(lastStreamID: Self.maxStreamID), .ping, .armGraceTimer]
     }
 
+    /// The gateway shuts down or the connection's listener was removed: the same two-step
+    /// GOAWAY, but streams in flight are not waited for first; they finish before the close.
+    mutating func quiesce() -> [Action] {
+        guard phase == .active else { return [] }
+        phase = .draining
+        return [.cancelIdleTimer, .goAway(lastStreamID: Self.maxStreamID), .ping, .armGraceTimer]
+    }
+
     /// The PING ACK arrived, or the grace timer fired (a client that does not answer PING).
     mutating func drained() -> [Action] {
         guard phase == .draining else { return [] }
@@ -97,8 +108,10 @@ struct HTTP2IdleMachine: Equatable {
 
 /// Closes an HTTP/2 connection that has had no open stream for `timeout` with the two-step
 /// GOAWAY of `HTTP2IdleMachine` (then closes it), like nginx's `http2_idle_timeout` but
-/// graceful. Counts streams from the `NIOHTTP2Handler`'s stream created / closed events and
-/// sees the connection-level frames (the PING ACK); it sits right after that handler.
+/// graceful; and the same on `ChannelShouldQuiesceEvent` (shutdown, listener removed), with
+/// the streams in flight finishing first. Counts streams from the `NIOHTTP2Handler`'s stream
+/// created / closed events and sees the connection-level frames (the PING ACK); it sits right
+/// after that handler.
 final class HTTP2IdleHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTP2Frame
     typealias InboundOut = HTTP2Frame
@@ -155,6 +168,9 @@ final class HTTP2IdleHandler: ChannelInboundHandler, RemovableChannelHandler {
             perform(machine.streamOpened(Int(created.streamID)))
         } else if type(of: event) == StreamClosedEvent.self {
             perform(machine.streamClosed())
+        } else if event is ChannelShouldQuiesceEvent {
+            perform(machine.quiesce())
+            return
         }
         context.fireUserInboundEventTriggered(event)
     }
@@ -260,5 +276,50 @@ extension BackendPool {
             result.completeWith(outcome)
         }
         return result.futureResult
+    }
+}
+
+/// The client connections a gateway listener handed to NIO, so that they can be drained: on
+/// shutdown and when their listener is removed from the manifests, each gets a
+/// `ChannelShouldQuiesceEvent` (HTTP/2: the two-step GOAWAY of `HTTP2IdleHandler`; HTTP/1.1:
+/// closed when idle, else after the response in progress, which says `Connection: close`).
+final class ConnectionRegistry: Sendable {
+    private struct State {
+        var channels: [ObjectIdentifier: any Channel] = [:]
+        /// Shutting down: connections adopted from now on are quiesced at once.
+        var quiescing = false
+    }
+
+    private let state = Mutex(State())
+
+    /// Tracks `channel` until it closes.
+    func add(_ channel: any Channel) {
+        let key = ObjectIdentifier(channel)
+        let quiescing = state.withLock { state in
+            state.channels[key] = channel
+            return state.quiescing
+        }
+        channel.closeFuture.whenComplete { _ in self.state.withLock { _ = $0.channels.removeValue(forKey: key) } }
+        if quiescing { Self.quiesce(channel) }
+    }
+
+    /// Quiesces every open connection; `permanently`: also every one adopted later.
+    func quiesceAll(permanently: Bool) {
+        let channels = state.withLock { state in
+            if permanently { state.quiescing = true }
+            return Array(state.channels.values)
+        }
+        channels.forEach(Self.quiesce)
+    }
+
+    /// Closes every open connection at once (what the drain left when its time is up).
+    func closeAll() {
+        state.withLock { Array($0.channels.values) }.forEach { $0.close(promise: nil) }
+    }
+
+    var count: Int { state.withLock { $0.channels.count } }
+
+    private static func quiesce(_ channel: any Channel) {
+        channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
     }
 }

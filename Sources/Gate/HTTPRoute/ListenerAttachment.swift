@@ -151,7 +151,7 @@ extension HTTPRouteListenerConfig {
     }
 
     /// `gateway` as (namespace, name).
-    private var gatewayKey: (String, String)? {
+    var gatewayKey: (String, String)? {
         guard let gateway else { return nil }
         let parts = gateway.split(separator: "/", maxSplits: 1).map(String.init)
         return parts.count == 2 ? (parts[0], parts[1]) : ("default", gateway)
@@ -160,6 +160,12 @@ extension HTTPRouteListenerConfig {
     private func gatewayObject(in manifests: RouteManifests) -> GatewayObject? {
         guard let (namespace, gatewayName) = gatewayKey else { return nil }
         return manifests.gateways.first { $0.namespace == namespace && $0.name == gatewayName }
+    }
+
+    /// The listener of this listener's Gateway manifest that has its `name` (nil: no
+    /// `gateway`, no such Gateway in the manifests, or no such listener).
+    func gatewayListener(in manifests: RouteManifests) -> GatewayObject.Listener? {
+        gatewayObject(in: manifests)?.listeners.first { $0.name == name }
     }
 
     /// This listener's `tls` with the Gateway manifest's certificates added: every HTTPS
