@@ -234,7 +234,7 @@ final class UDPForwarder: LoopHandler, @unchecked Sendable {  // state is touche
     /// the route table's answer. nil when the flow is refused, or while its routed host name
     /// resolves (the datagram in `buffer[0..<n]` then waits in `pending`).
     private func route(_ key: FlowKey, _ n: Int) -> SocketAddress? {
-        guard target == nil else { return key.destination }
+        guard proto == .tproxy else { return key.destination }
         if refused[key] != nil {
             refused[key] = loop.now
             return nil
@@ -279,7 +279,7 @@ final class UDPForwarder: LoopHandler, @unchecked Sendable {  // state is touche
     /// the original destination) of a new flow.
     private func open(_ key: FlowKey, target: SocketAddress) -> Flow? {
         var reply: Int32?
-        if target == nil {
+        if proto == .tproxy {
             do {
                 reply = try Datagram.transparentSender(boundTo: key.destination)
             } catch {
