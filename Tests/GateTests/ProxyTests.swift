@@ -315,20 +315,15 @@ final class ProxyTests: XCTestCase {
         defer { echo.stop() }
         let (node, _) = try proxyNode()
         defer { node.stop() }
-        let socks = node.address(of: "socks5")!
-        let script = """
-            import socks, socket
-            s = socks.socksocket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.set_proxy(socks.SOCKS5, "\(socks.host)", \(socks.port))
-            s.settimeout(5)
+        let out = try pySocksUDP(
+            through: node, timeout: 5,
+            """
             for i in range(3):
                 s.sendto(b"ping-%d" % i, ("127.0.0.1", \(echo.port)))
                 data, addr = s.recvfrom(2048)
                 print(data.decode(), addr[1])
-            """
-        let r = try runProcess("/usr/bin/env", ["python3", "-c", script], timeout: 30)
-        XCTAssertEqual(r.status, 0, r.err)
-        XCTAssertEqual(r.out, "ping-0 \(echo.port)\nping-1 \(echo.port)\nping-2 \(echo.port)\n")
+            """)
+        XCTAssertEqual(out, "ping-0 \(echo.port)\nping-1 \(echo.port)\nping-2 \(echo.port)\n")
     }
     /// SOCKS5 UDP destinations go through the route table: a `hosts` route rewrites one (the
     /// reply still names the address the client sent to), a `deny` route drops another with
@@ -345,12 +340,9 @@ final class ProxyTests: XCTestCase {
             ]
         }
         defer { node.stop() }
-        let socks = node.address(of: "socks5")!
-        let script = """
-            import socks, socket
-            s = socks.socksocket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.set_proxy(socks.SOCKS5, "\(socks.host)", \(socks.port))
-            s.settimeout(1)
+        let out = try pySocksUDP(
+            through: node, timeout: 1,
+            """
             s.sendto(b"aliased", ("127.0.0.2", \(aliasPort)))
             data, addr = s.recvfrom(2048)
             print(data.decode(), addr[0], addr[1])
@@ -362,12 +354,26 @@ final class ProxyTests: XCTestCase {
             s.sendto(b"direct", ("127.0.0.1", \(echo.port)))
             data, addr = s.recvfrom(2048)
             print(data.decode(), addr[0], addr[1])
-            """
-        let r = try runProcess("/usr/bin/env", ["python3", "-c", script], timeout: 30)
-        XCTAssertEqual(r.status, 0, r.err)
-        XCTAssertEqual(r.out, "aliased 127.0.0.2 \(aliasPort)\nno reply\ndirect 127.0.0.1 \(echo.port)\n")
+            """)
+        XCTAssertEqual(out, "aliased 127.0.0.2 \(aliasPort)\nno reply\ndirect 127.0.0.1 \(echo.port)\n")
         XCTAssertNotNil(
             log.waitForLine(containing: ["udp flow refused", "listener=socks5", "dst=127.0.0.2:\(deniedPort)", "denied by the route table"]),
             "\(log.lines)")
+    }
+
+    /// Runs `body` in Python with `s`, a PySocks UDP socket through the node's SOCKS5 listener
+    /// (recv timeout `timeout` seconds); returns its stdout, failing the test on a non-zero exit.
+    private func pySocksUDP(through node: GateNode, timeout: Double, _ body: String) throws -> String {
+        let socks = node.address(of: "socks5")!
+        let script = """
+            import socks, socket
+            s = socks.socksocket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.set_proxy(socks.SOCKS5, "\(socks.host)", \(socks.port))
+            s.settimeout(\(timeout))
+
+            """ + body
+        let r = try runProcess("/usr/bin/env", ["python3", "-c", script], timeout: 30)
+        XCTAssertEqual(r.status, 0, r.err)
+        return r.out
     }
 }
