@@ -315,19 +315,65 @@ final class ProxyTests: XCTestCase {
         defer { echo.stop() }
         let (node, _) = try proxyNode()
         defer { node.stop() }
+        let out = try pySocksUDP(
+            through: node, timeout: 5,
+            """
+            for i in range(3):
+                s.sendto(b"ping-%d" % i, ("127.0.0.1", \(echo.port)))
+                data, addr = s.recvfrom(2048)
+                print(data.decode(), addr[1])
+            """)
+        XCTAssertEqual(out, "ping-0 \(echo.port)\nping-1 \(echo.port)\nping-2 \(echo.port)\n")
+    }
+    /// SOCKS5 UDP destinations go through the route table: a `hosts` route rewrites one (the
+    /// reply still names the address the client sent to), a `deny` route drops another with
+    /// one log line, and the association keeps serving the rest.
+    func testUDPAssociateFollowsRoutes() throws {
+        let echo = try UDPEcho()
+        defer { echo.stop() }
+        let (aliasPort, deniedPort) = (UInt16(9), UInt16(7))
+        let (node, log) = try proxyNode { config in
+            config.hosts = ["echo": HostConfig(addr: "127.0.0.1:\(echo.port)")]
+            config.routes = [
+                RouteConfig(dest: "127.0.0.2:\(aliasPort)", to: "echo"),
+                RouteConfig(dest: "127.0.0.2:\(deniedPort)", to: "deny"),
+            ]
+        }
+        defer { node.stop() }
+        let out = try pySocksUDP(
+            through: node, timeout: 1,
+            """
+            s.sendto(b"aliased", ("127.0.0.2", \(aliasPort)))
+            data, addr = s.recvfrom(2048)
+            print(data.decode(), addr[0], addr[1])
+            s.sendto(b"denied", ("127.0.0.2", \(deniedPort)))
+            try:
+                print("unexpected", s.recvfrom(2048))
+            except socket.timeout:
+                print("no reply")
+            s.sendto(b"direct", ("127.0.0.1", \(echo.port)))
+            data, addr = s.recvfrom(2048)
+            print(data.decode(), addr[0], addr[1])
+            """)
+        XCTAssertEqual(out, "aliased 127.0.0.2 \(aliasPort)\nno reply\ndirect 127.0.0.1 \(echo.port)\n")
+        XCTAssertNotNil(
+            log.waitForLine(containing: ["udp flow refused", "listener=socks5", "dst=127.0.0.2:\(deniedPort)", "denied by the route table"]),
+            "\(log.lines)")
+    }
+
+    /// Runs `body` in Python with `s`, a PySocks UDP socket through the node's SOCKS5 listener
+    /// (recv timeout `timeout` seconds); returns its stdout, failing the test on a non-zero exit.
+    private func pySocksUDP(through node: GateNode, timeout: Double, _ body: String) throws -> String {
         let socks = node.address(of: "socks5")!
         let script = """
             import socks, socket
             s = socks.socksocket(socket.AF_INET, socket.SOCK_DGRAM)
             s.set_proxy(socks.SOCKS5, "\(socks.host)", \(socks.port))
-            s.settimeout(5)
-            for i in range(3):
-                s.sendto(b"ping-%d" % i, ("127.0.0.1", \(echo.port)))
-                data, addr = s.recvfrom(2048)
-                print(data.decode(), addr[1])
-            """
+            s.settimeout(\(timeout))
+
+            """ + body
         let r = try runProcess("/usr/bin/env", ["python3", "-c", script], timeout: 30)
         XCTAssertEqual(r.status, 0, r.err)
-        XCTAssertEqual(r.out, "ping-0 \(echo.port)\nping-1 \(echo.port)\nping-2 \(echo.port)\n")
+        return r.out
     }
 }

@@ -235,15 +235,36 @@ final class RedirectTests: XCTestCase {
     /// echo back from 10.99.0.9:9000 (the client's socket is connected to that address, so it
     /// only accepts replies from there).
     func testTPROXYUDPBetweenNamespaces() throws {
-        try checkTPROXYUDP(ipv6: false, tag: "gu")
+        try checkTPROXYUDP(ipv6: false, tag: "gu", sends: ["one", "two", "three"].map { ($0, 9000, true) })
     }
 
     /// The same over IPv6 (`IPV6_TRANSPARENT`, `IPV6_ORIGDSTADDR`), to [fd99::9]:9000.
     func testTPROXYUDPOverIPv6BetweenNamespaces() throws {
-        try checkTPROXYUDP(ipv6: true, tag: "g6u")
+        try checkTPROXYUDP(ipv6: true, tag: "g6u", sends: ["one", "two", "three"].map { ($0, 9000, true) })
     }
 
-    private func checkTPROXYUDP(ipv6: Bool, tag: String) throws {
+    /// TPROXY UDP flows follow the route table: datagrams to 10.99.0.9:9001 go to the `hosts`
+    /// entry `echo` (10.99.0.9:9000) and the reply still comes from :9001; a flow to :9002 is
+    /// denied (no reply, one log line), and a flow to :9000 keeps working beside them.
+    func testTPROXYUDPFollowsRoutes() throws {
+        let routes = """
+            "udpIdleTimeout": 1, "hosts": {"echo": {"addr": "10.99.0.9:9000"}},
+            "routes": [{"dest": "10.99.0.9:9001", "to": "echo"}, {"dest": "10.99.0.9:9002", "to": "deny"}]
+            """
+        try checkTPROXYUDP(
+            ipv6: false, tag: "gr", routes: routes, sends: [("aliased", 9001, true), ("denied", 9002, false), ("direct", 9000, true)],
+            logLines: [
+                ["udp flow refused", "dst=10.99.0.9:9002", "denied by the route table"],
+                ["udp flow", "dst=10.99.0.9:9001", "to=10.99.0.9:9000", "end=idle"],
+            ])
+    }
+
+    /// Sends each word to the target's port from the client namespace (resending on loss) and
+    /// checks the echo comes back from that port via the node — or, for `replies: false`, that
+    /// none comes back; then waits for each of `logLines` (fragments of one line) in the node's log.
+    private func checkTPROXYUDP(
+        ipv6: Bool, tag: String, routes: String? = nil, sends: [(word: String, port: Int, replies: Bool)], logLines: [[String]] = []
+    ) throws {
         _ = try tool("nft")
         namespace = "ugate-\(tag)p-\(getpid())"
         let client = "ugate-\(tag)c-\(getpid())"
@@ -258,9 +279,11 @@ final class RedirectTests: XCTestCase {
         let ip = "/usr/sbin/ip"
         let listener = ipv6 ? "udp://[::]:15008" : "udp://0.0.0.0:15008"
         let (target, node, family) = ipv6 ? ("fd99::9", "fd66::1", "AF_INET6") : ("10.99.0.9", "10.66.0.1", "AF_INET")
+        let ports = Set(sends.map(\.port)).sorted().map(String.init).joined(separator: ", ")
         let nodeLog = try tproxyTopology(
-            client: client, server: server, rule: "iifname IIF udp dport 9000 tproxy to :15008 meta mark set 1 accept",
-            config: #"{"defaultListeners": false, "listeners": {"\#(listener)": {"proto": "tproxy"}}}"#, dir: dir, ipv6: ipv6)
+            client: client, server: server, rule: "iifname IIF udp dport { \(ports) } tproxy to :15008 meta mark set 1 accept",
+            config: #"{"defaultListeners": false, "listeners": {"\#(listener)": {"proto": "tproxy"}}\#(routes.map { ", " + $0 } ?? "")}"#,
+            dir: dir, ipv6: ipv6)
         XCTAssertTrue(((try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "").contains("\(listener) tproxy"))
 
         // The echo server names the source it saw, so the test proves the node sent it.
@@ -278,14 +301,16 @@ final class RedirectTests: XCTestCase {
         try serverProcess.run()
         processes.append(serverProcess)
 
+        let plan = sends.map { "(\"\($0.word)\", \($0.port), \($0.replies ? "True" : "False"))" }.joined(separator: ", ")
         let probe = """
             import socket, sys
-            s = socket.socket(socket.\(family), socket.SOCK_DGRAM)
-            s.connect(("\(target)", 9000))
-            s.settimeout(0.5)
             got = []
-            for word in ["one", "two", "three"]:
-                for attempt in range(20):
+            for word, port, replies in [\(plan)]:
+                s = socket.socket(socket.\(family), socket.SOCK_DGRAM)
+                s.connect(("\(target)", port))
+                s.settimeout(0.5)
+                line = "%s: no reply" % word
+                for attempt in range(20 if replies else 4):
                     s.send(word.encode())
                     try:
                         data, src = s.recvfrom(65536)
@@ -294,15 +319,19 @@ final class RedirectTests: XCTestCase {
                             data, src = s.recvfrom(65536)
                     except socket.timeout:
                         continue
-                    got.append("%s from %s:%d" % (data.decode(), src[0], src[1]))
+                    line = "%s from %s:%d" % (data.decode(), src[0], src[1])
                     break
+                got.append(line)
             print("\\n".join(got))
             """
         let result = try runProcess(ip, ["netns", "exec", client, "python3", "-c", probe], timeout: 60)
         XCTAssertEqual(result.status, 0, result.err)
         XCTAssertEqual(
             result.out.split(separator: "\n").map(String.init),
-            ["one", "two", "three"].map { "echo \($0) via \(node) from \(target):9000" },
+            sends.map { $0.replies ? "echo \($0.word) via \(node) from \(target):\($0.port)" : "\($0.word): no reply" },
             (try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? "")
+        for fragments in logLines {
+            XCTAssertNotNil(waitFor(nodeLog, fragments), "\(fragments): " + ((try? String(contentsOfFile: nodeLog, encoding: .utf8)) ?? ""))
+        }
     }
 }

@@ -54,6 +54,24 @@ final class GateContext: Sendable {
             logger: accessLog)
     }
 
+    /// Where a datagram flow goes (TPROXY UDP, SOCKS5 UDP ASSOCIATE): the route table decides
+    /// as for a stream (`deny` refuses, a `hosts` name rewrites the destination). Only direct
+    /// routes carry datagrams — the named upstreams (mesh transports) carry TCP streams — so a
+    /// route to one refuses the flow with an error that says so.
+    func udpRoute(_ info: StreamInfo) throws -> Destination {
+        let decision = try router.route(info)
+        guard decision.upstream is DirectUpstream else {
+            throw GateError(.noRoute, "\(info.destination) routes to \(decision.upstream.name), which carries TCP streams only")
+        }
+        return decision.destination
+    }
+
+    /// Logs a datagram flow the route table refused (once per flow, not per datagram).
+    func udpRefused(listener: String, source: SocketAddress, destination: Destination, _ error: any Error) {
+        GateMetrics.shared.dialFailures.increment()
+        log.info("udp flow refused", metadata: ["listener": "\(listener)", "src": "\(source)", "dst": "\(destination)", "error": "\(error)"])
+    }
+
     /// Logs a failed dial.
     func dialFailed(_ info: StreamInfo, _ error: any Error) {
         log.info("dial failed", metadata: ["listener": "\(info.listener)", "src": "\(info.source)", "dst": "\(info.destination)", "error": "\(error)"])

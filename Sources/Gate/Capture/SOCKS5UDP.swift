@@ -2,8 +2,10 @@ import Glibc
 
 /// One SOCKS5 UDP ASSOCIATE (RFC 1928 §7): a relay socket for the client, outbound sockets
 /// for the destinations, a NAT table of the destinations the client sent to (only their
-/// replies are relayed back; entries expire when idle), alive while the control TCP
-/// connection is open. Loop-thread only after `start`.
+/// replies are relayed back, under the address the client sent to; entries expire when
+/// idle), alive while the control TCP connection is open. Each destination goes through the
+/// route table (`GateContext.udpRoute`): refused ones are dropped, logged once each.
+/// Loop-thread only after `start`.
 final class SOCKS5UDPAssociation: LoopHandler, @unchecked Sendable {  // state is touched only on `loop`'s thread after start
     let control: Int32
     let relay: Int32
@@ -14,7 +16,10 @@ final class SOCKS5UDPAssociation: LoopHandler, @unchecked Sendable {  // state i
     private let listener: String
     private var clientUDP: SocketAddress?
     private var outbound: [Bool: Int32] = [:]  // keyed by isIPv6
-    private var flows: [SocketAddress: UInt64] = [:]
+    /// Remote address → last datagram time and, when a route rewrote the destination, the
+    /// one the client addressed (its replies carry that in their SOCKS header).
+    private var flows: [SocketAddress: (lastSeen: UInt64, shownAs: Destination?)] = [:]
+    private var refused: Set<Destination> = []
     private var resolved: [String: SocketAddress] = [:]
     private var buffer = [UInt8](repeating: 0, count: Datagram.maxSize)
     private var closed = false
@@ -43,7 +48,7 @@ final class SOCKS5UDPAssociation: LoopHandler, @unchecked Sendable {  // state i
         loop.schedule(afterMillis: 1000) { [self] in
             guard !closed else { return }
             let limit = UInt64(context.config.udpIdleTimeout * 1000)
-            flows = flows.filter { loop.now - $0.value <= limit }
+            flows = flows.filter { loop.now - $0.value.lastSeen <= limit }
             scheduleSweep()
         }
     }
@@ -63,10 +68,10 @@ final class SOCKS5UDPAssociation: LoopHandler, @unchecked Sendable {  // state i
             guard let (n, from) = Datagram.receive(fd, into: &buffer) else { return }
             if fd == relay {
                 fromClient(n, from)
-            } else if flows[from] != nil, let clientUDP {
-                flows[from] = loop.now
+            } else if let flow = flows[from], let clientUDP {
+                flows[from]!.lastSeen = loop.now
                 bytesDown += UInt64(n)
-                let packet = SOCKS5UDPHeader(destination: from.destination).encoded() + buffer[0..<n]
+                let packet = SOCKS5UDPHeader(destination: flow.shownAs ?? from.destination).encoded() + buffer[0..<n]
                 _ = packet.withUnsafeBytes { Datagram.send(relay, $0, to: clientUDP) }
             }
         }
@@ -79,23 +84,33 @@ final class SOCKS5UDPAssociation: LoopHandler, @unchecked Sendable {  // state i
         guard from == clientUDP else { return }
         guard case .done(let header, let consumed) = SOCKS5UDPHeader.parse(buffer[0..<n]) else { return }
         let payload = Array(buffer[consumed..<n])
-        let destination = header.destination
+        let asked = header.destination
+        guard !refused.contains(asked) else { return }
+        let destination: Destination
+        do {
+            destination = try context.udpRoute(StreamInfo(listener: listener, source: from.description, destination: asked, proto: "udp"))
+        } catch {
+            refused.insert(asked)
+            context.udpRefused(listener: listener, source: from, destination: asked, error)
+            return
+        }
+        let shownAs = destination == asked ? nil : asked
         if let literal = try? SocketAddress(host: destination.host, port: destination.port) {
-            send(payload, to: literal)
+            send(payload, to: literal, shownAs: shownAs)
         } else if let cached = resolved[destination.host] {
-            send(payload, to: try! SocketAddress(host: cached.host, port: destination.port))
+            send(payload, to: try! SocketAddress(host: cached.host, port: destination.port), shownAs: shownAs)
         } else {
             Task { [self] in
                 guard let address = try? await Resolver.resolve(destination).first else { return }
                 loop.execute { [self] in
                     resolved[destination.host] = address
-                    send(payload, to: address)
+                    send(payload, to: address, shownAs: shownAs)
                 }
             }
         }
     }
 
-    private func send(_ payload: [UInt8], to destination: SocketAddress) {
+    private func send(_ payload: [UInt8], to destination: SocketAddress, shownAs: Destination?) {
         guard !closed else { return }
         var out = outbound[destination.isIPv6]
         if out == nil {
@@ -103,7 +118,7 @@ final class SOCKS5UDPAssociation: LoopHandler, @unchecked Sendable {  // state i
             outbound[destination.isIPv6] = s
             out = s
         }
-        flows[destination] = loop.now
+        flows[destination] = (loop.now, shownAs)
         bytesUp += UInt64(payload.count)
         _ = payload.withUnsafeBytes { Datagram.send(out!, $0, to: destination) }
     }

@@ -68,10 +68,13 @@ enum Datagram {
 }
 
 /// A UDP listener with per-flow NAT: `udp://:P` forwards every datagram to `forwardTo`;
-/// a TPROXY one (`"udp://…": {"proto": "tproxy"}`) forwards it to the destination the client
-/// sent it to (`IP_RECVORIGDSTADDR`) and sends the replies from that destination (a transparent
+/// a TPROXY one (`"udp://…": {"proto": "tproxy"}`) asks the route table where each new flow
+/// goes (the destination the client sent to, `IP_RECVORIGDSTADDR`, unless a rule denies it or
+/// names a `hosts` entry) and sends the replies from that original destination (a transparent
 /// socket bound to it, per flow). A flow is a (client, destination) pair with its own outbound
-/// socket; flows expire after `udpIdleTimeout` without traffic. Loop-thread only after `start`.
+/// socket; flows expire after `udpIdleTimeout` without traffic, and so do refused flows (their
+/// datagrams are dropped without a log line each). While a routed host name resolves, up to
+/// `pendingLimit` datagrams wait. Loop-thread only after `start`.
 final class UDPForwarder: LoopHandler, @unchecked Sendable {  // state is touched only on `loop`'s thread
     let name: String
     let fd: Int32
@@ -90,6 +93,8 @@ final class UDPForwarder: LoopHandler, @unchecked Sendable {  // state is touche
     private struct Flow {
         /// Connected to the destination; replies arrive here.
         var fd: Int32
+        /// Where `fd` is connected: the original destination, or where a route sent it.
+        var target: SocketAddress
         /// TPROXY: the transparent socket replies leave from; otherwise the listening socket.
         var reply: Int32?
         var lastSeen: UInt64
@@ -101,6 +106,11 @@ final class UDPForwarder: LoopHandler, @unchecked Sendable {  // state is touche
     }
     private var flows: [FlowKey: Flow] = [:]
     private var flowOf: [Int32: FlowKey] = [:]
+    /// Flows the route table refused, by last datagram time.
+    private var refused: [FlowKey: UInt64] = [:]
+    /// Flows whose routed host name is resolving, with the datagrams that arrived meanwhile.
+    private var pending: [FlowKey: [[UInt8]]] = [:]
+    static let pendingLimit = 64
     private var buffer = [UInt8](repeating: 0, count: Datagram.maxSize)
     private var stopped = false
 
@@ -148,6 +158,8 @@ final class UDPForwarder: LoopHandler, @unchecked Sendable {  // state is touche
             loop.deregister(fd)
             Glibc.close(fd)
             for key in Array(flows.keys) { close(key, reason: "stop") }
+            refused = [:]
+            pending = [:]
         }
     }
 
@@ -161,7 +173,7 @@ final class UDPForwarder: LoopHandler, @unchecked Sendable {  // state is touche
         context.accessLog.info(
             "udp flow",
             metadata: [
-                "listener": "\(name)", "proto": "\(proto)", "src": "\(key.client)", "dst": "\(key.destination)",
+                "listener": "\(name)", "proto": "\(proto)", "src": "\(key.client)", "dst": "\(key.destination)", "to": "\(flow.target)",
                 "bytes.up": "\(flow.bytesUp)", "bytes.down": "\(flow.bytesDown)",
                 "datagrams.up": "\(flow.datagramsUp)", "datagrams.down": "\(flow.datagramsDown)",
                 "ms": "\(loop.now - flow.started)", "end": "\(reason)",
@@ -173,6 +185,7 @@ final class UDPForwarder: LoopHandler, @unchecked Sendable {  // state is touche
             guard !stopped else { return }
             let limit = UInt64(context.config.udpIdleTimeout * 1000)
             for (key, flow) in flows where loop.now - flow.lastSeen > limit { close(key, reason: "idle") }
+            refused = refused.filter { loop.now - $0.value <= limit }
             scheduleSweep()
         }
     }
@@ -201,21 +214,72 @@ final class UDPForwarder: LoopHandler, @unchecked Sendable {  // state is touche
 
     private func fromClient(_ n: Int, _ key: FlowKey) {
         if flows[key] == nil {
-            guard let flow = open(key) else { return }
+            guard let target = route(key, n) else { return }
+            guard let flow = open(key, target: target) else { return }
             flows[key] = flow
             flowOf[flow.fd] = key
         }
-        flows[key]!.lastSeen = loop.now
-        flows[key]!.bytesUp += UInt64(n)
-        flows[key]!.datagramsUp += 1
-        let out = flows[key]!.fd
-        _ = buffer.withUnsafeBytes { Datagram.send(out, UnsafeRawBufferPointer(rebasing: $0[0..<n]), to: nil) }
+        _ = buffer.withUnsafeBytes { send(UnsafeRawBufferPointer(rebasing: $0[0..<n]), on: key) }
     }
 
-    /// The outbound socket (and for TPROXY the reply socket) of a new flow.
-    private func open(_ key: FlowKey) -> Flow? {
+    private func send(_ datagram: UnsafeRawBufferPointer, on key: FlowKey) {
+        guard let out = flows[key]?.fd else { return }
+        flows[key]!.lastSeen = loop.now
+        flows[key]!.bytesUp += UInt64(datagram.count)
+        flows[key]!.datagramsUp += 1
+        Datagram.send(out, datagram, to: nil)
+    }
+
+    /// The address a new flow is connected to: for `udp://` the listener's target; for TPROXY
+    /// the route table's answer. nil when the flow is refused, or while its routed host name
+    /// resolves (the datagram in `buffer[0..<n]` then waits in `pending`).
+    private func route(_ key: FlowKey, _ n: Int) -> SocketAddress? {
+        guard proto == .tproxy else { return key.destination }
+        if refused[key] != nil {
+            refused[key] = loop.now
+            return nil
+        }
+        if pending[key] != nil {
+            if pending[key]!.count < Self.pendingLimit { pending[key]!.append(Array(buffer[0..<n])) }
+            return nil
+        }
+        let destination: Destination
+        do {
+            destination = try context.udpRoute(
+                StreamInfo(listener: name, source: key.client.description, destination: key.destination.destination, proto: "udp"))
+        } catch {
+            refuse(key, error)
+            return nil
+        }
+        if let literal = try? SocketAddress(host: destination.host, port: destination.port) { return literal }
+        pending[key] = [Array(buffer[0..<n])]
+        Task { [self] in
+            let resolved = try? await Resolver.resolve(destination).first
+            loop.execute { [self] in
+                guard !stopped, let queued = pending.removeValue(forKey: key) else { return }
+                guard let resolved else {
+                    refuse(key, GateError(.noRoute, "\(destination) does not resolve"))
+                    return
+                }
+                guard let flow = open(key, target: resolved) else { return }
+                flows[key] = flow
+                flowOf[flow.fd] = key
+                for datagram in queued { datagram.withUnsafeBytes { send($0, on: key) } }
+            }
+        }
+        return nil
+    }
+
+    private func refuse(_ key: FlowKey, _ error: any Error) {
+        refused[key] = loop.now
+        context.udpRefused(listener: name, source: key.client, destination: key.destination.destination, error)
+    }
+
+    /// The outbound socket, connected to `target`, (and for TPROXY the reply socket, bound to
+    /// the original destination) of a new flow.
+    private func open(_ key: FlowKey, target: SocketAddress) -> Flow? {
         var reply: Int32?
-        if target == nil {
+        if proto == .tproxy {
             do {
                 reply = try Datagram.transparentSender(boundTo: key.destination)
             } catch {
@@ -223,16 +287,16 @@ final class UDPForwarder: LoopHandler, @unchecked Sendable {  // state is touche
                 return nil
             }
         }
-        guard let s = try? Datagram.socket(ipv6: key.destination.isIPv6) else {
+        guard let s = try? Datagram.socket(ipv6: target.isIPv6) else {
             if let reply { Glibc.close(reply) }
             return nil
         }
-        let ok = key.destination.withSockAddr { Glibc.connect(s, $0, $1) } == 0
+        let ok = target.withSockAddr { Glibc.connect(s, $0, $1) } == 0
         guard ok, loop.register(s, Interest.read, self) else {
             Glibc.close(s)
             if let reply { Glibc.close(reply) }
             return nil
         }
-        return Flow(fd: s, reply: reply, lastSeen: loop.now, started: loop.now)
+        return Flow(fd: s, target: target, reply: reply, lastSeen: loop.now, started: loop.now)
     }
 }
