@@ -225,6 +225,22 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         }
     }
 
+    /// The SCTP association's delayed-SACK setting as usrsctp reports it (the configured
+    /// ``DataChannelSessionConfiguration/acknowledgement``, or the process default); nil before
+    /// the SCTP socket exists or after it is closed.
+    public func acknowledgementInUse() async -> SCTPAcknowledgement? {
+        await withCheckedContinuation { continuation in
+            loop.execute {
+                var delay: UInt32 = 0
+                var packets: UInt32 = 0
+                guard let socket = self.socket, ugate_sctp_get_delayed_sack(socket, &delay, &packets) == 0 else {
+                    return continuation.resume(returning: nil)
+                }
+                continuation.resume(returning: SCTPAcknowledgement(packets: Int(packets), delayMilliseconds: Int(delay)))
+            }
+        }
+    }
+
     /// Number of sessions alive in this process (registered with the loop), for leak checks.
     public static func liveSessionCount() -> Int { DataChannelLoop.shared.liveCount() }
 
@@ -381,6 +397,10 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         let pathMTU = configuration.sctpPathMTU(datagram: datagramSize, aead: dtls?.negotiatedAEAD ?? false)
         rc = ugate_sctp_set_path_mtu(socket, UInt32(pathMTU))
         guard rc == 0 else { throw DataChannelError(.sctp, "SCTP_PEER_ADDR_PARAMS (path MTU \(pathMTU)) failed: errno \(rc)") }
+        if let acknowledgement = configuration.acknowledgement {
+            rc = ugate_sctp_set_delayed_sack(socket, UInt32(acknowledgement.delayMilliseconds), UInt32(acknowledgement.packets))
+            guard rc == 0 else { throw DataChannelError(.sctp, "SCTP_DELAYED_SACK (\(acknowledgement)) failed: errno \(rc)") }
+        }
         rc = ugate_sctp_bind(socket, UInt(contextID), configuration.localSCTPPort)
         guard rc == 0 else { throw DataChannelError(.sctp, "usrsctp_bind port \(configuration.localSCTPPort) failed: errno \(rc)") }
         // Both sides connect: simultaneous open (RFC 8841 §9.3).

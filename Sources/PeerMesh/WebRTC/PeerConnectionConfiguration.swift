@@ -28,6 +28,10 @@ public struct PeerConnectionConfiguration: Sendable {
     /// The ICE loop the agent runs on (``ICEEventLoop/shared`` by default; a loop made with a
     /// `networkNamespace` puts the connection's sockets in that namespace).
     public var iceLoop: ICEEventLoop = .shared
+    /// When our SCTP receiver acknowledges DATA. nil (the default) chooses from the remote
+    /// description: ``SCTPAcknowledgement/ugatePeer`` when it carries `a=ugate-max-datagram-size`
+    /// (a ugate peer, usrsctp), ``SCTPAcknowledgement/everySecondPacket`` otherwise.
+    public var acknowledgement: SCTPAcknowledgement?
 
     /// Creates a configuration with the defaults named on each property.
     public init(ice: ICEConfiguration = ICEConfiguration(), trickle: Bool = false,
