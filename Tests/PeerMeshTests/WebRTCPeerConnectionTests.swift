@@ -122,6 +122,10 @@ final class WebRTCPeerConnectionTests: XCTestCase {
         XCTAssertEqual(offerer.selectedPair?.local.kind, .host)
         XCTAssertEqual(offerer.datagramSize, DataChannelSessionConfiguration.largestRecordDatagram)
         XCTAssertEqual(answerer.datagramSize, DataChannelSessionConfiguration.largestRecordDatagram)
+        // Both descriptions carry the attribute: usrsctp on both ends, a SACK per four packets.
+        let offererSACK = await offerer.acknowledgementInUse(), answererSACK = await answerer.acknowledgementInUse()
+        XCTAssertEqual(offererSACK, .ugatePeer)
+        XCTAssertEqual(answererSACK, .ugatePeer)
         await offerer.close()
         _ = await waitUntilEnded(answerer)
         for echo in echoes { await echo.value }
@@ -144,6 +148,12 @@ final class WebRTCPeerConnectionTests: XCTestCase {
             XCTAssertTrue(result.intact, "\(result)")
             XCTAssertEqual(result.datagramSize, expected)
             XCTAssertEqual(answerer.datagramSize, expected)
+            // The SACK policy follows the remote description: an answer without the attribute
+            // looks like a foreign stack to the offerer (every second packet); the answerer sees
+            // the offerer's attribute (every fourth).
+            let offererSACK = await offerer.acknowledgementInUse(), answererSACK = await answerer.acknowledgementInUse()
+            XCTAssertEqual(offererSACK, answererSize == nil ? .everySecondPacket : .ugatePeer)
+            XCTAssertEqual(answererSACK, .ugatePeer)
             await offerer.close()
             _ = await waitUntilEnded(answerer)
             await echo.value
