@@ -97,8 +97,8 @@ struct WebRTCOptions: ParsableArguments {
         discussion: "1200 advertises nothing and keeps the WebRTC default."))
     var mtu = DataChannelSessionConfiguration.largestRecordDatagram
     @Option(help: ArgumentHelp(
-        "When our SCTP receiver acknowledges: PACKETS[/DELAY_MS], a SACK per PACKETS DATA packets or after DELAY_MS (default 20).",
-        discussion: "Default: 4/20 towards a ugate peer (a=ugate-max-datagram-size in its description), 2/20 towards other stacks."))
+        "When our SCTP receiver acknowledges: PACKETS[/DELAY_MS][+merge], a SACK per PACKETS DATA packets or after DELAY_MS (default 20); +merge sends one of consecutive SACK-only packets per loop pass.",
+        discussion: "Default: 4/20 towards a ugate peer (a=ugate-max-datagram-size in its description), 2/20+merge towards other stacks."))
     var sack: String?
     @Option(help: "Give up after this many seconds (whole run).")
     var timeout: Double = 120
@@ -117,7 +117,7 @@ struct WebRTCOptions: ParsableArguments {
         }
         if relayOnly, turn.isEmpty { throw ValidationError("--relay-only needs --turn") }
         if let sack, SCTPAcknowledgement(parsing: sack) == nil {
-            throw ValidationError("--sack must be PACKETS or PACKETS/DELAY_MS (PACKETS ≥ 1, DELAY_MS 1–500), got \(sack)")
+            throw ValidationError("--sack must be PACKETS[/DELAY_MS][+merge] (PACKETS ≥ 1, DELAY_MS 1–500), got \(sack)")
         }
         _ = try SignalChannel.Kind(parsing: signal)
     }
@@ -214,7 +214,7 @@ struct WebRTCOptions: ParsableArguments {
     /// SCTP packets this process sent so far, and how many were standalone SACKs.
     private func sctpPacketMetadata() -> Logger.Metadata {
         let counts = SCTPPacketCounters.snapshot
-        return ["sctpPackets": "\(counts.packets)", "sctpDataPackets": "\(counts.withData)", "sctpSACKOnly": "\(counts.sackOnly)",
+        return ["sctpPackets": "\(counts.packets)", "sctpDataPackets": "\(counts.withData)", "sctpSACKOnly": "\(counts.sackOnly)", "sctpSACKsMerged": "\(counts.mergedSACKs)",
                 "sctpWindowUpdates": "\(counts.windowUpdateSACKs)", "sctpDuplicates": "\(counts.duplicateData)",
                 "sctpRetransmitted": "\(counts.retransmittedData)", "sctpWindowDrops": "\(counts.windowDrops)"]
     }

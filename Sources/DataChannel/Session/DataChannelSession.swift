@@ -103,6 +103,10 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
     private var dtls: DTLSConnection?
     private var socket: OpaquePointer?  // struct socket*
     private var outbox: [[UInt8]] = []
+    /// The last gap-free SACK-only packet of this pass, not yet encrypted (`acknowledgement.merge`):
+    /// replaced by a newer one, written before any other packet and at the end of the pass.
+    private var heldSACK: [UInt8]?
+    private let mergeSACKs: Bool
     private var reassembly: [UInt16: [UInt8]] = [:]
     private var oversized: Set<UInt16> = []
     private var channels: [UInt16: DataChannel] = [:]
@@ -133,6 +137,7 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         self.configuration = configuration
         self.logger = logger
         self.publishedMTU = Atomic(configuration.mtu)
+        self.mergeSACKs = configuration.acknowledgement?.merge ?? false
         let (stream, continuation) = AsyncStream.makeStream(of: DataChannel.self)
         incomingChannels = stream
         incomingContinuation = continuation
@@ -236,7 +241,8 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
                 guard let socket = self.socket, ugate_sctp_get_delayed_sack(socket, &delay, &packets) == 0 else {
                     return continuation.resume(returning: nil)
                 }
-                continuation.resume(returning: SCTPAcknowledgement(packets: Int(packets), delayMilliseconds: Int(delay)))
+                continuation.resume(returning: SCTPAcknowledgement(
+                    packets: Int(packets), delayMilliseconds: Int(delay), merge: self.mergeSACKs))
             }
         }
     }
@@ -553,6 +559,7 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
     }
 
     private func flushOutbox() {
+        releaseHeldSACK()
         guard !outbox.isEmpty else { return }
         let datagrams = outbox
         outbox.removeAll(keepingCapacity: true)
@@ -612,7 +619,23 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
     }
 
     func sctpOutput(_ packet: UnsafeRawBufferPointer) {
+        if mergeSACKs, SCTPAcknowledgement.isPlainSACK(packet) {
+            if heldSACK != nil { SCTPPacketCounters.countMerged() }
+            heldSACK = Array(packet)
+            return
+        }
+        releaseHeldSACK()
+        SCTPPacketCounters.count(packet)
         dtls?.write(packet)
+    }
+
+    private func releaseHeldSACK() {
+        guard let packet = heldSACK else { return }
+        heldSACK = nil
+        packet.withUnsafeBytes { bytes in
+            SCTPPacketCounters.count(bytes)
+            _ = dtls?.write(bytes)
+        }
     }
 
     func sctpSocketReady() {

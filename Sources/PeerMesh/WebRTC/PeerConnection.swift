@@ -352,7 +352,7 @@ public final class PeerConnection: Sendable {
             remoteMaxMessageSize: remote.effectiveMaxMessageSize,
             localMaxMessageSize: configuration.maxMessageSize, mtu: configuration.mtu,
             acknowledgement: configuration.acknowledgement
-                ?? (remote.maxDatagramSize != nil ? .ugatePeer : .everySecondPacket))
+                ?? (remote.maxDatagramSize != nil ? .ugatePeer : .foreignPeer))
         // A larger datagram size only when both sides advertise one (foreign stacks never do).
         var agreed: Int?
         if let ours = local.maxDatagramSize, let theirs = remote.maxDatagramSize { agreed = min(ours, theirs) }

@@ -30,7 +30,7 @@ public struct PeerConnectionConfiguration: Sendable {
     public var iceLoop: ICEEventLoop = .shared
     /// When our SCTP receiver acknowledges DATA. nil (the default) chooses from the remote
     /// description: ``SCTPAcknowledgement/ugatePeer`` when it carries `a=ugate-max-datagram-size`
-    /// (a ugate peer, usrsctp), ``SCTPAcknowledgement/everySecondPacket`` otherwise.
+    /// (a ugate peer, usrsctp), ``SCTPAcknowledgement/foreignPeer`` otherwise.
     public var acknowledgement: SCTPAcknowledgement?
 
     /// Creates a configuration with the defaults named on each property.
