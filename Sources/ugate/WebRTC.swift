@@ -94,7 +94,7 @@ struct WebRTCOptions: ParsableArguments {
     var channels = 1
     @Option(help: ArgumentHelp(
         "Largest datagram to accept and use once DTLS is up, advertised as a=ugate-max-datagram-size (only ugate peers use it; capped by the selected path's MTU).",
-        discussion: "1200 advertises nothing and keeps the WebRTC default."))
+        discussion: "1200 keeps the WebRTC default (still advertised as 1200, which tells a ugate peer it talks to ugate)."))
     var mtu = DataChannelSessionConfiguration.largestRecordDatagram
     @Option(help: ArgumentHelp(
         "When our SCTP receiver acknowledges: PACKETS[/DELAY_MS][+merge], a SACK per PACKETS DATA packets or after DELAY_MS (default 20); +merge sends one of consecutive SACK-only packets per loop pass.",

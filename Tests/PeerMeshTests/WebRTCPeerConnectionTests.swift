@@ -133,9 +133,11 @@ final class WebRTCPeerConnectionTests: XCTestCase {
     }
 
     /// A peer that does not advertise the attribute (as every foreign stack) keeps both sides
-    /// at the 1200-byte MTU; the smaller of two advertised values wins.
+    /// at the 1200-byte MTU; the smaller of two advertised values wins; a ugate peer configured
+    /// at 1200 advertises 1200, so it gets the ugate SACK policy.
     func testPeerWithoutTheAttributeKeepsBothAt1200AndSmallerValueWins() async throws {
-        for (answererSize, expected) in [(Int?.none, 1200), (9000, 9000)] {
+        // 1200: a ugate peer held at the WebRTC default still advertises (and is recognised).
+        for (answererSize, expected) in [(Int?.none, 1200), (9000, 9000), (1200, 1200)] {
             var plain = configuration(trickle: false)
             plain.maxDatagramSize = answererSize
             let offerer = try PeerConnection(configuration: configuration(trickle: false))
