@@ -591,6 +591,7 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
             self.socket = nil
         }
         if contextID != 0 { usrsctp_deregister_address(contextPointer(for: contextID)) }
+        releaseHeldSACK()  // before close_notify: nothing may follow it
         if notifyPeer { dtls?.shutdown() }
         flushOutbox()
         dtls?.close()
