@@ -70,6 +70,33 @@ static inline struct sockaddr_conn ugate_sctp_conn_address(uintptr_t id, uint16_
     return a;
 }
 
+/// Delayed-acknowledgement settings of this socket's association (RFC 4960 §6.2): a SACK after
+/// every `freq` DATA packets, or `delay_ms` after the first unacknowledged one. On a one-to-one
+/// socket before connect (SCTP_FUTURE_ASSOC) they become the endpoint's defaults, which the
+/// association inherits; afterwards they change the live association. Returns 0 or errno.
+static inline int ugate_sctp_set_delayed_sack(struct socket *so, uint32_t delay_ms, uint32_t freq) {
+    struct sctp_sack_info sack;
+    memset(&sack, 0, sizeof(sack));
+    sack.sack_assoc_id = SCTP_FUTURE_ASSOC;
+    sack.sack_delay = delay_ms;
+    sack.sack_freq = freq;
+    if (usrsctp_setsockopt(so, IPPROTO_SCTP, SCTP_DELAYED_SACK, &sack, sizeof(sack)) < 0) return errno;
+    return 0;
+}
+
+/// Reads back the delayed-acknowledgement settings (the association's when one exists).
+/// Returns 0 or errno.
+static inline int ugate_sctp_get_delayed_sack(struct socket *so, uint32_t *delay_ms, uint32_t *freq) {
+    struct sctp_sack_info sack;
+    socklen_t length = sizeof(sack);
+    memset(&sack, 0, sizeof(sack));
+    sack.sack_assoc_id = SCTP_FUTURE_ASSOC;
+    if (usrsctp_getsockopt(so, IPPROTO_SCTP, SCTP_DELAYED_SACK, &sack, &length) < 0) return errno;
+    *delay_ms = sack.sack_delay;
+    *freq = sack.sack_freq;
+    return 0;
+}
+
 /// Lowers the path MTU of the established association (every path: the address is AF_CONN
 /// with a NULL sconn_addr, which usrsctp requires once an association exists — a zeroed
 /// address fails with EAFNOSUPPORT). usrsctp lowers the association's smallest MTU

@@ -94,8 +94,12 @@ struct WebRTCOptions: ParsableArguments {
     var channels = 1
     @Option(help: ArgumentHelp(
         "Largest datagram to accept and use once DTLS is up, advertised as a=ugate-max-datagram-size (only ugate peers use it; capped by the selected path's MTU).",
-        discussion: "1200 advertises nothing and keeps the WebRTC default."))
+        discussion: "1200 keeps the WebRTC default (still advertised as 1200, which tells a ugate peer it talks to ugate)."))
     var mtu = DataChannelSessionConfiguration.largestRecordDatagram
+    @Option(help: ArgumentHelp(
+        "When our SCTP receiver acknowledges: PACKETS[/DELAY_MS][+merge], a SACK per PACKETS DATA packets or after DELAY_MS (default 20); +merge sends one of consecutive SACK-only packets per loop pass.",
+        discussion: "Default: 4/20 towards a ugate peer (a=ugate-max-datagram-size in its description), 2/20+merge towards other stacks."))
+    var sack: String?
     @Option(help: "Give up after this many seconds (whole run).")
     var timeout: Double = 120
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).")
@@ -112,6 +116,9 @@ struct WebRTCOptions: ParsableArguments {
             throw ValidationError("--turn needs --turn-user and --turn-password")
         }
         if relayOnly, turn.isEmpty { throw ValidationError("--relay-only needs --turn") }
+        if let sack, SCTPAcknowledgement(parsing: sack) == nil {
+            throw ValidationError("--sack must be PACKETS[/DELAY_MS][+merge] (PACKETS ≥ 1, DELAY_MS 1–500), got \(sack)")
+        }
         _ = try SignalChannel.Kind(parsing: signal)
     }
 
@@ -122,7 +129,9 @@ struct WebRTCOptions: ParsableArguments {
         ice.localAddresses = localAddress
         ice.transportPolicy = relayOnly ? .relay : .all
         ice.connectTimeout = .seconds(min(timeout, 60))
-        return PeerConnectionConfiguration(ice: ice, trickle: trickle, maxDatagramSize: mtu)
+        var configuration = PeerConnectionConfiguration(ice: ice, trickle: trickle, maxDatagramSize: mtu)
+        configuration.acknowledgement = sack.flatMap(SCTPAcknowledgement.init(parsing:))
+        return configuration
     }
 
     /// Logs to stderr at `--log-level`, and the `--timeout` watchdog (exit status 3).
@@ -177,7 +186,9 @@ struct WebRTCOptions: ParsableArguments {
         defer { candidateReader.cancel() }
         try await connection.connect()
         let pair = connection.selectedPair
+        let acknowledgement = await connection.acknowledgementInUse()
         logger.info("connected", metadata: [
+            "sack": "\(acknowledgement.map(\.description) ?? "?")",
             "ms": "\(Int(Date().timeIntervalSince(started) * 1000))",
             "local": "\(pair?.local.attributeValue ?? "?")", "remote": "\(pair?.remote.attributeValue ?? "?")",
             "mtu": "\(connection.datagramSize ?? 0)",
@@ -203,7 +214,7 @@ struct WebRTCOptions: ParsableArguments {
     /// SCTP packets this process sent so far, and how many were standalone SACKs.
     private func sctpPacketMetadata() -> Logger.Metadata {
         let counts = SCTPPacketCounters.snapshot
-        return ["sctpPackets": "\(counts.packets)", "sctpDataPackets": "\(counts.withData)", "sctpSACKOnly": "\(counts.sackOnly)",
+        return ["sctpPackets": "\(counts.packets)", "sctpDataPackets": "\(counts.withData)", "sctpSACKOnly": "\(counts.sackOnly)", "sctpSACKsMerged": "\(counts.mergedSACKs)",
                 "sctpWindowUpdates": "\(counts.windowUpdateSACKs)", "sctpDuplicates": "\(counts.duplicateData)",
                 "sctpRetransmitted": "\(counts.retransmittedData)", "sctpWindowDrops": "\(counts.windowDrops)"]
     }

@@ -39,9 +39,10 @@ struct SessionPair {
     }
 
     /// A connected pair with one channel the client opened: (pair, client's end, server's end).
-    static func withChannel(label: String = "bulk", impairment: MemoryDatagramPipe.Impairment = .init())
+    static func withChannel(label: String = "bulk", impairment: MemoryDatagramPipe.Impairment = .init(),
+                            configure: (inout DataChannelSessionConfiguration) -> Void = { _ in })
         async throws -> (SessionPair, DataChannel, DataChannel) {
-        let pair = try SessionPair.make(impairment: impairment)
+        let pair = try SessionPair.make(impairment: impairment, configure: configure)
         try await pair.connect()
         let channel = try await pair.client.openChannel(label: label)
         return (pair, channel, try await nextChannel(pair.server))

@@ -122,6 +122,10 @@ final class WebRTCPeerConnectionTests: XCTestCase {
         XCTAssertEqual(offerer.selectedPair?.local.kind, .host)
         XCTAssertEqual(offerer.datagramSize, DataChannelSessionConfiguration.largestRecordDatagram)
         XCTAssertEqual(answerer.datagramSize, DataChannelSessionConfiguration.largestRecordDatagram)
+        // Both descriptions carry the attribute: usrsctp on both ends, a SACK per four packets.
+        let offererSACK = await offerer.acknowledgementInUse(), answererSACK = await answerer.acknowledgementInUse()
+        XCTAssertEqual(offererSACK, .ugatePeer)
+        XCTAssertEqual(answererSACK, .ugatePeer)
         await offerer.close()
         _ = await waitUntilEnded(answerer)
         for echo in echoes { await echo.value }
@@ -129,9 +133,11 @@ final class WebRTCPeerConnectionTests: XCTestCase {
     }
 
     /// A peer that does not advertise the attribute (as every foreign stack) keeps both sides
-    /// at the 1200-byte MTU; the smaller of two advertised values wins.
+    /// at the 1200-byte MTU; the smaller of two advertised values wins; a ugate peer configured
+    /// at 1200 advertises 1200, so it gets the ugate SACK policy.
     func testPeerWithoutTheAttributeKeepsBothAt1200AndSmallerValueWins() async throws {
-        for (answererSize, expected) in [(Int?.none, 1200), (9000, 9000)] {
+        // 1200: a ugate peer held at the WebRTC default still advertises (and is recognised).
+        for (answererSize, expected) in [(Int?.none, 1200), (9000, 9000), (1200, 1200)] {
             var plain = configuration(trickle: false)
             plain.maxDatagramSize = answererSize
             let offerer = try PeerConnection(configuration: configuration(trickle: false))
@@ -144,6 +150,12 @@ final class WebRTCPeerConnectionTests: XCTestCase {
             XCTAssertTrue(result.intact, "\(result)")
             XCTAssertEqual(result.datagramSize, expected)
             XCTAssertEqual(answerer.datagramSize, expected)
+            // The SACK policy follows the remote description: an answer without the attribute
+            // looks like a foreign stack to the offerer (every second packet); the answerer sees
+            // the offerer's attribute (every fourth).
+            let offererSACK = await offerer.acknowledgementInUse(), answererSACK = await answerer.acknowledgementInUse()
+            XCTAssertEqual(offererSACK, answererSize == nil ? .foreignPeer : .ugatePeer)
+            XCTAssertEqual(answererSACK, .ugatePeer)
             await offerer.close()
             _ = await waitUntilEnded(answerer)
             await echo.value

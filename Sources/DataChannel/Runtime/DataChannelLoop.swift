@@ -194,9 +194,7 @@ private let sctpConnOutput: @convention(c) (UnsafeMutableRawPointer?, UnsafeMuta
     let loop = DataChannelLoop.shared
     guard let buffer, let session = loop.session(forContext: context) else { return 0 }
     if loop.checksumOffloaded { ugate_sctp_fill_checksum(buffer.assumingMemoryBound(to: UInt8.self), length) }
-    let packet = UnsafeRawBufferPointer(start: buffer, count: length)
-    SCTPPacketCounters.count(packet)
-    session.sctpOutput(packet)
+    session.sctpOutput(UnsafeRawBufferPointer(start: buffer, count: length))
     return 0
 }
 

@@ -1,7 +1,7 @@
 import Synchronization
 internal import CUsrsctp
 
-/// Process-wide counts of the SCTP packets usrsctp hands to DTLS, by what they carry: how many
+/// Process-wide counts of the SCTP packets sessions hand to DTLS, by what they carry: how many
 /// datagrams are standalone SACKs is the overhead of the echo pattern (docs/datachannel.md).
 /// Relaxed atomics, one walk over the chunk headers per packet.
 public enum SCTPPacketCounters {
@@ -13,6 +13,9 @@ public enum SCTPPacketCounters {
         public var withData: Int
         /// Packets whose only chunks are SACKs (standalone acknowledgements).
         public var sackOnly: Int
+        /// SACK-only packets usrsctp produced but a session dropped because a newer one of the
+        /// same loop pass superseded it (``SCTPAcknowledgement/merge``); not in the counts above.
+        public var mergedSACKs = 0
         /// usrsctp's own counts: window-update SACKs, duplicate DATA chunks received, DATA
         /// chunks retransmitted, DATA chunks dropped for lack of receive window.
         public var windowUpdateSACKs = 0, duplicateData = 0, retransmittedData = 0, windowDrops = 0
@@ -21,6 +24,7 @@ public enum SCTPPacketCounters {
     private static let packets = Atomic<Int>(0)
     private static let withData = Atomic<Int>(0)
     private static let sackOnly = Atomic<Int>(0)
+    private static let merged = Atomic<Int>(0)
 
     /// The counts now.
     public static var snapshot: Snapshot {
@@ -28,11 +32,17 @@ public enum SCTPPacketCounters {
                                 sackOnly: sackOnly.load(ordering: .relaxed))
         var stat = [UInt32](repeating: 0, count: 8)
         ugate_sctp_sack_counters(&stat)
+        snapshot.mergedSACKs = merged.load(ordering: .relaxed)
         snapshot.windowUpdateSACKs = Int(stat[2])
         snapshot.duplicateData = Int(stat[5])
         snapshot.retransmittedData = Int(stat[6])
         snapshot.windowDrops = Int(stat[7])
         return snapshot
+    }
+
+    /// One SACK-only packet dropped in favour of a newer one.
+    static func countMerged() {
+        merged.add(1, ordering: .relaxed)
     }
 
     /// Classifies one outgoing SCTP packet ([RFC 9260 §3](https://www.rfc-editor.org/rfc/rfc9260#section-3)):

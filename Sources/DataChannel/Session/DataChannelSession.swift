@@ -103,6 +103,10 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
     private var dtls: DTLSConnection?
     private var socket: OpaquePointer?  // struct socket*
     private var outbox: [[UInt8]] = []
+    /// The last gap-free SACK-only packet of this pass, not yet encrypted (`acknowledgement.merge`):
+    /// replaced by a newer one, written before any other packet and at the end of the pass.
+    private var heldSACK: [UInt8]?
+    private let mergeSACKs: Bool
     private var reassembly: [UInt16: [UInt8]] = [:]
     private var oversized: Set<UInt16> = []
     private var channels: [UInt16: DataChannel] = [:]
@@ -133,6 +137,7 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         self.configuration = configuration
         self.logger = logger
         self.publishedMTU = Atomic(configuration.mtu)
+        self.mergeSACKs = configuration.acknowledgement?.merge ?? false
         let (stream, continuation) = AsyncStream.makeStream(of: DataChannel.self)
         incomingChannels = stream
         incomingContinuation = continuation
@@ -221,6 +226,23 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
                     return continuation.resume(returning: nil)
                 }
                 continuation.resume(returning: SRTPKeys(profile: profile, keyingMaterial: material, role: self.configuration.role))
+            }
+        }
+    }
+
+    /// The SCTP association's delayed-SACK setting as usrsctp reports it (the configured
+    /// ``DataChannelSessionConfiguration/acknowledgement``, or the process default); nil before
+    /// the SCTP socket exists or after it is closed.
+    public func acknowledgementInUse() async -> SCTPAcknowledgement? {
+        await withCheckedContinuation { continuation in
+            loop.execute {
+                var delay: UInt32 = 0
+                var packets: UInt32 = 0
+                guard let socket = self.socket, ugate_sctp_get_delayed_sack(socket, &delay, &packets) == 0 else {
+                    return continuation.resume(returning: nil)
+                }
+                continuation.resume(returning: SCTPAcknowledgement(
+                    packets: Int(packets), delayMilliseconds: Int(delay), merge: self.mergeSACKs))
             }
         }
     }
@@ -381,6 +403,10 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
         let pathMTU = configuration.sctpPathMTU(datagram: datagramSize, aead: dtls?.negotiatedAEAD ?? false)
         rc = ugate_sctp_set_path_mtu(socket, UInt32(pathMTU))
         guard rc == 0 else { throw DataChannelError(.sctp, "SCTP_PEER_ADDR_PARAMS (path MTU \(pathMTU)) failed: errno \(rc)") }
+        if let acknowledgement = configuration.acknowledgement {
+            rc = ugate_sctp_set_delayed_sack(socket, UInt32(acknowledgement.delayMilliseconds), UInt32(acknowledgement.packets))
+            guard rc == 0 else { throw DataChannelError(.sctp, "SCTP_DELAYED_SACK (\(acknowledgement)) failed: errno \(rc)") }
+        }
         rc = ugate_sctp_bind(socket, UInt(contextID), configuration.localSCTPPort)
         guard rc == 0 else { throw DataChannelError(.sctp, "usrsctp_bind port \(configuration.localSCTPPort) failed: errno \(rc)") }
         // Both sides connect: simultaneous open (RFC 8841 §9.3).
@@ -533,6 +559,7 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
     }
 
     private func flushOutbox() {
+        releaseHeldSACK()
         guard !outbox.isEmpty else { return }
         let datagrams = outbox
         outbox.removeAll(keepingCapacity: true)
@@ -564,6 +591,7 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
             self.socket = nil
         }
         if contextID != 0 { usrsctp_deregister_address(contextPointer(for: contextID)) }
+        releaseHeldSACK()  // before close_notify: nothing may follow it
         if notifyPeer { dtls?.shutdown() }
         flushOutbox()
         dtls?.close()
@@ -592,7 +620,23 @@ public final class DataChannelSession: @unchecked Sendable {  // protocol state 
     }
 
     func sctpOutput(_ packet: UnsafeRawBufferPointer) {
+        if mergeSACKs, SCTPAcknowledgement.isPlainSACK(packet) {
+            if heldSACK != nil { SCTPPacketCounters.countMerged() }
+            heldSACK = Array(packet)
+            return
+        }
+        releaseHeldSACK()
+        SCTPPacketCounters.count(packet)
         dtls?.write(packet)
+    }
+
+    private func releaseHeldSACK() {
+        guard let packet = heldSACK else { return }
+        heldSACK = nil
+        packet.withUnsafeBytes { bytes in
+            SCTPPacketCounters.count(bytes)
+            _ = dtls?.write(bytes)
+        }
     }
 
     func sctpSocketReady() {

@@ -31,6 +31,9 @@ public struct DataChannelSessionConfiguration: Sendable {
     /// How long ``DataChannelSession/close()`` waits for queued data to be acknowledged and the
     /// SCTP SHUTDOWN exchange to finish before it aborts the association.
     public var shutdownTimeout: Duration
+    /// When our SCTP receiver sends SACKs (``SCTPAcknowledgement``); nil keeps the process-wide
+    /// default (a SACK per four packets or 20 ms, tuned for a usrsctp sender).
+    public var acknowledgement: SCTPAcknowledgement?
 
     /// Creates a configuration with the defaults named on each property.
     public init(identity: DTLSIdentity, role: DTLSRole, remoteFingerprints: [CertificateFingerprint],
@@ -38,7 +41,7 @@ public struct DataChannelSessionConfiguration: Sendable {
                 remoteMaxMessageSize: Int = 65_536, localMaxMessageSize: Int = 262_144,
                 mtu: Int = 1200, maxStreams: UInt16 = 1024, sctpBufferSize: Int = 4 << 20,
                 sendHighWaterMark: Int = 1 << 20, receiveHighWaterMark: Int = 4 << 20,
-                shutdownTimeout: Duration = .seconds(10)) {
+                shutdownTimeout: Duration = .seconds(10), acknowledgement: SCTPAcknowledgement? = nil) {
         self.identity = identity
         self.role = role
         self.remoteFingerprints = remoteFingerprints
@@ -52,6 +55,7 @@ public struct DataChannelSessionConfiguration: Sendable {
         self.sendHighWaterMark = sendHighWaterMark
         self.receiveHighWaterMark = receiveHighWaterMark
         self.shutdownTimeout = shutdownTimeout
+        self.acknowledgement = acknowledgement
     }
 
     var shutdownTimeoutNanoseconds: UInt64 {

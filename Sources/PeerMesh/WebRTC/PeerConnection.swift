@@ -119,6 +119,11 @@ public final class PeerConnection: Sendable {
     /// DTLS handshake is done, then the size both peers agreed on (`a=ugate-max-datagram-size`)
     /// capped by the selected path, if larger. nil before the session exists.
     public var datagramSize: Int? { inner.withLock { $0.session }?.datagramSize }
+    /// When our SCTP receiver sends SACKs, as usrsctp reports it (see
+    /// ``PeerConnectionConfiguration/acknowledgement``); nil before the SCTP socket exists.
+    public func acknowledgementInUse() async -> SCTPAcknowledgement? {
+        await inner.withLock { $0.session }?.acknowledgementInUse()
+    }
     /// When each step of connecting happened.
     public var timeline: Timeline {
         let (timeline, session) = inner.withLock { ($0.timeline, $0.session) }
@@ -345,7 +350,9 @@ public final class PeerConnection: Sendable {
             identity: identity, role: role, remoteFingerprints: remote.fingerprints,
             localSCTPPort: local.sctpPort, remoteSCTPPort: remote.sctpPort,
             remoteMaxMessageSize: remote.effectiveMaxMessageSize,
-            localMaxMessageSize: configuration.maxMessageSize, mtu: configuration.mtu)
+            localMaxMessageSize: configuration.maxMessageSize, mtu: configuration.mtu,
+            acknowledgement: configuration.acknowledgement
+                ?? (remote.maxDatagramSize != nil ? .ugatePeer : .foreignPeer))
         // A larger datagram size only when both sides advertise one (foreign stacks never do).
         var agreed: Int?
         if let ours = local.maxDatagramSize, let theirs = remote.maxDatagramSize { agreed = min(ours, theirs) }

@@ -21,13 +21,18 @@ public struct PeerConnectionConfiguration: Sendable {
     /// Our `a=ugate-max-datagram-size`: the largest datagram we accept once DTLS is up. When the
     /// peer advertises one too (only ugate does), records and SCTP packets grow to the smaller
     /// of both values, capped by the selected pair's kernel path MTU (direct UDP host↔host pairs
-    /// only; 1472 over Ethernet, one full 16 KiB record on loopback). nil, or a value not above
-    /// ``mtu``, advertises nothing and stays at ``mtu``. Default: one full DTLS record
+    /// only; 1472 over Ethernet, one full 16 KiB record on loopback). A value not above ``mtu``
+    /// advertises ``mtu`` (the size stays at ``mtu``; the peer still learns we are ugate); nil
+    /// advertises nothing, like a foreign stack. Default: one full DTLS record
     /// (`DataChannelSessionConfiguration.largestRecordDatagram`, 16 449 bytes).
     public var maxDatagramSize: Int?
     /// The ICE loop the agent runs on (``ICEEventLoop/shared`` by default; a loop made with a
     /// `networkNamespace` puts the connection's sockets in that namespace).
     public var iceLoop: ICEEventLoop = .shared
+    /// When our SCTP receiver acknowledges DATA. nil (the default) chooses from the remote
+    /// description: ``SCTPAcknowledgement/ugatePeer`` when it carries `a=ugate-max-datagram-size`
+    /// (a ugate peer, usrsctp), ``SCTPAcknowledgement/foreignPeer`` otherwise.
+    public var acknowledgement: SCTPAcknowledgement?
 
     /// Creates a configuration with the defaults named on each property.
     public init(ice: ICEConfiguration = ICEConfiguration(), trickle: Bool = false,
@@ -43,9 +48,13 @@ public struct PeerConnectionConfiguration: Sendable {
         self.maxDatagramSize = maxDatagramSize
     }
 
-    /// What goes into our `a=ugate-max-datagram-size`, if anything.
+    /// What goes into our `a=ugate-max-datagram-size`, if anything: at least ``mtu``, so a
+    /// ugate peer held at the WebRTC default still says it is one (agreeing on 1200 changes no
+    /// size, but chooses the SACK policy for a usrsctp sender, ``acknowledgement``).
     var advertisedMaxDatagramSize: Int? {
-        guard let maxDatagramSize, maxDatagramSize > mtu else { return nil }
-        return min(maxDatagramSize, SessionDescription.maxDatagramSizeRange.upperBound)
+        let range = SessionDescription.maxDatagramSizeRange
+        guard let maxDatagramSize else { return nil }
+        let value = max(maxDatagramSize, mtu)
+        return range.contains(value) ? value : (value > range.upperBound ? range.upperBound : nil)
     }
 }
