@@ -177,10 +177,10 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
 
     /// HTTP/2 response fields: `:status`, names lower-cased, connection-specific fields
     /// (hop-by-hop, `transfer-encoding`) left out (RFC 9113 §8.2.2).
-    static func responseFields(_ headers: HTTPHeaders, status: HTTPResponseStatus?) -> HPACKHeaders {
+    static func responseFields(_ headers: some Sequence<(name: String, value: String)>, count: Int, status: Int?) -> HPACKHeaders {
         var out = HPACKHeaders()
-        out.reserveCapacity(headers.count + 1)
-        if let status { out.add(name: ":status", value: String(status.code)) }
+        out.reserveCapacity(count + 1)
+        if let status { out.add(name: ":status", value: String(status)) }
         for (name, value) in headers where !HopByHop.contains(name) {
             out.add(name: name.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x5A }) ? name.lowercased() : name, value: value)
         }
@@ -210,8 +210,16 @@ final class HTTP2RouteStream: ExchangeClient {
         allocator = handler.allocator
     }
 
+    var decodesChunks: Bool { true }
+
     func respondHead(_ head: HTTPResponseHead) {
-        handler?.write(HTTP2Frame(streamID: id, payload: .headers(.init(headers: HTTP2RouteHandler.responseFields(head.headers, status: head.status)))))
+        let fields = HTTP2RouteHandler.responseFields(head.headers.lazy.map { ($0.name, $0.value) }, count: head.headers.count, status: Int(head.status.code))
+        handler?.write(HTTP2Frame(streamID: id, payload: .headers(.init(headers: fields))))
+    }
+
+    func relayHead(_ head: HTTP1ResponseHead, close: Bool) {
+        let fields = HTTP2RouteHandler.responseFields(head.headers.lazy.map { ($0.name, $0.value) }, count: head.headers.count, status: head.status)
+        handler?.write(HTTP2Frame(streamID: id, payload: .headers(.init(headers: fields))))
     }
 
     func respondBody(_ buffer: ByteBuffer) {
@@ -223,7 +231,7 @@ final class HTTP2RouteStream: ExchangeClient {
         guard let handler else { return }
         if let trailers, !trailers.isEmpty {
             writeHeld()
-            handler.write(HTTP2Frame(streamID: id, payload: .headers(.init(headers: HTTP2RouteHandler.responseFields(trailers, status: nil), endStream: true))))
+            handler.write(HTTP2Frame(streamID: id, payload: .headers(.init(headers: HTTP2RouteHandler.responseFields(trailers.lazy.map { ($0.name, $0.value) }, count: trailers.count, status: nil), endStream: true))))
         } else {
             handler.write(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(held ?? allocator.buffer(capacity: 0)), endStream: true))))
             held = nil

@@ -71,18 +71,27 @@ final class HTTPRouteNIO: Sendable {
         }
     }
 
-    /// NIO's HTTP/1.1 codec (a malformed head is answered 400 and closed) with an
-    /// `HTTP1RouteHandler` (keep-alive, pipelining; it closes a kept-alive connection idle for
-    /// `keepAliveTimeout` between requests). `upgrade` (plain listeners): a first request
-    /// with `Upgrade: h2c` switches the connection to HTTP/2 (`H2CUpgrader`).
+    /// NIO's HTTP/1.1 request decoder and response encoder (for the gateway's own answers)
+    /// with an `HTTP1RouteHandler` (keep-alive, pipelining; it closes a kept-alive connection
+    /// idle for `keepAliveTimeout` between requests; a malformed head is answered 400 and
+    /// closed). Backend responses are relayed as bytes through `RawResponseWriter`, in front
+    /// of the encoder. `upgrade` (plain listeners): a first request with `Upgrade: h2c`
+    /// switches the connection to HTTP/2 (`H2CUpgrader`).
+    ///
+    /// Assembled here rather than by `configureHTTPServerPipeline`: its response encoder
+    /// expects every response to pass through it (it pairs each with a request method), its
+    /// outbound header validator and protocol error handler would see relayed responses as
+    /// enum parts — the conversion this pipeline avoids (see `BackendWire`).
     static func configureHTTP1(_ channel: any Channel, _ connection: RouteConnection, upgrade: Bool) throws {
         let sync = channel.pipeline.syncOperations
-        let handler = HTTP1RouteHandler(connection, channel: channel)
+        let raw = RawResponseWriter()
+        let handler = HTTP1RouteHandler(connection, channel: channel, raw: raw)
+        let encoder = HTTPResponseEncoder()
+        let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: upgrade ? .forwardBytes : .dropBytes))
+        try sync.addHandlers([raw, encoder, decoder])
         if upgrade {
-            let upgrader = H2CUpgrader(connection: connection, replaced: [handler])
-            try sync.configureHTTPServerPipeline(withPipeliningAssistance: false, withServerUpgrade: ([upgrader], { _ in }), withErrorHandling: true)
-        } else {
-            try sync.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true)
+            let upgrader = H2CUpgrader(connection: connection, replaced: [handler, raw])
+            try sync.addHandler(HTTPServerUpgradeHandler(upgraders: [upgrader], httpEncoder: encoder, extraHTTPHandlers: [decoder]) { _ in })
         }
         try sync.addHandler(handler)
     }
@@ -119,9 +128,21 @@ public final class ReplayHandler: ChannelInboundHandler, RemovableChannelHandler
     }
 }
 
-/// Serves the requests of one HTTP/1.1 connection (after NIO's HTTP/1 codec and pipelining
-/// handler): each request head begins an `Exchange`, its body parts follow it, and the
-/// response is written back on the connection.
+/// The front of an HTTP/1.1 connection's HTTP handlers: bytes written through its context
+/// (relayed backend responses, already HTTP/1.1) reach the socket (or TLS) without passing
+/// NIO's response encoder behind it.
+final class RawResponseWriter: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = ByteBuffer
+    private(set) var context: ChannelHandlerContext?
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+}
+
+/// Serves the requests of one HTTP/1.1 connection (after NIO's HTTP/1 request decoder): each
+/// request head begins an `Exchange`, its body parts follow it, and the response is written
+/// back on the connection — the backend's response head and body as bytes (`relayHead`),
+/// the gateway's own answers through NIO's response encoder.
 ///
 /// Pipelining is handled here rather than by NIO's `HTTPServerPipelineHandler`: that handler
 /// withholds `read()` while each response is pending, which makes NIO unregister and
@@ -134,6 +155,11 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
     typealias OutboundOut = HTTPServerResponsePart
 
     static let maxQueued = 64
+    private let raw: RawResponseWriter
+    /// A backend response is being relayed (its parts go to `raw`).
+    private var relaying = false
+    /// A response has begun and not ended (a protocol error then closes without a 400).
+    private var responding = false
     private var exchange: Exchange?
     private var flushAtReadComplete: Exchange?
     /// Pipelined request parts waiting for the response in progress.
@@ -147,6 +173,13 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
     private var idleTimer: Scheduled<Void>?
 
     override var exchanges: [Exchange] { exchange.map { [$0] } ?? [] }
+
+    init(_ connection: RouteConnection, channel: any Channel, raw: RawResponseWriter) {
+        self.raw = raw
+        super.init(connection, channel: channel)
+    }
+
+    var decodesChunks: Bool { false }
 
     override func handlerAdded(context: ChannelHandlerContext) {
         super.handlerAdded(context: context)
@@ -257,28 +290,65 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // A refused h2c upgrade: the request is served over HTTP/1.1.
-        if !(error is H2CUpgrader.Refused) { closeOnError(error) }
+        if error is H2CUpgrader.Refused { return }
+        // A request the decoder refused (what NIO's HTTPServerProtocolErrorHandler did): 400
+        // unless a response is under way, then the connection closes.
+        if error is HTTPParserError, !responding, let front = raw.context {
+            exchange?.clientGone()
+            let answer = "HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+            front.writeAndFlush(NIOAny(context.channel.allocator.buffer(string: answer))).assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
+            }
+            return
+        }
+        closeOnError(error)
     }
 
     func respondHead(_ head: HTTPResponseHead) {
+        if head.status.code >= 200 { responding = true }
         context?.write(wrapOutboundOut(.head(head)), promise: nil)
     }
 
+    func relayHead(_ head: HTTP1ResponseHead, close: Bool) {
+        guard let front = raw.context else { return }
+        relaying = true
+        responding = true
+        var bytes = allocator.buffer(capacity: 512)
+        BackendWire.clientHead(head, close: close, into: &bytes)
+        front.write(NIOAny(bytes), promise: nil)
+    }
+
     func respondBody(_ buffer: ByteBuffer) {
-        context?.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        if relaying {
+            raw.context?.write(NIOAny(buffer), promise: nil)
+        } else {
+            context?.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        }
     }
 
     func respondEnd(_ trailers: HTTPHeaders?, close: Bool) {
         guard let context else { return }
-        if close {
-            context.writeAndFlush(wrapOutboundOut(.end(trailers))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        responding = false
+        var ended: EventLoopFuture<Void>?
+        if relaying {
+            // The body's own framing (its length or last chunk) has ended it.
+            relaying = false
+            if close {
+                ended = raw.context?.writeAndFlush(NIOAny(allocator.buffer(capacity: 0)))
+            } else {
+                raw.context?.flush()
+            }
+        } else if close {
+            ended = context.writeAndFlush(wrapOutboundOut(.end(trailers)))
         } else {
             context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
-            if !queued.isEmpty && !drainScheduled {
-                // After the exchange has finished (it ends the response first).
-                drainScheduled = true
-                eventLoop.assumeIsolated().execute { [self] in drain() }
-            }
+        }
+        if close {
+            (ended ?? eventLoop.makeSucceededVoidFuture()).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        } else if !queued.isEmpty && !drainScheduled {
+            // After the exchange has finished (it ends the response first).
+            drainScheduled = true
+            eventLoop.assumeIsolated().execute { [self] in drain() }
         }
     }
 
