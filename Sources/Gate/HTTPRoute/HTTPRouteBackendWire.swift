@@ -79,16 +79,21 @@ enum BackendWire {
     /// once per proxied request.
     static func clientHead(_ head: HTTP1ResponseHead, close: Bool, into buffer: inout ByteBuffer) {
         buffer.writeStaticString("HTTP/1.1 ")
-        buffer.writeString(String(head.status))
-        buffer.writeInteger(UInt8(ascii: " "))
+        let status = head.status
+        buffer.writeBytes([UInt8(48 + status / 100), UInt8(48 + status / 10 % 10), UInt8(48 + status % 10), UInt8(ascii: " ")])
         buffer.writeString(head.reason)
         buffer.writeStaticString("\r\n")
+        // Fields named by `Connection` (other than its own `close` / `keep-alive`) are rare:
+        // looked for only when one is there.
         var named: [String] = []
-        for field in head.headers where field.name.equalsIgnoringASCIICase("connection") {
-            named += field.value.split(separator: ",").map { $0.trimmingOWS() }
+        for field in head.headers where HopByHop.named(field.name, "connection") {
+            for option in field.value.split(separator: ",") {
+                let name = option.trimmingOWS()
+                if !HopByHop.named(name, "close") && !HopByHop.named(name, "keep-alive") && !protected(name) { named.append(name) }
+            }
         }
         for field in head.headers where !HopByHop.contains(field.name) || HopByHop.isTransferEncoding(field.name) {
-            if !named.isEmpty, named.contains(where: { $0.equalsIgnoringASCIICase(field.name) }), !protected(field.name) { continue }
+            if !named.isEmpty, named.contains(where: { $0.equalsIgnoringASCIICase(field.name) }) { continue }
             buffer.writeString(field.name)
             buffer.writeStaticString(": ")
             buffer.writeString(field.value)
@@ -120,8 +125,9 @@ enum BackendWire {
 /// ```
 struct BackendResponseReader {
     enum Event: Equatable {
-        /// A final response head and how its body is delimited.
-        case head(HTTP1ResponseHead, HTTPBodyFraming)
+        /// A final response head, how its body is delimited and whether the backend keeps
+        /// the connection open after it.
+        case head(HTTP1ResponseHead, HTTPBodyFraming, keepAlive: Bool)
         /// Body bytes (chunk framing included unless `decodeChunks`).
         case body(ByteBuffer)
         /// The response is complete; `bodyBytes` of data (framing excluded) were in it.
@@ -177,8 +183,9 @@ struct BackendResponseReader {
                 case .done(let head, let consumed):
                     buffer.moveReaderIndex(forwardBy: consumed)
                     if head.isInterim { continue }
-                    var framing = try head.bodyFraming(requestMethod: requestMethod)
+                    var (framing, keepAlive) = try Self.framing(head, requestMethod: requestMethod)
                     if framing == .tunnel { framing = .untilClose }
+                    if framing == .untilClose { keepAlive = false }
                     bodyBytes = 0
                     switch framing {
                     case .none: state = .ending
@@ -186,7 +193,7 @@ struct BackendResponseReader {
                     case .chunked: state = .chunked(.size(digits: 0, value: 0))
                     case .untilClose, .tunnel: state = .untilClose
                     }
-                    return .head(head, framing)
+                    return .head(head, framing, keepAlive: keepAlive)
                 }
             case .ending:
                 state = .head
@@ -221,6 +228,63 @@ struct BackendResponseReader {
                     if used > 0 { return .body(buffer.readSlice(length: used)!) }
                 }
             }
+        }
+    }
+
+    /// `head.bodyFraming(requestMethod:)` and `head.keepsConnection`, computed in one pass
+    /// without allocating for the usual heads (at most one Content-Length value, Transfer-Encoding
+    /// `chunked`, Connection `close` or `keep-alive`); any other head, and 101 or CONNECT, is
+    /// left to those (which build lists of values and tokens: measurable once per response).
+    static func framing(_ head: HTTP1ResponseHead, requestMethod: String) throws(WireError) -> (HTTPBodyFraming, keepAlive: Bool) {
+        var length: Int?
+        var chunked = false
+        var close = false
+        var keepAliveToken = false
+        var usual = head.status != 101 && requestMethod != "CONNECT"
+        for field in head.headers where usual {
+            if HopByHop.named(field.name, "content-length") {
+                guard length == nil, let value = decimal(field.value) else {
+                    usual = false
+                    break
+                }
+                length = value
+            } else if HopByHop.isTransferEncoding(field.name) {
+                guard !chunked, HopByHop.named(field.value, "chunked") else {
+                    usual = false
+                    break
+                }
+                chunked = true
+            } else if HopByHop.named(field.name, "connection") {
+                if HopByHop.named(field.value, "close") {
+                    close = true
+                } else if HopByHop.named(field.value, "keep-alive") {
+                    keepAliveToken = true
+                } else {
+                    usual = false
+                }
+            }
+        }
+        guard usual, !(chunked && length != nil) else {
+            return (try head.bodyFraming(requestMethod: requestMethod), head.keepsConnection)
+        }
+        let keepAlive = !close && (head.version == .http1_1 || keepAliveToken)
+        if requestMethod == "HEAD" || head.status < 200 || head.status == 204 || head.status == 304 { return (.none, keepAlive) }
+        if chunked { return (.chunked, keepAlive) }
+        guard let length else { return (.untilClose, keepAlive) }
+        return (length == 0 ? .none : .contentLength(length), keepAlive)
+    }
+
+    /// A Content-Length value of 1–18 digits, nil for anything else.
+    private static func decimal(_ text: String) -> Int? {
+        var text = text
+        return text.withUTF8 { bytes in
+            guard !bytes.isEmpty, bytes.count <= 18 else { return nil }
+            var value = 0
+            for byte in bytes {
+                guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+                value = value * 10 + Int(byte - UInt8(ascii: "0"))
+            }
+            return value
         }
     }
 

@@ -281,8 +281,12 @@ final class Exchange: BackendDelegate {
     static func routeRequest(_ head: NIOHTTP1.HTTPRequestHead) -> RouteRequest {
         var fields: [HTTPField] = []
         fields.reserveCapacity(head.headers.count)
-        for (name, value) in head.headers { fields.append(HTTPField(name, value)) }
-        return RouteRequest(HTTPRequestHead(method: head.method.rawValue, target: head.uri, headers: fields))
+        var host: String?
+        for (name, value) in head.headers {
+            if host == nil, HopByHop.named(name, "host") { host = value }
+            fields.append(HTTPField(name, value))
+        }
+        return RouteRequest(method: head.method.rawValue, target: head.uri, host: host ?? "", headers: fields)
     }
 
     /// `bodyless`: the answer to a HEAD request (its head announces the body, which is left out).
@@ -486,9 +490,9 @@ final class Exchange: BackendDelegate {
     func backendRead(_ event: BackendResponseReader.Event) {
         guard !finished else { return }
         switch event {
-        case .head(var head, let framing):
+        case .head(var head, let framing, let backendKeepsAlive):
             replay = nil
-            backend?.reusable = head.keepsConnection && framing != .untilClose
+            backend?.reusable = backendKeepsAlive
             // A body delimited by the backend's close is relayed the same way.
             if framing == .untilClose { keepAlive = false }
             if !forward.responseModifiers.isEmpty {
@@ -588,8 +592,13 @@ enum HopByHop {
     }
 
     static func isTransferEncoding(_ name: String) -> Bool {
+        named(name, "transfer-encoding")
+    }
+
+    /// Whether `name` is `lower` (a lower-case literal) ignoring ASCII case, without allocating.
+    static func named(_ name: String, _ lower: StaticString) -> Bool {
         var name = name
-        return name.withUTF8 { $0.count == 17 && equal($0, "transfer-encoding") }
+        return name.withUTF8 { $0.count == lower.utf8CodeUnitCount && equal($0, lower) }
     }
 
     /// ASCII case-insensitive comparison with a lower-case literal of the same length.
