@@ -83,15 +83,7 @@ enum BackendWire {
         buffer.writeBytes([UInt8(48 + status / 100), UInt8(48 + status / 10 % 10), UInt8(48 + status % 10), UInt8(ascii: " ")])
         buffer.writeString(head.reason)
         buffer.writeStaticString("\r\n")
-        // Fields named by `Connection` (other than its own `close` / `keep-alive`) are rare:
-        // looked for only when one is there.
-        var named: [String] = []
-        for field in head.headers where HopByHop.named(field.name, "connection") {
-            for option in field.value.split(separator: ",") {
-                let name = option.trimmingOWS()
-                if !HopByHop.named(name, "close") && !HopByHop.named(name, "keep-alive") && !protected(name) { named.append(name) }
-            }
-        }
+        let named = connectionOptions(head.headers)
         for field in head.headers where !HopByHop.contains(field.name) || HopByHop.isTransferEncoding(field.name) {
             if !named.isEmpty, named.contains(where: { $0.equalsIgnoringASCIICase(field.name) }) { continue }
             buffer.writeString(field.name)
@@ -101,6 +93,20 @@ enum BackendWire {
         }
         if close { buffer.writeStaticString("connection: close\r\n") }
         buffer.writeStaticString("\r\n")
+    }
+
+    /// The fields `Connection` names (RFC 9110 §7.6.1: connection options, removed by a
+    /// proxy) other than its own `close` / `keep-alive` and the body's framing. Rare, so
+    /// looked for only when a `Connection` field is there.
+    static func connectionOptions(_ fields: [HTTPField]) -> [String] {
+        var named: [String] = []
+        for field in fields where HopByHop.named(field.name, "connection") {
+            for option in field.value.split(separator: ",") {
+                let name = option.trimmingOWS()
+                if !HopByHop.named(name, "close") && !HopByHop.named(name, "keep-alive") && !protected(name) { named.append(name) }
+            }
+        }
+        return named
     }
 
     /// Fields a `Connection` option cannot remove: the body's framing.

@@ -214,7 +214,7 @@ final class Exchange: BackendDelegate {
     var requestEnded = false
     var responded = false
     var finished = false
-    /// Set while `fail` writes a local answer (see `clientGone`).
+    /// Set while `fail` writes a local answer or cuts a response off (see `clientGone`).
     var answeringLocally = false
     /// The rule's deadline (504 after it), watched by the client's `DeadlineTimer`.
     var deadline = NIODeadline.distantFuture
@@ -495,11 +495,9 @@ final class Exchange: BackendDelegate {
             backend?.reusable = backendKeepsAlive
             // A body delimited by the backend's close is relayed the same way.
             if framing == .untilClose { keepAlive = false }
-            if !forward.responseModifiers.isEmpty {
-                var fields = head.headers.filter { !HopByHop.contains($0.name) || HopByHop.isTransferEncoding($0.name) }
-                for modifier in forward.responseModifiers { modifier.apply(to: &fields) }
-                head.headers = fields
-            }
+            // Applied to the backend's fields as received: the client side then leaves out the
+            // hop-by-hop ones (and those the backend's `Connection` names).
+            for modifier in forward.responseModifiers { modifier.apply(to: &head.headers) }
             log.status = head.status
             responded = true
             client.relayHead(head, close: !keepAlive)
@@ -547,7 +545,10 @@ final class Exchange: BackendDelegate {
             answeringLocally = false
             log.bytes = local.bytes
         } else {
+            // Closing the client calls back (`clientGone`) at once: the cause stays logged.
+            answeringLocally = true
             client.abortResponse()
+            answeringLocally = false
         }
         finish(reuseBackend: false)
     }
