@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import NIOCore
+import NIOEmbedded
 import XCTest
 
 @testable import Gate
@@ -215,6 +216,41 @@ final class HTTPRouteBackendWireTests: XCTestCase {
         out.clear()
         BackendWire.clientHead(HTTP1ResponseHead(version: .http1_0, status: 404, reason: "", headers: []), close: true, into: &out)
         XCTAssertEqual(String(buffer: out), "HTTP/1.1 404 \r\nconnection: close\r\n\r\n")
+    }
+
+    // MARK: - TLSWriteCoalescer
+
+    /// Writes between flushes leave as one buffer (one TLS record), in order; a record-sized
+    /// write passes through after what was gathered before it; every promise completes.
+    func testTLSWriteCoalescerGathersWritesUntilFlush() throws {
+        let channel = EmbeddedChannel(handler: TLSWriteCoalescer())
+        defer { _ = try? channel.finish() }
+        let first = channel.eventLoop.makePromise(of: Void.self)
+        let second = channel.eventLoop.makePromise(of: Void.self)
+        channel.write(ByteBuffer(string: "head|"), promise: first)
+        channel.write(ByteBuffer(string: "data|"), promise: nil)
+        channel.write(ByteBuffer(string: "end"), promise: second)
+        XCTAssertNil(try channel.readOutbound(as: ByteBuffer.self))
+        channel.flush()
+        XCTAssertEqual(try channel.readOutbound(as: ByteBuffer.self).map { String(buffer: $0) }, "head|data|end")
+        XCTAssertNil(try channel.readOutbound(as: ByteBuffer.self))
+        XCTAssertNoThrow(try first.futureResult.wait())
+        XCTAssertNoThrow(try second.futureResult.wait())
+        let big = String(repeating: "b", count: TLSWriteCoalescer.recordSize)
+        channel.write(ByteBuffer(string: "small"), promise: nil)
+        channel.write(ByteBuffer(string: big), promise: nil)
+        channel.write(ByteBuffer(string: "after"), promise: nil)
+        channel.flush()
+        XCTAssertEqual(try channel.readOutbound(as: ByteBuffer.self).map { String(buffer: $0) }, "small")
+        XCTAssertEqual(try channel.readOutbound(as: ByteBuffer.self).map { String(buffer: $0) }, big)
+        XCTAssertEqual(try channel.readOutbound(as: ByteBuffer.self).map { String(buffer: $0) }, "after")
+        // Gathered writes never exceed one record.
+        let half = String(repeating: "h", count: TLSWriteCoalescer.recordSize / 2 + 1)
+        channel.write(ByteBuffer(string: half), promise: nil)
+        channel.write(ByteBuffer(string: half), promise: nil)
+        channel.flush()
+        XCTAssertEqual(try channel.readOutbound(as: ByteBuffer.self)?.readableBytes, half.utf8.count)
+        XCTAssertEqual(try channel.readOutbound(as: ByteBuffer.self)?.readableBytes, half.utf8.count)
     }
 
     // MARK: - End to end

@@ -52,6 +52,7 @@ final class HTTPRouteNIO: Sendable {
                         try Self.configureHTTP2(channel, RouteConnection(state: state, settings: settings, peer: peer, proto: "h2c", eventLoop: channel.eventLoop))
                     case .tls(let tls):
                         try sync.addHandler(NIOSSLServerHandler(context: tls))
+                        try sync.addHandler(TLSWriteCoalescer())
                         try sync.addHandler(ApplicationProtocolNegotiationHandler { result, channel in
                             channel.eventLoop.makeCompletedFuture {
                                 if case .negotiated("h2") = result {
@@ -105,6 +106,60 @@ final class HTTPRouteNIO: Sendable {
             HTTP2IdleHandler(seconds: connection.settings.http2IdleTimeout, loop: channel.eventLoop),
             HTTP2RouteHandler(connection, channel: channel),
         ])
+    }
+}
+
+/// Gathers the writes between two flushes into one buffer in front of `NIOSSLHandler`,
+/// which turns every write it is given into a TLS record of its own: an HTTP/2 response
+/// (HEADERS, DATA header, DATA payload) became three records, each encrypted, framed and
+/// decrypted on its own, where nginx sends one. Hand-written because NIO has no such handler;
+/// writes of a record's worth (16 KiB) or more pass through unchanged, in order.
+final class TLSWriteCoalescer: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// The plaintext of one TLS record (RFC 8446 §5.1).
+    static let recordSize = 16384
+    private var pending: ByteBuffer?
+    private var pendingPromise: EventLoopPromise<Void>?
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        var buffer = unwrapOutboundIn(data)
+        if let pending, pending.readableBytes + buffer.readableBytes > Self.recordSize { forward(context) }
+        if buffer.readableBytes >= Self.recordSize {
+            context.write(data, promise: promise)
+            return
+        }
+        if pending == nil {
+            pending = buffer
+        } else {
+            pending!.writeBuffer(&buffer)
+        }
+        if let promise {
+            if let pendingPromise { pendingPromise.futureResult.cascade(to: promise) } else { pendingPromise = promise }
+        }
+    }
+
+    func flush(context: ChannelHandlerContext) {
+        forward(context)
+        context.flush()
+    }
+
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        forward(context)
+        context.close(mode: mode, promise: promise)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        forward(context)
+    }
+
+    private func forward(_ context: ChannelHandlerContext) {
+        guard let buffer = pending else { return }
+        pending = nil
+        let promise = pendingPromise
+        pendingPromise = nil
+        context.write(wrapOutboundOut(buffer), promise: promise)
     }
 }
 
