@@ -79,7 +79,15 @@ final class HTTPRouteBackendWireTests: XCTestCase {
         var leftover = ByteBuffer()
         func handle(_ event: BackendResponseReader.Event) {
             switch event {
-            case .head(let head, let framing, let keepAlive): current = (head, framing, keepAlive, [])
+            case .head(let head, let framing, let keepAlive, let raw):
+                // The raw head is exactly the bytes the parser consumed.
+                if case .done(let again, let consumed) = HTTP1ResponseHead.parse(raw.readableBytesView) {
+                    XCTAssertEqual(again, head)
+                    XCTAssertEqual(consumed, raw.readableBytes)
+                } else {
+                    XCTFail("raw head does not parse")
+                }
+                current = (head, framing, keepAlive, [])
             case .body(let buffer): current?.3 += buffer.readableBytesView
             case .end(let bytes):
                 if let c = current { out.append((c.0, c.1, c.2, c.3, bytes)) }
@@ -216,6 +224,23 @@ final class HTTPRouteBackendWireTests: XCTestCase {
         out.clear()
         BackendWire.clientHead(HTTP1ResponseHead(version: .http1_0, status: 404, reason: "", headers: []), close: true, into: &out)
         XCTAssertEqual(String(buffer: out), "HTTP/1.1 404 \r\nconnection: close\r\n\r\n")
+        // From the bytes as received (no field named by Connection): the same head as from the
+        // fields, bare LF line ends written as CRLF.
+        let heads = [
+            "HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-A:  spaced \r\nTE: x\r\n\r\n",
+            "HTTP/1.1 204 No Content\nServer: s\nTransfer-Encoding: chunked\nUpgrade: h2c\nProxy-Connection: y\n\n",
+            "HTTP/1.1 500 \r\nConnection: close\r\n\r\n", "HTTP/1.1 302 Found\r\n\r\n",
+        ]
+        for text in heads {
+            guard case .done(let head, _) = HTTP1ResponseHead.parse(Array(text.utf8)) else { return XCTFail(text) }
+            XCTAssertTrue(BackendWire.connectionOptions(head.headers).isEmpty)
+            for close in [false, true] {
+                var fromFields = ByteBuffer(), fromBytes = ByteBuffer()
+                BackendWire.clientHead(head, close: close, into: &fromFields)
+                BackendWire.clientHead(raw: ByteBuffer(string: text), close: close, into: &fromBytes)
+                XCTAssertEqual(String(buffer: fromBytes), String(buffer: fromFields).replacingOccurrences(of: "X-A: spaced", with: "X-A:  spaced "), text)
+            }
+        }
     }
 
     // MARK: - TLSWriteCoalescer

@@ -109,6 +109,34 @@ enum BackendWire {
         return named
     }
 
+    /// `clientHead` from the head's bytes as received (`HTTP1ResponseHead.parse` checked
+    /// them), for a head whose `Connection` names no other field (`connectionOptions` is
+    /// empty): the status line after the version and every kept field line are copied as
+    /// bytes, without the conversions to and from `String` (measurable once per response).
+    static func clientHead(raw: ByteBuffer, close: Bool, into buffer: inout ByteBuffer) {
+        raw.withUnsafeReadableBytes { bytes in
+            let lines = bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
+            for (number, line) in lines.enumerated() {
+                var content = line
+                if content.last == UInt8(ascii: "\r") { content = content.dropLast() }
+                if content.isEmpty { break }
+                if number == 0 {
+                    // `HTTP/1.x` → the gateway's own version.
+                    buffer.writeStaticString("HTTP/1.1")
+                    buffer.writeBytes(UnsafeRawBufferPointer(rebasing: content.dropFirst(8)))
+                } else {
+                    let colon = content.firstIndex(of: UInt8(ascii: ":")) ?? content.endIndex
+                    let name = UnsafeBufferPointer(start: bytes.baseAddress!.advanced(by: content.startIndex).assumingMemoryBound(to: UInt8.self), count: colon - content.startIndex)
+                    if HopByHop.contains(bytes: name) && !HopByHop.isTransferEncoding(bytes: name) { continue }
+                    buffer.writeBytes(UnsafeRawBufferPointer(rebasing: content))
+                }
+                buffer.writeStaticString("\r\n")
+            }
+        }
+        if close { buffer.writeStaticString("connection: close\r\n") }
+        buffer.writeStaticString("\r\n")
+    }
+
     /// Fields a `Connection` option cannot remove: the body's framing.
     private static func protected(_ name: String) -> Bool {
         name.equalsIgnoringASCIICase("content-length") || HopByHop.isTransferEncoding(name)
@@ -131,9 +159,9 @@ enum BackendWire {
 /// ```
 struct BackendResponseReader {
     enum Event: Equatable {
-        /// A final response head, how its body is delimited and whether the backend keeps
-        /// the connection open after it.
-        case head(HTTP1ResponseHead, HTTPBodyFraming, keepAlive: Bool)
+        /// A final response head, how its body is delimited, whether the backend keeps
+        /// the connection open after it, and the head's bytes as received.
+        case head(HTTP1ResponseHead, HTTPBodyFraming, keepAlive: Bool, raw: ByteBuffer)
         /// Body bytes (chunk framing included unless `decodeChunks`).
         case body(ByteBuffer)
         /// The response is complete; `bodyBytes` of data (framing excluded) were in it.
@@ -187,7 +215,7 @@ struct BackendResponseReader {
                 case .needMore: return nil
                 case .invalid(let error): throw error
                 case .done(let head, let consumed):
-                    buffer.moveReaderIndex(forwardBy: consumed)
+                    let raw = buffer.readSlice(length: consumed)!
                     if head.isInterim { continue }
                     var (framing, keepAlive) = try Self.framing(head, requestMethod: requestMethod)
                     if framing == .tunnel { framing = .untilClose }
@@ -199,7 +227,7 @@ struct BackendResponseReader {
                     case .chunked: state = .chunked(.size(digits: 0, value: 0))
                     case .untilClose, .tunnel: state = .untilClose
                     }
-                    return .head(head, framing, keepAlive: keepAlive)
+                    return .head(head, framing, keepAlive: keepAlive, raw: raw)
                 }
             case .ending:
                 state = .head

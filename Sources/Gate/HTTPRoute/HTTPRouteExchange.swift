@@ -113,8 +113,9 @@ protocol ExchangeClient: AnyObject {
     /// A local answer's head (404, redirects, errors, `100 Continue`).
     func respondHead(_ head: HTTPResponseHead)
     /// The backend's response head (hop-by-hop fields still in it), its body to follow as
-    /// the reader delivers it; `close`: the client connection closes after the response.
-    func relayHead(_ head: HTTP1ResponseHead, close: Bool)
+    /// the reader delivers it; `raw`: the head's bytes as received, when `head` is unmodified;
+    /// `close`: the client connection closes after the response.
+    func relayHead(_ head: HTTP1ResponseHead, raw: ByteBuffer?, close: Bool)
     func respondBody(_ buffer: ByteBuffer)
     /// Ends the response and flushes it; `close`: close the connection afterwards (HTTP/1.1).
     func respondEnd(_ trailers: HTTPHeaders?, close: Bool)
@@ -202,7 +203,8 @@ final class Exchange: BackendDelegate {
     let method: String
     /// Whether the client connection stays open after this response.
     var keepAlive: Bool
-    var candidates: [RouteBackend]
+    /// The backend tried next: 0 is `forward.backend`, then `forward.fallbacks` in order.
+    var nextCandidate = 0
     var backend: BackendConnection?
     /// Request bytes not yet sent (while connecting), and every byte sent so far while they
     /// are few (so a stale pooled connection can be replaced by a new one).
@@ -231,7 +233,6 @@ final class Exchange: BackendDelegate {
         self.forward = forward
         self.method = method
         self.keepAlive = keepAlive
-        candidates = [forward.backend] + forward.fallbacks
     }
 
     /// Serves a request head: answers it locally (nil) or starts forwarding it. The returned
@@ -456,11 +457,11 @@ final class Exchange: BackendDelegate {
     /// Connects to the next candidate backend (connect failures move on to the rule's
     /// other backends; 503 when none is left).
     private func connectNext(freshOnly: Bool = false) {
-        guard !candidates.isEmpty else {
+        guard nextCandidate <= forward.fallbacks.count else {
             fail(503, failures.joined(separator: "\n"))
             return
         }
-        let candidate = candidates[0]
+        let candidate = nextCandidate == 0 ? forward.backend : forward.fallbacks[nextCandidate - 1]
         log.backend = candidate.name
         client.connection.settings.pool.acquire(candidate.destination, on: client.eventLoop, idle: client.connection.idle, fresh: freshOnly) { [self] result in
             guard !finished else {
@@ -470,7 +471,7 @@ final class Exchange: BackendDelegate {
             switch result {
             case .failure(let error):
                 failures.append("backend \(candidate.name) (\(candidate.destination)) unavailable: \(error)")
-                candidates.removeFirst()
+                nextCandidate += 1
                 connectNext()
             case .success(let connection):
                 backend = connection
@@ -478,10 +479,9 @@ final class Exchange: BackendDelegate {
                 connection.expectResponse(method: method, decodeChunks: client.decodesChunks)
                 let parts = pending
                 pending = []
-                for part in parts {
-                    replay?.append(part)
-                    connection.write(part)
-                }
+                // Shared with `pending`'s storage until a body part follows (no copy per request).
+                if let sent = replay { replay = sent.isEmpty ? parts : sent + parts }
+                for part in parts { connection.write(part) }
                 client.backendNeedsFlush(self)
             }
         }
@@ -490,7 +490,7 @@ final class Exchange: BackendDelegate {
     func backendRead(_ event: BackendResponseReader.Event) {
         guard !finished else { return }
         switch event {
-        case .head(var head, let framing, let backendKeepsAlive):
+        case .head(var head, let framing, let backendKeepsAlive, let raw):
             replay = nil
             backend?.reusable = backendKeepsAlive
             // A body delimited by the backend's close is relayed the same way.
@@ -500,7 +500,7 @@ final class Exchange: BackendDelegate {
             for modifier in forward.responseModifiers { modifier.apply(to: &head.headers) }
             log.status = head.status
             responded = true
-            client.relayHead(head, close: !keepAlive)
+            client.relayHead(head, raw: forward.responseModifiers.isEmpty ? raw : nil, close: !keepAlive)
         case .body(let buffer):
             // Flushed at the end of the backend's read burst (backendReadComplete) or with the end.
             client.respondBody(buffer)
@@ -578,22 +578,29 @@ final class Exchange: BackendDelegate {
 enum HopByHop {
     static func contains(_ name: String) -> Bool {
         var name = name
-        return name.withUTF8 { bytes in
-            switch bytes.count {
-            case 2: return equal(bytes, "te")
-            case 6: return equal(bytes, "expect")
-            case 7: return equal(bytes, "trailer") || equal(bytes, "upgrade")
-            case 10: return equal(bytes, "connection") || equal(bytes, "keep-alive")
-            case 14: return equal(bytes, "http2-settings")
-            case 16: return equal(bytes, "proxy-connection")
-            case 17: return equal(bytes, "transfer-encoding")
-            default: return false
-            }
+        return name.withUTF8 { contains(bytes: $0) }
+    }
+
+    /// `contains` for a name's bytes (a field line in a received head).
+    static func contains(bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        switch bytes.count {
+        case 2: return equal(bytes, "te")
+        case 6: return equal(bytes, "expect")
+        case 7: return equal(bytes, "trailer") || equal(bytes, "upgrade")
+        case 10: return equal(bytes, "connection") || equal(bytes, "keep-alive")
+        case 14: return equal(bytes, "http2-settings")
+        case 16: return equal(bytes, "proxy-connection")
+        case 17: return equal(bytes, "transfer-encoding")
+        default: return false
         }
     }
 
     static func isTransferEncoding(_ name: String) -> Bool {
         named(name, "transfer-encoding")
+    }
+
+    static func isTransferEncoding(bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        bytes.count == 17 && equal(bytes, "transfer-encoding")
     }
 
     /// Whether `name` is `lower` (a lower-case literal) ignoring ASCII case, without allocating.

@@ -217,7 +217,7 @@ final class HTTP2RouteStream: ExchangeClient {
         handler?.write(HTTP2Frame(streamID: id, payload: .headers(.init(headers: fields))))
     }
 
-    func relayHead(_ head: HTTP1ResponseHead, close: Bool) {
+    func relayHead(_ head: HTTP1ResponseHead, raw: ByteBuffer?, close: Bool) {
         let named = BackendWire.connectionOptions(head.headers)
         let kept = head.headers.lazy.filter { field in named.isEmpty || !named.contains(where: { $0.equalsIgnoringASCIICase(field.name) }) }
         let fields = HTTP2RouteHandler.responseFields(kept.map { ($0.name, $0.value) }, count: head.headers.count, status: head.status)

@@ -213,6 +213,10 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
     private let raw: RawResponseWriter
     /// A backend response is being relayed (its parts go to `raw`).
     private var relaying = false
+    /// The relayed head and the small body parts after it, written as one buffer at the end
+    /// of the backend's read burst (one scalar write instead of a gather of buffers).
+    private var held: ByteBuffer?
+    static let mergedBodyLimit = 4096
     /// A response has begun and not ended (a protocol error then closes without a 400).
     private var responding = false
     private var exchange: Exchange?
@@ -364,17 +368,33 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
         context?.write(wrapOutboundOut(.head(head)), promise: nil)
     }
 
-    func relayHead(_ head: HTTP1ResponseHead, close: Bool) {
-        guard let front = raw.context else { return }
+    func relayHead(_ head: HTTP1ResponseHead, raw bytes: ByteBuffer?, close: Bool) {
         relaying = true
         responding = true
-        var bytes = allocator.buffer(capacity: 512)
-        BackendWire.clientHead(head, close: close, into: &bytes)
-        front.write(NIOAny(bytes), promise: nil)
+        var out = allocator.buffer(capacity: (bytes?.readableBytes ?? 256) + Self.mergedBodyLimit)
+        if let bytes, BackendWire.connectionOptions(head.headers).isEmpty {
+            BackendWire.clientHead(raw: bytes, close: close, into: &out)
+        } else {
+            BackendWire.clientHead(head, close: close, into: &out)
+        }
+        held = out
+    }
+
+    /// Writes what `relayHead` / `respondBody` held back.
+    private func writeHeld() {
+        guard let buffer = held else { return }
+        held = nil
+        raw.context?.write(NIOAny(buffer), promise: nil)
     }
 
     func respondBody(_ buffer: ByteBuffer) {
         if relaying {
+            if held != nil, held!.readableBytes + buffer.readableBytes <= held!.capacity {
+                var body = buffer
+                held!.writeBuffer(&body)
+                return
+            }
+            writeHeld()
             raw.context?.write(NIOAny(buffer), promise: nil)
         } else {
             context?.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
@@ -388,6 +408,7 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
         if relaying {
             // The body's own framing (its length or last chunk) has ended it.
             relaying = false
+            writeHeld()
             if close {
                 ended = raw.context?.writeAndFlush(NIOAny(allocator.buffer(capacity: 0)))
             } else {
@@ -408,10 +429,12 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
     }
 
     func flushResponse() {
+        writeHeld()
         context?.flush()
     }
 
     func abortResponse() {
+        held = nil
         context?.close(promise: nil)
     }
 
