@@ -101,6 +101,8 @@ enum BackendWire {
     static func connectionOptions(_ fields: [HTTPField]) -> [String] {
         var named: [String] = []
         for field in fields where HopByHop.named(field.name, "connection") {
+            // The usual value needs no list.
+            if HopByHop.named(field.value, "keep-alive") || HopByHop.named(field.value, "close") { continue }
             for option in field.value.split(separator: ",") {
                 let name = option.trimmingOWS()
                 if !HopByHop.named(name, "close") && !HopByHop.named(name, "keep-alive") && !protected(name) { named.append(name) }
@@ -115,12 +117,15 @@ enum BackendWire {
     /// bytes, without the conversions to and from `String` (measurable once per response).
     static func clientHead(raw: ByteBuffer, close: Bool, into buffer: inout ByteBuffer) {
         raw.withUnsafeReadableBytes { bytes in
-            let lines = bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
-            for (number, line) in lines.enumerated() {
-                var content = line
+            var start = 0
+            while start < bytes.count {
+                let end = bytes[start...].firstIndex(of: UInt8(ascii: "\n")) ?? bytes.count
+                var content = bytes[start..<end]
+                let first = start == 0
+                start = end + 1
                 if content.last == UInt8(ascii: "\r") { content = content.dropLast() }
                 if content.isEmpty { break }
-                if number == 0 {
+                if first {
                     // `HTTP/1.x` → the gateway's own version.
                     buffer.writeStaticString("HTTP/1.1")
                     buffer.writeBytes(UnsafeRawBufferPointer(rebasing: content.dropFirst(8)))
