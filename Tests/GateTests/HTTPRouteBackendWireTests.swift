@@ -359,17 +359,13 @@ final class HTTPRouteBackendWireTests: XCTestCase {
             defaultTimeout: 10, accessLog: capture.logger("access"), log: capture.logger("gate"), metrics: PrometheusMetrics())
     }
 
+    var base: String { "http://127.0.0.1:\(gateway.address.port)" }
+
     override func tearDown() {
         gateway?.stop()
         loops?.shutdown()
         backend?.stop()
         try? FileManager.default.removeItem(atPath: dir)
-    }
-
-    var base: String { "http://127.0.0.1:\(gateway.address.port)" }
-
-    func run(_ name: String, _ args: [String]) throws -> (status: Int32, out: String, err: String) {
-        try runProcess(try tool(name), args, timeout: 60)
     }
 
     /// Reads from `fd` until `text` contains `suffix` (bounded by the socket's timeout).
@@ -410,17 +406,17 @@ final class HTTPRouteBackendWireTests: XCTestCase {
     /// after it; a malformed backend head is a 502 naming the problem, a malformed body after
     /// a relayed head cuts the client connection (logged); a large chunked body arrives intact.
     func testCloseDelimitedLargeChunkedAndMalformedWithCurl() throws {
-        let close = try run("curl", ["-sS", "-D", "-", "\(base)/close"])
+        let close = try runProcess(try tool("curl"), ["-sS", "-D", "-", "\(base)/close"])
         XCTAssertEqual(close.status, 0, close.err)
         XCTAssertTrue(close.out.hasSuffix("\r\n\r\nuntil close"), close.out)
         XCTAssertTrue(close.out.lowercased().contains("connection: close"), close.out)
-        let big = try run("curl", ["-sS", "\(base)/big"])
+        let big = try runProcess(try tool("curl"), ["-sS", "\(base)/big"])
         XCTAssertEqual(big.out, String(repeating: "y", count: (1..<400).reduce(0, +)))
         XCTAssertNotNil(capture.waitForLine(containing: ["request", "path=/big", "bytes=\((1..<400).reduce(0, +))"]))
-        let badHead = try run("curl", ["-sS", "-w", "\n%{http_code}", "\(base)/badhead"])
+        let badHead = try runProcess(try tool("curl"), ["-sS", "-w", "\n%{http_code}", "\(base)/badhead"])
         XCTAssertTrue(badHead.out.hasSuffix("\n502"), badHead.out)
         XCTAssertTrue(badHead.out.contains("invalid response"), badHead.out)
-        let badBody = try run("curl", ["-sS", "\(base)/bad"])
+        let badBody = try runProcess(try tool("curl"), ["-sS", "\(base)/bad"])
         XCTAssertNotEqual(badBody.status, 0, badBody.out)
         XCTAssertNotNil(capture.waitForLine(containing: ["request", "path=/bad", "status=200", "invalid response", "chunk size expected"]), capture.lines.joined(separator: "\n"))
     }
@@ -428,9 +424,9 @@ final class HTTPRouteBackendWireTests: XCTestCase {
     /// HTTP/2 clients get chunked and close-delimited bodies decoded, without hop-by-hop fields.
     func testH2CGetsDecodedBodies() throws {
         for (path, body) in [("/chunked", "hello, world"), ("/close", "until close"), ("/hop", "ok"), ("/big", String(repeating: "y", count: (1..<400).reduce(0, +)))] {
-            let r = try run("nghttp", ["-n", "--no-dep", "-d", "/dev/null", "-v", "\(base)\(path)"])
+            let r = try runProcess(try tool("nghttp"), ["-n", "--no-dep", "-d", "/dev/null", "-v", "\(base)\(path)"])
             XCTAssertEqual(r.status, 0, r.out + r.err)
-            let data = try run("nghttp", ["\(base)\(path)"])
+            let data = try runProcess(try tool("nghttp"), ["\(base)\(path)"])
             XCTAssertEqual(data.out, body, path)
             XCTAssertTrue(r.out.contains(":status: 200"), r.out)
             XCTAssertFalse(r.out.lowercased().contains("x-secret") || r.out.lowercased().contains("transfer-encoding") || r.out.lowercased().contains("keep-alive"), r.out)
