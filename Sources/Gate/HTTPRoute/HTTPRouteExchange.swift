@@ -237,9 +237,11 @@ final class Exchange: BackendDelegate {
 
     /// Serves a request head: answers it locally (nil) or starts forwarding it. The returned
     /// exchange may already be finished (a backend refused synchronously).
-    static func begin(_ head: NIOHTTP1.HTTPRequestHead, client: any ExchangeClient, http1: Bool) -> Exchange? {
+    /// `request`: the route-table view when the caller built it already (HTTP/2 collects its
+    /// fields while converting HEADERS), else made from `head`.
+    static func begin(_ head: NIOHTTP1.HTTPRequestHead, client: any ExchangeClient, http1: Bool, request: RouteRequest? = nil) -> Exchange? {
         let connection = client.connection
-        let request = routeRequest(head)
+        let request = request ?? routeRequest(head)
         var log = HTTPAccessEntry(method: head.method.rawValue, host: request.host, path: request.path, started: GateLoop.monotonicMillis())
         var keepAlive = head.isKeepAlive
         let local: (status: Int, message: String, headers: [HTTPField])
