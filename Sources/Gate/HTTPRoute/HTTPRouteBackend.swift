@@ -8,25 +8,69 @@ import Foundation
 final class BackendConnection {
     let channel: any Channel
     let destination: Destination
+    /// Reads the responses (`BackendResponseReader`) and hands them to `delegate`.
+    let handler: BackendHandler
     /// Whether it came from the pool (it may have been closed by the backend meanwhile).
     var reused = false
     var reusable = true
     /// The exchange (or mirror) using it; nil while pooled.
     var delegate: (any BackendDelegate)?
 
-    init(channel: any Channel, destination: Destination) {
+    init(channel: any Channel, destination: Destination, handler: BackendHandler) {
         self.channel = channel
         self.destination = destination
+        self.handler = handler
+    }
+
+    /// Prepares the reader for the response to a request with `method`; `decodeChunks`: a
+    /// chunked body is delivered as its data (HTTP/2 clients) rather than as received.
+    func expectResponse(method: String, decodeChunks: Bool) {
+        handler.reader.requestMethod = method
+        handler.reader.decodeChunks = decodeChunks
+    }
+
+    /// Writes request bytes (flushed by the caller); `promise` completes once they are in the socket.
+    func write(_ buffer: ByteBuffer, promise: EventLoopPromise<Void>? = nil) {
+        channel.write(buffer, promise: promise)
     }
 }
 
-/// Delivers a backend connection's response parts to the exchange using it.
+/// Reads a backend connection's bytes with a `BackendResponseReader` and delivers the
+/// response's head, body and end to the exchange using the connection. Bytes left over (a
+/// head or chunk line split between reads) wait for the next read. Bytes from a backend
+/// that nobody is waiting for, and malformed responses, close the connection.
 final class BackendHandler: ChannelInboundHandler {
-    typealias InboundIn = HTTPClientResponsePart
+    typealias InboundIn = ByteBuffer
     weak var connection: BackendConnection?
+    var reader = BackendResponseReader()
+    private var leftover: ByteBuffer?
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        connection?.delegate?.backendRead(unwrapInboundIn(data))
+        var buffer = unwrapInboundIn(data)
+        if var earlier = leftover {
+            leftover = nil
+            earlier.writeBuffer(&buffer)
+            buffer = earlier
+        }
+        guard let connection, let delegate = connection.delegate else {
+            context.close(promise: nil)
+            return
+        }
+        do {
+            while let event = try reader.next(&buffer) {
+                delegate.backendRead(event)
+                // The exchange ended: what follows belongs to no request.
+                if case .end = event, buffer.readableBytes > 0 {
+                    context.close(promise: nil)
+                    return
+                }
+            }
+        } catch {
+            delegate.backendFailed("backend sent an invalid response: \(error)")
+            context.close(promise: nil)
+            return
+        }
+        if buffer.readableBytes > 0 { leftover = buffer }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -34,7 +78,10 @@ final class BackendHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if let connection { connection.delegate?.backendClosed(connection) }
+        if let connection, let delegate = connection.delegate {
+            if let end = reader.closed() { delegate.backendRead(end) }
+            connection.delegate?.backendClosed(connection)
+        }
         context.fireChannelInactive()
     }
 
@@ -129,7 +176,6 @@ final class BackendPool: Sendable {
             .channelOption(.socketOption(.tcp_nodelay), value: tcp ? 1 : 0)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(BackendHandler())
                 }
             }
@@ -143,8 +189,9 @@ final class BackendPool: Sendable {
             completion(
                 result.flatMap { channel in
                     Result {
-                        let connection = BackendConnection(channel: channel, destination: destination)
-                        try channel.pipeline.syncOperations.handler(type: BackendHandler.self).connection = connection
+                        let handler = try channel.pipeline.syncOperations.handler(type: BackendHandler.self)
+                        let connection = BackendConnection(channel: channel, destination: destination, handler: handler)
+                        handler.connection = connection
                         // Once per connection: a pooled connection the backend closes leaves its list.
                         let box = self.perLoop.box(for: channel.eventLoop)
                         channel.closeFuture.assumeIsolated().whenComplete { _ in
@@ -168,15 +215,11 @@ final class BackendPool: Sendable {
         box.idle[connection.destination, default: []].append(connection)
     }
 
-    /// RequestMirror: sends a copy of the request (head and the `bytes` of `body`, with that
-    /// `Content-Length`) to `destination` on a new connection of its own and ignores the
-    /// answer; failures are logged at debug level only, so the mirror never slows or breaks
-    /// the primary request.
-    func mirror(_ head: NIOHTTP1.HTTPRequestHead, body: [ByteBuffer], bytes: Int, to destination: Destination, on loop: any EventLoop, log: Logger) {
-        var copy = head
-        copy.headers.remove(name: "transfer-encoding")
-        copy.headers.replaceOrAdd(name: "content-length", value: String(bytes))
-        copy.headers.replaceOrAdd(name: "connection", value: "close")
+    /// RequestMirror: sends a copy of the request (`head`: its serialized head, which asks
+    /// for `Connection: close`; then `body`) to `destination` on a new connection of its own
+    /// and ignores the answer; failures are logged at debug level only, so the mirror never
+    /// slows or breaks the primary request.
+    func mirror(_ head: ByteBuffer, method: String, body: [ByteBuffer], to destination: Destination, on loop: any EventLoop, log: Logger) {
         acquire(destination, on: loop, fresh: true) { result in
             switch result {
             case .failure(let error):
@@ -184,9 +227,10 @@ final class BackendPool: Sendable {
             case .success(let connection):
                 // The sink keeps the connection until its answer ends or it closes.
                 connection.delegate = MirrorSink(connection)
-                connection.channel.write(HTTPClientRequestPart.head(copy), promise: nil)
-                for part in body { connection.channel.write(HTTPClientRequestPart.body(.byteBuffer(part)), promise: nil) }
-                connection.channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+                connection.expectResponse(method: method, decodeChunks: false)
+                connection.write(head)
+                for part in body { connection.write(part) }
+                connection.channel.flush()
                 let channel = connection.channel
                 loop.scheduleTask(in: .seconds(30)) { channel.close(promise: nil) }
             }
@@ -199,11 +243,13 @@ final class MirrorSink: BackendDelegate {
     let connection: BackendConnection
     init(_ connection: BackendConnection) { self.connection = connection }
 
-    func backendRead(_ part: HTTPClientResponsePart) {
-        if case .end = part { connection.channel.close(promise: nil) }
+    func backendRead(_ event: BackendResponseReader.Event) {
+        if case .end = event { connection.channel.close(promise: nil) }
     }
 
     func backendReadComplete() {}
+
+    func backendFailed(_ message: String) {}
 
     func backendClosed(_ connection: BackendConnection) {
         connection.delegate = nil

@@ -108,7 +108,14 @@ protocol ExchangeClient: AnyObject {
     var connection: RouteConnection { get }
     var eventLoop: any EventLoop { get }
     var allocator: ByteBufferAllocator { get }
+    /// Whether a chunked backend body is wanted as its data (HTTP/2) rather than as received.
+    var decodesChunks: Bool { get }
+    /// A local answer's head (404, redirects, errors, `100 Continue`).
     func respondHead(_ head: HTTPResponseHead)
+    /// The backend's response head (hop-by-hop fields still in it), its body to follow as
+    /// the reader delivers it; `raw`: the head's bytes as received, when `head` is unmodified;
+    /// `close`: the client connection closes after the response.
+    func relayHead(_ head: HTTP1ResponseHead, raw: ByteBuffer?, close: Bool)
     func respondBody(_ buffer: ByteBuffer)
     /// Ends the response and flushes it; `close`: close the connection afterwards (HTTP/1.1).
     func respondEnd(_ trailers: HTTPHeaders?, close: Bool)
@@ -178,8 +185,10 @@ final class DeadlineTimer {
 
 /// Receives a backend connection's response.
 protocol BackendDelegate: AnyObject {
-    func backendRead(_ part: HTTPClientResponsePart)
+    func backendRead(_ event: BackendResponseReader.Event)
     func backendReadComplete()
+    /// The backend's bytes are not a valid response (the connection is being closed).
+    func backendFailed(_ message: String)
     func backendClosed(_ connection: BackendConnection)
 }
 
@@ -190,44 +199,52 @@ final class Exchange: BackendDelegate {
     let client: any ExchangeClient
     var log: HTTPAccessEntry
     let forward: RouteAction.Forward
-    let keepAlive: Bool
-    var candidates: [RouteBackend]
+    /// The request's method (the backend's response to HEAD has no body).
+    let method: String
+    /// Whether the client connection stays open after this response.
+    var keepAlive: Bool
+    /// The backend tried next: 0 is `forward.backend`, then `forward.fallbacks` in order.
+    var nextCandidate = 0
     var backend: BackendConnection?
-    /// Request parts not yet sent (while connecting), and every part sent so far while they
+    /// Request bytes not yet sent (while connecting), and every byte sent so far while they
     /// are few (so a stale pooled connection can be replaced by a new one).
-    var pending: [HTTPClientRequestPart] = []
-    /// Called once the `pending` body parts they came with are written to the backend socket
+    var pending: [ByteBuffer] = []
+    /// Called once the `pending` body bytes they came with are written to the backend socket
     /// (HTTP/2 flow-control credit; see `requestPart`).
     var pendingWritten: [() -> Void] = []
-    var replay: [HTTPClientRequestPart]? = []
+    var replay: [ByteBuffer]? = []
     var replayBytes = 0
+    /// The request body goes to the backend in chunked coding (no Content-Length known).
+    var chunkedUpstream = false
     var requestEnded = false
     var responded = false
     var finished = false
-    /// Set while `fail` writes a local answer (see `clientGone`).
+    /// Set while `fail` writes a local answer or cuts a response off (see `clientGone`).
     var answeringLocally = false
     /// The rule's deadline (504 after it), watched by the client's `DeadlineTimer`.
     var deadline = NIODeadline.distantFuture
     var failures: [String] = []
-    /// The head for RequestMirror backends and the request body so far (nil: no mirror, or
-    /// the body outgrew `mirrorBodyLimit`).
-    var mirrorHead: NIOHTTP1.HTTPRequestHead?
+    /// The request fields for RequestMirror backends and the request body so far (nil: no
+    /// mirror, or the body outgrew `mirrorBodyLimit`).
+    var mirrorFields: [HTTPField]?
     var mirrorBody: [ByteBuffer] = []
     var mirrorBytes = 0
 
-    private init(client: any ExchangeClient, log: HTTPAccessEntry, forward: RouteAction.Forward, keepAlive: Bool) {
+    private init(client: any ExchangeClient, log: HTTPAccessEntry, forward: RouteAction.Forward, method: String, keepAlive: Bool) {
         self.client = client
         self.log = log
         self.forward = forward
+        self.method = method
         self.keepAlive = keepAlive
-        candidates = [forward.backend] + forward.fallbacks
     }
 
     /// Serves a request head: answers it locally (nil) or starts forwarding it. The returned
     /// exchange may already be finished (a backend refused synchronously).
-    static func begin(_ head: NIOHTTP1.HTTPRequestHead, client: any ExchangeClient, http1: Bool) -> Exchange? {
+    /// `request`: the route-table view when the caller built it already (HTTP/2 collects its
+    /// fields while converting HEADERS), else made from `head`.
+    static func begin(_ head: NIOHTTP1.HTTPRequestHead, client: any ExchangeClient, http1: Bool, request: RouteRequest? = nil) -> Exchange? {
         let connection = client.connection
-        let request = routeRequest(head)
+        let request = request ?? routeRequest(head)
         var log = HTTPAccessEntry(method: head.method.rawValue, host: request.host, path: request.path, started: GateLoop.monotonicMillis())
         var keepAlive = head.isKeepAlive
         let local: (status: Int, message: String, headers: [HTTPField])
@@ -240,13 +257,13 @@ final class Exchange: BackendDelegate {
             case .local(let status, let message, let headers):
                 local = (status, message, headers)
             case .forward(let forward):
-                let exchange = Exchange(client: client, log: log, forward: forward, keepAlive: keepAlive)
+                let exchange = Exchange(client: client, log: log, forward: forward, method: head.method.rawValue, keepAlive: keepAlive)
                 exchange.start(head)
                 return exchange
             }
         }
         log.status = local.status
-        respondLocally(client, status: local.status, message: local.message, headers: local.headers, keepAlive: keepAlive, log: &log)
+        respondLocally(client, status: local.status, message: local.message, headers: local.headers, keepAlive: keepAlive, bodyless: head.method == .HEAD, log: &log)
         connection.record(log)
         return nil
     }
@@ -270,12 +287,18 @@ final class Exchange: BackendDelegate {
     static func routeRequest(_ head: NIOHTTP1.HTTPRequestHead) -> RouteRequest {
         var fields: [HTTPField] = []
         fields.reserveCapacity(head.headers.count)
-        for (name, value) in head.headers { fields.append(HTTPField(name, value)) }
-        return RouteRequest(HTTPRequestHead(method: head.method.rawValue, target: head.uri, headers: fields))
+        var host: String?
+        for (name, value) in head.headers {
+            if host == nil, HopByHop.named(name, "host") { host = value }
+            fields.append(HTTPField(name, value))
+        }
+        return RouteRequest(method: head.method.rawValue, target: head.uri, host: host ?? "", headers: fields)
     }
 
+    /// `bodyless`: the answer to a HEAD request (its head announces the body, which is left out).
     static func respondLocally(
-        _ client: any ExchangeClient, status: Int, message: String, headers: [HTTPField], keepAlive: Bool, log: inout HTTPAccessEntry
+        _ client: any ExchangeClient, status: Int, message: String, headers: [HTTPField], keepAlive: Bool, bodyless: Bool = false,
+        log: inout HTTPAccessEntry
     ) {
         let body = message + "\n"
         var head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: status))
@@ -283,25 +306,30 @@ final class Exchange: BackendDelegate {
         head.headers.add(name: "content-type", value: "text/plain; charset=utf-8")
         head.headers.add(name: "content-length", value: String(body.utf8.count))
         if !keepAlive { head.headers.add(name: "connection", value: "close") }
-        log.bytes = body.utf8.count
         client.respondHead(head)
-        client.respondBody(client.allocator.buffer(string: body))
+        if !bodyless {
+            log.bytes = body.utf8.count
+            client.respondBody(client.allocator.buffer(string: body))
+        }
         client.respondEnd(nil, close: !keepAlive)
     }
 
-    /// Starts forwarding: connects (or takes a pooled connection), arms the rule's deadline
-    /// and prepares the mirrors' copy.
+    /// Starts forwarding: serializes the backend's request head, connects (or takes a pooled
+    /// connection), arms the rule's deadline and prepares the mirrors' copy.
     private func start(_ head: NIOHTTP1.HTTPRequestHead) {
-        var upstream = NIOHTTP1.HTTPRequestHead(version: .http1_1, method: head.method, uri: forward.target)
-        upstream.headers.reserveCapacity(forward.headers.count + 1)
-        for field in forward.headers where !HopByHop.contains(field.name) {
-            upstream.headers.add(name: field.name, value: field.value)
-        }
         let length = head.headers.first(name: "content-length")
-        if head.headers.contains(name: "transfer-encoding") || (length == nil && head.method.sendsBody) {
-            upstream.headers.add(name: "transfer-encoding", value: "chunked")
+        chunkedUpstream = head.headers.contains(name: "transfer-encoding") || (length == nil && head.method.sendsBody)
+        var bytes = client.allocator.buffer(capacity: 256)
+        do {
+            try BackendWire.requestHead(
+                method: method, target: forward.target, fields: forward.headers,
+                extra: chunkedUpstream ? [HTTPField("transfer-encoding", "chunked")] : [], into: &bytes)
+        } catch {
+            keepAlive = false
+            fail(400, "request cannot be forwarded: \(error)")
+            return
         }
-        pending.append(.head(upstream))
+        pending.append(bytes)
         // `Expect: 100-continue` (RFC 9110 §10.1.1): the request is routed and will be
         // forwarded, so the HTTP/1.1 client gets its `100 Continue` now and the backend never
         // sees the expectation (as nginx does). Relaying the backend's own 100 instead would
@@ -318,7 +346,7 @@ final class Exchange: BackendDelegate {
             if let length, let size = Int(length), size > limit {
                 skipMirrors("request body of \(size) bytes is larger than the mirror limit of \(limit) bytes")
             } else {
-                mirrorHead = upstream
+                mirrorFields = forward.headers
             }
         }
         connectNext()
@@ -334,11 +362,15 @@ final class Exchange: BackendDelegate {
         }
         switch part {
         case .body(.byteBuffer(let buffer)):
+            guard buffer.readableBytes > 0 else {
+                written?()
+                return
+            }
             if replay != nil {
                 replayBytes += buffer.readableBytes
                 if replayBytes > 65536 { replay = nil }
             }
-            if mirrorHead != nil {
+            if mirrorFields != nil {
                 mirrorBytes += buffer.readableBytes
                 let limit = client.connection.settings.mirrorBodyLimit
                 if mirrorBytes > limit {
@@ -347,19 +379,41 @@ final class Exchange: BackendDelegate {
                     mirrorBody.append(buffer)
                 }
             }
-        case .end:
+            if chunkedUpstream {
+                var size = client.allocator.buffer(capacity: 18)
+                BackendWire.chunkHeader(buffer.readableBytes, into: &size)
+                send(size)
+                send(buffer, written: written)
+                send(client.allocator.buffer(staticString: "\r\n"))
+            } else {
+                send(buffer, written: written)
+            }
+        case .end(let trailers):
             requestEnded = true
             sendMirrors()
+            if chunkedUpstream {
+                var last = client.allocator.buffer(staticString: "0\r\n")
+                for (name, value) in trailers ?? [:] {
+                    try? BackendWire.writeField(HTTPField(name, value), into: &last)
+                }
+                last.writeStaticString("\r\n")
+                send(last)
+            }
         default:
-            break
+            written?()
         }
+    }
+
+    /// Writes request bytes to the backend (or keeps them until it is connected); `written`
+    /// is called once they are in the backend socket.
+    private func send(_ bytes: ByteBuffer, written: (() -> Void)? = nil) {
         guard let backend else {
-            pending.append(part)
+            pending.append(bytes)
             if let written { pendingWritten.append(written) }
             return
         }
-        replay?.append(part)
-        backend.channel.write(part, promise: Self.promise(on: backend, calling: written))
+        replay?.append(bytes)
+        backend.write(bytes, promise: Self.promise(on: backend, calling: written))
         client.backendNeedsFlush(self)
     }
 
@@ -392,21 +446,31 @@ final class Exchange: BackendDelegate {
         finish(reuseBackend: false)
     }
 
-    /// The whole request is in: each mirror backend gets the head and body on a connection of
-    /// its own (fire and forget; the primary request never waits for it).
+    /// The whole request is in: each mirror backend gets the head (with the body's
+    /// `Content-Length`, `Connection: close`) and body on a connection of its own (fire and
+    /// forget; the primary request never waits for it).
     private func sendMirrors() {
-        guard let head = mirrorHead else { return }
-        mirrorHead = nil
+        guard let fields = mirrorFields else { return }
+        mirrorFields = nil
         let body = mirrorBody
         mirrorBody = []
         let settings = client.connection.settings
+        var head = client.allocator.buffer(capacity: 256)
+        let copied = fields.filter { !$0.name.equalsIgnoringASCIICase("content-length") }
+        do {
+            try BackendWire.requestHead(
+                method: method, target: forward.target, fields: copied,
+                extra: [HTTPField("content-length", String(mirrorBytes)), HTTPField("connection", "close")], into: &head)
+        } catch {
+            return
+        }
         for mirror in forward.mirrors {
-            settings.pool.mirror(head, body: body, bytes: mirrorBytes, to: mirror.destination, on: client.eventLoop, log: settings.log)
+            settings.pool.mirror(head, method: method, body: body, to: mirror.destination, on: client.eventLoop, log: settings.log)
         }
     }
 
     private func skipMirrors(_ reason: String) {
-        mirrorHead = nil
+        mirrorFields = nil
         mirrorBody = []
         let settings = client.connection.settings
         settings.counters.mirrorSkipped(route: forward.route)
@@ -416,11 +480,11 @@ final class Exchange: BackendDelegate {
     /// Connects to the next candidate backend (connect failures move on to the rule's
     /// other backends; 503 when none is left).
     private func connectNext(freshOnly: Bool = false) {
-        guard !candidates.isEmpty else {
+        guard nextCandidate <= forward.fallbacks.count else {
             fail(503, failures.joined(separator: "\n"))
             return
         }
-        let candidate = candidates[0]
+        let candidate = nextCandidate == 0 ? forward.backend : forward.fallbacks[nextCandidate - 1]
         log.backend = candidate.name
         client.connection.settings.pool.acquire(candidate.destination, on: client.eventLoop, idle: client.connection.idle, fresh: freshOnly) { [self] result in
             guard !finished else {
@@ -430,67 +494,56 @@ final class Exchange: BackendDelegate {
             switch result {
             case .failure(let error):
                 failures.append("backend \(candidate.name) (\(candidate.destination)) unavailable: \(error)")
-                candidates.removeFirst()
+                nextCandidate += 1
                 connectNext()
             case .success(let connection):
                 backend = connection
                 connection.delegate = self
+                connection.expectResponse(method: method, decodeChunks: client.decodesChunks)
                 let parts = pending
                 pending = []
                 let written = pendingWritten
                 pendingWritten = []
+                // Shared with `pending`'s storage until a body part follows (no copy per request).
+                if let sent = replay { replay = sent.isEmpty ? parts : sent + parts }
                 for (index, part) in parts.enumerated() {
-                    replay?.append(part)
                     // Writes complete in order: the last one's promise releases every credit.
                     let last = index == parts.count - 1 && !written.isEmpty
-                    connection.channel.write(part, promise: last ? Self.promise(on: connection, calling: { written.forEach { $0() } }) : nil)
+                    connection.write(part, promise: last ? Self.promise(on: connection, calling: { written.forEach { $0() } }) : nil)
                 }
                 client.backendNeedsFlush(self)
             }
         }
     }
 
-    func backendRead(_ part: HTTPClientResponsePart) {
+    func backendRead(_ event: BackendResponseReader.Event) {
         guard !finished else { return }
-        switch part {
-        case .head(let head):
-            if head.status.code < 200 && head.status.code != 101 { return }
+        switch event {
+        case .head(var head, let framing, let backendKeepsAlive, let raw):
             replay = nil
-            backend?.reusable = head.isKeepAlive
-            var out = HTTPResponseHead(version: .http1_1, status: head.status, headers: Self.responseHeaders(head.headers, forward.responseModifiers))
-            if !keepAlive { out.headers.replaceOrAdd(name: "connection", value: "close") }
-            log.status = Int(head.status.code)
+            backend?.reusable = backendKeepsAlive
+            // A body delimited by the backend's close is relayed the same way.
+            if framing == .untilClose { keepAlive = false }
+            // Applied to the backend's fields as received: the client side then leaves out the
+            // hop-by-hop ones (and those the backend's `Connection` names).
+            for modifier in forward.responseModifiers { modifier.apply(to: &head.headers) }
+            log.status = head.status
             responded = true
-            client.respondHead(out)
+            client.relayHead(head, raw: forward.responseModifiers.isEmpty ? raw : nil, close: !keepAlive)
         case .body(let buffer):
-            log.bytes += buffer.readableBytes
             // Flushed at the end of the backend's read burst (backendReadComplete) or with the end.
             client.respondBody(buffer)
-        case .end(let trailers):
+        case .end(let bodyBytes):
+            log.bytes = bodyBytes
             // Finished first: ending the response may deliver the client's next request.
             finish(reuseBackend: requestEnded)
-            client.respondEnd(trailers, close: !keepAlive)
+            client.respondEnd(nil, close: !keepAlive)
         }
     }
 
-    /// The backend's response fields for the client: hop-by-hop fields removed (but
-    /// `transfer-encoding`, which the HTTP/1.1 encoder needs), ResponseHeaderModifier applied.
-    /// One pass without conversions when there is no modifier (the common case).
-    static func responseHeaders(_ headers: HTTPHeaders, _ modifiers: [HeaderModifier]) -> HTTPHeaders {
-        if modifiers.isEmpty {
-            var out = HTTPHeaders()
-            out.reserveCapacity(headers.count)
-            for (name, value) in headers where !HopByHop.contains(name) || HopByHop.isTransferEncoding(name) {
-                out.add(name: name, value: value)
-            }
-            return out
-        }
-        var fields: [HTTPField] = []
-        for (name, value) in headers where !HopByHop.contains(name) || HopByHop.isTransferEncoding(name) { fields.append(HTTPField(name, value)) }
-        for modifier in modifiers { modifier.apply(to: &fields) }
-        var out = HTTPHeaders()
-        for field in fields { out.add(name: field.name, value: field.value) }
-        return out
+    func backendFailed(_ message: String) {
+        guard !finished else { return }
+        fail(502, "backend \(log.backend): \(message)")
     }
 
     func backendReadComplete() {
@@ -521,7 +574,10 @@ final class Exchange: BackendDelegate {
             answeringLocally = false
             log.bytes = local.bytes
         } else {
+            // Closing the client calls back (`clientGone`) at once: the cause stays logged.
+            answeringLocally = true
             client.abortResponse()
+            answeringLocally = false
         }
         finish(reuseBackend: false)
     }
@@ -529,7 +585,7 @@ final class Exchange: BackendDelegate {
     private func finish(reuseBackend: Bool) {
         guard !finished else { return }
         finished = true
-        mirrorHead = nil
+        mirrorFields = nil
         mirrorBody = []
         let written = pendingWritten
         pendingWritten = []
@@ -554,23 +610,35 @@ final class Exchange: BackendDelegate {
 enum HopByHop {
     static func contains(_ name: String) -> Bool {
         var name = name
-        return name.withUTF8 { bytes in
-            switch bytes.count {
-            case 2: return equal(bytes, "te")
-            case 6: return equal(bytes, "expect")
-            case 7: return equal(bytes, "trailer") || equal(bytes, "upgrade")
-            case 10: return equal(bytes, "connection") || equal(bytes, "keep-alive")
-            case 14: return equal(bytes, "http2-settings")
-            case 16: return equal(bytes, "proxy-connection")
-            case 17: return equal(bytes, "transfer-encoding")
-            default: return false
-            }
+        return name.withUTF8 { contains(bytes: $0) }
+    }
+
+    /// `contains` for a name's bytes (a field line in a received head).
+    static func contains(bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        switch bytes.count {
+        case 2: return equal(bytes, "te")
+        case 6: return equal(bytes, "expect")
+        case 7: return equal(bytes, "trailer") || equal(bytes, "upgrade")
+        case 10: return equal(bytes, "connection") || equal(bytes, "keep-alive")
+        case 14: return equal(bytes, "http2-settings")
+        case 16: return equal(bytes, "proxy-connection")
+        case 17: return equal(bytes, "transfer-encoding")
+        default: return false
         }
     }
 
     static func isTransferEncoding(_ name: String) -> Bool {
+        named(name, "transfer-encoding")
+    }
+
+    static func isTransferEncoding(bytes: UnsafeBufferPointer<UInt8>) -> Bool {
+        bytes.count == 17 && equal(bytes, "transfer-encoding")
+    }
+
+    /// Whether `name` is `lower` (a lower-case literal) ignoring ASCII case, without allocating.
+    static func named(_ name: String, _ lower: StaticString) -> Bool {
         var name = name
-        return name.withUTF8 { $0.count == 17 && equal($0, "transfer-encoding") }
+        return name.withUTF8 { $0.count == lower.utf8CodeUnitCount && equal($0, lower) }
     }
 
     /// ASCII case-insensitive comparison with a lower-case literal of the same length.

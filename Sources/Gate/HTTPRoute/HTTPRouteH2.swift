@@ -49,11 +49,11 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
             }
             let stream = HTTP2RouteStream(id: frame.streamID, handler: self)
             streams[frame.streamID] = stream
-            guard let head = Self.requestHead(headers.headers) else {
+            guard let (head, request) = Self.requestHead(headers.headers) else {
                 write(HTTP2Frame(streamID: frame.streamID, payload: .rstStream(.protocolError)))
                 return
             }
-            if let exchange = Exchange.begin(head, client: stream, http1: false), !exchange.finished { stream.exchange = exchange }
+            if let exchange = Exchange.begin(head, client: stream, http1: false, request: request), !exchange.finished { stream.exchange = exchange }
             if headers.endStream { stream.exchange?.requestPart(.end(nil)) }
         case .data(let data):
             guard let stream = streams[frame.streamID] else { return }
@@ -165,15 +165,18 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
 
     /// The HTTP/1 view of a request's HEADERS: `:method`, `:path`, `:authority` as `Host`
     /// when the client sent no `Host` field (as NIO's HTTP/2 → HTTP/1 codec does), `cookie`
-    /// crumbs joined with `; ` (RFC 9113 §8.2.3). nil without `:method` or `:path` (CONNECT).
-    static func requestHead(_ fields: HPACKHeaders) -> NIOHTTP1.HTTPRequestHead? {
+    /// crumbs joined with `; ` (RFC 9113 §8.2.3), and the route-table view of the same fields
+    /// (collected in the same pass). nil without `:method` or `:path` (CONNECT).
+    static func requestHead(_ fields: HPACKHeaders) -> (NIOHTTP1.HTTPRequestHead, RouteRequest)? {
         var method: String?
         var path: String?
         var authority: String?
-        var host = false
+        var host: String?
         var cookie: String?
         var headers = HTTPHeaders()
         headers.reserveCapacity(fields.count)
+        var routeFields: [HTTPField] = []
+        routeFields.reserveCapacity(fields.count)
         for (name, value, _) in fields {
             if name.utf8.first == UInt8(ascii: ":") {
                 switch name {
@@ -185,14 +188,23 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
             } else if name == "cookie" {
                 cookie = cookie.map { $0 + "; " + value } ?? value
             } else {
-                if name == "host" { host = true }
+                if host == nil, name == "host" { host = value }
                 headers.add(name: name, value: value)
+                routeFields.append(HTTPField(name, value))
             }
         }
-        if !host, let authority { headers.add(name: "host", value: authority) }
-        if let cookie { headers.add(name: "cookie", value: cookie) }
+        if host == nil, let authority {
+            host = authority
+            headers.add(name: "host", value: authority)
+            routeFields.append(HTTPField("host", authority))
+        }
+        if let cookie {
+            headers.add(name: "cookie", value: cookie)
+            routeFields.append(HTTPField("cookie", cookie))
+        }
         guard let method, let path else { return nil }
-        return NIOHTTP1.HTTPRequestHead(version: .http2, method: HTTPMethod(rawValue: method), uri: path, headers: headers)
+        let head = NIOHTTP1.HTTPRequestHead(version: .http2, method: HTTPMethod(rawValue: method), uri: path, headers: headers)
+        return (head, RouteRequest(method: method, target: path, host: host ?? "", headers: routeFields))
     }
 
     static func trailers(_ fields: HPACKHeaders) -> HTTPHeaders {
@@ -203,10 +215,10 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
 
     /// HTTP/2 response fields: `:status`, names lower-cased, connection-specific fields
     /// (hop-by-hop, `transfer-encoding`) left out (RFC 9113 §8.2.2).
-    static func responseFields(_ headers: HTTPHeaders, status: HTTPResponseStatus?) -> HPACKHeaders {
+    static func responseFields(_ headers: some Sequence<(name: String, value: String)>, count: Int, status: Int?) -> HPACKHeaders {
         var out = HPACKHeaders()
-        out.reserveCapacity(headers.count + 1)
-        if let status { out.add(name: ":status", value: String(status.code)) }
+        out.reserveCapacity(count + 1)
+        if let status { out.add(name: ":status", value: String(status)) }
         for (name, value) in headers where !HopByHop.contains(name) {
             out.add(name: name.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x5A }) ? name.lowercased() : name, value: value)
         }
@@ -238,8 +250,18 @@ final class HTTP2RouteStream: ExchangeClient {
         allocator = handler.allocator
     }
 
+    var decodesChunks: Bool { true }
+
     func respondHead(_ head: HTTPResponseHead) {
-        handler?.write(HTTP2Frame(streamID: id, payload: .headers(.init(headers: HTTP2RouteHandler.responseFields(head.headers, status: head.status)))))
+        let fields = HTTP2RouteHandler.responseFields(head.headers.lazy.map { ($0.name, $0.value) }, count: head.headers.count, status: Int(head.status.code))
+        handler?.write(HTTP2Frame(streamID: id, payload: .headers(.init(headers: fields))))
+    }
+
+    func relayHead(_ head: HTTP1ResponseHead, raw: ByteBuffer?, close: Bool) {
+        let named = BackendWire.connectionOptions(head.headers)
+        let kept = head.headers.lazy.filter { field in named.isEmpty || !named.contains(where: { $0.equalsIgnoringASCIICase(field.name) }) }
+        let fields = HTTP2RouteHandler.responseFields(kept.map { ($0.name, $0.value) }, count: head.headers.count, status: head.status)
+        handler?.write(HTTP2Frame(streamID: id, payload: .headers(.init(headers: fields))))
     }
 
     func respondBody(_ buffer: ByteBuffer) {
@@ -251,7 +273,7 @@ final class HTTP2RouteStream: ExchangeClient {
         guard let handler else { return }
         if let trailers, !trailers.isEmpty {
             writeHeld()
-            handler.write(HTTP2Frame(streamID: id, payload: .headers(.init(headers: HTTP2RouteHandler.responseFields(trailers, status: nil), endStream: true))))
+            handler.write(HTTP2Frame(streamID: id, payload: .headers(.init(headers: HTTP2RouteHandler.responseFields(trailers.lazy.map { ($0.name, $0.value) }, count: trailers.count, status: nil), endStream: true))))
         } else {
             handler.write(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(held ?? allocator.buffer(capacity: 0)), endStream: true))))
             held = nil

@@ -56,6 +56,7 @@ final class HTTPRouteNIO: Sendable {
                         try Self.configureHTTP2(channel, RouteConnection(state: state, settings: settings, peer: peer, proto: "h2c", eventLoop: channel.eventLoop))
                     case .tls(let tls):
                         try sync.addHandler(NIOSSLServerHandler(context: tls))
+                        try sync.addHandler(TLSWriteCoalescer())
                         try sync.addHandler(ApplicationProtocolNegotiationHandler { result, channel in
                             channel.eventLoop.makeCompletedFuture {
                                 if case .negotiated("h2") = result {
@@ -75,18 +76,27 @@ final class HTTPRouteNIO: Sendable {
         }
     }
 
-    /// NIO's HTTP/1.1 codec (a malformed head is answered 400 and closed) with an
-    /// `HTTP1RouteHandler` (keep-alive, pipelining; it closes a kept-alive connection idle for
-    /// `keepAliveTimeout` between requests). `upgrade` (plain listeners): a first request
-    /// with `Upgrade: h2c` switches the connection to HTTP/2 (`H2CUpgrader`).
+    /// NIO's HTTP/1.1 request decoder and response encoder (for the gateway's own answers)
+    /// with an `HTTP1RouteHandler` (keep-alive, pipelining; it closes a kept-alive connection
+    /// idle for `keepAliveTimeout` between requests; a malformed head is answered 400 and
+    /// closed). Backend responses are relayed as bytes through `RawResponseWriter`, in front
+    /// of the encoder. `upgrade` (plain listeners): a first request with `Upgrade: h2c`
+    /// switches the connection to HTTP/2 (`H2CUpgrader`).
+    ///
+    /// Assembled here rather than by `configureHTTPServerPipeline`: its response encoder
+    /// expects every response to pass through it (it pairs each with a request method), its
+    /// outbound header validator and protocol error handler would see relayed responses as
+    /// enum parts — the conversion this pipeline avoids (see `BackendWire`).
     static func configureHTTP1(_ channel: any Channel, _ connection: RouteConnection, upgrade: Bool) throws {
         let sync = channel.pipeline.syncOperations
-        let handler = HTTP1RouteHandler(connection, channel: channel)
+        let raw = RawResponseWriter()
+        let handler = HTTP1RouteHandler(connection, channel: channel, raw: raw)
+        let encoder = HTTPResponseEncoder()
+        let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: upgrade ? .forwardBytes : .dropBytes))
+        try sync.addHandlers([raw, encoder, decoder])
         if upgrade {
-            let upgrader = H2CUpgrader(connection: connection, replaced: [handler])
-            try sync.configureHTTPServerPipeline(withPipeliningAssistance: false, withServerUpgrade: ([upgrader], { _ in }), withErrorHandling: true)
-        } else {
-            try sync.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: true)
+            let upgrader = H2CUpgrader(connection: connection, replaced: [handler, raw])
+            try sync.addHandler(HTTPServerUpgradeHandler(upgraders: [upgrader], httpEncoder: encoder, extraHTTPHandlers: [decoder]) { _ in })
         }
         try sync.addHandler(handler)
     }
@@ -100,6 +110,60 @@ final class HTTPRouteNIO: Sendable {
             HTTP2IdleHandler(seconds: connection.settings.http2IdleTimeout, loop: channel.eventLoop),
             HTTP2RouteHandler(connection, channel: channel),
         ])
+    }
+}
+
+/// Gathers the writes between two flushes into one buffer in front of `NIOSSLHandler`,
+/// which turns every write it is given into a TLS record of its own: an HTTP/2 response
+/// (HEADERS, DATA header, DATA payload) became three records, each encrypted, framed and
+/// decrypted on its own, where nginx sends one. Hand-written because NIO has no such handler;
+/// writes of a record's worth (16 KiB) or more pass through unchanged, in order.
+final class TLSWriteCoalescer: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    /// The plaintext of one TLS record (RFC 8446 §5.1).
+    static let recordSize = 16384
+    private var pending: ByteBuffer?
+    private var pendingPromise: EventLoopPromise<Void>?
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        var buffer = unwrapOutboundIn(data)
+        if let pending, pending.readableBytes + buffer.readableBytes > Self.recordSize { forward(context) }
+        if buffer.readableBytes >= Self.recordSize {
+            context.write(data, promise: promise)
+            return
+        }
+        if pending == nil {
+            pending = buffer
+        } else {
+            pending!.writeBuffer(&buffer)
+        }
+        if let promise {
+            if let pendingPromise { pendingPromise.futureResult.cascade(to: promise) } else { pendingPromise = promise }
+        }
+    }
+
+    func flush(context: ChannelHandlerContext) {
+        forward(context)
+        context.flush()
+    }
+
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        forward(context)
+        context.close(mode: mode, promise: promise)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        forward(context)
+    }
+
+    private func forward(_ context: ChannelHandlerContext) {
+        guard let buffer = pending else { return }
+        pending = nil
+        let promise = pendingPromise
+        pendingPromise = nil
+        context.write(wrapOutboundOut(buffer), promise: promise)
     }
 }
 
@@ -123,9 +187,21 @@ public final class ReplayHandler: ChannelInboundHandler, RemovableChannelHandler
     }
 }
 
-/// Serves the requests of one HTTP/1.1 connection (after NIO's HTTP/1 codec and pipelining
-/// handler): each request head begins an `Exchange`, its body parts follow it, and the
-/// response is written back on the connection.
+/// The front of an HTTP/1.1 connection's HTTP handlers: bytes written through its context
+/// (relayed backend responses, already HTTP/1.1) reach the socket (or TLS) without passing
+/// NIO's response encoder behind it.
+final class RawResponseWriter: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = ByteBuffer
+    private(set) var context: ChannelHandlerContext?
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+}
+
+/// Serves the requests of one HTTP/1.1 connection (after NIO's HTTP/1 request decoder): each
+/// request head begins an `Exchange`, its body parts follow it, and the response is written
+/// back on the connection — the backend's response head and body as bytes (`relayHead`),
+/// the gateway's own answers through NIO's response encoder.
 ///
 /// Pipelining is handled here rather than by NIO's `HTTPServerPipelineHandler`: that handler
 /// withholds `read()` while each response is pending, which makes NIO unregister and
@@ -144,6 +220,15 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
     /// above which the client is not read.
     static let maxUnwritten = 256 * 1024
     private var unwritten = 0
+    private let raw: RawResponseWriter
+    /// A backend response is being relayed (its parts go to `raw`).
+    private var relaying = false
+    /// The relayed head and the small body parts after it, written as one buffer at the end
+    /// of the backend's read burst (one scalar write instead of a gather of buffers).
+    private var held: ByteBuffer?
+    static let mergedBodyLimit = 4096
+    /// A response has begun and not ended (a protocol error then closes without a 400).
+    private var responding = false
     private var exchange: Exchange?
     private var flushAtReadComplete: Exchange?
     /// Pipelined request parts waiting for the response in progress.
@@ -160,6 +245,13 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
     private var quiescing = false
 
     override var exchanges: [Exchange] { exchange.map { [$0] } ?? [] }
+
+    init(_ connection: RouteConnection, channel: any Channel, raw: RawResponseWriter) {
+        self.raw = raw
+        super.init(connection, channel: channel)
+    }
+
+    var decodesChunks: Bool { false }
 
     override func handlerAdded(context: ChannelHandlerContext) {
         super.handlerAdded(context: context)
@@ -300,38 +392,98 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // A refused h2c upgrade: the request is served over HTTP/1.1.
-        if !(error is H2CUpgrader.Refused) { closeOnError(error) }
+        if error is H2CUpgrader.Refused { return }
+        // A request the decoder refused (what NIO's HTTPServerProtocolErrorHandler did): 400
+        // unless a response is under way, then the connection closes.
+        if error is HTTPParserError, !responding, let front = raw.context {
+            exchange?.clientGone()
+            let answer = "HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+            front.writeAndFlush(NIOAny(context.channel.allocator.buffer(string: answer))).assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
+            }
+            return
+        }
+        closeOnError(error)
     }
 
     func respondHead(_ head: HTTPResponseHead) {
         var head = head
-        if quiescing, head.status.code >= 200 { head.headers.replaceOrAdd(name: "connection", value: "close") }
+        if head.status.code >= 200 {
+            responding = true
+            if quiescing { head.headers.replaceOrAdd(name: "connection", value: "close") }
+        }
         context?.write(wrapOutboundOut(.head(head)), promise: nil)
     }
 
+    func relayHead(_ head: HTTP1ResponseHead, raw bytes: ByteBuffer?, close: Bool) {
+        let close = close || quiescing
+        relaying = true
+        responding = true
+        var out = allocator.buffer(capacity: (bytes?.readableBytes ?? 256) + Self.mergedBodyLimit)
+        if let bytes, BackendWire.connectionOptions(head.headers).isEmpty {
+            BackendWire.clientHead(raw: bytes, close: close, into: &out)
+        } else {
+            BackendWire.clientHead(head, close: close, into: &out)
+        }
+        held = out
+    }
+
+    /// Writes what `relayHead` / `respondBody` held back.
+    private func writeHeld() {
+        guard let buffer = held else { return }
+        held = nil
+        raw.context?.write(NIOAny(buffer), promise: nil)
+    }
+
     func respondBody(_ buffer: ByteBuffer) {
-        context?.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        if relaying {
+            if held != nil, held!.readableBytes + buffer.readableBytes <= held!.capacity {
+                var body = buffer
+                held!.writeBuffer(&body)
+                return
+            }
+            writeHeld()
+            raw.context?.write(NIOAny(buffer), promise: nil)
+        } else {
+            context?.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        }
     }
 
     func respondEnd(_ trailers: HTTPHeaders?, close: Bool) {
         guard let context else { return }
-        if close || quiescing {
-            context.writeAndFlush(wrapOutboundOut(.end(trailers))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        let close = close || quiescing
+        responding = false
+        var ended: EventLoopFuture<Void>?
+        if relaying {
+            // The body's own framing (its length or last chunk) has ended it.
+            relaying = false
+            writeHeld()
+            if close {
+                ended = raw.context?.writeAndFlush(NIOAny(allocator.buffer(capacity: 0)))
+            } else {
+                raw.context?.flush()
+            }
+        } else if close {
+            ended = context.writeAndFlush(wrapOutboundOut(.end(trailers)))
         } else {
             context.writeAndFlush(wrapOutboundOut(.end(trailers)), promise: nil)
-            if !queued.isEmpty && !drainScheduled {
-                // After the exchange has finished (it ends the response first).
-                drainScheduled = true
-                eventLoop.assumeIsolated().execute { [self] in drain() }
-            }
+        }
+        if close {
+            (ended ?? eventLoop.makeSucceededVoidFuture()).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        } else if !queued.isEmpty && !drainScheduled {
+            // After the exchange has finished (it ends the response first).
+            drainScheduled = true
+            eventLoop.assumeIsolated().execute { [self] in drain() }
         }
     }
 
     func flushResponse() {
+        writeHeld()
         context?.flush()
     }
 
     func abortResponse() {
+        held = nil
         context?.close(promise: nil)
     }
 

@@ -57,12 +57,14 @@ extension RouteTable {
         }
         guard let backend = Self.pick(rule.backends, using: &generator) else { return .noBackend(route: selection.label) }
         if let reason = backend.refused { return .refusedBackend(route: selection.label, reason: reason) }
-        let target = path + (request.query.map { "?" + $0 } ?? "")
-        var rest = rule.backends.filter { $0 != backend && $0.refused == nil }
+        let target = request.query.map { path + "?" + $0 } ?? path
         var fallbacks: [RouteBackend] = []
-        while let next = Self.pick(rest, using: &generator) {
-            fallbacks.append(next)
-            rest.removeAll { $0 == next }
+        if rule.backends.count > 1 {
+            var rest = rule.backends.filter { $0 != backend && $0.refused == nil }
+            while let next = Self.pick(rest, using: &generator) {
+                fallbacks.append(next)
+                rest.removeAll { $0 == next }
+            }
         }
         return .forward(.init(
             route: selection.label, backend: backend, fallbacks: fallbacks, target: target, headers: headers,

@@ -24,17 +24,22 @@ public struct RouteRequest: Sendable, Hashable {
 
     /// Builds the request view of a parsed head (origin-form target; Host for the host).
     public init(_ head: HTTPRequestHead) {
-        let target = head.target
+        self.init(method: head.method, target: head.target, host: head.values("host").first ?? "", headers: head.headers)
+    }
+
+    /// The request view of a method, an origin-form target, the first `Host` value and the
+    /// fields (the gateway's data path finds `Host` while it collects the fields).
+    init(method: String, target: String, host: String, headers: [HTTPField]) {
         let question = target.firstIndex(of: "?")
-        var host = head.values("host").first ?? ""
+        var host = host
         var port: Int?
         if let colon = host.lastIndex(of: ":"), !host.hasSuffix("]"), let p = Int(host[host.index(after: colon)...]) {
             port = p
             host = String(host[..<colon])
         }
         self.init(
-            method: head.method, host: host, port: port, path: String(target[..<(question ?? target.endIndex)]),
-            query: question.map { String(target[target.index(after: $0)...]) }, headers: head.headers)
+            method: method, host: host, port: port, path: question.map { String(target[..<$0]) } ?? target,
+            query: question.map { String(target[target.index(after: $0)...]) }, headers: headers)
     }
 
     var queryParams: [(String, String)] {
@@ -52,8 +57,9 @@ public struct RouteSelection: Sendable, Hashable {
     public var ruleIndex: Int
     public var match: RouteMatch
     public var rule: RouteRule { route.rules[ruleIndex] }
-    /// `namespace/name` and the rule index, for logs: `default/store#1`.
-    public var label: String { "\(route.key)#\(ruleIndex)" }
+    /// `namespace/name` and the rule index, for logs: `default/store#1` (made once per table
+    /// entry, not per request).
+    public var label: String
 }
 
 /// The Gateway API matching of a set of HTTPRoutes, as a value.
@@ -71,6 +77,7 @@ public struct RouteTable: Sendable {
         var route: Int
         var rule: Int
         var match: RouteMatch
+        var label: String
     }
 
     public let routes: [HTTPRouteObject]
@@ -81,7 +88,7 @@ public struct RouteTable: Sendable {
         var entries: [Entry] = []
         for (r, route) in routes.enumerated() {
             for (i, rule) in route.rules.enumerated() {
-                for match in rule.matches { entries.append(Entry(route: r, rule: i, match: match)) }
+                for match in rule.matches { entries.append(Entry(route: r, rule: i, match: match, label: "\(route.key)#\(i)")) }
             }
         }
         func key(_ e: Entry) -> (Int, Int, Int, Int, Int) {
@@ -155,18 +162,25 @@ public struct RouteTable: Sendable {
     /// The rule match for `request`, nil for 404.
     public func select(_ request: RouteRequest) -> RouteSelection? {
         var best: (Int, Int)?
+        // The routes with the best host score: a bit mask for up to 64 routes (no allocation
+        // per request), a set beyond.
+        var mask: UInt64 = 0
         var candidates = Set<Int>()
+        let small = routes.count <= 64
         for (index, route) in routes.enumerated() {
             guard let score = Self.hostScore(route, request.host) else { continue }
             if best == nil || score > best! {
                 best = score
-                candidates = [index]
+                if small { mask = 1 << index } else { candidates = [index] }
             } else if score == best! {
-                candidates.insert(index)
+                if small { mask |= 1 << index } else { candidates.insert(index) }
             }
         }
-        for entry in entries where candidates.contains(entry.route) && Self.matches(entry.match, request) {
-            return RouteSelection(route: routes[entry.route], ruleIndex: entry.rule, match: entry.match)
+        for entry in entries {
+            let candidate = small ? mask & (1 << entry.route) != 0 : candidates.contains(entry.route)
+            if candidate && Self.matches(entry.match, request) {
+                return RouteSelection(route: routes[entry.route], ruleIndex: entry.rule, match: entry.match, label: entry.label)
+            }
         }
         return nil
     }

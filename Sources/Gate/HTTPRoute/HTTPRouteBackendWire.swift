@@ -1,0 +1,426 @@
+import NIOCore
+
+/// HTTP/1.1 towards the backends, written and read by hand instead of NIO's HTTP/1 client
+/// codec (`HTTPRequestEncoder`, `HTTPResponseDecoder`, the outbound header validator): on the
+/// proxy's hot path that codec turned every response into `HTTPHeaders` and enum parts that
+/// travelled through three pipeline handlers, only for the gateway to turn them back into
+/// bytes — about a fifth of the gateway's CPU time per request in profiles. Here a request
+/// head is serialized once from the route's fields into one buffer, and a response head is
+/// parsed with the Gate's `HTTP1ResponseHead` (RFC 9112 §4; the capture proxy's parser) and its
+/// body relayed as the slices NIO read, delimited by `HTTPBodyFraming`.
+enum BackendWire {
+    /// A request field, method or target that cannot be written on the wire.
+    struct InvalidField: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// The response head limits: larger than the capture proxy's default (NIO's decoder
+    /// accepted 80 KiB heads from backends).
+    static let responseLimits = HTTPHeadLimits(maxHeadBytes: 64 * 1024, maxHeaderCount: 256)
+
+    /// Writes `method SP target SP HTTP/1.1 CRLF`, each field but the hop-by-hop ones as
+    /// `name: value CRLF`, then `extra` the same way and the empty line (RFC 9112 §3, §5).
+    /// Names must be tokens and values free of CR, LF, NUL and other controls but HTAB
+    /// (RFC 9110 §5.5): what NIO's outbound validator refused, checked while copying.
+    static func requestHead(method: String, target: String, fields: [HTTPField], extra: [HTTPField], into buffer: inout ByteBuffer) throws {
+        try checkToken(method, what: "method")
+        var target = target
+        try target.withUTF8 { bytes in
+            if bytes.isEmpty || bytes.contains(where: { $0 <= 0x20 || $0 == 0x7F }) {
+                throw InvalidField(description: "request target \(String(decoding: bytes, as: UTF8.self).debugDescription) has a space or control byte")
+            }
+        }
+        buffer.writeString(method)
+        buffer.writeInteger(UInt8(ascii: " "))
+        buffer.writeString(target)
+        buffer.writeStaticString(" HTTP/1.1\r\n")
+        for field in fields where !HopByHop.contains(field.name) {
+            try writeField(field, into: &buffer)
+        }
+        for field in extra { try writeField(field, into: &buffer) }
+        buffer.writeStaticString("\r\n")
+    }
+
+    /// `name: value CRLF` after checking both (see `requestHead`).
+    static func writeField(_ field: HTTPField, into buffer: inout ByteBuffer) throws {
+        try checkToken(field.name, what: "field name")
+        var value = field.value
+        try value.withUTF8 { bytes in
+            if bytes.contains(where: { ($0 < 0x20 && $0 != 0x09) || $0 == 0x7F }) {
+                throw InvalidField(description: "field \(field.name) has a control byte in its value")
+            }
+        }
+        buffer.writeString(field.name)
+        buffer.writeStaticString(": ")
+        buffer.writeString(value)
+        buffer.writeStaticString("\r\n")
+    }
+
+    private static func checkToken(_ text: String, what: String) throws {
+        var text = text
+        try text.withUTF8 { bytes in
+            if bytes.isEmpty || !bytes.allSatisfy(isTokenChar) {
+                throw InvalidField(description: "\(what) \(String(decoding: bytes, as: UTF8.self).debugDescription) is not a token")
+            }
+        }
+    }
+
+    /// The chunk-size line of a chunk of `count` bytes (RFC 9112 §7.1): `hex CRLF`.
+    static func chunkHeader(_ count: Int, into buffer: inout ByteBuffer) {
+        buffer.writeString(String(count, radix: 16))
+        buffer.writeStaticString("\r\n")
+    }
+
+    /// The head relayed to an HTTP/1.1 client: `HTTP/1.1`, the backend's status code and
+    /// reason, its fields except the hop-by-hop ones (RFC 9110 §7.6.1: also those the
+    /// backend's `Connection` names) — `Content-Length` and `Transfer-Encoding` stay, the body
+    /// is relayed with the backend's framing — and `Connection: close` when the gateway closes
+    /// the client connection after the response. Written straight into a buffer: this runs
+    /// once per proxied request.
+    static func clientHead(_ head: HTTP1ResponseHead, close: Bool, into buffer: inout ByteBuffer) {
+        buffer.writeStaticString("HTTP/1.1 ")
+        let status = head.status
+        buffer.writeBytes([UInt8(48 + status / 100), UInt8(48 + status / 10 % 10), UInt8(48 + status % 10), UInt8(ascii: " ")])
+        buffer.writeString(head.reason)
+        buffer.writeStaticString("\r\n")
+        let named = connectionOptions(head.headers)
+        for field in head.headers where !HopByHop.contains(field.name) || HopByHop.isTransferEncoding(field.name) {
+            if !named.isEmpty, named.contains(where: { $0.equalsIgnoringASCIICase(field.name) }) { continue }
+            buffer.writeString(field.name)
+            buffer.writeStaticString(": ")
+            buffer.writeString(field.value)
+            buffer.writeStaticString("\r\n")
+        }
+        if close { buffer.writeStaticString("connection: close\r\n") }
+        buffer.writeStaticString("\r\n")
+    }
+
+    /// The fields `Connection` names (RFC 9110 §7.6.1: connection options, removed by a
+    /// proxy) other than its own `close` / `keep-alive` and the body's framing. Rare, so
+    /// looked for only when a `Connection` field is there.
+    static func connectionOptions(_ fields: [HTTPField]) -> [String] {
+        var named: [String] = []
+        for field in fields where HopByHop.named(field.name, "connection") {
+            // The usual value needs no list.
+            if HopByHop.named(field.value, "keep-alive") || HopByHop.named(field.value, "close") { continue }
+            for option in field.value.split(separator: ",") {
+                let name = option.trimmingOWS()
+                if !HopByHop.named(name, "close") && !HopByHop.named(name, "keep-alive") && !protected(name) { named.append(name) }
+            }
+        }
+        return named
+    }
+
+    /// `clientHead` from the head's bytes as received (`HTTP1ResponseHead.parse` checked
+    /// them), for a head whose `Connection` names no other field (`connectionOptions` is
+    /// empty): the status line after the version and every kept field line are copied as
+    /// bytes, without the conversions to and from `String` (measurable once per response).
+    static func clientHead(raw: ByteBuffer, close: Bool, into buffer: inout ByteBuffer) {
+        raw.withUnsafeReadableBytes { bytes in
+            var start = 0
+            while start < bytes.count {
+                let end = bytes[start...].firstIndex(of: UInt8(ascii: "\n")) ?? bytes.count
+                var content = bytes[start..<end]
+                let first = start == 0
+                start = end + 1
+                if content.last == UInt8(ascii: "\r") { content = content.dropLast() }
+                if content.isEmpty { break }
+                if first {
+                    // `HTTP/1.x` → the gateway's own version.
+                    buffer.writeStaticString("HTTP/1.1")
+                    buffer.writeBytes(UnsafeRawBufferPointer(rebasing: content.dropFirst(8)))
+                } else {
+                    let colon = content.firstIndex(of: UInt8(ascii: ":")) ?? content.endIndex
+                    let name = UnsafeBufferPointer(start: bytes.baseAddress!.advanced(by: content.startIndex).assumingMemoryBound(to: UInt8.self), count: colon - content.startIndex)
+                    if HopByHop.contains(bytes: name) && !HopByHop.isTransferEncoding(bytes: name) { continue }
+                    buffer.writeBytes(UnsafeRawBufferPointer(rebasing: content))
+                }
+                buffer.writeStaticString("\r\n")
+            }
+        }
+        if close { buffer.writeStaticString("connection: close\r\n") }
+        buffer.writeStaticString("\r\n")
+    }
+
+    /// Fields a `Connection` option cannot remove: the body's framing.
+    private static func protected(_ name: String) -> Bool {
+        name.equalsIgnoringASCIICase("content-length") || HopByHop.isTransferEncoding(name)
+    }
+}
+
+/// Reads the responses of one backend connection (RFC 9112 §6): the head, then the body by
+/// its framing — `Content-Length`, chunked (RFC 9112 §7.1), until the backend closes, or none
+/// (HEAD, 204, 304) — then the next response. A pure state machine: bytes in, events out.
+///
+/// Interim 1xx heads (100 Continue, 103 Early Hints) are skipped: the gateway answers
+/// `Expect` itself. A chunked body is relayed as received (the framing bytes included) for
+/// HTTP/1.1 clients, or decoded into its data for HTTP/2 clients (`decodeChunks`); its
+/// trailer section is relayed raw to HTTP/1.1 clients and dropped for HTTP/2.
+///
+/// ```
+/// chunked-body = *chunk last-chunk trailer-section CRLF
+/// chunk        = chunk-size [ chunk-ext ] CRLF chunk-data CRLF
+/// last-chunk   = 1*("0") [ chunk-ext ] CRLF
+/// ```
+struct BackendResponseReader {
+    enum Event: Equatable {
+        /// A final response head, how its body is delimited, whether the backend keeps
+        /// the connection open after it, and the head's bytes as received.
+        case head(HTTP1ResponseHead, HTTPBodyFraming, keepAlive: Bool, raw: ByteBuffer)
+        /// Body bytes (chunk framing included unless `decodeChunks`).
+        case body(ByteBuffer)
+        /// The response is complete; `bodyBytes` of data (framing excluded) were in it.
+        case end(bodyBytes: Int)
+    }
+
+    /// The request's method (HEAD responses have no body) and whether chunked bodies are
+    /// decoded; set for every request before its response arrives.
+    var requestMethod = "GET"
+    var decodeChunks = false
+
+    private enum State: Equatable {
+        case head
+        case length(remaining: Int)
+        case chunked(Chunk)
+        case untilClose
+        /// The body is complete: `.end` is next.
+        case ending
+    }
+
+    private enum Chunk: Equatable {
+        case size(digits: Int, value: Int)
+        case extensions(value: Int)
+        case sizeLF(value: Int)
+        case data(remaining: Int)
+        case dataCR
+        case dataLF
+        case trailerLineStart
+        case trailerLine
+        case trailerLF(empty: Bool)
+    }
+
+    static let maxChunkLineBytes = 4096
+    static let maxTrailerBytes = 16 * 1024
+
+    private var state = State.head
+    private var bodyBytes = 0
+    private var framingBytes = 0
+
+    /// Whether a response is being read (between its first byte and its end).
+    var inResponse: Bool { state != .head }
+
+    /// The next event from `buffer` (consumed as far as it was used), nil when more bytes are
+    /// needed. Throws on a malformed response: the connection cannot be used any more.
+    mutating func next(_ buffer: inout ByteBuffer) throws(WireError) -> Event? {
+        while true {
+            switch state {
+            case .head:
+                guard buffer.readableBytes > 0 else { return nil }
+                switch HTTP1ResponseHead.parse(buffer.readableBytesView, limits: BackendWire.responseLimits) {
+                case .needMore: return nil
+                case .invalid(let error): throw error
+                case .done(let head, let consumed):
+                    let raw = buffer.readSlice(length: consumed)!
+                    if head.isInterim { continue }
+                    var (framing, keepAlive) = try Self.framing(head, requestMethod: requestMethod)
+                    if framing == .tunnel { framing = .untilClose }
+                    if framing == .untilClose { keepAlive = false }
+                    bodyBytes = 0
+                    switch framing {
+                    case .none: state = .ending
+                    case .contentLength(let length): state = length == 0 ? .ending : .length(remaining: length)
+                    case .chunked: state = .chunked(.size(digits: 0, value: 0))
+                    case .untilClose, .tunnel: state = .untilClose
+                    }
+                    return .head(head, framing, keepAlive: keepAlive, raw: raw)
+                }
+            case .ending:
+                state = .head
+                return .end(bodyBytes: bodyBytes)
+            case .length(let remaining):
+                guard buffer.readableBytes > 0 else { return nil }
+                let count = min(remaining, buffer.readableBytes)
+                bodyBytes += count
+                state = count == remaining ? .ending : .length(remaining: remaining - count)
+                return .body(buffer.readSlice(length: count)!)
+            case .untilClose:
+                guard buffer.readableBytes > 0 else { return nil }
+                bodyBytes += buffer.readableBytes
+                return .body(buffer.readSlice(length: buffer.readableBytes)!)
+            case .chunked(let chunk):
+                guard buffer.readableBytes > 0 else { return nil }
+                if decodeChunks {
+                    if case .data(let remaining) = chunk {
+                        let count = min(remaining, buffer.readableBytes)
+                        bodyBytes += count
+                        state = .chunked(count == remaining ? .dataCR : .data(remaining: remaining - count))
+                        return .body(buffer.readSlice(length: count)!)
+                    }
+                    // Framing bytes up to the next data (or the end) are consumed unseen.
+                    let (used, next) = try Self.scan(chunk, buffer, stopAtData: true, framing: &framingBytes, data: &bodyBytes)
+                    buffer.moveReaderIndex(forwardBy: used)
+                    state = next
+                } else {
+                    // Framing and data alike pass through, up to the body's end.
+                    let (used, next) = try Self.scan(chunk, buffer, stopAtData: false, framing: &framingBytes, data: &bodyBytes)
+                    state = next
+                    if used > 0 { return .body(buffer.readSlice(length: used)!) }
+                }
+            }
+        }
+    }
+
+    /// `head.bodyFraming(requestMethod:)` and `head.keepsConnection`, computed in one pass
+    /// without allocating for the usual heads (at most one Content-Length value, Transfer-Encoding
+    /// `chunked`, Connection `close` or `keep-alive`); any other head, and 101 or CONNECT, is
+    /// left to those (which build lists of values and tokens: measurable once per response).
+    static func framing(_ head: HTTP1ResponseHead, requestMethod: String) throws(WireError) -> (HTTPBodyFraming, keepAlive: Bool) {
+        var length: Int?
+        var chunked = false
+        var close = false
+        var keepAliveToken = false
+        var usual = head.status != 101 && requestMethod != "CONNECT"
+        for field in head.headers where usual {
+            if HopByHop.named(field.name, "content-length") {
+                guard length == nil, let value = decimal(field.value) else {
+                    usual = false
+                    break
+                }
+                length = value
+            } else if HopByHop.isTransferEncoding(field.name) {
+                guard !chunked, HopByHop.named(field.value, "chunked") else {
+                    usual = false
+                    break
+                }
+                chunked = true
+            } else if HopByHop.named(field.name, "connection") {
+                if HopByHop.named(field.value, "close") {
+                    close = true
+                } else if HopByHop.named(field.value, "keep-alive") {
+                    keepAliveToken = true
+                } else {
+                    usual = false
+                }
+            }
+        }
+        guard usual, !(chunked && length != nil) else {
+            return (try head.bodyFraming(requestMethod: requestMethod), head.keepsConnection)
+        }
+        let keepAlive = !close && (head.version == .http1_1 || keepAliveToken)
+        if requestMethod == "HEAD" || head.status < 200 || head.status == 204 || head.status == 304 { return (.none, keepAlive) }
+        if chunked { return (.chunked, keepAlive) }
+        guard let length else { return (.untilClose, keepAlive) }
+        return (length == 0 ? .none : .contentLength(length), keepAlive)
+    }
+
+    /// A Content-Length value of 1–18 digits, nil for anything else.
+    private static func decimal(_ text: String) -> Int? {
+        var text = text
+        return text.withUTF8 { bytes in
+            guard !bytes.isEmpty, bytes.count <= 18 else { return nil }
+            var value = 0
+            for byte in bytes {
+                guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+                value = value * 10 + Int(byte - UInt8(ascii: "0"))
+            }
+            return value
+        }
+    }
+
+    /// The backend closed the connection: `.end` when that ends the body (read until close),
+    /// nil otherwise (a response cut short when `inResponse`).
+    mutating func closed() -> Event? {
+        guard state == .untilClose else { return nil }
+        state = .head
+        return .end(bodyBytes: bodyBytes)
+    }
+
+    /// Steps the chunked-body machine over `buffer` from its reader index: returns the bytes
+    /// used and the state after them. Stops at the end of the bytes, at the body's end
+    /// (`.ending`), or — `stopAtData` — where chunk data begins. Data is skipped in O(1).
+    private static func scan(
+        _ start: Chunk, _ buffer: ByteBuffer, stopAtData: Bool, framing: inout Int, data: inout Int
+    ) throws(WireError) -> (Int, State) {
+        var chunk = start
+        let result: Result<(Int, State), WireError> = buffer.withUnsafeReadableBytes { bytes in
+            var index = 0
+            func fail(_ message: String) -> Result<(Int, State), WireError> { .failure(WireError(.badFraming, "chunked response body: " + message)) }
+            while index < bytes.count {
+                if case .data(let remaining) = chunk {
+                    if stopAtData { return .success((index, .chunked(chunk))) }
+                    let count = min(remaining, bytes.count - index)
+                    index += count
+                    data += count
+                    chunk = count == remaining ? .dataCR : .data(remaining: remaining - count)
+                    continue
+                }
+                let byte = bytes[index]
+                index += 1
+                framing += 1
+                switch chunk {
+                case .size(let digits, let value):
+                    if let digit = hexValue(byte) {
+                        guard digits < 15 else { return fail("chunk size longer than 15 hex digits") }
+                        chunk = .size(digits: digits + 1, value: value << 4 | digit)
+                    } else if digits == 0 {
+                        return fail("chunk size expected, got byte \(hex(byte))")
+                    } else if byte == UInt8(ascii: "\r") {
+                        chunk = .sizeLF(value: value)
+                    } else if byte == UInt8(ascii: ";") || byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") {
+                        chunk = .extensions(value: value)
+                    } else {
+                        return fail("byte \(hex(byte)) after the chunk size")
+                    }
+                case .extensions(let value):
+                    if byte == UInt8(ascii: "\r") {
+                        chunk = .sizeLF(value: value)
+                    } else if (byte < 0x20 && byte != 0x09) || byte == 0x7F {
+                        return fail("control byte \(hex(byte)) in a chunk extension")
+                    }
+                case .sizeLF(let value):
+                    guard byte == UInt8(ascii: "\n") else { return fail("chunk size line not ended by CRLF") }
+                    chunk = value == 0 ? .trailerLineStart : .data(remaining: value)
+                    framing = 0
+                case .dataCR:
+                    guard byte == UInt8(ascii: "\r") else { return fail("chunk data not followed by CRLF") }
+                    chunk = .dataLF
+                case .dataLF:
+                    guard byte == UInt8(ascii: "\n") else { return fail("chunk data not followed by CRLF") }
+                    chunk = .size(digits: 0, value: 0)
+                case .trailerLineStart, .trailerLine:
+                    let empty = chunk == .trailerLineStart
+                    if byte == UInt8(ascii: "\r") {
+                        chunk = .trailerLF(empty: empty)
+                    } else if (byte < 0x20 && byte != 0x09) || byte == 0x7F {
+                        return fail("control byte \(hex(byte)) in the trailer section")
+                    } else {
+                        chunk = .trailerLine
+                    }
+                case .trailerLF(let empty):
+                    guard byte == UInt8(ascii: "\n") else { return fail("trailer line not ended by CRLF") }
+                    if empty { return .success((index, .ending)) }
+                    chunk = .trailerLineStart
+                case .data:
+                    break
+                }
+                switch chunk {
+                case .trailerLineStart, .trailerLine, .trailerLF:
+                    if framing > maxTrailerBytes { return fail("trailer section longer than \(maxTrailerBytes) bytes") }
+                default:
+                    if framing > maxChunkLineBytes { return fail("chunk size line longer than \(maxChunkLineBytes) bytes") }
+                }
+            }
+            return .success((index, .chunked(chunk)))
+        }
+        return try result.get()
+    }
+
+    private static func hexValue(_ byte: UInt8) -> Int? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): Int(byte - UInt8(ascii: "0"))
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): Int(byte - UInt8(ascii: "a") + 10)
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): Int(byte - UInt8(ascii: "A") + 10)
+        default: nil
+        }
+    }
+}

@@ -1,0 +1,436 @@
+import Foundation
+import Glibc
+import NIOCore
+import NIOEmbedded
+import XCTest
+
+@testable import Gate
+
+/// The hand-written HTTP/1.1 backend side of the gateway: `BackendResponseReader` (fed whole,
+/// split at every offset and byte at a time, with malformed input), `BackendWire` request
+/// and client heads, and end to end against a backend that answers crafted bytes (chunked
+/// with trailers, close-delimited, hop-by-hop fields named by Connection, HEAD, 204, 103,
+/// malformed) through HTTP/1.1 (raw socket, curl) and h2c (nghttp).
+final class HTTPRouteBackendWireTests: XCTestCase {
+    // MARK: - BackendResponseReader
+
+    struct Case {
+        var name: String
+        var bytes: String
+        var method = "GET"
+        /// Per response: status, framing, keep-alive, decoded body.
+        var responses: [(status: Int, framing: HTTPBodyFraming, keepAlive: Bool, body: String)]
+        /// The reader waits for the backend to close (read until close).
+        var endsAtClose = false
+    }
+
+    static let cases: [Case] = [
+        Case(
+            name: "content-length", bytes: "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nServer: x\r\n\r\nhello",
+            responses: [(200, .contentLength(5), true, "hello")]),
+        Case(
+            name: "two responses back to back", bytes: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nabHTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
+            responses: [(200, .contentLength(2), true, "ab"), (404, .none, true, "")]),
+        Case(
+            name: "chunked with extension and trailers",
+            bytes: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;name=value\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n",
+            responses: [(200, .chunked, true, "hello, world")]),
+        Case(
+            name: "chunked, upper-case hex, then another response",
+            bytes: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nA\r\n0123456789\r\n0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
+            responses: [(200, .chunked, true, "0123456789"), (200, .contentLength(1), true, "z")]),
+        Case(
+            name: "HTTP/1.0 until close", bytes: "HTTP/1.0 200 OK\r\nX-A: 1\r\n\r\nuntil close",
+            responses: [(200, .untilClose, false, "until close")], endsAtClose: true),
+        Case(
+            name: "Connection: close", bytes: "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\nc",
+            responses: [(200, .contentLength(1), false, "c")]),
+        Case(
+            name: "HTTP/1.0 keep-alive", bytes: "HTTP/1.0 200 OK\r\nContent-Length: 1\r\nConnection: keep-alive\r\n\r\nk",
+            responses: [(200, .contentLength(1), true, "k")]),
+        Case(
+            name: "HEAD announces a body it does not carry", bytes: "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", method: "HEAD",
+            responses: [(200, .none, true, "")]),
+        Case(name: "204", bytes: "HTTP/1.1 204 No Content\r\n\r\n", responses: [(204, .none, true, "")]),
+        Case(
+            name: "304 with a length", bytes: "HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n",
+            responses: [(304, .none, true, "")]),
+        Case(
+            name: "103 and 100 skipped",
+            bytes: "HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nyes",
+            responses: [(200, .contentLength(3), true, "yes")]),
+        Case(
+            name: "Connection naming another field (slow path)",
+            bytes: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-Secret, keep-alive\r\nX-Secret: s\r\n\r\nok",
+            responses: [(200, .contentLength(2), true, "ok")]),
+        Case(
+            name: "101 becomes a body until close", bytes: "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\nraw",
+            responses: [(101, .untilClose, false, "raw")], endsAtClose: true),
+    ]
+
+    /// Feeds `chunks` to a reader; returns the events (bodies joined per response) and
+    /// whether the reader ended the last body at close.
+    func read(_ chunks: [[UInt8]], method: String, decode: Bool, close: Bool) throws -> [(HTTP1ResponseHead, HTTPBodyFraming, Bool, [UInt8], Int)] {
+        var reader = BackendResponseReader()
+        reader.requestMethod = method
+        reader.decodeChunks = decode
+        var out: [(HTTP1ResponseHead, HTTPBodyFraming, Bool, [UInt8], Int)] = []
+        var current: (HTTP1ResponseHead, HTTPBodyFraming, Bool, [UInt8])?
+        var leftover = ByteBuffer()
+        func handle(_ event: BackendResponseReader.Event) {
+            switch event {
+            case .head(let head, let framing, let keepAlive, let raw):
+                // The raw head is exactly the bytes the parser consumed.
+                if case .done(let again, let consumed) = HTTP1ResponseHead.parse(raw.readableBytesView) {
+                    XCTAssertEqual(again, head)
+                    XCTAssertEqual(consumed, raw.readableBytes)
+                } else {
+                    XCTFail("raw head does not parse")
+                }
+                current = (head, framing, keepAlive, [])
+            case .body(let buffer): current?.3 += buffer.readableBytesView
+            case .end(let bytes):
+                if let c = current { out.append((c.0, c.1, c.2, c.3, bytes)) }
+                current = nil
+            }
+        }
+        for chunk in chunks {
+            leftover.writeBytes(chunk)
+            while let event = try reader.next(&leftover) { handle(event) }
+            leftover.discardReadBytes()
+        }
+        if close, let end = reader.closed() { handle(end) }
+        XCTAssertNil(current, "a response did not end")
+        XCTAssertEqual(leftover.readableBytes, 0)
+        return out
+    }
+
+    /// The raw chunked body section of `bytes` (what an HTTP/1.1 client is relayed).
+    func rawBody(_ text: String) -> String {
+        guard let start = text.range(of: "\r\n\r\n") else { return "" }
+        return String(text[start.upperBound...])
+    }
+
+    func testReaderWholeSplitAndByteAtATime() throws {
+        for c in Self.cases {
+            let bytes = Array(c.bytes.utf8)
+            var feeds: [(String, [[UInt8]])] = [("whole", [bytes]), ("bytes", bytes.map { [$0] })]
+            for cut in 1..<bytes.count { feeds.append(("split \(cut)", [Array(bytes[..<cut]), Array(bytes[cut...])])) }
+            for decode in [true, false] {
+                for (how, chunks) in feeds {
+                    let got = try read(chunks, method: c.method, decode: decode, close: c.endsAtClose)
+                    XCTAssertEqual(got.count, c.responses.count, "\(c.name) \(how) decode=\(decode)")
+                    for (g, e) in zip(got, c.responses) {
+                        XCTAssertEqual(g.0.status, e.status, "\(c.name) \(how)")
+                        XCTAssertEqual(g.1, e.framing, "\(c.name) \(how)")
+                        XCTAssertEqual(g.2, e.keepAlive, "\(c.name) \(how)")
+                        XCTAssertEqual(g.4, e.body.utf8.count, "\(c.name) \(how): data bytes")
+                        if decode || e.framing != .chunked {
+                            XCTAssertEqual(String(decoding: g.3, as: UTF8.self), e.body, "\(c.name) \(how) decode=\(decode)")
+                        }
+                    }
+                    // Undecoded, a lone chunked response is relayed byte for byte.
+                    if !decode, c.responses.count == 1, c.responses[0].framing == .chunked {
+                        XCTAssertEqual(String(decoding: got[0].3, as: UTF8.self), rawBody(c.bytes), "\(c.name) \(how)")
+                    }
+                }
+            }
+        }
+    }
+
+    func testReaderRefusesMalformedResponses() {
+        let bad: [(String, String)] = [
+            ("status line", "HTTP/1.1 2x0 OK\r\n\r\n"),
+            ("version", "HTTP/2.0 200 OK\r\n\r\n"),
+            ("header without colon", "HTTP/1.1 200 OK\r\nBroken\r\n\r\n"),
+            ("obs-fold", "HTTP/1.1 200 OK\r\nA: 1\r\n folded\r\n\r\n"),
+            ("TE and CL", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"),
+            ("conflicting CL", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"),
+            ("CL not a number", "HTTP/1.1 200 OK\r\nContent-Length: 3x\r\n\r\n"),
+            ("chunk size not hex", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
+            ("chunk size too long", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + String(repeating: "f", count: 16) + "\r\n"),
+            ("data without CRLF", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabX\r\n"),
+            ("size line bare LF", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\nab\r\n"),
+            ("extension control byte", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;a\u{01}\r\n"),
+            ("trailer control byte", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: \u{01}\r\n\r\n"),
+            ("endless chunk extension", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;" + String(repeating: "a", count: 5000)),
+        ]
+        for (name, text) in bad {
+            for decode in [true, false] {
+                XCTAssertThrowsError(try read([Array(text.utf8)], method: "GET", decode: decode, close: false), name)
+                XCTAssertThrowsError(try read(Array(text.utf8).map { [$0] }, method: "GET", decode: decode, close: false), "\(name) drip-fed")
+            }
+        }
+        // A response cut short: no end at close.
+        var reader = BackendResponseReader()
+        var buffer = ByteBuffer(string: "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        XCTAssertNotNil(try reader.next(&buffer))
+        XCTAssertNotNil(try reader.next(&buffer))
+        XCTAssertTrue(reader.inResponse)
+        XCTAssertNil(reader.closed())
+    }
+
+    /// The one-pass framing agrees with `HTTP1ResponseHead.bodyFraming` / `keepsConnection`.
+    func testFastFramingMatchesTheGateParser() throws {
+        let heads = [
+            "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", "HTTP/1.1 200 OK\r\n\r\n",
+            "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", "HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTRANSFER-ENCODING: Chunked\r\n\r\n", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nConnection: upgrade, close\r\nContent-Length: 3\r\n\r\n", "HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\n\r\n", "HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ]
+        for text in heads {
+            guard case .done(let head, _) = HTTP1ResponseHead.parse(Array(text.utf8)) else { return XCTFail(text) }
+            for method in ["GET", "HEAD", "CONNECT", "POST"] {
+                let fast = try BackendResponseReader.framing(head, requestMethod: method)
+                XCTAssertEqual(fast.0, try head.bodyFraming(requestMethod: method), "\(method) \(text)")
+                XCTAssertEqual(fast.keepAlive, head.keepsConnection, "\(method) \(text)")
+            }
+        }
+    }
+
+    // MARK: - BackendWire
+
+    func testRequestHeadIsSerializedAndChecked() throws {
+        var buffer = ByteBuffer()
+        try BackendWire.requestHead(
+            method: "POST", target: "/a?b=c",
+            fields: [HTTPField("Host", "h.example"), HTTPField("Connection", "keep-alive"), HTTPField("TE", "trailers"), HTTPField("X-A", "1\t2")],
+            extra: [HTTPField("transfer-encoding", "chunked")], into: &buffer)
+        XCTAssertEqual(String(buffer: buffer), "POST /a?b=c HTTP/1.1\r\nHost: h.example\r\nX-A: 1\t2\r\ntransfer-encoding: chunked\r\n\r\n")
+        let refused: [(String, String, [HTTPField])] = [
+            ("GET", "/x", [HTTPField("X", "a\r\nInjected: 1")]), ("GET", "/x", [HTTPField("X", "a\u{0}")]),
+            ("GET", "/x", [HTTPField("Bad Name", "v")]), ("GET", "/x", [HTTPField("", "v")]),
+            ("GET", "/x y", []), ("GET", "/x\r\n", []), ("G T", "/", []), ("GET", "", []),
+        ]
+        for (method, target, fields) in refused {
+            var out = ByteBuffer()
+            XCTAssertThrowsError(try BackendWire.requestHead(method: method, target: target, fields: fields, extra: [], into: &out), "\(method) \(target) \(fields)")
+        }
+        var chunk = ByteBuffer()
+        BackendWire.chunkHeader(255, into: &chunk)
+        XCTAssertEqual(String(buffer: chunk), "ff\r\n")
+    }
+
+    func testClientHeadDropsHopByHopFields() throws {
+        let text = "HTTP/1.1 201 Created\r\nContent-Length: 2\r\nConnection: X-Secret, Content-Length, keep-alive\r\nX-Secret: s\r\n"
+            + "Keep-Alive: timeout=5\r\nUpgrade: x\r\nProxy-Connection: y\r\nX-Kept: k\r\nTransfer-Encoding: identity\r\n\r\n"
+        guard case .done(let head, _) = HTTP1ResponseHead.parse(Array(text.utf8)) else { return XCTFail() }
+        var out = ByteBuffer()
+        BackendWire.clientHead(head, close: false, into: &out)
+        XCTAssertEqual(String(buffer: out), "HTTP/1.1 201 Created\r\nContent-Length: 2\r\nX-Kept: k\r\nTransfer-Encoding: identity\r\n\r\n")
+        out.clear()
+        BackendWire.clientHead(HTTP1ResponseHead(version: .http1_0, status: 404, reason: "", headers: []), close: true, into: &out)
+        XCTAssertEqual(String(buffer: out), "HTTP/1.1 404 \r\nconnection: close\r\n\r\n")
+        // From the bytes as received (no field named by Connection): the same head as from the
+        // fields, bare LF line ends written as CRLF.
+        let heads = [
+            "HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-A:  spaced \r\nTE: x\r\n\r\n",
+            "HTTP/1.1 204 No Content\nServer: s\nTransfer-Encoding: chunked\nUpgrade: h2c\nProxy-Connection: y\n\n",
+            "HTTP/1.1 500 \r\nConnection: close\r\n\r\n", "HTTP/1.1 302 Found\r\n\r\n",
+        ]
+        for text in heads {
+            guard case .done(let head, _) = HTTP1ResponseHead.parse(Array(text.utf8)) else { return XCTFail(text) }
+            XCTAssertTrue(BackendWire.connectionOptions(head.headers).isEmpty)
+            for close in [false, true] {
+                var fromFields = ByteBuffer(), fromBytes = ByteBuffer()
+                BackendWire.clientHead(head, close: close, into: &fromFields)
+                BackendWire.clientHead(raw: ByteBuffer(string: text), close: close, into: &fromBytes)
+                XCTAssertEqual(String(buffer: fromBytes), String(buffer: fromFields).replacingOccurrences(of: "X-A: spaced", with: "X-A:  spaced "), text)
+            }
+        }
+    }
+
+    // MARK: - TLSWriteCoalescer
+
+    /// Writes between flushes leave as one buffer (one TLS record), in order; a record-sized
+    /// write passes through after what was gathered before it; every promise completes.
+    func testTLSWriteCoalescerGathersWritesUntilFlush() throws {
+        let channel = EmbeddedChannel(handler: TLSWriteCoalescer())
+        defer { _ = try? channel.finish() }
+        let first = channel.eventLoop.makePromise(of: Void.self)
+        let second = channel.eventLoop.makePromise(of: Void.self)
+        channel.write(ByteBuffer(string: "head|"), promise: first)
+        channel.write(ByteBuffer(string: "data|"), promise: nil)
+        channel.write(ByteBuffer(string: "end"), promise: second)
+        XCTAssertNil(try channel.readOutbound(as: ByteBuffer.self))
+        channel.flush()
+        XCTAssertEqual(try channel.readOutbound(as: ByteBuffer.self).map { String(buffer: $0) }, "head|data|end")
+        XCTAssertNil(try channel.readOutbound(as: ByteBuffer.self))
+        XCTAssertNoThrow(try first.futureResult.wait())
+        XCTAssertNoThrow(try second.futureResult.wait())
+        let big = String(repeating: "b", count: TLSWriteCoalescer.recordSize)
+        channel.write(ByteBuffer(string: "small"), promise: nil)
+        channel.write(ByteBuffer(string: big), promise: nil)
+        channel.write(ByteBuffer(string: "after"), promise: nil)
+        channel.flush()
+        XCTAssertEqual(try channel.readOutbound(as: ByteBuffer.self).map { String(buffer: $0) }, "small")
+        XCTAssertEqual(try channel.readOutbound(as: ByteBuffer.self).map { String(buffer: $0) }, big)
+        XCTAssertEqual(try channel.readOutbound(as: ByteBuffer.self).map { String(buffer: $0) }, "after")
+        // Gathered writes never exceed one record.
+        let half = String(repeating: "h", count: TLSWriteCoalescer.recordSize / 2 + 1)
+        channel.write(ByteBuffer(string: half), promise: nil)
+        channel.write(ByteBuffer(string: half), promise: nil)
+        channel.flush()
+        XCTAssertEqual(try channel.readOutbound(as: ByteBuffer.self)?.readableBytes, half.utf8.count)
+        XCTAssertEqual(try channel.readOutbound(as: ByteBuffer.self)?.readableBytes, half.utf8.count)
+    }
+
+    // MARK: - End to end
+
+    /// Answers each request by path with crafted bytes; keeps connections alive unless the
+    /// answer is close-delimited.
+    static let crafted = #"""
+        import socket, sys, threading
+        answers = {
+            "/chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n",
+            "/big": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"".join(b"%x\r\n%s\r\n" % (n, b"y" * n) for n in range(1, 400)) + b"0\r\n\r\n",
+            "/close": b"HTTP/1.0 200 OK\r\nX-A: 1\r\n\r\nuntil close",
+            "/hop": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-Secret, keep-alive\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\nX-Kept: k\r\n\r\nok",
+            "/head": b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n",
+            "/nocontent": b"HTTP/1.1 204 No Content\r\nX-N: 1\r\n\r\n",
+            "/hints": b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nyes",
+            "/bad": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            "/badhead": b"HTTP/1.1 200 OK\r\nBroken\r\n\r\n",
+        }
+        def serve(conn):
+            data = b""
+            while True:
+                while b"\r\n\r\n" not in data:
+                    more = conn.recv(65536)
+                    if not more:
+                        conn.close()
+                        return
+                    data += more
+                head, data = data.split(b"\r\n\r\n", 1)
+                lines = head.decode().split("\r\n")
+                length = 0
+                for line in lines[1:]:
+                    if line.lower().startswith("content-length:"):
+                        length = int(line.split(":", 1)[1])
+                while len(data) < length:
+                    data += conn.recv(65536)
+                data = data[length:]
+                path = lines[0].split(" ")[1]
+                answer = answers.get(path, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                conn.sendall(answer)
+                if answer.startswith(b"HTTP/1.0") or path.startswith("/bad"):
+                    conn.close()
+                    return
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        print(server.getsockname()[1], flush=True)
+        while True:
+            conn, _ = server.accept()
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+        """#
+
+    var backend: PythonBackend!
+    var loops: GateLoopGroup!
+    var gateway: HTTPGateway!
+    let capture = LogCapture()
+    var dir = ""
+
+    override func setUpWithError() throws {
+        backend = try PythonBackend("crafted", script: Self.crafted)
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("httproute-wire-\(getpid())-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try """
+            apiVersion: gateway.networking.k8s.io/v1
+            kind: HTTPRoute
+            metadata: {name: wire}
+            spec:
+              rules:
+              - matches: [{path: {type: PathPrefix, value: /modified}}]
+                filters:
+                - type: URLRewrite
+                  urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /hop}}
+                - type: ResponseHeaderModifier
+                  responseHeaderModifier: {set: [{name: X-Kept, value: changed}], add: [{name: X-Added, value: a}]}
+                backendRefs: [{name: crafted, port: 80}]
+              - backendRefs: [{name: crafted, port: 80}]
+            """.write(toFile: "\(dir)/routes.yaml", atomically: true, encoding: .utf8)
+        loops = try GateLoopGroup(count: 1)
+        gateway = try HTTPGateway(
+            table: RouteTable(routes: try HTTPRouteLoader(services: ["crafted": backend.address]).load(directory: dir).routes), loops: loops,
+            defaultTimeout: 10, accessLog: capture.logger("access"), log: capture.logger("gate"), metrics: PrometheusMetrics())
+    }
+
+    var base: String { "http://127.0.0.1:\(gateway.address.port)" }
+
+    override func tearDown() {
+        gateway?.stop()
+        loops?.shutdown()
+        backend?.stop()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    /// Reads from `fd` until `text` contains `suffix` (bounded by the socket's timeout).
+    func readUntil(_ fd: Int32, _ suffix: String) throws -> String {
+        var text = ""
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while !text.contains(suffix) {
+            let n = recv(fd, &buffer, buffer.count, 0)
+            guard n > 0 else { break }
+            text += String(decoding: buffer[..<n], as: UTF8.self)
+        }
+        return text
+    }
+
+    /// HTTP/1.1 on one kept-alive connection: the chunked body with its trailer relayed byte
+    /// for byte, hop-by-hop fields removed, HEAD and 204 without bodies, 103 skipped.
+    func testHTTP1RelaysBackendBytesOnAKeptAliveConnection() throws {
+        let fd = try TestSocket.connect("127.0.0.1", gateway.address.port)
+        defer { close(fd) }
+        try TestSocket.writeAll(fd, Array("GET /chunked HTTP/1.1\r\nHost: a\r\n\r\n".utf8))
+        let chunked = try readUntil(fd, "X-Trailer: t\r\n\r\n")
+        XCTAssertEqual(
+            chunked, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n")
+        try TestSocket.writeAll(fd, Array("GET /hop HTTP/1.1\r\nHost: a\r\n\r\n".utf8))
+        XCTAssertEqual(try readUntil(fd, "\r\n\r\nok"), "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Kept: k\r\n\r\nok")
+        try TestSocket.writeAll(fd, Array("HEAD /head HTTP/1.1\r\nHost: a\r\n\r\nGET /nocontent HTTP/1.1\r\nHost: a\r\n\r\nGET /hints HTTP/1.1\r\nHost: a\r\n\r\n".utf8))
+        XCTAssertEqual(
+            try readUntil(fd, "yes"),
+            "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nHTTP/1.1 204 No Content\r\nX-N: 1\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nyes")
+        try TestSocket.writeAll(fd, Array("GET /modified HTTP/1.1\r\nHost: a\r\n\r\n".utf8))
+        XCTAssertEqual(try readUntil(fd, "\r\n\r\nok"), "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Kept: changed\r\nX-Added: a\r\n\r\nok")
+        XCTAssertNotNil(capture.waitForLine(containing: ["request", "path=/chunked", "status=200", "bytes=12"]))
+        XCTAssertNotNil(capture.waitForLine(containing: ["request", "path=/head", "status=200", "bytes=0"]))
+        XCTAssertNotNil(capture.waitForLine(containing: ["request", "path=/hints", "status=200", "bytes=3"]))
+    }
+
+    /// A close-delimited body reaches curl whole and the gateway closes the client connection
+    /// after it; a malformed backend head is a 502 naming the problem, a malformed body after
+    /// a relayed head cuts the client connection (logged); a large chunked body arrives intact.
+    func testCloseDelimitedLargeChunkedAndMalformedWithCurl() throws {
+        let close = try runProcess(try tool("curl"), ["-sS", "-D", "-", "\(base)/close"])
+        XCTAssertEqual(close.status, 0, close.err)
+        XCTAssertTrue(close.out.hasSuffix("\r\n\r\nuntil close"), close.out)
+        XCTAssertTrue(close.out.lowercased().contains("connection: close"), close.out)
+        let big = try runProcess(try tool("curl"), ["-sS", "\(base)/big"])
+        XCTAssertEqual(big.out, String(repeating: "y", count: (1..<400).reduce(0, +)))
+        XCTAssertNotNil(capture.waitForLine(containing: ["request", "path=/big", "bytes=\((1..<400).reduce(0, +))"]))
+        let badHead = try runProcess(try tool("curl"), ["-sS", "-w", "\n%{http_code}", "\(base)/badhead"])
+        XCTAssertTrue(badHead.out.hasSuffix("\n502"), badHead.out)
+        XCTAssertTrue(badHead.out.contains("invalid response"), badHead.out)
+        let badBody = try runProcess(try tool("curl"), ["-sS", "\(base)/bad"])
+        XCTAssertNotEqual(badBody.status, 0, badBody.out)
+        XCTAssertNotNil(capture.waitForLine(containing: ["request", "path=/bad", "status=200", "invalid response", "chunk size expected"]), capture.lines.joined(separator: "\n"))
+    }
+
+    /// HTTP/2 clients get chunked and close-delimited bodies decoded, without hop-by-hop fields.
+    func testH2CGetsDecodedBodies() throws {
+        for (path, body) in [("/chunked", "hello, world"), ("/close", "until close"), ("/hop", "ok"), ("/big", String(repeating: "y", count: (1..<400).reduce(0, +)))] {
+            let r = try runProcess(try tool("nghttp"), ["-n", "--no-dep", "-d", "/dev/null", "-v", "\(base)\(path)"])
+            XCTAssertEqual(r.status, 0, r.out + r.err)
+            let data = try runProcess(try tool("nghttp"), ["\(base)\(path)"])
+            XCTAssertEqual(data.out, body, path)
+            XCTAssertTrue(r.out.contains(":status: 200"), r.out)
+            XCTAssertFalse(r.out.lowercased().contains("x-secret") || r.out.lowercased().contains("transfer-encoding") || r.out.lowercased().contains("keep-alive"), r.out)
+        }
+        XCTAssertNotNil(capture.waitForLine(containing: ["request", "path=/chunked", "proto=h2c", "bytes=12"]))
+    }
+}
