@@ -8,9 +8,12 @@ import PeerMesh
 /// `ugate bench-mesh`: iperf3 throughput in one run, direct and through the mesh on loopback with
 /// three in-process nodes: alice → HTTP/2 (mTLS) → gate → destination (`/dm/` and HBONE);
 /// alice → gate → reverse tunnel → bob → destination; alice → gate's SNI router → bob's address
-/// (SNI fwd); alice → gate → carol's pre-registered relay connection (SNI relay, relay-over-SNI)
-/// and, as its reference, alice → carol without the gateway (h2 peer). Prints Gbit/s and ratios
-/// to direct, and the gateway hop alone (SNI relay / h2 peer). Each node runs on its own
+/// (SNI fwd); relay-over-SNI: a plain TLS client (`TLSPortForward`, SNI asking carol for her
+/// iperf3 port) → gate's mesh port → spliced undecrypted into one of carol's pre-registered
+/// relay connections → carol terminates TLS → iperf3 (SNI relay), against the same TLS client
+/// talking to carol directly (TLS direct); and the mesh's own mTLS + HTTP/2 stream through the
+/// same relay (SNI relay h2) against alice → carol without the gateway (h2 peer). Prints Gbit/s
+/// and ratios to direct and to the same stream without the gateway. Each node runs on its own
 /// one-thread event loop group, as separate processes would.
 struct BenchMesh: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -31,6 +34,9 @@ struct BenchMesh: AsyncParsableCommand {
 
     @Option(help: "Comma-separated paths to run (default all; direct always runs).")
     var paths: String?
+
+    @Option(help: "How the gateways' relay moves forwarded TLS: copy (faster on loopback here) or splice.")
+    var relayForwarder = ForwardMode.copy
 
     func run() async throws {
         LoggingSystem.bootstrap { label in
@@ -65,7 +71,7 @@ struct BenchMesh: AsyncParsableCommand {
         let gateNode = try MeshNode(
             config: mesh(peers: [
                 PeerConfig(id: alice, egress: true), PeerConfig(id: bob, addresses: ["127.0.0.1:\(bobPort)"]),
-            ], listenHost: "127.0.0.1"),
+            ], listenHost: "127.0.0.1", forwarder: relayForwarder),
             identity: gateID, ownThreads: 1)
         let gatePort = try await gateNode.listen(port: 0, name: "mesh")
         // bob's config is rebuilt with the gateway's address for its reverse tunnel.
@@ -92,24 +98,26 @@ struct BenchMesh: AsyncParsableCommand {
         let gateRelay = try MeshNode(
             config: mesh(peers: [
                 PeerConfig(id: alice, egress: true), PeerConfig(id: carol),
-            ], listenHost: "127.0.0.1"),
+            ], listenHost: "127.0.0.1", forwarder: relayForwarder),
             identity: gateID, ownThreads: 1)
         let relayPort = try await gateRelay.listen(port: 0, name: "mesh")
         let carolNode = try MeshNode(
             config: mesh(peers: [
                 PeerConfig(id: gate, addresses: ["127.0.0.1:\(relayPort)"]), PeerConfig(id: alice, egress: true),
-            ], listenHost: "127.0.0.1"),
+            ], listenHost: "127.0.0.1", tlsPorts: [iperfPort]),
             identity: carolID, ownThreads: 1)
         let carolPort = try await carolNode.listen(port: 0, name: "mesh")
-        try carolNode.startRelay(to: gate, poolSize: 2)
+        // Each iperf3 run through the TLS client takes two registrations (control and data
+        // connection); carol refills as they are used.
+        try carolNode.startRelay(to: gate, poolSize: Self.relayPool)
         let aliceRelay = try MeshNode(
             config: mesh(peers: [PeerConfig(id: carol, addresses: ["127.0.0.1:\(relayPort)"])]),
             identity: aliceID, ownThreads: 1)
         let aliceDirect = try MeshNode(
             config: mesh(peers: [PeerConfig(id: carol, addresses: ["127.0.0.1:\(carolPort)"])]),
             identity: aliceID, ownThreads: 1)
-        for _ in 0..<100 where gateRelay.relayConnections(from: carol) < 2 { try await Task.sleep(for: .milliseconds(50)) }
-        guard gateRelay.relayConnections(from: carol) >= 2 else { throw ValidationError("carol's relay registrations did not come up") }
+        for _ in 0..<100 where gateRelay.relayConnections(from: carol) < Self.relayPool { try await Task.sleep(for: .milliseconds(50)) }
+        guard gateRelay.relayConnections(from: carol) >= Self.relayPool else { throw ValidationError("carol's relay registrations did not come up") }
 
         let destination = Destination(host: "127.0.0.1", port: UInt16(iperfPort))
         let forwards = [
@@ -119,7 +127,16 @@ struct BenchMesh: AsyncParsableCommand {
                 port: 0, upstream: aliceNode.upstream(to: gate, kind: .hbone), destination: Destination(host: bob, port: UInt16(iperfPort)))),
             ("SNI fwd", try await PortForward.listen(port: 0, upstream: aliceNode.upstream(to: bob, kind: .hbone), destination: destination)),
             ("h2 peer", try await PortForward.listen(port: 0, upstream: aliceDirect.upstream(to: carol, kind: .hbone), destination: destination)),
-            ("SNI relay", try await PortForward.listen(port: 0, upstream: aliceRelay.upstream(to: carol, kind: .hbone), destination: destination)),
+            ("SNI relay h2", try await PortForward.listen(port: 0, upstream: aliceRelay.upstream(to: carol, kind: .hbone), destination: destination)),
+        ]
+        // A plain TLS client (as a user's would be): TLS to carol's mesh port directly, and to
+        // gate's, which splices it into a carol registration; carol terminates it into iperf3.
+        let serverName = TLSPortForward.serverName(node: carol, port: iperfPort)
+        let tlsClients = [
+            ("TLS direct", try await TLSPortForward.listen(
+                to: "127.0.0.1:\(carolPort)", serverName: serverName, node: carol, chunkSize: chunkKib << 10)),
+            ("SNI relay", try await TLSPortForward.listen(
+                to: "127.0.0.1:\(relayPort)", serverName: serverName, node: carol, chunkSize: chunkKib << 10)),
         ]
         // The relay hop alone on plain TCP: iperf3 → the Gate's relay (what splices SNI relay
         // and SNI fwd connections) → iperf3, no TLS, no HTTP/2.
@@ -134,7 +151,7 @@ struct BenchMesh: AsyncParsableCommand {
             tcpRelays.append(("TCP \(mode.rawValue)", listener))
         }
         let selected = paths.map { Set($0.split(separator: ",").map { String($0) }) }
-        let all = forwards.map { ($0.0, $0.1.port) } + tcpRelays.map { ($0.0, Int($0.1.address.port)) }
+        let all = forwards.map { ($0.0, $0.1.port) } + tlsClients.map { ($0.0, $0.1.port) } + tcpRelays.map { ($0.0, Int($0.1.address.port)) }
         let paths = [("direct", iperfPort)] + all.filter { selected?.contains($0.0) ?? true }
         var results: [String: [Double]] = [:]
         for _ in 0..<rounds {
@@ -145,21 +162,25 @@ struct BenchMesh: AsyncParsableCommand {
             }
         }
         let direct = median(results["direct"]!)
-        var table = "path        Gbit/s   ratio   (median of \(rounds) × \(seconds) s, loopback)\n"
+        var table = "path          Gbit/s   × direct   (median of \(rounds) × \(seconds) s, loopback, relay \(relayForwarder.rawValue))\n"
         for (name, _) in paths {
             let rate = median(results[name]!)
-            table += name.padding(toLength: 10, withPad: " ", startingAt: 0)
+            table += name.padding(toLength: 12, withPad: " ", startingAt: 0)
                 + String(format: "  %6.2f   %5.2f\n", rate / 1e9, rate / direct)
         }
-        if let relayed = results["SNI relay"], let peer = results["h2 peer"] {
-            table += String(format: "gateway splice hop alone (SNI relay / h2 peer): %.2f\n", median(relayed) / median(peer))
+        for (relayed, anchor, what) in [
+            ("SNI relay", "TLS direct", "plain TLS stream through the relay / the same TLS stream without it"),
+            ("SNI relay h2", "h2 peer", "mesh mTLS + HTTP/2 stream through the relay / without it"),
+        ] {
+            guard let r = results[relayed], let a = results[anchor] else { continue }
+            table += String(format: "%@ / %@: %.2f (%@)\n", relayed, anchor, median(r) / median(a), what)
         }
-        // A relayed TLS stream ends at the node in its mTLS + HTTP/2 server (ALPN h2/h2r only);
-        // there is no mode that terminates the TLS and forwards the plaintext as raw TCP.
         table += "TCP copy/splice: iperf3 through the Gate's relay alone (the hop SNI fwd/relay add), no TLS\n"
-            + "SNI relay, TLS terminated at the node → plain TCP: not supported by the node "
-            + "(relayed TLS is always mTLS + HTTP/2 streams)\n"
+        if let aes = Self.opensslSpeed() {
+            table += String(format: "AES-128-GCM on one core (openssl speed -evp aes-128-gcm, 16 KiB blocks): %.1f Gbit/s\n", aes / 1e9)
+        }
         FileHandle.standardOutput.write(Data(table.utf8))
+        for (_, client) in tlsClients { await client.close() }
         for (_, forward) in forwards { await forward.close() }
         for (_, listener) in tcpRelays { listener.stop() }
         relayLoops.shutdown()
@@ -168,9 +189,40 @@ struct BenchMesh: AsyncParsableCommand {
         }
     }
 
+    /// Carol's relay pool size (registrations kept idle at the gateway).
+    private static let relayPool = 4
+
     /// A bench node's config: loopback, this run's chunk size.
-    private func mesh(peers: [PeerConfig], listenHost: String = "0.0.0.0") -> MeshConfig {
-        MeshConfig(identityDir: "-", peers: peers, listenHost: listenHost, ioChunkSize: chunkKib << 10)
+    private func mesh(
+        peers: [PeerConfig], listenHost: String = "0.0.0.0", forwarder: ForwardMode = .copy, tlsPorts: [Int] = []
+    ) -> MeshConfig {
+        MeshConfig(
+            identityDir: "-", peers: peers, listenHost: listenHost, forwarder: forwarder, ioChunkSize: chunkKib << 10,
+            tlsPorts: tlsPorts)
+    }
+
+    /// AES-128-GCM throughput of one core, bits per second (`openssl speed`, 16 KiB blocks, 1 s);
+    /// nil when python3 or openssl is missing or openssl prints something else.
+    private static func opensslSpeed() -> Double? {
+        let speed = Process()
+        speed.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        // openssl times its runs with SIGALRM, which this process's threads block (and a child
+        // inherits the mask): unblock it for the child.
+        speed.arguments = [
+            "python3", "-c", "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); os.execvp('openssl', sys.argv[1:])",
+            "openssl", "speed", "-evp", "aes-128-gcm", "-seconds", "1", "-bytes", "16384",
+        ]
+        let out = Pipe()
+        speed.standardOutput = out
+        speed.standardError = FileHandle.nullDevice
+        guard (try? speed.run()) != nil else { return nil }
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        speed.waitUntilExit()
+        // Last line: "AES-128-GCM  123456.78k" (thousands of bytes per second).
+        guard let last = text.split(separator: "\n").last(where: { $0.uppercased().hasPrefix("AES-128-GCM") }),
+              let field = last.split(separator: " ").last, field.hasSuffix("k"), let kbytes = Double(field.dropLast())
+        else { return nil }
+        return kbytes * 1000 * 8
     }
 
     private func median(_ values: [Double]) -> Double {

@@ -49,6 +49,24 @@ final class PolicyTests: XCTestCase {
         XCTAssertEqual(peer.destinations, [])
     }
 
+    func testTLSPortsDecodeAndValidate() throws {
+        let section = try JSONDecoder().decode(MeshSection.self, from: Data(#"{"peers": [], "tlsPorts": [8443, 9000]}"#.utf8))
+        XCTAssertEqual(section.tlsPorts, [8443, 9000])
+        XCTAssertNoThrow(try section.validate())
+        XCTAssertEqual(section.meshConfig(identityDir: "-", defaultHost: "127.0.0.1").tlsPorts, [8443, 9000])
+        XCTAssertEqual(try JSONDecoder().decode(MeshSection.self, from: Data("{}".utf8)).tlsPorts, [])
+        var bad = section
+        bad.tlsPorts = [443, 0]
+        XCTAssertThrowsError(try bad.validate()) { error in
+            XCTAssertEqual((error as? MeshError)?.message, "field mesh.tlsPorts[1]: 0 is not a TCP port (1-65535)")
+        }
+        XCTAssertEqual(SNIRouter.istioOutbound("outbound_.8443_._.host.ns.td")?.port, 8443)
+        XCTAssertEqual(SNIRouter.istioOutbound("outbound_.8443_.v1_.host")?.host, "host")
+        for name in ["outbound_.0_._.host", "outbound_.x_._.host", "outbound_.80_._.", "inbound_.80_._.host", "host.ns.td"] {
+            XCTAssertNil(SNIRouter.istioOutbound(name), name)
+        }
+    }
+
     func testTunnelRequestParsing() throws {
         let dm = try TunnelRequest.parse([(":method", "POST"), (":scheme", "https"), (":path", "/dm/example.com:443"), (":authority", "x")])
         XCTAssertEqual(dm, TunnelRequest(kind: .dm, destination: Destination(host: "example.com", port: 443)))

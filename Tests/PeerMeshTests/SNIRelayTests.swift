@@ -118,7 +118,7 @@ final class SNIRelayTests: MeshTestCase {
 
     /// gate knows bob without an address; bob knows gate's address and registers `pool`
     /// connections; alice reaches bob "at" gate's address.
-    private func nodes(echoPort: Int, pool: Int = 3) async throws -> Nodes {
+    private func nodes(echoPort: Int, pool: Int = 3, tlsPorts: [Int] = []) async throws -> Nodes {
         let aliceDir = try temporaryDirectory("relay-alice")
         cleanups.append { try? FileManager.default.removeItem(atPath: aliceDir) }
         let aliceID = try NodeIdentity.loadOrCreate(directory: aliceDir)
@@ -129,7 +129,7 @@ final class SNIRelayTests: MeshTestCase {
             config: MeshConfig(identityDir: "-", peers: [
                 PeerConfig(id: gateID.node.id, addresses: ["127.0.0.1:\(gatePort)"]),
                 PeerConfig(id: aliceID.node.id, destinations: ["127.0.0.1:\(echoPort)"]),
-            ]),
+            ], tlsPorts: tlsPorts),
             identity: bobID)
         cleanups.append { await bob.shutdown() }
         try bob.startRelay(to: gateID.node.id, poolSize: pool)
@@ -171,6 +171,97 @@ final class SNIRelayTests: MeshTestCase {
         XCTAssertEqual(n.gate.acceptedConnections, 0)
         XCTAssertEqual(n.bob.acceptedConnections, 2)
     }
+
+    /// A plain TLS client (no mesh identity) whose SNI asks bob for a port in bob's `tlsPorts`:
+    /// gate splices it undecrypted into a bob registration, bob terminates TLS with its own
+    /// certificate and carries the plaintext to its local port. Checked with ugate's client
+    /// (`TLSPortForward`: echo + half-close both ways) and a foreign one (Python `ssl`: echo, and
+    /// the certificate it saw is bob's); an unlisted port gets mesh mTLS, which refuses a client
+    /// without a certificate, and nothing reaches the port.
+    func testPlainTLSClientThroughSNIRelay() async throws {
+        let echo = try await echoServer()
+        let closed = try await echoServer()
+        let n = try await nodes(echoPort: echo.port, pool: 2, tlsPorts: [echo.port])
+        let bob = n.bobID.node.id
+        let name = TLSPortForward.serverName(node: bob, port: echo.port)
+        let client = try await TLSPortForward.listen(to: "127.0.0.1:\(n.gatePort)", serverName: name, node: bob)
+        cleanups.append { await client.close() }
+        for _ in 0..<2 {
+            let fd = try FD.connect(port: UInt16(client.port))
+            defer { close(fd) }
+            try echoAndHalfClose(socket: fd)
+        }
+        XCTAssertEqual(echo.accepted, 2)
+        XCTAssertEqual(n.gate.acceptedConnections, 0, "gate terminated no TLS")
+        XCTAssertEqual(n.bob.relayStatus(gateway: n.gateID.node.id).used, 2)
+        try await waitUntil("bob refilled its relay pool") { n.gate.relayConnections(from: bob) == 2 }
+
+        let foreign = try runPython(["-c", Self.pythonTLSEcho, "127.0.0.1", "\(n.gatePort)", name, "\(1 << 20)"])
+        XCTAssertEqual(foreign.0, 0, foreign.1)
+        XCTAssertTrue(foreign.1.contains("\"match\": true"), foreign.1)
+        let bobFingerprint = n.bobID.fingerprint.replacingOccurrences(of: ":", with: "").lowercased()
+        XCTAssertTrue(foreign.1.contains("\"fingerprint\": \"\(bobFingerprint)\""), "bob's certificate: \(foreign.1)")
+        XCTAssertEqual(echo.accepted, 3)
+
+        // A port bob does not list: mesh termination, which wants a client certificate.
+        try await waitUntil("bob refilled its relay pool") { n.gate.relayConnections(from: bob) == 2 }
+        let unlisted = TLSPortForward.serverName(node: bob, port: closed.port)
+        let refused = try runPython(["-c", Self.pythonTLSEcho, "127.0.0.1", "\(n.gatePort)", unlisted, "1000"])
+        XCTAssertNotEqual(refused.0, 0, refused.1)
+        XCTAssertFalse(refused.1.contains("\"match\": true"), refused.1)
+        XCTAssertEqual(closed.accepted, 0)
+    }
+
+    /// bob's own mesh port terminates the same plain TLS (the bench's "TLS direct"); the
+    /// termination verdicts for other names.
+    func testPlainTLSOnTheNodesOwnPortAndVerdicts() async throws {
+        let echo = try await echoServer()
+        let bobID = try NodeIdentity.generate()
+        let other = try NodeIdentity.generate().node.id
+        let bob = try MeshNode(
+            config: MeshConfig(identityDir: "-", peers: [PeerConfig(id: other)], listenHost: "127.0.0.1", tlsPorts: [echo.port]),
+            identity: bobID)
+        cleanups.append { await bob.shutdown() }
+        let port = try await bob.listen(port: 0, name: "mesh")
+        let id = bobID.node.id
+        let client = try await TLSPortForward.listen(
+            to: "127.0.0.1:\(port)", serverName: TLSPortForward.serverName(node: id, port: echo.port), node: id)
+        cleanups.append { await client.close() }
+        let fd = try FD.connect(port: UInt16(client.port))
+        defer { close(fd) }
+        try echoAndHalfClose(socket: fd)
+        XCTAssertEqual(echo.accepted, 1)
+
+        XCTAssertEqual(bob.termination(serverName: TLSPortForward.serverName(node: id, port: echo.port)), .plain(port: echo.port))
+        XCTAssertEqual(bob.termination(serverName: TLSPortForward.serverName(node: id, port: echo.port).uppercased()), .plain(port: echo.port))
+        XCTAssertEqual(bob.termination(serverName: TLSPortForward.serverName(node: id, port: echo.port + 1)), .mesh, "unlisted port")
+        XCTAssertEqual(bob.termination(serverName: TLSPortForward.serverName(node: other, port: echo.port)), .mesh, "another node")
+        XCTAssertEqual(bob.termination(serverName: bobID.mangledHostname), .mesh)
+        XCTAssertEqual(bob.termination(serverName: nil), .mesh)
+        XCTAssertEqual(bob.termination(serverName: "outbound_.x_._.\(bobID.mangledHostname)"), .mesh)
+    }
+
+    /// Python `ssl` client: argv host port sni size; sends `size` random bytes, reads the echo,
+    /// prints JSON with the server certificate's SHA-256 and whether the echo matched.
+    private static let pythonTLSEcho = """
+        import hashlib, json, os, socket, ssl, sys, threading
+        host, port, sni, size = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        s = ctx.wrap_socket(socket.create_connection((host, port), timeout=20), server_hostname=sni)
+        fingerprint = hashlib.sha256(s.getpeercert(binary_form=True)).hexdigest()
+        data = os.urandom(size)
+        threading.Thread(target=s.sendall, args=(data,), daemon=True).start()
+        got = b""
+        while len(got) < size:
+            chunk = s.recv(1 << 16)
+            if not chunk:
+                break
+            got += chunk
+        print(json.dumps({"fingerprint": fingerprint, "received": len(got), "match": got == data}))
+        sys.exit(0 if got == data else 1)
+        """
 
     /// Raw sockets at gate's mesh port: unknown node, broken signature, a replayed header; each
     /// gets `ERROR <code>: <reason>` and a close, and nothing is registered.

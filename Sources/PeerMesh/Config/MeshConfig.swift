@@ -134,6 +134,12 @@ public struct MeshConfig: Codable, Sendable {
     /// HTTP/2 DATA frame this node accepts (SETTINGS_MAX_FRAME_SIZE), bytes; clamped to
     /// 16 KiB … 16 MiB − 1. Default `defaultIOChunkSize`.
     public var ioChunkSize: Int
+    /// Local ports a plain TLS client (no mesh identity) may reach on this node: TLS whose SNI
+    /// is `outbound_.PORT_._.<this node's hostname>` with PORT listed here — arriving on the mesh
+    /// port or spliced in by a gateway through a relay registration — is terminated with the
+    /// node's certificate (no client certificate asked) and its plaintext carried to
+    /// `127.0.0.1:PORT`. Default none: every TLS connection is mesh mTLS.
+    public var tlsPorts: [Int]
 
     /// The default `ioChunkSize`.
     public static let defaultIOChunkSize = 1 << 19
@@ -142,8 +148,9 @@ public struct MeshConfig: Codable, Sendable {
         identityDir: String, naming: MeshNaming = MeshNaming(), peers: [PeerConfig] = [],
         listenHost: String = "0.0.0.0", windowSize: Int = 8 << 20, maxConcurrentStreams: Int = 4096,
         streamOpenTimeout: Double = 15, maxRelayConnectionsPerPeer: Int = 64, forwarder: ForwardMode = .copy,
-        ioChunkSize: Int = MeshConfig.defaultIOChunkSize
+        ioChunkSize: Int = MeshConfig.defaultIOChunkSize, tlsPorts: [Int] = []
     ) {
+        self.tlsPorts = tlsPorts
         self.forwarder = forwarder
         self.ioChunkSize = ioChunkSize
         self.identityDir = identityDir
@@ -186,7 +193,8 @@ public struct RelaySection: Codable, Sendable, Equatable {
 ///                      "transport": "hbone", "publicKey": "… (optional, enables [VIP6]:port)"}],
 ///           "namespace": "default", "trustDomain": "cluster.local", "listenHost": "0.0.0.0",
 ///           "listen": true, "reverseTunnels": ["gw"], "relays": [{"gateway": "gw", "poolSize": 4}],
-///           "streamOpenTimeout": 15, "maxRelayConnectionsPerPeer": 64, "meshRoutes": true}}
+///           "streamOpenTimeout": 15, "maxRelayConnectionsPerPeer": 64, "meshRoutes": true,
+///           "tlsPorts": [8443]}}
 /// ```
 public struct MeshSection: Codable, Sendable, Equatable {
     public var peers: [PeerConfig] = []
@@ -208,12 +216,15 @@ public struct MeshSection: Codable, Sendable, Equatable {
     /// Route the mangled hostnames (`ID.namespace.trustdomain`) and bare IDs of known peers to
     /// their `mesh:<name>` upstream, after the config's own routes (default true).
     public var meshRoutes: Bool = true
+    /// Local ports plain TLS clients may reach by SNI `outbound_.PORT_._.<hostname>` (see
+    /// `MeshConfig.tlsPorts`; default none).
+    public var tlsPorts: [Int] = []
 
     public init() {}
 
     private enum CodingKeys: String, CodingKey, CaseIterable {
         case peers, namespace, trustDomain, listenHost, listen, reverseTunnels, relays, streamOpenTimeout,
-            maxRelayConnectionsPerPeer, meshRoutes
+            maxRelayConnectionsPerPeer, meshRoutes, tlsPorts
     }
 
     public init(from decoder: any Decoder) throws {
@@ -229,6 +240,7 @@ public struct MeshSection: Codable, Sendable, Equatable {
         streamOpenTimeout = try c.decodeIfPresent(Double.self, forKey: .streamOpenTimeout) ?? 15
         maxRelayConnectionsPerPeer = try c.decodeIfPresent(Int.self, forKey: .maxRelayConnectionsPerPeer) ?? 64
         meshRoutes = try c.decodeIfPresent(Bool.self, forKey: .meshRoutes) ?? true
+        tlsPorts = try c.decodeIfPresent([Int].self, forKey: .tlsPorts) ?? []
     }
 
     /// The Gate upstream name of `peer`: `mesh:<name>`, or `mesh:<id>` without a name.
@@ -252,6 +264,9 @@ public struct MeshSection: Codable, Sendable, Equatable {
             _ = try peerID(relay.gateway, field: "relays[\(i)].gateway")
             guard relay.poolSize > 0 else { throw MeshError(.config, "field mesh.relays[\(i)].poolSize must be > 0") }
         }
+        for (i, port) in tlsPorts.enumerated() where !(1...65535).contains(port) {
+            throw MeshError(.config, "field mesh.tlsPorts[\(i)]: \(port) is not a TCP port (1-65535)")
+        }
     }
 
     /// Route rules that send a known peer's mangled hostname (as SNI/Host or destination), its
@@ -273,7 +288,7 @@ public struct MeshSection: Codable, Sendable, Equatable {
         MeshConfig(
             identityDir: identityDir, naming: MeshNaming(namespace: namespace, trustDomain: trustDomain), peers: peers,
             listenHost: listenHost ?? defaultHost, streamOpenTimeout: streamOpenTimeout,
-            maxRelayConnectionsPerPeer: maxRelayConnectionsPerPeer, forwarder: forwarder)
+            maxRelayConnectionsPerPeer: maxRelayConnectionsPerPeer, forwarder: forwarder, tlsPorts: tlsPorts)
     }
 }
 

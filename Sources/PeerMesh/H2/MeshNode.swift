@@ -166,10 +166,24 @@ public final class MeshNode: Sendable {
         return all
     }
 
-    /// Terminates mTLS on an accepted connection (or a relay connection a gateway spliced a
-    /// client into) and serves it: HTTP/2 tunnel streams, or, for ALPN `h2r`, a reverse tunnel
-    /// on which this node opens streams to the caller.
+    /// Terminates TLS on an accepted connection (or a relay connection a gateway spliced a
+    /// client into): once the ClientHello is in, mesh mTLS (`terminateMeshTLS`) or, for an SNI
+    /// naming one of `config.tlsPorts`, plain TLS to that local port (`terminatePlainTLS`).
     func terminateTLS(on channel: any Channel, remote: String, listener: String) throws {
+        try tuning.configureConnectionSocket(channel)
+        try channel.pipeline.syncOperations.addHandler(TLSFrontHandler(
+            decide: { [self] in termination(serverName: $0) },
+            install: { [self] channel, termination in
+                switch termination {
+                case .mesh: try terminateMeshTLS(on: channel, remote: remote, listener: listener)
+                case .plain(let port): try terminatePlainTLS(on: channel, port: port, remote: remote)
+                }
+            }))
+    }
+
+    /// Terminates mTLS and serves the connection: HTTP/2 tunnel streams, or, for ALPN `h2r`, a
+    /// reverse tunnel on which this node opens streams to the caller.
+    func terminateMeshTLS(on channel: any Channel, remote: String, listener: String) throws {
         let router = self.router
         let tuning = self.tuning
         let pool = self.pool

@@ -14,6 +14,9 @@ public final class MeshTLS: Sendable {
     let serverContext: NIOSSLContext
     let clientContext: NIOSSLContext
     let reverseClientContext: NIOSSLContext
+    /// Server context for plain TLS clients (`MeshConfig.tlsPorts`): the node's certificate, no
+    /// client certificate asked, no ALPN.
+    let plainServerContext: NIOSSLContext
     let policy: PeerPolicy
     let logger: Logger
 
@@ -34,6 +37,9 @@ public final class MeshTLS: Sendable {
             client.applicationProtocols = ["h2"]
             client.minimumTLSVersion = .tlsv12
             serverContext = try NIOSSLContext(configuration: server)
+            server.certificateVerification = .none
+            server.applicationProtocols = []
+            plainServerContext = try NIOSSLContext(configuration: server)
             clientContext = try NIOSSLContext(configuration: client)
             client.applicationProtocols = [Self.reverseALPN]
             reverseClientContext = try NIOSSLContext(configuration: client)

@@ -27,7 +27,7 @@ struct SNIRouter: Sendable {
     /// or nil for this node, no SNI and other names.
     private func peer(serverName: String?) -> PeerConfig? {
         guard let name = serverName else { return nil }
-        let host = name.hasPrefix("outbound_.") ? (name.components(separatedBy: "_.").last ?? name) : name
+        let host = Self.istioOutbound(name)?.host ?? name
         guard let id = naming.nodeID(inHost: host), id != selfID else { return nil }
         return policy.peer(id)
     }
@@ -46,5 +46,14 @@ struct SNIRouter: Sendable {
     func relayTarget(serverName: String?) -> String? {
         guard let peer = peer(serverName: serverName), relays.count(peer.id) > 0 else { return nil }
         return peer.id
+    }
+
+    /// The port and host of an Istio outbound SNI `outbound_.PORT_.SUBSET_.HOST` (the subset is
+    /// usually empty), nil for any other name.
+    static func istioOutbound(_ name: String) -> (port: Int, host: String)? {
+        let parts = name.components(separatedBy: "_.")
+        guard parts.count == 4, parts[0].lowercased() == "outbound", let port = Int(parts[1]), (1...65535).contains(port), !parts[3].isEmpty
+        else { return nil }
+        return (port, parts[3])
     }
 }
