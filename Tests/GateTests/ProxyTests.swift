@@ -91,47 +91,39 @@ final class ProxyTests: XCTestCase {
     /// Keep-alive with bodies: a POST with Content-Length and a chunked upload on one proxy
     /// connection, each answered, then a request with `Connection: close` ends it.
     func testAbsoluteURIRequestBodiesOnKeptConnection() throws {
-        let origin = try TinyHTTPServer()
-        defer { origin.stop() }
-        let (node, _) = try proxyNode()
-        defer { node.stop() }
-        let fd = try TestSocket.connect(node.address(of: "http")!)
-        defer { close(fd) }
-        let base = "http://127.0.0.1:\(origin.port)"
-        let requests = [
-            "POST \(base)/a HTTP/1.1\r\nHost: 127.0.0.1:\(origin.port)\r\nContent-Length: 5\r\n\r\nhello",
-            "POST \(base)/b HTTP/1.1\r\nHost: 127.0.0.1:\(origin.port)\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-            "GET \(base)/c HTTP/1.1\r\nHost: 127.0.0.1:\(origin.port)\r\nConnection: close\r\n\r\n",
-        ]
-        // Byte at a time for the first, whole for the others.
-        for byte in Array(requests[0].utf8) { try TestSocket.writeAll(fd, [byte]) }
-        try TestSocket.writeAll(fd, Array((requests[1] + requests[2]).utf8))
-        let all = String(decoding: try TestSocket.readToEOF(fd), as: UTF8.self)
-        XCTAssertEqual(all.components(separatedBy: "HTTP/1.1 200 OK").count - 1, 3, all)
-        XCTAssertTrue(all.contains("request=POST /a HTTP/1.1 host=127.0.0.1:\(origin.port) headers=2 body=hello\n"), all)
-        XCTAssertTrue(all.contains("request=POST /b HTTP/1.1 host=127.0.0.1:\(origin.port) headers=2 body=5|hello|0||\n"), all)
-        XCTAssertTrue(all.contains("request=GET /c HTTP/1.1 host=127.0.0.1:\(origin.port) headers=2\n"), all)
-        XCTAssertTrue(all.hasSuffix("Connection: close\r\n\r\nrequest=GET /c HTTP/1.1 host=127.0.0.1:\(origin.port) headers=2\n"), all)
+        try withProxyConnection { origin, fd in
+            let base = "http://127.0.0.1:\(origin.port)"
+            let requests = [
+                "POST \(base)/a HTTP/1.1\r\nHost: 127.0.0.1:\(origin.port)\r\nContent-Length: 5\r\n\r\nhello",
+                "POST \(base)/b HTTP/1.1\r\nHost: 127.0.0.1:\(origin.port)\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                "GET \(base)/c HTTP/1.1\r\nHost: 127.0.0.1:\(origin.port)\r\nConnection: close\r\n\r\n",
+            ]
+            // Byte at a time for the first, whole for the others.
+            for byte in Array(requests[0].utf8) { try TestSocket.writeAll(fd, [byte]) }
+            try TestSocket.writeAll(fd, Array((requests[1] + requests[2]).utf8))
+            let all = String(decoding: try TestSocket.readToEOF(fd), as: UTF8.self)
+            XCTAssertEqual(all.components(separatedBy: "HTTP/1.1 200 OK").count - 1, 3, all)
+            XCTAssertTrue(all.contains("request=POST /a HTTP/1.1 host=127.0.0.1:\(origin.port) headers=2 body=hello\n"), all)
+            XCTAssertTrue(all.contains("request=POST /b HTTP/1.1 host=127.0.0.1:\(origin.port) headers=2 body=5|hello|0||\n"), all)
+            XCTAssertTrue(all.contains("request=GET /c HTTP/1.1 host=127.0.0.1:\(origin.port) headers=2\n"), all)
+            XCTAssertTrue(all.hasSuffix("Connection: close\r\n\r\nrequest=GET /c HTTP/1.1 host=127.0.0.1:\(origin.port) headers=2\n"), all)
+        }
     }
 
     /// `Expect: 100-continue`: the proxy answers `100 Continue` once the request is on its way
     /// (before it, the client waited for its expect timeout), and the origin never sees `Expect`.
     func testAbsoluteURIExpectContinueIsAnsweredByTheProxy() throws {
-        let origin = try TinyHTTPServer()
-        defer { origin.stop() }
-        let (node, _) = try proxyNode()
-        defer { node.stop() }
-        let fd = try TestSocket.connect(node.address(of: "http")!)
-        defer { close(fd) }
-        let head = "POST http://127.0.0.1:\(origin.port)/e HTTP/1.1\r\nHost: 127.0.0.1:\(origin.port)\r\n"
-            + "Expect: 100-continue\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"
-        try TestSocket.writeAll(fd, Array(head.utf8))
-        let interim = "HTTP/1.1 100 Continue\r\n\r\n"
-        XCTAssertEqual(String(decoding: try TestSocket.readExactly(fd, interim.utf8.count), as: UTF8.self), interim)
-        try TestSocket.writeAll(fd, Array("hello".utf8))
-        let all = String(decoding: try TestSocket.readToEOF(fd), as: UTF8.self)
-        XCTAssertTrue(all.hasPrefix("HTTP/1.1 200 OK"), all)
-        XCTAssertTrue(all.contains("request=POST /e HTTP/1.1 host=127.0.0.1:\(origin.port) headers=3 body=hello\n"), all)
+        try withProxyConnection { origin, fd in
+            let head = "POST http://127.0.0.1:\(origin.port)/e HTTP/1.1\r\nHost: 127.0.0.1:\(origin.port)\r\n"
+                + "Expect: 100-continue\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"
+            try TestSocket.writeAll(fd, Array(head.utf8))
+            let interim = "HTTP/1.1 100 Continue\r\n\r\n"
+            XCTAssertEqual(String(decoding: try TestSocket.readExactly(fd, interim.utf8.count), as: UTF8.self), interim)
+            try TestSocket.writeAll(fd, Array("hello".utf8))
+            let all = String(decoding: try TestSocket.readToEOF(fd), as: UTF8.self)
+            XCTAssertTrue(all.hasPrefix("HTTP/1.1 200 OK"), all)
+            XCTAssertTrue(all.contains("request=POST /e HTTP/1.1 host=127.0.0.1:\(origin.port) headers=3 body=hello\n"), all)
+        }
     }
 
     /// Hop-by-hop fields of the origin's response (Keep-Alive, Proxy-Connection, and a field
@@ -375,5 +367,17 @@ final class ProxyTests: XCTestCase {
         let r = try runProcess("/usr/bin/env", ["python3", "-c", script], timeout: 30)
         XCTAssertEqual(r.status, 0, r.err)
         return r.out
+    }
+
+    /// Runs `body` with a fresh origin server and a raw connection to a proxy node's HTTP
+    /// listener; all three are stopped or closed afterwards.
+    private func withProxyConnection(_ body: (_ origin: TinyHTTPServer, _ fd: Int32) throws -> Void) throws {
+        let origin = try TinyHTTPServer()
+        defer { origin.stop() }
+        let (node, _) = try proxyNode()
+        defer { node.stop() }
+        let fd = try TestSocket.connect(node.address(of: "http")!)
+        defer { close(fd) }
+        try body(origin, fd)
     }
 }
