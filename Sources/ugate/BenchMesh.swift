@@ -32,6 +32,9 @@ struct BenchMesh: AsyncParsableCommand {
     @Option(help: "Mesh read size and largest HTTP/2 DATA frame, KiB (MeshConfig.ioChunkSize).")
     var chunkKib = MeshConfig.defaultIOChunkSize >> 10
 
+    @Option(help: "HTTP/2 stream flow-control window, KiB (MeshConfig.windowSize; the connection window is max(16 MiB, 2 ×)).")
+    var windowKib = MeshConfig(identityDir: "-").windowSize >> 10
+
     @Option(help: "Comma-separated paths to run (default all; direct always runs).")
     var paths: String?
 
@@ -156,13 +159,15 @@ struct BenchMesh: AsyncParsableCommand {
         var results: [String: [Double]] = [:]
         for _ in 0..<rounds {
             for (name, port) in paths {
+                let before = CPUSample.take(iperfServer: server.processIdentifier)
                 let rate = try runClient(port: port)
-                FileHandle.standardError.write(Data(String(format: "%@: %.2f Gbit/s\n", name, rate / 1e9).utf8))
+                let cpu = CPUSample.take(iperfServer: server.processIdentifier).cores(since: before)
+                FileHandle.standardError.write(Data(String(format: "%@: %.2f Gbit/s  (cores: %@)\n", name, rate / 1e9, cpu).utf8))
                 results[name, default: []].append(rate)
             }
         }
         let direct = median(results["direct"]!)
-        var table = "path          Gbit/s   × direct   (median of \(rounds) × \(seconds) s, loopback, relay \(relayForwarder.rawValue))\n"
+        var table = "path          Gbit/s   × direct   (median of \(rounds) × \(seconds) s, loopback, relay \(relayForwarder.rawValue), chunk \(chunkKib) KiB, window \(windowKib) KiB)\n"
         for (name, _) in paths {
             let rate = median(results[name]!)
             table += name.padding(toLength: 12, withPad: " ", startingAt: 0)
@@ -197,7 +202,8 @@ struct BenchMesh: AsyncParsableCommand {
         peers: [PeerConfig], listenHost: String = "0.0.0.0", forwarder: ForwardMode = .copy, tlsPorts: [Int] = []
     ) -> MeshConfig {
         MeshConfig(
-            identityDir: "-", peers: peers, listenHost: listenHost, forwarder: forwarder, ioChunkSize: chunkKib << 10,
+            identityDir: "-", peers: peers, listenHost: listenHost, windowSize: windowKib << 10, forwarder: forwarder,
+            ioChunkSize: chunkKib << 10,
             tlsPorts: tlsPorts)
     }
 
@@ -295,5 +301,59 @@ struct BenchMesh: AsyncParsableCommand {
             try await Task.sleep(for: .milliseconds(100))
         }
         throw ValidationError("iperf3 server did not listen on port \(port)")
+    }
+}
+
+/// CPU time of this process's threads and of the iperf3 processes, to tell a CPU-bound path
+/// (the cores add up to the machine) from one that waits (flow control, wake-ups).
+struct CPUSample {
+    var wall: Double
+    /// Clock ticks per thread of this process, by thread ID.
+    var threads: [Int32: Double]
+    var server: Double
+    var children: Double
+
+    static func take(iperfServer: Int32) -> CPUSample {
+        var threads: [Int32: Double] = [:]
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+        for task in tasks {
+            guard let tid = Int32(task) else { continue }
+            threads[tid] = ticks(stat: "/proc/self/task/\(task)/stat")
+        }
+        var usage = rusage()
+        getrusage(__rusage_who_t(RUSAGE_CHILDREN.rawValue), &usage)
+        let children = Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
+            + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return CPUSample(
+            wall: Double(now.tv_sec) + Double(now.tv_nsec) / 1e9, threads: threads,
+            server: ticks(stat: "/proc/\(iperfServer)/stat") ?? 0, children: children)
+    }
+
+    /// utime + stime in clock ticks from a `/proc/…/stat` line (fields 14 and 15, after the
+    /// parenthesised command name, which may contain spaces).
+    private static func ticks(stat path: String) -> Double? {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8), let close = text.lastIndex(of: ")") else { return nil }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        // fields[0] is the state (field 3), so utime (field 14) is fields[11].
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+        return user + system
+    }
+
+    /// "bench 1.23 [0.81 0.30 0.12] iperf3 0.95 (client 0.60, server 0.35), total 2.18":
+    /// cores used since `before`, the busiest threads of this process in brackets.
+    func cores(since before: CPUSample) -> String {
+        let hz = Double(sysconf(Int32(_SC_CLK_TCK)))
+        let wall = max(wall - before.wall, 1e-3)
+        let perThread = threads.compactMap { tid, now -> Double? in
+            let ticks = now - (before.threads[tid] ?? 0)
+            return ticks > 0 ? ticks / hz / wall : nil
+        }.sorted(by: >)
+        let bench = perThread.reduce(0, +)
+        let client = (children - before.children) / wall
+        let server = (self.server - before.server) / hz / wall
+        let top = perThread.prefix(4).map { String(format: "%.2f", $0) }.joined(separator: " ")
+        return String(format: "bench %.2f [%@] iperf3 client %.2f server %.2f, total %.2f", bench, top, client, server, bench + client + server)
     }
 }
