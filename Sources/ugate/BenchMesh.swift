@@ -157,22 +157,27 @@ struct BenchMesh: AsyncParsableCommand {
         let all = forwards.map { ($0.0, $0.1.port) } + tlsClients.map { ($0.0, $0.1.port) } + tcpRelays.map { ($0.0, Int($0.1.address.port)) }
         let paths = [("direct", iperfPort)] + all.filter { selected?.contains($0.0) ?? true }
         var results: [String: [Double]] = [:]
+        var nanosPerByte: [String: [(mesh: Double, total: Double)]] = [:]
         for _ in 0..<rounds {
             for (name, port) in paths {
                 let before = CPUSample.take(iperfServer: server.processIdentifier)
                 let rate = try runClient(port: port)
-                let cpu = CPUSample.take(iperfServer: server.processIdentifier).cores(since: before)
-                FileHandle.standardError.write(Data(String(format: "%@: %.2f Gbit/s  (cores: %@)\n", name, rate / 1e9, cpu).utf8))
+                let cpu = CPUSample.take(iperfServer: server.processIdentifier).usage(since: before)
+                FileHandle.standardError.write(Data(String(format: "%@: %.2f Gbit/s  (cores: %@)\n", name, rate / 1e9, cpu.text).utf8))
                 results[name, default: []].append(rate)
+                // CPU time per byte: unlike Gbit/s it hardly moves when other processes take cores.
+                nanosPerByte[name, default: []].append((cpu.bench * 1e9 / (rate / 8), cpu.total * 1e9 / (rate / 8)))
             }
         }
         let direct = median(results["direct"]!)
-        var table = "path          Gbit/s   × direct   (median of \(rounds) × \(seconds) s, loopback, relay \(relayForwarder.rawValue), chunk \(chunkKib) KiB, window \(windowKib) KiB)\n"
+        var table = "path          Gbit/s   × direct   ns/B mesh  ns/B all   (median of \(rounds) × \(seconds) s, loopback, relay \(relayForwarder.rawValue), chunk \(chunkKib) KiB, window \(windowKib) KiB)\n"
         for (name, _) in paths {
             let rate = median(results[name]!)
+            let cost = nanosPerByte[name]!
             table += name.padding(toLength: 12, withPad: " ", startingAt: 0)
-                + String(format: "  %6.2f   %5.2f\n", rate / 1e9, rate / direct)
+                + String(format: "  %6.2f   %5.2f     %5.2f     %5.2f\n", rate / 1e9, rate / direct, median(cost.map(\.mesh)), median(cost.map(\.total)))
         }
+        table += "ns/B: CPU nanoseconds per byte moved, of this process's threads (mesh: nodes, relays, TLS client) and of all (+ iperf3)\n"
         for (relayed, anchor, what) in [
             ("SNI relay", "TLS direct", "plain TLS stream through the relay / the same TLS stream without it"),
             ("SNI relay h2", "h2 peer", "mesh mTLS + HTTP/2 stream through the relay / without it"),
@@ -341,9 +346,10 @@ struct CPUSample {
         return user + system
     }
 
-    /// "bench 1.23 [0.81 0.30 0.12] iperf3 0.95 (client 0.60, server 0.35), total 2.18":
-    /// cores used since `before`, the busiest threads of this process in brackets.
-    func cores(since before: CPUSample) -> String {
+    /// Cores used since `before`: this process's threads (`bench`), with iperf3 (`total`), and as
+    /// text "bench 1.23 [0.81 0.30 0.12] iperf3 client 0.60 server 0.35, total 2.18" (the busiest
+    /// threads of this process in brackets).
+    func usage(since before: CPUSample) -> (text: String, bench: Double, total: Double) {
         let hz = Double(sysconf(Int32(_SC_CLK_TCK)))
         let wall = max(wall - before.wall, 1e-3)
         let perThread = threads.compactMap { tid, now -> Double? in
@@ -354,6 +360,7 @@ struct CPUSample {
         let client = (children - before.children) / wall
         let server = (self.server - before.server) / hz / wall
         let top = perThread.prefix(4).map { String(format: "%.2f", $0) }.joined(separator: " ")
-        return String(format: "bench %.2f [%@] iperf3 client %.2f server %.2f, total %.2f", bench, top, client, server, bench + client + server)
+        let total = bench + client + server
+        return (String(format: "bench %.2f [%@] iperf3 client %.2f server %.2f, total %.2f", bench, top, client, server, total), bench, total)
     }
 }

@@ -117,7 +117,9 @@ public struct MeshConfig: Codable, Sendable {
     public var peers: [PeerConfig]
     /// Listen address for the mesh ports (base+7 `/dm/`, base+8 HBONE).
     public var listenHost: String
-    /// Flow-control window per stream and per connection, bytes (default 8 MiB).
+    /// Flow-control window per stream, bytes (default 32 MiB; the connection's is max(16 MiB, 2 ×)).
+    /// A path through a relay hop (SNI relay, SNI forwarding) keeps more bytes in flight than a
+    /// direct connection: 8 MiB capped it at about half the direct stream's rate (docs/peermesh.md).
     public var windowSize: Int
     /// SETTINGS_MAX_CONCURRENT_STREAMS we advertise (default 4096).
     public var maxConcurrentStreams: Int
@@ -146,7 +148,7 @@ public struct MeshConfig: Codable, Sendable {
 
     public init(
         identityDir: String, naming: MeshNaming = MeshNaming(), peers: [PeerConfig] = [],
-        listenHost: String = "0.0.0.0", windowSize: Int = 8 << 20, maxConcurrentStreams: Int = 4096,
+        listenHost: String = "0.0.0.0", windowSize: Int = 32 << 20, maxConcurrentStreams: Int = 4096,
         streamOpenTimeout: Double = 15, maxRelayConnectionsPerPeer: Int = 64, forwarder: ForwardMode = .copy,
         ioChunkSize: Int = MeshConfig.defaultIOChunkSize, tlsPorts: [Int] = []
     ) {

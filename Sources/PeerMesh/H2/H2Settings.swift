@@ -1,4 +1,3 @@
-import Glibc
 import NIOCore
 import NIOHTTP2
 
@@ -45,8 +44,8 @@ struct H2Tuning: Sendable {
         s.targetWindowSize = streamWindow
         // Stream channel writability: how much may wait for flow-control window before the glue
         // stops reading the socket that feeds it (four maximum-size frames, resumes at two).
-        s.outboundBufferSizeHighWatermark = Experiment.value("UGATE_EXP_STREAM_HWM_KIB").map { $0 << 10 } ?? 4 * frameSize
-        s.outboundBufferSizeLowWatermark = s.outboundBufferSizeHighWatermark / 2
+        s.outboundBufferSizeHighWatermark = 4 * frameSize
+        s.outboundBufferSizeLowWatermark = 2 * frameSize
         return s
     }
 
@@ -56,15 +55,8 @@ struct H2Tuning: Sendable {
     /// each frame.
     func configureConnectionSocket(_ channel: any Channel) throws {
         let options = try channel.syncOptions.unwrap(orError: ChannelError.operationUnsupported)
-        let high = Experiment.value("UGATE_EXP_CONN_HWM_KIB").map { $0 << 10 } ?? max(4 << 20, 8 * frameSize)
-        try options.setOption(.writeBufferWaterMark, value: .init(low: min(high / 2, max(1 << 20, 2 * frameSize)), high: high))
-        if let size = Experiment.value("UGATE_EXP_SOCKBUF_KIB") {
-            try options.setOption(.socketOption(.so_sndbuf), value: SocketOptionValue(size << 10))
-            try options.setOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(size << 10))
-        }
-        let read = Experiment.value("UGATE_EXP_CONNREAD_KIB").map { $0 << 10 } ?? frameSize
-        try options.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: min(64 << 10, read), maximum: read))
-        if let reads = Experiment.value("UGATE_EXP_MAXREADS") { try options.setOption(.maxMessagesPerRead, value: UInt(reads)) }
+        try options.setOption(.writeBufferWaterMark, value: .init(low: max(1 << 20, 2 * frameSize), high: max(4 << 20, 8 * frameSize)))
+        try options.setOption(.recvAllocator, value: readAllocator)
     }
 
     /// Options for plain sockets joined to streams (destination TCP, socketpair ends): reads up to
@@ -73,16 +65,11 @@ struct H2Tuning: Sendable {
         let options = try channel.syncOptions.unwrap(orError: ChannelError.operationUnsupported)
         try options.setOption(.allowRemoteHalfClosure, value: true)
         try options.setOption(.writeBufferWaterMark, value: .init(low: max(1 << 19, frameSize), high: max(1 << 20, 2 * frameSize)))
-        let read = Experiment.value("UGATE_EXP_BYTEREAD_KIB").map { $0 << 10 } ?? frameSize
-        try options.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: min(64 << 10, read), maximum: read))
+        try options.setOption(.recvAllocator, value: readAllocator)
     }
-}
 
-/// EXPERIMENT (temporary, removed before merge): integer knobs from the environment.
-enum Experiment {
-    static func value(_ name: String) -> Int? {
-        guard let text = getenv(name) else { return nil }
-        return Int(String(cString: text))
+    private var readAllocator: AdaptiveRecvByteBufferAllocator {
+        AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: min(64 << 10, frameSize), maximum: frameSize)
     }
 }
 
