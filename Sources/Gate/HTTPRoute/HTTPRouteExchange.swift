@@ -535,9 +535,11 @@ final class Exchange: BackendDelegate {
             client.respondBody(buffer)
         case .end(let bodyBytes):
             log.bytes = bodyBytes
+            // A decoded chunked body's trailers (HTTP/2 clients: a trailing HEADERS frame).
+            let trailers = backend?.handler.reader.takeTrailers()
             // Finished first: ending the response may deliver the client's next request.
             finish(reuseBackend: requestEnded)
-            client.respondEnd(nil, close: !keepAlive)
+            client.respondEnd(trailers, close: !keepAlive)
         }
     }
 
