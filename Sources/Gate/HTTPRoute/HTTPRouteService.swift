@@ -215,7 +215,7 @@ public final class HTTPRouteService: Sendable {
                 // (clients reconnect and get what the listener serves now).
                 if slot.config.gatewayListener(in: previous) != nil, slot.config.gatewayListener(in: manifests) == nil, let gateway = slot.gateway {
                     log.info("Gateway listener removed, draining its connections", metadata: ["listener": "\(slot.config.name)"])
-                    gateway.drain()
+                    gateway.drain(closePassthroughAfter: config.shutdownTimeout)
                 }
             }
             current.manifests = manifests
@@ -248,6 +248,11 @@ public final class HTTPRouteService: Sendable {
         slots.reduce(0) { $0 + ($1.gateway?.openConnections ?? 0) }
     }
 
+    /// TLS passthrough streams still open on all listeners.
+    public var openPassthroughStreams: Int {
+        slots.reduce(0) { $0 + ($1.gateway?.openPassthroughStreams ?? 0) }
+    }
+
     /// Stops watching and closes the listening sockets (connections being served continue).
     public func stop() {
         reloader.stop()
@@ -256,14 +261,14 @@ public final class HTTPRouteService: Sendable {
 
     /// Graceful shutdown: stops watching and accepting, drains every connection (HTTP/2: the
     /// two-step GOAWAY, streams in flight finish; HTTP/1.1: the response in progress ends with
-    /// `Connection: close`, idle ones close at once) and returns when all have closed, or
-    /// after `timeout` seconds (default: the config's `shutdownTimeout`) with the rest closed
-    /// abruptly.
+    /// `Connection: close`, idle ones close at once; TLS passthrough streams run on until they
+    /// end) and returns when all have closed, or after `timeout` seconds (default: the
+    /// config's `shutdownTimeout`) with the rest closed abruptly.
     public func shutdown(timeout: Double? = nil) async {
         stop()
         slots.forEach { $0.gateway?.drain(permanently: true) }
         let deadline = ContinuousClock.now + .milliseconds(Int64((timeout ?? shutdownTimeout) * 1000))
-        while openConnections > 0, ContinuousClock.now < deadline {
+        while openConnections + openPassthroughStreams > 0, ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(20))
         }
         slots.forEach { $0.gateway?.closeConnections() }
