@@ -128,8 +128,9 @@ extension GatewayStatus {
     ///   are missing or do not load, `Unknown` when no configured listener maps the Secret to
     ///   files;
     /// * `Programmed`: `True` when a configured listener of the `httproute` section serves it
-    ///   (`gateway` naming this Gateway and `name` this listener; TLS passthrough listeners on
-    ///   its port; bound, with a certificate for HTTPS), `False` / `Pending` when none does,
+    ///   (`gateway` naming this Gateway and `name` this listener or another listener of the
+    ///   same protocol on its port; TLS passthrough listeners on its port; bound, with a
+    ///   certificate for HTTPS), `False` / `Pending` when none does,
     ///   `False` / `Invalid` when it is not bound or has no certificate, `Unknown` when the
     ///   configured listeners are not known;
     /// * `Conflicted`: `True` / `ProtocolConflict` (HTTP next to HTTPS/TLS on one port) or
@@ -177,9 +178,12 @@ extension GatewayStatus {
             ? manifests.tlsRoutes.filter { listener.refusal($0, of: gateway, namespaceLabels: manifests.namespaceLabels) == nil }.count
             : manifests.routes.filter { listener.refusal($0, of: gateway, namespaceLabels: manifests.namespaceLabels) == nil }.count
 
-        // Which configured listener serves it: by name (HTTP, HTTPS), or a TLS listener whose
-        // same-named Gateway listener is on this port (TLS passthrough; HTTPS certificates).
-        let sameName = configured?.first { $0.config.name == listener.name }
+        // Which configured listener serves it: by name (HTTP, HTTPS) or as another listener of
+        // the port of its named one (`servedListeners`), or a TLS listener whose same-named
+        // Gateway listener is on this port (TLS passthrough; HTTPS certificates).
+        let sameName =
+            configured?.first { $0.config.name == listener.name }
+            ?? configured?.first { state in state.config.servedListeners(of: gateway).contains { $0.name == listener.name } }
         let onPort = configured?.first { state in
             guard state.config.tls != nil else { return false }
             let named = gateway.listeners.first { $0.name == state.config.name }
