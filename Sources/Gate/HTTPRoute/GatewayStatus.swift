@@ -87,11 +87,23 @@ public struct HTTPRouteStatusReport: Codable, Sendable, Equatable {
 
     /// The status of every Gateway and route of `manifests`. `listeners`: the configured
     /// listeners with what is known of them (nil: not known — no `--config` — so listeners'
-    /// `Programmed` is `Unknown`).
-    public static func compute(_ manifests: RouteManifests, listeners: [ConfiguredListenerState]?) -> HTTPRouteStatusReport {
-        HTTPRouteStatusReport(
+    /// `Programmed` is `Unknown`). Every condition gets `observedGeneration` and
+    /// `lastTransitionTime` from `history` (the running service's, kept across reloads); without
+    /// one (an offline check) the generation is `metadata.generation` or 1 and the time `now`.
+    public static func compute(
+        _ manifests: RouteManifests, listeners: [ConfiguredListenerState]?, history: StatusHistory? = nil, now: Date = Date()
+    ) -> HTTPRouteStatusReport {
+        let report = HTTPRouteStatusReport(
             gateways: manifests.gateways.map { GatewayStatus.compute($0, manifests, listeners) },
             routes: RouteStatus.compute(manifests, listeners: listeners?.map(\.config) ?? []))
+        let history =
+            history
+            ?? {
+                let fresh = StatusHistory()
+                fresh.observe(manifests)
+                return fresh
+            }()
+        return history.stamp(report, manifests: manifests, now: now)
     }
 
     /// Whether every condition is in its good state: no `False` (and `Conflicted` not

@@ -165,6 +165,9 @@ public final class HTTPRouteService: Sendable {
     /// The manifests in force, for `status()` and to notice removed Gateway listeners.
     private let current: RouteManifestsBox
     private let shutdownTimeout: Double
+    /// The status of the manifests in force, stamped by the `StatusHistory` (generations and
+    /// condition transition times across reloads).
+    private let report: @Sendable () -> HTTPRouteStatusReport
 
     /// Listener name and bound address (with the real port) of every listener bound so far,
     /// in configuration order.
@@ -198,6 +201,17 @@ public final class HTTPRouteService: Sendable {
         slots.forEach { $0.bind() }
         let serving = slots
         let current = RouteManifestsBox(manifests)
+        let history = StatusHistory()
+        history.observe(manifests)
+        // Swapping the manifests (and observing them) and stamping a status computed from them
+        // do not interleave: a status is never stamped from manifests older than the history's.
+        let statusLock = Mutex(())
+        let report: @Sendable () -> HTTPRouteStatusReport = {
+            statusLock.withLock { _ in HTTPRouteStatusReport.compute(current.manifests, listeners: serving.map(\.runtime), history: history) }
+        }
+        // Conditions are recorded on every tick and reload, so a transition's time is when it happened.
+        let record: @Sendable () -> Void = { _ = report() }
+        record()
         reloader = HTTPRouteReloader(
             directory: config.manifests, loader: loader, interval: config.reloadInterval, log: log,
             tick: {
@@ -205,6 +219,7 @@ public final class HTTPRouteService: Sendable {
                     slot.tls?.reloadCertificates()
                     slot.bind()
                 }
+                record()
             }
         ) { manifests in
             let previous = current.manifests
@@ -218,9 +233,14 @@ public final class HTTPRouteService: Sendable {
                     gateway.drain(closePassthroughAfter: config.shutdownTimeout)
                 }
             }
-            current.manifests = manifests
+            statusLock.withLock { _ in
+                current.manifests = manifests
+                history.observe(manifests)
+            }
+            record()
         }
         self.current = current
+        self.report = report
         self.slots = slots
         shutdownTimeout = config.shutdownTimeout
     }
@@ -240,7 +260,7 @@ public final class HTTPRouteService: Sendable {
     /// The Gateway API status of every Gateway listener (Accepted, Programmed, ResolvedRefs,
     /// Conflicted, attachedRoutes) and route (Accepted, ResolvedRefs) in force.
     public func status() -> HTTPRouteStatusReport {
-        HTTPRouteStatusReport.compute(current.manifests, listeners: slots.map(\.runtime))
+        report()
     }
 
     /// Client connections (served by NIO) still open on all listeners.
