@@ -124,10 +124,7 @@ final class HTTPRouteGatewayTests: XCTestCase {
             spec:
               parentRefs: [{name: example-gateway}]
               hostnames: ["split.example.com"]
-              rules:
-              - backendRefs:
-                - {name: foo-v1, port: 8080, weight: 70}
-                - {name: foo-v2, port: 8080, weight: 30}
+              rules: [{backendRefs: [{name: foo-v1, port: 8080, weight: 70}, {name: foo-v2, port: 8080, weight: 30}]}]
             ---
             apiVersion: gateway.networking.k8s.io/v1
             kind: HTTPRoute
@@ -231,16 +228,21 @@ final class HTTPRouteGatewayTests: XCTestCase {
         try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] ?? [:]
     }
 
+    /// The bodies of 100 answers of the 50/50 foo-route: all from v1 or v2, at least 20 each
+    /// (fewer than 20 on one side has probability < 1e-9).
+    func assertEvenSplit(_ bodies: String, file: StaticString = #filePath, line: UInt = #line) {
+        let v1 = bodies.components(separatedBy: "\"backend\": \"v1\"").count - 1
+        let v2 = bodies.components(separatedBy: "\"backend\": \"v2\"").count - 1
+        XCTAssertEqual(v1 + v2, 100, bodies, file: file, line: line)
+        XCTAssertGreaterThanOrEqual(v1, 20, file: file, line: line)
+        XCTAssertGreaterThanOrEqual(v2, 20, file: file, line: line)
+    }
+
     func testTrafficSplitOverKeepAlive() throws {
         let urls = (0..<100).map { "\(base)/item/\($0)" }
         let r = try curl(["-v", "-H", "Host: foo.example.com", "-w", "\n"] + urls)
         XCTAssertEqual(r.status, 0, r.err)
-        let v1 = r.out.components(separatedBy: "\"backend\": \"v1\"").count - 1
-        let v2 = r.out.components(separatedBy: "\"backend\": \"v2\"").count - 1
-        XCTAssertEqual(v1 + v2, 100, r.out)
-        // 50/50 over 100 requests: fewer than 20 on one side has probability < 1e-9.
-        XCTAssertGreaterThanOrEqual(v1, 20)
-        XCTAssertGreaterThanOrEqual(v2, 20)
+        assertEvenSplit(r.out)
         // One TCP connection for all 100 requests (keep-alive).
         XCTAssertEqual(r.err.components(separatedBy: "Connected to").count - 1, 1, r.err)
         XCTAssertNotNil(capture.waitForLine(containing: ["request", "route=default/foo-route#0", "host=foo.example.com", "status=200", "method=GET"]))
@@ -258,11 +260,7 @@ final class HTTPRouteGatewayTests: XCTestCase {
         let split = try runProcess(
             try tool("nghttp"), ["-H", ":authority: foo.example.com"] + (0..<100).map { "\(base)/item/\($0)" }, timeout: 60)
         XCTAssertEqual(split.status, 0, split.err)
-        let v1 = split.out.components(separatedBy: "\"backend\": \"v1\"").count - 1
-        let v2 = split.out.components(separatedBy: "\"backend\": \"v2\"").count - 1
-        XCTAssertEqual(v1 + v2, 100, split.out)
-        XCTAssertGreaterThanOrEqual(v1, 20)
-        XCTAssertGreaterThanOrEqual(v2, 20)
+        assertEvenSplit(split.out)
         XCTAssertNotNil(capture.waitForLine(containing: ["request", "route=default/foo-route#0", "proto=h2c", "status=200"]))
 
         func h2(_ args: [String]) throws -> (status: Int32, out: String, err: String) { try curl(["--http2-prior-knowledge"] + args) }

@@ -37,19 +37,24 @@ final class HTTPRouteH2CUpgradeTests: XCTestCase {
         print(" ; ".join(out))
         """
 
+    /// One route sending everything to `backend`.
+    static func table(_ backend: PythonBackend) throws -> RouteTable {
+        let manifests = try HTTPRouteLoader(services: ["web": backend.address]).load(
+            yaml: "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web}\nspec:\n  rules: [{backendRefs: [{name: web, port: 80}]}]\n",
+            file: "web.yaml")
+        return RouteTable(routes: manifests.routes)
+    }
+
     func testUpgradeOnlyOnTheFirstRequestWithoutBody() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("h2cup-\(getpid())-\(UUID())").path
         try FileManager.default.createDirectory(atPath: "\(dir)/routes", withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let backend = try PythonBackend("web")
         defer { backend.stop() }
-        let manifests = try HTTPRouteLoader(services: ["web": backend.address]).load(
-            yaml: "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web}\nspec:\n  rules: [{backendRefs: [{name: web, port: 80}]}]\n",
-            file: "web.yaml")
         let loops = try GateLoopGroup(count: 1)
         defer { loops.shutdown() }
         let capture = LogCapture()
-        let gateway = try HTTPGateway(table: RouteTable(routes: manifests.routes), loops: loops, accessLog: capture.logger("ugate.httproute.access"))
+        let gateway = try HTTPGateway(table: try Self.table(backend), loops: loops, accessLog: capture.logger("ugate.httproute.access"))
         defer { gateway.stop() }
 
         let upgrade = "Connection: Upgrade, HTTP2-Settings\\r\\nUpgrade: h2c\\r\\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\\r\\n"
@@ -152,12 +157,9 @@ final class HTTPRouteH2CUpgradeTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let backend = try PythonBackend(dir, script: HTTPRouteDrainTests.holdBackend)
         defer { backend.stop() }
-        let manifests = try HTTPRouteLoader(services: ["web": backend.address]).load(
-            yaml: "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web}\nspec:\n  rules: [{backendRefs: [{name: web, port: 80}]}]\n",
-            file: "web.yaml")
         let loops = try GateLoopGroup(count: 1)
         defer { loops.shutdown() }
-        let gateway = try HTTPGateway(table: RouteTable(routes: manifests.routes), loops: loops)
+        let gateway = try HTTPGateway(table: try Self.table(backend), loops: loops)
         defer { gateway.stop() }
         let port = "\(gateway.address.port)"
 
@@ -185,7 +187,7 @@ final class HTTPRouteH2CUpgradeTests: XCTestCase {
         // over HTTP/1.1 (and closed, as every request asking to switch that is not switched).
         let cert = try makeCertificate("up.example", file: "up", in: dir)
         let tls = try HTTPRouteTLS(HTTPRouteTLSConfig(certificates: ["up.example": CertificateFiles(cert: cert.cert, key: cert.key)]))
-        let secure = try HTTPGateway(table: RouteTable(routes: manifests.routes), loops: loops, tls: tls)
+        let secure = try HTTPGateway(table: try Self.table(backend), loops: loops, tls: tls)
         defer { secure.stop() }
         let overTLS = """
             import socket, ssl, sys

@@ -9,6 +9,18 @@ func infraGateway(_ listeners: String) -> String {
     "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: infra}\nspec:\n  gatewayClassName: ugate\n  listeners:\n" + listeners
 }
 
+/// curl to `address` with `Host: host`: the name of the `PythonBackend` that answered 200, or
+/// the status code of any other answer.
+func answeringBackend(_ address: SocketAddress, host: String, path: String = "/x", file: StaticString = #filePath, line: UInt = #line) throws -> String {
+    let r = try runProcess(
+        try tool("curl"), ["-sS", "--max-time", "20", "-w", "\n%{http_code}", "-H", "Host: \(host)", "http://\(address)\(path)"], timeout: 60)
+    XCTAssertEqual(r.status, 0, r.err, file: file, line: line)
+    let lines = r.out.split(separator: "\n")
+    guard lines.last == "200" else { return String(lines.last ?? "") }
+    let body = (try? JSONSerialization.jsonObject(with: Data((lines.first ?? "").utf8))) as? [String: Any]
+    return body?["backend"] as? String ?? r.out
+}
+
 /// Gateway listener semantics: hostname intersection between a listener's `hostname` and a
 /// route's `hostnames`, `allowedRoutes.namespaces.from`, `parentRefs` `sectionName` / `port`,
 /// and the same through a real `HTTPRouteService` listener with curl.
@@ -179,16 +191,7 @@ final class HTTPRouteListenerTests: XCTestCase {
                     HTTPRouteListenerConfig(name: "open", port: 0, gateway: "infra/gw"),
                 ]), bind: "127.0.0.1", loops: loops)
         defer { service.stop() }
-        func get(_ listener: Int, _ host: String) throws -> String {
-            let r = try runProcess(
-                try tool("curl"), ["-sS", "--max-time", "20", "-w", "\n%{http_code}", "-H", "Host: \(host)", "http://\(service.bound[listener].address)/x"],
-                timeout: 60)
-            XCTAssertEqual(r.status, 0, r.err)
-            let lines = r.out.split(separator: "\n")
-            guard lines.last == "200" else { return String(lines.last ?? "") }
-            let body = (try? JSONSerialization.jsonObject(with: Data((lines.first ?? "").utf8))) as? [String: Any]
-            return body?["backend"] as? String ?? r.out
-        }
+        func get(_ listener: Int, _ host: String) throws -> String { try answeringBackend(service.bound[listener].address, host: host) }
         let expected: [(Int, String, String)] = [
             (0, "a.shop.example", "a"),  // r1, narrowed to the listener's wildcard
             (0, "api.example", "404"),  // r1's other name is outside *.shop.example
@@ -252,16 +255,7 @@ final class HTTPRouteListenerTests: XCTestCase {
             listeners: [HTTPRouteListenerConfig(name: "a", port: 0, gateway: "infra/gw")])
         let service = try HTTPRouteService(config: config, bind: "127.0.0.1", loops: loops)
         defer { service.stop() }
-        func get(_ host: String, _ path: String = "/x") throws -> String {
-            let r = try runProcess(
-                try tool("curl"), ["-sS", "--max-time", "20", "-w", "\n%{http_code}", "-H", "Host: \(host)", "http://\(service.bound[0].address)\(path)"],
-                timeout: 60)
-            XCTAssertEqual(r.status, 0, r.err)
-            let lines = r.out.split(separator: "\n")
-            guard lines.last == "200" else { return String(lines.last ?? "") }
-            let body = (try? JSONSerialization.jsonObject(with: Data((lines.first ?? "").utf8))) as? [String: Any]
-            return body?["backend"] as? String ?? r.out
-        }
+        func get(_ host: String, _ path: String) throws -> String { try answeringBackend(service.bound[0].address, host: host, path: path) }
         let expected: [(String, String, String)] = [
             ("a.example", "/x", "a"),  // ra on its own listener
             ("x.b.example", "/x", "b"),  // rb by sectionName b, narrowed to *.b.example

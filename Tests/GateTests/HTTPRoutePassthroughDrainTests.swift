@@ -23,6 +23,7 @@ final class HTTPRoutePassthroughDrainTests: XCTestCase {
         s = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=60), server_hostname=name)
         buf, out = b"", []
         \(HTTPRouteDrainTests.readResponse)
+        \(HTTPRouteDrainTests.untilClosed)
         def get(path):
             s.sendall(("GET " + path + " HTTP/1.1\\r\\nHost: " + name + "\\r\\n\\r\\n").encode())
             out.append(read_response(s)[0].split(" ")[1])
@@ -38,14 +39,7 @@ final class HTTPRoutePassthroughDrainTests: XCTestCase {
             s.close()
             out.append("client-closed")
         else:
-            try:
-                while s.recv(65536):
-                    pass
-                out.append("closed")
-            except socket.timeout:
-                out.append("timeout")
-            except (ConnectionResetError, ssl.SSLError):
-                out.append("closed")
+            out.append(until_closed(s))
         print(" ".join(out))
         """
 
@@ -94,17 +88,23 @@ final class HTTPRoutePassthroughDrainTests: XCTestCase {
         let (node, port) = try startNode(shutdownTimeout: 60)
         defer { if node.process.isRunning { node.stop() } }
         XCTAssertEqual(try curl(port).out, "200")
+        try assertStreamOutlivesSigterm(node, port: port)
+    }
+
+    /// A passthrough stream through `node`'s `port` (first request answered), then SIGTERM:
+    /// new connections are refused, the node keeps running, the stream carries a second
+    /// request, and once the client closes it the node exits 0.
+    func assertStreamOutlivesSigterm(_ node: UgateNode, port: String, file: StaticString = #filePath, line: UInt = #line) throws {
         let client = try HTTPRouteDrainTests.Client(Self.client, [port, "db.example", cert.cert, "\(dir)/marks", "1"])
         defer { client.kill() }
-        XCTAssertTrue(eventually { exists("first") })
-
+        XCTAssertTrue(eventually { exists("first") }, file: file, line: line)
         kill(node.process.processIdentifier, SIGTERM)
-        XCTAssertTrue(try eventually { try curl(port).status == 7 }, "the listener still accepts after SIGTERM")
-        XCTAssertTrue(node.process.isRunning, "the node must wait for the passthrough stream")
-        XCTAssertTrue(FileManager.default.createFile(atPath: "\(dir)/marks/go", contents: Data()))
-        XCTAssertEqual(client.result(), "200 200 client-closed")
-        XCTAssertTrue(eventually(30) { !node.process.isRunning }, "the node did not exit once the stream ended")
-        XCTAssertEqual(node.process.terminationStatus, 0)
+        XCTAssertTrue(try eventually { try curl(port).status == 7 }, "the listener still accepts after SIGTERM", file: file, line: line)
+        XCTAssertTrue(node.process.isRunning, "the node must wait for the passthrough stream", file: file, line: line)
+        XCTAssertTrue(FileManager.default.createFile(atPath: "\(dir)/marks/go", contents: Data()), file: file, line: line)
+        XCTAssertEqual(client.result(), "200 200 client-closed", file: file, line: line)
+        XCTAssertTrue(eventually(30) { !node.process.isRunning }, "the node did not exit once the stream ended", file: file, line: line)
+        XCTAssertEqual(node.process.terminationStatus, 0, file: file, line: line)
     }
 
     /// SIGTERM with a passthrough stream the client keeps open: after `shutdownTimeout` (1 s)
@@ -175,14 +175,8 @@ final class HTTPRoutePassthroughDrainTests: XCTestCase {
     /// stream is relayed over bob's mesh stream); SIGTERM to alice leaves the stream working
     /// (a second request), refuses new connections, and alice exits 0 once the client closed it.
     func testPassthroughThroughMeshFinishesAcrossSigterm() throws {
-        let aliceID = try UgateNode.nodeID("\(dir)/alice")
-        let bobID = try UgateNode.nodeID("\(dir)/bob")
-        try #"{"mesh": {"peers": [{"id": "\#(aliceID)", "destinations": ["127.0.0.1:\#(backend.port)"]}]}}"#
-            .write(toFile: "\(dir)/bob.json", atomically: true, encoding: .utf8)
-        let bob = try UgateNode(["run", "--config", "\(dir)/bob.json", "--base-port", "0", "--identity-dir", "\(dir)/bob"])
+        let (bob, bobID, bobMesh) = try UgateNode.bob(in: dir, allowing: ["127.0.0.1:\(backend.port)"])
         defer { bob.stop() }
-        let bobMesh = bob.address("mesh-dm")
-        XCTAssertFalse(bobMesh.isEmpty, bob.banner)
         try writeManifest("# no routes\n", "empty.yaml", in: "\(dir)/routes")
         try #"""
             {"mesh": {"peers": [{"id": "\#(bobID)", "name": "bob", "addresses": ["\#(bobMesh)"]}]},
@@ -194,17 +188,7 @@ final class HTTPRoutePassthroughDrainTests: XCTestCase {
             ["run", "--config", "\(dir)/alice.json", "--base-port", "0", "--identity-dir", "\(dir)/alice"], stderr: "\(dir)/alice.log")
         defer { if alice.process.isRunning { alice.stop() } }
         let port = try XCTUnwrap(alice.address("edge").split(separator: ":").last.map(String.init), alice.banner)
-        let client = try HTTPRouteDrainTests.Client(Self.client, [port, "db.example", cert.cert, "\(dir)/marks", "1"])
-        defer { client.kill() }
-        XCTAssertTrue(eventually { exists("first") })
-
-        kill(alice.process.processIdentifier, SIGTERM)
-        XCTAssertTrue(try eventually { try curl(port).status == 7 }, "the listener still accepts after SIGTERM")
-        XCTAssertTrue(alice.process.isRunning, "alice must wait for the passthrough stream")
-        XCTAssertTrue(FileManager.default.createFile(atPath: "\(dir)/marks/go", contents: Data()))
-        XCTAssertEqual(client.result(), "200 200 client-closed")
-        XCTAssertTrue(eventually(30) { !alice.process.isRunning }, "alice did not exit once the stream ended")
-        XCTAssertEqual(alice.process.terminationStatus, 0)
+        try assertStreamOutlivesSigterm(alice, port: port)
         // The stream went through bob (its summary line names the mesh upstream, not direct).
         let log = (try? String(contentsOfFile: "\(dir)/alice.log", encoding: .utf8)) ?? ""
         let line = log.split(separator: "\n").first { $0.contains("sni=db.example") && $0.contains("stream") }.map(String.init) ?? log
