@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import NIOCore
 import NIOEmbedded
+import NIOHTTP1
 import XCTest
 
 @testable import Gate
@@ -136,6 +137,39 @@ final class HTTPRouteBackendWireTests: XCTestCase {
                 }
             }
         }
+    }
+
+    /// Decoding for HTTP/2, the trailer section is kept and handed out once at the end: allowed
+    /// fields only (framing, hop-by-hop, cookies and malformed lines left out), values trimmed;
+    /// fed whole, split at every offset and byte at a time. Undecoded (HTTP/1.1: relayed raw) and
+    /// without trailers there are none, and a second response on the connection gets none.
+    func testReaderKeepsTrailersForHTTP2() throws {
+        let trailers = "X-Checksum:  abc \r\nContent-Length: 5\r\nConnection: close\r\nSet-Cookie: a=b\r\nBad Name: x\r\n:status: 1\r\nX-Two:2\r\n"
+        let first = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n" + trailers + "\r\n"
+        let second = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+        let bytes = Array((first + second).utf8)
+        var feeds: [[[UInt8]]] = [[bytes], bytes.map { [$0] }]
+        for cut in 1..<bytes.count { feeds.append([Array(bytes[..<cut]), Array(bytes[cut...])]) }
+        for decode in [true, false] {
+            for (index, chunks) in feeds.enumerated() {
+                var reader = BackendResponseReader()
+                reader.decodeChunks = decode
+                var got: [HTTPHeaders?] = []
+                var buffer = ByteBuffer()
+                for chunk in chunks {
+                    buffer.writeBytes(chunk)
+                    while let event = try reader.next(&buffer) {
+                        if case .end = event { got.append(reader.takeTrailers()) }
+                    }
+                    buffer.discardReadBytes()
+                }
+                XCTAssertEqual(got.count, 2, "feed \(index)")
+                let fields = got.first.flatMap { $0 }.map { Array($0.map { "\($0.name)=\($0.value)" }) }
+                XCTAssertEqual(fields, decode ? ["X-Checksum=abc", "X-Two=2"] : nil, "feed \(index) decode=\(decode)")
+                XCTAssertNil(got.last.flatMap { $0 }, "feed \(index): the second response has no trailers")
+            }
+        }
+        XCTAssertNil(BackendWire.trailerFields(Array("Content-Type: x\r\nTE: trailers\r\nnocolon\r\n\r\n".utf8)))
     }
 
     func testReaderRefusesMalformedResponses() {
@@ -284,8 +318,10 @@ final class HTTPRouteBackendWireTests: XCTestCase {
     /// answer is close-delimited.
     static let crafted = #"""
         import socket, sys, threading
+        TRAILERS = b"X-Checksum:  abc \r\nContent-Length: 5\r\nConnection: close\r\nSet-Cookie: a=b\r\nBad Name: x\r\nX-Two:2\r\n"
         answers = {
             "/chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nX-Trailer: t\r\n\r\n",
+            "/trailers": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n4\r\nbody\r\n0\r\n" + TRAILERS + b"\r\n",
             "/big": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"".join(b"%x\r\n%s\r\n" % (n, b"y" * n) for n in range(1, 400)) + b"0\r\n\r\n",
             "/close": b"HTTP/1.0 200 OK\r\nX-A: 1\r\n\r\nuntil close",
             "/hop": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: X-Secret, keep-alive\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\nX-Kept: k\r\n\r\nok",
@@ -419,6 +455,51 @@ final class HTTPRouteBackendWireTests: XCTestCase {
         let badBody = try runProcess(try tool("curl"), ["-sS", "\(base)/bad"])
         XCTAssertNotEqual(badBody.status, 0, badBody.out)
         XCTAssertNotNil(capture.waitForLine(containing: ["request", "path=/bad", "status=200", "invalid response", "chunk size expected"]), capture.lines.joined(separator: "\n"))
+    }
+
+    /// Python h2 over h2c (one connection, two streams one after the other): the chunked
+    /// body's trailers arrive as a trailing HEADERS frame with END_STREAM (h2's
+    /// `TrailersReceived`), with the allowed fields only; a chunked body without trailers ends
+    /// with DATA + END_STREAM.
+    func testH2CClientGetsTrailers() throws {
+        let script = #"""
+            import socket, sys, h2.connection, h2.config, h2.events
+            s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30)
+            c = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+            c.initiate_connection()
+            s.sendall(c.data_to_send())
+            for path in ["/trailers", "/chunked", "/big"]:
+                sid = c.get_next_available_stream_id()
+                c.send_headers(sid, [(":method", "GET"), (":scheme", "http"), (":authority", "a"), (":path", path)], end_stream=True)
+                s.sendall(c.data_to_send())
+                head, body, trailers, ended = None, b"", None, None
+                while ended is None:
+                    data = s.recv(65536)
+                    if not data:
+                        raise SystemExit("closed")
+                    for e in c.receive_data(data):
+                        if isinstance(e, h2.events.ResponseReceived):
+                            head = dict(e.headers)
+                        elif isinstance(e, h2.events.DataReceived):
+                            body += e.data
+                            c.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+                        elif isinstance(e, h2.events.TrailersReceived):
+                            trailers = e.headers
+                        elif isinstance(e, h2.events.StreamEnded):
+                            ended = "trailers" if trailers is not None else "data"
+                    s.sendall(c.data_to_send())
+                print(path, head[":status"], len(body), ended, trailers)
+            """#
+        // The python3 on PATH: scripts/deps pip-installs h2 for it.
+        let r = try runProcess("/usr/bin/env", ["python3", "-c", script, "\(gateway.address.port)"])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertEqual(
+            r.out.split(separator: "\n").map(String.init),
+            [
+                "/trailers 200 4 trailers [('x-checksum', 'abc'), ('x-two', '2')]",
+                "/chunked 200 12 trailers [('x-trailer', 't')]",
+                "/big 200 \((1..<400).reduce(0, +)) data None",
+            ], r.out + r.err)
     }
 
     /// HTTP/2 clients get chunked and close-delimited bodies decoded, without hop-by-hop fields.

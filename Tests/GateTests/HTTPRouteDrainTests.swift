@@ -59,6 +59,24 @@ final class HTTPRouteDrainTests: XCTestCase {
             return lines[0], fields, body
         """
 
+    /// Python: `until_closed(s)` reads socket `s` until the stream ends: `closed` (EOF),
+    /// `reset`, `timeout` (the socket's own), or for TLS sockets `closed` on an SSL error.
+    static let untilClosed = """
+        def until_closed(s):
+            try:
+                while s.recv(65536):
+                    pass
+                return "closed"
+            except TimeoutError:
+                return "timeout"
+            except ConnectionResetError:
+                return "reset"
+            except OSError as e:
+                if type(e).__name__.startswith("SSL"):
+                    return "closed"
+                raise
+        """
+
     /// HTTP/1.1 over one connection: GET `/quick` first (answered), then, when `path` is not
     /// `-`, GET `path`; then reads until EOF. Prints per response `status connection-header
     /// body-bytes`, then `closed`. Creates `<marker>` after the first response.
@@ -68,6 +86,7 @@ final class HTTPRouteDrainTests: XCTestCase {
         s = socket.create_connection(("127.0.0.1", port), timeout=60)
         buf, out = b"", []
         \(HTTPRouteDrainTests.readResponse)
+        \(HTTPRouteDrainTests.untilClosed)
         def response():
             status, fields, body = read_response(s)
             out.append("%s %s %d" % (status.split(" ")[1], fields.get("connection", "-"), len(body)))
@@ -77,14 +96,7 @@ final class HTTPRouteDrainTests: XCTestCase {
         if path != "-":
             s.sendall(("GET " + path + " HTTP/1.1\\r\\nHost: drain.example\\r\\n\\r\\n").encode())
             response()
-        try:
-            while s.recv(65536):
-                pass
-            out.append("closed")
-        except socket.timeout:
-            out.append("timeout")
-        except ConnectionResetError:
-            out.append("reset")
+        out.append(until_closed(s))
         print(" ".join(out))
         """
 

@@ -83,12 +83,12 @@ final class HTTPRouteGatewayStatusTests: XCTestCase {
         // name: (Accepted, ResolvedRefs, Programmed, Conflicted, attachedRoutes)
         let expected: [String: (String, String, String, String, Int)] = [
             "web": ("True", "True", "True", "True HostnameConflict", 2),
-            "dup": ("True", "True", "False Pending", "True HostnameConflict", 1),
+            "dup": ("True", "True", "True", "True HostnameConflict", 1),
             "secure": ("True", "True", "True", "False", 1),
             "broken": ("True", "False InvalidCertificateRef", "False Invalid", "False", 1),
             "crossns": ("True", "False RefNotPermitted", "False Invalid", "False", 1),
             "tls": ("True", "True", "True", "False", 1),
-            "other": ("True", "True", "False Pending", "True ProtocolConflict", 1),
+            "other": ("True", "True", "True", "True ProtocolConflict", 1),
             "mixed": ("True", "False InvalidCertificateRef", "False Invalid", "True ProtocolConflict", 1),
             "blocked": ("False PortUnavailable", "True", "False Invalid", "False", 1),
         ]
@@ -110,7 +110,9 @@ final class HTTPRouteGatewayStatusTests: XCTestCase {
         XCTAssertTrue(message("blocked", "Accepted").contains("cannot bind *:9090: Address already in use"), message("blocked", "Accepted"))
         XCTAssertTrue(message("web", "Programmed").contains("served by configured listener web on 127.0.0.1:15080"))
         XCTAssertTrue(message("mixed", "Programmed").contains("is plain HTTP, the listener is HTTPS"), message("mixed", "Programmed"))
-        XCTAssertTrue(message("other", "Programmed").contains("no listener of the httproute config serves it"))
+        // Served as other HTTP listeners of the port of a configured listener's named one.
+        XCTAssertTrue(message("dup", "Programmed").contains("served by configured listener web on 127.0.0.1:15080"), message("dup", "Programmed"))
+        XCTAssertTrue(message("other", "Programmed").contains("served by configured listener mixed"), message("other", "Programmed"))
         // The Gateway's own conditions summarise its listeners'.
         XCTAssertEqual(gateway.conditions.map { "\($0.type) \($0.status) \($0.reason)" }, [
             "Accepted True ListenersNotValid", "Programmed False Invalid", "ResolvedRefs False ListenersNotResolved",

@@ -120,6 +120,14 @@ final class HTTPRouteGatewayTests: XCTestCase {
             ---
             apiVersion: gateway.networking.k8s.io/v1
             kind: HTTPRoute
+            metadata: {name: split-70-30}
+            spec:
+              parentRefs: [{name: example-gateway}]
+              hostnames: ["split.example.com"]
+              rules: [{backendRefs: [{name: foo-v1, port: 8080, weight: 70}, {name: foo-v2, port: 8080, weight: 30}]}]
+            ---
+            apiVersion: gateway.networking.k8s.io/v1
+            kind: HTTPRoute
             metadata: {name: bar-route}
             spec:
               parentRefs: [{name: example-gateway}]
@@ -220,16 +228,21 @@ final class HTTPRouteGatewayTests: XCTestCase {
         try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] ?? [:]
     }
 
+    /// The bodies of 100 answers of the 50/50 foo-route: all from v1 or v2, at least 20 each
+    /// (fewer than 20 on one side has probability < 1e-9).
+    func assertEvenSplit(_ bodies: String, file: StaticString = #filePath, line: UInt = #line) {
+        let v1 = bodies.components(separatedBy: "\"backend\": \"v1\"").count - 1
+        let v2 = bodies.components(separatedBy: "\"backend\": \"v2\"").count - 1
+        XCTAssertEqual(v1 + v2, 100, bodies, file: file, line: line)
+        XCTAssertGreaterThanOrEqual(v1, 20, file: file, line: line)
+        XCTAssertGreaterThanOrEqual(v2, 20, file: file, line: line)
+    }
+
     func testTrafficSplitOverKeepAlive() throws {
         let urls = (0..<100).map { "\(base)/item/\($0)" }
         let r = try curl(["-v", "-H", "Host: foo.example.com", "-w", "\n"] + urls)
         XCTAssertEqual(r.status, 0, r.err)
-        let v1 = r.out.components(separatedBy: "\"backend\": \"v1\"").count - 1
-        let v2 = r.out.components(separatedBy: "\"backend\": \"v2\"").count - 1
-        XCTAssertEqual(v1 + v2, 100, r.out)
-        // 50/50 over 100 requests: fewer than 20 on one side has probability < 1e-9.
-        XCTAssertGreaterThanOrEqual(v1, 20)
-        XCTAssertGreaterThanOrEqual(v2, 20)
+        assertEvenSplit(r.out)
         // One TCP connection for all 100 requests (keep-alive).
         XCTAssertEqual(r.err.components(separatedBy: "Connected to").count - 1, 1, r.err)
         XCTAssertNotNil(capture.waitForLine(containing: ["request", "route=default/foo-route#0", "host=foo.example.com", "status=200", "method=GET"]))
@@ -237,6 +250,55 @@ final class HTTPRouteGatewayTests: XCTestCase {
         for _ in 0..<200 where !metrics.render().contains("ugate_httproute_requests_total{route=\"default/foo-route#0\",status=\"200\"} 100") { usleep(20_000) }
         XCTAssertTrue(metrics.render().contains("ugate_httproute_requests_total{route=\"default/foo-route#0\",status=\"200\"} 100"), metrics.render())
         XCTAssertTrue(metrics.render().contains("ugate_httproute_response_bytes_total{route=\"default/foo-route#0\"}"), metrics.render())
+    }
+
+    /// The same documented examples with HTTP/2 clients (h2c prior knowledge): the 50/50 split
+    /// over one connection (nghttp, 100 streams), header matching and ResponseHeaderModifier,
+    /// redirect, rewrite, several routes on one hostname with a 100 kB POST, 404s (curl
+    /// `--http2-prior-knowledge`, one request per connection: curl 7.88 does not reuse h2c ones).
+    func testDocumentedExamplesOverHTTP2() throws {
+        let split = try runProcess(
+            try tool("nghttp"), ["-H", ":authority: foo.example.com"] + (0..<100).map { "\(base)/item/\($0)" }, timeout: 60)
+        XCTAssertEqual(split.status, 0, split.err)
+        assertEvenSplit(split.out)
+        XCTAssertNotNil(capture.waitForLine(containing: ["request", "route=default/foo-route#0", "proto=h2c", "status=200"]))
+
+        func h2(_ args: [String]) throws -> (status: Int32, out: String, err: String) { try curl(["--http2-prior-knowledge"] + args) }
+        XCTAssertEqual(try json(try h2(["-H", "Host: bar.example.com", "-H", "env: canary", "\(base)/"]).out)["backend"] as? String, "canary")
+        let prod = try h2(["-D", "-", "-o", "/dev/null", "-H", "Host: bar.example.com", "\(base)/"])
+        XCTAssertTrue(prod.out.hasPrefix("HTTP/2 200"), prod.out)
+        XCTAssertTrue(prod.out.lowercased().contains("x-served-by: ugate"), prod.out)
+        XCTAssertFalse(prod.out.lowercased().contains("x-backend"), prod.out)
+        let redirect = try h2(["-o", "/dev/null", "-w", "%{http_version} %{http_code} %{redirect_url}", "-H", "Host: redirect.example", "\(base)/a/b?c=d"])
+        XCTAssertEqual(redirect.out, "2 301 https://redirect.example/a/b?c=d")
+        let seen = try json(try h2(["-H", "Host: rewrite.example", "\(base)/prefix/one/three?x=1"]).out)
+        XCTAssertEqual(seen["path"] as? String, "/two/three?x=1")
+        XCTAssertEqual((seen["headers"] as? [String: String])?["host"], "elsewhere.example")
+        XCTAssertEqual((seen["headers"] as? [String: String])?["x-route"], "rewrite")
+        let store = try json(try h2(["-H", "Host: example.com", "--data-binary", String(repeating: "x", count: 100_000), "\(base)/store/cart"]).out)
+        XCTAssertEqual(store["backend"] as? String, "store")
+        XCTAssertEqual(store["body"] as? Int, 100_000)
+        XCTAssertEqual(try json(try h2(["-H", "Host: example.com", "\(base)/search?q=1"]).out)["backend"] as? String, "search")
+        XCTAssertEqual(try h2(["-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H", "Host: example.com", "\(base)/search"]).out, "404")
+        let unknown = try h2(["-w", "\n%{http_code}", "-H", "Host: nowhere.example", "\(base)/"])
+        XCTAssertTrue(unknown.out.hasSuffix("404") && unknown.out.contains("no route for nowhere.example/"), unknown.out)
+    }
+
+    /// Weighted split with real requests: 10,000 HTTP/2 requests (h2load, 4 connections × 16
+    /// streams) to a 70/30 route; the access log's backend counts are within 4.5 binomial
+    /// standard deviations (±206) of 7,000 / 3,000 (a false failure has probability < 1e-5).
+    func testWeightedSplitOf10000Requests() throws {
+        let r = try runProcess(
+            try tool("h2load"), ["-n", "10000", "-c", "4", "-m", "16", "-H", ":authority: split.example.com", "\(base)/split"], timeout: 300)
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssertTrue(r.out.contains("10000 succeeded"), r.out)
+        XCTAssertTrue(r.out.contains("status codes: 10000 2xx"), r.out)
+        func count(_ backend: String) -> Int {
+            capture.lines.filter { $0.contains("host=split.example.com") && $0.contains("backend=default/\(backend):8080") && $0.contains("status=200") }.count
+        }
+        XCTAssertTrue(eventually { count("foo-v1") + count("foo-v2") == 10000 }, "\(count("foo-v1")) + \(count("foo-v2"))")
+        let v1 = count("foo-v1")
+        XCTAssertLessThanOrEqual(abs(v1 - 7000), 206, "foo-v1 got \(v1) of 10000 (70 % expected)")
     }
 
     func testHeaderMatchingAndResponseHeaders() throws {
@@ -342,8 +404,8 @@ final class HTTPRouteGatewayTests: XCTestCase {
     func testGatewayListenerAttachment() throws {
         let manifests = try loader().load(directory: dir)
         let gateway = try XCTUnwrap(manifests.gateways.first)
-        // foo-route and bar-route name example-gateway; the other four have no parentRefs.
-        XCTAssertEqual(manifests.routes(for: gateway, listener: gateway.listeners[0]).count, 6)
+        // foo-route, split-70-30 and bar-route name example-gateway; the other four have no parentRefs.
+        XCTAssertEqual(manifests.routes(for: gateway, listener: gateway.listeners[0]).count, 7)
         let other = GatewayObject(namespace: "default", name: "other", listeners: [.init(name: "http", port: 81)], file: "")
         XCTAssertEqual(Set(manifests.routes(for: other, listener: other.listeners[0]).map(\.name)), ["http-filter-redirect", "http-filter-rewrite", "store", "search"])
     }

@@ -37,19 +37,24 @@ final class HTTPRouteH2CUpgradeTests: XCTestCase {
         print(" ; ".join(out))
         """
 
+    /// One route sending everything to `backend`.
+    static func table(_ backend: PythonBackend) throws -> RouteTable {
+        let manifests = try HTTPRouteLoader(services: ["web": backend.address]).load(
+            yaml: "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web}\nspec:\n  rules: [{backendRefs: [{name: web, port: 80}]}]\n",
+            file: "web.yaml")
+        return RouteTable(routes: manifests.routes)
+    }
+
     func testUpgradeOnlyOnTheFirstRequestWithoutBody() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("h2cup-\(getpid())-\(UUID())").path
         try FileManager.default.createDirectory(atPath: "\(dir)/routes", withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let backend = try PythonBackend("web")
         defer { backend.stop() }
-        let manifests = try HTTPRouteLoader(services: ["web": backend.address]).load(
-            yaml: "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: web}\nspec:\n  rules: [{backendRefs: [{name: web, port: 80}]}]\n",
-            file: "web.yaml")
         let loops = try GateLoopGroup(count: 1)
         defer { loops.shutdown() }
         let capture = LogCapture()
-        let gateway = try HTTPGateway(table: RouteTable(routes: manifests.routes), loops: loops, accessLog: capture.logger("ugate.httproute.access"))
+        let gateway = try HTTPGateway(table: try Self.table(backend), loops: loops, accessLog: capture.logger("ugate.httproute.access"))
         defer { gateway.stop() }
 
         let upgrade = "Connection: Upgrade, HTTP2-Settings\\r\\nUpgrade: h2c\\r\\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\\r\\n"
@@ -90,5 +95,115 @@ final class HTTPRouteH2CUpgradeTests: XCTestCase {
         // Every HTTP/1.1 request above was logged as such.
         XCTAssertNotNil(capture.waitForLine(containing: ["path=/body", "proto=http/1.1", "status=200"]), capture.lines.joined(separator: "\n"))
         XCTAssertNotNil(capture.waitForLine(containing: ["path=/two", "proto=http/1.1", "status=200"]))
+    }
+
+    /// `HTTP2-Settings` applied (RFC 7540 §3.2.1): the upgrade asks for
+    /// `SETTINGS_INITIAL_WINDOW_SIZE` 1000 and the client's own SETTINGS frame after the
+    /// preface is empty, so only the field can set it. Frames read with hyperframe: exactly
+    /// 1000 bytes of the 30,000-byte response on stream 1 arrive before the client's PING is
+    /// answered (the default window would let all of it through), exactly one SETTINGS ACK
+    /// (the field's settings are acknowledged implicitly), and the rest after a WINDOW_UPDATE.
+    static let settingsClient = """
+        import socket, struct, sys
+        from hyperframe.frame import Frame, DataFrame, SettingsFrame, PingFrame, WindowUpdateFrame
+        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30)
+        s.sendall(("GET /big HTTP/1.1\\r\\nHost: up.example\\r\\nConnection: Upgrade, HTTP2-Settings\\r\\n"
+                   "Upgrade: h2c\\r\\nHTTP2-Settings: " + sys.argv[2] + "\\r\\n\\r\\n").encode())
+        buf = b""
+        while b"\\r\\n\\r\\n" not in buf:
+            buf += s.recv(65536)
+        head, _, buf = buf.partition(b"\\r\\n\\r\\n")
+        status = head.split(b" ")[1].decode()
+        s.sendall(b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n" + SettingsFrame(0).serialize())
+        def frames():
+            global buf
+            while True:
+                while len(buf) >= 9:
+                    frame, length = Frame.parse_frame_header(memoryview(buf[:9]))
+                    if len(buf) < 9 + length:
+                        break
+                    frame.parse_body(memoryview(buf[9:9 + length]))
+                    buf = buf[9 + length:]
+                    yield frame
+                data = s.recv(65536)
+                if not data:
+                    raise SystemExit("closed")
+                buf += data
+        acks, data, ended, pinged = 0, 0, False, False
+        for frame in frames():
+            if isinstance(frame, SettingsFrame) and "ACK" in frame.flags:
+                acks += 1
+            elif isinstance(frame, DataFrame) and frame.stream_id == 1:
+                data += len(frame.data)
+                ended = ended or "END_STREAM" in frame.flags
+            elif isinstance(frame, PingFrame) and "ACK" in frame.flags:
+                break
+            if (data >= 1000 or ended) and not pinged:
+                s.sendall(PingFrame(0, opaque_data=b"12345678").serialize())
+                pinged = True
+        first = data
+        s.sendall(WindowUpdateFrame(1, window_increment=1 << 20).serialize() + WindowUpdateFrame(0, window_increment=1 << 20).serialize())
+        for frame in frames():
+            if isinstance(frame, DataFrame) and frame.stream_id == 1:
+                data += len(frame.data)
+                if "END_STREAM" in frame.flags:
+                    break
+        print(status, "acks=%d" % acks, "first=%d" % first, "total=%d" % data)
+        """
+
+    func testHTTP2SettingsAppliedAndMalformedOnesRefused() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("h2cset-\(getpid())-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let backend = try PythonBackend(dir, script: HTTPRouteDrainTests.holdBackend)
+        defer { backend.stop() }
+        let loops = try GateLoopGroup(count: 1)
+        defer { loops.shutdown() }
+        let gateway = try HTTPGateway(table: try Self.table(backend), loops: loops)
+        defer { gateway.stop() }
+        let port = "\(gateway.address.port)"
+
+        // SETTINGS_INITIAL_WINDOW_SIZE (0x4) = 1000.
+        // The python3 on PATH: scripts/deps pip-installs h2 (and its hyperframe) for it.
+        let r = try runProcess("/usr/bin/env", ["python3", "-c", Self.settingsClient, port, "AAQAAAPo"])
+        XCTAssertEqual(r.out.trimmingCharacters(in: .whitespacesAndNewlines), "101 acks=1 first=1000 total=30000", r.err)
+
+        // Malformed: answered 400 by the gateway (the body names the problem), connection closed.
+        let statusLine = "import socket,sys\ns=socket.create_connection(('127.0.0.1',int(sys.argv[1])),timeout=30)\ns.sendall(sys.argv[2].replace('\\\\r\\\\n','\\r\\n').encode())\nd=b''\nwhile True:\n  m=s.recv(65536)\n  if not m: break\n  d+=m\nprint(d.split(b'\\r\\n')[0].decode(), d.split(b'\\r\\n\\r\\n',1)[1].decode())"
+        let upgrade = "GET /bad HTTP/1.1\\r\\nHost: up.example\\r\\nConnection: Upgrade, HTTP2-Settings\\r\\nUpgrade: h2c\\r\\n"
+        for (settings, message) in [
+            ("HTTP2-Settings: AA!AAAPo\\r\\n", "not base64url"),
+            ("HTTP2-Settings: AAQAAAPoAA\\r\\n", "not whole 6-byte settings"),
+            ("HTTP2-Settings: AAIAAAAC\\r\\n", "SETTINGS_ENABLE_PUSH 2"),
+            ("HTTP2-Settings: AAUAAAAB\\r\\n", "SETTINGS_MAX_FRAME_SIZE 1"),
+            ("HTTP2-Settings: AAQAAAPo\\r\\nHTTP2-Settings: AAQAAAPo\\r\\n", "repeated"),
+        ] {
+            let r = try runProcess(try tool("python3"), ["-c", statusLine, port, upgrade + settings + "\\r\\n"])
+            XCTAssertTrue(r.out.hasPrefix("HTTP/1.1 400 "), "\(settings): \(r.out) \(r.err)")
+            XCTAssertTrue(r.out.contains(message), "\(settings): \(r.out)")
+        }
+
+        // Over TLS `Upgrade: h2c` is ignored (RFC 7540 §3.2), a malformed field with it: served
+        // over HTTP/1.1 (and closed, as every request asking to switch that is not switched).
+        let cert = try makeCertificate("up.example", file: "up", in: dir)
+        let tls = try HTTPRouteTLS(HTTPRouteTLSConfig(certificates: ["up.example": CertificateFiles(cert: cert.cert, key: cert.key)]))
+        let secure = try HTTPGateway(table: try Self.table(backend), loops: loops, tls: tls)
+        defer { secure.stop() }
+        let overTLS = """
+            import socket, ssl, sys
+            context = ssl.create_default_context(cafile=sys.argv[2])
+            s = context.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=30), server_hostname="up.example")
+            s.sendall(sys.argv[3].replace("\\\\r\\\\n", "\\r\\n").encode())
+            d = b""
+            while True:
+                m = s.recv(65536)
+                if not m:
+                    break
+                d += m
+            print(d.split(b"\\r\\n")[0].decode(), len(d.split(b"\\r\\n\\r\\n", 1)[1]))
+            """
+        let plain = try runProcess(
+            try tool("python3"), ["-c", overTLS, "\(secure.address.port)", cert.cert, upgrade + "HTTP2-Settings: AA!AAAPo\\r\\n\\r\\n"])
+        XCTAssertEqual(plain.out.trimmingCharacters(in: .whitespacesAndNewlines), "HTTP/1.1 200 OK 30000", plain.err)
     }
 }

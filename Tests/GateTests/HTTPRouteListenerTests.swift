@@ -9,6 +9,18 @@ func infraGateway(_ listeners: String) -> String {
     "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: infra}\nspec:\n  gatewayClassName: ugate\n  listeners:\n" + listeners
 }
 
+/// curl to `address` with `Host: host`: the name of the `PythonBackend` that answered 200, or
+/// the status code of any other answer.
+func answeringBackend(_ address: SocketAddress, host: String, path: String = "/x", file: StaticString = #filePath, line: UInt = #line) throws -> String {
+    let r = try runProcess(
+        try tool("curl"), ["-sS", "--max-time", "20", "-w", "\n%{http_code}", "-H", "Host: \(host)", "http://\(address)\(path)"], timeout: 60)
+    XCTAssertEqual(r.status, 0, r.err, file: file, line: line)
+    let lines = r.out.split(separator: "\n")
+    guard lines.last == "200" else { return String(lines.last ?? "") }
+    let body = (try? JSONSerialization.jsonObject(with: Data((lines.first ?? "").utf8))) as? [String: Any]
+    return body?["backend"] as? String ?? r.out
+}
+
 /// Gateway listener semantics: hostname intersection between a listener's `hostname` and a
 /// route's `hostnames`, `allowedRoutes.namespaces.from`, `parentRefs` `sectionName` / `port`,
 /// and the same through a real `HTTPRouteService` listener with curl.
@@ -179,16 +191,7 @@ final class HTTPRouteListenerTests: XCTestCase {
                     HTTPRouteListenerConfig(name: "open", port: 0, gateway: "infra/gw"),
                 ]), bind: "127.0.0.1", loops: loops)
         defer { service.stop() }
-        func get(_ listener: Int, _ host: String) throws -> String {
-            let r = try runProcess(
-                try tool("curl"), ["-sS", "--max-time", "20", "-w", "\n%{http_code}", "-H", "Host: \(host)", "http://\(service.bound[listener].address)/x"],
-                timeout: 60)
-            XCTAssertEqual(r.status, 0, r.err)
-            let lines = r.out.split(separator: "\n")
-            guard lines.last == "200" else { return String(lines.last ?? "") }
-            let body = (try? JSONSerialization.jsonObject(with: Data((lines.first ?? "").utf8))) as? [String: Any]
-            return body?["backend"] as? String ?? r.out
-        }
+        func get(_ listener: Int, _ host: String) throws -> String { try answeringBackend(service.bound[listener].address, host: host) }
         let expected: [(Int, String, String)] = [
             (0, "a.shop.example", "a"),  // r1, narrowed to the listener's wildcard
             (0, "api.example", "404"),  // r1's other name is outside *.shop.example
@@ -206,6 +209,79 @@ final class HTTPRouteListenerTests: XCTestCase {
         }
     }
 
+    /// Three HTTP listeners of one Gateway on manifest port 80 (`a.example`, `*.b.example`,
+    /// `c.example`) and one on 8080, only `a` configured: routes attached by `sectionName` to
+    /// `b` and `c` are served on `a`'s socket for their listener's hostnames (narrowed to them),
+    /// a parentless route on every listener's names, the 8080 one not at all; `b` and `c` are
+    /// `Programmed` by configured listener `a`, the 8080 one stays `Pending`. curl checks
+    /// which backend each Host reaches.
+    func testSectionNameOfAnotherListenerOnThePort() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("httproute-section-\(getpid())-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var backends: [String: PythonBackend] = [:]
+        defer { backends.values.forEach { $0.stop() } }
+        for name in ["a", "b", "c", "d"] { backends[name] = try PythonBackend(name) }
+        func route(_ name: String, _ hostnames: [String], _ parent: String, _ backend: String, path: String = "/") -> String {
+            """
+            ---
+            apiVersion: gateway.networking.k8s.io/v1
+            kind: HTTPRoute
+            metadata: {name: \(name), namespace: infra}
+            spec:
+            \(parent.isEmpty ? "" : "  parentRefs: [\(parent)]\n")  hostnames: [\(hostnames.joined(separator: ", "))]
+              rules: [{matches: [{path: {type: PathPrefix, value: \(path)}}], backendRefs: [{name: \(backend), port: 80}]}]
+
+            """
+        }
+        let manifest = infraGateway(
+            """
+              - {name: a, port: 80, protocol: HTTP, hostname: a.example}
+              - {name: b, port: 80, protocol: HTTP, hostname: "*.b.example"}
+              - {name: c, port: 80, protocol: HTTP, hostname: c.example}
+              - {name: far, port: 8080, protocol: HTTP, hostname: far.example}
+
+            """)
+            + route("ra", [], "{name: gw, sectionName: a}", "a")
+            + route("rb", ["x.b.example", "a.example"], "{name: gw, sectionName: b}", "b")
+            + route("rc", [], "{name: gw, sectionName: c}", "c")
+            + route("rfar", [], "{name: gw, sectionName: far}", "d")
+            + route("bare", [], "", "d", path: "/bare")
+        try manifest.write(toFile: "\(dir)/gw.yaml", atomically: true, encoding: .utf8)
+        let loops = try GateLoopGroup(count: 1)
+        defer { loops.shutdown() }
+        let config = HTTPRouteConfig(
+            manifests: dir, services: Dictionary(uniqueKeysWithValues: backends.map { ($0.key, $0.value.address) }),
+            listeners: [HTTPRouteListenerConfig(name: "a", port: 0, gateway: "infra/gw")])
+        let service = try HTTPRouteService(config: config, bind: "127.0.0.1", loops: loops)
+        defer { service.stop() }
+        func get(_ host: String, _ path: String) throws -> String { try answeringBackend(service.bound[0].address, host: host, path: path) }
+        let expected: [(String, String, String)] = [
+            ("a.example", "/x", "a"),  // ra on its own listener
+            ("x.b.example", "/x", "b"),  // rb by sectionName b, narrowed to *.b.example
+            ("y.b.example", "/x", "404"),  // rb names only x.b.example
+            ("c.example", "/x", "c"),  // rc inherits c.example
+            ("far.example", "/x", "404"),  // listener far is on another port
+            ("other.example", "/x", "404"),
+            ("c.example", "/bare", "d"),  // the parentless route on every listener's names
+            ("z.b.example", "/bare", "d"),
+            ("x.b.example", "/bare", "b"),  // rb's exact name is more specific than bare's *.b.example
+            ("other.example", "/bare", "404"),
+        ]
+        for (host, path, answer) in expected {
+            XCTAssertEqual(try get(host, path), answer, "Host \(host) \(path)")
+        }
+        let listeners = Dictionary(uniqueKeysWithValues: service.status().gateways[0].listeners.map { ($0.name, $0) })
+        for name in ["a", "b", "c"] {
+            let programmed = listeners[name]?.conditions.first { $0.type == "Programmed" }
+            XCTAssertEqual(programmed?.status, "True", name)
+            XCTAssertTrue(programmed?.message.contains("served by configured listener a on 127.0.0.1:") == true, "\(name): \(programmed?.message ?? "-")")
+        }
+        XCTAssertEqual(listeners["far"]?.conditions.first { $0.type == "Programmed" }?.reason, "Pending")
+        let routes = Dictionary(uniqueKeysWithValues: service.status().routes.map { ($0.name, $0) })
+        XCTAssertEqual(routes["rb"]?.parents.first?.conditions.first?.status, "True")
+    }
+
     /// An existing Gateway manifest's HTTPS listeners pick their certificates from the
     /// configured `certificateDir` by Secret name; checked with `openssl s_client -servername`
     /// and curl over TLS.
@@ -218,6 +294,8 @@ final class HTTPRouteListenerTests: XCTestCase {
         _ = try makeCertificate("fallback.example", file: "fallback-cert", in: "\(dir)/certs")
         let backend = try PythonBackend("a")
         defer { backend.stop() }
+        let apiBackend = try PythonBackend("b")
+        defer { apiBackend.stop() }
         try infraGateway(
             """
               - name: https-shop
@@ -246,6 +324,13 @@ final class HTTPRouteListenerTests: XCTestCase {
             spec:
               parentRefs: [{name: gw}]
               rules: [{backendRefs: [{name: a, port: 80}]}]
+            ---
+            apiVersion: gateway.networking.k8s.io/v1
+            kind: HTTPRoute
+            metadata: {name: api-only, namespace: infra}
+            spec:
+              parentRefs: [{name: gw, sectionName: https-api}]
+              rules: [{matches: [{path: {type: PathPrefix, value: /only}}], backendRefs: [{name: b, port: 80}]}]
 
             """
         ).write(toFile: "\(dir)/routes/gw.yaml", atomically: true, encoding: .utf8)
@@ -253,7 +338,7 @@ final class HTTPRouteListenerTests: XCTestCase {
         defer { loops.shutdown() }
         let listener = HTTPRouteListenerConfig(name: "https-any", port: 0, gateway: "infra/gw", tls: HTTPRouteTLSConfig(certificateDir: "\(dir)/certs"))
         let service = try HTTPRouteService(
-            config: HTTPRouteConfig(manifests: "\(dir)/routes", services: ["a": backend.address], listeners: [listener]), bind: "127.0.0.1", loops: loops)
+            config: HTTPRouteConfig(manifests: "\(dir)/routes", services: ["a": backend.address, "b": apiBackend.address], listeners: [listener]), bind: "127.0.0.1", loops: loops)
         defer { service.stop() }
         let port = service.bound[0].address.port
         for (sni, subject) in [("shop.example.com", "shop.example.com"), ("x.api.example", "*.api.example"), ("unknown.example", "fallback.example")] {
@@ -271,6 +356,17 @@ final class HTTPRouteListenerTests: XCTestCase {
             ["-sS", "--max-time", "20", "--resolve", "x.api.example:\(port):127.0.0.1", "--cacert", api.cert, "https://x.api.example:\(port)/tls"],
             timeout: 60)
         XCTAssertEqual(viaAPI.status, 0, viaAPI.err)
+        // A route attached by sectionName to https-api (another HTTPS listener of the port than
+        // the configured https-any) is served for https-api's hostname only, over HTTP/2.
+        for (host, cert, expected) in [("x.api.example", api.cert, "2 b"), ("shop.example.com", shop.cert, "2 a")] {
+            let only = try runProcess(
+                try tool("curl"),
+                ["-sS", "--max-time", "20", "-w", "\n%{http_version}", "--resolve", "\(host):\(port):127.0.0.1", "--cacert", cert, "https://\(host):\(port)/only"],
+                timeout: 60)
+            let lines = only.out.split(separator: "\n")
+            let body = (try? JSONSerialization.jsonObject(with: Data((lines.first ?? "").utf8))) as? [String: Any]
+            XCTAssertEqual("\(lines.last ?? "") \(body?["backend"] as? String ?? "-")", expected, "\(host): \(only.out) \(only.err)")
+        }
         // Without certificateDir the Gateway's certificateRefs cannot be found: a clear error.
         XCTAssertThrowsError(
             try HTTPRouteListenerConfig(name: "https-any", port: 0, gateway: "infra/gw", tls: HTTPRouteTLSConfig())

@@ -48,6 +48,24 @@ final class UgateNode {
         kill(process.processIdentifier, SIGTERM)
         process.waitUntilExit()
     }
+
+    /// Starts node "bob" (identity in `<dir>/bob`) whose mesh admits node "alice" (identity in
+    /// `<dir>/alice`, created here) to the `allowing` destinations; returns bob, his node ID and
+    /// his mesh (`mesh-dm`) address.
+    static func bob(in dir: String, allowing destinations: [String]) throws -> (UgateNode, String, String) {
+        let aliceID = try nodeID("\(dir)/alice")
+        let bobID = try nodeID("\(dir)/bob")
+        let allowed = destinations.map { "\"\($0)\"" }.joined(separator: ", ")
+        try #"{"mesh": {"peers": [{"id": "\#(aliceID)", "destinations": [\#(allowed)]}]}}"#
+            .write(toFile: "\(dir)/bob.json", atomically: true, encoding: .utf8)
+        let bob = try UgateNode(["run", "--config", "\(dir)/bob.json", "--base-port", "0", "--identity-dir", "\(dir)/bob"])
+        let mesh = bob.address("mesh-dm")
+        guard !mesh.isEmpty else {
+            bob.stop()
+            throw GateError(.config, "bob printed no mesh-dm address: \(bob.banner)")
+        }
+        return (bob, bobID, mesh)
+    }
 }
 
 /// TLSRoute backends are upstreams of the node's route table, like HTTPRoute backends.
@@ -69,14 +87,8 @@ final class HTTPRouteTLSRouteMeshTests: XCTestCase {
         defer { db.stop() }
         let other = try PythonBackend("other", tls: otherCert)
         defer { other.stop() }
-        let aliceID = try UgateNode.nodeID("\(dir)/alice")
-        let bobID = try UgateNode.nodeID("\(dir)/bob")
-        try #"{"mesh": {"peers": [{"id": "\#(aliceID)", "destinations": ["127.0.0.1:\#(db.port)"]}]}}"#
-            .write(toFile: "\(dir)/bob.json", atomically: true, encoding: .utf8)
-        let bob = try UgateNode(["run", "--config", "\(dir)/bob.json", "--base-port", "0", "--identity-dir", "\(dir)/bob"])
+        let (bob, bobID, bobMesh) = try UgateNode.bob(in: dir, allowing: ["127.0.0.1:\(db.port)"])
         defer { bob.stop() }
-        let bobMesh = bob.address("mesh-dm")
-        XCTAssertFalse(bobMesh.isEmpty, bob.banner)
         func route(_ name: String, _ host: String, _ port: UInt16) -> String {
             "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TLSRoute\nmetadata: {name: \(name)}\n"
                 + "spec: {hostnames: [\(host)], rules: [{backendRefs: [{name: \(name), port: \(port)}]}]}\n"

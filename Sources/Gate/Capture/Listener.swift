@@ -44,10 +44,11 @@ final class GateContext: Sendable {
     }
 
     /// Starts a relay; on `loop`'s thread.
+    @discardableResult
     func startRelay(
         loop: GateLoop, client: Int32, upstream: Int32, upstreamRegistered: Bool = false, info: StreamInfo,
         upstreamName: String, mode: ForwardMode, prefix: [UInt8]
-    ) {
+    ) -> Relay {
         Relay.start(
             loop: loop, client: client, upstream: upstream, upstreamRegistered: upstreamRegistered, info: info,
             upstreamName: upstreamName, mode: mode, prefix: prefix, idleTimeoutMillis: UInt64(config.idleTimeout * 1000),

@@ -87,11 +87,23 @@ public struct HTTPRouteStatusReport: Codable, Sendable, Equatable {
 
     /// The status of every Gateway and route of `manifests`. `listeners`: the configured
     /// listeners with what is known of them (nil: not known — no `--config` — so listeners'
-    /// `Programmed` is `Unknown`).
-    public static func compute(_ manifests: RouteManifests, listeners: [ConfiguredListenerState]?) -> HTTPRouteStatusReport {
-        HTTPRouteStatusReport(
+    /// `Programmed` is `Unknown`). Every condition gets `observedGeneration` and
+    /// `lastTransitionTime` from `history` (the running service's, kept across reloads); without
+    /// one (an offline check) the generation is `metadata.generation` or 1 and the time `now`.
+    public static func compute(
+        _ manifests: RouteManifests, listeners: [ConfiguredListenerState]?, history: StatusHistory? = nil, now: Date = Date()
+    ) -> HTTPRouteStatusReport {
+        let report = HTTPRouteStatusReport(
             gateways: manifests.gateways.map { GatewayStatus.compute($0, manifests, listeners) },
             routes: RouteStatus.compute(manifests, listeners: listeners?.map(\.config) ?? []))
+        let history =
+            history
+            ?? {
+                let fresh = StatusHistory()
+                fresh.observe(manifests)
+                return fresh
+            }()
+        return history.stamp(report, manifests: manifests, now: now)
     }
 
     /// Whether every condition is in its good state: no `False` (and `Conflicted` not
@@ -128,8 +140,9 @@ extension GatewayStatus {
     ///   are missing or do not load, `Unknown` when no configured listener maps the Secret to
     ///   files;
     /// * `Programmed`: `True` when a configured listener of the `httproute` section serves it
-    ///   (`gateway` naming this Gateway and `name` this listener; TLS passthrough listeners on
-    ///   its port; bound, with a certificate for HTTPS), `False` / `Pending` when none does,
+    ///   (`gateway` naming this Gateway and `name` this listener or another listener of the
+    ///   same protocol on its port; TLS passthrough listeners on its port; bound, with a
+    ///   certificate for HTTPS), `False` / `Pending` when none does,
     ///   `False` / `Invalid` when it is not bound or has no certificate, `Unknown` when the
     ///   configured listeners are not known;
     /// * `Conflicted`: `True` / `ProtocolConflict` (HTTP next to HTTPS/TLS on one port) or
@@ -177,9 +190,12 @@ extension GatewayStatus {
             ? manifests.tlsRoutes.filter { listener.refusal($0, of: gateway, namespaceLabels: manifests.namespaceLabels) == nil }.count
             : manifests.routes.filter { listener.refusal($0, of: gateway, namespaceLabels: manifests.namespaceLabels) == nil }.count
 
-        // Which configured listener serves it: by name (HTTP, HTTPS), or a TLS listener whose
-        // same-named Gateway listener is on this port (TLS passthrough; HTTPS certificates).
-        let sameName = configured?.first { $0.config.name == listener.name }
+        // Which configured listener serves it: by name (HTTP, HTTPS) or as another listener of
+        // the port of its named one (`servedListeners`), or a TLS listener whose same-named
+        // Gateway listener is on this port (TLS passthrough; HTTPS certificates).
+        let sameName =
+            configured?.first { $0.config.name == listener.name }
+            ?? configured?.first { state in state.config.servedListeners(of: gateway).contains { $0.name == listener.name } }
         let onPort = configured?.first { state in
             guard state.config.tls != nil else { return false }
             let named = gateway.listeners.first { $0.name == state.config.name }

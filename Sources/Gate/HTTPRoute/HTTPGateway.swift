@@ -21,6 +21,7 @@ public final class HTTPGateway: Sendable {
     private let listener: TCPListener
     private let state: GatewayState
     private let nio: HTTPRouteNIO
+    private let passthrough: PassthroughRelays
 
     /// Binds `host:port` (port 0: ephemeral) on `loops` and starts serving.
     /// - Parameters:
@@ -54,13 +55,15 @@ public final class HTTPGateway: Sendable {
                 listenerName: name, defaultTimeout: defaultTimeout, keepAliveTimeout: keepAliveTimeout, http2IdleTimeout: http2IdleTimeout,
                 mirrorBodyLimit: mirrorBodyLimit, accessLog: accessLog, log: log, counters: RouteCounters(factory: factory),
                 pool: BackendPool(connectTimeout: min(defaultTimeout, connectTimeout), router: router, listenerName: name)))
+        let passthrough = PassthroughRelays()
         listener = try TCPListener(name: name, proto: .tcp, address: try SocketAddress(host: host, port: port), context: context) { bound in
             HTTPRouteFront(
                 listenerName: name, keepAliveTimeout: keepAliveTimeout, connectTimeout: connectTimeout,
-                accessLog: accessLog, nio: nio, tls: tls, context: context)
+                accessLog: accessLog, nio: nio, tls: tls, context: context, passthrough: passthrough)
         }
         self.state = state
         self.nio = nio
+        self.passthrough = passthrough
         address = listener.address
         listener.start()
     }
@@ -78,16 +81,27 @@ public final class HTTPGateway: Sendable {
     /// Closes the connections served by NIO gracefully: HTTP/2 with the two-step GOAWAY (the
     /// streams in flight finish), HTTP/1.1 at once when idle, else after the response in
     /// progress (`Connection: close`). `permanently`: connections adopted later too (shutdown).
-    public func drain(permanently: Bool = false) {
+    /// TLS passthrough streams (opaque) keep running until they end; `closePassthroughAfter`:
+    /// those open now are closed after that many seconds (a removed Gateway listener); nil
+    /// leaves them to `closeConnections()` (shutdown, after its timeout).
+    public func drain(permanently: Bool = false, closePassthroughAfter: Double? = nil) {
         nio.connections.quiesceAll(permanently: permanently)
+        if let closePassthroughAfter {
+            passthrough.closeLater(after: closePassthroughAfter, reason: "Gateway listener removed: drain timeout")
+        }
     }
 
     /// Client connections served by NIO that are still open.
     public var openConnections: Int { nio.connections.count }
 
-    /// Closes every client connection served by NIO at once.
+    /// TLS passthrough streams of this listener that are still open.
+    public var openPassthroughStreams: Int { passthrough.count }
+
+    /// Closes every client connection served by NIO and every TLS passthrough stream at once
+    /// (shutdown: passthrough streams whose dial is still in flight are closed as they start).
     public func closeConnections() {
         nio.connections.closeAll()
+        passthrough.closeAll(reason: "shutdown: drain timeout", permanently: true)
     }
 }
 
@@ -137,6 +151,8 @@ struct HTTPRouteFront: CaptureFront {
     let nio: HTTPRouteNIO
     let tls: HTTPRouteTLS?
     let context: GateContext
+    /// Where passthrough streams are kept for draining.
+    let passthrough: PassthroughRelays
     static let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
 
     func serve(_ conn: ClientConn) async {
@@ -187,7 +203,7 @@ struct HTTPRouteFront: CaptureFront {
                 let fd = try await loop.flatSubmit {
                     BackendPool.dial(decision.upstream, decision.destination, for: info, on: loop, timeout: timeout)
                 }.get()
-                context.relay(conn, upstream: fd, info: info, upstreamName: decision.upstream.name, mode: .copy)
+                passthrough.relay(conn, upstream: fd, info: info, upstreamName: decision.upstream.name, context: context)
             } catch {
                 GateMetrics.shared.dialFailures.increment()
                 accessLog.info(

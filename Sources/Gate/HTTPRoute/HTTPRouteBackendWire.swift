@@ -1,4 +1,5 @@
 import NIOCore
+import NIOHTTP1
 
 /// HTTP/1.1 towards the backends, written and read by hand instead of NIO's HTTP/1 client
 /// codec (`HTTPRequestEncoder`, `HTTPResponseDecoder`, the outbound header validator): on the
@@ -142,6 +143,42 @@ enum BackendWire {
         buffer.writeStaticString("\r\n")
     }
 
+    /// The fields of a chunked body's trailer section as received (RFC 9112 §7.1.2: field
+    /// lines, each ended by CRLF, then an empty line), for an HTTP/2 client's trailing HEADERS
+    /// frame. Lines without a token name before `:` are left out (RFC 9110 §6.5: a recipient
+    /// may discard trailer fields), and so are fields `trailerAllowed` refuses. Nil when none is left.
+    static func trailerFields(_ section: [UInt8]) -> HTTPHeaders? {
+        var fields = HTTPHeaders()
+        for line in section.split(separator: UInt8(ascii: "\n")) {
+            let content = line.last == UInt8(ascii: "\r") ? line.dropLast() : line[...]
+            guard let colon = content.firstIndex(of: UInt8(ascii: ":")), colon > content.startIndex,
+                content[..<colon].allSatisfy(isTokenChar)
+            else { continue }
+            let name = String(decoding: content[..<colon], as: UTF8.self)
+            guard trailerAllowed(name) else { continue }
+            var value = content[(colon + 1)...]
+            while let byte = value.first, byte == 0x20 || byte == 0x09 { value = value.dropFirst() }
+            while let byte = value.last, byte == 0x20 || byte == 0x09 { value = value.dropLast() }
+            fields.add(name: name, value: String(decoding: value, as: UTF8.self))
+        }
+        return fields.isEmpty ? nil : fields
+    }
+
+    /// Whether a field may be passed on in an HTTP/2 trailer section: not a connection-specific
+    /// field (RFC 9113 §8.2.2, `HopByHop`), not a pseudo-field (§8.1), and none of the fields
+    /// RFC 9110 §6.5.1 says need the header section — framing (`Content-Length`), routing
+    /// (`Host`), authentication, response control data, content format and cookies.
+    static func trailerAllowed(_ name: String) -> Bool {
+        let lower = name.lowercased()
+        return !HopByHop.contains(lower) && !lower.hasPrefix(":") && !forbiddenInTrailers.contains(lower)
+    }
+
+    static let forbiddenInTrailers: Set<String> = [
+        "content-length", "content-encoding", "content-type", "content-range", "host", "authorization",
+        "proxy-authenticate", "proxy-authorization", "www-authenticate", "set-cookie", "cookie", "cache-control", "expires",
+        "date", "location", "retry-after", "vary", "age", "warning",
+    ]
+
     /// Fields a `Connection` option cannot remove: the body's framing.
     private static func protected(_ name: String) -> Bool {
         name.equalsIgnoringASCIICase("content-length") || HopByHop.isTransferEncoding(name)
@@ -155,7 +192,8 @@ enum BackendWire {
 /// Interim 1xx heads (100 Continue, 103 Early Hints) are skipped: the gateway answers
 /// `Expect` itself. A chunked body is relayed as received (the framing bytes included) for
 /// HTTP/1.1 clients, or decoded into its data for HTTP/2 clients (`decodeChunks`); its
-/// trailer section is relayed raw to HTTP/1.1 clients and dropped for HTTP/2.
+/// trailer section is relayed raw to HTTP/1.1 clients and, for HTTP/2, kept and handed out
+/// by `takeTrailers()` at the end (sent as a trailing HEADERS frame).
 ///
 /// ```
 /// chunked-body = *chunk last-chunk trailer-section CRLF
@@ -205,6 +243,8 @@ struct BackendResponseReader {
     private var state = State.head
     private var bodyBytes = 0
     private var framingBytes = 0
+    /// The trailer section of the current chunked body as received (`decodeChunks` only).
+    private var trailerSection: [UInt8] = []
 
     /// Whether a response is being read (between its first byte and its end).
     var inResponse: Bool { state != .head }
@@ -257,7 +297,9 @@ struct BackendResponseReader {
                         return .body(buffer.readSlice(length: count)!)
                     }
                     // Framing bytes up to the next data (or the end) are consumed unseen.
+                    let before = framingBytes
                     let (used, next) = try Self.scan(chunk, buffer, stopAtData: true, framing: &framingBytes, data: &bodyBytes)
+                    keepTrailer(buffer, used: used, from: chunk, before: before, to: next)
                     buffer.moveReaderIndex(forwardBy: used)
                     state = next
                 } else {
@@ -268,6 +310,37 @@ struct BackendResponseReader {
                 }
             }
         }
+    }
+
+    /// Copies the trailer bytes among the `used` bytes a decoding scan consumed from `buffer`:
+    /// the last `framingBytes` of them (the count restarts at the last chunk's line end) when
+    /// the scan entered the trailer section, the growth of that count when it was already in it.
+    private mutating func keepTrailer(_ buffer: ByteBuffer, used: Int, from start: Chunk, before: Int, to next: State) {
+        let inTrailer: (Chunk) -> Bool = { chunk in
+            switch chunk {
+            case .trailerLineStart, .trailerLine, .trailerLF: true
+            default: false
+            }
+        }
+        let reached: Bool
+        switch next {
+        case .ending: reached = true
+        case .chunked(let chunk): reached = inTrailer(chunk)
+        default: reached = false
+        }
+        guard reached else { return }
+        let count = min(used, inTrailer(start) ? framingBytes - before : framingBytes)
+        guard count > 0, let bytes = buffer.getBytes(at: buffer.readerIndex + used - count, length: count) else { return }
+        trailerSection += bytes
+    }
+
+    /// The trailer fields of the chunked body that just ended (`decodeChunks`), nil when it had
+    /// none; the kept section is cleared. Fields that may not travel in trailers
+    /// (`BackendWire.trailerAllowed`) are left out.
+    mutating func takeTrailers() -> HTTPHeaders? {
+        guard !trailerSection.isEmpty else { return nil }
+        defer { trailerSection = [] }
+        return BackendWire.trailerFields(trailerSection)
     }
 
     /// `head.bodyFraming(requestMethod:)` and `head.keepsConnection`, computed in one pass

@@ -248,7 +248,7 @@ final class Exchange: BackendDelegate {
         var log = HTTPAccessEntry(method: head.method.rawValue, host: request.host, path: request.path, started: GateLoop.monotonicMillis())
         var keepAlive = head.isKeepAlive
         let local: (status: Int, message: String, headers: [HTTPField])
-        if let refusal = check(head, http1: http1) {
+        if let refusal = check(head, http1: http1, plain: connection.proto == "http/1.1") {
             // A request the gateway will not route: answered and the connection closed.
             local = (refusal.status, refusal.message, [])
             keepAlive = false
@@ -269,8 +269,10 @@ final class Exchange: BackendDelegate {
     }
 
     /// The limits of the gateway's own HTTP/1.1 parser (`HTTPHeadLimits`): head size and
-    /// field count (431), origin-form target (400), `Host` required in HTTP/1.1 (400).
-    static func check(_ head: NIOHTTP1.HTTPRequestHead, http1: Bool) -> (status: Int, message: String)? {
+    /// field count (431), origin-form target (400), `Host` required in HTTP/1.1 (400), a
+    /// malformed `HTTP2-Settings` on an `Upgrade: h2c` request in the clear (`plain`; over TLS
+    /// h2c is ignored, RFC 7540 §3.2) (400).
+    static func check(_ head: NIOHTTP1.HTTPRequestHead, http1: Bool, plain: Bool = true) -> (status: Int, message: String)? {
         let limits = HTTPHeadLimits()
         var size = head.uri.utf8.count + head.method.rawValue.utf8.count + 12
         for (name, value) in head.headers { size += name.utf8.count + value.utf8.count + 4 }
@@ -280,6 +282,7 @@ final class Exchange: BackendDelegate {
         guard http1 else { return nil }
         if !head.uri.hasPrefix("/") { return (400, "request-target \(head.uri) is not origin-form (/path)") }
         if head.version == .http1_1 && !head.headers.contains(name: "host") { return (400, "HTTP/1.1 request without Host") }
+        if plain, let problem = H2CUpgrader.settingsProblem(head.headers) { return (400, problem) }
         return nil
     }
 
@@ -535,9 +538,11 @@ final class Exchange: BackendDelegate {
             client.respondBody(buffer)
         case .end(let bodyBytes):
             log.bytes = bodyBytes
+            // A decoded chunked body's trailers (HTTP/2 clients: a trailing HEADERS frame).
+            let trailers = backend?.handler.reader.takeTrailers()
             // Finished first: ending the response may deliver the client's next request.
             finish(reuseBackend: requestEnded)
-            client.respondEnd(nil, close: !keepAlive)
+            client.respondEnd(trailers, close: !keepAlive)
         }
     }
 

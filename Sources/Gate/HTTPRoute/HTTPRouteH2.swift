@@ -335,7 +335,7 @@ final class H2CUpgrader: HTTPServerProtocolUpgrader {
 
     func buildUpgradeResponse(channel: any Channel, upgradeRequest: NIOHTTP1.HTTPRequestHead, initialResponseHeaders: HTTPHeaders) -> EventLoopFuture<HTTPHeaders> {
         let settings = upgradeRequest.headers["HTTP2-Settings"]
-        guard settings.count == 1, Self.validSettings(settings[0]) else {
+        guard settings.count == 1, (try? Self.decodeSettings(settings[0])) != nil else {
             return channel.eventLoop.makeFailedFuture(Refused(reason: "HTTP2-Settings missing, repeated or invalid"))
         }
         // The request body would have to be read before switching; such requests stay HTTP/1.1.
@@ -350,30 +350,30 @@ final class H2CUpgrader: HTTPServerProtocolUpgrader {
         let connection = RouteConnection(
             state: connection.state, settings: connection.settings, peer: connection.peer, proto: "h2c", eventLoop: context.eventLoop)
         let replaced = replaced
+        // The client's HTTP2-Settings (checked in `buildUpgradeResponse`) become a SETTINGS
+        // frame ahead of its own, whose ACK is not sent (RFC 7540 §3.2.1).
+        let payload = upgradeRequest.headers.first(name: "HTTP2-Settings").flatMap { try? Self.decodeSettings($0) } ?? []
         return context.eventLoop.makeCompletedFuture {
             let sync = context.pipeline.syncOperations
             for handler in replaced { sync.removeHandler(handler, promise: nil) }
-            try sync.addHandler(H2CRequestInjector(frames: H2CRequestInjector.headersFrames(upgradeRequest, allocator: context.channel.allocator)))
+            let allocator = context.channel.allocator
+            if !payload.isEmpty { try sync.addHandler(H2CSettingsAckFilter(), position: .first) }
+            try sync.addHandler(
+                H2CRequestInjector(
+                    frames: H2CRequestInjector.headersFrames(upgradeRequest, allocator: allocator),
+                    settings: payload.isEmpty ? nil : Self.settingsFrame(payload, allocator: allocator)))
             try HTTPRouteNIO.configureHTTP2(context.channel, connection)
         }
     }
 
-    /// `HTTP2-Settings`: base64url (no padding) of a SETTINGS payload, 6 bytes per setting.
-    static func validSettings(_ value: String) -> Bool {
-        let bytes = value.utf8
-        guard bytes.count <= 1024, bytes.count % 4 != 1 else { return false }
-        let valid = bytes.allSatisfy { byte in
-            (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte) || (0x30...0x39).contains(byte) || byte == 0x2D || byte == 0x5F
-        }
-        return valid && (bytes.count * 6 / 8) % 6 == 0
-    }
 }
 
 /// Feeds `NIOHTTP2Handler` the request that asked for `Upgrade: h2c` as stream 1 (RFC 7540
 /// §3.2: "the HTTP/1.1 request that is sent prior to upgrade is assigned a stream identifier
 /// of 1 … in the half-closed (remote) state"): the encoded HEADERS frames are inserted into the
 /// inbound bytes right after the client's connection preface and its first SETTINGS frame,
-/// then this handler leaves.
+/// then this handler leaves. The SETTINGS frame made from the request's `HTTP2-Settings`
+/// (`settings`), if any, goes right after the preface, ahead of the client's own.
 ///
 /// HEADERS (RFC 9113 §6.2), END_STREAM on the first frame, END_HEADERS on the last; header
 /// blocks longer than 16,384 bytes continue in CONTINUATION frames (§6.10):
@@ -400,10 +400,12 @@ final class H2CRequestInjector: ChannelInboundHandler, RemovableChannelHandler {
     static let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
     static let maxFrame = 16384
     let frames: ByteBuffer
+    let settings: ByteBuffer?
     private var buffered: ByteBuffer?
 
-    init(frames: ByteBuffer) {
+    init(frames: ByteBuffer, settings: ByteBuffer? = nil) {
         self.frames = frames
+        self.settings = settings
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -411,7 +413,11 @@ final class H2CRequestInjector: ChannelInboundHandler, RemovableChannelHandler {
         if buffered != nil { buffered!.writeBuffer(&incoming) } else { buffered = incoming }
         guard var bytes = buffered, let split = Self.prefaceLength(bytes) else { return }
         buffered = nil
-        if split > 0, let preface = bytes.readSlice(length: split) {
+        if split > 0, var preface = bytes.readSlice(length: split) {
+            if let settings, let magic = preface.readSlice(length: Self.preface.count) {
+                context.fireChannelRead(wrapInboundOut(magic))
+                context.fireChannelRead(wrapInboundOut(settings))
+            }
             context.fireChannelRead(wrapInboundOut(preface))
             context.fireChannelRead(wrapInboundOut(frames))
         }

@@ -9,6 +9,9 @@ public struct RouteManifests: Sendable, Equatable {
     public var referenceGrants: [ReferenceGrantObject] = []
     /// `Namespace` manifests: name → labels (for `allowedRoutes.namespaces.from: Selector`).
     public var namespaceLabels: [String: [String: String]] = [:]
+    /// Per object (`Kind namespace/name`): its `metadata.generation` and a digest of its
+    /// `spec`, for the status's `observedGeneration` (`StatusHistory`).
+    public var generations: [String: ObjectGeneration] = [:]
 
     public init(routes: [HTTPRouteObject] = [], gateways: [GatewayObject] = []) {
         self.routes = routes
@@ -21,6 +24,7 @@ public struct RouteManifests: Sendable, Equatable {
         tlsRoutes += other.tlsRoutes
         referenceGrants += other.referenceGrants
         namespaceLabels.merge(other.namespaceLabels) { a, _ in a }
+        generations.merge(other.generations) { a, _ in a }
     }
 
     /// Whether a `kind` route in `namespace` may use `backend` (same namespace, or a
@@ -105,8 +109,8 @@ public struct RouteManifests: Sendable, Equatable {
 /// Strict: a missing or mistyped field, or a field or value this gateway does not implement
 /// (ExtensionRef, sessionPersistence, …), refuses the manifest with an
 /// `HTTPRouteError` naming the file, the object and the field. `metadata` fields other than
-/// name, namespace, creationTimestamp (and a Namespace's labels) and the `status` section are
-/// ignored (they do not change routing).
+/// name, namespace, creationTimestamp, generation (for the status's `observedGeneration`)
+/// (and a Namespace's labels) and the `status` section are ignored (they do not change routing).
 public struct HTTPRouteLoader: Sendable {
     /// Service name (`name` or `namespace/name`) → `host` or `host:port`. A backendRef whose
     /// name is not listed is dialled as a literal host name.
@@ -212,6 +216,12 @@ public struct HTTPRouteLoader: Sendable {
             if let stamp = try meta.optional("creationTimestamp") { created = try stamp.timestamp() }
             var spec = try node.child("spec")
             spec.object = node.object
+            var declared: Int?
+            if let generation = try meta.optional("generation") {
+                declared = try generation.int()
+                guard declared! >= 1 else { throw generation.error(.invalid, "generation \(declared!) is below 1") }
+            }
+            result.generations["\(kind) \(namespace)/\(name)"] = ObjectGeneration(declared: declared, specDigest: ObjectGeneration.digest(spec.value))
             switch kind {
             case "HTTPRoute":
                 result.routes.append(try route(spec, namespace: namespace, name: name, created: created, file: file))

@@ -165,6 +165,9 @@ public final class HTTPRouteService: Sendable {
     /// The manifests in force, for `status()` and to notice removed Gateway listeners.
     private let current: RouteManifestsBox
     private let shutdownTimeout: Double
+    /// The status of the manifests in force, stamped by the `StatusHistory` (generations and
+    /// condition transition times across reloads).
+    private let report: @Sendable () -> HTTPRouteStatusReport
 
     /// Listener name and bound address (with the real port) of every listener bound so far,
     /// in configuration order.
@@ -198,6 +201,17 @@ public final class HTTPRouteService: Sendable {
         slots.forEach { $0.bind() }
         let serving = slots
         let current = RouteManifestsBox(manifests)
+        let history = StatusHistory()
+        history.observe(manifests)
+        // Swapping the manifests (and observing them) and stamping a status computed from them
+        // do not interleave: a status is never stamped from manifests older than the history's.
+        let statusLock = Mutex(())
+        let report: @Sendable () -> HTTPRouteStatusReport = {
+            statusLock.withLock { _ in HTTPRouteStatusReport.compute(current.manifests, listeners: serving.map(\.runtime), history: history) }
+        }
+        // Conditions are recorded on every tick and reload, so a transition's time is when it happened.
+        let record: @Sendable () -> Void = { _ = report() }
+        record()
         reloader = HTTPRouteReloader(
             directory: config.manifests, loader: loader, interval: config.reloadInterval, log: log,
             tick: {
@@ -205,6 +219,7 @@ public final class HTTPRouteService: Sendable {
                     slot.tls?.reloadCertificates()
                     slot.bind()
                 }
+                record()
             }
         ) { manifests in
             let previous = current.manifests
@@ -215,12 +230,17 @@ public final class HTTPRouteService: Sendable {
                 // (clients reconnect and get what the listener serves now).
                 if slot.config.gatewayListener(in: previous) != nil, slot.config.gatewayListener(in: manifests) == nil, let gateway = slot.gateway {
                     log.info("Gateway listener removed, draining its connections", metadata: ["listener": "\(slot.config.name)"])
-                    gateway.drain()
+                    gateway.drain(closePassthroughAfter: config.shutdownTimeout)
                 }
             }
-            current.manifests = manifests
+            statusLock.withLock { _ in
+                current.manifests = manifests
+                history.observe(manifests)
+            }
+            record()
         }
         self.current = current
+        self.report = report
         self.slots = slots
         shutdownTimeout = config.shutdownTimeout
     }
@@ -240,12 +260,17 @@ public final class HTTPRouteService: Sendable {
     /// The Gateway API status of every Gateway listener (Accepted, Programmed, ResolvedRefs,
     /// Conflicted, attachedRoutes) and route (Accepted, ResolvedRefs) in force.
     public func status() -> HTTPRouteStatusReport {
-        HTTPRouteStatusReport.compute(current.manifests, listeners: slots.map(\.runtime))
+        report()
     }
 
     /// Client connections (served by NIO) still open on all listeners.
     public var openConnections: Int {
         slots.reduce(0) { $0 + ($1.gateway?.openConnections ?? 0) }
+    }
+
+    /// TLS passthrough streams still open on all listeners.
+    public var openPassthroughStreams: Int {
+        slots.reduce(0) { $0 + ($1.gateway?.openPassthroughStreams ?? 0) }
     }
 
     /// Stops watching and closes the listening sockets (connections being served continue).
@@ -256,14 +281,14 @@ public final class HTTPRouteService: Sendable {
 
     /// Graceful shutdown: stops watching and accepting, drains every connection (HTTP/2: the
     /// two-step GOAWAY, streams in flight finish; HTTP/1.1: the response in progress ends with
-    /// `Connection: close`, idle ones close at once) and returns when all have closed, or
-    /// after `timeout` seconds (default: the config's `shutdownTimeout`) with the rest closed
-    /// abruptly.
+    /// `Connection: close`, idle ones close at once; TLS passthrough streams run on until they
+    /// end) and returns when all have closed, or after `timeout` seconds (default: the
+    /// config's `shutdownTimeout`) with the rest closed abruptly.
     public func shutdown(timeout: Double? = nil) async {
         stop()
         slots.forEach { $0.gateway?.drain(permanently: true) }
         let deadline = ContinuousClock.now + .milliseconds(Int64((timeout ?? shutdownTimeout) * 1000))
-        while openConnections > 0, ContinuousClock.now < deadline {
+        while openConnections + openPassthroughStreams > 0, ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(20))
         }
         slots.forEach { $0.gateway?.closeConnections() }

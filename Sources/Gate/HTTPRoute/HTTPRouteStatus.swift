@@ -1,13 +1,18 @@
 import Foundation
 import Synchronization
 
-/// One Gateway API condition (`Accepted`, `ResolvedRefs`) of a route for one parent.
+/// One Gateway API condition (`Accepted`, `ResolvedRefs`, … of a route for one parent, of a
+/// Gateway or of a listener), in the shape of Kubernetes' `metav1.Condition`.
 public struct RouteCondition: Codable, Sendable, Equatable {
     public var type: String
-    /// `True` or `False`.
+    /// `True`, `False` or `Unknown`.
     public var status: String
     public var reason: String
     public var message: String
+    /// When `status` last changed (RFC 3339), kept across reloads by `StatusHistory`.
+    public var lastTransitionTime: String? = nil
+    /// The object's generation the condition was computed from (`StatusHistory`).
+    public var observedGeneration: Int? = nil
 }
 
 /// The conditions of a route for one `parentRefs` entry (`namespace/gateway[/section][:port]`,

@@ -117,13 +117,16 @@ extension RouteManifests {
 extension HTTPRouteListenerConfig {
     /// The routes this configured listener serves. Without `gateway`: all of them. With
     /// `gateway: ns/name` (`name` alone: namespace `default`): when the manifests hold that
-    /// Gateway with a listener of this listener's `name`, that listener's hostname,
-    /// `allowedRoutes` and port apply; otherwise routes attach by the gateway's name and
-    /// `sectionName` only (any namespace, any port).
+    /// Gateway with a listener of this listener's `name`, the routes attached to it and to
+    /// every other HTTP listener (HTTPS for a `tls` configured listener) of the Gateway on
+    /// its port (`servedListeners`) — each narrowed to its listener's hostname, so a route
+    /// attached by `sectionName` to a second listener of the port (another hostname) is served
+    /// for that hostname; otherwise routes attach by the gateway's name and `sectionName` only
+    /// (any namespace, any port).
     public func routes(in manifests: RouteManifests) -> [HTTPRouteObject] {
         guard let (namespace, gatewayName) = gatewayKey else { return manifests.routes }
-        if let object = gatewayObject(in: manifests), let listener = object.listeners.first(where: { $0.name == name }) {
-            return manifests.routes(for: object, listener: listener)
+        if let object = gatewayObject(in: manifests), !servedListeners(of: object).isEmpty {
+            return Self.merge(servedListeners(of: object).flatMap { manifests.routes(for: object, listener: $0) })
         }
         let listener = GatewayObject.Listener(name: name, port: port, hostname: nil, allowedNamespaces: .all)
         let object = GatewayObject(namespace: namespace, name: gatewayName, listeners: [listener], file: "")
@@ -148,6 +151,37 @@ extension HTTPRouteListenerConfig {
         listener.proto = .tlsPassthrough
         let object = GatewayObject(namespace: namespace, name: gatewayName, listeners: [listener], file: "")
         return manifests.tlsRoutes(for: object, listener: listener, matchPort: false)
+    }
+
+    /// The listeners of `object` whose HTTPRoutes this configured listener serves: none when
+    /// the Gateway has no listener of this listener's `name`; else that one and every other
+    /// listener of the Gateway on its port whose protocol is this configured listener's (HTTPS
+    /// for a `tls` one, HTTP otherwise).
+    func servedListeners(of object: GatewayObject) -> [GatewayObject.Listener] {
+        guard let named = object.listeners.first(where: { $0.name == name }) else { return [] }
+        let proto: GatewayObject.ListenerProtocol = tls == nil ? .http : .https
+        return [named] + object.listeners.filter { $0.name != name && $0.port == named.port && $0.proto == proto }
+    }
+
+    /// One entry per route attached to several listeners of a port, its hostnames the union of
+    /// its narrowed ones (none — any host — when one of them has none).
+    private static func merge(_ routes: [HTTPRouteObject]) -> [HTTPRouteObject] {
+        var merged: [HTTPRouteObject] = []
+        var index: [String: Int] = [:]
+        for route in routes {
+            let key = "\(route.namespace)/\(route.name)"
+            guard let at = index[key] else {
+                index[key] = merged.count
+                merged.append(route)
+                continue
+            }
+            if merged[at].hostnames.isEmpty || route.hostnames.isEmpty {
+                merged[at].hostnames = []
+            } else {
+                merged[at].hostnames += route.hostnames.filter { !merged[at].hostnames.contains($0) }
+            }
+        }
+        return merged
     }
 
     /// `gateway` as (namespace, name).

@@ -71,6 +71,8 @@ final class Relay: LoopHandler {
     private var upstreamRegistered = false
     private var lastActivity: UInt64
     private var closed = false
+    /// Called once when the relay ends (on the loop's thread), e.g. to forget it in a registry.
+    var onFinish: (() -> Void)?
 
     /// Maximum bytes moved per direction per readiness event before yielding to other streams.
     private static let budget = 4 << 20
@@ -309,6 +311,8 @@ final class Relay: LoopHandler {
             Sys.abort(upstream)
         }
         loop.relays[id] = nil
+        onFinish?()
+        onFinish = nil
         let millis = loop.now - startedAt
         GateMetrics.shared.streamClosed(up: up.bytes, down: down.bytes, end: end.rawValue, mode: mode)
         var meta: Logger.Metadata = [

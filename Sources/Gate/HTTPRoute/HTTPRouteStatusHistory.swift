@@ -1,0 +1,125 @@
+import Foundation
+import Synchronization
+
+/// What the status needs to know of an object's generation: `metadata.generation` when the
+/// manifest has one, and a digest of its `spec` (to notice changes across reloads when not).
+public struct ObjectGeneration: Sendable, Equatable {
+    /// `metadata.generation` (≥ 1), nil when the manifest has none.
+    public var declared: Int?
+    /// `spec` with its mappings' keys sorted, as text: equal for equal specs.
+    public var specDigest: String
+
+    /// A canonical text of a YAML value as Yams loads it (mappings with sorted keys, lists,
+    /// scalars with their type), so two specs compare equal exactly when their content does.
+    static func digest(_ value: Any) -> String {
+        switch value {
+        case let map as [String: Any]:
+            return "{" + map.keys.sorted().map { "\($0.debugDescription):\(digest(map[$0]!))" }.joined(separator: ",") + "}"
+        case let list as [Any]:
+            return "[" + list.map(digest).joined(separator: ",") + "]"
+        case let text as String:
+            return text.debugDescription
+        case is NSNull:
+            return "null"
+        default:
+            return "\(type(of: value))(\(value))"
+        }
+    }
+}
+
+/// Gateway API status bookkeeping across reloads (ugate has no API server to keep it): each
+/// object's generation and each condition's `lastTransitionTime`.
+///
+/// * `observedGeneration` on every condition of an object: its `metadata.generation` when
+///   the manifest has one, else a counter that starts at 1 and is bumped on every reload that
+///   changes the object's `spec`;
+/// * `lastTransitionTime` (RFC 3339, seconds): when the condition last changed `status`
+///   (True / False / Unknown) as seen by `stamp` — at a reload, a reload tick or a status
+///   request; a changed reason or message alone keeps the time.
+///
+/// Objects and conditions that disappear are forgotten (one that comes back starts afresh).
+public final class StatusHistory: Sendable {
+    private struct Seen {
+        var digest: String
+        var counter: Int
+    }
+
+    private struct Condition {
+        var status: String
+        var since: Date
+    }
+
+    private struct State {
+        var objects: [String: Seen] = [:]
+        var conditions: [String: Condition] = [:]
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// Notes the objects of a newly loaded set of manifests (bumps the counter of each object
+    /// whose spec changed since the previous set).
+    public func observe(_ manifests: RouteManifests) {
+        state.withLock { state in
+            var objects: [String: Seen] = [:]
+            for (key, generation) in manifests.generations {
+                let previous = state.objects[key]
+                let counter = previous.map { $0.digest == generation.specDigest ? $0.counter : $0.counter + 1 } ?? 1
+                objects[key] = Seen(digest: generation.specDigest, counter: counter)
+            }
+            state.objects = objects
+        }
+    }
+
+    /// `report` (computed from `manifests`) with `observedGeneration` and `lastTransitionTime`
+    /// on every condition; a condition whose status differs from the last one stamped (or that
+    /// is new) transitions at `now`.
+    public func stamp(_ report: HTTPRouteStatusReport, manifests: RouteManifests, now: Date = Date()) -> HTTPRouteStatusReport {
+        var report = report
+        state.withLock { state in
+            var conditions: [String: Condition] = [:]
+            func stamp(_ condition: inout RouteCondition, object: String, scope: String, generation: Int) {
+                let key = "\(object)|\(scope)|\(condition.type)"
+                var seen = state.conditions[key] ?? Condition(status: condition.status, since: now)
+                if seen.status != condition.status { seen = Condition(status: condition.status, since: now) }
+                conditions[key] = seen
+                condition.observedGeneration = generation
+                condition.lastTransitionTime = Self.format(seen.since)
+            }
+            func generation(_ object: String) -> Int {
+                manifests.generations[object]?.declared ?? state.objects[object]?.counter ?? 1
+            }
+            for g in report.gateways.indices {
+                let object = "Gateway \(report.gateways[g].namespace)/\(report.gateways[g].name)"
+                let number = generation(object)
+                for c in report.gateways[g].conditions.indices {
+                    stamp(&report.gateways[g].conditions[c], object: object, scope: "", generation: number)
+                }
+                for l in report.gateways[g].listeners.indices {
+                    let scope = "listener \(report.gateways[g].listeners[l].name)"
+                    for c in report.gateways[g].listeners[l].conditions.indices {
+                        stamp(&report.gateways[g].listeners[l].conditions[c], object: object, scope: scope, generation: number)
+                    }
+                }
+            }
+            for r in report.routes.indices {
+                let object = "\(report.routes[r].kind) \(report.routes[r].namespace)/\(report.routes[r].name)"
+                let number = generation(object)
+                for p in report.routes[r].parents.indices {
+                    let scope = "parent \(report.routes[r].parents[p].parent)"
+                    for c in report.routes[r].parents[p].conditions.indices {
+                        stamp(&report.routes[r].parents[p].conditions[c], object: object, scope: scope, generation: number)
+                    }
+                }
+            }
+            state.conditions = conditions
+        }
+        return report
+    }
+
+    /// RFC 3339 in UTC with seconds, as Kubernetes writes `metav1.Time`.
+    static func format(_ date: Date) -> String {
+        ISO8601DateFormatter().string(from: date)
+    }
+}
