@@ -277,8 +277,7 @@ enum H2Fields {
     /// A regular field: a lower-case token name (§8.2: upper case is malformed), not
     /// connection-specific (§8.2.2), and a value without NUL, CR or LF (§8.2.1).
     static func validRegular(_ name: String, _ value: String) -> Bool {
-        var name = name
-        let nameValid = name.withUTF8 { bytes in
+        let nameValid = utf8Bytes(of: name) { bytes in
             guard !bytes.isEmpty, bytes.allSatisfy({ isTokenChar($0) && !($0 >= 0x41 && $0 <= 0x5A) }) else { return false }
             switch bytes.count {
             case 2: return !equal(bytes, "te") || value == "trailers"
@@ -290,15 +289,13 @@ enum H2Fields {
             }
         }
         guard nameValid else { return false }
-        var value = value
-        return value.withUTF8 { bytes in !bytes.contains { $0 == 0 || $0 == 0x0A || $0 == 0x0D } }
+        return utf8Bytes(of: value) { bytes in !bytes.contains { $0 == 0 || $0 == 0x0A || $0 == 0x0D } }
     }
 
     /// A pseudo-header's value: no SP, control or DEL byte (as NIO's validator: `:path` becomes
     /// the HTTP/1.1 request-target, `:method` and `:authority` its method and `Host`).
     static func validPseudoValue(_ value: String) -> Bool {
-        var value = value
-        return value.withUTF8 { bytes in !bytes.contains { $0 <= 0x20 || $0 == 0x7F } }
+        utf8Bytes(of: value) { bytes in !bytes.contains { $0 <= 0x20 || $0 == 0x7F } }
     }
 
     private static func equal(_ bytes: UnsafeBufferPointer<UInt8>, _ literal: StaticString) -> Bool {
