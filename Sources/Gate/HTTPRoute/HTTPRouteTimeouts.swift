@@ -122,7 +122,13 @@ final class HTTP2IdleHandler: ChannelInboundHandler, RemovableChannelHandler {
     let grace: TimeAmount
     let loop: any EventLoop
     private var machine = HTTP2IdleMachine()
+    /// The idle timer, armed lazily: `armIdleTimer` sets `idleDeadline` and schedules a task
+    /// only when none is pending; `cancelIdleTimer` only clears the deadline. A pending task
+    /// that fires early re-arms itself for the deadline (or ends when there is none). So a
+    /// busy connection whose streams come and go schedules about one task per idle timeout,
+    /// not one (plus a cancellation, a linear search of the loop's task queue) per stream.
     private var timer: Scheduled<Void>?
+    private var idleDeadline: NIODeadline?
     private var graceTimer: Scheduled<Void>?
     private var context: ChannelHandlerContext?
     /// The `NIOHTTP2Handler`'s context: the first GOAWAY is written from it, below the
@@ -177,6 +183,8 @@ final class HTTP2IdleHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         graceTimer?.cancel()
+        timer?.cancel()
+        timer = nil
         perform(machine.channelClosed())
         context.fireChannelInactive()
     }
@@ -188,11 +196,11 @@ final class HTTP2IdleHandler: ChannelInboundHandler, RemovableChannelHandler {
         for action in actions {
             switch action {
             case .armIdleTimer:
-                timer?.cancel()
-                timer = loop.scheduleTask(in: timeout) { [self] in perform(machine.idleTimerFired()) }
+                let deadline = NIODeadline.now() + timeout
+                idleDeadline = deadline
+                if timer == nil { armTimer(at: deadline) }
             case .cancelIdleTimer:
-                timer?.cancel()
-                timer = nil
+                idleDeadline = nil
             case .goAway(let last) where last == HTTP2IdleMachine.maxStreamID:
                 // NIO's connection state machine refuses every new stream once a GOAWAY passed
                 // through it, whatever its last stream ID; so the first GOAWAY is written from
@@ -221,6 +229,20 @@ final class HTTP2IdleHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
         }
         if flush { context.flush() }
+    }
+
+    private func armTimer(at deadline: NIODeadline) {
+        timer = loop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
+            guard let self else { return }
+            timer = nil
+            guard let idleDeadline else { return }
+            if idleDeadline <= .now() {
+                self.idleDeadline = nil
+                perform(machine.idleTimerFired())
+            } else {
+                armTimer(at: idleDeadline)
+            }
+        }
     }
 }
 
