@@ -207,7 +207,10 @@ struct HTTPHeadScanner {
         }
         position = first.next
 
+        // Room for a usual head's fields at once (growing 1, 2, 4, 8 reallocated three times
+        // for every response the HTTPRoute gateway parses).
         var headers: [HTTPField] = []
+        headers.reserveCapacity(min(16, limits.maxHeaderCount))
         while true {
             guard let found = line(from: position) else {
                 if buffer.count - headStart >= limit {
