@@ -60,7 +60,9 @@ struct HTTP2IdleMachine: Equatable {
     mutating func streamOpened(_ id: Int) -> [Action] {
         open += 1
         lastStreamID = max(lastStreamID, id)
-        return phase == .active ? [.cancelIdleTimer] : []
+        // Only the first open stream stops the idle timer (armed when none was open): no
+        // action, and no array allocated, for the streams that join it.
+        return phase == .active && open == 1 ? [.cancelIdleTimer] : []
     }
 
     mutating func streamClosed() -> [Action] {
@@ -174,7 +176,9 @@ final class HTTP2IdleHandler: ChannelInboundHandler, RemovableChannelHandler {
             perform(machine.streamOpened(Int(created.streamID)))
         } else if type(of: event) == StreamClosedEvent.self {
             perform(machine.streamClosed())
-        } else if event is ChannelShouldQuiesceEvent {
+        } else if type(of: event) == ChannelShouldQuiesceEvent.self {
+            // Compared by metatype: NIOHTTP2Handler fires several events per stream (window
+            // changes), and a dynamic cast of each to a type it is not costs more.
             perform(machine.quiesce())
             return
         }
