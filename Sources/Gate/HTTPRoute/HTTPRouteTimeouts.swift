@@ -61,7 +61,7 @@ struct HTTP2IdleMachine: Equatable {
         open += 1
         lastStreamID = max(lastStreamID, id)
         // Only the first open stream stops the idle timer (armed when none was open): no
-        // action, and no array allocated, for the streams that join it.
+        // action for the streams that join it.
         return phase == .active && open == 1 ? [.cancelIdleTimer] : []
     }
 
