@@ -492,7 +492,13 @@ final class Exchange: BackendDelegate {
             log.backend = forward.fallbacks[nextCandidate - 1].name
             destination = forward.fallbacks[nextCandidate - 1].destination
         }
-        client.connection.settings.pool.acquire(destination, on: client.eventLoop, idle: client.connection.idle, fresh: freshOnly) { [self] result in
+        let pool = client.connection.settings.pool
+        // A kept-alive connection is taken at once, without the callback's closure.
+        if !freshOnly, let connection = pool.takeIdle(destination, idle: client.connection.idle) {
+            attach(connection)
+            return
+        }
+        pool.acquire(destination, on: client.eventLoop, idle: client.connection.idle, fresh: true) { [self] result in
             guard !finished else {
                 if case .success(let connection) = result { connection.channel.close(promise: nil) }
                 return
@@ -503,23 +509,28 @@ final class Exchange: BackendDelegate {
                 nextCandidate += 1
                 connectNext()
             case .success(let connection):
-                backend = connection
-                connection.delegate = self
-                connection.expectResponse(method: method, decodeChunks: client.decodesChunks)
-                let parts = pending
-                pending = []
-                let written = pendingWritten
-                pendingWritten = []
-                // Shared with `pending`'s storage until a body part follows (no copy per request).
-                if let sent = replay { replay = sent.isEmpty ? parts : sent + parts }
-                for (index, part) in parts.enumerated() {
-                    // Writes complete in order: the last one's promise releases every credit.
-                    let last = index == parts.count - 1 && !written.isEmpty
-                    connection.write(part, promise: last ? Self.promise(on: connection, calling: { written.forEach { $0() } }) : nil)
-                }
-                client.backendNeedsFlush(self)
+                attach(connection)
             }
         }
+    }
+
+    /// Uses `connection` for this exchange: writes what waited for it.
+    private func attach(_ connection: BackendConnection) {
+        backend = connection
+        connection.delegate = self
+        connection.expectResponse(method: method, decodeChunks: client.decodesChunks)
+        let parts = pending
+        pending = []
+        let written = pendingWritten
+        pendingWritten = []
+        // Shared with `pending`'s storage until a body part follows (no copy per request).
+        if let sent = replay { replay = sent.isEmpty ? parts : sent + parts }
+        for (index, part) in parts.enumerated() {
+            // Writes complete in order: the last one's promise releases every credit.
+            let last = index == parts.count - 1 && !written.isEmpty
+            connection.write(part, promise: last ? Self.promise(on: connection, calling: { written.forEach { $0() } }) : nil)
+        }
+        client.backendNeedsFlush(self)
     }
 
     func backendRead(_ event: BackendResponseReader.Event) {
