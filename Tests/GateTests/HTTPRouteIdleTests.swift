@@ -45,19 +45,7 @@ final class HTTPRouteIdleTests: XCTestCase {
             request()
         sock.sendall(conn.data_to_send())
         buf, statuses, ended, goaways, result = b"", {}, set(), [], "timeout"
-        def next_frame():
-            global buf
-            while True:
-                if len(buf) >= 9:
-                    frame, length = Frame.parse_frame_header(memoryview(buf[:9]))
-                    if len(buf) >= 9 + length:
-                        frame.parse_body(memoryview(buf[9:9 + length]))
-                        buf = buf[9 + length:]
-                        return frame
-                data = sock.recv(65536)
-                if not data:
-                    return None
-                buf += data
+        \(pythonNextFrame)
         try:
             while True:
                 frame = next_frame()
@@ -99,6 +87,9 @@ final class HTTPRouteIdleTests: XCTestCase {
              [.start, .opened(1), .closed, .idle, .drained],
              [[.armIdleTimer], [.cancelIdleTimer], [.armIdleTimer], [.goAway(lastStreamID: M.maxStreamID), .ping, .armGraceTimer],
               [.goAway(lastStreamID: 1), .close]]),
+            ("streams that join an open one change nothing; the last to close re-arms the timer",
+             [.start, .opened(1), .opened(3), .closed, .closed],
+             [[.armIdleTimer], [.cancelIdleTimer], [], [], [.armIdleTimer]]),
             ("a timer that fires while a stream is open does nothing",
              [.start, .opened(1), .idle, .drained], [[.armIdleTimer], [.cancelIdleTimer], [], []]),
             ("a request racing the close: served, named by the final GOAWAY, close after it",
@@ -140,15 +131,7 @@ final class HTTPRouteIdleTests: XCTestCase {
         _ = try makeCertificate("idle.example", file: "idle.example", in: "\(dir)/certs")
         let backend = try PythonBackend("idle")
         defer { backend.stop() }
-        try writeManifest(
-            """
-            apiVersion: gateway.networking.k8s.io/v1
-            kind: HTTPRoute
-            metadata: {name: idle}
-            spec:
-              rules: [{backendRefs: [{name: idle, port: 80}]}]
-
-            """, "routes.yaml", in: "\(dir)/routes")
+        try writeOneBackendRoute("idle", in: "\(dir)/routes")
         let loops = try GateLoopGroup(count: 1)
         defer { loops.shutdown() }
         let json = """

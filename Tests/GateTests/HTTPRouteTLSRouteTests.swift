@@ -11,6 +11,38 @@ func writeManifest(_ text: String, _ name: String, in dir: String) throws {
     guard rename("\(dir)/.\(name).tmp", "\(dir)/\(name)") == 0 else { throw GateError(.config, "rename \(name) failed") }
 }
 
+/// Python for the raw HTTP/2 test clients: `next_frame()` reads one frame (hyperframe's
+/// `Frame`, imported by the client) from the global `sock`, keeping what follows in the global
+/// `buf`; None once the peer closed.
+let pythonNextFrame = """
+    def next_frame():
+        global buf
+        while True:
+            if len(buf) >= 9:
+                frame, length = Frame.parse_frame_header(memoryview(buf[:9]))
+                if len(buf) >= 9 + length:
+                    frame.parse_body(memoryview(buf[9:9 + length]))
+                    buf = buf[9 + length:]
+                    return frame
+            data = sock.recv(65536)
+            if not data:
+                return None
+            buf += data
+    """
+
+/// `routes.yaml` in `dir`: one HTTPRoute `name` sending everything to the service `name`.
+func writeOneBackendRoute(_ name: String, in dir: String) throws {
+    try writeManifest(
+        """
+        apiVersion: gateway.networking.k8s.io/v1
+        kind: HTTPRoute
+        metadata: {name: \(name)}
+        spec:
+          rules: [{backendRefs: [{name: \(name), port: 80}]}]
+
+        """, "routes.yaml", in: dir)
+}
+
 /// Polls `condition` every 50 ms for at most `seconds`; true once it holds.
 func eventually(_ seconds: Double = 20, _ condition: () throws -> Bool) rethrows -> Bool {
     let end = Date().addingTimeInterval(seconds)

@@ -104,9 +104,23 @@ final class BackendPool: Sendable {
     let listenerName: String
     private let perLoop: EventLoopBoundBox
 
-    /// Idle connections of one loop.
+    /// Idle connections of one loop, per destination. Each list is an object of its own:
+    /// popping from or appending to an array stored in the dictionary went through the
+    /// dictionary's `modify` accessor, whose coroutine frame cost two `malloc`s per request.
     final class Box {
-        var idle: [Destination: [BackendConnection]] = [:]
+        var idle: [Destination: IdleList] = [:]
+
+        /// The list of `destination`, created on first use.
+        func list(_ destination: Destination) -> IdleList {
+            if let list = idle[destination] { return list }
+            let list = IdleList()
+            idle[destination] = list
+            return list
+        }
+    }
+
+    final class IdleList {
+        var connections: [BackendConnection] = []
     }
 
     init(maxIdle: Int = 256, connectTimeout: Double = 10, router: Router? = nil, listenerName: String = "httproute") {
@@ -117,22 +131,29 @@ final class BackendPool: Sendable {
         perLoop = EventLoopBoundBox()
     }
 
+    /// An idle connection to `destination` of `idle`'s loop (called on that loop), nil when
+    /// there is none. Synchronous, for the common case: no callback (a closure context per
+    /// request) when a kept-alive connection is there.
+    func takeIdle(_ destination: Destination, idle box: Box) -> BackendConnection? {
+        guard let list = box.idle[destination] else { return nil }
+        while let connection = list.connections.popLast() {
+            if connection.channel.isActive {
+                connection.reused = true
+                return connection
+            }
+        }
+        return nil
+    }
+
     /// Calls `completion` on `loop` with a connection to `destination`: an idle one when
     /// there is one (unless `fresh`), else a new one.
     func acquire(
         _ destination: Destination, on loop: any EventLoop, idle: Box? = nil, fresh: Bool = false,
         _ completion: @escaping (Result<BackendConnection, any Error>) -> Void
     ) {
-        let box = idle ?? perLoop.box(for: loop)
-        if !fresh {
-            // Popped in place (a copy of the list would be copied again on write).
-            while let connection = box.idle[destination]?.popLast() {
-                if connection.channel.isActive {
-                    connection.reused = true
-                    completion(.success(connection))
-                    return
-                }
-            }
+        if !fresh, let connection = takeIdle(destination, idle: idle ?? perLoop.box(for: loop)) {
+            completion(.success(connection))
+            return
         }
         var target = destination
         if let router {
@@ -193,9 +214,9 @@ final class BackendPool: Sendable {
                         let connection = BackendConnection(channel: channel, destination: destination, handler: handler)
                         handler.connection = connection
                         // Once per connection: a pooled connection the backend closes leaves its list.
-                        let box = self.perLoop.box(for: channel.eventLoop)
+                        let list = self.perLoop.box(for: channel.eventLoop).list(destination)
                         channel.closeFuture.assumeIsolated().whenComplete { _ in
-                            box.idle[destination]?.removeAll { $0 === connection }
+                            list.connections.removeAll { $0 === connection }
                         }
                         return connection
                     }
@@ -207,12 +228,12 @@ final class BackendPool: Sendable {
     /// `idle`: the pool's box of the connection's loop, when the caller has it (`box(for:)`).
     func release(_ connection: BackendConnection, idle: Box? = nil) {
         guard connection.channel.isActive else { return }
-        let box = idle ?? perLoop.box(for: connection.channel.eventLoop)
-        guard box.idle[connection.destination, default: []].count < maxIdle else {
+        let list = (idle ?? perLoop.box(for: connection.channel.eventLoop)).list(connection.destination)
+        guard list.connections.count < maxIdle else {
             connection.channel.close(promise: nil)
             return
         }
-        box.idle[connection.destination, default: []].append(connection)
+        list.connections.append(connection)
     }
 
     /// RequestMirror: sends a copy of the request (`head`: its serialized head, which asks

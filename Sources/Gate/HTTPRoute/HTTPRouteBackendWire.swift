@@ -25,8 +25,7 @@ enum BackendWire {
     /// (RFC 9110 §5.5): what NIO's outbound validator refused, checked while copying.
     static func requestHead(method: String, target: String, fields: [HTTPField], extra: [HTTPField], into buffer: inout ByteBuffer) throws {
         try checkToken(method, what: "method")
-        var target = target
-        try target.withUTF8 { bytes in
+        try utf8Bytes(of: target) { bytes in
             if bytes.isEmpty || bytes.contains(where: { $0 <= 0x20 || $0 == 0x7F }) {
                 throw InvalidField(description: "request target \(String(decoding: bytes, as: UTF8.self).debugDescription) has a space or control byte")
             }
@@ -45,21 +44,19 @@ enum BackendWire {
     /// `name: value CRLF` after checking both (see `requestHead`).
     static func writeField(_ field: HTTPField, into buffer: inout ByteBuffer) throws {
         try checkToken(field.name, what: "field name")
-        var value = field.value
-        try value.withUTF8 { bytes in
+        try utf8Bytes(of: field.value) { bytes in
             if bytes.contains(where: { ($0 < 0x20 && $0 != 0x09) || $0 == 0x7F }) {
                 throw InvalidField(description: "field \(field.name) has a control byte in its value")
             }
         }
         buffer.writeString(field.name)
         buffer.writeStaticString(": ")
-        buffer.writeString(value)
+        buffer.writeString(field.value)
         buffer.writeStaticString("\r\n")
     }
 
     private static func checkToken(_ text: String, what: String) throws {
-        var text = text
-        try text.withUTF8 { bytes in
+        try utf8Bytes(of: text) { bytes in
             if bytes.isEmpty || !bytes.allSatisfy(isTokenChar) {
                 throw InvalidField(description: "\(what) \(String(decoding: bytes, as: UTF8.self).debugDescription) is not a token")
             }
@@ -388,8 +385,7 @@ struct BackendResponseReader {
 
     /// A Content-Length value of 1–18 digits, nil for anything else.
     private static func decimal(_ text: String) -> Int? {
-        var text = text
-        return text.withUTF8 { bytes in
+        utf8Bytes(of: text) { bytes in
             guard !bytes.isEmpty, bytes.count <= 18 else { return nil }
             var value = 0
             for byte in bytes {

@@ -337,7 +337,7 @@ final class Exchange: BackendDelegate {
         // forwarded, so the HTTP/1.1 client gets its `100 Continue` now and the backend never
         // sees the expectation (as nginx does). Relaying the backend's own 100 instead would
         // stall clients whose backend ignores `Expect` until their expect timeout.
-        if head.version == .http1_1, !requestEnded,
+        if head.version == .http1_1, !requestEnded, head.headers.contains(name: "expect"),
            head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) {
             client.respondHead(HTTPResponseHead(version: .http1_1, status: .continue))
             client.flushResponse()
@@ -487,36 +487,53 @@ final class Exchange: BackendDelegate {
             fail(503, failures.joined(separator: "\n"))
             return
         }
-        let candidate = nextCandidate == 0 ? forward.backend : forward.fallbacks[nextCandidate - 1]
-        log.backend = candidate.name
-        client.connection.settings.pool.acquire(candidate.destination, on: client.eventLoop, idle: client.connection.idle, fresh: freshOnly) { [self] result in
+        let destination: Destination
+        if nextCandidate == 0 {
+            log.backend = forward.backend.name
+            destination = forward.backend.destination
+        } else {
+            log.backend = forward.fallbacks[nextCandidate - 1].name
+            destination = forward.fallbacks[nextCandidate - 1].destination
+        }
+        let pool = client.connection.settings.pool
+        // A kept-alive connection is taken at once, without the callback's closure.
+        if !freshOnly, let connection = pool.takeIdle(destination, idle: client.connection.idle) {
+            attach(connection)
+            return
+        }
+        pool.acquire(destination, on: client.eventLoop, idle: client.connection.idle, fresh: true) { [self] result in
             guard !finished else {
                 if case .success(let connection) = result { connection.channel.close(promise: nil) }
                 return
             }
             switch result {
             case .failure(let error):
-                failures.append("backend \(candidate.name) (\(candidate.destination)) unavailable: \(error)")
+                failures.append("backend \(log.backend) (\(destination)) unavailable: \(error)")
                 nextCandidate += 1
                 connectNext()
             case .success(let connection):
-                backend = connection
-                connection.delegate = self
-                connection.expectResponse(method: method, decodeChunks: client.decodesChunks)
-                let parts = pending
-                pending = []
-                let written = pendingWritten
-                pendingWritten = []
-                // Shared with `pending`'s storage until a body part follows (no copy per request).
-                if let sent = replay { replay = sent.isEmpty ? parts : sent + parts }
-                for (index, part) in parts.enumerated() {
-                    // Writes complete in order: the last one's promise releases every credit.
-                    let last = index == parts.count - 1 && !written.isEmpty
-                    connection.write(part, promise: last ? Self.promise(on: connection, calling: { written.forEach { $0() } }) : nil)
-                }
-                client.backendNeedsFlush(self)
+                attach(connection)
             }
         }
+    }
+
+    /// Uses `connection` for this exchange: writes what waited for it.
+    private func attach(_ connection: BackendConnection) {
+        backend = connection
+        connection.delegate = self
+        connection.expectResponse(method: method, decodeChunks: client.decodesChunks)
+        let parts = pending
+        pending = []
+        let written = pendingWritten
+        pendingWritten = []
+        // Shared with `pending`'s storage until a body part follows (no copy per request).
+        if let sent = replay { replay = sent.isEmpty ? parts : sent + parts }
+        for (index, part) in parts.enumerated() {
+            // Writes complete in order: the last one's promise releases every credit.
+            let last = index == parts.count - 1 && !written.isEmpty
+            connection.write(part, promise: last ? Self.promise(on: connection, calling: { written.forEach { $0() } }) : nil)
+        }
+        client.backendNeedsFlush(self)
     }
 
     func backendRead(_ event: BackendResponseReader.Event) {
@@ -614,8 +631,10 @@ final class Exchange: BackendDelegate {
 /// allocating: this runs for every field of every request and response.
 enum HopByHop {
     static func contains(_ name: String) -> Bool {
-        var name = name
-        return name.withUTF8 { contains(bytes: $0) }
+        switch name.utf8.count {
+        case 2, 6, 7, 10, 14, 16, 17: return utf8Bytes(of: name) { contains(bytes: $0) }
+        default: return false
+        }
     }
 
     /// `contains` for a name's bytes (a field line in a received head).
@@ -642,8 +661,7 @@ enum HopByHop {
 
     /// Whether `name` is `lower` (a lower-case literal) ignoring ASCII case, without allocating.
     static func named(_ name: String, _ lower: StaticString) -> Bool {
-        var name = name
-        return name.withUTF8 { $0.count == lower.utf8CodeUnitCount && equal($0, lower) }
+        name.utf8.count == lower.utf8CodeUnitCount && utf8Bytes(of: name) { equal($0, lower) }
     }
 
     /// ASCII case-insensitive comparison with a lower-case literal of the same length.
@@ -653,6 +671,16 @@ enum HopByHop {
         for i in 0..<bytes.count where bytes[i] | 0x20 != other[i] | 0x20 { return false }
         return true
     }
+}
+
+/// Calls `body` with the UTF-8 bytes of `text` in place. `String.withUTF8` is mutating: called
+/// on a copy (`var copy = text`) it costs a retain and release per call, and these checks run
+/// for every field of every request and response; a native string's bytes are read directly.
+@inline(__always)
+func utf8Bytes<R>(of text: String, _ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R {
+    if let result = try text.utf8.withContiguousStorageIfAvailable(body) { return result }
+    var copy = text
+    return try copy.withUTF8(body)
 }
 
 extension HTTPMethod {

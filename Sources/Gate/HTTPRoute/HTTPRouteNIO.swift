@@ -104,9 +104,16 @@ final class HTTPRouteNIO: Sendable {
     /// `NIOHTTP2Handler`, the idle timeout (`HTTP2IdleHandler`: GOAWAY after
     /// `http2IdleTimeout` without streams) and one `HTTP2RouteHandler` that serves every stream
     /// of the connection from its frames (no child channel per stream).
+    ///
+    /// NIO's header-block validation is off: `HTTP2RouteHandler` checks received HEADERS in
+    /// its own pass over them (`requestHead`, `validTrailers`), and the gateway's own HEADERS
+    /// are valid by construction (`responseFields`: lower-cased names; the fields come from
+    /// the backend's head, whose parser accepts only token names and values without controls,
+    /// from filters the loader checked the same way, or from the gateway itself).
+    /// Content-length validation (DATA against `content-length`) stays NIO's.
     static func configureHTTP2(_ channel: any Channel, _ connection: RouteConnection) throws {
         try channel.pipeline.syncOperations.addHandlers([
-            NIOHTTP2Handler(mode: .server, initialSettings: nioDefaultSettings),
+            NIOHTTP2Handler(mode: .server, initialSettings: nioDefaultSettings, headerBlockValidation: .disabled),
             HTTP2IdleHandler(seconds: connection.settings.http2IdleTimeout, loop: channel.eventLoop),
             HTTP2RouteHandler(connection, channel: channel),
         ])

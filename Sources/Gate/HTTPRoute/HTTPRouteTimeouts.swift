@@ -60,7 +60,9 @@ struct HTTP2IdleMachine: Equatable {
     mutating func streamOpened(_ id: Int) -> [Action] {
         open += 1
         lastStreamID = max(lastStreamID, id)
-        return phase == .active ? [.cancelIdleTimer] : []
+        // Only the first open stream stops the idle timer (armed when none was open): no
+        // action for the streams that join it.
+        return phase == .active && open == 1 ? [.cancelIdleTimer] : []
     }
 
     mutating func streamClosed() -> [Action] {
@@ -122,7 +124,13 @@ final class HTTP2IdleHandler: ChannelInboundHandler, RemovableChannelHandler {
     let grace: TimeAmount
     let loop: any EventLoop
     private var machine = HTTP2IdleMachine()
+    /// The idle timer, armed lazily: `armIdleTimer` sets `idleDeadline` and schedules a task
+    /// only when none is pending; `cancelIdleTimer` only clears the deadline. A pending task
+    /// that fires early re-arms itself for the deadline (or ends when there is none). So a
+    /// busy connection whose streams come and go schedules about one task per idle timeout,
+    /// not one (plus a cancellation, a linear search of the loop's task queue) per stream.
     private var timer: Scheduled<Void>?
+    private var idleDeadline: NIODeadline?
     private var graceTimer: Scheduled<Void>?
     private var context: ChannelHandlerContext?
     /// The `NIOHTTP2Handler`'s context: the first GOAWAY is written from it, below the
@@ -168,7 +176,9 @@ final class HTTP2IdleHandler: ChannelInboundHandler, RemovableChannelHandler {
             perform(machine.streamOpened(Int(created.streamID)))
         } else if type(of: event) == StreamClosedEvent.self {
             perform(machine.streamClosed())
-        } else if event is ChannelShouldQuiesceEvent {
+        } else if type(of: event) == ChannelShouldQuiesceEvent.self {
+            // Compared by metatype: NIOHTTP2Handler fires several events per stream (window
+            // changes), and a dynamic cast of each to a type it is not costs more.
             perform(machine.quiesce())
             return
         }
@@ -177,6 +187,8 @@ final class HTTP2IdleHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         graceTimer?.cancel()
+        timer?.cancel()
+        timer = nil
         perform(machine.channelClosed())
         context.fireChannelInactive()
     }
@@ -188,11 +200,11 @@ final class HTTP2IdleHandler: ChannelInboundHandler, RemovableChannelHandler {
         for action in actions {
             switch action {
             case .armIdleTimer:
-                timer?.cancel()
-                timer = loop.scheduleTask(in: timeout) { [self] in perform(machine.idleTimerFired()) }
+                let deadline = NIODeadline.now() + timeout
+                idleDeadline = deadline
+                if timer == nil { armTimer(at: deadline) }
             case .cancelIdleTimer:
-                timer?.cancel()
-                timer = nil
+                idleDeadline = nil
             case .goAway(let last) where last == HTTP2IdleMachine.maxStreamID:
                 // NIO's connection state machine refuses every new stream once a GOAWAY passed
                 // through it, whatever its last stream ID; so the first GOAWAY is written from
@@ -221,6 +233,20 @@ final class HTTP2IdleHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
         }
         if flush { context.flush() }
+    }
+
+    private func armTimer(at deadline: NIODeadline) {
+        timer = loop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
+            guard let self else { return }
+            timer = nil
+            guard let idleDeadline else { return }
+            if idleDeadline <= .now() {
+                self.idleDeadline = nil
+                perform(machine.idleTimerFired())
+            } else {
+                armTimer(at: idleDeadline)
+            }
+        }
     }
 }
 

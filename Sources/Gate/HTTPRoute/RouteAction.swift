@@ -74,12 +74,19 @@ extension RouteTable {
     /// Weighted choice among the backends with weight > 0 (refused ones included: they keep
     /// their share); nil when there is none.
     public static func pick(_ backends: [RouteBackend], using generator: inout some RandomNumberGenerator) -> RouteBackend? {
-        let total = backends.reduce(0) { $0 + $1.weight }
+        pickIndex(backends, using: &generator).map { backends[$0] }
+    }
+
+    /// `pick` as an index (iterating the backends would copy each, a retain per field).
+    static func pickIndex(_ backends: [RouteBackend], using generator: inout some RandomNumberGenerator) -> Int? {
+        var total = 0
+        for index in backends.indices { total += backends[index].weight }
         guard total > 0 else { return nil }
         var point = Int.random(in: 0..<total, using: &generator)
-        for backend in backends {
-            if point < backend.weight { return backend }
-            point -= backend.weight
+        for index in backends.indices {
+            let weight = backends[index].weight
+            if point < weight { return index }
+            point -= weight
         }
         return nil
     }

@@ -29,17 +29,27 @@ public struct RouteRequest: Sendable, Hashable {
 
     /// The request view of a method, an origin-form target, the first `Host` value and the
     /// fields (the gateway's data path finds `Host` while it collects the fields).
+    /// Runs for every request: the target and host are searched as UTF-8 (a `Character`
+    /// search segments graphemes), and the host is lower-cased only when it has upper-case
+    /// or non-ASCII bytes.
     init(method: String, target: String, host: String, headers: [HTTPField]) {
-        let question = target.firstIndex(of: "?")
+        self.method = method
+        self.headers = headers
+        if let question = target.utf8.firstIndex(of: UInt8(ascii: "?")) {
+            path = String(target[..<question])
+            query = String(target[target.utf8.index(after: question)...])
+        } else {
+            path = target
+            query = nil
+        }
         var host = host
-        var port: Int?
-        if let colon = host.lastIndex(of: ":"), !host.hasSuffix("]"), let p = Int(host[host.index(after: colon)...]) {
+        port = nil
+        if let colon = host.utf8.lastIndex(of: UInt8(ascii: ":")), host.utf8.last != UInt8(ascii: "]"),
+           let p = Int(host[host.utf8.index(after: colon)...]) {
             port = p
             host = String(host[..<colon])
         }
-        self.init(
-            method: method, host: host, port: port, path: question.map { String(target[..<$0]) } ?? target,
-            query: question.map { String(target[target.index(after: $0)...]) }, headers: headers)
+        self.host = host.utf8.contains(where: { ($0 >= 0x41 && $0 <= 0x5A) || $0 >= 0x80 }) ? host.lowercased() : host
     }
 
     var queryParams: [(String, String)] {
@@ -167,8 +177,9 @@ public struct RouteTable: Sendable {
         var mask: UInt64 = 0
         var candidates = Set<Int>()
         let small = routes.count <= 64
-        for (index, route) in routes.enumerated() {
-            guard let score = Self.hostScore(route, request.host) else { continue }
+        // By index: iterating the arrays would copy every route and entry (a retain per field).
+        for index in routes.indices {
+            guard let score = Self.hostScore(routes[index], request.host) else { continue }
             if best == nil || score > best! {
                 best = score
                 if small { mask = 1 << index } else { candidates = [index] }
@@ -176,10 +187,12 @@ public struct RouteTable: Sendable {
                 if small { mask |= 1 << index } else { candidates.insert(index) }
             }
         }
-        for entry in entries {
-            let candidate = small ? mask & (1 << entry.route) != 0 : candidates.contains(entry.route)
-            if candidate && Self.matches(entry.match, request) {
-                return RouteSelection(route: routes[entry.route], ruleIndex: entry.rule, match: entry.match, label: entry.label)
+        for index in entries.indices {
+            let route = entries[index].route
+            let candidate = small ? mask & (1 << route) != 0 : candidates.contains(route)
+            if candidate && Self.matches(entries[index].match, request) {
+                let entry = entries[index]
+                return RouteSelection(route: routes[route], ruleIndex: entry.rule, match: entry.match, label: entry.label)
             }
         }
         return nil

@@ -207,7 +207,10 @@ struct HTTPHeadScanner {
         }
         position = first.next
 
+        // Room for a usual head's fields at once (growing 1, 2, 4, 8 reallocated three times
+        // for every response the HTTPRoute gateway parses).
         var headers: [HTTPField] = []
+        headers.reserveCapacity(min(16, limits.maxHeaderCount))
         while true {
             guard let found = line(from: position) else {
                 if buffer.count - headStart >= limit {
@@ -242,24 +245,25 @@ struct HTTPHeadScanner {
     /// Checks `HTTP/DIGIT.DIGIT` at `index` (ending at `end` when `mustEnd`); `.needMore`
     /// when the range stops early and `complete` is false.
     func checkVersion(at index: Int, end: Int, mustEnd: Bool, complete: Bool, code: WireError.Code) -> ParseResult<HTTPVersion> {
-        let expected = Array("HTTP/".utf8)
+        // A static string's bytes: an `Array` of them was allocated for every head parsed.
+        let expected: StaticString = "HTTP/"
         let versionText = { self.text(index, min(end, index + 8)) }
-        for offset in 0..<(expected.count + 3) {
+        for offset in 0..<(expected.utf8CodeUnitCount + 3) {
             guard index + offset < end else {
                 return complete ? .invalid(WireError(code, "HTTP version \"\(versionText())\" is incomplete")) : .needMore
             }
             let byte = buffer[index + offset]
             let ok: Bool
             switch offset {
-            case 0..<expected.count: ok = byte == expected[offset]
-            case expected.count + 1: ok = byte == UInt8(ascii: ".")
+            case 0..<expected.utf8CodeUnitCount: ok = byte == expected.utf8Start[offset]
+            case expected.utf8CodeUnitCount + 1: ok = byte == UInt8(ascii: ".")
             default: ok = byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")
             }
             guard ok else {
                 return .invalid(WireError(code, "HTTP version \"\(versionText())\" is not HTTP/DIGIT.DIGIT"))
             }
         }
-        let after = index + expected.count + 3
+        let after = index + expected.utf8CodeUnitCount + 3
         if mustEnd && after != end {
             return .invalid(WireError(code, "HTTP version is followed by byte \(hex(buffer[after])) instead of the line end"))
         }
