@@ -50,11 +50,14 @@ final class GateCaptureMeshTests: MeshTestCase {
         let s = try await setup(allowed: ["127.0.0.1:\(echo.port)"])
         let port = UInt16(echo.port)
         for host in [s.bobID, s.bobHost] {
+            // The handshakes block on threads of their own; the exchange needs no task of the Gate's.
             let viaSocks = try await onThread { try ProxyClient.socks5(proxy: s.socks, host: host, port: port) }
-            try await onThread { try self.echoAndHalfClose(socket: viaSocks.fd) }
+            XCTAssertEqual(viaSocks.reply, 0)
+            try echoAndHalfClose(socket: viaSocks.fd)
             close(viaSocks.fd)
             let viaConnect = try await onThread { try ProxyClient.connect(proxy: s.http, host: host, port: port) }
-            try await onThread { try self.echoAndHalfClose(socket: viaConnect.fd) }
+            XCTAssertTrue(viaConnect.head.hasPrefix("HTTP/1.1 200 "), viaConnect.head)
+            try echoAndHalfClose(socket: viaConnect.fd)
             close(viaConnect.fd)
         }
         XCTAssertEqual(echo.accepted, 4)
@@ -84,15 +87,16 @@ final class GateCaptureMeshTests: MeshTestCase {
         let baseline = UnixSockets.count()
         let streams = 64
         // Every stream is open (first echo read) before any ends: the count is taken with all live.
-        var open: [Int32] = []
+        var opening: [Int32] = []
         for i in 0..<streams {
             let host = i % 2 == 0 ? s.bobID : s.bobHost
             let fd = try await onThread {
                 i % 4 < 2 ? try ProxyClient.socks5(proxy: s.socks, host: host, port: port).fd
                     : try ProxyClient.connect(proxy: s.http, host: host, port: port).fd
             }
-            open.append(fd)
+            opening.append(fd)
         }
+        let open = opening
         let payloads = (0..<streams).map { _ in randomBytes(64 << 10) }
         try await onThread {
             for (fd, payload) in zip(open, payloads) {

@@ -11,7 +11,7 @@ import Logging
 ///   Istio name `outbound_.PORT_._.HOST` whose HOST is one, or a host name the node serves over
 ///   plain TLS (`PeerConfig.tlsHosts`) — with an address: the connection is
 ///   forwarded undecrypted to that node's first address by the Gate's relay (splice or copy,
-///   with half-close and backpressure); the two ends run mTLS with each other.
+///   with half-close and backpressure); the two ends run (m)TLS with each other.
 /// - anything else (this node's name, no SNI, other names): SwiftNIO adopts the connection and
 ///   terminates TLS here.
 ///

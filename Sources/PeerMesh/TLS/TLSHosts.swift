@@ -44,7 +44,7 @@ struct TLSHosts: Sendable {
         } catch {
             throw MeshError(.certificate, "field \(field).cert: \(entry.cert) is not a PEM certificate chain (\(error))")
         }
-        let dnsNames = ((try? leaf.extensions.subjectAlternativeNames) ?? nil)?.compactMap { general -> String? in
+        let dnsNames = (try? leaf.extensions.subjectAlternativeNames)?.compactMap { general -> String? in
             if case .dnsName(let dns) = general { return dns.lowercased() }
             return nil
         } ?? []
