@@ -63,8 +63,10 @@ final class GateCaptureMeshTests: MeshTestCase {
         XCTAssertEqual(echo.accepted, 4)
         // One access-log line per stream with the bytes each way, carried by the mesh stream.
         let total = 1000 + (3 << 20)
-        for (listener, upstream) in [("socks5", "mesh-dm"), ("socks5", "mesh-hbone"), ("http", "mesh-dm"), ("http", "mesh-hbone")] {
-            try await waitUntil("access log for \(listener) via \(upstream)") {
+        // The upstream's own name: `h2-<kind>:<first 8 characters of bob's ID>`.
+        for (listener, kind) in [("socks5", "dm"), ("socks5", "hbone"), ("http", "dm"), ("http", "hbone")] {
+            let upstream = "h2-\(kind):\(s.bobID.prefix(8))"
+            try await waitUntil("access log for \(listener) via \(upstream): \(s.access.lines)") {
                 s.access.lines.contains {
                     $0.hasPrefix("stream ") && $0.contains("listener=\(listener) ") && $0.contains("upstream=\(upstream) ")
                         && $0.contains("bytes.up=\(total) ") && $0.contains("bytes.down=\(total) ") && $0.contains("mode=stream ")
@@ -135,7 +137,7 @@ final class GateCaptureMeshTests: MeshTestCase {
             let body = try await onThread { String(decoding: try FD.exchange(connect.fd, send: []), as: UTF8.self) }
             close(connect.fd)
             XCTAssertTrue(connect.head.hasPrefix("HTTP/1.1 403 "), connect.head)
-            XCTAssertTrue(body.contains("may not reach 127.0.0.1:\(port)"), body)
+            XCTAssertTrue(body.contains("may not reach \(host):\(port) through this node"), body)
         }
         XCTAssertEqual(forbidden.accepted, 0, "nothing may be relayed to a refused destination")
     }
