@@ -185,7 +185,7 @@ enum ProxyClient {
 /// is listed in /proc/net/unix.
 enum UnixSockets {
     static func count() -> Int {
-        guard let table = try? String(contentsOfFile: "/proc/net/unix", encoding: .utf8) else { return -1 }
+        guard let table = readProcFile("/proc/net/unix") else { return -1 }
         let unixInodes = Set(table.split(separator: "\n").dropFirst().compactMap { line -> Substring? in
             let fields = line.split(separator: " ", omittingEmptySubsequences: true)
             return fields.count > 6 ? fields[6] : nil
@@ -197,6 +197,21 @@ enum UnixSockets {
             else { return false }
             return unixInodes.contains(target.dropFirst(8).dropLast())
         }.count
+    }
+
+    /// The whole of a /proc file (it reports size 0, and Foundation's one-shot read stops at a page).
+    private static func readProcFile(_ path: String) -> String? {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 << 10)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return n == 0 ? String(decoding: bytes, as: UTF8.self) : nil }
+            bytes += chunk[0..<n]
+        }
     }
 }
 
