@@ -1,8 +1,6 @@
 import Foundation
 import Gate
 import Glibc
-import Logging
-import Synchronization
 import XCTest
 @testable import PeerMesh
 
@@ -14,7 +12,7 @@ import XCTest
 final class GateCaptureMeshTests: MeshTestCase {
     private struct Setup {
         var gate: GateNode
-        var access: AccessLogCapture
+        var access: LogCapture
         var bobID: String
         var bobHost: String
         var socks: UInt16
@@ -33,11 +31,11 @@ final class GateCaptureMeshTests: MeshTestCase {
         config.basePort = 0
         config.loops = 2
         config.routes = [RouteConfig(dest: bob, to: "mesh-dm"), RouteConfig(host: bobHost, to: "mesh-hbone")]
-        let access = AccessLogCapture()
+        let access = LogCapture()
         let gate = try GateNode(
             config: config,
             upstreams: ["mesh-dm": try alice.upstream(to: bob, kind: .dm), "mesh-hbone": try alice.upstream(to: bob, kind: .hbone)],
-            accessLog: access.logger())
+            accessLog: access.logger("access"))
         gate.start()
         cleanups.append { gate.stop() }
         return Setup(
@@ -66,8 +64,8 @@ final class GateCaptureMeshTests: MeshTestCase {
         // The upstream's own name: `h2-<kind>:<first 8 characters of bob's ID>`.
         for (listener, kind) in [("socks5", "dm"), ("socks5", "hbone"), ("http", "dm"), ("http", "hbone")] {
             let upstream = "h2-\(kind):\(s.bobID.prefix(8))"
-            try await waitUntil("access log for \(listener) via \(upstream): \(s.access.lines)") {
-                s.access.lines.contains {
+            try await waitUntil("access log for \(listener) via \(upstream): \(s.access.detailed)") {
+                s.access.detailed.contains {
                     $0.hasPrefix("stream ") && $0.contains("listener=\(listener) ") && $0.contains("upstream=\(upstream) ")
                         && $0.contains("bytes.up=\(total) ") && $0.contains("bytes.down=\(total) ") && $0.contains("mode=stream ")
                         && $0.contains("end=done ")
@@ -119,7 +117,7 @@ final class GateCaptureMeshTests: MeshTestCase {
         for fd in open { close(fd) }
         XCTAssertEqual(results.filter { $0 }.count, streams, "every stream echoes its bytes and ends after the half-close")
         try await waitUntil("\(streams) clean access-log lines") {
-            s.access.lines.filter { $0.contains("bytes.up=\(64 << 10) ") && $0.contains("bytes.down=\(64 << 10) ") && $0.contains("end=done ") }
+            s.access.detailed.filter { $0.contains("bytes.up=\(64 << 10) ") && $0.contains("bytes.down=\(64 << 10) ") && $0.contains("end=done ") }
                 .count == streams
         }
     }
@@ -212,35 +210,5 @@ enum UnixSockets {
             guard n > 0 else { return n == 0 ? String(decoding: bytes, as: UTF8.self) : nil }
             bytes += chunk[0..<n]
         }
-    }
-}
-
-/// Collects access-log lines as `message key=value key=value …` (metadata sorted by key, each
-/// followed by a space) so tests can check byte counts.
-final class AccessLogCapture: Sendable {
-    private let stored = Mutex<[String]>([])
-
-    var lines: [String] { stored.withLock { $0 } }
-
-    func logger() -> Logger {
-        Logger(label: "access") { _ in AccessLogHandler(capture: self) }
-    }
-
-    fileprivate func append(_ line: String) { stored.withLock { $0.append(line) } }
-}
-
-private struct AccessLogHandler: LogHandler {
-    let capture: AccessLogCapture
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .debug
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        let fields = (event.metadata ?? [:]).merging(metadata) { a, _ in a }
-        capture.append("\(event.message) " + fields.keys.sorted().map { "\($0)=\(fields[$0]!) " }.joined())
     }
 }

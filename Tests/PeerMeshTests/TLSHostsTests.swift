@@ -46,25 +46,24 @@ final class TLSHostsTests: MeshTestCase {
     }
 
     /// Python `ssl` that verifies the server against `ca` for the SNI name (hostname check on):
-    /// argv host port sni ca size; echo of `size` bytes, then a half-close (close_notify is not
-    /// needed: the socket's write side is shut) and read to EOF.
+    /// argv host port sni ca size; sends `size` random bytes in 64 KiB pieces, each echoed back
+    /// before the next, and prints the certificate's DNS names and whether the echo matched.
     private static let pythonVerifiedEcho = """
-        import json, os, socket, ssl, sys, threading
+        import json, os, socket, ssl, sys
         host, port, sni, ca, size = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
         ctx = ssl.create_default_context(cafile=ca)
         ctx.verify_flags &= ~getattr(ssl, "VERIFY_X509_STRICT", 0)  # the self-signed test certificate is its own CA
         s = ctx.wrap_socket(socket.create_connection((host, port), timeout=20), server_hostname=sni)
         san = [v for k, v in s.getpeercert().get("subjectAltName", ()) if k == "DNS"]
-        data = os.urandom(size)
-        threading.Thread(target=s.sendall, args=(data,), daemon=True).start()
-        got = b""
-        while len(got) < size:
-            chunk = s.recv(1 << 16)
-            if not chunk:
-                break
-            got += chunk
-        print(json.dumps({"san": san, "received": len(got), "match": got == data}))
-        sys.exit(0 if got == data else 1)
+        data, echoed = os.urandom(size), bytearray()
+        for offset in range(0, size, 1 << 16):
+            piece = data[offset:offset + (1 << 16)]
+            s.sendall(piece)
+            want = len(echoed) + len(piece)
+            while len(echoed) < want and (chunk := s.recv(want - len(echoed))):
+                echoed += chunk
+        print(json.dumps({"san": san, "received": len(echoed), "match": bytes(echoed) == data}))
+        sys.exit(0 if bytes(echoed) == data else 1)
         """
 
     func testHostNameThroughTheGatewaysRelayRegistrations() async throws {
