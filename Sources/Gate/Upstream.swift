@@ -1,10 +1,20 @@
 /// Where a captured stream goes. The capture front asks the route table for an `Upstream`
-/// and calls `dial`; it knows nothing of how the upstream reaches the destination.
+/// and calls `open` (falling back to `dial`); it knows nothing of how the upstream reaches the
+/// destination.
 ///
-/// The contract is a connected stream socket: the direct upstream returns the TCP socket it
-/// connected, so the forwarder can `splice(2)` or copy between two kernel sockets; a mesh
-/// transport (HTTP/2, WebRTC, SNI relay) returns one end of a `socketpair(2)` and serves the
-/// other end itself. Either way the caller owns the returned descriptor and closes it.
+/// Two ways to carry a stream:
+/// - **A socket** (`dial`): the upstream returns a connected stream socket — the direct upstream
+///   the TCP socket it connected — and the Gate's `Relay` moves bytes between it and the captured
+///   client with `splice(2)` or a buffer copy. The caller owns the returned descriptor.
+/// - **The stream itself** (`open`): a transport with its own streams (the HTTP/2 mesh) opens
+///   one to the destination and returns an `UpstreamStream` once the far end accepted it; the
+///   capture front sends its success reply (SOCKS5, `200` to CONNECT) and then hands the client
+///   socket over with `UpstreamStream.attach`, which joins it to the stream directly: no
+///   socketpair and no second relay between them.
+///
+/// Capture fronts call `open` for streams they relay opaquely (SOCKS5 CONNECT, HTTP CONNECT,
+/// port forwards, REDIRECT, TPROXY) and `dial` where they speak to the socket themselves
+/// (absolute-URI HTTP proxying, HTTPRoute backends).
 public protocol Upstream: Sendable {
     /// A short name for logs and metrics ("direct", "h2:alice", …).
     var name: String { get }
@@ -12,6 +22,73 @@ public protocol Upstream: Sendable {
     /// Opens a byte stream to `destination` on behalf of the stream described by `info`.
     /// - Returns: a connected, non-blocking stream socket owned by the caller.
     func dial(_ destination: Destination, for info: StreamInfo) async throws -> Int32
+
+    /// Opens a stream this upstream carries itself, returning once the far end accepted it;
+    /// nil when the upstream carries streams as sockets (then the caller uses `dial`). Throws
+    /// like `dial` when the stream cannot be opened. The default returns nil.
+    func open(_ destination: Destination, for info: StreamInfo) async throws -> (any UpstreamStream)?
+}
+
+extension Upstream {
+    public func open(_ destination: Destination, for info: StreamInfo) async throws -> (any UpstreamStream)? { nil }
+}
+
+/// A stream an upstream opened and carries itself (`Upstream.open`), waiting for the captured
+/// client. Exactly one of `attach` and `cancel` must be called, once, from any thread.
+public protocol UpstreamStream: Sendable {
+    /// Takes ownership of `client.fd` (a connected, non-blocking stream socket that no loop
+    /// watches), sends `client.prefix` on the stream first, then moves bytes both ways:
+    /// backpressure, half-close passed on in both directions, an abort of either side aborts
+    /// the other (RST). Calls `client.finished` once when both sides are closed.
+    func attach(_ client: CapturedClient)
+
+    /// Resets the stream without a client (the capture front's handshake failed).
+    func cancel()
+}
+
+/// The captured side of a stream handed to an `UpstreamStream`.
+public struct CapturedClient: Sendable {
+    /// The client socket; the stream owns (and closes) it from `attach` on.
+    public var fd: Int32
+    /// Bytes already read from the client (sniffed, or sent early after a SOCKS5 request)
+    /// that go to the destination before anything else.
+    public var prefix: [UInt8]
+    /// Called once when the stream ended, with what it moved (the access log line and metrics).
+    public var finished: @Sendable (StreamTotals) -> Void
+
+    public init(fd: Int32, prefix: [UInt8], finished: @escaping @Sendable (StreamTotals) -> Void) {
+        self.fd = fd
+        self.prefix = prefix
+        self.finished = finished
+    }
+}
+
+/// What a stream carried by an `UpstreamStream` moved, and how it ended.
+public struct StreamTotals: Sendable, Equatable {
+    /// Bytes client → destination, the prefix included.
+    public var bytesUp: UInt64
+    /// Bytes destination → client.
+    public var bytesDown: UInt64
+    /// Both directions ended with a half-close (FIN / END_STREAM); false after a reset or error.
+    public var clean: Bool
+    /// Why it did not end cleanly, when known.
+    public var detail: String?
+
+    public init(bytesUp: UInt64, bytesDown: UInt64, clean: Bool, detail: String? = nil) {
+        self.bytesUp = bytesUp
+        self.bytesDown = bytesDown
+        self.clean = clean
+        self.detail = detail
+    }
+}
+
+/// An error an upstream throws with the HTTP status the far end answered (a mesh peer's tunnel
+/// response): 403 the peer refused the destination, 502/503 it could not connect, 504 no answer
+/// in time. Capture fronts pass it on — HTTP CONNECT with that status, SOCKS5 with the nearest
+/// reply code (RFC 1928 §6) — and the error's description as the reason.
+public protocol UpstreamStatusError: Error, CustomStringConvertible {
+    /// The far end's status, nil when there was none (the connection to the peer failed).
+    var upstreamStatus: Int? { get }
 }
 
 /// A destination as the capture front learned it: a host name or IP literal and a port.

@@ -12,7 +12,9 @@ import PeerMesh
 /// iperf3 port) → gate's mesh port → spliced undecrypted into one of carol's pre-registered
 /// relay connections → carol terminates TLS → iperf3 (SNI relay), against the same TLS client
 /// talking to carol directly (TLS direct); and the mesh's own mTLS + HTTP/2 stream through the
-/// same relay (SNI relay h2) against alice → carol without the gateway (h2 peer). Prints Gbit/s
+/// same relay (SNI relay h2) against alice → carol without the gateway (h2 peer); a Gate
+/// port-forward listener routed to alice's `/dm/` upstream, the captured socket joined to its
+/// HTTP/2 stream (gate h2) against the same through a socketpair (gate h2 pair). Prints Gbit/s
 /// and ratios to direct and to the same stream without the gateway. Each node runs on its own
 /// one-thread event loop group, as separate processes would.
 struct BenchMesh: AsyncParsableCommand {
@@ -132,6 +134,25 @@ struct BenchMesh: AsyncParsableCommand {
             ("h2 peer", try await PortForward.listen(port: 0, upstream: aliceDirect.upstream(to: carol, kind: .hbone), destination: destination)),
             ("SNI relay h2", try await PortForward.listen(port: 0, upstream: aliceRelay.upstream(to: carol, kind: .hbone), destination: destination)),
         ]
+        // The Gate's capture path into the mesh: a port-forward listener of a GateNode whose
+        // route sends its streams to alice's `/dm/` upstream. "gate h2" hands the captured socket
+        // to the HTTP/2 stream (`Upstream.open`); "gate h2 pair" hides `open`, so the stream is
+        // dialled as a socketpair end and the Gate's relay copies between it and the client.
+        var gateCaptures: [(String, GateNode)] = []
+        for (name, upstream) in [
+            ("gate h2", try aliceNode.upstream(to: gate, kind: .dm) as any Upstream),
+            ("gate h2 pair", SocketOnlyUpstream(base: try aliceNode.upstream(to: gate, kind: .dm))),
+        ] {
+            var config = GateConfig()
+            config.basePort = 0
+            config.defaultListeners = false
+            config.loops = 1
+            config.listeners = [":0": ListenerConfig(forwardTo: "\(destination)")]
+            config.routes = [RouteConfig(listener: ":0", to: "mesh")]
+            let node = try GateNode(config: config, upstreams: ["mesh": upstream], accessLog: Logger(label: "ugate.bench"))
+            node.start()
+            gateCaptures.append((name, node))
+        }
         // A plain TLS client (as a user's would be): TLS to carol's mesh port directly, and to
         // gate's, which splices it into a carol registration; carol terminates it into iperf3.
         let serverName = TLSPortForward.serverName(node: carol, port: iperfPort)
@@ -154,7 +175,8 @@ struct BenchMesh: AsyncParsableCommand {
             tcpRelays.append(("TCP \(mode.rawValue)", listener))
         }
         let selected = paths.map { Set($0.split(separator: ",").map { String($0) }) }
-        let all = forwards.map { ($0.0, $0.1.port) } + tlsClients.map { ($0.0, $0.1.port) } + tcpRelays.map { ($0.0, Int($0.1.address.port)) }
+        let all = forwards.map { ($0.0, $0.1.port) } + gateCaptures.map { ($0.0, Int($0.1.address(of: ":0")?.port ?? 0)) }
+            + tlsClients.map { ($0.0, $0.1.port) } + tcpRelays.map { ($0.0, Int($0.1.address.port)) }
         let paths = [("direct", iperfPort)] + all.filter { selected?.contains($0.0) ?? true }
         var results: [String: [Double]] = [:]
         var nanosPerByte: [String: [(mesh: Double, total: Double)]] = [:]
@@ -181,6 +203,7 @@ struct BenchMesh: AsyncParsableCommand {
         for (relayed, anchor, what) in [
             ("SNI relay", "TLS direct", "plain TLS stream through the relay / the same TLS stream without it"),
             ("SNI relay h2", "h2 peer", "mesh mTLS + HTTP/2 stream through the relay / without it"),
+            ("gate h2", "gate h2 pair", "Gate-captured stream joined to its HTTP/2 stream / through a socketpair"),
         ] {
             guard let r = results[relayed], let a = results[anchor] else { continue }
             table += String(format: "%@ / %@: %.2f (%@)\n", relayed, anchor, median(r) / median(a), what)
@@ -193,6 +216,7 @@ struct BenchMesh: AsyncParsableCommand {
         for (_, client) in tlsClients { await client.close() }
         for (_, forward) in forwards { await forward.close() }
         for (_, listener) in tcpRelays { listener.stop() }
+        for (_, node) in gateCaptures { node.stop() }
         relayLoops.shutdown()
         for node in [aliceNode, aliceRelay, aliceDirect, gateNode, gateRelay, bobNode, bobTunnel, carolNode] {
             await node.shutdown()
@@ -362,5 +386,17 @@ struct CPUSample {
         let top = perThread.prefix(4).map { String(format: "%.2f", $0) }.joined(separator: " ")
         let total = bench + client + server
         return (String(format: "bench %.2f [%@] iperf3 client %.2f server %.2f, total %.2f", bench, top, client, server, total), bench, total)
+    }
+}
+
+/// An upstream that carries streams only as sockets: `open` is the protocol's default (nil), so
+/// the Gate dials `base` (for a mesh upstream: a socketpair end) — the "before" row of
+/// `bench-mesh`'s Gate capture path.
+private struct SocketOnlyUpstream: Upstream {
+    let base: any Upstream
+    var name: String { base.name }
+
+    func dial(_ destination: Destination, for info: StreamInfo) async throws -> Int32 {
+        try await base.dial(destination, for: info)
     }
 }

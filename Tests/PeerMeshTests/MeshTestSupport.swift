@@ -70,15 +70,19 @@ private final class EchoHandler: ChannelInboundHandler {
 
 /// Collects log messages so tests can check that refusals are logged with a clear reason.
 final class LogCapture: Sendable {
-    private let lines = Mutex<[String]>([])
+    private let lines = Mutex<[(message: String, detailed: String)]>([])
 
-    var messages: [String] { lines.withLock { $0 } }
+    /// `level message` per line.
+    var messages: [String] { lines.withLock { $0.map(\.message) } }
+    /// `message key=value key=value …` per line (metadata sorted by key, each followed by a
+    /// space), for checks on fields such as an access log's byte counts.
+    var detailed: [String] { lines.withLock { $0.map(\.detailed) } }
 
     func logger(_ label: String) -> Logger {
         Logger(label: label) { _ in CapturingHandler(capture: self) }
     }
 
-    fileprivate func append(_ line: String) { lines.withLock { $0.append(line) } }
+    fileprivate func append(_ message: String, _ detailed: String) { lines.withLock { $0.append((message, detailed)) } }
 
     func contains(_ text: String) -> Bool { messages.contains { $0.contains(text) } }
 }
@@ -94,7 +98,9 @@ private struct CapturingHandler: LogHandler {
     }
 
     func log(event: LogEvent) {
-        capture.append("\(event.level) \(event.message)")
+        let fields = (event.metadata ?? [:]).merging(metadata) { event, _ in event }
+        capture.append(
+            "\(event.level) \(event.message)", "\(event.message) " + fields.keys.sorted().map { "\($0)=\(fields[$0]!) " }.joined())
     }
 }
 

@@ -13,7 +13,9 @@ final class GateMetrics: Sendable {
     private let bytesUp = Counter(label: "ugate_gate_bytes_total", dimensions: [("direction", "up")])
     private let bytesDown = Counter(label: "ugate_gate_bytes_total", dimensions: [("direction", "down")])
     private let closed: [String: Counter]
-    private let byMode: [ForwardMode: Counter]
+    /// By how the bytes moved: `copy`, `splice` (the Gate's relay), `stream` (carried by an
+    /// `UpstreamStream`).
+    private let byMode: [String: Counter]
     let accepted = Counter(label: "ugate_gate_accepted_total")
     let dialFailures = Counter(label: "ugate_gate_dial_failures_total")
     let handshakeFailures = Counter(label: "ugate_gate_handshake_failures_total")
@@ -25,10 +27,11 @@ final class GateMetrics: Sendable {
             closed[end.rawValue] = Counter(label: "ugate_gate_streams_closed_total", dimensions: [("end", end.rawValue)])
         }
         self.closed = closed
-        byMode = [
-            .copy: Counter(label: "ugate_gate_streams_by_mode_total", dimensions: [("mode", "copy")]),
-            .splice: Counter(label: "ugate_gate_streams_by_mode_total", dimensions: [("mode", "splice")]),
-        ]
+        var byMode: [String: Counter] = [:]
+        for mode in [ForwardMode.copy.rawValue, ForwardMode.splice.rawValue, GateMetrics.carriedMode] {
+            byMode[mode] = Counter(label: "ugate_gate_streams_by_mode_total", dimensions: [("mode", mode)])
+        }
+        self.byMode = byMode
     }
 
     func streamOpened() {
@@ -36,12 +39,19 @@ final class GateMetrics: Sendable {
         active.increment()
     }
 
+    /// The mode label of streams an upstream carries itself (`UpstreamStream`).
+    static let carriedMode = "stream"
+
     func streamClosed(up: UInt64, down: UInt64, end: String, mode: ForwardMode) {
+        streamClosed(up: up, down: down, end: end, modeLabel: mode.rawValue)
+    }
+
+    func streamClosed(up: UInt64, down: UInt64, end: String, modeLabel: String) {
         active.decrement()
         bytesUp.increment(by: Int64(up))
         bytesDown.increment(by: Int64(down))
         closed[end]?.increment()
-        byMode[mode]?.increment()
+        byMode[modeLabel]?.increment()
     }
 }
 

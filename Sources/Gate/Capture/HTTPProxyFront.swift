@@ -77,15 +77,15 @@ struct HTTPProxyFront: CaptureFront {
             listener: name, source: conn.peer, destination: destination,
             serverName: SocketAddress.isLiteral(destination.host) ? nil : destination.host, proto: "connect")
         do {
-            let (fd, upstream) = try await context.dial(info)
+            let (opened, upstream) = try await context.open(info)
             do {
                 try await conn.write(HTTPResponseWriter.connectEstablished(), deadline: deadline)
             } catch {
-                Sys.abort(fd)
+                opened.abort()
                 conn.close(reset: true)
                 return
             }
-            context.relay(conn, upstream: fd, info: info, upstreamName: upstream, mode: mode)
+            context.relay(conn, upstream: opened, info: info, upstreamName: upstream, mode: mode)
         } catch {
             let status = HTTPProxyFront.status(for: error)
             await refuse(
@@ -94,8 +94,12 @@ struct HTTPProxyFront: CaptureFront {
         }
     }
 
-    /// The status for a failed dial: 504 timeout, 403 no route, 502 otherwise.
+    /// The status for a failed dial: 504 timeout, 403 no route, 502 otherwise; a mesh peer's
+    /// refusal keeps its own status (403 forbidden destination, 504 …).
     static func status(for error: any Error) -> Int {
+        if let error = error as? any UpstreamStatusError, let status = error.upstreamStatus, (400...599).contains(status) {
+            return status
+        }
         guard let error = error as? GateError else { return 502 }
         switch error.code {
         case .timeout: return 504

@@ -21,7 +21,8 @@ final class GateContext: Sendable {
 
     var handshakeDeadline: UInt64 { GateLoop.monotonicMillis() + UInt64(config.handshakeTimeout * 1000) }
 
-    /// Routes and dials; returns the connected upstream socket and the upstream's name.
+    /// Routes and dials; returns the connected upstream socket and the upstream's name. For
+    /// fronts that speak to the upstream socket themselves (absolute-URI HTTP proxying).
     func dial(_ info: StreamInfo) async throws -> (fd: Int32, upstream: String) {
         let decision = try router.route(info)
         do {
@@ -30,6 +31,50 @@ final class GateContext: Sendable {
             GateMetrics.shared.dialFailures.increment()
             throw error
         }
+    }
+
+    /// Routes and opens the upstream side of an opaque stream: a stream the upstream carries
+    /// itself (`Upstream.open`) or else a dialled socket; with the upstream's name.
+    func open(_ info: StreamInfo) async throws -> (upstream: Opened, name: String) {
+        let decision = try router.route(info)
+        do {
+            if let stream = try await decision.upstream.open(decision.destination, for: info) {
+                return (.stream(stream), decision.upstream.name)
+            }
+            return (.socket(try await decision.upstream.dial(decision.destination, for: info)), decision.upstream.name)
+        } catch {
+            GateMetrics.shared.dialFailures.increment()
+            throw error
+        }
+    }
+
+    /// Hands the client to the opened upstream side: a socket goes to a relay with it
+    /// (`relay(_:upstream:…)`), a carried stream takes the client socket itself. The client's
+    /// unconsumed bytes plus `prefix` go to the upstream first.
+    func relay(_ conn: ClientConn, upstream: Opened, info: StreamInfo, upstreamName: String, mode: ForwardMode, prefix: [UInt8] = []) {
+        switch upstream {
+        case .socket(let fd):
+            relay(conn, upstream: fd, info: info, upstreamName: upstreamName, mode: mode, prefix: prefix)
+        case .stream(let stream):
+            carry(conn, on: stream, info: info, upstreamName: upstreamName, prefix: prefix)
+        }
+    }
+
+    /// Gives the client socket to a stream its upstream carries: metrics and the access-log
+    /// line as for a relay (mode `stream`), written when the stream reports its end.
+    private func carry(_ conn: ClientConn, on stream: any UpstreamStream, info: StreamInfo, upstreamName: String, prefix: [UInt8]) {
+        let id = Relay.ids.wrappingAdd(1, ordering: .relaxed).newValue
+        let started = GateLoop.monotonicMillis()
+        let logger = accessLog
+        GateMetrics.shared.streamOpened()
+        let client = CapturedClient(fd: conn.handOff(), prefix: prefix + conn.takeInbox()) { totals in
+            let end: RelayEnd = totals.clean ? .done : .reset
+            GateMetrics.shared.streamClosed(up: totals.bytesUp, down: totals.bytesDown, end: end.rawValue, modeLabel: GateMetrics.carriedMode)
+            Relay.logStream(
+                logger, id: id, info: info, upstreamName: upstreamName, up: totals.bytesUp, down: totals.bytesDown,
+                millis: GateLoop.monotonicMillis() - started, mode: GateMetrics.carriedMode, end: end, detail: totals.detail)
+        }
+        stream.attach(client)
     }
 
     /// Hands the client and upstream sockets to a relay on the client's loop; the client's
@@ -102,11 +147,33 @@ final class GateContext: Sendable {
     /// port-forward, REDIRECT and TPROXY fronts.
     func forward(_ conn: ClientConn, info: StreamInfo, mode: ForwardMode) async {
         do {
-            let (fd, upstream) = try await dial(info)
-            relay(conn, upstream: fd, info: info, upstreamName: upstream, mode: mode)
+            let (opened, upstream) = try await open(info)
+            relay(conn, upstream: opened, info: info, upstreamName: upstream, mode: mode)
         } catch {
             dialFailed(info, error)
             conn.close(reset: true)
+        }
+    }
+}
+
+/// The upstream side of a captured stream once it is open (`GateContext.open`).
+enum Opened {
+    /// A connected socket the Gate's relay joins to the client.
+    case socket(Int32)
+    /// A stream the upstream carries itself; it takes the client socket (`attach`).
+    case stream(any UpstreamStream)
+
+    /// The local address a SOCKS5 reply reports: the socket's, unknown (0.0.0.0:0) for a stream.
+    var boundAddress: Destination {
+        if case .socket(let fd) = self, let local = SocketAddress.local(of: fd) { return local.destination }
+        return Destination(host: "0.0.0.0", port: 0)
+    }
+
+    /// Drops it unused (the client went away during the reply): RST, or a reset stream.
+    func abort() {
+        switch self {
+        case .socket(let fd): Sys.abort(fd)
+        case .stream(let stream): stream.cancel()
         }
     }
 }

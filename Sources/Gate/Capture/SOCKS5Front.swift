@@ -56,16 +56,15 @@ struct SOCKS5Front: CaptureFront {
     private func connect(_ conn: ClientConn, _ machine: inout SOCKS5ServerMachine, _ destination: Destination, deadline: UInt64) async {
         let info = StreamInfo(listener: name, source: conn.peer, destination: destination, serverName: SocketAddress.isLiteral(destination.host) ? nil : destination.host)
         do {
-            let (fd, upstream) = try await context.dial(info)
-            let bound = SocketAddress.local(of: fd)?.destination ?? Destination(host: "0.0.0.0", port: 0)
+            let (opened, upstream) = try await context.open(info)
             do {
-                try await conn.write(machine.connected(bound: bound), deadline: deadline)
+                try await conn.write(machine.connected(bound: opened.boundAddress), deadline: deadline)
             } catch {
-                Sys.abort(fd)
+                opened.abort()
                 conn.close(reset: true)
                 return
             }
-            context.relay(conn, upstream: fd, info: info, upstreamName: upstream, mode: mode, prefix: machine.takeBufferedPayload())
+            context.relay(conn, upstream: opened, info: info, upstreamName: upstream, mode: mode, prefix: machine.takeBufferedPayload())
         } catch {
             context.log.info("socks5 connect failed", metadata: ["src": "\(conn.peer)", "dst": "\(destination)", "error": "\(error)"])
             try? await conn.write(machine.failed(SOCKS5Front.replyCode(for: error)), deadline: deadline)
@@ -75,6 +74,14 @@ struct SOCKS5Front: CaptureFront {
 
     /// The reply code for a failed dial (RFC 1928 §6).
     static func replyCode(for error: any Error) -> SOCKS5ReplyCode {
+        if let error = error as? any UpstreamStatusError {
+            switch error.upstreamStatus {
+            case 403?: return .notAllowed
+            case 502?, 503?: return .hostUnreachable
+            case 504?: return .ttlExpired
+            default: return .generalFailure
+            }
+        }
         guard let error = error as? GateError else { return .generalFailure }
         switch error.code {
         case .syscall: return SOCKS5ReplyCode(errno: error.errno)

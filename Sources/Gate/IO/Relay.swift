@@ -313,13 +313,22 @@ final class Relay: LoopHandler {
         loop.relays[id] = nil
         onFinish?()
         onFinish = nil
-        let millis = loop.now - startedAt
         GateMetrics.shared.streamClosed(up: up.bytes, down: down.bytes, end: end.rawValue, mode: mode)
+        Relay.logStream(
+            logger, id: id, info: info, upstreamName: upstreamName, up: up.bytes, down: down.bytes,
+            millis: loop.now - startedAt, mode: mode.rawValue, end: end, detail: detail)
+    }
+
+    /// The access-log line of a finished stream (the Gate's relay or an `UpstreamStream`).
+    static func logStream(
+        _ logger: Logger, id: UInt64, info: StreamInfo, upstreamName: String, up: UInt64, down: UInt64, millis: UInt64,
+        mode: String, end: RelayEnd, detail: String?
+    ) {
         var meta: Logger.Metadata = [
             "stream.id": "\(id)", "listener": "\(info.listener)", "src": "\(info.source)",
             "dst": "\(info.destination)", "proto": "\(info.proto)", "upstream": "\(upstreamName)",
-            "bytes.up": "\(up.bytes)", "bytes.down": "\(down.bytes)", "ms": "\(millis)",
-            "mode": "\(mode.rawValue)", "end": "\(end.rawValue)",
+            "bytes.up": "\(up)", "bytes.down": "\(down)", "ms": "\(millis)",
+            "mode": "\(mode)", "end": "\(end.rawValue)",
         ]
         if let sni = info.serverName { meta["sni"] = "\(sni)" }
         if let detail { meta["detail"] = "\(detail)" }

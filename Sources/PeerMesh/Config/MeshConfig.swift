@@ -21,11 +21,17 @@ public struct PeerConfig: Codable, Hashable, Sendable {
     /// it); optional. It must hash to `id`. With it the peer's VIP6 (`fd00::/64` + the key's last
     /// 8 bytes) is known, so `[VIP6]:port` destinations route to the peer like `ID:port`.
     public var publicKey: String?
+    /// For a gateway: host names this peer serves over plain TLS (its `mesh.tlsHosts`). TLS
+    /// arriving here with such an SNI is passed to the peer undecrypted — spliced into one of
+    /// its relay registrations, else forwarded to its address — as for its mangled hostname.
+    /// Granted here, by the gateway's operator: a peer cannot claim names it was not given.
+    public var tlsHosts: [String]
 
     public init(
         id: String, name: String? = nil, addresses: [String] = [], egress: Bool = false, destinations: [String] = [],
-        transport: TunnelRequest.Kind = .dm, publicKey: String? = nil
+        transport: TunnelRequest.Kind = .dm, publicKey: String? = nil, tlsHosts: [String] = []
     ) {
+        self.tlsHosts = tlsHosts
         self.publicKey = publicKey
         self.id = id
         self.name = name
@@ -42,7 +48,9 @@ public struct PeerConfig: Codable, Hashable, Sendable {
         return key.vip6
     }
 
-    private enum CodingKeys: String, CodingKey, CaseIterable { case id, name, addresses, egress, destinations, transport, publicKey }
+    private enum CodingKeys: String, CodingKey, CaseIterable {
+        case id, name, addresses, egress, destinations, transport, publicKey, tlsHosts
+    }
 
     public init(from decoder: any Decoder) throws {
         try ConfigKey.rejectUnknown(decoder, CodingKeys.allCases.map(\.rawValue))
@@ -54,6 +62,63 @@ public struct PeerConfig: Codable, Hashable, Sendable {
         destinations = try c.decodeIfPresent([String].self, forKey: .destinations) ?? []
         transport = try c.decodeIfPresent(TunnelRequest.Kind.self, forKey: .transport) ?? .dm
         publicKey = try c.decodeIfPresent(String.self, forKey: .publicKey)
+        tlsHosts = try c.decodeIfPresent([String].self, forKey: .tlsHosts) ?? []
+    }
+}
+
+/// A host name this node serves to plain TLS clients (`mesh.tlsHosts`): TLS whose SNI is the
+/// name — on the node's mesh port, or spliced in by a gateway that routes the name here — is
+/// terminated with `cert`/`key` and its plaintext carried to `127.0.0.1:port`.
+///
+/// ```json
+/// "tlsHosts": {"db.example.com": {"port": 5432, "cert": "/etc/ugate/db.pem", "key": "/etc/ugate/db-key.pem"}}
+/// ```
+public struct TLSHostConfig: Codable, Hashable, Sendable {
+    /// The local port the plaintext goes to (on 127.0.0.1).
+    public var port: Int
+    /// PEM file: the certificate for the name (its SAN must cover it), then any intermediates.
+    public var cert: String
+    /// PEM file: the certificate's private key.
+    public var key: String
+
+    public init(port: Int, cert: String, key: String) {
+        self.port = port
+        self.cert = cert
+        self.key = key
+    }
+
+    private enum CodingKeys: String, CodingKey, CaseIterable { case port, cert, key }
+
+    public init(from decoder: any Decoder) throws {
+        try ConfigKey.rejectUnknown(decoder, CodingKeys.allCases.map(\.rawValue))
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        port = try c.decode(Int.self, forKey: .port)
+        cert = try c.decode(String.self, forKey: .cert)
+        key = try c.decode(String.self, forKey: .key)
+    }
+
+    /// The lower-cased `name` when it is a DNS host name (letters, digits, hyphens; labels of
+    /// 1–63 characters, 253 in all; no wildcard, no trailing dot), else a config error naming
+    /// `field`.
+    public static func hostName(_ name: String, field: String) throws -> String {
+        let lower = name.lowercased()
+        let labels = lower.split(separator: ".", omittingEmptySubsequences: false)
+        let valid = !lower.isEmpty && lower.utf8.count <= 253 && labels.allSatisfy { label in
+            (1...63).contains(label.utf8.count) && label.first != "-" && label.last != "-"
+                && label.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2d }
+        }
+        guard valid else {
+            throw MeshError(.config, "field \(field): \"\(name)\" is not a DNS host name (letters, digits, hyphens and dots; no wildcard)")
+        }
+        return lower
+    }
+
+    /// Checks the port and that both files are named; `field` is the entry's path
+    /// (`mesh.tlsHosts["db.example.com"]`). The files are read when the node starts (`MeshTLS`).
+    func validate(field: String) throws {
+        guard (1...65535).contains(port) else { throw MeshError(.config, "field \(field).port: \(port) is not a TCP port (1-65535)") }
+        guard !cert.isEmpty else { throw MeshError(.config, "field \(field).cert: the certificate PEM file is required") }
+        guard !key.isEmpty else { throw MeshError(.config, "field \(field).key: the private key PEM file is required") }
     }
 }
 
@@ -142,6 +207,9 @@ public struct MeshConfig: Codable, Sendable {
     /// node's certificate (no client certificate asked) and its plaintext carried to
     /// `127.0.0.1:PORT`. Default none: every TLS connection is mesh mTLS.
     public var tlsPorts: [Int]
+    /// Host names this node serves to plain TLS clients, each with its port and certificate
+    /// (`TLSHostConfig`); keys are compared without case. Default none.
+    public var tlsHosts: [String: TLSHostConfig]
 
     /// The default `ioChunkSize`.
     public static let defaultIOChunkSize = 1 << 19
@@ -150,9 +218,10 @@ public struct MeshConfig: Codable, Sendable {
         identityDir: String, naming: MeshNaming = MeshNaming(), peers: [PeerConfig] = [],
         listenHost: String = "0.0.0.0", windowSize: Int = 32 << 20, maxConcurrentStreams: Int = 4096,
         streamOpenTimeout: Double = 15, maxRelayConnectionsPerPeer: Int = 64, forwarder: ForwardMode = .copy,
-        ioChunkSize: Int = MeshConfig.defaultIOChunkSize, tlsPorts: [Int] = []
+        ioChunkSize: Int = MeshConfig.defaultIOChunkSize, tlsPorts: [Int] = [], tlsHosts: [String: TLSHostConfig] = [:]
     ) {
         self.tlsPorts = tlsPorts
+        self.tlsHosts = tlsHosts
         self.forwarder = forwarder
         self.ioChunkSize = ioChunkSize
         self.identityDir = identityDir
@@ -196,7 +265,8 @@ public struct RelaySection: Codable, Sendable, Equatable {
 ///           "namespace": "default", "trustDomain": "cluster.local", "listenHost": "0.0.0.0",
 ///           "listen": true, "reverseTunnels": ["gw"], "relays": [{"gateway": "gw", "poolSize": 4}],
 ///           "streamOpenTimeout": 15, "maxRelayConnectionsPerPeer": 64, "meshRoutes": true,
-///           "tlsPorts": [8443]}}
+///           "tlsPorts": [8443],
+///           "tlsHosts": {"db.example.com": {"port": 5432, "cert": "db.pem", "key": "db-key.pem"}}}}
 /// ```
 public struct MeshSection: Codable, Sendable, Equatable {
     public var peers: [PeerConfig] = []
@@ -221,12 +291,16 @@ public struct MeshSection: Codable, Sendable, Equatable {
     /// Local ports plain TLS clients may reach by SNI `outbound_.PORT_._.<hostname>` (see
     /// `MeshConfig.tlsPorts`; default none).
     public var tlsPorts: [Int] = []
+    /// Host names plain TLS clients may reach by SNI, with port and certificate (see
+    /// `TLSHostConfig`; default none). A gateway routes such a name to this node when its peer
+    /// entry for this node lists it (`PeerConfig.tlsHosts`).
+    public var tlsHosts: [String: TLSHostConfig] = [:]
 
     public init() {}
 
     private enum CodingKeys: String, CodingKey, CaseIterable {
         case peers, namespace, trustDomain, listenHost, listen, reverseTunnels, relays, streamOpenTimeout,
-            maxRelayConnectionsPerPeer, meshRoutes, tlsPorts
+            maxRelayConnectionsPerPeer, meshRoutes, tlsPorts, tlsHosts
     }
 
     public init(from decoder: any Decoder) throws {
@@ -243,6 +317,7 @@ public struct MeshSection: Codable, Sendable, Equatable {
         maxRelayConnectionsPerPeer = try c.decodeIfPresent(Int.self, forKey: .maxRelayConnectionsPerPeer) ?? 64
         meshRoutes = try c.decodeIfPresent(Bool.self, forKey: .meshRoutes) ?? true
         tlsPorts = try c.decodeIfPresent([Int].self, forKey: .tlsPorts) ?? []
+        tlsHosts = try c.decodeIfPresent([String: TLSHostConfig].self, forKey: .tlsHosts) ?? [:]
     }
 
     /// The Gate upstream name of `peer`: `mesh:<name>`, or `mesh:<id>` without a name.
@@ -269,6 +344,17 @@ public struct MeshSection: Codable, Sendable, Equatable {
         for (i, port) in tlsPorts.enumerated() where !(1...65535).contains(port) {
             throw MeshError(.config, "field mesh.tlsPorts[\(i)]: \(port) is not a TCP port (1-65535)")
         }
+        var seen: [String: String] = [:]
+        for name in tlsHosts.keys.sorted() {
+            let field = "mesh.tlsHosts[\"\(name)\"]"
+            let lower = try TLSHostConfig.hostName(name, field: field)
+            if let other = seen[lower] { throw MeshError(.config, "field \(field): the same name as mesh.tlsHosts[\"\(other)\"]") }
+            seen[lower] = name
+            try tlsHosts[name]!.validate(field: field)
+        }
+        for (i, peer) in peers.enumerated() {
+            for (j, name) in peer.tlsHosts.enumerated() { _ = try TLSHostConfig.hostName(name, field: "mesh.peers[\(i)].tlsHosts[\(j)]") }
+        }
     }
 
     /// Route rules that send a known peer's mangled hostname (as SNI/Host or destination), its
@@ -290,7 +376,7 @@ public struct MeshSection: Codable, Sendable, Equatable {
         MeshConfig(
             identityDir: identityDir, naming: MeshNaming(namespace: namespace, trustDomain: trustDomain), peers: peers,
             listenHost: listenHost ?? defaultHost, streamOpenTimeout: streamOpenTimeout,
-            maxRelayConnectionsPerPeer: maxRelayConnectionsPerPeer, forwarder: forwarder, tlsPorts: tlsPorts)
+            maxRelayConnectionsPerPeer: maxRelayConnectionsPerPeer, forwarder: forwarder, tlsPorts: tlsPorts, tlsHosts: tlsHosts)
     }
 }
 
@@ -304,10 +390,13 @@ public struct PeerPolicy: Sendable {
     private let entries: [String: Entry]
     /// Peer IDs by VIP6 (RFC 5952 text), for peers whose public key is configured.
     private let vip6: [String: String]
+    /// Peer IDs by the plain-TLS host names they serve (lower case; `PeerConfig.tlsHosts`).
+    private let tlsHosts: [String: String]
 
     public init(peers: [PeerConfig]) throws {
         var entries: [String: Entry] = [:]
         var vip6: [String: String] = [:]
+        var tlsHosts: [String: String] = [:]
         for peer in peers {
             guard peer.id.count == 52, peer.id.utf8.allSatisfy(Self.isBase32) else {
                 throw MeshError(.config, "peer ID \"\(peer.id)\" is not a 52-character base32 node ID")
@@ -315,9 +404,22 @@ public struct PeerPolicy: Sendable {
             guard entries[peer.id] == nil else { throw MeshError(.config, "peer \(peer.id) is listed twice") }
             entries[peer.id] = Entry(config: peer, patterns: try peer.destinations.map(DestinationPattern.init))
             if let publicKey = peer.publicKey { vip6[try Self.nodeID(publicKey: publicKey, of: peer.id).vip6] = peer.id }
+            for name in peer.tlsHosts {
+                let lower = try TLSHostConfig.hostName(name, field: "tlsHosts of peer \(peer.id)")
+                if let other = tlsHosts[lower], other != peer.id {
+                    throw MeshError(.config, "tlsHosts: \(lower) is listed for two peers, \(other) and \(peer.id)")
+                }
+                tlsHosts[lower] = peer.id
+            }
         }
         self.entries = entries
         self.vip6 = vip6
+        self.tlsHosts = tlsHosts
+    }
+
+    /// The known peer that serves `name` over plain TLS (`PeerConfig.tlsHosts`; any case).
+    public func peer(tlsHost name: String) -> PeerConfig? {
+        tlsHosts[name.lowercased()].flatMap { entries[$0]?.config }
     }
 
     /// The configuration of a known peer.

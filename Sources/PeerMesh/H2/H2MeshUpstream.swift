@@ -6,11 +6,16 @@ import NIOPosix
 /// An `Upstream` that carries each stream to a mesh peer as one HTTP/2 stream (ugate `/dm/` or
 /// HBONE `CONNECT`) over the pooled mTLS connection to that peer.
 ///
-/// `dial` returns one end of a `socketpair(2)`; the other end is adopted by NIO on the HTTP/2
-/// connection's event loop and joined to the stream with a `GlueHandler` pair, so a stream's
-/// bytes never change threads after the socketpair. Half-close travels as END_STREAM, an abort
-/// as RST_STREAM (and RST on the far TCP socket); `dial` returns only after the peer answered
-/// `200`, and throws `MeshError` with the peer's status and `error` header otherwise.
+/// `open` (what the Gate's capture fronts use) returns the open stream as an `UpstreamStream`
+/// that takes the captured client socket itself (`H2UpstreamStream`: adopted by NIO on the
+/// HTTP/2 connection's event loop and joined to the stream with a `GlueHandler` pair; no
+/// socketpair). `dial` (for callers that need a socket: absolute-URI HTTP proxying, HTTPRoute
+/// backends, another mesh hop on a different loop) returns one end of a `socketpair(2)` whose
+/// other end is joined the same way. Either way a stream's bytes never change threads inside
+/// this node. Half-close travels as END_STREAM, an abort as RST_STREAM (and RST on the far TCP
+/// socket); both return only after the peer answered `200`, and throw `MeshError` with the
+/// peer's status and `error` header otherwise (an `UpstreamStatusError`, so a SOCKS5 or CONNECT
+/// client gets the matching reply).
 public struct H2MeshUpstream: Upstream {
     public let name: String
     let peer: PeerConfig
@@ -60,6 +65,25 @@ public struct H2MeshUpstream: Upstream {
             throw error as? MeshError ?? MeshError(.connect, "tunnel to \(destination) via \(peer.id) failed: \(error)")
         }
         return fds[0]
+    }
+
+    public func open(_ destination: Destination, for info: StreamInfo) async throws -> (any UpstreamStream)? {
+        let connection = try await pool.connection(to: peer).get()
+        let request = self.request(destination, info: info)
+        let loop = connection.channel.eventLoop
+        let tuning = pool.tuning
+        let opened = loop.flatSubmit { () -> EventLoopFuture<H2UpstreamStream> in
+            let (streamGlue, socketGlue) = GlueHandler.matchedPair()
+            let boundSocketGlue = NIOLoopBound(socketGlue, eventLoop: loop)
+            return openStream(request, on: connection, glue: NIOLoopBound(streamGlue, eventLoop: loop)).map { stream in
+                H2UpstreamStream(stream: stream, socketGlue: boundSocketGlue, tuning: tuning)
+            }
+        }
+        do {
+            return try await opened.get()
+        } catch {
+            throw error as? MeshError ?? MeshError(.connect, "tunnel to \(destination) via \(peer.id) failed: \(error)")
+        }
     }
 
     /// The event loop of the pooled connection to the peer, connecting it first if needed; a
@@ -118,4 +142,9 @@ public struct H2MeshUpstream: Upstream {
         guard let connection = pool.existingConnection(to: peer), connection.channel.eventLoop === loop else { return nil }
         return openStream(request(destination, info: info), on: connection, glue: glue)
     }
+}
+
+extension MeshError: UpstreamStatusError {
+    /// The peer's tunnel response status (or the status this node maps the failure onto).
+    public var upstreamStatus: Int? { status }
 }

@@ -62,14 +62,14 @@ public final class MeshNode: Sendable {
         dialer: TunnelDialer = .direct, gateLoops: GateLoopGroup? = nil, ownThreads: Int? = nil,
         logger: Logger = Logger(label: "ugate.mesh")
     ) throws {
-        self.gateLoops = try gateLoops ?? GateLoopGroup(count: 1)
-        self.ownsGateLoops = gateLoops == nil
         var logger = logger
         logger[metadataKey: "node.id"] = "\(identity.node.id)"
         self.identity = identity
         self.config = config
         self.policy = try PeerPolicy(peers: config.peers)
-        self.tls = try MeshTLS(identity: identity, policy: policy, logger: logger)
+        self.tls = try MeshTLS(identity: identity, policy: policy, tlsHosts: config.tlsHosts, logger: logger)
+        self.gateLoops = try gateLoops ?? GateLoopGroup(count: 1)
+        self.ownsGateLoops = gateLoops == nil
         // Made after everything that can throw, so a failed init leaks no threads.
         let ownGroup = ownThreads.map { MultiThreadedEventLoopGroup(numberOfThreads: max(1, $0)) }
         self.ownGroup = ownGroup
@@ -177,6 +177,7 @@ public final class MeshNode: Sendable {
                 switch termination {
                 case .mesh: try terminateMeshTLS(on: channel, remote: remote, listener: listener)
                 case .plain(let port): try terminatePlainTLS(on: channel, port: port, remote: remote)
+                case .host(let name, let port): try terminatePlainTLS(on: channel, port: port, remote: remote, host: name)
                 }
             }))
     }

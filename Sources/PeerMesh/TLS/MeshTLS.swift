@@ -17,12 +17,17 @@ public final class MeshTLS: Sendable {
     /// Server context for plain TLS clients (`MeshConfig.tlsPorts`): the node's certificate, no
     /// client certificate asked, no ALPN.
     let plainServerContext: NIOSSLContext
+    /// The host names served to plain TLS clients with their own certificates (`MeshConfig.tlsHosts`).
+    let tlsHosts: TLSHosts
     let policy: PeerPolicy
     let logger: Logger
 
-    public init(identity: NodeIdentity, policy: PeerPolicy, logger: Logger) throws {
+    /// - Parameter tlsHosts: plain-TLS host names and their PEM files; a file that cannot be
+    ///   read, a certificate not valid for its name or a key that is not its key is an error.
+    public init(identity: NodeIdentity, policy: PeerPolicy, tlsHosts: [String: TLSHostConfig] = [:], logger: Logger) throws {
         self.policy = policy
         self.logger = logger
+        self.tlsHosts = try TLSHosts(tlsHosts)
         do {
             let chain = try NIOSSLCertificate.fromPEMBytes(Array(identity.chainPEM.utf8)).map { NIOSSLCertificateSource.certificate($0) }
             let key = NIOSSLPrivateKeySource.privateKey(try NIOSSLPrivateKey(bytes: Array(identity.keyPEM.utf8), format: .pem))

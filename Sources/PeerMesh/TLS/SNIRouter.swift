@@ -7,10 +7,11 @@ import Logging
 /// - SNI naming a node that registered idle relay connections here (relay-over-SNI, a node
 ///   behind NAT, `RelayRegistry`): the connection is joined with one of them by the Gate's relay,
 ///   undecrypted; that node terminates TLS itself. Preferred over the node's address.
-/// - SNI naming another known node — its mangled hostname `ID.namespace.trustdomain`, or an
-///   Istio name `outbound_.PORT_._.HOST` whose HOST is one — with an address: the connection is
+/// - SNI naming another known node — its mangled hostname `ID.namespace.trustdomain`, an
+///   Istio name `outbound_.PORT_._.HOST` whose HOST is one, or a host name the node serves over
+///   plain TLS (`PeerConfig.tlsHosts`) — with an address: the connection is
 ///   forwarded undecrypted to that node's first address by the Gate's relay (splice or copy,
-///   with half-close and backpressure); the two ends run mTLS with each other.
+///   with half-close and backpressure); the two ends run (m)TLS with each other.
 /// - anything else (this node's name, no SNI, other names): SwiftNIO adopts the connection and
 ///   terminates TLS here.
 ///
@@ -23,10 +24,12 @@ struct SNIRouter: Sendable {
     let relays: RelayRegistry
     let logger: Logger
 
-    /// The other known node an SNI names (mangled hostname or Istio `outbound_.PORT_._.HOST`),
-    /// or nil for this node, no SNI and other names.
+    /// The other known node an SNI names (mangled hostname, Istio `outbound_.PORT_._.HOST`, or a
+    /// plain-TLS host name granted to it in `PeerConfig.tlsHosts`), or nil for this node, no SNI
+    /// and other names.
     private func peer(serverName: String?) -> PeerConfig? {
         guard let name = serverName else { return nil }
+        if let peer = policy.peer(tlsHost: name), peer.id != selfID { return peer }
         let host = Self.istioOutbound(name)?.host ?? name
         guard let id = naming.nodeID(inHost: host), id != selfID else { return nil }
         return policy.peer(id)

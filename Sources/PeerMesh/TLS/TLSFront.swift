@@ -16,7 +16,10 @@ final class TLSFrontHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// How to terminate: mesh mTLS + HTTP/2, or plain TLS carried to a local port.
     enum Termination: Equatable {
         case mesh
+        /// `outbound_.PORT_._.<this node>`: the node's certificate.
         case plain(port: Int)
+        /// A name in `MeshConfig.tlsHosts` (lower case): that name's certificate.
+        case host(String, port: Int)
     }
 
     private var held: ByteBuffer?
@@ -57,9 +60,11 @@ final class TLSFrontHandler: ChannelInboundHandler, RemovableChannelHandler {
 }
 
 extension MeshNode {
-    /// Which termination an SNI asks for on this node: `outbound_.PORT_._.<this node>` with PORT
-    /// in `config.tlsPorts` is plain TLS to `127.0.0.1:PORT`; everything else is mesh mTLS.
+    /// Which termination an SNI asks for on this node: a name in `config.tlsHosts` is plain TLS
+    /// with that name's certificate to its port; `outbound_.PORT_._.<this node>` with PORT in
+    /// `config.tlsPorts` is plain TLS to `127.0.0.1:PORT`; everything else is mesh mTLS.
     func termination(serverName: String?) -> TLSFrontHandler.Termination {
+        if let name = serverName, let host = tls.tlsHosts.host(name) { return .host(name.lowercased(), port: host.port) }
         guard let name = serverName, let outbound = SNIRouter.istioOutbound(name),
               identity.naming.nodeID(inHost: outbound.host) == identity.node.id, config.tlsPorts.contains(outbound.port)
         else { return .mesh }
@@ -67,15 +72,16 @@ extension MeshNode {
     }
 
     /// Terminates plain TLS (no client certificate, no ALPN) on `channel` with the node's
-    /// certificate and joins its plaintext with a new TCP connection to `127.0.0.1:port` on the
+    /// certificate (or `host`'s from `config.tlsHosts`) and joins its plaintext with a new TCP connection to `127.0.0.1:port` on the
     /// same event loop (`GlueHandler`: backpressure both ways; close_notify or EOF on one side
     /// becomes a half-close of the other, an abort aborts). The TLS side is not read beyond
     /// the ClientHello until the local connection is up; if it fails, the client is dropped.
-    func terminatePlainTLS(on channel: any Channel, port: Int, remote: String) throws {
+    func terminatePlainTLS(on channel: any Channel, port: Int, remote: String, host: String? = nil) throws {
         let sync = channel.pipeline.syncOperations
         let (tlsGlue, socketGlue) = GlueHandler.matchedPair()
         try channel.syncOptions?.setOption(.allowRemoteHalfClosure, value: true)
-        try sync.addHandler(NIOSSLServerHandler(context: tls.plainServerContext))
+        let context = host.flatMap { tls.tlsHosts.host($0)?.context } ?? tls.plainServerContext
+        try sync.addHandler(NIOSSLServerHandler(context: context))
         try sync.addHandler(tlsGlue)
         let tuning = self.tuning
         let logger = self.logger
@@ -93,7 +99,7 @@ extension MeshNode {
             .whenComplete { result in
                 switch result {
                 case .success:
-                    logger.debug("plain TLS terminated", metadata: ["peer.addr": "\(remote)", "port": "\(port)"])
+                    logger.debug("plain TLS terminated", metadata: ["peer.addr": "\(remote)", "port": "\(port)", "sni": "\(host ?? "-")"])
                 case .failure(let error):
                     logger.warning(
                         "plain TLS client dropped: cannot connect 127.0.0.1:\(port): \(error)", metadata: ["peer.addr": "\(remote)"])
