@@ -241,26 +241,27 @@ final class SNIRelayTests: MeshTestCase {
         XCTAssertEqual(bob.termination(serverName: "outbound_.x_._.\(bobID.mangledHostname)"), .mesh)
     }
 
-    /// Python `ssl` client: argv host port sni size; sends `size` random bytes, reads the echo,
-    /// prints JSON with the server certificate's SHA-256 and whether the echo matched.
+    /// Python `ssl` client: argv host port sni size; prints JSON with the server certificate's
+    /// SHA-256 and whether the echo matched. Sends `size` random bytes in 64 KiB pieces, each
+    /// echoed back before the next (one thread: an `SSLSocket` must not be read and written from
+    /// two threads at once — a sender thread made this test flaky).
     private static let pythonTLSEcho = """
-        import hashlib, json, os, socket, ssl, sys, threading
+        import hashlib, json, os, socket, ssl, sys
         host, port, sni, size = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         s = ctx.wrap_socket(socket.create_connection((host, port), timeout=20), server_hostname=sni)
         fingerprint = hashlib.sha256(s.getpeercert(binary_form=True)).hexdigest()
-        data = os.urandom(size)
-        threading.Thread(target=s.sendall, args=(data,), daemon=True).start()
-        got = b""
-        while len(got) < size:
-            chunk = s.recv(1 << 16)
-            if not chunk:
-                break
-            got += chunk
-        print(json.dumps({"fingerprint": fingerprint, "received": len(got), "match": got == data}))
-        sys.exit(0 if got == data else 1)
+        data, echoed = os.urandom(size), bytearray()
+        for offset in range(0, size, 1 << 16):
+            piece = data[offset:offset + (1 << 16)]
+            s.sendall(piece)
+            want = len(echoed) + len(piece)
+            while len(echoed) < want and (chunk := s.recv(want - len(echoed))):
+                echoed += chunk
+        print(json.dumps({"fingerprint": fingerprint, "received": len(echoed), "match": bytes(echoed) == data}))
+        sys.exit(0 if bytes(echoed) == data else 1)
         """
 
     /// Raw sockets at gate's mesh port: unknown node, broken signature, a replayed header; each
