@@ -197,6 +197,27 @@ enum FD {
     }
 }
 
+/// The end of a Python TLS echo client, for a script that has set `s` (a connected `SSLSocket`)
+/// and `size`: sends `size` random bytes in 64 KiB pieces, each echoed back before the next (one
+/// thread: an `SSLSocket` must not be read and written from two threads at once — a sender
+/// thread made such tests flaky), prints JSON with `report` (dict entries), `received` and
+/// `match`, and exits 1 unless the echo matched. Starts with a line break (a script's literal
+/// ends without one).
+func pythonPiecewiseEcho(report: String) -> String {
+    """
+
+    data, echoed = os.urandom(size), bytearray()
+    for offset in range(0, size, 1 << 16):
+        piece = data[offset:offset + (1 << 16)]
+        s.sendall(piece)
+        want = len(echoed) + len(piece)
+        while len(echoed) < want and (chunk := s.recv(want - len(echoed))):
+            echoed += chunk
+    print(json.dumps({\(report), "received": len(echoed), "match": bytes(echoed) == data}))
+    sys.exit(0 if bytes(echoed) == data else 1)
+    """
+}
+
 func randomBytes(_ count: Int) -> [UInt8] {
     var bytes = [UInt8](repeating: 0, count: count)
     bytes.withUnsafeMutableBytes { buffer in

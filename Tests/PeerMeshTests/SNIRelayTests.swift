@@ -253,16 +253,7 @@ final class SNIRelayTests: MeshTestCase {
         ctx.verify_mode = ssl.CERT_NONE
         s = ctx.wrap_socket(socket.create_connection((host, port), timeout=20), server_hostname=sni)
         fingerprint = hashlib.sha256(s.getpeercert(binary_form=True)).hexdigest()
-        data, echoed = os.urandom(size), bytearray()
-        for offset in range(0, size, 1 << 16):
-            piece = data[offset:offset + (1 << 16)]
-            s.sendall(piece)
-            want = len(echoed) + len(piece)
-            while len(echoed) < want and (chunk := s.recv(want - len(echoed))):
-                echoed += chunk
-        print(json.dumps({"fingerprint": fingerprint, "received": len(echoed), "match": bytes(echoed) == data}))
-        sys.exit(0 if bytes(echoed) == data else 1)
-        """
+        """ + pythonPiecewiseEcho(report: #""fingerprint": fingerprint"#)
 
     /// Raw sockets at gate's mesh port: unknown node, broken signature, a replayed header; each
     /// gets `ERROR <code>: <reason>` and a close, and nothing is registered.

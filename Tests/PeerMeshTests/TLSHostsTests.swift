@@ -55,16 +55,7 @@ final class TLSHostsTests: MeshTestCase {
         ctx.verify_flags &= ~getattr(ssl, "VERIFY_X509_STRICT", 0)  # the self-signed test certificate is its own CA
         s = ctx.wrap_socket(socket.create_connection((host, port), timeout=20), server_hostname=sni)
         san = [v for k, v in s.getpeercert().get("subjectAltName", ()) if k == "DNS"]
-        data, echoed = os.urandom(size), bytearray()
-        for offset in range(0, size, 1 << 16):
-            piece = data[offset:offset + (1 << 16)]
-            s.sendall(piece)
-            want = len(echoed) + len(piece)
-            while len(echoed) < want and (chunk := s.recv(want - len(echoed))):
-                echoed += chunk
-        print(json.dumps({"san": san, "received": len(echoed), "match": bytes(echoed) == data}))
-        sys.exit(0 if bytes(echoed) == data else 1)
-        """
+        """ + pythonPiecewiseEcho(report: #""san": san"#)
 
     func testHostNameThroughTheGatewaysRelayRegistrations() async throws {
         let echo = try await echoServer()
