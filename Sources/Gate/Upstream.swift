@@ -53,7 +53,8 @@ public protocol UpstreamStream: Sendable {
     /// after the stream ended.
     func cancel()
 
-    /// The bytes moved so far each way (the client's prefix counted up); safe from any thread.
+    /// The bytes moved so far each way (the client's prefix counted up); safe from any thread,
+    /// cheap and non-blocking (the Gate reads it once a second under its registry's lock).
     var transferred: StreamBytes { get }
 }
 

@@ -188,7 +188,8 @@ final class GateCaptureMeshTests: MeshTestCase {
             XCTAssertEqual(listed.map(\.listener).sorted(), ["http", "socks5"], "both carried streams are listed: \(listed)")
             let total = UInt64((1...round).reduce(0) { $0 + $1 * 10_000 })
             for snapshot in listed {
-                XCTAssertEqual(snapshot.destination, "127.0.0.1:\(echo.port)")
+                // The destination the client asked for (bob's ID or mangled hostname).
+                XCTAssertEqual(snapshot.destination, "\(snapshot.listener == "socks5" ? s.bobID : s.bobHost):\(echo.port)")
                 XCTAssertEqual(snapshot.upstream, "h2-\(snapshot.listener == "socks5" ? "dm" : "hbone"):\(s.bobID.prefix(8))")
                 XCTAssertTrue(snapshot.source.hasPrefix("127.0.0.1:"), snapshot.source)
                 XCTAssertEqual(snapshot.bytesUp, total, "bytes up after round \(round)")
