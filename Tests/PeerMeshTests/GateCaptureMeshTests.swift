@@ -87,7 +87,7 @@ final class GateCaptureMeshTests: MeshTestCase {
         // Warm up both pooled connections, so the baseline counts what they own.
         for host in [s.bobID, s.bobHost] {
             let warm = try await onThread { try ProxyClient.socks5(proxy: s.socks, host: host, port: port) }
-            try await onThread { try FD.exchange(warm.fd, send: Array("warm".utf8)) }
+            _ = try await onThread { try FD.exchange(warm.fd, send: Array("warm".utf8)) }
             close(warm.fd)
         }
         let baseline = UnixSockets.count()
