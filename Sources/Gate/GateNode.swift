@@ -120,6 +120,8 @@ public final class GateNode: Sendable {
     public func start() -> [BoundListener] {
         for l in listeners { l.start() }
         for u in udpListeners { u.start() }
+        let sweeper = loops.loops[0]
+        sweeper.execute { [context] in context.sweepCarried(on: sweeper) }
         return bound
     }
 
@@ -133,16 +135,21 @@ public final class GateNode: Sendable {
         bound.first { $0.name == name }?.address
     }
 
-    /// Stops listening, resets every live stream and stops the loops.
+    /// Stops listening, resets every live stream — the relays on their loops, the streams
+    /// upstreams carry (`CarriedStreams.closeAll`, each logged `end=shutdown`) — and stops the
+    /// loops. The resets complete asynchronously on the threads that own the streams.
     public func stop() {
         for l in listeners { l.stop() }
         for u in udpListeners { u.stop() }
+        context.carried.closeAll()
         loops.shutdown()
     }
 
-    /// Snapshots of every live stream, collected on each loop's own thread.
+    /// Snapshots of every live stream: the relays, collected on each loop's own thread, and
+    /// the streams upstreams carry (mode `stream`); by ID.
     public func streams() async -> [StreamSnapshot] {
-        await loops.snapshots()
+        let relays = await loops.snapshots()
+        return (relays + context.carried.snapshots(now: GateLoop.monotonicMillis())).sorted { $0.id < $1.id }
     }
 
     /// Routes for the admin server: `/metrics`, `/debug/streams`, `/` (status page).

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Where a captured stream goes. The capture front asks the route table for an `Upstream`
 /// and calls `open` (falling back to `dial`); it knows nothing of how the upstream reaches the
 /// destination.
@@ -34,16 +36,53 @@ extension Upstream {
 }
 
 /// A stream an upstream opened and carries itself (`Upstream.open`), waiting for the captured
-/// client. Exactly one of `attach` and `cancel` must be called, once, from any thread.
+/// client. The capture front calls `attach` at most once; the Gate may call `cancel` at any
+/// time, from any thread, also after `attach` and more than once (idle timeout, `GateNode.stop`).
+/// While the stream lives the Gate lists it in `/debug/streams` and polls `transferred` for its
+/// idle timeout (`CarriedStreams`).
 public protocol UpstreamStream: Sendable {
     /// Takes ownership of `client.fd` (a connected, non-blocking stream socket that no loop
     /// watches), sends `client.prefix` on the stream first, then moves bytes both ways:
     /// backpressure, half-close passed on in both directions, an abort of either side aborts
-    /// the other (RST). Calls `client.finished` once when both sides are closed.
+    /// the other (RST). Calls `client.finished` once when both sides are closed. After a
+    /// `cancel` it resets the client socket and still calls `client.finished`.
     func attach(_ client: CapturedClient)
 
-    /// Resets the stream without a client (the capture front's handshake failed).
+    /// Resets the stream (RST_STREAM or the transport's equivalent) and, once attached, the
+    /// client socket; `client.finished` follows. Safe from any thread, idempotent, and a no-op
+    /// after the stream ended.
     func cancel()
+
+    /// The bytes moved so far each way (the client's prefix counted up); safe from any thread,
+    /// cheap and non-blocking (the Gate reads it once a second under its registry's lock).
+    var transferred: StreamBytes { get }
+}
+
+/// Bytes a carried stream moved so far: client → destination (`up`), destination → client (`down`).
+public struct StreamBytes: Sendable, Equatable {
+    public var up: UInt64
+    public var down: UInt64
+
+    public init(up: UInt64, down: UInt64) {
+        self.up = up
+        self.down = down
+    }
+}
+
+/// Byte counters an `UpstreamStream` implementation updates on its own threads and the Gate
+/// reads from its timer and the admin handler: relaxed atomics, one add per read or write.
+public final class StreamByteCounters: Sendable {
+    private let up = Atomic<UInt64>(0)
+    private let down = Atomic<UInt64>(0)
+
+    public init() {}
+
+    /// Counts bytes client → destination.
+    public func addUp(_ n: Int) { up.wrappingAdd(UInt64(n), ordering: .relaxed) }
+    /// Counts bytes destination → client.
+    public func addDown(_ n: Int) { down.wrappingAdd(UInt64(n), ordering: .relaxed) }
+
+    public var snapshot: StreamBytes { StreamBytes(up: up.load(ordering: .relaxed), down: down.load(ordering: .relaxed)) }
 }
 
 /// The captured side of a stream handed to an `UpstreamStream`.

@@ -1,7 +1,8 @@
 import Foundation
-import Gate
 import Glibc
+import NIOCore
 import XCTest
+@testable import Gate
 @testable import PeerMesh
 
 /// Gate capture fronts (SOCKS5, HTTP CONNECT) whose route sends the stream to a mesh peer over
@@ -20,7 +21,11 @@ final class GateCaptureMeshTests: MeshTestCase {
     }
 
     /// bob lets alice reach only `allowed`; alice's gate has the default listeners (ephemeral).
-    private func setup(allowed: [String]) async throws -> Setup {
+    /// `beforeGate` runs with alice's two upstreams before the gate exists (a test's baseline).
+    private func setup(
+        allowed: [String], configure: (inout GateConfig) -> Void = { _ in },
+        beforeGate: ([H2MeshUpstream]) async throws -> Void = { _ in }
+    ) async throws -> Setup {
         let aliceID = try NodeIdentity.generate()
         let bobID = try NodeIdentity.generate()
         let (_, bobPort) = try await node(bobID, peers: [PeerConfig(id: aliceID.node.id, destinations: allowed)])
@@ -31,11 +36,12 @@ final class GateCaptureMeshTests: MeshTestCase {
         config.basePort = 0
         config.loops = 2
         config.routes = [RouteConfig(dest: bob, to: "mesh-dm"), RouteConfig(host: bobHost, to: "mesh-hbone")]
+        configure(&config)
+        let dm = try alice.upstream(to: bob, kind: .dm)
+        let hbone = try alice.upstream(to: bob, kind: .hbone)
+        try await beforeGate([dm, hbone])
         let access = LogCapture()
-        let gate = try GateNode(
-            config: config,
-            upstreams: ["mesh-dm": try alice.upstream(to: bob, kind: .dm), "mesh-hbone": try alice.upstream(to: bob, kind: .hbone)],
-            accessLog: access.logger("access"))
+        let gate = try GateNode(config: config, upstreams: ["mesh-dm": dm, "mesh-hbone": hbone], accessLog: access.logger("access"))
         gate.start()
         cleanups.append { gate.stop() }
         return Setup(
@@ -81,7 +87,7 @@ final class GateCaptureMeshTests: MeshTestCase {
         // Warm up both pooled connections, so the baseline counts what they own.
         for host in [s.bobID, s.bobHost] {
             let warm = try await onThread { try ProxyClient.socks5(proxy: s.socks, host: host, port: port) }
-            try await onThread { try FD.exchange(warm.fd, send: Array("warm".utf8)) }
+            _ = try await onThread { try FD.exchange(warm.fd, send: Array("warm".utf8)) }
             close(warm.fd)
         }
         let baseline = UnixSockets.count()
@@ -138,6 +144,161 @@ final class GateCaptureMeshTests: MeshTestCase {
             XCTAssertTrue(body.contains("may not reach \(host):\(port) through this node"), body)
         }
         XCTAssertEqual(forbidden.accepted, 0, "nothing may be relayed to a refused destination")
+    }
+
+    // MARK: lifecycle of carried streams (/debug/streams, idle timeout, stop)
+
+    /// GET /debug/streams from a real admin server serving the gate's routes.
+    private func debugStreams(_ admin: any Channel) async throws -> [StreamSnapshot] {
+        let port = UInt16(admin.localAddress!.port!)
+        let response = try await onThread { () -> [UInt8] in
+            let fd = try FD.connect(port: port)
+            defer { close(fd) }
+            try FD.write(fd, Array("GET /debug/streams HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n".utf8))
+            return try FD.exchange(fd, send: [], halfClose: false)
+        }
+        let text = String(decoding: response, as: UTF8.self)
+        guard text.hasPrefix("HTTP/1.1 200 "), let split = text.range(of: "\r\n\r\n") else {
+            throw FD.Failure(description: "unexpected /debug/streams response: \(text)")
+        }
+        return try JSONDecoder().decode([StreamSnapshot].self, from: Data(text[split.upperBound...].utf8))
+    }
+
+    func testCarriedStreamIsListedInDebugStreamsWithGrowingByteCounts() async throws {
+        let echo = try await echoServer()
+        let s = try await setup(allowed: ["127.0.0.1:\(echo.port)"])
+        let admin = try await AdminServer(routes: s.gate.adminRoutes()).start(host: "127.0.0.1", port: 0)
+        cleanups.append { try? await admin.close() }
+        let port = UInt16(echo.port)
+        let viaSocks = try await onThread { try ProxyClient.socks5(proxy: s.socks, host: s.bobID, port: port) }
+        defer { close(viaSocks.fd) }
+        let viaConnect = try await onThread { try ProxyClient.connect(proxy: s.http, host: s.bobHost, port: port) }
+        defer { close(viaConnect.fd) }
+        var previous: [String: StreamSnapshot] = [:]
+        for round in 1...3 {
+            let payload = randomBytes(round * 10_000)
+            for fd in [viaSocks.fd, viaConnect.fd] {
+                try await onThread {
+                    try FD.write(fd, payload)
+                    guard try FD.read(fd, count: payload.count) == payload else { throw FD.Failure(description: "echo differs") }
+                }
+            }
+            // The echo came back through the client socket: its counter saw every byte both ways.
+            let listed = try await debugStreams(admin).filter { $0.mode == "stream" }
+            XCTAssertEqual(listed.map(\.listener).sorted(), ["http", "socks5"], "both carried streams are listed: \(listed)")
+            let total = UInt64((1...round).reduce(0) { $0 + $1 * 10_000 })
+            for snapshot in listed {
+                // The destination the client asked for (bob's ID or mangled hostname).
+                XCTAssertEqual(snapshot.destination, "\(snapshot.listener == "socks5" ? s.bobID : s.bobHost):\(echo.port)")
+                XCTAssertEqual(snapshot.upstream, "h2-\(snapshot.listener == "socks5" ? "dm" : "hbone"):\(s.bobID.prefix(8))")
+                XCTAssertTrue(snapshot.source.hasPrefix("127.0.0.1:"), snapshot.source)
+                XCTAssertEqual(snapshot.bytesUp, total, "bytes up after round \(round)")
+                XCTAssertEqual(snapshot.bytesDown, total, "bytes down after round \(round)")
+                if let before = previous[snapshot.listener] {
+                    XCTAssertEqual(snapshot.id, before.id, "the same stream keeps its id")
+                    XCTAssertGreaterThan(snapshot.bytesUp, before.bytesUp)
+                    XCTAssertGreaterThanOrEqual(snapshot.ageMillis, before.ageMillis)
+                }
+                previous[snapshot.listener] = snapshot
+            }
+        }
+        let status = await s.gate.statusText()
+        XCTAssertTrue(status.contains("streams: 2 active"), status)
+        // Once the streams end they leave the list (and the registry).
+        for fd in [viaSocks.fd, viaConnect.fd] { try await onThread { _ = try FD.exchange(fd, send: []) } }
+        try await waitUntil("carried streams leave the registry") { s.gate.context.carried.count == 0 }
+        let after = try await debugStreams(admin)
+        XCTAssertTrue(after.isEmpty, "\(after)")
+    }
+
+    func testIdleCarriedStreamIsResetAfterTheIdleTimeout() async throws {
+        let echo = try await echoServer()
+        let s = try await setup(allowed: ["127.0.0.1:\(echo.port)"]) { $0.idleTimeout = 2 }
+        let port = UInt16(echo.port)
+        for (listener, host) in [("socks5", s.bobID), ("http", s.bobHost)] {
+            let fd = try await onThread {
+                listener == "socks5" ? try ProxyClient.socks5(proxy: s.socks, host: host, port: port).fd
+                    : try ProxyClient.connect(proxy: s.http, host: host, port: port).fd
+            }
+            defer { close(fd) }
+            // Traffic every 250 ms for 5 s (longer than two idle timeouts) keeps it open.
+            try await onThread {
+                for i in 0..<20 {
+                    try FD.write(fd, [UInt8(i)])
+                    guard try FD.read(fd, count: 1) == [UInt8(i)] else { throw FD.Failure(description: "echo differs") }
+                    usleep(250_000)
+                }
+            }
+            // Then silence: the gate resets it (the bounded read sees EOF or ECONNRESET).
+            let ended = try await onThread { () -> String in
+                do {
+                    _ = try FD.read(fd, count: 1)
+                    return "read a byte"
+                } catch let failure as FD.Failure {
+                    return failure.description
+                }
+            }
+            XCTAssertTrue(ended.hasPrefix("EOF") || ended.contains("reset"), "the idle stream ends: \(ended)")
+            try await waitUntil("access log end=idle for \(listener): \(s.access.detailed)") {
+                s.access.detailed.contains {
+                    $0.hasPrefix("stream ") && $0.contains("listener=\(listener) ") && $0.contains("mode=stream ")
+                        && $0.contains("end=idle ") && $0.contains("detail=idle for 2000 ms ") && $0.contains("bytes.up=20 ")
+                }
+            }
+            XCTAssertEqual(s.gate.context.carried.count, 0)
+        }
+    }
+
+    func testGateStopResetsCarriedStreamsAndLeaksNoDescriptor() async throws {
+        let echo = try await echoServer()
+        var baseline = -1
+        let s = try await setup(allowed: ["127.0.0.1:\(echo.port)"]) { _ in } beforeGate: { upstreams in
+            // Connect the pooled mesh connections first, so the baseline counts what they own.
+            for upstream in upstreams { _ = try await upstream.connectionLoop() }
+            try await Task.sleep(for: .milliseconds(200))
+            baseline = Sys.openFDCount()
+        }
+        let port = UInt16(echo.port)
+        var fds: [Int32] = []
+        for i in 0..<8 {
+            let host = i % 2 == 0 ? s.bobID : s.bobHost
+            fds.append(try await onThread {
+                i % 4 < 2 ? try ProxyClient.socks5(proxy: s.socks, host: host, port: port).fd
+                    : try ProxyClient.connect(proxy: s.http, host: host, port: port).fd
+            })
+        }
+        let open = fds
+        try await onThread {
+            for fd in open {
+                try FD.write(fd, [7])
+                guard try FD.read(fd, count: 1) == [7] else { throw FD.Failure(description: "echo differs") }
+            }
+        }
+        XCTAssertEqual(s.gate.context.carried.count, open.count)
+        s.gate.stop()
+        // Every client sees its stream end (EOF or RST) without sending anything more.
+        let endings = try await onThread {
+            open.map { fd -> String in
+                do {
+                    _ = try FD.exchange(fd, send: [], halfClose: false)
+                    return "EOF"
+                } catch let failure as FD.Failure {
+                    return failure.description
+                } catch {
+                    return "\(error)"
+                }
+            }
+        }
+        for ending in endings { XCTAssertTrue(ending == "EOF" || ending.contains("reset"), ending) }
+        for fd in open { close(fd) }
+        try await waitUntil("\(open.count) access-log lines end=shutdown: \(s.access.detailed)") {
+            s.access.detailed.filter { $0.contains("mode=stream ") && $0.contains("end=shutdown ") }.count == open.count
+        }
+        try await waitUntil("the registry is empty") { s.gate.context.carried.count == 0 }
+        // The gate's listeners and loops, the adopted client sockets, bob's sockets to the echo
+        // server and the echo server's: all closed again.
+        try await waitUntil("descriptors back to \(baseline), now \(Sys.openFDCount())") { Sys.openFDCount() == baseline }
+        XCTAssertEqual(echo.accepted, open.count)
     }
 }
 

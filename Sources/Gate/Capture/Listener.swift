@@ -10,6 +10,8 @@ final class GateContext: Sendable {
     /// One line per stream (the access log).
     let accessLog: Logger
     let log: Logger
+    /// Live streams their upstreams carry themselves (not in any loop's relays).
+    let carried = CarriedStreams()
 
     init(config: GateConfig, router: Router, loops: GateLoopGroup, accessLog: Logger, log: Logger) {
         self.config = config
@@ -60,21 +62,41 @@ final class GateContext: Sendable {
         }
     }
 
-    /// Gives the client socket to a stream its upstream carries: metrics and the access-log
-    /// line as for a relay (mode `stream`), written when the stream reports its end.
+    /// Gives the client socket to a stream its upstream carries: registered in `carried`
+    /// (/debug/streams, idle timeout, stop), metrics and the access-log line as for a relay
+    /// (mode `stream`), written when the stream reports its end.
     private func carry(_ conn: ClientConn, on stream: any UpstreamStream, info: StreamInfo, upstreamName: String, prefix: [UInt8]) {
         let id = Relay.ids.wrappingAdd(1, ordering: .relaxed).newValue
         let started = GateLoop.monotonicMillis()
+        guard carried.add(id: id, info: info, upstreamName: upstreamName, stream: stream, now: started) else {
+            // The node is stopping.
+            stream.cancel()
+            conn.close(reset: true)
+            return
+        }
         let logger = accessLog
+        let carried = self.carried
+        let idleMillis = UInt64(config.idleTimeout * 1000)
         GateMetrics.shared.streamOpened()
         let client = CapturedClient(fd: conn.handOff(), prefix: prefix + conn.takeInbox()) { totals in
-            let end: RelayEnd = totals.clean ? .done : .reset
+            let cancelled = carried.remove(id: id)
+            let end: RelayEnd = totals.clean ? .done : cancelled ?? .reset
+            let detail = end == .idle ? "idle for \(idleMillis) ms" : totals.detail
             GateMetrics.shared.streamClosed(up: totals.bytesUp, down: totals.bytesDown, end: end.rawValue, modeLabel: GateMetrics.carriedMode)
             Relay.logStream(
                 logger, id: id, info: info, upstreamName: upstreamName, up: totals.bytesUp, down: totals.bytesDown,
-                millis: GateLoop.monotonicMillis() - started, mode: GateMetrics.carriedMode, end: end, detail: totals.detail)
+                millis: GateLoop.monotonicMillis() - started, mode: GateMetrics.carriedMode, end: end, detail: detail)
         }
         stream.attach(client)
+    }
+
+    /// Sweeps `carried` for idle streams once a second on `loop` (the node's first loop) until
+    /// the loop stops. Starts on the loop's thread.
+    func sweepCarried(on loop: GateLoop) {
+        loop.schedule(afterMillis: 1000) { [self] in
+            carried.sweep(now: GateLoop.monotonicMillis(), idleMillis: UInt64(config.idleTimeout * 1000))
+            sweepCarried(on: loop)
+        }
     }
 
     /// Hands the client and upstream sockets to a relay on the client's loop; the client's

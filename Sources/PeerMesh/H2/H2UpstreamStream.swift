@@ -9,19 +9,28 @@ import NIOPosix
 /// client socket on the stream's event loop (`ClientBootstrap.withConnectedSocket`), writes the
 /// client's early bytes as the first DATA and adds the partner glue, so the client's bytes
 /// reach the HTTP/2 connection without a socketpair and without changing threads.
+///
+/// `cancel` closes the stream channel (RST_STREAM); once the client socket is joined, the
+/// stream's glue aborts it (RST), and a socket joining after the cancel is reset at once
+/// (`attach`, `CapturedSocketHandler.channelActive`). The byte counters are written on the
+/// stream's loop and read by the Gate from any thread (`transferred`).
 struct H2UpstreamStream: UpstreamStream {
     let stream: any Channel
     /// The partner of the stream's glue, added to the client socket's pipeline by `attach`.
     let socketGlue: NIOLoopBound<GlueHandler>
     let tuning: H2Tuning
+    let counters = StreamByteCounters()
+
+    var transferred: StreamBytes { counters.snapshot }
 
     func attach(_ client: CapturedClient) {
         let loop = stream.eventLoop
         let stream = self.stream
         let socketGlue = self.socketGlue
         let tuning = self.tuning
+        let counters = self.counters
         loop.execute {
-            let counter = NIOLoopBound(CapturedSocketHandler(stream: stream, client: client), eventLoop: loop)
+            let counter = NIOLoopBound(CapturedSocketHandler(stream: stream, client: client, counters: counters), eventLoop: loop)
             guard stream.isActive else {
                 // The peer reset the stream while the front was answering its client.
                 Self.reset(client.fd)
@@ -48,7 +57,8 @@ struct H2UpstreamStream: UpstreamStream {
     }
 
     func cancel() {
-        // A full close of an HTTP/2 stream channel is RST_STREAM.
+        // A full close of an HTTP/2 stream channel is RST_STREAM; NIO runs it on the stream's
+        // loop, after an `attach` queued before it. Closing a closed channel fails quietly.
         stream.close(promise: nil)
     }
 
@@ -73,17 +83,18 @@ final class CapturedSocketHandler: ChannelDuplexHandler {
 
     private let stream: any Channel
     private let finished: @Sendable (StreamTotals) -> Void
-    private var bytesUp: UInt64
-    private var bytesDown: UInt64 = 0
+    /// Shared with `H2UpstreamStream.transferred`; only this handler writes them.
+    private let counters: StreamByteCounters
     private var outputClosed = false
     private var aborted = false
     private var error: (any Error)?
     private var reported = false
 
-    init(stream: any Channel, client: CapturedClient) {
+    init(stream: any Channel, client: CapturedClient, counters: StreamByteCounters) {
         self.stream = stream
         finished = client.finished
-        bytesUp = UInt64(client.prefix.count)
+        self.counters = counters
+        counters.addUp(client.prefix.count)
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -95,12 +106,12 @@ final class CapturedSocketHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        bytesUp += UInt64(unwrapInboundIn(data).readableBytes)
+        counters.addUp(unwrapInboundIn(data).readableBytes)
         context.fireChannelRead(data)
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        bytesDown += UInt64(unwrapOutboundIn(data).readableBytes)
+        counters.addDown(unwrapOutboundIn(data).readableBytes)
         context.write(data, promise: promise)
     }
 
@@ -124,6 +135,7 @@ final class CapturedSocketHandler: ChannelDuplexHandler {
     func report(clean: Bool, detail: String?) {
         guard !reported else { return }
         reported = true
-        finished(StreamTotals(bytesUp: bytesUp, bytesDown: bytesDown, clean: clean, detail: clean ? nil : detail))
+        let bytes = counters.snapshot
+        finished(StreamTotals(bytesUp: bytes.up, bytesDown: bytes.down, clean: clean, detail: clean ? nil : detail))
     }
 }
