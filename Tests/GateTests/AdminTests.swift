@@ -7,6 +7,29 @@ import XCTest
 
 /// The admin port: /debug/streams, /metrics, status page, 404 — through real curl.
 final class AdminTests: XCTestCase {
+    /// `/debug/streams` after `stop()`: once the loops have exited they refuse work (instead of
+    /// queueing it for nobody and writing their closed eventfd), and the snapshot returns empty
+    /// instead of waiting forever.
+    func testStreamsAfterStopReturn() async throws {
+        let (node, _) = try makeNode(["127.0.0.1:0": ListenerConfig(forwardTo: "127.0.0.1:9")])
+        node.stop()
+        for loop in node.loops.loops {
+            var exited = false
+            for _ in 0..<200 where !exited {
+                exited = !loop.execute {}
+                if !exited { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            XCTAssertTrue(exited, "gate loop \(loop.index) did not exit within 10 s of stop()")
+        }
+        let returned = expectation(description: "streams() returned after stop()")
+        Task {
+            let streams = await node.streams()
+            XCTAssertTrue(streams.isEmpty)
+            returned.fulfill()
+        }
+        await fulfillment(of: [returned], timeout: 10)
+    }
+
     func testDebugStreamsMetricsAndStatusPage() async throws {
         let echo = try EchoServer()
         defer { echo.stop() }

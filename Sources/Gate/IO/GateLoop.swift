@@ -77,7 +77,12 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
     private var tokens: [Int32: UInt64] = [:]
     private var nextToken: UInt64 = 1
     private var timers = TimerHeap()
-    private let pending = Mutex<[@Sendable () -> Void]>([])
+    /// Work queued for the loop thread; `closed` once the loop has exited (nothing is queued then).
+    private struct Pending {
+        var work: [@Sendable () -> Void] = []
+        var closed = false
+    }
+    private let pending = Mutex(Pending())
     private let stopped = Atomic<Bool>(false)
     private var thread: Thread?
     /// Monotonic milliseconds, refreshed once per loop iteration.
@@ -111,11 +116,21 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
         t.start()
     }
 
-    /// Runs `work` on the loop thread (from any thread).
-    public func execute(_ work: @escaping @Sendable () -> Void) {
-        pending.withLock { $0.append(work) }
-        var one: UInt64 = 1
-        _ = Glibc.write(wakeFd, &one, 8)
+    /// Runs `work` on the loop thread (from any thread). Returns false, dropping `work`, once the
+    /// loop has exited. The wake-up is written under the queue's lock (only for the first queued
+    /// item: the loop takes the whole queue per wake-up), so it never reaches the eventfd after
+    /// the exiting loop closed it — that descriptor number may already belong to another socket.
+    @discardableResult
+    public func execute(_ work: @escaping @Sendable () -> Void) -> Bool {
+        pending.withLock { pending in
+            guard !pending.closed else { return false }
+            pending.work.append(work)
+            if pending.work.count == 1 {
+                var one: UInt64 = 1
+                _ = Glibc.write(wakeFd, &one, 8)
+            }
+            return true
+        }
     }
 
     /// Stops the loop after the current iteration.
@@ -188,9 +203,9 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
                     entry.handler.ready(fd: entry.fd, events: events[i])
                 }
             }
-            let work = pending.withLock { queue -> [@Sendable () -> Void] in
-                let w = queue
-                queue.removeAll(keepingCapacity: true)
+            let work = pending.withLock { pending -> [@Sendable () -> Void] in
+                let w = pending.work
+                pending.work.removeAll(keepingCapacity: true)
                 return w
             }
             for w in work { w() }
@@ -204,9 +219,10 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
             }
         }
         for relay in Array(relays.values) { relay.abort(reason: "shutdown") }
-        let work = pending.withLock { queue -> [@Sendable () -> Void] in
-            let w = queue
-            queue.removeAll()
+        let work = pending.withLock { pending -> [@Sendable () -> Void] in
+            pending.closed = true
+            let w = pending.work
+            pending.work.removeAll()
             return w
         }
         for w in work { w() }
@@ -245,7 +261,10 @@ public final class GateLoopGroup: Sendable {
         var all: [StreamSnapshot] = []
         for loop in loops {
             let part: [StreamSnapshot] = await withCheckedContinuation { c in
-                loop.execute { c.resume(returning: loop.relays.values.map { $0.snapshot() }) }
+                // An exited loop (after `shutdown`) has no relays and runs nothing any more.
+                if !loop.execute({ c.resume(returning: loop.relays.values.map { $0.snapshot() }) }) {
+                    c.resume(returning: [])
+                }
             }
             all += part
         }
