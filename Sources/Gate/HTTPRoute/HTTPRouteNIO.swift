@@ -76,29 +76,25 @@ final class HTTPRouteNIO: Sendable {
         }
     }
 
-    /// NIO's HTTP/1.1 request decoder and response encoder (for the gateway's own answers)
-    /// with an `HTTP1RouteHandler` (keep-alive, pipelining; it closes a kept-alive connection
-    /// idle for `keepAliveTimeout` between requests; a malformed head is answered 400 and
-    /// closed). Backend responses are relayed as bytes through `RawResponseWriter`, in front
-    /// of the encoder. `upgrade` (plain listeners): a first request with `Upgrade: h2c`
-    /// switches the connection to HTTP/2 (`H2CUpgrader`).
+    /// The gateway's own HTTP/1.1 request decoding (`HTTP1RequestDecoder`, inside the
+    /// `HTTP1RouteHandler`: keep-alive, pipelining; it closes a kept-alive connection idle for
+    /// `keepAliveTimeout` between requests; a malformed head is answered 400 or 431 and
+    /// closed) and NIO's response encoder for the gateway's own answers. Backend responses are
+    /// relayed as bytes through `RawResponseWriter`, in front of the encoder. `upgrade` (plain
+    /// listeners): a first request with `Upgrade: h2c` switches the connection to HTTP/2
+    /// (`H2CUpgrader`, driven by the route handler).
     ///
     /// Assembled here rather than by `configureHTTPServerPipeline`: its response encoder
     /// expects every response to pass through it (it pairs each with a request method), its
     /// outbound header validator and protocol error handler would see relayed responses as
-    /// enum parts — the conversion this pipeline avoids (see `BackendWire`).
+    /// enum parts — the conversion this pipeline avoids (see `BackendWire`) — and its request
+    /// decoder and upgrade handler were two more hops per read (see `HTTP1RequestDecoder`).
     static func configureHTTP1(_ channel: any Channel, _ connection: RouteConnection, upgrade: Bool) throws {
-        let sync = channel.pipeline.syncOperations
         let raw = RawResponseWriter()
-        let handler = HTTP1RouteHandler(connection, channel: channel, raw: raw)
         let encoder = HTTPResponseEncoder()
-        let decoder = ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: upgrade ? .forwardBytes : .dropBytes))
-        try sync.addHandlers([raw, encoder, decoder])
-        if upgrade {
-            let upgrader = H2CUpgrader(connection: connection, replaced: [handler, raw])
-            try sync.addHandler(HTTPServerUpgradeHandler(upgraders: [upgrader], httpEncoder: encoder, extraHTTPHandlers: [decoder]) { _ in })
-        }
-        try sync.addHandler(handler)
+        let handler = HTTP1RouteHandler(connection, channel: channel, raw: raw)
+        try channel.pipeline.syncOperations.addHandlers([raw, encoder, handler])
+        if upgrade { handler.upgrader = H2CUpgrader(connection: connection, replaced: [handler, raw, encoder]) }
     }
 
     /// `NIOHTTP2Handler`, the idle timeout (`HTTP2IdleHandler`: GOAWAY after
@@ -205,29 +201,39 @@ final class RawResponseWriter: ChannelOutboundHandler, RemovableChannelHandler {
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
 }
 
-/// Serves the requests of one HTTP/1.1 connection (after NIO's HTTP/1 request decoder): each
-/// request head begins an `Exchange`, its body parts follow it, and the response is written
-/// back on the connection — the backend's response head and body as bytes (`relayHead`),
-/// the gateway's own answers through NIO's response encoder.
+/// Serves the requests of one HTTP/1.1 connection: its bytes are decoded here
+/// (`HTTP1RequestDecoder`), each request head begins an `Exchange`, its body parts follow it,
+/// and the response is written back on the connection — the backend's response head and body
+/// as bytes (`relayHead`), the gateway's own answers through NIO's response encoder.
 ///
-/// Pipelining is handled here rather than by NIO's `HTTPServerPipelineHandler`: that handler
-/// withholds `read()` while each response is pending, which makes NIO unregister and
-/// re-register the socket with epoll (two `epoll_ctl` calls per request). Here the parts of a
-/// request that arrives while a response is in progress are queued and served in order once
-/// it ended; reads only stop when more than `maxQueued` parts wait, or while more than
+/// Pipelining: the decoder is pulled one part at a time, so a request that arrives while a
+/// response is in progress stays in its buffer (as bytes) until that response has ended.
+/// Reads stop only while more than `maxBuffered` bytes wait there, or while more than
 /// `maxUnwritten` request body bytes wait to be written to the backend (backpressure: a slow
-/// backend slows the uploading client down instead of its body piling up here).
+/// backend slows the uploading client down instead of its body piling up here). NIO's
+/// `HTTPServerPipelineHandler` is not used: it withholds `read()` while each response is
+/// pending, which makes NIO unregister and re-register the socket with epoll (two
+/// `epoll_ctl` calls per request).
 final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, RemovableChannelHandler, ExchangeClient {
-    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundIn = ByteBuffer
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
-    static let maxQueued = 64
+    /// Undecoded bytes (pipelined requests) above which the client is not read.
+    static let maxBuffered = 64 * 1024
     /// Request body bytes handed to the exchange but not yet written to the backend socket
     /// above which the client is not read.
     static let maxUnwritten = 256 * 1024
     private var unwritten = 0
     private let raw: RawResponseWriter
+    private var decoder = HTTP1RequestDecoder()
+    /// Plain listeners, until the first request: switches to h2c when it asks (RFC 7540 §3.2).
+    var upgrader: H2CUpgrader?
+    /// An `Upgrade: h2c` is being decided or done: nothing more is decoded here.
+    private var upgrading = false
+    /// A response that closes the connection has ended (or a request was refused): the
+    /// bytes after it are not decoded.
+    private var closing = false
     /// A backend response is being relayed (its parts go to `raw`).
     private var relaying = false
     /// The relayed head and the small body parts after it, written as one buffer at the end
@@ -238,8 +244,6 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
     private var responding = false
     private var exchange: Exchange?
     private var flushAtReadComplete: Exchange?
-    /// Pipelined request parts waiting for the response in progress.
-    private var queued = CircularBuffer<HTTPServerRequestPart>()
     private var readWithheld = false
     private var drainScheduled = false
     /// Since when no request is in progress (nil: one is), and the keep-alive timer: instead of
@@ -269,6 +273,7 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
         super.handlerRemoved(context: context)
         idleTimer?.cancel()
         idleTimer = nil
+        upgrader = nil
     }
 
     private var keepAlive: TimeAmount { .milliseconds(Int64(connection.settings.keepAliveTimeout * 1000)) }
@@ -291,43 +296,61 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing else { return }
         reading = true
-        let part = unwrapInboundIn(data)
-        if !queued.isEmpty || (exchange != nil && Self.isHead(part)) {
-            queued.append(part)
-        } else {
+        // While an upgrade is decided the bytes wait (HTTP/1.1 or the new protocol's).
+        decoder.feed(unwrapInboundIn(data))
+        decode()
+    }
+
+    /// Serves decoded parts up to the next request head that has to wait for the response in
+    /// progress (or until more bytes are needed).
+    private func decode() {
+        while context != nil, !closing, !upgrading, exchange == nil || !decoder.atHead {
+            let part: HTTP1RequestDecoder.Part
+            do {
+                guard let next = try decoder.next() else { return }
+                part = next
+            } catch {
+                refuse(error)
+                return
+            }
             serve(part)
         }
     }
 
     /// A request that asks to switch protocols (`Upgrade` and a `Connection: upgrade` token,
     /// RFC 9110 §7.8) and reaches this handler was not switched: a later request's `Upgrade:
-    /// h2c`, a refused first one (a body, bad `HTTP2-Settings`), or another protocol. NIO's
-    /// decoder (llhttp) stops parsing after such a request — it takes the rest of the stream
-    /// for the new protocol — so it is answered over HTTP/1.1 with `Connection: close` and the
-    /// connection closes after it, instead of stalling.
+    /// h2c`, a refused first one (a body, bad `HTTP2-Settings`), or another protocol. The bytes
+    /// after it may be the other protocol's, so it is answered over HTTP/1.1 with `Connection:
+    /// close` and the connection closes after it.
     static func asksToSwitch(_ head: NIOHTTP1.HTTPRequestHead) -> Bool {
         head.headers.contains(name: "upgrade")
             && head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
     }
 
-    private static func isHead(_ part: HTTPServerRequestPart) -> Bool {
-        if case .head = part { return true }
-        return false
+    /// Whether a request asks for h2c the way NIO's upgrade handler required: `h2c` among the
+    /// `Upgrade` protocols, an `HTTP2-Settings` field and that name among the `Connection` tokens.
+    static func asksForH2C(_ head: NIOHTTP1.HTTPRequestHead) -> Bool {
+        head.headers.contains(name: "upgrade") && head.headers.contains(name: "http2-settings")
+            && head.headers[canonicalForm: "upgrade"].contains { $0.lowercased() == "h2c" }
+            && head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "http2-settings" }
     }
 
     /// A request part in turn: a head begins an exchange; body parts and the end go to the
     /// exchange (dropped when the request was answered without one, or its exchange ended).
-    private func serve(_ part: HTTPServerRequestPart) {
+    private func serve(_ part: HTTP1RequestDecoder.Part) {
         switch part {
-        case .head(var head):
+        case .head(let head, let request, _):
             idleSince = nil
-            if Self.asksToSwitch(head) { head.headers.replaceOrAdd(name: "connection", value: "close") }
-            if let started = Exchange.begin(head, client: self, http1: true), !started.finished {
-                exchange = started
-            } else {
-                idleSince = .now()
+            if let upgrader {
+                self.upgrader = nil
+                if Self.asksForH2C(head) {
+                    upgrade(head, request: request, with: upgrader)
+                    return
+                }
             }
+            begin(head, request: request)
         case .body(let body):
             guard let exchange else { return }
             let bytes = body.readableBytes
@@ -335,6 +358,64 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
             exchange.requestPart(.body(.byteBuffer(body))) { [weak self] in self?.bodyWritten(bytes) }
         case .end(let trailers):
             exchange?.requestPart(.end(trailers))
+        }
+    }
+
+    private func begin(_ head: NIOHTTP1.HTTPRequestHead, request: RouteRequest) {
+        var head = head
+        if Self.asksToSwitch(head) { head.headers.replaceOrAdd(name: "connection", value: "close") }
+        if let started = Exchange.begin(head, client: self, http1: true, request: request), !started.finished {
+            exchange = started
+        } else {
+            idleSince = .now()
+        }
+    }
+
+    /// `Upgrade: h2c` on the first request (RFC 7540 §3.2): `101 Switching Protocols`, then
+    /// `H2CUpgrader` replaces the HTTP/1 handlers by the HTTP/2 ones and the bytes after the
+    /// request go to them. Refused (a body, bad `HTTP2-Settings`): served over HTTP/1.1.
+    private func upgrade(_ head: NIOHTTP1.HTTPRequestHead, request: RouteRequest, with upgrader: H2CUpgrader) {
+        guard let context else { return }
+        upgrading = true
+        let switching = HTTPHeaders([("connection", "upgrade"), ("upgrade", upgrader.supportedProtocol)])
+        upgrader.buildUpgradeResponse(channel: context.channel, upgradeRequest: head, initialResponseHeaders: switching)
+            .assumeIsolated().whenComplete { [self] result in
+                guard let context = self.context else { return }
+                guard case .success(let fields) = result else {
+                    upgrading = false
+                    begin(head, request: request)
+                    decode()
+                    endBurst()
+                    return
+                }
+                var answer = context.channel.allocator.buffer(capacity: 96)
+                answer.writeStaticString("HTTP/1.1 101 Switching Protocols\r\n")
+                for (name, value) in fields { answer.writeString("\(name): \(value)\r\n") }
+                answer.writeStaticString("\r\n")
+                raw.context?.writeAndFlush(NIOAny(answer), promise: nil)
+                let rest = decoder.takeRemaining()
+                let pipeline = context.pipeline
+                let channel = context.channel
+                upgrader.upgrade(context: context, upgradeRequest: head).assumeIsolated().whenComplete { result in
+                    guard case .success = result else { return channel.close(promise: nil) }
+                    if let rest { pipeline.syncOperations.fireChannelRead(NIOAny(rest)) }
+                    pipeline.syncOperations.fireChannelReadComplete()
+                }
+            }
+    }
+
+    /// Bytes that are not a request: 400 (431 for a head over the limits) naming the problem,
+    /// unless a response is under way, then the connection just closes.
+    private func refuse(_ error: HTTP1RequestDecoder.Malformed) {
+        closing = true
+        guard !responding, let front = raw.context, let context else { return closeOnError(error) }
+        exchange?.clientGone()
+        let body = error.message + "\n"
+        let reason = error.status == 431 ? "Request Header Fields Too Large" : "Bad Request"
+        let answer =
+            "HTTP/1.1 \(error.status) \(reason)\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: \(body.utf8.count)\r\n\r\n\(body)"
+        front.writeAndFlush(NIOAny(context.channel.allocator.buffer(string: answer))).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
         }
     }
 
@@ -352,34 +433,31 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
         }
     }
 
-    /// Serves queued requests after a response ended, up to the next one that has to wait.
+    /// Serves the pipelined requests after a response ended, up to the next one that has to wait.
     private func drain() {
         drainScheduled = false
         guard context != nil else { return }
         reading = true
-        while let part = queued.first {
-            if exchange != nil, Self.isHead(part) { break }
-            queued.removeFirst()
-            serve(part)
-        }
+        decode()
         endBurst()
-        if readWithheld, queued.count < Self.maxQueued, unwritten <= Self.maxUnwritten {
-            readWithheld = false
-            context?.read()
-        }
+        resumeReading()
     }
 
     /// Body bytes left for the backend (or dropped): reading resumes below half the limit.
     private func bodyWritten(_ bytes: Int) {
         unwritten -= bytes
-        if readWithheld, unwritten <= Self.maxUnwritten / 2, queued.count < Self.maxQueued {
+        if unwritten <= Self.maxUnwritten / 2 { resumeReading() }
+    }
+
+    private func resumeReading() {
+        if readWithheld, decoder.bufferedBytes <= Self.maxBuffered, unwritten <= Self.maxUnwritten {
             readWithheld = false
             context?.read()
         }
     }
 
     func read(context: ChannelHandlerContext) {
-        if queued.count >= Self.maxQueued || unwritten > Self.maxUnwritten {
+        if decoder.bufferedBytes > Self.maxBuffered || unwritten > Self.maxUnwritten {
             readWithheld = true
         } else {
             context.read()
@@ -394,22 +472,10 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         guard event is ChannelShouldQuiesceEvent else { return context.fireUserInboundEventTriggered(event) }
         quiescing = true
-        if exchange == nil && queued.isEmpty { context.close(promise: nil) }
+        if exchange == nil { context.close(promise: nil) }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // A refused h2c upgrade: the request is served over HTTP/1.1.
-        if error is H2CUpgrader.Refused { return }
-        // A request the decoder refused (what NIO's HTTPServerProtocolErrorHandler did): 400
-        // unless a response is under way, then the connection closes.
-        if error is HTTPParserError, !responding, let front = raw.context {
-            exchange?.clientGone()
-            let answer = "HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
-            front.writeAndFlush(NIOAny(context.channel.allocator.buffer(string: answer))).assumeIsolated().whenComplete { _ in
-                context.close(promise: nil)
-            }
-            return
-        }
         closeOnError(error)
     }
 
@@ -460,6 +526,7 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
         guard let context else { return }
         let close = close || quiescing
         responding = false
+        if close { closing = true }
         var ended: EventLoopFuture<Void>?
         if relaying {
             // The body's own framing (its length or last chunk) has ended it.
@@ -477,8 +544,9 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
         }
         if close {
             (ended ?? eventLoop.makeSucceededVoidFuture()).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
-        } else if !queued.isEmpty && !drainScheduled {
-            // After the exchange has finished (it ends the response first).
+        } else if decoder.bufferedBytes > 0 && !drainScheduled && !reading {
+            // After the exchange has finished (it ends the response first); within a read
+            // burst the decoding loop goes on by itself.
             drainScheduled = true
             eventLoop.assumeIsolated().execute { [self] in drain() }
         }
@@ -491,6 +559,7 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
 
     func abortResponse() {
         held = nil
+        closing = true
         context?.close(promise: nil)
     }
 
