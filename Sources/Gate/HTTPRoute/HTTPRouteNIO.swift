@@ -414,10 +414,20 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
         let reason = error.status == 431 ? "Request Header Fields Too Large" : "Bad Request"
         let answer =
             "HTTP/1.1 \(error.status) \(reason)\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: \(body.utf8.count)\r\n\r\n\(body)"
-        front.writeAndFlush(NIOAny(context.channel.allocator.buffer(string: answer))).assumeIsolated().whenComplete { _ in
-            context.close(promise: nil)
+        let channel = context.channel
+        front.writeAndFlush(NIOAny(channel.allocator.buffer(string: answer))).assumeIsolated().whenComplete { _ in
+            // A lingering close (as nginx does): the answer and a FIN first, the client's
+            // remaining bytes read and dropped, so a close with unread input does not reset
+            // the connection (a reset can discard the answer before the client reads it).
+            channel.close(mode: .output).assumeIsolated().whenComplete { result in
+                guard case .success = result else { return channel.close(promise: nil) }
+                channel.eventLoop.assumeIsolated().scheduleTask(in: Self.lingering) { channel.close(promise: nil) }
+            }
         }
     }
+
+    /// How long a refused connection's input is still read (and dropped) after the answer.
+    static let lingering = TimeAmount.seconds(2)
 
     func channelReadComplete(context: ChannelHandlerContext) {
         endBurst()
