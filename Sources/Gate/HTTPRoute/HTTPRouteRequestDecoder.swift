@@ -131,6 +131,9 @@ struct HTTP1RequestDecoder {
     }
 
     private mutating func step() throws(Malformed) -> Part? {
+        // A read buffer used up is let go at once: SwiftNIO reuses its pooled receive buffer
+        // only when nothing else holds it.
+        defer { if input?.readableBytes == 0 { input = nil } }
         while true {
             switch state {
             case .stopped:
