@@ -35,6 +35,9 @@ final class RouteConnection {
     let eventLoop: any EventLoop
     /// The weighted backend choice's generator (see `SplitMix64`).
     var random = SplitMix64(seed: UInt64.random(in: .min ... .max))
+    /// The last backend request head's buffer, reused for the next request once the backend
+    /// socket has written it and its exchange let it go (see `requestHeadBuffer`).
+    private var spareHead: ByteBuffer?
 
     init(state: GatewayState, settings: RouteSettings, peer: String, proto: String, eventLoop: any EventLoop) {
         self.eventLoop = eventLoop
@@ -42,6 +45,21 @@ final class RouteConnection {
         self.settings = settings
         self.peer = peer
         self.proto = proto
+    }
+
+    /// A buffer for a backend request head: the previous one's storage when nothing else
+    /// holds it any more (one kept-alive HTTP/1.1 connection: always; concurrent HTTP/2
+    /// streams: a new one), else a new one. Two allocations less per request.
+    func requestHeadBuffer(_ allocator: ByteBufferAllocator) -> ByteBuffer {
+        guard var reused = spareHead else { return allocator.buffer(capacity: 256) }
+        spareHead = nil
+        reused.clear(minimumCapacity: 256)
+        return reused
+    }
+
+    /// Keeps `buffer`'s storage for the next request head.
+    func keepRequestHeadBuffer(_ buffer: ByteBuffer) {
+        spareHead = buffer
     }
 
     /// Writes the access-log line (built only when the access log's level lets `info` through)
@@ -322,7 +340,7 @@ final class Exchange: BackendDelegate {
     private func start(_ head: NIOHTTP1.HTTPRequestHead) {
         let length = head.headers.first(name: "content-length")
         chunkedUpstream = head.headers.contains(name: "transfer-encoding") || (length == nil && head.method.sendsBody)
-        var bytes = client.allocator.buffer(capacity: 256)
+        var bytes = client.connection.requestHeadBuffer(client.allocator)
         do {
             try BackendWire.requestHead(
                 method: method, target: forward.target, fields: forward.headers,
@@ -332,6 +350,7 @@ final class Exchange: BackendDelegate {
             fail(400, "request cannot be forwarded: \(error)")
             return
         }
+        client.connection.keepRequestHeadBuffer(bytes)
         pending.append(bytes)
         // `Expect: 100-continue` (RFC 9110 §10.1.1): the request is routed and will be
         // forwarded, so the HTTP/1.1 client gets its `100 Continue` now and the backend never

@@ -240,6 +240,10 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
     /// of the backend's read burst (one scalar write instead of a gather of buffers).
     private var held: ByteBuffer?
     static let mergedBodyLimit = 4096
+    /// The last relayed head's buffer, reused for the next one once the socket has written it
+    /// (`clear` allocates anew only while something else still holds the storage): two
+    /// allocations less per response, for about 8 KiB kept per connection.
+    private var spare: ByteBuffer?
     /// A response has begun and not ended (a protocol error then closes without a 400).
     private var responding = false
     private var exchange: Exchange?
@@ -502,7 +506,15 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
         let close = close || quiescing
         relaying = true
         responding = true
-        var out = allocator.buffer(capacity: (bytes?.readableBytes ?? 256) + Self.mergedBodyLimit)
+        let capacity = (bytes?.readableBytes ?? 256) + Self.mergedBodyLimit
+        var out: ByteBuffer
+        if var reused = spare {
+            spare = nil
+            reused.clear(minimumCapacity: capacity)
+            out = reused
+        } else {
+            out = allocator.buffer(capacity: capacity)
+        }
         if let bytes, BackendWire.connectionOptions(head.headers).isEmpty {
             BackendWire.clientHead(raw: bytes, close: close, into: &out)
         } else {
@@ -515,6 +527,7 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
     private func writeHeld() {
         guard let buffer = held else { return }
         held = nil
+        spare = buffer
         raw.context?.write(NIOAny(buffer), promise: nil)
     }
 
