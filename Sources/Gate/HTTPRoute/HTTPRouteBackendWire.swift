@@ -222,17 +222,7 @@ struct BackendResponseReader {
         case ending
     }
 
-    private enum Chunk: Equatable {
-        case size(digits: Int, value: Int)
-        case extensions(value: Int)
-        case sizeLF(value: Int)
-        case data(remaining: Int)
-        case dataCR
-        case dataLF
-        case trailerLineStart
-        case trailerLine
-        case trailerLF(empty: Bool)
-    }
+    private typealias Chunk = ChunkedFraming
 
     static let maxChunkLineBytes = 4096
     static let maxTrailerBytes = 16 * 1024
@@ -426,51 +416,11 @@ struct BackendResponseReader {
                 let byte = bytes[index]
                 index += 1
                 framing += 1
-                switch chunk {
-                case .size(let digits, let value):
-                    if let digit = hexValue(byte) {
-                        guard digits < 15 else { return fail("chunk size longer than 15 hex digits") }
-                        chunk = .size(digits: digits + 1, value: value << 4 | digit)
-                    } else if digits == 0 {
-                        return fail("chunk size expected, got byte \(hex(byte))")
-                    } else if byte == UInt8(ascii: "\r") {
-                        chunk = .sizeLF(value: value)
-                    } else if byte == UInt8(ascii: ";") || byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") {
-                        chunk = .extensions(value: value)
-                    } else {
-                        return fail("byte \(hex(byte)) after the chunk size")
-                    }
-                case .extensions(let value):
-                    if byte == UInt8(ascii: "\r") {
-                        chunk = .sizeLF(value: value)
-                    } else if (byte < 0x20 && byte != 0x09) || byte == 0x7F {
-                        return fail("control byte \(hex(byte)) in a chunk extension")
-                    }
-                case .sizeLF(let value):
-                    guard byte == UInt8(ascii: "\n") else { return fail("chunk size line not ended by CRLF") }
-                    chunk = value == 0 ? .trailerLineStart : .data(remaining: value)
-                    framing = 0
-                case .dataCR:
-                    guard byte == UInt8(ascii: "\r") else { return fail("chunk data not followed by CRLF") }
-                    chunk = .dataLF
-                case .dataLF:
-                    guard byte == UInt8(ascii: "\n") else { return fail("chunk data not followed by CRLF") }
-                    chunk = .size(digits: 0, value: 0)
-                case .trailerLineStart, .trailerLine:
-                    let empty = chunk == .trailerLineStart
-                    if byte == UInt8(ascii: "\r") {
-                        chunk = .trailerLF(empty: empty)
-                    } else if (byte < 0x20 && byte != 0x09) || byte == 0x7F {
-                        return fail("control byte \(hex(byte)) in the trailer section")
-                    } else {
-                        chunk = .trailerLine
-                    }
-                case .trailerLF(let empty):
-                    guard byte == UInt8(ascii: "\n") else { return fail("trailer line not ended by CRLF") }
-                    if empty { return .success((index, .ending)) }
-                    chunk = .trailerLineStart
-                case .data:
-                    break
+                switch chunk.advance(over: byte) {
+                case .invalid(let message): return fail(message)
+                case .sizeLineEnded: framing = 0
+                case .bodyEnded: return .success((index, .ending))
+                case .next: break
                 }
                 switch chunk {
                 case .trailerLineStart, .trailerLine, .trailerLF:
@@ -482,14 +432,5 @@ struct BackendResponseReader {
             return .success((index, .chunked(chunk)))
         }
         return try result.get()
-    }
-
-    private static func hexValue(_ byte: UInt8) -> Int? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): Int(byte - UInt8(ascii: "0"))
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): Int(byte - UInt8(ascii: "a") + 10)
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): Int(byte - UInt8(ascii: "A") + 10)
-        default: nil
-        }
     }
 }

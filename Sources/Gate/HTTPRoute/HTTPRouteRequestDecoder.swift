@@ -57,17 +57,7 @@ struct HTTP1RequestDecoder {
         case stopped
     }
 
-    private enum Chunk: Equatable {
-        case size(digits: Int, value: Int)
-        case extensions(value: Int)
-        case sizeLF(value: Int)
-        case data(remaining: Int)
-        case dataCR
-        case dataLF
-        case trailerLineStart
-        case trailerLine
-        case trailerLF(empty: Bool)
-    }
+    private typealias Chunk = ChunkedFraming
 
     static let maxChunkLineBytes = 4096
     static let maxTrailerBytes = 16 * 1024
@@ -264,7 +254,7 @@ struct HTTP1RequestDecoder {
             guard chunkedLast, !chunkedEarlier else {
                 throw Malformed(status: 400, message: "HTTP request Transfer-Encoding does not end with chunked (exactly once)")
             }
-            state = .chunked(.size(digits: 0, value: 0))
+            state = .chunked(ChunkedFraming.start)
             lineBytes = 0
         } else if let length, length > 0 {
             state = .length(remaining: length)
@@ -332,69 +322,29 @@ struct HTTP1RequestDecoder {
         let buffer = input!
         let result: Malformed? = buffer.withUnsafeReadableBytes { raw in
             let bytes = raw.bindMemory(to: UInt8.self)
-            func fail(_ message: String) -> Malformed { Malformed(status: 400, message: "chunked request body: " + message) }
             while used < bytes.count {
                 if case .data = chunk { return nil }
                 let byte = bytes[used]
                 used += 1
                 lineBytes += 1
-                switch chunk {
-                case .size(let digits, let value):
-                    if let digit = Self.hexValue(byte) {
-                        guard digits < 15 else { return fail("chunk size longer than 15 hex digits") }
-                        chunk = .size(digits: digits + 1, value: value << 4 | digit)
-                    } else if digits == 0 {
-                        return fail("chunk size expected, got byte \(hex(byte))")
-                    } else if byte == UInt8(ascii: "\r") {
-                        chunk = .sizeLF(value: value)
-                    } else if byte == UInt8(ascii: ";") || byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") {
-                        chunk = .extensions(value: value)
-                    } else {
-                        return fail("byte \(hex(byte)) after the chunk size")
-                    }
-                case .extensions(let value):
-                    if byte == UInt8(ascii: "\r") {
-                        chunk = .sizeLF(value: value)
-                    } else if (byte < 0x20 && byte != 0x09) || byte == 0x7F {
-                        return fail("control byte \(hex(byte)) in a chunk extension")
-                    }
-                case .sizeLF(let value):
-                    guard byte == UInt8(ascii: "\n") else { return fail("chunk size line not ended by CRLF") }
-                    chunk = value == 0 ? .trailerLineStart : .data(remaining: value)
-                    lineBytes = 0
-                case .dataCR:
-                    guard byte == UInt8(ascii: "\r") else { return fail("chunk data not followed by CRLF") }
-                    chunk = .dataLF
-                case .dataLF:
-                    guard byte == UInt8(ascii: "\n") else { return fail("chunk data not followed by CRLF") }
-                    chunk = .size(digits: 0, value: 0)
-                    lineBytes = 0
-                case .trailerLineStart, .trailerLine:
-                    let empty = chunk == .trailerLineStart
-                    if byte == UInt8(ascii: "\r") {
-                        chunk = .trailerLF(empty: empty)
-                    } else if (byte < 0x20 && byte != 0x09) || byte == 0x7F {
-                        return fail("control byte \(hex(byte)) in the trailer section")
-                    } else {
-                        chunk = .trailerLine
-                        trailer.append(byte)
-                    }
-                case .trailerLF(let empty):
-                    guard byte == UInt8(ascii: "\n") else { return fail("trailer line not ended by CRLF") }
-                    if empty {
-                        ended = true
-                        return nil
-                    }
-                    trailer.append(UInt8(ascii: "\n"))
-                    chunk = .trailerLineStart
-                case .data:
-                    break
+                let before = chunk
+                switch chunk.advance(over: byte) {
+                case .invalid(let message): return Malformed(status: 400, message: "chunked request body: " + message)
+                case .sizeLineEnded: lineBytes = 0
+                case .bodyEnded:
+                    ended = true
+                    return nil
+                case .next: break
                 }
-                switch chunk {
-                case .trailerLineStart, .trailerLine, .trailerLF:
-                    if lineBytes > Self.maxTrailerBytes { return fail("trailer section longer than \(Self.maxTrailerBytes) bytes") }
-                default:
-                    if lineBytes > Self.maxChunkLineBytes { return fail("chunk size line longer than \(Self.maxChunkLineBytes) bytes") }
+                switch before {
+                case .trailerLineStart, .trailerLine: if byte != UInt8(ascii: "\r") { trailer.append(byte) }
+                case .trailerLF: trailer.append(UInt8(ascii: "\n"))
+                case .dataLF: lineBytes = 0
+                default: break
+                }
+                if chunk.inTrailer ? lineBytes > Self.maxTrailerBytes : lineBytes > Self.maxChunkLineBytes {
+                    let what = chunk.inTrailer ? "trailer section longer than \(Self.maxTrailerBytes)" : "chunk size line longer than \(Self.maxChunkLineBytes)"
+                    return Malformed(status: 400, message: "chunked request body: \(what) bytes")
                 }
             }
             return nil
@@ -431,14 +381,5 @@ struct HTTP1RequestDecoder {
         }
         if let result { throw result }
         return HTTPHeaders(fields)
-    }
-
-    private static func hexValue(_ byte: UInt8) -> Int? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): Int(byte - UInt8(ascii: "0"))
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): Int(byte - UInt8(ascii: "a") + 10)
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): Int(byte - UInt8(ascii: "A") + 10)
-        default: nil
-        }
     }
 }
