@@ -34,7 +34,7 @@ final class HTTPRouteRequestDecoderTests: XCTestCase {
                     parts.append(
                         .head(
                             method: head.method.rawValue, uri: head.uri, version: "\(head.version.major).\(head.version.minor)",
-                            fields: head.headers.map { "\($0.name)=\($0.value)" }, host: request.host, keepAlive: head.isKeepAlive,
+                            fields: head.fields.map { "\($0.name)=\($0.value)" }, host: request.host, keepAlive: head.isKeepAlive,
                             hasBody: hasBody))
                 case .body(let buffer):
                     let text = String(buffer: buffer)
@@ -166,13 +166,46 @@ final class HTTPRouteRequestDecoderTests: XCTestCase {
     /// After an upgrade request the bytes behind it are handed out untouched.
     func testRemainingBytesAfterAnUpgradeRequest() throws {
         var decoder = HTTP1RequestDecoder()
-        decoder.feed(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\n\r\nPRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"))
+        decoder.feed(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\nPRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"))
         guard case .head(let head, _, let hasBody)? = try decoder.next() else { return XCTFail("no head") }
-        XCTAssertEqual(head.headers["upgrade"], ["h2c"])
+        XCTAssertEqual(head.fields.filter { $0.name == "Upgrade" }.map(\.value), ["h2c"])
+        XCTAssertTrue(head.asksForH2C)
+        XCTAssertTrue(head.asksToSwitch)
         XCTAssertFalse(hasBody)
         XCTAssertFalse(decoder.atHead)
         XCTAssertEqual(decoder.takeRemaining().map { String(buffer: $0) }, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
         XCTAssertNil(try decoder.next())
+    }
+
+    /// What `Exchange` and the handler ask of a head, found in the decoder's pass over the fields.
+    func testFieldsTheExchangeAsksFor() throws {
+        var decoder = HTTP1RequestDecoder()
+        decoder.feed(
+            ByteBuffer(
+                string: "PUT /u HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\nExpect: 100-Continue\r\nContent-Length: 0\r\n\r\n"
+                    + "POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n0\r\n\r\n"
+                    + "GET /k HTTP/1.0\r\nConnection: Keep-Alive, x-other\r\n\r\n"))
+        guard case .head(let first, _, _)? = try decoder.next(), case .end? = try decoder.next() else { return XCTFail("first") }
+        XCTAssertTrue(first.asksToSwitch)
+        XCTAssertFalse(first.asksForH2C)
+        XCTAssertFalse(first.isKeepAlive)
+        XCTAssertTrue(first.expectsContinue)
+        XCTAssertEqual(first.contentLength, "0")
+        XCTAssertFalse(first.hasTransferEncoding)
+        XCTAssertTrue(first.hasHost)
+        XCTAssertNil(first.h2cSettingsProblem)
+        guard case .head(let second, _, let hasBody)? = try decoder.next(), case .end? = try decoder.next() else { return XCTFail("second") }
+        XCTAssertTrue(hasBody)
+        XCTAssertTrue(second.hasTransferEncoding)
+        XCTAssertNil(second.contentLength)
+        XCTAssertTrue(second.isKeepAlive)
+        XCTAssertFalse(second.asksToSwitch || second.expectsContinue)
+        guard case .head(let third, let view, _)? = try decoder.next() else { return XCTFail("third") }
+        XCTAssertTrue(third.isKeepAlive)
+        XCTAssertFalse(third.isHTTP11 || third.hasHost)
+        XCTAssertEqual(view.host, "")
+        XCTAssertEqual(third.nioHead.headers["connection"], ["Keep-Alive, x-other"])
+        XCTAssertTrue(third.nioHead.isKeepAlive)
     }
 
     /// The decoder is at a head only between requests (pipelined requests wait there).

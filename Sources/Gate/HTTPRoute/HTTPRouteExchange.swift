@@ -120,6 +120,48 @@ struct HTTPAccessEntry {
     }
 }
 
+/// What `Exchange` reads from a request head: NIO's `HTTPRequestHead` (HTTP/2 streams convert
+/// their HEADERS to one) or `HTTP1Request` (the HTTP/1.1 decoder's: found in its one pass over
+/// the fields, no `HTTPHeaders` or NIO head per request).
+protocol ExchangeHead {
+    var method: HTTPMethod { get }
+    var uri: String { get }
+    var isHTTP11: Bool { get }
+    /// Whether the client keeps the connection open after the response (RFC 9112 §9.3).
+    var isKeepAlive: Bool { get }
+    /// The first `Content-Length` value.
+    var contentLength: String? { get }
+    var hasTransferEncoding: Bool { get }
+    /// `Expect: 100-continue` (RFC 9110 §10.1.1).
+    var expectsContinue: Bool { get }
+    var hasHost: Bool { get }
+    var fieldCount: Int { get }
+    /// The head's size in bytes, at least request target, method and fields (431 above 16 KiB).
+    var headSize: Int { get }
+    /// What is wrong with the `HTTP2-Settings` of a request asking for `Upgrade: h2c`.
+    var h2cSettingsProblem: String? { get }
+    /// The route-table view (for callers that have not built it).
+    func routeRequest() -> RouteRequest
+}
+
+extension NIOHTTP1.HTTPRequestHead: ExchangeHead {
+    var isHTTP11: Bool { version == .http1_1 }
+    var contentLength: String? { headers.first(name: "content-length") }
+    var hasTransferEncoding: Bool { headers.contains(name: "transfer-encoding") }
+    var expectsContinue: Bool {
+        headers.contains(name: "expect") && headers[canonicalForm: "expect"].contains { $0.lowercased() == "100-continue" }
+    }
+    var hasHost: Bool { headers.contains(name: "host") }
+    var fieldCount: Int { headers.count }
+    var headSize: Int {
+        var size = uri.utf8.count + method.rawValue.utf8.count + 12
+        for (name, value) in headers { size += name.utf8.count + value.utf8.count + 4 }
+        return size
+    }
+    var h2cSettingsProblem: String? { H2CUpgrader.settingsProblem(headers) }
+    func routeRequest() -> RouteRequest { Exchange.routeRequest(self) }
+}
+
 /// Where an exchange's response goes: an HTTP/1.1 connection or one HTTP/2 stream. Every
 /// method runs on `eventLoop`.
 protocol ExchangeClient: AnyObject {
@@ -260,9 +302,9 @@ final class Exchange: BackendDelegate {
     /// exchange may already be finished (a backend refused synchronously).
     /// `request`: the route-table view when the caller built it already (HTTP/2 collects its
     /// fields while converting HEADERS), else made from `head`.
-    static func begin(_ head: NIOHTTP1.HTTPRequestHead, client: any ExchangeClient, http1: Bool, request: RouteRequest? = nil) -> Exchange? {
+    static func begin(_ head: some ExchangeHead, client: any ExchangeClient, http1: Bool, request: RouteRequest? = nil) -> Exchange? {
         let connection = client.connection
-        let request = request ?? routeRequest(head)
+        let request = request ?? head.routeRequest()
         var log = HTTPAccessEntry(method: head.method.rawValue, host: request.host, path: request.path, started: GateLoop.monotonicMillis())
         var keepAlive = head.isKeepAlive
         let local: (status: Int, message: String, headers: [HTTPField])
@@ -290,17 +332,15 @@ final class Exchange: BackendDelegate {
     /// field count (431), origin-form target (400), `Host` required in HTTP/1.1 (400), a
     /// malformed `HTTP2-Settings` on an `Upgrade: h2c` request in the clear (`plain`; over TLS
     /// h2c is ignored, RFC 7540 §3.2) (400).
-    static func check(_ head: NIOHTTP1.HTTPRequestHead, http1: Bool, plain: Bool = true) -> (status: Int, message: String)? {
+    static func check(_ head: some ExchangeHead, http1: Bool, plain: Bool = true) -> (status: Int, message: String)? {
         let limits = HTTPHeadLimits()
-        var size = head.uri.utf8.count + head.method.rawValue.utf8.count + 12
-        for (name, value) in head.headers { size += name.utf8.count + value.utf8.count + 4 }
-        if size > limits.maxHeadBytes || head.headers.count > limits.maxHeaderCount {
+        if head.headSize > limits.maxHeadBytes || head.fieldCount > limits.maxHeaderCount {
             return (431, "request head larger than \(limits.maxHeadBytes) bytes or \(limits.maxHeaderCount) fields")
         }
         guard http1 else { return nil }
         if !head.uri.hasPrefix("/") { return (400, "request-target \(head.uri) is not origin-form (/path)") }
-        if head.version == .http1_1 && !head.headers.contains(name: "host") { return (400, "HTTP/1.1 request without Host") }
-        if plain, let problem = H2CUpgrader.settingsProblem(head.headers) { return (400, problem) }
+        if head.isHTTP11 && !head.hasHost { return (400, "HTTP/1.1 request without Host") }
+        if plain, let problem = head.h2cSettingsProblem { return (400, problem) }
         return nil
     }
 
@@ -337,9 +377,9 @@ final class Exchange: BackendDelegate {
 
     /// Starts forwarding: serializes the backend's request head, connects (or takes a pooled
     /// connection), arms the rule's deadline and prepares the mirrors' copy.
-    private func start(_ head: NIOHTTP1.HTTPRequestHead) {
-        let length = head.headers.first(name: "content-length")
-        chunkedUpstream = head.headers.contains(name: "transfer-encoding") || (length == nil && head.method.sendsBody)
+    private func start(_ head: some ExchangeHead) {
+        let length = head.contentLength
+        chunkedUpstream = head.hasTransferEncoding || (length == nil && head.method.sendsBody)
         var bytes = client.connection.requestHeadBuffer(client.allocator)
         do {
             try BackendWire.requestHead(
@@ -356,8 +396,7 @@ final class Exchange: BackendDelegate {
         // forwarded, so the HTTP/1.1 client gets its `100 Continue` now and the backend never
         // sees the expectation (as nginx does). Relaying the backend's own 100 instead would
         // stall clients whose backend ignores `Expect` until their expect timeout.
-        if head.version == .http1_1, !requestEnded, head.headers.contains(name: "expect"),
-           head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" }) {
+        if head.isHTTP11, !requestEnded, head.expectsContinue {
             client.respondHead(HTTPResponseHead(version: .http1_1, status: .continue))
             client.flushResponse()
         }

@@ -323,24 +323,6 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
         }
     }
 
-    /// A request that asks to switch protocols (`Upgrade` and a `Connection: upgrade` token,
-    /// RFC 9110 §7.8) and reaches this handler was not switched: a later request's `Upgrade:
-    /// h2c`, a refused first one (a body, bad `HTTP2-Settings`), or another protocol. The bytes
-    /// after it may be the other protocol's, so it is answered over HTTP/1.1 with `Connection:
-    /// close` and the connection closes after it.
-    static func asksToSwitch(_ head: NIOHTTP1.HTTPRequestHead) -> Bool {
-        head.headers.contains(name: "upgrade")
-            && head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
-    }
-
-    /// Whether a request asks for h2c the way NIO's upgrade handler required: `h2c` among the
-    /// `Upgrade` protocols, an `HTTP2-Settings` field and that name among the `Connection` tokens.
-    static func asksForH2C(_ head: NIOHTTP1.HTTPRequestHead) -> Bool {
-        head.headers.contains(name: "upgrade") && head.headers.contains(name: "http2-settings")
-            && head.headers[canonicalForm: "upgrade"].contains { $0.lowercased() == "h2c" }
-            && head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "http2-settings" }
-    }
-
     /// A request part in turn: a head begins an exchange; body parts and the end go to the
     /// exchange (dropped when the request was answered without one, or its exchange ended).
     private func serve(_ part: HTTP1RequestDecoder.Part) {
@@ -349,7 +331,7 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
             idleSince = nil
             if let upgrader {
                 self.upgrader = nil
-                if Self.asksForH2C(head) {
+                if head.asksForH2C {
                     upgrade(head, request: request, with: upgrader)
                     return
                 }
@@ -365,9 +347,14 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
         }
     }
 
-    private func begin(_ head: NIOHTTP1.HTTPRequestHead, request: RouteRequest) {
+    /// A request that asks to switch protocols (`Upgrade` and a `Connection: upgrade` option,
+    /// RFC 9110 §7.8) and reaches this point was not switched: a later request's `Upgrade:
+    /// h2c`, a refused first one (a body, bad `HTTP2-Settings`), or another protocol. The bytes
+    /// after it may be the other protocol's, so it is answered over HTTP/1.1 with `Connection:
+    /// close` and the connection closes after it.
+    private func begin(_ head: HTTP1Request, request: RouteRequest) {
         var head = head
-        if Self.asksToSwitch(head) { head.headers.replaceOrAdd(name: "connection", value: "close") }
+        if head.asksToSwitch { head.isKeepAlive = false }
         if let started = Exchange.begin(head, client: self, http1: true, request: request), !started.finished {
             exchange = started
         } else {
@@ -378,16 +365,17 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
     /// `Upgrade: h2c` on the first request (RFC 7540 §3.2): `101 Switching Protocols`, then
     /// `H2CUpgrader` replaces the HTTP/1 handlers by the HTTP/2 ones and the bytes after the
     /// request go to them. Refused (a body, bad `HTTP2-Settings`): served over HTTP/1.1.
-    private func upgrade(_ head: NIOHTTP1.HTTPRequestHead, request: RouteRequest, with upgrader: H2CUpgrader) {
+    private func upgrade(_ request: HTTP1Request, request view: RouteRequest, with upgrader: H2CUpgrader) {
         guard let context else { return }
         upgrading = true
+        let head = request.nioHead
         let switching = HTTPHeaders([("connection", "upgrade"), ("upgrade", upgrader.supportedProtocol)])
         upgrader.buildUpgradeResponse(channel: context.channel, upgradeRequest: head, initialResponseHeaders: switching)
             .assumeIsolated().whenComplete { [self] result in
                 guard let context = self.context else { return }
                 guard case .success(let fields) = result else {
                     upgrading = false
-                    begin(head, request: request)
+                    begin(request, request: view)
                     decode()
                     endBurst()
                     return

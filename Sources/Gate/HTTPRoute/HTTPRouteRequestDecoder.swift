@@ -34,7 +34,7 @@ struct HTTP1RequestDecoder {
     enum Part {
         /// A request head with its route-table view (fields and `Host` collected in the same
         /// pass) and whether a body follows.
-        case head(NIOHTTP1.HTTPRequestHead, RouteRequest, hasBody: Bool)
+        case head(HTTP1Request, RouteRequest, hasBody: Bool)
         case body(ByteBuffer)
         /// The request is complete; the trailer fields of a chunked body, if it had any.
         case end(HTTPHeaders?)
@@ -199,13 +199,14 @@ struct HTTP1RequestDecoder {
             searched = 0
             scannedOnce = false
             let (method, target, version) = found.start
-            return try begin(method: method, target: target, version: version, fields: found.headers)
+            return try begin(method: method, target: target, version: version, fields: found.headers, size: found.consumed)
         }
     }
 
-    /// Checks a scanned head's framing and `Host` in one pass over its fields, sets the body
+    /// Checks a scanned head's framing and `Host` in one pass over its fields (noting what
+    /// `Exchange` and the handler ask later: keep-alive, `Expect`, upgrades), sets the body
     /// state and builds the head and its route-table view.
-    private mutating func begin(method: String, target: String, version: HTTPVersion, fields: [HTTPField]) throws(Malformed) -> Part {
+    private mutating func begin(method: String, target: String, version: HTTPVersion, fields: [HTTPField], size: Int) throws(Malformed) -> Part {
         guard version.major == 1, version.minor <= 1 else {
             throw Malformed(status: 400, message: "HTTP version \(version) not supported (1.0 and 1.1 are)")
         }
@@ -215,13 +216,29 @@ struct HTTP1RequestDecoder {
         var codings = 0
         var chunkedLast = false
         var chunkedEarlier = false
+        var lengthText: String?
+        var connection = ConnectionTokens()
+        var upgrade = false
+        var h2c = false
+        var http2Settings = false
+        var expectsContinue = false
         for field in fields {
             switch field.name.utf8.count {
+            case 10 where HopByHop.named(field.name, "connection"):
+                connection.add(field.value)
+            case 7 where HopByHop.named(field.name, "upgrade"):
+                upgrade = true
+                if !h2c { h2c = Self.tokens(field.value).contains("h2c") }
+            case 14 where HopByHop.named(field.name, "http2-settings"):
+                http2Settings = true
+            case 6 where HopByHop.named(field.name, "expect"):
+                if !expectsContinue { expectsContinue = Self.tokens(field.value).contains("100-continue") }
             case 4 where HopByHop.named(field.name, "host"):
                 hosts += 1
                 if host == nil { host = field.value }
             case 14 where HopByHop.named(field.name, "content-length"):
                 let value = try Self.contentLength(field.value)
+                if lengthText == nil { lengthText = field.value }
                 if let length, length != value {
                     throw Malformed(status: 400, message: "HTTP request has conflicting Content-Length values \(length) and \(value)")
                 }
@@ -261,13 +278,45 @@ struct HTTP1RequestDecoder {
         } else {
             state = .ending
         }
-        var headers = [(String, String)]()
-        headers.reserveCapacity(fields.count)
-        for field in fields { headers.append((field.name, field.value)) }
-        let head = NIOHTTP1.HTTPRequestHead(
-            version: NIOHTTP1.HTTPVersion(major: version.major, minor: version.minor), method: HTTPMethod(rawValue: method), uri: target,
-            headers: HTTPHeaders(headers))
+        let head = HTTP1Request(
+            method: HTTPMethod(rawValue: method), uri: target, version: version, fields: fields, headSize: size,
+            isKeepAlive: !connection.close && (version.minor == 1 || connection.keepAlive), contentLength: lengthText,
+            hasTransferEncoding: codings > 0, expectsContinue: expectsContinue, hasHost: hosts > 0,
+            asksToSwitch: upgrade && connection.upgrade, asksForH2C: h2c && http2Settings && connection.http2Settings,
+            hasHTTP2Settings: http2Settings)
         return .head(head, RouteRequest(method: method, target: target, host: host ?? "", headers: fields), hasBody: state != .ending)
+    }
+
+    /// The comma-separated elements of a field value, lower-cased and trimmed (RFC 9110 §5.6.1).
+    static func tokens(_ value: String) -> [String] {
+        value.split(separator: ",").map { $0.trimmingOWS().lowercased() }.filter { !$0.isEmpty }
+    }
+
+    /// The `Connection` options the gateway acts on (RFC 9110 §7.6.1).
+    private struct ConnectionTokens {
+        var close = false
+        var keepAlive = false
+        var upgrade = false
+        var http2Settings = false
+
+        /// One `Connection` field value; a single usual option is matched without allocating.
+        mutating func add(_ value: String) {
+            if HopByHop.named(value, "keep-alive") {
+                keepAlive = true
+            } else if HopByHop.named(value, "close") {
+                close = true
+            } else {
+                for token in HTTP1RequestDecoder.tokens(value) {
+                    switch token {
+                    case "close": close = true
+                    case "keep-alive": keepAlive = true
+                    case "upgrade": upgrade = true
+                    case "http2-settings": http2Settings = true
+                    default: break
+                    }
+                }
+            }
+        }
     }
 
     /// A `Content-Length` value: one decimal number of 1–18 digits, or a list of equal ones
@@ -381,5 +430,43 @@ struct HTTP1RequestDecoder {
         }
         if let result { throw result }
         return HTTPHeaders(fields)
+    }
+}
+
+/// A request head as `HTTP1RequestDecoder` hands it on: the fields as received (the array the
+/// route-table view holds too) and what `Exchange` and `HTTP1RouteHandler` ask of them, found in
+/// the decoder's one pass — no `HTTPHeaders` or NIO `HTTPRequestHead` per request.
+struct HTTP1Request: ExchangeHead {
+    var method: HTTPMethod
+    var uri: String
+    var version: HTTPVersion
+    var fields: [HTTPField]
+    /// The head's bytes as received.
+    var headSize: Int
+    var isKeepAlive: Bool
+    var contentLength: String?
+    var hasTransferEncoding: Bool
+    var expectsContinue: Bool
+    var hasHost: Bool
+    /// `Upgrade` and an `upgrade` option in `Connection` (RFC 9110 §7.8).
+    var asksToSwitch: Bool
+    /// `h2c` among the `Upgrade` protocols, an `HTTP2-Settings` field and that name among the
+    /// `Connection` options — what NIO's upgrade handler required.
+    var asksForH2C: Bool
+    var hasHTTP2Settings: Bool
+
+    var isHTTP11: Bool { version.minor == 1 }
+    var fieldCount: Int { fields.count }
+    var h2cSettingsProblem: String? { hasHTTP2Settings ? H2CUpgrader.settingsProblem(nioHead.headers) : nil }
+
+    func routeRequest() -> RouteRequest {
+        RouteRequest(method: method.rawValue, target: uri, host: fields.first { HopByHop.named($0.name, "host") }?.value ?? "", headers: fields)
+    }
+
+    /// NIO's form of the head, for the rare paths that need one (the h2c upgrade).
+    var nioHead: NIOHTTP1.HTTPRequestHead {
+        NIOHTTP1.HTTPRequestHead(
+            version: NIOHTTP1.HTTPVersion(major: version.major, minor: version.minor), method: method, uri: uri,
+            headers: HTTPHeaders(fields.map { ($0.name, $0.value) }))
     }
 }
