@@ -53,7 +53,7 @@ struct HTTP1RequestDecoder {
         case chunked(Chunk)
         /// The body is complete: `.end` is next.
         case ending
-        /// Nothing more is decoded (after a request that switches protocols, or an error).
+        /// Nothing more is decoded (after an upgrade, or an error).
         case stopped
     }
 
@@ -94,12 +94,6 @@ struct HTTP1RequestDecoder {
 
     /// Whether the next part is a request head (the previous request has been decoded whole).
     var atHead: Bool { state == .head }
-
-    /// Decodes nothing more: the bytes after a request that switched (or asked to switch)
-    /// protocols are not HTTP/1.1.
-    mutating func stop() {
-        state = .stopped
-    }
 
     /// Stops and hands out the bytes not decoded (the new protocol's, after an upgrade).
     mutating func takeRemaining() -> ByteBuffer? {
