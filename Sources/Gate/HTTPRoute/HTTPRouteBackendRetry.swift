@@ -1,5 +1,3 @@
-import NIOCore
-
 /// When a forwarded request is sent to its backend again: a pure decision (no sockets, no
 /// clock), taken by `Exchange` when a backend connection ends before any response byte or a
 /// response head arrives.

@@ -606,7 +606,7 @@ final class Exchange: BackendDelegate {
             connectNext(freshOnly: fresh)
             return true
         }
-        client.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(delay * 1000))) { [self] in
+        _ = client.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(delay * 1000))) { [self] in
             guard !finished, backend == nil else { return }
             connectNext(freshOnly: fresh)
         }
