@@ -67,6 +67,8 @@ public struct ConfiguredListenerState: Sendable {
     public var binding: Binding
     /// The IP addresses its sockets are bound to (empty offline or before binding).
     public var addresses: [String] = []
+    /// With `.failed`: the address that could not be bound (nil: its `host`).
+    public var unboundHost: String?
     /// Whether a certificate from these files is served (`loaded`), and why the current files
     /// do not load (`error`, nil when they do).
     public var certificate: @Sendable (CertificateFiles) -> (loaded: Bool, error: String?)
@@ -229,7 +231,7 @@ extension GatewayStatus {
         if let serving, case .failed(let error) = serving.binding {
             accepted = condition(
                 "Accepted", "False", "PortUnavailable",
-                "configured listener \(serving.config.name) cannot bind \(serving.config.host ?? "*"):\(serving.config.port): \(error)")
+                "configured listener \(serving.config.name) cannot bind \(serving.unboundHost ?? serving.config.host ?? "*"):\(serving.config.port): \(error)")
         }
 
         // ResolvedRefs, and whether a certificate is served (HTTPS).

@@ -417,23 +417,23 @@ final class ListenerSlot: Sendable {
     }
 
     /// What the status knows of this listener: bound when every address is (the addresses
-    /// reported in the Gateway status), else the first failure.
+    /// reported in the Gateway status), else the first failure and its address.
     var runtime: ConfiguredListenerState {
-        let (binding, addresses): (ConfiguredListenerState.Binding, [String]) = state.withLock { state in
+        let (binding, addresses, unbound): (ConfiguredListenerState.Binding, [String], String?) = state.withLock { state in
             let bound = state.addresses.compactMap(\.gateway)
             let addresses = bound.map(\.address.host)
             if bound.count == state.addresses.count, !bound.isEmpty {
-                return (.bound(bound.map { "\($0.address)" }.joined(separator: ", ")), addresses)
+                return (.bound(bound.map { "\($0.address)" }.joined(separator: ", ")), addresses, nil)
             }
             let failed = state.addresses.first { $0.gateway == nil }
-            let why = failed.map { "\($0.host): \($0.error ?? "not bound")" } ?? "not bound"
-            return (.failed(why), addresses)
+            return (.failed(failed?.error ?? "not bound"), addresses, failed?.host)
         }
         let tls = tls
         var runtime = ConfiguredListenerState(config: config, binding: binding) { files in
             tls?.certificateState(files) ?? (false, "the listener has no tls")
         }
         runtime.addresses = addresses
+        runtime.unboundHost = unbound
         return runtime
     }
 }
