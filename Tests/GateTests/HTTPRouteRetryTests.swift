@@ -180,6 +180,18 @@ final class HTTPRouteRetryTests: XCTestCase {
         return gateway.address.port
     }
 
+    /// A backend that resets its first connection when the second request's head arrives and
+    /// answers everything else with `conn<N>`.
+    static func resettingSecondRequest() throws -> ScriptedBackend {
+        try ScriptedBackend { conn, request, _, _ in conn == 0 && request == 1 ? .resetAfterHead : .respond(200, "conn\(conn)") }
+    }
+
+    /// Stops the running gateway, starts one for `backend` and connects a client to it.
+    func restart(_ backend: ScriptedBackend, retry: String? = nil) throws -> KeptAliveClient {
+        gateway?.stop()
+        return try KeptAliveClient(port: try retry.map { try start(backend, retry: $0) } ?? start(backend))
+    }
+
     /// The kept-alive connection is closed by the backend when the second request arrives (the
     /// race with an idle timeout): the GET is sent again on a new connection and answered.
     func testStaleKeptAliveConnectionRetriesIdempotentRequest() throws {
@@ -196,12 +208,9 @@ final class HTTPRouteRetryTests: XCTestCase {
         XCTAssertEqual(backend.requests, ["conn#0 GET /a 0", "conn#0 GET /b 0", "conn#1 GET /b 0"])
         XCTAssertNotNil(capture.waitForLine(containing: ["request", "path=/b", "status=200", "retries=1"]), "\(capture.lines)")
         // Reset instead of FIN, and a DELETE (idempotent): sent again too.
-        let reset = try ScriptedBackend { conn, request, _, _ in
-            conn == 0 && request == 1 ? .resetAfterHead : .respond(200, "conn\(conn)")
-        }
+        let reset = try Self.resettingSecondRequest()
         defer { reset.stop() }
-        gateway?.stop()
-        let other = try KeptAliveClient(port: try start(reset))
+        let other = try restart(reset)
         defer { other.close() }
         XCTAssertEqual(try other.send("GET", "/a").body, "conn0")
         XCTAssertEqual(try other.send("DELETE", "/b").body, "conn1")
@@ -228,12 +237,9 @@ final class HTTPRouteRetryTests: XCTestCase {
     /// With an `Idempotency-Key` it is.
     func testPostIsNotReplayedAfterReset() throws {
         for path in ["/plain", "/retry"] {
-            let backend = try ScriptedBackend { conn, request, _, _ in
-                conn == 0 && request == 1 ? .resetAfterHead : .respond(200, "conn\(conn)")
-            }
+            let backend = try Self.resettingSecondRequest()
             defer { backend.stop() }
-            gateway?.stop()
-            let client = try KeptAliveClient(port: try start(backend, retry: "{codes: [500, 502, 503], attempts: 3}"))
+            let client = try restart(backend, retry: "{codes: [500, 502, 503], attempts: 3}")
             defer { client.close() }
             XCTAssertEqual(try client.send("GET", path).status, 200)
             let answer = try client.send("POST", path, body: Array(repeating: 0x61, count: 1000))
@@ -246,12 +252,9 @@ final class HTTPRouteRetryTests: XCTestCase {
         XCTAssertNotNil(capture.waitForLine(containing: ["request", "method=POST", "status=502"]), "\(capture.lines)")
         XCTAssertFalse(capture.lines.contains { $0.contains("method=POST") && $0.contains("retries=") }, "\(capture.lines)")
 
-        let keyed = try ScriptedBackend { conn, request, _, _ in
-            conn == 0 && request == 1 ? .resetAfterHead : .respond(200, "conn\(conn)")
-        }
+        let keyed = try Self.resettingSecondRequest()
         defer { keyed.stop() }
-        gateway?.stop()
-        let client = try KeptAliveClient(port: try start(keyed))
+        let client = try restart(keyed)
         defer { client.close() }
         XCTAssertEqual(try client.send("GET", "/a").status, 200)
         let answer = try client.send("POST", "/a", headers: ["Idempotency-Key: \"8e03978e\""], body: Array("order".utf8))
@@ -304,8 +307,7 @@ final class HTTPRouteRetryTests: XCTestCase {
         // Without `retry` a fresh connection that closes gets 502 at once.
         let closing = try ScriptedBackend { _, _, _, _ in .close }
         defer { closing.stop() }
-        gateway?.stop()
-        let other = try KeptAliveClient(port: try start(closing))
+        let other = try restart(closing)
         defer { other.close() }
         XCTAssertEqual(try other.send("GET", "/plain").status, 502)
         XCTAssertEqual(closing.requests.count, 1)

@@ -451,40 +451,62 @@ enum UnixSockets {
     }
 }
 
-/// A loopback HTTP/1.1 origin on threads: reads one request (head and `Content-Length` body),
-/// records the head as received, answers `200` with `body=<the body>` and closes.
-final class RecordingOrigin: @unchecked Sendable {  // fd and port are immutable; the heads are behind a Mutex
+/// A loopback TCP listener on 127.0.0.1 (ephemeral port) whose every accepted connection is
+/// served by `serve` on a thread of its own (blocking I/O; `serve` closes it).
+final class ThreadedServer: Sendable {
     let fd: Int32
     let port: UInt16
-    private let seen = Mutex<[String]>([])
 
-    init() throws {
+    init(_ serve: @escaping @Sendable (Int32) -> Void) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &addr) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-        }
-        guard bound, listen(fd, 16) == 0 else { throw FD.Failure(description: "origin: bind/listen failed") }
-        port = UInt16(bigEndian: addr.sin_port)
         let listening = fd
-        Thread.detachNewThread { [self] in
+        let bound = withUnsafeMutablePointer(to: &addr) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(listening, $0, length) == 0 && getsockname(listening, $0, &length) == 0 }
+        }
+        guard bound, listen(fd, 16) == 0 else { throw FD.Failure(description: "test server: bind/listen failed") }
+        port = UInt16(bigEndian: addr.sin_port)
+        Thread.detachNewThread {
             while true {
                 let c = accept(listening, nil, nil)
                 if c < 0 {
                     if errno == EINTR { continue }
                     return
                 }
-                Thread.detachNewThread { self.serve(c) }
+                Thread.detachNewThread { serve(c) }
             }
         }
     }
 
-    var heads: [String] { seen.withLock { $0 } }
+    func stop() {
+        shutdown(fd, Int32(SHUT_RDWR))
+        close(fd)
+    }
+}
 
-    private func serve(_ c: Int32) {
+/// A loopback HTTP/1.1 origin: reads one request (head and `Content-Length` body), records
+/// the head as received, answers `200` with `body=<the body>` and closes.
+final class RecordingOrigin: Sendable {
+    private final class Heads: Sendable {
+        let list = Mutex<[String]>([])
+    }
+
+    private let seen: Heads
+    private let server: ThreadedServer
+
+    init() throws {
+        let seen = Heads()
+        self.seen = seen
+        server = try ThreadedServer { c in Self.serve(c, seen) }
+    }
+
+    var port: UInt16 { server.port }
+    var heads: [String] { seen.list.withLock { $0 } }
+
+    private static func serve(_ c: Int32, _ seen: Heads) {
         defer { close(c) }
         var received: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
@@ -499,7 +521,7 @@ final class RecordingOrigin: @unchecked Sendable {  // fd and port are immutable
         }
         let end = received.firstRange(of: Array("\r\n\r\n".utf8))!.upperBound
         let head = String(decoding: received[..<end], as: UTF8.self)
-        seen.withLock { $0.append(head) }
+        seen.list.withLock { $0.append(head) }
         let length = head.components(separatedBy: "\r\n").first { $0.lowercased().hasPrefix("content-length:") }
             .flatMap { Int($0.dropFirst(15).trimmingCharacters(in: .whitespaces)) } ?? 0
         while received.count < end + length {
@@ -510,60 +532,40 @@ final class RecordingOrigin: @unchecked Sendable {  // fd and port are immutable
         _ = try? FD.write(c, Array(reply.utf8))
     }
 
-    func stop() {
-        shutdown(fd, Int32(SHUT_RDWR))
-        close(fd)
-    }
+    func stop() { server.stop() }
 }
 
-/// A loopback TCP server on threads for half-close checks: `closesFirst` — sends `BYE` and
-/// closes at once; otherwise reads until the client's EOF (`eofSeen`), then waits for
-/// `release()` and sends `BYE` and closes.
-final class HalfCloseServer: @unchecked Sendable {  // fd and port are immutable; the flag is behind a Mutex
-    let fd: Int32
-    let port: UInt16
-    private let eof = Mutex(false)
-    private let released = DispatchSemaphore(value: 0)
+/// A loopback TCP server for half-close checks: `closesFirst` — sends `BYE` and closes at
+/// once; otherwise reads until the client's EOF (`eofSeen`), then waits for `release()` and
+/// sends `BYE` and closes.
+final class HalfCloseServer: Sendable {
+    private final class Flags: Sendable {
+        let eof = Mutex(false)
+        let released = DispatchSemaphore(value: 0)
+    }
+
+    private let flags: Flags
+    private let server: ThreadedServer
 
     init(closesFirst: Bool) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &addr) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-        }
-        guard bound, listen(fd, 16) == 0 else { throw FD.Failure(description: "half-close server: bind/listen failed") }
-        port = UInt16(bigEndian: addr.sin_port)
-        let listening = fd
-        Thread.detachNewThread { [self] in
-            while true {
-                let c = accept(listening, nil, nil)
-                if c < 0 {
-                    if errno == EINTR { continue }
-                    return
-                }
-                Thread.detachNewThread {
-                    defer { close(c) }
-                    if !closesFirst {
-                        var chunk = [UInt8](repeating: 0, count: 4096)
-                        while chunk.withUnsafeMutableBytes({ recv(c, $0.baseAddress!, $0.count, 0) }) > 0 {}
-                        self.eof.withLock { $0 = true }
-                        guard self.released.wait(timeout: .now() + 30) == .success else { return }
-                    }
-                    _ = try? FD.write(c, Array("BYE".utf8))
-                }
+        let flags = Flags()
+        self.flags = flags
+        server = try ThreadedServer { c in
+            defer { close(c) }
+            if !closesFirst {
+                var chunk = [UInt8](repeating: 0, count: 4096)
+                while chunk.withUnsafeMutableBytes({ recv(c, $0.baseAddress!, $0.count, 0) }) > 0 {}
+                flags.eof.withLock { $0 = true }
+                guard flags.released.wait(timeout: .now() + 30) == .success else { return }
             }
+            _ = try? FD.write(c, Array("BYE".utf8))
         }
     }
 
-    var eofSeen: Bool { eof.withLock { $0 } }
+    var port: UInt16 { server.port }
+    var eofSeen: Bool { flags.eof.withLock { $0 } }
 
-    func release() { released.signal() }
+    func release() { flags.released.signal() }
 
-    func stop() {
-        shutdown(fd, Int32(SHUT_RDWR))
-        close(fd)
-    }
+    func stop() { server.stop() }
 }
