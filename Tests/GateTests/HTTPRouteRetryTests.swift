@@ -277,7 +277,8 @@ final class HTTPRouteRetryTests: XCTestCase {
             return seen < n ? .respond(503, "busy \(seen)") : .respond(200, "ok after \(seen)")
         }
         defer { backend.stop() }
-        let client = try KeptAliveClient(port: try start(backend))
+        let gatewayPort = try start(backend)
+        let client = try KeptAliveClient(port: gatewayPort)
         defer { client.close() }
         let body = (0..<30_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
         let put = try client.send("PUT", "/retry/fail-2", body: body)
@@ -291,6 +292,14 @@ final class HTTPRouteRetryTests: XCTestCase {
         XCTAssertEqual(try client.send("POST", "/retry/fail-1").body, "busy 0")
         XCTAssertEqual(backend.requests.filter { $0.contains("POST") }.count, 1)
         XCTAssertNotNil(capture.waitForLine(containing: ["request", "path=/retry/fail-2", "status=200", "retries=2"]), "\(capture.lines)")
+        // The same over h2c (curl, prior knowledge): the HTTP/2 stream's body is replayed too.
+        let file = "\(dir)/body"
+        try Data(body).write(to: URL(fileURLWithPath: file))
+        let h2 = try runProcess(
+            try tool("curl"), ["-sS", "--http2-prior-knowledge", "-X", "PUT", "--data-binary", "@\(file)", "--max-time", "20",
+                               "http://127.0.0.1:\(gatewayPort)/retry/h2-fail-1"])
+        XCTAssertEqual(h2.out, "ok after 1", h2.err)
+        XCTAssertEqual(backend.requests.filter { $0.contains("PUT /retry/h2-fail-1 30000") }.count, 2, "\(backend.requests)")
         XCTAssertNotNil(capture.waitForLine(containing: ["request", "path=/retry/fail-3", "status=503", "retries=2"]), "\(capture.lines)")
     }
 
