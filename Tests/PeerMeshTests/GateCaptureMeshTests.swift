@@ -376,6 +376,11 @@ final class GateCaptureMeshTests: MeshTestCase {
                 }
             }
         }
+        // curl as the proxy client (absolute-form request through `-x`).
+        let url = "http://\(s.bobHost):\(origin.port)/curl"
+        let curl = try await onThread { try runCommand(["curl", "-sS", "--max-time", "20", "-x", "http://127.0.0.1:\(s.http)", "-d", "from-curl", url]) }
+        XCTAssertEqual(curl, "body=from-curl")
+        XCTAssertTrue(origin.heads.last?.hasPrefix("POST /curl HTTP/1.1\r\n") == true, "\(origin.heads)")
     }
 }
 
