@@ -14,9 +14,9 @@ import Synchronization
 ///   socket over with `UpstreamStream.attach`, which joins it to the stream directly: no
 ///   socketpair and no second relay between them.
 ///
-/// Capture fronts call `open` for streams they relay opaquely (SOCKS5 CONNECT, HTTP CONNECT,
-/// port forwards, REDIRECT, TPROXY) and `dial` where they speak to the socket themselves
-/// (absolute-URI HTTP proxying, HTTPRoute backends).
+/// Capture fronts call `open` for every stream (SOCKS5 CONNECT, HTTP CONNECT, absolute-URI HTTP
+/// proxying — whose request head goes into a carried stream first —, port forwards, REDIRECT,
+/// TPROXY); HTTPRoute backends call `dial`, since the gateway speaks HTTP/1.1 to the socket.
 public protocol Upstream: Sendable {
     /// A short name for logs and metrics ("direct", "h2:alice", …).
     var name: String { get }
@@ -53,19 +53,27 @@ public protocol UpstreamStream: Sendable {
     /// after the stream ended.
     func cancel()
 
-    /// The bytes moved so far each way (the client's prefix counted up); safe from any thread,
-    /// cheap and non-blocking (the Gate reads it once a second under its registry's lock).
+    /// The bytes moved so far each way (the client's prefix counted up) and which directions
+    /// ended with a half-close; safe from any thread, cheap and non-blocking (the Gate reads it
+    /// once a second under its registry's lock, and for `/debug/streams`).
     var transferred: StreamBytes { get }
 }
 
-/// Bytes a carried stream moved so far: client → destination (`up`), destination → client (`down`).
+/// Bytes a carried stream moved so far: client → destination (`up`), destination → client
+/// (`down`); and whether each direction has ended with a half-close (the client's FIN passed
+/// on: `upFinished`; the destination's end written to the client as a FIN: `downFinished`),
+/// as a relay reports them in `/debug/streams`.
 public struct StreamBytes: Sendable, Equatable {
     public var up: UInt64
     public var down: UInt64
+    public var upFinished: Bool
+    public var downFinished: Bool
 
-    public init(up: UInt64, down: UInt64) {
+    public init(up: UInt64, down: UInt64, upFinished: Bool = false, downFinished: Bool = false) {
         self.up = up
         self.down = down
+        self.upFinished = upFinished
+        self.downFinished = downFinished
     }
 }
 
@@ -74,6 +82,8 @@ public struct StreamBytes: Sendable, Equatable {
 public final class StreamByteCounters: Sendable {
     private let up = Atomic<UInt64>(0)
     private let down = Atomic<UInt64>(0)
+    private let upEnded = Atomic<Bool>(false)
+    private let downEnded = Atomic<Bool>(false)
 
     public init() {}
 
@@ -81,8 +91,16 @@ public final class StreamByteCounters: Sendable {
     public func addUp(_ n: Int) { up.wrappingAdd(UInt64(n), ordering: .relaxed) }
     /// Counts bytes destination → client.
     public func addDown(_ n: Int) { down.wrappingAdd(UInt64(n), ordering: .relaxed) }
+    /// The client half-closed (its FIN goes on to the destination).
+    public func finishUp() { upEnded.store(true, ordering: .relaxed) }
+    /// The destination's end was written to the client as a FIN.
+    public func finishDown() { downEnded.store(true, ordering: .relaxed) }
 
-    public var snapshot: StreamBytes { StreamBytes(up: up.load(ordering: .relaxed), down: down.load(ordering: .relaxed)) }
+    public var snapshot: StreamBytes {
+        StreamBytes(
+            up: up.load(ordering: .relaxed), down: down.load(ordering: .relaxed), upFinished: upEnded.load(ordering: .relaxed),
+            downFinished: downEnded.load(ordering: .relaxed))
+    }
 }
 
 /// The captured side of a stream handed to an `UpstreamStream`.

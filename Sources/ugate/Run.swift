@@ -102,7 +102,7 @@ struct Run: AsyncParsableCommand {
             rows.append(("sni-relay", "\(relay.poolSize) connections registered with \(relay.gateway)"))
         }
         let bound = node.start()
-        let httproute = try HTTPRouteService.start(settings, loops: node.loops, router: node.router)
+        let httproute = try HTTPRouteService.start(settings, loops: node.loops, router: node.router, stateDirectory: identityDir)
         httprouteSlot.service = httproute
         rows += httproute?.bound.map { ($0.name, "\($0.tls ? "https" : "http") \($0.address)") } ?? []
         var lines = ["ugate node \(settings.name ?? "") ready (forwarder \(settings.forwarder.rawValue))"]

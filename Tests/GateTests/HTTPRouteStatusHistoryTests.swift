@@ -166,4 +166,76 @@ final class HTTPRouteStatusHistoryTests: XCTestCase {
         XCTAssertEqual(service.status().routes.first { $0.name == "declared" }?.parents.first?.conditions.first?.observedGeneration, 6)
         XCTAssertEqual(service.status().gateways[0].listeners[0].attachedRoutes, 1)
     }
+
+    /// With a file the history survives a restart: counters and transition times are read back
+    /// by a new `StatusHistory`; the file is replaced atomically (no temporary left); a corrupt
+    /// file is reported and the history starts afresh.
+    func testHistoryFileSurvivesRestart() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("statusfile-\(getpid())-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let file = "\(dir)/httproute-status.json"
+        let loader = HTTPRouteLoader(services: ["web": "127.0.0.1:1"])
+        let t = (0..<4).map { Date(timeIntervalSince1970: 1_790_000_000 + Double($0) * 60) }
+        let time = t.map(StatusHistory.format)
+        let inside = try loader.load(yaml: Self.manifests(host: "a.shop.example", declared: 7), file: "routes.yaml")
+        let outside = try loader.load(yaml: Self.manifests(host: "a.other.example", declared: 7), file: "routes.yaml")
+        func report(_ history: StatusHistory, _ manifests: RouteManifests, at now: Date) -> HTTPRouteStatusReport {
+            history.observe(manifests)
+            return HTTPRouteStatusReport.compute(manifests, listeners: nil, history: history, now: now)
+        }
+        let first = StatusHistory(file: file)
+        _ = report(first, inside, at: t[0])
+        let before = report(first, outside, at: t[1])
+        XCTAssertEqual(Self.route(before, "counted", "Accepted"), "False 2 \(time[1])")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir), ["httproute-status.json"])
+        let saved = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: file))) as? [String: Any]
+        XCTAssertEqual(saved?["version"] as? Int, 1)
+
+        // "Restart": a new history from the file, the same manifests later.
+        let second = StatusHistory(file: file)
+        let after = report(second, outside, at: t[3])
+        XCTAssertEqual(Self.route(after, "counted", "Accepted"), "False 2 \(time[1])")
+        XCTAssertEqual(Self.route(after, "counted", "ResolvedRefs"), "True 2 \(time[0])")
+        XCTAssertEqual(Self.listener(after, "Accepted"), "True 1 \(time[0])")
+        // A spec changed while the node was down still counts as a change.
+        XCTAssertEqual(Self.route(report(StatusHistory(file: file), inside, at: t[3]), "counted", "Accepted"), "True 3 \(time[3])")
+
+        // A corrupt file: reported, fresh history, then replaced by a valid one.
+        try "{\"version\": 1, \"objects\": [".write(toFile: file, atomically: true, encoding: .utf8)
+        let capture = LogCapture()
+        let fresh = StatusHistory(file: file, log: capture.logger("ugate.httproute"))
+        XCTAssertNotNil(capture.waitForLine(containing: ["status history not readable", file]), "\(capture.lines)")
+        XCTAssertEqual(Self.route(report(fresh, outside, at: t[3]), "counted", "Accepted"), "False 1 \(time[3])")
+        XCTAssertNotNil(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: file))) as? [String: Any])
+    }
+
+    /// The running service with a state directory: generations and transition times survive
+    /// stopping it and starting a new one on the same folder and directory.
+    func testServiceRestartKeepsHistory() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("statusrestart-\(getpid())-\(UUID())").path
+        for sub in ["routes", "state"] { try FileManager.default.createDirectory(atPath: "\(dir)/\(sub)", withIntermediateDirectories: true) }
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Self.manifests(host: "a.shop.example", declared: 5).write(toFile: "\(dir)/routes/routes.yaml", atomically: true, encoding: .utf8)
+        let loops = try GateLoopGroup(count: 1)
+        defer { loops.shutdown() }
+        var config = HTTPRouteConfig(
+            manifests: "\(dir)/routes", services: ["web": "127.0.0.1:1"], listeners: [HTTPRouteListenerConfig(name: "web", port: 0, gateway: "infra/gw")])
+        config.reloadInterval = 0.05
+        func accepted(_ service: HTTPRouteService) -> RouteCondition? {
+            service.status().routes.first { $0.name == "counted" }?.parents.first?.conditions.first { $0.type == "Accepted" }
+        }
+        let service = try HTTPRouteService(config: config, bind: "127.0.0.1", loops: loops, stateDirectory: "\(dir)/state")
+        let since = try XCTUnwrap(accepted(service)?.lastTransitionTime)
+        try Self.manifests(host: "b.shop.example", declared: 5).write(toFile: "\(dir)/routes/routes.yaml", atomically: true, encoding: .utf8)
+        XCTAssertTrue(eventually { accepted(service)?.observedGeneration == 2 }, "\(String(describing: accepted(service)))")
+        service.stop()
+        // Transition times have a resolution of a second: a restart a second later must not move them.
+        sleep(1)
+        let restarted = try HTTPRouteService(config: config, bind: "127.0.0.1", loops: loops, stateDirectory: "\(dir)/state")
+        defer { restarted.stop() }
+        XCTAssertEqual(accepted(restarted)?.observedGeneration, 2)
+        XCTAssertEqual(accepted(restarted)?.lastTransitionTime, since)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: "\(dir)/state/\(HTTPRouteService.statusHistoryFile)"))
+    }
 }

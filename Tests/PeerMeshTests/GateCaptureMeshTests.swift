@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import NIOCore
+import Synchronization
 import XCTest
 @testable import Gate
 @testable import PeerMesh
@@ -211,6 +212,48 @@ final class GateCaptureMeshTests: MeshTestCase {
         XCTAssertTrue(after.isEmpty, "\(after)")
     }
 
+    /// `/debug/streams` reports each direction's half-close for carried streams, as for relays:
+    /// the client's FIN passed on (`upFinished`) while the destination keeps sending, and the
+    /// destination's FIN written to the client (`downFinished`) while the client keeps its side.
+    func testCarriedStreamHalfCloseFlagsInDebugStreams() async throws {
+        let holding = try HalfCloseServer(closesFirst: false)
+        let closing = try HalfCloseServer(closesFirst: true)
+        cleanups.append {
+            holding.stop()
+            closing.stop()
+        }
+        let s = try await setup(allowed: ["127.0.0.1:\(holding.port)", "127.0.0.1:\(closing.port)"])
+        let admin = try await AdminServer(routes: s.gate.adminRoutes()).start(host: "127.0.0.1", port: 0)
+        cleanups.append { try? await admin.close() }
+
+        // The client half-closes; the destination reads its EOF and keeps its side open.
+        let up = try await onThread { try ProxyClient.socks5(proxy: s.socks, host: s.bobID, port: holding.port) }
+        defer { close(up.fd) }
+        try await onThread { try FD.write(up.fd, Array("hello".utf8)) }
+        XCTAssertEqual(shutdown(up.fd, Int32(SHUT_WR)), 0)
+        try await waitUntil("the destination read the client's FIN") { holding.eofSeen }
+        var listed = try await debugStreams(admin).filter { $0.mode == "stream" }
+        XCTAssertEqual(listed.count, 1)
+        XCTAssertEqual(listed.first?.upFinished, true, "\(listed)")
+        XCTAssertEqual(listed.first?.downFinished, false, "\(listed)")
+        holding.release()
+        let rest = try await onThread { try FD.exchange(up.fd, send: [], halfClose: false) }
+        XCTAssertEqual(rest, Array("BYE".utf8))
+        try await waitUntil("the first stream left the registry") { s.gate.context.carried.count == 0 }
+
+        // The destination closes first: its FIN reaches the client, the client keeps its side.
+        let down = try await onThread { try ProxyClient.connect(proxy: s.http, host: s.bobHost, port: closing.port) }
+        defer { close(down.fd) }
+        let greeting = try await onThread { try FD.exchange(down.fd, send: [], halfClose: false) }
+        XCTAssertEqual(greeting, Array("BYE".utf8), "the destination's bytes and then its FIN")
+        listed = try await debugStreams(admin).filter { $0.mode == "stream" }
+        XCTAssertEqual(listed.count, 1)
+        XCTAssertEqual(listed.first?.downFinished, true, "\(listed)")
+        XCTAssertEqual(listed.first?.upFinished, false, "\(listed)")
+        XCTAssertEqual(shutdown(down.fd, Int32(SHUT_WR)), 0)
+        try await waitUntil("the second stream left the registry") { s.gate.context.carried.count == 0 }
+    }
+
     func testIdleCarriedStreamIsResetAfterTheIdleTimeout() async throws {
         let echo = try await echoServer()
         let s = try await setup(allowed: ["127.0.0.1:\(echo.port)"]) { $0.idleTimeout = 2 }
@@ -300,6 +343,45 @@ final class GateCaptureMeshTests: MeshTestCase {
         try await waitUntil("descriptors back to \(baseline), now \(Sys.openFDCount())") { Sys.openFDCount() == baseline }
         XCTAssertEqual(echo.accepted, open.count)
     }
+
+    /// Absolute-URI HTTP proxying (`POST http://host:port/…`) to a mesh peer: the rewritten
+    /// request head goes into the carried stream first and the client socket follows it — no
+    /// AF_UNIX socket while the request is in flight (the old path dialled a socketpair) — and
+    /// the origin sees origin-form, no hop-by-hop fields, the body whole; one access-log line.
+    func testAbsoluteURIRequestThroughTheMeshUsesNoSocketpair() async throws {
+        let origin = try RecordingOrigin()
+        cleanups.append { origin.stop() }
+        let s = try await setup(allowed: ["127.0.0.1:\(origin.port)"])
+        for (index, (host, kind)) in [(s.bobID, "dm"), (s.bobHost, "hbone")].enumerated() {
+            let baseline = UnixSockets.count()
+            let fd = try FD.connect(port: s.http)
+            defer { close(fd) }
+            let head = "POST http://\(host):\(origin.port)/upload?n=\(index) HTTP/1.1\r\nHost: \(host):\(origin.port)\r\n"
+                + "Proxy-Connection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 10\r\n\r\n01234"
+            try await onThread { try FD.write(fd, Array(head.utf8)) }
+            try await waitUntil("the origin read request \(index)'s head") { origin.heads.count == index + 1 }
+            XCTAssertEqual(UnixSockets.count(), baseline, "a request carried by the mesh stream adds no AF_UNIX socket")
+            let response = String(decoding: try await onThread { try FD.exchange(fd, send: Array("56789".utf8)) }, as: UTF8.self)
+            XCTAssertTrue(response.hasPrefix("HTTP/1.1 200 OK\r\n"), response)
+            XCTAssertTrue(response.hasSuffix("body=0123456789"), response)
+            let seen = origin.heads[index]
+            XCTAssertTrue(seen.hasPrefix("POST /upload?n=\(index) HTTP/1.1\r\n"), seen)
+            XCTAssertTrue(seen.contains("\r\nConnection: close\r\n") && seen.contains("\r\nHost: \(host):\(origin.port)\r\n"), seen)
+            XCTAssertFalse(seen.lowercased().contains("proxy-connection") || seen.lowercased().contains("keep-alive"), seen)
+            let upstream = "h2-\(kind):\(s.bobID.prefix(8))"
+            try await waitUntil("access log for \(upstream): \(s.access.detailed)") {
+                s.access.detailed.contains {
+                    $0.hasPrefix("stream ") && $0.contains("listener=http ") && $0.contains("upstream=\(upstream) ") && $0.contains("mode=stream ")
+                        && $0.contains("end=done ")
+                }
+            }
+        }
+        // curl as the proxy client (absolute-form request through `-x`).
+        let url = "http://\(s.bobHost):\(origin.port)/curl"
+        let curl = try await onThread { try runCommand(["curl", "-sS", "--max-time", "20", "-x", "http://127.0.0.1:\(s.http)", "-d", "from-curl", url]) }
+        XCTAssertEqual(curl, "body=from-curl")
+        XCTAssertTrue(origin.heads.last?.hasPrefix("POST /curl HTTP/1.1\r\n") == true, "\(origin.heads)")
+    }
 }
 
 /// Runs blocking socket work on a thread of its own (not the cooperative pool the Gate's
@@ -372,4 +454,123 @@ enum UnixSockets {
             bytes += chunk[0..<n]
         }
     }
+}
+
+/// A loopback TCP listener on 127.0.0.1 (ephemeral port) whose every accepted connection is
+/// served by `serve` on a thread of its own (blocking I/O; `serve` closes it).
+final class ThreadedServer: Sendable {
+    let fd: Int32
+    let port: UInt16
+
+    init(_ serve: @escaping @Sendable (Int32) -> Void) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let listening = fd
+        let bound = withUnsafeMutablePointer(to: &addr) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(listening, $0, length) == 0 && getsockname(listening, $0, &length) == 0 }
+        }
+        guard bound, listen(fd, 16) == 0 else { throw FD.Failure(description: "test server: bind/listen failed") }
+        port = UInt16(bigEndian: addr.sin_port)
+        Thread.detachNewThread {
+            while true {
+                let c = accept(listening, nil, nil)
+                if c < 0 {
+                    if errno == EINTR { continue }
+                    return
+                }
+                Thread.detachNewThread { serve(c) }
+            }
+        }
+    }
+
+    func stop() {
+        shutdown(fd, Int32(SHUT_RDWR))
+        close(fd)
+    }
+}
+
+/// A loopback HTTP/1.1 origin: reads one request (head and `Content-Length` body), records
+/// the head as received, answers `200` with `body=<the body>` and closes.
+final class RecordingOrigin: Sendable {
+    private final class Heads: Sendable {
+        let list = Mutex<[String]>([])
+    }
+
+    private let seen: Heads
+    private let server: ThreadedServer
+
+    init() throws {
+        let seen = Heads()
+        self.seen = seen
+        server = try ThreadedServer { c in Self.serve(c, seen) }
+    }
+
+    var port: UInt16 { server.port }
+    var heads: [String] { seen.list.withLock { $0 } }
+
+    private static func serve(_ c: Int32, _ seen: Heads) {
+        defer { close(c) }
+        var received: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        func fill() -> Bool {
+            let n = chunk.withUnsafeMutableBytes { recv(c, $0.baseAddress!, $0.count, 0) }
+            guard n > 0 else { return false }
+            received += chunk[0..<n]
+            return true
+        }
+        while received.firstRange(of: Array("\r\n\r\n".utf8)) == nil {
+            guard fill() else { return }
+        }
+        let end = received.firstRange(of: Array("\r\n\r\n".utf8))!.upperBound
+        let head = String(decoding: received[..<end], as: UTF8.self)
+        seen.list.withLock { $0.append(head) }
+        let length = head.components(separatedBy: "\r\n").first { $0.lowercased().hasPrefix("content-length:") }
+            .flatMap { Int($0.dropFirst(15).trimmingCharacters(in: .whitespaces)) } ?? 0
+        while received.count < end + length {
+            guard fill() else { return }
+        }
+        let body = "body=" + String(decoding: received[end..<(end + length)], as: UTF8.self)
+        let reply = "HTTP/1.1 200 OK\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
+        _ = try? FD.write(c, Array(reply.utf8))
+    }
+
+    func stop() { server.stop() }
+}
+
+/// A loopback TCP server for half-close checks: `closesFirst` — sends `BYE` and closes at
+/// once; otherwise reads until the client's EOF (`eofSeen`), then waits for `release()` and
+/// sends `BYE` and closes.
+final class HalfCloseServer: Sendable {
+    private final class Flags: Sendable {
+        let eof = Mutex(false)
+        let released = DispatchSemaphore(value: 0)
+    }
+
+    private let flags: Flags
+    private let server: ThreadedServer
+
+    init(closesFirst: Bool) throws {
+        let flags = Flags()
+        self.flags = flags
+        server = try ThreadedServer { c in
+            defer { close(c) }
+            if !closesFirst {
+                var chunk = [UInt8](repeating: 0, count: 4096)
+                while chunk.withUnsafeMutableBytes({ recv(c, $0.baseAddress!, $0.count, 0) }) > 0 {}
+                flags.eof.withLock { $0 = true }
+                guard flags.released.wait(timeout: .now() + 30) == .success else { return }
+            }
+            _ = try? FD.write(c, Array("BYE".utf8))
+        }
+    }
+
+    var port: UInt16 { server.port }
+    var eofSeen: Bool { flags.eof.withLock { $0 } }
+
+    func release() { flags.released.signal() }
+
+    func stop() { server.stop() }
 }

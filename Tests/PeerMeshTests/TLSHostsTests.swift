@@ -30,14 +30,14 @@ final class TLSHostsTests: MeshTestCase {
         var bobID: String
     }
 
-    private func nodes(host: TLSHostConfig, grant: [String], pool: Int = 2) async throws -> Nodes {
+    private func nodes(host: TLSHostConfig, grant: [String], served: String = TLSHostsTests.name, pool: Int = 2) async throws -> Nodes {
         let gateID = try NodeIdentity.generate()
         let bobID = try NodeIdentity.generate()
         let (gate, gatePort) = try await node(gateID, peers: [PeerConfig(id: bobID.node.id, tlsHosts: grant)])
         let bob = try MeshNode(
             config: MeshConfig(
                 identityDir: "-", peers: [PeerConfig(id: gateID.node.id, addresses: ["127.0.0.1:\(gatePort)"])],
-                tlsHosts: [Self.name: host]),
+                tlsHosts: [served: host]),
             identity: bobID)
         cleanups.append { await bob.shutdown() }
         try bob.startRelay(to: gateID.node.id, poolSize: pool)
@@ -147,7 +147,8 @@ final class TLSHostsTests: MeshTestCase {
             XCTAssertThrowsError(try section(json).validate(), line: line) { XCTAssertTrue("\($0)".contains(text), "\($0)", line: line) }
         }
         refused(#"{"tlsHosts": {"db.example.com": {"port": 0, "cert": "c", "key": "k"}}}"#, #"mesh.tlsHosts["db.example.com"].port: 0 is not a TCP port"#)
-        refused(#"{"tlsHosts": {"*.example.com": {"port": 1, "cert": "c", "key": "k"}}}"#, "is not a DNS host name")
+        refused(#"{"tlsHosts": {"*.com": {"port": 1, "cert": "c", "key": "k"}}}"#, "is not a host name or wildcard")
+        refused(#"{"tlsHosts": {"a.*.example.com": {"port": 1, "cert": "c", "key": "k"}}}"#, "is not a DNS host name")
         refused(#"{"tlsHosts": {"db.example.com": {"port": 1, "cert": "", "key": "k"}}}"#, "cert: the certificate PEM file is required")
         refused(#"{"peers": [{"id": "X", "tlsHosts": ["bad name"]}]}"#, "mesh.peers[0].tlsHosts[0]")
         XCTAssertThrowsError(try section(#"{"tlsHosts": {"db.example.com": {"port": 1, "cert": "c"}}}"#))
@@ -173,5 +174,74 @@ final class TLSHostsTests: MeshTestCase {
         XCTAssertTrue(TLSHosts.covers("*.example.com", "db.example.com"))
         XCTAssertFalse(TLSHosts.covers("*.example.com", "a.db.example.com"), "a wildcard covers one label only")
         XCTAssertFalse(TLSHosts.covers("*.example.com", "example.com"))
+    }
+
+    /// A wildcard grant at the gateway and a wildcard name on the node: any single label below
+    /// the domain goes through the relay to bob and is terminated with bob's wildcard
+    /// certificate (verified by Python `ssl` for that name); the apex and deeper names are not
+    /// routed to bob.
+    func testWildcardGrantThroughTheRelay() async throws {
+        let echo = try await echoServer()
+        var host = try certificate(["*.example.com"])
+        host.port = echo.port
+        let n = try await nodes(host: host, grant: ["*.Example.com"], served: "*.example.com")
+        let python = try runPython(["-c", Self.pythonVerifiedEcho, "127.0.0.1", "\(n.gatePort)", "api.example.com", host.cert, "\(256 << 10)"])
+        XCTAssertEqual(python.0, 0, python.1)
+        XCTAssertTrue(python.1.contains("\"san\": [\"*.example.com\"]") && python.1.contains("\"match\": true"), python.1)
+        XCTAssertEqual(echo.accepted, 1)
+        XCTAssertEqual(n.gate.acceptedConnections, 0, "gate spliced the wildcard name into bob's registration")
+        XCTAssertEqual(n.bob.termination(serverName: "API.example.com"), .host("api.example.com", port: echo.port))
+        XCTAssertEqual(n.bob.termination(serverName: "a.b.example.com"), .mesh)
+        XCTAssertEqual(n.bob.termination(serverName: "example.com"), .mesh)
+        // Deeper names and the apex are not granted: gate terminates them (mesh mTLS refuses a
+        // client without a certificate) and no registration is used.
+        try await waitUntil("bob refilled its relay pool") { n.gate.relayConnections(from: n.bobID) == 2 }
+        let used = n.bob.relayStatus(gateway: n.gate.identity.node.id).used
+        for name in ["a.b.example.com", "example.com"] {
+            let refused = try runPython(["-c", Self.pythonVerifiedEcho, "127.0.0.1", "\(n.gatePort)", name, host.cert, "1000"])
+            XCTAssertNotEqual(refused.0, 0, refused.1)
+        }
+        XCTAssertEqual(n.bob.relayStatus(gateway: n.gate.identity.node.id).used, used, "no registration was used")
+        XCTAssertEqual(echo.accepted, 1)
+    }
+
+    /// Wildcard grants in the gateway's peer entries: one label only, exact grants win, the
+    /// same wildcard for two peers is refused at config load naming the fields.
+    func testWildcardGrantsAndConflicts() throws {
+        let bob = try NodeIdentity.generate().node.id
+        let carol = try NodeIdentity.generate().node.id
+        let selfID = try NodeIdentity.generate().node.id
+        let policy = try PeerPolicy(peers: [
+            PeerConfig(id: bob, addresses: ["127.0.0.1:9"], tlsHosts: ["*.example.com"]),
+            PeerConfig(id: carol, addresses: ["127.0.0.1:10"], tlsHosts: ["db.example.com", "*.shop.example.com"]),
+        ])
+        XCTAssertEqual(policy.peer(tlsHost: "web.EXAMPLE.com")?.id, bob)
+        XCTAssertEqual(policy.peer(tlsHost: "db.example.com")?.id, carol, "the exact grant wins")
+        XCTAssertEqual(policy.peer(tlsHost: "x.shop.example.com")?.id, carol)
+        XCTAssertEqual(policy.peer(tlsHost: "shop.example.com")?.id, bob, "shop.example.com is one label below example.com")
+        XCTAssertNil(policy.peer(tlsHost: "example.com"), "not the apex")
+        XCTAssertNil(policy.peer(tlsHost: "a.web.example.com"), "not deeper labels")
+        XCTAssertNil(policy.peer(tlsHost: "*.example.com"))
+        let router = SNIRouter(
+            selfID: selfID, naming: MeshNaming(), policy: policy,
+            relays: RelayRegistry(gatewayID: selfID, policy: policy, maxPerNode: 4), logger: .init(label: "test"))
+        guard case .forward(let destination, _) = router.verdict(serverName: "web.example.com") else { return XCTFail("wildcard grant forwarded") }
+        XCTAssertEqual(destination, Destination(host: "127.0.0.1", port: 9))
+        guard case .forward(let exact, _) = router.verdict(serverName: "db.example.com") else { return XCTFail("exact grant forwarded") }
+        XCTAssertEqual(exact, Destination(host: "127.0.0.1", port: 10))
+        guard case .handOff = router.verdict(serverName: "a.web.example.com") else { return XCTFail("deeper names are not granted") }
+
+        let overlapping = #"{"peers": [{"id": "\#(bob)", "tlsHosts": ["*.example.com"]}, {"id": "\#(carol)", "tlsHosts": ["db.example.com", "*.EXAMPLE.com"]}]}"#
+        XCTAssertThrowsError(try JSONDecoder().decode(MeshSection.self, from: Data(overlapping.utf8)).validate()) { error in
+            XCTAssertTrue(
+                "\(error)".contains("field mesh.peers[1].tlsHosts[1]: wildcard *.example.com is listed for two peers, \(bob) (mesh.peers[0].tlsHosts[0]) and \(carol)"),
+                "\(error)")
+        }
+        XCTAssertThrowsError(try PeerPolicy(peers: [PeerConfig(id: bob, tlsHosts: ["*.example.com"]), PeerConfig(id: carol, tlsHosts: ["*.example.com"])]))
+        for bad in ["*.com", "*example.com", "a.*.example.com", "*.*.example.com"] {
+            XCTAssertThrowsError(try PeerPolicy(peers: [PeerConfig(id: bob, tlsHosts: [bad])]), bad) { error in
+                XCTAssertTrue("\(error)".contains("mesh.peers[0].tlsHosts[0]"), "\(error)")
+            }
+        }
     }
 }

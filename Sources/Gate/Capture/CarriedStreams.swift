@@ -73,8 +73,8 @@ final class CarriedStreams: Sendable {
         for stream in idle { stream.cancel() }
     }
 
-    /// JSON-ready snapshots (mode `stream`). The end of each direction is the transport's
-    /// business, so `upFinished`/`downFinished` stay false; `idleMillis` is as fine as the sweep.
+    /// JSON-ready snapshots (mode `stream`), with each direction's half-close as the stream
+    /// reports it (`StreamBytes.upFinished`/`downFinished`); `idleMillis` is as fine as the sweep.
     func snapshots(now: UInt64) -> [StreamSnapshot] {
         state.withLock { state in
             state.entries.keys.map { id in
@@ -84,7 +84,7 @@ final class CarriedStreams: Sendable {
                     id: id, listener: e.info.listener, source: e.info.source, destination: e.info.destination.description,
                     serverName: e.info.serverName, proto: e.info.proto, upstream: e.upstreamName, mode: GateMetrics.carriedMode,
                     bytesUp: e.bytes.up, bytesDown: e.bytes.down, ageMillis: Self.since(e.startedAt, now),
-                    idleMillis: Self.since(e.lastActivity, now), upFinished: false, downFinished: false)
+                    idleMillis: Self.since(e.lastActivity, now), upFinished: e.bytes.upFinished, downFinished: e.bytes.downFinished)
             }
         }
     }

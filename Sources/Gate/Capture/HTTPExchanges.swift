@@ -9,6 +9,14 @@ import Logging
 /// connection too), so the bytes are copied in userspace on the connection's task, not by a
 /// `Relay`: this path serves plain-HTTP requests, not bulk tunnels (CONNECT stays zero-parse).
 /// One access-log line per request (`mode=http`).
+///
+/// An origin whose upstream carries streams itself (a mesh peer: `Upstream.open` returns an
+/// `UpstreamStream`) gets no socket to speak to: the request head (origin-form, hop-by-hop fields
+/// removed, `Connection: close`; `Upgrade` kept, so a WebSocket can switch) is written into the
+/// stream first and the client socket is attached behind it (`GateContext.relay`), as CONNECT
+/// does — no socketpair. The rest of the connection is then opaque: the response comes back as
+/// the origin sent it, the origin closes after it, and the client connection ends with the
+/// stream (one request per client connection on this path; one access-log line, `mode=stream`).
 struct HTTPExchanges {
     enum Failure: Error {
         /// Routing or dialling the origin failed (answered 403/502/504).
@@ -67,11 +75,25 @@ struct HTTPExchanges {
         if origin != destination || upstream == nil {
             closeUpstream()
             do {
-                let (fd, name) = try await context.dial(info)
+                let (opened, name) = try await context.open(info)
+                guard case .socket(let fd) = opened else {
+                    // Carried by the upstream itself: the request first, then the client socket.
+                    let carriedHead: [UInt8]
+                    do {
+                        carriedHead = try head.forwardHead(HTTPForwardOptions(keepUpgrade: true, close: true))
+                    } catch {
+                        opened.abort()
+                        throw error
+                    }
+                    context.relay(conn, upstream: opened, info: info, upstreamName: name, mode: .copy, prefix: carriedHead)
+                    return false
+                }
                 try Sys.setNonBlocking(fd)
                 upstream = ClientConn(fd: fd, loop: conn.loop, peer: SocketAddress.peer(of: fd))
                 upstreamName = name
                 origin = destination
+            } catch let error as WireError {
+                throw error
             } catch {
                 context.dialFailed(info, error)
                 throw Failure.dial(error)

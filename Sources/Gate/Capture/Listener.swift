@@ -23,20 +23,8 @@ final class GateContext: Sendable {
 
     var handshakeDeadline: UInt64 { GateLoop.monotonicMillis() + UInt64(config.handshakeTimeout * 1000) }
 
-    /// Routes and dials; returns the connected upstream socket and the upstream's name. For
-    /// fronts that speak to the upstream socket themselves (absolute-URI HTTP proxying).
-    func dial(_ info: StreamInfo) async throws -> (fd: Int32, upstream: String) {
-        let decision = try router.route(info)
-        do {
-            return (try await decision.upstream.dial(decision.destination, for: info), decision.upstream.name)
-        } catch {
-            GateMetrics.shared.dialFailures.increment()
-            throw error
-        }
-    }
-
-    /// Routes and opens the upstream side of an opaque stream: a stream the upstream carries
-    /// itself (`Upstream.open`) or else a dialled socket; with the upstream's name.
+    /// Routes and opens the upstream side of a stream: a stream the upstream carries itself
+    /// (`Upstream.open`) or else a dialled socket; with the upstream's name.
     func open(_ info: StreamInfo) async throws -> (upstream: Opened, name: String) {
         let decision = try router.route(info)
         do {

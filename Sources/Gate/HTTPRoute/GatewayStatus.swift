@@ -33,6 +33,21 @@ public struct GatewayStatus: Codable, Sendable, Equatable {
     public var file: String
     public var conditions: [RouteCondition]
     public var listeners: [GatewayListenerStatus]
+    /// `status.addresses`: the addresses the configured listeners serving this Gateway are
+    /// bound to (its `spec.addresses`, or their `host`), once each.
+    public var addresses: [GatewayStatusAddress] = []
+}
+
+/// One entry of a Gateway's `status.addresses`.
+public struct GatewayStatusAddress: Codable, Sendable, Equatable {
+    /// `IPAddress` (the only type ugate binds).
+    public var type: String
+    public var value: String
+
+    public init(type: String = "IPAddress", value: String) {
+        self.type = type
+        self.value = value
+    }
 }
 
 /// What the running service (or `ugate httproute status --config`) knows of one configured
@@ -50,6 +65,10 @@ public struct ConfiguredListenerState: Sendable {
 
     public var config: HTTPRouteListenerConfig
     public var binding: Binding
+    /// The IP addresses its sockets are bound to (empty offline or before binding).
+    public var addresses: [String] = []
+    /// With `.failed`: the address that could not be bound (nil: its `host`).
+    public var unboundHost: String?
     /// Whether a certificate from these files is served (`loaded`), and why the current files
     /// do not load (`error`, nil when they do).
     public var certificate: @Sendable (CertificateFiles) -> (loaded: Bool, error: String?)
@@ -169,6 +188,10 @@ extension GatewayStatus {
             }
             return RouteCondition(type: type, status: "True", reason: good, message: "all listeners")
         }
+        var addresses: [GatewayStatusAddress] = []
+        for host in own?.flatMap(\.addresses) ?? [] where !addresses.contains(where: { $0.value == host }) {
+            addresses.append(GatewayStatusAddress(value: host))
+        }
         return GatewayStatus(
             namespace: gateway.namespace, name: gateway.name, file: gateway.file,
             conditions: [
@@ -176,7 +199,7 @@ extension GatewayStatus {
                 summary("Programmed", good: "Programmed", bad: "Pending"),
                 summary("ResolvedRefs", good: "ResolvedRefs", bad: "ListenersNotResolved"),
             ],
-            listeners: listeners)
+            listeners: listeners, addresses: addresses)
     }
 
     private static func listener(
@@ -208,7 +231,7 @@ extension GatewayStatus {
         if let serving, case .failed(let error) = serving.binding {
             accepted = condition(
                 "Accepted", "False", "PortUnavailable",
-                "configured listener \(serving.config.name) cannot bind \(serving.config.host ?? "*"):\(serving.config.port): \(error)")
+                "configured listener \(serving.config.name) cannot bind \(serving.unboundHost ?? serving.config.host ?? "*"):\(serving.config.port): \(error)")
         }
 
         // ResolvedRefs, and whether a certificate is served (HTTPS).

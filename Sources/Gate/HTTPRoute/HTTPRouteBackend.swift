@@ -59,9 +59,15 @@ final class BackendHandler: ChannelInboundHandler {
         do {
             while let event = try reader.next(&buffer) {
                 delegate.backendRead(event)
-                // The exchange ended: what follows belongs to no request.
-                if case .end = event, buffer.readableBytes > 0 {
-                    context.close(promise: nil)
+                if case .end = event {
+                    // The exchange ended: what follows belongs to no request.
+                    if buffer.readableBytes > 0 {
+                        context.close(promise: nil)
+                        return
+                    }
+                } else if connection.delegate !== delegate {
+                    // The exchange dropped this response to send its request again (it closed
+                    // the connection): the rest is discarded.
                     return
                 }
             }

@@ -108,6 +108,8 @@ struct HTTPAccessEntry {
     var status = 0
     var bytes = 0
     var error: String?
+    /// Times the request was sent to a backend again (`RetryRule`).
+    var retries = 0
 
     func metadata(_ listener: String, proto: String) -> Logger.Metadata {
         var m: Logger.Metadata = [
@@ -116,6 +118,7 @@ struct HTTPAccessEntry {
             "ms": .stringConvertible(GateLoop.monotonicMillis() - started),
         ]
         if let error { m["error"] = .string(error) }
+        if retries > 0 { m["retries"] = .stringConvertible(retries) }
         return m
     }
 }
@@ -266,14 +269,17 @@ final class Exchange: BackendDelegate {
     /// The backend tried next: 0 is `forward.backend`, then `forward.fallbacks` in order.
     var nextCandidate = 0
     var backend: BackendConnection?
-    /// Request bytes not yet sent (while connecting), and every byte sent so far while they
-    /// are few (so a stale pooled connection can be replaced by a new one).
+    /// Request bytes not yet sent (while connecting).
     var pending: [ByteBuffer] = []
     /// Called once the `pending` body bytes they came with are written to the backend socket
     /// (HTTP/2 flow-control credit; see `requestPart`).
     var pendingWritten: [() -> Void] = []
+    /// Every request byte sent so far while they are few (`RetryRule.replayLimit`), so the
+    /// request can be sent again (a stale pooled connection, the rule's `retry`); nil beyond.
     var replay: [ByteBuffer]? = []
     var replayBytes = 0
+    /// Whether and when the request is sent again.
+    var retries: RetryRule
     /// The request body goes to the backend in chunked coding (no Content-Length known).
     var chunkedUpstream = false
     var requestEnded = false
@@ -296,6 +302,7 @@ final class Exchange: BackendDelegate {
         self.forward = forward
         self.method = method
         self.keepAlive = keepAlive
+        retries = RetryRule(policy: forward.retry, method: method, headers: forward.headers)
     }
 
     /// Serves a request head: answers it locally (nil) or starts forwarding it. The returned
@@ -429,7 +436,7 @@ final class Exchange: BackendDelegate {
             }
             if replay != nil {
                 replayBytes += buffer.readableBytes
-                if replayBytes > 65536 { replay = nil }
+                if replayBytes > RetryRule.replayLimit { replay = nil }
             }
             if mirrorFields != nil {
                 mirrorBytes += buffer.readableBytes
@@ -598,6 +605,7 @@ final class Exchange: BackendDelegate {
         guard !finished else { return }
         switch event {
         case .head(var head, let framing, let backendKeepsAlive, let raw):
+            if forward.retry != nil, resend(retries.responded(status: head.status, replayable: replay != nil)) { return }
             replay = nil
             backend?.reusable = backendKeepsAlive
             // A body delimited by the backend's close is relayed the same way.
@@ -632,15 +640,35 @@ final class Exchange: BackendDelegate {
 
     func backendClosed(_ connection: BackendConnection) {
         guard !finished, backend === connection else { return }
-        if !responded, connection.reused, let replay {
-            // A kept-alive connection the backend had already closed: replay on a new one.
-            backend = nil
-            pending = replay
-            self.replay = []
-            connectNext(freshOnly: true)
-            return
+        // A kept-alive connection the backend had already closed (or the rule's `retry`).
+        if !responded, resend(retries.connectionLost(reused: connection.reused, replayable: replay != nil)) { return }
+        let why = responded || retries.idempotent ? "" : " (not retried: \(method) is not idempotent)"
+        fail(502, "backend \(log.backend) closed the connection without a complete response" + why)
+    }
+
+    /// Sends the request again when `decision` says so: the backend connection is dropped
+    /// (closed: a retried response is discarded) and, after the decision's delay, the same
+    /// backend is connected again (a new connection when `fresh`) and given every byte sent so
+    /// far; body parts that arrive meanwhile wait in `pending`. False: not retried.
+    private func resend(_ decision: RetryRule.Decision) -> Bool {
+        guard case .retry(let delay, let fresh) = decision, let sent = replay else { return false }
+        if let backend {
+            backend.delegate = nil
+            backend.channel.close(promise: nil)
+            self.backend = nil
         }
-        fail(502, "backend \(log.backend) closed the connection without a complete response")
+        pending = sent + pending
+        replay = []
+        log.retries = retries.total
+        guard delay > 0 else {
+            connectNext(freshOnly: fresh)
+            return true
+        }
+        _ = client.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(delay * 1000))) { [self] in
+            guard !finished, backend == nil else { return }
+            connectNext(freshOnly: fresh)
+        }
+        return true
     }
 
     private func fail(_ status: Int, _ message: String) {

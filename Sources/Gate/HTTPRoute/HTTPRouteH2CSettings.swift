@@ -1,4 +1,3 @@
-import Foundation
 import NIOCore
 import NIOHTTP1
 
@@ -29,21 +28,15 @@ extension H2CUpgrader {
         var text = Substring(value)
         while text.hasSuffix("=") { text = text.dropLast() }
         guard text.utf8.count <= maxSettingsField else { throw Refused(reason: "HTTP2-Settings longer than \(maxSettingsField) characters") }
-        guard text.utf8.count % 4 != 1 else { throw Refused(reason: "HTTP2-Settings is not base64url (length \(value.utf8.count))") }
-        var standard = ""
-        standard.reserveCapacity(text.utf8.count + 3)
-        for byte in text.utf8 {
-            switch byte {
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-                standard.unicodeScalars.append(Unicode.Scalar(byte))
-            case UInt8(ascii: "-"): standard.append("+")
-            case UInt8(ascii: "_"): standard.append("/")
-            default: throw Refused(reason: "HTTP2-Settings has byte 0x\(String(byte, radix: 16)), not base64url")
+        let payload: [UInt8]
+        do {
+            payload = try Base64URLCoding.decode(text)
+        } catch {
+            switch error {
+            case .length: throw Refused(reason: "HTTP2-Settings is not base64url (length \(value.utf8.count))")
+            case .byte(let byte, _): throw Refused(reason: "HTTP2-Settings has byte 0x\(String(byte, radix: 16)), not base64url")
             }
         }
-        standard += String(repeating: "=", count: (4 - standard.utf8.count % 4) % 4)
-        guard let data = Data(base64Encoded: standard) else { throw Refused(reason: "HTTP2-Settings is not base64url") }
-        let payload = [UInt8](data)
         guard payload.count % 6 == 0 else {
             throw Refused(reason: "HTTP2-Settings payload of \(payload.count) bytes is not whole 6-byte settings")
         }

@@ -237,7 +237,21 @@ public struct HTTPRouteLoader: Sendable {
     }
 
     private func gateway(_ spec: Node, namespace: String, name: String, file: String) throws(HTTPRouteError) -> GatewayObject {
-        try spec.allow(try spec.map(), ["gatewayClassName", "listeners"])
+        try spec.allow(try spec.map(), ["gatewayClassName", "listeners", "addresses"])
+        var addresses: [String] = []
+        for item in try spec.optional("addresses")?.list() ?? [] {
+            try item.allow(try item.map(), ["type", "value"])
+            let type = try item.optional("type")?.string() ?? "IPAddress"
+            guard type == "IPAddress" else {
+                throw item.field("type").error(.unsupported, "address type \(type) (IPAddress is: the listeners bind these addresses)")
+            }
+            let value = try item.child("value").string()
+            guard let address = try? SocketAddress(host: value, port: 0) else {
+                throw item.field("value").error(.invalid, "\"\(value)\" is not an IPv4 or IPv6 address")
+            }
+            guard !addresses.contains(address.host) else { throw item.field("value").error(.invalid, "address \(value) is listed twice") }
+            addresses.append(address.host)
+        }
         var listeners: [GatewayObject.Listener] = []
         for item in try spec.child("listeners").list() {
             try item.allow(try item.map(), ["name", "port", "protocol", "hostname", "allowedRoutes", "tls"])
@@ -279,7 +293,9 @@ public struct HTTPRouteLoader: Sendable {
             }
             listeners.append(listener)
         }
-        return GatewayObject(namespace: namespace, name: name, listeners: listeners, file: file)
+        var object = GatewayObject(namespace: namespace, name: name, listeners: listeners, file: file)
+        object.addresses = addresses
+        return object
     }
 
     /// `allowedRoutes.namespaces`: `from` Same (default), All or Selector (with `selector`).
@@ -429,7 +445,7 @@ public struct HTTPRouteLoader: Sendable {
     }
 
     private func rule(_ node: Node, namespace: String) throws(HTTPRouteError) -> RouteRule {
-        try node.allow(try node.map(), ["name", "matches", "filters", "backendRefs", "timeouts"])
+        try node.allow(try node.map(), ["name", "matches", "filters", "backendRefs", "timeouts", "retry"])
         var matches: [RouteMatch] = []
         for item in try node.optional("matches")?.list() ?? [] {
             matches.append(try match(item))
@@ -462,7 +478,28 @@ public struct HTTPRouteLoader: Sendable {
                 timeout = min(timeout ?? value, value)
             }
         }
-        return RouteRule(matches: matches, filters: filters, backends: backends, requestTimeout: timeout)
+        var rule = RouteRule(matches: matches, filters: filters, backends: backends, requestTimeout: timeout)
+        if let retry = try node.optional("retry") { rule.retry = try self.retry(retry) }
+        return rule
+    }
+
+    /// `retry` (GEP-1731): `attempts` (0…10, default 1), `codes` (500–599: the statuses ugate
+    /// retries), `backoff` (a Duration).
+    private func retry(_ node: Node) throws(HTTPRouteError) -> RetryPolicy {
+        try node.allow(try node.map(), ["attempts", "codes", "backoff"])
+        var policy = RetryPolicy()
+        if let attempts = try node.optional("attempts") {
+            policy.attempts = try attempts.int()
+            guard (0...10).contains(policy.attempts) else { throw attempts.error(.invalid, "attempts \(policy.attempts) outside 0…10") }
+        }
+        for item in try node.optional("codes")?.list() ?? [] {
+            let code = try item.int()
+            guard (400...599).contains(code) else { throw item.error(.invalid, "code \(code) is not an HTTP error status (400…599)") }
+            guard code >= 500 else { throw item.error(.unsupported, "retry on code \(code) (500…599 are)") }
+            if !policy.codes.contains(code) { policy.codes.append(code) }
+        }
+        if let backoff = try node.optional("backoff") { policy.backoff = try backoff.duration() }
+        return policy
     }
 
     private func match(_ node: Node) throws(HTTPRouteError) -> RouteMatch {

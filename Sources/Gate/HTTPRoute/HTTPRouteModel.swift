@@ -168,6 +168,27 @@ public struct RouteRule: Hashable, Sendable {
     public var backends: [RouteBackend]
     /// `timeouts.request` in seconds (nil: the gateway default).
     public var requestTimeout: Double?
+    /// `retry` (nil: no retries beyond the one after a stale kept-alive connection).
+    public var retry: RetryPolicy? = nil
+}
+
+/// An `HTTPRouteRule.retry` (Gateway API, GEP-1731): a request to a backend that answers one
+/// of `codes`, or whose connection fails before the response began, is sent again — at most
+/// `attempts` more times, at least `backoff` seconds apart — when that is safe (an idempotent
+/// method, a body the gateway can replay; see `RetryRule`).
+public struct RetryPolicy: Hashable, Sendable {
+    /// Retries after the first try (`attempts`; default 1).
+    public var attempts: Int
+    /// Response statuses (500–599) that are retried; empty: only connection failures.
+    public var codes: [Int]
+    /// Seconds between a failed try and the next (`backoff`; 0: at once).
+    public var backoff: Double
+
+    public init(attempts: Int = 1, codes: [Int] = [], backoff: Double = 0) {
+        self.attempts = attempts
+        self.codes = codes
+        self.backoff = backoff
+    }
 }
 
 /// A loaded `HTTPRoute`.
@@ -326,4 +347,7 @@ public struct GatewayObject: Hashable, Sendable {
     public var file: String
     /// certificateRefs refused by `RouteManifests.resolveReferences` (no ReferenceGrant).
     public var refusedRefs: [String] = []
+    /// `spec.addresses` (type `IPAddress`): the IP literals the configured listeners serving
+    /// this Gateway bind (empty: their `host`, by default the config's `bind`).
+    public var addresses: [String] = []
 }

@@ -170,15 +170,21 @@ public final class HTTPRouteService: Sendable {
     private let report: @Sendable () -> HTTPRouteStatusReport
 
     /// Listener name and bound address (with the real port) of every listener bound so far,
-    /// in configuration order.
+    /// in configuration order (a listener whose Gateway has several `addresses` once per address).
     public var bound: [(name: String, address: SocketAddress, tls: Bool)] {
-        slots.compactMap { slot in slot.gateway.map { (name: slot.config.name, address: $0.address, tls: slot.config.tls != nil) } }
+        slots.flatMap { slot in slot.gateways.map { (name: slot.config.name, address: $0.address, tls: slot.config.tls != nil) } }
     }
 
+    /// The file in the node's state directory that keeps the status history across restarts.
+    public static let statusHistoryFile = "httproute-status.json"
+
     /// Loads the manifests (an invalid folder refuses to start) and binds every listener.
+    /// - Parameter stateDirectory: the node's state directory (`ugate run`: its identity
+    ///   directory); the status history (`observedGeneration` counters, `lastTransitionTime`)
+    ///   is kept there in `httproute-status.json` across restarts. nil: in memory only.
     public init(
         config: HTTPRouteConfig, bind: String, loops: GateLoopGroup, log: Logger = Logger(label: "ugate.httproute"),
-        accessLog: Logger = Logger(label: "ugate.httproute.access"), router: Router? = nil
+        accessLog: Logger = Logger(label: "ugate.httproute.access"), router: Router? = nil, stateDirectory: String? = nil
     ) throws {
         let loader = HTTPRouteLoader(services: config.services)
         let manifests = try loader.load(directory: config.manifests)
@@ -188,9 +194,11 @@ public final class HTTPRouteService: Sendable {
                 throw GateError(.config, "httproute listener \(listener.name): port \(listener.port) out of range")
             }
             let tls = try HTTPRouteTLS(listener: listener, manifests: manifests, log: log)
-            let host = listener.host ?? bind
             slots.append(
-                ListenerSlot(config: listener, tls: tls, table: RouteTable(routes: listener.routes(in: manifests)), log: log) { table in
+                ListenerSlot(
+                    config: listener, tls: tls, table: RouteTable(routes: listener.routes(in: manifests)),
+                    hosts: listener.bindHosts(in: manifests, bind: bind), log: log
+                ) { table, host in
                     try HTTPGateway(
                         table: table, host: host, port: UInt16(listener.port), loops: loops, defaultTimeout: config.requestTimeout,
                         keepAliveTimeout: config.keepAliveTimeout, http2IdleTimeout: config.http2IdleTimeout,
@@ -201,7 +209,7 @@ public final class HTTPRouteService: Sendable {
         slots.forEach { $0.bind() }
         let serving = slots
         let current = RouteManifestsBox(manifests)
-        let history = StatusHistory()
+        let history = StatusHistory(file: stateDirectory.map { "\($0)/\(Self.statusHistoryFile)" }, log: log)
         history.observe(manifests)
         // Swapping the manifests (and observing them) and stamping a status computed from them
         // do not interleave: a status is never stamped from manifests older than the history's.
@@ -226,11 +234,19 @@ public final class HTTPRouteService: Sendable {
             for slot in serving {
                 slot.update(RouteTable(routes: slot.config.routes(in: manifests)))
                 slot.tls?.update(manifests)
+                // The Gateway's addresses changed: new ones are bound now, removed ones stop
+                // listening and their connections close gracefully.
+                for gateway in slot.setHosts(slot.config.bindHosts(in: manifests, bind: bind)) {
+                    log.info("Gateway address removed, draining its connections", metadata: ["listener": "\(slot.config.name)", "address": "\(gateway.address)"])
+                    gateway.stop()
+                    gateway.drain(permanently: true, closePassthroughAfter: config.shutdownTimeout)
+                }
+                slot.bind()
                 // Its Gateway listener is gone: connections made under it close gracefully
                 // (clients reconnect and get what the listener serves now).
-                if slot.config.gatewayListener(in: previous) != nil, slot.config.gatewayListener(in: manifests) == nil, let gateway = slot.gateway {
+                if slot.config.gatewayListener(in: previous) != nil, slot.config.gatewayListener(in: manifests) == nil {
                     log.info("Gateway listener removed, draining its connections", metadata: ["listener": "\(slot.config.name)"])
-                    gateway.drain(closePassthroughAfter: config.shutdownTimeout)
+                    slot.gateways.forEach { $0.drain(closePassthroughAfter: config.shutdownTimeout) }
                 }
             }
             statusLock.withLock { _ in
@@ -248,10 +264,11 @@ public final class HTTPRouteService: Sendable {
     /// The gateway of a node config's `httproute` section; nil when it has none.
     /// - Parameter router: the node's route table, through which backends are dialled (so a
     ///   backend routed to `mesh:<peer>` is reached through that peer).
-    public static func start(_ config: GateConfig, loops: GateLoopGroup, router: Router? = nil) throws -> HTTPRouteService? {
+    /// - Parameter stateDirectory: where the status history is kept across restarts.
+    public static func start(_ config: GateConfig, loops: GateLoopGroup, router: Router? = nil, stateDirectory: String? = nil) throws -> HTTPRouteService? {
         guard let section = config.httproute else { return nil }
         do {
-            return try HTTPRouteService(config: section, bind: config.bind, loops: loops, router: router)
+            return try HTTPRouteService(config: section, bind: config.bind, loops: loops, router: router, stateDirectory: stateDirectory)
         } catch {
             throw GateError(.config, "httproute: \(error)")
         }
@@ -265,12 +282,12 @@ public final class HTTPRouteService: Sendable {
 
     /// Client connections (served by NIO) still open on all listeners.
     public var openConnections: Int {
-        slots.reduce(0) { $0 + ($1.gateway?.openConnections ?? 0) }
+        slots.reduce(0) { $0 + $1.gateways.reduce(0) { $0 + $1.openConnections } }
     }
 
     /// TLS passthrough streams still open on all listeners.
     public var openPassthroughStreams: Int {
-        slots.reduce(0) { $0 + ($1.gateway?.openPassthroughStreams ?? 0) }
+        slots.reduce(0) { $0 + $1.gateways.reduce(0) { $0 + $1.openPassthroughStreams } }
     }
 
     /// Stops watching and closes the listening sockets (connections being served continue).
@@ -286,27 +303,34 @@ public final class HTTPRouteService: Sendable {
     /// config's `shutdownTimeout`) with the rest closed abruptly.
     public func shutdown(timeout: Double? = nil) async {
         stop()
-        slots.forEach { $0.gateway?.drain(permanently: true) }
+        slots.forEach { $0.gateways.forEach { $0.drain(permanently: true) } }
         let deadline = ContinuousClock.now + .milliseconds(Int64((timeout ?? shutdownTimeout) * 1000))
         while openConnections + openPassthroughStreams > 0, ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(20))
         }
-        slots.forEach { $0.gateway?.closeConnections() }
+        slots.forEach { $0.gateways.forEach { $0.closeConnections() } }
     }
 }
 
-/// One configured listener of the service: its TLS, its current route table, and its gateway
-/// once the port is bound (`bind()` is called at start and on every reload tick until it
-/// succeeds). The reloader's queue and the creator are the only callers of `bind()`.
+/// One configured listener of the service: its TLS, its current route table, and one gateway
+/// per address it binds (the config's `host`, or its Gateway's `spec.addresses`) once bound
+/// (`bind()` is called at start and on every reload tick until each address is bound). The
+/// reloader's queue and the creator are the only callers of `bind()` and `setHosts`.
 final class ListenerSlot: Sendable {
     let config: HTTPRouteListenerConfig
     let tls: HTTPRouteTLS?
     private let log: Logger
-    private let make: @Sendable (RouteTable) throws -> HTTPGateway
+    private let make: @Sendable (RouteTable, String) throws -> HTTPGateway
 
-    private struct State {
+    /// One address: its gateway once bound, else the last bind error.
+    private struct Address {
+        var host: String
         var gateway: HTTPGateway?
         var error: String?
+    }
+
+    private struct State {
+        var addresses: [Address]
         var table: RouteTable
         var stopped = false
     }
@@ -314,75 +338,102 @@ final class ListenerSlot: Sendable {
     private let state: Mutex<State>
 
     init(
-        config: HTTPRouteListenerConfig, tls: HTTPRouteTLS?, table: RouteTable, log: Logger, make: @escaping @Sendable (RouteTable) throws -> HTTPGateway
+        config: HTTPRouteListenerConfig, tls: HTTPRouteTLS?, table: RouteTable, hosts: [String], log: Logger,
+        make: @escaping @Sendable (RouteTable, String) throws -> HTTPGateway
     ) {
         self.config = config
         self.tls = tls
         self.log = log
         self.make = make
-        state = Mutex(State(table: table))
+        state = Mutex(State(addresses: hosts.map { Address(host: $0) }, table: table))
     }
 
-    var gateway: HTTPGateway? { state.withLock { $0.gateway } }
+    /// The gateways of the addresses bound so far.
+    var gateways: [HTTPGateway] { state.withLock { $0.addresses.compactMap(\.gateway) } }
 
-    /// Binds the listener when it is not bound yet; a failure is logged (once per distinct
-    /// error) and kept for the status.
+    /// Binds the addresses not bound yet; a failure is logged (once per distinct error) and
+    /// kept for the status.
     func bind() {
-        let (table, pending) = state.withLock { ($0.table, $0.gateway == nil && !$0.stopped) }
-        guard pending else { return }
-        do {
-            let gateway = try make(table)
-            let kept = state.withLock { state in
-                guard !state.stopped else { return false }
-                state.gateway = gateway
-                state.error = nil
-                // A table that changed while binding.
-                gateway.update(state.table)
-                return true
+        let (table, pending) = state.withLock { state in
+            (state.table, state.stopped ? [] : state.addresses.filter { $0.gateway == nil }.map(\.host))
+        }
+        for host in pending {
+            do {
+                let gateway = try make(table, host)
+                let kept = state.withLock { state in
+                    guard !state.stopped, let index = state.addresses.firstIndex(where: { $0.host == host && $0.gateway == nil }) else { return false }
+                    state.addresses[index].gateway = gateway
+                    state.addresses[index].error = nil
+                    // A table that changed while binding.
+                    gateway.update(state.table)
+                    return true
+                }
+                if kept {
+                    log.info("httproute listener bound", metadata: ["listener": "\(config.name)", "address": "\(gateway.address)"])
+                } else {
+                    gateway.stop()
+                }
+            } catch {
+                let message = "\(error)"
+                let changed = state.withLock { state in
+                    guard let index = state.addresses.firstIndex(where: { $0.host == host }) else { return false }
+                    defer { state.addresses[index].error = message }
+                    return state.addresses[index].error != message
+                }
+                if changed {
+                    log.error(
+                        "httproute listener not bound, retrying on every reload tick",
+                        metadata: ["listener": "\(config.name)", "host": "\(host)", "port": "\(config.port)", "error": "\(message)"])
+                }
             }
-            if kept {
-                log.info("httproute listener bound", metadata: ["listener": "\(config.name)", "address": "\(gateway.address)"])
-            } else {
-                gateway.stop()
-            }
-        } catch {
-            let message = "\(error)"
-            let changed = state.withLock { state in
-                defer { state.error = message }
-                return state.error != message
-            }
-            if changed {
-                log.error(
-                    "httproute listener not bound, retrying on every reload tick",
-                    metadata: ["listener": "\(config.name)", "port": "\(config.port)", "error": "\(message)"])
-            }
+        }
+    }
+
+    /// Sets the addresses to bind (the Gateway's `spec.addresses` changed): kept ones stay
+    /// bound, new ones are bound by the next `bind()`; returns the gateways of removed ones
+    /// (the caller stops and drains them).
+    func setHosts(_ hosts: [String]) -> [HTTPGateway] {
+        state.withLock { state in
+            guard hosts != state.addresses.map(\.host) else { return [] }
+            let removed = state.addresses.filter { !hosts.contains($0.host) }.compactMap(\.gateway)
+            state.addresses = hosts.map { host in state.addresses.first { $0.host == host } ?? Address(host: host) }
+            return removed
         }
     }
 
     func update(_ table: RouteTable) {
-        let gateway = state.withLock { state in
+        let gateways = state.withLock { state in
             state.table = table
-            return state.gateway
+            return state.addresses.compactMap(\.gateway)
         }
-        gateway?.update(table)
+        gateways.forEach { $0.update(table) }
     }
 
     func stop() {
         state.withLock { state in
             state.stopped = true
-            return state.gateway
-        }?.stop()
+            return state.addresses.compactMap(\.gateway)
+        }.forEach { $0.stop() }
     }
 
-    /// What the status knows of this listener.
+    /// What the status knows of this listener: bound when every address is (the addresses
+    /// reported in the Gateway status), else the first failure and its address.
     var runtime: ConfiguredListenerState {
-        let binding: ConfiguredListenerState.Binding = state.withLock { state in
-            if let gateway = state.gateway { return .bound("\(gateway.address)") }
-            return .failed(state.error ?? "not bound")
+        let (binding, addresses, unbound): (ConfiguredListenerState.Binding, [String], String?) = state.withLock { state in
+            let bound = state.addresses.compactMap(\.gateway)
+            let addresses = bound.map(\.address.host)
+            if bound.count == state.addresses.count, !bound.isEmpty {
+                return (.bound(bound.map { "\($0.address)" }.joined(separator: ", ")), addresses, nil)
+            }
+            let failed = state.addresses.first { $0.gateway == nil }
+            return (.failed(failed?.error ?? "not bound"), addresses, failed?.host)
         }
         let tls = tls
-        return ConfiguredListenerState(config: config, binding: binding) { files in
+        var runtime = ConfiguredListenerState(config: config, binding: binding) { files in
             tls?.certificateState(files) ?? (false, "the listener has no tls")
         }
+        runtime.addresses = addresses
+        runtime.unboundHost = unbound
+        return runtime
     }
 }

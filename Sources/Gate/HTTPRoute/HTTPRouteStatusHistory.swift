@@ -1,4 +1,6 @@
 import Foundation
+import Glibc
+import Logging
 import Synchronization
 
 /// What the status needs to know of an object's generation: `metadata.generation` when the
@@ -38,30 +40,99 @@ public struct ObjectGeneration: Sendable, Equatable {
 ///   request; a changed reason or message alone keeps the time.
 ///
 /// Objects and conditions that disappear are forgotten (one that comes back starts afresh).
+///
+/// With a `file` (the running node: `httproute-status.json` in its state directory) the
+/// history survives restarts: it is read at start and written whenever a counter or a
+/// condition's status changes — a JSON object (`version`, `objects`: key → spec digest and
+/// counter, `conditions`: key → status and `since` in seconds since 1970) written to a
+/// temporary file next to it and renamed over it, so a crash leaves the old or the new file,
+/// never half of one. A file that cannot be read or decoded is logged (warning) and the history
+/// starts afresh (and replaces it on the next write).
 public final class StatusHistory: Sendable {
-    private struct Seen {
+    private struct Seen: Codable, Equatable {
         var digest: String
         var counter: Int
     }
 
-    private struct Condition {
+    private struct Condition: Codable, Equatable {
         var status: String
         var since: Date
     }
 
-    private struct State {
+    private struct State: Codable {
+        var version = 1
         var objects: [String: Seen] = [:]
         var conditions: [String: Condition] = [:]
     }
 
-    private let state = Mutex(State())
+    private let state: Mutex<State>
+    private let file: String?
+    private let log: Logger
+    /// Bumped under `state`'s lock on every change; a write of an older snapshot is skipped.
+    private let changes = Mutex(0)
+    private let written = Mutex(0)
 
-    public init() {}
+    /// - Parameters:
+    ///   - file: where the history is kept across restarts (nil: in memory only).
+    ///   - log: where a file that cannot be read or written is reported.
+    public init(file: String? = nil, log: Logger = Logger(label: "ugate.httproute")) {
+        self.file = file
+        self.log = log
+        state = Mutex(Self.load(file, log: log))
+    }
+
+    /// The saved history of `file`; empty when there is none, or (logged) when it is unusable.
+    private static func load(_ file: String?, log: Logger) -> State {
+        guard let file, FileManager.default.fileExists(atPath: file) else { return State() }
+        do {
+            let decoder = JSONDecoder()
+            decoder.dateDecodingStrategy = .secondsSince1970
+            let saved = try decoder.decode(State.self, from: Data(contentsOf: URL(fileURLWithPath: file)))
+            guard saved.version == 1 else { throw GateError(.config, "unknown version \(saved.version)") }
+            return saved
+        } catch {
+            log.warning("httproute status history not readable, starting afresh", metadata: ["file": "\(file)", "error": "\(error)"])
+            return State()
+        }
+    }
+
+    /// Writes `snapshot` (change number `change`) atomically: temporary file, then `rename`.
+    private func save(_ snapshot: State, change: Int) {
+        guard let file else { return }
+        written.withLock { last in
+            guard change > last else { return }
+            let encoder = JSONEncoder()
+            encoder.dateEncodingStrategy = .secondsSince1970
+            encoder.outputFormatting = [.sortedKeys]
+            let temporary = file + ".tmp"
+            do {
+                try encoder.encode(snapshot).write(to: URL(fileURLWithPath: temporary))
+                guard rename(temporary, file) == 0 else { throw GateError(.syscall, "rename \(temporary) to \(file)", errno: errno) }
+                last = change
+            } catch {
+                log.warning("httproute status history not saved", metadata: ["file": "\(file)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Runs `body` on the state under its lock; saves it afterwards when it changed.
+    private func update(_ body: (inout State) -> Void) {
+        let (snapshot, change): (State?, Int) = state.withLock { state in
+            let before = (state.objects, state.conditions)
+            body(&state)
+            guard file != nil, before.0 != state.objects || before.1 != state.conditions else { return (nil, 0) }
+            return (state, changes.withLock { n in
+                n += 1
+                return n
+            })
+        }
+        if let snapshot { save(snapshot, change: change) }
+    }
 
     /// Notes the objects of a newly loaded set of manifests (bumps the counter of each object
     /// whose spec changed since the previous set).
     public func observe(_ manifests: RouteManifests) {
-        state.withLock { state in
+        update { state in
             var objects: [String: Seen] = [:]
             for (key, generation) in manifests.generations {
                 let previous = state.objects[key]
@@ -77,7 +148,7 @@ public final class StatusHistory: Sendable {
     /// is new) transitions at `now`.
     public func stamp(_ report: HTTPRouteStatusReport, manifests: RouteManifests, now: Date = Date()) -> HTTPRouteStatusReport {
         var report = report
-        state.withLock { state in
+        update { state in
             var conditions: [String: Condition] = [:]
             func stamp(_ condition: inout RouteCondition, object: String, scope: String, generation: Int) {
                 let key = "\(object)|\(scope)|\(condition.type)"

@@ -191,6 +191,13 @@ extension HTTPRouteListenerConfig {
         return parts.count == 2 ? (parts[0], parts[1]) : ("default", gateway)
     }
 
+    /// The addresses this listener binds under `manifests`: its Gateway's `spec.addresses`
+    /// when the manifests hold that Gateway with addresses, else `host` (or `bind`).
+    func bindHosts(in manifests: RouteManifests, bind: String) -> [String] {
+        let addresses = gatewayObject(in: manifests)?.addresses ?? []
+        return addresses.isEmpty ? [host ?? bind] : addresses
+    }
+
     private func gatewayObject(in manifests: RouteManifests) -> GatewayObject? {
         guard let (namespace, gatewayName) = gatewayKey else { return nil }
         return manifests.gateways.first { $0.namespace == namespace && $0.name == gatewayName }

@@ -28,6 +28,8 @@ public enum RouteAction: Sendable, Hashable {
         public var timeout: Double?
         /// RequestMirror backends: each gets a fire-and-forget copy of the request.
         public var mirrors: [RouteBackend] = []
+        /// The rule's `retry` (nil: none).
+        public var retry: RetryPolicy? = nil
     }
 }
 
@@ -68,7 +70,7 @@ extension RouteTable {
         }
         return .forward(.init(
             route: selection.label, backend: backend, fallbacks: fallbacks, target: target, headers: headers,
-            responseModifiers: responseModifiers, timeout: rule.requestTimeout, mirrors: mirrors))
+            responseModifiers: responseModifiers, timeout: rule.requestTimeout, mirrors: mirrors, retry: rule.retry))
     }
 
     /// Weighted choice among the backends with weight > 0 (refused ones included: they keep

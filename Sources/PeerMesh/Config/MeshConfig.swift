@@ -25,6 +25,8 @@ public struct PeerConfig: Codable, Hashable, Sendable {
     /// arriving here with such an SNI is passed to the peer undecrypted — spliced into one of
     /// its relay registrations, else forwarded to its address — as for its mangled hostname.
     /// Granted here, by the gateway's operator: a peer cannot claim names it was not given.
+    /// A wildcard `*.example.com` grants every name one label below the domain (not the domain,
+    /// not deeper names: RFC 6125 §6.4.3); a name granted exactly to another peer wins.
     public var tlsHosts: [String]
 
     public init(
@@ -69,6 +71,8 @@ public struct PeerConfig: Codable, Hashable, Sendable {
 /// A host name this node serves to plain TLS clients (`mesh.tlsHosts`): TLS whose SNI is the
 /// name — on the node's mesh port, or spliced in by a gateway that routes the name here — is
 /// terminated with `cert`/`key` and its plaintext carried to `127.0.0.1:port`.
+/// A key `*.example.com` serves every name one label below the domain with a wildcard
+/// certificate (its SAN must list `*.example.com`); an exact key wins over it.
 ///
 /// ```json
 /// "tlsHosts": {"db.example.com": {"port": 5432, "cert": "/etc/ugate/db.pem", "key": "/etc/ugate/db-key.pem"}}
@@ -108,9 +112,23 @@ public struct TLSHostConfig: Codable, Hashable, Sendable {
                 && label.utf8.allSatisfy { ($0 >= 0x61 && $0 <= 0x7a) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2d }
         }
         guard valid else {
-            throw MeshError(.config, "field \(field): \"\(name)\" is not a DNS host name (letters, digits, hyphens and dots; no wildcard)")
+            throw MeshError(.config, "field \(field): \"\(name)\" is not a DNS host name (letters, digits, hyphens and dots; a wildcard only as *.domain)")
         }
         return lower
+    }
+
+    /// The lower-cased `name` when it is a DNS host name (see `hostName`) or a wildcard
+    /// `*.domain` whose domain has at least two labels (`*.example.com`; the `*` alone is the
+    /// left-most label, RFC 6125 §6.4.3), else a config error naming `field`.
+    public static func hostPattern(_ name: String, field: String) throws -> String {
+        guard name.hasPrefix("*.") else { return try hostName(name, field: field) }
+        let domain = String(name.dropFirst(2))
+        guard domain.contains("."), let lower = try? hostName(domain, field: field) else {
+            throw MeshError(
+                .config,
+                "field \(field): \"\(name)\" is not a host name or wildcard (a wildcard is *. followed by a domain of two or more labels, e.g. *.example.com)")
+        }
+        return "*." + lower
     }
 
     /// Checks the port and that both files are named; `field` is the entry's path
@@ -347,14 +365,12 @@ public struct MeshSection: Codable, Sendable, Equatable {
         var seen: [String: String] = [:]
         for name in tlsHosts.keys.sorted() {
             let field = "mesh.tlsHosts[\"\(name)\"]"
-            let lower = try TLSHostConfig.hostName(name, field: field)
+            let lower = try TLSHostConfig.hostPattern(name, field: field)
             if let other = seen[lower] { throw MeshError(.config, "field \(field): the same name as mesh.tlsHosts[\"\(other)\"]") }
             seen[lower] = name
             try tlsHosts[name]!.validate(field: field)
         }
-        for (i, peer) in peers.enumerated() {
-            for (j, name) in peer.tlsHosts.enumerated() { _ = try TLSHostConfig.hostName(name, field: "mesh.peers[\(i)].tlsHosts[\(j)]") }
-        }
+        _ = try PeerPolicy.tlsHostGrants(peers)
     }
 
     /// Route rules that send a known peer's mangled hostname (as SNI/Host or destination), its
@@ -390,13 +406,12 @@ public struct PeerPolicy: Sendable {
     private let entries: [String: Entry]
     /// Peer IDs by VIP6 (RFC 5952 text), for peers whose public key is configured.
     private let vip6: [String: String]
-    /// Peer IDs by the plain-TLS host names they serve (lower case; `PeerConfig.tlsHosts`).
-    private let tlsHosts: [String: String]
+    /// Peer IDs by the plain-TLS host names and wildcards they serve (`PeerConfig.tlsHosts`).
+    private let tlsHosts: HostNameTable<String>
 
     public init(peers: [PeerConfig]) throws {
         var entries: [String: Entry] = [:]
         var vip6: [String: String] = [:]
-        var tlsHosts: [String: String] = [:]
         for peer in peers {
             guard peer.id.count == 52, peer.id.utf8.allSatisfy(Self.isBase32) else {
                 throw MeshError(.config, "peer ID \"\(peer.id)\" is not a 52-character base32 node ID")
@@ -404,22 +419,40 @@ public struct PeerPolicy: Sendable {
             guard entries[peer.id] == nil else { throw MeshError(.config, "peer \(peer.id) is listed twice") }
             entries[peer.id] = Entry(config: peer, patterns: try peer.destinations.map(DestinationPattern.init))
             if let publicKey = peer.publicKey { vip6[try Self.nodeID(publicKey: publicKey, of: peer.id).vip6] = peer.id }
-            for name in peer.tlsHosts {
-                let lower = try TLSHostConfig.hostName(name, field: "tlsHosts of peer \(peer.id)")
-                if let other = tlsHosts[lower], other != peer.id {
-                    throw MeshError(.config, "tlsHosts: \(lower) is listed for two peers, \(other) and \(peer.id)")
-                }
-                tlsHosts[lower] = peer.id
-            }
         }
         self.entries = entries
         self.vip6 = vip6
-        self.tlsHosts = tlsHosts
+        tlsHosts = try Self.tlsHostGrants(peers)
     }
 
-    /// The known peer that serves `name` over plain TLS (`PeerConfig.tlsHosts`; any case).
+    /// The plain-TLS host grants of `peers` (`PeerConfig.tlsHosts`: names and `*.domain`
+    /// wildcards → peer ID). A name or wildcard granted to two peers is refused, naming both
+    /// fields; an exact name and a wildcard covering it may go to different peers (the exact
+    /// name wins).
+    static func tlsHostGrants(_ peers: [PeerConfig]) throws -> HostNameTable<String> {
+        var grants = HostNameTable<String>()
+        var fields: [String: String] = [:]
+        for (i, peer) in peers.enumerated() {
+            for (j, name) in peer.tlsHosts.enumerated() {
+                let field = "mesh.peers[\(i)].tlsHosts[\(j)]"
+                let lower = try TLSHostConfig.hostPattern(name, field: field)
+                if let other = grants[pattern: lower], other != peer.id {
+                    let kind = lower.hasPrefix("*.") ? "wildcard " : ""
+                    throw MeshError(
+                        .config,
+                        "field \(field): \(kind)\(lower) is listed for two peers, \(other) (\(fields[lower] ?? "")) and \(peer.id); grant a name or wildcard to one peer only")
+                }
+                grants[pattern: lower] = peer.id
+                fields[lower] = field
+            }
+        }
+        return grants
+    }
+
+    /// The known peer that serves `name` over plain TLS (`PeerConfig.tlsHosts`; any case): the
+    /// peer granted the exact name, else the one granted the wildcard covering it.
     public func peer(tlsHost name: String) -> PeerConfig? {
-        tlsHosts[name.lowercased()].flatMap { entries[$0]?.config }
+        tlsHosts.lookup(name).flatMap { entries[$0]?.config }
     }
 
     /// The configuration of a known peer.

@@ -115,8 +115,18 @@ final class CapturedSocketHandler: ChannelDuplexHandler {
         context.write(data, promise: promise)
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, case .inputClosed = event { counters.finishUp() }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
-        if mode == .output { outputClosed = true } else if mode == .all { aborted = true }
+        if mode == .output {
+            outputClosed = true
+            counters.finishDown()
+        } else if mode == .all {
+            aborted = true
+        }
         context.close(mode: mode, promise: promise)
     }
 

@@ -13,24 +13,24 @@ struct TLSHosts: Sendable {
         let context: NIOSSLContext
     }
 
-    /// By lower-cased name.
-    private let hosts: [String: Host]
+    /// By lower-cased name or `*.` wildcard.
+    private let hosts: HostNameTable<Host>
 
     init(_ config: [String: TLSHostConfig]) throws {
-        var hosts: [String: Host] = [:]
+        var hosts = HostNameTable<Host>()
         for name in config.keys.sorted() {
             let field = "mesh.tlsHosts[\"\(name)\"]"
-            let lower = try TLSHostConfig.hostName(name, field: field)
-            guard hosts[lower] == nil else { throw MeshError(.config, "field \(field): \(lower) is listed twice") }
+            let lower = try TLSHostConfig.hostPattern(name, field: field)
+            guard hosts[pattern: lower] == nil else { throw MeshError(.config, "field \(field): \(lower) is listed twice") }
             let entry = config[name]!
             try entry.validate(field: field)
-            hosts[lower] = Host(port: entry.port, context: try Self.context(for: lower, entry, field: field))
+            hosts[pattern: lower] = Host(port: entry.port, context: try Self.context(for: lower, entry, field: field))
         }
         self.hosts = hosts
     }
 
-    /// The host entry for an SNI (any case).
-    func host(_ serverName: String) -> Host? { hosts[serverName.lowercased()] }
+    /// The host entry for an SNI (any case): its exact name, else a wildcard entry covering it.
+    func host(_ serverName: String) -> Host? { hosts.lookup(serverName) }
 
     private static func context(for name: String, _ entry: TLSHostConfig, field: String) throws -> NIOSSLContext {
         let certPEM = try read(entry.cert, field: "\(field).cert")
@@ -88,5 +88,28 @@ struct TLSHosts: Sendable {
         if dnsName == name { return true }
         guard dnsName.hasPrefix("*."), let dot = name.firstIndex(of: ".") else { return false }
         return name[dot...] == dnsName.dropFirst() && name[..<dot].count > 0
+    }
+}
+
+/// Host names and wildcards (`*.example.com`) mapped to values, as `tlsHosts` grants and serves
+/// them. A wildcard stands for exactly one left-most label, the certificate rule of RFC 6125
+/// §6.4.3: `*.example.com` covers `db.example.com`, not `example.com` and not
+/// `a.db.example.com`; an exact name wins over a wildcard covering it. Keys are lower case.
+struct HostNameTable<Value: Sendable>: Sendable {
+    private var entries: [String: Value] = [:]
+
+    /// The entry of an exact name or wildcard pattern (lower case), as configured.
+    subscript(pattern pattern: String) -> Value? {
+        get { entries[pattern] }
+        set { entries[pattern] = newValue }
+    }
+
+    /// The value for `name` (any case): its exact entry, else the wildcard of its parent domain.
+    func lookup(_ name: String) -> Value? {
+        let lower = name.lowercased()
+        guard !lower.hasPrefix("*") else { return nil }
+        if let value = entries[lower] { return value }
+        guard let dot = lower.firstIndex(of: "."), dot != lower.startIndex else { return nil }
+        return entries["*" + lower[dot...]]
     }
 }
