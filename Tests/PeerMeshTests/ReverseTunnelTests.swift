@@ -1,5 +1,6 @@
 import Foundation
 import Gate
+import NIOCore
 import XCTest
 @testable import PeerMesh
 
@@ -134,20 +135,16 @@ final class StalledSink {
     init() throws {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         listener = fd
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &addr) { ptr in
-            ptr.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, len) == 0 && Glibc.listen(fd, 4) == 0 && getsockname(fd, $0, &len) == 0
-            }
-        }
+        let loopback = try SocketAddress(ipAddress: "127.0.0.1", port: 0)
+        var bound = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = loopback.withSockAddr { bind(fd, $0, socklen_t($1)) } == 0 && Glibc.listen(fd, 4) == 0
+            && withUnsafeMutableBytes(of: &bound) { getsockname(fd, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), &length) } == 0
         guard ok else {
             Glibc.close(fd)
             throw FD.Failure(description: "sink listen: \(String(cString: strerror(errno)))")
         }
-        port = Int(UInt16(bigEndian: addr.sin_port))
+        port = Int(UInt16(bigEndian: bound.sin_port))
     }
 
     /// The first connection (waits at most `FD.timeoutMs`).
