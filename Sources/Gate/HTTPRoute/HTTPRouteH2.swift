@@ -311,34 +311,18 @@ enum H2Names {
     /// literal for the usual response fields, else `lowercased()`.
     static func lowercased(_ name: String) -> String {
         guard utf8Bytes(of: name, { $0.contains { $0 >= 0x41 && $0 <= 0x5A } }) else { return name }
-        switch name.utf8.count {
-        case 4:
-            if HopByHop.named(name, "date") { return "date" }
-            if HopByHop.named(name, "etag") { return "etag" }
-            if HopByHop.named(name, "vary") { return "vary" }
-        case 6:
-            if HopByHop.named(name, "server") { return "server" }
-        case 7:
-            if HopByHop.named(name, "expires") { return "expires" }
-        case 8:
-            if HopByHop.named(name, "location") { return "location" }
-        case 10:
-            if HopByHop.named(name, "set-cookie") { return "set-cookie" }
-        case 12:
-            if HopByHop.named(name, "content-type") { return "content-type" }
-        case 13:
-            if HopByHop.named(name, "cache-control") { return "cache-control" }
-            if HopByHop.named(name, "last-modified") { return "last-modified" }
-            if HopByHop.named(name, "accept-ranges") { return "accept-ranges" }
-        case 14:
-            if HopByHop.named(name, "content-length") { return "content-length" }
-        case 16:
-            if HopByHop.named(name, "content-encoding") { return "content-encoding" }
-        default:
-            break
-        }
+        // `named` compares the lengths first: most entries cost one comparison.
+        for (literal, lowered) in usual where HopByHop.named(name, literal) { return lowered }
         return name.lowercased()
     }
+
+    /// The usual response field names, as literals to compare with and as strings to send.
+    private static let usual: [(StaticString, String)] = [
+        ("date", "date"), ("server", "server"), ("content-type", "content-type"), ("content-length", "content-length"),
+        ("etag", "etag"), ("vary", "vary"), ("expires", "expires"), ("location", "location"), ("set-cookie", "set-cookie"),
+        ("cache-control", "cache-control"), ("last-modified", "last-modified"), ("accept-ranges", "accept-ranges"),
+        ("content-encoding", "content-encoding"),
+    ]
 
     /// The `:status` value of `code`: a literal for the usual codes.
     static func status(_ code: Int) -> String {
@@ -383,15 +367,9 @@ enum H2Fields {
 
     /// A `content-length` value (RFC 9110 §8.6): 1–18 decimal digits; nil otherwise.
     static func contentLength(_ value: String) -> Int? {
-        utf8Bytes(of: value) { bytes in
-            guard !bytes.isEmpty, bytes.count <= 18 else { return nil }
-            var result = 0
-            for byte in bytes {
-                guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
-                result = result * 10 + Int(byte - UInt8(ascii: "0"))
-            }
-            return result
-        }
+        let digits = value.utf8
+        guard (1...18).contains(digits.count), digits.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else { return nil }
+        return Int(value)
     }
 
     /// A pseudo-header's value: no SP, control or DEL byte (as NIO's validator: `:path` becomes
