@@ -11,7 +11,8 @@ import XCTest
 final class HTTPRouteH2ValidationTests: XCTestCase {
     /// argv: port, then one request per argument: `name|field=value|field=value…` (fields in
     /// order, values percent-decoded; `trailer:` before a field puts it in a trailer section
-    /// after a 3-byte body). Prints `name=200` or `name=rst<code>` per request, in order.
+    /// after a 3-byte body; `body=…` sends that body in one DATA frame with END_STREAM).
+    /// Prints `name=200` or `name=rst<code>` per request, in order.
     static let client = """
         import socket, sys
         from hpack import Encoder, Decoder
@@ -26,14 +27,19 @@ final class HTTPRouteH2ValidationTests: XCTestCase {
             sid = 1 + 2 * i
             name, *fields = case.split("|")
             names[sid] = name
-            head = [f.split("=", 1) for f in fields if not f.startswith("trailer:")]
+            head = [f.split("=", 1) for f in fields if not f.startswith("trailer:") and not f.startswith("body=")]
             trailer = [f[len("trailer:"):].split("=", 1) for f in fields if f.startswith("trailer:")]
+            body = [unquote_to_bytes(f[len("body="):]) for f in fields if f.startswith("body=")]
             block = enc.encode([(k.encode(), unquote_to_bytes(v)) for k, v in head], huffman=False)
             if trailer:
                 out += HeadersFrame(sid, block, flags=["END_HEADERS"]).serialize()
                 out += DataFrame(sid, b"abc").serialize()
                 block = enc.encode([(k.encode(), unquote_to_bytes(v)) for k, v in trailer], huffman=False)
-            out += HeadersFrame(sid, block, flags=["END_HEADERS", "END_STREAM"]).serialize()
+            if body:
+                out += HeadersFrame(sid, block, flags=["END_HEADERS"]).serialize()
+                out += DataFrame(sid, body[0], flags=["END_STREAM"]).serialize()
+            else:
+                out += HeadersFrame(sid, block, flags=["END_HEADERS", "END_STREAM"]).serialize()
         sock.sendall(out)
         buf, results = b"", {}
         \(pythonNextFrame)
@@ -65,7 +71,8 @@ final class HTTPRouteH2ValidationTests: XCTestCase {
         let service = try HTTPRouteService(config: try JSONDecoder().decode(HTTPRouteConfig.self, from: Data(json.utf8)), bind: "127.0.0.1", loops: loops)
         defer { service.stop() }
         let get = ":method=GET|:scheme=http|:authority=valid.example"
-        let post = ":method=POST|:scheme=http|:path=/upload|:authority=valid.example|content-length=3"
+        let upload = ":method=POST|:scheme=http|:path=/upload|:authority=valid.example"
+        let post = "\(upload)|content-length=3"
         let cases: [(name: String, fields: String, expected: String)] = [
             ("valid", "\(get)|:path=/a|accept=*/*", "200"),
             ("upper-case-name", "\(get)|:path=/a|X-Upper=1", "rst1"),
@@ -92,6 +99,16 @@ final class HTTPRouteH2ValidationTests: XCTestCase {
             ("pseudo-in-trailers", "\(post)|trailer::path=/x", "rst1"),
             ("connection-in-trailers", "\(post)|trailer:connection=close", "rst1"),
             ("valid-trailers", "\(post)|trailer:x-checksum=abc", "200"),
+            // DATA against content-length (RFC 9113 §8.1.1), checked by the gateway.
+            ("length-exact", "\(post)|body=abc", "200"),
+            ("length-body-longer", "\(upload)|content-length=2|body=abc", "rst1"),
+            ("length-body-shorter", "\(upload)|content-length=5|body=abc", "rst1"),
+            ("length-short-at-trailers", "\(upload)|content-length=4|trailer:x-checksum=abc", "rst1"),
+            ("length-with-end-stream", "\(get)|:path=/a|content-length=4", "rst1"),
+            ("length-zero-end-stream", "\(get)|:path=/a|content-length=0", "200"),
+            ("length-not-a-number", "\(upload)|content-length=3x|body=abc", "rst1"),
+            ("length-repeated-same", "\(upload)|content-length=3|content-length=3|body=abc", "200"),
+            ("length-repeated-other", "\(upload)|content-length=3|content-length=4|body=abc", "rst1"),
             ("valid-after", "\(get)|:path=/b", "200"),
         ]
         let port = "\(service.bound[0].address.port)"

@@ -29,13 +29,13 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
     /// Consumed DATA bytes after which a `WINDOW_UPDATE` is sent (half the default window).
     static let windowUpdateThreshold = 32768
 
-    private var streams: [HTTP2StreamID: HTTP2RouteStream] = [:]
+    private var streams = HTTP2StreamTable<HTTP2RouteStream>()
     private var needsFlush = false
     private var flushScheduled = false
     private var backendFlushes: [Exchange] = []
     private var connectionWindowDebt = 0
 
-    override var exchanges: [Exchange] { streams.values.compactMap(\.exchange) }
+    override var exchanges: [Exchange] { streams.all.compactMap(\.exchange) }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         reading = true
@@ -43,8 +43,8 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
         switch frame.payload {
         case .headers(let headers):
             if let stream = streams[frame.streamID] {
-                // Trailers end the request.
-                guard Self.validTrailers(headers.headers) else {
+                // Trailers end the request (with the body `content-length` announced).
+                guard Self.validTrailers(headers.headers), !headers.endStream || (stream.remainingLength ?? 0) == 0 else {
                     malformed(stream)
                     return
                 }
@@ -52,11 +52,12 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
                 return
             }
             let stream = HTTP2RouteStream(id: frame.streamID, handler: self)
-            streams[frame.streamID] = stream
-            guard let (head, request) = Self.requestHead(headers.headers) else {
+            streams.insert(stream, id: frame.streamID)
+            guard let (head, request, length) = Self.requestHead(headers.headers), !headers.endStream || (length ?? 0) == 0 else {
                 write(HTTP2Frame(streamID: frame.streamID, payload: .rstStream(.protocolError)))
                 return
             }
+            stream.remainingLength = length
             if let exchange = Exchange.begin(head, client: stream, http1: false, request: request), !exchange.finished { stream.exchange = exchange }
             if headers.endStream { stream.exchange?.requestPart(.end(nil)) }
         case .data(let data):
@@ -64,6 +65,14 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
             let body = data.data.readableBytes
             let padding = data.paddingBytes.map { $0 + 1 } ?? 0
             connectionConsumed(body + padding)
+            if let remaining = stream.remainingLength {
+                // More or less DATA than `content-length` announced (RFC 9113 §8.1.1).
+                guard body <= remaining, !data.endStream || body == remaining else {
+                    malformed(stream)
+                    return
+                }
+                stream.remainingLength = remaining - body
+            }
             if data.endStream { stream.requestEnded = true }
             if case .byteBuffer(let buffer) = data.data, body > 0, let exchange = stream.exchange {
                 credit(padding, on: stream)
@@ -76,7 +85,7 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
             }
             if data.endStream { stream.exchange?.requestPart(.end(nil)) }
         case .rstStream:
-            streams.removeValue(forKey: frame.streamID)?.exchange?.clientGone()
+            streams.remove(frame.streamID)?.exchange?.clientGone()
         default:
             break
         }
@@ -85,7 +94,7 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
     /// A malformed request (RFC 9113 §8.1.1): a stream error of type PROTOCOL_ERROR; the
     /// exchange ends (the `RST_STREAM` through `NIOHTTP2Handler` also closes the stream there).
     private func malformed(_ stream: HTTP2RouteStream) {
-        streams.removeValue(forKey: stream.id)
+        streams.remove(stream.id)
         stream.exchange?.clientGone()
         write(HTTP2Frame(streamID: stream.id, payload: .rstStream(.protocolError)))
     }
@@ -131,14 +140,14 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
         // NIOHTTP2Handler fires several events per stream; only one kind matters here, and a
         // metatype comparison is cheaper than a dynamic cast of each.
         if type(of: event) == StreamClosedEvent.self, let closed = event as? StreamClosedEvent {
-            streams.removeValue(forKey: closed.streamID)?.exchange?.clientGone()
+            streams.remove(closed.streamID)?.exchange?.clientGone()
         }
         context.fireUserInboundEventTriggered(event)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        let open = streams.values
-        streams = [:]
+        let open = streams.all
+        streams = HTTP2StreamTable()
         for stream in open { stream.exchange?.clientGone() }
         context.fireChannelInactive()
     }
@@ -185,12 +194,15 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
     /// `keep-alive`, `proxy-connection`, `transfer-encoding`, `upgrade`; `te` other than
     /// `trailers`), NUL, CR or LF in a value (SP and controls in a pseudo-header's), a
     /// pseudo-header that is unknown, repeated, or after a regular field, `:method`, `:scheme`
-    /// or a non-empty `:path` missing — and for CONNECT, which the gateway does not serve.
+    /// or a non-empty `:path` missing, a `content-length` that is not a decimal number (or
+    /// repeated with another value) — and for CONNECT, which the gateway does not serve.
+    /// `contentLength`: the announced body length, which the DATA frames must match (checked
+    /// by `channelRead`; NIO's content-length validation is off, see `configureHTTP2`).
     /// These are the checks of NIO's header-block validator, done here because it is switched
     /// off (`HTTPRouteNIO.configureHTTP2`): it walked every field of both directions once more,
     /// through substrings and generic sequence searches — about 4 % of the gateway's CPU time
     /// per HTTP/2 request in profiles.
-    static func requestHead(_ fields: HPACKHeaders) -> (NIOHTTP1.HTTPRequestHead, RouteRequest)? {
+    static func requestHead(_ fields: HPACKHeaders) -> (NIOHTTP1.HTTPRequestHead, RouteRequest, contentLength: Int?)? {
         var method: String?
         var path: String?
         var scheme = false
@@ -198,6 +210,7 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
         var host: String?
         var cookie: String?
         var regular = false
+        var length: Int?
         var headers = HTTPHeaders()
         headers.reserveCapacity(fields.count)
         var routeFields: [HTTPField] = []
@@ -228,6 +241,11 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
                 cookie = cookie.map { $0 + "; " + value } ?? value
             } else {
                 if host == nil, name == "host" { host = value }
+                if name == "content-length" {
+                    // Repeated only with the same value (RFC 9110 §8.6).
+                    guard let parsed = H2Fields.contentLength(value), length == nil || length == parsed else { return nil }
+                    length = parsed
+                }
                 headers.add(name: name, value: value)
                 routeFields.append(HTTPField(name, value))
             }
@@ -243,7 +261,7 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
             routeFields.append(HTTPField("cookie", cookie))
         }
         let head = NIOHTTP1.HTTPRequestHead(version: .http2, method: HTTPMethod(rawValue: method), uri: path, headers: headers)
-        return (head, RouteRequest(method: method, target: path, host: host ?? "", headers: routeFields))
+        return (head, RouteRequest(method: method, target: path, host: host ?? "", headers: routeFields), length)
     }
 
     /// A request's trailer section (RFC 9113 §8.1): no pseudo-header, and the field rules of
@@ -263,11 +281,66 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
     static func responseFields(_ headers: some Sequence<(name: String, value: String)>, count: Int, status: Int?) -> HPACKHeaders {
         var out = HPACKHeaders()
         out.reserveCapacity(count + 1)
-        if let status { out.add(name: ":status", value: String(status)) }
+        if let status { out.add(name: ":status", value: H2Names.status(status)) }
         for (name, value) in headers where !HopByHop.contains(name) {
-            out.add(name: name.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x5A }) ? name.lowercased() : name, value: value)
+            out.add(name: H2Names.lowercased(name), value: value)
         }
         return out
+    }
+
+    /// The HTTP/2 fields of a backend's response head: `responseFields`, also without the
+    /// fields its `Connection` names (RFC 9110 §7.6.1). One loop over the head's fields, no
+    /// lazy sequence adapters (this runs for every response).
+    static func responseFields(_ head: HTTP1ResponseHead) -> HPACKHeaders {
+        let named = BackendWire.connectionOptions(head.headers)
+        var out = HPACKHeaders()
+        out.reserveCapacity(head.headers.count + 1)
+        out.add(name: ":status", value: H2Names.status(head.status))
+        for field in head.headers where !HopByHop.contains(field.name) {
+            if !named.isEmpty, named.contains(where: { $0.equalsIgnoringASCIICase(field.name) }) { continue }
+            out.add(name: H2Names.lowercased(field.name), value: field.value)
+        }
+        return out
+    }
+}
+
+/// Response field names and `:status` values as HTTP/2 sends them, without lower-casing or
+/// formatting the usual ones each time.
+enum H2Names {
+    /// `name` in lower case (RFC 9113 §8.2): unchanged when it has no upper-case letter, a
+    /// literal for the usual response fields, else `lowercased()`.
+    static func lowercased(_ name: String) -> String {
+        guard utf8Bytes(of: name, { $0.contains { $0 >= 0x41 && $0 <= 0x5A } }) else { return name }
+        // `named` compares the lengths first: most entries cost one comparison.
+        for (literal, lowered) in usual where HopByHop.named(name, literal) { return lowered }
+        return name.lowercased()
+    }
+
+    /// The usual response field names, as literals to compare with and as strings to send.
+    private static let usual: [(StaticString, String)] = [
+        ("date", "date"), ("server", "server"), ("content-type", "content-type"), ("content-length", "content-length"),
+        ("etag", "etag"), ("vary", "vary"), ("expires", "expires"), ("location", "location"), ("set-cookie", "set-cookie"),
+        ("cache-control", "cache-control"), ("last-modified", "last-modified"), ("accept-ranges", "accept-ranges"),
+        ("content-encoding", "content-encoding"),
+    ]
+
+    /// The `:status` value of `code`: a literal for the usual codes.
+    static func status(_ code: Int) -> String {
+        switch code {
+        case 200: "200"
+        case 204: "204"
+        case 206: "206"
+        case 301: "301"
+        case 302: "302"
+        case 304: "304"
+        case 400: "400"
+        case 404: "404"
+        case 500: "500"
+        case 502: "502"
+        case 503: "503"
+        case 504: "504"
+        default: String(code)
+        }
     }
 }
 
@@ -292,6 +365,13 @@ enum H2Fields {
         return utf8Bytes(of: value) { bytes in !bytes.contains { $0 == 0 || $0 == 0x0A || $0 == 0x0D } }
     }
 
+    /// A `content-length` value (RFC 9110 §8.6): 1–18 decimal digits; nil otherwise.
+    static func contentLength(_ value: String) -> Int? {
+        let digits = value.utf8
+        guard (1...18).contains(digits.count), digits.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else { return nil }
+        return Int(value)
+    }
+
     /// A pseudo-header's value: no SP, control or DEL byte (as NIO's validator: `:path` becomes
     /// the HTTP/1.1 request-target, `:method` and `:authority` its method and `Host`).
     static func validPseudoValue(_ value: String) -> Bool {
@@ -303,6 +383,61 @@ enum H2Fields {
         let other = literal.utf8Start
         for i in 0..<bytes.count where bytes[i] != other[i] { return false }
         return true
+    }
+}
+
+/// The open streams of one connection by stream ID: IDs and streams in two arrays sorted by
+/// ID, found by binary search. Hand-written for the hot path instead of a `Dictionary`, whose
+/// SipHash of the key (seed, combine, finalize) on every lookup, insert and removal — several
+/// per request — showed in profiles; a client opens streams with increasing IDs (RFC 9113
+/// §5.1.1), so a new stream is appended, and at most `SETTINGS_MAX_CONCURRENT_STREAMS` (100)
+/// are open.
+struct HTTP2StreamTable<Stream> {
+    private var ids: [Int32] = []
+    private var streams: [Stream] = []
+
+    var all: [Stream] { streams }
+    var count: Int { streams.count }
+
+    subscript(id: HTTP2StreamID) -> Stream? {
+        let index = position(Int32(id))
+        return index < ids.count && ids[index] == Int32(id) ? streams[index] : nil
+    }
+
+    /// Adds `stream`, replacing one with the same ID.
+    mutating func insert(_ stream: Stream, id streamID: HTTP2StreamID) {
+        let id = Int32(streamID)
+        if let last = ids.last, last >= id {
+            let index = position(id)
+            if index < ids.count && ids[index] == id {
+                streams[index] = stream
+            } else {
+                ids.insert(id, at: index)
+                streams.insert(stream, at: index)
+            }
+        } else {
+            ids.append(id)
+            streams.append(stream)
+        }
+    }
+
+    @discardableResult
+    mutating func remove(_ id: HTTP2StreamID) -> Stream? {
+        let index = position(Int32(id))
+        guard index < ids.count, ids[index] == Int32(id) else { return nil }
+        ids.remove(at: index)
+        return streams.remove(at: index)
+    }
+
+    /// The index of the first ID not below `id`.
+    private func position(_ id: Int32) -> Int {
+        var low = 0
+        var high = ids.count
+        while low < high {
+            let middle = (low + high) / 2
+            if ids[middle] < id { low = middle + 1 } else { high = middle }
+        }
+        return low
     }
 }
 
@@ -320,6 +455,8 @@ final class HTTP2RouteStream: ExchangeClient {
     var windowDebt = 0
     /// The client ended the request (END_STREAM): no more credit for this stream.
     var requestEnded = false
+    /// Request body bytes still to come by the request's `content-length` (nil: none given).
+    var remainingLength: Int?
     private var held: ByteBuffer?
 
     init(id: HTTP2StreamID, handler: HTTP2RouteHandler) {
@@ -338,10 +475,7 @@ final class HTTP2RouteStream: ExchangeClient {
     }
 
     func relayHead(_ head: HTTP1ResponseHead, raw: ByteBuffer?, close: Bool) {
-        let named = BackendWire.connectionOptions(head.headers)
-        let kept = head.headers.lazy.filter { field in named.isEmpty || !named.contains(where: { $0.equalsIgnoringASCIICase(field.name) }) }
-        let fields = HTTP2RouteHandler.responseFields(kept.map { ($0.name, $0.value) }, count: head.headers.count, status: head.status)
-        handler?.write(HTTP2Frame(streamID: id, payload: .headers(.init(headers: fields))))
+        handler?.write(HTTP2Frame(streamID: id, payload: .headers(.init(headers: HTTP2RouteHandler.responseFields(head)))))
     }
 
     func respondBody(_ buffer: ByteBuffer) {
@@ -442,7 +576,7 @@ final class H2CUpgrader: HTTPServerProtocolUpgrader {
                 H2CRequestInjector(
                     frames: H2CRequestInjector.headersFrames(upgradeRequest, allocator: allocator),
                     settings: payload.isEmpty ? nil : Self.settingsFrame(payload, allocator: allocator)))
-            try HTTPRouteNIO.configureHTTP2(context.channel, connection)
+            try HTTPRouteNIO.configureHTTP2(context.channel, connection, gatherWrites: true)
         }
     }
 

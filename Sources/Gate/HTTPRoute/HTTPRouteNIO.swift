@@ -53,14 +53,17 @@ final class HTTPRouteNIO: Sendable {
                     case .http1:
                         try Self.configureHTTP1(channel, RouteConnection(state: state, settings: settings, peer: peer, proto: "http/1.1", eventLoop: channel.eventLoop), upgrade: true)
                     case .h2c:
-                        try Self.configureHTTP2(channel, RouteConnection(state: state, settings: settings, peer: peer, proto: "h2c", eventLoop: channel.eventLoop))
+                        try Self.configureHTTP2(
+                            channel, RouteConnection(state: state, settings: settings, peer: peer, proto: "h2c", eventLoop: channel.eventLoop), gatherWrites: true)
                     case .tls(let tls):
                         try sync.addHandler(NIOSSLServerHandler(context: tls))
                         try sync.addHandler(TLSWriteCoalescer())
                         try sync.addHandler(ApplicationProtocolNegotiationHandler { result, channel in
                             channel.eventLoop.makeCompletedFuture {
                                 if case .negotiated("h2") = result {
-                                    try Self.configureHTTP2(channel, RouteConnection(state: state, settings: settings, peer: peer, proto: "h2", eventLoop: channel.eventLoop))
+                                    // The TLSWriteCoalescer in front of NIOSSLHandler gathers the writes already.
+                                    try Self.configureHTTP2(
+                                        channel, RouteConnection(state: state, settings: settings, peer: peer, proto: "h2", eventLoop: channel.eventLoop), gatherWrites: false)
                                 } else {
                                     try Self.configureHTTP1(
                                         channel, RouteConnection(state: state, settings: settings, peer: peer, proto: "http/1.1+tls", eventLoop: channel.eventLoop), upgrade: false)
@@ -106,44 +109,73 @@ final class HTTPRouteNIO: Sendable {
     /// are valid by construction (`responseFields`: lower-cased names; the fields come from
     /// the backend's head, whose parser accepts only token names and values without controls,
     /// from filters the loader checked the same way, or from the gateway itself).
-    /// Content-length validation (DATA against `content-length`) stays NIO's.
-    static func configureHTTP2(_ channel: any Channel, _ connection: RouteConnection) throws {
-        try channel.pipeline.syncOperations.addHandlers([
-            NIOHTTP2Handler(mode: .server, initialSettings: nioDefaultSettings, headerBlockValidation: .disabled),
+    /// NIO's content-length validation is off too: it looked for `content-length` in every
+    /// HEADERS frame of both directions once more. `HTTP2RouteHandler` checks a request's DATA
+    /// against its `content-length` while it counts them for flow control; the gateway's
+    /// responses carry the backend's length, which `BackendResponseReader` enforces, or
+    /// none (chunked backend bodies are decoded for HTTP/2).
+    ///
+    /// `gatherWrites` (h2c): a `TLSWriteCoalescer` in front of the socket gathers the frames
+    /// written between two flushes into one buffer (over TLS it sits in front of
+    /// `NIOSSLHandler` already).
+    static func configureHTTP2(_ channel: any Channel, _ connection: RouteConnection, gatherWrites: Bool) throws {
+        let sync = channel.pipeline.syncOperations
+        if gatherWrites { try sync.addHandler(TLSWriteCoalescer()) }
+        try sync.addHandlers([
+            NIOHTTP2Handler(mode: .server, initialSettings: nioDefaultSettings, headerBlockValidation: .disabled, contentLengthValidation: .disabled),
             HTTP2IdleHandler(seconds: connection.settings.http2IdleTimeout, loop: channel.eventLoop),
             HTTP2RouteHandler(connection, channel: channel),
         ])
     }
 }
 
-/// Gathers the writes between two flushes into one buffer in front of `NIOSSLHandler`,
-/// which turns every write it is given into a TLS record of its own: an HTTP/2 response
-/// (HEADERS, DATA header, DATA payload) became three records, each encrypted, framed and
-/// decrypted on its own, where nginx sends one. Hand-written because NIO has no such handler;
-/// writes of a record's worth (16 KiB) or more pass through unchanged, in order.
+/// Gathers the writes between two flushes into one buffer: in front of `NIOSSLHandler`, which
+/// turns every write it is given into a TLS record of its own (an HTTP/2 response — HEADERS,
+/// DATA header, DATA payload — became three records, each encrypted, framed and decrypted on
+/// its own, where nginx sends one), and in front of the socket on h2c (one `write` of one
+/// buffer instead of a `writev` of three per response, and far less bookkeeping in NIO's
+/// pending-writes queue). Hand-written because NIO has no such handler.
+///
+/// Every write smaller than a record is copied at once into one buffer the coalescer keeps
+/// across flushes: no reference to the writer's buffer is held, so `NIOHTTP2Handler`, which
+/// clears and reuses one encoding buffer for every frame, does not have to allocate a new one
+/// per frame (it did while the frame's buffer waited for the flush), and the gathered buffer
+/// is reused without allocating once the layer below has written it. Writes of a record's
+/// worth (16 KiB) or more pass through unchanged, in order.
 final class TLSWriteCoalescer: ChannelOutboundHandler, RemovableChannelHandler {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     /// The plaintext of one TLS record (RFC 8446 §5.1).
     static let recordSize = 16384
-    private var pending: ByteBuffer?
-    private var pendingPromise: EventLoopPromise<Void>?
+    /// The largest gathering buffer kept between flushes (each connection keeps one).
+    static let keptCapacity = 8192
+    /// The gathered bytes are its readable bytes; kept (read to its end) after they were
+    /// passed on, and cleared for the next ones.
+    private var gathered: ByteBuffer?
+    /// Some write (maybe an empty one) is gathered, with or without bytes.
+    private var holding = false
+    private var gatheredPromise: EventLoopPromise<Void>?
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         var buffer = unwrapOutboundIn(data)
-        if let pending, pending.readableBytes + buffer.readableBytes > Self.recordSize { forward(context) }
-        if buffer.readableBytes >= Self.recordSize {
+        let count = buffer.readableBytes
+        if count >= Self.recordSize {
+            forward(context)
             context.write(data, promise: promise)
             return
         }
-        if pending == nil {
-            pending = buffer
-        } else {
-            pending!.writeBuffer(&buffer)
+        if holding, gathered!.readableBytes + count > Self.recordSize { forward(context) }
+        if gathered == nil {
+            gathered = context.channel.allocator.buffer(capacity: max(count, 2048))
+        } else if !holding {
+            // Unique again once the layer below wrote it: no allocation.
+            gathered!.clear()
         }
+        gathered!.writeBuffer(&buffer)
+        holding = true
         if let promise {
-            if let pendingPromise { pendingPromise.futureResult.cascade(to: promise) } else { pendingPromise = promise }
+            if let gatheredPromise { gatheredPromise.futureResult.cascade(to: promise) } else { gatheredPromise = promise }
         }
     }
 
@@ -162,10 +194,17 @@ final class TLSWriteCoalescer: ChannelOutboundHandler, RemovableChannelHandler {
     }
 
     private func forward(_ context: ChannelHandlerContext) {
-        guard let buffer = pending else { return }
-        pending = nil
-        let promise = pendingPromise
-        pendingPromise = nil
+        guard holding, let buffer = gathered else { return }
+        holding = false
+        if buffer.capacity > Self.keptCapacity {
+            // Grown by a burst: not kept for the connection's lifetime.
+            gathered = nil
+        } else {
+            // Read to its end here; the layer below writes its own copy of the indices.
+            gathered!.moveReaderIndex(to: gathered!.writerIndex)
+        }
+        let promise = gatheredPromise
+        gatheredPromise = nil
         context.write(wrapOutboundOut(buffer), promise: promise)
     }
 }
