@@ -224,8 +224,6 @@ struct BackendResponseReader {
 
     private typealias Chunk = ChunkedFraming
 
-    static let maxChunkLineBytes = 4096
-    static let maxTrailerBytes = 16 * 1024
 
     private var state = State.head
     private var bodyBytes = 0
@@ -424,9 +422,9 @@ struct BackendResponseReader {
                 }
                 switch chunk {
                 case .trailerLineStart, .trailerLine, .trailerLF:
-                    if framing > maxTrailerBytes { return fail("trailer section longer than \(maxTrailerBytes) bytes") }
+                    if framing > Chunk.maxTrailerBytes { return fail("trailer section longer than \(Chunk.maxTrailerBytes) bytes") }
                 default:
-                    if framing > maxChunkLineBytes { return fail("chunk size line longer than \(maxChunkLineBytes) bytes") }
+                    if framing > Chunk.maxLineBytes { return fail("chunk size line longer than \(Chunk.maxLineBytes) bytes") }
                 }
             }
             return .success((index, .chunked(chunk)))

@@ -35,6 +35,10 @@ enum ChunkedFraming: Equatable {
 
     /// Before the first size line.
     static let start = ChunkedFraming.size(digits: 0, value: 0)
+    /// Longest chunk-size line (with extensions) accepted.
+    static let maxLineBytes = 4096
+    /// Longest trailer section accepted (as the capture proxy's `HTTPChunkedScanner`).
+    static let maxTrailerBytes = HTTPChunkedScanner.maxTrailerBytes
 
     var inTrailer: Bool {
         switch self {

@@ -59,8 +59,6 @@ struct HTTP1RequestDecoder {
 
     private typealias Chunk = ChunkedFraming
 
-    static let maxChunkLineBytes = 4096
-    static let maxTrailerBytes = 16 * 1024
 
     let limits: HTTPHeadLimits
     private var input: ByteBuffer?
@@ -385,8 +383,8 @@ struct HTTP1RequestDecoder {
                 case .dataLF: lineBytes = 0
                 default: break
                 }
-                if chunk.inTrailer ? lineBytes > Self.maxTrailerBytes : lineBytes > Self.maxChunkLineBytes {
-                    let what = chunk.inTrailer ? "trailer section longer than \(Self.maxTrailerBytes)" : "chunk size line longer than \(Self.maxChunkLineBytes)"
+                if chunk.inTrailer ? lineBytes > Chunk.maxTrailerBytes : lineBytes > Chunk.maxLineBytes {
+                    let what = chunk.inTrailer ? "trailer section longer than \(Chunk.maxTrailerBytes)" : "chunk size line longer than \(Chunk.maxLineBytes)"
                     return Malformed(status: 400, message: "chunked request body: \(what) bytes")
                 }
             }
