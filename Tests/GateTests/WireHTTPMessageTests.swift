@@ -102,18 +102,18 @@ final class WireHTTPMessageTests: XCTestCase {
 
     func testMalformedChunkedBodies() {
         let cases: [(String, String)] = [
-            ("x\r\n", "starts with byte 0x78"),
-            ("\r\n", "starts with byte 0x0d"),
-            ("5\nhello\r\n", "followed by byte 0x0a"),
-            ("5\r\rhello", "expected LF"),
-            ("5\r\nhelloX", "expected CRLF"),
-            ("5\r\nhello\rX", "expected LF"),
-            ("11112222333344445\r\n", "more than 16 hex digits"),
-            ("FFFFFFFFFFFFFFFF\r\n", "too large"),
-            ("0x10\r\n", "followed by byte 0x78"),
+            ("x\r\n", "got byte 0x78"),
+            ("\r\n", "got byte 0x0d"),
+            ("5\nhello\r\n", "byte 0x0a after the chunk size"),
+            ("5\r\rhello", "chunk size line not ended by CRLF"),
+            ("5\r\nhelloX", "chunk data not followed by CRLF"),
+            ("5\r\nhello\rX", "chunk data not followed by CRLF"),
+            ("1111222233334444\r\n", "longer than 15 hex digits"),
+            ("FFFFFFFFFFFFFFFF\r\n", "longer than 15 hex digits"),
+            ("0x10\r\n", "byte 0x78 after the chunk size"),
             ("1;a\u{0}b\r\n", "control byte 0x00"),
             ("0\r\nX: \u{1}\r\n\r\n", "control byte 0x01"),
-            ("0\r\nX: y\rZ", "expected LF"),
+            ("0\r\nX: y\rZ", "trailer line not ended by CRLF"),
         ]
         for (text, message) in cases {
             var scanner = HTTPChunkedScanner()

@@ -219,7 +219,7 @@ final class UDPForwarder: LoopHandler, @unchecked Sendable {  // state is touche
             flows[key] = flow
             flowOf[flow.fd] = key
         }
-        _ = buffer.withUnsafeBytes { send(UnsafeRawBufferPointer(rebasing: $0[0..<n]), on: key) }
+        buffer.withUnsafeBytes { send(UnsafeRawBufferPointer(rebasing: $0[0..<n]), on: key) }
     }
 
     private func send(_ datagram: UnsafeRawBufferPointer, on key: FlowKey) {

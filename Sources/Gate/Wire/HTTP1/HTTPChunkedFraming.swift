@@ -1,7 +1,8 @@
 /// Where a chunked body (RFC 9112 §7.1) is — size line, chunk data, data CRLF, trailer
-/// section — and the move over one framing byte. Shared by the HTTP/1.1 request decoder
-/// (`HTTP1RequestDecoder`) and the backend response reader (`BackendResponseReader`), whose
-/// loops differ in what they do with data and trailer bytes. Strict, since this is where
+/// section — and the move over one framing byte. Shared by the capture proxy's
+/// `HTTPChunkedScanner`, the HTTPRoute gateway's request decoder (`HTTP1RequestDecoder`) and
+/// its backend response reader (`BackendResponseReader`), whose loops differ in what they do
+/// with data and trailer bytes. Strict, since this is where
 /// request smuggling lives: lines end in CRLF, sizes are 1–15 hex digits, extensions and
 /// trailer lines carry no control bytes.
 ///
@@ -11,7 +12,7 @@
 /// last-chunk      = 1*("0") [ chunk-ext ] CRLF
 /// trailer-section = *( field-line CRLF )
 /// ```
-enum ChunkedFraming: Equatable {
+enum ChunkedFraming: Hashable, Sendable {
     case size(digits: Int, value: Int)
     case extensions(value: Int)
     case sizeLF(value: Int)
@@ -37,8 +38,8 @@ enum ChunkedFraming: Equatable {
     static let start = ChunkedFraming.size(digits: 0, value: 0)
     /// Longest chunk-size line (with extensions) accepted.
     static let maxLineBytes = 4096
-    /// Longest trailer section accepted (as the capture proxy's `HTTPChunkedScanner`).
-    static let maxTrailerBytes = HTTPChunkedScanner.maxTrailerBytes
+    /// Longest trailer section accepted.
+    static let maxTrailerBytes = 16 * 1024
 
     var inTrailer: Bool {
         switch self {
