@@ -488,7 +488,7 @@ final class HTTPRouteBackendWireTests: XCTestCase {
                         elif isinstance(e, h2.events.StreamEnded):
                             ended = "trailers" if trailers is not None else "data"
                     s.sendall(c.data_to_send())
-                print(path, head[":status"], len(body), ended, trailers)
+                print(path, head[":status"], head.get("trailer"), len(body), ended, trailers)
             """#
         // The python3 on PATH: scripts/deps pip-installs h2 for it.
         let r = try runProcess("/usr/bin/env", ["python3", "-c", script, "\(gateway.address.port)"])
@@ -496,9 +496,9 @@ final class HTTPRouteBackendWireTests: XCTestCase {
         XCTAssertEqual(
             r.out.split(separator: "\n").map(String.init),
             [
-                "/trailers 200 4 trailers [('x-checksum', 'abc'), ('x-two', '2')]",
-                "/chunked 200 12 trailers [('x-trailer', 't')]",
-                "/big 200 \((1..<400).reduce(0, +)) data None",
+                "/trailers 200 X-Checksum 4 trailers [('x-checksum', 'abc'), ('x-two', '2')]",
+                "/chunked 200 None 12 trailers [('x-trailer', 't')]",
+                "/big 200 None \((1..<400).reduce(0, +)) data None",
             ], r.out + r.err)
     }
 

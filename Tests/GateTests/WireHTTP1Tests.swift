@@ -177,10 +177,10 @@ final class WireHTTP1Tests: XCTestCase {
         let chunked = text.replacingOccurrences(of: "Content-Length: 0\r\n", with: "")
         XCTAssertEqual(
             try forwarded(chunked),
-            "GET /p?q=1 HTTP/1.1\r\nHost: example.com:8080\r\nAccept: */*\r\nTransfer-Encoding: chunked\r\n\r\n")
+            "GET /p?q=1 HTTP/1.1\r\nHost: example.com:8080\r\nTrailer: X-T\r\nAccept: */*\r\nTransfer-Encoding: chunked\r\n\r\n")
         XCTAssertEqual(
             try forwarded(chunked, HTTPForwardOptions(close: true, extraHeaders: [HTTPField("Via", "1.1 ugate")])),
-            "GET /p?q=1 HTTP/1.1\r\nHost: example.com:8080\r\nAccept: */*\r\nTransfer-Encoding: chunked\r\nConnection: close\r\nVia: 1.1 ugate\r\n\r\n")
+            "GET /p?q=1 HTTP/1.1\r\nHost: example.com:8080\r\nTrailer: X-T\r\nAccept: */*\r\nTransfer-Encoding: chunked\r\nConnection: close\r\nVia: 1.1 ugate\r\n\r\n")
     }
 
     func testConnectionCannotRemoveFramingOrHost() throws {

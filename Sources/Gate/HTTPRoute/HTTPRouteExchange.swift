@@ -714,7 +714,9 @@ final class Exchange: BackendDelegate {
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1, plus `proxy-connection`, HTTP/2's `http2-settings`
 /// and `expect`, which the gateway answers itself — see `Exchange.start`), compared without
-/// allocating: this runs for every field of every request and response.
+/// allocating: this runs for every field of every request and response. `Trailer` is not one
+/// (RFC 9110 §6.6.2: it announces the trailer fields end to end; RFC 2616 had listed it), so a
+/// response's `Trailer` reaches HTTP/2 clients with the trailers it announces.
 enum HopByHop {
     static func contains(_ name: String) -> Bool {
         switch name.utf8.count {
@@ -728,7 +730,7 @@ enum HopByHop {
         switch bytes.count {
         case 2: return equal(bytes, "te")
         case 6: return equal(bytes, "expect")
-        case 7: return equal(bytes, "trailer") || equal(bytes, "upgrade")
+        case 7: return equal(bytes, "upgrade")
         case 10: return equal(bytes, "connection") || equal(bytes, "keep-alive")
         case 14: return equal(bytes, "http2-settings")
         case 16: return equal(bytes, "proxy-connection")

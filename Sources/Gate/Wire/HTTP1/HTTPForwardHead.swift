@@ -22,10 +22,12 @@ public struct HTTPForwardOptions: Hashable, Sendable {
 
 extension HTTPRequestHead {
     /// Fields that describe one connection, never forwarded (RFC 9110 §7.6.1), plus the
-    /// de-facto `Proxy-Connection` and the proxy's own credentials.
+    /// de-facto `Proxy-Connection` and the proxy's own credentials. `Trailer` is forwarded: it
+    /// announces end to end the trailer fields that a chunked body relayed as is carries
+    /// (RFC 9110 §6.6.2).
     static let hopByHopFields: Set<String> = [
         "connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate",
-        "te", "trailer", "upgrade",
+        "te", "upgrade",
     ]
 
     /// Fields that stay even when `Connection` names them: removing them would change the body
@@ -36,7 +38,7 @@ extension HTTPRequestHead {
     /// - request-target in origin-form (`/path?query`) for an absolute-form request, and Host
     ///   set to the URI's authority (replacing any Host the client sent);
     /// - hop-by-hop fields removed: Connection, Keep-Alive, Proxy-Connection,
-    ///   Proxy-Authorization, Proxy-Authenticate, TE, Trailer, Upgrade (unless
+    ///   Proxy-Authorization, Proxy-Authenticate, TE, Upgrade (unless
     ///   `options.keepUpgrade`), and every field named in Connection — except Host,
     ///   Content-Length and Transfer-Encoding, which stay because the body is forwarded with
     ///   its framing unchanged;
