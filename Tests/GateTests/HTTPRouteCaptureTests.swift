@@ -103,7 +103,9 @@ final class HTTPRouteCaptureTests: XCTestCase {
         try node.run()
         self.node = node
         var text = ""
-        for _ in 0..<300 where !text.contains("https") {
+        // The listener summary (`ugate run` prints it once every listener is up), not the
+        // earlier `listener=https` log line, which also contains "https".
+        for _ in 0..<300 where !text.contains("https 127.0.0.1:15443") {
             usleep(100_000)
             text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
             if !node.isRunning { break }
