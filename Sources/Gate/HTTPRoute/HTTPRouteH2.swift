@@ -3,111 +3,173 @@ import NIOHPACK
 import NIOHTTP1
 import NIOHTTP2
 
-/// Serves every stream of one HTTP/2 connection straight from its frames, after
-/// `NIOHTTP2Handler` (which keeps the connection and stream state machines, HPACK, outbound
-/// flow control and SETTINGS/PING/GOAWAY).
+/// Serves every stream of one HTTP/2 connection: the bytes go through the gateway's own
+/// `HTTP2ServerCodec` (frames, SETTINGS, PING, GOAWAY, stream states, flow control; HPACK by
+/// NIOHPACK), whose events become exchanges, and the responses are written back through it —
+/// every frame written between two flushes in one buffer, one `write` per flush.
 ///
-/// Hand-written on purpose instead of NIO's stream multiplexer: that one creates a child
-/// channel (a pipeline, promises, an HTTP/2 ↔ HTTP/1 codec) per stream, which cost more than
-/// the proxying itself under load. Here a stream is a small `HTTP2RouteStream` in a
-/// dictionary, its request head is converted once to the HTTP/1 head `Exchange` works with,
-/// and the responses written while the loop handles one batch of events leave with one
-/// flush. What the multiplexer did and this handler does instead: inbound flow control,
-/// `RST_STREAM` / stream closure ending the exchange.
+/// Hand-written on purpose instead of `NIOHTTP2Handler` and NIO's stream multiplexer: the
+/// multiplexer creates a child channel (a pipeline, promises, an HTTP/2 ↔ HTTP/1 codec) per
+/// stream, which cost more than the proxying itself under load, and `NIOHTTP2Handler` copied
+/// its state machines per frame, boxed every frame as `NIOAny` and fired several user events
+/// per stream (about 14 % of the CPU time per request; see `HTTP2ServerCodec`). Here a stream
+/// is a small `HTTP2RouteStream` in a sorted table, its request head is converted once to the
+/// HTTP/1 head `Exchange` works with, and the responses written while the loop handles one
+/// batch of events leave with one flush.
 ///
 /// Inbound flow control with backpressure: a stream's request body credit goes back to the
 /// client (`WINDOW_UPDATE` once half a default window has accumulated) only as its bytes are
 /// written to the backend socket, so a slow backend slows the uploading client down instead of
 /// its body piling up here: at most one stream window (64 KiB) per stream waits in the
-/// gateway. The connection's window is credited on receipt — holding it back would stall
-/// every other stream of the connection behind a slow one — so a connection holds at most
-/// `SETTINGS_MAX_CONCURRENT_STREAMS` (100) × 64 KiB.
+/// gateway. The connection's window is credited on receipt by the codec — holding it back
+/// would stall every other stream of the connection behind a slow one — so a connection holds
+/// at most `SETTINGS_MAX_CONCURRENT_STREAMS` (100) × 64 KiB.
+///
+/// The idle timeout and the graceful close on drain (`HTTP2IdleHandler`) are driven from
+/// here: streams opened and closed, the PING ACK, `ChannelShouldQuiesceEvent`.
 final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
-    typealias InboundIn = HTTP2Frame
-    typealias OutboundOut = HTTP2Frame
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     /// Consumed DATA bytes after which a `WINDOW_UPDATE` is sent (half the default window).
     static let windowUpdateThreshold = 32768
 
+    private var codec: HTTP2ServerCodec
+    private let idle: HTTP2IdleHandler
     private var streams = HTTP2StreamTable<HTTP2RouteStream>()
-    private var needsFlush = false
     private var flushScheduled = false
     private var backendFlushes: [Exchange] = []
-    private var connectionWindowDebt = 0
+    /// The request of an `Upgrade: h2c`, served as stream 1 once the handler is active.
+    private var upgradeRequest: NIOHTTP1.HTTPRequestHead?
+    private var started = false
 
     override var exchanges: [Exchange] { streams.all.compactMap(\.exchange) }
 
+    /// `upgrade`: the connection switched from HTTP/1.1 (`Upgrade: h2c`, RFC 7540 §3.2): the
+    /// `HTTP2-Settings` payload and the request, answered on stream 1.
+    init(_ connection: RouteConnection, channel: any Channel, upgrade: (settings: [UInt8], request: NIOHTTP1.HTTPRequestHead)? = nil) {
+        codec = HTTP2ServerCodec(allocator: channel.allocator, upgradeSettings: upgrade?.settings)
+        idle = HTTP2IdleHandler(seconds: connection.settings.http2IdleTimeout, loop: channel.eventLoop)
+        upgradeRequest = upgrade?.request
+        super.init(connection, channel: channel)
+    }
+
+    override func handlerAdded(context: ChannelHandlerContext) {
+        super.handlerAdded(context: context)
+        if context.channel.isActive { start() }
+    }
+
+    override func handlerRemoved(context: ChannelHandlerContext) {
+        idle.stop()
+        super.handlerRemoved(context: context)
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        start()
+        context.fireChannelActive()
+    }
+
+    /// The server's SETTINGS leave at once; the idle timer starts; an upgrade's request begins.
+    private func start() {
+        guard !started else { return }
+        started = true
+        idle.start(self)
+        if let request = upgradeRequest {
+            upgradeRequest = nil
+            opened(1, Self.upgradeFields(request), endStream: true)
+        }
+        flushNow()
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         reading = true
-        let frame = unwrapInboundIn(data)
-        switch frame.payload {
-        case .headers(let headers):
-            if let stream = streams[frame.streamID] {
+        codec.receive(unwrapInboundIn(data))
+        while let event = codec.nextEvent() {
+            switch event {
+            case .headers(let id, let fields, let endStream, trailers: false):
+                opened(id, fields, endStream: endStream)
+            case .headers(let id, let fields, _, trailers: true):
+                guard let stream = streams[id] else { break }
                 // Trailers end the request (with the body `content-length` announced).
-                guard Self.validTrailers(headers.headers), !headers.endStream || (stream.remainingLength ?? 0) == 0 else {
+                guard Self.validTrailers(fields), (stream.remainingLength ?? 0) == 0 else {
                     malformed(stream)
-                    return
+                    break
                 }
-                if headers.endStream { stream.exchange?.requestPart(.end(Self.trailers(headers.headers))) }
+                stream.exchange?.requestPart(.end(Self.trailers(fields)))
+            case .data(let id, let data, let padding, let endStream):
+                guard let stream = streams[id] else { break }
+                body(data, padding: padding, endStream: endStream, on: stream)
+            case .streamClosed(let id, _):
+                if let stream = streams.remove(id) {
+                    idle.streamClosed()
+                    stream.exchange?.clientGone()
+                }
+            case .pingAck(let opaque):
+                idle.pingAcknowledged(opaque)
+            case .goAway:
+                break
+            case .connectionError(let error):
+                flushNow()
+                closeOnError(error)
                 return
             }
-            let stream = HTTP2RouteStream(id: frame.streamID, handler: self)
-            streams.insert(stream, id: frame.streamID)
-            guard let (head, request, length) = Self.requestHead(headers.headers), !headers.endStream || (length ?? 0) == 0 else {
-                write(HTTP2Frame(streamID: frame.streamID, payload: .rstStream(.protocolError)))
-                return
-            }
-            stream.remainingLength = length
-            if let exchange = Exchange.begin(head, client: stream, http1: false, request: request), !exchange.finished { stream.exchange = exchange }
-            if headers.endStream { stream.exchange?.requestPart(.end(nil)) }
-        case .data(let data):
-            guard let stream = streams[frame.streamID] else { return }
-            let body = data.data.readableBytes
-            let padding = data.paddingBytes.map { $0 + 1 } ?? 0
-            connectionConsumed(body + padding)
-            if let remaining = stream.remainingLength {
-                // More or less DATA than `content-length` announced (RFC 9113 §8.1.1).
-                guard body <= remaining, !data.endStream || body == remaining else {
-                    malformed(stream)
-                    return
-                }
-                stream.remainingLength = remaining - body
-            }
-            if data.endStream { stream.requestEnded = true }
-            if case .byteBuffer(let buffer) = data.data, body > 0, let exchange = stream.exchange {
-                credit(padding, on: stream)
-                // The stream's credit for the body comes back once the backend socket took it.
-                exchange.requestPart(.body(.byteBuffer(buffer))) { [weak self, weak stream] in
-                    if let self, let stream { self.credit(body, on: stream) }
-                }
-            } else {
-                credit(body + padding, on: stream)
-            }
-            if data.endStream { stream.exchange?.requestPart(.end(nil)) }
-        case .rstStream:
-            streams.remove(frame.streamID)?.exchange?.clientGone()
-        default:
-            break
         }
+    }
+
+    /// A new stream's request: an exchange begins, or the stream is reset as malformed.
+    private func opened(_ id: UInt32, _ fields: HPACKHeaders, endStream: Bool) {
+        guard let (head, request, length) = Self.requestHead(fields), !endStream || (length ?? 0) == 0 else {
+            codec.resetStream(id, .protocolError)
+            return
+        }
+        let stream = HTTP2RouteStream(id: id, handler: self)
+        streams.insert(stream, id: id)
+        idle.streamOpened(id)
+        stream.remainingLength = length
+        if let exchange = Exchange.begin(head, client: stream, http1: false, request: request), !exchange.finished { stream.exchange = exchange }
+        if endStream { stream.exchange?.requestPart(.end(nil)) }
+    }
+
+    private func body(_ data: ByteBuffer, padding: Int, endStream: Bool, on stream: HTTP2RouteStream) {
+        let body = data.readableBytes
+        if let remaining = stream.remainingLength {
+            // More or less DATA than `content-length` announced (RFC 9113 §8.1.1).
+            guard body <= remaining, !endStream || body == remaining else {
+                malformed(stream)
+                return
+            }
+            stream.remainingLength = remaining - body
+        }
+        if endStream { stream.requestEnded = true }
+        if body > 0, let exchange = stream.exchange {
+            credit(padding, on: stream)
+            // The stream's credit for the body comes back once the backend socket took it.
+            exchange.requestPart(.body(.byteBuffer(data))) { [weak self, weak stream] in
+                if let self, let stream { self.credit(body, on: stream) }
+            }
+        } else {
+            credit(body + padding, on: stream)
+        }
+        if endStream { stream.exchange?.requestPart(.end(nil)) }
     }
 
     /// A malformed request (RFC 9113 §8.1.1): a stream error of type PROTOCOL_ERROR; the
-    /// exchange ends (the `RST_STREAM` through `NIOHTTP2Handler` also closes the stream there).
+    /// exchange ends.
     private func malformed(_ stream: HTTP2RouteStream) {
-        streams.remove(stream.id)
+        reset(stream.id, .protocolError)
         stream.exchange?.clientGone()
-        write(HTTP2Frame(streamID: stream.id, payload: .rstStream(.protocolError)))
     }
 
-    /// Connection-level inbound flow control: gives the client back what it sent once half a
-    /// window is used, on receipt.
-    private func connectionConsumed(_ bytes: Int) {
-        guard bytes > 0 else { return }
-        connectionWindowDebt += bytes
-        if connectionWindowDebt >= Self.windowUpdateThreshold {
-            write(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: connectionWindowDebt)))
-            connectionWindowDebt = 0
-        }
+    /// Resets a stream of this handler's choosing (RST_STREAM) and forgets it.
+    func reset(_ id: UInt32, _ code: H2ErrorCode) {
+        codec.resetStream(id, code)
+        localClose(id)
+    }
+
+    /// The stream closed by what the gateway wrote (its END_STREAM after the client's, or its
+    /// RST_STREAM): forgotten without telling its exchange, which ended it.
+    private func localClose(_ id: UInt32) {
+        if streams.remove(id) != nil { idle.streamClosed() }
     }
 
     /// Stream-level credit for `bytes` the gateway is done with (written to the backend, or
@@ -117,10 +179,22 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
         guard bytes > 0, !stream.requestEnded, streams[stream.id] === stream else { return }
         stream.windowDebt += bytes
         if stream.windowDebt >= Self.windowUpdateThreshold {
-            write(HTTP2Frame(streamID: stream.id, payload: .windowUpdate(windowSizeIncrement: stream.windowDebt)))
+            codec.windowUpdate(stream.id, stream.windowDebt)
             stream.windowDebt = 0
             requestFlush()
         }
+    }
+
+    func writeHeaders(_ id: UInt32, _ fields: HPACKHeaders, endStream: Bool) {
+        if codec.writeHeaders(id, fields, endStream: endStream) { localClose(id) }
+    }
+
+    func writeData(_ id: UInt32, _ data: ByteBuffer, endStream: Bool) {
+        if codec.writeData(id, data, endStream: endStream) { localClose(id) }
+    }
+
+    func endStream(_ id: UInt32) {
+        if codec.endStream(id) { localClose(id) }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -129,23 +203,20 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
             for exchange in backendFlushes { exchange.flushBackend() }
             backendFlushes.removeAll(keepingCapacity: true)
         }
-        if needsFlush {
-            needsFlush = false
-            context.flush()
-        }
+        flushNow()
         context.fireChannelReadComplete()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        // NIOHTTP2Handler fires several events per stream; only one kind matters here, and a
-        // metatype comparison is cheaper than a dynamic cast of each.
-        if type(of: event) == StreamClosedEvent.self, let closed = event as? StreamClosedEvent {
-            streams.remove(closed.streamID)?.exchange?.clientGone()
+        if event is ChannelShouldQuiesceEvent {
+            idle.quiesce()
+            return
         }
         context.fireUserInboundEventTriggered(event)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        idle.stop()
         let open = streams.all
         streams = HTTP2StreamTable()
         for stream in open { stream.exchange?.clientGone() }
@@ -153,13 +224,13 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // A stream error was answered with RST_STREAM by NIOHTTP2Handler; the connection goes on.
-        if !(error is NIOHTTP2Errors.StreamError) { closeOnError(error) }
+        closeOnError(error)
     }
 
-    func write(_ frame: HTTP2Frame) {
-        context?.write(wrapOutboundOut(frame), promise: nil)
-        needsFlush = true
+    /// Writes and flushes what the codec has gathered.
+    private func flushNow() {
+        guard let context, let output = codec.takeOutput() else { return }
+        context.writeAndFlush(wrapOutboundOut(output), promise: nil)
     }
 
     /// Flushes at the end of the read burst, or once the loop is done with its current batch
@@ -169,10 +240,7 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
         flushScheduled = true
         eventLoop.assumeIsolated().execute { [self] in
             flushScheduled = false
-            if needsFlush {
-                needsFlush = false
-                context?.flush()
-            }
+            flushNow()
         }
     }
 
@@ -182,6 +250,44 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
         } else {
             exchange.flushBackend()
         }
+    }
+
+    // MARK: - Idle timeout and drain (`HTTP2IdleHandler`)
+
+    func idleGoAway(lastStreamID: UInt32) {
+        codec.goAway(lastStreamID: lastStreamID)
+        flushNow()
+    }
+
+    func idlePing(_ opaque: UInt64) {
+        codec.ping(opaque)
+        flushNow()
+    }
+
+    /// On the next loop turn (the last stream's closing frame is written first), a PING
+    /// behind everything written marks when all of it has left; then the connection closes.
+    func idleClose() {
+        eventLoop.assumeIsolated().execute { [self] in
+            guard let context else { return }
+            codec.ping(HTTP2IdleMachine.pingData)
+            let output = codec.takeOutput() ?? context.channel.allocator.buffer(capacity: 0)
+            context.writeAndFlush(wrapOutboundOut(output)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        }
+    }
+
+    /// The HTTP/2 fields of the HTTP/1.1 request that asked for `Upgrade: h2c`: `:method`,
+    /// `:scheme`, `:path`, `:authority` from `Host`, the other fields lower-cased without the
+    /// hop-by-hop ones.
+    static func upgradeFields(_ head: NIOHTTP1.HTTPRequestHead) -> HPACKHeaders {
+        var fields = HPACKHeaders()
+        fields.add(name: ":method", value: head.method.rawValue)
+        fields.add(name: ":scheme", value: "http")
+        fields.add(name: ":path", value: head.uri)
+        if let host = head.headers.first(name: "host") { fields.add(name: ":authority", value: host) }
+        for (name, value) in head.headers where !HopByHop.contains(name) && name.lowercased() != "host" {
+            fields.add(name: name.lowercased(), value: value)
+        }
+        return fields
     }
 
     /// The HTTP/1 view of a request's HEADERS: `:method`, `:path`, `:authority` as `Host`
@@ -393,20 +499,19 @@ enum H2Fields {
 /// §5.1.1), so a new stream is appended, and at most `SETTINGS_MAX_CONCURRENT_STREAMS` (100)
 /// are open.
 struct HTTP2StreamTable<Stream> {
-    private var ids: [Int32] = []
+    private var ids: [UInt32] = []
     private var streams: [Stream] = []
 
     var all: [Stream] { streams }
     var count: Int { streams.count }
 
-    subscript(id: HTTP2StreamID) -> Stream? {
-        let index = position(Int32(id))
-        return index < ids.count && ids[index] == Int32(id) ? streams[index] : nil
+    subscript(id: UInt32) -> Stream? {
+        let index = position(id)
+        return index < ids.count && ids[index] == id ? streams[index] : nil
     }
 
     /// Adds `stream`, replacing one with the same ID.
-    mutating func insert(_ stream: Stream, id streamID: HTTP2StreamID) {
-        let id = Int32(streamID)
+    mutating func insert(_ stream: Stream, id: UInt32) {
         if let last = ids.last, last >= id {
             let index = position(id)
             if index < ids.count && ids[index] == id {
@@ -422,15 +527,15 @@ struct HTTP2StreamTable<Stream> {
     }
 
     @discardableResult
-    mutating func remove(_ id: HTTP2StreamID) -> Stream? {
-        let index = position(Int32(id))
-        guard index < ids.count, ids[index] == Int32(id) else { return nil }
+    mutating func remove(_ id: UInt32) -> Stream? {
+        let index = position(id)
+        guard index < ids.count, ids[index] == id else { return nil }
         ids.remove(at: index)
         return streams.remove(at: index)
     }
 
     /// The index of the first ID not below `id`.
-    private func position(_ id: Int32) -> Int {
+    private func position(_ id: UInt32) -> Int {
         var low = 0
         var high = ids.count
         while low < high {
@@ -441,11 +546,21 @@ struct HTTP2StreamTable<Stream> {
     }
 }
 
+extension HTTP2StreamTable {
+    /// By NIO's stream ID type (as the table was keyed before the gateway's own codec).
+    subscript(id: HTTP2StreamID) -> Stream? { self[UInt32(Int32(id))] }
+
+    mutating func insert(_ stream: Stream, id: HTTP2StreamID) { insert(stream, id: UInt32(Int32(id))) }
+
+    @discardableResult
+    mutating func remove(_ id: HTTP2StreamID) -> Stream? { remove(UInt32(Int32(id))) }
+}
+
 /// One HTTP/2 stream of an `HTTP2RouteHandler`: the client of its exchange. The last body
 /// part is held back until the next part, so a response's final DATA frame carries
 /// END_STREAM instead of an empty frame of its own.
 final class HTTP2RouteStream: ExchangeClient {
-    let id: HTTP2StreamID
+    let id: UInt32
     let connection: RouteConnection
     let eventLoop: any EventLoop
     let allocator: ByteBufferAllocator
@@ -459,7 +574,7 @@ final class HTTP2RouteStream: ExchangeClient {
     var remainingLength: Int?
     private var held: ByteBuffer?
 
-    init(id: HTTP2StreamID, handler: HTTP2RouteHandler) {
+    init(id: UInt32, handler: HTTP2RouteHandler) {
         self.id = id
         self.handler = handler
         connection = handler.connection
@@ -471,11 +586,11 @@ final class HTTP2RouteStream: ExchangeClient {
 
     func respondHead(_ head: HTTPResponseHead) {
         let fields = HTTP2RouteHandler.responseFields(head.headers.lazy.map { ($0.name, $0.value) }, count: head.headers.count, status: Int(head.status.code))
-        handler?.write(HTTP2Frame(streamID: id, payload: .headers(.init(headers: fields))))
+        handler?.writeHeaders(id, fields, endStream: false)
     }
 
     func relayHead(_ head: HTTP1ResponseHead, raw: ByteBuffer?, close: Bool) {
-        handler?.write(HTTP2Frame(streamID: id, payload: .headers(.init(headers: HTTP2RouteHandler.responseFields(head)))))
+        handler?.writeHeaders(id, HTTP2RouteHandler.responseFields(head), endStream: false)
     }
 
     func respondBody(_ buffer: ByteBuffer) {
@@ -487,9 +602,10 @@ final class HTTP2RouteStream: ExchangeClient {
         guard let handler else { return }
         if let trailers, !trailers.isEmpty {
             writeHeld()
-            handler.write(HTTP2Frame(streamID: id, payload: .headers(.init(headers: HTTP2RouteHandler.responseFields(trailers.lazy.map { ($0.name, $0.value) }, count: trailers.count, status: nil), endStream: true))))
+            handler.writeHeaders(
+                id, HTTP2RouteHandler.responseFields(trailers.lazy.map { ($0.name, $0.value) }, count: trailers.count, status: nil), endStream: true)
         } else {
-            handler.write(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(held ?? allocator.buffer(capacity: 0)), endStream: true))))
+            if let held { handler.writeData(id, held, endStream: true) } else { handler.endStream(id) }
             held = nil
         }
         handler.requestFlush()
@@ -498,7 +614,7 @@ final class HTTP2RouteStream: ExchangeClient {
     private func writeHeld() {
         guard let buffer = held else { return }
         held = nil
-        handler?.write(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(buffer)))))
+        handler?.writeData(id, buffer, endStream: false)
     }
 
     func flushResponse() {
@@ -508,7 +624,7 @@ final class HTTP2RouteStream: ExchangeClient {
 
     func abortResponse() {
         held = nil
-        handler?.write(HTTP2Frame(streamID: id, payload: .rstStream(.internalError)))
+        handler?.reset(id, .internalError)
         handler?.requestFlush()
     }
 
@@ -564,135 +680,13 @@ final class H2CUpgrader: HTTPServerProtocolUpgrader {
         let connection = RouteConnection(
             state: connection.state, settings: connection.settings, peer: connection.peer, proto: "h2c", eventLoop: context.eventLoop)
         let replaced = replaced
-        // The client's HTTP2-Settings (checked in `buildUpgradeResponse`) become a SETTINGS
-        // frame ahead of its own, whose ACK is not sent (RFC 7540 §3.2.1).
+        // The client's HTTP2-Settings (checked in `buildUpgradeResponse`) are applied by the
+        // codec as if received, without an ACK (RFC 7540 §3.2.1); the request is stream 1.
         let payload = upgradeRequest.headers.first(name: "HTTP2-Settings").flatMap { try? Self.decodeSettings($0) } ?? []
         return context.eventLoop.makeCompletedFuture {
             let sync = context.pipeline.syncOperations
             for handler in replaced { sync.removeHandler(handler, promise: nil) }
-            let allocator = context.channel.allocator
-            if !payload.isEmpty { try sync.addHandler(H2CSettingsAckFilter(), position: .first) }
-            try sync.addHandler(
-                H2CRequestInjector(
-                    frames: H2CRequestInjector.headersFrames(upgradeRequest, allocator: allocator),
-                    settings: payload.isEmpty ? nil : Self.settingsFrame(payload, allocator: allocator)))
-            try HTTPRouteNIO.configureHTTP2(context.channel, connection, gatherWrites: true)
+            try HTTPRouteNIO.configureHTTP2(context.channel, connection, upgrade: (settings: payload, request: upgradeRequest))
         }
-    }
-
-}
-
-/// Feeds `NIOHTTP2Handler` the request that asked for `Upgrade: h2c` as stream 1 (RFC 7540
-/// §3.2: "the HTTP/1.1 request that is sent prior to upgrade is assigned a stream identifier
-/// of 1 … in the half-closed (remote) state"): the encoded HEADERS frames are inserted into the
-/// inbound bytes right after the client's connection preface and its first SETTINGS frame,
-/// then this handler leaves. The SETTINGS frame made from the request's `HTTP2-Settings`
-/// (`settings`), if any, goes right after the preface, ahead of the client's own.
-///
-/// HEADERS (RFC 9113 §6.2), END_STREAM on the first frame, END_HEADERS on the last; header
-/// blocks longer than 16,384 bytes continue in CONTINUATION frames (§6.10):
-///
-/// ```
-/// +-----------------------------------------------+
-/// |                 Length (24)                   |
-/// +---------------+---------------+---------------+
-/// |   Type (8)    |   Flags (8)   |
-/// +-+-------------+---------------+-------------------------------+
-/// |R|                 Stream Identifier (31) = 1                  |
-/// +=+=============================================================+
-/// |                   Field Block Fragment (*)                  ...
-/// +---------------------------------------------------------------+
-/// ```
-///
-/// The field block uses only "Literal Header Field without Indexing — New Name" (RFC 7541
-/// §6.2.2: `0x00`, name length (7-bit prefix integer, H = 0), name, value length, value), so
-/// the client's HPACK dynamic table, which the server's decoder mirrors, is left untouched.
-final class H2CRequestInjector: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
-
-    static let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
-    static let maxFrame = 16384
-    let frames: ByteBuffer
-    let settings: ByteBuffer?
-    private var buffered: ByteBuffer?
-
-    init(frames: ByteBuffer, settings: ByteBuffer? = nil) {
-        self.frames = frames
-        self.settings = settings
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var incoming = unwrapInboundIn(data)
-        if buffered != nil { buffered!.writeBuffer(&incoming) } else { buffered = incoming }
-        guard var bytes = buffered, let split = Self.prefaceLength(bytes) else { return }
-        buffered = nil
-        if split > 0, var preface = bytes.readSlice(length: split) {
-            if let settings, let magic = preface.readSlice(length: Self.preface.count) {
-                context.fireChannelRead(wrapInboundOut(magic))
-                context.fireChannelRead(wrapInboundOut(settings))
-            }
-            context.fireChannelRead(wrapInboundOut(preface))
-            context.fireChannelRead(wrapInboundOut(frames))
-        }
-        if bytes.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(bytes)) }
-        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
-    }
-
-    /// The length of the connection preface plus the SETTINGS frame that must follow it; nil
-    /// while more bytes are needed, 0 when the bytes are not a preface (passed on unchanged,
-    /// for `NIOHTTP2Handler` to refuse).
-    static func prefaceLength(_ buffer: ByteBuffer) -> Int? {
-        let available = buffer.readableBytesView
-        let known = min(available.count, preface.count)
-        guard available.prefix(known).elementsEqual(preface.prefix(known)) else { return 0 }
-        guard available.count >= preface.count + 9,
-            let length = buffer.getInteger(at: buffer.readerIndex + preface.count, as: UInt32.self).map({ Int($0 >> 8) }),
-            let type = buffer.getInteger(at: buffer.readerIndex + preface.count + 3, as: UInt8.self)
-        else { return nil }
-        guard type == 0x4, length <= maxFrame else { return 0 }
-        return available.count >= preface.count + 9 + length ? preface.count + 9 + length : nil
-    }
-
-    /// The HEADERS (+ CONTINUATION) frames of `head` on stream 1, with END_STREAM.
-    static func headersFrames(_ head: NIOHTTP1.HTTPRequestHead, allocator: ByteBufferAllocator) -> ByteBuffer {
-        var block: [UInt8] = []
-        func integer(_ value: Int) {
-            // 7-bit prefix integer (RFC 7541 §5.1), Huffman bit clear.
-            guard value >= 127 else { return block.append(UInt8(value)) }
-            block.append(127)
-            var rest = value - 127
-            while rest >= 128 {
-                block.append(UInt8(rest & 0x7F) | 0x80)
-                rest >>= 7
-            }
-            block.append(UInt8(rest))
-        }
-        func literal(_ name: String, _ value: String) {
-            block.append(0x00)
-            integer(name.utf8.count)
-            block.append(contentsOf: name.utf8)
-            integer(value.utf8.count)
-            block.append(contentsOf: value.utf8)
-        }
-        literal(":method", head.method.rawValue)
-        literal(":scheme", "http")
-        literal(":path", head.uri)
-        if let host = head.headers.first(name: "host") { literal(":authority", host) }
-        for (name, value) in head.headers where !HopByHop.contains(name) && name.lowercased() != "host" {
-            literal(name.lowercased(), value)
-        }
-        var out = allocator.buffer(capacity: block.count + 9 * (block.count / maxFrame + 1))
-        var offset = 0
-        repeat {
-            let count = min(maxFrame, block.count - offset)
-            let first = offset == 0
-            out.writeInteger(UInt32(count) << 8 | (first ? 0x1 : 0x9))  // length, type HEADERS / CONTINUATION
-            out.writeInteger(UInt8((first ? 0x1 : 0) | (offset + count == block.count ? 0x4 : 0)))  // END_STREAM, END_HEADERS
-            out.writeInteger(UInt32(1))
-            out.writeBytes(block[offset..<offset + count])
-            offset += count
-        } while offset < block.count
-        return out
     }
 }

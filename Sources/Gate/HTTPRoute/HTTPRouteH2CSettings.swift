@@ -43,14 +43,7 @@ extension H2CUpgrader {
         for offset in stride(from: 0, to: payload.count, by: 6) {
             let identifier = UInt16(payload[offset]) << 8 | UInt16(payload[offset + 1])
             let value = payload[(offset + 2)..<(offset + 6)].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
-            switch identifier {
-            case 0x2 where value > 1: throw Refused(reason: "HTTP2-Settings: SETTINGS_ENABLE_PUSH \(value) is not 0 or 1")
-            case 0x4 where value > 0x7FFF_FFFF: throw Refused(reason: "HTTP2-Settings: SETTINGS_INITIAL_WINDOW_SIZE \(value) above 2^31-1")
-            case 0x5 where value < 1 << 14 || value > 1 << 24 - 1:
-                throw Refused(reason: "HTTP2-Settings: SETTINGS_MAX_FRAME_SIZE \(value) outside 16384...16777215")
-            case 0x8 where value > 1: throw Refused(reason: "HTTP2-Settings: SETTINGS_ENABLE_CONNECT_PROTOCOL \(value) is not 0 or 1")
-            default: break
-            }
+            if let (_, problem) = H2Setting.problem(identifier, value) { throw Refused(reason: "HTTP2-Settings: \(problem)") }
         }
         return payload
     }
@@ -67,62 +60,5 @@ extension H2CUpgrader {
         guard values.count == 1 else { return "HTTP2-Settings repeated (\(values.count) fields)" }
         guard case .failure(let refused) = Result(catching: { () throws(Refused) -> [UInt8] in try decodeSettings(values[0]) }) else { return nil }
         return refused.reason
-    }
-
-    /// A SETTINGS frame (RFC 9113 §6.5: type 0x4, no flags, stream 0) carrying `payload`.
-    static func settingsFrame(_ payload: [UInt8], allocator: ByteBufferAllocator) -> ByteBuffer {
-        var frame = allocator.buffer(capacity: 9 + payload.count)
-        frame.writeInteger(UInt32(payload.count) << 8 | 0x4)
-        frame.writeInteger(UInt8(0))
-        frame.writeInteger(UInt32(0))
-        frame.writeBytes(payload)
-        return frame
-    }
-}
-
-/// Drops the first SETTINGS acknowledgement `NIOHTTP2Handler` writes on an upgraded h2c
-/// connection — the one for the SETTINGS frame `H2CRequestInjector` made from the
-/// `HTTP2-Settings` field, which RFC 7540 §3.2.1 says is acknowledged implicitly (the client
-/// expects an ACK only for the SETTINGS frame it sent itself) — then leaves the pipeline.
-/// Sits in front of (below) `NIOHTTP2Handler` and follows its frames (9-byte header, RFC
-/// 9113 §4.1) through the writes; NIO writes every frame header whole.
-final class H2CSettingsAckFilter: ChannelOutboundHandler, RemovableChannelHandler {
-    typealias OutboundIn = IOData
-    typealias OutboundOut = IOData
-
-    /// Payload bytes of the current frame still to pass.
-    private var inFrame = 0
-    private var done = false
-
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        guard !done, case .byteBuffer(let buffer) = unwrapOutboundIn(data) else { return context.write(data, promise: promise) }
-        var index = buffer.readerIndex
-        let end = buffer.writerIndex
-        while index < end {
-            if inFrame > 0 {
-                let count = min(inFrame, end - index)
-                inFrame -= count
-                index += count
-                continue
-            }
-            guard end - index >= 9, let word = buffer.getInteger(at: index, as: UInt32.self), let flags = buffer.getInteger(at: index + 4, as: UInt8.self) else {
-                // A header split across writes (not NIO's way): stop looking.
-                done = true
-                break
-            }
-            let length = Int(word >> 8)
-            if word & 0xFF == 0x4, flags & 0x1 != 0, length == 0 {
-                var kept = buffer.getSlice(at: buffer.readerIndex, length: index - buffer.readerIndex)!
-                var rest = buffer.getSlice(at: index + 9, length: end - index - 9)!
-                kept.writeBuffer(&rest)
-                done = true
-                context.write(wrapOutboundOut(.byteBuffer(kept)), promise: promise)
-                context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
-                return
-            }
-            index += 9
-            inFrame = length
-        }
-        context.write(data, promise: promise)
     }
 }

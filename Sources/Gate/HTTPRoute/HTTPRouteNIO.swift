@@ -1,7 +1,6 @@
 import Logging
 import NIOCore
 import NIOHTTP1
-import NIOHTTP2
 import NIOPosix
 import NIOSSL
 import NIOTLS
@@ -53,17 +52,14 @@ final class HTTPRouteNIO: Sendable {
                     case .http1:
                         try Self.configureHTTP1(channel, RouteConnection(state: state, settings: settings, peer: peer, proto: "http/1.1", eventLoop: channel.eventLoop), upgrade: true)
                     case .h2c:
-                        try Self.configureHTTP2(
-                            channel, RouteConnection(state: state, settings: settings, peer: peer, proto: "h2c", eventLoop: channel.eventLoop), gatherWrites: true)
+                        try Self.configureHTTP2(channel, RouteConnection(state: state, settings: settings, peer: peer, proto: "h2c", eventLoop: channel.eventLoop))
                     case .tls(let tls):
                         try sync.addHandler(NIOSSLServerHandler(context: tls))
                         try sync.addHandler(TLSWriteCoalescer())
                         try sync.addHandler(ApplicationProtocolNegotiationHandler { result, channel in
                             channel.eventLoop.makeCompletedFuture {
                                 if case .negotiated("h2") = result {
-                                    // The TLSWriteCoalescer in front of NIOSSLHandler gathers the writes already.
-                                    try Self.configureHTTP2(
-                                        channel, RouteConnection(state: state, settings: settings, peer: peer, proto: "h2", eventLoop: channel.eventLoop), gatherWrites: false)
+                                    try Self.configureHTTP2(channel, RouteConnection(state: state, settings: settings, peer: peer, proto: "h2", eventLoop: channel.eventLoop))
                                 } else {
                                     try Self.configureHTTP1(
                                         channel, RouteConnection(state: state, settings: settings, peer: peer, proto: "http/1.1+tls", eventLoop: channel.eventLoop), upgrade: false)
@@ -100,32 +96,25 @@ final class HTTPRouteNIO: Sendable {
         if upgrade { handler.upgrader = H2CUpgrader(connection: connection, replaced: [handler, raw, encoder]) }
     }
 
-    /// `NIOHTTP2Handler`, the idle timeout (`HTTP2IdleHandler`: GOAWAY after
-    /// `http2IdleTimeout` without streams) and one `HTTP2RouteHandler` that serves every stream
-    /// of the connection from its frames (no child channel per stream).
+    /// One `HTTP2RouteHandler`: the gateway's own HTTP/2 codec (`HTTP2ServerCodec`), the
+    /// idle timeout (`HTTP2IdleHandler`: GOAWAY after `http2IdleTimeout` without streams) and
+    /// every stream of the connection served from its frames (no child channel per stream, no
+    /// `NIOHTTP2Handler`). The codec gathers the frames written between two flushes into one
+    /// buffer, so h2c needs no `TLSWriteCoalescer`.
     ///
-    /// NIO's header-block validation is off: `HTTP2RouteHandler` checks received HEADERS in
-    /// its own pass over them (`requestHead`, `validTrailers`), and the gateway's own HEADERS
-    /// are valid by construction (`responseFields`: lower-cased names; the fields come from
-    /// the backend's head, whose parser accepts only token names and values without controls,
-    /// from filters the loader checked the same way, or from the gateway itself).
-    /// NIO's content-length validation is off too: it looked for `content-length` in every
-    /// HEADERS frame of both directions once more. `HTTP2RouteHandler` checks a request's DATA
-    /// against its `content-length` while it counts them for flow control; the gateway's
-    /// responses carry the backend's length, which `BackendResponseReader` enforces, or
-    /// none (chunked backend bodies are decoded for HTTP/2).
+    /// Received HEADERS are checked by `HTTP2RouteHandler` in its own pass over them
+    /// (`requestHead`, `validTrailers`), and the gateway's own HEADERS are valid by
+    /// construction (`responseFields`: lower-cased names; the fields come from the backend's
+    /// head, whose parser accepts only token names and values without controls, from filters
+    /// the loader checked the same way, or from the gateway itself). `HTTP2RouteHandler`
+    /// checks a request's DATA against its `content-length` while it counts them for flow
+    /// control; the gateway's responses carry the backend's length, which
+    /// `BackendResponseReader` enforces, or none (chunked backend bodies are decoded for HTTP/2).
     ///
-    /// `gatherWrites` (h2c): a `TLSWriteCoalescer` in front of the socket gathers the frames
-    /// written between two flushes into one buffer (over TLS it sits in front of
-    /// `NIOSSLHandler` already).
-    static func configureHTTP2(_ channel: any Channel, _ connection: RouteConnection, gatherWrites: Bool) throws {
-        let sync = channel.pipeline.syncOperations
-        if gatherWrites { try sync.addHandler(TLSWriteCoalescer()) }
-        try sync.addHandlers([
-            NIOHTTP2Handler(mode: .server, initialSettings: nioDefaultSettings, headerBlockValidation: .disabled, contentLengthValidation: .disabled),
-            HTTP2IdleHandler(seconds: connection.settings.http2IdleTimeout, loop: channel.eventLoop),
-            HTTP2RouteHandler(connection, channel: channel),
-        ])
+    /// `upgrade`: after `Upgrade: h2c`, the `HTTP2-Settings` payload and the request to answer
+    /// on stream 1.
+    static func configureHTTP2(_ channel: any Channel, _ connection: RouteConnection, upgrade: (settings: [UInt8], request: NIOHTTP1.HTTPRequestHead)? = nil) throws {
+        try channel.pipeline.syncOperations.addHandler(HTTP2RouteHandler(connection, channel: channel, upgrade: upgrade))
     }
 }
 

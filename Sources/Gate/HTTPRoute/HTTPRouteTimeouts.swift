@@ -1,7 +1,6 @@
 import Foundation
 import Glibc
 import NIOCore
-import NIOHTTP2
 import Synchronization
 
 /// The graceful close of an HTTP/2 connection (RFC 9113 §6.8) — when it has been idle, and
@@ -42,7 +41,7 @@ struct HTTP2IdleMachine: Equatable {
     }
 
     /// The opaque data of the idle PING: its ACK ends the draining phase.
-    static let pingData = HTTP2PingData(withInteger: 0x7567_6174_6569_646c)  // "ugateidl"
+    static let pingData: UInt64 = 0x7567_6174_6569_646c  // "ugateidl"
 
     private(set) var phase = Phase.active
     private(set) var open = 0
@@ -111,14 +110,9 @@ struct HTTP2IdleMachine: Equatable {
 /// Closes an HTTP/2 connection that has had no open stream for `timeout` with the two-step
 /// GOAWAY of `HTTP2IdleMachine` (then closes it), like nginx's `http2_idle_timeout` but
 /// graceful; and the same on `ChannelShouldQuiesceEvent` (shutdown, listener removed), with
-/// the streams in flight finishing first. Counts streams from the `NIOHTTP2Handler`'s stream
-/// created / closed events and sees the connection-level frames (the PING ACK); it sits right
-/// after that handler.
-final class HTTP2IdleHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTP2Frame
-    typealias InboundOut = HTTP2Frame
-    typealias OutboundOut = HTTP2Frame
-
+/// the streams in flight finishing first. Driven by its connection's `HTTP2RouteHandler`
+/// (streams opened and closed, the PING ACK, quiesce), whose codec writes the frames.
+final class HTTP2IdleHandler {
     let timeout: TimeAmount
     /// How long the draining phase waits for the PING ACK before the final GOAWAY.
     let grace: TimeAmount
@@ -132,10 +126,8 @@ final class HTTP2IdleHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var timer: Scheduled<Void>?
     private var idleDeadline: NIODeadline?
     private var graceTimer: Scheduled<Void>?
-    private var context: ChannelHandlerContext?
-    /// The `NIOHTTP2Handler`'s context: the first GOAWAY is written from it, below the
-    /// handler (see `perform`).
-    private var wire: ChannelHandlerContext?
+    private weak var connection: HTTP2RouteHandler?
+    private var started = false
 
     init(seconds: Double, graceSeconds: Double = 1, loop: any EventLoop) {
         timeout = .milliseconds(Int64(max(seconds, 0.001) * 1000))
@@ -143,60 +135,34 @@ final class HTTP2IdleHandler: ChannelInboundHandler, RemovableChannelHandler {
         self.loop = loop
     }
 
-    func handlerAdded(context: ChannelHandlerContext) {
-        self.context = context
-        wire = try? context.pipeline.syncOperations.context(handlerType: NIOHTTP2Handler.self)
-        if context.channel.isActive { perform(machine.start()) }
-    }
-
-    func handlerRemoved(context: ChannelHandlerContext) {
-        timer?.cancel()
-        graceTimer?.cancel()
-        self.context = nil
-        wire = nil
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
+    /// The connection is active (once).
+    func start(_ connection: HTTP2RouteHandler) {
+        guard !started else { return }
+        started = true
+        self.connection = connection
         perform(machine.start())
-        context.fireChannelActive()
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if case .ping(let ping, ack: true) = unwrapInboundIn(data).payload, ping == HTTP2IdleMachine.pingData {
-            graceTimer?.cancel()
-            perform(machine.drained())
-        }
-        context.fireChannelRead(data)
+    func streamOpened(_ id: UInt32) { perform(machine.streamOpened(Int(id))) }
+    func streamClosed() { perform(machine.streamClosed()) }
+    func quiesce() { perform(machine.quiesce()) }
+
+    func pingAcknowledged(_ opaque: UInt64) {
+        guard opaque == HTTP2IdleMachine.pingData else { return }
+        graceTimer?.cancel()
+        perform(machine.drained())
     }
 
-    /// Streams opened and closed, as `NIOHTTP2Handler` reports them (the connection has no
-    /// stream multiplexer: `HTTP2RouteHandler` serves the streams from their frames).
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if type(of: event) == NIOHTTP2StreamCreatedEvent.self, let created = event as? NIOHTTP2StreamCreatedEvent {
-            perform(machine.streamOpened(Int(created.streamID)))
-        } else if type(of: event) == StreamClosedEvent.self {
-            perform(machine.streamClosed())
-        } else if type(of: event) == ChannelShouldQuiesceEvent.self {
-            // Compared by metatype: NIOHTTP2Handler fires several events per stream (window
-            // changes), and a dynamic cast of each to a type it is not costs more.
-            perform(machine.quiesce())
-            return
-        }
-        context.fireUserInboundEventTriggered(event)
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
+    func stop() {
         graceTimer?.cancel()
         timer?.cancel()
         timer = nil
         perform(machine.channelClosed())
-        context.fireChannelInactive()
+        connection = nil
     }
 
     private func perform(_ actions: [HTTP2IdleMachine.Action]) {
-        guard let context else { return }
-        let loop = context.eventLoop.assumeIsolated()
-        var flush = false
+        guard let connection else { return }
         for action in actions {
             switch action {
             case .armIdleTimer:
@@ -205,34 +171,17 @@ final class HTTP2IdleHandler: ChannelInboundHandler, RemovableChannelHandler {
                 if timer == nil { armTimer(at: deadline) }
             case .cancelIdleTimer:
                 idleDeadline = nil
-            case .goAway(let last) where last == HTTP2IdleMachine.maxStreamID:
-                // NIO's connection state machine refuses every new stream once a GOAWAY passed
-                // through it, whatever its last stream ID; so the first GOAWAY is written from
-                // the NIOHTTP2Handler's own context, below it, as bytes: the handler still
-                // accepts the streams the client sent before it saw this GOAWAY.
-                guard let wire else { break }
-                wire.write(NIOAny(ByteBuffer(bytes: Self.goAwayFrame(lastStreamID: last))), promise: nil)
-                flush = true
             case .goAway(let last):
-                let goAway = HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: HTTP2StreamID(last), errorCode: .noError, opaqueData: nil))
-                context.write(wrapOutboundOut(goAway), promise: nil)
-                flush = true
+                // The first (2^31−1) still lets every stream the client sent before it in.
+                connection.idleGoAway(lastStreamID: UInt32(last))
             case .ping:
-                context.write(wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .ping(HTTP2IdleMachine.pingData, ack: false))), promise: nil)
-                flush = true
+                connection.idlePing(HTTP2IdleMachine.pingData)
             case .armGraceTimer:
-                graceTimer = loop.scheduleTask(in: grace) { [self] in perform(machine.drained()) }
+                graceTimer = loop.assumeIsolated().scheduleTask(in: grace) { [self] in perform(machine.drained()) }
             case .close:
-                // On the next loop turn: the last stream's closing frame (whose write told the
-                // delegate) is written first; a PING behind everything written marks when all
-                // of it has left, then the connection closes.
-                loop.execute {
-                    let barrier = HTTP2Frame(streamID: .rootStream, payload: .ping(HTTP2IdleMachine.pingData, ack: false))
-                    context.writeAndFlush(self.wrapOutboundOut(barrier)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
-                }
+                connection.idleClose()
             }
         }
-        if flush { context.flush() }
     }
 
     private func armTimer(at deadline: NIODeadline) {
