@@ -507,13 +507,9 @@ struct HTTP2ServerCodec {
     mutating func writeData(_ streamID: UInt32, _ data: ByteBuffer, endStream: Bool) -> Bool {
         guard phase != .failed, let index = index(streamID), !streams[index].localEndQueued else { return false }
         if endStream { streams[index].localEndQueued = true }
-        if streams[index].held.isEmpty {
-            var data = data
-            if send(&data, endStream: endStream, at: index) { return endStream ? localEnded(index) : false }
-            streams[index].held.append(.data(data, endStream: endStream))
-        } else {
-            streams[index].held.append(.data(data, endStream: endStream))
-        }
+        var data = data
+        if streams[index].held.isEmpty, send(&data, endStream: endStream, at: index) { return endStream ? localEnded(index) : false }
+        streams[index].held.append(.data(data, endStream: endStream))
         streams[index].heldBytes += data.readableBytes
         return false
     }

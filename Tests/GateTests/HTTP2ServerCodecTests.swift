@@ -1,0 +1,355 @@
+import NIOCore
+import NIOHPACK
+import XCTest
+
+@testable import Gate
+
+/// `HTTP2ServerCodec`, the gateway's own HTTP/2 server connection codec, fed as a value:
+/// every frame type whole, split at every offset and byte by byte; malformed inputs each with
+/// the error code RFC 9113 asks for; outbound flow control holding and releasing DATA.
+final class HTTP2ServerCodecTests: XCTestCase {
+    let allocator = ByteBufferAllocator()
+    static let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
+
+    // MARK: - Helpers
+
+    /// One frame's bytes (RFC 9113 §4.1).
+    static func frame(_ type: UInt8, flags: UInt8 = 0, stream: UInt32 = 0, _ payload: [UInt8] = []) -> [UInt8] {
+        let length = payload.count
+        return [UInt8(length >> 16 & 0xFF), UInt8(length >> 8 & 0xFF), UInt8(length & 0xFF), type, flags]
+            + [UInt8(stream >> 24 & 0x7F), UInt8(stream >> 16 & 0xFF), UInt8(stream >> 8 & 0xFF), UInt8(stream & 0xFF)] + payload
+    }
+
+    static func be32(_ value: UInt32) -> [UInt8] { [UInt8(value >> 24), UInt8(value >> 16 & 0xFF), UInt8(value >> 8 & 0xFF), UInt8(value & 0xFF)] }
+    static func be64(_ value: UInt64) -> [UInt8] { be32(UInt32(value >> 32)) + be32(UInt32(value & 0xFFFF_FFFF)) }
+    static func setting(_ id: UInt16, _ value: UInt32) -> [UInt8] { [UInt8(id >> 8), UInt8(id & 0xFF)] + be32(value) }
+
+    static let settings = frame(0x4, [])
+    static let start = preface + settings
+
+    /// A client-side HPACK encoder (kept across blocks, so the dynamic table is exercised).
+    var encoder = HPACKEncoder(allocator: ByteBufferAllocator())
+
+    func block(_ fields: [(String, String)]) -> [UInt8] {
+        var buffer = allocator.buffer(capacity: 256)
+        try! encoder.encode(headers: HPACKHeaders(fields), to: &buffer)
+        return Array(buffer.readableBytesView)
+    }
+
+    static let request = [(":method", "GET"), (":scheme", "http"), (":path", "/a"), (":authority", "example.com"), ("accept", "*/*")]
+
+    /// The events of `input` fed in the given pieces, described as text, and the frames the
+    /// codec wrote (without its SETTINGS), described as text.
+    func run(_ codec: inout HTTP2ServerCodec, _ pieces: [[UInt8]]) -> (events: [String], frames: [String]) {
+        var events: [String] = []
+        var out: [UInt8] = []
+        for piece in pieces {
+            codec.receive(allocator.buffer(bytes: piece))
+            while let event = codec.nextEvent() { events.append(Self.describe(event)) }
+            if let output = codec.takeOutput() { out += output.readableBytesView }
+        }
+        if let output = codec.takeOutput() { out += output.readableBytesView }
+        return (events, Self.frames(out))
+    }
+
+    func run(_ pieces: [[UInt8]]) -> (events: [String], frames: [String]) {
+        var codec = HTTP2ServerCodec(allocator: allocator)
+        return run(&codec, pieces)
+    }
+
+    static func describe(_ event: H2Event) -> String {
+        switch event {
+        case .headers(let id, let fields, let end, let trailers):
+            return "\(trailers ? "trailers" : "headers") \(id)\(end ? " end" : "") " + fields.map { "\($0.name)=\($0.value)" }.joined(separator: ",")
+        case .data(let id, let data, let padding, let end):
+            return "data \(id) \(String(decoding: data.readableBytesView, as: UTF8.self)) pad=\(padding)\(end ? " end" : "")"
+        case .streamClosed(let id, let error): return "closed \(id) \(error.map { "\($0)" } ?? "ok")"
+        case .pingAck(let opaque): return "pingAck \(opaque)"
+        case .goAway(let last, let error): return "goAway \(last) \(error)"
+        case .connectionError(let error): return "error \(error.code)"
+        }
+    }
+
+    /// Frames of the codec's output as `type stream flags payload-summary`; the codec's own
+    /// SETTINGS (the server preface) is left out.
+    static func frames(_ bytes: [UInt8]) -> [String] {
+        var frames: [String] = []
+        var index = 0
+        while index + 9 <= bytes.count {
+            let length = Int(bytes[index]) << 16 | Int(bytes[index + 1]) << 8 | Int(bytes[index + 2])
+            let type = bytes[index + 3]
+            let flags = bytes[index + 4]
+            let stream = UInt32(bytes[index + 5]) << 24 | UInt32(bytes[index + 6]) << 16 | UInt32(bytes[index + 7]) << 8 | UInt32(bytes[index + 8])
+            let payload = Array(bytes[(index + 9)..<min(bytes.count, index + 9 + length)])
+            index += 9 + length
+            func word(_ at: Int) -> UInt32 { UInt32(payload[at]) << 24 | UInt32(payload[at + 1]) << 16 | UInt32(payload[at + 2]) << 8 | UInt32(payload[at + 3]) }
+            switch type {
+            case 0x4 where flags == 0: continue
+            case 0x4: frames.append("SETTINGS_ACK")
+            case 0x0: frames.append("DATA \(stream) \(length)\(flags & 1 != 0 ? " end" : "")")
+            case 0x1: frames.append("HEADERS \(stream) \(flags)")
+            case 0x3: frames.append("RST \(stream) \(H2ErrorCode(rawValue: word(0)))")
+            case 0x6: frames.append("PING\(flags & 1 != 0 ? "_ACK" : "") \(payload)")
+            case 0x7: frames.append("GOAWAY \(word(0)) \(H2ErrorCode(rawValue: word(4)))")
+            case 0x8: frames.append("WINDOW_UPDATE \(stream) \(word(0))")
+            case 0x9: frames.append("CONTINUATION \(stream) \(flags)")
+            default: frames.append("type\(type)")
+            }
+        }
+        return frames
+    }
+
+    // MARK: - Every frame type, whole, split and byte by byte
+
+    func testEveryFrameTypeWholeSplitAndByteByByte() {
+        let block1 = block(Self.request)
+        let half = block1.count / 2
+        let trailerBlock = block([("x-sum", "1")])
+        let block5 = block(Self.request)
+        var input = Self.start
+        // HEADERS with PADDED and PRIORITY, the block continued in a CONTINUATION frame.
+        input += Self.frame(0x1, flags: 0x8 | 0x20, stream: 1, [2] + Self.be32(0) + [15] + block1[..<half] + [0, 0])
+        input += Self.frame(0x9, flags: 0x4, stream: 1, Array(block1[half...]))
+        input += Self.frame(0x0, stream: 1, Array("abc".utf8))
+        input += Self.frame(0x0, flags: 0x8, stream: 1, [3] + Array("de".utf8) + [0, 0, 0])
+        input += Self.frame(0x1, flags: 0x5, stream: 1, trailerBlock)
+        input += Self.frame(0x2, stream: 3, Self.be32(1) + [16])
+        input += Self.frame(0x6, Self.be64(42))
+        input += Self.frame(0x6, flags: 1, Self.be64(7))
+        input += Self.frame(0x8, Self.be32(1000))
+        input += Self.frame(0x4, Self.setting(0x4, 100_000) + Self.setting(0x1, 0) + Self.setting(0x99, 5))
+        input += Self.frame(0x4, flags: 1)
+        input += Self.frame(0xEE, stream: 1, [1, 2, 3])
+        input += Self.frame(0x1, flags: 0x4, stream: 5, block5)
+        input += Self.frame(0x8, stream: 5, Self.be32(10))
+        input += Self.frame(0x3, stream: 5, Self.be32(8))
+        input += Self.frame(0x7, Self.be32(5) + Self.be32(0) + Array("bye".utf8))
+        let events = [
+            "headers 1 :method=GET,:scheme=http,:path=/a,:authority=example.com,accept=*/*",
+            "data 1 abc pad=0",
+            "data 1 de pad=4",
+            "trailers 1 end x-sum=1",
+            "pingAck 7",
+            "headers 5 :method=GET,:scheme=http,:path=/a,:authority=example.com,accept=*/*",
+            "closed 5 CANCEL",
+            "goAway 5 NO_ERROR",
+        ]
+        let frames = ["SETTINGS_ACK", "PING_ACK \(Self.be64(42))", "SETTINGS_ACK"]
+        let whole = run([input])
+        XCTAssertEqual(whole.events, events)
+        XCTAssertEqual(whole.frames, frames)
+        for split in 1..<input.count {
+            let result = run([Array(input[..<split]), Array(input[split...])])
+            XCTAssertEqual(result.events, events, "split at \(split)")
+            XCTAssertEqual(result.frames, frames, "split at \(split)")
+        }
+        let drip = run(input.map { [$0] })
+        XCTAssertEqual(drip.events, events)
+        XCTAssertEqual(drip.frames, frames)
+    }
+
+    func testServerPrefaceAndConnectionWindowCredit() {
+        var codec = HTTP2ServerCodec(allocator: allocator)
+        let preface = codec.takeOutput().map { Array($0.readableBytesView) } ?? []
+        XCTAssertEqual(preface, Self.frame(0x4, Self.setting(0x3, 100) + Self.setting(0x6, 16384)))
+        let request = block(Self.request)
+        var input = Self.start + Self.frame(0x1, flags: 0x4, stream: 1, request)
+        // 40,000 bytes of DATA: the connection window is credited once 32,768 arrived.
+        for _ in 0..<4 { input += Self.frame(0x0, stream: 1, [UInt8](repeating: 0x61, count: 10_000)) }
+        let result = run(&codec, [input])
+        XCTAssertEqual(result.events.count, 5)
+        XCTAssertEqual(result.frames, ["SETTINGS_ACK", "WINDOW_UPDATE 0 40000"])
+        // The stream window is the handler's: 65,535 − 40,000 left, more is a stream error.
+        codec.windowUpdate(1, 40_000)
+        XCTAssertEqual(run(&codec, []).frames, ["WINDOW_UPDATE 1 40000"])
+    }
+
+    // MARK: - Malformed input
+
+    /// Each input after the preface and SETTINGS, and what the codec must answer.
+    func testMalformedInputsGetTheRightErrorCode() {
+        let request = block(Self.request)
+        let open1 = Self.frame(0x1, flags: 0x4, stream: 1, request)
+        let open1Ended = Self.frame(0x1, flags: 0x5, stream: 1, request)
+        let cases: [(String, [UInt8], String)] = [
+            ("bad preface", Array("GET / HTTP/1.1\r\n\r\n".utf8), "GOAWAY 0 PROTOCOL_ERROR"),
+            ("frame above max frame size", Self.frame(0x0, stream: 1, [UInt8](repeating: 0, count: 16385)), "GOAWAY 0 FRAME_SIZE_ERROR"),
+            ("CONTINUATION interleaved", Self.frame(0x1, stream: 1, Array(request[..<3])) + Self.frame(0x6, Self.be64(1)), "GOAWAY 0 PROTOCOL_ERROR"),
+            ("CONTINUATION on another stream", Self.frame(0x1, stream: 1, Array(request[..<3])) + Self.frame(0x9, flags: 4, stream: 3, Array(request[3...])), "GOAWAY 0 PROTOCOL_ERROR"),
+            ("CONTINUATION without HEADERS", Self.frame(0x9, flags: 4, stream: 1, request), "GOAWAY 0 PROTOCOL_ERROR"),
+            ("connection window overflow", Self.frame(0x8, Self.be32(0x7FFF_FFFF)), "GOAWAY 0 FLOW_CONTROL_ERROR"),
+            ("stream window overflow", open1 + Self.frame(0x8, stream: 1, Self.be32(0x7FFF_FFFF)), "RST 1 FLOW_CONTROL_ERROR"),
+            ("window update of 0", Self.frame(0x8, Self.be32(0)), "GOAWAY 0 PROTOCOL_ERROR"),
+            ("window update on idle stream", Self.frame(0x8, stream: 3, Self.be32(1)), "GOAWAY 0 PROTOCOL_ERROR"),
+            ("window update of 3 bytes", Self.frame(0x8, [0, 0, 1]), "GOAWAY 0 FRAME_SIZE_ERROR"),
+            ("stream ID regression", Self.frame(0x1, flags: 0x5, stream: 3, request) + Self.frame(0x1, flags: 0x5, stream: 1, request), "GOAWAY 3 PROTOCOL_ERROR"),
+            ("even stream ID", Self.frame(0x1, flags: 0x5, stream: 2, request), "GOAWAY 0 PROTOCOL_ERROR"),
+            ("HEADERS on stream 0", Self.frame(0x1, flags: 0x5, stream: 0, request), "GOAWAY 0 PROTOCOL_ERROR"),
+            ("SETTINGS_ENABLE_PUSH 2", Self.frame(0x4, Self.setting(0x2, 2)), "GOAWAY 0 PROTOCOL_ERROR"),
+            ("SETTINGS_INITIAL_WINDOW_SIZE 2^31", Self.frame(0x4, Self.setting(0x4, 0x8000_0000)), "GOAWAY 0 FLOW_CONTROL_ERROR"),
+            ("SETTINGS_MAX_FRAME_SIZE 16383", Self.frame(0x4, Self.setting(0x5, 16383)), "GOAWAY 0 PROTOCOL_ERROR"),
+            ("SETTINGS_MAX_FRAME_SIZE 2^24", Self.frame(0x4, Self.setting(0x5, 1 << 24)), "GOAWAY 0 PROTOCOL_ERROR"),
+            ("SETTINGS_ENABLE_CONNECT_PROTOCOL 2", Self.frame(0x4, Self.setting(0x8, 2)), "GOAWAY 0 PROTOCOL_ERROR"),
+            ("SETTINGS of 5 bytes", Self.frame(0x4, [0, 1, 0, 0, 0]), "GOAWAY 0 FRAME_SIZE_ERROR"),
+            ("SETTINGS ACK with payload", Self.frame(0x4, flags: 1, Self.setting(0x1, 0)), "GOAWAY 0 FRAME_SIZE_ERROR"),
+            ("SETTINGS on a stream", Self.frame(0x4, stream: 1, []), "GOAWAY 0 PROTOCOL_ERROR"),
+            ("initial window change overflowing a stream", open1 + Self.frame(0x8, stream: 1, Self.be32(0x7FFF_0000)) + Self.frame(0x4, Self.setting(0x4, 0x10_0000)), "GOAWAY 1 FLOW_CONTROL_ERROR"),
+            ("PING of 7 bytes", Self.frame(0x6, [1, 2, 3, 4, 5, 6, 7]), "GOAWAY 0 FRAME_SIZE_ERROR"),
+            ("PING on a stream", Self.frame(0x6, stream: 1, Self.be64(1)), "GOAWAY 0 PROTOCOL_ERROR"),
+            ("DATA on idle stream", Self.frame(0x0, stream: 1, [1]), "GOAWAY 0 PROTOCOL_ERROR"),
+            ("DATA on stream 0", Self.frame(0x0, stream: 0, [1]), "GOAWAY 0 PROTOCOL_ERROR"),
+            ("DATA on half-closed (remote) stream", open1Ended + Self.frame(0x0, stream: 1, [1]), "RST 1 STREAM_CLOSED"),
+            ("HEADERS on half-closed (remote) stream", open1Ended + Self.frame(0x1, flags: 0x5, stream: 1, block([("x", "y")])), "RST 1 STREAM_CLOSED"),
+            ("DATA on closed stream", open1 + Self.frame(0x3, stream: 1, Self.be32(8)) + Self.frame(0x0, stream: 1, [1]), "RST 1 STREAM_CLOSED"),
+            ("DATA beyond the stream window", open1 + (0..<5).flatMap { _ in Self.frame(0x0, stream: 1, [UInt8](repeating: 0, count: 16000)) }, "RST 1 FLOW_CONTROL_ERROR"),
+            ("trailers without END_STREAM", open1 + Self.frame(0x1, flags: 0x4, stream: 1, block([("x", "y")])), "RST 1 PROTOCOL_ERROR"),
+            ("DATA padding longer than payload", open1 + Self.frame(0x0, flags: 0x8, stream: 1, [5, 1, 2]), "GOAWAY 1 PROTOCOL_ERROR"),
+            ("HEADERS padding longer than payload", Self.frame(0x1, flags: 0xC, stream: 1, [200] + request), "GOAWAY 0 PROTOCOL_ERROR"),
+            ("HEADERS depending on itself", Self.frame(0x1, flags: 0x25, stream: 1, Self.be32(1) + [16] + request), "RST 1 PROTOCOL_ERROR"),
+            ("PRIORITY of 4 bytes", Self.frame(0x2, stream: 1, Self.be32(0)), "RST 1 FRAME_SIZE_ERROR"),
+            ("PRIORITY depending on itself", Self.frame(0x2, stream: 3, Self.be32(3) + [1]), "RST 3 PROTOCOL_ERROR"),
+            ("RST_STREAM on idle stream", Self.frame(0x3, stream: 1, Self.be32(8)), "GOAWAY 0 PROTOCOL_ERROR"),
+            ("RST_STREAM of 3 bytes", open1 + Self.frame(0x3, stream: 1, [0, 0, 8]), "GOAWAY 1 FRAME_SIZE_ERROR"),
+            ("PUSH_PROMISE from the client", Self.frame(0x5, stream: 1, Self.be32(2)), "GOAWAY 0 PROTOCOL_ERROR"),
+            ("GOAWAY of 4 bytes", Self.frame(0x7, Self.be32(0)), "GOAWAY 0 FRAME_SIZE_ERROR"),
+            ("undecodable field block", Self.frame(0x1, flags: 0x5, stream: 1, [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]), "GOAWAY 0 COMPRESSION_ERROR"),
+            ("header block too large",
+             Self.frame(0x1, stream: 1, [UInt8](repeating: 0x82, count: 16384)) + (0..<4).flatMap { _ in Self.frame(0x9, stream: 1, [UInt8](repeating: 0x82, count: 16384)) },
+             "GOAWAY 0 ENHANCE_YOUR_CALM"),
+            // One 4,000-byte field in the dynamic table, then indexed 19 times: 80 KB decoded.
+            ("header list too large", Self.frame(0x1, flags: 0x5, stream: 1, block(Array(repeating: ("x-big", String(repeating: "a", count: 4000)), count: 20))), "GOAWAY 0 COMPRESSION_ERROR"),
+        ]
+        for (name, bytes, expected) in cases {
+            let input = name == "bad preface" ? bytes : Self.start + bytes
+            for pieces in [[input], input.map { [$0] }] {
+                let result = run(pieces)
+                XCTAssertTrue(result.frames.contains { $0.hasPrefix(expected) }, "\(name): \(result.frames) \(result.events)")
+                if expected.hasPrefix("GOAWAY") {
+                    XCTAssertEqual(result.events.last?.hasPrefix("error"), true, "\(name): \(result.events)")
+                } else {
+                    XCTAssertFalse(result.events.contains { $0.hasPrefix("error") }, "\(name): \(result.events)")
+                }
+            }
+        }
+    }
+
+    func testTooManyStreamsAreRefused() {
+        let request = block(Self.request)
+        var input = Self.start
+        for i in 0..<101 { input += Self.frame(0x1, flags: 0x5, stream: UInt32(1 + 2 * i), request) }
+        let result = run([input])
+        XCTAssertEqual(result.events.count, 100)
+        XCTAssertEqual(result.frames, ["SETTINGS_ACK", "RST 201 REFUSED_STREAM"])
+    }
+
+    func testGoAwayReceivedRefusesNewStreamsAndLateFramesOfResetStreamsAreIgnored() {
+        let request = block(Self.request)
+        var codec = HTTP2ServerCodec(allocator: allocator)
+        var input = Self.start + Self.frame(0x1, flags: 0x4, stream: 1, request)
+        input += Self.frame(0x7, Self.be32(0) + Self.be32(0))
+        input += Self.frame(0x1, flags: 0x5, stream: 3, block(Self.request))
+        var result = run(&codec, [input])
+        XCTAssertEqual(result.events.last, "goAway 0 NO_ERROR")
+        XCTAssertEqual(result.frames, ["SETTINGS_ACK", "RST 3 REFUSED_STREAM"])
+        // The handler resets stream 1; the client's DATA and trailers already sent are ignored.
+        codec.resetStream(1, .protocolError)
+        result = run(&codec, [Self.frame(0x0, stream: 1, [1, 2]) + Self.frame(0x1, flags: 0x5, stream: 1, block([("x", "y")]))])
+        XCTAssertEqual(result.events, [])
+        XCTAssertEqual(result.frames, ["RST 1 PROTOCOL_ERROR"])
+    }
+
+    func testSentGoAwayRefusesStreamsAboveItsLastStreamID() {
+        var codec = HTTP2ServerCodec(allocator: allocator)
+        _ = run(&codec, [Self.start + Self.frame(0x1, flags: 0x5, stream: 1, block(Self.request))])
+        codec.goAway(lastStreamID: 0x7FFF_FFFF)
+        var result = run(&codec, [Self.frame(0x1, flags: 0x5, stream: 3, block(Self.request))])
+        XCTAssertEqual(result.events.count, 1)
+        XCTAssertEqual(result.frames, ["GOAWAY 2147483647 NO_ERROR"])
+        codec.goAway(lastStreamID: 3)
+        result = run(&codec, [Self.frame(0x1, flags: 0x5, stream: 5, block(Self.request))])
+        XCTAssertEqual(result.events, [])
+        XCTAssertEqual(result.frames, ["GOAWAY 3 NO_ERROR", "RST 5 REFUSED_STREAM"])
+    }
+
+    // MARK: - Outbound
+
+    func testResponseClosesTheStreamAndLargeHeadersContinue() {
+        var codec = HTTP2ServerCodec(allocator: allocator)
+        _ = run(&codec, [Self.start + Self.frame(0x1, flags: 0x5, stream: 1, block(Self.request)) + Self.frame(0x1, flags: 0x5, stream: 3, block(Self.request))])
+        XCTAssertEqual(codec.openStreams, 2)
+        XCTAssertFalse(codec.writeHeaders(1, HPACKHeaders([(":status", "200")]), endStream: false))
+        XCTAssertTrue(codec.writeData(1, allocator.buffer(string: "hello"), endStream: true))
+        // A field block above the client's SETTINGS_MAX_FRAME_SIZE continues in CONTINUATION frames.
+        let big = HPACKHeaders([(":status", "200"), ("x-big", String(repeating: "~", count: 20_000))])
+        XCTAssertTrue(codec.writeHeaders(3, big, endStream: true))
+        XCTAssertEqual(codec.openStreams, 0)
+        // Closed streams: writes are dropped.
+        XCTAssertFalse(codec.writeData(1, allocator.buffer(string: "late"), endStream: true))
+        let out = codec.takeOutput()!
+        XCTAssertEqual(Self.frames(Array(out.readableBytesView)), ["HEADERS 1 4", "DATA 1 5 end", "HEADERS 3 1", "CONTINUATION 3 4"])
+        var decoder = HPACKDecoder(allocator: allocator, maxDynamicTableSize: 4096, maxHeaderListSize: 1 << 20)
+        var bytes = Array(out.readableBytesView)
+        // Reassemble stream 3's block and decode it with the client's decoder.
+        var blocks: [[UInt8]] = []
+        while bytes.count >= 9 {
+            let length = Int(bytes[0]) << 16 | Int(bytes[1]) << 8 | Int(bytes[2])
+            blocks.append(Array(bytes[9..<(9 + length)]))
+            bytes.removeFirst(9 + length)
+        }
+        var first = allocator.buffer(bytes: blocks[0])
+        XCTAssertEqual(try decoder.decodeHeaders(from: &first).first(name: ":status"), "200")
+        var continued = allocator.buffer(bytes: blocks[2] + blocks[3])
+        XCTAssertEqual(try decoder.decodeHeaders(from: &continued).first(name: "x-big")?.count, 20_000)
+    }
+
+    func testOutboundFlowControlHoldsAndReleasesData() {
+        var codec = HTTP2ServerCodec(allocator: allocator)
+        // The client's stream window is 10 bytes; the connection window the default 65,535.
+        let input = Self.preface + Self.frame(0x4, Self.setting(0x4, 10)) + Self.frame(0x1, flags: 0x5, stream: 1, block(Self.request))
+        _ = run(&codec, [input])
+        codec.writeHeaders(1, HPACKHeaders([(":status", "200")]), endStream: false)
+        XCTAssertFalse(codec.writeData(1, allocator.buffer(string: "0123456789abcdef"), endStream: false))
+        XCTAssertFalse(codec.writeData(1, allocator.buffer(string: "ghij"), endStream: false))
+        XCTAssertFalse(codec.writeHeaders(1, HPACKHeaders([("x-trailer", "t")]), endStream: true))
+        XCTAssertEqual(codec.heldBytes(1), 10)
+        XCTAssertEqual(run(&codec, []).frames, ["HEADERS 1 4", "DATA 1 10"])
+        // 4 more bytes of window: 4 bytes leave.
+        var result = run(&codec, [Self.frame(0x8, stream: 1, Self.be32(4))])
+        XCTAssertEqual(result.frames, ["DATA 1 4"])
+        XCTAssertEqual(codec.heldBytes(1), 6)
+        // A larger initial window (SETTINGS) releases the rest and the trailers: the stream closes.
+        result = run(&codec, [Self.frame(0x4, Self.setting(0x4, 100))])
+        XCTAssertEqual(result.frames, ["SETTINGS_ACK", "DATA 1 2", "DATA 1 4", "HEADERS 1 5"])
+        XCTAssertEqual(result.events, ["closed 1 ok"])
+        XCTAssertEqual(codec.openStreams, 0)
+    }
+
+    func testConnectionWindowHoldsDataAcrossStreams() {
+        var codec = HTTP2ServerCodec(allocator: allocator)
+        var input = Self.start
+        for id in [1, 3] as [UInt32] { input += Self.frame(0x1, flags: 0x5, stream: id, block(Self.request)) }
+        _ = run(&codec, [input])
+        let big = allocator.buffer(repeating: 0x61, count: 40_000)
+        codec.writeData(1, big, endStream: true)
+        codec.writeData(3, big, endStream: true)
+        // 65,535 bytes of connection window: 40,000 on stream 1 (in frames of 16,384), 25,535 on 3.
+        XCTAssertEqual(run(&codec, []).frames, ["DATA 1 16384", "DATA 1 16384", "DATA 1 7232 end", "DATA 3 16384", "DATA 3 9151"])
+        XCTAssertEqual(codec.heldBytes(3), 14_465)
+        let result = run(&codec, [Self.frame(0x8, Self.be32(100_000))])
+        XCTAssertEqual(result.frames, ["DATA 3 14465 end"])
+        XCTAssertEqual(result.events, ["closed 3 ok"])
+    }
+
+    func testUpgradeOpensStreamOneHalfClosedWithItsSettings() {
+        // HTTP2-Settings: SETTINGS_INITIAL_WINDOW_SIZE 5.
+        var codec = HTTP2ServerCodec(allocator: allocator, upgradeSettings: Self.setting(0x4, 5))
+        XCTAssertEqual(codec.openStreams, 1)
+        XCTAssertEqual(codec.lastStreamID, 1)
+        codec.writeHeaders(1, HPACKHeaders([(":status", "200")]), endStream: false)
+        codec.writeData(1, allocator.buffer(string: "0123456789"), endStream: true)
+        let result = run(&codec, [Self.start])
+        // Only the client's own SETTINGS is acknowledged.
+        XCTAssertEqual(result.frames, ["HEADERS 1 4", "DATA 1 5", "SETTINGS_ACK"])
+        XCTAssertEqual(run(&codec, [Self.frame(0x8, stream: 1, Self.be32(5))]).frames, ["DATA 1 5 end"])
+    }
+}
