@@ -119,6 +119,8 @@ struct HTTP2ServerCodec {
     private var streams: [Stream] = []
     /// The highest stream ID the client opened (0: none); lower IDs not in `ids` are closed.
     private(set) var lastStreamID: UInt32 = 0
+    /// The highest stream ID accepted (not refused): the last stream ID of a GOAWAY on error.
+    private var lastAcceptedStreamID: UInt32 = 0
     private var recentlyReset: [UInt32] = []
     private var resetCursor = 0
     private var closedQueue: [UInt32] = []
@@ -575,6 +577,7 @@ struct HTTP2ServerCodec {
 
     private mutating func insert(_ id: UInt32, _ stream: Stream) {
         // New client streams have the highest ID so far: appended.
+        lastAcceptedStreamID = id
         ids.append(id)
         streams.append(stream)
     }
@@ -623,7 +626,7 @@ struct HTTP2ServerCodec {
     /// A connection error (RFC 9113 §5.4.1): GOAWAY with the last stream the client opened,
     /// the code and `message` as debug data; nothing more is read.
     private mutating func fail(_ code: H2ErrorCode, _ message: String) -> H2Event {
-        writeGoAway(lastStreamID, code, debug: message)
+        writeGoAway(lastAcceptedStreamID, code, debug: message)
         phase = .failed
         inbound = nil
         continuing = nil
