@@ -33,12 +33,17 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
 
     /// Consumed DATA bytes after which a `WINDOW_UPDATE` is sent (half the default window).
     static let windowUpdateThreshold = 32768
+    /// Response bytes held for want of the client's window above which the stream's backend
+    /// is no longer read (reading resumes below half of it).
+    static let maxHeld = 256 * 1024
 
     private var codec: HTTP2ServerCodec
     private let idle: HTTP2IdleHandler
     private var streams = HTTP2StreamTable<HTTP2RouteStream>()
     private var flushScheduled = false
     private var backendFlushes: [Exchange] = []
+    /// Streams whose backend reads are paused (`limitHeld`).
+    private var paused: [HTTP2RouteStream] = []
     /// The request of an `Upgrade: h2c`, served as stream 1 once the handler is active.
     private var upgradeRequest: NIOHTTP1.HTTPRequestHead?
     private var started = false
@@ -185,6 +190,32 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
         }
     }
 
+    /// Response backpressure: when more than `maxHeld` bytes of `stream`'s response wait in
+    /// the codec for the client's window, its backend channel stops reading (`autoRead` off),
+    /// so a client that reads slowly holds the backend to its pace instead of the response
+    /// piling up here. `resumePaused` turns reading on again once the client's
+    /// WINDOW_UPDATEs brought it below half.
+    func limitHeld(_ stream: HTTP2RouteStream) {
+        guard stream.pausedBackend == nil, codec.heldBytes(stream.id) > Self.maxHeld, let channel = stream.exchange?.backend?.channel else { return }
+        try? channel.syncOptions?.setOption(.autoRead, value: false)
+        stream.pausedBackend = channel
+        paused.append(stream)
+    }
+
+    func resumeBackend(_ stream: HTTP2RouteStream) {
+        guard let channel = stream.pausedBackend else { return }
+        stream.pausedBackend = nil
+        try? channel.syncOptions?.setOption(.autoRead, value: true)
+    }
+
+    private func resumePaused() {
+        paused.removeAll { stream in
+            guard stream.pausedBackend == nil || codec.heldBytes(stream.id) <= Self.maxHeld / 2 else { return false }
+            resumeBackend(stream)
+            return true
+        }
+    }
+
     func writeHeaders(_ id: UInt32, _ fields: HPACKHeaders, endStream: Bool) {
         if codec.writeHeaders(id, fields, endStream: endStream) { localClose(id) }
     }
@@ -199,6 +230,7 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         reading = false
+        if !paused.isEmpty { resumePaused() }
         if !backendFlushes.isEmpty {
             for exchange in backendFlushes { exchange.flushBackend() }
             backendFlushes.removeAll(keepingCapacity: true)
@@ -219,6 +251,7 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
         idle.stop()
         let open = streams.all
         streams = HTTP2StreamTable()
+        paused.removeAll()
         for stream in open { stream.exchange?.clientGone() }
         context.fireChannelInactive()
     }
@@ -573,6 +606,9 @@ final class HTTP2RouteStream: ExchangeClient {
     /// Request body bytes still to come by the request's `content-length` (nil: none given).
     var remainingLength: Int?
     private var held: ByteBuffer?
+    /// The backend channel whose reads are paused while too much of this response waits for
+    /// the client's window.
+    var pausedBackend: (any Channel)?
 
     init(id: UInt32, handler: HTTP2RouteHandler) {
         self.id = id
@@ -600,6 +636,8 @@ final class HTTP2RouteStream: ExchangeClient {
 
     func respondEnd(_ trailers: HTTPHeaders?, close: Bool) {
         guard let handler else { return }
+        // The backend connection may go back to its pool: reading again.
+        handler.resumeBackend(self)
         if let trailers, !trailers.isEmpty {
             writeHeld()
             handler.writeHeaders(
@@ -615,6 +653,7 @@ final class HTTP2RouteStream: ExchangeClient {
         guard let buffer = held else { return }
         held = nil
         handler?.writeData(id, buffer, endStream: false)
+        handler?.limitHeld(self)
     }
 
     func flushResponse() {
@@ -624,6 +663,7 @@ final class HTTP2RouteStream: ExchangeClient {
 
     func abortResponse() {
         held = nil
+        handler?.resumeBackend(self)
         handler?.reset(id, .internalError)
         handler?.requestFlush()
     }

@@ -55,10 +55,13 @@ final class HTTPRouteNIO: Sendable {
                         try Self.configureHTTP2(channel, RouteConnection(state: state, settings: settings, peer: peer, proto: "h2c", eventLoop: channel.eventLoop))
                     case .tls(let tls):
                         try sync.addHandler(NIOSSLServerHandler(context: tls))
-                        try sync.addHandler(TLSWriteCoalescer())
+                        let coalescer = TLSWriteCoalescer()
+                        try sync.addHandler(coalescer)
                         try sync.addHandler(ApplicationProtocolNegotiationHandler { result, channel in
                             channel.eventLoop.makeCompletedFuture {
                                 if case .negotiated("h2") = result {
+                                    // The HTTP/2 codec writes one buffer per flush already.
+                                    channel.pipeline.syncOperations.removeHandler(coalescer, promise: nil)
                                     try Self.configureHTTP2(channel, RouteConnection(state: state, settings: settings, peer: peer, proto: "h2", eventLoop: channel.eventLoop))
                                 } else {
                                     try Self.configureHTTP1(
