@@ -341,7 +341,7 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
     /// off (`HTTPRouteNIO.configureHTTP2`): it walked every field of both directions once more,
     /// through substrings and generic sequence searches — about 4 % of the gateway's CPU time
     /// per HTTP/2 request in profiles.
-    static func requestHead(_ fields: HPACKHeaders) -> (NIOHTTP1.HTTPRequestHead, RouteRequest, contentLength: Int?)? {
+    static func requestHead(_ fields: HPACKHeaders) -> (H2RequestHead, RouteRequest, contentLength: Int?)? {
         var method: String?
         var path: String?
         var scheme = false
@@ -350,8 +350,7 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
         var cookie: String?
         var regular = false
         var length: Int?
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(fields.count)
+        var lengthText: String?
         var routeFields: [HTTPField] = []
         routeFields.reserveCapacity(fields.count)
         for (name, value, _) in fields {
@@ -384,22 +383,23 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
                     // Repeated only with the same value (RFC 9110 §8.6).
                     guard let parsed = H2Fields.contentLength(value), length == nil || length == parsed else { return nil }
                     length = parsed
+                    if lengthText == nil { lengthText = value }
                 }
-                headers.add(name: name, value: value)
                 routeFields.append(HTTPField(name, value))
             }
         }
         guard let method, let path, scheme, !path.isEmpty, method != "CONNECT" else { return nil }
         if host == nil, let authority {
             host = authority
-            headers.add(name: "host", value: authority)
             routeFields.append(HTTPField("host", authority))
         }
         if let cookie {
-            headers.add(name: "cookie", value: cookie)
             routeFields.append(HTTPField("cookie", cookie))
         }
-        let head = NIOHTTP1.HTTPRequestHead(version: .http2, method: HTTPMethod(rawValue: method), uri: path, headers: headers)
+        var size = path.utf8.count + method.utf8.count + 12
+        for field in routeFields { size += field.name.utf8.count + field.value.utf8.count + 4 }
+        let head = H2RequestHead(
+            method: HTTPMethod(rawValue: method), uri: path, host: host, fields: routeFields, contentLength: lengthText, headSize: size)
         return (head, RouteRequest(method: method, target: path, host: host ?? "", headers: routeFields), length)
     }
 
@@ -441,6 +441,32 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
         }
         return out
     }
+}
+
+/// An HTTP/2 request's head as `Exchange` sees it, made in `HTTP2RouteHandler.requestHead`'s
+/// pass over HEADERS (no NIO `HTTPRequestHead` and `HTTPHeaders` per request). HTTP/2 has no
+/// `Connection`, `Transfer-Encoding` or `Upgrade` (refused as malformed), so a request keeps
+/// the connection, is never chunked and never asks for h2c; `Expect` is acted on only for
+/// HTTP/1.1.
+struct H2RequestHead: ExchangeHead {
+    var method: HTTPMethod
+    var uri: String
+    /// `Host`, or `:authority` when the client sent no `Host`.
+    var host: String?
+    /// The regular fields (cookie crumbs joined, `host` from `:authority` added).
+    var fields: [HTTPField]
+    var contentLength: String?
+    /// As NIO's head counted it: target, method and fields.
+    var headSize: Int
+    var hasHost: Bool { host != nil }
+    var fieldCount: Int { fields.count }
+    var isHTTP11: Bool { false }
+    var isKeepAlive: Bool { true }
+    var hasTransferEncoding: Bool { false }
+    var expectsContinue: Bool { false }
+    var h2cSettingsProblem: String? { nil }
+
+    func routeRequest() -> RouteRequest { RouteRequest(method: method.rawValue, target: uri, host: host ?? "", headers: fields) }
 }
 
 /// Response field names and `:status` values as HTTP/2 sends them, without lower-casing or

@@ -100,6 +100,7 @@ struct HTTP2ServerCodec {
     private struct PendingBlock {
         var streamID: UInt32
         var endStream: Bool
+        var selfDependent: Bool
         var block: ByteBuffer
     }
 
@@ -301,7 +302,7 @@ struct HTTP2ServerCodec {
             guard payload.readableBytes <= Self.maxHeaderBlock else { return fail(.enhanceYourCalm, "field block above \(Self.maxHeaderBlock) bytes") }
             var block = allocator.buffer(capacity: payload.readableBytes * 2)
             block.writeBuffer(&payload)
-            continuing = PendingBlock(streamID: id, endStream: end, block: block)
+            continuing = PendingBlock(streamID: id, endStream: end, selfDependent: selfDependent, block: block)
             return nil
         }
         return fieldBlock(id, payload, endStream: end, selfDependent: selfDependent)
@@ -320,7 +321,7 @@ struct HTTP2ServerCodec {
             continuing = pending
             return nil
         }
-        return fieldBlock(pending.streamID, pending.block, endStream: pending.endStream, selfDependent: false)
+        return fieldBlock(pending.streamID, pending.block, endStream: pending.endStream, selfDependent: pending.selfDependent)
     }
 
     /// A complete field block: decoded (always, to keep HPACK in step), then the stream
