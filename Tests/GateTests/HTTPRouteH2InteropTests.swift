@@ -200,6 +200,63 @@ final class HTTPRouteH2InteropTests: XCTestCase {
         }
     }
 
+    /// Response backpressure: a client that reads a 64 MiB response slowly (64 KiB, then 2 ms)
+    /// through `ugate run` (its own process, so its memory is measured alone). The codec holds
+    /// what the client's window does not allow yet and pauses the backend above 256 KiB, so
+    /// the node's peak resident memory grows by far less than the response (with
+    /// `NIOHTTP2Handler`, which buffered without bound, it grew by the whole response).
+    func testSlowReaderBoundsResponseMemory() throws {
+        let slowReader = """
+            import socket, sys, time
+            import h2.config, h2.connection, h2.events
+            sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=60)
+            conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+            conn.send_headers(1, [(":method", "GET"), (":path", sys.argv[2]), (":scheme", "http"), (":authority", "interop.example")], end_stream=True)
+            sock.sendall(conn.data_to_send())
+            total, status, done = 0, None, False
+            while not done:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.ResponseReceived):
+                        status = dict(event.headers)[b":status"].decode()
+                    elif isinstance(event, h2.events.DataReceived):
+                        total += len(event.data)
+                        conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    elif isinstance(event, h2.events.StreamEnded):
+                        done = True
+                sock.sendall(conn.data_to_send())
+                time.sleep(0.002)
+            print(status, total)
+            """
+        try #"""
+            {"httproute": {"manifests": "\#(dir)/routes", "services": {"interop": "\#(backend.address)"}, "requestTimeout": 300,
+                           "listeners": [{"name": "web", "port": 0}]}}
+            """#.write(toFile: "\(dir)/ugate.json", atomically: true, encoding: .utf8)
+        let node = try UgateNode(
+            ["run", "--config", "\(dir)/ugate.json", "--base-port", "0", "--identity-dir", "\(dir)/node", "--log-level", "warning"])
+        defer { node.stop() }
+        let address = node.address("web")
+        XCTAssertFalse(address.isEmpty, node.banner)
+        let port = String(address.split(separator: ":").last ?? "")
+        func read(_ size: Int) throws -> String {
+            let r = try runProcess("/usr/bin/env", ["python3", "-c", slowReader, port, "/big/\(size)"], timeout: 240)
+            XCTAssertEqual(r.status, 0, r.err)
+            return r.out.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        // Warm up, then the baseline.
+        XCTAssertEqual(try read(1 << 20), "200 \(1 << 20)")
+        let pid = node.process.processIdentifier
+        let baseline = try HTTPRouteUploadTests.memory(pid, "VmRSS")
+        try "5".write(toFile: "/proc/\(pid)/clear_refs", atomically: false, encoding: .utf8)
+        XCTAssertEqual(try read(64 << 20), "200 \(64 << 20)")
+        let peak = try HTTPRouteUploadTests.memory(pid, "VmHWM")
+        print("h2c download of 64 MiB by a slow reader: node RSS \(baseline) KiB before, peak \(peak) KiB, growth \(peak - baseline) KiB")
+        XCTAssertLessThan(peak - baseline, 16 * 1024, "the node buffered the response: peak \(peak) KiB vs \(baseline) KiB before")
+    }
+
     func testNghttpH2loadAndCurl() throws {
         let h2c = "http://127.0.0.1:\(h2cPort)"
         // nghttp with a 1,023-byte stream window and a 4,095-byte connection window.
