@@ -231,12 +231,7 @@ final class HTTPRouteH2InteropTests: XCTestCase {
                 time.sleep(0.002)
             print(status, total)
             """
-        try #"""
-            {"httproute": {"manifests": "\#(dir)/routes", "services": {"interop": "\#(backend.address)"}, "requestTimeout": 300,
-                           "listeners": [{"name": "web", "port": 0}]}}
-            """#.write(toFile: "\(dir)/ugate.json", atomically: true, encoding: .utf8)
-        let node = try UgateNode(
-            ["run", "--config", "\(dir)/ugate.json", "--base-port", "0", "--identity-dir", "\(dir)/node", "--log-level", "warning"])
+        let node = try httpRouteNode(dir: dir, service: "interop", at: backend.address)
         defer { node.stop() }
         let address = node.address("web")
         XCTAssertFalse(address.isEmpty, node.banner)
@@ -283,4 +278,14 @@ final class HTTPRouteH2InteropTests: XCTestCase {
             XCTAssertTrue(up.out.contains(String(sha)), up.out + up.err)
         }
     }
+}
+
+/// `ugate run` (its own process) with an `httproute` section: the manifests in `dir/routes`,
+/// `service` at `address`, one plain listener `web` on an ephemeral port, a 300 s request timeout.
+func httpRouteNode(dir: String, service: String, at address: String) throws -> UgateNode {
+    try #"""
+        {"httproute": {"manifests": "\#(dir)/routes", "services": {"\#(service)": "\#(address)"}, "requestTimeout": 300,
+                       "listeners": [{"name": "web", "port": 0}]}}
+        """#.write(toFile: "\(dir)/ugate.json", atomically: true, encoding: .utf8)
+    return try UgateNode(["run", "--config", "\(dir)/ugate.json", "--base-port", "0", "--identity-dir", "\(dir)/node", "--log-level", "warning"])
 }

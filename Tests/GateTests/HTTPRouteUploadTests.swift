@@ -60,12 +60,7 @@ final class HTTPRouteUploadTests: XCTestCase {
         try writeManifest(
             "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: up}\nspec:\n  rules: [{backendRefs: [{name: slow, port: 80}]}]\n",
             "up.yaml", in: "\(dir)/routes")
-        try #"""
-            {"httproute": {"manifests": "\#(dir)/routes", "services": {"slow": "\#(backend.address)"}, "requestTimeout": 300,
-                           "listeners": [{"name": "web", "port": 0}]}}
-            """#.write(toFile: "\(dir)/ugate.json", atomically: true, encoding: .utf8)
-        let node = try UgateNode(
-            ["run", "--config", "\(dir)/ugate.json", "--base-port", "0", "--identity-dir", "\(dir)/node", "--log-level", "warning"])
+        let node = try httpRouteNode(dir: dir, service: "slow", at: backend.address)
         defer { node.stop() }
         let address = node.address("web")
         XCTAssertFalse(address.isEmpty, node.banner)
