@@ -77,26 +77,26 @@ enum H2Flags {
 
 /// HTTP/2 error codes, RFC 9113 §7 (carried by RST_STREAM and GOAWAY); unknown codes are kept
 /// as received.
-public struct H2ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
-    public var rawValue: UInt32
-    public init(rawValue: UInt32) { self.rawValue = rawValue }
+struct H2ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    var rawValue: UInt32
+    init(rawValue: UInt32) { self.rawValue = rawValue }
 
-    public static let noError = H2ErrorCode(rawValue: 0x0)
-    public static let protocolError = H2ErrorCode(rawValue: 0x1)
-    public static let internalError = H2ErrorCode(rawValue: 0x2)
-    public static let flowControlError = H2ErrorCode(rawValue: 0x3)
-    public static let settingsTimeout = H2ErrorCode(rawValue: 0x4)
-    public static let streamClosed = H2ErrorCode(rawValue: 0x5)
-    public static let frameSizeError = H2ErrorCode(rawValue: 0x6)
-    public static let refusedStream = H2ErrorCode(rawValue: 0x7)
-    public static let cancel = H2ErrorCode(rawValue: 0x8)
-    public static let compressionError = H2ErrorCode(rawValue: 0x9)
-    public static let connectError = H2ErrorCode(rawValue: 0xA)
-    public static let enhanceYourCalm = H2ErrorCode(rawValue: 0xB)
-    public static let inadequateSecurity = H2ErrorCode(rawValue: 0xC)
-    public static let http11Required = H2ErrorCode(rawValue: 0xD)
+    static let noError = H2ErrorCode(rawValue: 0x0)
+    static let protocolError = H2ErrorCode(rawValue: 0x1)
+    static let internalError = H2ErrorCode(rawValue: 0x2)
+    static let flowControlError = H2ErrorCode(rawValue: 0x3)
+    static let settingsTimeout = H2ErrorCode(rawValue: 0x4)
+    static let streamClosed = H2ErrorCode(rawValue: 0x5)
+    static let frameSizeError = H2ErrorCode(rawValue: 0x6)
+    static let refusedStream = H2ErrorCode(rawValue: 0x7)
+    static let cancel = H2ErrorCode(rawValue: 0x8)
+    static let compressionError = H2ErrorCode(rawValue: 0x9)
+    static let connectError = H2ErrorCode(rawValue: 0xA)
+    static let enhanceYourCalm = H2ErrorCode(rawValue: 0xB)
+    static let inadequateSecurity = H2ErrorCode(rawValue: 0xC)
+    static let http11Required = H2ErrorCode(rawValue: 0xD)
 
-    public var description: String {
+    var description: String {
         let names = [
             "NO_ERROR", "PROTOCOL_ERROR", "INTERNAL_ERROR", "FLOW_CONTROL_ERROR", "SETTINGS_TIMEOUT", "STREAM_CLOSED", "FRAME_SIZE_ERROR",
             "REFUSED_STREAM", "CANCEL", "COMPRESSION_ERROR", "CONNECT_ERROR", "ENHANCE_YOUR_CALM", "INADEQUATE_SECURITY", "HTTP_1_1_REQUIRED",
@@ -106,10 +106,10 @@ public struct H2ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringCon
 }
 
 /// A connection error (RFC 9113 §5.4.1): the code the GOAWAY carried and what was wrong.
-public struct H2ConnectionError: Error, Hashable, Sendable, CustomStringConvertible {
-    public var code: H2ErrorCode
-    public var message: String
-    public var description: String { "HTTP/2 connection error \(code): \(message)" }
+struct H2ConnectionError: Error, Hashable, Sendable, CustomStringConvertible {
+    var code: H2ErrorCode
+    var message: String
+    var description: String { "HTTP/2 connection error \(code): \(message)" }
 }
 
 /// SETTINGS parameters, RFC 9113 §6.5.2: identifier (16) and value (32), six octets each.
