@@ -242,6 +242,32 @@ final class HTTP2ServerCodecTests: XCTestCase {
         XCTAssertEqual(result.frames, ["SETTINGS_ACK", "RST 201 REFUSED_STREAM"])
     }
 
+    /// The "rapid reset" attack (CVE-2023-44487): more than 200 RST_STREAM frames from the
+    /// client in 30 s close the connection with ENHANCE_YOUR_CALM; spread over two windows
+    /// they do not. Two empty DATA frames in a row are refused the same way.
+    func testRapidResetAndEmptyDataFloodsAreRefused() {
+        let request = block(Self.request)
+        func resets(_ streams: Range<Int>) -> [UInt8] {
+            streams.flatMap { i in Self.frame(0x1, flags: 0x4, stream: UInt32(1 + 2 * i), request) + Self.frame(0x3, stream: UInt32(1 + 2 * i), Self.be32(8)) }
+        }
+        var codec = HTTP2ServerCodec(allocator: allocator)
+        codec.now = 1_000
+        var result = run(&codec, [Self.start + resets(0..<200)])
+        XCTAssertFalse(result.events.contains { $0.hasPrefix("error") })
+        result = run(&codec, [resets(200..<201)])
+        XCTAssertEqual(result.events.last, "error ENHANCE_YOUR_CALM")
+        XCTAssertEqual(result.frames, ["GOAWAY 401 ENHANCE_YOUR_CALM"])
+        var spread = HTTP2ServerCodec(allocator: allocator)
+        spread.now = 1_000
+        _ = run(&spread, [Self.start + resets(0..<150)])
+        spread.now = 31_000
+        result = run(&spread, [resets(150..<300)])
+        XCTAssertFalse(result.events.contains { $0.hasPrefix("error") }, "\(result.events.suffix(2))")
+        let open = Self.start + Self.frame(0x1, flags: 0x4, stream: 1, request)
+        XCTAssertEqual(run([open + Self.frame(0x0, stream: 1, []) + Self.frame(0x0, flags: 1, stream: 1, [])]).events.last, "data 1  pad=0 end")
+        XCTAssertEqual(run([open + Self.frame(0x0, stream: 1, []) + Self.frame(0x0, stream: 1, [])]).events.last, "error ENHANCE_YOUR_CALM")
+    }
+
     func testGoAwayReceivedRefusesNewStreamsAndLateFramesOfResetStreamsAreIgnored() {
         let request = block(Self.request)
         var codec = HTTP2ServerCodec(allocator: allocator)

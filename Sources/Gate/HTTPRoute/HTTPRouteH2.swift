@@ -88,6 +88,7 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         reading = true
+        codec.now = GateLoop.monotonicMillis()
         codec.receive(unwrapInboundIn(data))
         while let event = codec.nextEvent() {
             switch event {

@@ -104,6 +104,37 @@ struct HTTP2ServerCodec {
         var block: ByteBuffer
     }
 
+    /// At most `maximum` events per `window` milliseconds (a fixed window restarting at the
+    /// first event after it ended), as NIO's DOS heuristics count them.
+    private struct RateLimit {
+        var count = 0
+        var start: UInt64 = 0
+
+        mutating func exceeded(at now: UInt64, maximum: Int = HTTP2ServerCodec.maxResetsPerWindow, window: UInt64 = HTTP2ServerCodec.resetWindow) -> Bool {
+            if count == 0 || now &- start >= window {
+                start = now
+                count = 0
+            }
+            count += 1
+            return count > maximum
+        }
+    }
+
+    /// RST_STREAM frames from the client, and stream errors the codec answers, tolerated per
+    /// `resetWindow` before ENHANCE_YOUR_CALM (the "rapid reset" attack, CVE-2023-44487;
+    /// NIO's limits).
+    static let maxResetsPerWindow = 200
+    static let resetWindow: UInt64 = 30_000
+    /// Empty DATA frames without END_STREAM tolerated in a row (NIO's limit).
+    static let maxEmptyDataFrames = 1
+
+    /// The time in milliseconds (monotonic), set by the I/O layer before it feeds bytes: the
+    /// codec reads no clock.
+    var now: UInt64 = 0
+    private var clientResets = RateLimit()
+    private var streamErrors = RateLimit()
+    private var emptyDataFrames = 0
+
     private var phase = Phase.preface
     private var decoder: HPACKDecoder
     private var encoder: HPACKEncoder
@@ -264,12 +295,18 @@ struct HTTP2ServerCodec {
         }
         guard let index = index(id) else {
             if id > lastStreamID { return fail(.protocolError, "DATA on idle stream \(id)") }
-            return wasReset(id) ? nil : reset(id, .streamClosed)
+            return wasReset(id) ? nil : streamError(id, .streamClosed)
         }
-        guard !streams[index].remoteClosed else { return reset(id, .streamClosed) }
-        guard header.length <= streams[index].recvWindow else { return reset(id, .flowControlError) }
+        guard !streams[index].remoteClosed else { return streamError(id, .streamClosed) }
+        guard header.length <= streams[index].recvWindow else { return streamError(id, .flowControlError) }
         streams[index].recvWindow -= header.length
         let end = header.flags & H2Flags.endStream != 0
+        if end {
+            emptyDataFrames = 0
+        } else if payload.readableBytes == 0 {
+            emptyDataFrames += 1
+            guard emptyDataFrames <= Self.maxEmptyDataFrames else { return fail(.enhanceYourCalm, "\(emptyDataFrames) empty DATA frames in a row") }
+        }
         if end { remoteEnded(index) }
         return .data(streamID: id, data: payload, padding: header.length - payload.readableBytes, endStream: end)
     }
@@ -334,10 +371,11 @@ struct HTTP2ServerCodec {
         } catch {
             return fail(.compressionError, "field block of stream \(id) not decodable: \(error)")
         }
+        emptyDataFrames = 0
         if let index = index(id) {
-            guard !streams[index].remoteClosed else { return reset(id, .streamClosed) }
+            guard !streams[index].remoteClosed else { return streamError(id, .streamClosed) }
             // Trailers (RFC 9113 §8.1) must end the stream.
-            guard endStream else { return reset(id, .protocolError) }
+            guard endStream else { return streamError(id, .protocolError) }
             remoteEnded(index)
             return .headers(streamID: id, fields: fields, endStream: true, trailers: true)
         }
@@ -346,7 +384,7 @@ struct HTTP2ServerCodec {
             return fail(.protocolError, "HEADERS on stream \(id), not above the last opened stream \(lastStreamID) (closed or out of order)")
         }
         lastStreamID = id
-        if selfDependent { return reset(id, .protocolError) }
+        if selfDependent { return streamError(id, .protocolError) }
         if goAwayReceived || goAwaySent.map({ id > $0 }) == true || streams.count >= Self.maxConcurrentStreams {
             return reset(id, .refusedStream)
         }
@@ -357,9 +395,9 @@ struct HTTP2ServerCodec {
     /// PRIORITY (RFC 9113 §6.3): deprecated, checked and ignored.
     private mutating func priority(_ header: H2FrameHeader, _ payload: ByteBuffer) -> H2Event? {
         guard header.streamID != 0 else { return fail(.protocolError, "PRIORITY on stream 0") }
-        guard header.length == 5 else { return reset(header.streamID, .frameSizeError) }
+        guard header.length == 5 else { return streamError(header.streamID, .frameSizeError) }
         if payload.getInteger(at: payload.readerIndex, as: UInt32.self).map({ $0 & 0x7FFF_FFFF }) == header.streamID {
-            return reset(header.streamID, .protocolError)
+            return streamError(header.streamID, .protocolError)
         }
         return nil
     }
@@ -370,6 +408,9 @@ struct HTTP2ServerCodec {
         guard id != 0 else { return fail(.protocolError, "RST_STREAM on stream 0") }
         guard header.length == 4, let code = payload.getInteger(at: payload.readerIndex, as: UInt32.self) else {
             return fail(.frameSizeError, "RST_STREAM of \(header.length) bytes, not 4")
+        }
+        if clientResets.exceeded(at: now) {
+            return fail(.enhanceYourCalm, "more than \(Self.maxResetsPerWindow) RST_STREAM frames in \(Self.resetWindow / 1000) s")
         }
         guard let index = index(id) else {
             return id > lastStreamID ? fail(.protocolError, "RST_STREAM on idle stream \(id)") : nil
@@ -460,9 +501,9 @@ struct HTTP2ServerCodec {
         guard let index = index(id) else {
             return id > lastStreamID ? fail(.protocolError, "WINDOW_UPDATE on idle stream \(id)") : nil
         }
-        guard increment > 0 else { return reset(id, .protocolError) }
+        guard increment > 0 else { return streamError(id, .protocolError) }
         streams[index].sendWindow += increment
-        guard streams[index].sendWindow <= Self.maxWindow else { return reset(id, .flowControlError) }
+        guard streams[index].sendWindow <= Self.maxWindow else { return streamError(id, .flowControlError) }
         releaseHeld()
         return nil
     }
@@ -620,6 +661,14 @@ struct HTTP2ServerCodec {
         guard let index = index(id) else { return nil }
         remove(at: index)
         return .streamClosed(streamID: id, error: code)
+    }
+
+    /// A stream error found by the codec: RST_STREAM, unless there have been too many.
+    private mutating func streamError(_ id: UInt32, _ code: H2ErrorCode) -> H2Event? {
+        if streamErrors.exceeded(at: now) {
+            return fail(.enhanceYourCalm, "more than \(Self.maxResetsPerWindow) stream errors in \(Self.resetWindow / 1000) s")
+        }
+        return reset(id, code)
     }
 
     private func wasReset(_ id: UInt32) -> Bool { recentlyReset.contains(id) }
