@@ -121,19 +121,17 @@ final class HTTPRouteNIO: Sendable {
     }
 }
 
-/// Gathers the writes between two flushes into one buffer: in front of `NIOSSLHandler`, which
-/// turns every write it is given into a TLS record of its own (an HTTP/2 response — HEADERS,
-/// DATA header, DATA payload — became three records, each encrypted, framed and decrypted on
-/// its own, where nginx sends one), and in front of the socket on h2c (one `write` of one
-/// buffer instead of a `writev` of three per response, and far less bookkeeping in NIO's
-/// pending-writes queue). Hand-written because NIO has no such handler.
+/// Gathers the writes between two flushes into one buffer in front of `NIOSSLHandler`, which
+/// turns every write it is given into a TLS record of its own (each encrypted, framed and
+/// decrypted on its own, where nginx sends one per flush). Used for HTTP/1.1 over TLS; it
+/// leaves the pipeline when ALPN chooses h2 (the HTTP/2 codec writes one buffer per flush).
+/// Hand-written because NIO has no such handler.
 ///
 /// Every write smaller than a record is copied at once into one buffer the coalescer keeps
-/// across flushes: no reference to the writer's buffer is held, so `NIOHTTP2Handler`, which
-/// clears and reuses one encoding buffer for every frame, does not have to allocate a new one
-/// per frame (it did while the frame's buffer waited for the flush), and the gathered buffer
-/// is reused without allocating once the layer below has written it. Writes of a record's
-/// worth (16 KiB) or more pass through unchanged, in order.
+/// across flushes: no reference to the writer's buffer is held, so a writer that clears and
+/// reuses its buffer does not have to allocate a new one while the previous write waits for
+/// the flush, and the gathered buffer is reused without allocating once the layer below has
+/// written it. Writes of a record's worth (16 KiB) or more pass through unchanged, in order.
 final class TLSWriteCoalescer: ChannelOutboundHandler, RemovableChannelHandler {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
