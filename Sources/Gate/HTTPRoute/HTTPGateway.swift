@@ -155,6 +155,17 @@ struct HTTPRouteFront: CaptureFront {
     let passthrough: PassthroughRelays
     static let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
 
+    /// Plain listeners: the connection is served on the accepting gate loop without a NIO
+    /// channel (`HTTP1LoopConnection`, which hands h2c to NIO itself), unless
+    /// `UGATE_HTTP1_NIO=1` asks for the NIO pipeline (for A/B comparisons).
+    func serveOnLoop(_ conn: ClientConn) -> Bool {
+        guard tls == nil, !Self.http1OnNIO else { return false }
+        HTTP1LoopConnection.start(fd: conn.handOff(), loop: conn.loop, nio: nio, peer: conn.peer)
+        return true
+    }
+
+    static let http1OnNIO = getenv("UGATE_HTTP1_NIO").map { String(cString: $0) == "1" } ?? false
+
     func serve(_ conn: ClientConn) async {
         defer { conn.close() }
         if let tls {

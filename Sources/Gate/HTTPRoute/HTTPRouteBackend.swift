@@ -4,35 +4,65 @@ import NIOHTTP1
 import NIOPosix
 import Foundation
 
-/// A kept-alive HTTP/1.1 connection to a backend, on one event loop.
-final class BackendConnection {
-    let channel: any Channel
+/// A kept-alive HTTP/1.1 connection to a backend, on one event loop: a NIO channel
+/// (`NIOBackendConnection`, for clients served by NIO) or a raw socket on a gate loop
+/// (`LoopBackendConnection`, for the HTTP/1.1 clients served there). `Exchange` and the pool
+/// see only this class.
+class BackendConnection {
     let destination: Destination
-    /// Reads the responses (`BackendResponseReader`) and hands them to `delegate`.
-    let handler: BackendHandler
+    /// Reads the responses and hands them to `delegate`.
+    var reader = BackendResponseReader()
     /// Whether it came from the pool (it may have been closed by the backend meanwhile).
     var reused = false
     var reusable = true
     /// The exchange (or mirror) using it; nil while pooled.
     var delegate: (any BackendDelegate)?
 
-    init(channel: any Channel, destination: Destination, handler: BackendHandler) {
-        self.channel = channel
+    init(destination: Destination) {
         self.destination = destination
-        self.handler = handler
     }
 
     /// Prepares the reader for the response to a request with `method`; `decodeChunks`: a
     /// chunked body is delivered as its data (HTTP/2 clients) rather than as received.
     func expectResponse(method: String, decodeChunks: Bool) {
-        handler.reader.requestMethod = method
-        handler.reader.decodeChunks = decodeChunks
+        reader.requestMethod = method
+        reader.decodeChunks = decodeChunks
     }
 
-    /// Writes request bytes (flushed by the caller); `promise` completes once they are in the socket.
-    func write(_ buffer: ByteBuffer, promise: EventLoopPromise<Void>? = nil) {
+    /// The loop the connection lives on.
+    var eventLoop: any EventLoop { preconditionFailure("BackendConnection is abstract") }
+    /// Open (not closed by either side).
+    var isActive: Bool { preconditionFailure("BackendConnection is abstract") }
+
+    /// Writes request bytes (flushed by `flush`); `written` is called once they are in the
+    /// socket (or the connection failed).
+    func write(_ buffer: ByteBuffer, written: (() -> Void)? = nil) { preconditionFailure("BackendConnection is abstract") }
+    func flush() { preconditionFailure("BackendConnection is abstract") }
+    /// Closes the connection; a delegate still set hears `backendClosed`.
+    func close() { preconditionFailure("BackendConnection is abstract") }
+}
+
+/// A backend connection that is a NIO channel (`BackendHandler` reads it).
+final class NIOBackendConnection: BackendConnection {
+    let channel: any Channel
+
+    init(channel: any Channel, destination: Destination) {
+        self.channel = channel
+        super.init(destination: destination)
+    }
+
+    override var eventLoop: any EventLoop { channel.eventLoop }
+    override var isActive: Bool { channel.isActive }
+
+    override func write(_ buffer: ByteBuffer, written: (() -> Void)? = nil) {
+        guard let written else { return channel.write(buffer, promise: nil) }
+        let promise = channel.eventLoop.makePromise(of: Void.self)
+        promise.futureResult.assumeIsolated().whenComplete { _ in written() }
         channel.write(buffer, promise: promise)
     }
+
+    override func flush() { channel.flush() }
+    override func close() { channel.close(promise: nil) }
 }
 
 /// Reads a backend connection's bytes with a `BackendResponseReader` and delivers the
@@ -41,8 +71,7 @@ final class BackendConnection {
 /// that nobody is waiting for, and malformed responses, close the connection.
 final class BackendHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
-    weak var connection: BackendConnection?
-    var reader = BackendResponseReader()
+    weak var connection: NIOBackendConnection?
     private var leftover: ByteBuffer?
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -57,7 +86,7 @@ final class BackendHandler: ChannelInboundHandler {
             return
         }
         do {
-            while let event = try reader.next(&buffer) {
+            while let event = try connection.reader.next(&buffer) {
                 delegate.backendRead(event)
                 if case .end = event {
                     // The exchange ended: what follows belongs to no request.
@@ -85,7 +114,7 @@ final class BackendHandler: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         if let connection, let delegate = connection.delegate {
-            if let end = reader.closed() { delegate.backendRead(end) }
+            if let end = connection.reader.closed() { delegate.backendRead(end) }
             connection.delegate?.backendClosed(connection)
         }
         context.fireChannelInactive()
@@ -143,7 +172,7 @@ final class BackendPool: Sendable {
     func takeIdle(_ destination: Destination, idle box: Box) -> BackendConnection? {
         guard let list = box.idle[destination] else { return nil }
         while let connection = list.connections.popLast() {
-            if connection.channel.isActive {
+            if connection.isActive {
                 connection.reused = true
                 return connection
             }
@@ -181,11 +210,19 @@ final class BackendPool: Sendable {
                     case .failure(let error):
                         completion(.failure(error))
                     case .success(let fd):
-                        self.connected(self.bootstrap(loop, tcp: false).withConnectedSocket(fd), destination, completion)
+                        if let gate = loop as? GateEventLoop {
+                            completion(Result { try self.adopted(fd, destination, on: gate) })
+                        } else {
+                            self.connected(self.bootstrap(loop, tcp: false).withConnectedSocket(fd), destination, completion)
+                        }
                     }
                 }
                 return
             }
+        }
+        if let gate = loop as? GateEventLoop {
+            connectOnGateLoop(target, destination, on: gate, completion)
+            return
         }
         connected(
             bootstrap(loop, tcp: true).connectTimeout(.milliseconds(Int64(connectTimeout * 1000))).connect(host: target.host, port: Int(target.port)),
@@ -217,14 +254,14 @@ final class BackendPool: Sendable {
                 result.flatMap { channel in
                     Result {
                         let handler = try channel.pipeline.syncOperations.handler(type: BackendHandler.self)
-                        let connection = BackendConnection(channel: channel, destination: destination, handler: handler)
+                        let connection = NIOBackendConnection(channel: channel, destination: destination)
                         handler.connection = connection
                         // Once per connection: a pooled connection the backend closes leaves its list.
                         let list = self.perLoop.box(for: channel.eventLoop).list(destination)
                         channel.closeFuture.assumeIsolated().whenComplete { _ in
                             list.connections.removeAll { $0 === connection }
                         }
-                        return connection
+                        return connection as BackendConnection
                     }
                 })
         }
@@ -233,10 +270,10 @@ final class BackendPool: Sendable {
     /// Returns a connection whose exchange completed cleanly.
     /// `idle`: the pool's box of the connection's loop, when the caller has it (`box(for:)`).
     func release(_ connection: BackendConnection, idle: Box? = nil) {
-        guard connection.channel.isActive else { return }
-        let list = (idle ?? perLoop.box(for: connection.channel.eventLoop)).list(connection.destination)
+        guard connection.isActive else { return }
+        let list = (idle ?? perLoop.box(for: connection.eventLoop)).list(connection.destination)
         guard list.connections.count < maxIdle else {
-            connection.channel.close(promise: nil)
+            connection.close()
             return
         }
         list.connections.append(connection)
@@ -257,9 +294,8 @@ final class BackendPool: Sendable {
                 connection.expectResponse(method: method, decodeChunks: false)
                 connection.write(head)
                 for part in body { connection.write(part) }
-                connection.channel.flush()
-                let channel = connection.channel
-                loop.scheduleTask(in: .seconds(30)) { channel.close(promise: nil) }
+                connection.flush()
+                loop.assumeIsolated().scheduleTask(in: .seconds(30)) { connection.close() }
             }
         }
     }
@@ -271,7 +307,7 @@ final class MirrorSink: BackendDelegate {
     init(_ connection: BackendConnection) { self.connection = connection }
 
     func backendRead(_ event: BackendResponseReader.Event) {
-        if case .end = event { connection.channel.close(promise: nil) }
+        if case .end = event { connection.close() }
     }
 
     func backendReadComplete() {}

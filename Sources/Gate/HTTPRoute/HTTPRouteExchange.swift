@@ -481,21 +481,13 @@ final class Exchange: BackendDelegate {
             return
         }
         replay?.append(bytes)
-        backend.write(bytes, promise: Self.promise(on: backend, calling: written))
+        backend.write(bytes, written: written)
         client.backendNeedsFlush(self)
-    }
-
-    /// A write promise that calls `written` when the write completed or failed; nil without one.
-    private static func promise(on backend: BackendConnection, calling written: (() -> Void)?) -> EventLoopPromise<Void>? {
-        guard let written else { return nil }
-        let promise = backend.channel.eventLoop.makePromise(of: Void.self)
-        promise.futureResult.assumeIsolated().whenComplete { _ in written() }
-        return promise
     }
 
     /// Flushes the backend connection (see `ExchangeClient.backendNeedsFlush`).
     func flushBackend() {
-        backend?.channel.flush()
+        backend?.flush()
     }
 
     /// The rule's deadline passed without a complete response: 504.
@@ -568,7 +560,7 @@ final class Exchange: BackendDelegate {
         }
         pool.acquire(destination, on: client.eventLoop, idle: client.connection.idle, fresh: true) { [self] result in
             guard !finished else {
-                if case .success(let connection) = result { connection.channel.close(promise: nil) }
+                if case .success(let connection) = result { connection.close() }
                 return
             }
             switch result {
@@ -596,7 +588,7 @@ final class Exchange: BackendDelegate {
         for (index, part) in parts.enumerated() {
             // Writes complete in order: the last one's promise releases every credit.
             let last = index == parts.count - 1 && !written.isEmpty
-            connection.write(part, promise: last ? Self.promise(on: connection, calling: { written.forEach { $0() } }) : nil)
+            connection.write(part, written: last ? { written.forEach { $0() } } : nil)
         }
         client.backendNeedsFlush(self)
     }
@@ -622,7 +614,7 @@ final class Exchange: BackendDelegate {
         case .end(let bodyBytes):
             log.bytes = bodyBytes
             // A decoded chunked body's trailers (HTTP/2 clients: a trailing HEADERS frame).
-            let trailers = backend?.handler.reader.takeTrailers()
+            let trailers = backend?.reader.takeTrailers()
             // Finished first: ending the response may deliver the client's next request.
             finish(reuseBackend: requestEnded)
             client.respondEnd(trailers, close: !keepAlive)
@@ -654,7 +646,7 @@ final class Exchange: BackendDelegate {
         guard case .retry(let delay, let fresh) = decision, let sent = replay else { return false }
         if let backend {
             backend.delegate = nil
-            backend.channel.close(promise: nil)
+            backend.close()
             self.backend = nil
         }
         pending = sent + pending
@@ -703,7 +695,7 @@ final class Exchange: BackendDelegate {
             if reuseBackend && backend.reusable {
                 client.connection.settings.pool.release(backend, idle: client.connection.idle)
             } else {
-                backend.channel.close(promise: nil)
+                backend.close()
             }
         }
         if !failures.isEmpty, log.error == nil { log.error = failures.joined(separator: "; ") }
