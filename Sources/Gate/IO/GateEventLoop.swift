@@ -47,20 +47,42 @@ public final class GateEventLoop: EventLoop, @unchecked Sendable {  // loop-thre
     private func schedule<T>(afterMillis millis: UInt64, _ task: @escaping @Sendable () throws -> T) -> Scheduled<T> {
         let promise = makePromise(of: T.self)
         let timer = TimerHandle()
-        let start: @Sendable () -> Void = { [loop] in
-            timer.timer = loop.schedule(afterMillis: millis) {
-                do { promise.succeed(try task()) } catch { promise.fail(error) }
+        let start: @Sendable () -> Void = { [self] in
+            let id = nextTimerID
+            nextTimerID += 1
+            // Failed when the loop exits before the timer fires (a promise must not leak).
+            unfired[id] = { promise.fail(EventLoopError.shutdown) }
+            timer.timer = loop.schedule(afterMillis: millis) { [self] in
+                unfired[id] = nil
+                do { promise.assumeIsolatedUnsafeUnchecked().succeed(try task()) } catch { promise.fail(error) }
             }
+            timer.id = id
         }
-        if inEventLoop { start() } else { execute(start) }
+        if inEventLoop {
+            start()
+        } else if !loop.execute(start) {
+            promise.fail(EventLoopError.shutdown)
+        }
         return Scheduled(promise: promise) { [self] in
-            let cancel: @Sendable () -> Void = {
+            let cancel: @Sendable () -> Void = { [self] in
                 guard let pending = timer.timer, pending.work != nil else { return }
                 pending.cancel()
+                unfired[timer.id] = nil
                 promise.fail(EventLoopError.cancelled)
             }
             if inEventLoop { cancel() } else { execute(cancel) }
         }
+    }
+
+    /// Scheduled tasks not fired or cancelled yet, by id: their promises fail when the loop exits.
+    private var unfired: [Int: () -> Void] = [:]
+    private var nextTimerID = 0
+
+    /// The loop is exiting (on its thread): the scheduled tasks that will never run fail.
+    func exited() {
+        let pending = unfired
+        unfired = [:]
+        for fail in pending.values { fail() }
     }
 
     public func preconditionInEventLoop(file: StaticString, line: UInt) {
@@ -78,5 +100,6 @@ public final class GateEventLoop: EventLoop, @unchecked Sendable {  // loop-thre
     /// The loop timer behind a scheduled task (set and read on the loop thread only).
     private final class TimerHandle: @unchecked Sendable {  // touched on the loop thread only
         var timer: LoopTimer?
+        var id = 0
     }
 }

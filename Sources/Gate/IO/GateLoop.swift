@@ -255,6 +255,7 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
             return w
         }
         for w in work { w() }
+        eventLoop.exited()
         // Timers that never fired (the carried-stream sweep, connect timeouts) may hold what
         // holds this loop: drop them so the loop and its pools are freed.
         timers = TimerHeap()
