@@ -43,30 +43,22 @@ final class HTTPRouteLoopTests: XCTestCase {
     static func pattern(_ offset: Int) -> UInt8 { UInt8(truncatingIfNeeded: offset % 251) }
 
     /// A backend that answers every request with `size` pattern bytes, written with blocking
-    /// sends in 64 KiB pieces; `sent` counts what the kernel accepted so far.
-    final class BigBackend: @unchecked Sendable {  // fd and port are immutable; `sent` is atomic
+    /// sends in 64 KiB pieces; `progress` counts what the kernel accepted so far.
+    final class BigBackend: Sendable {
         let fd: Int32
         let port: UInt16
-        let sent = Atomic<Int>(0)
+        /// Body bytes the kernel accepted so far (of the latest response).
+        final class Progress: Sendable {
+            let sent = Atomic<Int>(0)
+        }
+        let progress = Progress()
 
         init(size: Int) throws {
-            fd = try Sys.listen(try SocketAddress(host: "127.0.0.1", port: 0))
-            _ = fcntl(fd, F_SETFL, 0)
-            port = SocketAddress.local(of: fd)!.port
-            let listenFd = fd
-            Thread.detachNewThread { [self] in
-                while true {
-                    let c = accept(listenFd, nil, nil)
-                    if c < 0 {
-                        if errno == EINTR { continue }
-                        return
-                    }
-                    Thread.detachNewThread { [self] in serve(c, size: size) }
-                }
-            }
+            let progress = progress
+            (fd, port) = try TestSocket.serveEachConnection { BigBackend.serve($0, size: size, progress: progress) }
         }
 
-        private func serve(_ c: Int32, size: Int) {
+        private static func serve(_ c: Int32, size: Int, progress: Progress) {
             defer { close(c) }
             var head: [UInt8] = []
             var byte: UInt8 = 0
@@ -82,7 +74,7 @@ final class HTTPRouteLoopTests: XCTestCase {
                 for i in 0..<count { piece[i] = HTTPRouteLoopTests.pattern(offset + i) }
                 guard (try? TestSocket.writeAll(c, Array(piece[0..<count]))) != nil else { return }
                 offset += count
-                sent.store(offset, ordering: .relaxed)
+                progress.sent.store(offset, ordering: .relaxed)
             }
         }
 
@@ -113,7 +105,7 @@ final class HTTPRouteLoopTests: XCTestCase {
         var held = 0
         for _ in 0..<50 {
             usleep(200_000)
-            let now = backend.sent.load(ordering: .relaxed)
+            let now = backend.progress.sent.load(ordering: .relaxed)
             if now == held, now > 0 { break }
             held = now
         }
@@ -181,12 +173,7 @@ final class HTTPRouteLoopTests: XCTestCase {
                 close(fd)
             }
         }
-        var now = Sys.openFDCount()
-        for _ in 0..<100 where now != start {
-            usleep(100_000)
-            now = Sys.openFDCount()
-        }
-        XCTAssertEqual(now, start, "descriptors left open by the gateway")
+        XCTAssertEqual(TestSocket.openFDCount(settlingAt: start), start, "descriptors left open by the gateway")
         XCTAssertEqual(gateway.openConnections, 0)
     }
 }
