@@ -355,8 +355,10 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
                 }
             }
             begin(head, request: request)
-        case .body, .end:
-            unwritten += HTTP1ClientSide.forward(part, to: exchange) { [weak self] in self?.bodyWritten($0) }
+        case .body(let body):
+            unwritten += HTTP1ClientSide.forward(body, to: exchange) { [weak self] in self?.bodyWritten($0) }
+        case .end(let trailers):
+            exchange?.requestPart(.end(trailers))
         }
     }
 
