@@ -176,4 +176,27 @@ final class HTTPRouteLoopTests: XCTestCase {
         XCTAssertEqual(TestSocket.openFDCount(settlingAt: start), start, "descriptors left open by the gateway")
         XCTAssertEqual(gateway.openConnections, 0)
     }
+
+    func testLoopShutdownClosesItsConnections() throws {
+        let backend = try TinyHTTPServer()
+        defer { backend.stop() }
+        let start = Sys.openFDCount()
+        try startGateway(backend: "127.0.0.1:\(backend.port)")
+        // A kept-alive client connection and its pooled backend connection stay open.
+        let fd = try TestSocket.connect("127.0.0.1", gateway.address.port)
+        defer { close(fd) }
+        try TestSocket.writeAll(fd, Array("GET /kept HTTP/1.1\r\nHost: a\r\n\r\n".utf8))
+        var reply: [UInt8] = []
+        while !String(decoding: reply, as: UTF8.self).hasSuffix("\n"), reply.count < 4096 {
+            reply += try TestSocket.readExactly(fd, 1)
+        }
+        XCTAssertTrue(String(decoding: reply, as: UTF8.self).hasPrefix("HTTP/1.1 200 OK"))
+        XCTAssertEqual(gateway.openConnections, 1)
+        gateway.stop()
+        loops.shutdown()
+        // The gateway's descriptors (listeners, loops, the client and backend connections)
+        // close; only the test's own client socket is left.
+        XCTAssertEqual(TestSocket.openFDCount(settlingAt: start + 1), start + 1, "descriptors left open after the loops stopped")
+        XCTAssertEqual(try TestSocket.readToEOF(fd), [], "the client connection is closed")
+    }
 }

@@ -27,7 +27,7 @@ import NIOHTTP1
 /// than `maxUnwritten` request body bytes not yet written to the backend wait (uploads go at
 /// the backend's pace); the backend is not read while more than `maxQueued` response bytes wait
 /// for the client socket (downloads go at the client's pace).
-final class HTTP1LoopConnection: LoopHandler, ExchangeClient, HTTP1RequestServing {
+final class HTTP1LoopConnection: LoopExitHandler, ExchangeClient, HTTP1RequestServing {
     static let maxBuffered = HTTP1RouteHandler.maxBuffered
     static let maxUnwritten = HTTP1RouteHandler.maxUnwritten
     /// Response bytes queued for the client above which the backend is not read.
@@ -395,6 +395,8 @@ final class HTTP1LoopConnection: LoopHandler, ExchangeClient, HTTP1RequestServin
         closing = true
         if out.isEmpty { closeNow() } else { afterWrite = .close }
     }
+
+    func loopExited() { closeNow() }
 
     /// Closes the client socket; the exchange in progress hears that its client went away.
     func closeNow() {

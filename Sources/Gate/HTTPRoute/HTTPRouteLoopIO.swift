@@ -146,7 +146,7 @@ extension GateEventLoop {
 /// connection's `BackendResponseReader`. Everything runs on the loop thread; the socket is
 /// registered with the loop for reading as long as it is open (level-triggered), so a pooled
 /// connection the backend closes is noticed and dropped at once.
-final class LoopBackendConnection: BackendConnection, LoopHandler {
+final class LoopBackendConnection: BackendConnection, LoopExitHandler {
     let gate: GateEventLoop
     /// -1 once closed.
     private(set) var fd: Int32
@@ -198,6 +198,10 @@ final class LoopBackendConnection: BackendConnection, LoopHandler {
     override func close() {
         shut(notify: true)
     }
+
+    /// The loop stops: closed without telling the exchange (its client connection, on the same
+    /// loop, is closed too and ends it; a retry must not dial on a loop that is gone).
+    func loopExited() { shut(notify: false) }
 
     /// The client connection cannot take more now: the response is not read further.
     func pauseReading() {
@@ -294,7 +298,7 @@ final class LoopBackendConnection: BackendConnection, LoopHandler {
 
 /// A non-blocking connect to a backend on a gate loop: the addresses in order, all within one
 /// timeout (NIO's `connectTimeout` for NIO-served clients).
-final class LoopBackendConnect: LoopHandler {
+final class LoopBackendConnect: LoopExitHandler {
     let gate: GateEventLoop
     let destination: Destination
     private var addresses: ArraySlice<SocketAddress>
@@ -342,6 +346,16 @@ final class LoopBackendConnect: LoopHandler {
             }
         }
         finish(.failure(lastError))
+    }
+
+    /// The loop stops: the socket is closed and nobody is called back (see
+    /// `LoopBackendConnection.loopExited`).
+    func loopExited() {
+        completion = nil
+        timer?.cancel()
+        gate.loop.deregister(fd)
+        Glibc.close(fd)
+        fd = -1
     }
 
     func ready(fd: Int32, events: UInt32) {

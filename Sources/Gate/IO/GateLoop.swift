@@ -9,6 +9,13 @@ protocol LoopHandler: AnyObject {
     func ready(fd: Int32, events: UInt32)
 }
 
+/// A loop handler that owns its descriptor and must close it when the loop exits (connections
+/// that live only on the loop, with no relay or task that would close them otherwise).
+protocol LoopExitHandler: LoopHandler {
+    /// The loop is exiting (on its thread): close the descriptor.
+    func loopExited()
+}
+
 /// Readiness bits, as epoll reports them.
 enum Interest {
     static let read = UGATE_EPOLLIN
@@ -248,6 +255,7 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
             }
         }
         for relay in Array(relays.values) { relay.abort(reason: "shutdown") }
+        for entry in Array(handlers.values) { (entry.handler as? any LoopExitHandler)?.loopExited() }
         let work = pending.withLock { pending -> [@Sendable () -> Void] in
             pending.closed = true
             let w = pending.work
