@@ -350,28 +350,4 @@ final class HTTPRouteRetryTests: XCTestCase {
             }
         }
     }
-
-    /// The decision itself: idempotent methods, one stale retry, the policy's attempts.
-    func testRetryRuleDecisions() {
-        var get = RetryRule(policy: nil, method: "GET", headers: [])
-        XCTAssertEqual(get.connectionLost(reused: true, replayable: true), .retry(delay: 0, fresh: true))
-        XCTAssertEqual(get.connectionLost(reused: true, replayable: true), .giveUp, "only one stale retry")
-        var big = RetryRule(policy: nil, method: "PUT", headers: [])
-        XCTAssertEqual(big.connectionLost(reused: true, replayable: false), .giveUp)
-        for method in ["POST", "PATCH", "CONNECT"] {
-            var rule = RetryRule(policy: RetryPolicy(attempts: 5, codes: [503]), method: method, headers: [])
-            XCTAssertEqual(rule.connectionLost(reused: true, replayable: true), .giveUp, method)
-            XCTAssertEqual(rule.responded(status: 503, replayable: true), .giveUp, method)
-        }
-        for method in ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"] { XCTAssertTrue(RetryRule.idempotent(method), method) }
-        var keyed = RetryRule(policy: nil, method: "POST", headers: [HTTPField("Idempotency-Key", "\"1\"")])
-        XCTAssertEqual(keyed.connectionLost(reused: true, replayable: true), .retry(delay: 0, fresh: true))
-        var policy = RetryRule(policy: RetryPolicy(attempts: 2, codes: [502, 503], backoff: 0.1), method: "GET", headers: [])
-        XCTAssertEqual(policy.responded(status: 500, replayable: true), .giveUp)
-        XCTAssertEqual(policy.responded(status: 503, replayable: true), .retry(delay: 0.1, fresh: false))
-        XCTAssertEqual(policy.connectionLost(reused: true, replayable: true), .retry(delay: 0, fresh: true))
-        XCTAssertEqual(policy.connectionLost(reused: false, replayable: true), .retry(delay: 0.1, fresh: true))
-        XCTAssertEqual(policy.responded(status: 502, replayable: true), .giveUp)
-        XCTAssertEqual(policy.total, 3)
-    }
 }

@@ -4,10 +4,14 @@ import NIOHTTP1
 import NIOPosix
 import Foundation
 
-/// A kept-alive HTTP/1.1 connection to a backend, on one event loop.
+/// A kept-alive HTTP/1.1 connection to a backend, used on one event loop (`loop`).
 final class BackendConnection {
+    /// A TCP socket (or a socket an upstream dialled), or a mesh stream (`Upstream.openChannel`).
     let channel: any Channel
     let destination: Destination
+    /// The loop of the exchanges that use it and of its pool list: the channel's own, except for
+    /// a mesh stream of a connection on another loop (its events hop here, `BackendLoopHop`).
+    let loop: any EventLoop
     /// Reads the responses (`BackendResponseReader`) and hands them to `delegate`.
     let handler: BackendHandler
     /// Whether it came from the pool (it may have been closed by the backend meanwhile).
@@ -16,10 +20,11 @@ final class BackendConnection {
     /// The exchange (or mirror) using it; nil while pooled.
     var delegate: (any BackendDelegate)?
 
-    init(channel: any Channel, destination: Destination, handler: BackendHandler) {
+    init(channel: any Channel, destination: Destination, handler: BackendHandler, loop: (any EventLoop)? = nil) {
         self.channel = channel
         self.destination = destination
         self.handler = handler
+        self.loop = loop ?? channel.eventLoop
     }
 
     /// Prepares the reader for the response to a request with `method`; `decodeChunks`: a
@@ -38,7 +43,9 @@ final class BackendConnection {
 /// Reads a backend connection's bytes with a `BackendResponseReader` and delivers the
 /// response's head, body and end to the exchange using the connection. Bytes left over (a
 /// head or chunk line split between reads) wait for the next read. Bytes from a backend
-/// that nobody is waiting for, and malformed responses, close the connection.
+/// that nobody is waiting for, and malformed responses, close the connection. Its work runs on
+/// the connection's `loop`: called by the pipeline, or by `BackendLoopHop` from a mesh stream on
+/// another loop (`received`, `readComplete`, `closed`).
 final class BackendHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     weak var connection: BackendConnection?
@@ -46,14 +53,19 @@ final class BackendHandler: ChannelInboundHandler {
     private var leftover: ByteBuffer?
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var buffer = unwrapInboundIn(data)
+        received(unwrapInboundIn(data), channel: context.channel)
+    }
+
+    /// Bytes read from the backend `channel`.
+    func received(_ data: ByteBuffer, channel: any Channel) {
+        var buffer = data
         if var earlier = leftover {
             leftover = nil
             earlier.writeBuffer(&buffer)
             buffer = earlier
         }
         guard let connection, let delegate = connection.delegate else {
-            context.close(promise: nil)
+            channel.close(promise: nil)
             return
         }
         do {
@@ -62,7 +74,7 @@ final class BackendHandler: ChannelInboundHandler {
                 if case .end = event {
                     // The exchange ended: what follows belongs to no request.
                     if buffer.readableBytes > 0 {
-                        context.close(promise: nil)
+                        channel.close(promise: nil)
                         return
                     }
                 } else if connection.delegate !== delegate {
@@ -73,22 +85,42 @@ final class BackendHandler: ChannelInboundHandler {
             }
         } catch {
             delegate.backendFailed("backend sent an invalid response: \(error)")
-            context.close(promise: nil)
+            channel.close(promise: nil)
             return
         }
         if buffer.readableBytes > 0 { leftover = buffer }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        readComplete()
+    }
+
+    /// The end of a read burst.
+    func readComplete() {
         connection?.delegate?.backendReadComplete()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        closed()
+        context.fireChannelInactive()
+    }
+
+    /// The channel closed: a body delimited by the close ends, the exchange learns of it.
+    func closed() {
         if let connection, let delegate = connection.delegate {
             if let end = reader.closed() { delegate.backendRead(end) }
             connection.delegate?.backendClosed(connection)
         }
-        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // A mesh stream whose far end half-closed (the backend closed its connection behind the
+        // peer): the backend connection ends here, as a TCP socket's does on FIN.
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -101,8 +133,10 @@ final class BackendHandler: ChannelInboundHandler {
 ///
 /// New connections are dialled by `router` when there is one: a destination the node's route
 /// table sends to `direct` (or a `hosts` name) is connected by NIO on the loop; one it sends
-/// to another upstream (a mesh peer, `mesh:<name>`) is dialled through `Upstream.dial` and the
-/// returned socket adopted as the channel, so HTTP/1.1 then runs over the peer's stream.
+/// to another upstream (a mesh peer, `mesh:<name>`) is opened with `Upstream.openChannel` — the
+/// mesh's HTTP/2 stream is the backend channel, `BackendHandler` in its pipeline (see
+/// `openStream`) — or, for upstreams without channel streams, dialled through `Upstream.dial`
+/// and the returned socket adopted as the channel; HTTP/1.1 then runs over the peer's stream.
 final class BackendPool: Sendable {
     let maxIdle: Int
     let connectTimeout: Double
@@ -174,6 +208,7 @@ final class BackendPool: Sendable {
             target = decision.destination
             if !(decision.upstream is DirectUpstream) {
                 let upstream = decision.upstream
+                if openStream(upstream, target, for: info, on: loop, destination: destination, completion) { return }
                 let dialTarget = target
                 let dialled = Self.dial(upstream, dialTarget, for: info, on: loop, timeout: connectTimeout)
                 dialled.assumeIsolated().whenComplete { result in
@@ -219,14 +254,18 @@ final class BackendPool: Sendable {
                         let handler = try channel.pipeline.syncOperations.handler(type: BackendHandler.self)
                         let connection = BackendConnection(channel: channel, destination: destination, handler: handler)
                         handler.connection = connection
-                        // Once per connection: a pooled connection the backend closes leaves its list.
-                        let list = self.perLoop.box(for: channel.eventLoop).list(destination)
-                        channel.closeFuture.assumeIsolated().whenComplete { _ in
-                            list.connections.removeAll { $0 === connection }
-                        }
+                        self.track(connection)
                         return connection
                     }
                 })
+        }
+    }
+
+    /// Once per connection (on its `loop`): a pooled connection the backend closes leaves its list.
+    func track(_ connection: BackendConnection) {
+        let list = perLoop.box(for: connection.loop).list(connection.destination)
+        connection.channel.closeFuture.hop(to: connection.loop).assumeIsolated().whenComplete { _ in
+            list.connections.removeAll { $0 === connection }
         }
     }
 
@@ -234,7 +273,7 @@ final class BackendPool: Sendable {
     /// `idle`: the pool's box of the connection's loop, when the caller has it (`box(for:)`).
     func release(_ connection: BackendConnection, idle: Box? = nil) {
         guard connection.channel.isActive else { return }
-        let list = (idle ?? perLoop.box(for: connection.channel.eventLoop)).list(connection.destination)
+        let list = (idle ?? perLoop.box(for: connection.loop)).list(connection.destination)
         guard list.connections.count < maxIdle else {
             connection.channel.close(promise: nil)
             return
