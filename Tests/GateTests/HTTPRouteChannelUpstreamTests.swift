@@ -34,8 +34,8 @@ struct ChannelStreamUpstream: Upstream {
 /// Backends behind an upstream with channel streams, on both threading paths: the stream on the
 /// exchange's own loop (`BackendHandler` in its pipeline) and on another loop (`BackendLoopHop`).
 final class HTTPRouteChannelUpstreamTests: XCTestCase {
-    /// Eight kept-alive requests (bodies with Content-Length and chunked both ways) over one
-    /// stream; a backend that closes after every response (its FIN as `inputClosed`): each GET
+    /// `checkEchoRequests` over HTTP/1.1 (eight kept-alive requests, bodies with Content-Length
+    /// and chunked both ways, over one stream) and h2c; a backend that closes after every response (its FIN as `inputClosed`): each GET
     /// is still answered, on a new stream; a stream the backend closes while the request is on
     /// its way is the stale race (sent again, `retries=1`).
     func testStreamsOnTheSameAndAnotherLoop() throws {
@@ -51,7 +51,6 @@ final class HTTPRouteChannelUpstreamTests: XCTestCase {
         let closing = try ScriptedBackend { conn, _, _, _ in .respondThenClose(200, "conn\(conn)") }
         defer { closing.stop() }
         let payload = (0..<50_000).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 8) }
-        try Data(payload).write(to: URL(fileURLWithPath: "\(dir)/payload"))
         try writeManifest(
             """
             apiVersion: gateway.networking.k8s.io/v1
@@ -74,32 +73,13 @@ final class HTTPRouteChannelUpstreamTests: XCTestCase {
                 loops: loops, defaultTimeout: 20, accessLog: capture.logger("access"), log: capture.logger("gate"), router: router)
             defer { gateway.stop() }
             let base = "http://127.0.0.1:\(gateway.address.port)"
-            var args = ["-sS", "--max-time", "30"]
-            let requests: [(path: String, framing: String?)] = [
-                ("/cl/get", nil), ("/chunked/get", nil), ("/cl/post", "length"), ("/chunked/post", "length"),
-                ("/cl/post-chunked", "chunked"), ("/chunked/post-chunked", "chunked"), ("/cl/again", nil), ("/chunked/again", "length"),
-            ]
-            for (index, request) in requests.enumerated() {
-                if index > 0 { args.append("--next") }
-                args += ["-o", "\(dir)/body\(index)", "-D", "\(dir)/head\(index)"]
-                if let framing = request.framing {
-                    args += ["--data-binary", "@\(dir)/payload", "-H", "Expect:"] + (framing == "chunked" ? ["-H", "Transfer-Encoding: chunked"] : [])
-                }
-                args.append(base + request.path)
+            for h2 in [false, true] {
+                let peers = try checkEchoRequests(base, host: nil, h2: h2, dir: dir, payload: payload, label: label)
+                if !h2 { XCTAssertEqual(peers.count, 1, "\(label): one backend connection for the HTTP/1.1 run: \(peers)") }
             }
-            let run = try runProcess(try tool("curl"), args, timeout: 90)
-            XCTAssertEqual(run.status, 0, "\(label): \(run.err)")
-            var peers = Set<Substring>()
-            for (index, request) in requests.enumerated() {
-                let head = (try? String(contentsOfFile: "\(dir)/head\(index)", encoding: .utf8)) ?? ""
-                let body = (try? Data(contentsOf: URL(fileURLWithPath: "\(dir)/body\(index)"))) ?? Data()
-                XCTAssertTrue(head.hasPrefix("HTTP/1.1 200"), "\(label) \(request.path): \(head)")
-                XCTAssertTrue(request.framing == nil ? body == Data("hello \(request.path)".utf8) : body == Data(payload), "\(label) \(request.path)")
-                if let framing = request.framing { XCTAssertTrue(head.lowercased().contains("x-request-framing: \(framing)"), head) }
-                if let peer = head.split(separator: "\r\n").first(where: { $0.lowercased().hasPrefix("x-peer:") }) { peers.insert(peer) }
-            }
-            XCTAssertEqual(peers.count, 1, "\(label): one backend connection for the eight requests: \(peers)")
-            XCTAssertEqual(upstream.opened.value, 1, "\(label): one stream opened, then reused from the pool")
+            // The HTTP/1.1 run's eight requests on one stream; the h2c runs' connections may land
+            // on the other loop (its own pool) and nghttp's three concurrent streams need three.
+            XCTAssertTrue((1...5).contains(upstream.opened.value), "\(label): \(upstream.opened.value) streams")
             // The backend closes after each answer: every GET still gets its own answer.
             let closingRun = try runProcess(try tool("curl"), ["-sS", "--max-time", "30"] + (0..<5).map { "\(base)/closing/\($0)" })
             XCTAssertEqual(closingRun.status, 0, closingRun.err)

@@ -71,10 +71,8 @@ final class HTTPRouteMeshBackendTests: XCTestCase {
     }
 
     /// Two `ugate run` nodes on loopback: alice's HTTPRoute sends `shop.example` to an origin her
-    /// `routes` put behind `mesh:bob`. curl keeps one connection for eight requests over
-    /// HTTP/1.1 (and four over h2c): GETs and POSTs with Content-Length and chunked request
-    /// bodies (100,000 bytes), answered with Content-Length and chunked bodies; every body comes
-    /// back whole, the origin sees the framing the client chose and one TCP connection per curl
+    /// `routes` put behind `mesh:bob`. `checkEchoRequests` over HTTP/1.1 (one kept-alive curl
+    /// connection, eight requests) and h2c; the origin sees one TCP connection for the HTTP/1.1
     /// run (the pooled mesh stream was reused), and alice's process holds no more AF_UNIX
     /// sockets than before (a socketpair per backend connection would add two).
     func testHTTPRouteBackendRidesTheMeshStream() throws {
@@ -107,52 +105,72 @@ final class HTTPRouteMeshBackendTests: XCTestCase {
         XCTAssertFalse(web.isEmpty, alice.banner)
         let before = try Self.unixSockets(of: alice.process.processIdentifier)
         let payload = (0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ $0 >> 9) }
-        try Data(payload).write(to: URL(fileURLWithPath: "\(dir)/payload"))
 
         for h2 in [false, true] {
-            // path, request framing (nil: no body), what comes back
-            let requests: [(path: String, framing: String?)] =
-                h2
-                ? [("/cl/h2-get", nil), ("/chunked/h2-post", "length"), ("/cl/h2-post", "length"), ("/chunked/h2-get", nil)]
-                : [("/cl/get", nil), ("/chunked/get", nil), ("/cl/post-cl", "length"), ("/chunked/post-cl", "length"),
-                   ("/cl/post-chunked", "chunked"), ("/chunked/post-chunked", "chunked"), ("/cl/get-again", nil),
-                   ("/chunked/post-cl-again", "length")]
-            var args = ["-sS", "--max-time", "30"] + (h2 ? ["--http2-prior-knowledge"] : [])
-            for (index, request) in requests.enumerated() {
-                if index > 0 { args.append("--next") }
-                if h2 { args.append("--http2-prior-knowledge") }
-                args += ["-H", "Host: shop.example", "-o", "\(dir)/body\(index)", "-D", "\(dir)/head\(index)"]
-                if let framing = request.framing {
-                    args += ["--data-binary", "@\(dir)/payload", "-H", "Expect:"]
-                    if framing == "chunked" { args += ["-H", "Transfer-Encoding: chunked"] }
-                }
-                args.append("http://\(web)\(request.path)")
-            }
-            let run = try runProcess(try tool("curl"), args, timeout: 90)
-            XCTAssertEqual(run.status, 0, run.err)
-            var peers = Set<String>()
-            for (index, request) in requests.enumerated() {
-                let head = (try? String(contentsOfFile: "\(dir)/head\(index)", encoding: .utf8)) ?? ""
-                let body = (try? Data(contentsOf: URL(fileURLWithPath: "\(dir)/body\(index)"))) ?? Data()
-                XCTAssertTrue(head.hasPrefix(h2 ? "HTTP/2 200" : "HTTP/1.1 200"), "\(request.path): \(head)")
-                if request.framing == nil {
-                    XCTAssertEqual(String(decoding: body, as: UTF8.self), "hello \(request.path)", request.path)
-                } else {
-                    XCTAssertEqual(body.count, payload.count, request.path)
-                    XCTAssertTrue(body == Data(payload), "\(request.path): the body came back altered")
-                    XCTAssertTrue(head.lowercased().contains("x-request-framing: \(request.framing!)"), "\(request.path): \(head)")
-                }
-                if !h2 {
-                    let chunked = head.lowercased().contains("transfer-encoding: chunked")
-                    XCTAssertEqual(chunked, request.path.hasPrefix("/chunked"), "\(request.path): \(head)")
-                }
-                let peer = head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("x-peer:") }
-                peers.insert(peer.map { String($0.dropFirst(7)).trimmingCharacters(in: .whitespaces) } ?? "none")
-            }
-            XCTAssertEqual(peers.count, 1, "one backend connection (one mesh stream) per curl run: \(peers)")
+            let peers = try checkEchoRequests("http://\(web)", host: "shop.example", h2: h2, dir: dir, payload: payload, label: "mesh")
+            if !h2 { XCTAssertEqual(peers.count, 1, "one backend connection (one mesh stream) for the curl run: \(peers)") }
             XCTAssertEqual(try Self.unixSockets(of: alice.process.processIdentifier), before, "no socketpair in alice")
         }
         let log = (try? String(contentsOfFile: "\(dir)/alice.log", encoding: .utf8)) ?? ""
         XCTAssertTrue(log.contains("path=/chunked/post-chunked") && log.contains("status=200"), log)
     }
+}
+
+/// Requests to the echo origin (`HTTPRouteMeshBackendTests.echoScript`) through a gateway at
+/// `base`: GETs and POSTs of `payload` with Content-Length and chunked request bodies, answered
+/// with Content-Length (`/cl/…`) and chunked (`/chunked/…`) bodies; every body must come back
+/// whole and the origin must have seen the client's framing. HTTP/1.1: one curl run, one
+/// kept-alive connection (`--next`). h2c: one curl run per request (curl 7.88 cannot reuse a
+/// prior-knowledge connection: curl#10634, fixed in 8.0) plus three GETs as concurrent streams
+/// of one nghttp connection. Returns the origin-side ports (`X-Peer`) the HTTP/1.1 run saw.
+func checkEchoRequests(_ base: String, host: String?, h2: Bool, dir: String, payload: [UInt8], label: String) throws -> Set<String> {
+    let requests: [(path: String, framing: String?)] = [
+        ("/cl/get", nil), ("/chunked/get", nil), ("/cl/post", "length"), ("/chunked/post", "length"),
+        ("/cl/post-chunked", "chunked"), ("/chunked/post-chunked", "chunked"), ("/cl/again", nil), ("/chunked/again", "length"),
+    ].filter { !h2 || $0.framing != "chunked" }
+    try Data(payload).write(to: URL(fileURLWithPath: "\(dir)/payload"))
+    var runs: [[String]] = []
+    for (index, request) in requests.enumerated() {
+        var args = (host.map { ["-H", "Host: \($0)"] } ?? []) + ["-o", "\(dir)/body\(index)", "-D", "\(dir)/head\(index)"]
+        if let framing = request.framing {
+            args += ["--data-binary", "@\(dir)/payload", "-H", "Expect:"] + (framing == "chunked" ? ["-H", "Transfer-Encoding: chunked"] : [])
+        }
+        args.append(base + request.path)
+        if h2 {
+            runs.append(["--http2-prior-knowledge"] + args)
+        } else if runs.isEmpty {
+            runs.append(args)
+        } else {
+            runs[0] += ["--next"] + args
+        }
+    }
+    for args in runs {
+        let run = try runProcess(try tool("curl"), ["-sS", "--max-time", "30"] + args, timeout: 90)
+        XCTAssertEqual(run.status, 0, "\(label) h2 \(h2): \(run.err)")
+    }
+    var peers = Set<String>()
+    for (index, request) in requests.enumerated() {
+        let head = (try? String(contentsOfFile: "\(dir)/head\(index)", encoding: .utf8)) ?? ""
+        let body = (try? Data(contentsOf: URL(fileURLWithPath: "\(dir)/body\(index)"))) ?? Data()
+        XCTAssertTrue(head.hasPrefix(h2 ? "HTTP/2 200" : "HTTP/1.1 200"), "\(label) \(request.path): \(head)")
+        let expected = request.framing == nil ? Data("hello \(request.path)".utf8) : Data(payload)
+        XCTAssertTrue(body == expected, "\(label) h2 \(h2) \(request.path): \(body.count) bytes, not the expected \(expected.count)")
+        if let framing = request.framing {
+            XCTAssertTrue(head.lowercased().contains("x-request-framing: \(framing)"), "\(label) \(request.path): \(head)")
+        }
+        if !h2 {
+            let chunked = head.lowercased().contains("transfer-encoding: chunked")
+            XCTAssertEqual(chunked, request.path.hasPrefix("/chunked"), "\(label) \(request.path): \(head)")
+        }
+        let peer = head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("x-peer:") }
+        peers.insert(peer.map { String($0.dropFirst(7)).trimmingCharacters(in: .whitespaces) } ?? "none")
+    }
+    if h2 {
+        let paths = ["/cl/n1", "/chunked/n2", "/chunked/n3"]
+        let run = try runProcess(
+            try tool("nghttp"), (host.map { ["-H", ":authority: \($0)"] } ?? []) + paths.map { base + $0 }, timeout: 60)
+        XCTAssertEqual(run.status, 0, "\(label) nghttp: \(run.err)")
+        for path in paths { XCTAssertTrue(run.out.contains("hello \(path)"), "\(label) nghttp: \(run.out)") }
+    }
+    return peers
 }
