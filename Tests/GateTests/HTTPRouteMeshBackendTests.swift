@@ -8,7 +8,8 @@ import XCTest
 /// socketpair in the gateway's process, keep-alive through the stream, bodies both ways.
 final class HTTPRouteMeshBackendTests: XCTestCase {
     /// An origin next to bob that echoes the request body (Content-Length or chunked, the
-    /// framing it saw in `X-Request-Framing`) — as a chunked response under `/chunked`, with
+    /// framing it saw in `X-Request-Framing`, the trailer fields after a chunked body in
+    /// `X-Trailers`, `;`-separated) — as a chunked response under `/chunked`, with
     /// Content-Length elsewhere — and names the TCP port of the connection it came on (`X-Peer`).
     static let echoScript = """
         import http.server, sys
@@ -16,13 +17,17 @@ final class HTTPRouteMeshBackendTests: XCTestCase {
             protocol_version = "HTTP/1.1"
             wbufsize = 65536
             def answer(self):
+                trailers = []
                 if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
                     body, framing = b"", "chunked"
                     while True:
                         size = int(self.rfile.readline().split(b";")[0], 16)
                         if size == 0:
-                            while self.rfile.readline() not in (b"\\r\\n", b"\\n", b""):
-                                pass
+                            while True:
+                                line = self.rfile.readline()
+                                if line in (b"\\r\\n", b"\\n", b""):
+                                    break
+                                trailers.append(line.decode().strip())
                             break
                         body += self.rfile.read(size)
                         self.rfile.readline()
@@ -33,6 +38,7 @@ final class HTTPRouteMeshBackendTests: XCTestCase {
                 self.send_response(200)
                 self.send_header("X-Request-Framing", framing)
                 self.send_header("X-Peer", str(self.client_address[1]))
+                self.send_header("X-Trailers", ";".join(trailers))
                 if "/chunked" in self.path:
                     self.send_header("Transfer-Encoding", "chunked")
                     self.end_headers()

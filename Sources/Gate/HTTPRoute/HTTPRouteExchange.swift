@@ -389,11 +389,13 @@ final class Exchange: BackendDelegate {
     /// connection), arms the rule's deadline and prepares the mirrors' copy.
     private func start(_ head: some ExchangeHead) {
         let length = head.contentLength
-        chunkedUpstream = head.hasTransferEncoding || (length == nil && head.method.sendsBody)
+        // Announced trailers travel only after a chunked body (`RequestTrailers`).
+        let trailing = length != nil && RequestTrailers.announced(forward.headers)
+        chunkedUpstream = head.hasTransferEncoding || (length == nil && head.method.sendsBody) || trailing
         var bytes = client.connection.requestHeadBuffer(client.allocator)
         do {
             try BackendWire.requestHead(
-                method: method, target: forward.target, fields: forward.headers,
+                method: method, target: forward.target, fields: trailing ? RequestTrailers.withoutLength(forward.headers) : forward.headers,
                 extra: chunkedUpstream ? [HTTPField("transfer-encoding", "chunked")] : [], into: &bytes)
         } catch {
             keepAlive = false
