@@ -16,25 +16,7 @@ struct ConstantRandom: RandomNumberGenerator {
 /// Retries across the rule's backends: the pure `RetryRule` (which backend, how long), and real
 /// sockets where the first backend answers 503, resets or refuses the connection and the retried
 /// request lands on the second — over HTTP/1.1 and h2c with curl.
-final class HTTPRouteRetryBackendsTests: XCTestCase {
-    let capture = LogCapture()
-    let metrics = PrometheusMetrics()
-    var dir = ""
-    var loops: GateLoopGroup!
-    var gateway: HTTPGateway?
-
-    override func setUpWithError() throws {
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("httproute-retry-backends-\(getpid())-\(UUID())").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        loops = try GateLoopGroup(count: 1)
-    }
-
-    override func tearDown() {
-        gateway?.stop()
-        loops?.shutdown()
-        try? FileManager.default.removeItem(atPath: dir)
-    }
-
+extension HTTPRouteRetryTests {
     // MARK: - The pure decision
 
     /// Which candidate a retry goes to: untried ones first by weight, all of them once every one

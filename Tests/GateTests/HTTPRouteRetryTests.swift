@@ -143,6 +143,7 @@ struct KeptAliveClient {
 /// again, its body replayed; a POST is never replayed once its bytes were written.
 final class HTTPRouteRetryTests: XCTestCase {
     let capture = LogCapture()
+    let metrics = PrometheusMetrics()
     var dir = ""
     var loops: GateLoopGroup!
     var gateway: HTTPGateway?

@@ -46,7 +46,7 @@ final class BackendConnection {
 /// that nobody is waiting for, and malformed responses, close the connection. Its work runs on
 /// the connection's `loop`: called by the pipeline, or by `BackendLoopHop` from a mesh stream on
 /// another loop (`received`, `readComplete`, `closed`).
-final class BackendHandler: ChannelInboundHandler {
+final class BackendHandler: BackendChannelEnd {
     typealias InboundIn = ByteBuffer
     weak var connection: BackendConnection?
     var reader = BackendResponseReader()
@@ -111,20 +111,6 @@ final class BackendHandler: ChannelInboundHandler {
             if let end = reader.closed() { delegate.backendRead(end) }
             connection.delegate?.backendClosed(connection)
         }
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        // A mesh stream whose far end half-closed (the backend closed its connection behind the
-        // peer): the backend connection ends here, as a TCP socket's does on FIN.
-        if let event = event as? ChannelEvent, case .inputClosed = event {
-            context.close(promise: nil)
-            return
-        }
-        context.fireUserInboundEventTriggered(event)
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
     }
 }
 

@@ -43,7 +43,7 @@ extension BackendPool {
         let timer = loop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(max(timeout, 0.001) * 1000))) {
             guard !settled else { return }
             settled = true
-            completion(.failure(GateError(.timeout, "stream to \(target) through upstream \(upstream.name) not open after \(timeout) s")))
+            completion(.failure(GateError(.timeout, "connect to \(target) through upstream \(upstream.name) timed out after \(timeout) s (stream not open)")))
         }
         opened.hop(to: loop).assumeIsolated().whenComplete { result in
             guard !settled else {
@@ -76,7 +76,7 @@ extension BackendPool {
 /// using it: passes every read, read burst end and close to the connection's `BackendHandler`
 /// on that loop, in order (see `BackendPool.openStream`). Touches nothing of the handler on the
 /// stream's own loop.
-final class BackendLoopHop: ChannelInboundHandler {
+final class BackendLoopHop: BackendChannelEnd {
     typealias InboundIn = ByteBuffer
 
     private let handler: NIOLoopBound<BackendHandler>
@@ -100,9 +100,15 @@ final class BackendLoopHop: ChannelInboundHandler {
         handler.eventLoop.execute { handler.value.closed() }
         context.fireChannelInactive()
     }
+}
 
+/// The last handler of a backend channel (`BackendHandler`, `BackendLoopHop`): an error closes
+/// the channel, and so does the far end's half-close of a mesh stream (`inputClosed`: the backend
+/// closed its connection behind the peer), as a TCP socket's FIN does.
+protocol BackendChannelEnd: ChannelInboundHandler {}
+
+extension BackendChannelEnd {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        // The backend closed its connection behind the peer (END_STREAM): as `BackendHandler`.
         if let event = event as? ChannelEvent, case .inputClosed = event {
             context.close(promise: nil)
             return
