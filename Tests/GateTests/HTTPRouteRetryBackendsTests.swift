@@ -139,12 +139,7 @@ extension HTTPRouteRetryTests {
               - backendRefs: [{name: first, port: 80, weight: 1000000}, {name: second, port: 80, weight: 1}]
             \(retry.map { "    retry: \($0)" } ?? "")
             """.write(toFile: "\(dir)/routes.yaml", atomically: true, encoding: .utf8)
-        let loader = HTTPRouteLoader(services: ["first": first, "second": second])
-        let gateway = try HTTPGateway(
-            table: RouteTable(routes: try loader.load(directory: dir).routes), loops: loops, defaultTimeout: 20,
-            accessLog: capture.logger("access"), log: capture.logger("gate"), metrics: metrics)
-        self.gateway = gateway
-        return gateway.address.port
+        return try serve(services: ["first": first, "second": second])
     }
 
     /// curl with `args` (HTTP/1.1, or h2c with prior knowledge): status and body.

@@ -173,10 +173,14 @@ final class HTTPRouteRetryTests: XCTestCase {
                 backendRefs: [{name: backend, port: 80}]
               - backendRefs: [{name: backend, port: 80}]
             """.write(toFile: "\(dir)/routes.yaml", atomically: true, encoding: .utf8)
-        let loader = HTTPRouteLoader(services: ["backend": backend.address])
+        return try serve(services: ["backend": backend.address])
+    }
+
+    /// Starts a gateway for the manifest in `dir` with `services`; its port.
+    func serve(services: [String: String]) throws -> UInt16 {
         let gateway = try HTTPGateway(
-            table: RouteTable(routes: try loader.load(directory: dir).routes), loops: loops, defaultTimeout: 20,
-            accessLog: capture.logger("access"), log: capture.logger("gate"), metrics: PrometheusMetrics())
+            table: RouteTable(routes: try HTTPRouteLoader(services: services).load(directory: dir).routes), loops: loops, defaultTimeout: 20,
+            accessLog: capture.logger("access"), log: capture.logger("gate"), metrics: metrics)
         self.gateway = gateway
         return gateway.address.port
     }
