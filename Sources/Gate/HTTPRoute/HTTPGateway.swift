@@ -237,6 +237,7 @@ final class RouteCounters: Sendable {
     private let requests = Mutex<[RouteStatus: Counter]>([:])
     private let bytes = Mutex<[String: Counter]>([:])
     private let mirrorSkips = Mutex<[String: Counter]>([:])
+    private let retries = Mutex<[String: Counter]>([:])
 
     struct RouteStatus: Hashable {
         var route: String
@@ -283,6 +284,20 @@ final class RouteCounters: Sendable {
             if let counter = counters[route] { return counter }
             let counter = Counter(label: "ugate_httproute_mirror_skipped_total", dimensions: [("route", route)], factory: factory)
             counters[route] = counter
+            return counter
+        }.increment()
+    }
+
+    /// Counts a request sent again, or moved to another backend after a connect failure
+    /// (`ugate_httproute_retries_total{route,reason}`; reason `connect`, `stale`, `connection`
+    /// or `status`, see `RetryRule.Reason`).
+    func retried(route: String, reason: String) {
+        let factory = factory
+        retries.withLock { counters in
+            let key = route + "\u{0}" + reason
+            if let counter = counters[key] { return counter }
+            let counter = Counter(label: "ugate_httproute_retries_total", dimensions: [("route", route), ("reason", reason)], factory: factory)
+            counters[key] = counter
             return counter
         }.increment()
     }

@@ -46,17 +46,25 @@ class BackendConnection {
 final class NIOBackendConnection: BackendConnection {
     let channel: any Channel
 
-    init(channel: any Channel, destination: Destination) {
+    /// The loop of the exchanges that use it and of its pool list: the channel's own, except for
+    /// a mesh stream of a connection on another loop (its events hop here, `BackendLoopHop`).
+    let loop: any EventLoop
+
+    /// `channel`: a TCP socket (or a socket an upstream dialled), or a mesh stream
+    /// (`Upstream.openChannel`).
+    init(channel: any Channel, destination: Destination, loop: (any EventLoop)? = nil) {
         self.channel = channel
+        self.loop = loop ?? channel.eventLoop
         super.init(destination: destination)
     }
 
-    override var eventLoop: any EventLoop { channel.eventLoop }
+    override var eventLoop: any EventLoop { loop }
     override var isActive: Bool { channel.isActive }
 
     override func write(_ buffer: ByteBuffer, written: (() -> Void)? = nil) {
         guard let written else { return channel.write(buffer, promise: nil) }
-        let promise = channel.eventLoop.makePromise(of: Void.self)
+        // A promise of the exchange's loop: `written` runs there (a mesh stream may live on another).
+        let promise = loop.makePromise(of: Void.self)
         promise.futureResult.assumeIsolated().whenComplete { _ in written() }
         channel.write(buffer, promise: promise)
     }
@@ -68,21 +76,28 @@ final class NIOBackendConnection: BackendConnection {
 /// Reads a backend connection's bytes with a `BackendResponseReader` and delivers the
 /// response's head, body and end to the exchange using the connection. Bytes left over (a
 /// head or chunk line split between reads) wait for the next read. Bytes from a backend
-/// that nobody is waiting for, and malformed responses, close the connection.
-final class BackendHandler: ChannelInboundHandler {
+/// that nobody is waiting for, and malformed responses, close the connection. Its work runs on
+/// the connection's `loop`: called by the pipeline, or by `BackendLoopHop` from a mesh stream on
+/// another loop (`received`, `readComplete`, `closed`).
+final class BackendHandler: BackendChannelEnd {
     typealias InboundIn = ByteBuffer
     weak var connection: NIOBackendConnection?
     private var leftover: ByteBuffer?
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var buffer = unwrapInboundIn(data)
+        received(unwrapInboundIn(data), channel: context.channel)
+    }
+
+    /// Bytes read from the backend `channel`.
+    func received(_ data: ByteBuffer, channel: any Channel) {
+        var buffer = data
         if var earlier = leftover {
             leftover = nil
             earlier.writeBuffer(&buffer)
             buffer = earlier
         }
         guard let connection, let delegate = connection.delegate else {
-            context.close(promise: nil)
+            channel.close(promise: nil)
             return
         }
         do {
@@ -91,7 +106,7 @@ final class BackendHandler: ChannelInboundHandler {
                 if case .end = event {
                     // The exchange ended: what follows belongs to no request.
                     if buffer.readableBytes > 0 {
-                        context.close(promise: nil)
+                        channel.close(promise: nil)
                         return
                     }
                 } else if connection.delegate !== delegate {
@@ -102,26 +117,32 @@ final class BackendHandler: ChannelInboundHandler {
             }
         } catch {
             delegate.backendFailed("backend sent an invalid response: \(error)")
-            context.close(promise: nil)
+            channel.close(promise: nil)
             return
         }
         if buffer.readableBytes > 0 { leftover = buffer }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        readComplete()
+    }
+
+    /// The end of a read burst.
+    func readComplete() {
         connection?.delegate?.backendReadComplete()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        closed()
+        context.fireChannelInactive()
+    }
+
+    /// The channel closed: a body delimited by the close ends, the exchange learns of it.
+    func closed() {
         if let connection, let delegate = connection.delegate {
             if let end = connection.reader.closed() { delegate.backendRead(end) }
             connection.delegate?.backendClosed(connection)
         }
-        context.fireChannelInactive()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
     }
 }
 
@@ -130,8 +151,10 @@ final class BackendHandler: ChannelInboundHandler {
 ///
 /// New connections are dialled by `router` when there is one: a destination the node's route
 /// table sends to `direct` (or a `hosts` name) is connected by NIO on the loop; one it sends
-/// to another upstream (a mesh peer, `mesh:<name>`) is dialled through `Upstream.dial` and the
-/// returned socket adopted as the channel, so HTTP/1.1 then runs over the peer's stream.
+/// to another upstream (a mesh peer, `mesh:<name>`) is opened with `Upstream.openChannel` — the
+/// mesh's HTTP/2 stream is the backend channel, `BackendHandler` in its pipeline (see
+/// `openStream`) — or, for upstreams without channel streams, dialled through `Upstream.dial`
+/// and the returned socket adopted as the channel; HTTP/1.1 then runs over the peer's stream.
 final class BackendPool: Sendable {
     let maxIdle: Int
     let connectTimeout: Double
@@ -203,6 +226,7 @@ final class BackendPool: Sendable {
             target = decision.destination
             if !(decision.upstream is DirectUpstream) {
                 let upstream = decision.upstream
+                if openStream(upstream, target, for: info, on: loop, destination: destination, completion) { return }
                 let dialTarget = target
                 let dialled = Self.dial(upstream, dialTarget, for: info, on: loop, timeout: connectTimeout)
                 dialled.assumeIsolated().whenComplete { result in
@@ -256,14 +280,18 @@ final class BackendPool: Sendable {
                         let handler = try channel.pipeline.syncOperations.handler(type: BackendHandler.self)
                         let connection = NIOBackendConnection(channel: channel, destination: destination)
                         handler.connection = connection
-                        // Once per connection: a pooled connection the backend closes leaves its list.
-                        let list = self.perLoop.box(for: channel.eventLoop).list(destination)
-                        channel.closeFuture.assumeIsolated().whenComplete { _ in
-                            list.connections.removeAll { $0 === connection }
-                        }
+                        self.track(connection)
                         return connection as BackendConnection
                     }
                 })
+        }
+    }
+
+    /// Once per connection (on its `loop`): a pooled connection the backend closes leaves its list.
+    func track(_ connection: NIOBackendConnection) {
+        let list = perLoop.box(for: connection.loop).list(connection.destination)
+        connection.channel.closeFuture.hop(to: connection.loop).assumeIsolated().whenComplete { _ in
+            list.connections.removeAll { $0 === connection }
         }
     }
 
