@@ -1,3 +1,4 @@
+import NIOCore
 import Synchronization
 
 /// Where a captured stream goes. The capture front asks the route table for an `Upstream`
@@ -16,7 +17,8 @@ import Synchronization
 ///
 /// Capture fronts call `open` for every stream (SOCKS5 CONNECT, HTTP CONNECT, absolute-URI HTTP
 /// proxying — whose request head goes into a carried stream first —, port forwards, REDIRECT,
-/// TPROXY); HTTPRoute backends call `dial`, since the gateway speaks HTTP/1.1 to the socket.
+/// TPROXY); HTTPRoute backends call `openChannel` (the gateway speaks HTTP/1.1 on the
+/// channel), falling back to `dial`.
 public protocol Upstream: Sendable {
     /// A short name for logs and metrics ("direct", "h2:alice", …).
     var name: String { get }
@@ -29,10 +31,29 @@ public protocol Upstream: Sendable {
     /// nil when the upstream carries streams as sockets (then the caller uses `dial`). Throws
     /// like `dial` when the stream cannot be opened. The default returns nil.
     func open(_ destination: Destination, for info: StreamInfo) async throws -> (any UpstreamStream)?
+
+    /// Opens a stream this upstream carries itself as a SwiftNIO channel of its own (an HTTP/2
+    /// stream of the mesh connection, on that connection's event loop), for a caller that speaks
+    /// a protocol on it (HTTPRoute backends: HTTP/1.1). nil when the upstream carries streams as
+    /// sockets (then the caller uses `dial`).
+    ///
+    /// The channel reads and writes `ByteBuffer`s; the far end's half-close arrives as
+    /// `ChannelEvent.inputClosed`; `close(mode: .output)` half-closes, a full `close` aborts
+    /// the stream. Once the far end accepted the stream, `join` runs on the channel's event loop
+    /// before any byte of the far end is read (it adds the caller's handlers), then the future
+    /// succeeds with the channel; it fails like `dial` when the stream cannot be opened (also
+    /// when `join` throws: the stream is closed).
+    func openChannel(
+        _ destination: Destination, for info: StreamInfo, join: @escaping @Sendable (any Channel) throws -> Void
+    ) -> EventLoopFuture<any Channel>?
 }
 
 extension Upstream {
     public func open(_ destination: Destination, for info: StreamInfo) async throws -> (any UpstreamStream)? { nil }
+
+    public func openChannel(
+        _ destination: Destination, for info: StreamInfo, join: @escaping @Sendable (any Channel) throws -> Void
+    ) -> EventLoopFuture<any Channel>? { nil }
 }
 
 /// A stream an upstream opened and carries itself (`Upstream.open`), waiting for the captured

@@ -127,11 +127,6 @@ final class ForwarderTests: XCTestCase {
             XCTAssertEqual(try TestSocket.readToEOF(fd), Array("BYE".utf8))
             close(fd)
         }
-        var after = Sys.openFDCount()
-        for _ in 0..<100 where after != before {
-            usleep(50_000)
-            after = Sys.openFDCount()
-        }
-        XCTAssertEqual(after, before, "open descriptors before and after 1000 streams")
+        XCTAssertEqual(TestSocket.openFDCount(settlingAt: before), before, "open descriptors before and after 1000 streams")
     }
 }

@@ -143,6 +143,7 @@ struct KeptAliveClient {
 /// again, its body replayed; a POST is never replayed once its bytes were written.
 final class HTTPRouteRetryTests: XCTestCase {
     let capture = LogCapture()
+    let metrics = PrometheusMetrics()
     var dir = ""
     var loops: GateLoopGroup!
     var gateway: HTTPGateway?
@@ -172,10 +173,14 @@ final class HTTPRouteRetryTests: XCTestCase {
                 backendRefs: [{name: backend, port: 80}]
               - backendRefs: [{name: backend, port: 80}]
             """.write(toFile: "\(dir)/routes.yaml", atomically: true, encoding: .utf8)
-        let loader = HTTPRouteLoader(services: ["backend": backend.address])
+        return try serve(services: ["backend": backend.address])
+    }
+
+    /// Starts a gateway for the manifest in `dir` with `services`; its port.
+    func serve(services: [String: String]) throws -> UInt16 {
         let gateway = try HTTPGateway(
-            table: RouteTable(routes: try loader.load(directory: dir).routes), loops: loops, defaultTimeout: 20,
-            accessLog: capture.logger("access"), log: capture.logger("gate"), metrics: PrometheusMetrics())
+            table: RouteTable(routes: try HTTPRouteLoader(services: services).load(directory: dir).routes), loops: loops, defaultTimeout: 20,
+            accessLog: capture.logger("access"), log: capture.logger("gate"), metrics: metrics)
         self.gateway = gateway
         return gateway.address.port
     }
@@ -349,29 +354,5 @@ final class HTTPRouteRetryTests: XCTestCase {
                 XCTAssertTrue("\(error)".contains("r.yaml: HTTPRoute shop/r: \(message)"), "\(error)")
             }
         }
-    }
-
-    /// The decision itself: idempotent methods, one stale retry, the policy's attempts.
-    func testRetryRuleDecisions() {
-        var get = RetryRule(policy: nil, method: "GET", headers: [])
-        XCTAssertEqual(get.connectionLost(reused: true, replayable: true), .retry(delay: 0, fresh: true))
-        XCTAssertEqual(get.connectionLost(reused: true, replayable: true), .giveUp, "only one stale retry")
-        var big = RetryRule(policy: nil, method: "PUT", headers: [])
-        XCTAssertEqual(big.connectionLost(reused: true, replayable: false), .giveUp)
-        for method in ["POST", "PATCH", "CONNECT"] {
-            var rule = RetryRule(policy: RetryPolicy(attempts: 5, codes: [503]), method: method, headers: [])
-            XCTAssertEqual(rule.connectionLost(reused: true, replayable: true), .giveUp, method)
-            XCTAssertEqual(rule.responded(status: 503, replayable: true), .giveUp, method)
-        }
-        for method in ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"] { XCTAssertTrue(RetryRule.idempotent(method), method) }
-        var keyed = RetryRule(policy: nil, method: "POST", headers: [HTTPField("Idempotency-Key", "\"1\"")])
-        XCTAssertEqual(keyed.connectionLost(reused: true, replayable: true), .retry(delay: 0, fresh: true))
-        var policy = RetryRule(policy: RetryPolicy(attempts: 2, codes: [502, 503], backoff: 0.1), method: "GET", headers: [])
-        XCTAssertEqual(policy.responded(status: 500, replayable: true), .giveUp)
-        XCTAssertEqual(policy.responded(status: 503, replayable: true), .retry(delay: 0.1, fresh: false))
-        XCTAssertEqual(policy.connectionLost(reused: true, replayable: true), .retry(delay: 0, fresh: true))
-        XCTAssertEqual(policy.connectionLost(reused: false, replayable: true), .retry(delay: 0.1, fresh: true))
-        XCTAssertEqual(policy.responded(status: 502, replayable: true), .giveUp)
-        XCTAssertEqual(policy.total, 3)
     }
 }

@@ -174,6 +174,36 @@ final class EchoServer: @unchecked Sendable {  // fd is immutable; the accept th
 }
 
 /// Builds a node with only the given listeners (ephemeral ports) and a captured access log.
+extension TestSocket {
+    /// A blocking listener on `host` (ephemeral port) whose accepted connections are each
+    /// served by `serve` on a thread of their own, until the listener is closed.
+    static func serveEachConnection(host: String = "127.0.0.1", _ serve: @escaping @Sendable (Int32) -> Void) throws -> (fd: Int32, port: UInt16) {
+        let fd = try Sys.listen(try SocketAddress(host: host, port: 0))
+        _ = fcntl(fd, F_SETFL, 0)
+        Thread.detachNewThread {
+            while true {
+                let c = accept(fd, nil, nil)
+                if c < 0 {
+                    if errno == EINTR { continue }
+                    return
+                }
+                Thread.detachNewThread { serve(c) }
+            }
+        }
+        return (fd, SocketAddress.local(of: fd)!.port)
+    }
+
+    /// The process's open descriptors once they are back to `expected` (waits up to 5 s).
+    static func openFDCount(settlingAt expected: Int) -> Int {
+        var now = Sys.openFDCount()
+        for _ in 0..<100 where now != expected {
+            usleep(50_000)
+            now = Sys.openFDCount()
+        }
+        return now
+    }
+}
+
 func makeNode(
     _ listeners: [String: ListenerConfig], defaults: Bool = false, configure: (inout GateConfig) -> Void = { _ in }
 ) throws -> (GateNode, LogCapture) {
@@ -263,20 +293,7 @@ final class TinyHTTPServer: @unchecked Sendable {  // fd and port are immutable;
     /// - Parameter closeAfterResponse: close every connection after one response without
     ///   saying so (`Connection: close`), like an origin whose keep-alive timer fired.
     init(host: String = "127.0.0.1", closeAfterResponse: Bool = false) throws {
-        fd = try Sys.listen(try SocketAddress(host: host, port: 0))
-        _ = fcntl(fd, F_SETFL, 0)
-        port = SocketAddress.local(of: fd)!.port
-        let listenFd = fd
-        Thread.detachNewThread {
-            while true {
-                let c = accept(listenFd, nil, nil)
-                if c < 0 {
-                    if errno == EINTR { continue }
-                    return
-                }
-                Thread.detachNewThread { TinyHTTPServer.serve(c, closeAfterResponse: closeAfterResponse) }
-            }
-        }
+        (fd, port) = try TestSocket.serveEachConnection(host: host) { TinyHTTPServer.serve($0, closeAfterResponse: closeAfterResponse) }
     }
 
     static func serve(_ c: Int32, closeAfterResponse: Bool) {

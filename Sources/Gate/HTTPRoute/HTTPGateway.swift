@@ -155,6 +155,17 @@ struct HTTPRouteFront: CaptureFront {
     let passthrough: PassthroughRelays
     static let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8)
 
+    /// Plain listeners: the connection is served on the accepting gate loop without a NIO
+    /// channel (`HTTP1LoopConnection`, which hands h2c to NIO itself), unless
+    /// `UGATE_HTTP1_NIO=1` asks for the NIO pipeline (for A/B comparisons).
+    func serveOnLoop(_ conn: ClientConn) -> Bool {
+        guard tls == nil, !Self.http1OnNIO else { return false }
+        HTTP1LoopConnection.start(fd: conn.handOff(), loop: conn.loop, nio: nio, peer: conn.peer)
+        return true
+    }
+
+    static let http1OnNIO = getenv("UGATE_HTTP1_NIO").map { String(cString: $0) == "1" } ?? false
+
     func serve(_ conn: ClientConn) async {
         defer { conn.close() }
         if let tls {
@@ -226,6 +237,7 @@ final class RouteCounters: Sendable {
     private let requests = Mutex<[RouteStatus: Counter]>([:])
     private let bytes = Mutex<[String: Counter]>([:])
     private let mirrorSkips = Mutex<[String: Counter]>([:])
+    private let retries = Mutex<[String: Counter]>([:])
 
     struct RouteStatus: Hashable {
         var route: String
@@ -272,6 +284,20 @@ final class RouteCounters: Sendable {
             if let counter = counters[route] { return counter }
             let counter = Counter(label: "ugate_httproute_mirror_skipped_total", dimensions: [("route", route)], factory: factory)
             counters[route] = counter
+            return counter
+        }.increment()
+    }
+
+    /// Counts a request sent again, or moved to another backend after a connect failure
+    /// (`ugate_httproute_retries_total{route,reason}`; reason `connect`, `stale`, `connection`
+    /// or `status`, see `RetryRule.Reason`).
+    func retried(route: String, reason: String) {
+        let factory = factory
+        retries.withLock { counters in
+            let key = route + "\u{0}" + reason
+            if let counter = counters[key] { return counter }
+            let counter = Counter(label: "ugate_httproute_retries_total", dimensions: [("route", route), ("reason", reason)], factory: factory)
+            counters[key] = counter
             return counter
         }.increment()
     }

@@ -4,65 +4,123 @@ import NIOHTTP1
 import NIOPosix
 import Foundation
 
-/// A kept-alive HTTP/1.1 connection to a backend, on one event loop.
-final class BackendConnection {
-    let channel: any Channel
+/// A kept-alive HTTP/1.1 connection to a backend, on one event loop: a NIO channel
+/// (`NIOBackendConnection`, for clients served by NIO) or a raw socket on a gate loop
+/// (`LoopBackendConnection`, for the HTTP/1.1 clients served there). `Exchange` and the pool
+/// see only this class.
+class BackendConnection {
     let destination: Destination
-    /// Reads the responses (`BackendResponseReader`) and hands them to `delegate`.
-    let handler: BackendHandler
+    /// Reads the responses and hands them to `delegate`.
+    var reader = BackendResponseReader()
     /// Whether it came from the pool (it may have been closed by the backend meanwhile).
     var reused = false
     var reusable = true
     /// The exchange (or mirror) using it; nil while pooled.
     var delegate: (any BackendDelegate)?
 
-    init(channel: any Channel, destination: Destination, handler: BackendHandler) {
-        self.channel = channel
+    init(destination: Destination) {
         self.destination = destination
-        self.handler = handler
     }
 
     /// Prepares the reader for the response to a request with `method`; `decodeChunks`: a
     /// chunked body is delivered as its data (HTTP/2 clients) rather than as received.
     func expectResponse(method: String, decodeChunks: Bool) {
-        handler.reader.requestMethod = method
-        handler.reader.decodeChunks = decodeChunks
+        reader.requestMethod = method
+        reader.decodeChunks = decodeChunks
     }
 
-    /// Writes request bytes (flushed by the caller); `promise` completes once they are in the socket.
-    func write(_ buffer: ByteBuffer, promise: EventLoopPromise<Void>? = nil) {
+    /// The loop the connection lives on.
+    var eventLoop: any EventLoop { preconditionFailure("BackendConnection is abstract") }
+    /// Open (not closed by either side).
+    var isActive: Bool { preconditionFailure("BackendConnection is abstract") }
+
+    /// Writes request bytes (flushed by `flush`); `written` is called once they are in the
+    /// socket (or the connection failed).
+    func write(_ buffer: ByteBuffer, written: (() -> Void)? = nil) { preconditionFailure("BackendConnection is abstract") }
+    func flush() { preconditionFailure("BackendConnection is abstract") }
+    /// Closes the connection; a delegate still set hears `backendClosed`.
+    func close() { preconditionFailure("BackendConnection is abstract") }
+    /// The client cannot take more of the response now: stop reading it (until `resumeReading`).
+    func pauseReading() { preconditionFailure("BackendConnection is abstract") }
+    func resumeReading() { preconditionFailure("BackendConnection is abstract") }
+}
+
+/// A backend connection that is a NIO channel (`BackendHandler` reads it).
+final class NIOBackendConnection: BackendConnection {
+    let channel: any Channel
+
+    /// The loop of the exchanges that use it and of its pool list: the channel's own, except for
+    /// a mesh stream of a connection on another loop (its events hop here, `BackendLoopHop`).
+    let loop: any EventLoop
+
+    /// `channel`: a TCP socket (or a socket an upstream dialled), or a mesh stream
+    /// (`Upstream.openChannel`).
+    init(channel: any Channel, destination: Destination, loop: (any EventLoop)? = nil) {
+        self.channel = channel
+        self.loop = loop ?? channel.eventLoop
+        super.init(destination: destination)
+    }
+
+    override var eventLoop: any EventLoop { loop }
+    override var isActive: Bool { channel.isActive }
+
+    override func write(_ buffer: ByteBuffer, written: (() -> Void)? = nil) {
+        guard let written else { return channel.write(buffer, promise: nil) }
+        // A promise of the exchange's loop: `written` runs there (a mesh stream may live on another).
+        let promise = loop.makePromise(of: Void.self)
+        promise.futureResult.assumeIsolated().whenComplete { _ in written() }
         channel.write(buffer, promise: promise)
+    }
+
+    override func flush() { channel.flush() }
+    override func close() { channel.close(promise: nil) }
+    override func pauseReading() { setAutoRead(false) }
+    override func resumeReading() { setAutoRead(true) }
+
+    /// `autoRead` on the channel's own loop (a mesh stream may live on another one than `loop`).
+    private func setAutoRead(_ on: Bool) {
+        if channel.eventLoop.inEventLoop, let options = channel.syncOptions {
+            try? options.setOption(.autoRead, value: on)
+        } else {
+            channel.setOption(.autoRead, value: on).whenFailure { _ in }
+        }
     }
 }
 
 /// Reads a backend connection's bytes with a `BackendResponseReader` and delivers the
 /// response's head, body and end to the exchange using the connection. Bytes left over (a
 /// head or chunk line split between reads) wait for the next read. Bytes from a backend
-/// that nobody is waiting for, and malformed responses, close the connection.
-final class BackendHandler: ChannelInboundHandler {
+/// that nobody is waiting for, and malformed responses, close the connection. Its work runs on
+/// the connection's `loop`: called by the pipeline, or by `BackendLoopHop` from a mesh stream on
+/// another loop (`received`, `readComplete`, `closed`).
+final class BackendHandler: BackendChannelEnd {
     typealias InboundIn = ByteBuffer
-    weak var connection: BackendConnection?
-    var reader = BackendResponseReader()
+    weak var connection: NIOBackendConnection?
     private var leftover: ByteBuffer?
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var buffer = unwrapInboundIn(data)
+        received(unwrapInboundIn(data), channel: context.channel)
+    }
+
+    /// Bytes read from the backend `channel`.
+    func received(_ data: ByteBuffer, channel: any Channel) {
+        var buffer = data
         if var earlier = leftover {
             leftover = nil
             earlier.writeBuffer(&buffer)
             buffer = earlier
         }
         guard let connection, let delegate = connection.delegate else {
-            context.close(promise: nil)
+            channel.close(promise: nil)
             return
         }
         do {
-            while let event = try reader.next(&buffer) {
+            while let event = try connection.reader.next(&buffer) {
                 delegate.backendRead(event)
                 if case .end = event {
                     // The exchange ended: what follows belongs to no request.
                     if buffer.readableBytes > 0 {
-                        context.close(promise: nil)
+                        channel.close(promise: nil)
                         return
                     }
                 } else if connection.delegate !== delegate {
@@ -73,26 +131,32 @@ final class BackendHandler: ChannelInboundHandler {
             }
         } catch {
             delegate.backendFailed("backend sent an invalid response: \(error)")
-            context.close(promise: nil)
+            channel.close(promise: nil)
             return
         }
         if buffer.readableBytes > 0 { leftover = buffer }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        readComplete()
+    }
+
+    /// The end of a read burst.
+    func readComplete() {
         connection?.delegate?.backendReadComplete()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if let connection, let delegate = connection.delegate {
-            if let end = reader.closed() { delegate.backendRead(end) }
-            connection.delegate?.backendClosed(connection)
-        }
+        closed()
         context.fireChannelInactive()
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
+    /// The channel closed: a body delimited by the close ends, the exchange learns of it.
+    func closed() {
+        if let connection, let delegate = connection.delegate {
+            if let end = connection.reader.closed() { delegate.backendRead(end) }
+            connection.delegate?.backendClosed(connection)
+        }
     }
 }
 
@@ -101,8 +165,10 @@ final class BackendHandler: ChannelInboundHandler {
 ///
 /// New connections are dialled by `router` when there is one: a destination the node's route
 /// table sends to `direct` (or a `hosts` name) is connected by NIO on the loop; one it sends
-/// to another upstream (a mesh peer, `mesh:<name>`) is dialled through `Upstream.dial` and the
-/// returned socket adopted as the channel, so HTTP/1.1 then runs over the peer's stream.
+/// to another upstream (a mesh peer, `mesh:<name>`) is opened with `Upstream.openChannel` — the
+/// mesh's HTTP/2 stream is the backend channel, `BackendHandler` in its pipeline (see
+/// `openStream`) — or, for upstreams without channel streams, dialled through `Upstream.dial`
+/// and the returned socket adopted as the channel; HTTP/1.1 then runs over the peer's stream.
 final class BackendPool: Sendable {
     let maxIdle: Int
     let connectTimeout: Double
@@ -143,7 +209,7 @@ final class BackendPool: Sendable {
     func takeIdle(_ destination: Destination, idle box: Box) -> BackendConnection? {
         guard let list = box.idle[destination] else { return nil }
         while let connection = list.connections.popLast() {
-            if connection.channel.isActive {
+            if connection.isActive {
                 connection.reused = true
                 return connection
             }
@@ -174,6 +240,7 @@ final class BackendPool: Sendable {
             target = decision.destination
             if !(decision.upstream is DirectUpstream) {
                 let upstream = decision.upstream
+                if openStream(upstream, target, for: info, on: loop, destination: destination, completion) { return }
                 let dialTarget = target
                 let dialled = Self.dial(upstream, dialTarget, for: info, on: loop, timeout: connectTimeout)
                 dialled.assumeIsolated().whenComplete { result in
@@ -181,11 +248,19 @@ final class BackendPool: Sendable {
                     case .failure(let error):
                         completion(.failure(error))
                     case .success(let fd):
-                        self.connected(self.bootstrap(loop, tcp: false).withConnectedSocket(fd), destination, completion)
+                        if let gate = loop as? GateEventLoop {
+                            completion(Result { try self.adopted(fd, destination, on: gate) })
+                        } else {
+                            self.connected(self.bootstrap(loop, tcp: false).withConnectedSocket(fd), destination, completion)
+                        }
                     }
                 }
                 return
             }
+        }
+        if let gate = loop as? GateEventLoop {
+            connectOnGateLoop(target, destination, on: gate, completion)
+            return
         }
         connected(
             bootstrap(loop, tcp: true).connectTimeout(.milliseconds(Int64(connectTimeout * 1000))).connect(host: target.host, port: Int(target.port)),
@@ -217,26 +292,30 @@ final class BackendPool: Sendable {
                 result.flatMap { channel in
                     Result {
                         let handler = try channel.pipeline.syncOperations.handler(type: BackendHandler.self)
-                        let connection = BackendConnection(channel: channel, destination: destination, handler: handler)
+                        let connection = NIOBackendConnection(channel: channel, destination: destination)
                         handler.connection = connection
-                        // Once per connection: a pooled connection the backend closes leaves its list.
-                        let list = self.perLoop.box(for: channel.eventLoop).list(destination)
-                        channel.closeFuture.assumeIsolated().whenComplete { _ in
-                            list.connections.removeAll { $0 === connection }
-                        }
-                        return connection
+                        self.track(connection)
+                        return connection as BackendConnection
                     }
                 })
+        }
+    }
+
+    /// Once per connection (on its `loop`): a pooled connection the backend closes leaves its list.
+    func track(_ connection: NIOBackendConnection) {
+        let list = perLoop.box(for: connection.loop).list(connection.destination)
+        connection.channel.closeFuture.hop(to: connection.loop).assumeIsolated().whenComplete { _ in
+            list.connections.removeAll { $0 === connection }
         }
     }
 
     /// Returns a connection whose exchange completed cleanly.
     /// `idle`: the pool's box of the connection's loop, when the caller has it (`box(for:)`).
     func release(_ connection: BackendConnection, idle: Box? = nil) {
-        guard connection.channel.isActive else { return }
-        let list = (idle ?? perLoop.box(for: connection.channel.eventLoop)).list(connection.destination)
+        guard connection.isActive else { return }
+        let list = (idle ?? perLoop.box(for: connection.eventLoop)).list(connection.destination)
         guard list.connections.count < maxIdle else {
-            connection.channel.close(promise: nil)
+            connection.close()
             return
         }
         list.connections.append(connection)
@@ -257,9 +336,8 @@ final class BackendPool: Sendable {
                 connection.expectResponse(method: method, decodeChunks: false)
                 connection.write(head)
                 for part in body { connection.write(part) }
-                connection.channel.flush()
-                let channel = connection.channel
-                loop.scheduleTask(in: .seconds(30)) { channel.close(promise: nil) }
+                connection.flush()
+                loop.assumeIsolated().scheduleTask(in: .seconds(30)) { connection.close() }
             }
         }
     }
@@ -271,7 +349,7 @@ final class MirrorSink: BackendDelegate {
     init(_ connection: BackendConnection) { self.connection = connection }
 
     func backendRead(_ event: BackendResponseReader.Event) {
-        if case .end = event { connection.channel.close(promise: nil) }
+        if case .end = event { connection.close() }
     }
 
     func backendReadComplete() {}

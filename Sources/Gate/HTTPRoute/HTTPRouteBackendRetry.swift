@@ -1,8 +1,12 @@
-/// When a forwarded request is sent to its backend again: a pure decision (no sockets, no
-/// clock), taken by `Exchange` when a backend connection ends before any response byte or a
-/// response head arrives.
+/// When and where a forwarded request is sent again: a pure decision (no sockets, no clock;
+/// the random source is passed in), taken by `Exchange` when a backend connection cannot be
+/// made, when it ends before any response byte, and when a response head arrives.
 ///
-/// A request is sent again only when that is safe:
+/// The rule's backends are *candidates* by index: 0 is the one the weighted choice picked
+/// (`RouteAction.Forward.backend`), then `Forward.fallbacks` (the rule's other permitted
+/// backends with weight > 0). Every try marks its candidate as tried.
+///
+/// A request whose bytes reached a backend is sent again only when that is safe:
 /// * its method is idempotent (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE) or it
 ///   carries an `Idempotency-Key` field (draft-ietf-httpapi-idempotency-key-header) — a POST
 ///   whose bytes reached a backend is never replayed, it gets its 502;
@@ -10,16 +14,30 @@
 ///   `replayLimit` bytes; beyond that nothing is retried).
 ///
 /// Then:
+/// * a **connect failure** (nothing was written, so any method) → at once to an untried
+///   candidate; once every candidate failed, with the rule's `retry` one of its `attempts`;
+///   without `retry`, 503;
 /// * a **kept-alive connection** taken from the pool that closes or resets before any response
-///   byte (the backend closed it while the request was on its way, RFC 9112 §9.3.1) → once,
-///   at once, on a new connection — whether or not the rule has a `retry`;
+///   byte (the backend closed it while the request was on its way, RFC 9112 §9.3.1) → once, at
+///   once, on a new connection — whether or not the rule has a `retry`;
 /// * with the rule's `retry` (`RetryPolicy`): a connection that fails before the response
 ///   (`HTTPRouteRetryConnectionError`) or a response status in `codes`
-///   (`HTTPRouteRetryCodes`) → up to `attempts` more tries, each after `backoff`. A retried
-///   response is discarded (its connection closed); the last try's response is relayed.
+///   (`HTTPRouteRetryCodes`) → up to `attempts` more tries, each after a backoff (`delay`). A
+///   retried response is discarded (its connection closed); the last try's response is relayed.
+///
+/// **Where** (`pick`): a weighted choice among the candidates not tried yet, the way Envoy's
+/// `previous_hosts` retry predicate skips hosts already attempted; when every candidate was
+/// tried (a rule with one backend: always), a weighted choice among all of them.
+///
+/// **When** (`backoff`): GEP-1731's `backoff` is the *minimum* wait; the n-th policy retry waits
+/// a uniformly random time in [backoff, min(2ⁿ, `backoffCap`) × backoff] — exponential growth
+/// with full jitter above the minimum, capped at 10 × backoff (Envoy's default `max_interval`),
+/// so retries of many clients do not arrive in lockstep and never before the minimum.
 struct RetryRule {
     /// Request body bytes an exchange keeps for a replay.
     static let replayLimit = 65536
+    /// The longest backoff, as a multiple of the rule's `backoff`.
+    static let backoffCap = 10.0
 
     var policy: RetryPolicy?
     /// The method is idempotent or the request has an `Idempotency-Key`.
@@ -28,11 +46,20 @@ struct RetryRule {
     private(set) var retries = 0
     /// Whether the one stale-connection retry was used.
     private(set) var staleRetried = false
+    /// The candidates tried so far, a bit per index (indices from 64 on are never marked: such a
+    /// rule may try one of them twice before it has tried them all).
+    private(set) var tried: UInt64 = 1
 
     enum Decision: Equatable {
-        /// Send the request again after `delay` seconds; `fresh`: on a new connection.
-        case retry(delay: Double, fresh: Bool)
+        /// Send the request again after `delay` seconds to candidate `backend`; `fresh`: on a new
+        /// connection (not one from the pool).
+        case retry(delay: Double, fresh: Bool, backend: Int)
         case giveUp
+    }
+
+    /// Why a try is made again (the `reason` of `ugate_httproute_retries_total`).
+    enum Reason: String {
+        case connect, stale, connection, status
     }
 
     init(policy: RetryPolicy?, method: String, headers: [HTTPField]) {
@@ -40,7 +67,9 @@ struct RetryRule {
         idempotent = Self.idempotent(method) || headers.contains { HopByHop.named($0.name, "idempotency-key") }
     }
 
-    /// Tries made beyond the first (stale-connection retry included), for the access log.
+    /// Times the request was sent again (the stale-connection retry included; a move to
+    /// another backend after a connect failure sent nothing and does not count), for the
+    /// access log.
     var total: Int { retries + (staleRetried ? 1 : 0) }
 
     /// RFC 9110 §9.2.2: the safe methods, PUT and DELETE.
@@ -51,26 +80,74 @@ struct RetryRule {
         }
     }
 
+    /// Connecting to a candidate failed (nothing of the request was written). `weights`: the
+    /// candidates' weights by index.
+    mutating func connectFailed(weights: [Int], using random: inout some RandomNumberGenerator) -> Decision {
+        if let backend = Self.pick(weights, excluding: tried, untriedOnly: true, using: &random) {
+            return choose(backend, delay: 0, fresh: false)
+        }
+        return usePolicy(fresh: false, weights: weights, using: &random)
+    }
+
     /// The backend connection ended before any response byte. `reused`: it came from the
     /// pool; `replayable`: every request byte sent so far is kept.
-    mutating func connectionLost(reused: Bool, replayable: Bool) -> Decision {
+    mutating func connectionLost(
+        reused: Bool, replayable: Bool, weights: [Int], using random: inout some RandomNumberGenerator
+    ) -> Decision {
         guard idempotent, replayable else { return .giveUp }
         if reused, !staleRetried {
             staleRetried = true
-            return .retry(delay: 0, fresh: true)
+            let backend = Self.pick(weights, excluding: tried, untriedOnly: false, using: &random) ?? 0
+            return choose(backend, delay: 0, fresh: true)
         }
-        return usePolicy(fresh: true)
+        return usePolicy(fresh: true, weights: weights, using: &random)
     }
 
     /// A response head with `status` arrived (nothing of it relayed yet).
-    mutating func responded(status: Int, replayable: Bool) -> Decision {
+    mutating func responded(
+        status: Int, replayable: Bool, weights: [Int], using random: inout some RandomNumberGenerator
+    ) -> Decision {
         guard let policy, policy.codes.contains(status), idempotent, replayable else { return .giveUp }
-        return usePolicy(fresh: false)
+        return usePolicy(fresh: false, weights: weights, using: &random)
     }
 
-    private mutating func usePolicy(fresh: Bool) -> Decision {
+    private mutating func usePolicy(fresh: Bool, weights: [Int], using random: inout some RandomNumberGenerator) -> Decision {
         guard let policy, retries < policy.attempts else { return .giveUp }
         retries += 1
-        return .retry(delay: policy.backoff, fresh: fresh)
+        let backend = Self.pick(weights, excluding: tried, untriedOnly: false, using: &random) ?? 0
+        return choose(backend, delay: Self.backoff(policy.backoff, retry: retries, using: &random), fresh: fresh)
+    }
+
+    private mutating func choose(_ backend: Int, delay: Double, fresh: Bool) -> Decision {
+        if backend < 64 { tried |= 1 << UInt64(backend) }
+        return .retry(delay: delay, fresh: fresh, backend: backend)
+    }
+
+    /// A weighted choice among the candidates with weight > 0 not in `tried`; when there is
+    /// none, nil if `untriedOnly`, else a weighted choice among all of them (nil: no weight).
+    static func pick(
+        _ weights: [Int], excluding tried: UInt64, untriedOnly: Bool, using random: inout some RandomNumberGenerator
+    ) -> Int? {
+        func isTried(_ index: Int) -> Bool { index < 64 && tried & (1 << UInt64(index)) != 0 }
+        var total = 0
+        for index in weights.indices where !isTried(index) { total += max(weights[index], 0) }
+        guard total > 0 else {
+            return untriedOnly ? nil : pick(weights, excluding: 0, untriedOnly: true, using: &random)
+        }
+        var point = Int.random(in: 0..<total, using: &random)
+        for index in weights.indices where !isTried(index) {
+            let weight = max(weights[index], 0)
+            if point < weight { return index }
+            point -= weight
+        }
+        return nil
+    }
+
+    /// The wait before the `retry`-th policy retry (1-based): uniform in
+    /// [base, min(2^retry, backoffCap) × base]; 0 when `base` is 0.
+    static func backoff(_ base: Double, retry: Int, using random: inout some RandomNumberGenerator) -> Double {
+        guard base > 0 else { return 0 }
+        let factor = min(Double(1 << UInt64(min(max(retry, 1), 16))), backoffCap)
+        return Double.random(in: base...(base * factor), using: &random)
     }
 }

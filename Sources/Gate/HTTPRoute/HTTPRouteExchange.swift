@@ -110,6 +110,8 @@ struct HTTPAccessEntry {
     var error: String?
     /// Times the request was sent to a backend again (`RetryRule`).
     var retries = 0
+    /// The backends tried before `backend` (connect failures, retries), in order.
+    var tried: [String] = []
 
     func metadata(_ listener: String, proto: String) -> Logger.Metadata {
         var m: Logger.Metadata = [
@@ -119,6 +121,7 @@ struct HTTPAccessEntry {
         ]
         if let error { m["error"] = .string(error) }
         if retries > 0 { m["retries"] = .stringConvertible(retries) }
+        if !tried.isEmpty { m["tried"] = .string(tried.joined(separator: ",")) }
         return m
     }
 }
@@ -266,8 +269,8 @@ final class Exchange: BackendDelegate {
     let method: String
     /// Whether the client connection stays open after this response.
     var keepAlive: Bool
-    /// The backend tried next: 0 is `forward.backend`, then `forward.fallbacks` in order.
-    var nextCandidate = 0
+    /// The backend in use (a `RetryRule` candidate): 0 is `forward.backend`, i is `forward.fallbacks[i - 1]`.
+    var candidate = 0
     var backend: BackendConnection?
     /// Request bytes not yet sent (while connecting).
     var pending: [ByteBuffer] = []
@@ -386,11 +389,13 @@ final class Exchange: BackendDelegate {
     /// connection), arms the rule's deadline and prepares the mirrors' copy.
     private func start(_ head: some ExchangeHead) {
         let length = head.contentLength
-        chunkedUpstream = head.hasTransferEncoding || (length == nil && head.method.sendsBody)
+        // Announced trailers travel only after a chunked body (`RequestTrailers`).
+        let trailing = length != nil && RequestTrailers.announced(forward.headers)
+        chunkedUpstream = head.hasTransferEncoding || (length == nil && head.method.sendsBody) || trailing
         var bytes = client.connection.requestHeadBuffer(client.allocator)
         do {
             try BackendWire.requestHead(
-                method: method, target: forward.target, fields: forward.headers,
+                method: method, target: forward.target, fields: trailing ? RequestTrailers.withoutLength(forward.headers) : forward.headers,
                 extra: chunkedUpstream ? [HTTPField("transfer-encoding", "chunked")] : [], into: &bytes)
         } catch {
             keepAlive = false
@@ -417,7 +422,7 @@ final class Exchange: BackendDelegate {
                 mirrorFields = forward.headers
             }
         }
-        connectNext()
+        connect()
     }
 
     /// A request body part or its end, from the client. `written` is called once the part has
@@ -481,21 +486,13 @@ final class Exchange: BackendDelegate {
             return
         }
         replay?.append(bytes)
-        backend.write(bytes, promise: Self.promise(on: backend, calling: written))
+        backend.write(bytes, written: written)
         client.backendNeedsFlush(self)
-    }
-
-    /// A write promise that calls `written` when the write completed or failed; nil without one.
-    private static func promise(on backend: BackendConnection, calling written: (() -> Void)?) -> EventLoopPromise<Void>? {
-        guard let written else { return nil }
-        let promise = backend.channel.eventLoop.makePromise(of: Void.self)
-        promise.futureResult.assumeIsolated().whenComplete { _ in written() }
-        return promise
     }
 
     /// Flushes the backend connection (see `ExchangeClient.backendNeedsFlush`).
     func flushBackend() {
-        backend?.channel.flush()
+        backend?.flush()
     }
 
     /// The rule's deadline passed without a complete response: 504.
@@ -545,20 +542,17 @@ final class Exchange: BackendDelegate {
         settings.log.info("request not mirrored", metadata: ["route": .string(forward.route), "reason": .string(reason)])
     }
 
-    /// Connects to the next candidate backend (connect failures move on to the rule's
-    /// other backends; 503 when none is left).
-    private func connectNext(freshOnly: Bool = false) {
-        guard nextCandidate <= forward.fallbacks.count else {
-            fail(503, failures.joined(separator: "\n"))
-            return
-        }
+    /// Connects to the `candidate` backend (a connect failure asks `RetryRule` where to go
+    /// next: another backend, or with the rule's `retry` the same after its backoff; 503 when
+    /// it gives up).
+    private func connect(freshOnly: Bool = false) {
         let destination: Destination
-        if nextCandidate == 0 {
+        if candidate == 0 {
             log.backend = forward.backend.name
             destination = forward.backend.destination
         } else {
-            log.backend = forward.fallbacks[nextCandidate - 1].name
-            destination = forward.fallbacks[nextCandidate - 1].destination
+            log.backend = forward.fallbacks[candidate - 1].name
+            destination = forward.fallbacks[candidate - 1].destination
         }
         let pool = client.connection.settings.pool
         // A kept-alive connection is taken at once, without the callback's closure.
@@ -568,14 +562,17 @@ final class Exchange: BackendDelegate {
         }
         pool.acquire(destination, on: client.eventLoop, idle: client.connection.idle, fresh: true) { [self] result in
             guard !finished else {
-                if case .success(let connection) = result { connection.channel.close(promise: nil) }
+                if case .success(let connection) = result { connection.close() }
                 return
             }
             switch result {
             case .failure(let error):
                 failures.append("backend \(log.backend) (\(destination)) unavailable: \(error)")
-                nextCandidate += 1
-                connectNext()
+                let decision = retries.connectFailed(weights: candidateWeights, using: &client.connection.random)
+                guard retry(decision, reason: .connect) else {
+                    fail(503, failures.joined(separator: "\n"))
+                    return
+                }
             case .success(let connection):
                 attach(connection)
             }
@@ -596,7 +593,7 @@ final class Exchange: BackendDelegate {
         for (index, part) in parts.enumerated() {
             // Writes complete in order: the last one's promise releases every credit.
             let last = index == parts.count - 1 && !written.isEmpty
-            connection.write(part, promise: last ? Self.promise(on: connection, calling: { written.forEach { $0() } }) : nil)
+            connection.write(part, written: last ? { written.forEach { $0() } } : nil)
         }
         client.backendNeedsFlush(self)
     }
@@ -605,7 +602,13 @@ final class Exchange: BackendDelegate {
         guard !finished else { return }
         switch event {
         case .head(var head, let framing, let backendKeepsAlive, let raw):
-            if forward.retry != nil, resend(retries.responded(status: head.status, replayable: replay != nil)) { return }
+            if forward.retry != nil,
+                resend(
+                    retries.responded(status: head.status, replayable: replay != nil, weights: candidateWeights, using: &client.connection.random),
+                    reason: .status)
+            {
+                return
+            }
             replay = nil
             backend?.reusable = backendKeepsAlive
             // A body delimited by the backend's close is relayed the same way.
@@ -622,7 +625,7 @@ final class Exchange: BackendDelegate {
         case .end(let bodyBytes):
             log.bytes = bodyBytes
             // A decoded chunked body's trailers (HTTP/2 clients: a trailing HEADERS frame).
-            let trailers = backend?.handler.reader.takeTrailers()
+            let trailers = backend?.reader.takeTrailers()
             // Finished first: ending the response may deliver the client's next request.
             finish(reuseBackend: requestEnded)
             client.respondEnd(trailers, close: !keepAlive)
@@ -641,32 +644,51 @@ final class Exchange: BackendDelegate {
     func backendClosed(_ connection: BackendConnection) {
         guard !finished, backend === connection else { return }
         // A kept-alive connection the backend had already closed (or the rule's `retry`).
-        if !responded, resend(retries.connectionLost(reused: connection.reused, replayable: replay != nil)) { return }
+        if !responded {
+            let stale = connection.reused && !retries.staleRetried
+            let decision = retries.connectionLost(
+                reused: connection.reused, replayable: replay != nil, weights: candidateWeights, using: &client.connection.random)
+            if resend(decision, reason: stale ? .stale : .connection) { return }
+        }
         let why = responded || retries.idempotent ? "" : " (not retried: \(method) is not idempotent)"
         fail(502, "backend \(log.backend) closed the connection without a complete response" + why)
     }
 
+    /// The weights of the `RetryRule` candidates (`forward.backend`, then `forward.fallbacks`).
+    private var candidateWeights: [Int] { [forward.backend.weight] + forward.fallbacks.map(\.weight) }
+
     /// Sends the request again when `decision` says so: the backend connection is dropped
-    /// (closed: a retried response is discarded) and, after the decision's delay, the same
-    /// backend is connected again (a new connection when `fresh`) and given every byte sent so
-    /// far; body parts that arrive meanwhile wait in `pending`. False: not retried.
-    private func resend(_ decision: RetryRule.Decision) -> Bool {
-        guard case .retry(let delay, let fresh) = decision, let sent = replay else { return false }
+    /// (closed: a retried response is discarded) and the request goes where `retry` says, with
+    /// every byte sent so far; body parts that arrive meanwhile wait in `pending`. False: not
+    /// retried.
+    private func resend(_ decision: RetryRule.Decision, reason: RetryRule.Reason) -> Bool {
+        guard case .retry = decision, let sent = replay else { return false }
         if let backend {
             backend.delegate = nil
-            backend.channel.close(promise: nil)
+            backend.close()
             self.backend = nil
         }
         pending = sent + pending
         replay = []
+        return retry(decision, reason: reason)
+    }
+
+    /// Connects to the decision's backend after its delay (a new connection when `fresh`),
+    /// counting the retry (access log `retries`, `tried`; `ugate_httproute_retries_total`).
+    /// False: the decision gives up.
+    private func retry(_ decision: RetryRule.Decision, reason: RetryRule.Reason) -> Bool {
+        guard case .retry(let delay, let fresh, let next) = decision, next <= forward.fallbacks.count else { return false }
+        log.tried.append(log.backend)
         log.retries = retries.total
+        client.connection.settings.counters.retried(route: forward.route, reason: reason.rawValue)
+        candidate = next
         guard delay > 0 else {
-            connectNext(freshOnly: fresh)
+            connect(freshOnly: fresh)
             return true
         }
         _ = client.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(delay * 1000))) { [self] in
             guard !finished, backend == nil else { return }
-            connectNext(freshOnly: fresh)
+            connect(freshOnly: fresh)
         }
         return true
     }
@@ -703,7 +725,7 @@ final class Exchange: BackendDelegate {
             if reuseBackend && backend.reusable {
                 client.connection.settings.pool.release(backend, idle: client.connection.idle)
             } else {
-                backend.channel.close(promise: nil)
+                backend.close()
             }
         }
         if !failures.isEmpty, log.error == nil { log.error = failures.joined(separator: "; ") }

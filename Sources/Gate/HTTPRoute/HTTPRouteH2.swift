@@ -192,21 +192,21 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
     }
 
     /// Response backpressure: when more than `maxHeld` bytes of `stream`'s response wait in
-    /// the codec for the client's window, its backend channel stops reading (`autoRead` off),
+    /// the codec for the client's window, its backend connection stops reading (`pauseReading`),
     /// so a client that reads slowly holds the backend to its pace instead of the response
     /// piling up here. `resumePaused` turns reading on again once the client's
     /// WINDOW_UPDATEs brought it below half.
     func limitHeld(_ stream: HTTP2RouteStream) {
-        guard stream.pausedBackend == nil, codec.heldBytes(stream.id) > Self.maxHeld, let channel = stream.exchange?.backend?.channel else { return }
-        try? channel.syncOptions?.setOption(.autoRead, value: false)
-        stream.pausedBackend = channel
+        guard stream.pausedBackend == nil, codec.heldBytes(stream.id) > Self.maxHeld, let backend = stream.exchange?.backend else { return }
+        backend.pauseReading()
+        stream.pausedBackend = backend
         paused.append(stream)
     }
 
     func resumeBackend(_ stream: HTTP2RouteStream) {
-        guard let channel = stream.pausedBackend else { return }
+        guard let backend = stream.pausedBackend else { return }
         stream.pausedBackend = nil
-        try? channel.syncOptions?.setOption(.autoRead, value: true)
+        backend.resumeReading()
     }
 
     private func resumePaused() {
@@ -632,9 +632,9 @@ final class HTTP2RouteStream: ExchangeClient {
     /// Request body bytes still to come by the request's `content-length` (nil: none given).
     var remainingLength: Int?
     private var held: ByteBuffer?
-    /// The backend channel whose reads are paused while too much of this response waits for
+    /// The backend connection whose reads are paused while too much of this response waits for
     /// the client's window.
-    var pausedBackend: (any Channel)?
+    var pausedBackend: BackendConnection?
 
     init(id: UInt32, handler: HTTP2RouteHandler) {
         self.id = id

@@ -243,7 +243,7 @@ final class RawResponseWriter: ChannelOutboundHandler, RemovableChannelHandler {
 /// `HTTPServerPipelineHandler` is not used: it withholds `read()` while each response is
 /// pending, which makes NIO unregister and re-register the socket with epoll (two
 /// `epoll_ctl` calls per request).
-final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, RemovableChannelHandler, ExchangeClient {
+final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, RemovableChannelHandler, ExchangeClient, HTTP1RequestServing {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
@@ -255,7 +255,7 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
     static let maxUnwritten = 256 * 1024
     private var unwritten = 0
     private let raw: RawResponseWriter
-    private var decoder = HTTP1RequestDecoder()
+    var decoder = HTTP1RequestDecoder()
     /// Plain listeners, until the first request: switches to h2c when it asks (RFC 7540 §3.2).
     var upgrader: H2CUpgrader?
     /// An `Upgrade: h2c` is being decided or done: nothing more is decoded here.
@@ -266,17 +266,12 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
     /// A backend response is being relayed (its parts go to `raw`).
     private var relaying = false
     /// The relayed head and the small body parts after it, written as one buffer at the end
-    /// of the backend's read burst (one scalar write instead of a gather of buffers).
-    private var held: ByteBuffer?
-    static let mergedBodyLimit = 4096
-    /// The last relayed head's buffer, reused for the next one once the socket has written it
-    /// (`clear` allocates anew only while something else still holds the storage): two
-    /// allocations less per response, for about 8 KiB kept per connection.
-    private var spare: ByteBuffer?
+    /// of the backend's read burst.
+    private var held = HeldResponse()
     /// A response has begun and not ended (a protocol error then closes without a 400).
     private var responding = false
     private var exchange: Exchange?
-    private var flushAtReadComplete: Exchange?
+    private var flushes = BurstFlushes()
     private var readWithheld = false
     private var drainScheduled = false
     /// Since when no request is in progress (nil: one is), and the keep-alive timer: instead of
@@ -336,25 +331,9 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
         decode()
     }
 
-    /// Serves decoded parts up to the next request head that has to wait for the response in
-    /// progress (or until more bytes are needed).
-    private func decode() {
-        while context != nil, !closing, !upgrading, exchange == nil || !decoder.atHead {
-            let part: HTTP1RequestDecoder.Part
-            do {
-                guard let next = try decoder.next() else { return }
-                part = next
-            } catch {
-                refuse(error)
-                return
-            }
-            serve(part)
-        }
-    }
+    var mayDecode: Bool { context != nil && !closing && !upgrading && (exchange == nil || !decoder.atHead) }
 
-    /// A request part in turn: a head begins an exchange; body parts and the end go to the
-    /// exchange (dropped when the request was answered without one, or its exchange ended).
-    private func serve(_ part: HTTP1RequestDecoder.Part) {
+    func serve(_ part: HTTP1RequestDecoder.Part) {
         switch part {
         case .head(let head, let request, _):
             idleSince = nil
@@ -367,28 +346,16 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
             }
             begin(head, request: request)
         case .body(let body):
-            guard let exchange else { return }
-            let bytes = body.readableBytes
-            unwritten += bytes
-            exchange.requestPart(.body(.byteBuffer(body))) { [weak self] in self?.bodyWritten(bytes) }
+            unwritten += HTTP1ClientSide.forward(body, to: exchange) { [weak self] in self?.bodyWritten($0) }
         case .end(let trailers):
             exchange?.requestPart(.end(trailers))
         }
     }
 
-    /// A request that asks to switch protocols (`Upgrade` and a `Connection: upgrade` option,
-    /// RFC 9110 §7.8) and reaches this point was not switched: a later request's `Upgrade:
-    /// h2c`, a refused first one (a body, bad `HTTP2-Settings`), or another protocol. The bytes
-    /// after it may be the other protocol's, so it is answered over HTTP/1.1 with `Connection:
-    /// close` and the connection closes after it.
+    /// See `HTTP1ClientSide.begin`.
     private func begin(_ head: HTTP1Request, request: RouteRequest) {
-        var head = head
-        if head.asksToSwitch { head.isKeepAlive = false }
-        if let started = Exchange.begin(head, client: self, http1: true, request: request), !started.finished {
-            exchange = started
-        } else {
-            idleSince = .now()
-        }
+        exchange = HTTP1ClientSide.begin(head, request: request, client: self)
+        if exchange == nil { idleSince = .now() }
     }
 
     /// `Upgrade: h2c` on the first request (RFC 7540 §3.2): `101 Switching Protocols`, then
@@ -427,16 +394,12 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
 
     /// Bytes that are not a request: 400 (431 for a head over the limits) naming the problem,
     /// unless a response is under way, then the connection just closes.
-    private func refuse(_ error: HTTP1RequestDecoder.Malformed) {
+    func refuse(_ error: HTTP1RequestDecoder.Malformed) {
         closing = true
         guard !responding, let front = raw.context, let context else { return closeOnError(error) }
         exchange?.clientGone()
-        let body = error.message + "\n"
-        let reason = error.status == 431 ? "Request Header Fields Too Large" : "Bad Request"
-        let answer =
-            "HTTP/1.1 \(error.status) \(reason)\r\nconnection: close\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: \(body.utf8.count)\r\n\r\n\(body)"
         let channel = context.channel
-        front.writeAndFlush(NIOAny(channel.allocator.buffer(string: answer))).assumeIsolated().whenComplete { _ in
+        front.writeAndFlush(NIOAny(channel.allocator.buffer(string: HTTP1ClientSide.refusal(error)))).assumeIsolated().whenComplete { _ in
             // A lingering close (as nginx does): the answer and a FIN first, the client's
             // remaining bytes read and dropped, so a close with unread input does not reset
             // the connection (a reset can discard the answer before the client reads it).
@@ -458,10 +421,7 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
     /// The end of a read burst (or of a drain): backend writes leave.
     private func endBurst() {
         reading = false
-        if let pending = flushAtReadComplete {
-            flushAtReadComplete = nil
-            pending.flushBackend()
-        }
+        flushes.endBurst()?.flushBackend()
     }
 
     /// Serves the pipelined requests after a response ended, up to the next one that has to wait.
@@ -520,41 +480,19 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
     }
 
     func relayHead(_ head: HTTP1ResponseHead, raw bytes: ByteBuffer?, close: Bool) {
-        let close = close || quiescing
         relaying = true
         responding = true
-        let capacity = (bytes?.readableBytes ?? 256) + Self.mergedBodyLimit
-        var out: ByteBuffer
-        if var reused = spare {
-            spare = nil
-            reused.clear(minimumCapacity: capacity)
-            out = reused
-        } else {
-            out = allocator.buffer(capacity: capacity)
-        }
-        if let bytes, BackendWire.connectionOptions(head.headers).isEmpty {
-            BackendWire.clientHead(raw: bytes, close: close, into: &out)
-        } else {
-            BackendWire.clientHead(head, close: close, into: &out)
-        }
-        held = out
+        held.holdRelayedHead(head, raw: bytes, close: close || quiescing, allocator)
     }
 
     /// Writes what `relayHead` / `respondBody` held back.
     private func writeHeld() {
-        guard let buffer = held else { return }
-        held = nil
-        spare = buffer
-        raw.context?.write(NIOAny(buffer), promise: nil)
+        if let buffer = held.take() { raw.context?.write(NIOAny(buffer), promise: nil) }
     }
 
     func respondBody(_ buffer: ByteBuffer) {
         if relaying {
-            if held != nil, held!.readableBytes + buffer.readableBytes <= held!.capacity {
-                var body = buffer
-                held!.writeBuffer(&body)
-                return
-            }
+            guard !held.merge(buffer) else { return }
             writeHeld()
             raw.context?.write(NIOAny(buffer), promise: nil)
         } else {
@@ -598,7 +536,7 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
     }
 
     func abortResponse() {
-        held = nil
+        held.drop()
         closing = true
         context?.close(promise: nil)
     }
@@ -611,12 +549,7 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
     }
 
     func backendNeedsFlush(_ exchange: Exchange) {
-        guard reading else {
-            exchange.flushBackend()
-            return
-        }
-        if let other = flushAtReadComplete, other !== exchange { other.flushBackend() }
-        flushAtReadComplete = exchange
+        flushes.needsFlush(exchange, reading: reading)?.flushBackend()
     }
 
 }

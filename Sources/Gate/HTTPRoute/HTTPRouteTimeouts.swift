@@ -261,6 +261,8 @@ extension BackendPool {
 final class ConnectionRegistry: Sendable {
     private struct State {
         var channels: [ObjectIdentifier: any Channel] = [:]
+        /// The HTTP/1.1 connections served on the gate loops (`HTTP1LoopConnection`).
+        var loopConnections: [ObjectIdentifier: LoopConnectionHandle] = [:]
         /// Shutting down: connections adopted from now on are quiesced at once.
         var quiescing = false
     }
@@ -278,21 +280,37 @@ final class ConnectionRegistry: Sendable {
         if quiescing { Self.quiesce(channel) }
     }
 
+    /// Tracks a gate-loop connection until `remove`.
+    func add(_ connection: LoopConnectionHandle) {
+        let quiescing = state.withLock { state in
+            state.loopConnections[ObjectIdentifier(connection)] = connection
+            return state.quiescing
+        }
+        if quiescing { connection.quiesce() }
+    }
+
+    func remove(_ connection: LoopConnectionHandle) {
+        state.withLock { _ = $0.loopConnections.removeValue(forKey: ObjectIdentifier(connection)) }
+    }
+
     /// Quiesces every open connection; `permanently`: also every one adopted later.
     func quiesceAll(permanently: Bool) {
-        let channels = state.withLock { state in
+        let (channels, loopConnections) = state.withLock { state in
             if permanently { state.quiescing = true }
-            return Array(state.channels.values)
+            return (Array(state.channels.values), Array(state.loopConnections.values))
         }
         channels.forEach(Self.quiesce)
+        loopConnections.forEach { $0.quiesce() }
     }
 
     /// Closes every open connection at once (what the drain left when its time is up).
     func closeAll() {
-        state.withLock { Array($0.channels.values) }.forEach { $0.close(promise: nil) }
+        let (channels, loopConnections) = state.withLock { (Array($0.channels.values), Array($0.loopConnections.values)) }
+        channels.forEach { $0.close(promise: nil) }
+        loopConnections.forEach { $0.close() }
     }
 
-    var count: Int { state.withLock { $0.channels.count } }
+    var count: Int { state.withLock { $0.channels.count + $0.loopConnections.count } }
 
     private static func quiesce(_ channel: any Channel) {
         channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())

@@ -16,9 +16,9 @@ public enum RouteAction: Sendable, Hashable {
     public struct Forward: Sendable, Hashable {
         public var route: String
         public var backend: RouteBackend
-        /// The rule's other permitted backends with weight > 0, in the order to try when
-        /// connecting to `backend` fails (retry on connect failure; weighted order, without
-        /// repeats; refused backends are never tried).
+        /// The rule's other permitted backends with weight > 0, in rule order: where a connect
+        /// failure or a retry may go (`RetryRule` picks among them by weight, untried ones
+        /// first); refused backends are never tried.
         public var fallbacks: [RouteBackend]
         /// Origin-form target (path and query) for the backend.
         public var target: String
@@ -60,14 +60,7 @@ extension RouteTable {
         guard let backend = Self.pick(rule.backends, using: &generator) else { return .noBackend(route: selection.label) }
         if let reason = backend.refused { return .refusedBackend(route: selection.label, reason: reason) }
         let target = request.query.map { path + "?" + $0 } ?? path
-        var fallbacks: [RouteBackend] = []
-        if rule.backends.count > 1 {
-            var rest = rule.backends.filter { $0 != backend && $0.refused == nil }
-            while let next = Self.pick(rest, using: &generator) {
-                fallbacks.append(next)
-                rest.removeAll { $0 == next }
-            }
-        }
+        let fallbacks = rule.backends.count > 1 ? rule.backends.filter { $0 != backend && $0.refused == nil && $0.weight > 0 } : []
         return .forward(.init(
             route: selection.label, backend: backend, fallbacks: fallbacks, target: target, headers: headers,
             responseModifiers: responseModifiers, timeout: rule.requestTimeout, mirrors: mirrors, retry: rule.retry))

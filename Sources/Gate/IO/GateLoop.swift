@@ -9,6 +9,13 @@ protocol LoopHandler: AnyObject {
     func ready(fd: Int32, events: UInt32)
 }
 
+/// A loop handler that owns its descriptor and must close it when the loop exits (connections
+/// that live only on the loop, with no relay or task that would close them otherwise).
+protocol LoopExitHandler: LoopHandler {
+    /// The loop is exiting (on its thread): close the descriptor.
+    func loopExited()
+}
+
 /// Readiness bits, as epoll reports them.
 enum Interest {
     static let read = UGATE_EPOLLIN
@@ -91,6 +98,13 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
     var relays: [UInt64: Relay] = [:]
     let buffers: BufferPool
     let pipes: PipePool
+    /// This loop as a SwiftNIO `EventLoop` (see `GateEventLoop`).
+    public private(set) lazy var eventLoop = GateEventLoop(self)
+    /// The loop thread's id (`pthread_self`), 0 until it runs: `isLoopThread`.
+    private let threadID = Atomic<UInt>(0)
+    /// Work the loop thread queued for itself, run after the current batch of events (no
+    /// lock, no wake-up: see `later`).
+    private var deferred: [() -> Void] = []
 
     init(index: Int, bufferSize: Int, pipeSize: Int) throws {
         self.index = index
@@ -100,6 +114,7 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
         try Sys.check(wakeFd, "eventfd")
         buffers = BufferPool(size: bufferSize, keep: 4)
         pipes = PipePool(size: pipeSize, keep: 8)
+        _ = eventLoop
         try Sys.check(ugate_epoll_ctl(epfd, UGATE_EPOLL_CTL_ADD, wakeFd, Interest.read, 0), "epoll_ctl(eventfd)")
     }
 
@@ -139,7 +154,20 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
         execute {}
     }
 
+    /// Whether the caller runs on this loop's thread.
+    var isLoopThread: Bool {
+        let id = threadID.load(ordering: .relaxed)
+        return id != 0 && id == UInt(pthread_self())
+    }
+
     // MARK: loop-thread API
+
+    /// Runs `work` on the loop thread after the events of the current iteration (called on
+    /// the loop thread): `execute` from the loop itself would take the queue's lock and write
+    /// the wake-up eventfd.
+    func later(_ work: @escaping () -> Void) {
+        deferred.append(work)
+    }
 
     /// Registers `fd`; returns false (errno set) when epoll refuses it.
     @discardableResult
@@ -178,12 +206,15 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
     }
 
     private func run() {
+        threadID.store(UInt(pthread_self()), ordering: .relaxed)
         var datas = [UInt64](repeating: 0, count: 256)
         var events = [UInt32](repeating: 0, count: 256)
         var nextSweep = now + 1000
         while !stopped.load(ordering: .relaxed) {
             let wait: Int32
-            if let first = timers.top {
+            if !deferred.isEmpty {
+                wait = 0
+            } else if let first = timers.top {
                 wait = Int32(clamping: first.deadline > now ? min(first.deadline - now, 1000) : 0)
             } else {
                 wait = 1000
@@ -209,6 +240,11 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
                 return w
             }
             for w in work { w() }
+            while !deferred.isEmpty {
+                let batch = deferred
+                deferred.removeAll(keepingCapacity: true)
+                for w in batch { w() }
+            }
             while let first = timers.top, first.deadline <= now {
                 timers.pop()
                 first.work?()
@@ -219,6 +255,7 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
             }
         }
         for relay in Array(relays.values) { relay.abort(reason: "shutdown") }
+        for entry in Array(handlers.values) { (entry.handler as? any LoopExitHandler)?.loopExited() }
         let work = pending.withLock { pending -> [@Sendable () -> Void] in
             pending.closed = true
             let w = pending.work
@@ -226,6 +263,7 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
             return w
         }
         for w in work { w() }
+        eventLoop.exited()
         // Timers that never fired (the carried-stream sweep, connect timeouts) may hold what
         // holds this loop: drop them so the loop and its pools are freed.
         timers = TimerHeap()

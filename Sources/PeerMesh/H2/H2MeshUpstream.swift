@@ -9,9 +9,10 @@ import NIOPosix
 /// `open` (what the Gate's capture fronts use) returns the open stream as an `UpstreamStream`
 /// that takes the captured client socket itself (`H2UpstreamStream`: adopted by NIO on the
 /// HTTP/2 connection's event loop and joined to the stream with a `GlueHandler` pair; no
-/// socketpair). `dial` (for callers that need a socket: absolute-URI HTTP proxying, HTTPRoute
-/// backends, another mesh hop on a different loop) returns one end of a `socketpair(2)` whose
-/// other end is joined the same way. Either way a stream's bytes never change threads inside
+/// socketpair). `openChannel` (HTTPRoute backends) returns the stream channel itself, with the
+/// caller's handlers joined behind `H2DataCodec`. `dial` (for callers that need a socket:
+/// another mesh hop on a different loop) returns one end of a `socketpair(2)` whose other end
+/// is joined the same way. Either way a stream's bytes never change threads inside
 /// this node. Half-close travels as END_STREAM, an abort as RST_STREAM (and RST on the far TCP
 /// socket); both return only after the peer answered `200`, and throw `MeshError` with the
 /// peer's status and `error` header otherwise (an `UpstreamStatusError`, so a SOCKS5 or CONNECT
@@ -86,6 +87,21 @@ public struct H2MeshUpstream: Upstream {
         }
     }
 
+    /// The stream as a channel of `ByteBuffer`s (`H2DataCodec` in front of the caller's handlers,
+    /// which `join` adds on the connection's loop once the peer answered `200`): no socketpair,
+    /// no glue. The channel lives on the pooled connection's event loop.
+    public func openChannel(
+        _ destination: Destination, for info: StreamInfo, join: @escaping @Sendable (any Channel) throws -> Void
+    ) -> EventLoopFuture<any Channel>? {
+        let request = self.request(destination, info: info)
+        let peerID = peer.id
+        return pool.connection(to: peer)
+            .flatMap { connection in openStream(request, on: connection, join: join) }
+            .flatMapErrorThrowing { error in
+                throw error as? MeshError ?? MeshError(.connect, "tunnel to \(destination) via \(peerID) failed: \(error)")
+            }
+    }
+
     /// The event loop of the pooled connection to the peer, connecting it first if needed; a
     /// listener that accepts on it can join its connections to streams directly (`streamOnLoop`).
     public func connectionLoop() async throws -> any EventLoop {
@@ -105,6 +121,15 @@ public struct H2MeshUpstream: Upstream {
     func openStream(
         _ request: TunnelRequest, on connection: H2PeerConnection, glue: NIOLoopBound<GlueHandler>
     ) -> EventLoopFuture<any Channel> {
+        openStream(request, on: connection) { stream in try stream.pipeline.syncOperations.addHandler(glue.value) }
+    }
+
+    /// Opens a tunnel stream on `connection`; once the peer answered `200`, `join` adds the
+    /// stream's handlers behind `H2DataCodec` (inline on the loop, before any DATA after the
+    /// response is read) and the future succeeds with the stream channel.
+    func openStream(
+        _ request: TunnelRequest, on connection: H2PeerConnection, join: @escaping @Sendable (any Channel) throws -> Void
+    ) -> EventLoopFuture<any Channel> {
         let loop = connection.channel.eventLoop
         let authority = naming.hostname(for: peer.id)
         let peerID = peer.id
@@ -123,7 +148,7 @@ public struct H2MeshUpstream: Upstream {
         stream.futureResult.whenFailure { established.fail($0) }
         return established.futureResult.flatMap { stream.futureResult }.flatMapThrowing { stream in
             do {
-                try stream.pipeline.syncOperations.addHandler(glue.value)
+                try join(stream)
             } catch {
                 stream.close(promise: nil)
                 throw error
