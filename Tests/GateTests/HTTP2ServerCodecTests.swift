@@ -268,6 +268,25 @@ final class HTTP2ServerCodecTests: XCTestCase {
         XCTAssertEqual(run([open + Self.frame(0x0, stream: 1, []) + Self.frame(0x0, stream: 1, [])]).events.last, "error ENHANCE_YOUR_CALM")
     }
 
+    /// The answers the codec writes on its own (SETTINGS and PING ACKs, RST_STREAM) are
+    /// counted for the handler's bound on what waits for a client that does not read, and the
+    /// handler's `abort` ends the connection with its code; nothing is read after it.
+    func testControlAnswersAreCountedAndAbortEndsTheConnection() {
+        var codec = HTTP2ServerCodec(allocator: allocator)
+        let pings = (0..<5).flatMap { Self.frame(0x6, Self.be64(UInt64($0))) }
+        let stray = Self.frame(0x1, flags: 0x4, stream: 1, [0xFF])
+        var result = run(&codec, [Self.start + pings])
+        XCTAssertEqual(codec.controlAnswers, 6)
+        XCTAssertEqual(result.frames.filter { $0.hasPrefix("PING_ACK") }.count, 5)
+        let error = codec.abort(.enhanceYourCalm, "too many answers queued")
+        XCTAssertEqual(error?.code, .enhanceYourCalm)
+        XCTAssertNil(codec.abort(.enhanceYourCalm, "again"))
+        result = run(&codec, [stray + pings])
+        XCTAssertEqual(result.events, [])
+        XCTAssertEqual(result.frames, ["GOAWAY 0 ENHANCE_YOUR_CALM"])
+        XCTAssertEqual(codec.controlAnswers, 6)
+    }
+
     func testGoAwayReceivedRefusesNewStreamsAndLateFramesOfResetStreamsAreIgnored() {
         let request = block(Self.request)
         var codec = HTTP2ServerCodec(allocator: allocator)

@@ -36,6 +36,11 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
     /// Response bytes held for want of the client's window above which the stream's backend
     /// is no longer read (reading resumes below half of it).
     static let maxHeld = 256 * 1024
+    /// Control frames the codec may answer (SETTINGS and PING ACKs, RST_STREAM) while the
+    /// socket is not writable before the connection is closed with ENHANCE_YOUR_CALM — as
+    /// NIO's `maximumBufferedControlFrames`, Go's and Netty's limits: a client that sends PINGs
+    /// and never reads would otherwise make the gateway queue their answers without bound.
+    static let maxQueuedControlFrames = 10_000
 
     private var codec: HTTP2ServerCodec
     private let idle: HTTP2IdleHandler
@@ -44,6 +49,8 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
     private var backendFlushes: [Exchange] = []
     /// Streams whose backend reads are paused (`limitHeld`).
     private var paused: [HTTP2RouteStream] = []
+    /// `codec.controlAnswers` when the socket stopped being writable; nil while it is.
+    private var controlAnswersWhenBlocked: Int?
     /// The request of an `Upgrade: h2c`, served as stream 1 once the handler is active.
     private var upgradeRequest: NIOHTTP1.HTTPRequestHead?
     private var started = false
@@ -120,6 +127,25 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
                 return
             }
         }
+        if let base = controlAnswersWhenBlocked, codec.controlAnswers - base > Self.maxQueuedControlFrames,
+            let error = codec.abort(.enhanceYourCalm, "more than \(Self.maxQueuedControlFrames) control frames answered while the client does not read")
+        {
+            flushNow()
+            closeOnError(error)
+        }
+    }
+
+    /// The socket's writability: while it cannot take more (the client does not read), every
+    /// stream's backend stops being read as its next response bytes arrive (`limitHeld`), and the
+    /// control frames answered meanwhile are counted (`maxQueuedControlFrames`).
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            controlAnswersWhenBlocked = nil
+            if !paused.isEmpty { resumePaused() }
+        } else if controlAnswersWhenBlocked == nil {
+            controlAnswersWhenBlocked = codec.controlAnswers
+        }
+        context.fireChannelWritabilityChanged()
     }
 
     /// A new stream's request: an exchange begins, or the stream is reset as malformed.
@@ -192,12 +218,15 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
     }
 
     /// Response backpressure: when more than `maxHeld` bytes of `stream`'s response wait in
-    /// the codec for the client's window, its backend connection stops reading (`pauseReading`),
-    /// so a client that reads slowly holds the backend to its pace instead of the response
-    /// piling up here. `resumePaused` turns reading on again once the client's
-    /// WINDOW_UPDATEs brought it below half.
+    /// the codec for the client's window, or the socket is not writable (a client with large
+    /// windows that does not read), its backend connection stops reading (`pauseReading`), so
+    /// a client that reads slowly holds the backend to its pace instead of the response piling
+    /// up here. `resumePaused` turns reading on again once the socket is writable and the
+    /// client's WINDOW_UPDATEs brought the held bytes below half.
     func limitHeld(_ stream: HTTP2RouteStream) {
-        guard stream.pausedBackend == nil, codec.heldBytes(stream.id) > Self.maxHeld, let backend = stream.exchange?.backend else { return }
+        guard stream.pausedBackend == nil, controlAnswersWhenBlocked != nil || codec.heldBytes(stream.id) > Self.maxHeld,
+            let backend = stream.exchange?.backend
+        else { return }
         backend.pauseReading()
         stream.pausedBackend = backend
         paused.append(stream)
@@ -210,6 +239,7 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
     }
 
     private func resumePaused() {
+        guard controlAnswersWhenBlocked == nil else { return }
         paused.removeAll { stream in
             guard stream.pausedBackend == nil || codec.heldBytes(stream.id) <= Self.maxHeld / 2 else { return false }
             resumeBackend(stream)

@@ -165,6 +165,10 @@ struct HTTP2ServerCodec {
     private var connectionDebt = 0
     /// The client sent GOAWAY: no new streams.
     private(set) var goAwayReceived = false
+    /// Frames the codec wrote on its own in answer to the client (SETTINGS and PING ACKs,
+    /// RST_STREAM), counted so the handler can bound how many wait while the client does not
+    /// read (`HTTP2RouteHandler.maxQueuedControlFrames`).
+    private(set) var controlAnswers = 0
     /// The last stream ID of the last GOAWAY sent (streams above it are refused).
     private var goAwaySent: UInt32?
 
@@ -430,6 +434,7 @@ struct HTTP2ServerCodec {
         if let (code, message) = applySettings(&payload) { return fail(code, message) }
         prepareOutput()
         H2FrameHeader.write(length: 0, type: .settings, flags: H2Flags.ack, streamID: 0, to: &output)
+        controlAnswers += 1
         releaseHeld()
         return nil
     }
@@ -471,6 +476,7 @@ struct HTTP2ServerCodec {
         prepareOutput()
         H2FrameHeader.write(length: 8, type: .ping, flags: H2Flags.ack, streamID: 0, to: &output)
         output.writeInteger(opaque)
+        controlAnswers += 1
         return nil
     }
 
@@ -652,6 +658,7 @@ struct HTTP2ServerCodec {
         prepareOutput()
         H2FrameHeader.write(length: 4, type: .rstStream, flags: 0, streamID: id, to: &output)
         output.writeInteger(code.rawValue)
+        controlAnswers += 1
         if recentlyReset.count < Self.resetMemory {
             recentlyReset.append(id)
         } else {
@@ -672,6 +679,13 @@ struct HTTP2ServerCodec {
     }
 
     private func wasReset(_ id: UInt32) -> Bool { recentlyReset.contains(id) }
+
+    /// Ends the connection with a connection error of the handler's finding (GOAWAY with `code`
+    /// and `message`, nothing more read); nil when it has already failed.
+    mutating func abort(_ code: H2ErrorCode, _ message: String) -> H2ConnectionError? {
+        guard phase != .failed, case .connectionError(let error) = fail(code, message) else { return nil }
+        return error
+    }
 
     /// A connection error (RFC 9113 §5.4.1): GOAWAY with the last stream the client opened,
     /// the code and `message` as debug data; nothing more is read.
