@@ -271,6 +271,9 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
     /// A response has begun and not ended (a protocol error then closes without a 400).
     private var responding = false
     private var exchange: Exchange?
+    /// The backend connection not read while the client socket cannot take more of its
+    /// response (`respondBody`; read again on `channelWritabilityChanged`).
+    private var pausedBackend: BackendConnection?
     private var flushes = BurstFlushes()
     private var readWithheld = false
     private var drainScheduled = false
@@ -498,10 +501,28 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
         } else {
             context?.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         }
+        // Response backpressure: a client that reads slowly holds the backend to its pace
+        // instead of the response piling up in the channel's outbound buffer.
+        if pausedBackend == nil, let context, !context.channel.isWritable, let backend = exchange?.backend {
+            backend.pauseReading()
+            pausedBackend = backend
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { resumeBackend() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    private func resumeBackend() {
+        pausedBackend?.resumeReading()
+        pausedBackend = nil
     }
 
     func respondEnd(_ trailers: HTTPHeaders?, close: Bool) {
         guard let context else { return }
+        // The backend connection may go back to its pool: reading again.
+        resumeBackend()
         let close = close || quiescing
         responding = false
         if close { closing = true }
@@ -543,6 +564,7 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
 
     func exchangeFinished(_ finished: Exchange) {
         if exchange === finished {
+            resumeBackend()
             exchange = nil
             idleSince = .now()
         }

@@ -3,8 +3,9 @@ import XCTest
 
 @testable import Gate
 
-/// HTTP/2 clients that send but do not read: what the gateway queues for them is bounded by
-/// the socket's writability, not only by the flow-control windows the client grants.
+/// Clients that send but do not read: what the gateway queues for them is bounded by the
+/// socket's writability — for HTTP/2 not only by the flow-control windows the client grants,
+/// and for HTTP/1.1 over TLS (served by NIO) as for plain HTTP/1.1 on the gate loops.
 extension HTTPRouteH2InteropTests {
     /// A PING flood from a client that never reads (a 4 KiB receive buffer; 600,000 PINGs, more
     /// than the kernel's largest send buffer of ACKs, `tcp_wmem` 4 MiB): once the socket backs
@@ -117,6 +118,57 @@ extension HTTPRouteH2InteropTests {
         XCTAssertEqual(try read(64 << 20), "200 \(64 << 20)")
         let peak = try HTTPRouteUploadTests.memory(pid, "VmHWM")
         print("h2c download of 64 MiB with open windows, client not reading for 4 s: node RSS \(baseline) KiB before, peak \(peak) KiB, growth \(peak - baseline) KiB")
+        XCTAssertLessThan(peak - baseline, 16 * 1024, "the node queued the response: peak \(peak) KiB vs \(baseline) KiB before")
+    }
+
+    /// HTTP/1.1 over TLS (a NIO pipeline): a client that asks for 64 MiB and does not read for
+    /// 4 s. The backend stops being read while the channel is not writable, so the node's peak
+    /// memory grows by far less than the response; then the client reads all of it. Without
+    /// the pause the node queued the whole response in the channel.
+    func testHTTP1OverTLSClientThatDoesNotReadHoldsTheBackend() throws {
+        let stalled = """
+            import socket, ssl, sys, time
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            sock.connect(("127.0.0.1", int(sys.argv[1])))
+            sock.settimeout(60)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            context.set_alpn_protocols(["http/1.1"])
+            sock = context.wrap_socket(sock, server_hostname="interop.example")
+            sock.sendall(("GET %s HTTP/1.1\\r\\nHost: interop.example\\r\\nConnection: close\\r\\n\\r\\n" % sys.argv[2]).encode())
+            time.sleep(4)
+            data = bytearray()
+            while True:
+                chunk = sock.recv(1 << 20)
+                if not chunk:
+                    break
+                data += chunk
+            head, _, body = bytes(data).partition(b"\\r\\n\\r\\n")
+            print(head.split(b" ")[1].decode(), len(body))
+            """
+        try #"""
+            {"httproute": {"manifests": "\#(dir)/routes", "services": {"interop": "\#(backend.address)"}, "requestTimeout": 300,
+                           "listeners": [{"name": "secure", "port": 0, "tls": {"certificateDir": "\#(dir)/certs"}}]}}
+            """#.write(toFile: "\(dir)/ugate.json", atomically: true, encoding: .utf8)
+        let node = try UgateNode(["run", "--config", "\(dir)/ugate.json", "--base-port", "0", "--identity-dir", "\(dir)/node", "--log-level", "warning"])
+        defer { node.stop() }
+        let address = node.address("secure")
+        XCTAssertFalse(address.isEmpty, node.banner)
+        let port = String(address.split(separator: ":").last ?? "")
+        func read(_ size: Int) throws -> String {
+            let r = try runProcess("/usr/bin/env", ["python3", "-c", stalled, port, "/big/\(size)"], timeout: 240)
+            XCTAssertEqual(r.status, 0, r.err)
+            return r.out.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        XCTAssertEqual(try read(1 << 20), "200 \(1 << 20)")
+        let pid = node.process.processIdentifier
+        let baseline = try HTTPRouteUploadTests.memory(pid, "VmRSS")
+        try "5".write(toFile: "/proc/\(pid)/clear_refs", atomically: false, encoding: .utf8)
+        XCTAssertEqual(try read(64 << 20), "200 \(64 << 20)")
+        let peak = try HTTPRouteUploadTests.memory(pid, "VmHWM")
+        print("HTTP/1.1 over TLS download of 64 MiB, client not reading for 4 s: node RSS \(baseline) KiB before, peak \(peak) KiB, growth \(peak - baseline) KiB")
         XCTAssertLessThan(peak - baseline, 16 * 1024, "the node queued the response: peak \(peak) KiB vs \(baseline) KiB before")
     }
 }
