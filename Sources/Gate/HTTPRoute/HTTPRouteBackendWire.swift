@@ -338,23 +338,26 @@ struct BackendResponseReader {
         var close = false
         var keepAliveToken = false
         var usual = head.status != 101 && requestMethod != "CONNECT"
-        for field in head.headers where usual {
-            if HopByHop.named(field.name, "content-length") {
-                guard length == nil, let value = decimal(field.value) else {
+        // By index: `for field in` copies each field out of the array (a retain of its name
+        // and of its value, about 11 per response).
+        let fields = head.headers
+        for index in fields.indices where usual {
+            if HopByHop.named(fields[index].name, "content-length") {
+                guard length == nil, let value = decimal(fields[index].value) else {
                     usual = false
                     break
                 }
                 length = value
-            } else if HopByHop.isTransferEncoding(field.name) {
-                guard !chunked, HopByHop.named(field.value, "chunked") else {
+            } else if HopByHop.isTransferEncoding(fields[index].name) {
+                guard !chunked, HopByHop.named(fields[index].value, "chunked") else {
                     usual = false
                     break
                 }
                 chunked = true
-            } else if HopByHop.named(field.name, "connection") {
-                if HopByHop.named(field.value, "close") {
+            } else if HopByHop.named(fields[index].name, "connection") {
+                if HopByHop.named(fields[index].value, "close") {
                     close = true
-                } else if HopByHop.named(field.value, "keep-alive") {
+                } else if HopByHop.named(fields[index].value, "keep-alive") {
                     keepAliveToken = true
                 } else {
                     usual = false

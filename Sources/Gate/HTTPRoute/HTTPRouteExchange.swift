@@ -63,8 +63,10 @@ final class RouteConnection {
     }
 
     /// Writes the access-log line (built only when the access log's level lets `info` through)
-    /// and counts the request.
-    func record(_ entry: HTTPAccessEntry) {
+    /// and counts the request. `inout` only so that the exchange's entry is read in place: a
+    /// plain parameter made a copy of it out of the exchange (a retain per field, about 12
+    /// per request); it is not changed.
+    func record(_ entry: inout HTTPAccessEntry) {
         settings.accessLog.info("request", metadata: entry.metadata(settings.listenerName, proto: proto))
         let key = RouteCounters.RouteStatus(route: entry.route, status: entry.status)
         let pair: RouteCounters.Pair
@@ -334,7 +336,7 @@ final class Exchange: BackendDelegate {
         }
         log.status = local.status
         respondLocally(client, status: local.status, message: local.message, headers: local.headers, keepAlive: keepAlive, bodyless: head.method == .HEAD, log: &log)
-        connection.record(log)
+        connection.record(&log)
         return nil
     }
 
@@ -729,7 +731,7 @@ final class Exchange: BackendDelegate {
             }
         }
         if !failures.isEmpty, log.error == nil { log.error = failures.joined(separator: "; ") }
-        client.connection.record(log)
+        client.connection.record(&log)
         client.exchangeFinished(self)
     }
 }

@@ -36,8 +36,9 @@ public enum RouteAction: Sendable, Hashable {
 extension RouteTable {
     /// Selects the rule for `request`, applies its filters and picks a backend by weight.
     public func decide(_ request: RouteRequest, using generator: inout some RandomNumberGenerator) -> RouteAction {
-        guard let selection = select(request) else { return .notFound }
-        let rule = selection.rule
+        guard let index = selectedEntry(request) else { return .notFound }
+        let rule = routes[entries[index].route].rules[entries[index].rule]
+        let label = entries[index].label
         var headers = request.headers
         var path = request.path
         var responseModifiers: [HeaderModifier] = []
@@ -49,20 +50,20 @@ extension RouteTable {
             case .responseHeaderModifier(let modifier):
                 responseModifiers.append(modifier)
             case .requestRedirect(let redirect):
-                return .redirect(status: redirect.statusCode, location: Self.location(redirect, request, selection.match), route: selection.label)
+                return .redirect(status: redirect.statusCode, location: Self.location(redirect, request, entries[index].match), route: label)
             case .urlRewrite(let rewrite):
                 if let host = rewrite.hostname { HeaderModifier(set: [HTTPField("Host", host)]).apply(to: &headers) }
-                if let modifier = rewrite.path { path = Self.rewrite(path, modifier, selection.match) }
+                if let modifier = rewrite.path { path = Self.rewrite(path, modifier, entries[index].match) }
             case .requestMirror(let backend):
                 mirrors.append(backend)
             }
         }
-        guard let backend = Self.pick(rule.backends, using: &generator) else { return .noBackend(route: selection.label) }
-        if let reason = backend.refused { return .refusedBackend(route: selection.label, reason: reason) }
+        guard let backend = Self.pick(rule.backends, using: &generator) else { return .noBackend(route: label) }
+        if let reason = backend.refused { return .refusedBackend(route: label, reason: reason) }
         let target = request.query.map { path + "?" + $0 } ?? path
         let fallbacks = rule.backends.count > 1 ? rule.backends.filter { $0 != backend && $0.refused == nil && $0.weight > 0 } : []
         return .forward(.init(
-            route: selection.label, backend: backend, fallbacks: fallbacks, target: target, headers: headers,
+            route: label, backend: backend, fallbacks: fallbacks, target: target, headers: headers,
             responseModifiers: responseModifiers, timeout: rule.requestTimeout, mirrors: mirrors, retry: rule.retry))
     }
 

@@ -171,6 +171,15 @@ public struct RouteTable: Sendable {
 
     /// The rule match for `request`, nil for 404.
     public func select(_ request: RouteRequest) -> RouteSelection? {
+        guard let index = selectedEntry(request) else { return nil }
+        let entry = entries[index]
+        return RouteSelection(route: routes[entry.route], ruleIndex: entry.rule, match: entry.match, label: entry.label)
+    }
+
+    /// The index in `entries` of the rule match for `request`, nil for 404. `decide` reads the
+    /// route's rule, the match and the label there in place: a `RouteSelection` holds a copy
+    /// of the whole route and its match (about 16 retains per request).
+    func selectedEntry(_ request: RouteRequest) -> Int? {
         var best: (Int, Int)?
         // The routes with the best host score: a bit mask for up to 64 routes (no allocation
         // per request), a set beyond.
@@ -190,10 +199,7 @@ public struct RouteTable: Sendable {
         for index in entries.indices {
             let route = entries[index].route
             let candidate = small ? mask & (1 << route) != 0 : candidates.contains(route)
-            if candidate && Self.matches(entries[index].match, request) {
-                let entry = entries[index]
-                return RouteSelection(route: routes[route], ruleIndex: entry.rule, match: entry.match, label: entry.label)
-            }
+            if candidate && Self.matches(entries[index].match, request) { return index }
         }
         return nil
     }

@@ -80,9 +80,16 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
     let index: Int
     private let epfd: Int32
     private let wakeFd: Int32
-    private var handlers: [UInt64: (fd: Int32, handler: any LoopHandler)] = [:]
-    private var tokens: [Int32: UInt64] = [:]
-    private var nextToken: UInt64 = 1
+    /// Registered handlers by descriptor number (descriptors are small integers). The epoll
+    /// token of a registration is its descriptor plus a generation in the upper half, so an
+    /// event still queued for a descriptor that was closed and reused in the same batch finds
+    /// no handler. An array instead of a dictionary by token: one lookup per event, no hashing.
+    private var slots: [Registration] = []
+    private var generation: UInt32 = 0
+    private struct Registration {
+        var token: UInt64 = 0
+        var handler: (any LoopHandler)?
+    }
     private var timers = TimerHeap()
     /// Work queued for the loop thread; `closed` once the loop has exited (nothing is queued then).
     private struct Pending {
@@ -172,29 +179,39 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
     /// Registers `fd`; returns false (errno set) when epoll refuses it.
     @discardableResult
     func register(_ fd: Int32, _ events: UInt32, _ handler: any LoopHandler) -> Bool {
-        let token = nextToken
-        nextToken += 1
+        guard fd >= 0 else { return false }
+        generation = generation == UInt32.max ? 1 : generation + 1
+        // Never 0 (the wake-up eventfd's token): the generation is at least 1.
+        let token = UInt64(generation) << 32 | UInt64(UInt32(fd))
         guard ugate_epoll_ctl(epfd, UGATE_EPOLL_CTL_ADD, fd, events, token) == 0 else { return false }
-        handlers[token] = (fd, handler)
-        tokens[fd] = token
+        let index = Int(fd)
+        if index >= slots.count { slots.append(contentsOf: repeatElement(Registration(), count: index + 1 - slots.count)) }
+        slots[index] = Registration(token: token, handler: handler)
         return true
     }
 
+    /// The registration of `fd`, if it is registered.
+    private func registered(_ fd: Int32) -> Registration? {
+        let index = Int(fd)
+        guard index >= 0, index < slots.count, slots[index].handler != nil else { return nil }
+        return slots[index]
+    }
+
     func modify(_ fd: Int32, _ events: UInt32) {
-        guard let token = tokens[fd] else { return }
-        _ = ugate_epoll_ctl(epfd, UGATE_EPOLL_CTL_MOD, fd, events, token)
+        guard let registration = registered(fd) else { return }
+        _ = ugate_epoll_ctl(epfd, UGATE_EPOLL_CTL_MOD, fd, events, registration.token)
     }
 
     /// Hands an existing registration of `fd` to another handler (no syscall).
     func adopt(_ fd: Int32, _ handler: any LoopHandler) {
-        guard let token = tokens[fd] else { return }
-        handlers[token] = (fd, handler)
+        guard registered(fd) != nil else { return }
+        slots[Int(fd)].handler = handler
     }
 
     /// Removes `fd` from the loop; call before closing it.
     func deregister(_ fd: Int32) {
-        guard let token = tokens.removeValue(forKey: fd) else { return }
-        handlers[token] = nil
+        guard registered(fd) != nil else { return }
+        slots[Int(fd)] = Registration()
         _ = ugate_epoll_ctl(epfd, UGATE_EPOLL_CTL_DEL, fd, 0, 0)
     }
 
@@ -229,9 +246,12 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
                         _ = Glibc.read(wakeFd, &value, 8)
                         continue
                     }
-                    // A handler closed earlier in this batch has no entry any more.
-                    guard let entry = handlers[token] else { continue }
-                    entry.handler.ready(fd: entry.fd, events: events[i])
+                    // A handler closed earlier in this batch has no entry any more (or the
+                    // descriptor now belongs to another registration: another generation).
+                    let fd = Int32(truncatingIfNeeded: token & 0xFFFF_FFFF)
+                    let index = Int(fd)
+                    guard index < slots.count, slots[index].token == token, let handler = slots[index].handler else { continue }
+                    handler.ready(fd: fd, events: events[i])
                 }
             }
             let work = pending.withLock { pending -> [@Sendable () -> Void] in
@@ -255,7 +275,7 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
             }
         }
         for relay in Array(relays.values) { relay.abort(reason: "shutdown") }
-        for entry in Array(handlers.values) { (entry.handler as? any LoopExitHandler)?.loopExited() }
+        for registration in slots { (registration.handler as? any LoopExitHandler)?.loopExited() }
         let work = pending.withLock { pending -> [@Sendable () -> Void] in
             pending.closed = true
             let w = pending.work
