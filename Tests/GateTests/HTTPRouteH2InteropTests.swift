@@ -233,22 +233,29 @@ final class HTTPRouteH2InteropTests: XCTestCase {
             """
         let node = try httpRouteNode(dir: dir, service: "interop", at: backend.address)
         defer { node.stop() }
-        let address = node.address("web")
+        try checkNodeHolds64MiB(node, listener: "web", client: slowReader, "h2c download of 64 MiB by a slow reader")
+    }
+
+    /// Reads 1 MiB (warm-up), then 64 MiB with `client` (a Python script; argv: port, path,
+    /// prints `status bytes`) from `node`'s listener `listener`, and checks that the node's
+    /// peak resident memory grew by less than 16 MiB during the 64 MiB read (`what` names the
+    /// case in the printed numbers).
+    func checkNodeHolds64MiB(_ node: UgateNode, listener: String, client: String, _ what: String) throws {
+        let address = node.address(listener)
         XCTAssertFalse(address.isEmpty, node.banner)
         let port = String(address.split(separator: ":").last ?? "")
         func read(_ size: Int) throws -> String {
-            let r = try runProcess("/usr/bin/env", ["python3", "-c", slowReader, port, "/big/\(size)"], timeout: 240)
+            let r = try runProcess("/usr/bin/env", ["python3", "-c", client, port, "/big/\(size)"], timeout: 240)
             XCTAssertEqual(r.status, 0, r.err)
             return r.out.trimmingCharacters(in: .whitespacesAndNewlines)
         }
-        // Warm up, then the baseline.
         XCTAssertEqual(try read(1 << 20), "200 \(1 << 20)")
         let pid = node.process.processIdentifier
         let baseline = try HTTPRouteUploadTests.memory(pid, "VmRSS")
         try "5".write(toFile: "/proc/\(pid)/clear_refs", atomically: false, encoding: .utf8)
         XCTAssertEqual(try read(64 << 20), "200 \(64 << 20)")
         let peak = try HTTPRouteUploadTests.memory(pid, "VmHWM")
-        print("h2c download of 64 MiB by a slow reader: node RSS \(baseline) KiB before, peak \(peak) KiB, growth \(peak - baseline) KiB")
+        print("\(what): node RSS \(baseline) KiB before, peak \(peak) KiB, growth \(peak - baseline) KiB")
         XCTAssertLessThan(peak - baseline, 16 * 1024, "the node buffered the response: peak \(peak) KiB vs \(baseline) KiB before")
     }
 

@@ -103,22 +103,7 @@ extension HTTPRouteH2InteropTests {
             """
         let node = try httpRouteNode(dir: dir, service: "interop", at: backend.address)
         defer { node.stop() }
-        let address = node.address("web")
-        XCTAssertFalse(address.isEmpty, node.banner)
-        let port = String(address.split(separator: ":").last ?? "")
-        func read(_ size: Int) throws -> String {
-            let r = try runProcess("/usr/bin/env", ["python3", "-c", stalled, port, "/big/\(size)"], timeout: 240)
-            XCTAssertEqual(r.status, 0, r.err)
-            return r.out.trimmingCharacters(in: .whitespacesAndNewlines)
-        }
-        XCTAssertEqual(try read(1 << 20), "200 \(1 << 20)")
-        let pid = node.process.processIdentifier
-        let baseline = try HTTPRouteUploadTests.memory(pid, "VmRSS")
-        try "5".write(toFile: "/proc/\(pid)/clear_refs", atomically: false, encoding: .utf8)
-        XCTAssertEqual(try read(64 << 20), "200 \(64 << 20)")
-        let peak = try HTTPRouteUploadTests.memory(pid, "VmHWM")
-        print("h2c download of 64 MiB with open windows, client not reading for 4 s: node RSS \(baseline) KiB before, peak \(peak) KiB, growth \(peak - baseline) KiB")
-        XCTAssertLessThan(peak - baseline, 16 * 1024, "the node queued the response: peak \(peak) KiB vs \(baseline) KiB before")
+        try checkNodeHolds64MiB(node, listener: "web", client: stalled, "h2c download of 64 MiB with open windows, client not reading for 4 s")
     }
 
     /// HTTP/1.1 over TLS (a NIO pipeline): a client that asks for 64 MiB and does not read for
@@ -154,21 +139,6 @@ extension HTTPRouteH2InteropTests {
             """#.write(toFile: "\(dir)/ugate.json", atomically: true, encoding: .utf8)
         let node = try UgateNode(["run", "--config", "\(dir)/ugate.json", "--base-port", "0", "--identity-dir", "\(dir)/node", "--log-level", "warning"])
         defer { node.stop() }
-        let address = node.address("secure")
-        XCTAssertFalse(address.isEmpty, node.banner)
-        let port = String(address.split(separator: ":").last ?? "")
-        func read(_ size: Int) throws -> String {
-            let r = try runProcess("/usr/bin/env", ["python3", "-c", stalled, port, "/big/\(size)"], timeout: 240)
-            XCTAssertEqual(r.status, 0, r.err)
-            return r.out.trimmingCharacters(in: .whitespacesAndNewlines)
-        }
-        XCTAssertEqual(try read(1 << 20), "200 \(1 << 20)")
-        let pid = node.process.processIdentifier
-        let baseline = try HTTPRouteUploadTests.memory(pid, "VmRSS")
-        try "5".write(toFile: "/proc/\(pid)/clear_refs", atomically: false, encoding: .utf8)
-        XCTAssertEqual(try read(64 << 20), "200 \(64 << 20)")
-        let peak = try HTTPRouteUploadTests.memory(pid, "VmHWM")
-        print("HTTP/1.1 over TLS download of 64 MiB, client not reading for 4 s: node RSS \(baseline) KiB before, peak \(peak) KiB, growth \(peak - baseline) KiB")
-        XCTAssertLessThan(peak - baseline, 16 * 1024, "the node queued the response: peak \(peak) KiB vs \(baseline) KiB before")
+        try checkNodeHolds64MiB(node, listener: "secure", client: stalled, "HTTP/1.1 over TLS download of 64 MiB, client not reading for 4 s")
     }
 }
