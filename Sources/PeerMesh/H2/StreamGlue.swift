@@ -85,6 +85,13 @@ final class GlueHandler: ChannelDuplexHandler {
     private var lastWrite: EventLoopFuture<Void>?
     /// The channel reported an error (reset, TLS/HTTP/2 failure, RST_STREAM).
     private var failed = false
+    /// What the partner passed on before this handler was in a pipeline (a stream's DATA and
+    /// END_STREAM that arrived with its response HEADERS, before the captured socket was
+    /// adopted): written, closed or aborted in `handlerAdded`. At most one read burst of the
+    /// partner, which reads no more until this side is writable.
+    private var early: [ByteBuffer] = []
+    private var earlyEnd: EarlyEnd?
+    private enum EarlyEnd { case closeOutput, abort }
 
     private init() {}
 
@@ -99,6 +106,17 @@ final class GlueHandler: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        if !early.isEmpty {
+            for bytes in early { partnerWrite(bytes) }
+            early = []
+            context.flush()
+        }
+        switch earlyEnd {
+        case .closeOutput: partnerCloseOutput()
+        case .abort: partnerAbort()
+        case nil: break
+        }
+        earlyEnd = nil
         // The partner may have held a read while we were not in a pipeline yet.
         if context.channel.isWritable { partner?.partnerBecameWritable() }
     }
@@ -161,7 +179,10 @@ final class GlueHandler: ChannelDuplexHandler {
     }
 
     private func partnerWrite(_ bytes: ByteBuffer) {
-        guard let context else { return }
+        guard let context else {
+            early.append(bytes)
+            return
+        }
         let promise = context.eventLoop.makePromise(of: Void.self)
         context.write(wrapOutboundOut(bytes), promise: promise)
         lastWrite = promise.futureResult
@@ -172,7 +193,11 @@ final class GlueHandler: ChannelDuplexHandler {
     }
 
     private func partnerCloseOutput() {
-        guard let context, !outputEnded else { return }
+        guard let context else {
+            if earlyEnd == nil { earlyEnd = .closeOutput }
+            return
+        }
+        guard !outputEnded else { return }
         outputEnded = true
         context.flush()
         // A socket whose input already ended escalates an output close to a full close, which
@@ -186,7 +211,10 @@ final class GlueHandler: ChannelDuplexHandler {
     }
 
     private func partnerAbort() {
-        guard let context else { return }
+        guard let context else {
+            earlyEnd = .abort
+            return
+        }
         // RST instead of FIN on a socket (SO_LINGER 0); an HTTP/2 stream channel's close is RST_STREAM.
         let channel = context.channel
         if let socket = channel as? any SocketOptionProvider {
