@@ -201,6 +201,8 @@ final class HTTP2ServerCodecTests: XCTestCase {
             ("DATA on half-closed (remote) stream", open1Ended + Self.frame(0x0, stream: 1, [1]), "RST 1 STREAM_CLOSED"),
             ("HEADERS on half-closed (remote) stream", open1Ended + Self.frame(0x1, flags: 0x5, stream: 1, block([("x", "y")])), "RST 1 STREAM_CLOSED"),
             ("DATA on closed stream", open1 + Self.frame(0x3, stream: 1, Self.be32(8)) + Self.frame(0x0, stream: 1, [1]), "RST 1 STREAM_CLOSED"),
+            ("HEADERS on a stream the client reset", open1 + Self.frame(0x3, stream: 1, Self.be32(8)) + Self.frame(0x1, flags: 0x5, stream: 1, block([("x", "y")])), "RST 1 STREAM_CLOSED"),
+            ("HEADERS opening a skipped stream ID", Self.frame(0x1, flags: 0x5, stream: 7, request) + Self.frame(0x1, flags: 0x5, stream: 5, request), "GOAWAY 7 PROTOCOL_ERROR"),
             ("DATA beyond the stream window", open1 + (0..<5).flatMap { _ in Self.frame(0x0, stream: 1, [UInt8](repeating: 0, count: 16000)) }, "RST 1 FLOW_CONTROL_ERROR"),
             ("trailers without END_STREAM", open1 + Self.frame(0x1, flags: 0x4, stream: 1, block([("x", "y")])), "RST 1 PROTOCOL_ERROR"),
             ("DATA padding longer than payload", open1 + Self.frame(0x0, flags: 0x8, stream: 1, [5, 1, 2]), "GOAWAY 1 PROTOCOL_ERROR"),
@@ -396,5 +398,85 @@ final class HTTP2ServerCodecTests: XCTestCase {
         // Only the client's own SETTINGS is acknowledged.
         XCTAssertEqual(result.frames, ["HEADERS 1 4", "DATA 1 5", "SETTINGS_ACK"])
         XCTAssertEqual(run(&codec, [Self.frame(0x8, stream: 1, Self.be32(5))]).frames, ["DATA 1 5 end"])
+    }
+
+    // MARK: - Closed streams and SETTINGS_TIMEOUT
+
+    /// RFC 9113 §5.1, §6.1, §6.2: HEADERS or DATA on a stream that closed normally (both sides
+    /// ended it) is a stream error STREAM_CLOSED — the connection and its other streams go on —,
+    /// whole, split at every offset and byte by byte. Stream IDs the client skipped (implicitly
+    /// closed, never opened) stay a connection error PROTOCOL_ERROR (§5.1.1).
+    func testFramesOnAStreamThatClosedNormallyAreStreamErrors() {
+        let cases: [(String, (inout HTTPRouteCodecRequests) -> [UInt8], [String], [String])] = [
+            ("HEADERS", { $0.frame(0x1, flags: 0x5, stream: 1) + $0.frame(0x1, flags: 0x5, stream: 5) }, ["headers 5 end"], ["RST 1 STREAM_CLOSED"]),
+            ("DATA", { $0.data(1) + $0.frame(0x1, flags: 0x5, stream: 5) }, ["headers 5 end"], ["RST 1 STREAM_CLOSED"]),
+            ("HEADERS on the older stream", { $0.frame(0x1, flags: 0x4, stream: 1) + $0.data(5) }, ["data 5 late"], ["RST 1 STREAM_CLOSED"]),
+            ("HEADERS on a skipped ID", { $0.frame(0x1, flags: 0x5, stream: 5) + $0.frame(0x1, flags: 0x5, stream: 9) + $0.frame(0x1, flags: 0x5, stream: 7) },
+             ["headers 5 end", "headers 9 end", "error PROTOCOL_ERROR"], ["GOAWAY 9 PROTOCOL_ERROR"]),
+        ]
+        for (name, late, events, frames) in cases {
+            for split in ["whole", "split", "drip"] {
+                var codec = HTTP2ServerCodec(allocator: allocator)
+                var requests = HTTPRouteCodecRequests()
+                // Streams 1 and 3 open and close normally (request ended, response ended).
+                _ = run(&codec, [Self.start + requests.frame(0x1, flags: 0x5, stream: 1) + requests.frame(0x1, flags: 0x5, stream: 3)])
+                XCTAssertTrue(codec.writeHeaders(1, HPACKHeaders([(":status", "204")]), endStream: true))
+                XCTAssertTrue(codec.writeHeaders(3, HPACKHeaders([(":status", "204")]), endStream: true))
+                XCTAssertEqual(codec.openStreams, 0)
+                _ = codec.takeOutput()
+                if name == "HEADERS on the older stream" {
+                    // Stream 5 is open when stream 1's late HEADERS arrive; its DATA still gets through.
+                    _ = run(&codec, [requests.frame(0x1, flags: 0x4, stream: 5)])
+                }
+                let input = late(&requests)
+                let pieces: [[UInt8]]
+                switch split {
+                case "whole": pieces = [input]
+                case "split": pieces = [Array(input[..<(input.count / 2)]), Array(input[(input.count / 2)...])]
+                default: pieces = input.map { [$0] }
+                }
+                let result = run(&codec, pieces)
+                XCTAssertEqual(result.events.map { $0.split(separator: " ").prefix(3).joined(separator: " ") }, events, "\(name) \(split)")
+                XCTAssertEqual(result.frames, frames, "\(name) \(split)")
+            }
+        }
+    }
+
+    /// RFC 9113 §6.5.3: the server's SETTINGS not acknowledged when the handler's timer runs
+    /// out ends the connection with GOAWAY SETTINGS_TIMEOUT; acknowledged (whole, split, byte
+    /// by byte), nothing happens. A SETTINGS ACK with a payload stays a FRAME_SIZE_ERROR.
+    func testSettingsNotAcknowledgedInTimeEndTheConnection() {
+        var late = HTTP2ServerCodec(allocator: allocator)
+        _ = run(&late, [Self.start])
+        XCTAssertTrue(late.awaitingSettingsAck)
+        XCTAssertEqual(late.settingsTimedOut(after: 10)?.code, .settingsTimeout)
+        XCTAssertEqual(run(&late, []).frames, ["GOAWAY 0 SETTINGS_TIMEOUT"])
+        XCTAssertNil(late.settingsTimedOut(after: 10))
+        let input = Self.start + Self.frame(0x4, flags: 1)
+        for pieces in [[input], [Array(input[..<30]), Array(input[30...])], input.map { [$0] }] {
+            var codec = HTTP2ServerCodec(allocator: allocator)
+            let result = run(&codec, pieces)
+            XCTAssertEqual(result.frames, ["SETTINGS_ACK"])
+            XCTAssertFalse(codec.awaitingSettingsAck)
+            XCTAssertNil(codec.settingsTimedOut(after: 10))
+            XCTAssertEqual(run(&codec, []).frames, [])
+        }
+    }
+}
+
+/// Request frames for the closed-stream cases, encoded by one client HPACK encoder per
+/// connection (its dynamic table in step with the codec's decoder: blocks are made in the
+/// order they are fed).
+struct HTTPRouteCodecRequests {
+    var encoder = HPACKEncoder(allocator: ByteBufferAllocator())
+
+    mutating func frame(_ type: UInt8, flags: UInt8, stream: UInt32) -> [UInt8] {
+        var buffer = ByteBufferAllocator().buffer(capacity: 256)
+        try! encoder.encode(headers: HPACKHeaders(HTTP2ServerCodecTests.request), to: &buffer)
+        return HTTP2ServerCodecTests.frame(type, flags: flags, stream: stream, Array(buffer.readableBytesView))
+    }
+
+    func data(_ stream: UInt32) -> [UInt8] {
+        HTTP2ServerCodecTests.frame(0x0, flags: 0x1, stream: stream, Array("late".utf8))
     }
 }

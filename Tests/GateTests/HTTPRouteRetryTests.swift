@@ -20,6 +20,8 @@ final class ScriptedBackend: @unchecked Sendable {  // fd and port are immutable
         case close
         /// Reset (RST: SO_LINGER 0) after reading the request head only.
         case resetAfterHead
+        /// Answer after `seconds` (a slow backend), keep-alive.
+        case respondAfter(Double, Int, String)
     }
 
     let fd: Int32
@@ -88,8 +90,9 @@ final class ScriptedBackend: @unchecked Sendable {  // fd and port are immutable
             let body = Array(pending.prefix(length))
             pending.removeFirst(min(length, pending.count))
             log.withLock { $0.append("conn#\(conn) \(method) \(path) \(body.count)") }
+            if case .respondAfter(let seconds, _, _) = action { usleep(UInt32(seconds * 1_000_000)) }
             switch action {
-            case .respond(let status, let text), .respondThenClose(let status, let text):
+            case .respond(let status, let text), .respondThenClose(let status, let text), .respondAfter(_, let status, let text):
                 let reply = Array("HTTP/1.1 \(status) X\r\nContent-Length: \(text.utf8.count)\r\n\r\n\(text)".utf8)
                 guard (try? TestSocket.writeAll(c, reply)) != nil else { break }
                 if case .respondThenClose = action {
@@ -343,8 +346,11 @@ final class HTTPRouteRetryTests: XCTestCase {
         }
         XCTAssertEqual(try load("{codes: [500, 503], attempts: 3, backoff: 1m30s}").retry, RetryPolicy(attempts: 3, codes: [500, 503], backoff: 90))
         XCTAssertEqual(try load("{}").retry, RetryPolicy(attempts: 1, codes: [], backoff: 0))
+        // Gateway API v1 `HTTPRouteRetryStatusCode`: 400–599.
+        XCTAssertEqual(try load("{codes: [429, 408, 599]}").retry, RetryPolicy(attempts: 1, codes: [429, 408, 599], backoff: 0))
         for (retry, message) in [
-            ("{codes: [404]}", "spec.rules[0].retry.codes[0]: unsupported: retry on code 404"),
+            ("{codes: [399]}", "spec.rules[0].retry.codes[0]: code 399 is not an HTTP error status"),
+            ("{codes: [600]}", "spec.rules[0].retry.codes[0]: code 600 is not an HTTP error status"),
             ("{codes: [200]}", "spec.rules[0].retry.codes[0]: code 200 is not an HTTP error status"),
             ("{attempts: 11}", "spec.rules[0].retry.attempts: attempts 11 outside"),
             ("{backoff: soon}", "spec.rules[0].retry.backoff: bad duration"),

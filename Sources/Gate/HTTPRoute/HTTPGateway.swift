@@ -29,16 +29,21 @@ public final class HTTPGateway: Sendable {
     ///   - mirrorBodyLimit: largest request body (bytes) copied to RequestMirror backends; a
     ///     request with a larger body is not mirrored (counted and logged).
     ///   - http2IdleTimeout: seconds an HTTP/2 connection may stay without streams (then GOAWAY).
+    ///   - sendTimeout: seconds response bytes may wait for a client that takes none of them
+    ///     (then the connection and its backend connections are closed).
+    ///   - http2SettingsTimeout: seconds an HTTP/2 client has to acknowledge the gateway's
+    ///     SETTINGS (then GOAWAY SETTINGS_TIMEOUT).
     ///   - connectTimeout: seconds to connect to a backend (also through a mesh upstream), and
     ///     to a TLS passthrough backend (direct or through a mesh upstream).
     ///   - accessLog: one line per request (method, host, path, route, backend, status, bytes, ms).
     ///   - metrics: where the per-route counters go (`ugate_httproute_requests_total{route,status}`,
-    ///     `ugate_httproute_response_bytes_total{route}`); nil: the bootstrapped `MetricsSystem`.
+    ///     `ugate_httproute_response_bytes_total{route}`, `ugate_httproute_send_timeouts_total{proto}`); nil: the bootstrapped `MetricsSystem`.
     ///   - router: the node's route table; a backend it routes to an upstream other than
     ///     `direct` (a mesh peer) is dialled through that upstream. nil: every backend direct.
     public init(
         table: RouteTable, host: String = "127.0.0.1", port: UInt16 = 0, loops: GateLoopGroup,
-        defaultTimeout: Double = 30, keepAliveTimeout: Double = 60, http2IdleTimeout: Double = 60, connectTimeout: Double = 10,
+        defaultTimeout: Double = 30, keepAliveTimeout: Double = 60, http2IdleTimeout: Double = 60, sendTimeout: Double = 60,
+        http2SettingsTimeout: Double = 10, connectTimeout: Double = 10,
         mirrorBodyLimit: Int = 1 << 20, accessLog: Logger = Logger(label: "ugate.httproute.access"),
         log: Logger = Logger(label: "ugate.httproute"), metrics: (any MetricsFactory)? = nil, tls: HTTPRouteTLS? = nil,
         name: String = "httproute", router: Router? = nil
@@ -53,6 +58,7 @@ public final class HTTPGateway: Sendable {
             group: MultiThreadedEventLoopGroup.singleton, state: state,
             settings: .init(
                 listenerName: name, defaultTimeout: defaultTimeout, keepAliveTimeout: keepAliveTimeout, http2IdleTimeout: http2IdleTimeout,
+                sendTimeout: sendTimeout, http2SettingsTimeout: http2SettingsTimeout,
                 mirrorBodyLimit: mirrorBodyLimit, accessLog: accessLog, log: log, counters: RouteCounters(factory: factory),
                 pool: BackendPool(connectTimeout: min(defaultTimeout, connectTimeout), router: router, listenerName: name)))
         let passthrough = PassthroughRelays()
@@ -238,6 +244,8 @@ final class RouteCounters: Sendable {
     private let bytes = Mutex<[String: Counter]>([:])
     private let mirrorSkips = Mutex<[String: Counter]>([:])
     private let retries = Mutex<[String: Counter]>([:])
+    private let sendTimeouts = Mutex<[String: Counter]>([:])
+    private let retriesRefused = Mutex<[String: Counter]>([:])
 
     struct RouteStatus: Hashable {
         var route: String
@@ -267,38 +275,42 @@ final class RouteCounters: Sendable {
             counters[key] = counter
             return counter
         }
-        let bytes = bytes.withLock { counters in
-            if let counter = counters[route] { return counter }
-            let counter = Counter(label: "ugate_httproute_response_bytes_total", dimensions: [("route", route)], factory: factory)
-            counters[route] = counter
-            return counter
-        }
+        let bytes = counter(bytes, key: route, "ugate_httproute_response_bytes_total", [("route", route)])
         return Pair(requests: requests, bytes: bytes)
     }
 
     /// Counts a request whose body was too large to mirror
     /// (`ugate_httproute_mirror_skipped_total{route}`).
     func mirrorSkipped(route: String) {
-        let factory = factory
-        mirrorSkips.withLock { counters in
-            if let counter = counters[route] { return counter }
-            let counter = Counter(label: "ugate_httproute_mirror_skipped_total", dimensions: [("route", route)], factory: factory)
-            counters[route] = counter
-            return counter
-        }.increment()
+        counter(mirrorSkips, key: route, "ugate_httproute_mirror_skipped_total", [("route", route)]).increment()
     }
 
     /// Counts a request sent again, or moved to another backend after a connect failure
     /// (`ugate_httproute_retries_total{route,reason}`; reason `connect`, `stale`, `connection`
     /// or `status`, see `RetryRule.Reason`).
     func retried(route: String, reason: String) {
+        counter(retries, key: route + "\u{0}" + reason, "ugate_httproute_retries_total", [("route", route), ("reason", reason)]).increment()
+    }
+
+    /// Counts a retry the route's `RetryBudget` refused (`ugate_httproute_retries_refused_total{route}`).
+    func retryRefused(route: String) {
+        counter(retriesRefused, key: route, "ugate_httproute_retries_refused_total", [("route", route)]).increment()
+    }
+
+    /// Counts a client connection closed because it read nothing for `sendTimeout`
+    /// (`ugate_httproute_send_timeouts_total{proto}`).
+    func sendTimedOut(proto: String) {
+        counter(sendTimeouts, key: proto, "ugate_httproute_send_timeouts_total", [("proto", proto)]).increment()
+    }
+
+    /// The counter of `key` in `counters`, made with `label` and `dimensions` the first time.
+    private func counter(_ counters: borrowing Mutex<[String: Counter]>, key: String, _ label: String, _ dimensions: [(String, String)]) -> Counter {
         let factory = factory
-        retries.withLock { counters in
-            let key = route + "\u{0}" + reason
+        return counters.withLock { counters in
             if let counter = counters[key] { return counter }
-            let counter = Counter(label: "ugate_httproute_retries_total", dimensions: [("route", route), ("reason", reason)], factory: factory)
+            let counter = Counter(label: label, dimensions: dimensions, factory: factory)
             counters[key] = counter
             return counter
-        }.increment()
+        }
     }
 }

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// When and where a forwarded request is sent again: a pure decision (no sockets, no clock;
 /// the random source is passed in), taken by `Exchange` when a backend connection cannot be
 /// made, when it ends before any response byte, and when a response head arrives.
@@ -21,9 +23,12 @@
 ///   byte (the backend closed it while the request was on its way, RFC 9112 §9.3.1) → once, at
 ///   once, on a new connection — whether or not the rule has a `retry`;
 /// * with the rule's `retry` (`RetryPolicy`): a connection that fails before the response
-///   (`HTTPRouteRetryConnectionError`) or a response status in `codes`
-///   (`HTTPRouteRetryCodes`) → up to `attempts` more tries, each after a backoff (`delay`). A
-///   retried response is discarded (its connection closed); the last try's response is relayed.
+///   (`HTTPRouteRetryConnectionError`), a response status in `codes` (`HTTPRouteRetryCodes`,
+///   400–599 as the Gateway API v1 allows: 429 or 408 too), or a try that reached the rule's
+///   `timeouts.backendRequest` without a response head → up to `attempts` more tries, each
+///   after a backoff (`delay`). A retried response is discarded (its connection closed); the
+///   last try's response is relayed. The route's `RetryBudget` can still refuse such a retry
+///   (`isPolicyRetry` tells the exchange which decisions it has to ask about).
 ///
 /// **Where** (`pick`): a weighted choice among the candidates not tried yet, the way Envoy's
 /// `previous_hosts` retry predicate skips hosts already attempted; when every candidate was
@@ -46,6 +51,9 @@ struct RetryRule {
     private(set) var retries = 0
     /// Whether the one stale-connection retry was used.
     private(set) var staleRetried = false
+    /// The last `.retry` decision used one of the rule's `attempts` (the retry budget applies
+    /// to those; moves after a connect failure and the stale-connection retry are not counted).
+    private(set) var isPolicyRetry = false
     /// The candidates tried so far, a bit per index (indices from 64 on are never marked: such a
     /// rule may try one of them twice before it has tried them all).
     private(set) var tried: UInt64 = 1
@@ -59,7 +67,7 @@ struct RetryRule {
 
     /// Why a try is made again (the `reason` of `ugate_httproute_retries_total`).
     enum Reason: String {
-        case connect, stale, connection, status
+        case connect, stale, connection, status, timeout
     }
 
     init(policy: RetryPolicy?, method: String, headers: [HTTPField]) {
@@ -111,15 +119,25 @@ struct RetryRule {
         return usePolicy(fresh: false, weights: weights, using: &random)
     }
 
+    /// The try reached the rule's `timeouts.backendRequest` before a response head (its
+    /// connection is closed): with the rule's `retry`, an idempotent request whose bytes can be
+    /// replayed goes to a candidate not tried yet when there is one, after at least the backoff
+    /// (GEP-1731), on a new connection.
+    mutating func attemptTimedOut(replayable: Bool, weights: [Int], using random: inout some RandomNumberGenerator) -> Decision {
+        guard idempotent, replayable else { return .giveUp }
+        return usePolicy(fresh: true, weights: weights, using: &random)
+    }
+
     private mutating func usePolicy(fresh: Bool, weights: [Int], using random: inout some RandomNumberGenerator) -> Decision {
         guard let policy, retries < policy.attempts else { return .giveUp }
         retries += 1
         let backend = Self.pick(weights, excluding: tried, untriedOnly: false, using: &random) ?? 0
-        return choose(backend, delay: Self.backoff(policy.backoff, retry: retries, using: &random), fresh: fresh)
+        return choose(backend, delay: Self.backoff(policy.backoff, retry: retries, using: &random), fresh: fresh, policy: true)
     }
 
-    private mutating func choose(_ backend: Int, delay: Double, fresh: Bool) -> Decision {
+    private mutating func choose(_ backend: Int, delay: Double, fresh: Bool, policy: Bool = false) -> Decision {
         if backend < 64 { tried |= 1 << UInt64(backend) }
+        isPolicyRetry = policy
         return .retry(delay: delay, fresh: fresh, backend: backend)
     }
 
@@ -149,5 +167,70 @@ struct RetryRule {
         guard base > 0 else { return 0 }
         let factor = min(Double(1 << UInt64(min(max(retry, 1), 16))), backoffCap)
         return Double.random(in: base...(base * factor), using: &random)
+    }
+}
+
+/// How many of a route's requests may be sent again (a retry of the rule's `retry`), so that
+/// retries cannot multiply the load on backends that are failing (a retry storm): over the last
+/// `window` seconds, retries may be at most `ratio` (20 %) of the route's requests plus
+/// `floorPerSecond` (3) per second of the window — Linkerd's budget (`retryRatio` 0.2 over a
+/// 10 s TTL, with a minimum rate) with Envoy's `budget_percent` of 20 % and a small floor, so a
+/// quiet route can still retry. A value: time in (milliseconds), no clock inside.
+///
+/// Counted per second in a ring of `window` buckets (requests of routes with a `retry`, and the
+/// retries let through); a retry refused by the budget leaves the failed answer to the client.
+struct RetryBudget {
+    static let ratio = 0.2
+    static let floorPerSecond = 3.0
+    static let window = 10
+
+    private var requests = [Int](repeating: 0, count: window)
+    private var retries = [Int](repeating: 0, count: window)
+    /// The second (`now / 1000`) of the newest bucket.
+    private var second: UInt64 = 0
+
+    /// A request of the route began.
+    mutating func request(now: UInt64) {
+        requests[advance(now)] += 1
+    }
+
+    /// Whether a retry may go now; counted when it may.
+    mutating func retry(now: UInt64) -> Bool {
+        let bucket = advance(now)
+        let allowed = Double(retries.reduce(0, +)) < Self.ratio * Double(requests.reduce(0, +)) + Self.floorPerSecond * Double(Self.window)
+        if allowed { retries[bucket] += 1 }
+        return allowed
+    }
+
+    /// Moves the ring to `now`'s second (clearing the seconds passed); the bucket of `now`.
+    private mutating func advance(_ now: UInt64) -> Int {
+        let current = now / 1000
+        if current > second {
+            let passed = min(current - second, UInt64(Self.window))
+            for step in 1...passed {
+                let bucket = Int((second + step) % UInt64(Self.window))
+                requests[bucket] = 0
+                retries[bucket] = 0
+            }
+            second = current
+        }
+        return Int(second % UInt64(Self.window))
+    }
+}
+
+/// The retry budgets of a listener's routes (by route label), shared by its connections on
+/// every loop. Only requests of rules with a `retry` are counted (no lock for the others).
+final class RetryBudgets: Sendable {
+    private let budgets = Mutex<[String: RetryBudget]>([:])
+
+    func request(route: String) {
+        let now = GateLoop.monotonicMillis()
+        budgets.withLock { $0[route, default: RetryBudget()].request(now: now) }
+    }
+
+    /// Whether `route` may send a request again now.
+    func retry(route: String) -> Bool {
+        let now = GateLoop.monotonicMillis()
+        return budgets.withLock { $0[route, default: RetryBudget()].retry(now: now) }
     }
 }

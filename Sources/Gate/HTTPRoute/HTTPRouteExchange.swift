@@ -11,6 +11,12 @@ struct RouteSettings: Sendable {
     var keepAliveTimeout: Double = 60
     /// Seconds an HTTP/2 connection may stay without open streams (then GOAWAY and close).
     var http2IdleTimeout: Double = 60
+    /// Seconds bytes may wait for a client's socket without any being written before the
+    /// connection is closed (a client that stopped reading; `SendStall`).
+    var sendTimeout: Double = 60
+    /// Seconds an HTTP/2 client has to acknowledge the gateway's SETTINGS (then GOAWAY
+    /// SETTINGS_TIMEOUT, RFC 9113 §6.5.3).
+    var http2SettingsTimeout: Double = 10
     /// Largest request body (bytes) copied to RequestMirror backends; a request with a larger
     /// body is not mirrored (counted in `ugate_httproute_mirror_skipped_total`, logged).
     var mirrorBodyLimit: Int = 1 << 20
@@ -18,6 +24,8 @@ struct RouteSettings: Sendable {
     var log: Logger
     var counters: RouteCounters
     var pool: BackendPool
+    /// The retry budgets of the listener's routes (shared by its connections).
+    var retryBudgets = RetryBudgets()
 }
 
 /// One client connection as its exchanges see it (one exchange at a time on HTTP/1.1, one per
@@ -78,6 +86,22 @@ final class RouteConnection {
         }
         pair.requests.increment()
         pair.bytes.increment(by: entry.bytes)
+    }
+
+    /// The client read nothing for `sendTimeout` while `waiting` bytes waited for its socket:
+    /// each exchange in progress ends (its backend connection closed, not pooled; the access
+    /// log says why), the timeout is counted (`ugate_httproute_send_timeouts_total{proto}`) and
+    /// logged. The caller closes the connection.
+    func sendTimedOut(_ exchanges: [Exchange], waiting: Int) {
+        let seconds = settings.sendTimeout
+        for exchange in exchanges { exchange.clientStalled(seconds: seconds) }
+        settings.counters.sendTimedOut(proto: proto)
+        settings.log.info(
+            "client connection closed: send timeout",
+            metadata: [
+                "src": .string(peer), "proto": .string(proto), "listener": .string(settings.listenerName),
+                "timeout": .stringConvertible(seconds), "waiting": .stringConvertible(waiting),
+            ])
     }
 }
 
@@ -234,13 +258,14 @@ final class DeadlineTimer {
         let now = NIODeadline.now()
         var next: NIODeadline?
         for exchange in exchanges() where !exchange.finished {
-            if exchange.deadline <= now {
-                exchange.timedOut()
-            } else if next == nil || exchange.deadline < next! {
+            // A try's deadline that passed may leave the exchange going with a later one.
+            if exchange.deadline <= now { exchange.timedOut() }
+            if !exchange.finished, exchange.deadline > now, next == nil || exchange.deadline < next! {
                 next = exchange.deadline
             }
         }
-        if let next { arm(next) }
+        // `timedOut` may have armed the timer already (a retry watching its try's deadline).
+        if let next { watch(next) }
     }
 
     /// Stops the timer (the connection closed).
@@ -292,8 +317,14 @@ final class Exchange: BackendDelegate {
     var finished = false
     /// Set while `fail` writes a local answer or cuts a response off (see `clientGone`).
     var answeringLocally = false
-    /// The rule's deadline (504 after it), watched by the client's `DeadlineTimer`.
-    var deadline = NIODeadline.distantFuture
+    /// The rule's deadline (504 after it) and the current try's (`timeouts.backendRequest`:
+    /// retried with the rule's `retry`, else 504; none while a retry waits for its backoff).
+    var requestDeadline = NIODeadline.distantFuture
+    var attemptDeadline = NIODeadline.distantFuture
+    /// The earlier of the two, watched by the client's `DeadlineTimer`.
+    var deadline: NIODeadline { min(requestDeadline, attemptDeadline) }
+    /// Tries begun (a connect's result for an older try is dropped).
+    private var attempt = 0
     var failures: [String] = []
     /// The request fields for RequestMirror backends and the request body so far (nil: no
     /// mirror, or the body outgrew `mirrorBodyLimit`).
@@ -414,8 +445,9 @@ final class Exchange: BackendDelegate {
             client.respondHead(HTTPResponseHead(version: .http1_1, status: .continue))
             client.flushResponse()
         }
-        deadline = .now() + .milliseconds(Int64((forward.timeout ?? client.connection.settings.defaultTimeout) * 1000))
+        requestDeadline = .now() + .milliseconds(Int64((forward.timeout ?? client.connection.settings.defaultTimeout) * 1000))
         client.watchDeadline(self)
+        if forward.retry != nil { client.connection.settings.retryBudgets.request(route: forward.route) }
         if !forward.mirrors.isEmpty {
             let limit = client.connection.settings.mirrorBodyLimit
             if let length, let size = Int(length), size > limit {
@@ -497,11 +529,33 @@ final class Exchange: BackendDelegate {
         backend?.flush()
     }
 
-    /// The rule's deadline passed without a complete response: 504.
+    /// A deadline passed without a complete response: the try's (`timeouts.backendRequest`)
+    /// is retried when the rule's `retry` allows it (before the response head only), else, and
+    /// for the rule's own, 504.
     func timedOut() {
         guard !finished else { return }
+        let now = NIODeadline.now()
+        if let perTry = forward.attemptTimeout, attemptDeadline <= now, requestDeadline > now {
+            attemptDeadline = .distantFuture
+            let message = "backend \(log.backend) did not respond within \(perTry) s (timeouts.backendRequest)"
+            if !responded {
+                failures.append(message)
+                let decision = retries.attemptTimedOut(replayable: replay != nil, weights: candidateWeights, using: &client.connection.random)
+                if resend(decision, reason: .timeout) { return }
+            }
+            fail(504, failures.isEmpty || responded ? message : failures.joined(separator: "\n"))
+            return
+        }
         let timeout = forward.timeout ?? client.connection.settings.defaultTimeout
         fail(504, "backend \(log.backend) did not respond within \(timeout) s")
+    }
+
+    /// The client read nothing for `seconds` while its response waited (`sendTimeout`): the
+    /// exchange ends with the cause in the access log, its backend connection closed.
+    func clientStalled(seconds: Double) {
+        guard !finished else { return }
+        log.error = "send timeout: the client read nothing for \(seconds) s"
+        finish(reuseBackend: false)
     }
 
     /// The client connection or stream went away.
@@ -548,6 +602,12 @@ final class Exchange: BackendDelegate {
     /// next: another backend, or with the rule's `retry` the same after its backoff; 503 when
     /// it gives up).
     private func connect(freshOnly: Bool = false) {
+        attempt += 1
+        let current = attempt
+        if let perTry = forward.attemptTimeout {
+            attemptDeadline = .now() + .milliseconds(Int64(perTry * 1000))
+            client.watchDeadline(self)
+        }
         let destination: Destination
         if candidate == 0 {
             log.backend = forward.backend.name
@@ -563,7 +623,7 @@ final class Exchange: BackendDelegate {
             return
         }
         pool.acquire(destination, on: client.eventLoop, idle: client.connection.idle, fresh: true) { [self] result in
-            guard !finished else {
+            guard !finished, attempt == current else {
                 if case .success(let connection) = result { connection.close() }
                 return
             }
@@ -664,7 +724,8 @@ final class Exchange: BackendDelegate {
     /// every byte sent so far; body parts that arrive meanwhile wait in `pending`. False: not
     /// retried.
     private func resend(_ decision: RetryRule.Decision, reason: RetryRule.Reason) -> Bool {
-        guard case .retry = decision, let sent = replay else { return false }
+        guard case .retry = decision, let sent = replay, withinBudget() else { return false }
+        attemptDeadline = .distantFuture
         if let backend {
             backend.delegate = nil
             backend.close()
@@ -672,13 +733,34 @@ final class Exchange: BackendDelegate {
         }
         pending = sent + pending
         replay = []
-        return retry(decision, reason: reason)
+        return go(decision, reason: reason)
+    }
+
+    /// A retry decision after a connect failure: `go`, unless the route's budget refuses it.
+    private func retry(_ decision: RetryRule.Decision, reason: RetryRule.Reason) -> Bool {
+        guard case .retry = decision, withinBudget() else { return false }
+        attemptDeadline = .distantFuture
+        return go(decision, reason: reason)
+    }
+
+    /// Whether the route's `RetryBudget` lets the last decision go: asked only for a retry of
+    /// the rule's `retry` (`RetryRule.isPolicyRetry`); a refusal is counted
+    /// (`ugate_httproute_retries_refused_total`) and named in the access log.
+    private func withinBudget() -> Bool {
+        guard retries.isPolicyRetry else { return true }
+        let settings = client.connection.settings
+        guard settings.retryBudgets.retry(route: forward.route) else {
+            settings.counters.retryRefused(route: forward.route)
+            failures.append("retry refused: the route's retry budget is spent")
+            return false
+        }
+        return true
     }
 
     /// Connects to the decision's backend after its delay (a new connection when `fresh`),
     /// counting the retry (access log `retries`, `tried`; `ugate_httproute_retries_total`).
     /// False: the decision gives up.
-    private func retry(_ decision: RetryRule.Decision, reason: RetryRule.Reason) -> Bool {
+    private func go(_ decision: RetryRule.Decision, reason: RetryRule.Reason) -> Bool {
         guard case .retry(let delay, let fresh, let next) = decision, next <= forward.fallbacks.count else { return false }
         log.tried.append(log.backend)
         log.retries = retries.total

@@ -81,11 +81,18 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
         context.fireChannelActive()
     }
 
-    /// The server's SETTINGS leave at once; the idle timer starts; an upgrade's request begins.
+    /// The server's SETTINGS leave at once; the idle and SETTINGS timers start; an upgrade's
+    /// request begins.
     private func start() {
         guard !started else { return }
         started = true
         idle.start(self)
+        let seconds = connection.settings.http2SettingsTimeout
+        // Not cancelled (a cancel searches the loop's task queue): it finds the SETTINGS
+        // acknowledged, or the handler gone.
+        eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(seconds * 1000))) { [weak self] in
+            self?.settingsTimerFired(after: seconds)
+        }
         if let request = upgradeRequest {
             upgradeRequest = nil
             opened(1, Self.upgradeFields(request), endStream: true)
@@ -288,6 +295,14 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        closeOnError(error)
+    }
+
+    /// RFC 9113 §6.5.3: SETTINGS not acknowledged in time end the connection (GOAWAY
+    /// SETTINGS_TIMEOUT).
+    private func settingsTimerFired(after seconds: Double) {
+        guard context != nil, let error = codec.settingsTimedOut(after: seconds) else { return }
+        flushNow()
         closeOnError(error)
     }
 

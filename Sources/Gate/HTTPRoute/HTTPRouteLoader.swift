@@ -470,21 +470,27 @@ public struct HTTPRouteLoader: Sendable {
             backends.append(try backend(item, namespace: namespace))
         }
         var timeout: Double?
+        var perTry: Double?
         if let timeouts = try node.optional("timeouts") {
             try timeouts.allow(try timeouts.map(), ["request", "backendRequest"])
             if let request = try timeouts.optional("request") { timeout = try request.duration() }
             if let backendRequest = try timeouts.optional("backendRequest") {
                 let value = try backendRequest.duration()
-                timeout = min(timeout ?? value, value)
+                // Gateway API: backendRequest must not be longer than request.
+                if let timeout, value > timeout {
+                    throw backendRequest.error(.invalid, "backendRequest \(value) s is longer than request \(timeout) s")
+                }
+                perTry = value
             }
         }
-        var rule = RouteRule(matches: matches, filters: filters, backends: backends, requestTimeout: timeout)
+        var rule = RouteRule(matches: matches, filters: filters, backends: backends, requestTimeout: timeout, backendRequestTimeout: perTry)
         if let retry = try node.optional("retry") { rule.retry = try self.retry(retry) }
         return rule
     }
 
-    /// `retry` (GEP-1731): `attempts` (0…10, default 1), `codes` (500–599: the statuses ugate
-    /// retries), `backoff` (a Duration).
+    /// `retry` (GEP-1731, Gateway API v1 `HTTPRouteRetry`): `attempts` (0…10, default 1),
+    /// `codes` (400–599, the range `HTTPRouteRetryStatusCode` allows: 5xx and 4xx such as 429
+    /// or 408), `backoff` (a Duration).
     private func retry(_ node: Node) throws(HTTPRouteError) -> RetryPolicy {
         try node.allow(try node.map(), ["attempts", "codes", "backoff"])
         var policy = RetryPolicy()
@@ -495,7 +501,6 @@ public struct HTTPRouteLoader: Sendable {
         for item in try node.optional("codes")?.list() ?? [] {
             let code = try item.int()
             guard (400...599).contains(code) else { throw item.error(.invalid, "code \(code) is not an HTTP error status (400…599)") }
-            guard code >= 500 else { throw item.error(.unsupported, "retry on code \(code) (500…599 are)") }
             if !policy.codes.contains(code) { policy.codes.append(code) }
         }
         if let backoff = try node.optional("backoff") { policy.backoff = try backoff.duration() }

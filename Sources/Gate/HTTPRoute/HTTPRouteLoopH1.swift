@@ -77,6 +77,10 @@ final class HTTP1LoopConnection: LoopExitHandler, ExchangeClient, HTTP1RequestSe
     private var idleTimer: LoopTimer?
     private var quiescing = false
     private var deadlines: DeadlineTimer?
+    /// Whether the client stopped reading (`sendTimeout`), fed by every write attempt; its
+    /// timer runs only while bytes wait for the socket.
+    private var stall: SendStall
+    private var stallTimer: LoopTimer?
 
     private init(fd: Int32, gate: GateEventLoop, nio: HTTPRouteNIO, peer: String) {
         self.fd = fd
@@ -86,6 +90,7 @@ final class HTTP1LoopConnection: LoopExitHandler, ExchangeClient, HTTP1RequestSe
         handle = LoopConnectionHandle(loop: gate.loop)
         opening = ByteBufferAllocator().buffer(capacity: 0)
         idleSince = gate.loop.now
+        stall = SendStall(seconds: nio.settings.sendTimeout)
     }
 
     /// Serves the accepted socket `fd` on `loop` (called on its thread).
@@ -235,8 +240,10 @@ final class HTTP1LoopConnection: LoopExitHandler, ExchangeClient, HTTP1RequestSe
     /// more than `maxQueued` bytes wait the backend is not read.
     private func flushOut() {
         guard fd >= 0 else { return }
+        let before = out.bytes
         switch out.write(to: fd) {
         case .done:
+            stall.observe(waiting: false, progress: true, now: gate.loop.now)
             if let backend = pausedBackend {
                 pausedBackend = nil
                 backend.resumeReading()
@@ -251,6 +258,8 @@ final class HTTP1LoopConnection: LoopExitHandler, ExchangeClient, HTTP1RequestSe
             case .linger: linger()
             }
         case .blocked:
+            stall.observe(waiting: true, progress: out.bytes < before, now: gate.loop.now)
+            if stallTimer == nil { armStallTimer() }
             if !wantWrite {
                 wantWrite = true
                 updateInterest()
@@ -386,6 +395,22 @@ final class HTTP1LoopConnection: LoopExitHandler, ExchangeClient, HTTP1RequestSe
         }
     }
 
+    private func armStallTimer() {
+        guard let left = stall.remaining(now: gate.loop.now) else { return }
+        stallTimer = gate.loop.schedule(afterMillis: left) { [weak self] in self?.stallTimerFired() }
+    }
+
+    /// The send timeout: re-armed for the time left while the client takes bytes; when it
+    /// took none for `sendTimeout`, the exchange ends (its backend connection closed) and the
+    /// connection closes.
+    private func stallTimerFired() {
+        stallTimer = nil
+        guard fd >= 0 else { return }
+        guard stall.stalled(now: gate.loop.now) else { return armStallTimer() }
+        connection.sendTimedOut(exchange.map { [$0] } ?? [], waiting: out.bytes)
+        closeNow()
+    }
+
     /// Draining: an idle connection closes now (once its output is written); one with a
     /// request in progress answers it with `Connection: close` and closes after it.
     func quiesce() {
@@ -415,6 +440,8 @@ final class HTTP1LoopConnection: LoopExitHandler, ExchangeClient, HTTP1RequestSe
         idleTimer = nil
         lingerTimer?.cancel()
         lingerTimer = nil
+        stallTimer?.cancel()
+        stallTimer = nil
         deadlines?.cancel()
         out.drop()
         held = HeldResponse()

@@ -168,6 +168,9 @@ public struct RouteRule: Hashable, Sendable {
     public var backends: [RouteBackend]
     /// `timeouts.request` in seconds (nil: the gateway default).
     public var requestTimeout: Double?
+    /// `timeouts.backendRequest` in seconds: the limit of each try (one request to a backend,
+    /// until its whole response), after which it is retried (the rule's `retry`) or answered 504.
+    public var backendRequestTimeout: Double? = nil
     /// `retry` (nil: no retries beyond the one after a stale kept-alive connection).
     public var retry: RetryPolicy? = nil
 }
@@ -179,7 +182,8 @@ public struct RouteRule: Hashable, Sendable {
 public struct RetryPolicy: Hashable, Sendable {
     /// Retries after the first try (`attempts`; default 1).
     public var attempts: Int
-    /// Response statuses (500–599) that are retried; empty: only connection failures.
+    /// Response statuses (400–599) that are retried; empty: only connection failures and
+    /// `backendRequest` timeouts.
     public var codes: [Int]
     /// Seconds between a failed try and the next (`backoff`; 0: at once).
     public var backoff: Double

@@ -577,7 +577,16 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
 }
 
 /// What the HTTP/1.1 and HTTP/2 client handlers share: the connection, its loop, the handler
-/// context, whether a read burst is under way, and the deadline timer of its exchanges.
+/// context, whether a read burst is under way, the deadline timer of its exchanges, and the
+/// send timeout.
+///
+/// The send timeout (`SendStall`) samples the channel's bytes not yet taken by the socket
+/// (`bufferedWritableBytes`) on a timer every quarter of `sendTimeout` instead of watching each
+/// write: no cost per request (a promise per flush or an option read per flush would be on the
+/// hot path). A sample with fewer bytes waiting than the one before counts as progress, so a
+/// client is closed once it took nothing for `sendTimeout` (found within a quarter of it more);
+/// bytes added between two samples can hide a little progress. Bytes the HTTP/2 codec holds
+/// for want of the client's flow-control window are not socket bytes and do not count.
 class RouteClientHandler {
     let connection: RouteConnection
     let eventLoop: any EventLoop
@@ -586,11 +595,16 @@ class RouteClientHandler {
     /// Inside a read burst: flushes wait for its end (`channelReadComplete`).
     var reading = false
     private var deadlines: DeadlineTimer?
+    private var stall: SendStall
+    private var stallCheck: Scheduled<Void>?
+    /// The channel's buffered bytes at the last sample.
+    private var lastBuffered = 0
 
     init(_ connection: RouteConnection, channel: any Channel) {
         self.connection = connection
         eventLoop = channel.eventLoop
         allocator = channel.allocator
+        stall = SendStall(seconds: connection.settings.sendTimeout)
     }
 
     /// The exchanges in progress on this connection.
@@ -598,11 +612,34 @@ class RouteClientHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        armStallCheck()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
         deadlines?.cancel()
+        stallCheck?.cancel()
+        stallCheck = nil
+    }
+
+    private func armStallCheck() {
+        stallCheck = eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(max(stall.limit / 4, 1)))) { [weak self] in
+            self?.checkStall()
+        }
+    }
+
+    /// One sample of the bytes waiting for the socket; closes the connection when the client
+    /// took none for `sendTimeout` (its exchanges end, their backend connections closed).
+    private func checkStall() {
+        guard let context else { return }
+        let buffered = (try? context.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
+        let now = GateLoop.monotonicMillis()
+        stall.observe(waiting: buffered > 0, progress: buffered < lastBuffered, now: now)
+        lastBuffered = buffered
+        guard stall.stalled(now: now) else { return armStallCheck() }
+        stallCheck = nil
+        connection.sendTimedOut(exchanges, waiting: buffered)
+        context.close(promise: nil)
     }
 
     /// A client connection error: logged at debug level, the connection closed.

@@ -33,6 +33,13 @@ public struct HTTPRouteConfig: Codable, Sendable, Equatable {
     /// Seconds an HTTP/2 client connection (h2c or h2) may stay without open streams before
     /// it is closed with GOAWAY.
     public var http2IdleTimeout: Double = 60
+    /// Seconds response bytes may wait for a client's socket without any being written (a
+    /// client that stopped reading) before the connection is closed, its backend connections
+    /// with it (counted in `ugate_httproute_send_timeouts_total`).
+    public var sendTimeout: Double = 60
+    /// Seconds an HTTP/2 client has to acknowledge the gateway's SETTINGS before the
+    /// connection is closed with GOAWAY SETTINGS_TIMEOUT (RFC 9113 §6.5.3).
+    public var http2SettingsTimeout: Double = 10
     /// Seconds to connect to a backend (directly or through a mesh upstream) before trying
     /// the rule's next backend (503 when none is left); capped by the rule's deadline.
     public var connectTimeout: Double = 10
@@ -51,7 +58,7 @@ public struct HTTPRouteConfig: Codable, Sendable, Equatable {
 
     private enum CodingKeys: String, CodingKey, CaseIterable {
         case manifests, services, listeners, reloadInterval, requestTimeout, keepAliveTimeout, http2IdleTimeout, connectTimeout, mirrorBodyLimit
-        case shutdownTimeout
+        case shutdownTimeout, sendTimeout, http2SettingsTimeout
     }
 
     public init(from decoder: any Decoder) throws {
@@ -64,6 +71,8 @@ public struct HTTPRouteConfig: Codable, Sendable, Equatable {
         requestTimeout = try c.decodeIfPresent(Double.self, forKey: .requestTimeout) ?? 30
         keepAliveTimeout = try c.decodeIfPresent(Double.self, forKey: .keepAliveTimeout) ?? 60
         http2IdleTimeout = try c.decodeIfPresent(Double.self, forKey: .http2IdleTimeout) ?? 60
+        sendTimeout = try c.decodeIfPresent(Double.self, forKey: .sendTimeout) ?? 60
+        http2SettingsTimeout = try c.decodeIfPresent(Double.self, forKey: .http2SettingsTimeout) ?? 10
         connectTimeout = try c.decodeIfPresent(Double.self, forKey: .connectTimeout) ?? 10
         mirrorBodyLimit = try c.decodeIfPresent(Int.self, forKey: .mirrorBodyLimit) ?? 1 << 20
         shutdownTimeout = try c.decodeIfPresent(Double.self, forKey: .shutdownTimeout) ?? 30
@@ -201,7 +210,8 @@ public final class HTTPRouteService: Sendable {
                 ) { table, host in
                     try HTTPGateway(
                         table: table, host: host, port: UInt16(listener.port), loops: loops, defaultTimeout: config.requestTimeout,
-                        keepAliveTimeout: config.keepAliveTimeout, http2IdleTimeout: config.http2IdleTimeout,
+                        keepAliveTimeout: config.keepAliveTimeout, http2IdleTimeout: config.http2IdleTimeout, sendTimeout: config.sendTimeout,
+                        http2SettingsTimeout: config.http2SettingsTimeout,
                         connectTimeout: config.connectTimeout, mirrorBodyLimit: config.mirrorBodyLimit, accessLog: accessLog, log: log,
                         tls: tls, name: listener.name, router: router)
                 })

@@ -316,3 +316,48 @@ final class ConnectionRegistry: Sendable {
         channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
     }
 }
+
+/// The send timeout of a client connection (`sendTimeout`), as a value: bytes waiting for the
+/// client's socket and none of them written for `limit` milliseconds means the client stopped
+/// reading. The connection's I/O feeds it what each write attempt (HTTP/1.1 on the gate loops)
+/// or each sample of the channel's buffered bytes (NIO: HTTP/2, HTTP/1.1 over TLS) showed; it
+/// answers when the connection is to be closed. No clock or timer inside.
+///
+/// ```
+/// clear ── bytes left waiting ──▶ waiting(since: now)
+/// waiting ── some written, more waiting ──▶ waiting(since: now)
+/// waiting ── everything written ──▶ clear
+/// waiting ── now − since ≥ limit ──▶ stalled (the connection closes)
+/// ```
+struct SendStall: Equatable {
+    let limit: UInt64
+    /// Since when bytes have been waiting without any being written (nil: nothing waits).
+    private(set) var since: UInt64?
+
+    init(seconds: Double) {
+        limit = UInt64(max(seconds, 0.001) * 1000)
+    }
+
+    /// What a write attempt (or a sample) showed at `now`: whether bytes are still waiting, and
+    /// whether any were written since the last observation.
+    mutating func observe(waiting: Bool, progress: Bool, now: UInt64) {
+        if !waiting {
+            since = nil
+        } else if since == nil || progress {
+            since = now
+        }
+    }
+
+    /// Whether the client has taken nothing for `limit` while bytes waited.
+    func stalled(now: UInt64) -> Bool {
+        guard let since else { return false }
+        return now >= since && now - since >= limit
+    }
+
+    /// Milliseconds until `stalled` can become true (nil: nothing waits).
+    func remaining(now: UInt64) -> UInt64? {
+        guard let since else { return nil }
+        let end = since + limit
+        return end > now ? end - now : 0
+    }
+}

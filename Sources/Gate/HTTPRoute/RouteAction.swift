@@ -26,6 +26,8 @@ public enum RouteAction: Sendable, Hashable {
         public var headers: [HTTPField]
         public var responseModifiers: [HeaderModifier]
         public var timeout: Double?
+        /// The rule's `timeouts.backendRequest`: the limit of each try (nil: none).
+        public var attemptTimeout: Double? = nil
         /// RequestMirror backends: each gets a fire-and-forget copy of the request.
         public var mirrors: [RouteBackend] = []
         /// The rule's `retry` (nil: none).
@@ -64,7 +66,8 @@ extension RouteTable {
         let fallbacks = rule.backends.count > 1 ? rule.backends.filter { $0 != backend && $0.refused == nil && $0.weight > 0 } : []
         return .forward(.init(
             route: label, backend: backend, fallbacks: fallbacks, target: target, headers: headers,
-            responseModifiers: responseModifiers, timeout: rule.requestTimeout, mirrors: mirrors, retry: rule.retry))
+            responseModifiers: responseModifiers, timeout: rule.requestTimeout, attemptTimeout: rule.backendRequestTimeout, mirrors: mirrors,
+            retry: rule.retry))
     }
 
     /// Weighted choice among the backends with weight > 0 (refused ones included: they keep

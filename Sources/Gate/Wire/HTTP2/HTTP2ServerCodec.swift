@@ -48,8 +48,15 @@ enum H2Event {
 ///   the HPACK state could not stay in step otherwise);
 /// * stream states (§5.1): client stream IDs odd and increasing, at most
 ///   `maxConcurrentStreams` open (REFUSED_STREAM beyond), half-closed and closed streams,
-///   frames on closed streams (STREAM_CLOSED; ignored for streams the server reset itself, as
-///   §5.4.2 asks), DATA or WINDOW_UPDATE on idle streams (PROTOCOL_ERROR);
+///   HEADERS or DATA on closed streams (a stream error STREAM_CLOSED, §5.1, §6.1; ignored for
+///   streams the server reset itself, as §5.4.2 asks), DATA or WINDOW_UPDATE on idle streams
+///   (PROTOCOL_ERROR). Closed streams cost no memory: every ID up to the highest the client
+///   opened that is not open now is closed, idle ones are above it; only the IDs a client
+///   skipped (implicitly closed by §5.1.1, never opened) are kept as ranges, so that HEADERS
+///   trying to open one of them is the connection error PROTOCOL_ERROR §5.1.1 asks for;
+/// * SETTINGS_TIMEOUT (§6.5.3): `settingsTimedOut` ends the connection with GOAWAY
+///   SETTINGS_TIMEOUT when the client has not acknowledged the server's SETTINGS (the handler
+///   keeps the time);
 /// * inbound flow control (§5.2, §6.9): windows checked (FLOW_CONTROL_ERROR); the connection
 ///   window credited on receipt once half a default window is used; stream windows credited
 ///   by the handler (`windowUpdate`, when the bytes reached the backend: upload backpressure);
@@ -74,6 +81,9 @@ struct HTTP2ServerCodec {
     static let maxWindow = Int(Int32.max)
     /// Streams reset by the server whose late frames are ignored (RFC 9113 §5.4.2).
     static let resetMemory = 32
+    /// Ranges of stream IDs a client skipped that are remembered (the oldest are forgotten
+    /// beyond: their IDs then count as streams that closed).
+    static let skippedMemory = 32
 
     private enum Phase {
         case preface, firstSettings, open, failed
@@ -154,6 +164,10 @@ struct HTTP2ServerCodec {
     /// The highest stream ID accepted (not refused): the last stream ID of a GOAWAY on error.
     private var lastAcceptedStreamID: UInt32 = 0
     private var recentlyReset: [UInt32] = []
+    /// Client stream IDs below `lastStreamID` that were never opened (see `skippedMemory`).
+    private var skipped: [ClosedRange<UInt32>] = []
+    /// The client has not acknowledged the server's SETTINGS yet.
+    private(set) var awaitingSettingsAck = true
     private var resetCursor = 0
     private var closedQueue: [UInt32] = []
     private var continuing: PendingBlock?
@@ -385,7 +399,16 @@ struct HTTP2ServerCodec {
         }
         guard id > lastStreamID else {
             if wasReset(id) { return nil }
-            return fail(.protocolError, "HEADERS on stream \(id), not above the last opened stream \(lastStreamID) (closed or out of order)")
+            if skipped.contains(where: { $0.contains(id) }) {
+                return fail(.protocolError, "HEADERS opening stream \(id) below the last opened stream \(lastStreamID) (stream IDs must increase)")
+            }
+            // A stream that was opened and has closed (RFC 9113 §5.1).
+            return streamError(id, .streamClosed)
+        }
+        let next: UInt32 = lastStreamID == 0 ? 1 : lastStreamID + 2
+        if id > next {
+            if skipped.count == Self.skippedMemory { skipped.removeFirst() }
+            skipped.append(next...(id - 2))
         }
         lastStreamID = id
         if selfDependent { return streamError(id, .protocolError) }
@@ -427,7 +450,9 @@ struct HTTP2ServerCodec {
     private mutating func settings(_ header: H2FrameHeader, _ frame: ByteBuffer) -> H2Event? {
         guard header.streamID == 0 else { return fail(.protocolError, "SETTINGS on stream \(header.streamID)") }
         if header.flags & H2Flags.ack != 0 {
-            return header.length == 0 ? nil : fail(.frameSizeError, "SETTINGS ACK with \(header.length) payload bytes")
+            guard header.length == 0 else { return fail(.frameSizeError, "SETTINGS ACK with \(header.length) payload bytes") }
+            awaitingSettingsAck = false
+            return nil
         }
         guard header.length % 6 == 0 else { return fail(.frameSizeError, "SETTINGS of \(header.length) bytes, not whole 6-byte settings") }
         var payload = frame
@@ -685,6 +710,14 @@ struct HTTP2ServerCodec {
     mutating func abort(_ code: H2ErrorCode, _ message: String) -> H2ConnectionError? {
         guard phase != .failed, case .connectionError(let error) = fail(code, message) else { return nil }
         return error
+    }
+
+    /// The handler's SETTINGS timer ran out (RFC 9113 §6.5.3): when the client has still not
+    /// acknowledged the server's SETTINGS, the connection ends with GOAWAY SETTINGS_TIMEOUT
+    /// (the error to close with); nil when it has, or the connection already failed.
+    mutating func settingsTimedOut(after seconds: Double) -> H2ConnectionError? {
+        guard awaitingSettingsAck else { return nil }
+        return abort(.settingsTimeout, "SETTINGS not acknowledged within \(seconds) s")
     }
 
     /// A connection error (RFC 9113 §5.4.1): GOAWAY with the last stream the client opened,

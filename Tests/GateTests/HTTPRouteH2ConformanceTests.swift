@@ -1,0 +1,129 @@
+import Foundation
+import XCTest
+
+@testable import Gate
+
+/// RFC 9113 corners of the gateway's HTTP/2 codec answered over real sockets (h2c and TLS with
+/// ALPN h2), frames written by hand with Python's `hyperframe` and HPACK from `h2`:
+/// HEADERS and DATA on a stream that closed normally get RST_STREAM(STREAM_CLOSED) and the
+/// connection goes on serving (§5.1, §6.1, §6.2); a client that never acknowledges the
+/// gateway's SETTINGS gets GOAWAY(SETTINGS_TIMEOUT) and the close after `http2SettingsTimeout`
+/// (§6.5.3; 1 s here).
+final class HTTPRouteH2ConformanceTests: XCTestCase {
+    /// argv: port, mode (h2c|tls), scenario (closed|settings). Prints one line.
+    static let client = """
+        import socket, ssl, sys
+        import h2.config, h2.connection
+        from hyperframe.frame import Frame, DataFrame, GoAwayFrame, HeadersFrame, RstStreamFrame, SettingsFrame
+        port, mode, scenario = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        if mode == "tls":
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            context.set_alpn_protocols(["h2"])
+            sock = context.wrap_socket(sock, server_hostname="conform.example")
+            assert sock.selected_alpn_protocol() == "h2"
+        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+        def headers(path):
+            return [(":method", "GET"), (":path", path), (":scheme", "https" if mode == "tls" else "http"), (":authority", "conform.example")]
+        buf = b""
+        \(pythonNextFrame)
+        if scenario == "closed":
+            sock.sendall(b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n" + SettingsFrame(0).serialize())
+            def send(frame):
+                sock.sendall(frame.serialize())
+            send(HeadersFrame(1, conn.encoder.encode(headers("/first")), flags=["END_HEADERS", "END_STREAM"]))
+            ended, rst, goaway, status3 = set(), {}, None, None
+            while 1 not in ended:
+                frame = next_frame()
+                if frame is None:
+                    break
+                if isinstance(frame, SettingsFrame) and "ACK" not in frame.flags:
+                    send(SettingsFrame(0, flags=["ACK"]))
+                if isinstance(frame, (HeadersFrame, DataFrame)) and "END_STREAM" in frame.flags:
+                    ended.add(frame.stream_id)
+            # Stream 1 is closed (both sides ended it): late HEADERS and DATA on it, then stream 3.
+            send(HeadersFrame(1, conn.encoder.encode(headers("/late")), flags=["END_HEADERS", "END_STREAM"]))
+            send(DataFrame(1, b"late", flags=["END_STREAM"]))
+            send(HeadersFrame(3, conn.encoder.encode(headers("/third")), flags=["END_HEADERS", "END_STREAM"]))
+            while 3 not in ended:
+                frame = next_frame()
+                if frame is None:
+                    break
+                if isinstance(frame, RstStreamFrame):
+                    rst[frame.stream_id] = frame.error_code
+                elif isinstance(frame, GoAwayFrame):
+                    goaway = frame.error_code
+                elif isinstance(frame, HeadersFrame) and frame.stream_id == 3:
+                    status3 = dict(conn.decoder.decode(frame.data, raw=True))[b":status"].decode()
+                if isinstance(frame, (HeadersFrame, DataFrame)) and "END_STREAM" in frame.flags:
+                    ended.add(frame.stream_id)
+            print("rst1=%s goaway=%s stream3=%s" % (rst.get(1), goaway, status3))
+        else:
+            # The client's preface and SETTINGS; the server's SETTINGS is never acknowledged.
+            sock.sendall(b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n" + SettingsFrame(0).serialize())
+            goaway, result = None, "timeout"
+            try:
+                while True:
+                    frame = next_frame()
+                    if frame is None:
+                        result = "closed"
+                        break
+                    if isinstance(frame, GoAwayFrame):
+                        goaway = frame.error_code
+            except socket.timeout:
+                pass
+            except (ConnectionResetError, ssl.SSLError):
+                result = "closed"
+            print("goaway=%s %s" % (goaway, result))
+        """
+
+    var dir = ""
+    var backend: BodyBackend!
+    var loops: GateLoopGroup!
+    var plain: HTTPGateway!
+    var secure: HTTPGateway!
+
+    override func setUpWithError() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("h2conform-\(getpid())-\(UUID())").path
+        for sub in ["routes", "certs"] { try FileManager.default.createDirectory(atPath: "\(dir)/\(sub)", withIntermediateDirectories: true) }
+        _ = try makeCertificate("conform.example", file: "conform.example", in: "\(dir)/certs")
+        backend = try BodyBackend(record: "\(dir)/backend.log")
+        try writeOneBackendRoute("conform", in: "\(dir)/routes")
+        let table = RouteTable(routes: try HTTPRouteLoader(services: ["conform": backend.address]).load(directory: "\(dir)/routes").routes)
+        loops = try GateLoopGroup(count: 1)
+        let tls = try HTTPRouteTLS(HTTPRouteTLSConfig(certificateDir: "\(dir)/certs"))
+        plain = try HTTPGateway(table: table, loops: loops, http2SettingsTimeout: 1, metrics: PrometheusMetrics())
+        secure = try HTTPGateway(table: table, loops: loops, http2SettingsTimeout: 1, metrics: PrometheusMetrics(), tls: tls, name: "secure")
+    }
+
+    override func tearDown() {
+        plain?.stop()
+        secure?.stop()
+        plain?.closeConnections()
+        secure?.closeConnections()
+        loops?.shutdown()
+        backend?.stop()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    func python(_ mode: String, _ scenario: String) throws -> String {
+        let port = mode == "tls" ? secure.address.port : plain.address.port
+        let r = try runProcess("/usr/bin/env", ["python3", "-c", Self.client, "\(port)", mode, scenario], timeout: 60)
+        XCTAssertEqual(r.status, 0, "\(mode) \(scenario): \(r.err)")
+        return r.out.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    func testHeadersAndDataOnAClosedStreamAreStreamErrors() throws {
+        for mode in ["h2c", "tls"] {
+            XCTAssertEqual(try python(mode, "closed"), "rst1=5 goaway=None stream3=200", mode)
+        }
+    }
+
+    func testUnacknowledgedSettingsEndTheConnection() throws {
+        for mode in ["h2c", "tls"] {
+            XCTAssertEqual(try python(mode, "settings"), "goaway=4 closed", mode)
+        }
+    }
+}
