@@ -12,17 +12,14 @@ import XCTest
 final class HTTPRouteH2ConformanceTests: XCTestCase {
     /// argv: port, mode (h2c|tls), scenario (closed|settings). Prints one line.
     static let client = """
-        import socket, ssl, sys
+        import socket, sys
         import h2.config, h2.connection
         from hyperframe.frame import Frame, DataFrame, GoAwayFrame, HeadersFrame, RstStreamFrame, SettingsFrame
+        \(pythonTLSWrap)
         port, mode, scenario = int(sys.argv[1]), sys.argv[2], sys.argv[3]
         sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         if mode == "tls":
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            context.set_alpn_protocols(["h2"])
-            sock = context.wrap_socket(sock, server_hostname="conform.example")
+            sock = tls_wrap(sock, "conform.example", "h2")
             assert sock.selected_alpn_protocol() == "h2"
         conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
         def headers(path):
@@ -81,38 +78,20 @@ final class HTTPRouteH2ConformanceTests: XCTestCase {
             print("goaway=%s %s" % (goaway, result))
         """
 
-    var dir = ""
-    var backend: BodyBackend!
-    var loops: GateLoopGroup!
-    var plain: HTTPGateway!
-    var secure: HTTPGateway!
+    var gateways: GatewayPair!
 
     override func setUpWithError() throws {
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("h2conform-\(getpid())-\(UUID())").path
-        for sub in ["routes", "certs"] { try FileManager.default.createDirectory(atPath: "\(dir)/\(sub)", withIntermediateDirectories: true) }
-        _ = try makeCertificate("conform.example", file: "conform.example", in: "\(dir)/certs")
-        backend = try BodyBackend(record: "\(dir)/backend.log")
-        try writeOneBackendRoute("conform", in: "\(dir)/routes")
-        let table = RouteTable(routes: try HTTPRouteLoader(services: ["conform": backend.address]).load(directory: "\(dir)/routes").routes)
-        loops = try GateLoopGroup(count: 1)
-        let tls = try HTTPRouteTLS(HTTPRouteTLSConfig(certificateDir: "\(dir)/certs"))
-        plain = try HTTPGateway(table: table, loops: loops, http2SettingsTimeout: 1, metrics: PrometheusMetrics())
-        secure = try HTTPGateway(table: table, loops: loops, http2SettingsTimeout: 1, metrics: PrometheusMetrics(), tls: tls, name: "secure")
+        gateways = try GatewayPair(name: "conform") { table, loops, tls in
+            try HTTPGateway(table: table, loops: loops, http2SettingsTimeout: 1, metrics: PrometheusMetrics(), tls: tls, name: tls == nil ? "plain" : "secure")
+        }
     }
 
     override func tearDown() {
-        plain?.stop()
-        secure?.stop()
-        plain?.closeConnections()
-        secure?.closeConnections()
-        loops?.shutdown()
-        backend?.stop()
-        try? FileManager.default.removeItem(atPath: dir)
+        gateways?.stop()
     }
 
     func python(_ mode: String, _ scenario: String) throws -> String {
-        let port = mode == "tls" ? secure.address.port : plain.address.port
-        let r = try runProcess("/usr/bin/env", ["python3", "-c", Self.client, "\(port)", mode, scenario], timeout: 60)
+        let r = try runProcess("/usr/bin/env", ["python3", "-c", Self.client, "\(gateways.port(mode))", mode, scenario], timeout: 60)
         XCTAssertEqual(r.status, 0, "\(mode) \(scenario): \(r.err)")
         return r.out.trimmingCharacters(in: .whitespacesAndNewlines)
     }

@@ -155,15 +155,16 @@ extension HTTPRouteRetryTests {
         return (written.first.map(String.init) ?? "", (try? String(contentsOfFile: out, encoding: .utf8)) ?? "")
     }
 
-    /// The first backend answers 503: the retry goes to the second; both see the request once.
+    /// The first backend answers 503 (or 429, a 4xx code the Gateway API v1 allows in
+    /// `codes`): the retry goes to the second; both see the request once.
     func testRetriedStatusLandsOnTheOtherBackend() throws {
-        for h2 in [false, true] {
-            let first = try ScriptedBackend { _, _, _, _ in .respond(503, "busy") }
+        for (status, h2) in [(503, false), (503, true), (429, false), (429, true)] {
+            let first = try ScriptedBackend { _, _, _, _ in .respond(status, "busy") }
             defer { first.stop() }
             let second = try ScriptedBackend { _, _, _, _ in .respond(200, "second") }
             defer { second.stop() }
-            let port = try start(first: first.address, second: second.address, retry: "{codes: [503], attempts: 1, backoff: 10ms}")
-            let path = "/status-\(h2 ? "h2c" : "h1")"
+            let port = try start(first: first.address, second: second.address, retry: "{codes: [\(status)], attempts: 1, backoff: 10ms}")
+            let path = "/status-\(status)-\(h2 ? "h2c" : "h1")"
             let body = String(repeating: "x", count: 3000)
             let answer = try curl(port, path, h2: h2, ["-X", "PUT", "--data-binary", body])
             XCTAssertEqual(answer.status, "200", answer.body)
@@ -174,7 +175,7 @@ extension HTTPRouteRetryTests {
                 capture.waitForLine(containing: ["request", "path=\(path)", "status=200", "retries=1", "backend=default/second:80", "tried=default/first:80"]),
                 "\(capture.lines)")
         }
-        XCTAssertTrue(metrics.render().contains("ugate_httproute_retries_total{route=\"default/split#0\",reason=\"status\"} 2"), metrics.render())
+        XCTAssertTrue(metrics.render().contains("ugate_httproute_retries_total{route=\"default/split#0\",reason=\"status\"} 4"), metrics.render())
     }
 
     /// The first backend resets the connection after the request head: a GET goes to the

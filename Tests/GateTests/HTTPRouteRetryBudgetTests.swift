@@ -4,10 +4,11 @@ import XCTest
 
 @testable import Gate
 
-/// Retries as the Gateway API v1 `HTTPRouteRetry` allows them beyond 5xx: 4xx codes (429),
-/// `timeouts.backendRequest` as the limit of each try (a try that reaches it goes to another
-/// backend, idempotent requests only), and the route's retry budget (`RetryBudget`: at most 20 %
-/// of the route's requests of the last 10 s plus 3 per second), with the refused retries counted.
+/// Retries as the Gateway API v1 `HTTPRouteRetry` allows them beyond 5xx codes (4xx codes are
+/// in `testRetriedStatusLandsOnTheOtherBackend`): `timeouts.backendRequest` as the limit of
+/// each try (a try that reaches it goes to another backend, idempotent requests only), and the
+/// route's retry budget (`RetryBudget`: at most 20 % of the route's requests of the last 10 s
+/// plus 3 per second), with the refused retries counted.
 extension HTTPRouteRetryTests {
     // MARK: - Pure
 
@@ -50,49 +51,27 @@ extension HTTPRouteRetryTests {
     /// The loader keeps `backendRequest` as the per-try limit (not folded into the rule's
     /// deadline) and refuses one longer than `request`.
     func testBackendRequestIsPerTry() throws {
-        try """
-            apiVersion: gateway.networking.k8s.io/v1
-            kind: HTTPRoute
-            metadata: {name: t, namespace: shop}
-            spec:
-              rules:
-              - timeouts: {request: 10s, backendRequest: 500ms}
-                backendRefs: [{name: b, port: 80}]
-            """.write(toFile: "\(dir)/t.yaml", atomically: true, encoding: .utf8)
-        let rule = try HTTPRouteLoader(services: [:]).load(directory: dir).routes[0].rules[0]
+        func load(_ timeouts: String) throws -> RouteRule {
+            try """
+                apiVersion: gateway.networking.k8s.io/v1
+                kind: HTTPRoute
+                metadata: {name: t, namespace: shop}
+                spec:
+                  rules:
+                  - timeouts: \(timeouts)
+                    backendRefs: [{name: b, port: 80}]
+                """.write(toFile: "\(dir)/t.yaml", atomically: true, encoding: .utf8)
+            return try HTTPRouteLoader(services: [:]).load(directory: dir).routes[0].rules[0]
+        }
+        let rule = try load("{request: 10s, backendRequest: 500ms}")
         XCTAssertEqual(rule.requestTimeout, 10)
         XCTAssertEqual(rule.backendRequestTimeout, 0.5)
-        try """
-            apiVersion: gateway.networking.k8s.io/v1
-            kind: HTTPRoute
-            metadata: {name: t, namespace: shop}
-            spec:
-              rules:
-              - timeouts: {request: 1s, backendRequest: 2s}
-                backendRefs: [{name: b, port: 80}]
-            """.write(toFile: "\(dir)/t.yaml", atomically: true, encoding: .utf8)
-        XCTAssertThrowsError(try HTTPRouteLoader(services: [:]).load(directory: dir)) { error in
+        XCTAssertThrowsError(try load("{request: 1s, backendRequest: 2s}")) { error in
             XCTAssertTrue("\(error)".contains("spec.rules[0].timeouts.backendRequest: backendRequest 2.0 s is longer than request 1.0 s"), "\(error)")
         }
     }
 
     // MARK: - Real sockets
-
-    /// `codes: [429]`: the first backend's 429 is retried on the second (HTTP/1.1 and h2c).
-    func testRetryOn429LandsOnTheOtherBackend() throws {
-        for h2 in [false, true] {
-            let first = try ScriptedBackend { _, _, _, _ in .respond(429, "slow down") }
-            defer { first.stop() }
-            let second = try ScriptedBackend { _, _, _, _ in .respond(200, "second") }
-            defer { second.stop() }
-            let port = try start(first: first.address, second: second.address, retry: "{codes: [429], attempts: 1, backoff: 10ms}")
-            let path = "/429-\(h2 ? "h2c" : "h1")"
-            let answer = try curl(port, path, h2: h2)
-            XCTAssertEqual(answer.status, "200", answer.body)
-            XCTAssertEqual(answer.body, "second")
-            XCTAssertEqual(first.requests, ["conn#0 GET \(path) 0"])
-        }
-    }
 
     /// `timeouts.backendRequest: 300ms` with `retry`: the first backend takes 5 s, so the GET's
     /// try times out and the request goes to the second backend (counted with reason

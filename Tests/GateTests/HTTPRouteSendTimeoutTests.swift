@@ -27,12 +27,9 @@ final class HTTPRouteSendTimeoutTests: XCTestCase {
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(("127.0.0.1", port))
         sock.settimeout(30)
+        \(pythonTLSWrap)
         if mode == "tls":
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            context.set_alpn_protocols(["http/1.1"])
-            sock = context.wrap_socket(sock, server_hostname="stall.example")
+            sock = tls_wrap(sock, "stall.example", "http/1.1")
         if mode == "h2c":
             import h2.config, h2.connection, h2.settings
             conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
@@ -62,56 +59,39 @@ final class HTTPRouteSendTimeoutTests: XCTestCase {
 
     let capture = LogCapture()
     let metrics = PrometheusMetrics()
-    var dir = ""
-    var backend: BodyBackend!
-    var loops: GateLoopGroup!
-    var plain: HTTPGateway!
-    var secure: HTTPGateway!
+    var gateways: GatewayPair!
 
     override func setUpWithError() throws {
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("sendtimeout-\(getpid())-\(UUID())").path
-        for sub in ["routes", "certs"] { try FileManager.default.createDirectory(atPath: "\(dir)/\(sub)", withIntermediateDirectories: true) }
-        _ = try makeCertificate("stall.example", file: "stall.example", in: "\(dir)/certs")
-        backend = try BodyBackend(record: "\(dir)/backend.log")
-        try writeOneBackendRoute("stall", in: "\(dir)/routes")
-        let table = RouteTable(routes: try HTTPRouteLoader(services: ["stall": backend.address]).load(directory: "\(dir)/routes").routes)
-        loops = try GateLoopGroup(count: 1)
-        let tls = try HTTPRouteTLS(HTTPRouteTLSConfig(certificateDir: "\(dir)/certs"))
-        plain = try HTTPGateway(
-            table: table, loops: loops, defaultTimeout: 300, sendTimeout: 1, accessLog: capture.logger("access"), log: capture.logger("gate"),
-            metrics: metrics)
-        secure = try HTTPGateway(
-            table: table, loops: loops, defaultTimeout: 300, sendTimeout: 1, accessLog: capture.logger("access"), log: capture.logger("gate"),
-            metrics: metrics, tls: tls, name: "secure")
+        let (capture, metrics) = (capture, metrics)
+        gateways = try GatewayPair(name: "stall") { table, loops, tls in
+            try HTTPGateway(
+                table: table, loops: loops, defaultTimeout: 300, sendTimeout: 1, accessLog: capture.logger("access"), log: capture.logger("gate"),
+                metrics: metrics, tls: tls, name: tls == nil ? "plain" : "secure")
+        }
     }
 
     override func tearDown() {
-        plain?.stop()
-        secure?.stop()
-        plain?.closeConnections()
-        secure?.closeConnections()
-        loops?.shutdown()
-        backend?.stop()
-        try? FileManager.default.removeItem(atPath: dir)
+        gateways?.stop()
     }
 
     func testHTTP1OnTheGateLoops() throws {
-        try checkStalledClientIsClosed(mode: "h1", port: plain.address.port, proto: "http/1.1")
+        try checkStalledClientIsClosed(mode: "h1", proto: "http/1.1")
     }
 
     func testH2C() throws {
-        try checkStalledClientIsClosed(mode: "h2c", port: plain.address.port, proto: "h2c")
+        try checkStalledClientIsClosed(mode: "h2c", proto: "h2c")
     }
 
     func testHTTP1OverTLS() throws {
-        try checkStalledClientIsClosed(mode: "tls", port: secure.address.port, proto: "http/1.1+tls")
+        try checkStalledClientIsClosed(mode: "tls", proto: "http/1.1+tls")
     }
 
     /// Runs the stalled client on `port`, waits (bounded) for the gateway to give it up, checks
     /// the access log, the counter, the backend connections and another client meanwhile,
     /// then lets the stalled client read to the end of its (cut) stream.
-    func checkStalledClientIsClosed(mode: String, port: UInt16, proto: String) throws {
-        let marker = "\(dir)/read-now"
+    func checkStalledClientIsClosed(mode: String, proto: String) throws {
+        let port = gateways.port(mode)
+        let marker = "\(gateways.dir)/read-now"
         let result = Mutex<(status: Int32, out: String, err: String)?>(nil)
         let done = DispatchSemaphore(value: 0)
         let script = Self.client
@@ -137,7 +117,7 @@ final class HTTPRouteSendTimeoutTests: XCTestCase {
         XCTAssertTrue(
             eventually(10) { metrics.render().contains("ugate_httproute_send_timeouts_total{proto=\"\(proto)\"} 1") }, metrics.render())
         // The backend connection was closed, not kept for reuse.
-        XCTAssertTrue(try eventually(10) { try establishedConnections(to: backend.address) == 0 }, "a backend connection is still open")
+        XCTAssertTrue(try eventually(10) { try establishedConnections(to: gateways.backend.address) == 0 }, "a backend connection is still open")
         // Other clients are served.
         let scheme = mode == "tls" ? "https" : "http"
         let extra = mode == "tls" ? ["-k", "--resolve", "stall.example:\(port):127.0.0.1"] : []

@@ -1,0 +1,54 @@
+import Foundation
+import Logging
+import XCTest
+
+@testable import Gate
+
+/// A plain listener (HTTP/1.1 on the gate loops and h2c) and a TLS listener (`name.example`,
+/// ALPN h2 or http/1.1) in front of one `BodyBackend`, on one gate loop, each with its own
+/// temporary folder; for tests that check one behaviour on every client path.
+final class GatewayPair {
+    let dir: String
+    let backend: BodyBackend
+    let loops: GateLoopGroup
+    let plain: HTTPGateway
+    let secure: HTTPGateway
+
+    /// `configure` makes each listener from the route table, the loops and its TLS (nil: plain).
+    init(name: String, configure: (RouteTable, GateLoopGroup, HTTPRouteTLS?) throws -> HTTPGateway) throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(getpid())-\(UUID())").path
+        for sub in ["routes", "certs"] { try FileManager.default.createDirectory(atPath: "\(dir)/\(sub)", withIntermediateDirectories: true) }
+        _ = try makeCertificate("\(name).example", file: "\(name).example", in: "\(dir)/certs")
+        backend = try BodyBackend(record: "\(dir)/backend.log")
+        try writeOneBackendRoute(name, in: "\(dir)/routes")
+        let table = RouteTable(routes: try HTTPRouteLoader(services: [name: backend.address]).load(directory: "\(dir)/routes").routes)
+        loops = try GateLoopGroup(count: 1)
+        plain = try configure(table, loops, nil)
+        secure = try configure(table, loops, try HTTPRouteTLS(HTTPRouteTLSConfig(certificateDir: "\(dir)/certs")))
+    }
+
+    /// The port of the listener `mode` names (`tls`, else the plain one).
+    func port(_ mode: String) -> UInt16 { mode == "tls" ? secure.address.port : plain.address.port }
+
+    func stop() {
+        plain.stop()
+        secure.stop()
+        plain.closeConnections()
+        secure.closeConnections()
+        loops.shutdown()
+        backend.stop()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+}
+
+/// A Python function for test clients: `tls_wrap(sock, hostname, alpn)` wraps a connected
+/// socket in TLS (no certificate check) offering one ALPN protocol.
+let pythonTLSWrap = """
+    import ssl
+    def tls_wrap(sock, hostname, alpn):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        context.set_alpn_protocols([alpn])
+        return context.wrap_socket(sock, server_hostname=hostname)
+    """
