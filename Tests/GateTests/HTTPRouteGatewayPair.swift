@@ -52,3 +52,11 @@ let pythonTLSWrap = """
         context.set_alpn_protocols([alpn])
         return context.wrap_socket(sock, server_hostname=hostname)
     """
+
+/// Runs the Python `script` with the arguments `port mode scenario` (a test's scenario of a
+/// client script), checks it succeeded, and returns its output, trimmed.
+func pythonScenario(_ script: String, port: Int, _ mode: String, _ scenario: String) throws -> String {
+    let r = try runProcess("/usr/bin/env", ["python3", "-c", script, "\(port)", mode, scenario], timeout: 60)
+    XCTAssertEqual(r.status, 0, "\(mode) \(scenario): \(r.err)")
+    return r.out.trimmingCharacters(in: .whitespacesAndNewlines)
+}

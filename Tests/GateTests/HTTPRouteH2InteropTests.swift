@@ -182,10 +182,7 @@ final class HTTPRouteH2InteropTests: XCTestCase {
     var tlsPort: Int { Int(service.bound[1].address.port) }
 
     func python(_ mode: String, _ scenario: String) throws -> String {
-        let port = mode == "tls" ? tlsPort : h2cPort
-        let r = try runProcess("/usr/bin/env", ["python3", "-c", Self.client, "\(port)", mode, scenario], timeout: 60)
-        XCTAssertEqual(r.status, 0, "\(mode) \(scenario): \(r.err)")
-        return r.out.trimmingCharacters(in: .whitespacesAndNewlines)
+        try pythonScenario(Self.client, port: mode == "tls" ? tlsPort : h2cPort, mode, scenario)
     }
 
     func testPythonH2FrameSequences() throws {

@@ -126,9 +126,9 @@ extension HTTPRouteRetryTests {
     // MARK: - Real sockets
 
     /// A gateway whose rule sends every request to `first` (weight 1,000,000) or `second`
-    /// (weight 1), with `retry` when given; the first weighted choice is `first` but for one
-    /// request in a million.
-    func start(first: String, second: String, retry: String?) throws -> UInt16 {
+    /// (weight 1), with `retry` and `timeouts` when given; the first weighted choice is `first`
+    /// but for one request in a million.
+    func start(first: String, second: String, retry: String?, timeouts: String? = nil) throws -> UInt16 {
         gateway?.stop()
         try """
             apiVersion: gateway.networking.k8s.io/v1
@@ -138,6 +138,7 @@ extension HTTPRouteRetryTests {
               rules:
               - backendRefs: [{name: first, port: 80, weight: 1000000}, {name: second, port: 80, weight: 1}]
             \(retry.map { "    retry: \($0)" } ?? "")
+            \(timeouts.map { "    timeouts: \($0)" } ?? "")
             """.write(toFile: "\(dir)/routes.yaml", atomically: true, encoding: .utf8)
         return try serve(services: ["first": first, "second": second])
     }

@@ -51,23 +51,11 @@ extension HTTPRouteRetryTests {
     /// The loader keeps `backendRequest` as the per-try limit (not folded into the rule's
     /// deadline) and refuses one longer than `request`.
     func testBackendRequestIsPerTry() throws {
-        func load(_ timeouts: String) throws -> RouteRule {
-            try """
-                apiVersion: gateway.networking.k8s.io/v1
-                kind: HTTPRoute
-                metadata: {name: t, namespace: shop}
-                spec:
-                  rules:
-                  - timeouts: \(timeouts)
-                    backendRefs: [{name: b, port: 80}]
-                """.write(toFile: "\(dir)/t.yaml", atomically: true, encoding: .utf8)
-            return try HTTPRouteLoader(services: [:]).load(directory: dir).routes[0].rules[0]
-        }
-        let rule = try load("{request: 10s, backendRequest: 500ms}")
+        let rule = try loadRule("timeouts: {request: 10s, backendRequest: 500ms}")
         XCTAssertEqual(rule.requestTimeout, 10)
         XCTAssertEqual(rule.backendRequestTimeout, 0.5)
-        XCTAssertThrowsError(try load("{request: 1s, backendRequest: 2s}")) { error in
-            XCTAssertTrue("\(error)".contains("spec.rules[0].timeouts.backendRequest: backendRequest 2.0 s is longer than request 1.0 s"), "\(error)")
+        XCTAssertThrowsError(try loadRule("timeouts: {request: 1s, backendRequest: 2s}")) { error in
+            XCTAssertTrue("\(error)".contains("r.yaml: HTTPRoute shop/r: spec.rules[0].timeouts.backendRequest: backendRequest 2.0 s is longer than request 1.0 s"), "\(error)")
         }
     }
 
@@ -83,8 +71,8 @@ extension HTTPRouteRetryTests {
         let second = try ScriptedBackend { _, _, _, _ in .respond(200, "second") }
         defer { second.stop() }
         for h2 in [false, true] {
-            try writeSplitRoute(timeouts: "{request: 20s, backendRequest: 300ms}", retry: "{attempts: 1, backoff: 10ms}")
-            let port = try serve(services: ["first": first.address, "second": second.address])
+            let port = try start(
+                first: first.address, second: second.address, retry: "{attempts: 1, backoff: 10ms}", timeouts: "{request: 20s, backendRequest: 300ms}")
             let path = "/slow-\(h2 ? "h2c" : "h1")"
             let answer = try curl(port, path, h2: h2)
             XCTAssertEqual(answer.status, "200", answer.body)
@@ -96,11 +84,9 @@ extension HTTPRouteRetryTests {
             XCTAssertEqual(post.status, "504", post.body)
             XCTAssertTrue(post.body.contains("timeouts.backendRequest"), post.body)
             XCTAssertFalse(second.requests.contains { $0.contains("POST") }, "\(second.requests)")
-            gateway?.stop()
         }
         XCTAssertTrue(metrics.render().contains("ugate_httproute_retries_total{route=\"default/split#0\",reason=\"timeout\"} 2"), metrics.render())
-        try writeSplitRoute(timeouts: "{backendRequest: 300ms}", retry: nil)
-        let port = try serve(services: ["first": first.address, "second": first.address])
+        let port = try start(first: first.address, second: first.address, retry: nil, timeouts: "{backendRequest: 300ms}")
         let started = Date()
         let answer = try curl(port, "/no-retry", h2: false)
         XCTAssertEqual(answer.status, "504", answer.body)
@@ -131,19 +117,5 @@ extension HTTPRouteRetryTests {
         XCTAssertGreaterThanOrEqual(refusals, (requests * 4 - sent + 2) / 3, metrics.render())
         XCTAssertLessThanOrEqual(refusals, requests)
         XCTAssertNotNil(capture.waitForLine(containing: ["request", "status=503", "retry refused: the route's retry budget is spent"]), "\(capture.lines.suffix(3))")
-    }
-
-    /// The two-backend split of `start(first:second:retry:)` with `timeouts` on the rule.
-    func writeSplitRoute(timeouts: String, retry: String?) throws {
-        try """
-            apiVersion: gateway.networking.k8s.io/v1
-            kind: HTTPRoute
-            metadata: {name: split, namespace: default}
-            spec:
-              rules:
-              - backendRefs: [{name: first, port: 80, weight: 1000000}, {name: second, port: 80, weight: 1}]
-                timeouts: \(timeouts)
-            \(retry.map { "    retry: \($0)" } ?? "")
-            """.write(toFile: "\(dir)/routes.yaml", atomically: true, encoding: .utf8)
     }
 }

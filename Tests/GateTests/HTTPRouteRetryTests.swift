@@ -114,6 +114,23 @@ final class ScriptedBackend: @unchecked Sendable {  // fd and port are immutable
     }
 }
 
+extension HTTPRouteRetryTests {
+    /// The rule of `r.yaml` (HTTPRoute shop/r) with one `field` line (e.g. `retry: {…}`) and
+    /// one backend, as the loader reads it.
+    func loadRule(_ field: String) throws -> RouteRule {
+        try """
+            apiVersion: gateway.networking.k8s.io/v1
+            kind: HTTPRoute
+            metadata: {name: r, namespace: shop}
+            spec:
+              rules:
+              - \(field)
+                backendRefs: [{name: b, port: 80}]
+            """.write(toFile: "\(dir)/r.yaml", atomically: true, encoding: .utf8)
+        return try HTTPRouteLoader(services: [:]).load(directory: dir).routes[0].rules[0]
+    }
+}
+
 /// A blocking HTTP/1.1 client on one kept-alive connection: `send` writes a request and reads
 /// its response (head and `Content-Length` body).
 struct KeptAliveClient {
@@ -332,18 +349,7 @@ final class HTTPRouteRetryTests: XCTestCase {
 
     /// The loader reads `retry` and refuses what it cannot honour, naming the field.
     func testRetryFieldLoadsAndRefuses() throws {
-        func load(_ retry: String) throws -> RouteRule {
-            try """
-                apiVersion: gateway.networking.k8s.io/v1
-                kind: HTTPRoute
-                metadata: {name: r, namespace: shop}
-                spec:
-                  rules:
-                  - retry: \(retry)
-                    backendRefs: [{name: b, port: 80}]
-                """.write(toFile: "\(dir)/r.yaml", atomically: true, encoding: .utf8)
-            return try HTTPRouteLoader(services: [:]).load(directory: dir).routes[0].rules[0]
-        }
+        func load(_ retry: String) throws -> RouteRule { try loadRule("retry: \(retry)") }
         XCTAssertEqual(try load("{codes: [500, 503], attempts: 3, backoff: 1m30s}").retry, RetryPolicy(attempts: 3, codes: [500, 503], backoff: 90))
         XCTAssertEqual(try load("{}").retry, RetryPolicy(attempts: 1, codes: [], backoff: 0))
         // Gateway API v1 `HTTPRouteRetryStatusCode`: 400–599.
