@@ -104,7 +104,7 @@ final class HTTPRouteSendTimeoutTests: XCTestCase {
         defer {
             // A failed check: the client still ends (it reads once the marker exists).
             if !finished {
-                FileManager.default.createFile(atPath: marker, contents: nil)
+                XCTAssertTrue(FileManager.default.createFile(atPath: marker, contents: nil))
                 _ = done.wait(timeout: .now() + 120)
             }
         }
@@ -125,7 +125,7 @@ final class HTTPRouteSendTimeoutTests: XCTestCase {
         let ok = try runProcess(try tool("curl"), ["-sS", "--max-time", "20", "-o", "/dev/null", "-w", "%{http_code}"] + extra + ["\(scheme)://\(host):\(port)/big/1000"], timeout: 30)
         XCTAssertEqual(ok.out, "200", ok.err)
         // The stalled client now reads what was queued and meets the end of the stream.
-        FileManager.default.createFile(atPath: marker, contents: nil)
+        XCTAssertTrue(FileManager.default.createFile(atPath: marker, contents: nil))
         XCTAssertEqual(done.wait(timeout: .now() + 120), .success)
         finished = true
         let r = result.withLock { $0 }
@@ -133,6 +133,41 @@ final class HTTPRouteSendTimeoutTests: XCTestCase {
         let words = (r?.out ?? "").trimmingCharacters(in: .whitespacesAndNewlines).split(separator: " ")
         XCTAssertEqual(words.first, "eof", r?.out ?? "")
         XCTAssertLessThan(Int(words.last ?? "") ?? Int.max, 64 << 20, r?.out ?? "")
+    }
+
+    /// `sendTimeout` and `http2SettingsTimeout` in the `httproute` config section reach the
+    /// listeners `HTTPRouteService` binds (as under `ugate run`): the stalled HTTP/1.1 client is
+    /// given up after 1 s, and an HTTP/2 client that never acknowledges SETTINGS gets
+    /// GOAWAY(SETTINGS_TIMEOUT) after 1 s. Without the keys: 60 s and 10 s.
+    func testConfigKeysReachTheListeners() throws {
+        let json = """
+            {"manifests": "\(gateways.dir)/routes", "services": {"stall": "\(gateways.backend.address)"}, "requestTimeout": 300,
+             "sendTimeout": 1, "http2SettingsTimeout": 1, "listeners": [{"name": "web", "port": 0}]}
+            """
+        let config = try JSONDecoder().decode(HTTPRouteConfig.self, from: Data(json.utf8))
+        XCTAssertEqual(config.sendTimeout, 1)
+        XCTAssertEqual(config.http2SettingsTimeout, 1)
+        let defaults = try JSONDecoder().decode(HTTPRouteConfig.self, from: Data(#"{"manifests": "/m"}"#.utf8))
+        XCTAssertEqual(defaults.sendTimeout, 60)
+        XCTAssertEqual(defaults.http2SettingsTimeout, 10)
+        let service = try HTTPRouteService(
+            config: config, bind: "127.0.0.1", loops: gateways.loops, log: capture.logger("gate"), accessLog: capture.logger("access"))
+        defer { service.stop() }
+        let port = Int(service.bound[0].address.port)
+        XCTAssertEqual(try pythonScenario(HTTPRouteH2ConformanceTests.client, port: port, "h2c", "settings"), "goaway=4 closed")
+        // The stalled client (`client`, h1) reads nothing until the marker exists.
+        let marker = "\(gateways.dir)/read-now"
+        let done = DispatchSemaphore(value: 0)
+        let script = Self.client
+        DispatchQueue.global().async {
+            _ = try? runProcess("/usr/bin/env", ["python3", "-c", script, "\(port)", "h1", marker], timeout: 120)
+            done.signal()
+        }
+        XCTAssertNotNil(
+            capture.waitForLine(containing: ["request", "listener=web", "error=send timeout: the client read nothing for 1.0 s"], timeout: 30),
+            "\(capture.lines.suffix(3))")
+        XCTAssertTrue(FileManager.default.createFile(atPath: marker, contents: nil))
+        XCTAssertEqual(done.wait(timeout: .now() + 120), .success)
     }
 
     /// Established TCP connections to `address` (`host:port`) on this machine (`ss`).
