@@ -174,7 +174,9 @@ final class HTTPRouteLoopTests: XCTestCase {
             }
         }
         XCTAssertEqual(TestSocket.openFDCount(settlingAt: start), start, "descriptors left open by the gateway")
-        XCTAssertEqual(gateway.openConnections, 0)
+        // A NIO channel leaves the registry in its close future's callback, on its loop, just
+        // after its descriptor is closed.
+        XCTAssertTrue(eventually(10) { gateway.openConnections == 0 }, "\(gateway.openConnections) connections left")
     }
 
     func testLoopShutdownClosesItsConnections() throws {
