@@ -130,16 +130,12 @@ extension HTTPRouteRetryTests {
     /// but for one request in a million.
     func start(first: String, second: String, retry: String?, timeouts: String? = nil) throws -> UInt16 {
         gateway?.stop()
-        try """
-            apiVersion: gateway.networking.k8s.io/v1
-            kind: HTTPRoute
-            metadata: {name: split, namespace: default}
-            spec:
-              rules:
-              - backendRefs: [{name: first, port: 80, weight: 1000000}, {name: second, port: 80, weight: 1}]
-            \(retry.map { "    retry: \($0)" } ?? "")
-            \(timeouts.map { "    timeouts: \($0)" } ?? "")
-            """.write(toFile: "\(dir)/routes.yaml", atomically: true, encoding: .utf8)
+        try writeRoute(
+            "routes.yaml", "default", "split",
+            rules: [
+                "- backendRefs: [{name: first, port: 80, weight: 1000000}, {name: second, port: 80, weight: 1}]",
+                retry.map { "  retry: \($0)" }, timeouts.map { "  timeouts: \($0)" },
+            ])
         return try serve(services: ["first": first, "second": second])
     }
 

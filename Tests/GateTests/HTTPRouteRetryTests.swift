@@ -115,18 +115,18 @@ final class ScriptedBackend: @unchecked Sendable {  // fd and port are immutable
 }
 
 extension HTTPRouteRetryTests {
+    /// Writes `file` in the test's folder: the HTTPRoute `namespace/name` whose `spec.rules`
+    /// are the YAML `rules` lines (nil lines left out).
+    func writeRoute(_ file: String, _ namespace: String, _ name: String, rules: [String?]) throws {
+        let lines = ["apiVersion: gateway.networking.k8s.io/v1", "kind: HTTPRoute", "metadata: {name: \(name), namespace: \(namespace)}", "spec:", "  rules:"]
+            + rules.compactMap { $0.map { "  " + $0 } }
+        try (lines.joined(separator: "\n") + "\n").write(toFile: "\(dir)/\(file)", atomically: true, encoding: .utf8)
+    }
+
     /// The rule of `r.yaml` (HTTPRoute shop/r) with one `field` line (e.g. `retry: {…}`) and
     /// one backend, as the loader reads it.
     func loadRule(_ field: String) throws -> RouteRule {
-        try """
-            apiVersion: gateway.networking.k8s.io/v1
-            kind: HTTPRoute
-            metadata: {name: r, namespace: shop}
-            spec:
-              rules:
-              - \(field)
-                backendRefs: [{name: b, port: 80}]
-            """.write(toFile: "\(dir)/r.yaml", atomically: true, encoding: .utf8)
+        try writeRoute("r.yaml", "shop", "r", rules: ["- \(field)", "  backendRefs: [{name: b, port: 80}]"])
         return try HTTPRouteLoader(services: [:]).load(directory: dir).routes[0].rules[0]
     }
 }
@@ -182,17 +182,12 @@ final class HTTPRouteRetryTests: XCTestCase {
 
     /// A gateway whose rules send `/retry…` (with `retry`) and everything else (without) to `backend`.
     func start(_ backend: ScriptedBackend, retry: String = "{codes: [503], attempts: 2, backoff: 20ms}") throws -> UInt16 {
-        try """
-            apiVersion: gateway.networking.k8s.io/v1
-            kind: HTTPRoute
-            metadata: {name: retry, namespace: default}
-            spec:
-              rules:
-              - matches: [{path: {type: PathPrefix, value: /retry}}]
-                retry: \(retry)
-                backendRefs: [{name: backend, port: 80}]
-              - backendRefs: [{name: backend, port: 80}]
-            """.write(toFile: "\(dir)/routes.yaml", atomically: true, encoding: .utf8)
+        try writeRoute(
+            "routes.yaml", "default", "retry",
+            rules: [
+                "- matches: [{path: {type: PathPrefix, value: /retry}}]", "  retry: \(retry)", "  backendRefs: [{name: backend, port: 80}]",
+                "- backendRefs: [{name: backend, port: 80}]",
+            ])
         return try serve(services: ["backend": backend.address])
     }
 
