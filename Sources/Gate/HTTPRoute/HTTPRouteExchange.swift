@@ -148,8 +148,6 @@ protocol ExchangeHead {
     var headSize: Int { get }
     /// What is wrong with the `HTTP2-Settings` of a request asking for `Upgrade: h2c`.
     var h2cSettingsProblem: String? { get }
-    /// The route-table view (for callers that have not built it).
-    func routeRequest() -> RouteRequest
 }
 
 extension NIOHTTP1.HTTPRequestHead: ExchangeHead {
@@ -167,7 +165,6 @@ extension NIOHTTP1.HTTPRequestHead: ExchangeHead {
         return size
     }
     var h2cSettingsProblem: String? { H2CUpgrader.settingsProblem(headers) }
-    func routeRequest() -> RouteRequest { Exchange.routeRequest(self) }
 }
 
 /// Where an exchange's response goes: an HTTP/1.1 connection or one HTTP/2 stream. Every
@@ -312,13 +309,13 @@ final class Exchange: BackendDelegate {
 
     /// Serves a request head: answers it locally (nil) or starts forwarding it. The returned
     /// exchange may already be finished (a backend refused synchronously).
-    /// `request`: the route-table view when the caller built it already (HTTP/2 collects its
-    /// fields while converting HEADERS), else made from `head`.
-    static func begin(_ head: some ExchangeHead, client: any ExchangeClient, http1: Bool, request: RouteRequest? = nil) -> Exchange? {
+    /// `request`: the route-table view, which the callers build while they collect the fields.
+    /// (Not optional: `request ?? head.routeRequest()` copied the view, a retain per field.)
+    /// `keepAlive`: false when the connection closes after this response whatever the head says.
+    static func begin(_ head: some ExchangeHead, client: any ExchangeClient, http1: Bool, request: RouteRequest, keepAlive: Bool = true) -> Exchange? {
         let connection = client.connection
-        let request = request ?? head.routeRequest()
         var log = HTTPAccessEntry(method: head.method.rawValue, host: request.host, path: request.path, started: GateLoop.monotonicMillis())
-        var keepAlive = head.isKeepAlive
+        var keepAlive = keepAlive && head.isKeepAlive
         let local: (status: Int, message: String, headers: [HTTPField])
         if let refusal = check(head, http1: http1, plain: connection.proto == "http/1.1") {
             // A request the gateway will not route: answered and the connection closed.
@@ -329,7 +326,8 @@ final class Exchange: BackendDelegate {
             case .local(let status, let message, let headers):
                 local = (status, message, headers)
             case .forward(let forward):
-                let exchange = Exchange(client: client, log: log, forward: forward, method: head.method.rawValue, keepAlive: keepAlive)
+                // `consume`: the entry moves into the exchange (a copy retained each of its strings).
+                let exchange = Exchange(client: client, log: consume log, forward: forward, method: head.method.rawValue, keepAlive: keepAlive)
                 exchange.start(head)
                 return exchange
             }
@@ -354,18 +352,6 @@ final class Exchange: BackendDelegate {
         if head.isHTTP11 && !head.hasHost { return (400, "HTTP/1.1 request without Host") }
         if plain, let problem = head.h2cSettingsProblem { return (400, problem) }
         return nil
-    }
-
-    /// The route-table view of a request head; HTTP/2's `:authority` arrives as `Host`.
-    static func routeRequest(_ head: NIOHTTP1.HTTPRequestHead) -> RouteRequest {
-        var fields: [HTTPField] = []
-        fields.reserveCapacity(head.headers.count)
-        var host: String?
-        for (name, value) in head.headers {
-            if host == nil, HopByHop.named(name, "host") { host = value }
-            fields.append(HTTPField(name, value))
-        }
-        return RouteRequest(method: head.method.rawValue, target: head.uri, host: host ?? "", headers: fields)
     }
 
     /// `bodyless`: the answer to a HEAD request (its head announces the body, which is left out).
