@@ -212,6 +212,12 @@ struct BackendResponseReader {
     /// decoded; set for every request before its response arrives.
     var requestMethod = "GET"
     var decodeChunks = false
+    /// Whether the client needs the response head's fields (`HTTP1ResponseHead.headers`):
+    /// false when the head is relayed as received (an HTTP/1.1 client, no response modifiers).
+    /// Then a usual head (see `framing(raw:status:version:requestMethod:)`) is checked but its
+    /// fields are not kept, and the event's head has none: no `String` per field name and
+    /// value of every response. Any other head is parsed with its fields.
+    var keepsFields = true
 
     private enum State: Equatable {
         case head
@@ -241,13 +247,21 @@ struct BackendResponseReader {
             switch state {
             case .head:
                 guard buffer.readableBytes > 0 else { return nil }
-                switch HTTP1ResponseHead.parse(buffer.readableBytesView, limits: BackendWire.responseLimits) {
+                switch HTTP1ResponseHead.parse(buffer.readableBytesView, limits: BackendWire.responseLimits, keepFields: keepsFields) {
                 case .needMore: return nil
                 case .invalid(let error): throw error
-                case .done(let head, let consumed):
+                case .done(var head, let consumed):
                     let raw = buffer.readSlice(length: consumed)!
                     if head.isInterim { continue }
-                    var (framing, keepAlive) = try Self.framing(head, requestMethod: requestMethod)
+                    var framing: HTTPBodyFraming, keepAlive: Bool
+                    if !keepsFields, let usual = Self.framing(raw: raw, status: head.status, version: head.version, requestMethod: requestMethod) {
+                        (framing, keepAlive) = usual
+                    } else {
+                        if !keepsFields, case .done(let whole, _) = HTTP1ResponseHead.parse(raw.readableBytesView, limits: BackendWire.responseLimits) {
+                            head = whole
+                        }
+                        (framing, keepAlive) = try Self.framing(head, requestMethod: requestMethod)
+                    }
                     if framing == .tunnel { framing = .untilClose }
                     if framing == .untilClose { keepAlive = false }
                     bodyBytes = 0
@@ -367,8 +381,63 @@ struct BackendResponseReader {
         guard usual, !(chunked && length != nil) else {
             return (try head.bodyFraming(requestMethod: requestMethod), head.keepsConnection)
         }
-        let keepAlive = !close && (head.version == .http1_1 || keepAliveToken)
-        if requestMethod == "HEAD" || head.status < 200 || head.status == 204 || head.status == 304 { return (.none, keepAlive) }
+        return usualFraming(length: length, chunked: chunked, close: close, keepAliveToken: keepAliveToken, head.status, head.version, requestMethod)
+    }
+
+    /// `framing(_:requestMethod:)` read from a head's bytes as received (`HTTP1ResponseHead.parse`
+    /// checked them: every field line has a token name and a colon), for a head parsed without
+    /// its fields; nil for a head that is not a usual one (the caller parses its fields then).
+    static func framing(raw: ByteBuffer, status: Int, version: HTTPVersion, requestMethod: String) -> (HTTPBodyFraming, keepAlive: Bool)? {
+        guard status != 101, requestMethod != "CONNECT" else { return nil }
+        var length: Int?
+        var chunked = false
+        var close = false
+        var keepAliveToken = false
+        let usual: Bool = raw.withUnsafeReadableBytes { raw in
+            let bytes = raw.bindMemory(to: UInt8.self)
+            // The status line is skipped; each field line is `name:` OWS value OWS CRLF.
+            guard var start = bytes.firstIndex(of: UInt8(ascii: "\n")).map({ $0 + 1 }) else { return false }
+            while start < bytes.count {
+                let lineEnd = bytes[start...].firstIndex(of: UInt8(ascii: "\n")) ?? bytes.count
+                var end = lineEnd
+                if end > start, bytes[end - 1] == UInt8(ascii: "\r") { end -= 1 }
+                if end == start { break }
+                defer { start = lineEnd + 1 }
+                guard let colon = bytes[start..<end].firstIndex(of: UInt8(ascii: ":")) else { return false }
+                var first = colon + 1, last = end
+                while first < last, bytes[first] == 0x20 || bytes[first] == 0x09 { first += 1 }
+                while last > first, bytes[last - 1] == 0x20 || bytes[last - 1] == 0x09 { last -= 1 }
+                let name = UnsafeBufferPointer(rebasing: bytes[start..<colon])
+                let value = UnsafeBufferPointer(rebasing: bytes[first..<last])
+                if HopByHop.equal(name, "content-length") {
+                    guard length == nil, let number = decimal(value) else { return false }
+                    length = number
+                } else if HopByHop.isTransferEncoding(bytes: name) {
+                    guard !chunked, HopByHop.equal(value, "chunked") else { return false }
+                    chunked = true
+                } else if HopByHop.equal(name, "connection") {
+                    if HopByHop.equal(value, "close") {
+                        close = true
+                    } else if HopByHop.equal(value, "keep-alive") {
+                        keepAliveToken = true
+                    } else {
+                        return false
+                    }
+                }
+            }
+            return true
+        }
+        guard usual, !(chunked && length != nil) else { return nil }
+        return usualFraming(length: length, chunked: chunked, close: close, keepAliveToken: keepAliveToken, status, version, requestMethod)
+    }
+
+    /// The framing of a usual head from what its fields said (at most one `Content-Length`,
+    /// `Transfer-Encoding: chunked`, `Connection: close` or `keep-alive`; not both framings).
+    private static func usualFraming(
+        length: Int?, chunked: Bool, close: Bool, keepAliveToken: Bool, _ status: Int, _ version: HTTPVersion, _ requestMethod: String
+    ) -> (HTTPBodyFraming, keepAlive: Bool) {
+        let keepAlive = !close && (version == .http1_1 || keepAliveToken)
+        if requestMethod == "HEAD" || status < 200 || status == 204 || status == 304 { return (.none, keepAlive) }
         if chunked { return (.chunked, keepAlive) }
         guard let length else { return (.untilClose, keepAlive) }
         return (length == 0 ? .none : .contentLength(length), keepAlive)
@@ -376,15 +445,17 @@ struct BackendResponseReader {
 
     /// A Content-Length value of 1–18 digits, nil for anything else.
     private static func decimal(_ text: String) -> Int? {
-        utf8Bytes(of: text) { bytes in
-            guard !bytes.isEmpty, bytes.count <= 18 else { return nil }
-            var value = 0
-            for byte in bytes {
-                guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
-                value = value * 10 + Int(byte - UInt8(ascii: "0"))
-            }
-            return value
+        utf8Bytes(of: text) { decimal($0) }
+    }
+
+    private static func decimal(_ bytes: UnsafeBufferPointer<UInt8>) -> Int? {
+        guard !bytes.isEmpty, bytes.count <= 18 else { return nil }
+        var value = 0
+        for byte in bytes {
+            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+            value = value * 10 + Int(byte - UInt8(ascii: "0"))
         }
+        return value
     }
 
     /// The backend closed the connection: `.end` when that ends the body (read until close),

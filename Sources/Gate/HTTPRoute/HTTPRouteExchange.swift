@@ -571,7 +571,10 @@ final class Exchange: BackendDelegate {
     private func attach(_ connection: BackendConnection) {
         backend = connection
         connection.delegate = self
-        connection.expectResponse(method: method, decodeChunks: client.decodesChunks)
+        // The response head's fields are read only by an HTTP/2 client and by response
+        // modifiers; an HTTP/1.1 client is relayed the head's bytes.
+        connection.expectResponse(
+            method: method, decodeChunks: client.decodesChunks, keepsFields: client.decodesChunks || !forward.responseModifiers.isEmpty)
         let parts = pending
         pending = []
         let written = pendingWritten
@@ -762,8 +765,8 @@ enum HopByHop {
         name.utf8.count == lower.utf8CodeUnitCount && utf8Bytes(of: name) { equal($0, lower) }
     }
 
-    /// ASCII case-insensitive comparison with a lower-case literal of the same length.
-    private static func equal(_ bytes: UnsafeBufferPointer<UInt8>, _ lower: StaticString) -> Bool {
+    /// ASCII case-insensitive comparison with a lower-case literal (false for another length).
+    static func equal(_ bytes: UnsafeBufferPointer<UInt8>, _ lower: StaticString) -> Bool {
         guard bytes.count == lower.utf8CodeUnitCount else { return false }
         let other = lower.utf8Start
         for i in 0..<bytes.count where bytes[i] | 0x20 != other[i] | 0x20 { return false }

@@ -412,8 +412,9 @@ struct HTTP1RequestDecoder {
                 if bytes[start] == 0x20 || bytes[start] == 0x09 {
                     return Malformed(status: 400, message: "chunked request body: trailer line \(number) starts with whitespace (obs-fold)")
                 }
-                switch scanner.field(start..<end, number: number) {
-                case .success(let field): fields.append((field.name, field.value))
+                switch scanner.fieldRanges(start..<end, number: number) {
+                case .success(let field):
+                    fields.append((scanner.text(field.name.lowerBound, field.name.upperBound), scanner.text(field.value.lowerBound, field.value.upperBound)))
                 case .failure(let error): return Malformed(status: 400, message: "chunked request body trailer: \(error.message)")
                 }
                 start = end + 1

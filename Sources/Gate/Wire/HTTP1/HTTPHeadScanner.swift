@@ -158,9 +158,11 @@ struct HTTPHeadScanner {
     }
 
     /// Scans the head; `check` validates the start line (`complete: false` for a prefix, where
-    /// running out of bytes means `.needMore`).
+    /// running out of bytes means `.needMore`). `keepFields: false` checks every field line
+    /// the same way but keeps none (`headers` is empty): for a caller that relays the head's
+    /// bytes and reads what it needs from them, without a `String` per name and value.
     func scan<Start>(
-        _ startLine: StartLine, check: (Range<Int>, _ complete: Bool) -> ParseResult<Start>
+        _ startLine: StartLine, keepFields: Bool = true, check: (Range<Int>, _ complete: Bool) -> ParseResult<Start>
     ) -> ParseResult<(start: Start, headers: [HTTPField], consumed: Int)> {
         let limit = limits.maxHeadBytes
         var position = 0
@@ -210,7 +212,8 @@ struct HTTPHeadScanner {
         // Room for a usual head's fields at once (growing 1, 2, 4, 8 reallocated three times
         // for every response the HTTPRoute gateway parses).
         var headers: [HTTPField] = []
-        headers.reserveCapacity(min(16, limits.maxHeaderCount))
+        if keepFields { headers.reserveCapacity(min(16, limits.maxHeaderCount)) }
+        var count = 0
         while true {
             guard let found = line(from: position) else {
                 if buffer.count - headStart >= limit {
@@ -229,13 +232,15 @@ struct HTTPHeadScanner {
             position = next
             if content.isEmpty { break }
             if buffer[content.lowerBound] == UInt8(ascii: " ") || buffer[content.lowerBound] == UInt8(ascii: "\t") {
-                return .invalid(WireError(.obsoleteLineFolding, "HTTP header line \(headers.count + 1) starts with whitespace (obs-fold is not accepted)"))
+                return .invalid(WireError(.obsoleteLineFolding, "HTTP header line \(count + 1) starts with whitespace (obs-fold is not accepted)"))
             }
-            guard headers.count < limits.maxHeaderCount else {
+            guard count < limits.maxHeaderCount else {
                 return .invalid(WireError(.tooManyHeaders, "HTTP head has more than \(limits.maxHeaderCount) header fields"))
             }
-            switch field(content, number: headers.count + 1) {
-            case .success(let field): headers.append(field)
+            count += 1
+            switch fieldRanges(content, number: count) {
+            case .success(let ranges):
+                if keepFields { headers.append(HTTPField(text(ranges.name.lowerBound, ranges.name.upperBound), text(ranges.value.lowerBound, ranges.value.upperBound))) }
             case .failure(let error): return .invalid(error)
             }
         }
@@ -272,8 +277,9 @@ struct HTTPHeadScanner {
         return .done(HTTPVersion(major: major, minor: minor), consumed: after - index)
     }
 
-    /// Parses `field-name ":" OWS field-value OWS`.
-    func field(_ range: Range<Int>, number: Int) -> Result<HTTPField, WireError> {
+    /// Checks `field-name ":" OWS field-value OWS`: the ranges of the name and of the value
+    /// without its surrounding whitespace.
+    func fieldRanges(_ range: Range<Int>, number: Int) -> Result<(name: Range<Int>, value: Range<Int>), WireError> {
         var index = range.lowerBound
         while index < range.upperBound && isTokenChar(buffer[index]) { index += 1 }
         guard index < range.upperBound else {
@@ -289,16 +295,14 @@ struct HTTPHeadScanner {
         guard index > range.lowerBound else {
             return .failure(WireError(.badHeader, "HTTP header line \(number) has an empty field name"))
         }
-        let name = text(range.lowerBound, index)
         let valueRange = (index + 1)..<range.upperBound
         if let bad = valueRange.first(where: { buffer[$0] < 0x20 && buffer[$0] != 0x09 || buffer[$0] == 0x7F }) {
-            return .failure(WireError(.badHeader, "HTTP header \(name) contains control byte \(hex(buffer[bad]))"))
+            return .failure(WireError(.badHeader, "HTTP header \(text(range.lowerBound, index)) contains control byte \(hex(buffer[bad]))"))
         }
         var first = valueRange.lowerBound, last = valueRange.upperBound
         while first < last && (buffer[first] == 0x20 || buffer[first] == 0x09) { first += 1 }
         while last > first && (buffer[last - 1] == 0x20 || buffer[last - 1] == 0x09) { last -= 1 }
-        let value = text(first, last)
-        return .success(HTTPField(name, value))
+        return .success((range.lowerBound..<index, first..<last))
     }
 
 }
