@@ -242,6 +242,12 @@ final class HTTPRouteBackendWireTests: XCTestCase {
         }
     }
 
+    /// `isTokenChar` (a bit set) is RFC 9110 §5.6.2's tchar, for every byte value.
+    func testTokenCharsAreRFC9110s() {
+        let tchar = Set("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".utf8)
+        for byte in 0...255 { XCTAssertEqual(isTokenChar(UInt8(byte)), tchar.contains(UInt8(byte)), "byte \(byte)") }
+    }
+
     // MARK: - BackendWire
 
     func testRequestHeadIsSerializedAndChecked() throws {
@@ -260,6 +266,12 @@ final class HTTPRouteBackendWireTests: XCTestCase {
             var out = ByteBuffer()
             XCTAssertThrowsError(try BackendWire.requestHead(method: method, target: target, fields: fields, extra: [], into: &out), "\(method) \(target) \(fields)")
         }
+        // Empty and long values, after bytes already in the buffer.
+        var more = ByteBuffer(string: "x")
+        let long = String(repeating: "v", count: 3000)
+        try BackendWire.requestHead(
+            method: "GET", target: "/", fields: [HTTPField("X-Empty", ""), HTTPField("X-Long", long)], extra: [], into: &more)
+        XCTAssertEqual(String(buffer: more), "xGET / HTTP/1.1\r\nX-Empty: \r\nX-Long: \(long)\r\n\r\n")
         var chunk = ByteBuffer()
         BackendWire.chunkHeader(255, into: &chunk)
         XCTAssertEqual(String(buffer: chunk), "ff\r\n")

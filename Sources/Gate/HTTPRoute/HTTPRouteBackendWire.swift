@@ -1,3 +1,4 @@
+import Glibc
 import NIOCore
 import NIOHTTP1
 
@@ -53,6 +54,28 @@ enum BackendWire {
         buffer.writeStaticString(": ")
         buffer.writeString(field.value)
         buffer.writeStaticString("\r\n")
+    }
+
+    /// Puts a head's pieces into memory reserved for them (`clientHead(raw:)`): copied while
+    /// they fit, counted in any case.
+    private struct HeadWriter {
+        let out: UnsafeMutableRawBufferPointer
+        var at = 0
+
+        mutating func put(_ text: String) {
+            utf8Bytes(of: text) { put(UnsafeRawBufferPointer($0)) }
+        }
+
+        mutating func put(_ text: StaticString) {
+            put(UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+        }
+
+        mutating func put(_ bytes: UnsafeRawBufferPointer) {
+            if let base = bytes.baseAddress, at + bytes.count <= out.count {
+                out.baseAddress!.advanced(by: at).copyMemory(from: base, byteCount: bytes.count)
+            }
+            at += bytes.count
+        }
     }
 
     private static func checkToken(_ text: String, what: String) throws {
@@ -114,30 +137,36 @@ enum BackendWire {
     /// empty): the status line after the version and every kept field line are copied as
     /// bytes, without the conversions to and from `String` (measurable once per response).
     static func clientHead(raw: ByteBuffer, close: Bool, into buffer: inout ByteBuffer) {
-        raw.withUnsafeReadableBytes { bytes in
-            var start = 0
-            while start < bytes.count {
-                let end = bytes[start...].firstIndex(of: UInt8(ascii: "\n")) ?? bytes.count
-                var content = bytes[start..<end]
-                let first = start == 0
-                start = end + 1
-                if content.last == UInt8(ascii: "\r") { content = content.dropLast() }
-                if content.isEmpty { break }
-                if first {
-                    // `HTTP/1.x` → the gateway's own version.
-                    buffer.writeStaticString("HTTP/1.1")
-                    buffer.writeBytes(UnsafeRawBufferPointer(rebasing: content.dropFirst(8)))
-                } else {
-                    let colon = content.firstIndex(of: UInt8(ascii: ":")) ?? content.endIndex
-                    let name = UnsafeBufferPointer(start: bytes.baseAddress!.advanced(by: content.startIndex).assumingMemoryBound(to: UInt8.self), count: colon - content.startIndex)
-                    if HopByHop.contains(bytes: name) && !HopByHop.isTransferEncoding(bytes: name) { continue }
-                    buffer.writeBytes(UnsafeRawBufferPointer(rebasing: content))
+        _ = raw.withUnsafeReadableBytes { bytes in
+            // At most the head, a CR for every bare LF, and `connection: close` CRLF.
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 2 * bytes.count + 21) { out in
+                var head = HeadWriter(out: out)
+                var start = 0
+                while start < bytes.count {
+                    let end = byteIndex(UInt8(ascii: "\n"), in: bytes, from: start) ?? bytes.count
+                    var content = start..<end
+                    let first = start == 0
+                    start = end + 1
+                    if let last = content.last, bytes[last] == UInt8(ascii: "\r") { content = content.lowerBound..<last }
+                    if content.isEmpty { break }
+                    if first {
+                        // `HTTP/1.x` → the gateway's own version.
+                        head.put("HTTP/1.1")
+                        head.put(UnsafeRawBufferPointer(rebasing: bytes[min(content.lowerBound + 8, content.upperBound)..<content.upperBound]))
+                    } else {
+                        let colon = byteIndex(UInt8(ascii: ":"), in: bytes, from: content.lowerBound, to: content.upperBound) ?? content.upperBound
+                        let name = UnsafeBufferPointer(
+                            start: bytes.baseAddress!.advanced(by: content.lowerBound).assumingMemoryBound(to: UInt8.self), count: colon - content.lowerBound)
+                        if HopByHop.contains(bytes: name) && !HopByHop.isTransferEncoding(bytes: name) { continue }
+                        head.put(UnsafeRawBufferPointer(rebasing: bytes[content]))
+                    }
+                    head.put("\r\n")
                 }
-                buffer.writeStaticString("\r\n")
+                if close { head.put("connection: close\r\n") }
+                head.put("\r\n")
+                return head.at
             }
         }
-        if close { buffer.writeStaticString("connection: close\r\n") }
-        buffer.writeStaticString("\r\n")
     }
 
     /// The fields of a chunked body's trailer section as received (RFC 9112 §7.1.2: field
@@ -396,14 +425,14 @@ struct BackendResponseReader {
         let usual: Bool = raw.withUnsafeReadableBytes { raw in
             let bytes = raw.bindMemory(to: UInt8.self)
             // The status line is skipped; each field line is `name:` OWS value OWS CRLF.
-            guard var start = bytes.firstIndex(of: UInt8(ascii: "\n")).map({ $0 + 1 }) else { return false }
+            guard var start = byteIndex(UInt8(ascii: "\n"), in: raw, from: 0).map({ $0 + 1 }) else { return false }
             while start < bytes.count {
-                let lineEnd = bytes[start...].firstIndex(of: UInt8(ascii: "\n")) ?? bytes.count
+                let lineEnd = byteIndex(UInt8(ascii: "\n"), in: raw, from: start) ?? bytes.count
                 var end = lineEnd
                 if end > start, bytes[end - 1] == UInt8(ascii: "\r") { end -= 1 }
                 if end == start { break }
                 defer { start = lineEnd + 1 }
-                guard let colon = bytes[start..<end].firstIndex(of: UInt8(ascii: ":")) else { return false }
+                guard let colon = byteIndex(UInt8(ascii: ":"), in: raw, from: start, to: end) else { return false }
                 var first = colon + 1, last = end
                 while first < last, bytes[first] == 0x20 || bytes[first] == 0x09 { first += 1 }
                 while last > first, bytes[last - 1] == 0x20 || bytes[last - 1] == 0x09 { last -= 1 }

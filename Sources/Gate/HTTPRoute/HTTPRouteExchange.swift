@@ -38,6 +38,9 @@ final class RouteConnection {
     /// The last backend request head's buffer, reused for the next request once the backend
     /// socket has written it and its exchange let it go (see `requestHeadBuffer`).
     private var spareHead: ByteBuffer?
+    /// Whether the access log takes `info` lines, asked once (log levels are set when the
+    /// node starts): `Logger.info` copies the handler out of the logger to ask it, per request.
+    private let logsAccess: Bool
 
     init(state: GatewayState, settings: RouteSettings, peer: String, proto: String, eventLoop: any EventLoop) {
         self.eventLoop = eventLoop
@@ -45,6 +48,7 @@ final class RouteConnection {
         self.settings = settings
         self.peer = peer
         self.proto = proto
+        logsAccess = settings.accessLog.logLevel <= .info
     }
 
     /// A buffer for a backend request head: the previous one's storage when nothing else
@@ -67,7 +71,7 @@ final class RouteConnection {
     /// plain parameter made a copy of it out of the exchange (a retain per field, about 12
     /// per request); it is not changed.
     func record(_ entry: inout HTTPAccessEntry) {
-        settings.accessLog.info("request", metadata: entry.metadata(settings.listenerName, proto: proto))
+        if logsAccess { settings.accessLog.info("request", metadata: entry.metadata(settings.listenerName, proto: proto)) }
         let key = RouteCounters.RouteStatus(route: entry.route, status: entry.status)
         let pair: RouteCounters.Pair
         if let last = lastCounters, last.key == key {

@@ -1,3 +1,5 @@
+import Glibc
+
 /// One header field line, as received (name case preserved).
 public struct HTTPField: Hashable, Sendable {
     public var name: String
@@ -102,18 +104,15 @@ extension StringProtocol {
     }
 }
 
-/// RFC 9110 §5.6.2 tchar.
+/// RFC 9110 §5.6.2 tchar: ALPHA, DIGIT and `!#$%&'*+-.^_`|~`, as a 128-bit set (a shift
+/// and a mask per byte instead of a switch over ranges: every byte of every field name of
+/// every head goes through here).
+@inline(__always)
 func isTokenChar(_ byte: UInt8) -> Bool {
-    switch byte {
-    case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-        return true
-    case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
-        UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
-        UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
-        return true
-    default:
-        return false
-    }
+    // Bits 0…63: `!#$%&'*+-.` and the digits; bits 64…127: the letters and `^_`|~`.
+    let low: UInt64 = 0x03FF_6CFA_0000_0000
+    let high: UInt64 = 0x57FF_FFFF_C7FF_FFFE
+    return byte < 64 ? (low >> UInt64(byte)) & 1 != 0 : byte < 128 && (high >> UInt64(byte - 64)) & 1 != 0
 }
 
 /// One pass over a candidate HTTP/1 head (RFC 9112 §2.1): start line, field lines, empty
@@ -142,19 +141,14 @@ struct HTTPHeadScanner {
     /// Finds the line starting at `start`: the content range (terminator excluded) and the
     /// offset after the terminator, or nil when no LF is within the buffer.
     private func line(from start: Int) -> Result<(content: Range<Int>, next: Int), WireError>? {
-        var index = start
-        while index < buffer.count {
-            if buffer[index] == Self.lf {
-                var end = index
-                if end > start && buffer[end - 1] == Self.cr { end -= 1 }
-                if let bare = (start..<end).first(where: { buffer[$0] == Self.cr }) {
-                    return .failure(WireError(.malformed, "bare CR (0x0d) at byte \(bare) of the HTTP head"))
-                }
-                return .success((start..<end, index + 1))
-            }
-            index += 1
+        let bytes = UnsafeRawBufferPointer(buffer)
+        guard let index = byteIndex(Self.lf, in: bytes, from: start) else { return nil }
+        var end = index
+        if end > start && buffer[end - 1] == Self.cr { end -= 1 }
+        if let bare = byteIndex(Self.cr, in: bytes, from: start, to: end) {
+            return .failure(WireError(.malformed, "bare CR (0x0d) at byte \(bare) of the HTTP head"))
         }
-        return nil
+        return .success((start..<end, index + 1))
     }
 
     /// Scans the head; `check` validates the start line (`complete: false` for a prefix, where
@@ -305,4 +299,14 @@ struct HTTPHeadScanner {
         return .success((range.lowerBound..<index, first..<last))
     }
 
+}
+
+/// The index of the first `byte` in `bytes[from..<to]` (`to`: the end when nil), nil when it
+/// is not there. `memchr` instead of a byte loop or `firstIndex(of:)`: this runs over every
+/// line of every request and response head the gateway reads.
+@inline(__always)
+func byteIndex(_ byte: UInt8, in bytes: UnsafeRawBufferPointer, from: Int, to: Int? = nil) -> Int? {
+    let end = to ?? bytes.count
+    guard from < end, let base = bytes.baseAddress, let found = memchr(base + from, Int32(byte), end - from) else { return nil }
+    return base.distance(to: UnsafeRawPointer(found))
 }
