@@ -543,8 +543,9 @@ final class Exchange: BackendDelegate {
             log.backend = forward.backend.name
             destination = forward.backend.destination
         } else {
-            log.backend = forward.fallbacks[candidate - 1].name
-            destination = forward.fallbacks[candidate - 1].destination
+            let fallback = forward.fallbacks[candidate - 1]
+            log.backend = fallback.name
+            destination = fallback.destination
         }
         let pool = client.connection.settings.pool
         // A kept-alive connection is taken at once, without the callback's closure.

@@ -33,8 +33,13 @@ public enum RouteAction: Sendable, Hashable {
         public var backend: RouteBackend { rule.backends[backendIndex] }
         /// The rule's other permitted backends with weight > 0, in rule order: where a connect
         /// failure or a retry may go (`RetryRule` picks among them by weight, untried ones
-        /// first); refused backends are never tried.
-        public var fallbacks: [RouteBackend] { rule.fallbacks[backendIndex] }
+        /// first); refused backends are never tried. Made when asked (only after a failure).
+        public var fallbacks: [RouteBackend] {
+            let backends = rule.backends
+            guard backends.count > 1 else { return [] }
+            let chosen = backends[backendIndex]
+            return backends.filter { $0 != chosen && $0.refused == nil && $0.weight > 0 }
+        }
         public var responseModifiers: [HeaderModifier] { rule.responseModifiers }
         public var timeout: Double? { rule.timeout }
         /// RequestMirror backends: each gets a fire-and-forget copy of the request.
@@ -45,16 +50,14 @@ public enum RouteAction: Sendable, Hashable {
 }
 
 /// What one rule match of a `RouteTable` gives every request it forwards: the label, the
-/// backends (and for each the others a retry may go to), the response modifiers and mirrors
-/// of its filters, the timeout and retry policy. Made when the table is built; immutable.
+/// backends, the response modifiers and mirrors of its filters, the timeout and retry
+/// policy. Made when the table is built; immutable.
 final class ForwardRule: Sendable, Hashable {
     /// `namespace/name#rule`, for logs and counters.
     let route: String
     let match: RouteMatch
     let filters: [RouteFilter]
     let backends: [RouteBackend]
-    /// For each backend, the rule's other permitted backends with weight > 0 (`Forward.fallbacks`).
-    let fallbacks: [[RouteBackend]]
     let responseModifiers: [HeaderModifier]
     let mirrors: [RouteBackend]
     let timeout: Double?
@@ -67,9 +70,6 @@ final class ForwardRule: Sendable, Hashable {
         self.match = match
         filters = rule.filters
         backends = rule.backends
-        fallbacks = rule.backends.map { backend in
-            rule.backends.count > 1 ? rule.backends.filter { $0 != backend && $0.refused == nil && $0.weight > 0 } : []
-        }
         var responseModifiers: [HeaderModifier] = []
         var mirrors: [RouteBackend] = []
         var changesRequest = false
