@@ -71,10 +71,15 @@ final class HTTPRouteBackendWireTests: XCTestCase {
 
     /// Feeds `chunks` to a reader; returns the events (bodies joined per response) and
     /// whether the reader ended the last body at close.
-    func read(_ chunks: [[UInt8]], method: String, decode: Bool, close: Bool) throws -> [(HTTP1ResponseHead, HTTPBodyFraming, Bool, [UInt8], Int)] {
+    /// `keepFields: false`: as for an HTTP/1.1 client relayed the raw head (a usual head's
+    /// fields are checked, not kept).
+    func read(
+        _ chunks: [[UInt8]], method: String, decode: Bool, close: Bool, keepFields: Bool = true
+    ) throws -> [(HTTP1ResponseHead, HTTPBodyFraming, Bool, [UInt8], Int)] {
         var reader = BackendResponseReader()
         reader.requestMethod = method
         reader.decodeChunks = decode
+        reader.keepsFields = keepFields
         var out: [(HTTP1ResponseHead, HTTPBodyFraming, Bool, [UInt8], Int)] = []
         var current: (HTTP1ResponseHead, HTTPBodyFraming, Bool, [UInt8])?
         var leftover = ByteBuffer()
@@ -83,7 +88,11 @@ final class HTTPRouteBackendWireTests: XCTestCase {
             case .head(let head, let framing, let keepAlive, let raw):
                 // The raw head is exactly the bytes the parser consumed.
                 if case .done(let again, let consumed) = HTTP1ResponseHead.parse(raw.readableBytesView) {
-                    XCTAssertEqual(again, head)
+                    if keepFields || !head.headers.isEmpty {
+                        XCTAssertEqual(again, head)
+                    } else {
+                        XCTAssertEqual(HTTP1ResponseHead(version: again.version, status: again.status, reason: again.reason, headers: []), head)
+                    }
                     XCTAssertEqual(consumed, raw.readableBytes)
                 } else {
                     XCTFail("raw head does not parse")
@@ -117,10 +126,10 @@ final class HTTPRouteBackendWireTests: XCTestCase {
             let bytes = Array(c.bytes.utf8)
             var feeds: [(String, [[UInt8]])] = [("whole", [bytes]), ("bytes", bytes.map { [$0] })]
             for cut in 1..<bytes.count { feeds.append(("split \(cut)", [Array(bytes[..<cut]), Array(bytes[cut...])])) }
-            for decode in [true, false] {
+            for (decode, keep) in [(true, true), (false, true), (false, false)] {
                 for (how, chunks) in feeds {
-                    let got = try read(chunks, method: c.method, decode: decode, close: c.endsAtClose)
-                    XCTAssertEqual(got.count, c.responses.count, "\(c.name) \(how) decode=\(decode)")
+                    let got = try read(chunks, method: c.method, decode: decode, close: c.endsAtClose, keepFields: keep)
+                    XCTAssertEqual(got.count, c.responses.count, "\(c.name) \(how) decode=\(decode) keep=\(keep)")
                     for (g, e) in zip(got, c.responses) {
                         XCTAssertEqual(g.0.status, e.status, "\(c.name) \(how)")
                         XCTAssertEqual(g.1, e.framing, "\(c.name) \(how)")
@@ -221,8 +230,22 @@ final class HTTPRouteBackendWireTests: XCTestCase {
                 let fast = try BackendResponseReader.framing(head, requestMethod: method)
                 XCTAssertEqual(fast.0, try head.bodyFraming(requestMethod: method), "\(method) \(text)")
                 XCTAssertEqual(fast.keepAlive, head.keepsConnection, "\(method) \(text)")
+                // From the head's bytes (fields not kept): the same, or nil for the unusual heads.
+                let raw = BackendResponseReader.framing(raw: ByteBuffer(string: text), status: head.status, version: head.version, requestMethod: method)
+                let unusual = method == "CONNECT" || ["upgrade, close", "gzip", "3, 3", "101", "Content-Length: 3\r\nContent-Length"].contains { text.contains($0) }
+                XCTAssertEqual(raw == nil, unusual, "\(method) \(text)")
+                if let raw {
+                    XCTAssertEqual(raw.0, fast.0, "\(method) \(text)")
+                    XCTAssertEqual(raw.keepAlive, fast.keepAlive, "\(method) \(text)")
+                }
             }
         }
+    }
+
+    /// `isTokenChar` (a bit set) is RFC 9110 §5.6.2's tchar, for every byte value.
+    func testTokenCharsAreRFC9110s() {
+        let tchar = Set("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".utf8)
+        for byte in 0...255 { XCTAssertEqual(isTokenChar(UInt8(byte)), tchar.contains(UInt8(byte)), "byte \(byte)") }
     }
 
     // MARK: - BackendWire
@@ -243,6 +266,12 @@ final class HTTPRouteBackendWireTests: XCTestCase {
             var out = ByteBuffer()
             XCTAssertThrowsError(try BackendWire.requestHead(method: method, target: target, fields: fields, extra: [], into: &out), "\(method) \(target) \(fields)")
         }
+        // Empty and long values, after bytes already in the buffer.
+        var more = ByteBuffer(string: "x")
+        let long = String(repeating: "v", count: 3000)
+        try BackendWire.requestHead(
+            method: "GET", target: "/", fields: [HTTPField("X-Empty", ""), HTTPField("X-Long", long)], extra: [], into: &more)
+        XCTAssertEqual(String(buffer: more), "xGET / HTTP/1.1\r\nX-Empty: \r\nX-Long: \(long)\r\n\r\n")
         var chunk = ByteBuffer()
         BackendWire.chunkHeader(255, into: &chunk)
         XCTAssertEqual(String(buffer: chunk), "ff\r\n")

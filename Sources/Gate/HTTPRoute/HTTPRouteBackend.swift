@@ -23,10 +23,12 @@ class BackendConnection {
     }
 
     /// Prepares the reader for the response to a request with `method`; `decodeChunks`: a
-    /// chunked body is delivered as its data (HTTP/2 clients) rather than as received.
-    func expectResponse(method: String, decodeChunks: Bool) {
+    /// chunked body is delivered as its data (HTTP/2 clients) rather than as received;
+    /// `keepsFields`: the response head's fields are wanted (`BackendResponseReader.keepsFields`).
+    func expectResponse(method: String, decodeChunks: Bool, keepsFields: Bool = true) {
         reader.requestMethod = method
         reader.decodeChunks = decodeChunks
+        reader.keepsFields = keepsFields
     }
 
     /// The loop the connection lives on.

@@ -1,3 +1,4 @@
+import Glibc
 import NIOCore
 import NIOHTTP1
 
@@ -53,6 +54,28 @@ enum BackendWire {
         buffer.writeStaticString(": ")
         buffer.writeString(field.value)
         buffer.writeStaticString("\r\n")
+    }
+
+    /// Puts a head's pieces into memory reserved for them (`clientHead(raw:)`): copied while
+    /// they fit, counted in any case.
+    private struct HeadWriter {
+        let out: UnsafeMutableRawBufferPointer
+        var at = 0
+
+        mutating func put(_ text: String) {
+            utf8Bytes(of: text) { put(UnsafeRawBufferPointer($0)) }
+        }
+
+        mutating func put(_ text: StaticString) {
+            put(UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+        }
+
+        mutating func put(_ bytes: UnsafeRawBufferPointer) {
+            if let base = bytes.baseAddress, at + bytes.count <= out.count {
+                out.baseAddress!.advanced(by: at).copyMemory(from: base, byteCount: bytes.count)
+            }
+            at += bytes.count
+        }
     }
 
     private static func checkToken(_ text: String, what: String) throws {
@@ -114,30 +137,36 @@ enum BackendWire {
     /// empty): the status line after the version and every kept field line are copied as
     /// bytes, without the conversions to and from `String` (measurable once per response).
     static func clientHead(raw: ByteBuffer, close: Bool, into buffer: inout ByteBuffer) {
-        raw.withUnsafeReadableBytes { bytes in
-            var start = 0
-            while start < bytes.count {
-                let end = bytes[start...].firstIndex(of: UInt8(ascii: "\n")) ?? bytes.count
-                var content = bytes[start..<end]
-                let first = start == 0
-                start = end + 1
-                if content.last == UInt8(ascii: "\r") { content = content.dropLast() }
-                if content.isEmpty { break }
-                if first {
-                    // `HTTP/1.x` → the gateway's own version.
-                    buffer.writeStaticString("HTTP/1.1")
-                    buffer.writeBytes(UnsafeRawBufferPointer(rebasing: content.dropFirst(8)))
-                } else {
-                    let colon = content.firstIndex(of: UInt8(ascii: ":")) ?? content.endIndex
-                    let name = UnsafeBufferPointer(start: bytes.baseAddress!.advanced(by: content.startIndex).assumingMemoryBound(to: UInt8.self), count: colon - content.startIndex)
-                    if HopByHop.contains(bytes: name) && !HopByHop.isTransferEncoding(bytes: name) { continue }
-                    buffer.writeBytes(UnsafeRawBufferPointer(rebasing: content))
+        _ = raw.withUnsafeReadableBytes { bytes in
+            // At most the head, a CR for every bare LF, and `connection: close` CRLF.
+            buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 2 * bytes.count + 21) { out in
+                var head = HeadWriter(out: out)
+                var start = 0
+                while start < bytes.count {
+                    let end = byteIndex(UInt8(ascii: "\n"), in: bytes, from: start) ?? bytes.count
+                    var content = start..<end
+                    let first = start == 0
+                    start = end + 1
+                    if let last = content.last, bytes[last] == UInt8(ascii: "\r") { content = content.lowerBound..<last }
+                    if content.isEmpty { break }
+                    if first {
+                        // `HTTP/1.x` → the gateway's own version.
+                        head.put("HTTP/1.1")
+                        head.put(UnsafeRawBufferPointer(rebasing: bytes[min(content.lowerBound + 8, content.upperBound)..<content.upperBound]))
+                    } else {
+                        let colon = byteIndex(UInt8(ascii: ":"), in: bytes, from: content.lowerBound, to: content.upperBound) ?? content.upperBound
+                        let name = UnsafeBufferPointer(
+                            start: bytes.baseAddress!.advanced(by: content.lowerBound).assumingMemoryBound(to: UInt8.self), count: colon - content.lowerBound)
+                        if HopByHop.contains(bytes: name) && !HopByHop.isTransferEncoding(bytes: name) { continue }
+                        head.put(UnsafeRawBufferPointer(rebasing: bytes[content]))
+                    }
+                    head.put("\r\n")
                 }
-                buffer.writeStaticString("\r\n")
+                if close { head.put("connection: close\r\n") }
+                head.put("\r\n")
+                return head.at
             }
         }
-        if close { buffer.writeStaticString("connection: close\r\n") }
-        buffer.writeStaticString("\r\n")
     }
 
     /// The fields of a chunked body's trailer section as received (RFC 9112 §7.1.2: field
@@ -212,6 +241,12 @@ struct BackendResponseReader {
     /// decoded; set for every request before its response arrives.
     var requestMethod = "GET"
     var decodeChunks = false
+    /// Whether the client needs the response head's fields (`HTTP1ResponseHead.headers`):
+    /// false when the head is relayed as received (an HTTP/1.1 client, no response modifiers).
+    /// Then a usual head (see `framing(raw:status:version:requestMethod:)`) is checked but its
+    /// fields are not kept, and the event's head has none: no `String` per field name and
+    /// value of every response. Any other head is parsed with its fields.
+    var keepsFields = true
 
     private enum State: Equatable {
         case head
@@ -241,13 +276,21 @@ struct BackendResponseReader {
             switch state {
             case .head:
                 guard buffer.readableBytes > 0 else { return nil }
-                switch HTTP1ResponseHead.parse(buffer.readableBytesView, limits: BackendWire.responseLimits) {
+                switch HTTP1ResponseHead.parse(buffer.readableBytesView, limits: BackendWire.responseLimits, keepFields: keepsFields) {
                 case .needMore: return nil
                 case .invalid(let error): throw error
-                case .done(let head, let consumed):
+                case .done(var head, let consumed):
                     let raw = buffer.readSlice(length: consumed)!
                     if head.isInterim { continue }
-                    var (framing, keepAlive) = try Self.framing(head, requestMethod: requestMethod)
+                    var framing: HTTPBodyFraming, keepAlive: Bool
+                    if !keepsFields, let usual = Self.framing(raw: raw, status: head.status, version: head.version, requestMethod: requestMethod) {
+                        (framing, keepAlive) = usual
+                    } else {
+                        if !keepsFields, case .done(let whole, _) = HTTP1ResponseHead.parse(raw.readableBytesView, limits: BackendWire.responseLimits) {
+                            head = whole
+                        }
+                        (framing, keepAlive) = try Self.framing(head, requestMethod: requestMethod)
+                    }
                     if framing == .tunnel { framing = .untilClose }
                     if framing == .untilClose { keepAlive = false }
                     bodyBytes = 0
@@ -367,8 +410,63 @@ struct BackendResponseReader {
         guard usual, !(chunked && length != nil) else {
             return (try head.bodyFraming(requestMethod: requestMethod), head.keepsConnection)
         }
-        let keepAlive = !close && (head.version == .http1_1 || keepAliveToken)
-        if requestMethod == "HEAD" || head.status < 200 || head.status == 204 || head.status == 304 { return (.none, keepAlive) }
+        return usualFraming(length: length, chunked: chunked, close: close, keepAliveToken: keepAliveToken, head.status, head.version, requestMethod)
+    }
+
+    /// `framing(_:requestMethod:)` read from a head's bytes as received (`HTTP1ResponseHead.parse`
+    /// checked them: every field line has a token name and a colon), for a head parsed without
+    /// its fields; nil for a head that is not a usual one (the caller parses its fields then).
+    static func framing(raw: ByteBuffer, status: Int, version: HTTPVersion, requestMethod: String) -> (HTTPBodyFraming, keepAlive: Bool)? {
+        guard status != 101, requestMethod != "CONNECT" else { return nil }
+        var length: Int?
+        var chunked = false
+        var close = false
+        var keepAliveToken = false
+        let usual: Bool = raw.withUnsafeReadableBytes { raw in
+            let bytes = raw.bindMemory(to: UInt8.self)
+            // The status line is skipped; each field line is `name:` OWS value OWS CRLF.
+            guard var start = byteIndex(UInt8(ascii: "\n"), in: raw, from: 0).map({ $0 + 1 }) else { return false }
+            while start < bytes.count {
+                let lineEnd = byteIndex(UInt8(ascii: "\n"), in: raw, from: start) ?? bytes.count
+                var end = lineEnd
+                if end > start, bytes[end - 1] == UInt8(ascii: "\r") { end -= 1 }
+                if end == start { break }
+                defer { start = lineEnd + 1 }
+                guard let colon = byteIndex(UInt8(ascii: ":"), in: raw, from: start, to: end) else { return false }
+                var first = colon + 1, last = end
+                while first < last, bytes[first] == 0x20 || bytes[first] == 0x09 { first += 1 }
+                while last > first, bytes[last - 1] == 0x20 || bytes[last - 1] == 0x09 { last -= 1 }
+                let name = UnsafeBufferPointer(rebasing: bytes[start..<colon])
+                let value = UnsafeBufferPointer(rebasing: bytes[first..<last])
+                if HopByHop.equal(name, "content-length") {
+                    guard length == nil, let number = decimal(value) else { return false }
+                    length = number
+                } else if HopByHop.isTransferEncoding(bytes: name) {
+                    guard !chunked, HopByHop.equal(value, "chunked") else { return false }
+                    chunked = true
+                } else if HopByHop.equal(name, "connection") {
+                    if HopByHop.equal(value, "close") {
+                        close = true
+                    } else if HopByHop.equal(value, "keep-alive") {
+                        keepAliveToken = true
+                    } else {
+                        return false
+                    }
+                }
+            }
+            return true
+        }
+        guard usual, !(chunked && length != nil) else { return nil }
+        return usualFraming(length: length, chunked: chunked, close: close, keepAliveToken: keepAliveToken, status, version, requestMethod)
+    }
+
+    /// The framing of a usual head from what its fields said (at most one `Content-Length`,
+    /// `Transfer-Encoding: chunked`, `Connection: close` or `keep-alive`; not both framings).
+    private static func usualFraming(
+        length: Int?, chunked: Bool, close: Bool, keepAliveToken: Bool, _ status: Int, _ version: HTTPVersion, _ requestMethod: String
+    ) -> (HTTPBodyFraming, keepAlive: Bool) {
+        let keepAlive = !close && (version == .http1_1 || keepAliveToken)
+        if requestMethod == "HEAD" || status < 200 || status == 204 || status == 304 { return (.none, keepAlive) }
         if chunked { return (.chunked, keepAlive) }
         guard let length else { return (.untilClose, keepAlive) }
         return (length == 0 ? .none : .contentLength(length), keepAlive)
@@ -376,15 +474,17 @@ struct BackendResponseReader {
 
     /// A Content-Length value of 1–18 digits, nil for anything else.
     private static func decimal(_ text: String) -> Int? {
-        utf8Bytes(of: text) { bytes in
-            guard !bytes.isEmpty, bytes.count <= 18 else { return nil }
-            var value = 0
-            for byte in bytes {
-                guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
-                value = value * 10 + Int(byte - UInt8(ascii: "0"))
-            }
-            return value
+        utf8Bytes(of: text) { decimal($0) }
+    }
+
+    private static func decimal(_ bytes: UnsafeBufferPointer<UInt8>) -> Int? {
+        guard !bytes.isEmpty, bytes.count <= 18 else { return nil }
+        var value = 0
+        for byte in bytes {
+            guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { return nil }
+            value = value * 10 + Int(byte - UInt8(ascii: "0"))
         }
+        return value
     }
 
     /// The backend closed the connection: `.end` when that ends the body (read until close),

@@ -46,6 +46,9 @@ final class RouteConnection {
     /// The last backend request head's buffer, reused for the next request once the backend
     /// socket has written it and its exchange let it go (see `requestHeadBuffer`).
     private var spareHead: ByteBuffer?
+    /// Whether the access log takes `info` lines, asked once (log levels are set when the
+    /// node starts): `Logger.info` copies the handler out of the logger to ask it, per request.
+    private let logsAccess: Bool
 
     init(state: GatewayState, settings: RouteSettings, peer: String, proto: String, eventLoop: any EventLoop) {
         self.eventLoop = eventLoop
@@ -53,6 +56,7 @@ final class RouteConnection {
         self.settings = settings
         self.peer = peer
         self.proto = proto
+        logsAccess = settings.accessLog.logLevel <= .info
     }
 
     /// A buffer for a backend request head: the previous one's storage when nothing else
@@ -75,7 +79,7 @@ final class RouteConnection {
     /// plain parameter made a copy of it out of the exchange (a retain per field, about 12
     /// per request); it is not changed.
     func record(_ entry: inout HTTPAccessEntry) {
-        settings.accessLog.info("request", metadata: entry.metadata(settings.listenerName, proto: proto))
+        if logsAccess { settings.accessLog.info("request", metadata: entry.metadata(settings.listenerName, proto: proto)) }
         let key = RouteCounters.RouteStatus(route: entry.route, status: entry.status)
         let pair: RouteCounters.Pair
         if let last = lastCounters, last.key == key {
@@ -172,8 +176,6 @@ protocol ExchangeHead {
     var headSize: Int { get }
     /// What is wrong with the `HTTP2-Settings` of a request asking for `Upgrade: h2c`.
     var h2cSettingsProblem: String? { get }
-    /// The route-table view (for callers that have not built it).
-    func routeRequest() -> RouteRequest
 }
 
 extension NIOHTTP1.HTTPRequestHead: ExchangeHead {
@@ -191,7 +193,6 @@ extension NIOHTTP1.HTTPRequestHead: ExchangeHead {
         return size
     }
     var h2cSettingsProblem: String? { H2CUpgrader.settingsProblem(headers) }
-    func routeRequest() -> RouteRequest { Exchange.routeRequest(self) }
 }
 
 /// Where an exchange's response goes: an HTTP/1.1 connection or one HTTP/2 stream. Every
@@ -343,13 +344,13 @@ final class Exchange: BackendDelegate {
 
     /// Serves a request head: answers it locally (nil) or starts forwarding it. The returned
     /// exchange may already be finished (a backend refused synchronously).
-    /// `request`: the route-table view when the caller built it already (HTTP/2 collects its
-    /// fields while converting HEADERS), else made from `head`.
-    static func begin(_ head: some ExchangeHead, client: any ExchangeClient, http1: Bool, request: RouteRequest? = nil) -> Exchange? {
+    /// `request`: the route-table view, which the callers build while they collect the fields.
+    /// (Not optional: `request ?? head.routeRequest()` copied the view, a retain per field.)
+    /// `keepAlive`: false when the connection closes after this response whatever the head says.
+    static func begin(_ head: some ExchangeHead, client: any ExchangeClient, http1: Bool, request: RouteRequest, keepAlive: Bool = true) -> Exchange? {
         let connection = client.connection
-        let request = request ?? head.routeRequest()
         var log = HTTPAccessEntry(method: head.method.rawValue, host: request.host, path: request.path, started: GateLoop.monotonicMillis())
-        var keepAlive = head.isKeepAlive
+        var keepAlive = keepAlive && head.isKeepAlive
         let local: (status: Int, message: String, headers: [HTTPField])
         if let refusal = check(head, http1: http1, plain: connection.proto == "http/1.1") {
             // A request the gateway will not route: answered and the connection closed.
@@ -360,7 +361,8 @@ final class Exchange: BackendDelegate {
             case .local(let status, let message, let headers):
                 local = (status, message, headers)
             case .forward(let forward):
-                let exchange = Exchange(client: client, log: log, forward: forward, method: head.method.rawValue, keepAlive: keepAlive)
+                // `consume`: the entry moves into the exchange (a copy retained each of its strings).
+                let exchange = Exchange(client: client, log: consume log, forward: forward, method: head.method.rawValue, keepAlive: keepAlive)
                 exchange.start(head)
                 return exchange
             }
@@ -385,18 +387,6 @@ final class Exchange: BackendDelegate {
         if head.isHTTP11 && !head.hasHost { return (400, "HTTP/1.1 request without Host") }
         if plain, let problem = head.h2cSettingsProblem { return (400, problem) }
         return nil
-    }
-
-    /// The route-table view of a request head; HTTP/2's `:authority` arrives as `Host`.
-    static func routeRequest(_ head: NIOHTTP1.HTTPRequestHead) -> RouteRequest {
-        var fields: [HTTPField] = []
-        fields.reserveCapacity(head.headers.count)
-        var host: String?
-        for (name, value) in head.headers {
-            if host == nil, HopByHop.named(name, "host") { host = value }
-            fields.append(HTTPField(name, value))
-        }
-        return RouteRequest(method: head.method.rawValue, target: head.uri, host: host ?? "", headers: fields)
     }
 
     /// `bodyless`: the answer to a HEAD request (its head announces the body, which is left out).
@@ -613,8 +603,9 @@ final class Exchange: BackendDelegate {
             log.backend = forward.backend.name
             destination = forward.backend.destination
         } else {
-            log.backend = forward.fallbacks[candidate - 1].name
-            destination = forward.fallbacks[candidate - 1].destination
+            let fallback = forward.fallbacks[candidate - 1]
+            log.backend = fallback.name
+            destination = fallback.destination
         }
         let pool = client.connection.settings.pool
         // A kept-alive connection is taken at once, without the callback's closure.
@@ -645,7 +636,10 @@ final class Exchange: BackendDelegate {
     private func attach(_ connection: BackendConnection) {
         backend = connection
         connection.delegate = self
-        connection.expectResponse(method: method, decodeChunks: client.decodesChunks)
+        // The response head's fields are read only by an HTTP/2 client and by response
+        // modifiers; an HTTP/1.1 client is relayed the head's bytes.
+        connection.expectResponse(
+            method: method, decodeChunks: client.decodesChunks, keepsFields: client.decodesChunks || !forward.responseModifiers.isEmpty)
         let parts = pending
         pending = []
         let written = pendingWritten
@@ -858,8 +852,8 @@ enum HopByHop {
         name.utf8.count == lower.utf8CodeUnitCount && utf8Bytes(of: name) { equal($0, lower) }
     }
 
-    /// ASCII case-insensitive comparison with a lower-case literal of the same length.
-    private static func equal(_ bytes: UnsafeBufferPointer<UInt8>, _ lower: StaticString) -> Bool {
+    /// ASCII case-insensitive comparison with a lower-case literal (false for another length).
+    static func equal(_ bytes: UnsafeBufferPointer<UInt8>, _ lower: StaticString) -> Bool {
         guard bytes.count == lower.utf8CodeUnitCount else { return false }
         let other = lower.utf8Start
         for i in 0..<bytes.count where bytes[i] | 0x20 != other[i] | 0x20 { return false }

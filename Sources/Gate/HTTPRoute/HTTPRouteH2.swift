@@ -510,8 +510,6 @@ struct H2RequestHead: ExchangeHead {
     var hasTransferEncoding: Bool { false }
     var expectsContinue: Bool { false }
     var h2cSettingsProblem: String? { nil }
-
-    func routeRequest() -> RouteRequest { RouteRequest(method: method.rawValue, target: uri, host: host ?? "", headers: fields) }
 }
 
 /// Response field names and `:status` values as HTTP/2 sends them, without lower-casing or

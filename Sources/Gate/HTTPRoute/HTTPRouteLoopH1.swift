@@ -510,9 +510,9 @@ enum HTTP1ClientSide {
     /// or another protocol. The bytes after it may be the other protocol's, so it is answered
     /// over HTTP/1.1 with `Connection: close` and the connection closes after it.
     static func begin(_ head: HTTP1Request, request: RouteRequest, client: any ExchangeClient) -> Exchange? {
-        var head = head
-        if head.asksToSwitch { head.isKeepAlive = false }
-        guard let started = Exchange.begin(head, client: client, http1: true, request: request), !started.finished else { return nil }
+        // `keepAlive:` instead of a changed copy of the head (a retain per field of it).
+        guard let started = Exchange.begin(head, client: client, http1: true, request: request, keepAlive: !head.asksToSwitch), !started.finished
+        else { return nil }
         return started
     }
 

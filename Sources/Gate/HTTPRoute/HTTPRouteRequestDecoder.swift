@@ -178,7 +178,8 @@ struct HTTP1RequestDecoder {
         }
         searched = searchedSoFar
         scannedOnce = true
-        switch scanned {
+        // `consume`: the scanned fields move into the parts (a copy retained each of them).
+        switch consume scanned {
         case nil, .needMore?:
             return nil
         case .invalid(let error)?:
@@ -411,8 +412,9 @@ struct HTTP1RequestDecoder {
                 if bytes[start] == 0x20 || bytes[start] == 0x09 {
                     return Malformed(status: 400, message: "chunked request body: trailer line \(number) starts with whitespace (obs-fold)")
                 }
-                switch scanner.field(start..<end, number: number) {
-                case .success(let field): fields.append((field.name, field.value))
+                switch scanner.fieldRanges(start..<end, number: number) {
+                case .success(let field):
+                    fields.append((scanner.text(field.name.lowerBound, field.name.upperBound), scanner.text(field.value.lowerBound, field.value.upperBound)))
                 case .failure(let error): return Malformed(status: 400, message: "chunked request body trailer: \(error.message)")
                 }
                 start = end + 1
@@ -450,10 +452,6 @@ struct HTTP1Request: ExchangeHead {
     var isHTTP11: Bool { version.minor == 1 }
     var fieldCount: Int { fields.count }
     var h2cSettingsProblem: String? { hasHTTP2Settings ? H2CUpgrader.settingsProblem(nioHead.headers) : nil }
-
-    func routeRequest() -> RouteRequest {
-        RouteRequest(method: method.rawValue, target: uri, host: fields.first { HopByHop.named($0.name, "host") }?.value ?? "", headers: fields)
-    }
 
     /// NIO's form of the head, for the rare paths that need one (the h2c upgrade).
     var nioHead: NIOHTTP1.HTTPRequestHead {

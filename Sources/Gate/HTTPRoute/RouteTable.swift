@@ -87,7 +87,9 @@ public struct RouteTable: Sendable {
         var route: Int
         var rule: Int
         var match: RouteMatch
-        var label: String
+        /// What a request matching here is forwarded with (its `route` is the entry's label).
+        var forward: ForwardRule
+        var label: String { forward.route }
     }
 
     public let routes: [HTTPRouteObject]
@@ -98,7 +100,9 @@ public struct RouteTable: Sendable {
         var entries: [Entry] = []
         for (r, route) in routes.enumerated() {
             for (i, rule) in route.rules.enumerated() {
-                for match in rule.matches { entries.append(Entry(route: r, rule: i, match: match, label: "\(route.key)#\(i)")) }
+                for match in rule.matches {
+                    entries.append(Entry(route: r, rule: i, match: match, forward: ForwardRule(route: "\(route.key)#\(i)", rule: rule, match: match)))
+                }
             }
         }
         func key(_ e: Entry) -> (Int, Int, Int, Int, Int) {
@@ -122,10 +126,10 @@ public struct RouteTable: Sendable {
     }
 
     /// The hostname specificity of `route` for `host`, nil when none of its hostnames match.
-    static func hostScore(_ route: HTTPRouteObject, _ host: String) -> (Int, Int)? {
-        if route.hostnames.isEmpty { return (0, 0) }
+    static func hostScore(_ hostnames: [String], _ host: String) -> (Int, Int)? {
+        if hostnames.isEmpty { return (0, 0) }
         var best: (Int, Int)?
-        for name in route.hostnames {
+        for name in hostnames {
             var score: (Int, Int)?
             if name.hasPrefix("*.") {
                 if host.hasSuffix(name.dropFirst()) && host.count > name.count - 1 { score = (0, name.count) }
@@ -188,7 +192,7 @@ public struct RouteTable: Sendable {
         let small = routes.count <= 64
         // By index: iterating the arrays would copy every route and entry (a retain per field).
         for index in routes.indices {
-            guard let score = Self.hostScore(routes[index], request.host) else { continue }
+            guard let score = Self.hostScore(routes[index].hostnames, request.host) else { continue }
             if best == nil || score > best! {
                 best = score
                 if small { mask = 1 << index } else { candidates = [index] }

@@ -112,6 +112,9 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
     /// Work the loop thread queued for itself, run after the current batch of events (no
     /// lock, no wake-up: see `later`).
     private var deferred: [() -> Void] = []
+    /// The other halves of `pending.work` and `deferred`, swapped in while a batch runs.
+    private var spareWork: [@Sendable () -> Void] = []
+    private var spareDeferred: [() -> Void] = []
 
     init(index: Int, bufferSize: Int, pipeSize: Int) throws {
         self.index = index
@@ -254,16 +257,20 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
                     handler.ready(fd: fd, events: events[i])
                 }
             }
-            let work = pending.withLock { pending -> [@Sendable () -> Void] in
-                let w = pending.work
-                pending.work.removeAll(keepingCapacity: true)
-                return w
+            // The queues are swapped with spare arrays, not copied and emptied: `removeAll(
+            // keepingCapacity:)` on an array a copy still shares allocates new storage, which
+            // cost an allocation per loop iteration (about 0.4 per HTTP/1.1 request).
+            pending.withLock { pending in
+                if !pending.work.isEmpty { swap(&pending.work, &spareWork) }
             }
-            for w in work { w() }
+            if !spareWork.isEmpty {
+                for w in spareWork { w() }
+                spareWork.removeAll(keepingCapacity: true)
+            }
             while !deferred.isEmpty {
-                let batch = deferred
-                deferred.removeAll(keepingCapacity: true)
-                for w in batch { w() }
+                swap(&deferred, &spareDeferred)
+                for w in spareDeferred { w() }
+                spareDeferred.removeAll(keepingCapacity: true)
             }
             while let first = timers.top, first.deadline <= now {
                 timers.pop()

@@ -25,12 +25,15 @@ public struct HTTP1ResponseHead: HTTPHeaderLookup, Hashable, Sendable {
     }
 
     /// Parses a response head from the front of `bytes`; the body starts after `consumed`.
-    public static func parse(_ bytes: some Collection<UInt8>, limits: HTTPHeadLimits = HTTPHeadLimits()) -> ParseResult<HTTP1ResponseHead> {
+    /// `keepFields: false`: every field line is checked, none is kept (`headers` is empty).
+    public static func parse(
+        _ bytes: some Collection<UInt8>, limits: HTTPHeadLimits = HTTPHeadLimits(), keepFields: Bool = true
+    ) -> ParseResult<HTTP1ResponseHead> {
         withContiguousBytes(bytes) { buffer in
             let scanner = HTTPHeadScanner(buffer: buffer, limits: limits)
             let startLine = HTTPHeadScanner.StartLine(
                 name: "status line", badCode: .badStatusLine, tooLongCode: .headTooLarge, skipsLeadingEmptyLines: false)
-            switch scanner.scan(startLine, check: scanner.checkStatusLine) {
+            switch scanner.scan(startLine, keepFields: keepFields, check: scanner.checkStatusLine) {
             case .needMore: return .needMore
             case .invalid(let error): return .invalid(error)
             case .done(let scanned, let consumed):

@@ -1,3 +1,5 @@
+import Glibc
+
 /// One header field line, as received (name case preserved).
 public struct HTTPField: Hashable, Sendable {
     public var name: String
@@ -102,18 +104,15 @@ extension StringProtocol {
     }
 }
 
-/// RFC 9110 §5.6.2 tchar.
+/// RFC 9110 §5.6.2 tchar: ALPHA, DIGIT and `!#$%&'*+-.^_`|~`, as a 128-bit set (a shift
+/// and a mask per byte instead of a switch over ranges: every byte of every field name of
+/// every head goes through here).
+@inline(__always)
 func isTokenChar(_ byte: UInt8) -> Bool {
-    switch byte {
-    case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
-        return true
-    case UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"), UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"),
-        UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "^"), UInt8(ascii: "_"),
-        UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
-        return true
-    default:
-        return false
-    }
+    // Bits 0…63: `!#$%&'*+-.` and the digits; bits 64…127: the letters and `^_`|~`.
+    let low: UInt64 = 0x03FF_6CFA_0000_0000
+    let high: UInt64 = 0x57FF_FFFF_C7FF_FFFE
+    return byte < 64 ? (low >> UInt64(byte)) & 1 != 0 : byte < 128 && (high >> UInt64(byte - 64)) & 1 != 0
 }
 
 /// One pass over a candidate HTTP/1 head (RFC 9112 §2.1): start line, field lines, empty
@@ -142,25 +141,22 @@ struct HTTPHeadScanner {
     /// Finds the line starting at `start`: the content range (terminator excluded) and the
     /// offset after the terminator, or nil when no LF is within the buffer.
     private func line(from start: Int) -> Result<(content: Range<Int>, next: Int), WireError>? {
-        var index = start
-        while index < buffer.count {
-            if buffer[index] == Self.lf {
-                var end = index
-                if end > start && buffer[end - 1] == Self.cr { end -= 1 }
-                if let bare = (start..<end).first(where: { buffer[$0] == Self.cr }) {
-                    return .failure(WireError(.malformed, "bare CR (0x0d) at byte \(bare) of the HTTP head"))
-                }
-                return .success((start..<end, index + 1))
-            }
-            index += 1
+        let bytes = UnsafeRawBufferPointer(buffer)
+        guard let index = byteIndex(Self.lf, in: bytes, from: start) else { return nil }
+        var end = index
+        if end > start && buffer[end - 1] == Self.cr { end -= 1 }
+        if let bare = byteIndex(Self.cr, in: bytes, from: start, to: end) {
+            return .failure(WireError(.malformed, "bare CR (0x0d) at byte \(bare) of the HTTP head"))
         }
-        return nil
+        return .success((start..<end, index + 1))
     }
 
     /// Scans the head; `check` validates the start line (`complete: false` for a prefix, where
-    /// running out of bytes means `.needMore`).
+    /// running out of bytes means `.needMore`). `keepFields: false` checks every field line
+    /// the same way but keeps none (`headers` is empty): for a caller that relays the head's
+    /// bytes and reads what it needs from them, without a `String` per name and value.
     func scan<Start>(
-        _ startLine: StartLine, check: (Range<Int>, _ complete: Bool) -> ParseResult<Start>
+        _ startLine: StartLine, keepFields: Bool = true, check: (Range<Int>, _ complete: Bool) -> ParseResult<Start>
     ) -> ParseResult<(start: Start, headers: [HTTPField], consumed: Int)> {
         let limit = limits.maxHeadBytes
         var position = 0
@@ -210,7 +206,8 @@ struct HTTPHeadScanner {
         // Room for a usual head's fields at once (growing 1, 2, 4, 8 reallocated three times
         // for every response the HTTPRoute gateway parses).
         var headers: [HTTPField] = []
-        headers.reserveCapacity(min(16, limits.maxHeaderCount))
+        if keepFields { headers.reserveCapacity(min(16, limits.maxHeaderCount)) }
+        var count = 0
         while true {
             guard let found = line(from: position) else {
                 if buffer.count - headStart >= limit {
@@ -229,13 +226,15 @@ struct HTTPHeadScanner {
             position = next
             if content.isEmpty { break }
             if buffer[content.lowerBound] == UInt8(ascii: " ") || buffer[content.lowerBound] == UInt8(ascii: "\t") {
-                return .invalid(WireError(.obsoleteLineFolding, "HTTP header line \(headers.count + 1) starts with whitespace (obs-fold is not accepted)"))
+                return .invalid(WireError(.obsoleteLineFolding, "HTTP header line \(count + 1) starts with whitespace (obs-fold is not accepted)"))
             }
-            guard headers.count < limits.maxHeaderCount else {
+            guard count < limits.maxHeaderCount else {
                 return .invalid(WireError(.tooManyHeaders, "HTTP head has more than \(limits.maxHeaderCount) header fields"))
             }
-            switch field(content, number: headers.count + 1) {
-            case .success(let field): headers.append(field)
+            count += 1
+            switch fieldRanges(content, number: count) {
+            case .success(let ranges):
+                if keepFields { headers.append(HTTPField(text(ranges.name.lowerBound, ranges.name.upperBound), text(ranges.value.lowerBound, ranges.value.upperBound))) }
             case .failure(let error): return .invalid(error)
             }
         }
@@ -272,8 +271,9 @@ struct HTTPHeadScanner {
         return .done(HTTPVersion(major: major, minor: minor), consumed: after - index)
     }
 
-    /// Parses `field-name ":" OWS field-value OWS`.
-    func field(_ range: Range<Int>, number: Int) -> Result<HTTPField, WireError> {
+    /// Checks `field-name ":" OWS field-value OWS`: the ranges of the name and of the value
+    /// without its surrounding whitespace.
+    func fieldRanges(_ range: Range<Int>, number: Int) -> Result<(name: Range<Int>, value: Range<Int>), WireError> {
         var index = range.lowerBound
         while index < range.upperBound && isTokenChar(buffer[index]) { index += 1 }
         guard index < range.upperBound else {
@@ -289,16 +289,24 @@ struct HTTPHeadScanner {
         guard index > range.lowerBound else {
             return .failure(WireError(.badHeader, "HTTP header line \(number) has an empty field name"))
         }
-        let name = text(range.lowerBound, index)
         let valueRange = (index + 1)..<range.upperBound
         if let bad = valueRange.first(where: { buffer[$0] < 0x20 && buffer[$0] != 0x09 || buffer[$0] == 0x7F }) {
-            return .failure(WireError(.badHeader, "HTTP header \(name) contains control byte \(hex(buffer[bad]))"))
+            return .failure(WireError(.badHeader, "HTTP header \(text(range.lowerBound, index)) contains control byte \(hex(buffer[bad]))"))
         }
         var first = valueRange.lowerBound, last = valueRange.upperBound
         while first < last && (buffer[first] == 0x20 || buffer[first] == 0x09) { first += 1 }
         while last > first && (buffer[last - 1] == 0x20 || buffer[last - 1] == 0x09) { last -= 1 }
-        let value = text(first, last)
-        return .success(HTTPField(name, value))
+        return .success((range.lowerBound..<index, first..<last))
     }
 
+}
+
+/// The index of the first `byte` in `bytes[from..<to]` (`to`: the end when nil), nil when it
+/// is not there. `memchr` instead of a byte loop or `firstIndex(of:)`: this runs over every
+/// line of every request and response head the gateway reads.
+@inline(__always)
+func byteIndex(_ byte: UInt8, in bytes: UnsafeRawBufferPointer, from: Int, to: Int? = nil) -> Int? {
+    let end = to ?? bytes.count
+    guard from < end, let base = bytes.baseAddress, let found = memchr(base + from, Int32(byte), end - from) else { return nil }
+    return base.distance(to: UnsafeRawPointer(found))
 }
