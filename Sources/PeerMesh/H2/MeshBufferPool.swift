@@ -29,10 +29,11 @@ enum MeshBufferPool {
     /// Largest pooled class: 16 MiB.
     static let largestShift = 24
     /// Most bytes kept in free blocks at any time: `UGATE_MESH_BUFFER_POOL` in MiB (0 turns the
-    /// pool off: mesh channels use NIO's default allocator), 16 MiB when unset or not a number.
+    /// pool off: mesh channels use NIO's default allocator), 64 MiB when unset or not a number (a relaying node
+    /// holds tens of MiB in flight per stream with 32 MiB windows; 16 MiB left most blocks to malloc).
     static let cacheLimit: Int = {
         guard let value = getenv("UGATE_MESH_BUFFER_POOL"), let mib = Int(String(cString: value)), mib >= 0 else {
-            return 16 << 20
+            return 64 << 20
         }
         return mib << 20
     }()
