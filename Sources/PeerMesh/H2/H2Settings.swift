@@ -57,7 +57,6 @@ struct H2Tuning: Sendable {
         let options = try channel.syncOptions.unwrap(orError: ChannelError.operationUnsupported)
         try options.setOption(.writeBufferWaterMark, value: .init(low: max(1 << 20, 2 * frameSize), high: max(4 << 20, 8 * frameSize)))
         try options.setOption(.recvAllocator, value: readAllocator)
-        try usePool(options)
     }
 
     /// Options for plain sockets joined to streams (destination TCP, socketpair ends): reads up to
@@ -67,13 +66,6 @@ struct H2Tuning: Sendable {
         try options.setOption(.allowRemoteHalfClosure, value: true)
         try options.setOption(.writeBufferWaterMark, value: .init(low: max(1 << 19, frameSize), high: max(1 << 20, 2 * frameSize)))
         try options.setOption(.recvAllocator, value: readAllocator)
-        try usePool(options)
-    }
-
-    /// Buffers of the channel (reads, TLS, HTTP/2 parsing) from `MeshBufferPool`; must be set
-    /// before the TLS handler is added (it takes the allocator when added).
-    private func usePool(_ options: some NIOSynchronousChannelOptions) throws {
-        if MeshBufferPool.isEnabled { try options.setOption(.allocator, value: MeshBufferPool.allocator) }
     }
 
     private var readAllocator: AdaptiveRecvByteBufferAllocator {
