@@ -91,6 +91,57 @@ final class HTTPRouteRequestDecoderTests: XCTestCase {
         }
     }
 
+    /// Long names and values are reused from the previous head of the connection only where
+    /// their bytes are the same: a value of the same length with other bytes, a longer or
+    /// shorter one, a field at another position and a head with fewer fields all decode as
+    /// sent.
+    func testFieldsRepeatedFromThePreviousHeadDecodeAsSent() {
+        let heads = [
+            ["Host: example.com:8080", "User-Agent: client/1.0 (long value)", "X-Long-Field-Name: 0123456789abcdef"],
+            ["Host: example.com:8080", "User-Agent: client/1.0 (long value)", "X-Long-Field-Name: 0123456789abcdef"],
+            ["Host: example.com:8080", "User-Agent: client/1.0 (LONG value)", "X-Long-Field-Name: 0123456789abcdeff"],
+            ["Host: example.com:8081", "X-Long-Field-Name: 0123456789abcdef", "User-Agent: client/1.0 (long value)"],
+            ["Host: example.com:8081"],
+            ["Host: example.com:8081", "User-Agent: client/1.0 (long value)", "X-Long-Field-Name: 0123456789abcdef"],
+        ]
+        let text = heads.map { "GET / HTTP/1.1\r\n" + $0.map { $0 + "\r\n" }.joined() + "\r\n" }.joined()
+        let expected = heads.flatMap { fields -> [Decoded] in
+            [
+                .head(
+                    method: "GET", uri: "/", version: "1.1", fields: fields.map { $0.replacingOccurrences(of: ": ", with: "=") },
+                    host: "example.com", keepAlive: true, hasBody: false),
+                .end(trailers: nil),
+            ]
+        }
+        for (name, pieces) in Self.feeds(text) {
+            let result = Self.decode(pieces)
+            XCTAssertNil(result.error, name)
+            XCTAssertEqual(result.parts, expected, name)
+        }
+    }
+
+    /// The route view's host and port from `Host`, read from its bytes as `Int(_:)` reads a
+    /// port; the path and query split at the first `?`.
+    func testRouteRequestHostPortPathAndQuery() {
+        let cases: [(String, String, Int?)] = [
+            ("Example.COM:8080", "example.com", 8080), ("example.com", "example.com", nil), ("[::1]:443", "[::1]", 443),
+            ("[::1]", "[::1]", nil), ("h:+80", "h", 80), ("h:-1", "h", -1), ("h:", "h:", nil), ("h:x", "h:x", nil),
+            ("h:+", "h:+", nil), ("h:99999999999999999999", "h:99999999999999999999", nil), ("", "", nil),
+            ("Ünï.example:1", "ünï.example", 1), ("a:b:7", "a:b", 7),
+        ]
+        for (host, name, port) in cases {
+            let request = RouteRequest(method: "GET", target: "/p?q=1?r", host: host, headers: [])
+            XCTAssertEqual(request.host, name, host)
+            XCTAssertEqual(request.port, port, host)
+            XCTAssertEqual(request.path, "/p", host)
+            XCTAssertEqual(request.query, "q=1?r", host)
+        }
+        let plain = RouteRequest(method: "GET", target: "/p", host: "h", headers: [])
+        XCTAssertEqual(plain.path, "/p")
+        XCTAssertNil(plain.query)
+        XCTAssertEqual(RouteRequest(method: "GET", target: "/p?", host: "h", headers: []).query, "")
+    }
+
     /// Malformed heads and bodies, each with the status it gets and a word of its message.
     static let malformed: [(String, Int, String)] = [
         ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "both"),

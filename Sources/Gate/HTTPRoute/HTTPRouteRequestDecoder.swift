@@ -71,6 +71,9 @@ struct HTTP1RequestDecoder {
     /// Framing bytes of the current chunk line or trailer section (bounded).
     private var lineBytes = 0
     private var trailerSection: [UInt8] = []
+    /// The previous head's fields: their strings are reused where the next head repeats
+    /// them byte for byte (`HTTPHeadScanner.scan(reuse:)`).
+    private var previousFields: [HTTPField] = []
 
     init(limits: HTTPHeadLimits = HTTPHeadLimits()) {
         self.limits = limits
@@ -166,6 +169,7 @@ struct HTTP1RequestDecoder {
         let first = !scannedOnce
         var searchedSoFar = searched
         let buffer = input!
+        let reuse = previousFields
         let scanned: ParseResult<(start: (String, String, HTTPVersion), headers: [HTTPField], consumed: Int)>? = buffer.withUnsafeReadableBytes { raw in
             let bytes = raw.bindMemory(to: UInt8.self)
             // A head arriving in pieces is scanned again only once its end (or the size
@@ -174,7 +178,7 @@ struct HTTP1RequestDecoder {
             let scanner = HTTPHeadScanner(buffer: bytes, limits: limits)
             let startLine = HTTPHeadScanner.StartLine(
                 name: "request line", badCode: .badRequestLine, tooLongCode: .requestLineTooLong, skipsLeadingEmptyLines: true)
-            return scanner.scan(startLine, check: scanner.checkRequestLine)
+            return scanner.scan(startLine, reuse: reuse, check: scanner.checkRequestLine)
         }
         searched = searchedSoFar
         scannedOnce = true
@@ -192,6 +196,7 @@ struct HTTP1RequestDecoder {
             searched = 0
             scannedOnce = false
             let (method, target, version) = found.start
+            previousFields = found.headers
             return try begin(method: method, target: target, version: version, fields: found.headers, size: found.consumed)
         }
     }

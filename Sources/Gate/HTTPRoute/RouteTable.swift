@@ -29,27 +29,65 @@ public struct RouteRequest: Sendable, Hashable {
 
     /// The request view of a method, an origin-form target, the first `Host` value and the
     /// fields (the gateway's data path finds `Host` while it collects the fields).
-    /// Runs for every request: the target and host are searched as UTF-8 (a `Character`
-    /// search segments graphemes), and the host is lower-cased only when it has upper-case
-    /// or non-ASCII bytes.
+    /// Runs for every request: the target and host are searched in their UTF-8 bytes (a
+    /// `Character` search segments graphemes; `String` indices and `Int(Substring)` went
+    /// through generic index alignment and radix parsing), and the host is lower-cased only
+    /// when it has upper-case or non-ASCII bytes.
     init(method: String, target: String, host: String, headers: [HTTPField]) {
         self.method = method
         self.headers = headers
-        if let question = target.utf8.firstIndex(of: UInt8(ascii: "?")) {
-            path = String(target[..<question])
-            query = String(target[target.utf8.index(after: question)...])
+        let question: Int? = utf8Bytes(of: target) { $0.firstIndex(of: UInt8(ascii: "?")) }
+        if let question {
+            (path, query) = utf8Bytes(of: target) { bytes in
+                (String(decoding: UnsafeBufferPointer(rebasing: bytes[..<question]), as: UTF8.self),
+                 String(decoding: UnsafeBufferPointer(rebasing: bytes[(question + 1)...]), as: UTF8.self))
+            }
         } else {
             path = target
             query = nil
         }
-        var host = host
-        port = nil
-        if let colon = host.utf8.lastIndex(of: UInt8(ascii: ":")), host.utf8.last != UInt8(ascii: "]"),
-           let p = Int(host[host.utf8.index(after: colon)...]) {
-            port = p
-            host = String(host[..<colon])
+        // `host:port` unless the host ends in `]` (an IPv6 literal without a port); the port
+        // as `Int(_:)` reads it (optional sign, decimal digits, no overflow).
+        let (hostEnd, port, lower): (Int?, Int?, Bool) = utf8Bytes(of: host) { bytes in
+            var hostEnd: Int?
+            var port: Int?
+            if let last = bytes.last, last != UInt8(ascii: "]"), let colon = bytes.lastIndex(of: UInt8(ascii: ":")),
+               let p = Self.decimal(UnsafeBufferPointer(rebasing: bytes[(colon + 1)...])) {
+                hostEnd = colon
+                port = p
+            }
+            let lower = bytes[..<(hostEnd ?? bytes.count)].contains { ($0 >= 0x41 && $0 <= 0x5A) || $0 >= 0x80 }
+            return (hostEnd, port, lower)
         }
-        self.host = host.utf8.contains(where: { ($0 >= 0x41 && $0 <= 0x5A) || $0 >= 0x80 }) ? host.lowercased() : host
+        self.port = port
+        var name = host
+        if let hostEnd {
+            name = utf8Bytes(of: host) { String(decoding: UnsafeBufferPointer(rebasing: $0[..<hostEnd]), as: UTF8.self) }
+        }
+        self.host = lower ? name.lowercased() : name
+    }
+
+    /// A decimal integer as `Int(_:)` parses it: an optional `+` or `-`, then at least one
+    /// digit; nil on anything else or overflow.
+    private static func decimal(_ bytes: UnsafeBufferPointer<UInt8>) -> Int? {
+        var index = 0
+        var negative = false
+        if let first = bytes.first, first == UInt8(ascii: "+") || first == UInt8(ascii: "-") {
+            negative = first == UInt8(ascii: "-")
+            index = 1
+        }
+        guard index < bytes.count else { return nil }
+        var value = 0
+        while index < bytes.count {
+            let digit = bytes[index] &- UInt8(ascii: "0")
+            guard digit < 10 else { return nil }
+            let (times, overflow1) = value.multipliedReportingOverflow(by: 10)
+            let (next, overflow2) = negative ? times.subtractingReportingOverflow(Int(digit)) : times.addingReportingOverflow(Int(digit))
+            guard !overflow1, !overflow2 else { return nil }
+            value = next
+            index += 1
+        }
+        return value
     }
 
     var queryParams: [(String, String)] {

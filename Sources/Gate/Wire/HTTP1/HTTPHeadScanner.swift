@@ -138,6 +138,21 @@ struct HTTPHeadScanner {
         String(decoding: UnsafeBufferPointer(rebasing: buffer[from..<to]), as: UTF8.self)
     }
 
+    /// The text of `range`: the name or value of `reuse[at]` when its bytes are those of
+    /// `range` and it is longer than a small string (a shorter one is made without
+    /// allocating anyway).
+    @inline(__always)
+    private func text(_ range: Range<Int>, reusing reuse: [HTTPField], at: Int, value: Bool) -> String {
+        if range.count > 15, at < reuse.count {
+            let candidate = value ? reuse[at].value : reuse[at].name
+            if candidate.utf8.count == range.count,
+               utf8Bytes(of: candidate, { memcmp($0.baseAddress!, buffer.baseAddress! + range.lowerBound, range.count) == 0 }) {
+                return candidate
+            }
+        }
+        return text(range.lowerBound, range.upperBound)
+    }
+
     /// Finds the line starting at `start`: the content range (terminator excluded) and the
     /// offset after the terminator, or nil when no LF is within the buffer.
     private func line(from start: Int) -> Result<(content: Range<Int>, next: Int), WireError>? {
@@ -155,8 +170,14 @@ struct HTTPHeadScanner {
     /// running out of bytes means `.needMore`). `keepFields: false` checks every field line
     /// the same way but keeps none (`headers` is empty): for a caller that relays the head's
     /// bytes and reads what it needs from them, without a `String` per name and value.
+    /// `reuse`: the fields of the connection's previous head; a name or value longer than a
+    /// small string (15 bytes) whose bytes equal the one at the same position there is that
+    /// `String` again (a retain) instead of a new one (an allocation and a UTF-8 check) —
+    /// a client sends much the same `Host`, `User-Agent`, `Accept` … on every request of a
+    /// connection.
     func scan<Start>(
-        _ startLine: StartLine, keepFields: Bool = true, check: (Range<Int>, _ complete: Bool) -> ParseResult<Start>
+        _ startLine: StartLine, keepFields: Bool = true, reuse: [HTTPField] = [],
+        check: (Range<Int>, _ complete: Bool) -> ParseResult<Start>
     ) -> ParseResult<(start: Start, headers: [HTTPField], consumed: Int)> {
         let limit = limits.maxHeadBytes
         var position = 0
@@ -234,7 +255,11 @@ struct HTTPHeadScanner {
             count += 1
             switch fieldRanges(content, number: count) {
             case .success(let ranges):
-                if keepFields { headers.append(HTTPField(text(ranges.name.lowerBound, ranges.name.upperBound), text(ranges.value.lowerBound, ranges.value.upperBound))) }
+                if keepFields {
+                    let at = headers.count
+                    headers.append(HTTPField(
+                        text(ranges.name, reusing: reuse, at: at, value: false), text(ranges.value, reusing: reuse, at: at, value: true)))
+                }
             case .failure(let error): return .invalid(error)
             }
         }
