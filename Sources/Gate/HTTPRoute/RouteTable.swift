@@ -36,34 +36,26 @@ public struct RouteRequest: Sendable, Hashable {
     init(method: String, target: String, host: String, headers: [HTTPField]) {
         self.method = method
         self.headers = headers
-        let question: Int? = utf8Bytes(of: target) { $0.firstIndex(of: UInt8(ascii: "?")) }
-        if let question {
-            (path, query) = utf8Bytes(of: target) { bytes in
-                (String(decoding: UnsafeBufferPointer(rebasing: bytes[..<question]), as: UTF8.self),
-                 String(decoding: UnsafeBufferPointer(rebasing: bytes[(question + 1)...]), as: UTF8.self))
-            }
-        } else {
-            path = target
-            query = nil
+        (path, query) = utf8Bytes(of: target) { bytes in
+            guard let question = bytes.firstIndex(of: UInt8(ascii: "?")) else { return (target, nil) }
+            return (String(decoding: UnsafeBufferPointer(rebasing: bytes[..<question]), as: UTF8.self),
+                    String(decoding: UnsafeBufferPointer(rebasing: bytes[(question + 1)...]), as: UTF8.self))
         }
         // `host:port` unless the host ends in `]` (an IPv6 literal without a port); the port
         // as `Int(_:)` reads it (optional sign, decimal digits, no overflow).
-        let (hostEnd, port, lower): (Int?, Int?, Bool) = utf8Bytes(of: host) { bytes in
-            var hostEnd: Int?
+        let (name, port, lower): (String, Int?, Bool) = utf8Bytes(of: host) { bytes in
+            var end = bytes.count
             var port: Int?
             if let last = bytes.last, last != UInt8(ascii: "]"), let colon = bytes.lastIndex(of: UInt8(ascii: ":")),
                let p = Self.decimal(UnsafeBufferPointer(rebasing: bytes[(colon + 1)...])) {
-                hostEnd = colon
+                end = colon
                 port = p
             }
-            let lower = bytes[..<(hostEnd ?? bytes.count)].contains { ($0 >= 0x41 && $0 <= 0x5A) || $0 >= 0x80 }
-            return (hostEnd, port, lower)
+            let lower = bytes[..<end].contains { ($0 >= 0x41 && $0 <= 0x5A) || $0 >= 0x80 }
+            let name = end == bytes.count ? host : String(decoding: UnsafeBufferPointer(rebasing: bytes[..<end]), as: UTF8.self)
+            return (name, port, lower)
         }
         self.port = port
-        var name = host
-        if let hostEnd {
-            name = utf8Bytes(of: host) { String(decoding: UnsafeBufferPointer(rebasing: $0[..<hostEnd]), as: UTF8.self) }
-        }
         self.host = lower ? name.lowercased() : name
     }
 
