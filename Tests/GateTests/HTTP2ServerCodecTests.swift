@@ -387,6 +387,36 @@ final class HTTP2ServerCodecTests: XCTestCase {
         XCTAssertEqual(result.events, ["closed 3 ok"])
     }
 
+    /// `sendState` (what the handler's send timeout samples): per stream the bytes held, the
+    /// bytes sent so far, and what the held DATA waits for — its own window, or the
+    /// connection's once that is used up (then no stream can send); unknown streams: nil.
+    func testSendStateTellsWhatHeldDataWaitsFor() {
+        var codec = HTTP2ServerCodec(allocator: allocator)
+        // Stream windows of 10 bytes; the connection window the default 65,535.
+        var input = Self.preface + Self.frame(0x4, Self.setting(0x4, 10))
+        for id in [1, 3] as [UInt32] { input += Self.frame(0x1, flags: 0x5, stream: id, block(Self.request)) }
+        _ = run(&codec, [input])
+        XCTAssertEqual(codec.sendState(1), H2SendState(held: 0, sent: 0, waitingFor: .nothing))
+        XCTAssertNil(codec.sendState(5))
+        codec.writeData(1, allocator.buffer(string: "0123456789abcdef"), endStream: false)
+        XCTAssertEqual(codec.sendState(1), H2SendState(held: 6, sent: 10, waitingFor: .streamWindow))
+        _ = run(&codec, [Self.frame(0x8, stream: 1, Self.be32(4))])
+        XCTAssertEqual(codec.sendState(1), H2SendState(held: 2, sent: 14, waitingFor: .streamWindow))
+        // A larger initial window releases stream 1; stream 3 then uses the connection window up.
+        _ = run(&codec, [Self.frame(0x4, Self.setting(0x4, 100_000))])
+        XCTAssertEqual(codec.sendState(1), H2SendState(held: 0, sent: 16, waitingFor: .nothing))
+        codec.writeData(3, allocator.buffer(repeating: 0x61, count: 70_000), endStream: false)
+        XCTAssertEqual(codec.sendState(3), H2SendState(held: 70_000 - 65_519, sent: 65_519, waitingFor: .connectionWindow))
+        codec.writeData(1, allocator.buffer(string: "12345"), endStream: false)
+        XCTAssertEqual(codec.sendState(1), H2SendState(held: 5, sent: 16, waitingFor: .connectionWindow))
+        // Connection credit: held DATA leaves in stream order.
+        _ = run(&codec, [])
+        let result = run(&codec, [Self.frame(0x8, Self.be32(10_000))])
+        XCTAssertEqual(result.frames, ["DATA 1 5", "DATA 3 4481"])
+        XCTAssertEqual(codec.sendState(1), H2SendState(held: 0, sent: 21, waitingFor: .nothing))
+        XCTAssertEqual(codec.sendState(3), H2SendState(held: 0, sent: 70_000, waitingFor: .nothing))
+    }
+
     func testUpgradeOpensStreamOneHalfClosedWithItsSettings() {
         // HTTP2-Settings: SETTINGS_INITIAL_WINDOW_SIZE 5.
         var codec = HTTP2ServerCodec(allocator: allocator, upgradeSettings: Self.setting(0x4, 5))

@@ -169,11 +169,15 @@ final class HTTPRouteSendTimeoutTests: XCTestCase {
         XCTAssertTrue(FileManager.default.createFile(atPath: marker, contents: nil))
         XCTAssertEqual(done.wait(timeout: .now() + 120), .success)
     }
+}
 
-    /// Established TCP connections to `address` (`host:port`) on this machine (`ss`).
-    func establishedConnections(to address: String) throws -> Int {
-        let port = address.split(separator: ":").last.map(String.init) ?? ""
-        let r = try runProcess(try tool("ss"), ["-Htn", "state", "established", "dst", "127.0.0.1:\(port)"], timeout: 10)
-        return r.out.split(separator: "\n").count
-    }
+/// Established TCP connections to `address` (`host:port`) on this machine (`ss`); `unreadOnly`:
+/// only those with received bytes not yet read (`Recv-Q` > 0: a backend connection whose
+/// reading is paused, not an idle pooled one).
+func establishedConnections(to address: String, unreadOnly: Bool = false) throws -> Int {
+    let port = address.split(separator: ":").last.map(String.init) ?? ""
+    let r = try runProcess(try tool("ss"), ["-Htn", "state", "established", "dst", "127.0.0.1:\(port)"], timeout: 10)
+    let lines = r.out.split(separator: "\n")
+    guard unreadOnly else { return lines.count }
+    return lines.filter { ($0.split(separator: " ").first.flatMap { Int($0) } ?? 0) > 0 }.count
 }

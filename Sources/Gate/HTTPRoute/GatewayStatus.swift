@@ -103,6 +103,8 @@ public struct ConfiguredListenerState: Sendable {
 public struct HTTPRouteStatusReport: Codable, Sendable, Equatable {
     public var gateways: [GatewayStatus]
     public var routes: [RouteStatus]
+    /// `XBackendTrafficPolicy` objects (`BackendPolicyStatus`).
+    public var policies: [BackendPolicyStatus] = []
 
     /// The status of every Gateway and route of `manifests`. `listeners`: the configured
     /// listeners with what is known of them (nil: not known — no `--config` — so listeners'
@@ -114,7 +116,8 @@ public struct HTTPRouteStatusReport: Codable, Sendable, Equatable {
     ) -> HTTPRouteStatusReport {
         let report = HTTPRouteStatusReport(
             gateways: manifests.gateways.map { GatewayStatus.compute($0, manifests, listeners) },
-            routes: RouteStatus.compute(manifests, listeners: listeners?.map(\.config) ?? []))
+            routes: RouteStatus.compute(manifests, listeners: listeners?.map(\.config) ?? []),
+            policies: BackendPolicyStatus.compute(manifests))
         let history =
             history
             ?? {
@@ -128,18 +131,22 @@ public struct HTTPRouteStatusReport: Codable, Sendable, Equatable {
     /// Whether every condition is in its good state: no `False` (and `Conflicted` not
     /// `True`); `Unknown` (not checked) counts as good.
     public var healthy: Bool {
-        let conditions = gateways.flatMap { $0.conditions + $0.listeners.flatMap(\.conditions) } + routes.flatMap { $0.parents.flatMap(\.conditions) }
+        let conditions =
+            gateways.flatMap { $0.conditions + $0.listeners.flatMap(\.conditions) } + routes.flatMap { $0.parents.flatMap(\.conditions) }
+            + policies.flatMap(\.conditions)
         return conditions.allSatisfy { $0.type == "Conflicted" ? $0.status != "True" : $0.status != "False" }
     }
 
-    /// The routes' table (`RouteStatus.table`), then one line per Gateway listener.
+    /// The routes' table (`RouteStatus.table`), then one line per Gateway listener, then one
+    /// per backend policy.
     public var table: String {
-        let routeTable = RouteStatus.table(routes)
-        guard !gateways.isEmpty else { return routeTable }
-        return routeTable + "\n\n" + GatewayStatus.table(gateways)
+        var text = RouteStatus.table(routes)
+        if !gateways.isEmpty { text += "\n\n" + GatewayStatus.table(gateways) }
+        if !policies.isEmpty { text += "\n\n" + BackendPolicyStatus.table(policies) }
+        return text
     }
 
-    /// Pretty-printed JSON (sorted keys): `{"gateways": […], "routes": […]}`.
+    /// Pretty-printed JSON (sorted keys): `{"gateways": […], "policies": […], "routes": […]}`.
     public var json: String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

@@ -170,26 +170,43 @@ struct RetryRule {
     }
 }
 
-/// How many of a route's requests may be sent again (a retry of the rule's `retry`), so that
-/// retries cannot multiply the load on backends that are failing (a retry storm): over the last
-/// `window` seconds, retries may be at most `ratio` (20 %) of the route's requests plus
-/// `floorPerSecond` (3) per second of the window — Linkerd's budget (`retryRatio` 0.2 over a
-/// 10 s TTL, with a minimum rate) with Envoy's `budget_percent` of 20 % and a small floor, so a
-/// quiet route can still retry. A value: time in (milliseconds), no clock inside.
+/// How many requests may be sent again (a retry of the rule's `retry`), so that retries cannot
+/// multiply the load on backends that are failing (a retry storm): over the last `interval`
+/// seconds, retries may be at most `percent` % of the requests plus `minRetryCount` per
+/// `minRetryInterval` seconds — Linkerd's budget (`retryRatio` over a `ttl`, with a
+/// `minRetriesPerSecond` reserve of rate × ttl), the model GEP-3388's `retryConstraint`
+/// takes its fields and defaults from. Without a policy a route has `RetryConstraint.routeDefault`
+/// (20 % of 10 s + 3/s); an `XBackendTrafficPolicy` gives its Service its own. A value: time in
+/// (milliseconds), no clock inside.
 ///
-/// Counted per second in a ring of `window` buckets (requests of routes with a `retry`, and the
-/// retries let through); a retry refused by the budget leaves the failed answer to the client.
+/// Counted in a ring of ten buckets of a tenth of the interval each (requests, and the
+/// retries let through), so the window slides by a tenth of the interval.
 struct RetryBudget {
-    static let ratio = 0.2
-    static let floorPerSecond = 3.0
-    static let window = 10
+    static let buckets = 10
+    /// The route default's figures (`RetryConstraint.routeDefault`).
+    static let ratio = Double(RetryConstraint.routeDefault.percent) / 100
+    static let floorPerSecond = Double(RetryConstraint.routeDefault.minRetryCount) / RetryConstraint.routeDefault.minRetryInterval
+    static let window = Int(RetryConstraint.routeDefault.interval)
 
-    private var requests = [Int](repeating: 0, count: window)
-    private var retries = [Int](repeating: 0, count: window)
-    /// The second (`now / 1000`) of the newest bucket.
-    private var second: UInt64 = 0
+    let constraint: RetryConstraint
+    /// A bucket's width in milliseconds.
+    private let width: UInt64
+    /// Retries allowed in a window whatever the requests (the minimum rate over the interval).
+    private let floor: Double
+    private let ratio: Double
+    private var requests = [Int](repeating: 0, count: buckets)
+    private var retries = [Int](repeating: 0, count: buckets)
+    /// The bucket number (`now / width`) of the newest bucket.
+    private var slot: UInt64 = 0
 
-    /// A request of the route began.
+    init(_ constraint: RetryConstraint = .routeDefault) {
+        self.constraint = constraint
+        width = max(UInt64(constraint.interval * 1000) / UInt64(Self.buckets), 1)
+        floor = Double(constraint.minRetryCount) * constraint.interval / constraint.minRetryInterval
+        ratio = Double(constraint.percent) / 100
+    }
+
+    /// A request began.
     mutating func request(now: UInt64) {
         requests[advance(now)] += 1
     }
@@ -197,40 +214,58 @@ struct RetryBudget {
     /// Whether a retry may go now; counted when it may.
     mutating func retry(now: UInt64) -> Bool {
         let bucket = advance(now)
-        let allowed = Double(retries.reduce(0, +)) < Self.ratio * Double(requests.reduce(0, +)) + Self.floorPerSecond * Double(Self.window)
+        let allowed = Double(retries.reduce(0, +)) < ratio * Double(requests.reduce(0, +)) + floor
         if allowed { retries[bucket] += 1 }
         return allowed
     }
 
-    /// Moves the ring to `now`'s second (clearing the seconds passed); the bucket of `now`.
+    /// Moves the ring to `now`'s bucket (clearing the buckets passed); the bucket of `now`.
     private mutating func advance(_ now: UInt64) -> Int {
-        let current = now / 1000
-        if current > second {
-            let passed = min(current - second, UInt64(Self.window))
+        let current = now / width
+        if current > slot {
+            let passed = min(current - slot, UInt64(Self.buckets))
             for step in 1...passed {
-                let bucket = Int((second + step) % UInt64(Self.window))
+                let bucket = Int((slot + step) % UInt64(Self.buckets))
                 requests[bucket] = 0
                 retries[bucket] = 0
             }
-            second = current
+            slot = current
         }
-        return Int(second % UInt64(Self.window))
+        return Int(slot % UInt64(Self.buckets))
     }
 }
 
-/// The retry budgets of a listener's routes (by route label), shared by its connections on
-/// every loop. Only requests of rules with a `retry` are counted (no lock for the others).
+/// A listener's retry budgets, shared by its connections on every loop: one per route (by
+/// route label) with the route default, and one per Service an `XBackendTrafficPolicy`
+/// targets (`service namespace/name`) with the policy's constraint. Only requests of rules
+/// with a `retry`, or to a Service with a policy, are counted (no lock for the others).
 final class RetryBudgets: Sendable {
     private let budgets = Mutex<[String: RetryBudget]>([:])
 
-    func request(route: String) {
+    /// The key of a Service's budget (route labels always contain `#`, Service keys never).
+    static func serviceKey(_ backend: RouteBackend) -> String { "service \(backend.namespace)/\(backend.service)" }
+
+    func request(_ key: String, _ constraint: RetryConstraint = .routeDefault) {
         let now = GateLoop.monotonicMillis()
-        budgets.withLock { $0[route, default: RetryBudget()].request(now: now) }
+        budgets.withLock { $0[key, default: RetryBudget(constraint)].request(now: now, constraint) }
     }
 
-    /// Whether `route` may send a request again now.
-    func retry(route: String) -> Bool {
+    /// Whether a request counted under `key` may be sent again now.
+    func retry(_ key: String, _ constraint: RetryConstraint = .routeDefault) -> Bool {
         let now = GateLoop.monotonicMillis()
-        return budgets.withLock { $0[route, default: RetryBudget()].retry(now: now) }
+        return budgets.withLock { $0[key, default: RetryBudget(constraint)].retry(now: now, constraint) }
+    }
+}
+
+extension RetryBudget {
+    /// `request(now:)` under `constraint`: a budget whose policy changed (a reload) starts afresh.
+    fileprivate mutating func request(now: UInt64, _ constraint: RetryConstraint) {
+        if self.constraint != constraint { self = RetryBudget(constraint) }
+        request(now: now)
+    }
+
+    fileprivate mutating func retry(now: UInt64, _ constraint: RetryConstraint) -> Bool {
+        if self.constraint != constraint { self = RetryBudget(constraint) }
+        return retry(now: now)
     }
 }

@@ -92,20 +92,43 @@ final class RouteConnection {
         pair.bytes.increment(by: entry.bytes)
     }
 
-    /// The client read nothing for `sendTimeout` while `waiting` bytes waited for its socket:
-    /// each exchange in progress ends (its backend connection closed, not pooled; the access
-    /// log says why), the timeout is counted (`ugate_httproute_send_timeouts_total{proto}`) and
-    /// logged. The caller closes the connection.
-    func sendTimedOut(_ exchanges: [Exchange], waiting: Int) {
+    /// What a send timeout found (`sendTimedOut`).
+    enum SendStallCause {
+        /// Bytes waited for the client's socket (the client stopped reading): the connection closes.
+        case socket
+        /// HTTP/2 DATA waited for the client's connection window: GOAWAY, the connection closes.
+        case connectionWindow
+        /// HTTP/2 DATA waited for the window of one stream: that stream is reset.
+        case streamWindow(UInt32)
+    }
+
+    /// Nothing of the `waiting` bytes could leave for `sendTimeout` (`cause`: the client's
+    /// socket, or its HTTP/2 flow-control window): each exchange of `exchanges` ends (its
+    /// backend connection closed, not pooled; the access log says why), the timeout is counted
+    /// (`ugate_httproute_send_timeouts_total{proto}`) and logged. The caller closes the
+    /// connection, or resets the stream.
+    func sendTimedOut(_ exchanges: [Exchange], waiting: Int, cause: SendStallCause = .socket) {
         let seconds = settings.sendTimeout
-        for exchange in exchanges { exchange.clientStalled(seconds: seconds) }
+        let what: String
+        var metadata: Logger.Metadata = [
+            "src": .string(peer), "proto": .string(proto), "listener": .string(settings.listenerName),
+            "timeout": .stringConvertible(seconds), "waiting": .stringConvertible(waiting),
+        ]
+        switch cause {
+        case .socket: what = "the client read nothing for \(seconds) s"
+        case .connectionWindow: what = "the client granted no HTTP/2 connection window for \(seconds) s"
+        case .streamWindow(let id):
+            what = "the client granted no HTTP/2 stream window for \(seconds) s"
+            metadata["stream"] = .stringConvertible(id)
+        }
+        for exchange in exchanges { exchange.clientStalled("send timeout: " + what) }
         settings.counters.sendTimedOut(proto: proto)
-        settings.log.info(
-            "client connection closed: send timeout",
-            metadata: [
-                "src": .string(peer), "proto": .string(proto), "listener": .string(settings.listenerName),
-                "timeout": .stringConvertible(seconds), "waiting": .stringConvertible(waiting),
-            ])
+        metadata["cause"] = .string(what)
+        if case .streamWindow = cause {
+            settings.log.info("HTTP/2 stream reset: send timeout", metadata: metadata)
+        } else {
+            settings.log.info("client connection closed: send timeout", metadata: metadata)
+        }
     }
 }
 
@@ -327,6 +350,9 @@ final class Exchange: BackendDelegate {
     /// Tries begun (a connect's result for an older try is dropped).
     private var attempt = 0
     var failures: [String] = []
+    /// The retry budget of an `XBackendTrafficPolicy` refused a retry: the client gets 503
+    /// (GEP-3388), whatever the failed try answered.
+    private var policyRefused = false
     /// The request fields for RequestMirror backends and the request body so far (nil: no
     /// mirror, or the body outgrew `mirrorBodyLimit`).
     var mirrorFields: [HTTPField]?
@@ -437,7 +463,11 @@ final class Exchange: BackendDelegate {
         }
         requestDeadline = .now() + .milliseconds(Int64((forward.timeout ?? client.connection.settings.defaultTimeout) * 1000))
         client.watchDeadline(self)
-        if forward.retry != nil { client.connection.settings.retryBudgets.request(route: forward.route) }
+        if forward.retry != nil { client.connection.settings.retryBudgets.request(forward.route) }
+        // Read in place (a copy of the backend retains its strings).
+        if let constraint = forward.rule.backends[forward.backendIndex].retryConstraint {
+            client.connection.settings.retryBudgets.request(RetryBudgets.serviceKey(forward.backend), constraint)
+        }
         if !forward.mirrors.isEmpty {
             let limit = client.connection.settings.mirrorBodyLimit
             if let length, let size = Int(length), size > limit {
@@ -533,18 +563,19 @@ final class Exchange: BackendDelegate {
                 let decision = retries.attemptTimedOut(replayable: replay != nil, weights: candidateWeights, using: &client.connection.random)
                 if resend(decision, reason: .timeout) { return }
             }
-            fail(504, failures.isEmpty || responded ? message : failures.joined(separator: "\n"))
+            fail(policyRefused ? 503 : 504, failures.isEmpty || responded ? message : failures.joined(separator: "\n"))
             return
         }
         let timeout = forward.timeout ?? client.connection.settings.defaultTimeout
         fail(504, "backend \(log.backend) did not respond within \(timeout) s")
     }
 
-    /// The client read nothing for `seconds` while its response waited (`sendTimeout`): the
-    /// exchange ends with the cause in the access log, its backend connection closed.
-    func clientStalled(seconds: Double) {
+    /// The client took none of its response for `sendTimeout` (its socket or its HTTP/2
+    /// window; `reason` says which): the exchange ends with the cause in the access log, its
+    /// backend connection closed.
+    func clientStalled(_ reason: String) {
         guard !finished else { return }
-        log.error = "send timeout: the client read nothing for \(seconds) s"
+        log.error = reason
         finish(reuseBackend: false)
     }
 
@@ -665,6 +696,10 @@ final class Exchange: BackendDelegate {
             {
                 return
             }
+            if policyRefused {
+                fail(503, (["backend \(log.backend) answered \(head.status)"] + failures).joined(separator: "; "))
+                return
+            }
             replay = nil
             backend?.reusable = backendKeepsAlive
             // A body delimited by the backend's close is relayed the same way.
@@ -707,7 +742,7 @@ final class Exchange: BackendDelegate {
             if resend(decision, reason: stale ? .stale : .connection) { return }
         }
         let why = responded || retries.idempotent ? "" : " (not retried: \(method) is not idempotent)"
-        fail(502, "backend \(log.backend) closed the connection without a complete response" + why)
+        fail(policyRefused ? 503 : 502, "backend \(log.backend) closed the connection without a complete response" + why)
     }
 
     /// The weights of the `RetryRule` candidates (`forward.backend`, then `forward.fallbacks`).
@@ -718,7 +753,7 @@ final class Exchange: BackendDelegate {
     /// every byte sent so far; body parts that arrive meanwhile wait in `pending`. False: not
     /// retried.
     private func resend(_ decision: RetryRule.Decision, reason: RetryRule.Reason) -> Bool {
-        guard case .retry = decision, let sent = replay, withinBudget() else { return false }
+        guard case .retry = decision, let sent = replay, withinBudget(decision) else { return false }
         attemptDeadline = .distantFuture
         if let backend {
             backend.delegate = nil
@@ -732,18 +767,30 @@ final class Exchange: BackendDelegate {
 
     /// A retry decision after a connect failure: `go`, unless the route's budget refuses it.
     private func retry(_ decision: RetryRule.Decision, reason: RetryRule.Reason) -> Bool {
-        guard case .retry = decision, withinBudget() else { return false }
+        guard case .retry = decision, withinBudget(decision) else { return false }
         attemptDeadline = .distantFuture
         return go(decision, reason: reason)
     }
 
-    /// Whether the route's `RetryBudget` lets the last decision go: asked only for a retry of
-    /// the rule's `retry` (`RetryRule.isPolicyRetry`); a refusal is counted
-    /// (`ugate_httproute_retries_refused_total`) and named in the access log.
-    private func withinBudget() -> Bool {
-        guard retries.isPolicyRetry else { return true }
+    /// Whether the retry budget lets the last decision go: asked only for a retry of the rule's
+    /// `retry` (`RetryRule.isPolicyRetry`). The budget is the one of the Service the retry goes
+    /// to when an `XBackendTrafficPolicy` targets it (a refusal then answers 503, as GEP-3388
+    /// asks), else the route's. A refusal is counted (`ugate_httproute_retries_refused_total`)
+    /// and named in the access log.
+    private func withinBudget(_ decision: RetryRule.Decision) -> Bool {
+        guard retries.isPolicyRetry, case .retry(_, _, let next) = decision else { return true }
         let settings = client.connection.settings
-        guard settings.retryBudgets.retry(route: forward.route) else {
+        let target = next == 0 ? forward.backend : next <= forward.fallbacks.count ? forward.fallbacks[next - 1] : forward.backend
+        if let constraint = target.retryConstraint {
+            guard settings.retryBudgets.retry(RetryBudgets.serviceKey(target), constraint) else {
+                settings.counters.retryRefused(route: forward.route)
+                failures.append("retry refused: the retry budget of Service \(target.namespace)/\(target.service) is spent")
+                policyRefused = true
+                return false
+            }
+            return true
+        }
+        guard settings.retryBudgets.retry(forward.route) else {
             settings.counters.retryRefused(route: forward.route)
             failures.append("retry refused: the route's retry budget is spent")
             return false

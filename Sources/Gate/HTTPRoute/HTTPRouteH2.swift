@@ -254,6 +254,50 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
         }
     }
 
+    /// The send timeout of flow control (each sample of `RouteClientHandler`'s timer): a
+    /// stream whose held DATA has not moved for `sendTimeout` (`HTTP2RouteStream.windowStall`)
+    /// is given up. When the connection's window is what holds it, no stream of the connection
+    /// can send — the client starves the whole connection, as a client that stops reading
+    /// its socket does — so the connection ends like the socket's send timeout: GOAWAY
+    /// (ENHANCE_YOUR_CALM, the debug data naming the cause) and the close. When it is the
+    /// stream's own window, only that stream is stalled (the client may have stopped reading
+    /// one response and still use the others): RST_STREAM(CANCEL) — the gateway no longer
+    /// wants to send it; it is no flow-control violation by the client — and the connection
+    /// goes on. Either way the exchanges end with `error=send timeout: …`, their backend
+    /// connections closed, and each counts once in `ugate_httproute_send_timeouts_total`.
+    override func windowStalled(now: UInt64) -> Bool {
+        var stalled: [HTTP2RouteStream] = []
+        for stream in streams.all {
+            guard let state = codec.sendState(stream.id) else { continue }
+            stream.windowStall.observe(waiting: state.held > 0, progress: state.sent != stream.sentAtSample, now: now)
+            stream.sentAtSample = state.sent
+            guard stream.windowStall.stalled(now: now) else { continue }
+            if state.waitingFor == .connectionWindow {
+                let waiting = streams.all.reduce(0) { $0 + codec.heldBytes($1.id) }
+                connection.sendTimedOut(exchanges, waiting: waiting, cause: .connectionWindow)
+                let seconds = connection.settings.sendTimeout
+                if let error = codec.abort(.enhanceYourCalm, "send timeout: no connection window granted for \(seconds) s") {
+                    flushNow()
+                    closeOnError(error)
+                }
+                return true
+            }
+            stalled.append(stream)
+        }
+        for stream in stalled {
+            let waiting = codec.heldBytes(stream.id)
+            if stream.pausedBackend != nil {
+                stream.pausedBackend = nil
+                paused.removeAll { $0 === stream }
+            }
+            let exchange = stream.exchange
+            reset(stream.id, .cancel)
+            connection.sendTimedOut(exchange.map { [$0] } ?? [], waiting: waiting, cause: .streamWindow(stream.id))
+        }
+        if !stalled.isEmpty { flushNow() }
+        return false
+    }
+
     func writeHeaders(_ id: UInt32, _ fields: HPACKHeaders, endStream: Bool) {
         if codec.writeHeaders(id, fields, endStream: endStream) { localClose(id) }
     }
@@ -678,6 +722,10 @@ final class HTTP2RouteStream: ExchangeClient {
     /// The backend connection whose reads are paused while too much of this response waits for
     /// the client's window.
     var pausedBackend: BackendConnection?
+    /// The send timeout of the response DATA held for want of the client's window, and the
+    /// bytes sent at its last sample (`HTTP2RouteHandler.windowStalled`).
+    var windowStall: SendStall
+    var sentAtSample = 0
 
     init(id: UInt32, handler: HTTP2RouteHandler) {
         self.id = id
@@ -685,6 +733,7 @@ final class HTTP2RouteStream: ExchangeClient {
         connection = handler.connection
         eventLoop = handler.eventLoop
         allocator = handler.allocator
+        windowStall = SendStall(seconds: connection.settings.sendTimeout)
     }
 
     var decodesChunks: Bool { true }

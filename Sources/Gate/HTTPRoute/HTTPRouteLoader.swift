@@ -9,6 +9,8 @@ public struct RouteManifests: Sendable, Equatable {
     public var referenceGrants: [ReferenceGrantObject] = []
     /// `Namespace` manifests: name → labels (for `allowedRoutes.namespaces.from: Selector`).
     public var namespaceLabels: [String: [String: String]] = [:]
+    /// `XBackendTrafficPolicy` objects (retry budgets of Services).
+    public var backendPolicies: [BackendTrafficPolicyObject] = []
     /// Per object (`Kind namespace/name`): its `metadata.generation` and a digest of its
     /// `spec`, for the status's `observedGeneration` (`StatusHistory`).
     public var generations: [String: ObjectGeneration] = [:]
@@ -24,7 +26,44 @@ public struct RouteManifests: Sendable, Equatable {
         tlsRoutes += other.tlsRoutes
         referenceGrants += other.referenceGrants
         namespaceLabels.merge(other.namespaceLabels) { a, _ in a }
+        backendPolicies += other.backendPolicies
         generations.merge(other.generations) { a, _ in a }
+    }
+
+    /// The policy in force for each targeted Service (`namespace/service`): among the policies
+    /// with a `retryConstraint` that target it, the oldest `creationTimestamp` (undated =
+    /// newest), then `namespace/name` alphabetically — the Gateway API's rule for conflicting
+    /// policies (GEP-713); the others are `Conflicted` in the status.
+    func backendPolicyInForce() -> [String: BackendTrafficPolicyObject] {
+        let ordered = backendPolicies.filter { $0.retryConstraint != nil }.sorted { a, b in
+            switch (a.created, b.created) {
+            case (let x?, let y?) where x != y: return x < y
+            case (.some, nil): return true
+            case (nil, .some): return false
+            default: return a.key < b.key
+            }
+        }
+        var result: [String: BackendTrafficPolicyObject] = [:]
+        for policy in ordered {
+            for service in policy.services where result["\(policy.namespace)/\(service)"] == nil {
+                result["\(policy.namespace)/\(service)"] = policy
+            }
+        }
+        return result
+    }
+
+    /// Gives every HTTPRoute backend the `retryConstraint` of the policy in force for its
+    /// Service (`backendPolicyInForce`), or none.
+    mutating func applyBackendPolicies() {
+        let inForce = backendPolicyInForce()
+        for r in routes.indices {
+            for i in routes[r].rules.indices {
+                for b in routes[r].rules[i].backends.indices {
+                    let backend = routes[r].rules[i].backends[b]
+                    routes[r].rules[i].backends[b].retryConstraint = inForce["\(backend.namespace)/\(backend.service)"]?.retryConstraint
+                }
+            }
+        }
     }
 
     /// Whether a `kind` route in `namespace` may use `backend` (same namespace, or a
@@ -104,7 +143,8 @@ public struct RouteManifests: Sendable, Equatable {
 }
 
 /// Loads `HTTPRoute` (gateway.networking.k8s.io/v1), `Gateway`, `TLSRoute` (v1alpha2),
-/// `ReferenceGrant` (v1beta1) and `Namespace` (v1, for its labels) objects from YAML.
+/// `ReferenceGrant` (v1beta1), `Namespace` (v1, for its labels) and `XBackendTrafficPolicy`
+/// (gateway.networking.x-k8s.io/v1alpha1, retry budgets) objects from YAML.
 ///
 /// Strict: a missing or mistyped field, or a field or value this gateway does not implement
 /// (ExtensionRef, sessionPersistence, …), refuses the manifest with an
@@ -139,6 +179,7 @@ public struct HTTPRouteLoader: Sendable {
         }
         try Self.checkUnique(result)
         result.resolveReferences()
+        result.applyBackendPolicies()
         return result
     }
 
@@ -147,6 +188,7 @@ public struct HTTPRouteLoader: Sendable {
         var result = try documents(yaml: yaml, file: file)
         try Self.checkUnique(result)
         result.resolveReferences()
+        result.applyBackendPolicies()
         return result
     }
 
@@ -159,6 +201,10 @@ public struct HTTPRouteLoader: Sendable {
         for route in manifests.tlsRoutes where !seen.insert(route.key).inserted {
             throw HTTPRouteError(.invalid, file: route.file, object: "TLSRoute \(route.key)", field: "metadata.name", "defined twice")
         }
+        seen = []
+        for policy in manifests.backendPolicies where !seen.insert(policy.key).inserted {
+            throw HTTPRouteError(.invalid, file: policy.file, object: "\(policy.kind) \(policy.key)", field: "metadata.name", "defined twice")
+        }
     }
 
     /// The API versions accepted per kind.
@@ -168,6 +214,8 @@ public struct HTTPRouteLoader: Sendable {
         "TLSRoute": ["gateway.networking.k8s.io/v1alpha2", "gateway.networking.k8s.io/v1alpha3"],
         "ReferenceGrant": ["gateway.networking.k8s.io/v1beta1", "gateway.networking.k8s.io/v1alpha2"],
         "Namespace": ["v1"],
+        "XBackendTrafficPolicy": ["gateway.networking.x-k8s.io/v1alpha1"],
+        "BackendTrafficPolicy": ["gateway.networking.x-k8s.io/v1alpha1"],
     ]
 
     private func documents(yaml: String, file: String) throws(HTTPRouteError) -> RouteManifests {
@@ -192,7 +240,7 @@ public struct HTTPRouteLoader: Sendable {
             node.object = kind == "Namespace" ? "Namespace \(name)" : "\(kind) \(namespace)/\(name)"
             try node.allow(top, ["apiVersion", "kind", "metadata", "spec", "status"])
             guard let versions = Self.apiVersions[kind] else {
-                throw node.field("kind").error(.unsupported, "kind \(kind) (HTTPRoute, Gateway, TLSRoute, ReferenceGrant, Namespace are)")
+                throw node.field("kind").error(.unsupported, "kind \(kind) (HTTPRoute, Gateway, TLSRoute, ReferenceGrant, Namespace, XBackendTrafficPolicy are)")
             }
             let apiVersion = try node.child("apiVersion").string()
             guard versions.contains(apiVersion) else {
@@ -229,6 +277,8 @@ public struct HTTPRouteLoader: Sendable {
                 result.gateways.append(try gateway(spec, namespace: namespace, name: name, file: file))
             case "TLSRoute":
                 result.tlsRoutes.append(try tlsRoute(spec, namespace: namespace, name: name, created: created, file: file))
+            case "XBackendTrafficPolicy", "BackendTrafficPolicy":
+                result.backendPolicies.append(try backendPolicy(spec, kind: kind, namespace: namespace, name: name, created: created, file: file))
             default:
                 result.referenceGrants.append(try referenceGrant(spec, namespace: namespace, name: name, file: file))
             }
@@ -296,6 +346,77 @@ public struct HTTPRouteLoader: Sendable {
         var object = GatewayObject(namespace: namespace, name: name, listeners: listeners, file: file)
         object.addresses = addresses
         return object
+    }
+
+    /// An `XBackendTrafficPolicy` (GEP-3388) with the API's validation: `targetRefs` (1…16,
+    /// distinct; group "" kind Service — a TargetRef is a Service of the policy's namespace),
+    /// `retryConstraint.budget` (`percent` 0…100, default 20; `interval` 1 s…1 h, default
+    /// 10 s) and `retryConstraint.minRetryRate` (`count` 1…1,000,000, default 10; `interval`
+    /// above 0, at most 1 h, default 1 s). `sessionPersistence` is not implemented (refused);
+    /// the pre-v1.3 flat fields `budgetPercent` / `budgetInterval` are refused naming the
+    /// current ones.
+    private func backendPolicy(
+        _ spec: Node, kind: String, namespace: String, name: String, created: Date?, file: String
+    ) throws(HTTPRouteError) -> BackendTrafficPolicyObject {
+        try spec.allow(try spec.map(), ["targetRefs", "retryConstraint"])
+        let refs = try spec.child("targetRefs").list()
+        guard (1...16).contains(refs.count) else {
+            throw spec.field("targetRefs").error(.invalid, "\(refs.count) targetRefs (1…16 are allowed)")
+        }
+        var services: [String] = []
+        for ref in refs {
+            try ref.allow(try ref.map(), ["group", "kind", "name"])
+            let group = try ref.child("group").string()
+            let targetKind = try ref.child("kind").string()
+            guard group == "", targetKind == "Service" else {
+                throw ref.field(group == "" ? "kind" : "group").error(
+                    .unsupported, "target \(group.isEmpty ? "" : group + "/")\(targetKind) (a Service of the core group \"\" is)")
+            }
+            let service = try ref.child("name").string()
+            guard !service.isEmpty else { throw ref.field("name").error(.invalid, "empty name") }
+            guard !services.contains(service) else { throw ref.field("name").error(.invalid, "Service \(service) is targeted twice") }
+            services.append(service)
+        }
+        var constraint: RetryConstraint?
+        if let node = try spec.optional("retryConstraint") {
+            let map = try node.map()
+            for old in ["budgetPercent", "budgetInterval"] where map[old] != nil {
+                throw node.field(old).error(.unsupported, "\(old) is the pre-v1.3 field; use budget.percent and budget.interval")
+            }
+            try node.allow(map, ["budget", "minRetryRate"])
+            var value = RetryConstraint()
+            if let budget = try node.optional("budget") {
+                try budget.allow(try budget.map(), ["percent", "interval"])
+                if let percent = try budget.optional("percent") {
+                    value.percent = try percent.int()
+                    guard (0...100).contains(value.percent) else { throw percent.error(.invalid, "percent \(value.percent) outside 0…100") }
+                }
+                if let interval = try budget.optional("interval") {
+                    value.interval = try interval.duration()
+                    guard value.interval >= 1, value.interval <= 3600 else {
+                        throw interval.error(.invalid, "interval \(value.interval) s: it cannot be greater than one hour or less than one second")
+                    }
+                }
+            }
+            if let rate = try node.optional("minRetryRate") {
+                try rate.allow(try rate.map(), ["count", "interval"])
+                if let count = try rate.optional("count") {
+                    value.minRetryCount = try count.int()
+                    guard (1...1_000_000).contains(value.minRetryCount) else {
+                        throw count.error(.invalid, "count \(value.minRetryCount) outside 1…1000000")
+                    }
+                }
+                if let interval = try rate.optional("interval") {
+                    value.minRetryInterval = try interval.duration()
+                    guard value.minRetryInterval > 0, value.minRetryInterval <= 3600 else {
+                        throw interval.error(.invalid, "interval \(value.minRetryInterval) s: it must be above 0 and at most one hour")
+                    }
+                }
+            }
+            constraint = value
+        }
+        return BackendTrafficPolicyObject(
+            kind: kind, namespace: namespace, name: name, created: created, services: services, retryConstraint: constraint, file: file)
     }
 
     /// `allowedRoutes.namespaces`: `from` Same (default), All or Selector (with `selector`).

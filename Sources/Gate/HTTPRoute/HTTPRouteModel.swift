@@ -159,6 +159,53 @@ public struct RouteBackend: Hashable, Sendable {
     /// message). The backend keeps its weight: requests (or TLS connections) that pick it
     /// get a 500 (or are closed), as the Gateway API asks for the refused share of a split.
     public var refused: String?
+    /// The retry budget of the `XBackendTrafficPolicy` that targets this Service (nil: none;
+    /// the route's default budget applies).
+    public var retryConstraint: RetryConstraint? = nil
+}
+
+/// A `retryConstraint` of an `XBackendTrafficPolicy` (gateway.networking.x-k8s.io/v1alpha1,
+/// GEP-3388): retries to the targeted Service may be at most `percent` % of its requests of
+/// the last `interval` seconds, plus `minRetryCount` per `minRetryInterval` seconds (so a
+/// quiet Service can still retry). The defaults are the API's: 20 % of 10 s, 10 per 1 s.
+public struct RetryConstraint: Hashable, Sendable {
+    /// `budget.percent` (0…100).
+    public var percent: Int
+    /// `budget.interval` in seconds (1 s…1 h).
+    public var interval: Double
+    /// `minRetryRate.count` (1…1,000,000).
+    public var minRetryCount: Int
+    /// `minRetryRate.interval` in seconds (above 0, at most 1 h).
+    public var minRetryInterval: Double
+
+    public init(percent: Int = 20, interval: Double = 10, minRetryCount: Int = 10, minRetryInterval: Double = 1) {
+        self.percent = percent
+        self.interval = interval
+        self.minRetryCount = minRetryCount
+        self.minRetryInterval = minRetryInterval
+    }
+
+    /// The budget a route's retries have when no policy targets its backend: 20 % of the
+    /// route's requests of the last 10 s plus 3 per second (ugate's own default; the API's
+    /// default minimum rate, 10 per second, applies only to a policy that omits it).
+    public static let routeDefault = RetryConstraint(percent: 20, interval: 10, minRetryCount: 3, minRetryInterval: 1)
+}
+
+/// An `XBackendTrafficPolicy` (or `BackendTrafficPolicy`, the name in the Gateway API's
+/// documentation), gateway.networking.x-k8s.io/v1alpha1: a retry budget for the Services it
+/// targets (same namespace).
+public struct BackendTrafficPolicyObject: Hashable, Sendable {
+    public var kind: String
+    public var namespace: String
+    public var name: String
+    public var created: Date?
+    /// The targeted Service names (`targetRefs`, group "" kind Service).
+    public var services: [String]
+    /// nil: the policy holds no `retryConstraint` (it then changes nothing).
+    public var retryConstraint: RetryConstraint?
+    public var file: String
+
+    public var key: String { "\(namespace)/\(name)" }
 }
 
 /// One `HTTPRouteRule`.

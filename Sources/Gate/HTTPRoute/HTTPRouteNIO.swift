@@ -586,7 +586,8 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
 /// hot path). A sample with fewer bytes waiting than the one before counts as progress, so a
 /// client is closed once it took nothing for `sendTimeout` (found within a quarter of it more);
 /// bytes added between two samples can hide a little progress. Bytes the HTTP/2 codec holds
-/// for want of the client's flow-control window are not socket bytes and do not count.
+/// for want of the client's flow-control window are not socket bytes: the same samples time
+/// them out separately (`windowStalled`, `HTTP2RouteHandler`).
 class RouteClientHandler {
     let connection: RouteConnection
     let eventLoop: any EventLoop
@@ -636,11 +637,20 @@ class RouteClientHandler {
         let now = GateLoop.monotonicMillis()
         stall.observe(waiting: buffered > 0, progress: buffered < lastBuffered, now: now)
         lastBuffered = buffered
-        guard stall.stalled(now: now) else { return armStallCheck() }
-        stallCheck = nil
-        connection.sendTimedOut(exchanges, waiting: buffered)
-        context.close(promise: nil)
+        if stall.stalled(now: now) {
+            stallCheck = nil
+            connection.sendTimedOut(exchanges, waiting: buffered)
+            context.close(promise: nil)
+        } else if windowStalled(now: now) {
+            stallCheck = nil
+        } else {
+            armStallCheck()
+        }
     }
+
+    /// Called with each sample of the send timeout: the HTTP/2 handler times out response
+    /// DATA held for want of the client's flow-control window. True: the connection is closed.
+    func windowStalled(now: UInt64) -> Bool { false }
 
     /// A client connection error: logged at debug level, the connection closed.
     func closeOnError(_ error: any Error) {

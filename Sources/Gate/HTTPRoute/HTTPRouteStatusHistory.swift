@@ -184,6 +184,13 @@ public final class StatusHistory: Sendable {
                     }
                 }
             }
+            for p in report.policies.indices {
+                let object = "\(report.policies[p].kind) \(report.policies[p].namespace)/\(report.policies[p].name)"
+                let number = generation(object)
+                for c in report.policies[p].conditions.indices {
+                    stamp(&report.policies[p].conditions[c], object: object, scope: "", generation: number)
+                }
+            }
             state.conditions = conditions
         }
         return report

@@ -22,6 +22,26 @@ enum H2Event {
     case connectionError(H2ConnectionError)
 }
 
+/// What a stream's held response DATA waits for (`HTTP2ServerCodec.sendState`).
+enum H2SendWait: Equatable {
+    /// Nothing is held.
+    case nothing
+    /// The stream's own send window is used up (the client sends no WINDOW_UPDATE for it).
+    case streamWindow
+    /// The connection's send window is used up: no stream can send DATA.
+    case connectionWindow
+}
+
+/// How far one stream's response got against the client's flow control: what the handler's
+/// send timeout samples (no progress in `sent` while `held` > 0 for `sendTimeout`).
+struct H2SendState: Equatable {
+    /// DATA bytes held for want of window.
+    var held: Int
+    /// DATA bytes sent on the stream so far.
+    var sent: Int
+    var waitingFor: H2SendWait
+}
+
 /// The server side of one HTTP/2 connection (RFC 9113, <https://www.rfc-editor.org/rfc/rfc9113>)
 /// as a value: bytes in (`receive`, then `nextEvent` until nil), frames out (the `write…`
 /// calls and the codec's own answers — SETTINGS ACK, PING ACK, RST_STREAM, GOAWAY,
@@ -62,7 +82,8 @@ enum H2Event {
 ///   by the handler (`windowUpdate`, when the bytes reached the backend: upload backpressure);
 /// * outbound flow control: DATA beyond the client's stream or connection window is held per
 ///   stream (with the trailers behind it) and sent as WINDOW_UPDATEs or a larger initial
-///   window make room (`heldBytes` tells the handler how much waits).
+///   window make room (`heldBytes` tells the handler how much waits, `sendState` also what it
+///   waits for and how much left so far, for the handler's send timeout).
 struct HTTP2ServerCodec {
     /// SETTINGS_MAX_CONCURRENT_STREAMS the server announces and enforces.
     static let maxConcurrentStreams = 100
@@ -104,6 +125,8 @@ struct HTTP2ServerCodec {
         var recvWindow: Int
         var held: [Held] = []
         var heldBytes = 0
+        /// DATA payload bytes sent so far (`sendState`).
+        var sentBytes = 0
     }
 
     /// Field block being reassembled from HEADERS and CONTINUATION frames.
@@ -603,6 +626,17 @@ struct HTTP2ServerCodec {
         index(streamID).map { streams[$0].heldBytes } ?? 0
     }
 
+    /// What `streamID`'s response waits for (nil for unknown streams): the held bytes, the
+    /// bytes sent so far, and which window holds them back — the connection's when it is
+    /// used up (no stream can send then), else the stream's own.
+    func sendState(_ streamID: UInt32) -> H2SendState? {
+        guard let index = index(streamID) else { return nil }
+        let stream = streams[index]
+        let wait: H2SendWait =
+            stream.heldBytes == 0 ? .nothing : connectionSendWindow <= 0 ? .connectionWindow : .streamWindow
+        return H2SendState(held: stream.heldBytes, sent: stream.sentBytes, waitingFor: wait)
+    }
+
     /// Resets `streamID` (RST_STREAM with `code`), e.g. for a malformed request; the stream is
     /// closed without an event.
     mutating func resetStream(_ streamID: UInt32, _ code: H2ErrorCode) {
@@ -804,6 +838,7 @@ struct HTTP2ServerCodec {
         guard allowed > 0 else { return false }
         connectionSendWindow -= allowed
         streams[index].sendWindow -= allowed
+        streams[index].sentBytes += allowed
         prepareOutput()
         while allowed > 0 {
             let count = min(allowed, peerMaxFrameSize)

@@ -1,0 +1,148 @@
+import Foundation
+import Synchronization
+import XCTest
+
+@testable import Gate
+
+/// The send timeout of HTTP/2 flow control (`sendTimeout`, here 1 s): a client that reads its
+/// socket but never grants window — a slowloris reader over HTTP/2 — written with Python's
+/// `hyperframe` (HPACK from `h2`), over h2c and TLS with ALPN h2. It asks for 4 MiB and sends
+/// no WINDOW_UPDATE:
+///
+/// * with stream windows of 1 KiB (the connection's the default 64 KiB), stream 1 stalls on
+///   its own window: it is reset with RST_STREAM(CANCEL) after the timeout, stream 3 of the
+///   same connection (1,000 bytes) is served meanwhile, and the connection goes on (stream 5,
+///   opened after the reset, is served; no GOAWAY);
+/// * with the largest stream windows, the connection's 64 KiB window runs out: GOAWAY
+///   (ENHANCE_YOUR_CALM) and the close after the timeout.
+///
+/// Each time the access log says `error=send timeout: the client granted no HTTP/2 … window`,
+/// `ugate_httproute_send_timeouts_total{proto}` counts it, the paused backend connection is
+/// closed (no established one with unread bytes is left), and another client (curl)
+/// is served while the stalled one waits. Without the timeout the stalled stream stays held
+/// forever: the client's bounded wait ends with `timeout`.
+final class HTTPRouteH2WindowStallTests: XCTestCase {
+    /// argv: port, mode (h2c|tls), scenario (stream|connection). Prints one line.
+    static let client = """
+        import socket, sys
+        import h2.config, h2.connection
+        from hyperframe.frame import Frame, DataFrame, GoAwayFrame, HeadersFrame, RstStreamFrame, SettingsFrame
+        \(pythonTLSWrap)
+        port, mode, scenario = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+        sock = socket.create_connection(("127.0.0.1", port), timeout=15)
+        if mode == "tls":
+            sock = tls_wrap(sock, "window.example", "h2")
+            assert sock.selected_alpn_protocol() == "h2"
+        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+        def headers(path):
+            return [(":method", "GET"), (":path", path), (":scheme", "https" if mode == "tls" else "http"), (":authority", "window.example")]
+        def send(frame):
+            sock.sendall(frame.serialize())
+        buf = b""
+        \(pythonNextFrame)
+        # No WINDOW_UPDATE is ever sent: stream windows of 1 KiB, or the largest (the connection's stays 65,535).
+        window = 1024 if scenario == "stream" else 2**31 - 1
+        sock.sendall(b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n" + SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: window}).serialize())
+        send(HeadersFrame(1, conn.encoder.encode(headers("/big/4194304")), flags=["END_HEADERS", "END_STREAM"]))
+        if scenario == "stream":
+            send(HeadersFrame(3, conn.encoder.encode(headers("/big/1000")), flags=["END_HEADERS", "END_STREAM"]))
+        status, received, ended, rst, goaway, result = {}, {}, set(), {}, None, "timeout"
+        try:
+            while True:
+                frame = next_frame()
+                if frame is None:
+                    result = "closed"
+                    break
+                if isinstance(frame, SettingsFrame) and "ACK" not in frame.flags:
+                    send(SettingsFrame(0, flags=["ACK"]))
+                elif isinstance(frame, HeadersFrame):
+                    status[frame.stream_id] = dict(conn.decoder.decode(frame.data, raw=True))[b":status"].decode()
+                elif isinstance(frame, DataFrame):
+                    received[frame.stream_id] = received.get(frame.stream_id, 0) + len(frame.data)
+                elif isinstance(frame, RstStreamFrame):
+                    rst[frame.stream_id] = frame.error_code
+                    if frame.stream_id == 1:
+                        # The connection goes on: a new stream is served.
+                        send(HeadersFrame(5, conn.encoder.encode(headers("/big/10")), flags=["END_HEADERS", "END_STREAM"]))
+                elif isinstance(frame, GoAwayFrame):
+                    goaway = "%d:%s" % (frame.error_code, frame.additional_data.decode())
+                if isinstance(frame, (HeadersFrame, DataFrame)) and "END_STREAM" in frame.flags:
+                    ended.add(frame.stream_id)
+                if 5 in ended:
+                    result = "open"
+                    break
+        except (socket.timeout, TimeoutError):
+            pass
+        except (ConnectionResetError, ssl.SSLError):
+            result = "closed"
+        def stream(n):
+            return "s%d=%s/%s/%d" % (n, status.get(n), ("rst%d" % rst[n]) if n in rst else ("end" if n in ended else "open"), received.get(n, 0))
+        print(" ".join(stream(n) for n in sorted(status)), "goaway=%s" % goaway, result)
+        """
+
+    let capture = LogCapture()
+    let metrics = PrometheusMetrics()
+    var gateways: GatewayPair!
+
+    override func setUpWithError() throws {
+        let (capture, metrics) = (capture, metrics)
+        gateways = try GatewayPair(name: "window") { table, loops, tls in
+            try HTTPGateway(
+                table: table, loops: loops, defaultTimeout: 300, sendTimeout: 1, accessLog: capture.logger("access"), log: capture.logger("gate"),
+                metrics: metrics, tls: tls, name: tls == nil ? "plain" : "secure")
+        }
+    }
+
+    override func tearDown() {
+        gateways?.stop()
+    }
+
+    func testStreamWithoutWindowIsResetAndTheConnectionGoesOn() throws {
+        for (mode, proto) in [("h2c", "h2c"), ("tls", "h2")] {
+            let out = try runStalledClient(mode: mode, scenario: "stream", proto: proto, cause: "stream")
+            XCTAssertEqual(out, "s1=200/rst8/1024 s3=200/end/1000 s5=200/end/10 goaway=None open", mode)
+        }
+    }
+
+    func testConnectionWithoutWindowIsClosedWithGoAway() throws {
+        for (mode, proto) in [("h2c", "h2c"), ("tls", "h2")] {
+            let out = try runStalledClient(mode: mode, scenario: "connection", proto: proto, cause: "connection")
+            XCTAssertEqual(out, "s1=200/open/65535 goaway=11:send timeout: no connection window granted for 1.0 s closed", mode)
+        }
+    }
+
+    /// Runs the Python client, serves curl while it is stalled, and checks the access log, the
+    /// counter and the backend connections; returns the client's line.
+    func runStalledClient(mode: String, scenario: String, proto: String, cause: String) throws -> String {
+        let port = Int(gateways.port(mode))
+        let result = Mutex<(status: Int32, out: String, err: String)?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        let script = Self.client
+        DispatchQueue.global().async {
+            let r = try? runProcess("/usr/bin/env", ["python3", "-c", script, "\(port)", mode, scenario], timeout: 60)
+            result.withLock { $0 = r }
+            done.signal()
+        }
+        // The big request reached the backend: another client is served meanwhile.
+        XCTAssertFalse(gateways.backend.lines(waitingFor: ["GET /big/4194304"]).filter { $0.contains("/big/4194304") }.isEmpty)
+        let tls = mode == "tls"
+        let args =
+            ["-sS", "--max-time", "20", "-o", "/dev/null", "-w", "%{http_code} %{http_version}"]
+            + (tls ? ["-k", "--http2", "--resolve", "window.example:\(port):127.0.0.1", "https://window.example:\(port)/big/100000"]
+                : ["--http2-prior-knowledge", "http://127.0.0.1:\(port)/big/100000"])
+        let other = try runProcess(try tool("curl"), args, timeout: 30)
+        XCTAssertEqual(other.out, "200 2", other.err)
+        XCTAssertEqual(done.wait(timeout: .now() + 90), .success)
+        let r = result.withLock { $0 }
+        XCTAssertEqual(r?.status, 0, r?.err ?? "client did not run")
+        let access = capture.waitForLine(
+            containing: ["path=/big/4194304", "proto=\(proto)", "error=send timeout: the client granted no HTTP/2 \(cause) window for 1.0 s"], timeout: 10)
+        XCTAssertNotNil(access, "access log of \(mode): \(capture.lines.suffix(5))")
+        XCTAssertTrue(access?.contains("status=200") ?? false, access ?? "")
+        XCTAssertTrue(eventually(10) { metrics.render().contains("ugate_httproute_send_timeouts_total{proto=\"\(proto)\"} 1") }, metrics.render())
+        // The paused backend connection was closed (idle pooled ones of the other requests stay).
+        XCTAssertTrue(
+            try eventually(10) { try establishedConnections(to: gateways.backend.address, unreadOnly: true) == 0 }, "a paused backend connection is still open")
+        return (r?.out ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}

@@ -1,0 +1,178 @@
+import Foundation
+import XCTest
+
+@testable import Gate
+
+/// GEP-3388 retry budgets: `XBackendTrafficPolicy` (gateway.networking.x-k8s.io/v1alpha1)
+/// `retryConstraint` loaded with the API's validation (errors naming file, object and field;
+/// unknown fields refused), reported in the status (`Accepted`, `Conflicted`,
+/// `TargetNotFound`), and used by the gateway instead of the route's default budget: shared by
+/// every route to the targeted Service, and a refused retry answered 503.
+extension HTTPRouteRetryTests {
+    /// A policy manifest (file `policy.yaml` unless named) with `spec` lines under `spec:`.
+    func writePolicy(_ name: String, _ spec: [String], kind: String = "XBackendTrafficPolicy", file: String = "policy.yaml", extra: String = "") throws {
+        let lines = ["apiVersion: gateway.networking.x-k8s.io/v1alpha1", "kind: \(kind)", "metadata: {name: \(name), namespace: shop\(extra)}", "spec:"]
+            + spec.map { "  " + $0 }
+        try (lines.joined(separator: "\n") + "\n").write(toFile: "\(dir)/\(file)", atomically: true, encoding: .utf8)
+    }
+
+    // MARK: - Loader
+
+    /// Every field, and the API's defaults for what a policy leaves out; the constraint reaches
+    /// the backends of the targeted Service only; `BackendTrafficPolicy` is the same kind.
+    func testPolicyLoadsWithTheAPIDefaults() throws {
+        try writeRoute("r.yaml", "shop", "r", rules: ["- backendRefs: [{name: cart, port: 80}, {name: other, port: 80}]"])
+        try writePolicy(
+            "budget",
+            [
+                "targetRefs: [{group: \"\", kind: Service, name: cart}]",
+                "retryConstraint: {budget: {percent: 35, interval: 1m}, minRetryRate: {count: 4, interval: 500ms}}",
+            ])
+        var loaded = try HTTPRouteLoader().load(directory: dir)
+        XCTAssertEqual(loaded.backendPolicies.count, 1)
+        let backends = loaded.routes[0].rules[0].backends
+        XCTAssertEqual(backends[0].retryConstraint, RetryConstraint(percent: 35, interval: 60, minRetryCount: 4, minRetryInterval: 0.5))
+        XCTAssertNil(backends[1].retryConstraint)
+        try writePolicy("budget", ["targetRefs: [{group: \"\", kind: Service, name: cart}]", "retryConstraint: {}"], kind: "BackendTrafficPolicy")
+        loaded = try HTTPRouteLoader().load(directory: dir)
+        XCTAssertEqual(loaded.routes[0].rules[0].backends[0].retryConstraint, RetryConstraint(percent: 20, interval: 10, minRetryCount: 10, minRetryInterval: 1))
+        try writePolicy("budget", ["targetRefs: [{group: \"\", kind: Service, name: cart}]", "retryConstraint: {budget: {percent: 0}, minRetryRate: {count: 2}}"])
+        loaded = try HTTPRouteLoader().load(directory: dir)
+        XCTAssertEqual(loaded.routes[0].rules[0].backends[0].retryConstraint, RetryConstraint(percent: 0, interval: 10, minRetryCount: 2, minRetryInterval: 1))
+        // Without retryConstraint the policy asks for nothing.
+        try writePolicy("budget", ["targetRefs: [{group: \"\", kind: Service, name: cart}]"])
+        XCTAssertNil(try HTTPRouteLoader().load(directory: dir).routes[0].rules[0].backends[0].retryConstraint)
+    }
+
+    /// The API's validation ranges and the strict field checks, each error naming the file, the
+    /// object and the field.
+    func testInvalidPoliciesNameFileObjectAndField() throws {
+        let target = "targetRefs: [{group: \"\", kind: Service, name: cart}]"
+        let object = "\(dir)/policy.yaml: XBackendTrafficPolicy shop/budget: "
+        let cases: [([String], String)] = [
+            ([target, "retryConstraint: {budget: {percent: 101}}"], "spec.retryConstraint.budget.percent: percent 101 outside 0…100"),
+            ([target, "retryConstraint: {budget: {percent: -1}}"], "spec.retryConstraint.budget.percent: percent -1 outside 0…100"),
+            ([target, "retryConstraint: {budget: {interval: 500ms}}"], "spec.retryConstraint.budget.interval: interval 0.5 s: it cannot be greater than one hour or less than one second"),
+            ([target, "retryConstraint: {budget: {interval: 2h}}"], "spec.retryConstraint.budget.interval: interval 7200.0 s: it cannot be greater than one hour or less than one second"),
+            ([target, "retryConstraint: {budget: {interval: soon}}"], "spec.retryConstraint.budget.interval: bad duration \"soon\""),
+            ([target, "retryConstraint: {minRetryRate: {count: 0}}"], "spec.retryConstraint.minRetryRate.count: count 0 outside 1…1000000"),
+            ([target, "retryConstraint: {minRetryRate: {count: 1000001}}"], "spec.retryConstraint.minRetryRate.count: count 1000001 outside 1…1000000"),
+            ([target, "retryConstraint: {minRetryRate: {interval: 0s}}"], "spec.retryConstraint.minRetryRate.interval: interval 0.0 s: it must be above 0 and at most one hour"),
+            ([target, "retryConstraint: {minRetryRate: {interval: 61m}}"], "spec.retryConstraint.minRetryRate.interval: interval 3660.0 s: it must be above 0 and at most one hour"),
+            ([target, "retryConstraint: {budget: {percent: many}}"], "spec.retryConstraint.budget.percent: expected an integer, got many"),
+            (["retryConstraint: {}"], "spec.targetRefs: required field missing"),
+            (["targetRefs: []"], "spec.targetRefs: 0 targetRefs (1…16 are allowed)"),
+            (
+                ["targetRefs: [" + (0..<17).map { "{group: \"\", kind: Service, name: s\($0)}" }.joined(separator: ", ") + "]"],
+                "spec.targetRefs: 17 targetRefs (1…16 are allowed)"
+            ),
+            (["targetRefs: [{group: \"\", kind: Service, name: cart}, {group: \"\", kind: Service, name: cart}]"], "spec.targetRefs[1].name: Service cart is targeted twice"),
+            (["targetRefs: [{kind: Service, name: cart}]"], "spec.targetRefs[0].group: required field missing"),
+            (["targetRefs: [{group: apps, kind: Deployment, name: cart}]"], "spec.targetRefs[0].group: unsupported: target apps/Deployment (a Service of the core group \"\" is)"),
+            (["targetRefs: [{group: \"\", kind: ServiceImport, name: cart}]"], "spec.targetRefs[0].kind: unsupported: target ServiceImport (a Service of the core group \"\" is)"),
+            // Unknown and unimplemented fields are reported, not ignored.
+            ([target, "sessionPersistence: {sessionName: s}"], "spec.sessionPersistence: unsupported: field not implemented by this gateway"),
+            ([target, "retryConstraint: {budget: {percent: 20, window: 5s}}"], "spec.retryConstraint.budget.window: unsupported: field not implemented by this gateway"),
+            ([target, "retryConstraint: {retryOn: [5xx]}"], "spec.retryConstraint.retryOn: unsupported: field not implemented by this gateway"),
+            (["targetRefs: [{group: \"\", kind: Service, name: cart, sectionName: http}]"], "spec.targetRefs[0].sectionName: unsupported: field not implemented by this gateway"),
+            ([target, "retryConstraint: {budgetPercent: 20}"], "spec.retryConstraint.budgetPercent: unsupported: budgetPercent is the pre-v1.3 field; use budget.percent and budget.interval"),
+        ]
+        for (spec, expected) in cases {
+            try writePolicy("budget", spec)
+            XCTAssertThrowsError(try HTTPRouteLoader().load(directory: dir), expected) { error in
+                XCTAssertEqual("\(error)", object + expected)
+            }
+        }
+        // The wrong API group for the kind, and a second policy of the same name.
+        try writePolicy("budget", [target])
+        var text = try String(contentsOfFile: "\(dir)/policy.yaml", encoding: .utf8)
+        try text.replacingOccurrences(of: "gateway.networking.x-k8s.io/v1alpha1", with: "gateway.networking.k8s.io/v1")
+            .write(toFile: "\(dir)/policy.yaml", atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try HTTPRouteLoader().load(directory: dir)) { error in
+            XCTAssertEqual(
+                "\(error)", object + "apiVersion: unsupported: apiVersion gateway.networking.k8s.io/v1 for XBackendTrafficPolicy (gateway.networking.x-k8s.io/v1alpha1)")
+        }
+        try writePolicy("budget", [target])
+        text = try String(contentsOfFile: "\(dir)/policy.yaml", encoding: .utf8)
+        try (text + "---\n" + text).write(toFile: "\(dir)/policy.yaml", atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try HTTPRouteLoader().load(directory: dir)) { error in
+            XCTAssertEqual("\(error)", object + "metadata.name: defined twice")
+        }
+    }
+
+    /// Two policies on one Service: the older (`creationTimestamp`) is in force, the other is
+    /// `Conflicted`; a policy whose Services no route uses is `TargetNotFound`; the table and
+    /// the JSON carry them, and `healthy` turns false.
+    func testPolicyStatus() throws {
+        try writeRoute("r.yaml", "shop", "r", rules: ["- backendRefs: [{name: cart, port: 80}, {name: pay, port: 80}]"])
+        try writePolicy(
+            "newer", ["targetRefs: [{group: \"\", kind: Service, name: cart}]", "retryConstraint: {budget: {percent: 50}}"], file: "a.yaml",
+            extra: ", creationTimestamp: \"2026-02-01T00:00:00Z\"")
+        try writePolicy(
+            "older", ["targetRefs: [{group: \"\", kind: Service, name: cart}, {group: \"\", kind: Service, name: pay}]", "retryConstraint: {budget: {percent: 5}}"],
+            file: "b.yaml", extra: ", creationTimestamp: \"2026-01-01T00:00:00Z\"")
+        try writePolicy("unused", ["targetRefs: [{group: \"\", kind: Service, name: nobody}]", "retryConstraint: {}"], file: "c.yaml")
+        let loaded = try HTTPRouteLoader().load(directory: dir)
+        XCTAssertEqual(loaded.routes[0].rules[0].backends.map { $0.retryConstraint?.percent }, [5, 5])
+        let report = HTTPRouteStatusReport.compute(loaded, listeners: nil)
+        let accepted = Dictionary(uniqueKeysWithValues: report.policies.map { ($0.name, $0.conditions[0]) })
+        XCTAssertEqual(accepted["older"]?.status, "True")
+        XCTAssertEqual(accepted["newer"]?.reason, "Conflicted")
+        XCTAssertEqual(accepted["newer"]?.message, "shop/cart is held by the older XBackendTrafficPolicy shop/older")
+        XCTAssertEqual(accepted["unused"]?.reason, "TargetNotFound")
+        XCTAssertEqual(accepted["unused"]?.observedGeneration, 1)
+        XCTAssertNotNil(accepted["unused"]?.lastTransitionTime)
+        XCTAssertFalse(report.healthy)
+        XCTAssertTrue(report.table.contains("XBackendTrafficPolicy  shop/newer   shop/cart           False (Conflicted)"), report.table)
+        XCTAssertTrue(report.json.contains("\"policies\""), report.json)
+        XCTAssertEqual(try JSONDecoder().decode(HTTPRouteStatusReport.self, from: Data(report.json.utf8)), report)
+    }
+
+    // MARK: - Real sockets
+
+    /// A backend that answers every request 500, rules with `codes: [500], attempts: 3` in two
+    /// HTTPRoutes to it. Without a policy each route has its own default budget (30 retries
+    /// each on a quiet route) and the backend's 500 is relayed. With an `XBackendTrafficPolicy`
+    /// on the Service (`percent: 0`, at least 5 per hour) the two routes share one budget of 5
+    /// retries: the backend gets exactly 60 + 5 requests, and a request whose retry the budget
+    /// refuses is answered 503 (GEP-3388), counted and named in the access log.
+    func testPolicyBudgetBoundsRetriesAcrossRoutes() throws {
+        let backend = try ScriptedBackend { _, _, _, _ in .respond(500, "broken") }
+        defer { backend.stop() }
+        for route in ["a", "b"] {
+            try writeRoute(
+                "\(route).yaml", "shop", route,
+                rules: ["- matches: [{path: {type: PathPrefix, value: /\(route)}}]", "  retry: {codes: [500], attempts: 3}", "  backendRefs: [{name: cart, port: 80}]"])
+        }
+        func run(_ requests: Int) throws -> (statuses: [Int], sent: Int) {
+            let before = backend.requests.count
+            let port = try serve(services: ["cart": backend.address])
+            var statuses: [Int] = []
+            // A connection per request: the gateway's own 503 closes its connection.
+            for i in 0..<requests {
+                let client = try KeptAliveClient(port: port)
+                defer { client.close() }
+                statuses.append(try client.send("GET", "/\(i % 2 == 0 ? "a" : "b")/\(i)").status)
+            }
+            gateway?.stop()
+            return (statuses, backend.requests.count - before)
+        }
+        // The route defaults: 30 retries per route, both routes retry.
+        let defaults = try run(20)
+        XCTAssertEqual(defaults.sent, 80, "every request tried 4 times within the default budgets")
+        XCTAssertEqual(Set(defaults.statuses), [500])
+        // The Service's policy: 5 retries for both routes together.
+        try writePolicy("budget", ["targetRefs: [{group: \"\", kind: Service, name: cart}]", "retryConstraint: {budget: {percent: 0, interval: 1h}, minRetryRate: {count: 5, interval: 1h}}"])
+        let budgeted = try run(60)
+        XCTAssertEqual(budgeted.sent, 65, "retries beyond the Service's budget of 5")
+        // The first request used 3 retries, the second 2 before the refusal; every later one is refused at once.
+        XCTAssertEqual(budgeted.statuses[0], 500)
+        XCTAssertEqual(Array(budgeted.statuses.dropFirst()), Array(repeating: 503, count: 59))
+        let refused = metrics.render().split(separator: "\n").filter { $0.hasPrefix("ugate_httproute_retries_refused_total{route=\"shop/") }
+            .compactMap { Int($0.split(separator: " ").last ?? "") }.reduce(0, +)
+        XCTAssertEqual(refused, 59, metrics.render())
+        XCTAssertNotNil(
+            capture.waitForLine(containing: ["request", "route=shop/b#0", "status=503", "retry refused: the retry budget of Service shop/cart is spent"]),
+            "\(capture.lines.suffix(3))")
+    }
+}
