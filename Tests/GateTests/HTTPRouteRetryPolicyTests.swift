@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import XCTest
 
 @testable import Gate
@@ -174,5 +175,53 @@ extension HTTPRouteRetryTests {
         XCTAssertNotNil(
             capture.waitForLine(containing: ["request", "route=shop/b#0", "status=503", "retry refused: the retry budget of Service shop/cart is spent"]),
             "\(capture.lines.suffix(3))")
+    }
+}
+
+/// `retryBodyLimit` (Envoy's `per_request_buffer_limit_in_bytes`): how much of a request body
+/// the gateway keeps so that the request can be sent again.
+extension HTTPRouteRetryTests {
+    /// A PUT of 100,000 bytes to a backend that answers 503 the first time it sees a path (then
+    /// 200), a rule with `retry: {codes: [503]}`: with the default limit (64 KiB) the body is
+    /// not kept, so the 503 is relayed and the backend saw one request; with
+    /// `"retryBodyLimit": 262144` in the `httproute` section (through `HTTPRouteService`, as
+    /// under `ugate run`) the whole body is sent again and the retry's 200 relayed.
+    func testRetryBodyLimitDecidesWhetherALargeBodyIsReplayed() throws {
+        let seen = Mutex<Set<String>>([])
+        let backend = try ScriptedBackend { _, _, _, path in
+            seen.withLock { $0.insert(path).inserted } ? .respond(503, "first") : .respond(200, "again")
+        }
+        defer { backend.stop() }
+        try writeRoute("routes.yaml", "default", "retry", rules: ["- retry: {codes: [503], attempts: 1}", "  backendRefs: [{name: backend, port: 80}]"])
+        let body = [UInt8](repeating: 0x61, count: 100_000)
+        let client = try KeptAliveClient(port: try serve(services: ["backend": backend.address]))
+        let small = try client.send("PUT", "/default-limit", body: body)
+        client.close()
+        XCTAssertEqual(small.status, 503, small.body)
+        XCTAssertEqual(backend.requests, ["conn#0 PUT /default-limit 100000"])
+        gateway?.stop()
+        let json = """
+            {"manifests": "\(dir)", "services": {"backend": "\(backend.address)"}, "retryBodyLimit": 262144, "listeners": [{"name": "web", "port": 0}]}
+            """
+        let config = try JSONDecoder().decode(HTTPRouteConfig.self, from: Data(json.utf8))
+        XCTAssertEqual(config.retryBodyLimit, 262_144)
+        let service = try HTTPRouteService(config: config, bind: "127.0.0.1", loops: loops, log: capture.logger("gate"), accessLog: capture.logger("access"))
+        defer { service.stop() }
+        let large = try KeptAliveClient(port: UInt16(service.bound[0].address.port))
+        defer { large.close() }
+        let answer = try large.send("PUT", "/larger-limit", body: body)
+        XCTAssertEqual(answer.status, 200, answer.body)
+        XCTAssertEqual(answer.body, "again")
+        XCTAssertEqual(backend.requests.filter { $0.contains("/larger-limit") }.map { $0.split(separator: " ").last }, ["100000", "100000"])
+        XCTAssertNotNil(capture.waitForLine(containing: ["request", "path=/larger-limit", "status=200", "retries=1"]), "\(capture.lines.suffix(3))")
+    }
+
+    /// The key's default and range.
+    func testRetryBodyLimitConfig() throws {
+        XCTAssertEqual(try JSONDecoder().decode(HTTPRouteConfig.self, from: Data(#"{"manifests": "/m"}"#.utf8)).retryBodyLimit, 65536)
+        XCTAssertEqual(try JSONDecoder().decode(HTTPRouteConfig.self, from: Data(#"{"manifests": "/m", "retryBodyLimit": 0}"#.utf8)).retryBodyLimit, 0)
+        for bad in ["-1", "16777217", "\"big\""] {
+            XCTAssertThrowsError(try JSONDecoder().decode(HTTPRouteConfig.self, from: Data(#"{"manifests": "/m", "retryBodyLimit": \#(bad)}"#.utf8)), bad)
+        }
     }
 }

@@ -28,6 +28,8 @@ public final class HTTPGateway: Sendable {
     ///   - defaultTimeout: seconds for a request whose rule has no `timeouts.request`.
     ///   - mirrorBodyLimit: largest request body (bytes) copied to RequestMirror backends; a
     ///     request with a larger body is not mirrored (counted and logged).
+    ///   - retryBodyLimit: largest request body (bytes) kept for a replay (retries); a request
+    ///     with a larger body is never sent again.
     ///   - http2IdleTimeout: seconds an HTTP/2 connection may stay without streams (then GOAWAY).
     ///   - sendTimeout: seconds response bytes may wait for a client that takes none of them
     ///     (then the connection and its backend connections are closed).
@@ -44,7 +46,7 @@ public final class HTTPGateway: Sendable {
         table: RouteTable, host: String = "127.0.0.1", port: UInt16 = 0, loops: GateLoopGroup,
         defaultTimeout: Double = 30, keepAliveTimeout: Double = 60, http2IdleTimeout: Double = 60, sendTimeout: Double = 60,
         http2SettingsTimeout: Double = 10, connectTimeout: Double = 10,
-        mirrorBodyLimit: Int = 1 << 20, accessLog: Logger = Logger(label: "ugate.httproute.access"),
+        mirrorBodyLimit: Int = 1 << 20, retryBodyLimit: Int = HTTPRouteConfig.defaultRetryBodyLimit, accessLog: Logger = Logger(label: "ugate.httproute.access"),
         log: Logger = Logger(label: "ugate.httproute"), metrics: (any MetricsFactory)? = nil, tls: HTTPRouteTLS? = nil,
         name: String = "httproute", router: Router? = nil
     ) throws {
@@ -59,7 +61,7 @@ public final class HTTPGateway: Sendable {
             settings: .init(
                 listenerName: name, defaultTimeout: defaultTimeout, keepAliveTimeout: keepAliveTimeout, http2IdleTimeout: http2IdleTimeout,
                 sendTimeout: sendTimeout, http2SettingsTimeout: http2SettingsTimeout,
-                mirrorBodyLimit: mirrorBodyLimit, accessLog: accessLog, log: log, counters: RouteCounters(factory: factory),
+                mirrorBodyLimit: mirrorBodyLimit, replayLimit: retryBodyLimit, accessLog: accessLog, log: log, counters: RouteCounters(factory: factory),
                 pool: BackendPool(connectTimeout: min(defaultTimeout, connectTimeout), router: router, listenerName: name)))
         let passthrough = PassthroughRelays()
         listener = try TCPListener(name: name, proto: .tcp, address: try SocketAddress(host: host, port: port), context: context) { bound in

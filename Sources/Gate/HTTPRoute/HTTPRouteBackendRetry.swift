@@ -13,7 +13,7 @@ import Synchronization
 ///   carries an `Idempotency-Key` field (draft-ietf-httpapi-idempotency-key-header) — a POST
 ///   whose bytes reached a backend is never replayed, it gets its 502;
 /// * every body byte sent so far can be replayed (the exchange keeps up to
-///   `replayLimit` bytes; beyond that nothing is retried).
+///   `retryBodyLimit` bytes, 64 KiB by default; beyond that nothing is retried).
 ///
 /// Then:
 /// * a **connect failure** (nothing was written, so any method) → at once to an untried
@@ -39,8 +39,8 @@ import Synchronization
 /// with full jitter above the minimum, capped at 10 × backoff (Envoy's default `max_interval`),
 /// so retries of many clients do not arrive in lockstep and never before the minimum.
 struct RetryRule {
-    /// Request body bytes an exchange keeps for a replay.
-    static let replayLimit = 65536
+    /// Request body bytes an exchange keeps for a replay by default (`retryBodyLimit`).
+    static let replayLimit = HTTPRouteConfig.defaultRetryBodyLimit
     /// The longest backoff, as a multiple of the rule's `backoff`.
     static let backoffCap = 10.0
 

@@ -20,6 +20,9 @@ struct RouteSettings: Sendable {
     /// Largest request body (bytes) copied to RequestMirror backends; a request with a larger
     /// body is not mirrored (counted in `ugate_httproute_mirror_skipped_total`, logged).
     var mirrorBodyLimit: Int = 1 << 20
+    /// Largest request body (bytes) kept for a replay (`retryBodyLimit`); larger bodies are
+    /// never sent again.
+    var replayLimit: Int = RetryRule.replayLimit
     var accessLog: Logger
     var log: Logger
     var counters: RouteCounters
@@ -328,7 +331,7 @@ final class Exchange: BackendDelegate {
     /// Called once the `pending` body bytes they came with are written to the backend socket
     /// (HTTP/2 flow-control credit; see `requestPart`).
     var pendingWritten: [() -> Void] = []
-    /// Every request byte sent so far while they are few (`RetryRule.replayLimit`), so the
+    /// Every request byte sent so far while they are few (`RouteSettings.replayLimit`), so the
     /// request can be sent again (a stale pooled connection, the rule's `retry`); nil beyond.
     var replay: [ByteBuffer]? = []
     var replayBytes = 0
@@ -495,7 +498,7 @@ final class Exchange: BackendDelegate {
             }
             if replay != nil {
                 replayBytes += buffer.readableBytes
-                if replayBytes > RetryRule.replayLimit { replay = nil }
+                if replayBytes > client.connection.settings.replayLimit { replay = nil }
             }
             if mirrorFields != nil {
                 mirrorBytes += buffer.readableBytes

@@ -46,6 +46,11 @@ public struct HTTPRouteConfig: Codable, Sendable, Equatable {
     /// Largest request body (bytes) copied to RequestMirror backends; a request with a larger
     /// body is served but not mirrored (counted in `ugate_httproute_mirror_skipped_total`).
     public var mirrorBodyLimit: Int = 1 << 20
+    /// Largest request body (bytes) kept so that the request can be sent again (a retry, the
+    /// stale kept-alive race); a request with a larger body is never replayed. Envoy's
+    /// `per_request_buffer_limit_in_bytes`. Each request holds up to this much beyond the
+    /// flow-control windows while it is forwarded.
+    public var retryBodyLimit: Int = Self.defaultRetryBodyLimit
     /// Seconds a graceful shutdown (`ugate run` on SIGTERM/SIGINT) waits for the connections
     /// being drained to finish their requests; what is left then is closed.
     public var shutdownTimeout: Double = 30
@@ -58,7 +63,7 @@ public struct HTTPRouteConfig: Codable, Sendable, Equatable {
 
     private enum CodingKeys: String, CodingKey, CaseIterable {
         case manifests, services, listeners, reloadInterval, requestTimeout, keepAliveTimeout, http2IdleTimeout, connectTimeout, mirrorBodyLimit
-        case shutdownTimeout, sendTimeout, http2SettingsTimeout
+        case shutdownTimeout, sendTimeout, http2SettingsTimeout, retryBodyLimit
     }
 
     public init(from decoder: any Decoder) throws {
@@ -76,7 +81,17 @@ public struct HTTPRouteConfig: Codable, Sendable, Equatable {
         connectTimeout = try c.decodeIfPresent(Double.self, forKey: .connectTimeout) ?? 10
         mirrorBodyLimit = try c.decodeIfPresent(Int.self, forKey: .mirrorBodyLimit) ?? 1 << 20
         shutdownTimeout = try c.decodeIfPresent(Double.self, forKey: .shutdownTimeout) ?? 30
+        retryBodyLimit = try c.decodeIfPresent(Int.self, forKey: .retryBodyLimit) ?? Self.defaultRetryBodyLimit
+        guard (0...Self.maxRetryBodyLimit).contains(retryBodyLimit) else {
+            throw DecodingError.dataCorruptedError(
+                forKey: .retryBodyLimit, in: c, debugDescription: "retryBodyLimit \(retryBodyLimit) outside 0…\(Self.maxRetryBodyLimit) bytes")
+        }
     }
+
+    /// The largest `retryBodyLimit` (16 MiB): what a request may hold for a replay.
+    public static let maxRetryBodyLimit = 16 << 20
+    /// `retryBodyLimit` when the config has none (64 KiB).
+    public static let defaultRetryBodyLimit = 65536
 }
 
 /// One port of the gateway. Plain listeners serve HTTP/1.1 and h2c (prior knowledge);
@@ -212,7 +227,8 @@ public final class HTTPRouteService: Sendable {
                         table: table, host: host, port: UInt16(listener.port), loops: loops, defaultTimeout: config.requestTimeout,
                         keepAliveTimeout: config.keepAliveTimeout, http2IdleTimeout: config.http2IdleTimeout, sendTimeout: config.sendTimeout,
                         http2SettingsTimeout: config.http2SettingsTimeout,
-                        connectTimeout: config.connectTimeout, mirrorBodyLimit: config.mirrorBodyLimit, accessLog: accessLog, log: log,
+                        connectTimeout: config.connectTimeout, mirrorBodyLimit: config.mirrorBodyLimit,
+                        retryBodyLimit: config.retryBodyLimit, accessLog: accessLog, log: log,
                         tls: tls, name: listener.name, router: router)
                 })
         }
