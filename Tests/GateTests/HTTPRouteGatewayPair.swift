@@ -60,3 +60,34 @@ func pythonScenario(_ script: String, port: Int, _ mode: String, _ scenario: Str
     XCTAssertEqual(r.status, 0, "\(mode) \(scenario): \(r.err)")
     return r.out.trimmingCharacters(in: .whitespacesAndNewlines)
 }
+
+/// The start of a hand-written HTTP/2 test client in Python (frames by `hyperframe`, HPACK by
+/// the encoder and decoder of `h2`'s `conn`), argv `port mode scenario` (mode h2c or tls):
+/// `sock` connected (TLS offering ALPN h2 with SNI `host` in mode tls, h2 checked),
+/// `headers(path)` for a GET to `host`, `send(frame)`, `next_frame()` (None at the end of the
+/// stream) and `next_frame_acked()` (the same, acknowledging the server's SETTINGS on the way).
+func pythonH2Client(host: String, timeout: Int) -> String {
+    """
+    import socket, sys
+    import h2.config, h2.connection
+    from hyperframe.frame import Frame, DataFrame, GoAwayFrame, HeadersFrame, RstStreamFrame, SettingsFrame
+    \(pythonTLSWrap)
+    port, mode, scenario = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    sock = socket.create_connection(("127.0.0.1", port), timeout=\(timeout))
+    if mode == "tls":
+        sock = tls_wrap(sock, "\(host)", "h2")
+        assert sock.selected_alpn_protocol() == "h2"
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    def headers(path):
+        return [(":method", "GET"), (":path", path), (":scheme", "https" if mode == "tls" else "http"), (":authority", "\(host)")]
+    def send(frame):
+        sock.sendall(frame.serialize())
+    buf = b""
+    \(pythonNextFrame)
+    def next_frame_acked():
+        frame = next_frame()
+        if isinstance(frame, SettingsFrame) and "ACK" not in frame.flags:
+            send(SettingsFrame(0, flags=["ACK"]))
+        return frame
+    """
+}

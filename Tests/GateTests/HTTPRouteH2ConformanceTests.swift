@@ -12,24 +12,9 @@ import XCTest
 final class HTTPRouteH2ConformanceTests: XCTestCase {
     /// argv: port, mode (h2c|tls), scenario (closed|settings). Prints one line.
     static let client = """
-        import socket, sys
-        import h2.config, h2.connection
-        from hyperframe.frame import Frame, DataFrame, GoAwayFrame, HeadersFrame, RstStreamFrame, SettingsFrame
-        \(pythonTLSWrap)
-        port, mode, scenario = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        if mode == "tls":
-            sock = tls_wrap(sock, "conform.example", "h2")
-            assert sock.selected_alpn_protocol() == "h2"
-        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
-        def headers(path):
-            return [(":method", "GET"), (":path", path), (":scheme", "https" if mode == "tls" else "http"), (":authority", "conform.example")]
-        buf = b""
-        \(pythonNextFrame)
+        \(pythonH2Client(host: "conform.example", timeout: 30))
         if scenario == "closed":
             sock.sendall(b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n" + SettingsFrame(0).serialize())
-            def send(frame):
-                sock.sendall(frame.serialize())
             send(HeadersFrame(1, conn.encoder.encode(headers("/first")), flags=["END_HEADERS", "END_STREAM"]))
             ended, rst, goaway, status3 = set(), {}, None, None
             while 1 not in ended:

@@ -21,25 +21,10 @@ import XCTest
 /// closed (no established one with unread bytes is left), and another client (curl)
 /// is served while the stalled one waits. Without the timeout the stalled stream stays held
 /// forever: the client's bounded wait ends with `timeout`.
-final class HTTPRouteH2WindowStallTests: XCTestCase {
+extension HTTPRouteSendTimeoutTests {
     /// argv: port, mode (h2c|tls), scenario (stream|connection). Prints one line.
-    static let client = """
-        import socket, sys
-        import h2.config, h2.connection
-        from hyperframe.frame import Frame, DataFrame, GoAwayFrame, HeadersFrame, RstStreamFrame, SettingsFrame
-        \(pythonTLSWrap)
-        port, mode, scenario = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-        sock = socket.create_connection(("127.0.0.1", port), timeout=15)
-        if mode == "tls":
-            sock = tls_wrap(sock, "window.example", "h2")
-            assert sock.selected_alpn_protocol() == "h2"
-        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
-        def headers(path):
-            return [(":method", "GET"), (":path", path), (":scheme", "https" if mode == "tls" else "http"), (":authority", "window.example")]
-        def send(frame):
-            sock.sendall(frame.serialize())
-        buf = b""
-        \(pythonNextFrame)
+    static let windowClient = """
+        \(pythonH2Client(host: "stall.example", timeout: 15))
         # No WINDOW_UPDATE is ever sent: stream windows of 1 KiB, or the largest (the connection's stays 65,535).
         window = 1024 if scenario == "stream" else 2**31 - 1
         sock.sendall(b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n" + SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: window}).serialize())
@@ -48,14 +33,9 @@ final class HTTPRouteH2WindowStallTests: XCTestCase {
             send(HeadersFrame(3, conn.encoder.encode(headers("/big/1000")), flags=["END_HEADERS", "END_STREAM"]))
         status, received, ended, rst, goaway, result = {}, {}, set(), {}, None, "timeout"
         try:
-            while True:
-                frame = next_frame()
-                if frame is None:
-                    result = "closed"
-                    break
-                if isinstance(frame, SettingsFrame) and "ACK" not in frame.flags:
-                    send(SettingsFrame(0, flags=["ACK"]))
-                elif isinstance(frame, HeadersFrame):
+            frame = next_frame_acked()
+            while frame is not None and 5 not in ended:
+                if isinstance(frame, HeadersFrame):
                     status[frame.stream_id] = dict(conn.decoder.decode(frame.data, raw=True))[b":status"].decode()
                 elif isinstance(frame, DataFrame):
                     received[frame.stream_id] = received.get(frame.stream_id, 0) + len(frame.data)
@@ -68,9 +48,9 @@ final class HTTPRouteH2WindowStallTests: XCTestCase {
                     goaway = "%d:%s" % (frame.error_code, frame.additional_data.decode())
                 if isinstance(frame, (HeadersFrame, DataFrame)) and "END_STREAM" in frame.flags:
                     ended.add(frame.stream_id)
-                if 5 in ended:
-                    result = "open"
-                    break
+                if 5 not in ended:
+                    frame = next_frame_acked()
+            result = "open" if 5 in ended else "closed"
         except (socket.timeout, TimeoutError):
             pass
         except (ConnectionResetError, ssl.SSLError):
@@ -80,44 +60,27 @@ final class HTTPRouteH2WindowStallTests: XCTestCase {
         print(" ".join(stream(n) for n in sorted(status)), "goaway=%s" % goaway, result)
         """
 
-    let capture = LogCapture()
-    let metrics = PrometheusMetrics()
-    var gateways: GatewayPair!
-
-    override func setUpWithError() throws {
-        let (capture, metrics) = (capture, metrics)
-        gateways = try GatewayPair(name: "window") { table, loops, tls in
-            try HTTPGateway(
-                table: table, loops: loops, defaultTimeout: 300, sendTimeout: 1, accessLog: capture.logger("access"), log: capture.logger("gate"),
-                metrics: metrics, tls: tls, name: tls == nil ? "plain" : "secure")
-        }
-    }
-
-    override func tearDown() {
-        gateways?.stop()
-    }
-
-    func testStreamWithoutWindowIsResetAndTheConnectionGoesOn() throws {
+    func testH2StreamWithoutWindowIsResetAndTheConnectionGoesOn() throws {
         for (mode, proto) in [("h2c", "h2c"), ("tls", "h2")] {
-            let out = try runStalledClient(mode: mode, scenario: "stream", proto: proto, cause: "stream")
+            let out = try runWindowStalledClient(mode: mode, scenario: "stream", proto: proto, cause: "stream")
             XCTAssertEqual(out, "s1=200/rst8/1024 s3=200/end/1000 s5=200/end/10 goaway=None open", mode)
         }
     }
 
-    func testConnectionWithoutWindowIsClosedWithGoAway() throws {
+    func testH2ConnectionWithoutWindowIsClosedWithGoAway() throws {
         for (mode, proto) in [("h2c", "h2c"), ("tls", "h2")] {
-            let out = try runStalledClient(mode: mode, scenario: "connection", proto: proto, cause: "connection")
+            let out = try runWindowStalledClient(mode: mode, scenario: "connection", proto: proto, cause: "connection")
             XCTAssertEqual(out, "s1=200/open/65535 goaway=11:send timeout: no connection window granted for 1.0 s closed", mode)
         }
     }
 
     /// Runs the Python client, serves curl while it is stalled, and checks the access log, the
     /// counter and the backend connections; returns the client's line.
-    func runStalledClient(mode: String, scenario: String, proto: String, cause: String) throws -> String {
+    func runWindowStalledClient(mode: String, scenario: String, proto: String, cause: String) throws -> String {
         let port = Int(gateways.port(mode))
         let result = Mutex<(status: Int32, out: String, err: String)?>(nil)
         let done = DispatchSemaphore(value: 0)
-        let script = Self.client
+        let script = Self.windowClient
         DispatchQueue.global().async {
             let r = try? runProcess("/usr/bin/env", ["python3", "-c", script, "\(port)", mode, scenario], timeout: 60)
             result.withLock { $0 = r }
@@ -128,7 +91,7 @@ final class HTTPRouteH2WindowStallTests: XCTestCase {
         let tls = mode == "tls"
         let args =
             ["-sS", "--max-time", "20", "-o", "/dev/null", "-w", "%{http_code} %{http_version}"]
-            + (tls ? ["-k", "--http2", "--resolve", "window.example:\(port):127.0.0.1", "https://window.example:\(port)/big/100000"]
+            + (tls ? ["-k", "--http2", "--resolve", "stall.example:\(port):127.0.0.1", "https://stall.example:\(port)/big/100000"]
                 : ["--http2-prior-knowledge", "http://127.0.0.1:\(port)/big/100000"])
         let other = try runProcess(try tool("curl"), args, timeout: 30)
         XCTAssertEqual(other.out, "200 2", other.err)

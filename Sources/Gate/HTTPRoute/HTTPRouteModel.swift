@@ -170,20 +170,13 @@ public struct RouteBackend: Hashable, Sendable {
 /// quiet Service can still retry). The defaults are the API's: 20 % of 10 s, 10 per 1 s.
 public struct RetryConstraint: Hashable, Sendable {
     /// `budget.percent` (0…100).
-    public var percent: Int
+    public var percent = 20
     /// `budget.interval` in seconds (1 s…1 h).
-    public var interval: Double
+    public var interval: Double = 10
     /// `minRetryRate.count` (1…1,000,000).
-    public var minRetryCount: Int
+    public var minRetryCount = 10
     /// `minRetryRate.interval` in seconds (above 0, at most 1 h).
-    public var minRetryInterval: Double
-
-    public init(percent: Int = 20, interval: Double = 10, minRetryCount: Int = 10, minRetryInterval: Double = 1) {
-        self.percent = percent
-        self.interval = interval
-        self.minRetryCount = minRetryCount
-        self.minRetryInterval = minRetryInterval
-    }
+    public var minRetryInterval: Double = 1
 
     /// The budget a route's retries have when no policy targets its backend: 20 % of the
     /// route's requests of the last 10 s plus 3 per second (ugate's own default; the API's
