@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 import XCTest
 
 @testable import Gate
@@ -78,14 +77,7 @@ extension HTTPRouteSendTimeoutTests {
     /// counter and the backend connections; returns the client's line.
     func runWindowStalledClient(mode: String, scenario: String, proto: String, cause: String) throws -> String {
         let port = Int(gateways.port(mode))
-        let result = Mutex<(status: Int32, out: String, err: String)?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        let script = Self.windowClient
-        DispatchQueue.global().async {
-            let r = try? runProcess("/usr/bin/env", ["python3", "-c", script, "\(port)", mode, scenario], timeout: 60)
-            result.withLock { $0 = r }
-            done.signal()
-        }
+        let client = BackgroundProcess("/usr/bin/env", ["python3", "-c", Self.windowClient, "\(port)", mode, scenario], timeout: 60)
         // The big request reached the backend: another client is served meanwhile.
         XCTAssertFalse(gateways.backend.lines(waitingFor: ["GET /big/4194304"]).filter { $0.contains("/big/4194304") }.isEmpty)
         let tls = mode == "tls"
@@ -95,9 +87,8 @@ extension HTTPRouteSendTimeoutTests {
                 : ["--http2-prior-knowledge", "http://127.0.0.1:\(port)/big/100000"])
         let other = try runProcess(try tool("curl"), args, timeout: 30)
         XCTAssertEqual(other.out, "200 2", other.err)
-        XCTAssertEqual(done.wait(timeout: .now() + 90), .success)
-        let r = result.withLock { $0 }
-        XCTAssertEqual(r?.status, 0, r?.err ?? "client did not run")
+        let r = client.wait(90)
+        XCTAssertEqual(r?.status, 0, r?.err ?? "client did not run or finish")
         let access = capture.waitForLine(
             containing: ["path=/big/4194304", "proto=\(proto)", "error=send timeout: the client granted no HTTP/2 \(cause) window for 1.0 s"], timeout: 10)
         XCTAssertNotNil(access, "access log of \(mode): \(capture.lines.suffix(5))")

@@ -92,20 +92,13 @@ final class HTTPRouteSendTimeoutTests: XCTestCase {
     func checkStalledClientIsClosed(mode: String, proto: String) throws {
         let port = gateways.port(mode)
         let marker = "\(gateways.dir)/read-now"
-        let result = Mutex<(status: Int32, out: String, err: String)?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        let script = Self.client
-        DispatchQueue.global().async {
-            let r = try? runProcess("/usr/bin/env", ["python3", "-c", script, "\(port)", mode, marker], timeout: 120)
-            result.withLock { $0 = r }
-            done.signal()
-        }
+        let client = BackgroundProcess("/usr/bin/env", ["python3", "-c", Self.client, "\(port)", mode, marker], timeout: 120)
         var finished = false
         defer {
             // A failed check: the client still ends (it reads once the marker exists).
             if !finished {
                 XCTAssertTrue(FileManager.default.createFile(atPath: marker, contents: nil))
-                _ = done.wait(timeout: .now() + 120)
+                _ = client.wait(120)
             }
         }
         // The request reached the backend, and the gateway gives the client up.
@@ -126,10 +119,9 @@ final class HTTPRouteSendTimeoutTests: XCTestCase {
         XCTAssertEqual(ok.out, "200", ok.err)
         // The stalled client now reads what was queued and meets the end of the stream.
         XCTAssertTrue(FileManager.default.createFile(atPath: marker, contents: nil))
-        XCTAssertEqual(done.wait(timeout: .now() + 120), .success)
+        let r = client.wait(120)
         finished = true
-        let r = result.withLock { $0 }
-        XCTAssertEqual(r?.status, 0, r?.err ?? "client did not run")
+        XCTAssertEqual(r?.status, 0, r?.err ?? "client did not run or finish")
         let words = (r?.out ?? "").trimmingCharacters(in: .whitespacesAndNewlines).split(separator: " ")
         XCTAssertEqual(words.first, "eof", r?.out ?? "")
         XCTAssertLessThan(Int(words.last ?? "") ?? Int.max, 64 << 20, r?.out ?? "")
@@ -157,17 +149,33 @@ final class HTTPRouteSendTimeoutTests: XCTestCase {
         XCTAssertEqual(try pythonScenario(HTTPRouteH2ConformanceTests.client, port: port, "h2c", "settings"), "goaway=4 closed")
         // The stalled client (`client`, h1) reads nothing until the marker exists.
         let marker = "\(gateways.dir)/read-now"
-        let done = DispatchSemaphore(value: 0)
-        let script = Self.client
-        DispatchQueue.global().async {
-            _ = try? runProcess("/usr/bin/env", ["python3", "-c", script, "\(port)", "h1", marker], timeout: 120)
-            done.signal()
-        }
+        let client = BackgroundProcess("/usr/bin/env", ["python3", "-c", Self.client, "\(port)", "h1", marker], timeout: 120)
         XCTAssertNotNil(
             capture.waitForLine(containing: ["request", "listener=web", "error=send timeout: the client read nothing for 1.0 s"], timeout: 30),
             "\(capture.lines.suffix(3))")
         XCTAssertTrue(FileManager.default.createFile(atPath: marker, contents: nil))
-        XCTAssertEqual(done.wait(timeout: .now() + 120), .success)
+        XCTAssertNotNil(client.wait(120))
+    }
+}
+
+/// A process run on another thread (`runProcess`), waited for later.
+final class BackgroundProcess: @unchecked Sendable {  // the result is behind a Mutex; DispatchSemaphore is thread-safe
+    private let result = Mutex<(status: Int32, out: String, err: String)?>(nil)
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ path: String, _ arguments: [String], timeout: Double) {
+        DispatchQueue.global().async { [self] in
+            let r = try? runProcess(path, arguments, timeout: timeout)
+            result.withLock { $0 = r }
+            done.signal()
+        }
+    }
+
+    /// Waits at most `seconds`; the status and output (nil: not finished, or it could not run).
+    func wait(_ seconds: Double) -> (status: Int32, out: String, err: String)? {
+        guard done.wait(timeout: .now() + seconds) == .success else { return nil }
+        done.signal()
+        return result.withLock { $0 }
     }
 }
 
