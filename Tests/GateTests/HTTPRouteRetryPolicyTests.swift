@@ -129,6 +129,31 @@ extension HTTPRouteRetryTests {
         XCTAssertEqual(try JSONDecoder().decode(HTTPRouteStatusReport.self, from: Data(report.json.utf8)), report)
     }
 
+    /// `RetryBudget` with a policy's constraint, as a value: 50 % of the requests of a 2 s
+    /// interval plus 1 per second (a reserve of 2 in the window), the window sliding by a tenth
+    /// of the interval (200 ms); `percent: 100` lets every request be retried once more;
+    /// `RetryBudgets` starts a budget afresh when its policy changes.
+    func testPolicyBudgetTable() {
+        var budget = RetryBudget(RetryConstraint(percent: 50, interval: 2, minRetryCount: 1, minRetryInterval: 1))
+        let start: UInt64 = 5_000_000
+        XCTAssertEqual((0..<10).filter { _ in budget.retry(now: start) }.count, 2)
+        for _ in 0..<10 { budget.request(now: start + 100) }
+        XCTAssertEqual((0..<10).filter { _ in budget.retry(now: start + 150) }.count, 5)
+        // 1.999 s later the first bucket is still in the window; at 2 s everything has left it.
+        XCTAssertFalse(budget.retry(now: start + 1_999))
+        XCTAssertEqual((0..<10).filter { _ in budget.retry(now: start + 2_000) }.count, 2)
+        var all = RetryBudget(RetryConstraint(percent: 100, interval: 3600, minRetryCount: 1, minRetryInterval: 3600))
+        for _ in 0..<20 { all.request(now: start) }
+        XCTAssertEqual((0..<40).filter { _ in all.retry(now: start) }.count, 21)
+        let budgets = RetryBudgets()
+        let hourly = RetryConstraint(percent: 0, interval: 3600, minRetryCount: 3, minRetryInterval: 3600)
+        XCTAssertEqual((0..<5).filter { _ in budgets.retry("service shop/cart", hourly) }.count, 3)
+        var changed = hourly
+        changed.minRetryCount = 4
+        XCTAssertEqual((0..<5).filter { _ in budgets.retry("service shop/cart", changed) }.count, 4)
+        XCTAssertEqual((0..<5).filter { _ in budgets.retry("service shop/pay", hourly) }.count, 3)
+    }
+
     // MARK: - Real sockets
 
     /// A backend that answers every request 500, rules with `codes: [500], attempts: 3` in two
