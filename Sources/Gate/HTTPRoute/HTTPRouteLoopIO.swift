@@ -18,8 +18,6 @@ struct SocketWriteQueue {
     private var queuedTotal = 0
     private var writtenTotal = 0
     private var callbacks: [(after: Int, call: () -> Void)] = []
-    /// A placeholder for written buffers (drops their storage).
-    private static let empty = ByteBuffer()
 
     enum Outcome {
         /// Everything is written.
@@ -56,6 +54,11 @@ struct SocketWriteQueue {
             case .bytes(let n):
                 consume(n)
             case .wouldBlock, .eof:
+                // The buffers written whole are let go now (their owners reuse the storage).
+                if first > 0 {
+                    buffers.removeFirst(first)
+                    first = 0
+                }
                 runCallbacks()
                 return .blocked
             case .error(let e):
@@ -108,8 +111,9 @@ struct SocketWriteQueue {
         while n > 0 {
             let size = buffers[first].readableBytes
             if n >= size {
+                // Kept until the write ends (`write(to:)` lets go of every written buffer
+                // then): a placeholder stored here cost a retain and a `swift_once` per buffer.
                 n -= size
-                buffers[first] = Self.empty
                 first += 1
             } else {
                 buffers[first].moveReaderIndex(forwardBy: n)
