@@ -65,7 +65,9 @@ struct SocketWriteQueue {
                 return .failed(e)
             }
         }
-        buffers.removeAll(keepingCapacity: true)
+        // One buffer (the usual case) is dropped without `removeAll`'s generic range
+        // replacement (`swift_arrayDestroy` per write).
+        if buffers.count == 1 { buffers.removeLast() } else { buffers.removeAll(keepingCapacity: true) }
         first = 0
         runCallbacks()
         return .done

@@ -304,7 +304,9 @@ struct HTTP1RequestDecoder {
             hasHTTP2Settings: http2Settings)
         let hasBody = state != .ending
         let request = RouteRequest(method: method, target: target, host: host ?? "", headers: fields)
-        return .head(head, request, hasBody: hasBody)
+        // `consume`: the view moves into the part (built in place and passed on, it was copied
+        // and the original destroyed: a retain and release of each of its strings and array).
+        return .head(consume head, consume request, hasBody: hasBody)
     }
 
     /// The comma-separated elements of a field value, lower-cased and trimmed (RFC 9110 §5.6.1).
