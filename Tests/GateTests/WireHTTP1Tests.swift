@@ -253,4 +253,40 @@ final class WireHTTP1Tests: XCTestCase {
             }
         }
     }
+
+    /// `HTTP/DIGIT.DIGIT` (RFC 9112 §2.3), checked in one go when whole and byte by byte
+    /// otherwise: every byte value at every position, followed by the line end or not, and
+    /// prefixes of it (more needed, or incomplete once the line has ended).
+    func testVersionIsCheckedWholeAndInPieces() {
+        func check(_ bytes: [UInt8], mustEnd: Bool, complete: Bool) -> ParseResult<HTTPVersion> {
+            bytes.withUnsafeBufferPointer {
+                HTTPHeadScanner(buffer: $0, limits: HTTPHeadLimits()).checkVersion(at: 0, end: bytes.count, mustEnd: mustEnd, complete: complete, code: .badRequestLine)
+            }
+        }
+        let valid = Array("HTTP/1.1".utf8)
+        for position in 0..<8 {
+            for value in 0...255 {
+                var bytes = valid
+                bytes[position] = UInt8(value)
+                let ok = position == 5 || position == 7 ? (48...57).contains(value) : UInt8(value) == valid[position]
+                for (mustEnd, extra) in [(true, [UInt8]()), (true, [0x20]), (false, []), (false, [0x20])] {
+                    let accepted = ok && (!mustEnd || extra.isEmpty)
+                    switch check(bytes + extra, mustEnd: mustEnd, complete: true) {
+                    case .done(let version, let consumed):
+                        XCTAssertTrue(accepted, "\(bytes + extra)")
+                        XCTAssertEqual(consumed, 8)
+                        XCTAssertEqual(version, HTTPVersion(major: Int(bytes[5]) - 48, minor: Int(bytes[7]) - 48))
+                    case .invalid:
+                        XCTAssertFalse(accepted, "\(bytes + extra)")
+                    case .needMore:
+                        XCTFail("needMore for a whole version \(bytes + extra)")
+                    }
+                }
+            }
+        }
+        for count in 0..<8 {
+            guard case .needMore = check(Array(valid[..<count]), mustEnd: true, complete: false) else { return XCTFail("prefix \(count)") }
+            guard case .invalid = check(Array(valid[..<count]), mustEnd: true, complete: true) else { return XCTFail("prefix \(count)") }
+        }
+    }
 }

@@ -303,13 +303,19 @@ final class Exchange: BackendDelegate {
     /// The backend in use (a `RetryRule` candidate): 0 is `forward.backend`, i is `forward.fallbacks[i - 1]`.
     var candidate = 0
     var backend: BackendConnection?
-    /// Request bytes not yet sent (while connecting).
+    /// The backend request head: written first on every connection the request is sent on
+    /// (a retry sends it again), let go once the response head has arrived (its storage is
+    /// then reused for the next head, `RouteConnection.requestHeadBuffer`). Kept apart from
+    /// the body parts: in an array with them it cost an array allocation per request.
+    var requestHead: ByteBuffer?
+    /// Request body bytes not yet sent (while connecting).
     var pending: [ByteBuffer] = []
     /// Called once the `pending` body bytes they came with are written to the backend socket
     /// (HTTP/2 flow-control credit; see `requestPart`).
     var pendingWritten: [() -> Void] = []
-    /// Every request byte sent so far while they are few (`RetryRule.replayLimit`), so the
-    /// request can be sent again (a stale pooled connection, the rule's `retry`); nil beyond.
+    /// Every request body byte sent so far while they are few (`RetryRule.replayLimit`), so the
+    /// request can be sent again after its head (a stale pooled connection, the rule's
+    /// `retry`); nil beyond.
     var replay: [ByteBuffer]? = []
     var replayBytes = 0
     /// Whether and when the request is sent again.
@@ -430,7 +436,7 @@ final class Exchange: BackendDelegate {
             return
         }
         clientConnection.keepRequestHeadBuffer(bytes)
-        pending.append(bytes)
+        requestHead = bytes
         // `Expect: 100-continue` (RFC 9110 §10.1.1): the request is routed and will be
         // forwarded, so the HTTP/1.1 client gets its `100 Continue` now and the backend never
         // sees the expectation (as nginx does). Relaying the backend's own 100 instead would
@@ -644,6 +650,7 @@ final class Exchange: BackendDelegate {
         // modifiers; an HTTP/1.1 client is relayed the head's bytes.
         connection.expectResponse(
             method: method, decodeChunks: client.decodesChunks, keepsFields: client.decodesChunks || !forward.responseModifiers.isEmpty)
+        if let requestHead { connection.write(requestHead, written: nil) }
         let parts = pending
         pending = []
         // Shared with `pending`'s storage until a body part follows (no copy per request).
@@ -673,6 +680,7 @@ final class Exchange: BackendDelegate {
                 return
             }
             replay = nil
+            requestHead = nil
             backend?.reusable = backendKeepsAlive
             // A body delimited by the backend's close is relayed the same way.
             if framing == .untilClose { keepAlive = false }
@@ -722,7 +730,7 @@ final class Exchange: BackendDelegate {
 
     /// Sends the request again when `decision` says so: the backend connection is dropped
     /// (closed: a retried response is discarded) and the request goes where `retry` says, with
-    /// every byte sent so far; body parts that arrive meanwhile wait in `pending`. False: not
+    /// its head and every body byte sent so far; body parts that arrive meanwhile wait in `pending`. False: not
     /// retried.
     private func resend(_ decision: RetryRule.Decision, reason: RetryRule.Reason) -> Bool {
         guard case .retry = decision, let sent = replay, withinBudget() else { return false }
@@ -804,6 +812,7 @@ final class Exchange: BackendDelegate {
         // retains and releases the empty-array storage, several runtime calls per request.
         if mirrorFields != nil { mirrorFields = nil }
         if !mirrorBody.isEmpty { mirrorBody = [] }
+        if requestHead != nil { requestHead = nil }
         if !pendingWritten.isEmpty {
             let written = pendingWritten
             pendingWritten = []

@@ -302,11 +302,7 @@ struct HTTP1RequestDecoder {
             hasTransferEncoding: codings > 0, expectsContinue: expectsContinue, hasHost: hosts > 0,
             asksToSwitch: upgrade && connection.upgrade, asksForH2C: h2c && http2Settings && connection.http2Settings,
             hasHTTP2Settings: http2Settings)
-        let hasBody = state != .ending
-        let request = RouteRequest(method: method, target: target, host: host ?? "", headers: fields)
-        // `consume`: the view moves into the part (built in place and passed on, it was copied
-        // and the original destroyed: a retain and release of each of its strings and array).
-        return .head(consume head, consume request, hasBody: hasBody)
+        return .head(head, RouteRequest(method: method, target: target, host: host ?? "", headers: fields), hasBody: state != .ending)
     }
 
     /// The comma-separated elements of a field value, lower-cased and trimmed (RFC 9110 §5.6.1).

@@ -269,6 +269,16 @@ struct HTTPHeadScanner {
     /// Checks `HTTP/DIGIT.DIGIT` at `index` (ending at `end` when `mustEnd`); `.needMore`
     /// when the range stops early and `complete` is false.
     func checkVersion(at index: Int, end: Int, mustEnd: Bool, complete: Bool, code: WireError.Code) -> ParseResult<HTTPVersion> {
+        // A whole valid version (every request and response head has one) in one go; anything
+        // else goes byte by byte below, which names what is wrong.
+        if end - index >= 8, let base = buffer.baseAddress {
+            let v = base + index
+            let major = v[5] &- UInt8(ascii: "0"), minor = v[7] &- UInt8(ascii: "0")
+            if v[0] == UInt8(ascii: "H"), v[1] == UInt8(ascii: "T"), v[2] == UInt8(ascii: "T"), v[3] == UInt8(ascii: "P"),
+               v[4] == UInt8(ascii: "/"), v[6] == UInt8(ascii: "."), major < 10, minor < 10, !mustEnd || end == index + 8 {
+                return .done(HTTPVersion(major: Int(major), minor: Int(minor)), consumed: 8)
+            }
+        }
         // A static string's bytes: an `Array` of them was allocated for every head parsed.
         let expected: StaticString = "HTTP/"
         let versionText = { self.text(index, min(end, index + 8)) }
