@@ -277,6 +277,72 @@ final class HTTPRouteBackendWireTests: XCTestCase {
         XCTAssertEqual(String(buffer: chunk), "ff\r\n")
     }
 
+    /// The head written in one piece equals the head written field by field (`writeField`,
+    /// the line format of RFC 9112 §5), for every mix of kept and hop-by-hop fields, empty and
+    /// long values, into empty, reused (cleared) and pre-filled buffers of any capacity.
+    func testRequestHeadInOnePieceEqualsFieldByField() throws {
+        let pool: [HTTPField] = [
+            HTTPField("Host", "bench.example:8080"), HTTPField("user-agent", "h2load nghttp2/1.52.0"), HTTPField("Connection", "close"),
+            HTTPField("Keep-Alive", "timeout=5"), HTTPField("X-Empty", ""), HTTPField("Upgrade", "h2c"), HTTPField("x-long", String(repeating: "abc", count: 700)),
+            HTTPField("TE", "trailers"), HTTPField("Accept", "*/*"), HTTPField("Expect", "100-continue"), HTTPField("x-ü", "ü"),
+        ]
+        var reused = ByteBuffer()
+        for count in 0...pool.count {
+            for offset in 0..<pool.count {
+                let fields = (0..<count).map { pool[($0 + offset) % pool.count] }
+                let valid = !fields.contains { $0.name == "x-ü" }
+                let extra = offset % 2 == 0 ? [] : [HTTPField("transfer-encoding", "chunked")]
+                var expected = ByteBuffer(string: "GET /p?q=1 HTTP/1.1\r\n")
+                for field in fields where !HopByHop.contains(field.name) { try? BackendWire.writeField(field, into: &expected) }
+                for field in extra { try BackendWire.writeField(field, into: &expected) }
+                expected.writeString("\r\n")
+                for start in [ByteBuffer(), ByteBuffer(string: "before"), ByteBufferAllocator().buffer(capacity: 1)] {
+                    var out = start
+                    if valid {
+                        try BackendWire.requestHead(method: "GET", target: "/p?q=1", fields: fields, extra: extra, into: &out)
+                        XCTAssertEqual(String(buffer: out), String(buffer: start) + String(buffer: expected), "\(fields)")
+                    } else {
+                        XCTAssertThrowsError(try BackendWire.requestHead(method: "GET", target: "/p?q=1", fields: fields, extra: extra, into: &out))
+                        XCTAssertEqual(out, start, "a refused head leaves the buffer as it was")
+                    }
+                }
+                reused.clear()
+                if valid {
+                    try BackendWire.requestHead(method: "GET", target: "/p?q=1", fields: fields, extra: extra, into: &reused)
+                    XCTAssertEqual(reused, expected)
+                }
+            }
+        }
+    }
+
+    /// A refused head names what was wrong, and writes nothing (not even the part before).
+    func testRequestHeadRefusalsNameTheProblemAndWriteNothing() {
+        let cases: [(String, String, [HTTPField], String)] = [
+            ("G T", "/", [], "method \"G T\" is not a token"),
+            ("", "/", [], "method \"\" is not a token"),
+            ("GET", "/a b", [], "request target \"/a b\" has a space or control byte"),
+            ("GET", "/\u{7F}", [], "has a space or control byte"),
+            ("GET", "/", [HTTPField("Host", "h"), HTTPField("Bad Name", "v")], "field name \"Bad Name\" is not a token"),
+            ("GET", "/", [HTTPField("Host", "h"), HTTPField("X-A", "a\rb")], "field X-A has a control byte in its value"),
+            ("GET", "/", [HTTPField("X-B", "a\u{7F}")], "field X-B has a control byte in its value"),
+            ("GET", "/", [HTTPField("X-C", "\u{0}")], "field X-C has a control byte in its value"),
+        ]
+        for (method, target, fields, message) in cases {
+            var out = ByteBuffer(string: "kept")
+            XCTAssertThrowsError(try BackendWire.requestHead(method: method, target: target, fields: fields, extra: [], into: &out)) { error in
+                XCTAssertTrue("\(error)".contains(message), "\(error) should say \(message)")
+            }
+            XCTAssertEqual(String(buffer: out), "kept")
+        }
+        // A hop-by-hop field is left out before its value is checked (as before).
+        var out = ByteBuffer()
+        XCTAssertNoThrow(try BackendWire.requestHead(method: "GET", target: "/", fields: [HTTPField("Connection", "a\u{1}")], extra: [], into: &out))
+        XCTAssertEqual(String(buffer: out), "GET / HTTP/1.1\r\n\r\n")
+        var field = ByteBuffer(string: "x")
+        XCTAssertThrowsError(try BackendWire.writeField(HTTPField("X", "\n"), into: &field))
+        XCTAssertEqual(String(buffer: field), "x")
+    }
+
     func testClientHeadDropsHopByHopFields() throws {
         let text = "HTTP/1.1 201 Created\r\nContent-Length: 2\r\nConnection: X-Secret, Content-Length, keep-alive\r\nX-Secret: s\r\n"
             + "Keep-Alive: timeout=5\r\nUpgrade: x\r\nProxy-Connection: y\r\nX-Kept: k\r\nTransfer-Encoding: identity\r\n\r\n"

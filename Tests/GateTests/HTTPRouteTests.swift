@@ -228,6 +228,41 @@ final class HTTPRoutePrecedenceTests: XCTestCase {
             XCTAssertEqual(RouteTable(routes: try c.routes.reversed().map(route)).select(c.request)?.label, c.expect, c.name + " (reversed)")
         }
     }
+
+    /// The hostname score compared on bytes (ASCII names and hosts) is the score by
+    /// characters, for exact and wildcard names, ASCII and not, including hosts whose
+    /// characters combine across the wildcard's dot.
+    func testHostScoreOnBytesEqualsTheScoreByCharacters() {
+        func byCharacters(_ hostnames: [String], _ host: String) -> (Int, Int)? {
+            if hostnames.isEmpty { return (0, 0) }
+            var best: (Int, Int)?
+            for name in hostnames {
+                var score: (Int, Int)?
+                if name.hasPrefix("*.") {
+                    if host.hasSuffix(name.dropFirst()) && host.count > name.count - 1 { score = (0, name.count) }
+                } else if name == host {
+                    score = (name.count, name.count)
+                }
+                if let s = score, best == nil || s > best! { best = s }
+            }
+            return best
+        }
+        let names = ["bench.example", "*.example", "*.bench.example", "example", "*.ex", "bücher.example", "*.bücher.example", "*.é", "a"]
+        let hosts = [
+            "bench.example", "a.bench.example", "example", ".example", "x.example", "bücher.example", "a.bücher.example", "\u{0600}.example",
+            "e\u{301}.example", "é", "x.é", "a", "", "bench.examplf", "xbench.example",
+        ]
+        for host in hosts {
+            for count in 0...3 {
+                for offset in names.indices {
+                    let list = (0..<count).map { names[($0 + offset) % names.count] }
+                    let expected = byCharacters(list, host)
+                    let got = RouteTable.hostScore(list, host)
+                    XCTAssertTrue(expected == nil ? got == nil : got.map { $0 == expected! } ?? false, "\(list) \(host): \(String(describing: got)) != \(String(describing: expected))")
+                }
+            }
+        }
+    }
 }
 
 final class HTTPRouteFilterTests: XCTestCase {

@@ -223,4 +223,70 @@ final class WireHTTP1Tests: XCTestCase {
         XCTAssertEqual(HTTPResponseWriter.status(errno: EACCES), 403)
         XCTAssertEqual(HTTPResponseWriter.reasonPhrase(799), "Unknown")
     }
+
+    /// The word-at-a-time control-byte search finds what a byte-by-byte scan finds: every byte
+    /// value at every position of values of 0…40 bytes (around and across the 8-byte words),
+    /// at any start offset, with HTAB and UTF-8 bytes around it.
+    func testFieldValueControlByteSearchMatchesAByteScan() {
+        func naive(_ bytes: [UInt8], _ range: Range<Int>) -> Int? {
+            range.first { (bytes[$0] < 0x20 && bytes[$0] != 0x09) || bytes[$0] == 0x7F }
+        }
+        let fillers: [UInt8] = [UInt8(ascii: "a"), 0x09, 0xC3, 0x20, 0x7E, 0x80, 0xFF]
+        for length in 0...40 {
+            for offset in [0, 1, 3, 7] {
+                for filler in fillers {
+                    var bytes = [UInt8](repeating: UInt8(ascii: "x"), count: offset) + (0..<length).map { $0 % 3 == 0 ? filler : UInt8(ascii: "v") }
+                    bytes.append(0x00)
+                    let range = offset..<(offset + length)
+                    bytes.withUnsafeBufferPointer { XCTAssertEqual(HTTPHeadScanner.controlByte(in: $0, range), naive(bytes, range)) }
+                    guard length > 0 else { continue }
+                    for position in Set([0, length / 2, length - 1]) {
+                        for value in 0...255 {
+                            var changed = bytes
+                            changed[offset + position] = UInt8(value)
+                            changed.withUnsafeBufferPointer {
+                                XCTAssertEqual(HTTPHeadScanner.controlByte(in: $0, range), naive(changed, range), "length \(length) byte \(value) at \(position)")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `HTTP/DIGIT.DIGIT` (RFC 9112 §2.3), checked in one go when whole and byte by byte
+    /// otherwise: every byte value at every position, followed by the line end or not, and
+    /// prefixes of it (more needed, or incomplete once the line has ended).
+    func testVersionIsCheckedWholeAndInPieces() {
+        func check(_ bytes: [UInt8], mustEnd: Bool, complete: Bool) -> ParseResult<HTTPVersion> {
+            bytes.withUnsafeBufferPointer {
+                HTTPHeadScanner(buffer: $0, limits: HTTPHeadLimits()).checkVersion(at: 0, end: bytes.count, mustEnd: mustEnd, complete: complete, code: .badRequestLine)
+            }
+        }
+        let valid = Array("HTTP/1.1".utf8)
+        for position in 0..<8 {
+            for value in 0...255 {
+                var bytes = valid
+                bytes[position] = UInt8(value)
+                let ok = position == 5 || position == 7 ? (48...57).contains(value) : UInt8(value) == valid[position]
+                for (mustEnd, extra) in [(true, [UInt8]()), (true, [0x20]), (false, []), (false, [0x20])] {
+                    let accepted = ok && (!mustEnd || extra.isEmpty)
+                    switch check(bytes + extra, mustEnd: mustEnd, complete: true) {
+                    case .done(let version, let consumed):
+                        XCTAssertTrue(accepted, "\(bytes + extra)")
+                        XCTAssertEqual(consumed, 8)
+                        XCTAssertEqual(version, HTTPVersion(major: Int(bytes[5]) - 48, minor: Int(bytes[7]) - 48))
+                    case .invalid:
+                        XCTAssertFalse(accepted, "\(bytes + extra)")
+                    case .needMore:
+                        XCTFail("needMore for a whole version \(bytes + extra)")
+                    }
+                }
+            }
+        }
+        for count in 0..<8 {
+            guard case .needMore = check(Array(valid[..<count]), mustEnd: true, complete: false) else { return XCTFail("prefix \(count)") }
+            guard case .invalid = check(Array(valid[..<count]), mustEnd: true, complete: true) else { return XCTFail("prefix \(count)") }
+        }
+    }
 }

@@ -317,6 +317,9 @@ protocol BackendDelegate: AnyObject {
 /// bodies streamed both ways; copies go to the RequestMirror backends.
 final class Exchange: BackendDelegate {
     let client: any ExchangeClient
+    /// `client.connection`, kept: asking the existential for it costs a witness call and a
+    /// retain each time (several times per request: pool, counters, settings).
+    let clientConnection: RouteConnection
     var log: HTTPAccessEntry
     let forward: RouteAction.Forward
     /// The request's method (the backend's response to HEAD has no body).
@@ -326,13 +329,19 @@ final class Exchange: BackendDelegate {
     /// The backend in use (a `RetryRule` candidate): 0 is `forward.backend`, i is `forward.fallbacks[i - 1]`.
     var candidate = 0
     var backend: BackendConnection?
-    /// Request bytes not yet sent (while connecting).
+    /// The backend request head: written first on every connection the request is sent on
+    /// (a retry sends it again), let go once the response head has arrived (its storage is
+    /// then reused for the next head, `RouteConnection.requestHeadBuffer`). Kept apart from
+    /// the body parts: in an array with them it cost an array allocation per request.
+    var requestHead: ByteBuffer?
+    /// Request body bytes not yet sent (while connecting).
     var pending: [ByteBuffer] = []
     /// Called once the `pending` body bytes they came with are written to the backend socket
     /// (HTTP/2 flow-control credit; see `requestPart`).
     var pendingWritten: [() -> Void] = []
-    /// Every request byte sent so far while they are few (`RouteSettings.replayLimit`), so the
-    /// request can be sent again (a stale pooled connection, the rule's `retry`); nil beyond.
+    /// Every request body byte sent so far while they are few (`RouteSettings.replayLimit`), so
+    /// the request can be sent again after its head (a stale pooled connection, the rule's
+    /// `retry`); nil beyond.
     var replay: [ByteBuffer]? = []
     var replayBytes = 0
     /// Whether and when the request is sent again.
@@ -362,8 +371,9 @@ final class Exchange: BackendDelegate {
     var mirrorBody: [ByteBuffer] = []
     var mirrorBytes = 0
 
-    private init(client: any ExchangeClient, log: HTTPAccessEntry, forward: RouteAction.Forward, method: String, keepAlive: Bool) {
+    private init(client: any ExchangeClient, connection: RouteConnection, log: HTTPAccessEntry, forward: RouteAction.Forward, method: String, keepAlive: Bool) {
         self.client = client
+        clientConnection = connection
         self.log = log
         self.forward = forward
         self.method = method
@@ -391,7 +401,7 @@ final class Exchange: BackendDelegate {
                 local = (status, message, headers)
             case .forward(let forward):
                 // `consume`: the entry moves into the exchange (a copy retained each of its strings).
-                let exchange = Exchange(client: client, log: consume log, forward: forward, method: head.method.rawValue, keepAlive: keepAlive)
+                let exchange = Exchange(client: client, connection: connection, log: consume log, forward: forward, method: head.method.rawValue, keepAlive: keepAlive)
                 exchange.start(head)
                 return exchange
             }
@@ -444,7 +454,7 @@ final class Exchange: BackendDelegate {
         // Announced trailers travel only after a chunked body (`RequestTrailers`).
         let trailing = length != nil && RequestTrailers.announced(forward.headers)
         chunkedUpstream = head.hasTransferEncoding || (length == nil && head.method.sendsBody) || trailing
-        var bytes = client.connection.requestHeadBuffer(client.allocator)
+        var bytes = clientConnection.requestHeadBuffer(client.allocator)
         do {
             try BackendWire.requestHead(
                 method: method, target: forward.target, fields: trailing ? RequestTrailers.withoutLength(forward.headers) : forward.headers,
@@ -454,8 +464,8 @@ final class Exchange: BackendDelegate {
             fail(400, "request cannot be forwarded: \(error)")
             return
         }
-        client.connection.keepRequestHeadBuffer(bytes)
-        pending.append(bytes)
+        clientConnection.keepRequestHeadBuffer(bytes)
+        requestHead = bytes
         // `Expect: 100-continue` (RFC 9110 §10.1.1): the request is routed and will be
         // forwarded, so the HTTP/1.1 client gets its `100 Continue` now and the backend never
         // sees the expectation (as nginx does). Relaying the backend's own 100 instead would
@@ -464,15 +474,15 @@ final class Exchange: BackendDelegate {
             client.respondHead(HTTPResponseHead(version: .http1_1, status: .continue))
             client.flushResponse()
         }
-        requestDeadline = .now() + .milliseconds(Int64((forward.timeout ?? client.connection.settings.defaultTimeout) * 1000))
+        requestDeadline = .now() + .milliseconds(Int64((forward.timeout ?? clientConnection.settings.defaultTimeout) * 1000))
         client.watchDeadline(self)
-        if forward.retry != nil { client.connection.settings.retryBudgets.request(forward.route) }
+        if forward.retry != nil { clientConnection.settings.retryBudgets.request(forward.route) }
         // Read in place (a copy of the backend retains its strings).
         if let constraint = forward.rule.backends[forward.backendIndex].retryConstraint {
-            client.connection.settings.retryBudgets.request(RetryBudgets.serviceKey(forward.backend), constraint)
+            clientConnection.settings.retryBudgets.request(RetryBudgets.serviceKey(forward.backend), constraint)
         }
         if !forward.mirrors.isEmpty {
-            let limit = client.connection.settings.mirrorBodyLimit
+            let limit = clientConnection.settings.mirrorBodyLimit
             if let length, let size = Int(length), size > limit {
                 skipMirrors("request body of \(size) bytes is larger than the mirror limit of \(limit) bytes")
             } else {
@@ -498,11 +508,11 @@ final class Exchange: BackendDelegate {
             }
             if replay != nil {
                 replayBytes += buffer.readableBytes
-                if replayBytes > client.connection.settings.replayLimit { replay = nil }
+                if replayBytes > clientConnection.settings.replayLimit { replay = nil }
             }
             if mirrorFields != nil {
                 mirrorBytes += buffer.readableBytes
-                let limit = client.connection.settings.mirrorBodyLimit
+                let limit = clientConnection.settings.mirrorBodyLimit
                 if mirrorBytes > limit {
                     skipMirrors("request body larger than the mirror limit of \(limit) bytes")
                 } else {
@@ -563,13 +573,13 @@ final class Exchange: BackendDelegate {
             let message = "backend \(log.backend) did not respond within \(perTry) s (timeouts.backendRequest)"
             if !responded {
                 failures.append(message)
-                let decision = retries.attemptTimedOut(replayable: replay != nil, weights: candidateWeights, using: &client.connection.random)
+                let decision = retries.attemptTimedOut(replayable: replay != nil, weights: candidateWeights, using: &clientConnection.random)
                 if resend(decision, reason: .timeout) { return }
             }
             fail(policyRefused ? 503 : 504, failures.isEmpty || responded ? message : failures.joined(separator: "\n"))
             return
         }
-        let timeout = forward.timeout ?? client.connection.settings.defaultTimeout
+        let timeout = forward.timeout ?? clientConnection.settings.defaultTimeout
         fail(504, "backend \(log.backend) did not respond within \(timeout) s")
     }
 
@@ -599,7 +609,7 @@ final class Exchange: BackendDelegate {
         mirrorFields = nil
         let body = mirrorBody
         mirrorBody = []
-        let settings = client.connection.settings
+        let settings = clientConnection.settings
         var head = client.allocator.buffer(capacity: 256)
         let copied = fields.filter { !$0.name.equalsIgnoringASCIICase("content-length") }
         do {
@@ -617,7 +627,7 @@ final class Exchange: BackendDelegate {
     private func skipMirrors(_ reason: String) {
         mirrorFields = nil
         mirrorBody = []
-        let settings = client.connection.settings
+        let settings = clientConnection.settings
         settings.counters.mirrorSkipped(route: forward.route)
         settings.log.info("request not mirrored", metadata: ["route": .string(forward.route), "reason": .string(reason)])
     }
@@ -641,13 +651,13 @@ final class Exchange: BackendDelegate {
             log.backend = fallback.name
             destination = fallback.destination
         }
-        let pool = client.connection.settings.pool
+        let pool = clientConnection.settings.pool
         // A kept-alive connection is taken at once, without the callback's closure.
-        if !freshOnly, let connection = pool.takeIdle(destination, idle: client.connection.idle) {
+        if !freshOnly, let connection = pool.takeIdle(destination, idle: clientConnection.idle) {
             attach(connection)
             return
         }
-        pool.acquire(destination, on: client.eventLoop, idle: client.connection.idle, fresh: true) { [self] result in
+        pool.acquire(destination, on: client.eventLoop, idle: clientConnection.idle, fresh: true) { [self] result in
             guard !finished, attempt == current else {
                 if case .success(let connection) = result { connection.close() }
                 return
@@ -655,7 +665,7 @@ final class Exchange: BackendDelegate {
             switch result {
             case .failure(let error):
                 failures.append("backend \(log.backend) (\(destination)) unavailable: \(error)")
-                let decision = retries.connectFailed(weights: candidateWeights, using: &client.connection.random)
+                let decision = retries.connectFailed(weights: candidateWeights, using: &clientConnection.random)
                 guard retry(decision, reason: .connect) else {
                     fail(503, failures.joined(separator: "\n"))
                     return
@@ -674,16 +684,20 @@ final class Exchange: BackendDelegate {
         // modifiers; an HTTP/1.1 client is relayed the head's bytes.
         connection.expectResponse(
             method: method, decodeChunks: client.decodesChunks, keepsFields: client.decodesChunks || !forward.responseModifiers.isEmpty)
+        if let requestHead { connection.write(requestHead, written: nil) }
         let parts = pending
         pending = []
-        let written = pendingWritten
-        pendingWritten = []
         // Shared with `pending`'s storage until a body part follows (no copy per request).
         if let sent = replay { replay = sent.isEmpty ? parts : sent + parts }
-        for (index, part) in parts.enumerated() {
-            // Writes complete in order: the last one's promise releases every credit.
-            let last = index == parts.count - 1 && !written.isEmpty
-            connection.write(part, written: last ? { written.forEach { $0() } } : nil)
+        if pendingWritten.isEmpty {
+            for index in parts.indices { connection.write(parts[index], written: nil) }
+        } else {
+            let written = pendingWritten
+            pendingWritten = []
+            for index in parts.indices {
+                // Writes complete in order: the last one's promise releases every credit.
+                connection.write(parts[index], written: index == parts.count - 1 ? { written.forEach { $0() } } : nil)
+            }
         }
         client.backendNeedsFlush(self)
     }
@@ -694,7 +708,7 @@ final class Exchange: BackendDelegate {
         case .head(var head, let framing, let backendKeepsAlive, let raw):
             if forward.retry != nil,
                 resend(
-                    retries.responded(status: head.status, replayable: replay != nil, weights: candidateWeights, using: &client.connection.random),
+                    retries.responded(status: head.status, replayable: replay != nil, weights: candidateWeights, using: &clientConnection.random),
                     reason: .status)
             {
                 return
@@ -704,6 +718,7 @@ final class Exchange: BackendDelegate {
                 return
             }
             replay = nil
+            requestHead = nil
             backend?.reusable = backendKeepsAlive
             // A body delimited by the backend's close is relayed the same way.
             if framing == .untilClose { keepAlive = false }
@@ -741,7 +756,7 @@ final class Exchange: BackendDelegate {
         if !responded {
             let stale = connection.reused && !retries.staleRetried
             let decision = retries.connectionLost(
-                reused: connection.reused, replayable: replay != nil, weights: candidateWeights, using: &client.connection.random)
+                reused: connection.reused, replayable: replay != nil, weights: candidateWeights, using: &clientConnection.random)
             if resend(decision, reason: stale ? .stale : .connection) { return }
         }
         let why = responded || retries.idempotent ? "" : " (not retried: \(method) is not idempotent)"
@@ -753,7 +768,7 @@ final class Exchange: BackendDelegate {
 
     /// Sends the request again when `decision` says so: the backend connection is dropped
     /// (closed: a retried response is discarded) and the request goes where `retry` says, with
-    /// every byte sent so far; body parts that arrive meanwhile wait in `pending`. False: not
+    /// its head and every body byte sent so far; body parts that arrive meanwhile wait in `pending`. False: not
     /// retried.
     private func resend(_ decision: RetryRule.Decision, reason: RetryRule.Reason) -> Bool {
         guard case .retry = decision, let sent = replay, withinBudget(decision) else { return false }
@@ -782,7 +797,7 @@ final class Exchange: BackendDelegate {
     /// and named in the access log.
     private func withinBudget(_ decision: RetryRule.Decision) -> Bool {
         guard retries.isPolicyRetry, case .retry(_, _, let next) = decision else { return true }
-        let settings = client.connection.settings
+        let settings = clientConnection.settings
         let target = next == 0 ? forward.backend : next <= forward.fallbacks.count ? forward.fallbacks[next - 1] : forward.backend
         if let constraint = target.retryConstraint {
             guard settings.retryBudgets.retry(RetryBudgets.serviceKey(target), constraint) else {
@@ -808,7 +823,7 @@ final class Exchange: BackendDelegate {
         guard case .retry(let delay, let fresh, let next) = decision, next <= forward.fallbacks.count else { return false }
         log.tried.append(log.backend)
         log.retries = retries.total
-        client.connection.settings.counters.retried(route: forward.route, reason: reason.rawValue)
+        clientConnection.settings.counters.retried(route: forward.route, reason: reason.rawValue)
         candidate = next
         guard delay > 0 else {
             connect(freshOnly: fresh)
@@ -843,21 +858,26 @@ final class Exchange: BackendDelegate {
     private func finish(reuseBackend: Bool) {
         guard !finished else { return }
         finished = true
-        mirrorFields = nil
-        mirrorBody = []
-        let written = pendingWritten
-        pendingWritten = []
-        written.forEach { $0() }
+        // Emptied only when they hold something: storing `[]` over an empty array still
+        // retains and releases the empty-array storage, several runtime calls per request.
+        if mirrorFields != nil { mirrorFields = nil }
+        if !mirrorBody.isEmpty { mirrorBody = [] }
+        if requestHead != nil { requestHead = nil }
+        if !pendingWritten.isEmpty {
+            let written = pendingWritten
+            pendingWritten = []
+            written.forEach { $0() }
+        }
         if let backend {
             backend.delegate = nil
             if reuseBackend && backend.reusable {
-                client.connection.settings.pool.release(backend, idle: client.connection.idle)
+                clientConnection.settings.pool.release(backend, idle: clientConnection.idle)
             } else {
                 backend.close()
             }
         }
         if !failures.isEmpty, log.error == nil { log.error = failures.joined(separator: "; ") }
-        client.connection.record(&log)
+        clientConnection.record(&log)
         client.exchangeFinished(self)
     }
 }

@@ -18,8 +18,6 @@ struct SocketWriteQueue {
     private var queuedTotal = 0
     private var writtenTotal = 0
     private var callbacks: [(after: Int, call: () -> Void)] = []
-    /// A placeholder for written buffers (drops their storage).
-    private static let empty = ByteBuffer()
 
     enum Outcome {
         /// Everything is written.
@@ -56,13 +54,20 @@ struct SocketWriteQueue {
             case .bytes(let n):
                 consume(n)
             case .wouldBlock, .eof:
+                // The buffers written whole are let go now (their owners reuse the storage).
+                if first > 0 {
+                    buffers.removeFirst(first)
+                    first = 0
+                }
                 runCallbacks()
                 return .blocked
             case .error(let e):
                 return .failed(e)
             }
         }
-        buffers.removeAll(keepingCapacity: true)
+        // One buffer (the usual case) is dropped without `removeAll`'s generic range
+        // replacement (`swift_arrayDestroy` per write).
+        if buffers.count == 1 { buffers.removeLast() } else { buffers.removeAll(keepingCapacity: true) }
         first = 0
         runCallbacks()
         return .done
@@ -108,8 +113,9 @@ struct SocketWriteQueue {
         while n > 0 {
             let size = buffers[first].readableBytes
             if n >= size {
+                // Kept until the write ends (`write(to:)` lets go of every written buffer
+                // then): a placeholder stored here cost a retain and a `swift_once` per buffer.
                 n -= size
-                buffers[first] = Self.empty
                 first += 1
             } else {
                 buffers[first].moveReaderIndex(forwardBy: n)

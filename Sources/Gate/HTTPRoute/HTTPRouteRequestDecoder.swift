@@ -170,35 +170,51 @@ struct HTTP1RequestDecoder {
         var searchedSoFar = searched
         let buffer = input!
         let reuse = previousFields
-        let scanned: ParseResult<(start: (String, String, HTTPVersion), headers: [HTTPField], consumed: Int)>? = buffer.withUnsafeReadableBytes { raw in
+        // The scan's findings are moved out of its result inside the closure: a result handed
+        // out of the closure and bound there (`case .done(let found, _)?`) was copied whole
+        // through the runtime's generic value witnesses (`tuple_initializeWithCopy`: a retain
+        // per string and of the field array, about 4 per request, on the slow generic path).
+        var method = ""
+        var target = ""
+        var version = HTTPVersion.http1_1
+        var fields: [HTTPField] = []
+        var consumed = 0
+        var failure: WireError?
+        let complete: Bool = buffer.withUnsafeReadableBytes { raw in
             let bytes = raw.bindMemory(to: UInt8.self)
             // A head arriving in pieces is scanned again only once its end (or the size
             // limit) is there; the first piece is scanned at once so garbage is refused early.
-            guard first || bytes.count >= limits.maxHeadBytes || Self.headEndFound(bytes, searched: &searchedSoFar) else { return nil }
+            guard first || bytes.count >= limits.maxHeadBytes || Self.headEndFound(bytes, searched: &searchedSoFar) else { return false }
             let scanner = HTTPHeadScanner(buffer: bytes, limits: limits)
             let startLine = HTTPHeadScanner.StartLine(
                 name: "request line", badCode: .badRequestLine, tooLongCode: .requestLineTooLong, skipsLeadingEmptyLines: true)
-            return scanner.scan(startLine, reuse: reuse, check: scanner.checkRequestLine)
+            switch scanner.scan(startLine, reuse: reuse, check: scanner.checkRequestLine) {
+            case .needMore:
+                return false
+            case .invalid(let error):
+                failure = error
+                return false
+            case .done(let found, _):
+                (method, target, version) = found.start
+                fields = found.headers
+                consumed = found.consumed
+                return true
+            }
         }
         searched = searchedSoFar
         scannedOnce = true
-        // `consume`: the scanned fields move into the parts (a copy retained each of them).
-        switch consume scanned {
-        case nil, .needMore?:
-            return nil
-        case .invalid(let error)?:
-            switch error.code {
-            case .headTooLarge, .tooManyHeaders, .requestLineTooLong: throw Malformed(status: 431, message: error.message)
-            default: throw Malformed(status: 400, message: error.message)
+        if let failure {
+            switch failure.code {
+            case .headTooLarge, .tooManyHeaders, .requestLineTooLong: throw Malformed(status: 431, message: failure.message)
+            default: throw Malformed(status: 400, message: failure.message)
             }
-        case .done(let found, _)?:
-            input!.moveReaderIndex(forwardBy: found.consumed)
-            searched = 0
-            scannedOnce = false
-            let (method, target, version) = found.start
-            previousFields = found.headers
-            return try begin(method: method, target: target, version: version, fields: found.headers, size: found.consumed)
         }
+        guard complete else { return nil }
+        input!.moveReaderIndex(forwardBy: consumed)
+        searched = 0
+        scannedOnce = false
+        previousFields = fields
+        return try begin(method: method, target: target, version: version, fields: fields, size: consumed)
     }
 
     /// Checks a scanned head's framing and `Host` in one pass over its fields (noting what
@@ -220,28 +236,32 @@ struct HTTP1RequestDecoder {
         var h2c = false
         var http2Settings = false
         var expectsContinue = false
-        for field in fields {
-            switch field.name.utf8.count {
-            case 10 where HopByHop.named(field.name, "connection"):
-                connection.add(field.value)
-            case 7 where HopByHop.named(field.name, "upgrade"):
+        // By index: `for field in` copied each field out of the array (a retain of its name
+        // and value); only the values kept are copied.
+        for index in fields.indices {
+            switch fields[index].name.utf8.count {
+            case 10 where HopByHop.named(fields[index].name, "connection"):
+                connection.add(fields[index].value)
+            case 7 where HopByHop.named(fields[index].name, "upgrade"):
                 upgrade = true
-                if !h2c { h2c = Self.tokens(field.value).contains("h2c") }
-            case 14 where HopByHop.named(field.name, "http2-settings"):
+                if !h2c { h2c = Self.tokens(fields[index].value).contains("h2c") }
+            case 14 where HopByHop.named(fields[index].name, "http2-settings"):
                 http2Settings = true
-            case 6 where HopByHop.named(field.name, "expect"):
-                if !expectsContinue { expectsContinue = Self.tokens(field.value).contains("100-continue") }
-            case 4 where HopByHop.named(field.name, "host"):
+            case 6 where HopByHop.named(fields[index].name, "expect"):
+                if !expectsContinue { expectsContinue = Self.tokens(fields[index].value).contains("100-continue") }
+            case 4 where HopByHop.named(fields[index].name, "host"):
                 hosts += 1
-                if host == nil { host = field.value }
-            case 14 where HopByHop.named(field.name, "content-length"):
+                if host == nil { host = fields[index].value }
+            case 14 where HopByHop.named(fields[index].name, "content-length"):
+                let field = fields[index]
                 let value = try Self.contentLength(field.value)
                 if lengthText == nil { lengthText = field.value }
                 if let length, length != value {
                     throw Malformed(status: 400, message: "HTTP request has conflicting Content-Length values \(length) and \(value)")
                 }
                 length = value
-            case 17 where HopByHop.isTransferEncoding(field.name):
+            case 17 where HopByHop.isTransferEncoding(fields[index].name):
+                let field = fields[index]
                 if HopByHop.named(field.value, "chunked") {
                     if chunkedLast { chunkedEarlier = true }
                     codings += 1

@@ -156,19 +156,38 @@ public struct RouteTable: Sendable {
     }
 
     /// The hostname specificity of `route` for `host`, nil when none of its hostnames match.
+    /// Runs for every route on every request: when the name and the host are ASCII (the usual
+    /// DNS names) they are measured and compared on their UTF-8 bytes — `String.count` walks
+    /// the grapheme clusters and `hasSuffix` compares characters; for ASCII the results are
+    /// the same.
     static func hostScore(_ hostnames: [String], _ host: String) -> (Int, Int)? {
         if hostnames.isEmpty { return (0, 0) }
         var best: (Int, Int)?
-        for name in hostnames {
+        let asciiHost = isASCII(host)
+        for index in hostnames.indices {
+            let name = hostnames[index]
             var score: (Int, Int)?
-            if name.hasPrefix("*.") {
-                if host.hasSuffix(name.dropFirst()) && host.count > name.count - 1 { score = (0, name.count) }
+            let ascii = asciiHost && isASCII(name)
+            let length = ascii ? name.utf8.count : name.count
+            if name.utf8.starts(with: "*.".utf8) {
+                let matched = ascii
+                    ? host.utf8.count > length - 1 && host.utf8.reversed().starts(with: name.utf8.dropFirst().reversed())
+                    : host.hasSuffix(name.dropFirst()) && host.count > length - 1
+                if matched { score = (0, length) }
             } else if name == host {
-                score = (name.count, name.count)
+                score = (length, length)
             }
             if let s = score, best == nil || s > best! { best = s }
         }
         return best
+    }
+
+    /// Whether every byte of `text` is ASCII.
+    private static func isASCII(_ text: String) -> Bool {
+        utf8Bytes(of: text) { bytes in
+            for byte in bytes where byte >= 0x80 { return false }
+            return true
+        }
     }
 
     static func trimmedPrefix(_ prefix: String) -> String {

@@ -18,9 +18,12 @@ protocol LoopExitHandler: LoopHandler {
 
 /// Readiness bits, as epoll reports them.
 enum Interest {
-    static let read = UGATE_EPOLLIN
-    static let write = UGATE_EPOLLOUT
-    static let error = UGATE_EPOLLERR | UGATE_EPOLLHUP
+    // Computed, not `static let`: a stored global initialised from a C constant is set up
+    // lazily, so every read went through `swift_once` (several times per request on the
+    // HTTP/1.1 path); reading the C constant is a plain load.
+    static var read: UInt32 { UGATE_EPOLLIN }
+    static var write: UInt32 { UGATE_EPOLLOUT }
+    static var error: UInt32 { UGATE_EPOLLERR | UGATE_EPOLLHUP }
 }
 
 /// A one-shot timer on a loop; `cancel()` on the loop thread.

@@ -269,6 +269,16 @@ struct HTTPHeadScanner {
     /// Checks `HTTP/DIGIT.DIGIT` at `index` (ending at `end` when `mustEnd`); `.needMore`
     /// when the range stops early and `complete` is false.
     func checkVersion(at index: Int, end: Int, mustEnd: Bool, complete: Bool, code: WireError.Code) -> ParseResult<HTTPVersion> {
+        // A whole valid version (every request and response head has one) in one go; anything
+        // else goes byte by byte below, which names what is wrong.
+        if end - index >= 8, let base = buffer.baseAddress {
+            let v = base + index
+            let major = v[5] &- UInt8(ascii: "0"), minor = v[7] &- UInt8(ascii: "0")
+            if v[0] == UInt8(ascii: "H"), v[1] == UInt8(ascii: "T"), v[2] == UInt8(ascii: "T"), v[3] == UInt8(ascii: "P"),
+               v[4] == UInt8(ascii: "/"), v[6] == UInt8(ascii: "."), major < 10, minor < 10, !mustEnd || end == index + 8 {
+                return .done(HTTPVersion(major: Int(major), minor: Int(minor)), consumed: 8)
+            }
+        }
         // A static string's bytes: an `Array` of them was allocated for every head parsed.
         let expected: StaticString = "HTTP/"
         let versionText = { self.text(index, min(end, index + 8)) }
@@ -315,7 +325,7 @@ struct HTTPHeadScanner {
             return .failure(WireError(.badHeader, "HTTP header line \(number) has an empty field name"))
         }
         let valueRange = (index + 1)..<range.upperBound
-        if let bad = valueRange.first(where: { buffer[$0] < 0x20 && buffer[$0] != 0x09 || buffer[$0] == 0x7F }) {
+        if let bad = Self.controlByte(in: buffer, valueRange) {
             return .failure(WireError(.badHeader, "HTTP header \(text(range.lowerBound, index)) contains control byte \(hex(buffer[bad]))"))
         }
         var first = valueRange.lowerBound, last = valueRange.upperBound
@@ -324,6 +334,37 @@ struct HTTPHeadScanner {
         return .success((range.lowerBound..<index, first..<last))
     }
 
+}
+
+extension HTTPHeadScanner {
+    /// The index of the first control byte other than HTAB (below 0x20, or DEL) in
+    /// `buffer[range]` (RFC 9110 §5.5: field values), nil when there is none. Eight bytes at a
+    /// time while none of them can be one (every field value of every request and response
+    /// head goes through here): a word has a byte below 0x20 iff `(w − 0x20…) & ~w & 0x80…`
+    /// is not zero, and a DEL iff the same holds for `w ^ 0x7F…` below 0x01 (Anderson's bit
+    /// hacks, "determine if a word has a byte less than n", exact for the question "any").
+    /// A word that may hold one (an HTAB too) is checked byte by byte from its start.
+    @inline(__always)
+    static func controlByte(in buffer: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) -> Int? {
+        var index = range.lowerBound
+        if let base = buffer.baseAddress {
+            let ones: UInt64 = 0x0101_0101_0101_0101
+            let highs: UInt64 = 0x8080_8080_8080_8080
+            while index + 8 <= range.upperBound {
+                let word = UnsafeRawPointer(base + index).loadUnaligned(as: UInt64.self)
+                let below = (word &- ones &* 0x20) & ~word & highs
+                let del = word ^ (ones &* 0x7F)
+                if below | ((del &- ones) & ~del & highs) != 0 { break }
+                index += 8
+            }
+        }
+        while index < range.upperBound {
+            let byte = buffer[index]
+            if (byte < 0x20 && byte != 0x09) || byte == 0x7F { return index }
+            index += 1
+        }
+        return nil
+    }
 }
 
 /// The index of the first `byte` in `bytes[from..<to]` (`to`: the end when nil), nil when it
