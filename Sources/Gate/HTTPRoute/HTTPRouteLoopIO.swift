@@ -18,6 +18,8 @@ struct SocketWriteQueue {
     private var queuedTotal = 0
     private var writtenTotal = 0
     private var callbacks: [(after: Int, call: () -> Void)] = []
+    /// Storage for coalesced TLS writes (`write(tls:)`), kept for the next.
+    private var spare: ByteBuffer?
     /// A placeholder for written buffers (drops their storage).
     private static let empty = ByteBuffer()
 
@@ -66,6 +68,55 @@ struct SocketWriteQueue {
         first = 0
         runCallbacks()
         return .done
+    }
+
+    /// Writes as much as the TLS session takes (`HTTP1LoopConnection` over TLS): buffers one
+    /// `SSL_write` each (a TLS record per 16 KiB), small ones queued together first copied into
+    /// one so they leave as one record (as `TLSWriteCoalescer` does on NIO, and nginx's
+    /// `ssl_buffer_size`). A write that blocks is retried with the same first bytes, as OpenSSL
+    /// requires (the record it made is kept; the buffer may move and grow).
+    mutating func write(tls: LoopTLSSession) -> Outcome {
+        while first < buffers.count {
+            coalesce()
+            switch buffers[first].withUnsafeReadableBytes({ tls.write($0) }) {
+            case .bytes(let n):
+                consume(n)
+            case .wouldBlock, .eof:
+                runCallbacks()
+                return .blocked
+            case .error(let e):
+                return .failed(e)
+            }
+        }
+        buffers.removeAll(keepingCapacity: true)
+        first = 0
+        runCallbacks()
+        return .done
+    }
+
+    /// The plaintext of one TLS record (RFC 8446 §5.1).
+    static let recordSize = 16384
+
+    /// Copies the buffers after the first into one while they fit in a record (into `spare`,
+    /// whose storage is reused once the socket has taken it).
+    private mutating func coalesce() {
+        var last = first
+        var total = buffers[first].readableBytes
+        while last + 1 < buffers.count, total + buffers[last + 1].readableBytes <= Self.recordSize {
+            last += 1
+            total += buffers[last].readableBytes
+        }
+        guard last > first else { return }
+        var merged = spare ?? ByteBufferAllocator().buffer(capacity: Self.recordSize)
+        spare = nil
+        merged.clear(minimumCapacity: total)
+        for i in first...last {
+            merged.writeImmutableBuffer(buffers[i])
+            buffers[i] = Self.empty
+        }
+        buffers[last] = merged
+        spare = merged
+        first = last
     }
 
     /// Drops what is queued (the socket is closed); the callbacks run.
