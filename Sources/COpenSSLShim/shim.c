@@ -61,6 +61,21 @@ typedef struct {
     int last_errno;
 } ugate_socket_bio_state;
 
+/* A recv or send that returned `n`: the count, or -1 with errno kept and, for EAGAIN, the
+ * retry flag of the direction set (SSL_ERROR_WANT_READ / WANT_WRITE). */
+static int ugate_socket_bio_result(BIO *bio, ugate_socket_bio_state *state, ssize_t n, int writing) {
+    if (n >= 0) return (int)n;
+    state->last_errno = errno;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        if (writing) {
+            BIO_set_retry_write(bio);
+        } else {
+            BIO_set_retry_read(bio);
+        }
+    }
+    return -1;
+}
+
 static int ugate_socket_bio_read(BIO *bio, char *out, int length) {
     ugate_socket_bio_state *state = BIO_get_data(bio);
     BIO_clear_retry_flags(bio);
@@ -80,12 +95,7 @@ static int ugate_socket_bio_read(BIO *bio, char *out, int length) {
     do {
         n = recv(state->fd, out, (size_t)length, 0);
     } while (n < 0 && errno == EINTR);
-    if (n < 0) {
-        state->last_errno = errno;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) BIO_set_retry_read(bio);
-        return -1;
-    }
-    return (int)n;
+    return ugate_socket_bio_result(bio, state, n, 0);
 }
 
 static int ugate_socket_bio_write(BIO *bio, const char *in, int length) {
@@ -96,12 +106,7 @@ static int ugate_socket_bio_write(BIO *bio, const char *in, int length) {
     do {
         n = send(state->fd, in, (size_t)length, MSG_NOSIGNAL);
     } while (n < 0 && errno == EINTR);
-    if (n < 0) {
-        state->last_errno = errno;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) BIO_set_retry_write(bio);
-        return -1;
-    }
-    return (int)n;
+    return ugate_socket_bio_result(bio, state, n, 1);
 }
 
 static long ugate_socket_bio_ctrl(BIO *bio, int command, long number, void *pointer) {

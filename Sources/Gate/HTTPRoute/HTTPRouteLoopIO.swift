@@ -47,14 +47,18 @@ struct SocketWriteQueue {
 
     /// Writes as much as the socket takes.
     mutating func write(to fd: Int32) -> Outcome {
+        writeFront { queue in
+            queue.buffers.count - queue.first == 1
+                ? queue.buffers[queue.first].withUnsafeReadableBytes { Sys.write(fd, $0.baseAddress!, $0.count) } : queue.gather(fd)
+        }
+    }
+
+    /// Writes from the front of the queue with `write` (one call, some bytes) until everything
+    /// is written, the writer blocks or fails.
+    @inline(__always)
+    private mutating func writeFront(_ write: (inout SocketWriteQueue) -> Sys.IO) -> Outcome {
         while first < buffers.count {
-            let result: Sys.IO
-            if buffers.count - first == 1 {
-                result = buffers[first].withUnsafeReadableBytes { Sys.write(fd, $0.baseAddress!, $0.count) }
-            } else {
-                result = gather(fd)
-            }
-            switch result {
+            switch write(&self) {
             case .bytes(let n):
                 consume(n)
             case .wouldBlock, .eof:
@@ -76,22 +80,10 @@ struct SocketWriteQueue {
     /// `ssl_buffer_size`). A write that blocks is retried with the same first bytes, as OpenSSL
     /// requires (the record it made is kept; the buffer may move and grow).
     mutating func write(tls: LoopTLSSession) -> Outcome {
-        while first < buffers.count {
-            coalesce()
-            switch buffers[first].withUnsafeReadableBytes({ tls.write($0) }) {
-            case .bytes(let n):
-                consume(n)
-            case .wouldBlock, .eof:
-                runCallbacks()
-                return .blocked
-            case .error(let e):
-                return .failed(e)
-            }
+        writeFront { queue in
+            queue.coalesce()
+            return queue.buffers[queue.first].withUnsafeReadableBytes { tls.write($0) }
         }
-        buffers.removeAll(keepingCapacity: true)
-        first = 0
-        runCallbacks()
-        return .done
     }
 
     /// The plaintext of one TLS record (RFC 8446 §5.1).

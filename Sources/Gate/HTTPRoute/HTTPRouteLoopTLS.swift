@@ -114,6 +114,7 @@ final class LoopTLSSession {
     /// One non-blocking handshake step.
     func handshake() -> Step {
         guard let ssl else { return .failed("TLS session closed") }
+        ERR_clear_error()
         let result = SSL_do_handshake(ssl)
         if result == 1 { return .done }
         switch ended(result, "TLS handshake") {
@@ -141,14 +142,10 @@ final class LoopTLSSession {
 
     /// Decrypts into `buffer`: `.bytes`, `.wouldBlock` (see `readWantsWrite`), `.eof` (the
     /// client's close_notify, or its close without one: `closedWithoutNotify`), `.error` (a TLS
-    /// error or a socket error: `failure`).
+    /// error or a socket error: `failure`, `socketError`).
     func read(into buffer: UnsafeMutableRawBufferPointer) -> Sys.IO {
-        guard let ssl else { return .eof }
-        let n = SSL_read(ssl, buffer.baseAddress, Int32(clamping: buffer.count))
-        readWantsWrite = false
-        if n > 0 { return .bytes(Int(n)) }
-        let result = ended(n, "TLS read")
-        if case .wouldBlock = result { readWantsWrite = wanted == Interest.write }
+        let result = call("TLS read") { SSL_read($0, buffer.baseAddress, Int32(clamping: buffer.count)) }
+        readWantsWrite = result == .wouldBlock && wanted == Interest.write
         return result
     }
 
@@ -156,13 +153,17 @@ final class LoopTLSSession {
     /// writes are on: the rest is a new write), `.wouldBlock` (retry with the same bytes first:
     /// OpenSSL keeps the record it made; see `writeWantsRead`), `.error`.
     func write(_ bytes: UnsafeRawBufferPointer) -> Sys.IO {
-        guard let ssl else { return .error(EBADF) }
-        let n = SSL_write(ssl, bytes.baseAddress, Int32(clamping: bytes.count))
-        writeWantsRead = false
-        if n > 0 { return .bytes(Int(n)) }
-        let result = ended(n, "TLS write")
-        if case .wouldBlock = result { writeWantsRead = wanted == Interest.read }
+        let result = call("TLS write") { SSL_write($0, bytes.baseAddress, Int32(clamping: bytes.count)) }
+        writeWantsRead = result == .wouldBlock && wanted == Interest.read
         return result
+    }
+
+    /// Runs one SSL read or write (`operation` returns its count, ≤ 0 when it did nothing).
+    private func call(_ what: String, _ operation: (OpaquePointer) -> Int32) -> Sys.IO {
+        guard let ssl else { return .error(EBADF) }
+        ERR_clear_error()  // SSL_get_error reads the thread's queue: nothing stale in it (nginx does the same)
+        let n = operation(ssl)
+        return n > 0 ? .bytes(Int(n)) : ended(n, what)
     }
 
     /// Sends the close_notify alert once (best effort, non-blocking; not after a fatal error,
