@@ -1,5 +1,6 @@
 internal import COpenSSL
 internal import COpenSSLShim
+import CLinux
 import Glibc
 import Logging
 import NIOCore
