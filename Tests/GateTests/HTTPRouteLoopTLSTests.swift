@@ -169,8 +169,27 @@ final class HTTPRouteLoopTLSTests: XCTestCase {
         XCTAssertEqual(try pythonScenario(Self.client, port: Int(port), "a.example.com", "nonotify"), "200")
         XCTAssertNotNil(capture.waitForLine(containing: ["TLS client closed without close_notify", "sni=a.example.com"]))
         XCTAssertFalse(capture.lines.contains { $0.hasPrefix("TLS error") }, capture.lines.joined(separator: "\n"))
-        // The gateway closes (Connection: close): close_notify before its FIN.
+        // The gateway closes (Connection: close): close_notify before its FIN (`idle`: the
+        // same wait after a kept-alive response, for the drain test).
         XCTAssertEqual(try pythonScenario(Self.client, port: Int(port), "a.example.com", "servernotify"), "200 close_notify")
+        XCTAssertTrue(eventually(10) { gateway.openConnections == 0 }, "\(gateway.openConnections) connections left")
+    }
+
+    func testDrainClosesAnIdleTLSConnectionWithCloseNotify() throws {
+        // A kept-alive client waits after its request; draining the listener closes it.
+        let client = Process()
+        client.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        client.arguments = ["python3", "-c", Self.client, "\(port)", "a.example.com", "idle"]
+        let out = Pipe()
+        client.standardOutput = out
+        try client.run()
+        defer { if client.isRunning { client.terminate() } }
+        XCTAssertNotNil(capture.waitForLine(containing: ["request", "path=/idle", "proto=http/1.1+tls", "status=200"]))
+        XCTAssertEqual(gateway.openConnections, 1)
+        gateway.drain()
+        client.waitUntilExit()
+        let said = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertEqual(said.trimmingCharacters(in: .whitespacesAndNewlines), "200 close_notify")
         XCTAssertTrue(eventually(10) { gateway.openConnections == 0 }, "\(gateway.openConnections) connections left")
     }
 
@@ -281,9 +300,9 @@ final class HTTPRouteLoopTLSTests: XCTestCase {
             status, _ = c.response()
             c.raw.close()
             print(status)
-        elif scenario == "servernotify":
+        elif scenario in ("servernotify", "idle"):
             c = Conn()
-            c.send(get("/bye", close=True))
+            c.send(get("/bye", close=True) if scenario == "servernotify" else get("/idle"))
             status, _ = c.response()
             try:
                 while c.read():
