@@ -162,7 +162,10 @@ final class LoopTLSSession {
     /// Runs one SSL read or write (`operation` returns its count, ≤ 0 when it did nothing).
     private func call(_ what: String, _ operation: (OpaquePointer) -> Int32) -> Sys.IO {
         guard let ssl else { return .error(EBADF) }
-        ERR_clear_error()  // SSL_get_error reads the thread's queue: nothing stale in it (nginx does the same)
+        // SSL_get_error reads the thread's error queue, which must hold nothing stale. It is
+        // empty here without an `ERR_clear_error` per call (nginx's way; 1.6 % of the samples
+        // of an HTTP/1.1-over-TLS request): every failure drains it (`ended`), the handshake
+        // clears it, and nothing else on the gate loops uses OpenSSL.
         let n = operation(ssl)
         return n > 0 ? .bytes(Int(n)) : ended(n, what)
     }
