@@ -52,7 +52,7 @@ let package = Package(
         .target(
             name: "Gate",
             dependencies: [
-                "CLinux",
+                "CLinux", "COpenSSL", "COpenSSLShim",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -21,4 +21,18 @@ long ugate_ssl_get_read_ahead(SSL *ssl);
 /// SSL_CTX_set_read_ahead(ctx, 1) (macro).
 int ugate_ssl_ctx_set_read_ahead(SSL_CTX *ctx);
 
+
+/// A BIO on the non-blocking socket `fd` (never closed by it) that first serves `length` bytes
+/// of `prefix` (copied: bytes read before TLS started). Reads `recv`, writes `send` with
+/// MSG_NOSIGNAL; EAGAIN sets the retry flags (SSL_ERROR_WANT_READ / WANT_WRITE). NULL on failure.
+BIO *ugate_socket_bio_new(int fd, const unsigned char *prefix, size_t length);
+/// The errno of that BIO's last failed recv or send (0 if none).
+int ugate_socket_bio_errno(BIO *bio);
+/// An HTTP/1.1 server context: TLS 1.2 minimum, partial writes with moving buffers, no
+/// renegotiation, read-ahead, ALPN answering `http/1.1` when offered (else no ALPN). 1: done.
+int ugate_ssl_ctx_configure_http1_server(SSL_CTX *ctx);
+/// Whether an error-queue entry is OpenSSL 3's "unexpected eof while reading" (the peer closed
+/// the TCP connection without a close_notify).
+int ugate_err_is_unexpected_eof(unsigned long error);
+
 #endif

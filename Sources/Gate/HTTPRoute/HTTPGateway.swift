@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 import CoreMetrics
 import Logging
 import NIOPosix
@@ -165,7 +166,8 @@ struct HTTPRouteFront: CaptureFront {
 
     /// Plain listeners: the connection is served on the accepting gate loop without a NIO
     /// channel (`HTTP1LoopConnection`, which hands h2c to NIO itself), unless
-    /// `UGATE_HTTP1_NIO=1` asks for the NIO pipeline (for A/B comparisons).
+    /// `UGATE_HTTP1_NIO=1` asks for the NIO pipeline (for A/B comparisons; it also serves
+    /// HTTP/1.1 over TLS with NIO, see `serveTLS`).
     func serveOnLoop(_ conn: ClientConn) -> Bool {
         guard tls == nil, !Self.http1OnNIO else { return false }
         HTTP1LoopConnection.start(fd: conn.handOff(), loop: conn.loop, nio: nio, peer: conn.peer)
@@ -190,18 +192,22 @@ struct HTTPRouteFront: CaptureFront {
         nio.adopt(fd: conn.handOff(), prefix: conn.takeInbox(), mode: h2c ? .h2c : .http1, peer: conn.peer)
     }
 
-    /// Reads the ClientHello, then terminates TLS with the certificate for its SNI (NIO
-    /// serves the connection: HTTP/2 or HTTP/1.1 by ALPN) or relays it untouched to the
-    /// passthrough destination.
+    /// Reads the ClientHello, then terminates TLS with the certificate for its SNI or relays
+    /// it untouched to the passthrough destination. A client that offers h2 in its ALPN list
+    /// is served by NIO (HTTP/2, or HTTP/1.1 if NIO's ALPN answer says so); any other — ALPN
+    /// `http/1.1` only, or no ALPN — gets TLS and HTTP/1.1 on the accepting gate loop
+    /// (`LoopTLSHandshake`, then `HTTP1LoopConnection`), unless `UGATE_HTTP1_NIO=1`.
     func serveTLS(_ conn: ClientConn, _ tls: HTTPRouteTLS) async {
         let deadline = context.handshakeDeadline
         var serverName: String?
+        var offersH2 = false
         sniffing: while true {
             switch Sniffer.sniff(conn.inbox, maxBytes: 16384) {
             case .needMore:
                 guard (try? await conn.read(deadline: deadline)) == true else { return }
             case .tls(let hello):
                 serverName = hello.serverName
+                offersH2 = hello.alpn.contains("h2")
                 break sniffing
             default:
                 accessLog.info("not a TLS ClientHello", metadata: ["listener": "\(listenerName)", "src": "\(conn.peer)"])
@@ -209,7 +215,18 @@ struct HTTPRouteFront: CaptureFront {
             }
         }
         switch tls.choose(serverName: serverName) {
-        case .terminate(let sslContext, _):
+        case .terminate(let sslContext, let loopContext, _):
+            guard offersH2 || Self.http1OnNIO else {
+                let (fd, prefix, loop, nio, peer, name) = (conn.handOff(), conn.takeInbox(), conn.loop, nio, conn.peer, serverName)
+                let now = GateLoop.monotonicMillis()
+                let left = deadline > now ? deadline - now : 1
+                let started = loop.execute {
+                    LoopTLSHandshake.start(
+                        fd: fd, prefix: prefix, context: loopContext, serverName: name, loop: loop, nio: nio, peer: peer, timeoutMillis: left)
+                }
+                if !started { Glibc.close(fd) }
+                return
+            }
             nio.adopt(fd: conn.handOff(), prefix: conn.takeInbox(), mode: .tls(sslContext), peer: conn.peer)
         case .passthrough(let destination):
             let info = StreamInfo(listener: listenerName, source: conn.peer, destination: destination, serverName: destination.host, proto: "tls")

@@ -23,6 +23,11 @@ import NIOHTTP1
 /// backend sockets; other threads reach it only through `GateLoop.execute` (the listener's
 /// drain, via `LoopConnectionHandle`).
 ///
+/// Over TLS (`tls`, HTTP/1.1 over TLS after `LoopTLSHandshake`) the same connection reads,
+/// writes and shuts down through the session's SSL object on the socket instead of the socket
+/// (the only difference; no h2c there): bytes OpenSSL holds are read without waiting for
+/// epoll (`readBuffered`), a close sends close_notify first.
+///
 /// Backpressure: the client is not read while more than `maxBuffered` undecoded bytes or more
 /// than `maxUnwritten` request body bytes not yet written to the backend wait (uploads go at
 /// the backend's pace); the backend is not read while more than `maxQueued` response bytes wait
@@ -45,6 +50,9 @@ final class HTTP1LoopConnection: LoopExitHandler, ExchangeClient, HTTP1RequestSe
 
     /// -1 once closed or handed to NIO.
     private(set) var fd: Int32
+    /// The TLS session on the socket (HTTP/1.1 over TLS), nil for plain HTTP/1.1.
+    private let tls: LoopTLSSession?
+    private var bufferedReadScheduled = false
     private var interest = Interest.read
     var decoder = HTTP1RequestDecoder()
     private var out = SocketWriteQueue()
@@ -82,28 +90,35 @@ final class HTTP1LoopConnection: LoopExitHandler, ExchangeClient, HTTP1RequestSe
     private var stall: SendStall
     private var stallTimer: LoopTimer?
 
-    private init(fd: Int32, gate: GateEventLoop, nio: HTTPRouteNIO, peer: String) {
+    private init(fd: Int32, gate: GateEventLoop, nio: HTTPRouteNIO, peer: String, tls: LoopTLSSession?) {
         self.fd = fd
         self.gate = gate
         self.nio = nio
-        connection = RouteConnection(state: nio.state, settings: nio.settings, peer: peer, proto: "http/1.1", eventLoop: gate)
+        self.tls = tls
+        connection = RouteConnection(state: nio.state, settings: nio.settings, peer: peer, proto: tls == nil ? "http/1.1" : "http/1.1+tls", eventLoop: gate)
         handle = LoopConnectionHandle(loop: gate.loop)
-        opening = ByteBufferAllocator().buffer(capacity: 0)
+        // Over TLS nothing is handed to NIO (no h2c): no bytes are kept for it.
+        opening = tls == nil ? ByteBufferAllocator().buffer(capacity: 0) : nil
+        prefaceDecided = tls != nil
         idleSince = gate.loop.now
         stall = SendStall(seconds: nio.settings.sendTimeout)
     }
 
-    /// Serves the accepted socket `fd` on `loop` (called on its thread).
-    static func start(fd: Int32, loop: GateLoop, nio: HTTPRouteNIO, peer: String) {
-        _ = try? Sys.setInt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1, "setsockopt(TCP_NODELAY)")
-        let connection = HTTP1LoopConnection(fd: fd, gate: loop.eventLoop, nio: nio, peer: peer)
+    /// Serves the accepted socket `fd` on `loop` (called on its thread); `tls`: the session
+    /// whose handshake finished on it (HTTP/1.1 over TLS).
+    static func start(fd: Int32, loop: GateLoop, nio: HTTPRouteNIO, peer: String, tls: LoopTLSSession? = nil) {
+        if tls == nil { _ = try? Sys.setInt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1, "setsockopt(TCP_NODELAY)") }
+        let connection = HTTP1LoopConnection(fd: fd, gate: loop.eventLoop, nio: nio, peer: peer, tls: tls)
         guard loop.register(fd, Interest.read, connection) else {
+            tls?.close(notify: false)
             Sys.abort(fd)
             return
         }
         connection.handle.connection = connection
         connection.armIdleTimer(after: connection.keepAliveMillis)
         nio.connections.add(connection.handle)
+        // A request that came with the client's last handshake flight is in OpenSSL already.
+        connection.readBuffered()
     }
 
     private var keepAliveMillis: UInt64 { UInt64(max(connection.settings.keepAliveTimeout, 0.001) * 1000) }
@@ -111,18 +126,31 @@ final class HTTP1LoopConnection: LoopExitHandler, ExchangeClient, HTTP1RequestSe
     // MARK: events
 
     func ready(fd: Int32, events: UInt32) {
-        if events & Interest.write != 0 { flushOut() }
-        guard self.fd >= 0, events & (Interest.read | Interest.error) != 0 else { return }
+        if events & Interest.write != 0 || tls?.writeWantsRead == true { flushOut() }
+        guard self.fd >= 0, events & (Interest.read | Interest.error) != 0 || tls?.readWantsWrite == true else { return }
         guard !readPaused || events & Interest.error != 0 else { return }
-        let (result, bytes) = gate.read(fd)
+        let (result, bytes) = tls == nil ? gate.read(fd) : gate.read(tls!)
         switch result {
         case .bytes:
             received(bytes)
         case .wouldBlock:
+            if tls != nil { updateInterest() }
             return
         case .eof, .error:
             // As NIO without half-closure: the client's end closes the connection.
             closeNow()
+        }
+    }
+
+    /// Over TLS, bytes OpenSSL read ahead from the socket are not reported by epoll: they are
+    /// read after the current batch of events while reading is not paused.
+    private func readBuffered() {
+        guard let tls, fd >= 0, !readPaused, !bufferedReadScheduled, tls.hasPending else { return }
+        bufferedReadScheduled = true
+        gate.loop.later { [weak self] in
+            guard let self else { return }
+            bufferedReadScheduled = false
+            if self.fd >= 0 { ready(fd: self.fd, events: Interest.read) }
         }
     }
 
@@ -227,11 +255,12 @@ final class HTTP1LoopConnection: LoopExitHandler, ExchangeClient, HTTP1RequestSe
         } else {
             readPaused = decoder.bufferedBytes > Self.maxBuffered || unwritten > Self.maxUnwritten
         }
-        let wanted = (readPaused ? 0 : Interest.read) | (wantWrite ? Interest.write : 0)
+        let wanted = (readPaused ? 0 : Interest.read) | (wantWrite || tls?.readWantsWrite == true ? Interest.write : 0)
         if wanted != interest {
             interest = wanted
             gate.loop.modify(fd, wanted)
         }
+        if tls != nil { readBuffered() }
     }
 
     // MARK: writing
@@ -241,7 +270,7 @@ final class HTTP1LoopConnection: LoopExitHandler, ExchangeClient, HTTP1RequestSe
     private func flushOut() {
         guard fd >= 0 else { return }
         let before = out.bytes
-        switch out.write(to: fd) {
+        switch tls == nil ? out.write(to: fd) : out.write(tls: tls!) {
         case .done:
             stall.observe(waiting: false, progress: true, now: gate.loop.now)
             if let backend = pausedBackend {
@@ -282,6 +311,7 @@ final class HTTP1LoopConnection: LoopExitHandler, ExchangeClient, HTTP1RequestSe
     private func linger() {
         afterWrite = .nothing
         lingering = true
+        tls?.shutdown()
         _ = Glibc.shutdown(fd, Int32(SHUT_WR))
         updateInterest()
         let millis = UInt64(HTTP1RouteHandler.lingering.nanoseconds / 1_000_000)
@@ -428,6 +458,10 @@ final class HTTP1LoopConnection: LoopExitHandler, ExchangeClient, HTTP1RequestSe
         guard fd >= 0 else { return }
         let socket = fd
         detach()
+        if let tls {
+            tls.logEnd(connection)
+            tls.close()
+        }
         Glibc.close(socket)
         exchange?.clientGone()
     }

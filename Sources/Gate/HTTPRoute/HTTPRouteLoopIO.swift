@@ -18,6 +18,10 @@ struct SocketWriteQueue {
     private var queuedTotal = 0
     private var writtenTotal = 0
     private var callbacks: [(after: Int, call: () -> Void)] = []
+    /// Storage for coalesced TLS writes (`write(tls:)`), kept for the next.
+    private var spare: ByteBuffer?
+    /// A placeholder for the buffers `coalesce` merged (drops their storage).
+    private static let empty = ByteBuffer()
 
     enum Outcome {
         /// Everything is written.
@@ -43,14 +47,18 @@ struct SocketWriteQueue {
 
     /// Writes as much as the socket takes.
     mutating func write(to fd: Int32) -> Outcome {
+        writeFront { queue in
+            queue.buffers.count - queue.first == 1
+                ? queue.buffers[queue.first].withUnsafeReadableBytes { Sys.write(fd, $0.baseAddress!, $0.count) } : queue.gather(fd)
+        }
+    }
+
+    /// Writes from the front of the queue with `write` (one call, some bytes) until everything
+    /// is written, the writer blocks or fails.
+    @inline(__always)
+    private mutating func writeFront(_ write: (inout SocketWriteQueue) -> Sys.IO) -> Outcome {
         while first < buffers.count {
-            let result: Sys.IO
-            if buffers.count - first == 1 {
-                result = buffers[first].withUnsafeReadableBytes { Sys.write(fd, $0.baseAddress!, $0.count) }
-            } else {
-                result = gather(fd)
-            }
-            switch result {
+            switch write(&self) {
             case .bytes(let n):
                 consume(n)
             case .wouldBlock, .eof:
@@ -71,6 +79,43 @@ struct SocketWriteQueue {
         first = 0
         runCallbacks()
         return .done
+    }
+
+    /// Writes as much as the TLS session takes (`HTTP1LoopConnection` over TLS): buffers one
+    /// `SSL_write` each (a TLS record per 16 KiB), small ones queued together first copied into
+    /// one so they leave as one record (as `TLSWriteCoalescer` does on NIO, and nginx's
+    /// `ssl_buffer_size`). A write that blocks is retried with the same first bytes, as OpenSSL
+    /// requires (the record it made is kept; the buffer may move and grow).
+    mutating func write(tls: LoopTLSSession) -> Outcome {
+        writeFront { queue in
+            queue.coalesce()
+            return queue.buffers[queue.first].withUnsafeReadableBytes { tls.write($0) }
+        }
+    }
+
+    /// The plaintext of one TLS record (RFC 8446 §5.1).
+    static let recordSize = 16384
+
+    /// Copies the buffers after the first into one while they fit in a record (into `spare`,
+    /// whose storage is reused once the socket has taken it).
+    private mutating func coalesce() {
+        var last = first
+        var total = buffers[first].readableBytes
+        while last + 1 < buffers.count, total + buffers[last + 1].readableBytes <= Self.recordSize {
+            last += 1
+            total += buffers[last].readableBytes
+        }
+        guard last > first else { return }
+        var merged = spare ?? ByteBufferAllocator().buffer(capacity: Self.recordSize)
+        spare = nil
+        merged.clear(minimumCapacity: total)
+        for i in first...last {
+            merged.writeImmutableBuffer(buffers[i])
+            buffers[i] = Self.empty
+        }
+        buffers[last] = merged
+        spare = merged
+        first = last
     }
 
     /// Drops what is queued (the socket is closed); the callbacks run.

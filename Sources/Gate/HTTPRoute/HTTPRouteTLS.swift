@@ -19,16 +19,27 @@ import Synchronization
 public final class HTTPRouteTLS: Sendable {
     /// What to do with a TLS connection.
     enum Choice {
-        case terminate(NIOSSLContext, certificate: String)
+        /// `loop`: the same certificate for HTTP/1.1 over TLS on the gate loops (clients that
+        /// do not offer h2).
+        case terminate(NIOSSLContext, loop: LoopTLSContext, certificate: String)
         case passthrough(Destination)
         case refuse
     }
 
     /// A certificate loaded from its files; `stamps` identify the file states it came from.
+    /// Loaded twice: for NIO (BoringSSL, h2) and for the gate loops (OpenSSL, HTTP/1.1).
     struct Loaded {
         var files: CertificateFiles
         var stamps: [String: FileStamp?]
         var context: NIOSSLContext
+        var loop: LoopTLSContext
+
+        init(files: CertificateFiles, stamps: [String: FileStamp?]) throws {
+            self.files = files
+            self.stamps = stamps
+            context = try HTTPRouteTLS.context(files)
+            loop = try LoopTLSContext(files)
+        }
     }
 
     /// Files of a host that did not load: their stamps (not retried until they change) and why.
@@ -74,7 +85,7 @@ public final class HTTPRouteTLS: Sendable {
         for (host, files) in Self.files(config) {
             let stamps = Self.stamps(files)
             do {
-                state.certificates[host] = Loaded(files: files, stamps: stamps, context: try Self.context(files))
+                state.certificates[host] = try Loaded(files: files, stamps: stamps)
             } catch {
                 guard let strict, !strict.contains(host) else {
                     throw GateError(.config, "httproute TLS certificate for \(host) (\(files.cert), \(files.key)): \(error)")
@@ -132,7 +143,7 @@ public final class HTTPRouteTLS: Sendable {
                 continue
             }
             do {
-                loaded[host] = Loaded(files: files, stamps: stamps, context: try Self.context(files))
+                loaded[host] = try Loaded(files: files, stamps: stamps)
                 log.info("TLS certificate loaded", metadata: ["host": "\(host)", "cert": "\(files.cert)"])
             } catch {
                 failed[host] = Failed(files: files, stamps: stamps, error: "\(error)")
@@ -164,7 +175,7 @@ public final class HTTPRouteTLS: Sendable {
     func choose(serverName: String?) -> Choice {
         let name = serverName?.lowercased() ?? ""
         let state = self.state.withLock { $0 }
-        if let loaded = state.certificates[name] { return .terminate(loaded.context, certificate: name) }
+        if let loaded = state.certificates[name] { return .terminate(loaded.context, loop: loaded.loop, certificate: name) }
         if let entry = state.passthrough.exact[name] { return passthrough(entry) }
         var certificate: (String, Loaded)?
         if let dot = name.firstIndex(of: "."), dot != name.startIndex {
@@ -173,12 +184,12 @@ public final class HTTPRouteTLS: Sendable {
         }
         let wildcardEntry = state.passthrough.wildcard(for: name)
         if let certificate, certificate.0.count >= (wildcardEntry?.host.count ?? 0) {
-            return .terminate(certificate.1.context, certificate: certificate.0)
+            return .terminate(certificate.1.context, loop: certificate.1.loop, certificate: certificate.0)
         }
         if let wildcardEntry { return passthrough(wildcardEntry) }
         if let entry = state.passthrough.catchAll { return passthrough(entry) }
         if let defaultName = state.defaultName, let loaded = state.certificates[defaultName] {
-            return .terminate(loaded.context, certificate: defaultName)
+            return .terminate(loaded.context, loop: loaded.loop, certificate: defaultName)
         }
         return .refuse
     }
