@@ -5,7 +5,7 @@ import XCTest
 
 /// Clients that send but do not read: what the gateway queues for them is bounded by the
 /// socket's writability — for HTTP/2 not only by the flow-control windows the client grants,
-/// and for HTTP/1.1 over TLS (served by NIO) as for plain HTTP/1.1 on the gate loops.
+/// and for HTTP/1.1 over TLS as for plain HTTP/1.1 (both on the gate loops).
 extension HTTPRouteH2InteropTests {
     /// A PING flood from a client that never reads (a 4 KiB receive buffer; 600,000 PINGs, more
     /// than the kernel's largest send buffer of ACKs, `tcp_wmem` 4 MiB): once the socket backs
