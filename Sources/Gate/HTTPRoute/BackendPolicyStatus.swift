@@ -21,11 +21,11 @@ public struct BackendPolicyStatus: Codable, Sendable, Equatable {
         var used = Set<String>()
         for route in manifests.routes {
             for rule in route.rules {
-                for backend in rule.backends { used.insert("\(backend.namespace)/\(backend.service)") }
+                for backend in rule.backends { used.insert(backend.serviceKey) }
             }
         }
         return manifests.backendPolicies.map { policy in
-            let targets = policy.services.map { "\(policy.namespace)/\($0)" }
+            let targets = policy.targets
             let condition: RouteCondition
             let held = targets.filter { inForce[$0].map { $0.key != policy.key } ?? false }
             if policy.retryConstraint == nil {

@@ -243,7 +243,7 @@ final class RetryBudgets: Sendable {
     private let budgets = Mutex<[String: RetryBudget]>([:])
 
     /// The key of a Service's budget (route labels always contain `#`, Service keys never).
-    static func serviceKey(_ backend: RouteBackend) -> String { "service \(backend.namespace)/\(backend.service)" }
+    static func serviceKey(_ backend: RouteBackend) -> String { "service " + backend.serviceKey }
 
     func request(_ key: String, _ constraint: RetryConstraint = .routeDefault) {
         let now = GateLoop.monotonicMillis()

@@ -763,6 +763,13 @@ final class Exchange: BackendDelegate {
         fail(policyRefused ? 503 : 502, "backend \(log.backend) closed the connection without a complete response" + why)
     }
 
+    /// The backend of `RetryRule` candidate `index` (see `candidate`), nil beyond the fallbacks.
+    private func candidateBackend(_ index: Int) -> RouteBackend? {
+        guard index > 0 else { return forward.backend }
+        let fallbacks = forward.fallbacks
+        return index <= fallbacks.count ? fallbacks[index - 1] : nil
+    }
+
     /// The weights of the `RetryRule` candidates (`forward.backend`, then `forward.fallbacks`).
     private var candidateWeights: [Int] { [forward.backend.weight] + forward.fallbacks.map(\.weight) }
 
@@ -798,8 +805,7 @@ final class Exchange: BackendDelegate {
     private func withinBudget(_ decision: RetryRule.Decision) -> Bool {
         guard retries.isPolicyRetry, case .retry(_, _, let next) = decision else { return true }
         let settings = clientConnection.settings
-        let target = next == 0 ? forward.backend : next <= forward.fallbacks.count ? forward.fallbacks[next - 1] : forward.backend
-        if let constraint = target.retryConstraint {
+        if let target = candidateBackend(next), let constraint = target.retryConstraint {
             guard settings.retryBudgets.retry(RetryBudgets.serviceKey(target), constraint) else {
                 settings.counters.retryRefused(route: forward.route)
                 failures.append("retry refused: the retry budget of Service \(target.namespace)/\(target.service) is spent")

@@ -45,8 +45,8 @@ public struct RouteManifests: Sendable, Equatable {
         }
         var result: [String: BackendTrafficPolicyObject] = [:]
         for policy in ordered {
-            for service in policy.services where result["\(policy.namespace)/\(service)"] == nil {
-                result["\(policy.namespace)/\(service)"] = policy
+            for target in policy.targets where result[target] == nil {
+                result[target] = policy
             }
         }
         return result
@@ -59,8 +59,7 @@ public struct RouteManifests: Sendable, Equatable {
         for r in routes.indices {
             for i in routes[r].rules.indices {
                 for b in routes[r].rules[i].backends.indices {
-                    let backend = routes[r].rules[i].backends[b]
-                    routes[r].rules[i].backends[b].retryConstraint = inForce["\(backend.namespace)/\(backend.service)"]?.retryConstraint
+                    routes[r].rules[i].backends[b].retryConstraint = inForce[routes[r].rules[i].backends[b].serviceKey]?.retryConstraint
                 }
             }
         }

@@ -155,6 +155,8 @@ public struct RouteBackend: Hashable, Sendable {
     public var namespace: String = ""
     /// The referenced Service name.
     public var service: String = ""
+    /// `namespace/service`: the Service as policies target it (`BackendTrafficPolicyObject.targets`).
+    public var serviceKey: String { "\(namespace)/\(service)" }
     /// Set when no `ReferenceGrant` permits this cross-namespace reference (the refusal
     /// message). The backend keeps its weight: requests (or TLS connections) that pick it
     /// get a 500 (or are closed), as the Gateway API asks for the refused share of a split.
@@ -199,6 +201,8 @@ public struct BackendTrafficPolicyObject: Hashable, Sendable {
     public var file: String
 
     public var key: String { "\(namespace)/\(name)" }
+    /// The targeted Services as `namespace/service` (`RouteBackend.serviceKey`).
+    public var targets: [String] { services.map { "\(namespace)/\($0)" } }
 }
 
 /// One `HTTPRouteRule`.
