@@ -15,19 +15,24 @@ import XCTest
 /// * with the largest stream windows, the connection's 64 KiB window runs out: GOAWAY
 ///   (ENHANCE_YOUR_CALM) and the close after the timeout.
 ///
+/// The same with a response the gateway holds whole (200,000 bytes, below the 256 KiB at which
+/// the backend is paused): its backend ends and the exchange finishes before the timeout, but
+/// its access-log line waits for the stream's end, so it too names the send timeout.
+///
 /// Each time the access log says `error=send timeout: the client granted no HTTP/2 … window`,
 /// `ugate_httproute_send_timeouts_total{proto}` counts it, the paused backend connection is
 /// closed (no established one with unread bytes is left), and another client (curl)
 /// is served while the stalled one waits. Without the timeout the stalled stream stays held
 /// forever: the client's bounded wait ends with `timeout`.
 extension HTTPRouteSendTimeoutTests {
-    /// argv: port, mode (h2c|tls), scenario (stream|connection). Prints one line.
+    /// argv: port, mode (h2c|tls), scenario (stream|connection), path of stream 1. Prints one line.
     static let windowClient = """
         \(pythonH2Client(host: "stall.example", timeout: 15))
         # No WINDOW_UPDATE is ever sent: stream windows of 1 KiB, or the largest (the connection's stays 65,535).
+        big = sys.argv[4]
         window = 1024 if scenario == "stream" else 2**31 - 1
         sock.sendall(b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n" + SettingsFrame(0, settings={SettingsFrame.INITIAL_WINDOW_SIZE: window}).serialize())
-        send(HeadersFrame(1, conn.encoder.encode(headers("/big/4194304")), flags=["END_HEADERS", "END_STREAM"]))
+        send(HeadersFrame(1, conn.encoder.encode(headers(big)), flags=["END_HEADERS", "END_STREAM"]))
         if scenario == "stream":
             send(HeadersFrame(3, conn.encoder.encode(headers("/big/1000")), flags=["END_HEADERS", "END_STREAM"]))
         status, received, ended, rst, goaway, result = {}, {}, set(), {}, None, "timeout"
@@ -75,13 +80,37 @@ extension HTTPRouteSendTimeoutTests {
         }
     }
 
+    func testH2StreamHeldWholeAfterItsBackendEndedIsLoggedWithTheSendTimeout() throws {
+        for (mode, proto) in [("h2c", "h2c"), ("tls", "h2")] {
+            let out = try runWindowStalledClient(mode: mode, scenario: "stream", proto: proto, cause: "stream", path: "/big/200000")
+            XCTAssertEqual(out, "s1=200/rst8/1024 s3=200/end/1000 s5=200/end/10 goaway=None open", mode)
+            checkOneAccessLine(path: "/big/200000", proto: proto)
+        }
+    }
+
+    func testH2ConnectionHeldWholeAfterItsBackendEndedIsLoggedWithTheSendTimeout() throws {
+        for (mode, proto) in [("h2c", "h2c"), ("tls", "h2")] {
+            let out = try runWindowStalledClient(mode: mode, scenario: "connection", proto: proto, cause: "connection", path: "/big/200000")
+            XCTAssertEqual(out, "s1=200/open/65535 goaway=11:send timeout: no connection window granted for 1.0 s closed", mode)
+            checkOneAccessLine(path: "/big/200000", proto: proto)
+        }
+    }
+
+    /// The request has one access-log line (the one naming the send timeout), with the bytes
+    /// its backend sent.
+    func checkOneAccessLine(path: String, proto: String) {
+        let lines = capture.lines.filter { $0.hasPrefix("request ") && $0.contains("path=\(path) ") && $0.contains("proto=\(proto) ") }
+        XCTAssertEqual(lines.count, 1, "one access-log line per request: \(lines)")
+        XCTAssertTrue(lines.first?.contains("bytes=\(path.dropFirst(5)) ") ?? false, "\(lines)")
+    }
+
     /// Runs the Python client, serves curl while it is stalled, and checks the access log, the
     /// counter and the backend connections; returns the client's line.
-    func runWindowStalledClient(mode: String, scenario: String, proto: String, cause: String) throws -> String {
+    func runWindowStalledClient(mode: String, scenario: String, proto: String, cause: String, path: String = "/big/4194304") throws -> String {
         let port = Int(gateways.port(mode))
-        let client = BackgroundProcess("/usr/bin/env", ["python3", "-c", Self.windowClient, "\(port)", mode, scenario], timeout: 60)
+        let client = BackgroundProcess("/usr/bin/env", ["python3", "-c", Self.windowClient, "\(port)", mode, scenario, path], timeout: 60)
         // The big request reached the backend: another client is served meanwhile.
-        XCTAssertFalse(gateways.backend.lines(waitingFor: ["GET /big/4194304"]).filter { $0.contains("/big/4194304") }.isEmpty)
+        XCTAssertFalse(gateways.backend.lines(waitingFor: ["GET \(path)"]).filter { $0.contains(path) }.isEmpty)
         let tls = mode == "tls"
         let args =
             ["-sS", "--max-time", "20", "-o", "/dev/null", "-w", "%{http_code} %{http_version}"]
@@ -92,7 +121,7 @@ extension HTTPRouteSendTimeoutTests {
         let r = client.wait(90)
         XCTAssertEqual(r?.status, 0, r?.err ?? "client did not run or finish")
         let access = capture.waitForLine(
-            containing: ["path=/big/4194304", "proto=\(proto)", "error=send timeout: the client granted no HTTP/2 \(cause) window for 1.0 s"], timeout: 10)
+            containing: ["path=\(path)", "proto=\(proto)", "error=send timeout: the client granted no HTTP/2 \(cause) window for 1.0 s"], timeout: 10)
         XCTAssertNotNil(access, "access log of \(mode): \(capture.lines.suffix(5))")
         XCTAssertTrue(access?.contains("status=200") ?? false, access ?? "")
         XCTAssertTrue(eventually(10) { metrics.render().contains("ugate_httproute_send_timeouts_total{proto=\"\(proto)\"} 1") }, metrics.render())

@@ -193,8 +193,55 @@ final class HTTPRouteLoopTLSTests: XCTestCase {
         XCTAssertTrue(eventually(10) { gateway.openConnections == 0 }, "\(gateway.openConnections) connections left")
     }
 
+    /// A drain that begins while a TLS handshake is in progress on the gate loop waits for it:
+    /// the handshake is a registered connection (`openConnections`), it finishes, and the
+    /// client's first request is answered with `Connection: close`, then close_notify and the
+    /// close; every descriptor of it is closed. Without the registration the drain saw no
+    /// connection and the request was answered as on any kept-alive connection.
+    func testDrainWaitsForATLSHandshakeInProgress() throws {
+        // A first request leaves its backend connection in the pool: counted in `start`.
+        XCTAssertEqual(try curl("a.example.com", "/warm", ca: certs["a"]!.cert, ["--http1.1"]).status, 0)
+        XCTAssertTrue(eventually(10) { gateway.openConnections == 0 })
+        usleep(300_000)
+        let start = Sys.openFDCount()
+        let client = BackgroundProcess("/usr/bin/env", ["python3", "-c", Self.client, "\(port)", "a.example.com", "slowhandshake", dir], timeout: 90)
+        defer { _ = FileManager.default.createFile(atPath: "\(dir)/go", contents: nil) }
+        XCTAssertTrue(eventually(30) { FileManager.default.fileExists(atPath: "\(dir)/hello") }, "the client's handshake did not start")
+        XCTAssertEqual(gateway.openConnections, 1, "the handshake in progress is not a registered connection")
+        gateway.drain()
+        XCTAssertEqual(gateway.openConnections, 1, "the drain did not wait for the handshake")
+        XCTAssertTrue(FileManager.default.createFile(atPath: "\(dir)/go", contents: nil))
+        let r = client.wait(90)
+        XCTAssertEqual(r?.status, 0, r?.err ?? "client did not run or finish")
+        XCTAssertEqual(r?.out.trimmingCharacters(in: .whitespacesAndNewlines), "200 close close_notify")
+        XCTAssertNotNil(capture.waitForLine(containing: ["request", "path=/drained", "proto=http/1.1+tls", "status=200"]))
+        XCTAssertTrue(eventually(10) { gateway.openConnections == 0 }, "\(gateway.openConnections) connections left")
+        XCTAssertEqual(TestSocket.openFDCount(settlingAt: start), start, "descriptors left open by the gateway")
+    }
+
+    /// Shutdown with a TLS handshake that never finishes: the drain waits for it until its time
+    /// is up, then closes it (`closeConnections`, logged as a failed handshake naming the drain
+    /// timeout) — not the handshake timeout, nor the loops' stop — and its descriptor and SSL
+    /// object go.
+    func testShutdownClosesAStalledTLSHandshakeAtTheDrainTimeout() throws {
+        usleep(300_000)
+        let start = Sys.openFDCount()
+        let client = BackgroundProcess("/usr/bin/env", ["python3", "-c", Self.client, "\(port)", "a.example.com", "stalledhandshake", dir], timeout: 90)
+        XCTAssertTrue(eventually(30) { FileManager.default.fileExists(atPath: "\(dir)/hello") }, "the client's handshake did not start")
+        gateway.drain(permanently: true)
+        XCTAssertEqual(gateway.openConnections, 1, "the drain does not wait for the handshake in progress")
+        gateway.closeConnections()
+        let r = client.wait(90)
+        XCTAssertEqual(r?.out.trimmingCharacters(in: .whitespacesAndNewlines), "closed", r?.err ?? "client did not run or finish")
+        XCTAssertNotNil(
+            capture.waitForLine(containing: ["TLS handshake failed", "sni=a.example.com", "error=shutdown: drain timeout"]), capture.lines.joined(separator: "\n"))
+        XCTAssertTrue(eventually(10) { gateway.openConnections == 0 }, "\(gateway.openConnections) connections left")
+        XCTAssertEqual(TestSocket.openFDCount(settlingAt: start), start, "descriptors left open by the gateway")
+    }
+
     /// The Python client of the scenarios: TLS through `ssl.SSLObject` over a raw socket, so
-    /// raw bytes can be sent and the close seen as it is. Arguments: port, SNI, scenario.
+    /// raw bytes can be sent and the close seen as it is. Arguments: port, SNI, scenario (the
+    /// handshake scenarios: and a folder for their marker files `hello`, `go`).
     static let client = """
         import os, socket, ssl, sys
         port, host, scenario = int(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -245,6 +292,7 @@ final class HTTPRouteLoopTLSTests: XCTestCase {
                         raise Exception("closed before a response head")
                     self.buffer += data
                 head, self.buffer = self.buffer.split(b"\\r\\n\\r\\n", 1)
+                self.head = head.decode().lower()
                 lines = head.decode().split("\\r\\n")
                 length = 0
                 for line in lines[1:]:
@@ -300,6 +348,35 @@ final class HTTPRouteLoopTLSTests: XCTestCase {
             status, _ = c.response()
             c.raw.close()
             print(status)
+        elif scenario in ("slowhandshake", "stalledhandshake"):
+            # The ClientHello out and the gateway's flight in; the client's Finished is held
+            # back (the handshake in progress on the gateway) until the test says `go`.
+            marker = sys.argv[4]
+            c = Conn(handshake=False)
+            while True:
+                try:
+                    c.tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    c.flush()
+                    c.fill()
+            open(marker + "/hello", "w").close()
+            if scenario == "stalledhandshake":
+                c.raw_until_eof()
+                print("closed")
+                sys.exit(0)
+            for _ in range(1200):
+                if os.path.exists(marker + "/go"):
+                    break
+                __import__("time").sleep(0.05)
+            c.send(get("/drained"))
+            status, _ = c.response()
+            try:
+                while c.read():
+                    pass
+                print(status, "connection: close" in c.head and "close" or "keep-alive", "close_notify")
+            except ssl.SSLEOFError:
+                print(status, "eof without close_notify")
         elif scenario in ("servernotify", "idle"):
             c = Conn()
             c.send(get("/bye", close=True) if scenario == "servernotify" else get("/idle"))

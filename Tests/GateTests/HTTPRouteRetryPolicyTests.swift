@@ -203,6 +203,66 @@ extension HTTPRouteRetryTests {
     }
 }
 
+/// The retry budgets of a node: the listeners of one `HTTPRouteService` share them.
+extension HTTPRouteRetryTests {
+    /// Two listeners of one node, a route attached to both with `codes: [500], attempts: 3`, a
+    /// backend that answers everything 500, 40 requests alternating between the listeners. The
+    /// route's default budget is one for the node: the backend gets what one `RetryBudget`
+    /// lets through, not what two would. With an `XBackendTrafficPolicy` on the Service (5
+    /// retries per hour) the two listeners share its 5: 40 + 5 requests reach the backend
+    /// (each listener with its own budget: 40 + 10), every request after the budget is spent
+    /// answered 503.
+    func testRetryBudgetsAreSharedByTheListenersOfANode() throws {
+        let backend = try ScriptedBackend { _, _, _, _ in .respond(500, "broken") }
+        defer { backend.stop() }
+        try writeRoute("a.yaml", "shop", "a", rules: ["- retry: {codes: [500], attempts: 3}", "  backendRefs: [{name: cart, port: 80}]"])
+        let json = """
+            {"manifests": "\(dir)", "services": {"cart": "\(backend.address)"}, "listeners": [{"name": "one", "port": 0}, {"name": "two", "port": 0}]}
+            """
+        let config = try JSONDecoder().decode(HTTPRouteConfig.self, from: Data(json.utf8))
+        let requests = 40
+        func run() throws -> (statuses: [Int], sent: Int) {
+            let before = backend.requests.count
+            let service = try HTTPRouteService(config: config, bind: "127.0.0.1", loops: loops, log: capture.logger("gate"), accessLog: capture.logger("access"))
+            defer { service.stop() }
+            let ports = service.bound.map { UInt16($0.address.port) }
+            XCTAssertEqual(ports.count, 2)
+            var statuses: [Int] = []
+            // A connection per request: the gateway's own 503 closes its connection.
+            for i in 0..<requests {
+                let client = try KeptAliveClient(port: ports[i % 2])
+                defer { client.close() }
+                statuses.append(try client.send("GET", "/\(i)").status)
+            }
+            return (statuses, backend.requests.count - before)
+        }
+        /// The backend requests `budgets` route budgets let through, the requests alternating
+        /// between them (all within one window: the run takes well under its 10 s).
+        func sent(budgets: Int) -> Int {
+            var budget = [RetryBudget](repeating: RetryBudget(), count: budgets)
+            var sent = 0
+            for i in 0..<requests {
+                budget[i % budgets].request(now: 1000)
+                sent += 1
+                for _ in 0..<3 {
+                    guard budget[i % budgets].retry(now: 1000) else { break }
+                    sent += 1
+                }
+            }
+            return sent
+        }
+        XCTAssertNotEqual(sent(budgets: 1), sent(budgets: 2))
+        let defaults = try run()
+        XCTAssertEqual(defaults.sent, sent(budgets: 1), "the route's budget is not one for the node")
+        XCTAssertEqual(Set(defaults.statuses), [500])
+        try writePolicy("budget", ["targetRefs: [{group: \"\", kind: Service, name: cart}]", "retryConstraint: {budget: {percent: 0, interval: 1h}, minRetryRate: {count: 5, interval: 1h}}"])
+        let budgeted = try run()
+        XCTAssertEqual(budgeted.sent, requests + 5, "the Service's budget is not one for the node")
+        XCTAssertEqual(budgeted.statuses[0], 500)
+        XCTAssertEqual(Array(budgeted.statuses.dropFirst()), Array(repeating: 503, count: requests - 1))
+    }
+}
+
 /// `retryBodyLimit` (Envoy's `per_request_buffer_limit_in_bytes`): how much of a request body
 /// the gateway keeps so that the request can be sent again.
 extension HTTPRouteRetryTests {

@@ -43,13 +43,15 @@ public final class HTTPGateway: Sendable {
     ///     `ugate_httproute_response_bytes_total{route}`, `ugate_httproute_send_timeouts_total{proto}`); nil: the bootstrapped `MetricsSystem`.
     ///   - router: the node's route table; a backend it routes to an upstream other than
     ///     `direct` (a mesh peer) is dialled through that upstream. nil: every backend direct.
+    ///   - retryBudgets: the retry budgets the listener counts in (routes and Services); the
+    ///     listeners of one node share one (`HTTPRouteService`). By default the listener's own.
     public init(
         table: RouteTable, host: String = "127.0.0.1", port: UInt16 = 0, loops: GateLoopGroup,
         defaultTimeout: Double = 30, keepAliveTimeout: Double = 60, http2IdleTimeout: Double = 60, sendTimeout: Double = 60,
         http2SettingsTimeout: Double = 10, connectTimeout: Double = 10,
         mirrorBodyLimit: Int = 1 << 20, retryBodyLimit: Int = HTTPRouteConfig.defaultRetryBodyLimit, accessLog: Logger = Logger(label: "ugate.httproute.access"),
         log: Logger = Logger(label: "ugate.httproute"), metrics: (any MetricsFactory)? = nil, tls: HTTPRouteTLS? = nil,
-        name: String = "httproute", router: Router? = nil
+        name: String = "httproute", router: Router? = nil, retryBudgets: RetryBudgets = RetryBudgets()
     ) throws {
         let factory = metrics ?? MetricsSystem.factory
         let state = GatewayState(table: table)
@@ -63,7 +65,8 @@ public final class HTTPGateway: Sendable {
                 listenerName: name, defaultTimeout: defaultTimeout, keepAliveTimeout: keepAliveTimeout, http2IdleTimeout: http2IdleTimeout,
                 sendTimeout: sendTimeout, http2SettingsTimeout: http2SettingsTimeout,
                 mirrorBodyLimit: mirrorBodyLimit, replayLimit: retryBodyLimit, accessLog: accessLog, log: log, counters: RouteCounters(factory: factory),
-                pool: BackendPool(connectTimeout: min(defaultTimeout, connectTimeout), router: router, listenerName: name)))
+                pool: BackendPool(connectTimeout: min(defaultTimeout, connectTimeout), router: router, listenerName: name),
+                retryBudgets: retryBudgets))
         let passthrough = PassthroughRelays()
         listener = try TCPListener(name: name, proto: .tcp, address: try SocketAddress(host: host, port: port), context: context) { bound in
             HTTPRouteFront(
@@ -87,9 +90,10 @@ public final class HTTPGateway: Sendable {
         listener.stop()
     }
 
-    /// Closes the connections served by NIO gracefully: HTTP/2 with the two-step GOAWAY (the
-    /// streams in flight finish), HTTP/1.1 at once when idle, else after the response in
-    /// progress (`Connection: close`). `permanently`: connections adopted later too (shutdown).
+    /// Closes the client connections gracefully: HTTP/2 with the two-step GOAWAY (the streams
+    /// in flight finish), HTTP/1.1 at once when idle, else after the response in progress
+    /// (`Connection: close`); a TLS handshake in progress on a gate loop finishes and its first
+    /// request is answered so. `permanently`: connections adopted later too (shutdown).
     /// TLS passthrough streams (opaque) keep running until they end; `closePassthroughAfter`:
     /// those open now are closed after that many seconds (a removed Gateway listener); nil
     /// leaves them to `closeConnections()` (shutdown, after its timeout).
@@ -100,7 +104,8 @@ public final class HTTPGateway: Sendable {
         }
     }
 
-    /// Client connections served by NIO that are still open.
+    /// Client connections still open (served by NIO or on the gate loops, TLS handshakes in
+    /// progress included).
     public var openConnections: Int { nio.connections.count }
 
     /// TLS passthrough streams of this listener that are still open.

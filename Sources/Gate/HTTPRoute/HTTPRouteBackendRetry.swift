@@ -235,12 +235,15 @@ struct RetryBudget {
     }
 }
 
-/// A listener's retry budgets, shared by its connections on every loop: one per route (by
-/// route label) with the route default, and one per Service an `XBackendTrafficPolicy`
-/// targets (`service namespace/name`) with the policy's constraint. Only requests of rules
-/// with a `retry`, or to a Service with a policy, are counted (no lock for the others).
-final class RetryBudgets: Sendable {
+/// A node's retry budgets, shared by the connections of all its listeners on every loop
+/// (`HTTPRouteService` gives every listener the same): one per route (by route label) with the
+/// route default, and one per Service an `XBackendTrafficPolicy` targets (`service
+/// namespace/name`) with the policy's constraint. Only requests of rules with a `retry`, or to
+/// a Service with a policy, are counted (no lock for the others).
+public final class RetryBudgets: Sendable {
     private let budgets = Mutex<[String: RetryBudget]>([:])
+
+    public init() {}
 
     /// The key of a Service's budget (route labels always contain `#`, Service keys never).
     static func serviceKey(_ backend: RouteBackend) -> String { "service " + backend.serviceKey }

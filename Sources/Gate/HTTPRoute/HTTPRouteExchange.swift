@@ -27,7 +27,7 @@ struct RouteSettings: Sendable {
     var log: Logger
     var counters: RouteCounters
     var pool: BackendPool
-    /// The retry budgets of the listener's routes (shared by its connections).
+    /// The retry budgets of the node's routes and Services (shared by its listeners).
     var retryBudgets = RetryBudgets()
 }
 
@@ -109,8 +109,9 @@ final class RouteConnection {
     /// socket, or its HTTP/2 flow-control window): each exchange of `exchanges` ends (its
     /// backend connection closed, not pooled; the access log says why), the timeout is counted
     /// (`ugate_httproute_send_timeouts_total{proto}`) and logged. The caller closes the
-    /// connection, or resets the stream.
-    func sendTimedOut(_ exchanges: [Exchange], waiting: Int, cause: SendStallCause = .socket) {
+    /// connection, or resets the stream. Returns the access log's `error`.
+    @discardableResult
+    func sendTimedOut(_ exchanges: [Exchange], waiting: Int, cause: SendStallCause = .socket) -> String {
         let seconds = settings.sendTimeout
         let what: String
         var metadata: Logger.Metadata = [
@@ -124,7 +125,8 @@ final class RouteConnection {
             what = "the client granted no HTTP/2 stream window for \(seconds) s"
             metadata["stream"] = .stringConvertible(id)
         }
-        for exchange in exchanges { exchange.clientStalled("send timeout: " + what) }
+        let error = "send timeout: " + what
+        for exchange in exchanges { exchange.clientStalled(error) }
         settings.counters.sendTimedOut(proto: proto)
         metadata["cause"] = .string(what)
         if case .streamWindow = cause {
@@ -132,6 +134,7 @@ final class RouteConnection {
         } else {
             settings.log.info("client connection closed: send timeout", metadata: metadata)
         }
+        return error
     }
 }
 
@@ -244,11 +247,21 @@ protocol ExchangeClient: AnyObject {
     func abortResponse()
     /// The exchange is over (answered, failed or abandoned).
     func exchangeFinished(_ exchange: Exchange)
+    /// Writes the finished exchange's access-log line and counts it (`RouteConnection.record`):
+    /// at once, or — an HTTP/2 stream whose response waits for the client's window — when
+    /// its response has really left or the stream ended otherwise.
+    func record(_ exchange: Exchange)
     /// `exchange` wrote to its backend: flush it at the end of the client's read burst (so the
     /// head and end of a request leave in one syscall), or now when no burst is under way.
     func backendNeedsFlush(_ exchange: Exchange)
     /// Calls `exchange.timedOut()` once its `deadline` has passed (unless it finished).
     func watchDeadline(_ exchange: Exchange)
+}
+
+extension ExchangeClient {
+    func record(_ exchange: Exchange) {
+        exchange.clientConnection.record(&exchange.log)
+    }
 }
 
 /// One timer per client connection for the deadlines of its exchanges, instead of a timer
@@ -350,6 +363,8 @@ final class Exchange: BackendDelegate {
     var chunkedUpstream = false
     var requestEnded = false
     var responded = false
+    /// The backend's response has ended: all of it was handed to the client.
+    private(set) var responseComplete = false
     var finished = false
     /// Set while `fail` writes a local answer or cuts a response off (see `clientGone`).
     var answeringLocally = false
@@ -735,6 +750,7 @@ final class Exchange: BackendDelegate {
             log.bytes = bodyBytes
             // A decoded chunked body's trailers (HTTP/2 clients: a trailing HEADERS frame).
             let trailers = backend?.reader.takeTrailers()
+            responseComplete = true
             // Finished first: ending the response may deliver the client's next request.
             finish(reuseBackend: requestEnded)
             client.respondEnd(trailers, close: !keepAlive)
@@ -883,7 +899,7 @@ final class Exchange: BackendDelegate {
             }
         }
         if !failures.isEmpty, log.error == nil { log.error = failures.joined(separator: "; ") }
-        clientConnection.record(&log)
+        client.record(self)
         client.exchangeFinished(self)
     }
 }

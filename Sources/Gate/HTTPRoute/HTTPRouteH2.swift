@@ -119,10 +119,11 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
             case .data(let id, let data, let padding, let endStream):
                 guard let stream = streams[id] else { break }
                 body(data, padding: padding, endStream: endStream, on: stream)
-            case .streamClosed(let id, _):
+            case .streamClosed(let id, let error):
                 if let stream = streams.remove(id) {
                     idle.streamClosed()
                     stream.exchange?.clientGone()
+                    stream.ended(error: error == nil ? nil : "client went away")
                 }
             case .pingAck(let opaque):
                 idle.pingAcknowledged(opaque)
@@ -202,13 +203,20 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
     /// Resets a stream of this handler's choosing (RST_STREAM) and forgets it.
     func reset(_ id: UInt32, _ code: H2ErrorCode) {
         codec.resetStream(id, code)
-        localClose(id)
+        localClose(id, error: "stream reset (\(code))")
     }
 
     /// The stream closed by what the gateway wrote (its END_STREAM after the client's, or its
-    /// RST_STREAM): forgotten without telling its exchange, which ended it.
-    private func localClose(_ id: UInt32) {
-        if streams.remove(id) != nil { idle.streamClosed() }
+    /// RST_STREAM, `error`): forgotten without telling its exchange, which ended it.
+    private func localClose(_ id: UInt32, error: String? = nil) {
+        guard let stream = streams.remove(id) else { return }
+        idle.streamClosed()
+        stream.ended(error: error)
+    }
+
+    /// Whether part of `stream`'s response waits in the codec for the client's window.
+    func holdsResponse(_ stream: HTTP2RouteStream) -> Bool {
+        codec.heldBytes(stream.id) > 0
     }
 
     /// Stream-level credit for `bytes` the gateway is done with (written to the backend, or
@@ -274,7 +282,8 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
             guard stream.windowStall.stalled(now: now) else { continue }
             if state.waitingFor == .connectionWindow {
                 let waiting = streams.all.reduce(0) { $0 + codec.heldBytes($1.id) }
-                connection.sendTimedOut(exchanges, waiting: waiting, cause: .connectionWindow)
+                let error = connection.sendTimedOut(exchanges, waiting: waiting, cause: .connectionWindow)
+                for stream in streams.all { stream.ended(error: error) }
                 let seconds = connection.settings.sendTimeout
                 if let error = codec.abort(.enhanceYourCalm, "send timeout: no connection window granted for \(seconds) s") {
                     flushNow()
@@ -290,9 +299,9 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
                 stream.pausedBackend = nil
                 paused.removeAll { $0 === stream }
             }
-            let exchange = stream.exchange
+            let error = connection.sendTimedOut(stream.exchange.map { [$0] } ?? [], waiting: waiting, cause: .streamWindow(stream.id))
+            stream.ended(error: error)
             reset(stream.id, .cancel)
-            connection.sendTimedOut(exchange.map { [$0] } ?? [], waiting: waiting, cause: .streamWindow(stream.id))
         }
         if !stalled.isEmpty { flushNow() }
         return false
@@ -334,7 +343,10 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
         let open = streams.all
         streams = HTTP2StreamTable()
         paused.removeAll()
-        for stream in open { stream.exchange?.clientGone() }
+        for stream in open {
+            stream.exchange?.clientGone()
+            stream.ended(error: "client went away")
+        }
         context.fireChannelInactive()
     }
 
@@ -726,6 +738,12 @@ final class HTTP2RouteStream: ExchangeClient {
     /// bytes sent at its last sample (`HTTP2RouteHandler.windowStalled`).
     var windowStall: SendStall
     var sentAtSample = 0
+    /// The response was ended (or cut off) by its exchange.
+    private var responseEnded = false
+    /// The finished exchange whose access-log line waits for its response to leave the codec
+    /// (held for want of the client's window): written when the stream ends (`ended`), so a
+    /// reset by the send timeout or the client's going away is in it.
+    private var unlogged: Exchange?
 
     init(id: UInt32, handler: HTTP2RouteHandler) {
         self.id = id
@@ -764,6 +782,8 @@ final class HTTP2RouteStream: ExchangeClient {
             if let held { handler.writeData(id, held, endStream: true) } else { handler.endStream(id) }
             held = nil
         }
+        responseEnded = true
+        if unlogged != nil, !handler.holdsResponse(self) { ended(error: nil) }
         handler.requestFlush()
     }
 
@@ -781,6 +801,7 @@ final class HTTP2RouteStream: ExchangeClient {
 
     func abortResponse() {
         held = nil
+        responseEnded = true
         handler?.resumeBackend(self)
         handler?.reset(id, .internalError)
         handler?.requestFlush()
@@ -788,6 +809,24 @@ final class HTTP2RouteStream: ExchangeClient {
 
     func exchangeFinished(_ finished: Exchange) {
         if exchange === finished { exchange = nil }
+    }
+
+    /// At once, unless the response is (or, its backend having ended, is about to be) held in
+    /// the codec: then when the stream ends.
+    func record(_ exchange: Exchange) {
+        guard let handler, responseEnded ? handler.holdsResponse(self) : exchange.responseComplete else {
+            return connection.record(&exchange.log)
+        }
+        unlogged = exchange
+    }
+
+    /// The stream ended (closed, reset, or its connection gone; `error`: not as it should):
+    /// the access-log line a held response was waiting for, with `error` added.
+    func ended(error: String?) {
+        guard let exchange = unlogged else { return }
+        unlogged = nil
+        if let error { exchange.log.error = exchange.log.error.map { $0 + "; " + error } ?? error }
+        connection.record(&exchange.log)
     }
 
     func backendNeedsFlush(_ exchange: Exchange) {

@@ -32,7 +32,7 @@ import NIOHTTP1
 /// than `maxUnwritten` request body bytes not yet written to the backend wait (uploads go at
 /// the backend's pace); the backend is not read while more than `maxQueued` response bytes wait
 /// for the client socket (downloads go at the client's pace).
-final class HTTP1LoopConnection: LoopExitHandler, ExchangeClient, HTTP1RequestServing {
+final class HTTP1LoopConnection: LoopExitHandler, LoopDrainable, ExchangeClient, HTTP1RequestServing {
     static let maxBuffered = HTTP1RouteHandler.maxBuffered
     static let maxUnwritten = HTTP1RouteHandler.maxUnwritten
     /// Response bytes queued for the client above which the backend is not read.
@@ -84,19 +84,22 @@ final class HTTP1LoopConnection: LoopExitHandler, ExchangeClient, HTTP1RequestSe
     private var idleSince: UInt64?
     private var idleTimer: LoopTimer?
     private var quiescing = false
+    /// The drain began during the TLS handshake: the client's first request is still served
+    /// (with `Connection: close`), a drain does not close the connection before it.
+    private var servesFirstRequest = false
     private var deadlines: DeadlineTimer?
     /// Whether the client stopped reading (`sendTimeout`), fed by every write attempt; its
     /// timer runs only while bytes wait for the socket.
     private var stall: SendStall
     private var stallTimer: LoopTimer?
 
-    private init(fd: Int32, gate: GateEventLoop, nio: HTTPRouteNIO, peer: String, tls: LoopTLSSession?) {
+    private init(fd: Int32, gate: GateEventLoop, nio: HTTPRouteNIO, peer: String, tls: LoopTLSSession?, handle: LoopConnectionHandle) {
         self.fd = fd
         self.gate = gate
         self.nio = nio
         self.tls = tls
         connection = RouteConnection(state: nio.state, settings: nio.settings, peer: peer, proto: tls == nil ? "http/1.1" : "http/1.1+tls", eventLoop: gate)
-        handle = LoopConnectionHandle(loop: gate.loop)
+        self.handle = handle
         // Over TLS nothing is handed to NIO (no h2c): no bytes are kept for it.
         opening = tls == nil ? ByteBufferAllocator().buffer(capacity: 0) : nil
         prefaceDecided = tls != nil
@@ -105,18 +108,30 @@ final class HTTP1LoopConnection: LoopExitHandler, ExchangeClient, HTTP1RequestSe
     }
 
     /// Serves the accepted socket `fd` on `loop` (called on its thread); `tls`: the session
-    /// whose handshake finished on it (HTTP/1.1 over TLS).
-    static func start(fd: Int32, loop: GateLoop, nio: HTTPRouteNIO, peer: String, tls: LoopTLSSession? = nil) {
+    /// whose handshake finished on it (HTTP/1.1 over TLS), `handshake`: how the listener's
+    /// registry holds it (the handshake's handle, taken over) and whether a drain began
+    /// during the handshake.
+    static func start(
+        fd: Int32, loop: GateLoop, nio: HTTPRouteNIO, peer: String, tls: LoopTLSSession? = nil,
+        handshake: (handle: LoopConnectionHandle, quiescing: Bool)? = nil
+    ) {
         if tls == nil { _ = try? Sys.setInt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1, "setsockopt(TCP_NODELAY)") }
-        let connection = HTTP1LoopConnection(fd: fd, gate: loop.eventLoop, nio: nio, peer: peer, tls: tls)
+        let handle = handshake?.handle ?? LoopConnectionHandle(loop: loop)
+        let connection = HTTP1LoopConnection(fd: fd, gate: loop.eventLoop, nio: nio, peer: peer, tls: tls, handle: handle)
         guard loop.register(fd, Interest.read, connection) else {
             tls?.close(notify: false)
             Sys.abort(fd)
+            nio.connections.remove(handle)
             return
         }
-        connection.handle.connection = connection
+        handle.connection = connection
         connection.armIdleTimer(after: connection.keepAliveMillis)
-        nio.connections.add(connection.handle)
+        if let handshake {
+            connection.quiescing = handshake.quiescing
+            connection.servesFirstRequest = handshake.quiescing
+        } else {
+            nio.connections.add(handle)
+        }
         // A request that came with the client's last handshake flight is in OpenSSL already.
         connection.readBuffered()
     }
@@ -182,6 +197,7 @@ final class HTTP1LoopConnection: LoopExitHandler, ExchangeClient, HTTP1RequestSe
         switch part {
         case .head(let head, let request, _):
             idleSince = nil
+            servesFirstRequest = false
             if opening != nil {
                 if head.asksForH2C {
                     // NIO's HTTP/1 pipeline decides the upgrade (and serves the request).
@@ -442,11 +458,12 @@ final class HTTP1LoopConnection: LoopExitHandler, ExchangeClient, HTTP1RequestSe
     }
 
     /// Draining: an idle connection closes now (once its output is written); one with a
-    /// request in progress answers it with `Connection: close` and closes after it.
+    /// request in progress answers it with `Connection: close` and closes after it, as does
+    /// one whose TLS handshake the drain began during (its first request).
     func quiesce() {
         guard fd >= 0 else { return }
         quiescing = true
-        guard exchange == nil, !responding else { return }
+        guard exchange == nil, !responding, !servesFirstRequest else { return }
         closing = true
         if out.isEmpty { closeNow() } else { afterWrite = .close }
     }
@@ -487,11 +504,21 @@ final class HTTP1LoopConnection: LoopExitHandler, ExchangeClient, HTTP1RequestSe
     }
 }
 
+/// A client connection on a gate loop as a drain sees it (loop thread only): an
+/// `HTTP1LoopConnection`, or a `LoopTLSHandshake` that becomes one.
+protocol LoopDrainable: AnyObject {
+    /// Draining began: close when idle, else after the response in progress.
+    func quiesce()
+    /// The drain's time is up: close at once.
+    func closeNow()
+}
+
 /// A client connection served on a gate loop, as the listener's `ConnectionRegistry` holds it:
-/// draining and closing from any thread hop to the connection's loop.
+/// draining and closing from any thread hop to the connection's loop. One handle from the
+/// accept to the close: a TLS handshake hands its handle to the connection it becomes.
 final class LoopConnectionHandle: @unchecked Sendable {  // `connection` is set and read on the loop thread only
     let loop: GateLoop
-    weak var connection: HTTP1LoopConnection?
+    weak var connection: (any LoopDrainable)?
 
     init(loop: GateLoop) { self.loop = loop }
 

@@ -265,7 +265,12 @@ extension GateEventLoop {
 /// socket's readiness until done, then the socket and session go to `HTTP1LoopConnection`;
 /// a failure (a broken ClientHello, no common cipher or version, the client gone) or the
 /// handshake timeout closes the socket and logs why in the access log.
-final class LoopTLSHandshake: LoopExitHandler {
+///
+/// Draining: the handshake is in the listener's `ConnectionRegistry` from its start (its
+/// handle goes on to the connection it becomes), so a drain waits for it. A drain that begins
+/// during the handshake lets it finish; the connection then answers its first request with
+/// `Connection: close` and closes after it. The drain's time running out closes it.
+final class LoopTLSHandshake: LoopExitHandler, LoopDrainable {
     private let gate: GateEventLoop
     private let nio: HTTPRouteNIO
     private let peer: String
@@ -274,6 +279,10 @@ final class LoopTLSHandshake: LoopExitHandler {
     private let session: LoopTLSSession
     private var interest = Interest.read
     private var timer: LoopTimer?
+    /// How the listener's registry holds the connection, from the handshake on.
+    private let handle: LoopConnectionHandle
+    /// A drain began during the handshake.
+    private var quiescing = false
 
     private init(fd: Int32, gate: GateEventLoop, nio: HTTPRouteNIO, peer: String, session: LoopTLSSession) {
         self.fd = fd
@@ -281,6 +290,7 @@ final class LoopTLSHandshake: LoopExitHandler {
         self.nio = nio
         self.peer = peer
         self.session = session
+        handle = LoopConnectionHandle(loop: gate.loop)
     }
 
     /// Starts the handshake of `fd` on `loop` (on its thread); `prefix`: the bytes already read
@@ -304,6 +314,8 @@ final class LoopTLSHandshake: LoopExitHandler {
             Glibc.close(fd)
             return
         }
+        handshake.handle.connection = handshake
+        nio.connections.add(handshake.handle)
         handshake.timer = loop.schedule(afterMillis: max(timeoutMillis, 1)) { [weak handshake] in
             handshake?.fail("TLS handshake timed out")
         }
@@ -326,7 +338,7 @@ final class LoopTLSHandshake: LoopExitHandler {
                     "src": .string(peer), "sni": .string(session.serverName ?? "-"), "alpn": .string(session.alpn ?? "-"),
                     "version": .string(session.version),
                 ])
-            HTTP1LoopConnection.start(fd: socket, loop: gate.loop, nio: nio, peer: peer, tls: session)
+            HTTP1LoopConnection.start(fd: socket, loop: gate.loop, nio: nio, peer: peer, tls: session, handshake: (handle, quiescing))
         case .wantRead:
             watch(Interest.read)
         case .wantWrite:
@@ -354,6 +366,11 @@ final class LoopTLSHandshake: LoopExitHandler {
         close()
     }
 
+    func quiesce() { quiescing = true }
+
+    /// The drain's time is up (shutdown): the handshake ends as a failed one.
+    func closeNow() { fail("shutdown: drain timeout") }
+
     func loopExited() { close() }
 
     private func close() {
@@ -363,5 +380,6 @@ final class LoopTLSHandshake: LoopExitHandler {
         session.close(notify: false)
         Glibc.close(fd)
         fd = -1
+        nio.connections.remove(handle)
     }
 }

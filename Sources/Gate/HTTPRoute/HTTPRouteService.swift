@@ -213,6 +213,8 @@ public final class HTTPRouteService: Sendable {
         let loader = HTTPRouteLoader(services: config.services)
         let manifests = try loader.load(directory: config.manifests)
         var slots: [ListenerSlot] = []
+        // One budget per route and per Service for the whole node: every listener counts in it.
+        let retryBudgets = RetryBudgets()
         for listener in config.listeners {
             guard (0...65535).contains(listener.port) else {
                 throw GateError(.config, "httproute listener \(listener.name): port \(listener.port) out of range")
@@ -229,7 +231,7 @@ public final class HTTPRouteService: Sendable {
                         http2SettingsTimeout: config.http2SettingsTimeout,
                         connectTimeout: config.connectTimeout, mirrorBodyLimit: config.mirrorBodyLimit,
                         retryBodyLimit: config.retryBodyLimit, accessLog: accessLog, log: log,
-                        tls: tls, name: listener.name, router: router)
+                        tls: tls, name: listener.name, router: router, retryBudgets: retryBudgets)
                 })
         }
         slots.forEach { $0.bind() }

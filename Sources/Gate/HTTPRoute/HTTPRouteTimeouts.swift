@@ -254,14 +254,16 @@ extension BackendPool {
     }
 }
 
-/// The client connections a gateway listener handed to NIO, so that they can be drained: on
-/// shutdown and when their listener is removed from the manifests, each gets a
-/// `ChannelShouldQuiesceEvent` (HTTP/2: the two-step GOAWAY of `HTTP2IdleHandler`; HTTP/1.1:
-/// closed when idle, else after the response in progress, which says `Connection: close`).
+/// The client connections of a gateway listener — handed to NIO, or served on the gate loops
+/// (TLS handshakes in progress included) — so that they can be drained: on shutdown and when
+/// their listener is removed from the manifests, each gets a `ChannelShouldQuiesceEvent`
+/// (HTTP/2: the two-step GOAWAY of `HTTP2IdleHandler`; HTTP/1.1: closed when idle, else after
+/// the response in progress, which says `Connection: close`) or its loop's `quiesce()`.
 final class ConnectionRegistry: Sendable {
     private struct State {
         var channels: [ObjectIdentifier: any Channel] = [:]
-        /// The HTTP/1.1 connections served on the gate loops (`HTTP1LoopConnection`).
+        /// The HTTP/1.1 connections served on the gate loops (`HTTP1LoopConnection`, and the
+        /// `LoopTLSHandshake` before it).
         var loopConnections: [ObjectIdentifier: LoopConnectionHandle] = [:]
         /// Shutting down: connections adopted from now on are quiesced at once.
         var quiescing = false
