@@ -258,14 +258,17 @@ final class HTTPRouteLoopTLSTests: XCTestCase {
                 self.tls = ctx.wrap_bio(self.inc, self.out, server_hostname=host)
                 self.buffer = b""
                 if handshake:
-                    while True:
-                        try:
-                            self.tls.do_handshake()
-                            break
-                        except ssl.SSLWantReadError:
-                            self.flush()
-                            self.fill()
+                    self.handshake()
                     self.flush()
+            def handshake(self):
+                # Done once the client's last flight is made (left in `out`, not sent).
+                while True:
+                    try:
+                        self.tls.do_handshake()
+                        return
+                    except ssl.SSLWantReadError:
+                        self.flush()
+                        self.fill()
             def flush(self):
                 data = self.out.read()
                 if data:
@@ -353,13 +356,7 @@ final class HTTPRouteLoopTLSTests: XCTestCase {
             # back (the handshake in progress on the gateway) until the test says `go`.
             marker = sys.argv[4]
             c = Conn(handshake=False)
-            while True:
-                try:
-                    c.tls.do_handshake()
-                    break
-                except ssl.SSLWantReadError:
-                    c.flush()
-                    c.fill()
+            c.handshake()
             open(marker + "/hello", "w").close()
             if scenario == "stalledhandshake":
                 c.raw_until_eof()

@@ -116,7 +116,9 @@ extension HTTPRouteRetryTests {
         let loaded = try HTTPRouteLoader().load(directory: dir)
         XCTAssertEqual(loaded.routes[0].rules[0].backends.map { $0.retryConstraint?.percent }, [5, 5])
         let report = HTTPRouteStatusReport.compute(loaded, listeners: nil)
-        let accepted = Dictionary(uniqueKeysWithValues: report.policies.map { ($0.name, $0.conditions[0]) })
+        // One ancestor each: `*` (the route has no parentRefs), `-` for the unused one.
+        XCTAssertEqual(report.policies.map { $0.ancestors.map(\.ancestor) }, [["*"], ["*"], ["-"]])
+        let accepted = Dictionary(uniqueKeysWithValues: report.policies.map { ($0.name, $0.ancestors[0].conditions[0]) })
         XCTAssertEqual(accepted["older"]?.status, "True")
         XCTAssertEqual(accepted["newer"]?.reason, "Conflicted")
         XCTAssertEqual(accepted["newer"]?.message, "shop/cart is held by the older XBackendTrafficPolicy shop/older")
@@ -124,8 +126,65 @@ extension HTTPRouteRetryTests {
         XCTAssertEqual(accepted["unused"]?.observedGeneration, 1)
         XCTAssertNotNil(accepted["unused"]?.lastTransitionTime)
         XCTAssertFalse(report.healthy)
-        XCTAssertTrue(report.table.contains("XBackendTrafficPolicy  shop/newer   shop/cart           False (Conflicted)"), report.table)
+        XCTAssertTrue(report.table.contains("XBackendTrafficPolicy  shop/newer   *         shop/cart           False (Conflicted)"), report.table)
         XCTAssertTrue(report.json.contains("\"policies\""), report.json)
+        XCTAssertEqual(try JSONDecoder().decode(HTTPRouteStatusReport.self, from: Data(report.json.utf8)), report)
+    }
+
+    /// GEP-713 `PolicyAncestorStatus`: one entry per Gateway whose routes reach a targeted
+    /// Service, judged on the targets reached there. `cart` is reached through Gateway gw-a,
+    /// `pay` through gw-b, `extra` through both. The older policy holds `cart` and `pay`
+    /// (accepted at both). The newer one targets `cart` and `extra`: at gw-a, which reaches
+    /// both, it is accepted naming the conflict over `cart`; at gw-b, which reaches only
+    /// `extra`, it is in force. A third policy on `cart` alone is `Conflicted` at gw-a, its only
+    /// ancestor. Each ancestor's condition is stamped, and the table has a line per ancestor.
+    func testPolicyStatusPerAncestorGateway() throws {
+        func route(_ name: String, parents: String, backends: String) throws {
+            let yaml = """
+                apiVersion: gateway.networking.k8s.io/v1
+                kind: HTTPRoute
+                metadata: {name: \(name), namespace: shop}
+                spec:
+                  parentRefs: \(parents)
+                  rules:
+                  - backendRefs: \(backends)
+
+                """
+            try yaml.write(toFile: "\(dir)/\(name).yaml", atomically: true, encoding: .utf8)
+        }
+        try route("ra", parents: "[{name: gw-a}]", backends: "[{name: cart, port: 80}]")
+        try route("rb", parents: "[{name: gw-b}]", backends: "[{name: pay, port: 80}, {name: extra, port: 80}]")
+        try route("rab", parents: "[{name: gw-a}, {name: gw-b}]", backends: "[{name: extra, port: 80}]")
+        func service(_ name: String) -> String { "{group: \"\", kind: Service, name: \(name)}" }
+        try writePolicy(
+            "older", ["targetRefs: [\(service("cart")), \(service("pay"))]", "retryConstraint: {}"], file: "p1.yaml",
+            extra: ", creationTimestamp: \"2026-01-01T00:00:00Z\"")
+        try writePolicy(
+            "newer", ["targetRefs: [\(service("cart")), \(service("extra"))]", "retryConstraint: {}"], file: "p2.yaml",
+            extra: ", creationTimestamp: \"2026-02-01T00:00:00Z\"")
+        try writePolicy(
+            "newest", ["targetRefs: [\(service("cart"))]", "retryConstraint: {}"], file: "p3.yaml", extra: ", creationTimestamp: \"2026-03-01T00:00:00Z\"")
+        let report = HTTPRouteStatusReport.compute(try HTTPRouteLoader().load(directory: dir), listeners: nil)
+        let byName = Dictionary(uniqueKeysWithValues: report.policies.map { ($0.name, $0) })
+        func accepted(_ policy: String) -> [String] {
+            byName[policy]?.ancestors.map { a in
+                let c = a.conditions[0]
+                return "\(a.ancestor) \(c.status) \(c.reason): \(c.message)"
+            } ?? []
+        }
+        XCTAssertEqual(accepted("older"), ["shop/gw-a True Accepted: retry budget in force", "shop/gw-b True Accepted: retry budget in force"])
+        XCTAssertEqual(
+            accepted("newer"),
+            [
+                "shop/gw-a True Accepted: retry budget in force; shop/cart is held by the older XBackendTrafficPolicy shop/older",
+                "shop/gw-b True Accepted: retry budget in force",
+            ])
+        XCTAssertEqual(accepted("newest"), ["shop/gw-a False Conflicted: shop/cart is held by the older XBackendTrafficPolicy shop/older"])
+        XCTAssertFalse(report.healthy)
+        XCTAssertTrue(byName.values.allSatisfy { $0.ancestors.allSatisfy { $0.conditions.allSatisfy { $0.lastTransitionTime != nil && $0.observedGeneration == 1 } } })
+        let lines = report.table.split(separator: "\n").filter { $0.hasPrefix("XBackendTrafficPolicy") }
+        XCTAssertEqual(lines.count, 5, report.table)
+        XCTAssertTrue(lines.contains { $0.contains("shop/newest") && $0.contains("shop/gw-a") && $0.contains("False (Conflicted)") }, report.table)
         XCTAssertEqual(try JSONDecoder().decode(HTTPRouteStatusReport.self, from: Data(report.json.utf8)), report)
     }
 

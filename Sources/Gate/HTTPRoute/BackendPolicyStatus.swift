@@ -1,65 +1,102 @@
-/// The status of one `XBackendTrafficPolicy`: its `Accepted` condition with the reasons of
-/// the Gateway API's policy attachment (GEP-713). ugate reports it once per policy (it has one
-/// data plane, no `status.ancestors` per Gateway to write back to):
+/// The status of one `XBackendTrafficPolicy` as GEP-713's `PolicyAncestorStatus` list: one
+/// entry per ancestor — each Gateway (`namespace/name`) that an HTTPRoute sending to a targeted
+/// Service names in its `parentRefs`, or `*` for ugate's routes without parentRefs (they attach
+/// to every configured listener) — with its `Accepted` condition and the reasons of the
+/// Gateway API's policy attachment, judged on the targets reached through that ancestor:
 ///
-/// * `True` / `Accepted`: the policy's budget is in force for its targeted Services (the
-///   message names any target another policy holds);
-/// * `False` / `Conflicted`: every targeted Service is held by an older policy (oldest
-///   `creationTimestamp`, then `namespace/name`, wins — `RouteManifests.backendPolicyInForce`);
-/// * `False` / `TargetNotFound`: no HTTPRoute `backendRefs` names a targeted Service;
+/// * `True` / `Accepted`: the policy's budget is in force for the targeted Services reached
+///   there (the message names any of them another policy holds);
+/// * `False` / `Conflicted`: every targeted Service reached there is held by an older policy
+///   (oldest `creationTimestamp`, then `namespace/name`, wins —
+///   `RouteManifests.backendPolicyInForce`);
 /// * a policy without `retryConstraint` is `True` / `Accepted` (it asks for nothing).
+///
+/// A policy no HTTPRoute `backendRefs` reaches has no ancestor: it gets one entry `-` with
+/// `False` / `TargetNotFound`, so the status still says why it does nothing.
 public struct BackendPolicyStatus: Codable, Sendable, Equatable {
     public var kind: String
     public var namespace: String
     public var name: String
     /// The targeted Services (`namespace/name`).
     public var targets: [String]
-    public var conditions: [RouteCondition]
+    public var ancestors: [PolicyAncestorStatus]
 
     static func compute(_ manifests: RouteManifests) -> [BackendPolicyStatus] {
         let inForce = manifests.backendPolicyInForce()
-        var used = Set<String>()
+        // Per Service, the ancestors its routes reach it through, in the manifests' order.
+        var reachedThrough: [String: [String]] = [:]
         for route in manifests.routes {
+            let ancestors = route.parents.isEmpty ? ["*"] : route.parents.map { "\($0.namespace)/\($0.name)" }
             for rule in route.rules {
-                for backend in rule.backends { used.insert(backend.serviceKey) }
+                for backend in rule.backends {
+                    for ancestor in ancestors where !(reachedThrough[backend.serviceKey]?.contains(ancestor) ?? false) {
+                        reachedThrough[backend.serviceKey, default: []].append(ancestor)
+                    }
+                }
             }
         }
         return manifests.backendPolicies.map { policy in
             let targets = policy.targets
-            let condition: RouteCondition
-            let held = targets.filter { inForce[$0].map { $0.key != policy.key } ?? false }
-            if policy.retryConstraint == nil {
-                condition = RouteCondition(type: "Accepted", status: "True", reason: "Accepted", message: "no retryConstraint: nothing to apply")
-            } else if !targets.contains(where: used.contains) {
-                condition = RouteCondition(
+            var ancestors: [String] = []
+            for target in targets {
+                for ancestor in reachedThrough[target] ?? [] where !ancestors.contains(ancestor) { ancestors.append(ancestor) }
+            }
+            let statuses: [PolicyAncestorStatus]
+            if ancestors.isEmpty {
+                let condition = RouteCondition(
                     type: "Accepted", status: "False", reason: "TargetNotFound",
                     message: "no HTTPRoute backendRef names \(targets.joined(separator: ", "))")
-            } else if held.count == targets.count {
-                condition = RouteCondition(
-                    type: "Accepted", status: "False", reason: "Conflicted", message: conflicts(held, inForce))
+                statuses = [PolicyAncestorStatus(ancestor: "-", conditions: [condition])]
             } else {
-                condition = RouteCondition(
-                    type: "Accepted", status: "True", reason: "Accepted",
-                    message: held.isEmpty ? "retry budget in force" : "retry budget in force; " + conflicts(held, inForce))
+                statuses = ancestors.map { ancestor in
+                    let reached = targets.filter { reachedThrough[$0]?.contains(ancestor) ?? false }
+                    return PolicyAncestorStatus(ancestor: ancestor, conditions: [accepted(policy, reached: reached, inForce)])
+                }
             }
-            return BackendPolicyStatus(kind: policy.kind, namespace: policy.namespace, name: policy.name, targets: targets, conditions: [condition])
+            return BackendPolicyStatus(kind: policy.kind, namespace: policy.namespace, name: policy.name, targets: targets, ancestors: statuses)
         }
+    }
+
+    /// `Accepted` of `policy` at an ancestor through which its targets `reached` are used.
+    private static func accepted(
+        _ policy: BackendTrafficPolicyObject, reached: [String], _ inForce: [String: BackendTrafficPolicyObject]
+    ) -> RouteCondition {
+        guard policy.retryConstraint != nil else {
+            return RouteCondition(type: "Accepted", status: "True", reason: "Accepted", message: "no retryConstraint: nothing to apply")
+        }
+        let held = reached.filter { inForce[$0].map { $0.key != policy.key } ?? false }
+        if held.count == reached.count {
+            return RouteCondition(type: "Accepted", status: "False", reason: "Conflicted", message: conflicts(held, inForce))
+        }
+        return RouteCondition(
+            type: "Accepted", status: "True", reason: "Accepted",
+            message: held.isEmpty ? "retry budget in force" : "retry budget in force; " + conflicts(held, inForce))
     }
 
     private static func conflicts(_ held: [String], _ inForce: [String: BackendTrafficPolicyObject]) -> String {
         held.map { "\($0) is held by the older \(inForce[$0]!.kind) \(inForce[$0]!.key)" }.joined(separator: "; ")
     }
 
-    /// One line per policy: kind, name, targets, `Accepted`, message.
+    /// One line per policy and ancestor: kind, name, ancestor, targets, `Accepted`, message.
     static func table(_ statuses: [BackendPolicyStatus]) -> String {
-        var rows = [["KIND", "POLICY", "TARGETS", "ACCEPTED", "MESSAGE"]]
+        var rows = [["KIND", "POLICY", "ANCESTOR", "TARGETS", "ACCEPTED", "MESSAGE"]]
         for status in statuses {
-            let accepted = status.conditions.first { $0.type == "Accepted" }
-            rows.append([
-                status.kind, "\(status.namespace)/\(status.name)", status.targets.joined(separator: ","),
-                accepted.map { $0.status == "True" ? "True" : "False (\($0.reason))" } ?? "-", accepted?.message ?? "-",
-            ])
+            for ancestor in status.ancestors {
+                let accepted = ancestor.conditions.first { $0.type == "Accepted" }
+                rows.append([
+                    status.kind, "\(status.namespace)/\(status.name)", ancestor.ancestor, status.targets.joined(separator: ","),
+                    accepted.map { $0.status == "True" ? "True" : "False (\($0.reason))" } ?? "-", accepted?.message ?? "-",
+                ])
+            }
         }
         return RouteStatus.columns(rows)
     }
+}
+
+/// The conditions of a policy for one ancestor (GEP-713 `PolicyAncestorStatus`): `ancestor` is
+/// the Gateway `namespace/name` (`ancestorRef`), `*` for routes without parentRefs, `-` when
+/// no route reaches the policy's targets.
+public struct PolicyAncestorStatus: Codable, Sendable, Equatable {
+    public var ancestor: String
+    public var conditions: [RouteCondition]
 }

@@ -131,14 +131,15 @@ public struct HTTPRouteStatusReport: Codable, Sendable, Equatable {
     /// Whether every condition is in its good state: no `False` (and `Conflicted` not
     /// `True`); `Unknown` (not checked) counts as good.
     public var healthy: Bool {
+        let policyConditions: [RouteCondition] = policies.flatMap { $0.ancestors.flatMap(\.conditions) }
         let conditions =
             gateways.flatMap { $0.conditions + $0.listeners.flatMap(\.conditions) } + routes.flatMap { $0.parents.flatMap(\.conditions) }
-            + policies.flatMap(\.conditions)
+            + policyConditions
         return conditions.allSatisfy { $0.type == "Conflicted" ? $0.status != "True" : $0.status != "False" }
     }
 
     /// The routes' table (`RouteStatus.table`), then one line per Gateway listener, then one
-    /// per backend policy.
+    /// per backend policy and ancestor.
     public var table: String {
         var text = RouteStatus.table(routes)
         if !gateways.isEmpty { text += "\n\n" + GatewayStatus.table(gateways) }

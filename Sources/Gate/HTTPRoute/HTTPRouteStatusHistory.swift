@@ -187,8 +187,11 @@ public final class StatusHistory: Sendable {
             for p in report.policies.indices {
                 let object = "\(report.policies[p].kind) \(report.policies[p].namespace)/\(report.policies[p].name)"
                 let number = generation(object)
-                for c in report.policies[p].conditions.indices {
-                    stamp(&report.policies[p].conditions[c], object: object, scope: "", generation: number)
+                for a in report.policies[p].ancestors.indices {
+                    let scope = "ancestor \(report.policies[p].ancestors[a].ancestor)"
+                    for c in report.policies[p].ancestors[a].conditions.indices {
+                        stamp(&report.policies[p].ancestors[a].conditions[c], object: object, scope: scope, generation: number)
+                    }
                 }
             }
             state.conditions = conditions
