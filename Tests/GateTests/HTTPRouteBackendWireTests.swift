@@ -242,7 +242,7 @@ final class HTTPRouteBackendWireTests: XCTestCase {
         }
     }
 
-    /// `isTokenChar` (a bit set) is RFC 9110 §5.6.2's tchar, for every byte value.
+    /// `isTokenChar` (a table) is RFC 9110 §5.6.2's tchar, for every byte value.
     func testTokenCharsAreRFC9110s() {
         let tchar = Set("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".utf8)
         for byte in 0...255 { XCTAssertEqual(isTokenChar(UInt8(byte)), tchar.contains(UInt8(byte)), "byte \(byte)") }
