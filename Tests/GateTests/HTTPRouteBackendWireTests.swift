@@ -242,7 +242,7 @@ final class HTTPRouteBackendWireTests: XCTestCase {
         }
     }
 
-    /// `isTokenChar` (a bit set) is RFC 9110 §5.6.2's tchar, for every byte value.
+    /// `isTokenChar` (a table) is RFC 9110 §5.6.2's tchar, for every byte value.
     func testTokenCharsAreRFC9110s() {
         let tchar = Set("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".utf8)
         for byte in 0...255 { XCTAssertEqual(isTokenChar(UInt8(byte)), tchar.contains(UInt8(byte)), "byte \(byte)") }
@@ -359,6 +359,9 @@ final class HTTPRouteBackendWireTests: XCTestCase {
             "HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-A:  spaced \r\nTE: x\r\n\r\n",
             "HTTP/1.1 204 No Content\nServer: s\nTransfer-Encoding: chunked\nUpgrade: h2c\nProxy-Connection: y\n\n",
             "HTTP/1.1 500 \r\nConnection: close\r\n\r\n", "HTTP/1.1 302 Found\r\n\r\n",
+            // Kept lines copied in runs: a run cut by a dropped field and by a bare LF line.
+            "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nKeep-Alive: x\r\nC: 3\nD: 4\r\nE: 5\r\nUpgrade: y\r\n\r\n",
+            "HTTP/1.1 200 OK\nA: 1\r\nB: 2\n\r\n",
         ]
         for text in heads {
             guard case .done(let head, _) = HTTP1ResponseHead.parse(Array(text.utf8)) else { return XCTFail(text) }

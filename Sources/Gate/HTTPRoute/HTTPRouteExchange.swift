@@ -403,7 +403,7 @@ final class Exchange: BackendDelegate {
     /// `keepAlive`: false when the connection closes after this response whatever the head says.
     static func begin(_ head: some ExchangeHead, client: any ExchangeClient, http1: Bool, request: RouteRequest, keepAlive: Bool = true) -> Exchange? {
         let connection = client.connection
-        var log = HTTPAccessEntry(method: head.method.rawValue, host: request.host, path: request.path, started: GateLoop.monotonicMillis())
+        var log = HTTPAccessEntry(method: request.method, host: request.host, path: request.path, started: GateLoop.monotonicMillis())
         var keepAlive = keepAlive && head.isKeepAlive
         let local: (status: Int, message: String, headers: [HTTPField])
         if let refusal = check(head, http1: http1, plain: connection.proto == "http/1.1") {
@@ -416,7 +416,7 @@ final class Exchange: BackendDelegate {
                 local = (status, message, headers)
             case .forward(let forward):
                 // `consume`: the entry moves into the exchange (a copy retained each of its strings).
-                let exchange = Exchange(client: client, connection: connection, log: consume log, forward: forward, method: head.method.rawValue, keepAlive: keepAlive)
+                let exchange = Exchange(client: client, connection: connection, log: consume log, forward: forward, method: request.method, keepAlive: keepAlive)
                 exchange.start(head)
                 return exchange
             }

@@ -182,16 +182,30 @@ public struct RouteTable: Sendable {
         return best
     }
 
-    /// Whether every byte of `text` is ASCII.
+    /// Whether every byte of `text` is ASCII: eight bytes at a time, then the rest (asked
+    /// for the host and every route hostname on every request).
     private static func isASCII(_ text: String) -> Bool {
         utf8Bytes(of: text) { bytes in
-            for byte in bytes where byte >= 0x80 { return false }
+            var index = 0
+            if let base = bytes.baseAddress {
+                while index + 8 <= bytes.count {
+                    if UnsafeRawPointer(base + index).loadUnaligned(as: UInt64.self) & 0x8080_8080_8080_8080 != 0 { return false }
+                    index += 8
+                }
+            }
+            while index < bytes.count {
+                if bytes[index] >= 0x80 { return false }
+                index += 1
+            }
             return true
         }
     }
 
+    /// A `PathPrefix` value without its trailing `/` (`/` itself stays). Asked per request:
+    /// its length and last byte are read from the UTF-8 bytes (`count` walked the grapheme
+    /// clusters); a prefix starts with `/`, so neither differs from the `Character` view.
     static func trimmedPrefix(_ prefix: String) -> String {
-        prefix.count > 1 && prefix.hasSuffix("/") ? String(prefix.dropLast()) : prefix
+        prefix.utf8.count > 1 && prefix.utf8.last == UInt8(ascii: "/") ? String(prefix.dropLast()) : prefix
     }
 
     /// Whether `path` matches `match.path`.
