@@ -1,0 +1,69 @@
+import XCTest
+
+@testable import Gate
+
+/// Bounded fuzz loops with fixed seeds over the HTTPRoute gateway's own parsers — the HTTP/2
+/// server codec with HPACK, the HTTP/1.1 request decoder with chunked bodies and trailers,
+/// the backend response reader, the chunked-body scanner and the manifest loader: random
+/// bytes, random bytes behind a valid message's start, and mutated valid messages, each fed
+/// whole and in random pieces. The contracts are `FuzzContract`'s, the same the libFuzzer
+/// harness (`scripts/fuzz-httproute`) checks; the inputs it found are replayed here.
+final class HTTPRouteFuzzTests: XCTestCase {
+    static let iterations = 600
+
+    func randomBytes(_ rng: inout SeededGenerator, maxLength: Int) -> [UInt8] {
+        (0..<Int.random(in: 0...maxLength, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+    }
+
+    /// `valid` with one to four edits: a byte replaced, bytes inserted, a range deleted or
+    /// repeated, the end cut off.
+    func mutate(_ valid: [UInt8], _ rng: inout SeededGenerator) -> [UInt8] {
+        var bytes = valid
+        for _ in 0..<Int.random(in: 1...4, using: &rng) where !bytes.isEmpty {
+            let at = Int.random(in: 0..<bytes.count, using: &rng)
+            let end = min(bytes.count, at + Int.random(in: 1...16, using: &rng))
+            switch Int.random(in: 0..<5, using: &rng) {
+            case 0: bytes[at] = UInt8.random(in: 0...255, using: &rng)
+            case 1: bytes.insert(contentsOf: randomBytes(&rng, maxLength: 8), at: at)
+            case 2: bytes.removeSubrange(at..<end)
+            case 3: bytes.insert(contentsOf: bytes[at..<end], at: end)
+            default: bytes = Array(bytes.prefix(at))
+            }
+        }
+        return bytes
+    }
+
+    /// Random, prefixed-random and mutated inputs for `target` in turn; stops at the first
+    /// broken contract, naming the input.
+    func fuzz(_ target: String, seed: UInt64, iterations: Int = iterations) {
+        var rng = SeededGenerator(seed: seed)
+        let valid = FuzzContract.seeds(target)
+        for index in 0..<iterations {
+            let control = [UInt8.random(in: 0...255, using: &rng), UInt8.random(in: 0...255, using: &rng)]
+            let start = valid[index % valid.count]
+            let input: [UInt8]
+            switch index % 3 {
+            case 0: input = control + randomBytes(&rng, maxLength: 300)
+            case 1: input = [start[0], control[1]] + start.dropFirst(2).prefix(Int.random(in: 0...start.count, using: &rng)) + randomBytes(&rng, maxLength: 100)
+            default: input = [Bool.random(using: &rng) ? start[0] : control[0], control[1]] + mutate(Array(start.dropFirst(2)), &rng)
+            }
+            if let violation = FuzzContract.check(target, input) {
+                return XCTFail("\(target), iteration \(index), input \(input): \(violation)")
+            }
+        }
+    }
+
+    func testSeedsKeepTheContracts() {
+        for target in FuzzContract.targets {
+            for input in FuzzContract.seeds(target) {
+                XCTAssertNil(FuzzContract.check(target, input), target)
+            }
+        }
+    }
+
+    func testHTTP2ServerCodec() { fuzz("h2", seed: 0x5EED_0201, iterations: 300) }
+    func testHTTP1RequestDecoder() { fuzz("h1", seed: 0x5EED_0202) }
+    func testBackendResponseReader() { fuzz("response", seed: 0x5EED_0203) }
+    func testChunkedScanner() { fuzz("chunked", seed: 0x5EED_0204) }
+    func testManifestLoader() { fuzz("manifest", seed: 0x5EED_0205, iterations: 300) }
+}
