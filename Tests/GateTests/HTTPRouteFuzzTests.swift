@@ -61,6 +61,44 @@ final class HTTPRouteFuzzTests: XCTestCase {
         }
     }
 
+    /// Found by `testHTTP1RequestDecoder`: a request line longer than the head limit was 431
+    /// whole but 400 when a first piece showed a bad byte within the limit; one with a bare CR
+    /// beyond the limit was 400 whole but 431 when a piece without the LF reached the limit.
+    /// Now both are refused as the pieces are, whatever the pieces.
+    func testStartLineErrorsDoNotDependOnPieces() {
+        let limits = HTTPHeadLimits(maxHeadBytes: 64, maxHeaderCount: 8)
+        let long = String(repeating: "a", count: 100)
+        for (text, status) in [("G\u{1}ET /\(long) HTTP/1.1\r\n\r\n", 400), ("GET /\(long)\rb HTTP/1.1\r\nHost: h\r\n\r\n", 431)] {
+            let bytes = Array(text.utf8)
+            XCTAssertEqual(FuzzContract.runH1([0..<bytes.count], bytes, limits: limits).run.error?.status, status, text)
+            for cut in 1..<bytes.count {
+                let split = FuzzContract.runH1([0..<cut, cut..<bytes.count], bytes, limits: limits)
+                XCTAssertEqual(split.run.error?.status, status, "\(text.debugDescription) cut at \(cut)")
+            }
+        }
+    }
+
+    /// Found by review while writing the manifest target: Yams builds a document recursively
+    /// and expands aliases in place, so collections nested 100,000 deep overflowed the stack
+    /// (a crash) and anchors aliased within anchors ("billion laughs", 10¹² nodes here) never
+    /// finished. Both are refused before Yams sees them; aliases within the bounds still load.
+    func testManifestBombsAreRefused() throws {
+        let deep = String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000)
+        var laughs = "apiVersion: v1\nkind: Namespace\nmetadata: {name: n}\nspec:\n  a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+        for level in 1...12 { laughs += "  a\(level): &a\(level) [" + Array(repeating: "*a\(level - 1)", count: 10).joined(separator: ", ") + "]\n" }
+        for (yaml, message) in [(deep, "nested deeper than 64 levels"), (laughs, "more than 100000 nodes")] {
+            XCTAssertThrowsError(try HTTPRouteLoader().load(yaml: yaml, file: "bomb.yaml")) { error in
+                guard let error = error as? HTTPRouteError else { return XCTFail("\(error)") }
+                XCTAssertEqual(error.code, .unreadable, "\(error)")
+                XCTAssertEqual(error.object, "document 1", "\(error)")
+                XCTAssertTrue(error.message.contains(message), "\(error)")
+            }
+        }
+        let manifests = try HTTPRouteLoader(services: ["web": "127.0.0.1:8080", "ns/api": "[::1]:9000"])
+            .load(yaml: String(decoding: FuzzContract.seeds("manifest")[0].dropFirst(2), as: UTF8.self), file: "aliases.yaml")
+        XCTAssertEqual(manifests.routes.first?.rules.map { $0.backends.map(\.name) }, [["prod/web:80", "ns/api:8080"], ["prod/web:80", "ns/api:8080"]])
+    }
+
     func testHTTP2ServerCodec() { fuzz("h2", seed: 0x5EED_0201, iterations: 300) }
     func testHTTP1RequestDecoder() { fuzz("h1", seed: 0x5EED_0202) }
     func testBackendResponseReader() { fuzz("response", seed: 0x5EED_0203) }
