@@ -116,7 +116,7 @@ enum FuzzContract {
         var failed = false
         let answer = Int(variant >> 2 & 3)
         func take() {
-            if let output = codec.takeOutput() { run.output += output.readableBytesView }
+            codec.takeOutput()?.withUnsafeReadableBytes { run.output.append(contentsOf: $0) }
         }
         for piece in pieces {
             codec.receive(allocator.buffer(bytes: input[piece]))
@@ -277,7 +277,7 @@ enum FuzzContract {
                         }
                     case .body(let bytes):
                         guard let framing = expected, framing.chunked || framing.length! > 0 else { return (run, "body without a head that has one") }
-                        body += bytes.readableBytesView
+                        bytes.withUnsafeReadableBytes { body.append(contentsOf: $0) }
                         decoded += bytes.readableBytes
                     case .end(let trailers):
                         guard let framing = expected else { return (run, "end without a head") }
@@ -375,7 +375,7 @@ enum FuzzContract {
                 run.events.append("head \(response.status) \(response.version) \(keepsFields ? "\(response.headers)" : "") \(found) \(keepAlive) \(digest(raw.readableBytesView))")
             case .body(let bytes):
                 guard framing != nil, framing != HTTPBodyFraming.none else { return "body without a head that has one" }
-                body += bytes.readableBytesView
+                bytes.withUnsafeReadableBytes { body.append(contentsOf: $0) }
             case .end(let bodyBytes):
                 guard let found = framing else { return "end without a head" }
                 if case .contentLength(let length) = found, bodyBytes != length || body.count != length {

@@ -9,7 +9,7 @@ import XCTest
 /// whole and in random pieces. The contracts are `FuzzContract`'s, the same the libFuzzer
 /// harness (`scripts/fuzz-httproute`) checks; the inputs it found are replayed here.
 final class HTTPRouteFuzzTests: XCTestCase {
-    static let iterations = 600
+    static let iterations = 5000
 
     func randomBytes(_ rng: inout SeededGenerator, maxLength: Int) -> [UInt8] {
         (0..<Int.random(in: 0...maxLength, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
@@ -99,9 +99,9 @@ final class HTTPRouteFuzzTests: XCTestCase {
         XCTAssertEqual(manifests.routes.first?.rules.map { $0.backends.map(\.name) }, [["prod/web:80", "ns/api:8080"], ["prod/web:80", "ns/api:8080"]])
     }
 
-    func testHTTP2ServerCodec() { fuzz("h2", seed: 0x5EED_0201, iterations: 300) }
+    func testHTTP2ServerCodec() { fuzz("h2", seed: 0x5EED_0201, iterations: 2000) }
     func testHTTP1RequestDecoder() { fuzz("h1", seed: 0x5EED_0202) }
     func testBackendResponseReader() { fuzz("response", seed: 0x5EED_0203) }
     func testChunkedScanner() { fuzz("chunked", seed: 0x5EED_0204) }
-    func testManifestLoader() { fuzz("manifest", seed: 0x5EED_0205, iterations: 300) }
+    func testManifestLoader() { fuzz("manifest", seed: 0x5EED_0205, iterations: 1000) }
 }

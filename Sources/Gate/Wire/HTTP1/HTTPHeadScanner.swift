@@ -214,9 +214,9 @@ struct HTTPHeadScanner {
             return .needMore
         case .failure(let bare)?:
             // Refused as a client sending the line in pieces would have been: for the bytes
-            // before the CR, and as too long when the CR is beyond the limit.
+            // before the CR, and as too long when the byte after the CR is beyond the limit.
             if case .invalid(let error) = check(headStart..<min(bare.index, headStart + limit), false) { return .invalid(error) }
-            if bare.index >= headStart + limit {
+            if bare.index + 1 >= headStart + limit {
                 return .invalid(WireError(startLine.tooLongCode, "HTTP \(startLine.name) longer than the \(limit)-byte head limit"))
             }
             return .invalid(WireError(startLine.badCode, bare.message))
@@ -243,6 +243,12 @@ struct HTTPHeadScanner {
         var count = 0
         while true {
             guard let found = line(from: position) else {
+                // A CR followed by another byte (not LF: there is none) within the limit is
+                // bare already: refused now, as it is once the line is there whole.
+                let end = min(buffer.count, headStart + limit)
+                if end - position > 1, let bare = byteIndex(Self.cr, in: UnsafeRawBufferPointer(buffer), from: position, to: end - 1) {
+                    return .invalid(WireError(.badHeader, BareCR(index: bare).message))
+                }
                 if buffer.count - headStart >= limit {
                     return .invalid(WireError(.headTooLarge, "HTTP head exceeds the \(limit)-byte limit"))
                 }
@@ -250,7 +256,12 @@ struct HTTPHeadScanner {
             }
             let (content, next): (Range<Int>, Int)
             switch found {
-            case .failure(let bare): return .invalid(WireError(.badHeader, bare.message))
+            case .failure(let bare):
+                // A bare CR whose next byte is beyond the limit: the limit is reached first.
+                if bare.index + 1 >= headStart + limit {
+                    return .invalid(WireError(.headTooLarge, "HTTP head exceeds the \(limit)-byte limit"))
+                }
+                return .invalid(WireError(.badHeader, bare.message))
             case .success(let value): (content, next) = value
             }
             if next - headStart > limit {
