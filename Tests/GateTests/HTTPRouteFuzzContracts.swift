@@ -515,39 +515,36 @@ enum FuzzContract {
                 .map { input(variant: 0, split: 2, Array($0.utf8)) }
         case "manifest":
             let yaml = """
-                apiVersion: gateway.networking.k8s.io/v1
                 kind: Gateway
+                apiVersion: gateway.networking.k8s.io/v1
                 metadata: {name: edge}
                 spec:
                   gatewayClassName: ugate
+                  addresses: [{type: IPAddress, value: 127.0.0.1}]
                   listeners:
                   - {name: http, port: 8080, protocol: HTTP, allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {a: b}}}}}
+                  - {name: tls, port: 8443, protocol: TLS, hostname: "*.example.com", tls: {mode: Passthrough}}
                 ---
                 apiVersion: gateway.networking.k8s.io/v1
                 kind: HTTPRoute
-                metadata:
-                  name: store
-                  namespace: prod
-                  creationTimestamp: "2024-01-02T03:04:05Z"
-                  generation: 2
+                metadata: {name: store, namespace: prod, creationTimestamp: "2024-01-02T03:04:05Z", generation: 2}
                 spec:
-                  parentRefs: [{name: edge, namespace: default}]
-                  hostnames: ["store.example.com", "*.store.example.com"]
+                  parentRefs: [{name: edge, namespace: default, sectionName: http}]
+                  hostnames: [store.example.com, "*.store.example.com"]
                   rules:
-                  - matches:
-                    - path: {type: PathPrefix, value: /api}
-                      method: POST
-                      headers: [{name: X-Env, value: canary}, {type: RegularExpression, name: x-id, value: "[0-9]+"}]
-                      queryParams: [{name: debug, value: "1"}]
+                  - name: api
+                    matches:
+                    - {path: {type: PathPrefix, value: /api}, method: POST, headers: [{name: X-Env, value: canary}, {type: RegularExpression, name: x-id, value: "[0-9]+"}], queryParams: [{name: debug, value: "1"}]}
                     filters:
-                    - type: RequestHeaderModifier
-                      requestHeaderModifier: {set: [{name: X-A, value: "1"}], add: [{name: X-B, value: "2"}], remove: [X-C]}
+                    - {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: X-A, value: "1"}], add: [{name: X-B, value: "2"}], remove: [X-C]}}
+                    - {type: URLRewrite, urlRewrite: {hostname: internal, path: {type: ReplacePrefixMatch, replacePrefixMatch: /v2}}}
                     backendRefs: &refs
                     - {name: web, port: 80, weight: 90}
                     - {name: api, namespace: ns, port: 8080, weight: 10}
                     timeouts: {request: 1m30s, backendRequest: 500ms}
                     retry: {attempts: 2, codes: [502, 503], backoff: 100ms}
                   - matches: [{path: {type: Exact, value: /x}}]
+                    filters: [{type: RequestRedirect, requestRedirect: {scheme: https, port: 443, statusCode: 301}}]
                     backendRefs: *refs
                 ---
                 apiVersion: gateway.networking.k8s.io/v1beta1
