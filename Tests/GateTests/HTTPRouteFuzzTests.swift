@@ -102,12 +102,16 @@ final class HTTPRouteFuzzTests: XCTestCase {
     /// Found by review while writing the manifest target: Yams builds a document recursively
     /// and expands aliases in place, so collections nested 100,000 deep overflowed the stack
     /// (a crash) and anchors aliased within anchors ("billion laughs", 10¹² nodes here) never
-    /// finished. Both are refused before Yams sees them; aliases within the bounds still load.
-    func testManifestBombsAreRefused() throws {
+    /// finished. Found by libFuzzer (`manifest`): a mapping key that is a sequence or a mapping
+    /// crashed Yams's constructor (a force-unwrapped key string). All are refused before Yams
+    /// sees them; aliases within the bounds still load.
+    func testManifestBombsAndNonScalarKeysAreRefused() throws {
         let deep = String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000)
         var laughs = "apiVersion: v1\nkind: Namespace\nmetadata: {name: n}\nspec:\n  a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
         for level in 1...12 { laughs += "  a\(level): &a\(level) [" + Array(repeating: "*a\(level - 1)", count: 10).joined(separator: ", ") + "]\n" }
-        for (yaml, message) in [(deep, "nested deeper than 64 levels"), (laughs, "more than 100000 nodes")] {
+        let keys = ["{[a]: b}", "x: {? {a: b} : c}", "x: &m {a: b}\ny: {*m : c}", "metadata: {name: g, !t {a: b}: c}", "? [k]\n: v"]
+        let cases = [(deep, "nested deeper than 64 levels"), (laughs, "more than 100000 nodes")] + keys.map { ($0, "mapping key that is a sequence or a mapping") }
+        for (yaml, message) in cases {
             XCTAssertThrowsError(try HTTPRouteLoader().load(yaml: yaml, file: "bomb.yaml")) { error in
                 guard let error = error as? HTTPRouteError else { return XCTFail("\(error)") }
                 XCTAssertEqual(error.code, .unreadable, "\(error)")
@@ -115,6 +119,8 @@ final class HTTPRouteFuzzTests: XCTestCase {
                 XCTAssertTrue(error.message.contains(message), "\(error)")
             }
         }
+        // A scalar key behind an alias is a key like any other.
+        XCTAssertNoThrow(try HTTPRouteLoader().load(yaml: "apiVersion: v1\nkind: Namespace\nmetadata: {name: n, labels: {&k a: b, *k : c}}\n", file: "k.yaml"))
         let manifests = try HTTPRouteLoader(services: ["web": "127.0.0.1:8080", "ns/api": "[::1]:9000"])
             .load(yaml: String(decoding: FuzzContract.seeds("manifest")[0].dropFirst(2), as: UTF8.self), file: "aliases.yaml")
         XCTAssertEqual(manifests.routes.first?.rules.map { $0.backends.map(\.name) }, [["prod/web:80", "ns/api:8080"], ["prod/web:80", "ns/api:8080"]])
