@@ -109,7 +109,9 @@ final class HTTPRouteFuzzTests: XCTestCase {
         let deep = String(repeating: "[", count: 100_000) + String(repeating: "]", count: 100_000)
         var laughs = "apiVersion: v1\nkind: Namespace\nmetadata: {name: n}\nspec:\n  a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
         for level in 1...12 { laughs += "  a\(level): &a\(level) [" + Array(repeating: "*a\(level - 1)", count: 10).joined(separator: ", ") + "]\n" }
-        let keys = ["{[a]: b}", "x: {? {a: b} : c}", "x: &m {a: b}\ny: {*m : c}", "metadata: {name: g, !t {a: b}: c}", "? [k]\n: v"]
+        // libFuzzer's input, minimized: `{{}}`.
+        XCTAssertNil(FuzzContract.check("manifest", [0, 45] + Array("{{}}".utf8)))
+        let keys = ["{{}}", "{[a]: b}", "x: {? {a: b} : c}", "x: &m {a: b}\ny: {*m : c}", "metadata: {name: g, !t {a: b}: c}", "? [k]\n: v"]
         let cases = [(deep, "nested deeper than 64 levels"), (laughs, "more than 100000 nodes")] + keys.map { ($0, "mapping key that is a sequence or a mapping") }
         for (yaml, message) in cases {
             XCTAssertThrowsError(try HTTPRouteLoader().load(yaml: yaml, file: "bomb.yaml")) { error in

@@ -5,7 +5,7 @@ internal import CYaml
 /// exhaust the stack (collections nested thousands deep: a crash) or time and memory (anchors
 /// aliased within anchors, "billion laughs": 30 lines that expand to 10⁹ nodes); and its
 /// constructor force-unwraps every mapping key as a string, so a key that is a sequence or a
-/// mapping (`{[a]: b}`, found by fuzzing) crashes it. One pass over libyaml's events — its
+/// mapping (`{{}}`, found by fuzzing) crashes it. One pass over libyaml's events — its
 /// parser keeps explicit stacks, no recursion — measures depth and size, counting each alias
 /// as the size of the node it stands for, and refuses keys that are not scalars. Gateway API
 /// manifests nest about ten deep, have hundreds of nodes and only string keys.
