@@ -123,6 +123,63 @@ final class HTTPRouteHTTP1WireTests: XCTestCase {
         XCTAssertTrue(big.hasPrefix("HTTP/1.1 431 Request Header Fields Too Large\r\n"), String(big.prefix(200)))
     }
 
+    /// The worst inputs fuzzing found or used (`HTTPRouteFuzzTests`), each on its own
+    /// connection — HTTP/1.1 heads and chunked bodies, and h2c after the preface (a field block
+    /// HPACK cannot decode, a frame above the frame size, a CONTINUATION flood, a SETTINGS of
+    /// 5 bytes) — while another client's upload is half sent: each bad connection is answered
+    /// (400 / 431, or GOAWAY with the code) and closed, the upload then completes on its kept
+    /// connection with the request pipelined behind it, and the gateway serves new connections.
+    func testMalformedInputsOnOtherConnectionsLoseNothing() throws {
+        let upload = try TestSocket.connect("127.0.0.1", gateway.address.port)
+        defer { close(upload) }
+        try TestSocket.writeAll(upload, Array("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello".utf8))
+        let long = String(repeating: "a", count: 20_000)
+        let h1: [(String, String)] = [
+            ("G\u{1}ET /\(long) HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 400"),
+            ("GET /\(long)\rb HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 431"),
+            (String(repeating: "\r\n", count: 5000) + "\u{0}", "HTTP/1.1 400"),
+            ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: \(long)\r\n\r\n", "HTTP/1.1 400"),
+            ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1;\(long)\r\n", "HTTP/1.1 400"),
+            ("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX : y\r\n\r\n", "HTTP/1.1 400"),
+        ]
+        for (input, status) in h1 {
+            let reply = try send(input)
+            XCTAssertTrue(reply.hasPrefix(status), "\(input.prefix(60).debugDescription): \(reply.prefix(200))")
+        }
+        func frame(_ type: UInt8, flags: UInt8 = 0, stream: UInt8 = 0, length: Int? = nil, _ payload: [UInt8] = []) -> [UInt8] {
+            let n = length ?? payload.count
+            return [UInt8(n >> 16 & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n & 0xFF), type, flags, 0, 0, 0, stream] + payload
+        }
+        let start = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8) + frame(0x4)
+        let flood = frame(0x1, stream: 1, [0x82]) + (0..<5).flatMap { _ in frame(0x9, stream: 1, [UInt8](repeating: 0x40, count: 16_000)) }
+        let h2: [([UInt8], UInt8)] = [
+            (start + frame(0x1, flags: 0x5, stream: 1, [0xFF, 0xFF, 0xFF, 0xFF, 0x7F]), 0x9),
+            (start + frame(0x0, stream: 1, length: 0xFF_FFFF), 0x6),
+            (start + flood, 0xB),
+            (start + frame(0x4, [0, 1, 0, 0, 0]), 0x6),
+        ]
+        for (input, code) in h2 {
+            let fd = try TestSocket.connect("127.0.0.1", gateway.address.port)
+            defer { close(fd) }
+            try TestSocket.writeAll(fd, input)
+            let reply = try TestSocket.readToEOF(fd)
+            // The last frame is GOAWAY (type 7) with the error code.
+            var index = 0
+            var last: [UInt8] = []
+            while index + 9 <= reply.count {
+                let length = Int(reply[index]) << 16 | Int(reply[index + 1]) << 8 | Int(reply[index + 2])
+                last = Array(reply[index..<min(reply.count, index + 9 + length)])
+                index += 9 + length
+            }
+            XCTAssertEqual(last.count >= 17 ? [last[3], last[16]] : [], [0x7, code], "\(input.suffix(20)): \(reply)")
+        }
+        try TestSocket.writeAll(upload, Array("world".utf8) + Array("GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8))
+        let reply = String(decoding: try TestSocket.readToEOF(upload), as: UTF8.self)
+        XCTAssertEqual(statusLines(reply), ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"], reply)
+        XCTAssertTrue(reply.contains("\"len\": 10"), reply)
+        XCTAssertTrue(try send("GET /new HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").hasPrefix("HTTP/1.1 200"))
+    }
+
     func testExpectContinueThenBody() throws {
         let fd = try TestSocket.connect("127.0.0.1", gateway.address.port)
         defer { close(fd) }

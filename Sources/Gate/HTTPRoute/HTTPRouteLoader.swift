@@ -220,6 +220,9 @@ public struct HTTPRouteLoader: Sendable {
     private func documents(yaml: String, file: String) throws(HTTPRouteError) -> RouteManifests {
         var result = RouteManifests()
         var documents: [Any?] = []
+        if let (document, message) = ManifestBounds.problem(yaml) {
+            throw HTTPRouteError(.unreadable, file: file, object: "document \(document)", field: "", message)
+        }
         do {
             // YamlSequence stops at a syntax error and keeps it in `error` instead of throwing.
             var sequence = try Yams.load_all(yaml: yaml)

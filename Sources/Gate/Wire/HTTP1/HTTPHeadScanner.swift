@@ -157,16 +157,20 @@ struct HTTPHeadScanner {
         return text(range.lowerBound, range.upperBound)
     }
 
+    /// A CR not followed by LF, at `index` of the buffer.
+    private struct BareCR: Error {
+        var index: Int
+        var message: String { "bare CR (0x0d) at byte \(index) of the HTTP head" }
+    }
+
     /// Finds the line starting at `start`: the content range (terminator excluded) and the
     /// offset after the terminator, or nil when no LF is within the buffer.
-    private func line(from start: Int) -> Result<(content: Range<Int>, next: Int), WireError>? {
+    private func line(from start: Int) -> Result<(content: Range<Int>, next: Int), BareCR>? {
         let bytes = UnsafeRawBufferPointer(buffer)
         guard let index = byteIndex(Self.lf, in: bytes, from: start) else { return nil }
         var end = index
         if end > start && buffer[end - 1] == Self.cr { end -= 1 }
-        if let bare = byteIndex(Self.cr, in: bytes, from: start, to: end) {
-            return .failure(WireError(.malformed, "bare CR (0x0d) at byte \(bare) of the HTTP head"))
-        }
+        if let bare = byteIndex(Self.cr, in: bytes, from: start, to: end) { return .failure(BareCR(index: bare)) }
         return .success((start..<end, index + 1))
     }
 
@@ -212,12 +216,20 @@ struct HTTPHeadScanner {
                 return .invalid(WireError(startLine.tooLongCode, "HTTP \(startLine.name) longer than the \(limit)-byte head limit"))
             }
             return .needMore
-        case .failure(let error)?:
-            return .invalid(WireError(startLine.badCode, error.message))
+        case .failure(let bare)?:
+            // Refused as a client sending the line in pieces would have been: for the bytes
+            // before the CR, and as too long when the byte after the CR is beyond the limit.
+            if case .invalid(let error) = check(headStart..<min(bare.index, headStart + limit), false) { return .invalid(error) }
+            if bare.index + 1 >= headStart + limit {
+                return .invalid(WireError(startLine.tooLongCode, "HTTP \(startLine.name) longer than the \(limit)-byte head limit"))
+            }
+            return .invalid(WireError(startLine.badCode, bare.message))
         case .success(let found)?:
             first = found
         }
         if first.next - headStart > limit {
+            // The bytes within the limit are checked first, as they are for a line in pieces.
+            if case .invalid(let error) = check(headStart..<min(first.content.upperBound, headStart + limit), false) { return .invalid(error) }
             return .invalid(WireError(startLine.tooLongCode, "HTTP \(startLine.name) of \(first.next - headStart) bytes exceeds the \(limit)-byte head limit"))
         }
         let start: Start
@@ -235,6 +247,12 @@ struct HTTPHeadScanner {
         var count = 0
         while true {
             guard let found = line(from: position) else {
+                // A CR followed by another byte (not LF: there is none) within the limit is
+                // bare already: refused now, as it is once the line is there whole.
+                let end = min(buffer.count, headStart + limit)
+                if end - position > 1, let bare = byteIndex(Self.cr, in: UnsafeRawBufferPointer(buffer), from: position, to: end - 1) {
+                    return .invalid(WireError(.badHeader, BareCR(index: bare).message))
+                }
                 if buffer.count - headStart >= limit {
                     return .invalid(WireError(.headTooLarge, "HTTP head exceeds the \(limit)-byte limit"))
                 }
@@ -242,7 +260,12 @@ struct HTTPHeadScanner {
             }
             let (content, next): (Range<Int>, Int)
             switch found {
-            case .failure(let error): return .invalid(WireError(.badHeader, error.message))
+            case .failure(let bare):
+                // A bare CR whose next byte is beyond the limit: the limit is reached first.
+                if bare.index + 1 >= headStart + limit {
+                    return .invalid(WireError(.headTooLarge, "HTTP head exceeds the \(limit)-byte limit"))
+                }
+                return .invalid(WireError(.badHeader, bare.message))
             case .success(let value): (content, next) = value
             }
             if next - headStart > limit {

@@ -1,0 +1,1 @@
+../../../Tests/GateTests/HTTPRouteFuzzContracts.swift
