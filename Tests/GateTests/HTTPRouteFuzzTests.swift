@@ -99,6 +99,41 @@ final class HTTPRouteFuzzTests: XCTestCase {
         XCTAssertNil(FuzzContract.check("h1", bytes))
     }
 
+    /// Found by review: `BackendResponseReader` counted a chunk's data CRLF into the next
+    /// chunk-size line, so after a chunk's data a size line with extensions was refused 2
+    /// bytes short of the limit `HTTPChunkedScanner` keeps (4096 bytes up to and with its CR).
+    /// Now both take a line of 4095 bytes before its CRLF and refuse one of 4096, relaying and
+    /// decoding alike.
+    func testChunkSizeLineLimitAfterChunkData() {
+        func body(lineBytes: Int) -> [UInt8] {
+            let line = "5;" + String(repeating: "x", count: lineBytes - 2) + "\r\n"
+            return Array(("5\r\nhello\r\n" + line + "world\r\n0\r\n\r\n").utf8)
+        }
+        let head = Array("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".utf8)
+        for (lineBytes, accepted) in [(ChunkedFraming.maxLineBytes - 1, true), (ChunkedFraming.maxLineBytes, false)] {
+            let chunked = body(lineBytes: lineBytes)
+            var scanner = HTTPChunkedScanner()
+            let scanned = scanner.scan(chunked)
+            if accepted {
+                XCTAssertEqual(scanned, .end(consumed: chunked.count), "scanner, line of \(lineBytes) bytes")
+            } else {
+                guard case .invalid = scanned else { return XCTFail("scanner took a line of \(lineBytes) bytes: \(scanned)") }
+            }
+            let response = head + chunked
+            for decodeChunks in [true, false] {
+                let (run, problem) = FuzzContract.runResponse([0..<response.count], response, method: "GET", decodeChunks: decodeChunks, keepsFields: false)
+                XCTAssertNil(problem)
+                if accepted {
+                    XCTAssertNil(run.error, "reader (decode \(decodeChunks)), line of \(lineBytes) bytes")
+                    XCTAssertEqual(run.summary.count, 1, "\(run.events)")
+                    XCTAssertTrue(run.summary.first?.hasSuffix("body=10") == true, "\(run.summary)")
+                } else {
+                    XCTAssertEqual(run.error?.message, "chunked response body: chunk size line longer than 4096 bytes", "decode \(decodeChunks)")
+                }
+            }
+        }
+    }
+
     /// Found by review while writing the manifest target: Yams builds a document recursively
     /// and expands aliases in place, so collections nested 100,000 deep overflowed the stack
     /// (a crash) and anchors aliased within anchors ("billion laughs", 10¹² nodes here) never

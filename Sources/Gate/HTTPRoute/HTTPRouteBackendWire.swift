@@ -592,7 +592,10 @@ struct BackendResponseReader {
                 case .invalid(let message): return fail(message)
                 case .sizeLineEnded: framing = 0
                 case .bodyEnded: return .success((index, .ending))
-                case .next: break
+                case .next:
+                    // A chunk's data and its CRLF ended: the count restarts for the next size
+                    // line, as in `HTTPChunkedScanner`.
+                    if chunk == Chunk.start { framing = 0 }
                 }
                 switch chunk {
                 case .trailerLineStart, .trailerLine, .trailerLF:
