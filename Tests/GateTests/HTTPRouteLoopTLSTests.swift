@@ -239,6 +239,58 @@ final class HTTPRouteLoopTLSTests: XCTestCase {
         XCTAssertEqual(TestSocket.openFDCount(settlingAt: start), start, "descriptors left open by the gateway")
     }
 
+    /// A drain that begins while a ClientHello is still arriving (the task reading it, before
+    /// the gate loop's handshake) waits for it: the connection counts in `openConnections`
+    /// before and after the drain; once the rest of the ClientHello comes, the handshake starts
+    /// quiesced, and the first request is answered with `Connection: close`, then close_notify
+    /// and the close; every descriptor is closed. Without the registration the drain saw no
+    /// connection, and the handshake after it was not quiesced.
+    func testDrainWaitsForAClientHelloStillArriving() throws {
+        XCTAssertEqual(try curl("a.example.com", "/warm", ca: certs["a"]!.cert, ["--http1.1"]).status, 0)
+        XCTAssertTrue(eventually(10) { gateway.openConnections == 0 })
+        usleep(300_000)
+        let start = Sys.openFDCount()
+        let client = BackgroundProcess("/usr/bin/env", ["python3", "-c", Self.client, "\(port)", "a.example.com", "slowhello", dir], timeout: 90)
+        defer { _ = FileManager.default.createFile(atPath: "\(dir)/go", contents: nil) }
+        XCTAssertTrue(eventually(30) { FileManager.default.fileExists(atPath: "\(dir)/hello") }, "the client did not start its ClientHello")
+        XCTAssertTrue(eventually(10) { gateway.openConnections == 1 }, "the ClientHello being read is not a registered connection")
+        gateway.drain()
+        XCTAssertEqual(gateway.openConnections, 1, "the drain did not wait for the ClientHello")
+        XCTAssertEqual(loopHandshakes, 1, "only the warm-up handshake")
+        XCTAssertTrue(FileManager.default.createFile(atPath: "\(dir)/go", contents: nil))
+        let r = client.wait(90)
+        XCTAssertEqual(r?.status, 0, r?.err ?? "client did not run or finish")
+        XCTAssertEqual(r?.out.trimmingCharacters(in: .whitespacesAndNewlines), "200 close close_notify")
+        XCTAssertNotNil(capture.waitForLine(containing: ["request", "path=/drained", "proto=http/1.1+tls", "status=200"]))
+        XCTAssertTrue(eventually(10) { gateway.openConnections == 0 }, "\(gateway.openConnections) connections left")
+        XCTAssertEqual(TestSocket.openFDCount(settlingAt: start), start, "descriptors left open by the gateway")
+    }
+
+    /// Shutdown with a ClientHello that never completes (a raw client sends a record header and
+    /// a few bytes of it): the drain waits for the connection until its time is up, then
+    /// `closeConnections` ends the read (`shutdown(2)`; the reading task closes the socket
+    /// itself) — not the handshake timeout — so the client sees the close at once and the
+    /// descriptor goes. Without the registration the drain saw no connection and the socket
+    /// stayed open until the handshake timeout.
+    func testShutdownClosesAConnectionWhoseClientHelloIsStillArriving() throws {
+        usleep(300_000)
+        let start = Sys.openFDCount()
+        let fd = try TestSocket.connect("127.0.0.1", port)
+        defer { close(fd) }
+        // A handshake record of 512 bytes, a ClientHello of 508, and its first 4 bytes only.
+        try TestSocket.writeAll(fd, [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xFC])
+        XCTAssertTrue(eventually(10) { gateway.openConnections == 1 }, "the ClientHello being read is not a registered connection")
+        gateway.drain(permanently: true)
+        XCTAssertEqual(gateway.openConnections, 1, "the drain does not wait for the ClientHello being read")
+        gateway.closeConnections()
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        XCTAssertEqual(try TestSocket.readToEOF(fd), [], "the connection was not closed by closeConnections")
+        XCTAssertTrue(eventually(10) { gateway.openConnections == 0 }, "\(gateway.openConnections) connections left")
+        XCTAssertEqual(TestSocket.openFDCount(settlingAt: start + 1), start + 1, "descriptors left open by the gateway (the client's own is counted)")
+        XCTAssertEqual(loopHandshakes, 0)
+    }
+
     /// The Python client of the scenarios: TLS through `ssl.SSLObject` over a raw socket, so
     /// raw bytes can be sent and the close seen as it is. Arguments: port, SNI, scenario (the
     /// handshake scenarios: and a folder for their marker files `hello`, `go`).
@@ -351,21 +403,40 @@ final class HTTPRouteLoopTLSTests: XCTestCase {
             status, _ = c.response()
             c.raw.close()
             print(status)
-        elif scenario in ("slowhandshake", "stalledhandshake"):
-            # The ClientHello out and the gateway's flight in; the client's Finished is held
-            # back (the handshake in progress on the gateway) until the test says `go`.
+        elif scenario in ("slowhandshake", "stalledhandshake", "slowhello"):
+            # slowhandshake, stalledhandshake: the ClientHello out and the gateway's flight in;
+            # the client's Finished is held back (the handshake in progress on the gateway)
+            # until the test says `go`. slowhello: the first 10 bytes of the ClientHello out,
+            # the rest after `go`.
             marker = sys.argv[4]
+            def wait_go():
+                for _ in range(1200):
+                    if os.path.exists(marker + "/go"):
+                        break
+                    __import__("time").sleep(0.05)
             c = Conn(handshake=False)
-            c.handshake()
-            open(marker + "/hello", "w").close()
+            if scenario == "slowhello":
+                try:
+                    c.tls.do_handshake()
+                except ssl.SSLWantReadError:
+                    pass
+                hello = c.out.read()
+                c.raw.sendall(hello[:10])
+                open(marker + "/hello", "w").close()
+                wait_go()
+                c.raw.sendall(hello[10:])
+                c.fill()
+                c.handshake()
+                c.flush()
+            else:
+                c.handshake()
+                open(marker + "/hello", "w").close()
             if scenario == "stalledhandshake":
                 c.raw_until_eof()
                 print("closed")
                 sys.exit(0)
-            for _ in range(1200):
-                if os.path.exists(marker + "/go"):
-                    break
-                __import__("time").sleep(0.05)
+            if scenario == "slowhandshake":
+                wait_go()
             c.send(get("/drained"))
             status, _ = c.response()
             try:

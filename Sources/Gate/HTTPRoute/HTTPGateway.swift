@@ -202,8 +202,27 @@ struct HTTPRouteFront: CaptureFront {
     /// is served by NIO (HTTP/2, or HTTP/1.1 if NIO's ALPN answer says so); any other — ALPN
     /// `http/1.1` only, or no ALPN — gets TLS and HTTP/1.1 on the accepting gate loop
     /// (`LoopTLSHandshake`, then `HTTP1LoopConnection`), unless `UGATE_HTTP1_NIO=1`.
+    ///
+    /// Draining: while the ClientHello is read the connection is in the listener's registry
+    /// (`ClientHelloRead`, which says who owns the socket when), so a drain waits for it; the
+    /// connection it leads to registers before that entry goes and starts quiesced if a drain
+    /// began meanwhile (the gate loop's handshake; NIO's channel only when the registry
+    /// quiesces for good, on shutdown). A drain whose time is up ends the read (the task closes
+    /// the socket), or closes the next owner if the socket was already on its way there.
     func serveTLS(_ conn: ClientConn, _ tls: HTTPRouteTLS) async {
         let deadline = context.handshakeDeadline
+        let connections = nio.connections
+        let read = ClientHelloRead(fd: conn.fd)
+        connections.add(read)
+        // Until handed over, this task keeps the entry and removes it as it returns (having
+        // closed or relayed the socket, which `finish()` keeps the drain away from).
+        var handedOver = false
+        defer {
+            if !handedOver {
+                _ = read.finish()
+                connections.remove(read)
+            }
+        }
         var serverName: String?
         var offersH2 = false
         sniffing: while true {
@@ -219,20 +238,29 @@ struct HTTPRouteFront: CaptureFront {
                 return
             }
         }
+        // The drain's time ran out while the ClientHello was read: the socket closes.
+        guard let quiesced = read.finish() else { return }
         switch tls.choose(serverName: serverName) {
         case .terminate(let sslContext, let loopContext, _):
+            handedOver = true
             guard offersH2 || Self.http1OnNIO else {
                 let (fd, prefix, loop, nio, peer, name) = (conn.handOff(), conn.takeInbox(), conn.loop, nio, conn.peer, serverName)
                 let now = GateLoop.monotonicMillis()
                 let left = deadline > now ? deadline - now : 1
                 let started = loop.execute {
-                    LoopTLSHandshake.start(
-                        fd: fd, prefix: prefix, context: loopContext, serverName: name, loop: loop, nio: nio, peer: peer, timeoutMillis: left)
+                    let handle = LoopTLSHandshake.start(
+                        fd: fd, prefix: prefix, context: loopContext, serverName: name, loop: loop, nio: nio, peer: peer, timeoutMillis: left,
+                        quiesced: quiesced)
+                    connections.remove(read)
+                    if read.ended { handle?.close() }
                 }
-                if !started { Glibc.close(fd) }
+                if !started {
+                    Glibc.close(fd)
+                    connections.remove(read)
+                }
                 return
             }
-            nio.adopt(fd: conn.handOff(), prefix: conn.takeInbox(), mode: .tls(sslContext), peer: conn.peer)
+            nio.adopt(fd: conn.handOff(), prefix: conn.takeInbox(), mode: .tls(sslContext), peer: conn.peer, replacing: read)
         case .passthrough(let destination):
             let info = StreamInfo(listener: listenerName, source: conn.peer, destination: destination, serverName: destination.host, proto: "tls")
             do {

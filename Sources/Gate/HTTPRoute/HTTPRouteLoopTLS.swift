@@ -294,32 +294,37 @@ final class LoopTLSHandshake: LoopExitHandler, LoopDrainable {
     }
 
     /// Starts the handshake of `fd` on `loop` (on its thread); `prefix`: the bytes already read
-    /// (the ClientHello); `timeoutMillis`: what is left of the handshake timeout.
+    /// (the ClientHello); `timeoutMillis`: what is left of the handshake timeout; `quiesced`: a
+    /// drain began while the ClientHello was read. Returns the handshake's registration (nil
+    /// when it could not start: the socket is closed).
+    @discardableResult
     static func start(
         fd: Int32, prefix: [UInt8], context: LoopTLSContext, serverName: String?, loop: GateLoop, nio: HTTPRouteNIO, peer: String,
-        timeoutMillis: UInt64
-    ) {
+        timeoutMillis: UInt64, quiesced: Bool = false
+    ) -> LoopConnectionHandle? {
         let session: LoopTLSSession
         do {
             session = try LoopTLSSession(context: context, fd: fd, prefix: prefix, serverName: serverName)
         } catch {
             nio.settings.log.error("TLS session not created", metadata: ["src": .string(peer), "error": .string("\(error)")])
             Glibc.close(fd)
-            return
+            return nil
         }
         _ = try? Sys.setInt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1, "setsockopt(TCP_NODELAY)")
         let handshake = LoopTLSHandshake(fd: fd, gate: loop.eventLoop, nio: nio, peer: peer, session: session)
         guard loop.register(fd, Interest.read, handshake) else {
             session.close(notify: false)
             Glibc.close(fd)
-            return
+            return nil
         }
+        handshake.quiescing = quiesced
         handshake.handle.connection = handshake
         nio.connections.add(handshake.handle)
         handshake.timer = loop.schedule(afterMillis: max(timeoutMillis, 1)) { [weak handshake] in
             handshake?.fail("TLS handshake timed out")
         }
         handshake.step()
+        return handshake.handle
     }
 
     func ready(fd: Int32, events: UInt32) { step() }

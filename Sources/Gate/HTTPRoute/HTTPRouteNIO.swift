@@ -37,7 +37,7 @@ final class HTTPRouteNIO: Sendable {
     }
 
     /// Takes over a connected client socket. `prefix` are bytes the gate already read from it.
-    func adopt(fd: Int32, prefix: [UInt8], mode: Mode, peer: String) {
+    func adopt(fd: Int32, prefix: [UInt8], mode: Mode, peer: String, replacing read: ClientHelloRead? = nil) {
         let state = state
         let settings = settings
         let connections = connections
@@ -45,6 +45,10 @@ final class HTTPRouteNIO: Sendable {
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 connections.add(channel)
+                if let read {
+                    connections.remove(read)
+                    if read.ended { channel.close(promise: nil) }
+                }
                 return channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(ReplayHandler(prefix: prefix))
@@ -74,6 +78,7 @@ final class HTTPRouteNIO: Sendable {
             }
             .withConnectedSocket(fd)
         future.whenFailure { error in
+            if let read { connections.remove(read) }
             settings.log.warning("cannot adopt connection", metadata: ["src": "\(peer)", "error": "\(error)"])
         }
     }

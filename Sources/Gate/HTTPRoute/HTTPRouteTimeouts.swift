@@ -265,6 +265,8 @@ final class ConnectionRegistry: Sendable {
         /// The HTTP/1.1 connections served on the gate loops (`HTTP1LoopConnection`, and the
         /// `LoopTLSHandshake` before it).
         var loopConnections: [ObjectIdentifier: LoopConnectionHandle] = [:]
+        /// The TLS connections whose ClientHello is still being read (`ClientHelloRead`).
+        var helloReads: [ObjectIdentifier: ClientHelloRead] = [:]
         /// Shutting down: connections adopted from now on are quiesced at once.
         var quiescing = false
     }
@@ -295,28 +297,96 @@ final class ConnectionRegistry: Sendable {
         state.withLock { _ = $0.loopConnections.removeValue(forKey: ObjectIdentifier(connection)) }
     }
 
+    /// Tracks a connection whose ClientHello is being read until `remove`.
+    func add(_ read: ClientHelloRead) {
+        let quiescing = state.withLock { state in
+            state.helloReads[ObjectIdentifier(read)] = read
+            return state.quiescing
+        }
+        if quiescing { read.quiesce() }
+    }
+
+    func remove(_ read: ClientHelloRead) {
+        state.withLock { _ = $0.helloReads.removeValue(forKey: ObjectIdentifier(read)) }
+    }
+
     /// Quiesces every open connection; `permanently`: also every one adopted later.
     func quiesceAll(permanently: Bool) {
-        let (channels, loopConnections) = state.withLock { state in
+        let (channels, loopConnections, helloReads) = state.withLock { state in
             if permanently { state.quiescing = true }
-            return (Array(state.channels.values), Array(state.loopConnections.values))
+            return (Array(state.channels.values), Array(state.loopConnections.values), Array(state.helloReads.values))
         }
         channels.forEach(Self.quiesce)
         loopConnections.forEach { $0.quiesce() }
+        helloReads.forEach { $0.quiesce() }
     }
 
     /// Closes every open connection at once (what the drain left when its time is up).
     func closeAll() {
-        let (channels, loopConnections) = state.withLock { (Array($0.channels.values), Array($0.loopConnections.values)) }
+        let (channels, loopConnections, helloReads) = state.withLock {
+            (Array($0.channels.values), Array($0.loopConnections.values), Array($0.helloReads.values))
+        }
         channels.forEach { $0.close(promise: nil) }
         loopConnections.forEach { $0.close() }
+        helloReads.forEach { $0.shutDown() }
     }
 
-    var count: Int { state.withLock { $0.channels.count + $0.loopConnections.count } }
+    var count: Int { state.withLock { $0.channels.count + $0.loopConnections.count + $0.helloReads.count } }
 
     private static func quiesce(_ channel: any Channel) {
         channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
     }
+}
+
+/// A TLS client connection whose ClientHello a task (`HTTPRouteFront.serveTLS`) is still
+/// reading, before a gate loop (`LoopTLSHandshake`) or NIO takes the socket, as the listener's
+/// `ConnectionRegistry` holds it: a drain waits for it and, when its time is up, ends it.
+///
+/// Who owns the descriptor: the task, throughout — it reads, then closes it or hands it on,
+/// each only after `finish()`. The drain never closes it: `shutDown()` ends both directions
+/// (`shutdown(2)`), so the task's read sees end of file and the task closes the descriptor
+/// itself. Both take one lock, and `finish()` forgets the descriptor, so a shutdown never
+/// reaches a descriptor the task has closed (whose number the kernel may have given to
+/// another socket) or handed on. After `finish()` the entry stays registered until the next
+/// owner is (`handOver`), so the count a drain waits on does not drop to zero in between.
+final class ClientHelloRead: Sendable {
+    private struct State {
+        /// The task's descriptor; nil after `finish()`.
+        var fd: Int32?
+        var quiesced = false
+        /// The drain's time was up (`shutDown()`).
+        var ended = false
+    }
+
+    private let state: Mutex<State>
+
+    init(fd: Int32) { state = Mutex(State(fd: fd)) }
+
+    /// A drain began: the connection the ClientHello leads to starts quiesced.
+    func quiesce() { state.withLock { $0.quiesced = true } }
+
+    /// The drain's time is up: wakes the task's read with end of file (once), while the task
+    /// still reads; after `finish()`, marks the connection for its next owner to close.
+    func shutDown() {
+        state.withLock { state in
+            guard !state.ended else { return }
+            state.ended = true
+            if let fd = state.fd { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
+        }
+    }
+
+    /// The task is done reading (before it closes or hands on the descriptor): whether a drain
+    /// quiesced the connection, nil when its time is up (the task closes the descriptor).
+    func finish() -> Bool? {
+        state.withLock { state in
+            state.fd = nil
+            return state.ended ? nil : state.quiesced
+        }
+    }
+
+    /// Whether the drain's time ran out (`shutDown()` after `finish()`: the next owner, just
+    /// registered, may have missed the registry's `closeAll`).
+    var ended: Bool { state.withLock { $0.ended } }
 }
 
 /// The send timeout of a client connection (`sendTimeout`), as a value: bytes waiting for the
