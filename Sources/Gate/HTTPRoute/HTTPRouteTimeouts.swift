@@ -255,10 +255,11 @@ extension BackendPool {
 }
 
 /// The client connections of a gateway listener — handed to NIO, or served on the gate loops
-/// (TLS handshakes in progress included) — so that they can be drained: on shutdown and when
-/// their listener is removed from the manifests, each gets a `ChannelShouldQuiesceEvent`
-/// (HTTP/2: the two-step GOAWAY of `HTTP2IdleHandler`; HTTP/1.1: closed when idle, else after
-/// the response in progress, which says `Connection: close`) or its loop's `quiesce()`.
+/// (TLS handshakes in progress included), or TLS ones whose ClientHello is still being read —
+/// so that they can be drained: on shutdown and when their listener is removed from the
+/// manifests, each gets a `ChannelShouldQuiesceEvent` (HTTP/2: the two-step GOAWAY of
+/// `HTTP2IdleHandler`; HTTP/1.1: closed when idle, else after the response in progress, which
+/// says `Connection: close`), its loop's `quiesce()`, or `ClientHelloRead.quiesce()`.
 final class ConnectionRegistry: Sendable {
     private struct State {
         var channels: [ObjectIdentifier: any Channel] = [:]
