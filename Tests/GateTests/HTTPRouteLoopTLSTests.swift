@@ -199,17 +199,26 @@ final class HTTPRouteLoopTLSTests: XCTestCase {
     /// close; every descriptor of it is closed. Without the registration the drain saw no
     /// connection and the request was answered as on any kept-alive connection.
     func testDrainWaitsForATLSHandshakeInProgress() throws {
+        try checkDrainWaits("slowhandshake", for: "the handshake in progress")
+    }
+
+    /// The drain scenarios: the Python client (`scenario`) stops until the test says `go`; the
+    /// connection counts in `openConnections` before and after `drain()` (no second handshake
+    /// finished), then its first request is answered with `Connection: close`, close_notify and
+    /// the close, and every descriptor is closed.
+    func checkDrainWaits(_ scenario: String, for what: String) throws {
         // A first request leaves its backend connection in the pool: counted in `start`.
         XCTAssertEqual(try curl("a.example.com", "/warm", ca: certs["a"]!.cert, ["--http1.1"]).status, 0)
         XCTAssertTrue(eventually(10) { gateway.openConnections == 0 })
         usleep(300_000)
         let start = Sys.openFDCount()
-        let client = BackgroundProcess("/usr/bin/env", ["python3", "-c", Self.client, "\(port)", "a.example.com", "slowhandshake", dir], timeout: 90)
+        let client = BackgroundProcess("/usr/bin/env", ["python3", "-c", Self.client, "\(port)", "a.example.com", scenario, dir], timeout: 90)
         defer { _ = FileManager.default.createFile(atPath: "\(dir)/go", contents: nil) }
         XCTAssertTrue(eventually(30) { FileManager.default.fileExists(atPath: "\(dir)/hello") }, "the client's handshake did not start")
-        XCTAssertEqual(gateway.openConnections, 1, "the handshake in progress is not a registered connection")
+        XCTAssertTrue(eventually(10) { gateway.openConnections == 1 }, "\(what) is not a registered connection")
         gateway.drain()
-        XCTAssertEqual(gateway.openConnections, 1, "the drain did not wait for the handshake")
+        XCTAssertEqual(gateway.openConnections, 1, "the drain did not wait for \(what)")
+        XCTAssertEqual(loopHandshakes, 1, "only the warm-up's handshake finished")
         XCTAssertTrue(FileManager.default.createFile(atPath: "\(dir)/go", contents: nil))
         let r = client.wait(90)
         XCTAssertEqual(r?.status, 0, r?.err ?? "client did not run or finish")
@@ -246,24 +255,7 @@ final class HTTPRouteLoopTLSTests: XCTestCase {
     /// and the close; every descriptor is closed. Without the registration the drain saw no
     /// connection, and the handshake after it was not quiesced.
     func testDrainWaitsForAClientHelloStillArriving() throws {
-        XCTAssertEqual(try curl("a.example.com", "/warm", ca: certs["a"]!.cert, ["--http1.1"]).status, 0)
-        XCTAssertTrue(eventually(10) { gateway.openConnections == 0 })
-        usleep(300_000)
-        let start = Sys.openFDCount()
-        let client = BackgroundProcess("/usr/bin/env", ["python3", "-c", Self.client, "\(port)", "a.example.com", "slowhello", dir], timeout: 90)
-        defer { _ = FileManager.default.createFile(atPath: "\(dir)/go", contents: nil) }
-        XCTAssertTrue(eventually(30) { FileManager.default.fileExists(atPath: "\(dir)/hello") }, "the client did not start its ClientHello")
-        XCTAssertTrue(eventually(10) { gateway.openConnections == 1 }, "the ClientHello being read is not a registered connection")
-        gateway.drain()
-        XCTAssertEqual(gateway.openConnections, 1, "the drain did not wait for the ClientHello")
-        XCTAssertEqual(loopHandshakes, 1, "only the warm-up handshake")
-        XCTAssertTrue(FileManager.default.createFile(atPath: "\(dir)/go", contents: nil))
-        let r = client.wait(90)
-        XCTAssertEqual(r?.status, 0, r?.err ?? "client did not run or finish")
-        XCTAssertEqual(r?.out.trimmingCharacters(in: .whitespacesAndNewlines), "200 close close_notify")
-        XCTAssertNotNil(capture.waitForLine(containing: ["request", "path=/drained", "proto=http/1.1+tls", "status=200"]))
-        XCTAssertTrue(eventually(10) { gateway.openConnections == 0 }, "\(gateway.openConnections) connections left")
-        XCTAssertEqual(TestSocket.openFDCount(settlingAt: start), start, "descriptors left open by the gateway")
+        try checkDrainWaits("slowhello", for: "the ClientHello being read")
     }
 
     /// Shutdown with a ClientHello that never completes (a raw client sends a record header and

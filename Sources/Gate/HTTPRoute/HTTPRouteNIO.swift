@@ -47,7 +47,8 @@ final class HTTPRouteNIO: Sendable {
                 connections.add(channel)
                 if let read {
                     connections.remove(read)
-                    if read.ended { channel.close(promise: nil) }
+                    // The drain's time ran out on the way here: closed once registered.
+                    if read.ended { channel.eventLoop.execute { channel.close(promise: nil) } }
                 }
                 return channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations

@@ -287,11 +287,7 @@ final class ConnectionRegistry: Sendable {
 
     /// Tracks a gate-loop connection until `remove`.
     func add(_ connection: LoopConnectionHandle) {
-        let quiescing = state.withLock { state in
-            state.loopConnections[ObjectIdentifier(connection)] = connection
-            return state.quiescing
-        }
-        if quiescing { connection.quiesce() }
+        if insert(connection, into: \.loopConnections) { connection.quiesce() }
     }
 
     func remove(_ connection: LoopConnectionHandle) {
@@ -300,15 +296,19 @@ final class ConnectionRegistry: Sendable {
 
     /// Tracks a connection whose ClientHello is being read until `remove`.
     func add(_ read: ClientHelloRead) {
-        let quiescing = state.withLock { state in
-            state.helloReads[ObjectIdentifier(read)] = read
-            return state.quiescing
-        }
-        if quiescing { read.quiesce() }
+        if insert(read, into: \.helloReads) { read.quiesce() }
     }
 
     func remove(_ read: ClientHelloRead) {
         state.withLock { _ = $0.helloReads.removeValue(forKey: ObjectIdentifier(read)) }
+    }
+
+    /// Adds `entry` to its table; returns whether it is to be quiesced at once.
+    private func insert<Entry: AnyObject>(_ entry: Entry, into table: WritableKeyPath<State, [ObjectIdentifier: Entry]>) -> Bool {
+        state.withLock { state in
+            state[keyPath: table][ObjectIdentifier(entry)] = entry
+            return state.quiescing
+        }
     }
 
     /// Quiesces every open connection; `permanently`: also every one adopted later.
