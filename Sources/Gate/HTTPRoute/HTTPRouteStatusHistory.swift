@@ -150,13 +150,15 @@ public final class StatusHistory: Sendable {
         var report = report
         update { state in
             var conditions: [String: Condition] = [:]
-            func stamp(_ condition: inout RouteCondition, object: String, scope: String, generation: Int) {
-                let key = "\(object)|\(scope)|\(condition.type)"
-                var seen = state.conditions[key] ?? Condition(status: condition.status, since: now)
-                if seen.status != condition.status { seen = Condition(status: condition.status, since: now) }
-                conditions[key] = seen
-                condition.observedGeneration = generation
-                condition.lastTransitionTime = Self.format(seen.since)
+            func stamp(_ list: inout [RouteCondition], object: String, scope: String, generation: Int) {
+                for c in list.indices {
+                    let key = "\(object)|\(scope)|\(list[c].type)"
+                    var seen = state.conditions[key] ?? Condition(status: list[c].status, since: now)
+                    if seen.status != list[c].status { seen = Condition(status: list[c].status, since: now) }
+                    conditions[key] = seen
+                    list[c].observedGeneration = generation
+                    list[c].lastTransitionTime = Self.format(seen.since)
+                }
             }
             func generation(_ object: String) -> Int {
                 manifests.generations[object]?.declared ?? state.objects[object]?.counter ?? 1
@@ -164,14 +166,10 @@ public final class StatusHistory: Sendable {
             for g in report.gateways.indices {
                 let object = "Gateway \(report.gateways[g].namespace)/\(report.gateways[g].name)"
                 let number = generation(object)
-                for c in report.gateways[g].conditions.indices {
-                    stamp(&report.gateways[g].conditions[c], object: object, scope: "", generation: number)
-                }
+                stamp(&report.gateways[g].conditions, object: object, scope: "", generation: number)
                 for l in report.gateways[g].listeners.indices {
                     let scope = "listener \(report.gateways[g].listeners[l].name)"
-                    for c in report.gateways[g].listeners[l].conditions.indices {
-                        stamp(&report.gateways[g].listeners[l].conditions[c], object: object, scope: scope, generation: number)
-                    }
+                    stamp(&report.gateways[g].listeners[l].conditions, object: object, scope: scope, generation: number)
                 }
             }
             for r in report.routes.indices {
@@ -179,9 +177,7 @@ public final class StatusHistory: Sendable {
                 let number = generation(object)
                 for p in report.routes[r].parents.indices {
                     let scope = "parent \(report.routes[r].parents[p].parent)"
-                    for c in report.routes[r].parents[p].conditions.indices {
-                        stamp(&report.routes[r].parents[p].conditions[c], object: object, scope: scope, generation: number)
-                    }
+                    stamp(&report.routes[r].parents[p].conditions, object: object, scope: scope, generation: number)
                 }
             }
             for p in report.policies.indices {
@@ -189,9 +185,7 @@ public final class StatusHistory: Sendable {
                 let number = generation(object)
                 for a in report.policies[p].ancestors.indices {
                     let scope = "ancestor \(report.policies[p].ancestors[a].ancestor)"
-                    for c in report.policies[p].ancestors[a].conditions.indices {
-                        stamp(&report.policies[p].ancestors[a].conditions[c], object: object, scope: scope, generation: number)
-                    }
+                    stamp(&report.policies[p].ancestors[a].conditions, object: object, scope: scope, generation: number)
                 }
             }
             state.conditions = conditions
