@@ -91,25 +91,27 @@ final class HTTPRouteRequestDecoderTests: XCTestCase {
         }
     }
 
-    /// Long names and values are reused from the previous head of the connection only where
-    /// their bytes are the same: a value of the same length with other bytes, a longer or
-    /// shorter one, a field at another position and a head with fewer fields all decode as
-    /// sent.
+    /// Names, values, methods and targets are reused from the previous head of the connection
+    /// (and the route view's host from its `Host`) only where their bytes are the same: a
+    /// value of the same length with other bytes, a longer or shorter one, a field at another
+    /// position, a head with fewer fields, short and long strings alike all decode as sent.
     func testFieldsRepeatedFromThePreviousHeadDecodeAsSent() {
-        let heads = [
-            ["Host: example.com:8080", "User-Agent: client/1.0 (long value)", "X-Long-Field-Name: 0123456789abcdef"],
-            ["Host: example.com:8080", "User-Agent: client/1.0 (long value)", "X-Long-Field-Name: 0123456789abcdef"],
-            ["Host: example.com:8080", "User-Agent: client/1.0 (LONG value)", "X-Long-Field-Name: 0123456789abcdeff"],
-            ["Host: example.com:8081", "X-Long-Field-Name: 0123456789abcdef", "User-Agent: client/1.0 (long value)"],
-            ["Host: example.com:8081"],
-            ["Host: example.com:8081", "User-Agent: client/1.0 (long value)", "X-Long-Field-Name: 0123456789abcdef"],
+        let heads: [(line: String, host: String, fields: [String])] = [
+            ("GET /", "example.com", ["Host: example.com:8080", "User-Agent: client/1.0 (long value)", "X-Long-Field-Name: 0123456789abcdef", "X: ab"]),
+            ("GET /", "example.com", ["Host: example.com:8080", "User-Agent: client/1.0 (long value)", "X-Long-Field-Name: 0123456789abcdef", "X: ab"]),
+            ("GET /a", "example.com", ["Host: example.com:8080", "User-Agent: client/1.0 (LONG value)", "X-Long-Field-Name: 0123456789abcdeff", "X: ac"]),
+            ("PUT /b", "example.com", ["Host: example.com:8081", "X-Long-Field-Name: 0123456789abcdef", "User-Agent: client/1.0 (long value)", "Y: ac"]),
+            ("PUT /b", "example.org", ["Host: example.org:8081"]),
+            ("GET /bb", "example.com", ["Host: Example.com:8081", "User-Agent: client/1.0 (long value)", "X-Long-Field-Name: 0123456789abcdef"]),
+            ("GET /bb", "example.com", ["Host: example.com", "X: ab"]),
         ]
-        let text = heads.map { "GET / HTTP/1.1\r\n" + $0.map { $0 + "\r\n" }.joined() + "\r\n" }.joined()
-        let expected = heads.flatMap { fields -> [Decoded] in
-            [
+        let text = heads.map { $0.line + " HTTP/1.1\r\n" + $0.fields.map { $0 + "\r\n" }.joined() + "\r\n" }.joined()
+        let expected = heads.flatMap { head -> [Decoded] in
+            let words = head.line.split(separator: " ").map(String.init)
+            return [
                 .head(
-                    method: "GET", uri: "/", version: "1.1", fields: fields.map { $0.replacingOccurrences(of: ": ", with: "=") },
-                    host: "example.com", keepAlive: true, hasBody: false),
+                    method: words[0], uri: words[1], version: "1.1", fields: head.fields.map { $0.replacingOccurrences(of: ": ", with: "=") },
+                    host: head.host, keepAlive: true, hasBody: false),
                 .end(trailers: nil),
             ]
         }

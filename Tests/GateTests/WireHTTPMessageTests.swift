@@ -22,6 +22,10 @@ final class WireHTTPMessageTests: XCTestCase {
         XCTAssertEqual(HTTP1ResponseHead.parse(bytes("HTTP/1.0 404\r\n\r\n")).value?.status, 404)
         XCTAssertEqual(HTTP1ResponseHead.parse(bytes("HTTP/1.1 502 Bad  Gateway (upstream)\r\n\r\n")).value?.reason, "Bad  Gateway (upstream)")
         XCTAssertEqual(HTTP1ResponseHead.parse(bytes("HTTP/1.1 200 ")).self, .needMore)
+        // "OK" is the literal; every other reason is the bytes as sent.
+        for reason in ["OK", "Ok", "O", "OKAY", "", "Ü"] {
+            XCTAssertEqual(HTTP1ResponseHead.parse(bytes("HTTP/1.1 200 \(reason)\r\n\r\n")).value?.reason, reason)
+        }
         let cases: [(String, WireError.Code, String)] = [
             ("HTTP/1.1 20x OK\r\n\r\n", .badStatusLine, "expected a digit"),
             ("HTTP/1.1 099 Low\r\n\r\n", .badStatusLine, "outside 100…599"),
@@ -29,6 +33,8 @@ final class WireHTTPMessageTests: XCTestCase {
             ("HTTP/1.1  200 OK\r\n\r\n", .badStatusLine, "expected a digit"),
             ("HTTP/1.1 2000 OK\r\n\r\n", .badStatusLine, "expected a space"),
             ("HTTP/1.1 200 O\u{1}K\r\n\r\n", .badStatusLine, "control byte 0x01"),
+            ("HTTP/1.1 200 A longer reason phrase\u{7F}\r\n\r\n", .badStatusLine, "control byte 0x7"),
+            ("HTTP/1.1 200 A longer reason\u{0}phrase\r\n\r\n", .badStatusLine, "control byte 0x00"),
             ("HTTP/1.1\r\n\r\n", .badStatusLine, "ends before its status code"),
             ("HTTQ/1.1 200 OK\r\n\r\n", .badStatusLine, "not HTTP/DIGIT.DIGIT"),
             ("HTTP/2.0 200 OK\r\n\r\n", .httpVersionNotSupported, "HTTP/2.0"),

@@ -74,6 +74,11 @@ struct HTTP1RequestDecoder {
     /// The previous head's fields: their strings are reused where the next head repeats
     /// them byte for byte (`HTTPHeadScanner.scan(reuse:)`).
     private var previousFields: [HTTPField] = []
+    /// The previous head's method and target, reused the same way.
+    private var previousStart = (method: "", target: "")
+    /// The previous head's `Host` value and what the route view made of it (name, port):
+    /// the same value is not split and checked again.
+    private var previousHost = (field: "", authority: RouteRequest.Authority(name: "", port: nil))
 
     init(limits: HTTPHeadLimits = HTTPHeadLimits()) {
         self.limits = limits
@@ -170,6 +175,7 @@ struct HTTP1RequestDecoder {
         var searchedSoFar = searched
         let buffer = input!
         let reuse = previousFields
+        let previousStart = previousStart
         // The scan's findings are moved out of its result inside the closure: a result handed
         // out of the closure and bound there (`case .done(let found, _)?`) was copied whole
         // through the runtime's generic value witnesses (`tuple_initializeWithCopy`: a retain
@@ -188,7 +194,7 @@ struct HTTP1RequestDecoder {
             let scanner = HTTPHeadScanner(buffer: bytes, limits: limits)
             let startLine = HTTPHeadScanner.StartLine(
                 name: "request line", badCode: .badRequestLine, tooLongCode: .requestLineTooLong, skipsLeadingEmptyLines: true)
-            switch scanner.scan(startLine, reuse: reuse, check: scanner.checkRequestLine) {
+            switch scanner.scan(startLine, reuse: reuse, check: { scanner.checkRequestLine($0, complete: $1, previous: previousStart) }) {
             case .needMore:
                 return false
             case .invalid(let error):
@@ -214,6 +220,7 @@ struct HTTP1RequestDecoder {
         searched = 0
         scannedOnce = false
         previousFields = fields
+        self.previousStart = (method, target)
         return try begin(method: method, target: target, version: version, fields: fields, size: consumed)
     }
 
@@ -302,7 +309,9 @@ struct HTTP1RequestDecoder {
             hasTransferEncoding: codings > 0, expectsContinue: expectsContinue, hasHost: hosts > 0,
             asksToSwitch: upgrade && connection.upgrade, asksForH2C: h2c && http2Settings && connection.http2Settings,
             hasHTTP2Settings: http2Settings)
-        return .head(head, RouteRequest(method: method, target: target, host: host ?? "", headers: fields), hasBody: state != .ending)
+        let field = host ?? ""
+        if field != previousHost.field { previousHost = (field, RouteRequest.Authority(field)) }
+        return .head(head, RouteRequest(method: method, target: target, authority: previousHost.authority, headers: fields), hasBody: state != .ending)
     }
 
     /// The comma-separated elements of a field value, lower-cased and trimmed (RFC 9110 §5.6.1).

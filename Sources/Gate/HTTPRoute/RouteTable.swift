@@ -29,11 +29,14 @@ public struct RouteRequest: Sendable, Hashable {
 
     /// The request view of a method, an origin-form target, the first `Host` value and the
     /// fields (the gateway's data path finds `Host` while it collects the fields).
-    /// Runs for every request: the target and host are searched in their UTF-8 bytes (a
-    /// `Character` search segments graphemes; `String` indices and `Int(Substring)` went
-    /// through generic index alignment and radix parsing), and the host is lower-cased only
-    /// when it has upper-case or non-ASCII bytes.
     init(method: String, target: String, host: String, headers: [HTTPField]) {
+        self.init(method: method, target: target, authority: Authority(host), headers: headers)
+    }
+
+    /// The same with the `Host` value already split (`Authority`; the HTTP/1.1 decoder keeps
+    /// the previous request's). Runs for every request: the target is searched in its UTF-8
+    /// bytes (a `Character` search segments graphemes).
+    init(method: String, target: String, authority: Authority, headers: [HTTPField]) {
         self.method = method
         self.headers = headers
         (path, query) = utf8Bytes(of: target) { bytes in
@@ -41,27 +44,47 @@ public struct RouteRequest: Sendable, Hashable {
             return (String(decoding: UnsafeBufferPointer(rebasing: bytes[..<question]), as: UTF8.self),
                     String(decoding: UnsafeBufferPointer(rebasing: bytes[(question + 1)...]), as: UTF8.self))
         }
-        // `host:port` unless the host ends in `]` (an IPv6 literal without a port); the port
-        // as `Int(_:)` reads it (optional sign, decimal digits, no overflow).
-        let (name, port, lower): (String, Int?, Bool) = utf8Bytes(of: host) { bytes in
-            var end = bytes.count
-            var port: Int?
-            if let last = bytes.last, last != UInt8(ascii: "]"), let colon = bytes.lastIndex(of: UInt8(ascii: ":")),
-               let p = Self.decimal(UnsafeBufferPointer(rebasing: bytes[(colon + 1)...])) {
-                end = colon
-                port = p
-            }
-            let lower = bytes[..<end].contains { ($0 >= 0x41 && $0 <= 0x5A) || $0 >= 0x80 }
-            let name = end == bytes.count ? host : String(decoding: UnsafeBufferPointer(rebasing: bytes[..<end]), as: UTF8.self)
-            return (name, port, lower)
+        host = authority.name
+        port = authority.port
+    }
+
+    /// A `Host` value as the route table reads it: the host without port, lower-cased, and
+    /// the port.
+    struct Authority {
+        var name: String
+        var port: Int?
+
+        init(name: String, port: Int?) {
+            self.name = name
+            self.port = port
         }
-        self.port = port
-        self.host = lower ? name.lowercased() : name
+
+        /// `host:port` unless the host ends in `]` (an IPv6 literal without a port); the port
+        /// as `Int(_:)` reads it (optional sign, decimal digits, no overflow). Searched in the
+        /// UTF-8 bytes (`String` indices and `Int(Substring)` went through generic index
+        /// alignment and radix parsing); lower-cased only when it has upper-case or non-ASCII
+        /// bytes.
+        init(_ host: String) {
+            let (name, port, lower): (String, Int?, Bool) = utf8Bytes(of: host) { bytes in
+                var end = bytes.count
+                var port: Int?
+                if let last = bytes.last, last != UInt8(ascii: "]"), let colon = bytes.lastIndex(of: UInt8(ascii: ":")),
+                   let p = RouteRequest.decimal(UnsafeBufferPointer(rebasing: bytes[(colon + 1)...])) {
+                    end = colon
+                    port = p
+                }
+                let lower = bytes[..<end].contains { ($0 >= 0x41 && $0 <= 0x5A) || $0 >= 0x80 }
+                let name = end == bytes.count ? host : String(decoding: UnsafeBufferPointer(rebasing: bytes[..<end]), as: UTF8.self)
+                return (name, port, lower)
+            }
+            self.name = lower ? name.lowercased() : name
+            self.port = port
+        }
     }
 
     /// A decimal integer as `Int(_:)` parses it: an optional `+` or `-`, then at least one
     /// digit; nil on anything else or overflow.
-    private static func decimal(_ bytes: UnsafeBufferPointer<UInt8>) -> Int? {
+    fileprivate static func decimal(_ bytes: UnsafeBufferPointer<UInt8>) -> Int? {
         var index = 0
         var negative = false
         if let first = bytes.first, first == UInt8(ascii: "+") || first == UInt8(ascii: "-") {

@@ -142,9 +142,11 @@ extension HTTPHeadScanner {
         guard buffer[index] == UInt8(ascii: " ") else {
             return .invalid(WireError(.badStatusLine, "HTTP status code is followed by byte \(hex(buffer[index])), expected a space"))
         }
-        if let bad = ((index + 1)..<end).first(where: { buffer[$0] < 0x20 && buffer[$0] != 0x09 || buffer[$0] == 0x7F }) {
+        if let bad = Self.controlByte(in: buffer, (index + 1)..<end) {
             return .invalid(WireError(.badStatusLine, "HTTP reason phrase contains control byte \(hex(buffer[bad]))"))
         }
-        return .done((version, status, text(index + 1, end)), consumed: end - range.lowerBound)
+        // The usual reason is the literal (no UTF-8 check, no string built per response).
+        let reason = end - index == 3 && buffer[index + 1] == UInt8(ascii: "O") && buffer[index + 2] == UInt8(ascii: "K") ? "OK" : text(index + 1, end)
+        return .done((version, status, reason), consumed: end - range.lowerBound)
     }
 }

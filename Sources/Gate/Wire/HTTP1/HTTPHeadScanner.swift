@@ -143,16 +143,22 @@ struct HTTPHeadScanner {
     }
 
     /// The text of `range`: the name or value of `reuse[at]` when its bytes are those of
-    /// `range` and it is longer than a small string (a shorter one is made without
-    /// allocating anyway).
+    /// `range` (see `text(_:reusing:)`).
     @inline(__always)
     private func text(_ range: Range<Int>, reusing reuse: [HTTPField], at: Int, value: Bool) -> String {
-        if range.count > 15, at < reuse.count {
-            let candidate = value ? reuse[at].value : reuse[at].name
-            if candidate.utf8.count == range.count,
-               utf8Bytes(of: candidate, { memcmp($0.baseAddress!, buffer.baseAddress! + range.lowerBound, range.count) == 0 }) {
-                return candidate
-            }
+        guard at < reuse.count else { return text(range.lowerBound, range.upperBound) }
+        return text(range, reusing: value ? reuse[at].value : reuse[at].name)
+    }
+
+    /// The text of `range`: `candidate` again when its bytes are those of `range` — a retain,
+    /// or for a small string (up to 15 bytes) a copy of two words — else a new string. Making
+    /// a string from bytes validates them as UTF-8 and builds it (about 150 instructions even
+    /// for a small one, counted by callgrind); comparing costs a `memcmp` of its bytes.
+    @inline(__always)
+    func text(_ range: Range<Int>, reusing candidate: String) -> String {
+        if candidate.utf8.count == range.count, !range.isEmpty,
+           utf8Bytes(of: candidate, { memcmp($0.baseAddress!, buffer.baseAddress! + range.lowerBound, range.count) == 0 }) {
+            return candidate
         }
         return text(range.lowerBound, range.upperBound)
     }
@@ -178,11 +184,11 @@ struct HTTPHeadScanner {
     /// running out of bytes means `.needMore`). `keepFields: false` checks every field line
     /// the same way but keeps none (`headers` is empty): for a caller that relays the head's
     /// bytes and reads what it needs from them, without a `String` per name and value.
-    /// `reuse`: the fields of the connection's previous head; a name or value longer than a
-    /// small string (15 bytes) whose bytes equal the one at the same position there is that
-    /// `String` again (a retain) instead of a new one (an allocation and a UTF-8 check) —
-    /// a client sends much the same `Host`, `User-Agent`, `Accept` … on every request of a
-    /// connection.
+    /// `reuse`: the fields of the connection's previous head; a name or value whose bytes
+    /// equal the one at the same position there is that `String` again (a retain, or a copy
+    /// of a small string) instead of a new one (a UTF-8 check, and an allocation above 15
+    /// bytes) — a client sends much the same `Host`, `User-Agent`, `Accept` … on every
+    /// request of a connection.
     func scan<Start>(
         _ startLine: StartLine, keepFields: Bool = true, reuse: [HTTPField] = [],
         check: (Range<Int>, _ complete: Bool) -> ParseResult<Start>

@@ -70,7 +70,7 @@ public struct HTTPRequestHead: HTTPHeaderLookup, Hashable, Sendable {
             let scanner = HTTPHeadScanner(buffer: buffer, limits: limits)
             let startLine = HTTPHeadScanner.StartLine(
                 name: "request line", badCode: .badRequestLine, tooLongCode: .requestLineTooLong, skipsLeadingEmptyLines: true)
-            switch scanner.scan(startLine, check: scanner.checkRequestLine) {
+            switch scanner.scan(startLine, check: { scanner.checkRequestLine($0, complete: $1) }) {
             case .needMore: return .needMore
             case .invalid(let error): return .invalid(error)
             case .done(let scanned, let consumed):
@@ -100,7 +100,9 @@ public struct HTTPRequestHead: HTTPHeaderLookup, Hashable, Sendable {
 extension HTTPHeadScanner {
     /// Checks `method SP request-target SP HTTP/d.d` over `range`. With `complete: false` the
     /// range is a prefix of the line: running out of bytes is `.needMore`, not an error.
-    func checkRequestLine(_ range: Range<Int>, complete: Bool) -> ParseResult<(String, String, HTTPVersion)> {
+    /// `previous`: the method and target of the connection's previous request, reused when
+    /// they repeat (`text(_:reusing:)`).
+    func checkRequestLine(_ range: Range<Int>, complete: Bool, previous: (method: String, target: String) = ("", "")) -> ParseResult<(String, String, HTTPVersion)> {
         var index = range.lowerBound
         let end = range.upperBound
         func incomplete(_ what: String) -> ParseResult<(String, String, HTTPVersion)> {
@@ -116,7 +118,7 @@ extension HTTPHeadScanner {
         guard buffer[index] == UInt8(ascii: " ") else {
             return .invalid(WireError(.badRequestLine, "HTTP method is followed by byte \(hex(buffer[index])), expected a space"))
         }
-        let method = text(methodStart, index)
+        let method = text(methodStart..<index, reusing: previous.method)
         index += 1
 
         let targetStart = index
@@ -128,7 +130,7 @@ extension HTTPHeadScanner {
         guard buffer[index] == UInt8(ascii: " ") else {
             return .invalid(WireError(.badRequestLine, "HTTP request-target contains byte \(hex(buffer[index]))"))
         }
-        let target = text(targetStart, index)
+        let target = text(targetStart..<index, reusing: previous.target)
         index += 1
 
         return checkVersion(at: index, end: end, mustEnd: true, complete: complete, code: .badRequestLine)
