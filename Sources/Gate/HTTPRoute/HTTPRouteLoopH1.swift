@@ -193,8 +193,8 @@ final class HTTP1LoopConnection: LoopExitHandler, LoopDrainable, ExchangeClient,
 
     var mayDecode: Bool { fd >= 0 && !closing && (exchange == nil || !decoder.atHead) }
 
-    func serve(_ part: HTTP1RequestDecoder.Part) {
-        switch part {
+    func serve(_ part: consuming HTTP1RequestDecoder.Part) {
+        switch consume part {
         case .head(let head, let request, _):
             idleSince = nil
             servesFirstRequest = false
@@ -539,23 +539,27 @@ protocol HTTP1RequestServing: AnyObject {
     var mayDecode: Bool { get }
     /// A request part in turn: a head begins an exchange; body parts and the end go to the
     /// exchange (dropped when the request was answered without one, or its exchange ended).
-    func serve(_ part: HTTP1RequestDecoder.Part)
+    /// (`consuming`: see `decode()`.)
+    func serve(_ part: consuming HTTP1RequestDecoder.Part)
     /// Bytes that are not a request (400 or 431).
     func refuse(_ error: HTTP1RequestDecoder.Malformed)
 }
 
 extension HTTP1RequestServing {
-    /// Serves decoded parts while `mayDecode` (until more bytes are needed).
+    /// Serves decoded parts while `mayDecode` (until more bytes are needed). Each part is
+    /// moved into `serve` (`consume`, a `consuming` parameter): bound and passed as a copy,
+    /// the `Optional<Part>` left behind was destroyed through the runtime's generic value
+    /// witnesses (`$sSqwxx`, about 220 instructions per part with its payload's releases).
     func decode() {
         while mayDecode {
-            let part: HTTP1RequestDecoder.Part
+            let next: HTTP1RequestDecoder.Part?
             do {
-                guard let next = try decoder.next() else { return }
-                part = next
+                next = try decoder.next()
             } catch {
                 refuse(error)
                 return
             }
+            guard let part = consume next else { return }
             serve(part)
         }
     }

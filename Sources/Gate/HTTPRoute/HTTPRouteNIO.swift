@@ -342,8 +342,8 @@ final class HTTP1RouteHandler: RouteClientHandler, ChannelDuplexHandler, Removab
 
     var mayDecode: Bool { context != nil && !closing && !upgrading && (exchange == nil || !decoder.atHead) }
 
-    func serve(_ part: HTTP1RequestDecoder.Part) {
-        switch part {
+    func serve(_ part: consuming HTTP1RequestDecoder.Part) {
+        switch consume part {
         case .head(let head, let request, _):
             idleSince = nil
             if let upgrader {
