@@ -71,9 +71,11 @@ struct HTTP1RequestDecoder {
     /// Framing bytes of the current chunk line or trailer section (bounded).
     private var lineBytes = 0
     private var trailerSection: [UInt8] = []
-    /// The previous head's fields: their strings are reused where the next head repeats
-    /// them byte for byte (`HTTPHeadScanner.scan(reuse:)`).
-    private var previousFields: [HTTPField] = []
+    /// The previous head's fields, into which the next head is scanned: their strings are
+    /// kept where the next head repeats them byte for byte, and the array is reused
+    /// (`HTTPHeadScanner.scan(_:keepFields:fields:check:)`; it is uniquely referenced again once
+    /// the previous request's exchange has ended).
+    private var fields: [HTTPField] = []
     /// The previous head's method and target, reused the same way.
     private var previousStart = (method: "", target: "")
     /// The previous head's `Host` value and what the route view made of it (name, port):
@@ -174,7 +176,6 @@ struct HTTP1RequestDecoder {
         let first = !scannedOnce
         var searchedSoFar = searched
         let buffer = input!
-        let reuse = previousFields
         let previousStart = previousStart
         // The scan's findings are moved out of its result inside the closure: a result handed
         // out of the closure and bound there (`case .done(let found, _)?`) was copied whole
@@ -183,7 +184,6 @@ struct HTTP1RequestDecoder {
         var method = ""
         var target = ""
         var version = HTTPVersion.http1_1
-        var fields: [HTTPField] = []
         var consumed = 0
         var failure: WireError?
         let complete: Bool = buffer.withUnsafeReadableBytes { raw in
@@ -194,16 +194,15 @@ struct HTTP1RequestDecoder {
             let scanner = HTTPHeadScanner(buffer: bytes, limits: limits)
             let startLine = HTTPHeadScanner.StartLine(
                 name: "request line", badCode: .badRequestLine, tooLongCode: .requestLineTooLong, skipsLeadingEmptyLines: true)
-            switch scanner.scan(startLine, reuse: reuse, check: { scanner.checkRequestLine($0, complete: $1, previous: previousStart) }) {
+            switch scanner.scan(startLine, keepFields: true, fields: &fields, check: { scanner.checkRequestLine($0, complete: $1, previous: previousStart) }) {
             case .needMore:
                 return false
             case .invalid(let error):
                 failure = error
                 return false
-            case .done(let found, _):
-                (method, target, version) = found.start
-                fields = found.headers
-                consumed = found.consumed
+            case .done(let found, let used):
+                (method, target, version) = found
+                consumed = used
                 return true
             }
         }
@@ -219,7 +218,6 @@ struct HTTP1RequestDecoder {
         input!.moveReaderIndex(forwardBy: consumed)
         searched = 0
         scannedOnce = false
-        previousFields = fields
         self.previousStart = (method, target)
         return try begin(method: method, target: target, version: version, fields: fields, size: consumed)
     }

@@ -142,25 +142,32 @@ struct HTTPHeadScanner {
         String(decoding: UnsafeBufferPointer(rebasing: buffer[from..<to]), as: UTF8.self)
     }
 
-    /// The text of `range`: the name or value of `reuse[at]` when its bytes are those of
-    /// `range` (see `text(_:reusing:)`).
-    @inline(__always)
-    private func text(_ range: Range<Int>, reusing reuse: [HTTPField], at: Int, value: Bool) -> String {
-        guard at < reuse.count else { return text(range.lowerBound, range.upperBound) }
-        return text(range, reusing: value ? reuse[at].value : reuse[at].name)
-    }
-
     /// The text of `range`: `candidate` again when its bytes are those of `range` — a retain,
     /// or for a small string (up to 15 bytes) a copy of two words — else a new string. Making
     /// a string from bytes validates them as UTF-8 and builds it (about 150 instructions even
     /// for a small one, counted by callgrind); comparing costs a `memcmp` of its bytes.
     @inline(__always)
     func text(_ range: Range<Int>, reusing candidate: String) -> String {
-        if candidate.utf8.count == range.count, !range.isEmpty,
-           utf8Bytes(of: candidate, { memcmp($0.baseAddress!, buffer.baseAddress! + range.lowerBound, range.count) == 0 }) {
-            return candidate
+        same(range, candidate) ? candidate : text(range.lowerBound, range.upperBound)
+    }
+
+    /// Whether the bytes of `range` are those of `text`.
+    @inline(__always)
+    private func same(_ range: Range<Int>, _ text: String) -> Bool {
+        text.utf8.count == range.count && !range.isEmpty
+            && utf8Bytes(of: text, { memcmp($0.baseAddress!, buffer.baseAddress! + range.lowerBound, range.count) == 0 })
+    }
+
+    /// Makes `fields[at]` the field line of `ranges`: appended past the end; else its name
+    /// and value are replaced only where their bytes differ (see `scan(_:keepFields:fields:check:)`).
+    @inline(__always)
+    private func put(_ ranges: (name: Range<Int>, value: Range<Int>), at: Int, into fields: inout [HTTPField]) {
+        guard at < fields.count else {
+            fields.append(HTTPField(text(ranges.name.lowerBound, ranges.name.upperBound), text(ranges.value.lowerBound, ranges.value.upperBound)))
+            return
         }
-        return text(range.lowerBound, range.upperBound)
+        if !same(ranges.name, fields[at].name) { fields[at].name = text(ranges.name.lowerBound, ranges.name.upperBound) }
+        if !same(ranges.value, fields[at].value) { fields[at].value = text(ranges.value.lowerBound, ranges.value.upperBound) }
     }
 
     /// A CR not followed by LF, at `index` of the buffer.
@@ -184,15 +191,31 @@ struct HTTPHeadScanner {
     /// running out of bytes means `.needMore`). `keepFields: false` checks every field line
     /// the same way but keeps none (`headers` is empty): for a caller that relays the head's
     /// bytes and reads what it needs from them, without a `String` per name and value.
-    /// `reuse`: the fields of the connection's previous head; a name or value whose bytes
-    /// equal the one at the same position there is that `String` again (a retain, or a copy
-    /// of a small string) instead of a new one (a UTF-8 check, and an allocation above 15
-    /// bytes) — a client sends much the same `Host`, `User-Agent`, `Accept` … on every
-    /// request of a connection.
     func scan<Start>(
-        _ startLine: StartLine, keepFields: Bool = true, reuse: [HTTPField] = [],
-        check: (Range<Int>, _ complete: Bool) -> ParseResult<Start>
+        _ startLine: StartLine, keepFields: Bool = true, check: (Range<Int>, _ complete: Bool) -> ParseResult<Start>
     ) -> ParseResult<(start: Start, headers: [HTTPField], consumed: Int)> {
+        // Room for a usual head's fields at once (growing 1, 2, 4, 8 reallocated three times
+        // for every response the HTTPRoute gateway parses).
+        var headers: [HTTPField] = []
+        if keepFields { headers.reserveCapacity(min(16, limits.maxHeaderCount)) }
+        switch scan(startLine, keepFields: keepFields, fields: &headers, check: check) {
+        case .needMore: return .needMore
+        case .invalid(let error): return .invalid(error)
+        case .done(let start, let consumed): return .done((start, headers, consumed), consumed: consumed)
+        }
+    }
+
+    /// `scan(_:keepFields:check:)` with the fields written into `fields` (`keepFields`), which
+    /// holds those of the connection's previous head (the HTTP/1.1 request decoder's): a name
+    /// or value whose bytes equal the one at the same position there is kept as it is (a
+    /// client sends much the same `Host`, `User-Agent`, `Accept` … on every request of a
+    /// connection), others are replaced, extra ones appended, the rest removed. A head that
+    /// repeats the previous one writes nothing: no new array (an allocation per request
+    /// before), no string made (a UTF-8 check, and an allocation above 15 bytes). On
+    /// `.needMore` or `.invalid`, `fields` holds a mixture of both heads' fields.
+    func scan<Start>(
+        _ startLine: StartLine, keepFields: Bool, fields: inout [HTTPField], check: (Range<Int>, _ complete: Bool) -> ParseResult<Start>
+    ) -> ParseResult<Start> {
         let limit = limits.maxHeadBytes
         var position = 0
         while startLine.skipsLeadingEmptyLines && position < buffer.count && position < limit
@@ -246,10 +269,6 @@ struct HTTPHeadScanner {
         }
         position = first.next
 
-        // Room for a usual head's fields at once (growing 1, 2, 4, 8 reallocated three times
-        // for every response the HTTPRoute gateway parses).
-        var headers: [HTTPField] = []
-        if keepFields { headers.reserveCapacity(min(16, limits.maxHeaderCount)) }
         var count = 0
         while true {
             guard let found = line(from: position) else {
@@ -288,15 +307,12 @@ struct HTTPHeadScanner {
             count += 1
             switch fieldRanges(content, number: count) {
             case .success(let ranges):
-                if keepFields {
-                    let at = headers.count
-                    headers.append(HTTPField(
-                        text(ranges.name, reusing: reuse, at: at, value: false), text(ranges.value, reusing: reuse, at: at, value: true)))
-                }
+                if keepFields { put(ranges, at: count - 1, into: &fields) }
             case .failure(let error): return .invalid(error)
             }
         }
-        return .done((start, headers, position), consumed: position)
+        if keepFields, fields.count > count { fields.removeLast(fields.count - count) }
+        return .done(start, consumed: position)
     }
 
     /// Checks `HTTP/DIGIT.DIGIT` at `index` (ending at `end` when `mustEnd`); `.needMore`
