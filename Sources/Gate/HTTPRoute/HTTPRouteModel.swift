@@ -35,16 +35,27 @@ public struct HTTPRouteError: Error, CustomStringConvertible, Sendable, Equatabl
 
 /// A compiled regular expression (RE2-like syntax as far as Swift `Regex` shares it), matched
 /// against the whole string.
-public struct RouteRegex: @unchecked Sendable, Hashable {  // Regex is immutable after compilation
+///
+/// The `Regex` is held in a class: `Regex` comes from another module whose types' layouts are
+/// not known at compile time, so a struct or enum holding it directly — `PathMatch`,
+/// `ValueMatch`, `RouteMatch`, the route table's entries — was copied and destroyed through
+/// the runtime's type metadata, on every request (`pathMatches`: about 140 instructions).
+public struct RouteRegex: Sendable, Hashable {
     public let pattern: String
-    let regex: Regex<AnyRegexOutput>
+    private let compiled: Compiled
+
+    /// Immutable after compilation.
+    private final class Compiled: @unchecked Sendable {
+        let regex: Regex<AnyRegexOutput>
+        init(_ regex: Regex<AnyRegexOutput>) { self.regex = regex }
+    }
 
     public init(_ pattern: String) throws {
         self.pattern = pattern
-        regex = try Regex(pattern)
+        compiled = Compiled(try Regex(pattern))
     }
 
-    public func matches(_ text: String) -> Bool { (try? regex.wholeMatch(in: text)) != nil }
+    public func matches(_ text: String) -> Bool { (try? compiled.regex.wholeMatch(in: text)) != nil }
     public static func == (a: RouteRegex, b: RouteRegex) -> Bool { a.pattern == b.pattern }
     public func hash(into hasher: inout Hasher) { hasher.combine(pattern) }
 }

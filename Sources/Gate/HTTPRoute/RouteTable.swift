@@ -192,7 +192,8 @@ public struct RouteTable: Sendable {
             var score: (Int, Int)?
             let ascii = asciiHost && isASCII(name)
             let length = ascii ? name.utf8.count : name.count
-            if name.utf8.starts(with: "*.".utf8) {
+            // The first two bytes read directly (`utf8.starts(with:)` was generic, ~140 instructions).
+            if utf8Bytes(of: name, { $0.count >= 2 && $0[0] == UInt8(ascii: "*") && $0[1] == UInt8(ascii: ".") }) {
                 let matched = ascii
                     ? host.utf8.count > length - 1 && host.utf8.reversed().starts(with: name.utf8.dropFirst().reversed())
                     : host.hasSuffix(name.dropFirst()) && host.count > length - 1
