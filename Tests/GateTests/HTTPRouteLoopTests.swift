@@ -21,7 +21,7 @@ final class HTTPRouteLoopTests: XCTestCase {
         try? FileManager.default.removeItem(atPath: dir)
     }
 
-    func startGateway(backend: String, keepAliveTimeout: Double = 60, loopCount: Int = 1) throws {
+    func startGateway(backend: String, keepAliveTimeout: Double = 60) throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("httproute-loop-\(getpid())-\(UUID())").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try """
@@ -33,7 +33,7 @@ final class HTTPRouteLoopTests: XCTestCase {
               - backendRefs: [{name: backend, port: 80}]
             """.write(toFile: "\(dir)/routes.yaml", atomically: true, encoding: .utf8)
         let loader = HTTPRouteLoader(services: ["backend": backend])
-        loops = try GateLoopGroup(count: loopCount)
+        loops = try GateLoopGroup(count: 1)
         gateway = try HTTPGateway(
             table: RouteTable(routes: try loader.load(directory: dir).routes), loops: loops, defaultTimeout: 60,
             keepAliveTimeout: keepAliveTimeout, metrics: PrometheusMetrics())
@@ -200,32 +200,5 @@ final class HTTPRouteLoopTests: XCTestCase {
         // close; only the test's own client socket is left.
         XCTAssertEqual(TestSocket.openFDCount(settlingAt: start + 1), start + 1, "descriptors left open after the loops stopped")
         XCTAssertEqual(try TestSocket.readToEOF(fd), [], "the client connection is closed")
-    }
-
-    /// One listening socket shared by the loops (`EPOLLEXCLUSIVE`), not one per loop
-    /// (`SO_REUSEPORT`, where the kernel hashes a connection to a loop whatever it is doing): a
-    /// loop that is busy takes no new connection while another one waits for work. With a
-    /// socket per loop, about half of these connections would wait for the blocked loop.
-    func testABusyLoopTakesNoNewConnections() throws {
-        let backend = try TinyHTTPServer()
-        defer { backend.stop() }
-        try startGateway(backend: "127.0.0.1:\(backend.port)", loopCount: 2)
-        // The listener's registrations were queued on both loops before this: loop 0 watches
-        // the socket, then blocks.
-        let blocked = DispatchSemaphore(value: 0)
-        let release = DispatchSemaphore(value: 0)
-        loops.loops[0].execute {
-            blocked.signal()
-            release.wait()
-        }
-        defer { release.signal() }
-        blocked.wait()
-        for i in 0..<16 {
-            let fd = try TestSocket.connect("127.0.0.1", gateway.address.port, timeout: 10)
-            defer { close(fd) }
-            try TestSocket.writeAll(fd, Array("GET /busy/\(i) HTTP/1.1\r\nHost: a\r\n\r\n".utf8))
-            let status = try TestSocket.readExactly(fd, 15)
-            XCTAssertEqual(String(decoding: status, as: UTF8.self), "HTTP/1.1 200 OK", "connection \(i)")
-        }
     }
 }

@@ -42,7 +42,6 @@ extern const uint32_t UGATE_EPOLLOUT;
 extern const uint32_t UGATE_EPOLLERR;
 extern const uint32_t UGATE_EPOLLHUP;
 extern const uint32_t UGATE_EPOLLRDHUP;
-extern const uint32_t UGATE_EPOLLEXCLUSIVE;
 extern const int UGATE_EPOLL_CTL_ADD;
 extern const int UGATE_EPOLL_CTL_MOD;
 extern const int UGATE_EPOLL_CTL_DEL;

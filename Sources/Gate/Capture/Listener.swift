@@ -1,7 +1,6 @@
 import CLinux
 import Glibc
 import Logging
-import Synchronization
 
 /// Shared by every capture front of a node: config, route table, loops, loggers.
 final class GateContext: Sendable {
@@ -285,67 +284,46 @@ final class PendingConnect: LoopHandler {
     }
 }
 
-/// How a listener's connections are spread over the gate loops.
-enum AcceptMode: Sendable {
-    /// One listening socket per loop (`SO_REUSEPORT`): the kernel hashes each connection to
-    /// one loop, whatever that loop is doing.
-    case perLoop
-    /// One listening socket that every loop watches with `EPOLLEXCLUSIVE`: a new connection
-    /// wakes one loop waiting in `epoll_wait` (a busy loop takes none while another waits), as
-    /// nginx's workers share their listening socket.
-    case shared
-}
-
 /// A listening TCP socket on a gate loop; every accepted connection goes to its front on a
 /// task, with its handshake I/O on the next loop of the group.
 final class TCPListener: LoopHandler, @unchecked Sendable {  // fields are immutable after init; `ready` runs on the loop threads
     let name: String
     let proto: ListenerProto
     let address: SocketAddress
-    /// The listening socket each loop watches (`mode`): its own, or one for all. Each
-    /// connection is accepted, dialled and relayed on one thread.
+    /// One listening socket per loop (`SO_REUSEPORT`): the kernel spreads connections over the
+    /// loops and each is accepted, dialled and relayed on one thread.
     private let sockets: [(loop: GateLoop, fd: Int32)]
-    private let mode: AcceptMode
     private let context: GateContext
     private let front: any CaptureFront
-    /// Loops that have not let go of their listening socket in `stop` (the last one closes a
-    /// shared socket).
-    private let watching: Atomic<Int>
 
-    /// Binds `address` once per loop (`.perLoop`) or once (`.shared`); `makeFront` gets the
-    /// bound address (with the real port).
+    /// Binds `address` once per loop; `makeFront` gets the bound address (with the real port).
     init(
-        name: String, proto: ListenerProto, address: SocketAddress, transparent: Bool = false, mode: AcceptMode = .perLoop,
-        context: GateContext, makeFront: (SocketAddress) -> any CaptureFront
+        name: String, proto: ListenerProto, address: SocketAddress, transparent: Bool = false, context: GateContext,
+        makeFront: (SocketAddress) -> any CaptureFront
     ) throws {
         self.name = name
         self.proto = proto
-        self.mode = mode
         let first = try Sys.listen(address, transparent: transparent, reusePort: true)
         let bound = SocketAddress.local(of: first) ?? address
         var sockets = [(loop: context.loops.loops[0], fd: first)]
         do {
             for loop in context.loops.loops.dropFirst() {
-                sockets.append((loop, mode == .shared ? first : try Sys.listen(bound, transparent: transparent, reusePort: true)))
+                sockets.append((loop, try Sys.listen(bound, transparent: transparent, reusePort: true)))
             }
         } catch {
             for s in sockets { Glibc.close(s.fd) }
             throw error
         }
         self.sockets = sockets
-        watching = Atomic(sockets.count)
         self.address = bound
         self.context = context
         front = makeFront(bound)
     }
 
-    /// What a loop watches its listening socket for.
-    private var interest: UInt32 { mode == .shared ? Interest.read | UGATE_EPOLLEXCLUSIVE : Interest.read }
-
     func start() {
         for (loop, fd) in sockets {
             loop.execute { [self] in
-                if !loop.register(fd, interest, self) {
+                if !loop.register(fd, Interest.read, self) {
                     context.log.error("cannot watch listener", metadata: ["listener": "\(name)"])
                 }
             }
@@ -354,17 +332,15 @@ final class TCPListener: LoopHandler, @unchecked Sendable {  // fields are immut
 
     func stop() {
         for (loop, fd) in sockets {
-            loop.execute { [self] in
+            loop.execute {
                 loop.deregister(fd)
-                // A shared socket closes once no loop watches it (its number may be reused).
-                let left = watching.subtract(1, ordering: .acquiringAndReleasing).newValue
-                if mode == .perLoop || left == 0 { Glibc.close(fd) }
+                Glibc.close(fd)
             }
         }
     }
 
     func ready(fd: Int32, events: UInt32) {
-        guard let loop = sockets.first(where: { $0.fd == fd && $0.loop.isLoopThread })?.loop else { return }
+        guard let loop = sockets.first(where: { $0.fd == fd })?.loop else { return }
         for _ in 0..<64 {
             var ss = sockaddr_storage()
             var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
@@ -378,12 +354,8 @@ final class TCPListener: LoopHandler, @unchecked Sendable {  // fields are immut
                 if e == EAGAIN || e == EWOULDBLOCK || e == EINTR || e == ECONNABORTED { return }
                 // Out of descriptors: stop accepting for a moment instead of spinning.
                 context.log.warning("accept failed", metadata: ["listener": "\(name)", "error": "\(String(cString: strerror(e)))"])
-                // (`EPOLLEXCLUSIVE` cannot be modified: the socket is watched again instead.)
-                loop.deregister(fd)
-                loop.schedule(afterMillis: 100) { [self] in
-                    // Not once `stop` began: the socket may be closed by now.
-                    if watching.load(ordering: .acquiring) == sockets.count { _ = loop.register(fd, interest, self) }
-                }
+                loop.modify(fd, 0)
+                loop.schedule(afterMillis: 100) { loop.modify(fd, Interest.read) }
                 return
             }
             GateMetrics.shared.accepted.increment()

@@ -68,9 +68,7 @@ public final class HTTPGateway: Sendable {
                 pool: BackendPool(connectTimeout: min(defaultTimeout, connectTimeout), router: router, listenerName: name),
                 retryBudgets: retryBudgets))
         let passthrough = PassthroughRelays()
-        listener = try TCPListener(
-            name: name, proto: .tcp, address: try SocketAddress(host: host, port: port), mode: .shared, context: context
-        ) { bound in
+        listener = try TCPListener(name: name, proto: .tcp, address: try SocketAddress(host: host, port: port), context: context) { bound in
             HTTPRouteFront(
                 listenerName: name, keepAliveTimeout: keepAliveTimeout, connectTimeout: connectTimeout,
                 accessLog: accessLog, nio: nio, tls: tls, context: context, passthrough: passthrough)
