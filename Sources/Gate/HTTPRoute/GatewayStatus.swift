@@ -106,6 +106,9 @@ public struct HTTPRouteStatusReport: Codable, Sendable, Equatable {
     /// `XBackendTrafficPolicy` objects (`BackendPolicyStatus`).
     public var policies: [BackendPolicyStatus] = []
 
+    /// ugate's `controllerName` in a policy's status (the Gateway API's domain-prefixed path).
+    public static let controllerName = "ugate/httproute"
+
     /// The status of every Gateway and route of `manifests`. `listeners`: the configured
     /// listeners with what is known of them (nil: not known — no `--config` — so listeners'
     /// `Programmed` is `Unknown`). Every condition gets `observedGeneration` and
