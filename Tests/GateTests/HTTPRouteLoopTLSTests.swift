@@ -258,6 +258,50 @@ final class HTTPRouteLoopTLSTests: XCTestCase {
         try checkDrainWaits("slowhello", for: "the ClientHello being read")
     }
 
+    /// A reload that removes the Gateway listener while an h2 client's ClientHello is still
+    /// arriving (its first 10 bytes sent): the drain waits for the connection (it counts in
+    /// `openConnections`), and when the rest comes and NIO takes it (ALPN h2) it is quiesced like
+    /// the listener's other connections — GOAWAY(2^31−1) + PING, its request (sent with its
+    /// preface) answered, GOAWAY(1), the close. Without it the connection was not quiesced: no
+    /// GOAWAY, left open until the drain's end.
+    func testRemovedListenerQuiescesAnH2ClientWhoseClientHelloWasArriving() throws {
+        let routes = "\(dir)/routes"
+        try FileManager.default.createDirectory(atPath: routes, withIntermediateDirectories: true)
+        try writeOneBackendRoute("body", in: routes)
+        func gateway(_ listener: String) throws {
+            try writeManifest(
+                """
+                apiVersion: gateway.networking.k8s.io/v1
+                kind: Gateway
+                metadata: {name: gw}
+                spec:
+                  listeners: [{name: \(listener), port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: a.example.com}]}}]
+
+                """, "gw.yaml", in: routes)
+        }
+        try gateway("web")
+        var config = HTTPRouteConfig(
+            manifests: routes, services: ["body": backend.address],
+            listeners: [HTTPRouteListenerConfig(name: "web", port: 0, gateway: "gw", tls: HTTPRouteTLSConfig(certificateDir: "\(dir)/certs"))])
+        config.reloadInterval = 0.05
+        let service = try HTTPRouteService(
+            config: config, bind: "127.0.0.1", loops: loops, log: capture.logger("ugate.httproute"), accessLog: capture.logger("access"))
+        defer { service.stop() }
+        let port = service.bound[0].address.port
+        let client = BackgroundProcess("/usr/bin/env", ["python3", "-c", Self.client, "\(port)", "a.example.com", "slowhelloh2", dir], timeout: 90)
+        defer { _ = FileManager.default.createFile(atPath: "\(dir)/go", contents: nil) }
+        XCTAssertTrue(eventually(30) { FileManager.default.fileExists(atPath: "\(dir)/hello") }, "the client did not start")
+        XCTAssertTrue(eventually(10) { service.openConnections == 1 }, "the ClientHello being read is not a registered connection")
+        try gateway("renamed")
+        XCTAssertNotNil(capture.waitForLine(containing: ["Gateway listener removed, draining its connections", "web"]))
+        XCTAssertEqual(service.openConnections, 1, "the drain did not wait for the ClientHello being read")
+        XCTAssertTrue(FileManager.default.createFile(atPath: "\(dir)/go", contents: nil))
+        let r = client.wait(90)
+        XCTAssertEqual(r?.out.trimmingCharacters(in: .whitespacesAndNewlines), "200 ended [(0, 2147483647), (0, 1)] closed", r?.err ?? "client did not run or finish")
+        XCTAssertNotNil(capture.waitForLine(containing: ["request", "path=/drained-h2", "proto=h2", "status=200"]))
+        XCTAssertTrue(eventually(10) { service.openConnections == 0 }, "\(service.openConnections) connections left")
+    }
+
     /// Shutdown with a ClientHello that never completes (a raw client sends a record header and
     /// a few bytes of it): the drain waits for the connection until its time is up, then
     /// `closeConnections` ends the read (`shutdown(2)`; the reading task closes the socket
@@ -354,6 +398,13 @@ final class HTTPRouteLoopTLSTests: XCTestCase {
                 while self.raw.recv(65536):
                     pass
 
+        \(pythonNextFrame)
+        def wait_go():
+            for _ in range(1200):
+                if os.path.exists(sys.argv[4] + "/go"):
+                    break
+                __import__("time").sleep(0.05)
+
         def get(path, close=False):
             return ("GET %s HTTP/1.1\\r\\nHost: %s\\r\\n%s\\r\\n" % (path, host, "Connection: close\\r\\n" if close else "")).encode()
 
@@ -395,19 +446,14 @@ final class HTTPRouteLoopTLSTests: XCTestCase {
             status, _ = c.response()
             c.raw.close()
             print(status)
-        elif scenario in ("slowhandshake", "stalledhandshake", "slowhello"):
+        elif scenario in ("slowhandshake", "stalledhandshake", "slowhello", "slowhelloh2"):
             # slowhandshake, stalledhandshake: the ClientHello out and the gateway's flight in;
             # the client's Finished is held back (the handshake in progress on the gateway)
             # until the test says `go`. slowhello: the first 10 bytes of the ClientHello out,
-            # the rest after `go`.
+            # the rest after `go`; slowhelloh2 the same offering h2, then one h2 request.
             marker = sys.argv[4]
-            def wait_go():
-                for _ in range(1200):
-                    if os.path.exists(marker + "/go"):
-                        break
-                    __import__("time").sleep(0.05)
-            c = Conn(handshake=False)
-            if scenario == "slowhello":
+            c = Conn(alpn=("h2", "http/1.1") if scenario == "slowhelloh2" else ("http/1.1",), handshake=False)
+            if scenario.startswith("slowhello"):
                 try:
                     c.tls.do_handshake()
                 except ssl.SSLWantReadError:
@@ -423,6 +469,39 @@ final class HTTPRouteLoopTLSTests: XCTestCase {
             else:
                 c.handshake()
                 open(marker + "/hello", "w").close()
+            if scenario == "slowhelloh2":
+                # The request goes with the client's preface, before any frame of the gateway is
+                # read; prints the status, whether the stream ended, the GOAWAYs, then `closed`.
+                import h2.config, h2.connection
+                from hyperframe.frame import Frame, DataFrame, GoAwayFrame, HeadersFrame, PingFrame, SettingsFrame
+                assert c.tls.selected_alpn_protocol() == "h2", c.tls.selected_alpn_protocol()
+                h = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+                h.initiate_connection()
+                h.send_headers(1, [(":method", "GET"), (":path", "/drained-h2"), (":scheme", "https"), (":authority", host)], end_stream=True)
+                c.send(h.data_to_send())
+                class Plain:
+                    def recv(self, n):
+                        try:
+                            return c.read()
+                        except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+                            return b""
+                sock, buf, status, ended, goaways = Plain(), b"", "-", "unfinished", []
+                while True:
+                    frame = next_frame()
+                    if frame is None:
+                        break
+                    if isinstance(frame, SettingsFrame) and "ACK" not in frame.flags:
+                        c.send(SettingsFrame(0, flags=["ACK"]).serialize())
+                    elif isinstance(frame, PingFrame) and "ACK" not in frame.flags:
+                        c.send(PingFrame(0, frame.opaque_data, flags=["ACK"]).serialize())
+                    elif isinstance(frame, HeadersFrame):
+                        status = dict(h.decoder.decode(frame.data, raw=True))[b":status"].decode()
+                    elif isinstance(frame, GoAwayFrame):
+                        goaways.append((frame.error_code, frame.last_stream_id))
+                    if isinstance(frame, (HeadersFrame, DataFrame)) and "END_STREAM" in frame.flags:
+                        ended = "ended"
+                print(status, ended, goaways, "closed")
+                sys.exit(0)
             if scenario == "stalledhandshake":
                 c.raw_until_eof()
                 print("closed")
