@@ -34,21 +34,45 @@ final class HTTPRouteGatewayAddressTests: XCTestCase {
         """
     }
 
-    func testListenerBindsTheGatewayAddresses() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("gwaddr-\(getpid())-\(UUID())").path
+    let capture = LogCapture()
+    var dir = ""
+    var backend: PythonBackend?
+    var loops: GateLoopGroup?
+    var service: HTTPRouteService?
+
+    override func setUpWithError() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("gwaddr-\(getpid())-\(UUID())").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+    }
+
+    override func tearDown() {
+        service?.stop()
+        loops?.shutdown()
+        backend?.stop()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    /// Writes the Gateway with `addresses` (and its HTTPRoute to the backend `web`) and starts a
+    /// service whose listener `web` serves it (port 0, reloads every 50 ms); `resolve`: the
+    /// service's resolver of Hostnames.
+    func start(_ addresses: String, resolve: @escaping GatewayBindAddresses.Resolver = GatewayBindAddresses.getaddrinfo) throws -> HTTPRouteService {
         let backend = try PythonBackend("web")
-        defer { backend.stop() }
-        try writeManifest(Self.gateway(addresses: "  addresses: [{type: IPAddress, value: 127.0.0.2}, {value: \"::1\"}]"), "gw.yaml", in: dir)
+        self.backend = backend
+        try writeManifest(Self.gateway(addresses: addresses), "gw.yaml", in: dir)
         let loops = try GateLoopGroup(count: 1)
-        defer { loops.shutdown() }
+        self.loops = loops
         var config = HTTPRouteConfig(
             manifests: dir, services: ["shop/web": backend.address], listeners: [HTTPRouteListenerConfig(name: "web", port: 0, gateway: "infra/gw")])
         config.reloadInterval = 0.05
-        let capture = LogCapture()
-        let service = try HTTPRouteService(config: config, bind: "127.0.0.1", loops: loops, log: capture.logger("ugate.httproute"))
-        defer { service.stop() }
+        let service = try HTTPRouteService(
+            config: config, bind: "127.0.0.1", loops: loops, log: capture.logger("ugate.httproute"), accessLog: capture.logger("access"), router: nil,
+            stateDirectory: nil, resolve: resolve)
+        self.service = service
+        return service
+    }
+
+    func testListenerBindsTheGatewayAddresses() throws {
+        let service = try start("  addresses: [{type: IPAddress, value: 127.0.0.2}, {value: \"::1\"}]")
 
         XCTAssertEqual(service.bound.map(\.address.host), ["127.0.0.2", "::1"])
         let curl = try tool("curl")
@@ -76,9 +100,6 @@ final class HTTPRouteGatewayAddressTests: XCTestCase {
     }
 
     func testUnsupportedAddressesAreRefused() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("gwaddr-bad-\(getpid())-\(UUID())").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
         for (addresses, message) in [
             ("  addresses: [{type: NamedAddress, value: gw}]", "gw.yaml: Gateway infra/gw: spec.addresses[0].type: unsupported: address type NamedAddress (IPAddress and Hostname are"),
             ("  addresses: [{type: example.com/Custom, value: x}]", "spec.addresses[0].type: unsupported: address type example.com/Custom"),
@@ -146,26 +167,10 @@ final class HTTPRouteGatewayAddressTests: XCTestCase {
     /// status --config` resolves offline as the service would: `nothing.invalid` makes it exit 2
     /// naming the Hostname.
     func testHostnameThatResolvesLaterIsBoundOnAReloadTick() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("gwlate-\(getpid())-\(UUID())").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let backend = try PythonBackend("web")
-        defer { backend.stop() }
-        try writeManifest(Self.gateway(addresses: "  addresses: [{type: Hostname, value: gw.lan}]"), "gw.yaml", in: dir)
         let answer = Mutex<[String]?>(nil)
-        let loops = try GateLoopGroup(count: 1)
-        defer { loops.shutdown() }
-        var config = HTTPRouteConfig(
-            manifests: dir, services: ["shop/web": backend.address], listeners: [HTTPRouteListenerConfig(name: "web", port: 0, gateway: "infra/gw")])
-        config.reloadInterval = 0.05
-        let capture = LogCapture()
-        let service = try HTTPRouteService(
-            config: config, bind: "127.0.0.1", loops: loops, log: capture.logger("ugate.httproute"), accessLog: capture.logger("access"), router: nil,
-            stateDirectory: nil
-        ) { name in
+        let service = try start("  addresses: [{type: Hostname, value: gw.lan}]") { name in
             answer.withLock { $0 }.map { .success($0) } ?? .failure(GatewayBindAddresses.ResolveError(message: "\(name): Name or service not known"))
         }
-        defer { service.stop() }
         XCTAssertEqual(service.bound.count, 0)
         var programmed = service.status().gateways[0].conditions.first { $0.type == "Programmed" }
         XCTAssertEqual(programmed?.reason, "AddressNotAssigned")
@@ -196,22 +201,8 @@ final class HTTPRouteGatewayAddressTests: XCTestCase {
     /// False / AddressNotAssigned` naming both (a Gateway line in the table), logged. Only the
     /// foreign one: nothing is bound, `AddressNotUsable`, the listener not accepted, saying why.
     func testListenerBindsTheLocalAddressesOfAHostname() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("gwhost-\(getpid())-\(UUID())").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let backend = try PythonBackend("web")
-        defer { backend.stop() }
         let infrastructure = "  infrastructure: {labels: {app: web}, annotations: {owner: ops}}\n"
-        try writeManifest(
-            Self.gateway(addresses: infrastructure + "  addresses: [{type: Hostname, value: localhost}, {type: IPAddress, value: 127.0.0.2}]"), "gw.yaml", in: dir)
-        let loops = try GateLoopGroup(count: 1)
-        defer { loops.shutdown() }
-        var config = HTTPRouteConfig(
-            manifests: dir, services: ["shop/web": backend.address], listeners: [HTTPRouteListenerConfig(name: "web", port: 0, gateway: "infra/gw")])
-        config.reloadInterval = 0.05
-        let capture = LogCapture()
-        let service = try HTTPRouteService(config: config, bind: "127.0.0.1", loops: loops, log: capture.logger("ugate.httproute"))
-        defer { service.stop() }
+        let service = try start(infrastructure + "  addresses: [{type: Hostname, value: localhost}, {type: IPAddress, value: 127.0.0.2}]")
 
         XCTAssertEqual(service.bound.map(\.address.host), ["127.0.0.2", "127.0.0.1"])
         let curl = try tool("curl")
