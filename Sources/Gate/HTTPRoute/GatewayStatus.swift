@@ -188,7 +188,9 @@ extension GatewayStatus {
     ///   `HostnameConflict` (same hostname on one port), else `False` / `NoConflicts`.
     ///
     /// `attachedRoutes` counts the routes of the listener's kind that attach to it (see
-    /// `GatewayObject.Listener.refusal`).
+    /// `GatewayObject.Listener.refusal`). The Gateway's own conditions summarise its
+    /// listeners'; its `Programmed` is `False` / `AddressNotAssigned` or `AddressNotUsable` when
+    /// a `Hostname` address gives nothing to bind (`GatewayBindAddresses`), naming it.
     static func compute(_ gateway: GatewayObject, _ manifests: RouteManifests, _ configured: [ConfiguredListenerState]?) -> GatewayStatus {
         let own = configured?.filter { state in
             state.config.gatewayKey.map { $0 == (gateway.namespace, gateway.name) } ?? false
