@@ -54,7 +54,7 @@ struct HTTPRouteCommand: ParsableCommand {
                 FileHandle.standardError.write(Data("error: \(error)\n".utf8))
                 throw ExitCode(1)
             }
-            let report = HTTPRouteStatusReport.compute(loaded, listeners: section.map { $0.listeners.map(ConfiguredListenerState.offline) })
+            let report = HTTPRouteStatusReport.compute(loaded, listeners: section.map { $0.listeners.map { ConfiguredListenerState.offline($0, manifests: loaded) } })
             print(json ? report.json : report.table)
             if !report.healthy { throw ExitCode(2) }
         }

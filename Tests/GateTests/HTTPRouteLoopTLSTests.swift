@@ -258,6 +258,71 @@ final class HTTPRouteLoopTLSTests: XCTestCase {
         try checkDrainWaits("slowhello", for: "the ClientHello being read")
     }
 
+    /// A reload that removes the Gateway listener while an h2 client's ClientHello is still
+    /// arriving (its first 10 bytes sent): the drain waits for the connection (it counts in
+    /// `openConnections`), and when the rest comes and NIO takes it (ALPN h2) it is quiesced like
+    /// the listener's other connections — GOAWAY(2^31−1) + PING, its request (sent with its
+    /// preface) answered, GOAWAY(1), the close. Without it the connection was not quiesced: no
+    /// GOAWAY, left open until the drain's end.
+    func testRemovedListenerQuiescesAnH2ClientWhoseClientHelloWasArriving() throws {
+        let routes = "\(dir)/routes"
+        try FileManager.default.createDirectory(atPath: routes, withIntermediateDirectories: true)
+        try writeOneBackendRoute("body", in: routes)
+        func gateway(_ listener: String) throws {
+            try writeManifest(
+                """
+                apiVersion: gateway.networking.k8s.io/v1
+                kind: Gateway
+                metadata: {name: gw}
+                spec:
+                  listeners: [{name: \(listener), port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: a.example.com}]}}]
+
+                """, "gw.yaml", in: routes)
+        }
+        try gateway("web")
+        var config = HTTPRouteConfig(
+            manifests: routes, services: ["body": backend.address],
+            listeners: [HTTPRouteListenerConfig(name: "web", port: 0, gateway: "gw", tls: HTTPRouteTLSConfig(certificateDir: "\(dir)/certs"))])
+        config.reloadInterval = 0.05
+        let service = try HTTPRouteService(
+            config: config, bind: "127.0.0.1", loops: loops, log: capture.logger("ugate.httproute"), accessLog: capture.logger("access"))
+        defer { service.stop() }
+        try checkH2Drained("slowhelloh2", port: service.bound[0].address.port, for: "the ClientHello being read", connections: { service.openConnections }) {
+            try gateway("renamed")
+            XCTAssertNotNil(capture.waitForLine(containing: ["Gateway listener removed, draining its connections", "web"]))
+        }
+    }
+
+    /// The h2 drain scenarios: the Python client (`scenario`) stops until the test says `go`;
+    /// the connection counts in `connections` before and after `drain`, then the client sees
+    /// GOAWAY(2^31−1), its request answered to the end, GOAWAY(1) and the close. The client
+    /// is waited for on this thread (no worker thread whose exit would close descriptors
+    /// during the next test's count).
+    func checkH2Drained(_ scenario: String, port: UInt16, for what: String, connections: () -> Int, drain: () throws -> Void) throws {
+        let client = try HTTPRouteDrainTests.Client(Self.client, ["\(port)", "a.example.com", scenario, dir])
+        defer {
+            _ = FileManager.default.createFile(atPath: "\(dir)/go", contents: nil)
+            client.kill()
+        }
+        XCTAssertTrue(eventually(30) { FileManager.default.fileExists(atPath: "\(dir)/hello") }, "the client did not start")
+        XCTAssertTrue(eventually(10) { connections() == 1 }, "\(what) is not a registered connection")
+        try drain()
+        XCTAssertEqual(connections(), 1, "the drain did not wait for \(what)")
+        XCTAssertTrue(FileManager.default.createFile(atPath: "\(dir)/go", contents: nil))
+        XCTAssertEqual(client.result(), "200 ended [(0, 2147483647), (0, 1)] closed")
+        XCTAssertNotNil(capture.waitForLine(containing: ["request", "path=/drained-h2", "proto=h2", "status=200"]))
+        XCTAssertTrue(eventually(10) { connections() == 0 }, "\(connections()) connections left")
+    }
+
+    /// A drain that begins while an h2 client's TLS handshake is in progress on NIO (its
+    /// Finished held back): no HTTP/2 handler is in the pipeline to hear it yet, so
+    /// `QuiesceLatch` holds it until ALPN has installed one; the client then gets
+    /// GOAWAY(2^31−1), its request (sent with its Finished and preface) answered, GOAWAY(1) and
+    /// the close. Without the latch the drain was dropped: no GOAWAY, the connection left open.
+    func testDrainDuringAnH2TLSHandshakeOnNIOQuiescesIt() throws {
+        try checkH2Drained("slowhandshakeh2", port: port, for: "the handshake in progress", connections: { gateway.openConnections }) { gateway.drain() }
+    }
+
     /// Shutdown with a ClientHello that never completes (a raw client sends a record header and
     /// a few bytes of it): the drain waits for the connection until its time is up, then
     /// `closeConnections` ends the read (`shutdown(2)`; the reading task closes the socket
@@ -354,6 +419,13 @@ final class HTTPRouteLoopTLSTests: XCTestCase {
                 while self.raw.recv(65536):
                     pass
 
+        \(pythonNextFrame)
+        def wait_go():
+            for _ in range(1200):
+                if os.path.exists(sys.argv[4] + "/go"):
+                    break
+                __import__("time").sleep(0.05)
+
         def get(path, close=False):
             return ("GET %s HTTP/1.1\\r\\nHost: %s\\r\\n%s\\r\\n" % (path, host, "Connection: close\\r\\n" if close else "")).encode()
 
@@ -395,19 +467,14 @@ final class HTTPRouteLoopTLSTests: XCTestCase {
             status, _ = c.response()
             c.raw.close()
             print(status)
-        elif scenario in ("slowhandshake", "stalledhandshake", "slowhello"):
+        elif scenario in ("slowhandshake", "stalledhandshake", "slowhello", "slowhelloh2", "slowhandshakeh2"):
             # slowhandshake, stalledhandshake: the ClientHello out and the gateway's flight in;
             # the client's Finished is held back (the handshake in progress on the gateway)
             # until the test says `go`. slowhello: the first 10 bytes of the ClientHello out,
-            # the rest after `go`.
+            # the rest after `go`. The h2 ones the same offering h2, then one h2 request.
             marker = sys.argv[4]
-            def wait_go():
-                for _ in range(1200):
-                    if os.path.exists(marker + "/go"):
-                        break
-                    __import__("time").sleep(0.05)
-            c = Conn(handshake=False)
-            if scenario == "slowhello":
+            c = Conn(alpn=("h2", "http/1.1") if scenario.endswith("h2") else ("http/1.1",), handshake=False)
+            if scenario.startswith("slowhello"):
                 try:
                     c.tls.do_handshake()
                 except ssl.SSLWantReadError:
@@ -423,12 +490,45 @@ final class HTTPRouteLoopTLSTests: XCTestCase {
             else:
                 c.handshake()
                 open(marker + "/hello", "w").close()
+            if scenario.startswith("slowhandshake"):
+                wait_go()
+            if scenario.endswith("h2"):
+                # The request goes with the client's preface, before any frame of the gateway is
+                # read; prints the status, whether the stream ended, the GOAWAYs, then `closed`.
+                import h2.config, h2.connection
+                from hyperframe.frame import Frame, DataFrame, GoAwayFrame, HeadersFrame, PingFrame, SettingsFrame
+                assert c.tls.selected_alpn_protocol() == "h2", c.tls.selected_alpn_protocol()
+                h = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+                h.initiate_connection()
+                h.send_headers(1, [(":method", "GET"), (":path", "/drained-h2"), (":scheme", "https"), (":authority", host)], end_stream=True)
+                c.send(h.data_to_send())
+                class Plain:
+                    def recv(self, n):
+                        try:
+                            return c.read()
+                        except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+                            return b""
+                sock, buf, status, ended, goaways = Plain(), b"", "-", "unfinished", []
+                while True:
+                    frame = next_frame()
+                    if frame is None:
+                        break
+                    if isinstance(frame, SettingsFrame) and "ACK" not in frame.flags:
+                        c.send(SettingsFrame(0, flags=["ACK"]).serialize())
+                    elif isinstance(frame, PingFrame) and "ACK" not in frame.flags:
+                        c.send(PingFrame(0, frame.opaque_data, flags=["ACK"]).serialize())
+                    elif isinstance(frame, HeadersFrame):
+                        status = dict(h.decoder.decode(frame.data, raw=True))[b":status"].decode()
+                    elif isinstance(frame, GoAwayFrame):
+                        goaways.append((frame.error_code, frame.last_stream_id))
+                    if isinstance(frame, (HeadersFrame, DataFrame)) and "END_STREAM" in frame.flags:
+                        ended = "ended"
+                print(status, ended, goaways, "closed")
+                sys.exit(0)
             if scenario == "stalledhandshake":
                 c.raw_until_eof()
                 print("closed")
                 sys.exit(0)
-            if scenario == "slowhandshake":
-                wait_go()
             c.send(get("/drained"))
             status, _ = c.response()
             try:

@@ -118,6 +118,8 @@ extension HTTPRouteRetryTests {
         let report = HTTPRouteStatusReport.compute(loaded, listeners: nil)
         // One ancestor each: `*` (the route has no parentRefs), `-` for the unused one.
         XCTAssertEqual(report.policies.map { $0.ancestors.map(\.ancestor) }, [["*"], ["*"], ["-"]])
+        XCTAssertTrue(report.policies.allSatisfy { $0.ancestors.allSatisfy { $0.ancestorRef == nil && $0.controllerName == "ugate/httproute" } })
+        XCTAssertFalse(report.json.contains("ancestorRef"), "no Gateway to name for * and -")
         let accepted = Dictionary(uniqueKeysWithValues: report.policies.map { ($0.name, $0.ancestors[0].conditions[0]) })
         XCTAssertEqual(accepted["older"]?.status, "True")
         XCTAssertEqual(accepted["newer"]?.reason, "Conflicted")
@@ -138,6 +140,9 @@ extension HTTPRouteRetryTests {
     /// both, it is accepted naming the conflict over `cart`; at gw-b, which reaches only
     /// `extra`, it is in force. A third policy on `cart` alone is `Conflicted` at gw-a, its only
     /// ancestor. Each ancestor's condition is stamped, and the table has a line per ancestor.
+    /// Each ancestor is a Gateway API `ParentReference` (group, kind, namespace, name) with
+    /// ugate's `controllerName`, per Gateway: a route naming a listener by `sectionName` counts
+    /// for its Gateway (one ancestor gw-a, no `sectionName`).
     func testPolicyStatusPerAncestorGateway() throws {
         func route(_ name: String, parents: String, backends: String) throws {
             let yaml = """
@@ -152,7 +157,7 @@ extension HTTPRouteRetryTests {
                 """
             try yaml.write(toFile: "\(dir)/\(name).yaml", atomically: true, encoding: .utf8)
         }
-        try route("ra", parents: "[{name: gw-a}]", backends: "[{name: cart, port: 80}]")
+        try route("ra", parents: "[{name: gw-a, sectionName: web}]", backends: "[{name: cart, port: 80}]")
         try route("rb", parents: "[{name: gw-b}]", backends: "[{name: pay, port: 80}, {name: extra, port: 80}]")
         try route("rab", parents: "[{name: gw-a}, {name: gw-b}]", backends: "[{name: extra, port: 80}]")
         func service(_ name: String) -> String { "{group: \"\", kind: Service, name: \(name)}" }
@@ -172,19 +177,30 @@ extension HTTPRouteRetryTests {
                 return "\(a.ancestor) \(c.status) \(c.reason): \(c.message)"
             } ?? []
         }
-        XCTAssertEqual(accepted("older"), ["shop/gw-a True Accepted: retry budget in force", "shop/gw-b True Accepted: retry budget in force"])
+        XCTAssertEqual(accepted("older"), ["Gateway shop/gw-a True Accepted: retry budget in force", "Gateway shop/gw-b True Accepted: retry budget in force"])
         XCTAssertEqual(
             accepted("newer"),
             [
-                "shop/gw-a True Accepted: retry budget in force; shop/cart is held by the older XBackendTrafficPolicy shop/older",
-                "shop/gw-b True Accepted: retry budget in force",
+                "Gateway shop/gw-a True Accepted: retry budget in force; shop/cart is held by the older XBackendTrafficPolicy shop/older",
+                "Gateway shop/gw-b True Accepted: retry budget in force",
             ])
-        XCTAssertEqual(accepted("newest"), ["shop/gw-a False Conflicted: shop/cart is held by the older XBackendTrafficPolicy shop/older"])
+        XCTAssertEqual(accepted("newest"), ["Gateway shop/gw-a False Conflicted: shop/cart is held by the older XBackendTrafficPolicy shop/older"])
+        // The JSON's `status.ancestors[]` as the Gateway API has them.
+        let json = try JSONSerialization.jsonObject(with: Data(report.json.utf8)) as? [String: Any]
+        let newer = (json?["policies"] as? [[String: Any]])?.first { $0["name"] as? String == "newer" }
+        let ancestors = newer?["ancestors"] as? [[String: Any]] ?? []
+        XCTAssertEqual(
+            ancestors.map { $0["ancestorRef"] as? [String: String] },
+            [
+                ["group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "shop", "name": "gw-a"],
+                ["group": "gateway.networking.k8s.io", "kind": "Gateway", "namespace": "shop", "name": "gw-b"],
+            ])
+        XCTAssertEqual(ancestors.map { $0["controllerName"] as? String }, ["ugate/httproute", "ugate/httproute"])
         XCTAssertFalse(report.healthy)
         XCTAssertTrue(byName.values.allSatisfy { $0.ancestors.allSatisfy { $0.conditions.allSatisfy { $0.lastTransitionTime != nil && $0.observedGeneration == 1 } } })
         let lines = report.table.split(separator: "\n").filter { $0.hasPrefix("XBackendTrafficPolicy") }
         XCTAssertEqual(lines.count, 5, report.table)
-        XCTAssertTrue(lines.contains { $0.contains("shop/newest") && $0.contains("shop/gw-a") && $0.contains("False (Conflicted)") }, report.table)
+        XCTAssertTrue(lines.contains { $0.contains("shop/newest") && $0.contains("Gateway shop/gw-a") && $0.contains("False (Conflicted)") }, report.table)
         XCTAssertEqual(try JSONDecoder().decode(HTTPRouteStatusReport.self, from: Data(report.json.utf8)), report)
     }
 

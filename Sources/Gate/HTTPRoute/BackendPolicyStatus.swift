@@ -1,8 +1,10 @@
 /// The status of one `XBackendTrafficPolicy` as GEP-713's `PolicyAncestorStatus` list: one
-/// entry per ancestor — each Gateway (`namespace/name`) that an HTTPRoute sending to a targeted
-/// Service names in its `parentRefs`, or `*` for ugate's routes without parentRefs (they attach
-/// to every configured listener) — with its `Accepted` condition and the reasons of the
-/// Gateway API's policy attachment, judged on the targets reached through that ancestor:
+/// entry per ancestor — each Gateway that an HTTPRoute sending to a targeted Service names in
+/// its `parentRefs` (`ancestorRef`: a Gateway API `ParentReference`, per Gateway: the budget
+/// is a Service's whichever listener a request came through, so no `sectionName`), or `*` for
+/// ugate's routes without parentRefs (they attach to every configured listener) — with
+/// `controllerName` and its `Accepted` condition and the reasons of the Gateway API's policy
+/// attachment, judged on the targets reached through that ancestor:
 ///
 /// * `True` / `Accepted`: the policy's budget is in force for the targeted Services reached
 ///   there (the message names any of them another policy holds);
@@ -23,10 +25,11 @@ public struct BackendPolicyStatus: Codable, Sendable, Equatable {
 
     static func compute(_ manifests: RouteManifests) -> [BackendPolicyStatus] {
         let inForce = manifests.backendPolicyInForce()
-        // Per Service, the ancestors its routes reach it through, in the manifests' order.
-        var reachedThrough: [String: [String]] = [:]
+        // Per Service, the ancestors its routes reach it through (nil: routes without
+        // parentRefs), in the manifests' order.
+        var reachedThrough: [String: [AncestorRef?]] = [:]
         for route in manifests.routes {
-            let ancestors = route.parents.isEmpty ? ["*"] : route.parents.map { "\($0.namespace)/\($0.name)" }
+            let ancestors: [AncestorRef?] = route.parents.isEmpty ? [nil] : route.parents.map { AncestorRef(namespace: $0.namespace, name: $0.name) }
             for rule in route.rules {
                 for backend in rule.backends {
                     for ancestor in ancestors where !(reachedThrough[backend.serviceKey]?.contains(ancestor) ?? false) {
@@ -37,7 +40,7 @@ public struct BackendPolicyStatus: Codable, Sendable, Equatable {
         }
         return manifests.backendPolicies.map { policy in
             let targets = policy.targets
-            var ancestors: [String] = []
+            var ancestors: [AncestorRef?] = []
             for target in targets {
                 for ancestor in reachedThrough[target] ?? [] where !ancestors.contains(ancestor) { ancestors.append(ancestor) }
             }
@@ -46,11 +49,13 @@ public struct BackendPolicyStatus: Codable, Sendable, Equatable {
                 let condition = RouteCondition(
                     type: "Accepted", status: "False", reason: "TargetNotFound",
                     message: "no HTTPRoute backendRef names \(targets.joined(separator: ", "))")
-                statuses = [PolicyAncestorStatus(ancestor: "-", conditions: [condition])]
+                statuses = [PolicyAncestorStatus(ancestor: "-", ancestorRef: nil, conditions: [condition])]
             } else {
                 statuses = ancestors.map { ancestor in
                     let reached = targets.filter { reachedThrough[$0]?.contains(ancestor) ?? false }
-                    return PolicyAncestorStatus(ancestor: ancestor, conditions: [accepted(policy, reached: reached, inForce)])
+                    return PolicyAncestorStatus(
+                        ancestor: ancestor.map { "Gateway \($0.namespace)/\($0.name)" } ?? "*", ancestorRef: ancestor,
+                        conditions: [accepted(policy, reached: reached, inForce)])
                 }
             }
             return BackendPolicyStatus(kind: policy.kind, namespace: policy.namespace, name: policy.name, targets: targets, ancestors: statuses)
@@ -93,10 +98,22 @@ public struct BackendPolicyStatus: Codable, Sendable, Equatable {
     }
 }
 
-/// The conditions of a policy for one ancestor (GEP-713 `PolicyAncestorStatus`): `ancestor` is
-/// the Gateway `namespace/name` (`ancestorRef`), `*` for routes without parentRefs, `-` when
-/// no route reaches the policy's targets.
+/// The conditions of a policy for one ancestor (GEP-713 `PolicyAncestorStatus`): `ancestorRef`
+/// the Gateway, `controllerName` ugate's, and `ancestor` the same as text for the table and
+/// logs (`Gateway namespace/name`), `*` for routes without parentRefs and `-` when no route
+/// reaches the policy's targets (both without `ancestorRef`: there is no Gateway to name).
 public struct PolicyAncestorStatus: Codable, Sendable, Equatable {
     public var ancestor: String
+    public var ancestorRef: AncestorRef?
+    public var controllerName = HTTPRouteStatusReport.controllerName
     public var conditions: [RouteCondition]
+}
+
+/// A Gateway as a policy's ancestor, in the shape of the Gateway API's `ParentReference`
+/// (`group`, `kind`, `namespace`, `name`).
+public struct AncestorRef: Codable, Sendable, Equatable {
+    public var group = GatewayStatus.group
+    public var kind = "Gateway"
+    public var namespace: String
+    public var name: String
 }

@@ -34,8 +34,11 @@ public struct GatewayStatus: Codable, Sendable, Equatable {
     public var conditions: [RouteCondition]
     public var listeners: [GatewayListenerStatus]
     /// `status.addresses`: the addresses the configured listeners serving this Gateway are
-    /// bound to (its `spec.addresses`, or their `host`), once each.
+    /// bound to (its `spec.addresses`, Hostnames resolved, or their `host`), once each.
     public var addresses: [GatewayStatusAddress] = []
+    /// `spec.infrastructure`'s labels and annotations, shown as given (ugate applies them to
+    /// nothing); nil when the Gateway has none.
+    public var infrastructure: GatewayObject.Infrastructure?
 }
 
 /// One entry of a Gateway's `status.addresses`.
@@ -69,6 +72,9 @@ public struct ConfiguredListenerState: Sendable {
     public var addresses: [String] = []
     /// With `.failed`: the address that could not be bound (nil: its `host`).
     public var unboundHost: String?
+    /// The Gateway's Hostnames that give nothing to bind (do not resolve, or not to an address
+    /// of this node); empty offline.
+    var addressProblems: [GatewayBindAddresses.AddressProblem] = []
     /// Whether a certificate from these files is served (`loaded`), and why the current files
     /// do not load (`error`, nil when they do).
     public var certificate: @Sendable (CertificateFiles) -> (loaded: Bool, error: String?)
@@ -82,9 +88,10 @@ public struct ConfiguredListenerState: Sendable {
     }
 
     /// The offline view of a configured listener: not bound, certificates checked by loading
-    /// their files (as the service would at start).
-    public static func offline(_ config: HTTPRouteListenerConfig) -> ConfiguredListenerState {
-        ConfiguredListenerState(config: config, binding: .notChecked) { files in
+    /// their files (as the service would at start), the Hostname addresses of its Gateway in
+    /// `manifests` resolved (as the service would bind them).
+    public static func offline(_ config: HTTPRouteListenerConfig, manifests: RouteManifests) -> ConfiguredListenerState {
+        var state = ConfiguredListenerState(config: config, binding: .notChecked) { files in
             for path in [files.cert, files.key] where !FileManager.default.fileExists(atPath: path) {
                 return (false, "\(path): no such file")
             }
@@ -95,6 +102,8 @@ public struct ConfiguredListenerState: Sendable {
                 return (false, "\(files.cert), \(files.key): \(error)")
             }
         }
+        state.addressProblems = config.bindAddresses(in: manifests, bind: "", resolve: GatewayBindAddresses.getaddrinfo).problems
+        return state
     }
 }
 
@@ -105,6 +114,9 @@ public struct HTTPRouteStatusReport: Codable, Sendable, Equatable {
     public var routes: [RouteStatus]
     /// `XBackendTrafficPolicy` objects (`BackendPolicyStatus`).
     public var policies: [BackendPolicyStatus] = []
+
+    /// ugate's `controllerName` in a policy's status (the Gateway API's domain-prefixed path).
+    public static let controllerName = "ugate/httproute"
 
     /// The status of every Gateway and route of `manifests`. `listeners`: the configured
     /// listeners with what is known of them (nil: not known — no `--config` — so listeners'
@@ -176,7 +188,9 @@ extension GatewayStatus {
     ///   `HostnameConflict` (same hostname on one port), else `False` / `NoConflicts`.
     ///
     /// `attachedRoutes` counts the routes of the listener's kind that attach to it (see
-    /// `GatewayObject.Listener.refusal`).
+    /// `GatewayObject.Listener.refusal`). The Gateway's own conditions summarise its
+    /// listeners'; its `Programmed` is `False` / `AddressNotAssigned` or `AddressNotUsable` when
+    /// a `Hostname` address gives nothing to bind (`GatewayBindAddresses`), naming it.
     static func compute(_ gateway: GatewayObject, _ manifests: RouteManifests, _ configured: [ConfiguredListenerState]?) -> GatewayStatus {
         let own = configured?.filter { state in
             state.config.gatewayKey.map { $0 == (gateway.namespace, gateway.name) } ?? false
@@ -200,14 +214,25 @@ extension GatewayStatus {
         for host in own?.flatMap(\.addresses) ?? [] where !addresses.contains(where: { $0.value == host }) {
             addresses.append(GatewayStatusAddress(value: host))
         }
+        var programmed = summary("Programmed", good: "Programmed", bad: "Pending")
+        var problems: [GatewayBindAddresses.AddressProblem] = []
+        for problem in own?.flatMap(\.addressProblems) ?? [] where !problems.contains(problem) { problems.append(problem) }
+        if !problems.isEmpty {
+            // A requested address that gives nothing to bind: the Gateway API's reasons.
+            let reason = problems.contains { $0.reason == "AddressNotAssigned" } ? "AddressNotAssigned" : "AddressNotUsable"
+            let message = problems.map(\.message).joined(separator: "; ")
+            programmed = RouteCondition(
+                type: "Programmed", status: "False", reason: reason,
+                message: programmed.status == "False" ? message + "; " + programmed.message : message)
+        }
         return GatewayStatus(
             namespace: gateway.namespace, name: gateway.name, file: gateway.file,
             conditions: [
                 summary("Accepted", good: "Accepted", bad: "ListenersNotValid"),
-                summary("Programmed", good: "Programmed", bad: "Pending"),
+                programmed,
                 summary("ResolvedRefs", good: "ResolvedRefs", bad: "ListenersNotResolved"),
             ],
-            listeners: listeners, addresses: addresses)
+            listeners: listeners, addresses: addresses, infrastructure: gateway.infrastructure)
     }
 
     private static func listener(
@@ -331,11 +356,9 @@ extension GatewayStatus {
     public static func table(_ statuses: [GatewayStatus]) -> String {
         var rows = [["GATEWAY", "LISTENER", "PORT", "PROTOCOL", "ROUTES", "ACCEPTED", "PROGRAMMED", "RESOLVEDREFS", "CONFLICTED", "MESSAGE"]]
         for status in statuses {
+            if let row = gatewayRow(status) { rows.append(row) }
             for listener in status.listeners {
-                func cell(_ type: String) -> String {
-                    guard let c = listener.conditions.first(where: { $0.type == type }) else { return "-" }
-                    return c.status == (type == "Conflicted" ? "False" : "True") ? c.status : "\(c.status) (\(c.reason))"
-                }
+                func cell(_ type: String) -> String { Self.cell(listener.conditions, type) }
                 let bad = listener.conditions.filter { $0.type == "Conflicted" ? $0.status == "True" : $0.status != "True" }
                 let message = (bad.isEmpty ? listener.conditions.filter { $0.type == "Programmed" } : bad).map(\.message).joined(separator: "; ")
                 rows.append([
@@ -345,5 +368,32 @@ extension GatewayStatus {
             }
         }
         return RouteStatus.columns(rows)
+    }
+
+    /// A table cell: the status of condition `type` in `conditions`, with its reason when it
+    /// is not the good one (`-` when absent).
+    private static func cell(_ conditions: [RouteCondition], _ type: String) -> String {
+        guard let c = conditions.first(where: { $0.type == type }) else { return "-" }
+        return c.status == (type == "Conflicted" ? "False" : "True") ? c.status : "\(c.status) (\(c.reason))"
+    }
+
+    /// A line for the Gateway itself (listener `-`) when it has something of its own to say:
+    /// requested addresses that give nothing to bind, or `infrastructure` labels and annotations.
+    private static func gatewayRow(_ status: GatewayStatus) -> [String]? {
+        var message: [String] = []
+        let programmed = status.conditions.first { $0.type == "Programmed" }
+        let addressProblem = programmed.map { $0.reason == "AddressNotAssigned" || $0.reason == "AddressNotUsable" } ?? false
+        if addressProblem, let programmed { message.append(programmed.message) }
+        if let infrastructure = status.infrastructure {
+            func pairs(_ map: [String: String]) -> String { map.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",") }
+            if !infrastructure.labels.isEmpty { message.append("infrastructure labels " + pairs(infrastructure.labels)) }
+            if !infrastructure.annotations.isEmpty { message.append("infrastructure annotations " + pairs(infrastructure.annotations)) }
+        }
+        guard !message.isEmpty else { return nil }
+        func cell(_ type: String) -> String { Self.cell(status.conditions, type) }
+        return [
+            "\(status.namespace)/\(status.name)", "-", "-", "-", "-", cell("Accepted"), cell("Programmed"), cell("ResolvedRefs"), "-",
+            message.joined(separator: "; "),
+        ]
     }
 }

@@ -205,10 +205,10 @@ struct HTTPRouteFront: CaptureFront {
     ///
     /// Draining: while the ClientHello is read the connection is in the listener's registry
     /// (`ClientHelloRead`, which says who owns the socket when), so a drain waits for it; the
-    /// connection it leads to registers before that entry goes and starts quiesced if a drain
-    /// began meanwhile (the gate loop's handshake; NIO's channel only when the registry
-    /// quiesces for good, on shutdown). A drain whose time is up ends the read (the task closes
-    /// the socket), or closes the next owner if the socket was already on its way there.
+    /// connection it leads to (the gate loop's handshake, or NIO's channel) takes its place in
+    /// the registry and is quiesced if a drain began meanwhile. A drain whose time is up ends
+    /// the read (the task closes the socket), or closes the next owner if the socket was
+    /// already on its way there.
     func serveTLS(_ conn: ClientConn, _ tls: HTTPRouteTLS) async {
         let deadline = context.handshakeDeadline
         let connections = nio.connections
@@ -239,7 +239,7 @@ struct HTTPRouteFront: CaptureFront {
             }
         }
         // The drain's time ran out while the ClientHello was read: the socket closes.
-        guard let quiesced = read.finish() else { return }
+        guard read.finish() else { return }
         switch tls.choose(serverName: serverName) {
         case .terminate(let sslContext, let loopContext, _):
             handedOver = true
@@ -250,9 +250,9 @@ struct HTTPRouteFront: CaptureFront {
                 let started = loop.execute {
                     let handle = LoopTLSHandshake.start(
                         fd: fd, prefix: prefix, context: loopContext, serverName: name, loop: loop, nio: nio, peer: peer, timeoutMillis: left,
-                        quiesced: quiesced)
-                    connections.remove(read)
-                    if read.ended { handle?.close() }
+                        replacing: read)
+                    guard let handle else { return connections.remove(read) }
+                    if read.ended { handle.close() }
                 }
                 if !started {
                     Glibc.close(fd)

@@ -289,19 +289,28 @@ public struct HTTPRouteLoader: Sendable {
     }
 
     private func gateway(_ spec: Node, namespace: String, name: String, file: String) throws(HTTPRouteError) -> GatewayObject {
-        try spec.allow(try spec.map(), ["gatewayClassName", "listeners", "addresses"])
+        try spec.allow(try spec.map(), ["gatewayClassName", "listeners", "addresses", "infrastructure"])
         var addresses: [String] = []
+        var addressHostnames: [String] = []
         for item in try spec.optional("addresses")?.list() ?? [] {
             try item.allow(try item.map(), ["type", "value"])
             let type = try item.optional("type")?.string() ?? "IPAddress"
+            guard type == "IPAddress" || type == "Hostname" else {
+                throw item.field("type").error(.unsupported, "address type \(type) (IPAddress and Hostname are: the listeners bind these addresses)")
+            }
+            let node = try item.child("value")
             guard type == "IPAddress" else {
-                throw item.field("type").error(.unsupported, "address type \(type) (IPAddress is: the listeners bind these addresses)")
+                let host = try hostname(node)
+                guard !host.hasPrefix("*.") else { throw node.error(.unsupported, "wildcard hostname \(host): it names no address to bind") }
+                guard !addressHostnames.contains(host) else { throw node.error(.invalid, "hostname \(host) is listed twice") }
+                addressHostnames.append(host)
+                continue
             }
-            let value = try item.child("value").string()
+            let value = try node.string()
             guard let address = try? SocketAddress(host: value, port: 0) else {
-                throw item.field("value").error(.invalid, "\"\(value)\" is not an IPv4 or IPv6 address")
+                throw node.error(.invalid, "\"\(value)\" is not an IPv4 or IPv6 address")
             }
-            guard !addresses.contains(address.host) else { throw item.field("value").error(.invalid, "address \(value) is listed twice") }
+            guard !addresses.contains(address.host) else { throw node.error(.invalid, "address \(value) is listed twice") }
             addresses.append(address.host)
         }
         var listeners: [GatewayObject.Listener] = []
@@ -347,7 +356,69 @@ public struct HTTPRouteLoader: Sendable {
         }
         var object = GatewayObject(namespace: namespace, name: name, listeners: listeners, file: file)
         object.addresses = addresses
+        object.addressHostnames = addressHostnames
+        if let node = try spec.optional("infrastructure") {
+            object.infrastructure = try infrastructure(node)
+        }
         return object
+    }
+
+    /// `spec.infrastructure`: `labels` and `annotations` are kept and shown in the status
+    /// (ugate creates no resources to put them on), validated as the Gateway API does (at most
+    /// 8 each; label and annotation keys `[prefix/]name`; label values of at most 63
+    /// characters, annotation values of at most 4096); `parametersRef` is refused (there is no
+    /// GatewayClass parameters object: `ugate.json` configures the listeners).
+    private func infrastructure(_ node: Node) throws(HTTPRouteError) -> GatewayObject.Infrastructure {
+        try node.allow(try node.map(), ["labels", "annotations", "parametersRef"])
+        if try node.optional("parametersRef") != nil {
+            throw node.field("parametersRef").error(
+                .unsupported, "parametersRef (ugate has no infrastructure parameters: ugate.json's httproute listeners configure what serves the Gateway)")
+        }
+        var result = GatewayObject.Infrastructure()
+        for (field, label) in [("labels", true), ("annotations", false)] {
+            guard let map = try node.optional(field) else { continue }
+            var entries: [String: String] = [:]
+            let items = try map.map()
+            guard items.count <= 8 else { throw map.error(.invalid, "\(items.count) \(field) (at most 8 are allowed)") }
+            for (key, value) in items {
+                guard let text = value as? String else { throw map.field(key).error(.invalid, "expected a string, got \(value)") }
+                guard Self.validMetadataKey(key) else {
+                    throw map.field(key).error(.invalid, "key \"\(key)\" is not a [prefix/]name key (name: 1…63 of A-Z a-z 0-9 - _ ., alphanumeric at both ends)")
+                }
+                if label {
+                    guard text.count <= 63, text.isEmpty || Self.validName(text) else {
+                        throw map.field(key).error(.invalid, "label value \"\(text)\" is not 0…63 of A-Z a-z 0-9 - _ ., alphanumeric at both ends")
+                    }
+                } else if text.utf8.count > 4096 {
+                    throw map.field(key).error(.invalid, "annotation value of \(text.utf8.count) bytes (at most 4096)")
+                }
+                entries[key] = text
+            }
+            if label { result.labels = entries } else { result.annotations = entries }
+        }
+        return result
+    }
+
+    /// A Kubernetes label or annotation key: an optional DNS-subdomain prefix (at most 253) and
+    /// `/`, then a name (`validName`).
+    static func validMetadataKey(_ key: String) -> Bool {
+        let parts = key.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count <= 2, let name = parts.last else { return false }
+        if parts.count == 2 {
+            let prefix = parts[0]
+            let labels = prefix.split(separator: ".", omittingEmptySubsequences: false)
+            guard prefix.count <= 253, labels.allSatisfy({ label in
+                !label.isEmpty && label.allSatisfy { ($0.isASCII && ($0.isLowercase || $0.isNumber)) || $0 == "-" } && label.first != "-" && label.last != "-"
+            }) else { return false }
+        }
+        return validName(Substring(name))
+    }
+
+    /// 1…63 of `A-Z a-z 0-9 - _ .`, alphanumeric at both ends.
+    static func validName<S: StringProtocol>(_ name: S) -> Bool {
+        func alphanumeric(_ c: Character) -> Bool { c.isASCII && (c.isLetter || c.isNumber) }
+        guard (1...63).contains(name.count), let first = name.first, let last = name.last, alphanumeric(first), alphanumeric(last) else { return false }
+        return name.allSatisfy { alphanumeric($0) || $0 == "-" || $0 == "_" || $0 == "." }
     }
 
     /// An `XBackendTrafficPolicy` (GEP-3388) with the API's validation: `targetRefs` (1…16,

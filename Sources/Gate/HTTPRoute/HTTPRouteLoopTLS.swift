@@ -294,13 +294,14 @@ final class LoopTLSHandshake: LoopExitHandler, LoopDrainable {
     }
 
     /// Starts the handshake of `fd` on `loop` (on its thread); `prefix`: the bytes already read
-    /// (the ClientHello); `timeoutMillis`: what is left of the handshake timeout; `quiesced`: a
-    /// drain began while the ClientHello was read. Returns the handshake's registration (nil
-    /// when it could not start: the socket is closed).
+    /// (the ClientHello); `timeoutMillis`: what is left of the handshake timeout; `read`: the
+    /// registration of the ClientHello's read, which the handshake's replaces (quiesced if a
+    /// drain began meanwhile). Returns the handshake's registration (nil when it could not
+    /// start: the socket is closed, `read` still registered).
     @discardableResult
     static func start(
         fd: Int32, prefix: [UInt8], context: LoopTLSContext, serverName: String?, loop: GateLoop, nio: HTTPRouteNIO, peer: String,
-        timeoutMillis: UInt64, quiesced: Bool = false
+        timeoutMillis: UInt64, replacing read: ClientHelloRead? = nil
     ) -> LoopConnectionHandle? {
         let session: LoopTLSSession
         do {
@@ -317,9 +318,8 @@ final class LoopTLSHandshake: LoopExitHandler, LoopDrainable {
             Glibc.close(fd)
             return nil
         }
-        handshake.quiescing = quiesced
         handshake.handle.connection = handshake
-        nio.connections.add(handshake.handle)
+        nio.connections.add(handshake.handle, replacing: read)
         handshake.timer = loop.schedule(afterMillis: max(timeoutMillis, 1)) { [weak handshake] in
             handshake?.fail("TLS handshake timed out")
         }

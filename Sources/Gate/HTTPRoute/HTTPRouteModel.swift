@@ -406,7 +406,20 @@ public struct GatewayObject: Hashable, Sendable {
     public var file: String
     /// certificateRefs refused by `RouteManifests.resolveReferences` (no ReferenceGrant).
     public var refusedRefs: [String] = []
-    /// `spec.addresses` (type `IPAddress`): the IP literals the configured listeners serving
-    /// this Gateway bind (empty: their `host`, by default the config's `bind`).
+    /// `spec.addresses` of type `IPAddress`: the IP literals the configured listeners serving
+    /// this Gateway bind (with `addressHostnames` empty too: their `host`, by default the
+    /// config's `bind`).
     public var addresses: [String] = []
+    /// `spec.addresses` of type `Hostname`: each binds the addresses of this node it resolves
+    /// to (`GatewayBindAddresses`).
+    public var addressHostnames: [String] = []
+    /// `spec.infrastructure` (labels and annotations; nil when absent).
+    public var infrastructure: Infrastructure?
+
+    /// `spec.infrastructure`'s labels and annotations: kept and shown in the status, applied
+    /// to nothing (ugate creates no resources for a Gateway).
+    public struct Infrastructure: Codable, Hashable, Sendable {
+        public var labels: [String: String] = [:]
+        public var annotations: [String: String] = [:]
+    }
 }

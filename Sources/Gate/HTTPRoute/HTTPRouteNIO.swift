@@ -36,7 +36,13 @@ final class HTTPRouteNIO: Sendable {
         case tls(NIOSSLContext)
     }
 
-    /// Takes over a connected client socket. `prefix` are bytes the gate already read from it.
+    /// Takes over a connected client socket. `prefix` are bytes the gate already read from it;
+    /// `read`: the registration of the ClientHello's read that the channel's replaces.
+    ///
+    /// Draining a TLS connection: until ALPN has chosen the protocol no handler would hear a
+    /// `ChannelShouldQuiesceEvent` (a drain during the handshake, or one that began while the
+    /// ClientHello was read), so `QuiesceLatch` holds it and passes it to the HTTP/2 or
+    /// HTTP/1.1 handler once that is in place.
     func adopt(fd: Int32, prefix: [UInt8], mode: Mode, peer: String, replacing read: ClientHelloRead? = nil) {
         let state = state
         let settings = settings
@@ -44,12 +50,9 @@ final class HTTPRouteNIO: Sendable {
         let future = ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
-                connections.add(channel)
-                if let read {
-                    connections.remove(read)
-                    // The drain's time ran out on the way here: closed once registered.
-                    if read.ended { channel.eventLoop.execute { channel.close(promise: nil) } }
-                }
+                connections.add(channel, replacing: read)
+                // The drain's time ran out on the way here: closed once registered.
+                if read?.ended == true { channel.eventLoop.execute { channel.close(promise: nil) } }
                 return channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(ReplayHandler(prefix: prefix))
@@ -61,6 +64,7 @@ final class HTTPRouteNIO: Sendable {
                     case .tls(let tls):
                         try sync.addHandler(NIOSSLServerHandler(context: tls))
                         let coalescer = TLSWriteCoalescer()
+                        let latch = QuiesceLatch()
                         try sync.addHandler(coalescer)
                         try sync.addHandler(ApplicationProtocolNegotiationHandler { result, channel in
                             channel.eventLoop.makeCompletedFuture {
@@ -72,8 +76,10 @@ final class HTTPRouteNIO: Sendable {
                                     try Self.configureHTTP1(
                                         channel, RouteConnection(state: state, settings: settings, peer: peer, proto: "http/1.1+tls", eventLoop: channel.eventLoop), upgrade: false)
                                 }
+                                latch.release()
                             }
                         })
+                        try sync.addHandler(latch)
                     }
                 }
             }
@@ -124,6 +130,32 @@ final class HTTPRouteNIO: Sendable {
     /// on stream 1.
     static func configureHTTP2(_ channel: any Channel, _ connection: RouteConnection, upgrade: (settings: [UInt8], request: NIOHTTP1.HTTPRequestHead)? = nil) throws {
         try channel.pipeline.syncOperations.addHandler(HTTP2RouteHandler(connection, channel: channel, upgrade: upgrade))
+    }
+}
+
+/// Holds a drain's `ChannelShouldQuiesceEvent` while a TLS connection's protocol is not chosen
+/// (the handshake in progress: no handler behind ALPN's would hear it, it would be dropped), and
+/// passes it on to the HTTP/2 or HTTP/1.1 handler that ALPN adds behind this one (`release`),
+/// then leaves the pipeline (no hop for the connection's reads).
+final class QuiesceLatch: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    private var held = false
+    private var context: ChannelHandlerContext?
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is ChannelShouldQuiesceEvent else { return context.fireUserInboundEventTriggered(event) }
+        held = true
+    }
+
+    /// The protocol's handler is in place behind this one: a held drain goes on to it.
+    func release() {
+        guard let context else { return }
+        if held { context.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
+        context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
     }
 }
 

@@ -206,9 +206,20 @@ public final class HTTPRouteService: Sendable {
     /// - Parameter stateDirectory: the node's state directory (`ugate run`: its identity
     ///   directory); the status history (`observedGeneration` counters, `lastTransitionTime`)
     ///   is kept there in `httproute-status.json` across restarts. nil: in memory only.
-    public init(
+    public convenience init(
         config: HTTPRouteConfig, bind: String, loops: GateLoopGroup, log: Logger = Logger(label: "ugate.httproute"),
         accessLog: Logger = Logger(label: "ugate.httproute.access"), router: Router? = nil, stateDirectory: String? = nil
+    ) throws {
+        try self.init(
+            config: config, bind: bind, loops: loops, log: log, accessLog: accessLog, router: router, stateDirectory: stateDirectory,
+            resolve: GatewayBindAddresses.getaddrinfo)
+    }
+
+    /// `resolve`: how a Gateway's Hostname addresses are resolved (the node's resolver; tests
+    /// give their own).
+    init(
+        config: HTTPRouteConfig, bind: String, loops: GateLoopGroup, log: Logger, accessLog: Logger, router: Router?, stateDirectory: String?,
+        resolve: @escaping GatewayBindAddresses.Resolver
     ) throws {
         let loader = HTTPRouteLoader(services: config.services)
         let manifests = try loader.load(directory: config.manifests)
@@ -223,7 +234,7 @@ public final class HTTPRouteService: Sendable {
             slots.append(
                 ListenerSlot(
                     config: listener, tls: tls, table: RouteTable(routes: listener.routes(in: manifests)),
-                    hosts: listener.bindHosts(in: manifests, bind: bind), log: log
+                    addresses: listener.bindAddresses(in: manifests, bind: bind, resolve: resolve), log: log
                 ) { table, host in
                     try HTTPGateway(
                         table: table, host: host, port: UInt16(listener.port), loops: loops, defaultTimeout: config.requestTimeout,
@@ -248,11 +259,24 @@ public final class HTTPRouteService: Sendable {
         // Conditions are recorded on every tick and reload, so a transition's time is when it happened.
         let record: @Sendable () -> Void = { _ = report() }
         record()
+        // The Gateway's addresses changed (or a Hostname resolves otherwise): new ones are
+        // bound by the next `bind()`, removed ones stop listening and their connections close
+        // gracefully.
+        let readdress: @Sendable (ListenerSlot, RouteManifests) -> Void = { slot, manifests in
+            for gateway in slot.setAddresses(slot.config.bindAddresses(in: manifests, bind: bind, resolve: resolve)) {
+                log.info("Gateway address removed, draining its connections", metadata: ["listener": "\(slot.config.name)", "address": "\(gateway.address)"])
+                gateway.stop()
+                gateway.drain(permanently: true, closePassthroughAfter: config.shutdownTimeout)
+            }
+        }
         reloader = HTTPRouteReloader(
             directory: config.manifests, loader: loader, interval: config.reloadInterval, log: log,
             tick: {
                 for slot in serving {
                     slot.tls?.reloadCertificates()
+                    // A Hostname that did not resolve to this node is tried again (a small
+                    // device whose network comes up after the node).
+                    if slot.hasAddressProblems { readdress(slot, current.manifests) }
                     slot.bind()
                 }
                 record()
@@ -262,13 +286,7 @@ public final class HTTPRouteService: Sendable {
             for slot in serving {
                 slot.update(RouteTable(routes: slot.config.routes(in: manifests)))
                 slot.tls?.update(manifests)
-                // The Gateway's addresses changed: new ones are bound now, removed ones stop
-                // listening and their connections close gracefully.
-                for gateway in slot.setHosts(slot.config.bindHosts(in: manifests, bind: bind)) {
-                    log.info("Gateway address removed, draining its connections", metadata: ["listener": "\(slot.config.name)", "address": "\(gateway.address)"])
-                    gateway.stop()
-                    gateway.drain(permanently: true, closePassthroughAfter: config.shutdownTimeout)
-                }
+                readdress(slot, manifests)
                 slot.bind()
                 // Its Gateway listener is gone: connections made under it close gracefully
                 // (clients reconnect and get what the listener serves now).
@@ -343,7 +361,7 @@ public final class HTTPRouteService: Sendable {
 /// One configured listener of the service: its TLS, its current route table, and one gateway
 /// per address it binds (the config's `host`, or its Gateway's `spec.addresses`) once bound
 /// (`bind()` is called at start and on every reload tick until each address is bound). The
-/// reloader's queue and the creator are the only callers of `bind()` and `setHosts`.
+/// reloader's queue and the creator are the only callers of `bind()` and `setAddresses`.
 final class ListenerSlot: Sendable {
     let config: HTTPRouteListenerConfig
     let tls: HTTPRouteTLS?
@@ -359,6 +377,8 @@ final class ListenerSlot: Sendable {
 
     private struct State {
         var addresses: [Address]
+        /// The Gateway's Hostnames that give nothing to bind (`GatewayBindAddresses`).
+        var problems: [GatewayBindAddresses.AddressProblem]
         var table: RouteTable
         var stopped = false
     }
@@ -366,14 +386,26 @@ final class ListenerSlot: Sendable {
     private let state: Mutex<State>
 
     init(
-        config: HTTPRouteListenerConfig, tls: HTTPRouteTLS?, table: RouteTable, hosts: [String], log: Logger,
+        config: HTTPRouteListenerConfig, tls: HTTPRouteTLS?, table: RouteTable, addresses: GatewayBindAddresses, log: Logger,
         make: @escaping @Sendable (RouteTable, String) throws -> HTTPGateway
     ) {
         self.config = config
         self.tls = tls
         self.log = log
         self.make = make
-        state = Mutex(State(addresses: hosts.map { Address(host: $0) }, table: table))
+        state = Mutex(State(addresses: addresses.hosts.map { Address(host: $0) }, problems: addresses.problems, table: table))
+        logProblems(addresses.problems)
+    }
+
+    /// Whether a Hostname of the Gateway gives nothing to bind (resolved again on every tick).
+    var hasAddressProblems: Bool { state.withLock { !$0.problems.isEmpty } }
+
+    private func logProblems(_ problems: [GatewayBindAddresses.AddressProblem]) {
+        for problem in problems {
+            log.error(
+                "Gateway address not bound, resolving it again on every reload tick",
+                metadata: ["listener": "\(config.name)", "reason": "\(problem.reason)", "error": "\(problem.message)"])
+        }
     }
 
     /// The gateways of the addresses bound so far.
@@ -417,16 +449,22 @@ final class ListenerSlot: Sendable {
         }
     }
 
-    /// Sets the addresses to bind (the Gateway's `spec.addresses` changed): kept ones stay
-    /// bound, new ones are bound by the next `bind()`; returns the gateways of removed ones
-    /// (the caller stops and drains them).
-    func setHosts(_ hosts: [String]) -> [HTTPGateway] {
-        state.withLock { state in
-            guard hosts != state.addresses.map(\.host) else { return [] }
+    /// Sets the addresses to bind (the Gateway's `spec.addresses` changed, or what its
+    /// Hostnames resolve to): kept ones stay bound, new ones are bound by the next `bind()`;
+    /// returns the gateways of removed ones (the caller stops and drains them). New problems
+    /// are logged.
+    func setAddresses(_ addresses: GatewayBindAddresses) -> [HTTPGateway] {
+        let hosts = addresses.hosts
+        let (removed, newProblems) = state.withLock { state in
+            let newProblems = addresses.problems.filter { !state.problems.contains($0) }
+            state.problems = addresses.problems
+            guard hosts != state.addresses.map(\.host) else { return ([HTTPGateway](), newProblems) }
             let removed = state.addresses.filter { !hosts.contains($0.host) }.compactMap(\.gateway)
             state.addresses = hosts.map { host in state.addresses.first { $0.host == host } ?? Address(host: host) }
-            return removed
+            return (removed, newProblems)
         }
+        logProblems(newProblems)
+        return removed
     }
 
     func update(_ table: RouteTable) {
@@ -447,14 +485,17 @@ final class ListenerSlot: Sendable {
     /// What the status knows of this listener: bound when every address is (the addresses
     /// reported in the Gateway status), else the first failure and its address.
     var runtime: ConfiguredListenerState {
-        let (binding, addresses, unbound): (ConfiguredListenerState.Binding, [String], String?) = state.withLock { state in
+        let (binding, addresses, unbound, problems) = state.withLock { state in
             let bound = state.addresses.compactMap(\.gateway)
             let addresses = bound.map(\.address.host)
             if bound.count == state.addresses.count, !bound.isEmpty {
-                return (.bound(bound.map { "\($0.address)" }.joined(separator: ", ")), addresses, nil)
+                return (ConfiguredListenerState.Binding.bound(bound.map { "\($0.address)" }.joined(separator: ", ")), addresses, String?.none, state.problems)
             }
-            let failed = state.addresses.first { $0.gateway == nil }
-            return (.failed(failed?.error ?? "not bound"), addresses, failed?.host)
+            guard let failed = state.addresses.first(where: { $0.gateway == nil }) else {
+                let why = state.problems.isEmpty ? "not bound" : "no address to bind: " + state.problems.map(\.message).joined(separator: "; ")
+                return (.failed(why), addresses, nil, state.problems)
+            }
+            return (.failed(failed.error ?? "not bound"), addresses, failed.host, state.problems)
         }
         let tls = tls
         var runtime = ConfiguredListenerState(config: config, binding: binding) { files in
@@ -462,6 +503,7 @@ final class ListenerSlot: Sendable {
         }
         runtime.addresses = addresses
         runtime.unboundHost = unbound
+        runtime.addressProblems = problems
         return runtime
     }
 }

@@ -259,73 +259,85 @@ extension BackendPool {
 /// so that they can be drained: on shutdown and when their listener is removed from the
 /// manifests, each gets a `ChannelShouldQuiesceEvent` (HTTP/2: the two-step GOAWAY of
 /// `HTTP2IdleHandler`; HTTP/1.1: closed when idle, else after the response in progress, which
-/// says `Connection: close`), its loop's `quiesce()`, or `ClientHelloRead.quiesce()`.
+/// says `Connection: close`) or its loop's `quiesce()`. A connection whose ClientHello is being
+/// read is quiesced when it is handed on: the registry counts its drains, and the connection
+/// that replaces the read (`add(_:replacing:)`) is quiesced when a drain began since the read
+/// was added — one lock for both, so no drain falls between them.
 final class ConnectionRegistry: Sendable {
     private struct State {
         var channels: [ObjectIdentifier: any Channel] = [:]
         /// The HTTP/1.1 connections served on the gate loops (`HTTP1LoopConnection`, and the
         /// `LoopTLSHandshake` before it).
         var loopConnections: [ObjectIdentifier: LoopConnectionHandle] = [:]
-        /// The TLS connections whose ClientHello is still being read (`ClientHelloRead`).
-        var helloReads: [ObjectIdentifier: ClientHelloRead] = [:]
+        /// The TLS connections whose ClientHello is still being read (`ClientHelloRead`), with
+        /// `drains` when each was added.
+        var helloReads: [ObjectIdentifier: (read: ClientHelloRead, drains: UInt64)] = [:]
+        /// How many drains began (`quiesceAll`).
+        var drains: UInt64 = 0
         /// Shutting down: connections adopted from now on are quiesced at once.
         var quiescing = false
+
+        /// Whether the connection replacing `read` is to be quiesced: shutting down, or a
+        /// drain began while the read was registered. Forgets the read.
+        mutating func handOver(_ read: ClientHelloRead?) -> Bool {
+            guard let read else { return quiescing }
+            let entry = helloReads.removeValue(forKey: ObjectIdentifier(read))
+            return quiescing || entry.map { $0.drains != drains } ?? false
+        }
     }
 
     private let state = Mutex(State())
 
-    /// Tracks `channel` until it closes.
-    func add(_ channel: any Channel) {
+    /// Tracks `channel` until it closes, in place of `read` when it comes from one. A channel
+    /// to be quiesced gets the event from its loop once the current task (its setup) is done.
+    func add(_ channel: any Channel, replacing read: ClientHelloRead? = nil) {
         let key = ObjectIdentifier(channel)
-        let quiescing = state.withLock { state in
+        let quiesce = state.withLock { state in
             state.channels[key] = channel
-            return state.quiescing
+            return state.handOver(read)
         }
         channel.closeFuture.whenComplete { _ in self.state.withLock { _ = $0.channels.removeValue(forKey: key) } }
-        if quiescing { Self.quiesce(channel) }
+        if quiesce { channel.eventLoop.execute { Self.quiesce(channel) } }
     }
 
-    /// Tracks a gate-loop connection until `remove`.
-    func add(_ connection: LoopConnectionHandle) {
-        if insert(connection, into: \.loopConnections) { connection.quiesce() }
+    /// Tracks a gate-loop connection until `remove`, in place of `read` when it comes from one.
+    func add(_ connection: LoopConnectionHandle, replacing read: ClientHelloRead? = nil) {
+        let quiesce = state.withLock { state in
+            state.loopConnections[ObjectIdentifier(connection)] = connection
+            return state.handOver(read)
+        }
+        if quiesce { connection.quiesce() }
     }
 
     func remove(_ connection: LoopConnectionHandle) {
         state.withLock { _ = $0.loopConnections.removeValue(forKey: ObjectIdentifier(connection)) }
     }
 
-    /// Tracks a connection whose ClientHello is being read until `remove`.
+    /// Tracks a connection whose ClientHello is being read until `remove` or the `add` of the
+    /// connection that replaces it.
     func add(_ read: ClientHelloRead) {
-        if insert(read, into: \.helloReads) { read.quiesce() }
+        state.withLock { $0.helloReads[ObjectIdentifier(read)] = (read, $0.drains) }
     }
 
     func remove(_ read: ClientHelloRead) {
         state.withLock { _ = $0.helloReads.removeValue(forKey: ObjectIdentifier(read)) }
     }
 
-    /// Adds `entry` to its table; returns whether it is to be quiesced at once.
-    private func insert<Entry: AnyObject>(_ entry: Entry, into table: WritableKeyPath<State, [ObjectIdentifier: Entry]>) -> Bool {
-        state.withLock { state in
-            state[keyPath: table][ObjectIdentifier(entry)] = entry
-            return state.quiescing
-        }
-    }
-
     /// Quiesces every open connection; `permanently`: also every one adopted later.
     func quiesceAll(permanently: Bool) {
-        let (channels, loopConnections, helloReads) = state.withLock { state in
+        let (channels, loopConnections) = state.withLock { state in
             if permanently { state.quiescing = true }
-            return (Array(state.channels.values), Array(state.loopConnections.values), Array(state.helloReads.values))
+            state.drains += 1
+            return (Array(state.channels.values), Array(state.loopConnections.values))
         }
         channels.forEach(Self.quiesce)
         loopConnections.forEach { $0.quiesce() }
-        helloReads.forEach { $0.quiesce() }
     }
 
     /// Closes every open connection at once (what the drain left when its time is up).
     func closeAll() {
         let (channels, loopConnections, helloReads) = state.withLock {
-            (Array($0.channels.values), Array($0.loopConnections.values), Array($0.helloReads.values))
+            (Array($0.channels.values), Array($0.loopConnections.values), $0.helloReads.values.map(\.read))
         }
         channels.forEach { $0.close(promise: nil) }
         loopConnections.forEach { $0.close() }
@@ -341,7 +353,9 @@ final class ConnectionRegistry: Sendable {
 
 /// A TLS client connection whose ClientHello a task (`HTTPRouteFront.serveTLS`) is still
 /// reading, before a gate loop (`LoopTLSHandshake`) or NIO takes the socket, as the listener's
-/// `ConnectionRegistry` holds it: a drain waits for it and, when its time is up, ends it.
+/// `ConnectionRegistry` holds it: a drain waits for it and, when its time is up, ends it; the
+/// connection it leads to is quiesced if a drain began meanwhile (the registry's
+/// `add(_:replacing:)`).
 ///
 /// Who owns the descriptor: the task, throughout — it reads, then closes it or hands it on,
 /// each only after `finish()`. The drain never closes it: `shutDown()` ends both directions
@@ -349,12 +363,12 @@ final class ConnectionRegistry: Sendable {
 /// itself. Both take one lock, and `finish()` forgets the descriptor, so a shutdown never
 /// reaches a descriptor the task has closed (whose number the kernel may have given to
 /// another socket) or handed on. After `finish()` the entry stays registered until the next
-/// owner is (`handOver`), so the count a drain waits on does not drop to zero in between.
+/// owner is (`add(_:replacing:)`), so the count a drain waits on does not drop to zero in
+/// between.
 final class ClientHelloRead: Sendable {
     private struct State {
         /// The task's descriptor; nil after `finish()`.
         var fd: Int32?
-        var quiesced = false
         /// The drain's time was up (`shutDown()`).
         var ended = false
     }
@@ -362,9 +376,6 @@ final class ClientHelloRead: Sendable {
     private let state: Mutex<State>
 
     init(fd: Int32) { state = Mutex(State(fd: fd)) }
-
-    /// A drain began: the connection the ClientHello leads to starts quiesced.
-    func quiesce() { state.withLock { $0.quiesced = true } }
 
     /// The drain's time is up: wakes the task's read with end of file (once), while the task
     /// still reads; after `finish()`, marks the connection for its next owner to close.
@@ -376,12 +387,12 @@ final class ClientHelloRead: Sendable {
         }
     }
 
-    /// The task is done reading (before it closes or hands on the descriptor): whether a drain
-    /// quiesced the connection, nil when its time is up (the task closes the descriptor).
-    func finish() -> Bool? {
+    /// The task is done reading (before it closes or hands on the descriptor): false when the
+    /// drain's time is up (the task closes the descriptor).
+    func finish() -> Bool {
         state.withLock { state in
             state.fd = nil
-            return state.ended ? nil : state.quiesced
+            return !state.ended
         }
     }
 

@@ -192,10 +192,13 @@ extension HTTPRouteListenerConfig {
     }
 
     /// The addresses this listener binds under `manifests`: its Gateway's `spec.addresses`
-    /// when the manifests hold that Gateway with addresses, else `host` (or `bind`).
-    func bindHosts(in manifests: RouteManifests, bind: String) -> [String] {
-        let addresses = gatewayObject(in: manifests)?.addresses ?? []
-        return addresses.isEmpty ? [host ?? bind] : addresses
+    /// (each Hostname resolved, `GatewayBindAddresses`) when the manifests hold that Gateway
+    /// with addresses, else `host` (or `bind`).
+    func bindAddresses(in manifests: RouteManifests, bind: String, resolve: GatewayBindAddresses.Resolver) -> GatewayBindAddresses {
+        guard let gateway = gatewayObject(in: manifests), !gateway.addresses.isEmpty || !gateway.addressHostnames.isEmpty else {
+            return GatewayBindAddresses(hosts: [host ?? bind])
+        }
+        return GatewayBindAddresses.resolve(ips: gateway.addresses, hostnames: gateway.addressHostnames, resolve: resolve)
     }
 
     private func gatewayObject(in manifests: RouteManifests) -> GatewayObject? {
