@@ -937,7 +937,7 @@ struct Node {
 
     func timestamp() throws(HTTPRouteError) -> Date {
         if let date = value as? Date { return date }
-        if let text = value as? String, let date = ISO8601DateFormatter().date(from: text) { return date }
+        if let text = value as? String, let date = try? Date(text, strategy: .iso8601) { return date }
         throw error(.invalid, "expected an RFC 3339 timestamp, got \(value)")
     }
 

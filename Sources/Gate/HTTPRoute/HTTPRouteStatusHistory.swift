@@ -193,8 +193,10 @@ public final class StatusHistory: Sendable {
         return report
     }
 
-    /// RFC 3339 in UTC with seconds, as Kubernetes writes `metav1.Time`.
+    /// RFC 3339 in UTC with seconds, as Kubernetes writes `metav1.Time`. A format style (a value),
+    /// not an `ISO8601DateFormatter` made per call: the reload timer stamps every condition once a
+    /// second, and making a formatter each time cost about 0.4 M instructions a second at rest.
     static func format(_ date: Date) -> String {
-        ISO8601DateFormatter().string(from: date)
+        date.formatted(Date.ISO8601FormatStyle())
     }
 }
