@@ -304,7 +304,7 @@ final class SignalChannel: Sendable {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
             let mine = dir + (offerer ? "/offer.jsonl" : "/answer.jsonl")
             let theirs = dir + (offerer ? "/answer.jsonl" : "/offer.jsonl")
-            FileManager.default.createFile(atPath: mine, contents: nil)
+            _ = FileManager.default.createFile(atPath: mine, contents: nil)
             guard let handle = FileHandle(forWritingAtPath: mine) else {
                 throw WebRTCError(.signaling, "cannot write \(mine)")
             }
