@@ -1,3 +1,4 @@
+import CLinux
 import Glibc
 
 /// What the configured listeners serving a Gateway bind, from its `spec.addresses`: each
