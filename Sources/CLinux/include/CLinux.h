@@ -32,6 +32,9 @@ int ugate_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data);
 int ugate_epoll_wait(int epfd, uint64_t *datas, uint32_t *events, int max, int timeout_ms);
 /// A non-blocking, close-on-exec eventfd used to wake a loop thread.
 int ugate_eventfd(void);
+/// Names the calling thread in the kernel (`prctl(PR_SET_NAME)`: `/proc/.../comm`, perf, top);
+/// longer names are cut at 15 bytes. Returns 0, or -1 with errno.
+int ugate_set_thread_name(const char *name);
 /// SO_LINGER {on, 0}: close() then sends RST instead of FIN.
 int ugate_set_linger_zero(int fd);
 /// Returns and clears SO_ERROR (the result of a non-blocking connect).

@@ -285,7 +285,7 @@ final class PendingConnect: LoopHandler {
 }
 
 /// A listening TCP socket on a gate loop; every accepted connection goes to its front on a
-/// task, with its handshake I/O on the next loop of the group.
+/// task, with its handshake I/O on the loop that accepted it.
 final class TCPListener: LoopHandler, @unchecked Sendable {  // fields are immutable after init; `ready` runs on the loop threads
     let name: String
     let proto: ListenerProto

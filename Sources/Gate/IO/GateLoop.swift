@@ -139,7 +139,6 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
 
     func start() {
         let t = Thread { [self] in self.run() }
-        t.name = "ugate-gate-\(index)"
         thread = t
         t.start()
     }
@@ -230,6 +229,9 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
 
     private func run() {
         threadID.store(UInt(pthread_self()), ordering: .relaxed)
+        // The kernel's thread name (`/proc/…/task/*/comm`, perf, top): Foundation's `Thread.name`
+        // does not set it on Linux. At most 15 bytes.
+        _ = ugate_set_thread_name("ugate-gate-\(index)")
         var datas = [UInt64](repeating: 0, count: 256)
         var events = [UInt32](repeating: 0, count: 256)
         var nextSweep = now + 1000
