@@ -193,12 +193,13 @@ extension TestSocket {
         return (fd, SocketAddress.local(of: fd)!.port)
     }
 
-    /// The process's open descriptors once they are back to `expected` (waits up to 5 s).
-    static func openFDCount(settlingAt expected: Int) -> Int {
-        var now = Sys.openFDCount()
-        for _ in 0..<100 where now != expected {
+    /// The descriptors opened since `before` and still open, other than `kept` (the test's
+    /// own), once there are none or after 5 s: empty when everything opened was closed.
+    static func descriptorsLeftOpen(since before: [Int32: String], except kept: Set<Int32> = []) -> [Int32: String] {
+        var now = Sys.descriptorsOpened(since: before).filter { !kept.contains($0.key) }
+        for _ in 0..<100 where !now.isEmpty {
             usleep(50_000)
-            now = Sys.openFDCount()
+            now = Sys.descriptorsOpened(since: before).filter { !kept.contains($0.key) }
         }
         return now
     }

@@ -294,12 +294,12 @@ final class GateCaptureMeshTests: MeshTestCase {
 
     func testGateStopResetsCarriedStreamsAndLeaksNoDescriptor() async throws {
         let echo = try await echoServer()
-        var baseline = -1
+        var baseline: [Int32: String] = [:]
         let s = try await setup(allowed: ["127.0.0.1:\(echo.port)"]) { _ in } beforeGate: { upstreams in
             // Connect the pooled mesh connections first, so the baseline counts what they own.
             for upstream in upstreams { _ = try await upstream.connectionLoop() }
             try await Task.sleep(for: .milliseconds(200))
-            baseline = Sys.openFDCount()
+            baseline = Sys.openDescriptors()
         }
         let port = UInt16(echo.port)
         var fds: [Int32] = []
@@ -340,7 +340,7 @@ final class GateCaptureMeshTests: MeshTestCase {
         try await waitUntil("the registry is empty") { s.gate.context.carried.count == 0 }
         // The gate's listeners and loops, the adopted client sockets, bob's sockets to the echo
         // server and the echo server's: all closed again.
-        try await waitUntil("descriptors back to \(baseline), now \(Sys.openFDCount())") { Sys.openFDCount() == baseline }
+        try await waitUntil("descriptors left open: \(Sys.descriptorsOpened(since: baseline))") { Sys.descriptorsOpened(since: baseline).isEmpty }
         XCTAssertEqual(echo.accepted, open.count)
     }
 

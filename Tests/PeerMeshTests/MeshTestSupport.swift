@@ -296,11 +296,11 @@ class MeshTestCase: XCTestCase {
         XCTAssertTrue(echoed == rest, "echo differs")
     }
 
-    /// Polls `condition` every 50 ms for at most `seconds`.
-    func waitUntil(seconds: Double = 15, _ what: String, _ condition: () -> Bool) async throws {
+    /// Polls `condition` every 50 ms for at most `seconds`; `what` is read when it times out.
+    func waitUntil(seconds: Double = 15, _ what: @autoclosure () -> String, _ condition: () -> Bool) async throws {
         let deadline = ContinuousClock.now + .seconds(seconds)
         while !condition() {
-            guard ContinuousClock.now < deadline else { throw FD.Failure(description: "timed out waiting until \(what)") }
+            guard ContinuousClock.now < deadline else { throw FD.Failure(description: "timed out waiting until \(what())") }
             try await Task.sleep(for: .milliseconds(50))
         }
     }

@@ -104,13 +104,28 @@ enum Sys {
         _ = Glibc.close(fd)
     }
 
-    /// Number of open descriptors of this process (for tests and /debug).
-    static func openFDCount() -> Int {
-        guard let dir = opendir("/proc/self/fd") else { return -1 }
+    /// This process's open descriptors and what each points to (`socket:[inode]`, a path,
+    /// `anon_inode:[eventpoll]` …), for tests that check what they opened was closed.
+    static func openDescriptors() -> [Int32: String] {
+        guard let dir = opendir("/proc/self/fd") else { return [:] }
         defer { closedir(dir) }
-        var count = 0
-        while readdir(dir) != nil { count += 1 }
-        return count - 3  // ".", "..", and the directory stream's own fd
+        let own = dirfd(dir)
+        var result: [Int32: String] = [:]
+        var target = [CChar](repeating: 0, count: 4096)
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard let fd = Int32(name), fd != own else { continue }
+            let count = readlink("/proc/self/fd/\(fd)", &target, target.count - 1)
+            result[fd] = count < 0 ? "?" : String(decoding: target[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        }
+        return result
+    }
+
+    /// The descriptors open now that were not open in `before`, or pointed elsewhere then.
+    /// Unlike comparing counts, descriptors another thread closed meanwhile (an earlier test's
+    /// process pipes, a retiring Dispatch worker's) do not hide or fake a leak.
+    static func descriptorsOpened(since before: [Int32: String]) -> [Int32: String] {
+        openDescriptors().filter { before[$0.key] != $0.value }
     }
 }
 
