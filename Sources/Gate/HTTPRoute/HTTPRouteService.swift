@@ -409,7 +409,8 @@ public final class HTTPRouteService: Sendable {
 /// One configured listener of the service: its TLS, its current route table, and one gateway
 /// per address it binds (the config's `host`, or its Gateway's `spec.addresses`) once bound
 /// (`bind()` is called at start and on every reload tick until each address is bound). The
-/// reloader's queue and the creator are the only callers of `bind()` and `setAddresses`.
+/// creator (until it hands over) and then the reload queue are the only callers of `bind()`
+/// and `setAddresses`.
 final class ListenerSlot: Sendable {
     let config: HTTPRouteListenerConfig
     let tls: HTTPRouteTLS?
