@@ -102,7 +102,7 @@ public struct ConfiguredListenerState: Sendable {
                 return (false, "\(files.cert), \(files.key): \(error)")
             }
         }
-        state.addressProblems = config.bindAddresses(in: manifests, bind: "", resolve: GatewayBindAddresses.getaddrinfo).problems
+        state.addressProblems = config.bindAddresses(in: manifests, bind: "", resolve: { GatewayBindAddresses.getaddrinfo($0) }).problems
         return state
     }
 }
@@ -189,8 +189,9 @@ extension GatewayStatus {
     ///
     /// `attachedRoutes` counts the routes of the listener's kind that attach to it (see
     /// `GatewayObject.Listener.refusal`). The Gateway's own conditions summarise its
-    /// listeners'; its `Programmed` is `False` / `AddressNotAssigned` or `AddressNotUsable` when
-    /// a `Hostname` address gives nothing to bind (`GatewayBindAddresses`), naming it.
+    /// listeners'; its `Programmed` is `False` / `AddressNotAssigned`, `AddressNotUsable` or
+    /// (its first lookup still running) `Pending` when a `Hostname` address gives nothing to
+    /// bind (`GatewayBindAddresses`), naming it.
     static func compute(_ gateway: GatewayObject, _ manifests: RouteManifests, _ configured: [ConfiguredListenerState]?) -> GatewayStatus {
         let own = configured?.filter { state in
             state.config.gatewayKey.map { $0 == (gateway.namespace, gateway.name) } ?? false
@@ -219,7 +220,7 @@ extension GatewayStatus {
         for problem in own?.flatMap(\.addressProblems) ?? [] where !problems.contains(problem) { problems.append(problem) }
         if !problems.isEmpty {
             // A requested address that gives nothing to bind: the Gateway API's reasons.
-            let reason = problems.contains { $0.reason == "AddressNotAssigned" } ? "AddressNotAssigned" : "AddressNotUsable"
+            let reason = ["AddressNotAssigned", "AddressNotUsable"].first { reason in problems.contains { $0.reason == reason } } ?? "Pending"
             let message = problems.map(\.message).joined(separator: "; ")
             programmed = RouteCondition(
                 type: "Programmed", status: "False", reason: reason,

@@ -15,11 +15,12 @@ public final class HTTPRouteReloader: @unchecked Sendable {  // the timer is set
 
     public init(
         directory: String, loader: HTTPRouteLoader, interval: Double = 1, log: Logger = Logger(label: "ugate.httproute"),
-        tick: (@Sendable () -> Void)? = nil, apply: @escaping @Sendable (RouteManifests) -> Void
+        queue: DispatchQueue = DispatchQueue(label: "ugate.httproute.reloader"), tick: (@Sendable () -> Void)? = nil,
+        apply: @escaping @Sendable (RouteManifests) -> Void
     ) {
-        // A timer on a private serial queue: the file reads block, so they stay off the
-        // concurrency pool (and a busy pool cannot delay a reload).
-        let queue = DispatchQueue(label: "ugate.httproute.reloader")
+        // A timer on a serial queue of the reloader's (the caller's when it hands work to it
+        // too): the file reads block, so they stay off the concurrency pool (and a busy pool
+        // cannot delay a reload).
         let state = FingerprintBox(Self.fingerprint(directory))
         timer = DispatchSource.makeTimerSource(queue: queue)
         timer.schedule(deadline: .now() + interval, repeating: interval)

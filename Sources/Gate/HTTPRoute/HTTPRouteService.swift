@@ -54,6 +54,11 @@ public struct HTTPRouteConfig: Codable, Sendable, Equatable {
     /// Seconds a graceful shutdown (`ugate run` on SIGTERM/SIGINT) waits for the connections
     /// being drained to finish their requests; what is left then is closed.
     public var shutdownTimeout: Double = 30
+    /// Seconds between lookups of a Gateway `Hostname` address that resolves (an address that
+    /// moves, e.g. by DHCP, is bound anew and the old one stops listening), and the longest
+    /// wait between lookups of one that does not (1 s, doubling with each failure up to this).
+    /// Checked on the reload ticks (`reloadInterval`).
+    public var hostnameRefreshInterval: Double = 30
 
     public init(manifests: String, services: [String: String] = [:], listeners: [HTTPRouteListenerConfig] = []) {
         self.manifests = manifests
@@ -63,7 +68,7 @@ public struct HTTPRouteConfig: Codable, Sendable, Equatable {
 
     private enum CodingKeys: String, CodingKey, CaseIterable {
         case manifests, services, listeners, reloadInterval, requestTimeout, keepAliveTimeout, http2IdleTimeout, connectTimeout, mirrorBodyLimit
-        case shutdownTimeout, sendTimeout, http2SettingsTimeout, retryBodyLimit
+        case shutdownTimeout, sendTimeout, http2SettingsTimeout, retryBodyLimit, hostnameRefreshInterval
     }
 
     public init(from decoder: any Decoder) throws {
@@ -82,6 +87,11 @@ public struct HTTPRouteConfig: Codable, Sendable, Equatable {
         mirrorBodyLimit = try c.decodeIfPresent(Int.self, forKey: .mirrorBodyLimit) ?? 1 << 20
         shutdownTimeout = try c.decodeIfPresent(Double.self, forKey: .shutdownTimeout) ?? 30
         retryBodyLimit = try c.decodeIfPresent(Int.self, forKey: .retryBodyLimit) ?? Self.defaultRetryBodyLimit
+        hostnameRefreshInterval = try c.decodeIfPresent(Double.self, forKey: .hostnameRefreshInterval) ?? 30
+        guard hostnameRefreshInterval > 0 else {
+            throw DecodingError.dataCorruptedError(
+                forKey: .hostnameRefreshInterval, in: c, debugDescription: "hostnameRefreshInterval \(hostnameRefreshInterval) is not a positive number of seconds")
+        }
         guard (0...Self.maxRetryBodyLimit).contains(retryBodyLimit) else {
             throw DecodingError.dataCorruptedError(
                 forKey: .retryBodyLimit, in: c, debugDescription: "retryBodyLimit \(retryBodyLimit) outside 0…\(Self.maxRetryBodyLimit) bytes")
@@ -186,6 +196,8 @@ public struct CertificateFiles: Codable, Sendable, Equatable {
 public final class HTTPRouteService: Sendable {
     private let slots: [ListenerSlot]
     private let reloader: HTTPRouteReloader
+    /// The lookups of the Gateways' Hostname addresses.
+    private let lookups: GatewayHostnameLookups
     /// The manifests in force, for `status()` and to notice removed Gateway listeners.
     private let current: RouteManifestsBox
     private let shutdownTimeout: Double
@@ -216,13 +228,22 @@ public final class HTTPRouteService: Sendable {
     }
 
     /// `resolve`: how a Gateway's Hostname addresses are resolved (the node's resolver; tests
-    /// give their own).
+    /// give their own), `clock`: the clock of their lookups' schedule, in seconds (tests give
+    /// their own).
+    ///
+    /// Threads: the caller's thread builds and binds the listeners, then hands over to the
+    /// reload queue (`ugate.httproute.reloader`, serial), which from then on is the only one
+    /// that changes what a listener binds (`ListenerSlot.setAddresses`, `bind`): on every
+    /// reload tick, on every manifest reload, and when a Hostname lookup's answer changes. The
+    /// lookups themselves block on their own queue (`GatewayHostnameLookups`), never on the
+    /// reload queue: a slow resolver delays no certificate reload, bind or manifest reload.
     init(
         config: HTTPRouteConfig, bind: String, loops: GateLoopGroup, log: Logger, accessLog: Logger, router: Router?, stateDirectory: String?,
-        resolve: @escaping GatewayBindAddresses.Resolver
+        resolve: @escaping GatewayBindAddresses.Resolver, clock: @escaping @Sendable () -> Double = GatewayHostnameLookups.uptime
     ) throws {
         let loader = HTTPRouteLoader(services: config.services)
         let manifests = try loader.load(directory: config.manifests)
+        let lookups = GatewayHostnameLookups(resolve: resolve, interval: config.hostnameRefreshInterval, now: clock)
         var slots: [ListenerSlot] = []
         // One budget per route and per Service for the whole node: every listener counts in it.
         let retryBudgets = RetryBudgets()
@@ -234,7 +255,7 @@ public final class HTTPRouteService: Sendable {
             slots.append(
                 ListenerSlot(
                     config: listener, tls: tls, table: RouteTable(routes: listener.routes(in: manifests)),
-                    addresses: listener.bindAddresses(in: manifests, bind: bind, resolve: resolve), log: log
+                    addresses: listener.bindAddresses(in: manifests, bind: bind, resolve: lookups.answer), log: log
                 ) { table, host in
                     try HTTPGateway(
                         table: table, host: host, port: UInt16(listener.port), loops: loops, defaultTimeout: config.requestTimeout,
@@ -259,30 +280,53 @@ public final class HTTPRouteService: Sendable {
         // Conditions are recorded on every tick and reload, so a transition's time is when it happened.
         let record: @Sendable () -> Void = { _ = report() }
         record()
-        // The Gateway's addresses changed (or a Hostname resolves otherwise): new ones are
-        // bound by the next `bind()`, removed ones stop listening and their connections close
-        // gracefully.
+        // The Gateway's addresses changed (or what its Hostnames resolve to, or this node's
+        // interface addresses): new ones are bound by the next `bind()`, removed ones stop
+        // listening and their connections close gracefully. On the reload queue.
         let readdress: @Sendable (ListenerSlot, RouteManifests) -> Void = { slot, manifests in
-            for gateway in slot.setAddresses(slot.config.bindAddresses(in: manifests, bind: bind, resolve: resolve)) {
+            for gateway in slot.setAddresses(slot.config.bindAddresses(in: manifests, bind: bind, resolve: lookups.answer)) {
                 log.info("Gateway address removed, draining its connections", metadata: ["listener": "\(slot.config.name)", "address": "\(gateway.address)"])
                 gateway.stop()
                 gateway.drain(permanently: true, closePassthroughAfter: config.shutdownTimeout)
             }
         }
+        let queue = DispatchQueue(label: "ugate.httproute.reloader")
+        // A lookup whose answer changed: its addresses are bound (or stop listening) at once,
+        // on the reload queue.
+        let answered: @Sendable () -> Void = {
+            queue.async {
+                for slot in serving {
+                    readdress(slot, current.manifests)
+                    slot.bind()
+                }
+                record()
+            }
+        }
+        // Starts the Hostname lookups that are due; never waits for one.
+        let lookUp: @Sendable (RouteManifests) -> Void = { manifests in
+            var names: [String] = []
+            for slot in serving { names += slot.config.addressHostnames(in: manifests) }
+            lookups.refresh(names, changed: answered)
+        }
         reloader = HTTPRouteReloader(
-            directory: config.manifests, loader: loader, interval: config.reloadInterval, log: log,
+            directory: config.manifests, loader: loader, interval: config.reloadInterval, log: log, queue: queue,
             tick: {
+                let manifests = current.manifests
+                // Names that are due: looked up again (a name that did not resolve, with
+                // backoff; one that did, every `hostnameRefreshInterval`).
+                lookUp(manifests)
                 for slot in serving {
                     slot.tls?.reloadCertificates()
-                    // A Hostname that did not resolve to this node is tried again (a small
-                    // device whose network comes up after the node).
-                    if slot.hasAddressProblems { readdress(slot, current.manifests) }
+                    // The answers known, against this node's addresses now.
+                    readdress(slot, manifests)
                     slot.bind()
                 }
                 record()
             }
         ) { manifests in
             let previous = current.manifests
+            // A new Hostname is looked up at once; it is bound when its lookup answers.
+            lookUp(manifests)
             for slot in serving {
                 slot.update(RouteTable(routes: slot.config.routes(in: manifests)))
                 slot.tls?.update(manifests)
@@ -301,9 +345,12 @@ public final class HTTPRouteService: Sendable {
             }
             record()
         }
+        // The first lookups, started from the reload queue like all later ones.
+        queue.async { lookUp(current.manifests) }
         self.current = current
         self.report = report
         self.slots = slots
+        self.lookups = lookups
         shutdownTimeout = config.shutdownTimeout
     }
 
@@ -339,6 +386,7 @@ public final class HTTPRouteService: Sendable {
     /// Stops watching and closes the listening sockets (connections being served continue).
     public func stop() {
         reloader.stop()
+        lookups.stop()
         slots.forEach { $0.stop() }
     }
 
@@ -361,7 +409,8 @@ public final class HTTPRouteService: Sendable {
 /// One configured listener of the service: its TLS, its current route table, and one gateway
 /// per address it binds (the config's `host`, or its Gateway's `spec.addresses`) once bound
 /// (`bind()` is called at start and on every reload tick until each address is bound). The
-/// reloader's queue and the creator are the only callers of `bind()` and `setAddresses`.
+/// creator (until it hands over) and then the reload queue are the only callers of `bind()`
+/// and `setAddresses`.
 final class ListenerSlot: Sendable {
     let config: HTTPRouteListenerConfig
     let tls: HTTPRouteTLS?
@@ -397,13 +446,12 @@ final class ListenerSlot: Sendable {
         logProblems(addresses.problems)
     }
 
-    /// Whether a Hostname of the Gateway gives nothing to bind (resolved again on every tick).
-    var hasAddressProblems: Bool { state.withLock { !$0.problems.isEmpty } }
-
+    /// Logs the Hostnames that do not resolve or name no address of this node (not those
+    /// whose first lookup is still running).
     private func logProblems(_ problems: [GatewayBindAddresses.AddressProblem]) {
-        for problem in problems {
+        for problem in problems where problem.reason != "Pending" {
             log.error(
-                "Gateway address not bound, resolving it again on every reload tick",
+                "Gateway address not bound, resolving it again later",
                 metadata: ["listener": "\(config.name)", "reason": "\(problem.reason)", "error": "\(problem.message)"])
         }
     }

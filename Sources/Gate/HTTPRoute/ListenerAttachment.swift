@@ -192,13 +192,20 @@ extension HTTPRouteListenerConfig {
     }
 
     /// The addresses this listener binds under `manifests`: its Gateway's `spec.addresses`
-    /// (each Hostname resolved, `GatewayBindAddresses`) when the manifests hold that Gateway
-    /// with addresses, else `host` (or `bind`).
-    func bindAddresses(in manifests: RouteManifests, bind: String, resolve: GatewayBindAddresses.Resolver) -> GatewayBindAddresses {
+    /// (each Hostname as `resolve` answers it, `GatewayBindAddresses`) when the manifests hold
+    /// that Gateway with addresses, else `host` (or `bind`).
+    func bindAddresses(
+        in manifests: RouteManifests, bind: String, resolve: (String) -> Result<[String], GatewayBindAddresses.ResolveError>?
+    ) -> GatewayBindAddresses {
         guard let gateway = gatewayObject(in: manifests), !gateway.addresses.isEmpty || !gateway.addressHostnames.isEmpty else {
             return GatewayBindAddresses(hosts: [host ?? bind])
         }
         return GatewayBindAddresses.resolve(ips: gateway.addresses, hostnames: gateway.addressHostnames, resolve: resolve)
+    }
+
+    /// The `Hostname` addresses of this listener's Gateway in `manifests` (none without one).
+    func addressHostnames(in manifests: RouteManifests) -> [String] {
+        gatewayObject(in: manifests)?.addressHostnames ?? []
     }
 
     private func gatewayObject(in manifests: RouteManifests) -> GatewayObject? {
