@@ -389,13 +389,15 @@ enum FuzzContract {
                 run.summary.append("\(head) body=\(bodyBytes)")
                 body = []
                 framing = nil
+            case .needMore:
+                return "needMore handed on"
             }
             return nil
         }
         for piece in pieces {
             buffer.writeBytes(input[piece])
             do {
-                while let event = try reader.next(&buffer) {
+                while let event = try reader.nextEvent(&buffer) {
                     if let problem = record(event) { return (run, problem) }
                 }
             } catch {

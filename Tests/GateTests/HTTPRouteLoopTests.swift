@@ -179,6 +179,68 @@ final class HTTPRouteLoopTests: XCTestCase {
         XCTAssertTrue(eventually(10) { gateway.openConnections == 0 }, "\(gateway.openConnections) connections left")
     }
 
+    /// A closed connection is freed, whichever of its timers and callbacks were in use: its
+    /// closures hold it strongly (no weak reference, see `HTTP1LoopConnection`), so each must
+    /// be dropped when it closes — idle timer, linger timer, deadline timer, body credit, the
+    /// drain of pipelined requests.
+    func testClosedConnectionsAreFreed() throws {
+        let backend = try TinyHTTPServer()
+        defer { backend.stop() }
+        try startGateway(backend: "127.0.0.1:\(backend.port)")
+        let port = gateway.address.port
+        final class Watch: @unchecked Sendable {  // written and read on the gateway's loop thread
+            weak var connection: HTTP1LoopConnection?
+        }
+        /// The gateway's only client connection, watched without keeping it.
+        func watchOnly() throws -> Watch {
+            XCTAssertTrue(eventually(10) { gateway.openConnections == 1 })
+            let handles = gateway.loopConnectionHandles
+            XCTAssertEqual(handles.count, 1)
+            let watch = Watch()
+            let done = DispatchSemaphore(value: 0)
+            handles[0].loop.execute {
+                watch.connection = (handles[0].connection as? LoopDrainForwarder)?.connection
+                done.signal()
+            }
+            done.wait()
+            XCTAssertNotNil(watch.connection)
+            return watch
+        }
+        let requests = [
+            // Kept alive (idle timer, deadline timer), then closed by the client.
+            "GET /kept HTTP/1.1\r\nHost: a\r\n\r\n",
+            // Pipelined (the second served by the drain after the first response).
+            "GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n",
+            // A body (its credit callback).
+            "POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+            // Refused: 400 and a lingering close (linger timer).
+            "GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        ]
+        for request in requests {
+            let fd = try TestSocket.connect("127.0.0.1", port)
+            try TestSocket.writeAll(fd, Array(request.utf8))
+            var reply: [UInt8] = []
+            while !String(decoding: reply, as: UTF8.self).contains("HTTP/1.1 "), reply.count < 4096 {
+                reply += try TestSocket.readExactly(fd, 1)
+            }
+            let watch = try watchOnly()
+            close(fd)
+            XCTAssertTrue(eventually(10) { gateway.openConnections == 0 }, request)
+            // Freed on the loop thread once its last closure is gone.
+            XCTAssertTrue(
+                eventually(10) {
+                    let done = DispatchSemaphore(value: 0)
+                    nonisolated(unsafe) var gone = false
+                    loops.loops[0].execute {
+                        gone = watch.connection == nil
+                        done.signal()
+                    }
+                    done.wait()
+                    return gone
+                }, "connection not freed after \(request)")
+        }
+    }
+
     func testLoopShutdownClosesItsConnections() throws {
         let backend = try TinyHTTPServer()
         defer { backend.stop() }

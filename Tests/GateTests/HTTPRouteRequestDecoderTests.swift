@@ -142,6 +142,18 @@ final class HTTPRouteRequestDecoderTests: XCTestCase {
         XCTAssertEqual(plain.path, "/p")
         XCTAssertNil(plain.query)
         XCTAssertEqual(RouteRequest(method: "GET", target: "/p?", host: "h", headers: []).query, "")
+        // `query` is kept as text and a flag: nil and "" differ, whichever initializer or the
+        // setter made them, and equal requests hash alike.
+        var changed = plain
+        changed.query = ""
+        XCTAssertNotEqual(changed, plain)
+        XCTAssertEqual(changed, RouteRequest(method: "GET", target: "/p?", host: "h", headers: []))
+        changed.query = "a=1"
+        XCTAssertEqual(changed, RouteRequest(method: "GET", host: "h", path: "/p", query: "a=1"))
+        XCTAssertEqual(changed, RouteRequest(method: "GET", target: "/p?a=1", host: "h", headers: []))
+        changed.query = nil
+        XCTAssertEqual(changed, plain)
+        XCTAssertEqual(Set([changed, plain, RouteRequest(method: "GET", host: "h", path: "/p")]).count, 1)
     }
 
     /// Malformed heads and bodies, each with the status it gets and a word of its message.

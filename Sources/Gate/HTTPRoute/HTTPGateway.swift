@@ -107,6 +107,8 @@ public final class HTTPGateway: Sendable {
     /// Client connections still open (served by NIO or on the gate loops, TLS handshakes in
     /// progress included).
     public var openConnections: Int { nio.connections.count }
+    /// The client connections served on the gate loops now (their drain handles).
+    var loopConnectionHandles: [LoopConnectionHandle] { nio.connections.loopHandles }
 
     /// TLS passthrough streams of this listener that are still open.
     public var openPassthroughStreams: Int { passthrough.count }

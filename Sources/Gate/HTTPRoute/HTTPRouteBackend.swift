@@ -117,7 +117,9 @@ final class BackendHandler: BackendChannelEnd {
             return
         }
         do {
-            while let event = try connection.reader.next(&buffer) {
+            while true {
+                let event = try connection.reader.next(&buffer)
+                if case .needMore = event { break }
                 delegate.backendRead(event)
                 if case .end = event {
                     // The exchange ended: what follows belongs to no request.

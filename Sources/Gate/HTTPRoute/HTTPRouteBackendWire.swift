@@ -301,6 +301,11 @@ struct BackendResponseReader {
         case body(ByteBuffer)
         /// The response is complete; `bodyBytes` of data (framing excluded) were in it.
         case end(bodyBytes: Int)
+        /// More bytes are needed (from `next`; never handed to a `BackendDelegate`). A case
+        /// rather than an `Optional<Event>`: the optional was copied and destroyed through
+        /// the runtime's generic value witnesses (`$sSqwxx`, `EventOwcp`), about 400
+        /// instructions per response.
+        case needMore
     }
 
     /// The request's method (HEAD responses have no body) and whether chunked bodies are
@@ -335,15 +340,15 @@ struct BackendResponseReader {
     /// Whether a response is being read (between its first byte and its end).
     var inResponse: Bool { state != .head }
 
-    /// The next event from `buffer` (consumed as far as it was used), nil when more bytes are
-    /// needed. Throws on a malformed response: the connection cannot be used any more.
-    mutating func next(_ buffer: inout ByteBuffer) throws(WireError) -> Event? {
+    /// The next event from `buffer` (consumed as far as it was used), `.needMore` when more
+    /// bytes are needed. Throws on a malformed response: the connection cannot be used any more.
+    mutating func next(_ buffer: inout ByteBuffer) throws(WireError) -> Event {
         while true {
             switch state {
             case .head:
-                guard buffer.readableBytes > 0 else { return nil }
+                guard buffer.readableBytes > 0 else { return .needMore }
                 switch HTTP1ResponseHead.parse(buffer.readableBytesView, limits: BackendWire.responseLimits, keepFields: keepsFields) {
-                case .needMore: return nil
+                case .needMore: return .needMore
                 case .invalid(let error): throw error
                 case .done(var head, let consumed):
                     let raw = buffer.readSlice(length: consumed)!
@@ -372,17 +377,17 @@ struct BackendResponseReader {
                 state = .head
                 return .end(bodyBytes: bodyBytes)
             case .length(let remaining):
-                guard buffer.readableBytes > 0 else { return nil }
+                guard buffer.readableBytes > 0 else { return .needMore }
                 let count = min(remaining, buffer.readableBytes)
                 bodyBytes += count
                 state = count == remaining ? .ending : .length(remaining: remaining - count)
                 return .body(buffer.readSlice(length: count)!)
             case .untilClose:
-                guard buffer.readableBytes > 0 else { return nil }
+                guard buffer.readableBytes > 0 else { return .needMore }
                 bodyBytes += buffer.readableBytes
                 return .body(buffer.readSlice(length: buffer.readableBytes)!)
             case .chunked(let chunk):
-                guard buffer.readableBytes > 0 else { return nil }
+                guard buffer.readableBytes > 0 else { return .needMore }
                 if decodeChunks {
                     if case .data(let remaining) = chunk {
                         let count = min(remaining, buffer.readableBytes)

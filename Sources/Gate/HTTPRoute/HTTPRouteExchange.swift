@@ -754,6 +754,8 @@ final class Exchange: BackendDelegate {
             // Finished first: ending the response may deliver the client's next request.
             finish(reuseBackend: requestEnded)
             client.respondEnd(trailers, close: !keepAlive)
+        case .needMore:
+            break
         }
     }
 

@@ -28,11 +28,17 @@ import NIOHTTP1
 /// (the only difference; no h2c there): bytes OpenSSL holds are read without waiting for
 /// epoll (`readBuffered`), a close sends close_notify first.
 ///
+/// No weak reference to it (`[weak self]`, the drain handle's): one gives an object a side table
+/// for its reference counts, and every retain and release of it then takes the runtime's slow
+/// path — two of each per request (the exchange's `client`, the loop's call of `ready`), about
+/// 250 instructions. Closures capture it strongly and the timers holding them are cancelled
+/// when it closes (`detach`); the drain handle reaches it through `LoopDrainForwarder`.
+///
 /// Backpressure: the client is not read while more than `maxBuffered` undecoded bytes or more
 /// than `maxUnwritten` request body bytes not yet written to the backend wait (uploads go at
 /// the backend's pace); the backend is not read while more than `maxQueued` response bytes wait
 /// for the client socket (downloads go at the client's pace).
-final class HTTP1LoopConnection: LoopExitHandler, LoopDrainable, ExchangeClient, HTTP1RequestServing {
+final class HTTP1LoopConnection: LoopExitHandler, ExchangeClient, HTTP1RequestServing {
     static let maxBuffered = HTTP1RouteHandler.maxBuffered
     static let maxUnwritten = HTTP1RouteHandler.maxUnwritten
     /// Response bytes queued for the client above which the backend is not read.
@@ -47,6 +53,8 @@ final class HTTP1LoopConnection: LoopExitHandler, LoopDrainable, ExchangeClient,
     var decodesChunks: Bool { false }
     /// For the listener's registry (draining).
     let handle: LoopConnectionHandle
+    /// What `handle` points at (weakly), set once registered.
+    private var forwarder: LoopDrainForwarder?
 
     /// -1 once closed or handed to NIO.
     private(set) var fd: Int32
@@ -124,7 +132,9 @@ final class HTTP1LoopConnection: LoopExitHandler, LoopDrainable, ExchangeClient,
             nio.connections.remove(handle)
             return
         }
-        handle.connection = connection
+        let forwarder = LoopDrainForwarder(connection)
+        connection.forwarder = forwarder
+        handle.connection = forwarder
         connection.armIdleTimer(after: connection.keepAliveMillis)
         if let handshake {
             connection.quiescing = handshake.quiescing
@@ -162,8 +172,7 @@ final class HTTP1LoopConnection: LoopExitHandler, LoopDrainable, ExchangeClient,
     private func readBuffered() {
         guard let tls, fd >= 0, !readPaused, !bufferedReadScheduled, tls.hasPending else { return }
         bufferedReadScheduled = true
-        gate.loop.later { [weak self] in
-            guard let self else { return }
+        gate.loop.later { [self] in
             bufferedReadScheduled = false
             if self.fd >= 0 { ready(fd: self.fd, events: Interest.read) }
         }
@@ -209,7 +218,7 @@ final class HTTP1LoopConnection: LoopExitHandler, LoopDrainable, ExchangeClient,
             exchange = HTTP1ClientSide.begin(head, request: request, client: self)
             if exchange == nil, fd >= 0 { idleSince = gate.loop.now }
         case .body(let body):
-            unwritten += HTTP1ClientSide.forward(body, to: exchange) { [weak self] in self?.bodyWritten($0) }
+            unwritten += HTTP1ClientSide.forward(body, to: exchange) { [self] in bodyWritten($0) }
         case .end(let trailers):
             exchange?.requestPart(.end(trailers))
         }
@@ -331,7 +340,7 @@ final class HTTP1LoopConnection: LoopExitHandler, LoopDrainable, ExchangeClient,
         _ = Glibc.shutdown(fd, Int32(SHUT_WR))
         updateInterest()
         let millis = UInt64(HTTP1RouteHandler.lingering.nanoseconds / 1_000_000)
-        lingerTimer = gate.loop.schedule(afterMillis: millis) { [weak self] in self?.closeNow() }
+        lingerTimer = gate.loop.schedule(afterMillis: millis) { [self] in closeNow() }
     }
 
     /// Queues what `respondHead` / `relayHead` / `respondBody` held back.
@@ -386,7 +395,7 @@ final class HTTP1LoopConnection: LoopExitHandler, LoopDrainable, ExchangeClient,
             // After the exchange has finished (it ends the response first); within a read
             // burst the decoding loop goes on by itself.
             drainScheduled = true
-            gate.loop.later { [weak self] in self?.drain() }
+            gate.loop.later { [self] in drain() }
         }
     }
 
@@ -417,7 +426,9 @@ final class HTTP1LoopConnection: LoopExitHandler, LoopDrainable, ExchangeClient,
 
     func watchDeadline(_ exchange: Exchange) {
         if deadlines == nil {
-            deadlines = DeadlineTimer(eventLoop: gate) { [weak self] in self?.exchange.map { [$0] } ?? [] }
+            // Unowned: the timer is this connection's alone (its task holds it weakly), so its
+            // closure never runs after the connection is gone.
+            deadlines = DeadlineTimer(eventLoop: gate) { [unowned self] in self.exchange.map { [$0] } ?? [] }
         }
         deadlines?.watch(exchange.deadline)
     }
@@ -425,7 +436,7 @@ final class HTTP1LoopConnection: LoopExitHandler, LoopDrainable, ExchangeClient,
     // MARK: timers, draining, closing
 
     private func armIdleTimer(after millis: UInt64) {
-        idleTimer = gate.loop.schedule(afterMillis: millis) { [weak self] in self?.idleTimerFired() }
+        idleTimer = gate.loop.schedule(afterMillis: millis) { [self] in idleTimerFired() }
     }
 
     /// One timer per connection checks `idleSince` and is re-armed for the time left.
@@ -443,7 +454,7 @@ final class HTTP1LoopConnection: LoopExitHandler, LoopDrainable, ExchangeClient,
 
     private func armStallTimer() {
         guard let left = stall.remaining(now: gate.loop.now) else { return }
-        stallTimer = gate.loop.schedule(afterMillis: left) { [weak self] in self?.stallTimerFired() }
+        stallTimer = gate.loop.schedule(afterMillis: left) { [self] in stallTimerFired() }
     }
 
     /// The send timeout: re-armed for the time left while the client takes bytes; when it
@@ -483,7 +494,8 @@ final class HTTP1LoopConnection: LoopExitHandler, LoopDrainable, ExchangeClient,
         exchange?.clientGone()
     }
 
-    /// Stops watching the socket (closed or handed to NIO) and drops what this connection holds.
+    /// Stops watching the socket (closed or handed to NIO) and drops what this connection holds
+    /// (cancelling a timer drops its closure, which holds the connection).
     private func detach() {
         gate.loop.deregister(fd)
         fd = -1
@@ -501,7 +513,21 @@ final class HTTP1LoopConnection: LoopExitHandler, LoopDrainable, ExchangeClient,
             backend.resumeReading()
         }
         nio.connections.remove(handle)
+        forwarder = nil
     }
+}
+
+/// The drain handle's view of an `HTTP1LoopConnection` (see there: the handle's weak reference
+/// is to this object, not to the connection). Owned by the connection until it closes; the
+/// handle calls it on the loop thread only, so the connection is there whenever it is.
+final class LoopDrainForwarder: LoopDrainable {
+    unowned let connection: HTTP1LoopConnection
+
+    init(_ connection: HTTP1LoopConnection) { self.connection = connection }
+
+    func quiesce() { connection.quiesce() }
+
+    func closeNow() { connection.closeNow() }
 }
 
 /// A client connection on a gate loop as a drain sees it (loop thread only): an

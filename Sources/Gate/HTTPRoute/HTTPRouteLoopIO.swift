@@ -307,7 +307,9 @@ final class LoopBackendConnection: BackendConnection, LoopExitHandler {
             buffer = earlier
         }
         do {
-            while let event = try reader.next(&buffer) {
+            while true {
+                let event = try reader.next(&buffer)
+                if case .needMore = event { break }
                 delegate.backendRead(event)
                 if case .end = event {
                     // The exchange ended: what follows belongs to no request.

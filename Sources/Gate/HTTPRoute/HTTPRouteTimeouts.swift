@@ -346,6 +346,9 @@ final class ConnectionRegistry: Sendable {
 
     var count: Int { state.withLock { $0.channels.count + $0.loopConnections.count + $0.helloReads.count } }
 
+    /// The gate-loop connections tracked now.
+    var loopHandles: [LoopConnectionHandle] { state.withLock { Array($0.loopConnections.values) } }
+
     private static func quiesce(_ channel: any Channel) {
         channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent())
     }

@@ -100,6 +100,11 @@ final class ForwardRule: Sendable, Hashable {
     func hash(into hasher: inout Hasher) {
         hasher.combine(route)
     }
+
+    /// Whether `request` matches this rule's match (`RouteTable.matches`).
+    func matches(_ request: RouteRequest) -> Bool {
+        RouteTable.matches(match, request)
+    }
 }
 
 extension RouteTable {
