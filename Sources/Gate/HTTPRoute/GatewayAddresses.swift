@@ -210,8 +210,8 @@ final class GatewayHostnameLookups: Sendable {
         state = Mutex(State(schedule: HostnameLookupSchedule(interval: interval)))
     }
 
-    /// Seconds since boot (`CLOCK_MONOTONIC`).
-    static let uptime: @Sendable () -> Double = { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+    /// Seconds on the monotonic clock (the gate loops' `GateLoop.monotonicMillis`).
+    static let uptime: @Sendable () -> Double = { Double(GateLoop.monotonicMillis()) / 1000 }
 
     /// What the latest lookup of `name` answered; nil when none has yet.
     func answer(_ name: String) -> Result<[String], GatewayBindAddresses.ResolveError>? {
