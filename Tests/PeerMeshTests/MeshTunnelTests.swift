@@ -71,9 +71,20 @@ final class MeshTunnelTests: MeshTestCase {
     }
 
     func testUnreachableDestinationIsAnErrorStatus() async throws {
-        let echo = try await echoServer()
-        let port = echo.port
-        await echo.stop()
+        // A port bound and never listening, held for the test: connections to it are refused,
+        // and no socket of the nodes started below can take it (a closed server's port could).
+        let held = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        XCTAssertGreaterThanOrEqual(held, 0)
+        defer { close(held) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(held, $0, length) == 0 && getsockname(held, $0, &length) == 0 }
+        }
+        XCTAssertTrue(bound, "bind: \(String(cString: strerror(errno)))")
+        let port = Int(UInt16(bigEndian: address.sin_port))
         let p = try await pair(allowed: ["*"])
         let destination = Destination(host: "127.0.0.1", port: UInt16(port))
         for (kind, status) in [(TunnelRequest.Kind.dm, 500), (.hbone, 503)] {
