@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Logging
+import NIOPosix
 import Synchronization
 import XCTest
 
@@ -191,6 +192,21 @@ extension TestSocket {
             }
         }
         return (fd, SocketAddress.local(of: fd)!.port)
+    }
+
+    /// `Sys.openDescriptors()` once the process-wide runtime threads the gateway uses run: NIO's
+    /// singleton loops (each opens an epoll, an eventfd and a timerfd when it starts; the
+    /// gateway hands h2c and h2 to them) and libdispatch's event thread (the same three, the
+    /// first time the process arms a Dispatch timer; checked: one `asyncAfter` adds exactly
+    /// those). Whichever test starts them first would otherwise count them as left open.
+    static func descriptorsWithRuntimeStarted() -> [Int32: String] {
+        for loop in MultiThreadedEventLoopGroup.singleton.makeIterator() {
+            _ = try? loop.submit {}.wait()
+        }
+        let fired = DispatchSemaphore(value: 0)
+        DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(1)) { fired.signal() }
+        _ = fired.wait(timeout: .now() + 5)
+        return Sys.openDescriptors()
     }
 
     /// The descriptors opened since `before` and still open, other than `kept` (the test's
