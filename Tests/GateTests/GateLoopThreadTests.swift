@@ -22,6 +22,24 @@ final class GateLoopThreadTests: XCTestCase {
         XCTAssertTrue(names.isSuperset(of: ["ugate-gate-0", "ugate-gate-1"]), "names of the threads started since: \(names.sorted())")
     }
 
+    /// A loop reports the share of its last window it spent outside `epoll_wait`: 0 while
+    /// idle, at least 200 ms of a window of about 1.2 s at most (the longest wait, then the work)
+    /// once work held it 200 ms — published when it next waits, so before the next work runs.
+    func testALoopReportsItsBusyShare() throws {
+        let group = try GateLoopGroup(count: 1)
+        defer { group.shutdown() }
+        let loop = group.loops[0]
+        XCTAssertEqual(loop.busyShare, 0)
+        let done = DispatchSemaphore(value: 0)
+        XCTAssertTrue(loop.execute { usleep(200_000) })
+        XCTAssertTrue(loop.execute { done.signal() })
+        XCTAssertEqual(done.wait(timeout: .now() + 30), .success)
+        let after = DispatchSemaphore(value: 0)
+        XCTAssertTrue(loop.execute { after.signal() })
+        XCTAssertEqual(after.wait(timeout: .now() + 30), .success)
+        XCTAssertGreaterThanOrEqual(loop.busyShare, 150, "a loop held 200 ms")
+    }
+
     /// Thread ID → its name in the kernel.
     private static func threadNames() -> [String: String] {
         let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []

@@ -104,6 +104,42 @@ final class HTTPRouteLoopTLSTests: XCTestCase {
         XCTAssertEqual(loopHandshakes, 3)
     }
 
+    /// TLS connections gather on the first gate loop while it is not busy (`GateLoopGroup.
+    /// packed`), whichever loop's listening socket accepted them: each connection's socket goes
+    /// to a loop after its ClientHello anyway. Without it the kernel spreads the eight
+    /// connections over both loops' `SO_REUSEPORT` sockets (all on one in 2 of 256 cases).
+    func testTLSConnectionsGatherOnTheFirstLoopWhileItIsNotBusy() throws {
+        let twoLoops = try GateLoopGroup(count: 2)
+        defer { twoLoops.shutdown() }
+        let table = RouteTable(routes: try HTTPRouteLoader(services: ["body": backend.address]).load(directory: dir).routes)
+        let gate = try HTTPGateway(
+            table: table, loops: twoLoops, defaultTimeout: 30, accessLog: capture.logger("access"), log: capture.logger("gate"),
+            tls: try HTTPRouteTLS(HTTPRouteTLSConfig(certificateDir: "\(dir)/certs")))
+        defer {
+            gate.stop()
+            gate.closeConnections()
+        }
+        let client = BackgroundProcess(
+            "/usr/bin/env", ["python3", "-c", Self.client, "\(gate.address.port)", "a.example.com", "gather", dir], timeout: 90)
+        defer { _ = FileManager.default.createFile(atPath: "\(dir)/go", contents: nil) }
+        XCTAssertTrue(eventually(30) { FileManager.default.fileExists(atPath: "\(dir)/hello") }, "the client's requests were not answered")
+        let loops = gate.loopConnectionHandles.map(\.loop.index)
+        XCTAssertEqual(loops, Array(repeating: 0, count: 8), "the loops serving the eight connections")
+        XCTAssertTrue(FileManager.default.createFile(atPath: "\(dir)/go", contents: nil))
+        let r = client.wait(90)
+        XCTAssertEqual(r?.out.trimmingCharacters(in: .whitespacesAndNewlines), "served", r?.err ?? "client did not finish")
+    }
+
+    /// Which loop `packed` picks: the first below half busy, else the least busy.
+    func testPackedPicksTheFirstLoopBelowHalfBusyElseTheLeastBusy() {
+        XCTAssertEqual(GateLoopGroup.packed([0, 0]), 0)
+        XCTAssertEqual(GateLoopGroup.packed([499, 0]), 0)
+        XCTAssertEqual(GateLoopGroup.packed([500, 100]), 1)
+        XCTAssertEqual(GateLoopGroup.packed([900, 600, 200]), 2)
+        XCTAssertEqual(GateLoopGroup.packed([900, 600, 700]), 1)
+        XCTAssertEqual(GateLoopGroup.packed([]), nil)
+    }
+
     func testKeepAliveAndPipeliningOnOneTLSConnection() throws {
         let out = try pythonScenario(Self.client, port: Int(port), "a.example.com", "keepalive")
         XCTAssertEqual(out, "alpn=http/1.1 responses=/k0,/k1,/k2,/k3,/k4,/p0,/p1,/p2", out)
@@ -461,6 +497,16 @@ final class HTTPRouteLoopTLSTests: XCTestCase {
             a.send(get("/after"))
             after, _ = a.response()
             print("before=%d garbage=closed after=%d" % (before, after))
+        elif scenario == "gather":
+            # Eight kept-alive connections, one request each, held open until `go`.
+            conns = [Conn() for _ in range(8)]
+            for i, c in enumerate(conns):
+                c.send(get("/gather%d" % i))
+                status, _ = c.response()
+                assert status == 200, status
+            open(sys.argv[4] + "/hello", "w").close()
+            wait_go()
+            print("served")
         elif scenario == "nonotify":
             c = Conn()
             c.send(get("/nonotify"))

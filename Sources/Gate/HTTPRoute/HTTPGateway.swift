@@ -246,7 +246,9 @@ struct HTTPRouteFront: CaptureFront {
         case .terminate(let sslContext, let loopContext, _):
             handedOver = true
             guard offersH2 || Self.http1OnNIO else {
-                let (fd, prefix, loop, nio, peer, name) = (conn.handOff(), conn.takeInbox(), conn.loop, nio, conn.peer, serverName)
+                // The socket goes to a loop here anyway: the one `packed()` picks, not
+                // necessarily the one that accepted it.
+                let (fd, prefix, loop, nio, peer, name) = (conn.handOff(), conn.takeInbox(), context.loops.packed(), nio, conn.peer, serverName)
                 let now = GateLoop.monotonicMillis()
                 let left = deadline > now ? deadline - now : 1
                 let started = loop.execute {

@@ -118,6 +118,15 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
     /// The other halves of `pending.work` and `deferred`, swapped in while a batch runs.
     private var spareWork: [@Sendable () -> Void] = []
     private var spareDeferred: [() -> Void] = []
+    /// The share of its last window (at least `busyWindowNanos`, closed when the loop next
+    /// waits) the loop spent outside `epoll_wait`, in permille; written by the loop thread,
+    /// read by any (`GateLoopGroup.packed`). A loop that has waited since keeps its last
+    /// value until it wakes (at most a second later: the longest wait).
+    private let busyPermille = Atomic<Int>(0)
+    static let busyWindowNanos: UInt64 = 100_000_000
+
+    /// See `busyPermille`.
+    var busyShare: Int { busyPermille.load(ordering: .relaxed) }
 
     init(index: Int, bufferSize: Int, pipeSize: Int) throws {
         self.index = index
@@ -132,9 +141,13 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
     }
 
     static func monotonicMillis() -> UInt64 {
+        monotonicNanos() / 1_000_000
+    }
+
+    static func monotonicNanos() -> UInt64 {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
-        return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
     }
 
     func start() {
@@ -235,6 +248,9 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
         var datas = [UInt64](repeating: 0, count: 256)
         var events = [UInt32](repeating: 0, count: 256)
         var nextSweep = now + 1000
+        var awake = GateLoop.monotonicNanos()
+        var windowStart = awake
+        var busy: UInt64 = 0
         while !stopped.load(ordering: .relaxed) {
             let wait: Int32
             if !deferred.isEmpty {
@@ -244,8 +260,16 @@ public final class GateLoop: @unchecked Sendable {  // mutable state is loop-thr
             } else {
                 wait = 1000
             }
+            let asleep = GateLoop.monotonicNanos()
+            busy += asleep - awake
+            if asleep - windowStart >= Self.busyWindowNanos {
+                busyPermille.store(Int(busy * 1000 / (asleep - windowStart)), ordering: .relaxed)
+                windowStart = asleep
+                busy = 0
+            }
             let n = ugate_epoll_wait(epfd, &datas, &events, 256, wait)
-            now = GateLoop.monotonicMillis()
+            awake = GateLoop.monotonicNanos()
+            now = awake / 1_000_000
             if n > 0 {
                 for i in 0..<Int(n) {
                     let token = datas[i]
@@ -320,6 +344,20 @@ public final class GateLoopGroup: Sendable {
 
     public func next() -> GateLoop {
         loops[counter.wrappingAdd(1, ordering: .relaxed).oldValue % loops.count]
+    }
+
+    /// A loop for a new connection that may go to any of them: the first, in order, that was
+    /// busy less than half of its last window, else the least busy. Connections gather on as
+    /// few loops as their load needs — each loop then handles more events per wake-up, as
+    /// nginx's workers do when one of them accepts from a shared socket — and spread once a
+    /// loop is half busy.
+    func packed() -> GateLoop {
+        Self.packed(loops.map(\.busyShare)).map { loops[$0] } ?? loops[0]
+    }
+
+    /// The index `packed()` picks for these busy shares (permille), nil for none.
+    static func packed(_ busy: [Int]) -> Int? {
+        busy.firstIndex { $0 < 500 } ?? busy.indices.min { busy[$0] < busy[$1] }
     }
 
     public func shutdown() {
