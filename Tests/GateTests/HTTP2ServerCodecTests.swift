@@ -390,6 +390,27 @@ final class HTTP2ServerCodecTests: XCTestCase {
         XCTAssertEqual(headerBlock(7), first)
     }
 
+    /// Every name of HPACK's static table (RFC 7541 Appendix A) is found at its first index,
+    /// in any ASCII case; other names are not.
+    func testStaticTableNamesAreFoundAtTheirFirstIndex() {
+        let table = """
+            :authority :method :method :path :path :scheme :scheme :status :status :status :status :status :status :status
+            accept-charset accept-encoding accept-language accept-ranges accept access-control-allow-origin age allow
+            authorization cache-control content-disposition content-encoding content-language content-length content-location
+            content-range content-type cookie date etag expect expires from host if-match if-modified-since if-none-match
+            if-range if-unmodified-since last-modified link location max-forwards proxy-authenticate proxy-authorization range
+            referer refresh retry-after server set-cookie strict-transport-security transfer-encoding user-agent vary via
+            www-authenticate
+            """.split(whereSeparator: \.isWhitespace).map(String.init)
+        XCTAssertEqual(table.count, 61)
+        func index(_ name: String) -> Int { utf8Bytes(of: name) { H2FieldEncoder.staticIndex($0) } }
+        for name in table {
+            XCTAssertEqual(index(name), table.firstIndex(of: name)! + 1, name)
+            XCTAssertEqual(index(name.uppercased()), table.firstIndex(of: name)! + 1, name)
+        }
+        for name in ["x-custom", "dates", "serve", "content-typ_", "set_cookie", ""] { XCTAssertEqual(index(name), 0, name) }
+    }
+
     func testOutboundFlowControlHoldsAndReleasesData() {
         var codec = HTTP2ServerCodec(allocator: allocator)
         // The client's stream window is 10 bytes; the connection window the default 65,535.

@@ -311,6 +311,17 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
         if codec.writeHeaders(id, fields, endStream: endStream) { localClose(id) }
     }
 
+    /// A backend's response head as HEADERS, encoded from its fields in one pass (no
+    /// `HPACKHeaders`, names lower-cased as they are written; this runs for every response).
+    func writeResponseHead(_ id: UInt32, _ head: HTTP1ResponseHead) {
+        Self.writeResponseHead(head, on: id, to: &codec)
+    }
+
+    static func writeResponseHead(_ head: HTTP1ResponseHead, on id: UInt32, to codec: inout HTTP2ServerCodec) {
+        let named = BackendWire.connectionOptions(head.headers)
+        codec.writeResponseHead(id, status: head.status, fields: head.headers) { keepsResponseField($0, named: named) }
+    }
+
     func writeData(_ id: UInt32, _ data: ByteBuffer, endStream: Bool) {
         if codec.writeData(id, data, endStream: endStream) { localClose(id) }
     }
@@ -528,19 +539,11 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
         return out
     }
 
-    /// The HTTP/2 fields of a backend's response head: `responseFields`, also without the
-    /// fields its `Connection` names (RFC 9110 §7.6.1). One loop over the head's fields, no
-    /// lazy sequence adapters (this runs for every response).
-    static func responseFields(_ head: HTTP1ResponseHead) -> HPACKHeaders {
-        let named = BackendWire.connectionOptions(head.headers)
-        var out = HPACKHeaders()
-        out.reserveCapacity(head.headers.count + 1)
-        out.add(name: ":status", value: H2Names.status(head.status))
-        for field in head.headers where !HopByHop.contains(field.name) {
-            if !named.isEmpty, named.contains(where: { $0.equalsIgnoringASCIICase(field.name) }) { continue }
-            out.add(name: H2Names.lowercased(field.name), value: field.value)
-        }
-        return out
+    /// Whether a backend response head's field goes into the HTTP/2 response: not a
+    /// connection-specific field (hop-by-hop, `transfer-encoding`, RFC 9113 §8.2.2) nor one
+    /// its `Connection` names (`named`, RFC 9110 §7.6.1).
+    static func keepsResponseField(_ field: HTTPField, named: [String]) -> Bool {
+        !HopByHop.contains(field.name) && (named.isEmpty || !named.contains { $0.equalsIgnoringASCIICase(field.name) })
     }
 }
 
@@ -762,7 +765,7 @@ final class HTTP2RouteStream: ExchangeClient {
     }
 
     func relayHead(_ head: HTTP1ResponseHead, raw: ByteBuffer?, close: Bool) {
-        handler?.writeHeaders(id, HTTP2RouteHandler.responseFields(head), endStream: false)
+        handler?.writeResponseHead(id, head)
     }
 
     func respondBody(_ buffer: ByteBuffer) {

@@ -42,6 +42,28 @@ struct H2FieldEncoder {
         }
     }
 
+    /// Appends the field block of a response head to `buffer`: `:status`, then the fields
+    /// `keep` accepts, in order, names written in lower case (RFC 9113 §8.2) — straight from
+    /// the head's fields, without an `HPACKHeaders` or lower-cased strings in between.
+    mutating func encode(status: Int, fields: [HTTPField], keep: (HTTPField) -> Bool, to buffer: inout ByteBuffer) {
+        sizeUpdates(to: &buffer)
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 32) { out in
+            var at = 0
+            if let index = Self.statusIndex(status) {
+                Self.integer(index, prefix: 7, flags: 0x80, to: out, at: &at)
+            } else {
+                // Literal without indexing, name `:status` (8), the code's three digits.
+                Self.integer(8, prefix: 4, flags: 0, to: out, at: &at)
+                var text = String(status)
+                text.withUTF8 { Self.string($0, to: out, at: &at) }
+            }
+            return at
+        }
+        for index in fields.indices where keep(fields[index]) {
+            Self.field(fields[index].name, fields[index].value, neverIndexed: false, to: &buffer)
+        }
+    }
+
     /// The dynamic table size updates not signalled yet (at the start of a block).
     private mutating func sizeUpdates(to buffer: inout ByteBuffer) {
         guard let smallest = smallestPending else { return }
@@ -142,36 +164,89 @@ struct H2FieldEncoder {
 
     /// The first static-table index with this name (RFC 7541 Appendix A), ASCII case ignored
     /// (a token's bytes with 0x20 set match the table's lower-case names only for the same
-    /// letters: no other token byte becomes a letter, `-` or `:`); 0 when none.
+    /// letters: no other token byte becomes a letter, `-` or `:`); 0 when none. By length
+    /// first: most names are compared with one or two literals, most of those end at the
+    /// first byte.
     static func staticIndex(_ name: UnsafeBufferPointer<UInt8>) -> Int {
-        guard name.count < namesByLength.count else { return 0 }
-        candidates: for (literal, index) in namesByLength[name.count] {
-            let bytes = literal.utf8Start
-            for i in 0..<name.count where name[i] | 0x20 != bytes[i] { continue candidates }
-            return index
+        switch name.count {
+        case 3:
+            if equal(name, "age") { return 21 }
+            if equal(name, "via") { return 60 }
+        case 4:
+            if equal(name, "date") { return 33 }
+            if equal(name, "etag") { return 34 }
+            if equal(name, "from") { return 37 }
+            if equal(name, "host") { return 38 }
+            if equal(name, "link") { return 45 }
+            if equal(name, "vary") { return 59 }
+        case 5:
+            if equal(name, ":path") { return 4 }
+            if equal(name, "allow") { return 22 }
+            if equal(name, "range") { return 50 }
+        case 6:
+            if equal(name, "accept") { return 19 }
+            if equal(name, "cookie") { return 32 }
+            if equal(name, "expect") { return 35 }
+            if equal(name, "server") { return 54 }
+        case 7:
+            if equal(name, ":method") { return 2 }
+            if equal(name, ":scheme") { return 6 }
+            if equal(name, ":status") { return 8 }
+            if equal(name, "expires") { return 36 }
+            if equal(name, "referer") { return 51 }
+            if equal(name, "refresh") { return 52 }
+        case 8:
+            if equal(name, "if-match") { return 39 }
+            if equal(name, "if-range") { return 42 }
+            if equal(name, "location") { return 46 }
+        case 10:
+            if equal(name, ":authority") { return 1 }
+            if equal(name, "set-cookie") { return 55 }
+            if equal(name, "user-agent") { return 58 }
+        case 11:
+            if equal(name, "retry-after") { return 53 }
+        case 12:
+            if equal(name, "content-type") { return 31 }
+            if equal(name, "max-forwards") { return 47 }
+        case 13:
+            if equal(name, "accept-ranges") { return 18 }
+            if equal(name, "authorization") { return 23 }
+            if equal(name, "cache-control") { return 24 }
+            if equal(name, "content-range") { return 30 }
+            if equal(name, "if-none-match") { return 41 }
+            if equal(name, "last-modified") { return 44 }
+        case 14:
+            if equal(name, "accept-charset") { return 15 }
+            if equal(name, "content-length") { return 28 }
+        case 15:
+            if equal(name, "accept-encoding") { return 16 }
+            if equal(name, "accept-language") { return 17 }
+        case 16:
+            if equal(name, "content-encoding") { return 26 }
+            if equal(name, "content-language") { return 27 }
+            if equal(name, "content-location") { return 29 }
+            if equal(name, "www-authenticate") { return 61 }
+        case 17:
+            if equal(name, "if-modified-since") { return 40 }
+            if equal(name, "transfer-encoding") { return 57 }
+        case 18:
+            if equal(name, "proxy-authenticate") { return 48 }
+        case 19:
+            if equal(name, "content-disposition") { return 25 }
+            if equal(name, "if-unmodified-since") { return 43 }
+            if equal(name, "proxy-authorization") { return 49 }
+        case 25:
+            if equal(name, "strict-transport-security") { return 56 }
+        case 27:
+            if equal(name, "access-control-allow-origin") { return 20 }
+        default: break
         }
         return 0
     }
 
-    /// The static table's names by length, each with its first index.
-    private static let namesByLength: [[(StaticString, Int)]] = {
-        let names: [StaticString] = [
-            ":authority", ":method", ":method", ":path", ":path", ":scheme", ":scheme", ":status", ":status", ":status", ":status",
-            ":status", ":status", ":status", "accept-charset", "accept-encoding", "accept-language", "accept-ranges", "accept",
-            "access-control-allow-origin", "age", "allow", "authorization", "cache-control", "content-disposition",
-            "content-encoding", "content-language", "content-length", "content-location", "content-range", "content-type", "cookie",
-            "date", "etag", "expect", "expires", "from", "host", "if-match", "if-modified-since", "if-none-match", "if-range",
-            "if-unmodified-since", "last-modified", "link", "location", "max-forwards", "proxy-authenticate", "proxy-authorization",
-            "range", "referer", "refresh", "retry-after", "server", "set-cookie", "strict-transport-security", "transfer-encoding",
-            "user-agent", "vary", "via", "www-authenticate",
-        ]
-        var table = [[(StaticString, Int)]](repeating: [], count: 28)
-        for (offset, name) in names.enumerated() {
-            let length = name.utf8CodeUnitCount
-            if !table[length].contains(where: { "\($0.0)" == "\(name)" }) {
-                table[length].append((name, offset + 1))
-            }
-        }
-        return table
-    }()
+    private static func equal(_ name: UnsafeBufferPointer<UInt8>, _ literal: StaticString) -> Bool {
+        let bytes = literal.utf8Start
+        for i in 0..<name.count where name[i] | 0x20 != bytes[i] { return false }
+        return true
+    }
 }

@@ -597,6 +597,14 @@ struct HTTP2ServerCodec {
         return endStream ? localEnded(index) : false
     }
 
+    /// A response head's HEADERS on `streamID` (not ending the stream): `:status` and the
+    /// fields `keep` accepts, encoded from the head's own fields (`H2FieldEncoder`). Dropped
+    /// when the stream is closed; nothing of the stream is held before its head.
+    mutating func writeResponseHead(_ streamID: UInt32, status: Int, fields: [HTTPField], keep: (HTTPField) -> Bool) {
+        guard phase != .failed, let index = index(streamID), !streams[index].localEndQueued, streams[index].held.isEmpty else { return }
+        emitHeaders(streamID, endStream: false) { encoder, output in encoder.encode(status: status, fields: fields, keep: keep, to: &output) }
+    }
+
     /// Response body bytes on `streamID`: sent as far as the client's windows allow, the rest
     /// held until WINDOW_UPDATE. Dropped when the stream is closed. Returns true when the
     /// stream closed by it.
