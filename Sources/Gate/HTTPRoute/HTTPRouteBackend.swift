@@ -61,7 +61,14 @@ final class NIOBackendConnection: BackendConnection {
         self.channel = channel
         self.loop = loop ?? channel.eventLoop
         super.init(destination: destination)
+        #if DEBUG
+        LiveObjects.add("NIOBackendConnection", 1)
+        #endif
     }
+
+    #if DEBUG
+    deinit { LiveObjects.add("NIOBackendConnection", -1) }
+    #endif
 
     override var eventLoop: any EventLoop { loop }
     override var isActive: Bool { channel.isActive }
@@ -97,7 +104,11 @@ final class NIOBackendConnection: BackendConnection {
 /// another loop (`received`, `readComplete`, `closed`).
 final class BackendHandler: BackendChannelEnd {
     typealias InboundIn = ByteBuffer
-    weak var connection: NIOBackendConnection?
+    /// Strong, cleared when the channel closes (`closed`): a weak reference would give the
+    /// connection a side table, every retain and release of it then the runtime's slow path
+    /// (see docs/httproute.md, *Hot-path notes*). The connection holds the channel, whose
+    /// pipeline holds this handler, until the close.
+    var connection: NIOBackendConnection?
     private var leftover: ByteBuffer?
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -157,7 +168,9 @@ final class BackendHandler: BackendChannelEnd {
 
     /// The channel closed: a body delimited by the close ends, the exchange learns of it.
     func closed() {
-        if let connection, let delegate = connection.delegate {
+        guard let connection else { return }
+        self.connection = nil
+        if let delegate = connection.delegate {
             if let end = connection.reader.closed() { delegate.backendRead(end) }
             connection.delegate?.backendClosed(connection)
         }

@@ -54,6 +54,7 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
     /// The request of an `Upgrade: h2c`, served as stream 1 once the handler is active.
     private var upgradeRequest: NIOHTTP1.HTTPRequestHead?
     private var started = false
+    private var settingsTimer: Scheduled<Void>?
 
     override var exchanges: [Exchange] { streams.all.compactMap(\.exchange) }
 
@@ -64,7 +65,14 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
         idle = HTTP2IdleHandler(seconds: connection.settings.http2IdleTimeout, loop: channel.eventLoop)
         upgradeRequest = upgrade?.request
         super.init(connection, channel: channel)
+        #if DEBUG
+        LiveObjects.add("HTTP2RouteHandler", 1)
+        #endif
     }
+
+    #if DEBUG
+    deinit { LiveObjects.add("HTTP2RouteHandler", -1) }
+    #endif
 
     override func handlerAdded(context: ChannelHandlerContext) {
         super.handlerAdded(context: context)
@@ -73,6 +81,9 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
 
     override func handlerRemoved(context: ChannelHandlerContext) {
         idle.stop()
+        settingsTimer?.cancel()
+        settingsTimer = nil
+        streams = HTTP2StreamTable()
         super.handlerRemoved(context: context)
     }
 
@@ -88,10 +99,10 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
         started = true
         idle.start(self)
         let seconds = connection.settings.http2SettingsTimeout
-        // Not cancelled (a cancel searches the loop's task queue): it finds the SETTINGS
-        // acknowledged, or the handler gone.
-        eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(seconds * 1000))) { [weak self] in
-            self?.settingsTimerFired(after: seconds)
+        // Cancelled when the handler is removed (it holds the handler: no weak reference, see
+        // `HTTP2RouteStream.handler`); it may also find the SETTINGS acknowledged.
+        settingsTimer = eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(seconds * 1000))) { [self] in
+            settingsTimerFired(after: seconds)
         }
         if let request = upgradeRequest {
             upgradeRequest = nil
@@ -184,9 +195,7 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
         if body > 0, let exchange = stream.exchange {
             credit(padding, on: stream)
             // The stream's credit for the body comes back once the backend socket took it.
-            exchange.requestPart(.body(.byteBuffer(data))) { [weak self, weak stream] in
-                if let self, let stream { self.credit(body, on: stream) }
-            }
+            exchange.requestPart(.body(.byteBuffer(data))) { [self] in credit(body, on: stream) }
         } else {
             credit(body + padding, on: stream)
         }
@@ -351,6 +360,7 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         idle.stop()
+        reading = false
         let open = streams.all
         streams = HTTP2StreamTable()
         paused.removeAll()
@@ -725,7 +735,11 @@ final class HTTP2RouteStream: ExchangeClient {
     let connection: RouteConnection
     let eventLoop: any EventLoop
     let allocator: ByteBufferAllocator
-    weak var handler: HTTP2RouteHandler?
+    /// Strong, not weak: a weak reference gives the handler a side table, and every retain and
+    /// release of it then takes the runtime's slow path (see docs/httproute.md, *Hot-path
+    /// notes*). The handler holds its open streams; a stream outlives its place in the table only
+    /// as long as its exchange holds it.
+    let handler: HTTP2RouteHandler
     var exchange: Exchange?
     /// Request DATA bytes not yet given back with a `WINDOW_UPDATE`.
     var windowDebt = 0
@@ -755,17 +769,24 @@ final class HTTP2RouteStream: ExchangeClient {
         eventLoop = handler.eventLoop
         allocator = handler.allocator
         windowStall = SendStall(seconds: connection.settings.sendTimeout)
+        #if DEBUG
+        LiveObjects.add("HTTP2RouteStream", 1)
+        #endif
     }
+
+    #if DEBUG
+    deinit { LiveObjects.add("HTTP2RouteStream", -1) }
+    #endif
 
     var decodesChunks: Bool { true }
 
     func respondHead(_ head: HTTPResponseHead) {
         let fields = HTTP2RouteHandler.responseFields(head.headers.lazy.map { ($0.name, $0.value) }, count: head.headers.count, status: Int(head.status.code))
-        handler?.writeHeaders(id, fields, endStream: false)
+        handler.writeHeaders(id, fields, endStream: false)
     }
 
     func relayHead(_ head: HTTP1ResponseHead, raw: ByteBuffer?, close: Bool) {
-        handler?.writeResponseHead(id, head)
+        handler.writeResponseHead(id, head)
     }
 
     func respondBody(_ buffer: ByteBuffer) {
@@ -774,7 +795,6 @@ final class HTTP2RouteStream: ExchangeClient {
     }
 
     func respondEnd(_ trailers: HTTPHeaders?, close: Bool) {
-        guard let handler else { return }
         // The backend connection may go back to its pool: reading again.
         handler.resumeBackend(self)
         if let trailers, !trailers.isEmpty {
@@ -793,21 +813,21 @@ final class HTTP2RouteStream: ExchangeClient {
     private func writeHeld() {
         guard let buffer = held else { return }
         held = nil
-        handler?.writeData(id, buffer, endStream: false)
-        handler?.limitHeld(self)
+        handler.writeData(id, buffer, endStream: false)
+        handler.limitHeld(self)
     }
 
     func flushResponse() {
         writeHeld()
-        handler?.requestFlush()
+        handler.requestFlush()
     }
 
     func abortResponse() {
         held = nil
         responseEnded = true
-        handler?.resumeBackend(self)
-        handler?.reset(id, .internalError)
-        handler?.requestFlush()
+        handler.resumeBackend(self)
+        handler.reset(id, .internalError)
+        handler.requestFlush()
     }
 
     func exchangeFinished(_ finished: Exchange) {
@@ -817,7 +837,7 @@ final class HTTP2RouteStream: ExchangeClient {
     /// At once, unless the response is (or, its backend having ended, is about to be) held in
     /// the codec: then when the stream ends.
     func record(_ exchange: Exchange) {
-        guard let handler, responseEnded ? handler.holdsResponse(self) : exchange.responseComplete else {
+        guard responseEnded ? handler.holdsResponse(self) : exchange.responseComplete else {
             return connection.record(&exchange.log)
         }
         unlogged = exchange
@@ -833,11 +853,11 @@ final class HTTP2RouteStream: ExchangeClient {
     }
 
     func backendNeedsFlush(_ exchange: Exchange) {
-        if let handler { handler.backendNeedsFlush(exchange) } else { exchange.flushBackend() }
+        handler.backendNeedsFlush(exchange)
     }
 
     func watchDeadline(_ exchange: Exchange) {
-        handler?.watchDeadline(exchange)
+        handler.watchDeadline(exchange)
     }
 }
 
