@@ -50,6 +50,9 @@ class BackendConnection {
 /// A backend connection that is a NIO channel (`BackendHandler` reads it).
 final class NIOBackendConnection: BackendConnection {
     let channel: any Channel
+    #if DEBUG
+    private let live = LiveObjects.Token("NIOBackendConnection")
+    #endif
 
     /// The loop of the exchanges that use it and of its pool list: the channel's own, except for
     /// a mesh stream of a connection on another loop (its events hop here, `BackendLoopHop`).
@@ -61,14 +64,7 @@ final class NIOBackendConnection: BackendConnection {
         self.channel = channel
         self.loop = loop ?? channel.eventLoop
         super.init(destination: destination)
-        #if DEBUG
-        LiveObjects.add("NIOBackendConnection", 1)
-        #endif
     }
-
-    #if DEBUG
-    deinit { LiveObjects.add("NIOBackendConnection", -1) }
-    #endif
 
     override var eventLoop: any EventLoop { loop }
     override var isActive: Bool { channel.isActive }

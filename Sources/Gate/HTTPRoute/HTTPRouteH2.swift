@@ -55,6 +55,9 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
     private var upgradeRequest: NIOHTTP1.HTTPRequestHead?
     private var started = false
     private var settingsTimer: Scheduled<Void>?
+    #if DEBUG
+    private let live = LiveObjects.Token("HTTP2RouteHandler")
+    #endif
 
     override var exchanges: [Exchange] { streams.all.compactMap(\.exchange) }
 
@@ -65,14 +68,7 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
         idle = HTTP2IdleHandler(seconds: connection.settings.http2IdleTimeout, loop: channel.eventLoop)
         upgradeRequest = upgrade?.request
         super.init(connection, channel: channel)
-        #if DEBUG
-        LiveObjects.add("HTTP2RouteHandler", 1)
-        #endif
     }
-
-    #if DEBUG
-    deinit { LiveObjects.add("HTTP2RouteHandler", -1) }
-    #endif
 
     override func handlerAdded(context: ChannelHandlerContext) {
         super.handlerAdded(context: context)
@@ -740,6 +736,9 @@ final class HTTP2RouteStream: ExchangeClient {
     /// notes*). The handler holds its open streams; a stream outlives its place in the table only
     /// as long as its exchange holds it.
     let handler: HTTP2RouteHandler
+    #if DEBUG
+    private let live = LiveObjects.Token("HTTP2RouteStream")
+    #endif
     var exchange: Exchange?
     /// Request DATA bytes not yet given back with a `WINDOW_UPDATE`.
     var windowDebt = 0
@@ -769,14 +768,7 @@ final class HTTP2RouteStream: ExchangeClient {
         eventLoop = handler.eventLoop
         allocator = handler.allocator
         windowStall = SendStall(seconds: connection.settings.sendTimeout)
-        #if DEBUG
-        LiveObjects.add("HTTP2RouteStream", 1)
-        #endif
     }
-
-    #if DEBUG
-    deinit { LiveObjects.add("HTTP2RouteStream", -1) }
-    #endif
 
     var decodesChunks: Bool { true }
 

@@ -16,5 +16,17 @@ enum LiveObjects {
     static func count(_ type: String) -> Int {
         counts.withLock { $0[type] ?? 0 }
     }
+
+    /// A stored property of a counted object: counts it while it lives.
+    final class Token {
+        let type: String
+
+        init(_ type: String) {
+            self.type = type
+            LiveObjects.add(type, 1)
+        }
+
+        deinit { LiveObjects.add(type, -1) }
+    }
 }
 #endif
