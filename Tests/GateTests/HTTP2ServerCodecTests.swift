@@ -349,6 +349,68 @@ final class HTTP2ServerCodecTests: XCTestCase {
         XCTAssertEqual(try decoder.decodeHeaders(from: &continued).first(name: "x-big")?.count, 20_000)
     }
 
+    /// Response field blocks (`H2FieldEncoder`) use the static table only: a whole match is its
+    /// index, a known name its index with a literal value, `never indexed` kept; the same fields
+    /// give the same bytes every time (nothing enters the dynamic table). The client's
+    /// SETTINGS_HEADER_TABLE_SIZE changes are signalled at the start of the next block, the
+    /// smallest first (RFC 7541 §4.2), and only once.
+    func testResponseBlocksUseTheStaticTableAndSignalTableSizeChanges() throws {
+        var codec = HTTP2ServerCodec(allocator: allocator)
+        var input = Self.start
+        for stream: UInt32 in [1, 3, 5, 7] { input += Self.frame(0x1, flags: 0x5, stream: stream, block(Self.request)) }
+        _ = run(&codec, [input])
+        var fields = HPACKHeaders([(":status", "200"), ("content-type", "text/plain"), ("x-custom", "v"), ("x-long", String(repeating: "a", count: 300))])
+        fields.add(name: "set-cookie", value: "s=1", indexing: .neverIndexed)
+        func headerBlock(_ id: UInt32) -> [UInt8] {
+            XCTAssertTrue(codec.writeHeaders(id, fields, endStream: true))
+            let out = Array(codec.takeOutput()!.readableBytesView)
+            XCTAssertEqual(Self.frames(out), ["HEADERS \(id) 5"])
+            return Array(out.dropFirst(9))
+        }
+        let first = headerBlock(1)
+        XCTAssertEqual(first, headerBlock(3))
+        // 0x88: `:status: 200` indexed (8); 0x0f 0x10: `content-type` by name (31 = 15 + 16),
+        // literal without indexing; `x-custom` a literal name; a value of 300 bytes: its length
+        // 127 + 173 (0xad 0x01: 45 + 1 × 128).
+        XCTAssertEqual(Array(first.prefix(3)), [0x88, 0x0F, 0x10])
+        XCTAssertEqual(Array(first[14...16]), [0x00, 0x08] + Array("x".utf8))
+        XCTAssertEqual(Array(first[34...36]), [0x7F, 0xAD, 0x01])
+        // `set-cookie` never indexed by name (55 = 15 + 40).
+        XCTAssertEqual(Array(first.suffix(6)), [0x1F, 0x28, 0x03] + Array("s=1".utf8))
+        var decoder = HPACKDecoder(allocator: allocator, maxDynamicTableSize: 4096, maxHeaderListSize: 1 << 20)
+        var buffer = allocator.buffer(bytes: first)
+        let decoded = try decoder.decodeHeaders(from: &buffer)
+        XCTAssertEqual(decoded.map { "\($0.name)=\($0.value.count)" }, [":status=3", "content-type=10", "x-custom=1", "x-long=300", "set-cookie=3"])
+        XCTAssertEqual(decoded.map(\.indexable).last, .neverIndexed)
+        // The client lowers its table to 0, then raises it to 256: both sizes lead the next
+        // block (0x20: 0; 0x3f 0xe1 0x01: 31 + 225 = 256), the block after has none.
+        _ = run(&codec, [Self.frame(0x4, Self.setting(0x1, 0)) + Self.frame(0x4, Self.setting(0x1, 256))])
+        let resized = headerBlock(5)
+        XCTAssertEqual(resized, [0x20, 0x3F, 0xE1, 0x01] + first)
+        XCTAssertEqual(headerBlock(7), first)
+    }
+
+    /// Every name of HPACK's static table (RFC 7541 Appendix A) is found at its first index,
+    /// in any ASCII case; other names are not.
+    func testStaticTableNamesAreFoundAtTheirFirstIndex() {
+        let table = """
+            :authority :method :method :path :path :scheme :scheme :status :status :status :status :status :status :status
+            accept-charset accept-encoding accept-language accept-ranges accept access-control-allow-origin age allow
+            authorization cache-control content-disposition content-encoding content-language content-length content-location
+            content-range content-type cookie date etag expect expires from host if-match if-modified-since if-none-match
+            if-range if-unmodified-since last-modified link location max-forwards proxy-authenticate proxy-authorization range
+            referer refresh retry-after server set-cookie strict-transport-security transfer-encoding user-agent vary via
+            www-authenticate
+            """.split(whereSeparator: \.isWhitespace).map(String.init)
+        XCTAssertEqual(table.count, 61)
+        func index(_ name: String) -> Int { utf8Bytes(of: name) { H2FieldEncoder.staticIndex($0) } }
+        for name in table {
+            XCTAssertEqual(index(name), table.firstIndex(of: name)! + 1, name)
+            XCTAssertEqual(index(name.uppercased()), table.firstIndex(of: name)! + 1, name)
+        }
+        for name in ["x-custom", "dates", "serve", "content-typ_", "set_cookie", ""] { XCTAssertEqual(index(name), 0, name) }
+    }
+
     func testOutboundFlowControlHoldsAndReleasesData() {
         var codec = HTTP2ServerCodec(allocator: allocator)
         // The client's stream window is 10 bytes; the connection window the default 65,535.

@@ -197,6 +197,31 @@ final class HTTPRouteH2InteropTests: XCTestCase {
         }
     }
 
+    /// An HTTP/2 connection's handler, its streams (held by their exchanges, the handler's
+    /// timers and a request body's credit callback) and the backend connections (held by
+    /// their channel's handler until it closes) reference each other strongly — weak
+    /// references put every retain and release of an object on the runtime's slow path — and
+    /// still leave nothing alive once the connections close: requests with and without a
+    /// body, 60 streams at once, a protocol violation closing the connection, over h2c and TLS,
+    /// h2load's streams; then the backend's kept-alive connections, closed by the backend.
+    /// (`LiveObjects` counts them in debug builds.)
+    func testConnectionsStreamsAndBackendConnectionsAreFreed() throws {
+        func live() -> [Int] { ["HTTP2RouteHandler", "HTTP2RouteStream", "NIOBackendConnection"].map(LiveObjects.count) }
+        let before = live()
+        for mode in ["h2c", "tls"] {
+            XCTAssertEqual(try python(mode, "upload"), "200 True", mode)
+            XCTAssertEqual(try python(mode, "many"), "60 True", mode)
+            XCTAssertEqual(try python(mode, "goaway"), "200 rst7 (1, 1, 'WINDOW_UPDATE on idle stream 9')", mode)
+        }
+        let load = try runProcess(try tool("h2load"), ["-n", "200", "-c", "4", "-m", "10", "http://127.0.0.1:\(h2cPort)/load"], timeout: 60)
+        XCTAssertTrue(load.out.contains("200 succeeded, 0 failed, 0 errored"), load.out + load.err)
+        XCTAssertTrue(eventually(10) { Array(live().prefix(2)) == Array(before.prefix(2)) }, "\(live()) alive, \(before) before")
+        XCTAssertGreaterThan(live()[2], before[2], "kept-alive backend connections")
+        backend.stop()
+        backend = nil
+        XCTAssertTrue(eventually(10) { live() == before }, "\(live()) alive, \(before) before")
+    }
+
     /// Response backpressure: a client that reads a 64 MiB response slowly (64 KiB, then 2 ms)
     /// through `ugate run` (its own process, so its memory is measured alone). The codec holds
     /// what the client's window does not allow yet and pauses the backend above 256 KiB, so

@@ -132,7 +132,29 @@ final class HTTPRouteH2PathTests: XCTestCase {
                 HTTPField("Server", "nginx"), HTTPField("Content-Type", "text/plain"), HTTPField("Connection", "keep-alive, X-Secret"),
                 HTTPField("X-Secret", "s"), HTTPField("Keep-Alive", "timeout=5"), HTTPField("Transfer-Encoding", "chunked"), HTTPField("X-Kept", "k"),
             ])
-        let fields = HTTP2RouteHandler.responseFields(head)
-        XCTAssertEqual(fields.map { "\($0.name)=\($0.value)" }, [":status=200", "server=nginx", "content-type=text/plain", "x-kept=k"])
+        XCTAssertEqual(try encodedResponseHead(head), [":status=200", "server=nginx", "content-type=text/plain", "x-kept=k"])
+        let other = HTTP1ResponseHead(status: 418, reason: "Teapot", headers: [HTTPField("X-Upper-CASE", "V"), HTTPField("Cache-Control", "no-store")])
+        XCTAssertEqual(try encodedResponseHead(other), [":status=418", "x-upper-case=V", "cache-control=no-store"])
+    }
+
+    /// The fields a client decodes from the HEADERS the handler writes for `head` (on stream 1
+    /// of a codec that received a request there).
+    func encodedResponseHead(_ head: HTTP1ResponseHead) throws -> [String] {
+        let allocator = ByteBufferAllocator()
+        var codec = HTTP2ServerCodec(allocator: allocator)
+        var request = allocator.buffer(capacity: 256)
+        var encoder = HPACKEncoder(allocator: allocator)
+        try encoder.encode(headers: HPACKHeaders(HTTP2ServerCodecTests.request), to: &request)
+        let input = HTTP2ServerCodecTests.start + HTTP2ServerCodecTests.frame(0x1, flags: 0x5, stream: 1, Array(request.readableBytesView))
+        codec.receive(allocator.buffer(bytes: input))
+        while codec.nextEvent() != nil {}
+        _ = codec.takeOutput()
+        HTTP2RouteHandler.writeResponseHead(head, on: 1, to: &codec)
+        var block = try XCTUnwrap(codec.takeOutput())
+        // One HEADERS frame (type 1), its field block after the 9-byte frame header.
+        XCTAssertEqual(block.getInteger(at: block.readerIndex + 3, as: UInt8.self), 0x1)
+        block.moveReaderIndex(forwardBy: 9)
+        var decoder = HPACKDecoder(allocator: allocator)
+        return try decoder.decodeHeaders(from: &block).map { "\($0.name)=\($0.value)" }
     }
 }

@@ -50,6 +50,9 @@ class BackendConnection {
 /// A backend connection that is a NIO channel (`BackendHandler` reads it).
 final class NIOBackendConnection: BackendConnection {
     let channel: any Channel
+    #if DEBUG
+    private let live = LiveObjects.Token("NIOBackendConnection")
+    #endif
 
     /// The loop of the exchanges that use it and of its pool list: the channel's own, except for
     /// a mesh stream of a connection on another loop (its events hop here, `BackendLoopHop`).
@@ -97,7 +100,11 @@ final class NIOBackendConnection: BackendConnection {
 /// another loop (`received`, `readComplete`, `closed`).
 final class BackendHandler: BackendChannelEnd {
     typealias InboundIn = ByteBuffer
-    weak var connection: NIOBackendConnection?
+    /// Strong, cleared when the channel closes (`closed`): a weak reference would give the
+    /// connection a side table, every retain and release of it then the runtime's slow path
+    /// (see docs/httproute.md, *Hot-path notes*). The connection holds the channel, whose
+    /// pipeline holds this handler, until the close.
+    var connection: NIOBackendConnection?
     private var leftover: ByteBuffer?
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -157,7 +164,9 @@ final class BackendHandler: BackendChannelEnd {
 
     /// The channel closed: a body delimited by the close ends, the exchange learns of it.
     func closed() {
-        if let connection, let delegate = connection.delegate {
+        guard let connection else { return }
+        self.connection = nil
+        if let delegate = connection.delegate {
             if let end = connection.reader.closed() { delegate.backendRead(end) }
             connection.delegate?.backendClosed(connection)
         }

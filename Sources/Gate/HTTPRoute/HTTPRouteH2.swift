@@ -54,6 +54,10 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
     /// The request of an `Upgrade: h2c`, served as stream 1 once the handler is active.
     private var upgradeRequest: NIOHTTP1.HTTPRequestHead?
     private var started = false
+    private var settingsTimer: Scheduled<Void>?
+    #if DEBUG
+    private let live = LiveObjects.Token("HTTP2RouteHandler")
+    #endif
 
     override var exchanges: [Exchange] { streams.all.compactMap(\.exchange) }
 
@@ -73,6 +77,9 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
 
     override func handlerRemoved(context: ChannelHandlerContext) {
         idle.stop()
+        settingsTimer?.cancel()
+        settingsTimer = nil
+        streams = HTTP2StreamTable()
         super.handlerRemoved(context: context)
     }
 
@@ -88,10 +95,10 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
         started = true
         idle.start(self)
         let seconds = connection.settings.http2SettingsTimeout
-        // Not cancelled (a cancel searches the loop's task queue): it finds the SETTINGS
-        // acknowledged, or the handler gone.
-        eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(seconds * 1000))) { [weak self] in
-            self?.settingsTimerFired(after: seconds)
+        // Cancelled when the handler is removed (it holds the handler: no weak reference, see
+        // `HTTP2RouteStream.handler`); it may also find the SETTINGS acknowledged.
+        settingsTimer = eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(seconds * 1000))) { [self] in
+            settingsTimerFired(after: seconds)
         }
         if let request = upgradeRequest {
             upgradeRequest = nil
@@ -184,9 +191,7 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
         if body > 0, let exchange = stream.exchange {
             credit(padding, on: stream)
             // The stream's credit for the body comes back once the backend socket took it.
-            exchange.requestPart(.body(.byteBuffer(data))) { [weak self, weak stream] in
-                if let self, let stream { self.credit(body, on: stream) }
-            }
+            exchange.requestPart(.body(.byteBuffer(data))) { [self] in credit(body, on: stream) }
         } else {
             credit(body + padding, on: stream)
         }
@@ -311,6 +316,17 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
         if codec.writeHeaders(id, fields, endStream: endStream) { localClose(id) }
     }
 
+    /// A backend's response head as HEADERS, encoded from its fields in one pass (no
+    /// `HPACKHeaders`, names lower-cased as they are written; this runs for every response).
+    func writeResponseHead(_ id: UInt32, _ head: HTTP1ResponseHead) {
+        Self.writeResponseHead(head, on: id, to: &codec)
+    }
+
+    static func writeResponseHead(_ head: HTTP1ResponseHead, on id: UInt32, to codec: inout HTTP2ServerCodec) {
+        let named = BackendWire.connectionOptions(head.headers)
+        codec.writeResponseHead(id, status: head.status, fields: head.headers) { keepsResponseField($0, named: named) }
+    }
+
     func writeData(_ id: UInt32, _ data: ByteBuffer, endStream: Bool) {
         if codec.writeData(id, data, endStream: endStream) { localClose(id) }
     }
@@ -340,6 +356,7 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         idle.stop()
+        reading = false
         let open = streams.all
         streams = HTTP2StreamTable()
         paused.removeAll()
@@ -528,19 +545,11 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
         return out
     }
 
-    /// The HTTP/2 fields of a backend's response head: `responseFields`, also without the
-    /// fields its `Connection` names (RFC 9110 §7.6.1). One loop over the head's fields, no
-    /// lazy sequence adapters (this runs for every response).
-    static func responseFields(_ head: HTTP1ResponseHead) -> HPACKHeaders {
-        let named = BackendWire.connectionOptions(head.headers)
-        var out = HPACKHeaders()
-        out.reserveCapacity(head.headers.count + 1)
-        out.add(name: ":status", value: H2Names.status(head.status))
-        for field in head.headers where !HopByHop.contains(field.name) {
-            if !named.isEmpty, named.contains(where: { $0.equalsIgnoringASCIICase(field.name) }) { continue }
-            out.add(name: H2Names.lowercased(field.name), value: field.value)
-        }
-        return out
+    /// Whether a backend response head's field goes into the HTTP/2 response: not a
+    /// connection-specific field (hop-by-hop, `transfer-encoding`, RFC 9113 §8.2.2) nor one
+    /// its `Connection` names (`named`, RFC 9110 §7.6.1).
+    static func keepsResponseField(_ field: HTTPField, named: [String]) -> Bool {
+        !HopByHop.contains(field.name) && (named.isEmpty || !named.contains { $0.equalsIgnoringASCIICase(field.name) })
     }
 }
 
@@ -722,7 +731,14 @@ final class HTTP2RouteStream: ExchangeClient {
     let connection: RouteConnection
     let eventLoop: any EventLoop
     let allocator: ByteBufferAllocator
-    weak var handler: HTTP2RouteHandler?
+    /// Strong, not weak: a weak reference gives the handler a side table, and every retain and
+    /// release of it then takes the runtime's slow path (see docs/httproute.md, *Hot-path
+    /// notes*). The handler holds its open streams; a stream outlives its place in the table only
+    /// as long as its exchange holds it.
+    let handler: HTTP2RouteHandler
+    #if DEBUG
+    private let live = LiveObjects.Token("HTTP2RouteStream")
+    #endif
     var exchange: Exchange?
     /// Request DATA bytes not yet given back with a `WINDOW_UPDATE`.
     var windowDebt = 0
@@ -758,11 +774,11 @@ final class HTTP2RouteStream: ExchangeClient {
 
     func respondHead(_ head: HTTPResponseHead) {
         let fields = HTTP2RouteHandler.responseFields(head.headers.lazy.map { ($0.name, $0.value) }, count: head.headers.count, status: Int(head.status.code))
-        handler?.writeHeaders(id, fields, endStream: false)
+        handler.writeHeaders(id, fields, endStream: false)
     }
 
     func relayHead(_ head: HTTP1ResponseHead, raw: ByteBuffer?, close: Bool) {
-        handler?.writeHeaders(id, HTTP2RouteHandler.responseFields(head), endStream: false)
+        handler.writeResponseHead(id, head)
     }
 
     func respondBody(_ buffer: ByteBuffer) {
@@ -771,7 +787,6 @@ final class HTTP2RouteStream: ExchangeClient {
     }
 
     func respondEnd(_ trailers: HTTPHeaders?, close: Bool) {
-        guard let handler else { return }
         // The backend connection may go back to its pool: reading again.
         handler.resumeBackend(self)
         if let trailers, !trailers.isEmpty {
@@ -790,21 +805,21 @@ final class HTTP2RouteStream: ExchangeClient {
     private func writeHeld() {
         guard let buffer = held else { return }
         held = nil
-        handler?.writeData(id, buffer, endStream: false)
-        handler?.limitHeld(self)
+        handler.writeData(id, buffer, endStream: false)
+        handler.limitHeld(self)
     }
 
     func flushResponse() {
         writeHeld()
-        handler?.requestFlush()
+        handler.requestFlush()
     }
 
     func abortResponse() {
         held = nil
         responseEnded = true
-        handler?.resumeBackend(self)
-        handler?.reset(id, .internalError)
-        handler?.requestFlush()
+        handler.resumeBackend(self)
+        handler.reset(id, .internalError)
+        handler.requestFlush()
     }
 
     func exchangeFinished(_ finished: Exchange) {
@@ -814,7 +829,7 @@ final class HTTP2RouteStream: ExchangeClient {
     /// At once, unless the response is (or, its backend having ended, is about to be) held in
     /// the codec: then when the stream ends.
     func record(_ exchange: Exchange) {
-        guard let handler, responseEnded ? handler.holdsResponse(self) : exchange.responseComplete else {
+        guard responseEnded ? handler.holdsResponse(self) : exchange.responseComplete else {
             return connection.record(&exchange.log)
         }
         unlogged = exchange
@@ -830,11 +845,11 @@ final class HTTP2RouteStream: ExchangeClient {
     }
 
     func backendNeedsFlush(_ exchange: Exchange) {
-        if let handler { handler.backendNeedsFlush(exchange) } else { exchange.flushBackend() }
+        handler.backendNeedsFlush(exchange)
     }
 
     func watchDeadline(_ exchange: Exchange) {
-        handler?.watchDeadline(exchange)
+        handler.watchDeadline(exchange)
     }
 }
 

@@ -657,13 +657,16 @@ class RouteClientHandler {
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
         deadlines?.cancel()
+        deadlines = nil
         stallCheck?.cancel()
         stallCheck = nil
     }
 
     private func armStallCheck() {
-        stallCheck = eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(max(stall.limit / 4, 1)))) { [weak self] in
-            self?.checkStall()
+        // The task and the deadline timer hold the handler until `handlerRemoved` cancels them:
+        // no weak reference (see `HTTP2RouteStream.handler`).
+        stallCheck = eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(Int64(max(stall.limit / 4, 1)))) { [self] in
+            checkStall()
         }
     }
 
@@ -698,7 +701,7 @@ class RouteClientHandler {
 
     func watchDeadline(_ exchange: Exchange) {
         if deadlines == nil {
-            deadlines = DeadlineTimer(eventLoop: eventLoop) { [weak self] in self?.exchanges ?? [] }
+            deadlines = DeadlineTimer(eventLoop: eventLoop) { [self] in exchanges }
         }
         deadlines?.watch(exchange.deadline)
     }

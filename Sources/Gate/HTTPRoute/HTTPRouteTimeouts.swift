@@ -126,7 +126,9 @@ final class HTTP2IdleHandler {
     private var timer: Scheduled<Void>?
     private var idleDeadline: NIODeadline?
     private var graceTimer: Scheduled<Void>?
-    private weak var connection: HTTP2RouteHandler?
+    /// Strong (no weak reference to the handler, see `HTTP2RouteStream.handler`): cleared by
+    /// `stop`, which the handler calls when its channel goes.
+    private var connection: HTTP2RouteHandler?
     private var started = false
 
     init(seconds: Double, graceSeconds: Double = 1, loop: any EventLoop) {

@@ -46,7 +46,7 @@ struct H2SendState: Equatable {
 /// as a value: bytes in (`receive`, then `nextEvent` until nil), frames out (the `write…`
 /// calls and the codec's own answers — SETTINGS ACK, PING ACK, RST_STREAM, GOAWAY,
 /// connection-level WINDOW_UPDATE — gathered in one buffer, `takeOutput`). No sockets,
-/// clocks or logging; NIOHPACK's `HPACKDecoder` / `HPACKEncoder` for field blocks.
+/// clocks or logging; NIOHPACK's `HPACKDecoder` for received field blocks, `H2FieldEncoder` for sent ones.
 ///
 /// Hand-written instead of `NIOHTTP2Handler` for the gateway's hot path: NIO's handler copies
 /// its connection and stream state machines for every frame, boxes every frame in an enum
@@ -170,7 +170,7 @@ struct HTTP2ServerCodec {
 
     private var phase = Phase.preface
     private var decoder: HPACKDecoder
-    private var encoder: HPACKEncoder
+    private var encoder = H2FieldEncoder()
     private let allocator: ByteBufferAllocator
 
     private var inbound: ByteBuffer?
@@ -216,7 +216,6 @@ struct HTTP2ServerCodec {
     init(allocator: ByteBufferAllocator, upgradeSettings: [UInt8]? = nil) {
         self.allocator = allocator
         decoder = HPACKDecoder(allocator: allocator, maxDynamicTableSize: HPACKDecoder.maxDynamicTableSize, maxHeaderListSize: Self.maxDecodedHeaderList)
-        encoder = HPACKEncoder(allocator: allocator)
         output = allocator.buffer(capacity: 1024)
         ids.reserveCapacity(16)
         streams.reserveCapacity(16)
@@ -494,7 +493,7 @@ struct HTTP2ServerCodec {
             switch identifier {
             case H2Setting.headerTableSize:
                 // The client's decoder table: the encoder's may not be larger (4096 at most).
-                try? encoder.setDynamicTableSize(min(Int(value), HPACKEncoder.defaultDynamicTableSize))
+                encoder.setTableSize(Int(value))
             case H2Setting.initialWindowSize:
                 // §6.9.2: the difference applies to every open stream's window.
                 let delta = Int(value) - peerInitialWindow
@@ -594,8 +593,16 @@ struct HTTP2ServerCodec {
             streams[index].held.append(.trailers(fields))
             return false
         }
-        emitHeaders(streamID, fields, endStream: endStream)
+        emitHeaders(streamID, endStream: endStream) { encoder, output in encoder.encode(fields, to: &output) }
         return endStream ? localEnded(index) : false
+    }
+
+    /// A response head's HEADERS on `streamID` (not ending the stream): `:status` and the
+    /// fields `keep` accepts, encoded from the head's own fields (`H2FieldEncoder`). Dropped
+    /// when the stream is closed; nothing of the stream is held before its head.
+    mutating func writeResponseHead(_ streamID: UInt32, status: Int, fields: [HTTPField], keep: (HTTPField) -> Bool) {
+        guard phase != .failed, let index = index(streamID), !streams[index].localEndQueued, streams[index].held.isEmpty else { return }
+        emitHeaders(streamID, endStream: false) { encoder, output in encoder.encode(status: status, fields: fields, keep: keep, to: &output) }
     }
 
     /// Response body bytes on `streamID`: sent as far as the client's windows allow, the rest
@@ -792,16 +799,11 @@ struct HTTP2ServerCodec {
 
     /// HEADERS, then CONTINUATION frames when the block exceeds the client's SETTINGS_MAX_FRAME_SIZE
     /// (field block encoded straight into the output).
-    private mutating func emitHeaders(_ id: UInt32, _ fields: HPACKHeaders, endStream: Bool) {
+    private mutating func emitHeaders(_ id: UInt32, endStream: Bool, _ encode: (inout H2FieldEncoder, inout ByteBuffer) -> Void) {
         prepareOutput()
         let start = output.writerIndex
         output.writeRepeatingByte(0, count: H2FrameHeader.size)
-        do {
-            try encoder.encode(headers: fields, to: &output)
-        } catch {
-            // HPACKEncoder throws only when used incrementally, which this codec never does.
-            preconditionFailure("HPACK encoding failed: \(error)")
-        }
+        encode(&encoder, &output)
         let length = output.writerIndex - start - H2FrameHeader.size
         let flags = endStream ? H2Flags.endStream : 0
         if length <= peerMaxFrameSize {
@@ -861,7 +863,7 @@ struct HTTP2ServerCodec {
                 switch streams[index].held[0] {
                 case .trailers(let fields):
                     streams[index].held.removeFirst()
-                    emitHeaders(ids[index], fields, endStream: true)
+                    emitHeaders(ids[index], endStream: true) { encoder, output in encoder.encode(fields, to: &output) }
                     closed = true
                 case .data(var data, let endStream):
                     guard data.readableBytes == 0 || connectionSendWindow > 0 else { break sending }
