@@ -5,8 +5,9 @@ import XCTest
 
 final class IdentityTests: XCTestCase {
     func testKeyFileIsMode0600AndReusedAcrossLoads() throws {
-        let dir = try temporaryDirectory("identity") + "/node"
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let base = try temporaryDirectory("identity")
+        defer { try? FileManager.default.removeItem(atPath: base) }
+        let dir = base + "/node"
         let first = try NodeIdentity.loadOrCreate(directory: dir)
         let attributes = try FileManager.default.attributesOfItem(atPath: dir + "/key.pem")
         XCTAssertEqual((attributes[.posixPermissions] as? NSNumber)?.intValue, 0o600)
