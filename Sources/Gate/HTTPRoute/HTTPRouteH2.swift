@@ -533,14 +533,15 @@ final class HTTP2RouteHandler: RouteClientHandler, ChannelInboundHandler {
         return headers
     }
 
-    /// HTTP/2 response fields: `:status`, names lower-cased, connection-specific fields
-    /// (hop-by-hop, `transfer-encoding`) left out (RFC 9113 §8.2.2).
+    /// HTTP/2 response fields: `:status`, connection-specific fields (hop-by-hop,
+    /// `transfer-encoding`) left out (RFC 9113 §8.2.2). Names as they are: `H2FieldEncoder`
+    /// writes them in lower case.
     static func responseFields(_ headers: some Sequence<(name: String, value: String)>, count: Int, status: Int?) -> HPACKHeaders {
         var out = HPACKHeaders()
         out.reserveCapacity(count + 1)
         if let status { out.add(name: ":status", value: H2Names.status(status)) }
         for (name, value) in headers where !HopByHop.contains(name) {
-            out.add(name: H2Names.lowercased(name), value: value)
+            out.add(name: name, value: value)
         }
         return out
     }
@@ -577,26 +578,8 @@ struct H2RequestHead: ExchangeHead {
     var h2cSettingsProblem: String? { nil }
 }
 
-/// Response field names and `:status` values as HTTP/2 sends them, without lower-casing or
-/// formatting the usual ones each time.
+/// `:status` values as HTTP/2 sends them, without formatting the usual ones each time.
 enum H2Names {
-    /// `name` in lower case (RFC 9113 §8.2): unchanged when it has no upper-case letter, a
-    /// literal for the usual response fields, else `lowercased()`.
-    static func lowercased(_ name: String) -> String {
-        guard utf8Bytes(of: name, { $0.contains { $0 >= 0x41 && $0 <= 0x5A } }) else { return name }
-        // `named` compares the lengths first: most entries cost one comparison.
-        for (literal, lowered) in usual where HopByHop.named(name, literal) { return lowered }
-        return name.lowercased()
-    }
-
-    /// The usual response field names, as literals to compare with and as strings to send.
-    private static let usual: [(StaticString, String)] = [
-        ("date", "date"), ("server", "server"), ("content-type", "content-type"), ("content-length", "content-length"),
-        ("etag", "etag"), ("vary", "vary"), ("expires", "expires"), ("location", "location"), ("set-cookie", "set-cookie"),
-        ("cache-control", "cache-control"), ("last-modified", "last-modified"), ("accept-ranges", "accept-ranges"),
-        ("content-encoding", "content-encoding"),
-    ]
-
     /// The `:status` value of `code`: a literal for the usual codes.
     static func status(_ code: Int) -> String {
         switch code {

@@ -119,7 +119,7 @@ final class HTTPRouteNIO: Sendable {
     ///
     /// Received HEADERS are checked by `HTTP2RouteHandler` in its own pass over them
     /// (`requestHead`, `validTrailers`), and the gateway's own HEADERS are valid by
-    /// construction (`responseFields`: lower-cased names; the fields come from the backend's
+    /// construction (`H2FieldEncoder` writes names in lower case; the fields come from the backend's
     /// head, whose parser accepts only token names and values without controls, from filters
     /// the loader checked the same way, or from the gateway itself). `HTTP2RouteHandler`
     /// checks a request's DATA against its `content-length` while it counts them for flow
